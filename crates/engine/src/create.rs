@@ -1,0 +1,193 @@
+//! `create`: validate against the data dir, persist, keep secrets in the keychain, boot.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use hypedeck_hypervisor::VmSpec;
+use hypedeck_model::{Instance, InstanceId, InstanceSpec};
+use hypedeck_secrets::Sensitive;
+use hypedeck_store::{EgressRecord, InstanceRecord, NetworkRecord, SCHEMA_VERSION, SecretRef};
+use time::OffsetDateTime;
+
+use crate::{Engine, EngineError, secret_account};
+
+impl Engine {
+    /// Creates and boots an instance. On any failure nothing is left behind: no directory, no
+    /// keychain entry, no VMM.
+    pub async fn create(&self, spec: InstanceSpec) -> Result<Instance, EngineError> {
+        let hypervisor = match &self.hypervisor {
+            Ok(h) => h.clone(),
+            Err(reason) => return Err(EngineError::NoHypervisor(reason.clone())),
+        };
+        if let Some(requested) = spec.hypervisor {
+            if requested != hypervisor.kind() {
+                return Err(EngineError::HypervisorUnavailable {
+                    requested,
+                    available: hypervisor.kind(),
+                });
+            }
+        }
+
+        let _create = self.create_lock.lock().await;
+        if self.records()?.iter().any(|r| r.name == spec.name) {
+            return Err(EngineError::NameConflict(spec.name.clone()));
+        }
+        let id = new_id()?;
+        let record = build_record(&id, &spec, hypervisor.kind());
+
+        // Secrets first: if the keychain is unavailable nothing else has happened yet.
+        let secrets: Vec<(String, Sensitive<String>)> = record
+            .secret_env
+            .iter()
+            .filter_map(|(key, r)| {
+                spec.env
+                    .get(key)
+                    .map(|v| (r.keychain_account.clone(), Sensitive::new(v.clone())))
+            })
+            .collect();
+        let accounts: Vec<String> = secrets.iter().map(|(a, _)| a.clone()).collect();
+        let stored = self
+            .blocking(move |store| {
+                for (account, value) in &secrets {
+                    store.set(account, value)?;
+                }
+                Ok(())
+            })
+            .await;
+        if let Err(e) = stored {
+            self.forget_secrets(&accounts).await;
+            return Err(e);
+        }
+
+        let result = self.persist_and_boot(&id, record, &spec, hypervisor).await;
+        match result {
+            Ok(instance) => Ok(instance),
+            Err(e) => {
+                self.vms_guard().remove(id.as_str());
+                let _ = std::fs::remove_dir_all(self.paths.instance_dir(&id));
+                self.secret_cache().remove(id.as_str());
+                self.forget_secrets(&accounts).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn persist_and_boot(
+        &self,
+        id: &InstanceId,
+        mut record: InstanceRecord,
+        spec: &InstanceSpec,
+        hypervisor: Arc<dyn hypedeck_hypervisor::Hypervisor>,
+    ) -> Result<Instance, EngineError> {
+        record.save(&self.paths)?;
+        let logs = self.paths.instance_logs(id);
+        hypedeck_store::create_private_dir(&logs)?;
+        hypedeck_store::create_private_dir(&self.paths.instance_runtime(id))?;
+        let vm_spec = VmSpec {
+            instance_id: id.to_string(),
+            runtime_dir: self.paths.instance_runtime(id),
+            vcpus: spec.vcpus,
+            memory_bytes: spec.memory_bytes,
+            hotplug_bytes: spec.hotplug_bytes,
+            kernel: self.paths.system().join("kernel/vmlinuz"),
+            initrd: self.paths.system().join("initrd/initrd.img"),
+            kernel_args: "console=ttyS0".into(),
+            disks: Vec::new(),
+            serial_log: logs.join("app.log"),
+        };
+        let vm = hypervisor.start(&vm_spec).await?;
+        self.vms_guard().insert(id.to_string(), Arc::from(vm));
+        record.started_at = Some(OffsetDateTime::now_utc());
+        record.save(&self.paths)?;
+        let observed = self.observe(&record).await;
+        self.render(&record, &observed).await
+    }
+
+    pub(crate) async fn forget_secrets(&self, accounts: &[String]) {
+        let accounts = accounts.to_vec();
+        let result = self
+            .blocking(move |store| {
+                for account in &accounts {
+                    store.delete(account)?;
+                }
+                Ok(())
+            })
+            .await;
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "could not remove keychain entries");
+        }
+    }
+}
+
+fn new_id() -> Result<InstanceId, EngineError> {
+    let mut random = [0u8; hypedeck_model::id::ID_LEN];
+    getrandom::fill(&mut random).map_err(|_| EngineError::Task)?;
+    Ok(InstanceId::from_random(random))
+}
+
+fn build_record(
+    id: &InstanceId,
+    spec: &InstanceSpec,
+    hypervisor: hypedeck_model::HypervisorKind,
+) -> InstanceRecord {
+    let secret_keys = spec.credential_source_keys();
+    let mut env = BTreeMap::new();
+    let mut secret_env = BTreeMap::new();
+    for (key, value) in &spec.env {
+        if secret_keys.contains(key) {
+            secret_env.insert(
+                key.clone(),
+                SecretRef {
+                    keychain_account: secret_account(id.as_str(), key),
+                },
+            );
+        } else {
+            env.insert(key.clone(), value.clone());
+        }
+    }
+    InstanceRecord {
+        schema_version: SCHEMA_VERSION,
+        id: id.to_string(),
+        name: spec.name.clone(),
+        image: spec.image.clone(),
+        platform: spec.platform.clone(),
+        hypervisor,
+        vcpus: spec.vcpus,
+        memory_bytes: spec.memory_bytes,
+        hotplug_bytes: spec.hotplug_bytes,
+        overlay_bytes: spec.overlay_bytes,
+        disk_io_bps: spec.disk_io_bps,
+        env,
+        secret_env,
+        credentials: spec.credentials.clone(),
+        tags: spec.tags.clone(),
+        network: NetworkRecord {
+            enabled: spec.network.enabled,
+            bandwidth_download_bps: spec.network.bandwidth_download,
+            bandwidth_upload_bps: spec.network.bandwidth_upload,
+            egress: EgressRecord {
+                enabled: spec.network.egress.is_some(),
+                mode: spec
+                    .network
+                    .egress
+                    .map(|m| m.as_str().to_string())
+                    .unwrap_or_default(),
+            },
+            ip: None,
+            mac: None,
+        },
+        volumes: spec.volumes.clone(),
+        gpu_profile: spec.gpu_profile.clone(),
+        devices: spec.devices.clone(),
+        entrypoint: spec.entrypoint.clone(),
+        cmd: spec.cmd.clone(),
+        skip_kernel_headers: spec.skip_kernel_headers,
+        skip_guest_agent: spec.skip_guest_agent,
+        policies: spec.policies.clone(),
+        created_at: OffsetDateTime::now_utc(),
+        started_at: None,
+        stopped_at: None,
+        exit_code: None,
+        exit_message: None,
+    }
+}

@@ -1,0 +1,207 @@
+//! A scriptable in-memory hypervisor for engine and API tests (feature `fake`).
+//!
+//! It boots nothing: a "VM" is an entry in a shared map. It writes the same boot markers to the
+//! serial log that guest init prints, so state derivation runs the real code path. Never the
+//! only test of a feature: real-VM suites live in `tests/vm`.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use hypedeck_hypervisor::{Capabilities, Hypervisor, HypervisorError, Vm, VmSpec, VmmState};
+use hypedeck_model::HypervisorKind;
+
+/// What the fake does on the next boots.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Script {
+    /// Fail `start` with this message.
+    pub fail_start: Option<String>,
+    /// Boot markers to print: 0 none (Initializing), 1 program start, 2 both (Running).
+    pub markers: u8,
+    /// Make `state()` fail while the VMM stays "alive" (-> Unknown).
+    pub query_fails: bool,
+}
+
+impl Default for Script {
+    fn default() -> Self {
+        Script {
+            fail_start: None,
+            markers: 2,
+            query_fails: false,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct FakeVmState {
+    state: VmmState,
+    alive: bool,
+}
+
+/// The fake backend. Clone the `Arc` into a new engine to simulate an engine restart with
+/// VMMs that kept running.
+#[derive(Debug, Default)]
+pub struct FakeHypervisor {
+    vms: Arc<Mutex<HashMap<String, Arc<Mutex<FakeVmState>>>>>,
+    script: Mutex<Script>,
+}
+
+impl FakeHypervisor {
+    /// A fake with the default script (boots straight to Running).
+    pub fn new() -> Arc<FakeHypervisor> {
+        Arc::new(FakeHypervisor::default())
+    }
+
+    /// Replaces the script for the next calls.
+    pub fn set_script(&self, script: Script) {
+        *self.script.lock().unwrap_or_else(|p| p.into_inner()) = script;
+    }
+
+    fn script(&self) -> Script {
+        self.script
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Ids of VMs currently alive.
+    pub fn running(&self) -> Vec<String> {
+        let vms = self.vms.lock().unwrap_or_else(|p| p.into_inner());
+        let mut ids: Vec<String> = vms
+            .iter()
+            .filter(|(_, v)| v.lock().map(|v| v.alive).unwrap_or(false))
+            .map(|(k, _)| k.clone())
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// Simulates the VMM process dying on its own.
+    pub fn crash(&self, instance_id: &str) {
+        if let Some(vm) = self
+            .vms
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(instance_id)
+        {
+            vm.lock().unwrap_or_else(|p| p.into_inner()).alive = false;
+        }
+    }
+}
+
+fn append(path: &Path, line: &str) -> std::io::Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    writeln!(f, "{line}")
+}
+
+#[async_trait::async_trait]
+impl Hypervisor for FakeHypervisor {
+    fn kind(&self) -> HypervisorKind {
+        HypervisorKind::Qemu
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            pause: true,
+            graceful_shutdown: true,
+            ..Capabilities::default()
+        }
+    }
+
+    async fn start(&self, spec: &VmSpec) -> Result<Box<dyn Vm>, HypervisorError> {
+        let script = self.script();
+        if let Some(message) = script.fail_start {
+            return Err(HypervisorError::Operation {
+                operation: "start",
+                detail: message,
+            });
+        }
+        let ts = "2026-01-01T00:00:00Z";
+        if script.markers >= 1 {
+            append(
+                &spec.serial_log,
+                &format!("HYPEMAN-PROGRAM-START ts={ts} mode=exec"),
+            )
+            .map_err(HypervisorError::Start)?;
+        }
+        if script.markers >= 2 {
+            append(&spec.serial_log, &format!("HYPEMAN-AGENT-READY ts={ts}"))
+                .map_err(HypervisorError::Start)?;
+        }
+        let vm = Arc::new(Mutex::new(FakeVmState {
+            state: VmmState::Running,
+            alive: true,
+        }));
+        self.vms
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(spec.instance_id.clone(), vm.clone());
+        Ok(Box::new(FakeVm {
+            inner: vm,
+            query_fails: script.query_fails,
+        }))
+    }
+
+    async fn attach(
+        &self,
+        instance_id: &str,
+        _runtime_dir: &Path,
+    ) -> Result<Option<Box<dyn Vm>>, HypervisorError> {
+        let vms = self.vms.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(vms
+            .get(instance_id)
+            .filter(|v| v.lock().map(|v| v.alive).unwrap_or(false))
+            .map(|v| {
+                Box::new(FakeVm {
+                    inner: v.clone(),
+                    query_fails: self.script().query_fails,
+                }) as Box<dyn Vm>
+            }))
+    }
+}
+
+#[derive(Debug)]
+struct FakeVm {
+    inner: Arc<Mutex<FakeVmState>>,
+    query_fails: bool,
+}
+
+impl FakeVm {
+    fn with<T>(&self, f: impl FnOnce(&mut FakeVmState) -> T) -> T {
+        f(&mut self.inner.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+#[async_trait::async_trait]
+impl Vm for FakeVm {
+    async fn state(&self) -> Result<VmmState, HypervisorError> {
+        if !self.with(|v| v.alive) {
+            return Err(HypervisorError::Query("connection refused".into()));
+        }
+        if self.query_fails {
+            return Err(HypervisorError::Query("scripted failure".into()));
+        }
+        Ok(self.with(|v| v.state))
+    }
+
+    async fn request_shutdown(&self) -> Result<(), HypervisorError> {
+        self.with(|v| {
+            v.state = VmmState::Shutdown;
+            v.alive = false;
+        });
+        Ok(())
+    }
+
+    async fn kill(&self) -> Result<(), HypervisorError> {
+        self.with(|v| v.alive = false);
+        Ok(())
+    }
+
+    async fn is_alive(&self) -> bool {
+        self.with(|v| v.alive)
+    }
+}

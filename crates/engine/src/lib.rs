@@ -1,0 +1,192 @@
+//! The instance manager. One file per verb (`create.rs`, `delete.rs`, `update.rs`), state
+//! derivation in `derive.rs`, lookups in `query.rs`, wire rendering in `render.rs`.
+//!
+//! The engine knows nothing of HTTP or Tauri. It takes validated domain values
+//! ([`hypedeck_model::InstanceSpec`]) and answers domain errors ([`EngineError`]).
+//!
+//! Invariants:
+//! - state is derived on every read (VMM query + boot markers + snapshot presence), never
+//!   trusted from a file;
+//! - every mutating verb holds the instance's lock; create holds the engine-wide create lock
+//!   so names stay unique;
+//! - credential source values are kept in the [`SecretStore`] and in memory only.
+
+mod create;
+mod delete;
+mod derive;
+#[cfg(any(test, feature = "fake"))]
+pub mod fake;
+mod query;
+mod render;
+mod update;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use hypedeck_hypervisor::{Hypervisor, HypervisorError, Vm};
+use hypedeck_model::{HypervisorKind, InstanceState, Rejection};
+use hypedeck_secrets::{SecretError, SecretStore, Sensitive};
+use hypedeck_store::{Paths, StoreError};
+
+pub use query::ListFilter;
+
+/// Errors of engine verbs. Messages are short and never contain secret values.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// No instance matches.
+    #[error("instance not found")]
+    NotFound,
+    /// More than one instance matches a name or id prefix.
+    #[error("multiple resources match, use full ID")]
+    Ambiguous,
+    /// The request was refused by validation.
+    #[error("{0}")]
+    Rejected(Rejection),
+    /// Another instance already has this name.
+    #[error("instance name {0:?} already exists")]
+    NameConflict(String),
+    /// The operation is not allowed in the instance's current state.
+    #[error("invalid state transition: {0}")]
+    InvalidState(String),
+    /// No hypervisor backend can run instances on this host.
+    #[error("no hypervisor is available on this host: {0}")]
+    NoHypervisor(String),
+    /// The requested backend is not the one this engine runs.
+    #[error("hypervisor {requested} is not available on this host (available: {available})")]
+    HypervisorUnavailable {
+        /// What the request asked for.
+        requested: HypervisorKind,
+        /// What this engine runs.
+        available: HypervisorKind,
+    },
+    /// Reading or writing the data dir failed.
+    #[error("store")]
+    Store(#[from] StoreError),
+    /// The keychain failed.
+    #[error("keychain")]
+    Secrets(#[from] SecretError),
+    /// The hypervisor failed.
+    #[error("hypervisor")]
+    Hypervisor(#[from] HypervisorError),
+    /// A blocking task panicked or was cancelled.
+    #[error("background task failed")]
+    Task,
+}
+
+/// How the engine is put together.
+#[derive(Debug)]
+pub struct EngineConfig {
+    /// The data dir layout.
+    pub paths: Paths,
+    /// Where credential values are kept.
+    pub secrets: Arc<dyn SecretStore>,
+    /// The backend, or why there is none.
+    pub hypervisor: Result<Arc<dyn Hypervisor>, String>,
+}
+
+/// The instance manager.
+#[derive(Debug)]
+pub struct Engine {
+    paths: Paths,
+    secrets: Arc<dyn SecretStore>,
+    hypervisor: Result<Arc<dyn Hypervisor>, String>,
+    /// Serializes creates so names stay unique.
+    create_lock: tokio::sync::Mutex<()>,
+    /// Per-instance locks for mutating verbs.
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// VMMs this engine started or re-attached, by instance id.
+    vms: Mutex<HashMap<String, Arc<dyn Vm>>>,
+    /// Credential values by instance id, then env key (a cache of the keychain).
+    secret_cache: Mutex<HashMap<String, BTreeMap<String, Sensitive<String>>>>,
+}
+
+impl Engine {
+    /// An engine over a data dir. Call [`Engine::reconcile`] once before serving.
+    pub fn new(config: EngineConfig) -> Engine {
+        Engine {
+            paths: config.paths,
+            secrets: config.secrets,
+            hypervisor: config.hypervisor,
+            create_lock: tokio::sync::Mutex::new(()),
+            locks: Mutex::new(HashMap::new()),
+            vms: Mutex::new(HashMap::new()),
+            secret_cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The data dir layout.
+    pub fn paths(&self) -> &Paths {
+        &self.paths
+    }
+
+    /// The backend this engine runs, if any.
+    pub fn hypervisor_kind(&self) -> Option<HypervisorKind> {
+        self.hypervisor.as_ref().ok().map(|h| h.kind())
+    }
+
+    /// Re-attaches to VMMs that outlived a previous engine. Idempotent.
+    pub async fn reconcile(&self) -> Result<(), EngineError> {
+        let Ok(hypervisor) = &self.hypervisor else {
+            return Ok(());
+        };
+        for record in hypedeck_store::InstanceRecord::load_all(&self.paths)?
+            .into_iter()
+            .flatten()
+        {
+            let Ok(id) = hypedeck_model::InstanceId::parse(&record.id) else {
+                continue;
+            };
+            if let Some(vm) = hypervisor
+                .attach(&record.id, &self.paths.instance_runtime(&id))
+                .await?
+            {
+                self.vms_guard().insert(record.id.clone(), Arc::from(vm));
+            }
+        }
+        Ok(())
+    }
+
+    fn lock_for(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        locks.entry(id.to_string()).or_default().clone()
+    }
+
+    fn vms_guard(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<dyn Vm>>> {
+        self.vms.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn vm(&self, id: &str) -> Option<Arc<dyn Vm>> {
+        self.vms_guard().get(id).cloned()
+    }
+
+    fn secret_cache(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, BTreeMap<String, Sensitive<String>>>> {
+        self.secret_cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs a keychain call off the async runtime.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(Arc<dyn SecretStore>) -> Result<T, SecretError> + Send + 'static,
+    ) -> Result<T, EngineError> {
+        let secrets = self.secrets.clone();
+        tokio::task::spawn_blocking(move || f(secrets))
+            .await
+            .map_err(|_| EngineError::Task)?
+            .map_err(EngineError::from)
+    }
+}
+
+/// Keychain account of one credential-backed env var.
+fn secret_account(instance_id: &str, key: &str) -> String {
+    format!("instance/{instance_id}/env/{key}")
+}
+
+/// `InstanceState` values that accept an env update.
+fn accepts_env_update(state: InstanceState) -> bool {
+    matches!(state, InstanceState::Running | InstanceState::Initializing)
+}

@@ -1,0 +1,143 @@
+//! Lookups: resolve an id/name/prefix, read one instance, list with filters.
+
+use std::collections::BTreeMap;
+
+use hypedeck_model::{Instance, InstanceId, InstanceState};
+use hypedeck_store::InstanceRecord;
+
+use crate::derive::{BootMarkers, derive_state, dir_has_entries};
+use crate::{Engine, EngineError};
+
+/// `GET /instances` filters (all must match).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListFilter {
+    /// Only instances in this state.
+    pub state: Option<InstanceState>,
+    /// Only instances carrying every one of these tags.
+    pub tags: BTreeMap<String, String>,
+}
+
+/// The derived runtime facts of an instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Observed {
+    pub state: InstanceState,
+    pub state_error: Option<String>,
+    pub has_snapshot: bool,
+}
+
+impl Engine {
+    pub(crate) fn records(&self) -> Result<Vec<InstanceRecord>, EngineError> {
+        let mut out = Vec::new();
+        for record in InstanceRecord::load_all(&self.paths)? {
+            match record {
+                Ok(r) => out.push(r),
+                // A damaged metadata file must not hide every other instance.
+                Err(e) => tracing::warn!(error = %e, "skipping unreadable instance metadata"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Resolves `id_or_name` like upstream: exact id, then exact name, then id prefix.
+    pub fn resolve(&self, id_or_name: &str) -> Result<InstanceRecord, EngineError> {
+        if id_or_name.is_empty() {
+            return Err(EngineError::NotFound);
+        }
+        let records = self.records()?;
+        if let Some(r) = records.iter().find(|r| r.id == id_or_name) {
+            return Ok(r.clone());
+        }
+        let by_name: Vec<&InstanceRecord> =
+            records.iter().filter(|r| r.name == id_or_name).collect();
+        match by_name.len() {
+            1 => return Ok(by_name[0].clone()),
+            n if n > 1 => return Err(EngineError::Ambiguous),
+            _ => {}
+        }
+        let by_prefix: Vec<&InstanceRecord> = records
+            .iter()
+            .filter(|r| r.id.starts_with(id_or_name))
+            .collect();
+        match by_prefix.len() {
+            0 => Err(EngineError::NotFound),
+            1 => Ok(by_prefix[0].clone()),
+            _ => Err(EngineError::Ambiguous),
+        }
+    }
+
+    /// Derives the state of one instance now.
+    pub(crate) async fn observe(&self, record: &InstanceRecord) -> Observed {
+        let Ok(id) = InstanceId::parse(&record.id) else {
+            return Observed {
+                state: InstanceState::Unknown,
+                state_error: Some("invalid instance id".into()),
+                has_snapshot: false,
+            };
+        };
+        let has_snapshot = dir_has_entries(&self.paths.instance_dir(&id).join("snapshots/latest"));
+        let vmm = match self.vm(&record.id) {
+            None => None,
+            Some(vm) => {
+                let query =
+                    tokio::time::timeout(std::time::Duration::from_millis(500), vm.state()).await;
+                match query {
+                    Ok(Ok(state)) => Some(state),
+                    Ok(Err(e)) => {
+                        if vm.is_alive().await {
+                            return Observed {
+                                state: InstanceState::Unknown,
+                                state_error: Some(format!("failed to query hypervisor: {e}")),
+                                has_snapshot,
+                            };
+                        }
+                        // The VMM is gone: forget it; the instance is Stopped (or Standby).
+                        self.vms_guard().remove(&record.id);
+                        None
+                    }
+                    Err(_) => {
+                        return Observed {
+                            state: InstanceState::Unknown,
+                            state_error: Some(
+                                "failed to query hypervisor: timed out after 500ms".into(),
+                            ),
+                            has_snapshot,
+                        };
+                    }
+                }
+            }
+        };
+        let markers = BootMarkers::read(&self.paths.instance_logs(&id).join("app.log"));
+        Observed {
+            state: derive_state(vmm, markers, record.skip_guest_agent, has_snapshot),
+            state_error: None,
+            has_snapshot,
+        }
+    }
+
+    /// One instance by id, name or id prefix.
+    pub async fn get(&self, id_or_name: &str) -> Result<Instance, EngineError> {
+        let record = self.resolve(id_or_name)?;
+        let observed = self.observe(&record).await;
+        self.render(&record, &observed).await
+    }
+
+    /// Every instance matching `filter`, oldest first.
+    pub async fn list(&self, filter: &ListFilter) -> Result<Vec<Instance>, EngineError> {
+        let mut out = Vec::new();
+        for record in self.records()? {
+            if !filter
+                .tags
+                .iter()
+                .all(|(k, v)| record.tags.get(k) == Some(v))
+            {
+                continue;
+            }
+            let observed = self.observe(&record).await;
+            if filter.state.is_some_and(|s| s != observed.state) {
+                continue;
+            }
+            out.push(self.render(&record, &observed).await?);
+        }
+        Ok(out)
+    }
+}

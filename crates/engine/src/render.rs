@@ -1,0 +1,123 @@
+//! Record + observed state -> the wire `Instance`, formatted exactly like upstream.
+
+use std::collections::BTreeMap;
+
+use hypedeck_model::instance::disabled_health_status;
+use hypedeck_model::size::{format_rate, format_size};
+use hypedeck_model::{Instance, InstanceGpu, InstanceNetwork};
+use hypedeck_secrets::Sensitive;
+use hypedeck_store::InstanceRecord;
+
+use crate::query::Observed;
+use crate::{Engine, EngineError};
+
+impl Engine {
+    /// Credential values of an instance, from the cache or the keychain.
+    pub(crate) async fn secret_env(
+        &self,
+        record: &InstanceRecord,
+    ) -> Result<BTreeMap<String, Sensitive<String>>, EngineError> {
+        if let Some(cached) = self.secret_cache().get(&record.id) {
+            if cached.len() == record.secret_env.len() {
+                return Ok(cached.clone());
+            }
+        }
+        let accounts: Vec<(String, String)> = record
+            .secret_env
+            .iter()
+            .map(|(k, r)| (k.clone(), r.keychain_account.clone()))
+            .collect();
+        let values = self
+            .blocking(move |store| {
+                let mut out = BTreeMap::new();
+                for (key, account) in accounts {
+                    if let Some(value) = store.get(&account)? {
+                        out.insert(key, value);
+                    }
+                }
+                Ok(out)
+            })
+            .await?;
+        self.secret_cache()
+            .insert(record.id.clone(), values.clone());
+        Ok(values)
+    }
+
+    pub(crate) async fn render(
+        &self,
+        record: &InstanceRecord,
+        observed: &Observed,
+    ) -> Result<Instance, EngineError> {
+        let mut env = record.env.clone();
+        for (key, value) in self.secret_env(record).await? {
+            // Upstream echoes real credential values in `env`; the wire contract keeps that.
+            env.insert(key, value.into_inner());
+        }
+        let network = &record.network;
+        let rate = |bps: u64| (bps > 0).then(|| format_rate(bps));
+        Ok(Instance {
+            auto_standby: record.policies.get("auto_standby").cloned(),
+            created_at: record.created_at,
+            current_phase: None,
+            current_phase_since: None,
+            disk_io_bps: rate(record.disk_io_bps),
+            env: (!env.is_empty()).then_some(env),
+            exit_code: record.exit_code,
+            exit_message: record.exit_message.clone().filter(|m| !m.is_empty()),
+            gpu: record.gpu_profile.clone().map(|profile| InstanceGpu {
+                mdev_uuid: None,
+                profile: Some(profile),
+            }),
+            has_snapshot: Some(observed.has_snapshot),
+            health_check: record.policies.get("health_check").cloned(),
+            health_status: Some(disabled_health_status()),
+            hotplug_size: Some(format_size(record.hotplug_bytes)),
+            hypervisor: Some(record.hypervisor),
+            id: record.id.clone(),
+            image: record.image.clone(),
+            name: record.name.clone(),
+            network: Some(InstanceNetwork {
+                bandwidth_download: rate(network.bandwidth_download_bps),
+                bandwidth_upload: rate(network.bandwidth_upload_bps),
+                enabled: Some(network.enabled),
+                ip: network.ip.clone().filter(|_| network.enabled),
+                mac: network.mac.clone().filter(|_| network.enabled),
+                name: network.enabled.then(|| "default".to_string()),
+            }),
+            overlay_size: Some(format_size(record.overlay_bytes)),
+            phase_durations_ms: None,
+            platform: record.platform.clone(),
+            restart_policy: record.policies.get("restart_policy").cloned(),
+            restart_status: None,
+            size: Some(format_size(record.memory_bytes)),
+            snapshot_policy: record.policies.get("snapshot_policy").cloned(),
+            started_at: record.started_at,
+            state: observed.state,
+            state_error: observed.state_error.clone(),
+            stopped_at: record.stopped_at,
+            tags: (!record.tags.is_empty()).then(|| record.tags.clone()),
+            vcpus: Some(record.vcpus),
+            volumes: (!record.volumes.is_empty()).then(|| {
+                record
+                    .volumes
+                    .iter()
+                    .map(|v| {
+                        let overlay = v.overlay == Some(true);
+                        hypedeck_model::VolumeMount {
+                            mount_path: v.mount_path.clone(),
+                            overlay: overlay.then_some(true),
+                            overlay_size: v
+                                .overlay_size
+                                .as_deref()
+                                .filter(|_| overlay)
+                                .and_then(|s| hypedeck_model::size::parse_size(s).ok())
+                                .map(format_size),
+                            readonly: Some(v.readonly.unwrap_or(false)),
+                            volume_id: v.volume_id.clone(),
+                        }
+                    })
+                    .collect()
+            }),
+        })
+    }
+}

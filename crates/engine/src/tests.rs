@@ -1,0 +1,390 @@
+//! Engine tests against the fake hypervisor and an in-memory keychain.
+
+use std::sync::Arc;
+
+use hypedeck_model::{CreateInstanceRequest, InstanceState, UpdateInstanceRequest};
+use hypedeck_secrets::{MemoryStore, SecretStore};
+use hypedeck_store::Paths;
+use serde_json::json;
+
+use crate::fake::{FakeHypervisor, Script};
+use crate::{Engine, EngineConfig, EngineError, ListFilter};
+
+struct Rig {
+    _dir: tempfile::TempDir,
+    paths: Paths,
+    fake: Arc<FakeHypervisor>,
+    secrets: Arc<MemoryStore>,
+    engine: Engine,
+}
+
+fn rig() -> Rig {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = Paths::new(dir.path());
+    let fake = FakeHypervisor::new();
+    let secrets = Arc::new(MemoryStore::new());
+    let engine = Engine::new(EngineConfig {
+        paths: paths.clone(),
+        secrets: secrets.clone(),
+        hypervisor: Ok(fake.clone()),
+    });
+    Rig {
+        _dir: dir,
+        paths,
+        fake,
+        secrets,
+        engine,
+    }
+}
+
+fn spec(body: serde_json::Value) -> hypedeck_model::InstanceSpec {
+    serde_json::from_value::<CreateInstanceRequest>(body)
+        .unwrap()
+        .validate()
+        .unwrap()
+}
+
+fn agent_spec(name: &str) -> hypedeck_model::InstanceSpec {
+    spec(json!({
+        "name": name, "image": "docker.io/library/alpine:latest",
+        "env": {"OUTBOUND_OPENAI_KEY": "sk-real-123", "PORT": "3000"},
+        "network": {"enabled": true, "egress": {"enabled": true}},
+        "credentials": {"OUTBOUND_OPENAI_KEY": {"source": {"env": "OUTBOUND_OPENAI_KEY"},
+            "inject": [{"hosts": ["api.openai.com"], "as": {"header": "Authorization", "format": "Bearer ${value}"}}]}}
+    }))
+}
+
+#[tokio::test]
+async fn create_renders_upstream_fields_and_keeps_secrets_off_disk() {
+    let r = rig();
+    let i = r.engine.create(agent_spec("agent-1")).await.unwrap();
+    assert_eq!(i.state, InstanceState::Running);
+    assert_eq!(i.size.as_deref(), Some("1024.0 MB"));
+    assert_eq!(i.overlay_size.as_deref(), Some("10.0 GB"));
+    assert_eq!(i.hotplug_size.as_deref(), Some("0 B"));
+    assert_eq!(i.vcpus, Some(2));
+    assert_eq!(i.has_snapshot, Some(false));
+    assert!(i.started_at.is_some());
+    assert_eq!(i.id.len(), 24);
+    let env = i.env.as_ref().unwrap();
+    assert_eq!(env["OUTBOUND_OPENAI_KEY"], "sk-real-123");
+    assert_eq!(env["PORT"], "3000");
+
+    let metadata = std::fs::read_to_string(
+        r.paths
+            .instance_metadata(&hypedeck_model::InstanceId::parse(&i.id).unwrap()),
+    )
+    .unwrap();
+    assert!(
+        !metadata.contains("sk-real-123"),
+        "secret on disk: {metadata}"
+    );
+    assert!(metadata.contains("\"PORT\": \"3000\""));
+    let account = format!("instance/{}/env/OUTBOUND_OPENAI_KEY", i.id);
+    assert_eq!(
+        r.secrets.get(&account).unwrap().unwrap().expose(),
+        "sk-real-123"
+    );
+}
+
+#[tokio::test]
+async fn names_are_unique_and_resolution_follows_upstream() {
+    let r = rig();
+    let a = r
+        .engine
+        .create(spec(json!({"name": "web", "image": "alpine"})))
+        .await
+        .unwrap();
+    let err = r
+        .engine
+        .create(spec(json!({"name": "web", "image": "alpine"})))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, EngineError::NameConflict(ref n) if n == "web"),
+        "{err:?}"
+    );
+    assert_eq!(
+        r.engine.list(&ListFilter::default()).await.unwrap().len(),
+        1
+    );
+
+    assert_eq!(r.engine.get(&a.id).await.unwrap().id, a.id);
+    assert_eq!(r.engine.get("web").await.unwrap().id, a.id);
+    assert_eq!(r.engine.get(&a.id[..6]).await.unwrap().id, a.id);
+    assert!(matches!(
+        r.engine.get("nope").await.unwrap_err(),
+        EngineError::NotFound
+    ));
+    assert!(matches!(
+        r.engine.get("").await.unwrap_err(),
+        EngineError::NotFound
+    ));
+
+    // Two ids sharing a first letter make a one-letter prefix ambiguous, eventually.
+    let mut ids = vec![a.id.clone()];
+    for n in 0..30 {
+        let i = r
+            .engine
+            .create(spec(json!({"name": format!("w{n}"), "image": "alpine"})))
+            .await
+            .unwrap();
+        ids.push(i.id);
+    }
+    let first = &ids[0][..1];
+    if ids.iter().filter(|id| id.starts_with(first)).count() > 1 {
+        assert!(matches!(
+            r.engine.get(first).await.unwrap_err(),
+            EngineError::Ambiguous
+        ));
+    }
+}
+
+#[tokio::test]
+async fn list_filters_by_state_and_tags() {
+    let r = rig();
+    r.engine
+        .create(spec(
+            json!({"name": "a", "image": "alpine", "tags": {"team": "x"}}),
+        ))
+        .await
+        .unwrap();
+    r.fake.set_script(Script {
+        markers: 0,
+        ..Script::default()
+    });
+    r.engine
+        .create(spec(
+            json!({"name": "b", "image": "alpine", "tags": {"team": "y"}}),
+        ))
+        .await
+        .unwrap();
+    let by_tag = r
+        .engine
+        .list(&ListFilter {
+            tags: [("team".into(), "x".into())].into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        by_tag.iter().map(|i| i.name.as_str()).collect::<Vec<_>>(),
+        vec!["a"]
+    );
+    let init = r
+        .engine
+        .list(&ListFilter {
+            state: Some(InstanceState::Initializing),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        init.iter().map(|i| i.name.as_str()).collect::<Vec<_>>(),
+        vec!["b"]
+    );
+}
+
+#[tokio::test]
+async fn failed_boot_leaves_nothing_behind() {
+    let r = rig();
+    r.fake.set_script(Script {
+        fail_start: Some("no kvm".into()),
+        ..Script::default()
+    });
+    let err = r.engine.create(agent_spec("agent-1")).await.unwrap_err();
+    assert!(matches!(err, EngineError::Hypervisor(_)), "{err:?}");
+    assert!(
+        r.engine
+            .list(&ListFilter::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(r.paths.instances()).unwrap().collect();
+    assert!(leftovers.is_empty());
+    assert_eq!(format!("{:?}", r.secrets), "MemoryStore { entries: 0 }");
+}
+
+#[tokio::test]
+async fn no_hypervisor_is_a_clear_error_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = Paths::new(dir.path());
+    let engine = Engine::new(EngineConfig {
+        paths: paths.clone(),
+        secrets: Arc::new(MemoryStore::new()),
+        hypervisor: Err("the QEMU backend is not built yet".into()),
+    });
+    let err = engine
+        .create(spec(json!({"name": "a", "image": "alpine"})))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "no hypervisor is available on this host: the QEMU backend is not built yet"
+    );
+    assert!(!paths.instances().exists());
+}
+
+#[tokio::test]
+async fn update_rotates_credentials_in_upstream_order() {
+    let r = rig();
+    let i = r.engine.create(agent_spec("agent-1")).await.unwrap();
+    let update = |body: serde_json::Value| {
+        serde_json::from_value::<UpdateInstanceRequest>(body)
+            .unwrap()
+            .validate()
+            .unwrap()
+    };
+
+    let err = r
+        .engine
+        .update(&i.id, update(json!({"env": {"PORT": "4000"}})))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid request: env keys [PORT] are not credential source env vars; allowed keys: [OUTBOUND_OPENAI_KEY]"
+    );
+    let err = r
+        .engine
+        .update(&i.id, update(json!({"env": {"OUTBOUND_OPENAI_KEY": " "}})))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("must be non-empty"), "{err}");
+
+    let rotated = r
+        .engine
+        .update(
+            "agent-1",
+            update(json!({"env": {"OUTBOUND_OPENAI_KEY": "sk-rotated-456"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        rotated.env.as_ref().unwrap()["OUTBOUND_OPENAI_KEY"],
+        "sk-rotated-456"
+    );
+    assert_eq!(rotated.env.as_ref().unwrap()["PORT"], "3000");
+    let account = format!("instance/{}/env/OUTBOUND_OPENAI_KEY", i.id);
+    assert_eq!(
+        r.secrets.get(&account).unwrap().unwrap().expose(),
+        "sk-rotated-456"
+    );
+
+    // 400 (no credentials) wins over 409 (not running).
+    let plain = r
+        .engine
+        .create(spec(json!({"name": "plain", "image": "alpine"})))
+        .await
+        .unwrap();
+    let err = r
+        .engine
+        .update(&plain.id, update(json!({"env": {"A": "b"}})))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid request: instance has no credential-backed env vars to update"
+    );
+
+    // Not running -> 409 with upstream's text.
+    r.fake.crash(&i.id);
+    let err = r
+        .engine
+        .update(
+            &i.id,
+            update(json!({"env": {"OUTBOUND_OPENAI_KEY": "sk-3"}})),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid state transition: instance must be running or initializing to update env (current state: Stopped)"
+    );
+    assert_eq!(
+        r.secrets.get(&account).unwrap().unwrap().expose(),
+        "sk-rotated-456"
+    );
+
+    // Policies-only updates work in any state.
+    let updated = r
+        .engine
+        .update(
+            &i.id,
+            update(json!({"restart_policy": {"policy": "always"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(updated.restart_policy, Some(json!({"policy": "always"})));
+}
+
+#[tokio::test]
+async fn delete_stops_the_vm_and_forgets_secrets() {
+    let r = rig();
+    let i = r.engine.create(agent_spec("agent-1")).await.unwrap();
+    assert_eq!(r.fake.running(), vec![i.id.clone()]);
+    r.engine.delete("agent-1").await.unwrap();
+    assert!(r.fake.running().is_empty());
+    assert!(matches!(
+        r.engine.get(&i.id).await.unwrap_err(),
+        EngineError::NotFound
+    ));
+    assert!(matches!(
+        r.engine.delete(&i.id).await.unwrap_err(),
+        EngineError::NotFound
+    ));
+    assert_eq!(format!("{:?}", r.secrets), "MemoryStore { entries: 0 }");
+}
+
+#[tokio::test]
+async fn state_is_derived_on_read_and_survives_an_engine_restart() {
+    let r = rig();
+    let i = r
+        .engine
+        .create(spec(json!({"name": "a", "image": "alpine"})))
+        .await
+        .unwrap();
+
+    // A new engine over the same data dir re-attaches to the VMM that kept running.
+    let engine2 = Engine::new(EngineConfig {
+        paths: r.paths.clone(),
+        secrets: r.secrets.clone(),
+        hypervisor: Ok(r.fake.clone()),
+    });
+    assert_eq!(
+        engine2.get(&i.id).await.unwrap().state,
+        InstanceState::Stopped
+    );
+    engine2.reconcile().await.unwrap();
+    assert_eq!(
+        engine2.get(&i.id).await.unwrap().state,
+        InstanceState::Running
+    );
+
+    // A VMM that vanished reads as Stopped.
+    r.fake.crash(&i.id);
+    assert_eq!(
+        engine2.get(&i.id).await.unwrap().state,
+        InstanceState::Stopped
+    );
+}
+
+#[tokio::test]
+async fn an_unanswering_vmm_is_unknown_with_state_error() {
+    let r = rig();
+    r.fake.set_script(Script {
+        query_fails: true,
+        ..Script::default()
+    });
+    let i = r
+        .engine
+        .create(spec(json!({"name": "a", "image": "alpine"})))
+        .await
+        .unwrap();
+    assert_eq!(i.state, InstanceState::Unknown);
+    assert_eq!(
+        i.state_error.as_deref(),
+        Some("failed to query hypervisor: query vmm: scripted failure")
+    );
+}

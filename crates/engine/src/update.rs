@@ -1,0 +1,99 @@
+//! `update` (PATCH): merge credential source values and replace policies, in upstream's order.
+
+use std::collections::BTreeMap;
+
+use hypedeck_model::validate::{InstanceUpdate, check_bindings_non_empty, check_env_update};
+use hypedeck_model::{Instance, Rejection};
+use hypedeck_secrets::Sensitive;
+
+use crate::{Engine, EngineError, accepts_env_update};
+
+impl Engine {
+    /// Applies a validated update. Order (upstream `lib/instances/update.go`): key checks (400)
+    /// before the state check (409); a merge, never a delete; keychain first, metadata second,
+    /// keychain rolled back if metadata cannot be written.
+    pub async fn update(
+        &self,
+        id_or_name: &str,
+        update: InstanceUpdate,
+    ) -> Result<Instance, EngineError> {
+        let record = self.resolve(id_or_name)?;
+        let lock = self.lock_for(&record.id);
+        let _guard = lock.lock().await;
+        // Re-read under the lock: another verb may have changed it.
+        let mut record = self.resolve(&record.id)?;
+
+        if let Some(env) = &update.env {
+            check_env_update(env, &record.credentials, record.network.egress.enabled)
+                .map_err(EngineError::Rejected)?;
+        }
+        let observed = self.observe(&record).await;
+        if update.env.is_some() && !accepts_env_update(observed.state) {
+            return Err(EngineError::InvalidState(format!(
+                "instance must be running or initializing to update env (current state: {})",
+                observed.state
+            )));
+        }
+
+        let mut rollback: Vec<(String, Option<Sensitive<String>>)> = Vec::new();
+        if let Some(env) = &update.env {
+            let current = self.secret_env(&record).await?;
+            let mut merged: BTreeMap<String, String> = record.env.clone();
+            for (k, v) in &current {
+                merged.insert(k.clone(), v.expose().clone());
+            }
+            for (k, v) in env {
+                merged.insert(k.clone(), v.clone());
+            }
+            check_bindings_non_empty(&merged, &record.credentials)
+                .map_err(EngineError::Rejected)?;
+
+            let mut writes = Vec::new();
+            for (key, value) in env {
+                let Some(reference) = record.secret_env.get(key) else {
+                    return Err(EngineError::Rejected(Rejection::invalid_request(format!(
+                        "env var {key:?} is not stored as a credential"
+                    ))));
+                };
+                rollback.push((
+                    reference.keychain_account.clone(),
+                    current.get(key).cloned(),
+                ));
+                writes.push((
+                    reference.keychain_account.clone(),
+                    Sensitive::new(value.clone()),
+                ));
+            }
+            self.blocking(move |store| {
+                for (account, value) in &writes {
+                    store.set(account, value)?;
+                }
+                Ok(())
+            })
+            .await?;
+            self.secret_cache().remove(&record.id);
+        }
+
+        for (key, value) in &update.policies {
+            record.policies.insert(key.clone(), value.clone());
+        }
+        if let Err(e) = record.save(&self.paths) {
+            let restore = rollback;
+            let _ = self
+                .blocking(move |store| {
+                    for (account, old) in &restore {
+                        match old {
+                            Some(v) => store.set(account, v)?,
+                            None => store.delete(account)?,
+                        }
+                    }
+                    Ok(())
+                })
+                .await;
+            self.secret_cache().remove(&record.id);
+            return Err(e.into());
+        }
+        let observed = self.observe(&record).await;
+        self.render(&record, &observed).await
+    }
+}

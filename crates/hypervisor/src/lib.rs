@@ -1,0 +1,149 @@
+//! The hypervisor boundary. A backend crate implements [`Hypervisor`] (a factory that starts or
+//! re-attaches VMs) and [`Vm`] (control of one running VMM). Nothing here knows QEMU, Cloud
+//! Hypervisor or vz; the engine only sees these traits.
+//!
+//! Contracts every backend keeps:
+//! - a VMM is a detached process that outlives the engine; its control socket and pidfile live
+//!   in the instance's runtime directory, so [`Hypervisor::attach`] can find it again;
+//! - optional operations are gated by [`Capabilities`]; an unsupported call returns
+//!   [`HypervisorError::Unsupported`], never panics;
+//! - every method is safe to cancel: dropping the future leaves the VMM in a state that
+//!   [`Vm::state`] reports truthfully.
+
+use std::path::PathBuf;
+
+use hypedeck_model::HypervisorKind;
+
+/// Optional operations a backend supports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Capabilities {
+    /// Save and restore full VM state (standby/restore).
+    pub snapshot: bool,
+    /// Pause and resume vCPUs.
+    pub pause: bool,
+    /// Memory hotplug beyond the boot size.
+    pub hotplug_memory: bool,
+    /// Per-disk I/O throttling.
+    pub disk_io_limit: bool,
+    /// Ask the guest to power off (ACPI or agent) before killing.
+    pub graceful_shutdown: bool,
+    /// Host<->guest vsock.
+    pub vsock: bool,
+    /// PCI/GPU passthrough.
+    pub gpu: bool,
+}
+
+/// What the VMM itself reports (before boot markers refine Running into Initializing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VmmState {
+    /// Created, not booted.
+    Created,
+    /// vCPUs running.
+    Running,
+    /// vCPUs paused.
+    Paused,
+    /// Guest powered off, VMM still alive.
+    Shutdown,
+}
+
+/// One disk of a VM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskSpec {
+    /// Image file on the host.
+    pub path: PathBuf,
+    /// Attach read-only.
+    pub readonly: bool,
+    /// Sustained I/O limit in bytes per second (0 = none).
+    pub io_bps: u64,
+}
+
+/// Everything a backend needs to boot one VM. Built by the engine from validated values only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmSpec {
+    /// Instance id (also names sockets and pidfiles).
+    pub instance_id: String,
+    /// Runtime directory for sockets, pidfile and logs.
+    pub runtime_dir: PathBuf,
+    /// Virtual CPUs.
+    pub vcpus: u32,
+    /// Boot memory in bytes.
+    pub memory_bytes: u64,
+    /// Hotplug memory in bytes.
+    pub hotplug_bytes: u64,
+    /// Guest kernel.
+    pub kernel: PathBuf,
+    /// Initramfs.
+    pub initrd: PathBuf,
+    /// Kernel command line.
+    pub kernel_args: String,
+    /// Disks in attach order (rootfs, overlay, config, volumes).
+    pub disks: Vec<DiskSpec>,
+    /// Serial console log.
+    pub serial_log: PathBuf,
+}
+
+/// Errors crossing the hypervisor boundary.
+#[derive(Debug, thiserror::Error)]
+pub enum HypervisorError {
+    /// The backend cannot do this at all.
+    #[error("{operation} is not supported by the {kind} backend")]
+    Unsupported {
+        /// Backend.
+        kind: HypervisorKind,
+        /// Operation name.
+        operation: &'static str,
+    },
+    /// Starting the VMM process failed.
+    #[error("start vmm")]
+    Start(#[source] std::io::Error),
+    /// Talking to the VMM failed.
+    #[error("query vmm: {0}")]
+    Query(String),
+    /// The VMM refused or failed an operation.
+    #[error("{operation} failed: {detail}")]
+    Operation {
+        /// Operation name.
+        operation: &'static str,
+        /// The VMM's answer.
+        detail: String,
+    },
+}
+
+/// A factory for VMs of one backend.
+#[async_trait::async_trait]
+pub trait Hypervisor: Send + Sync + std::fmt::Debug {
+    /// Which backend this is.
+    fn kind(&self) -> HypervisorKind;
+
+    /// Optional operations supported.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Boots a new VM. Not idempotent: the caller holds the instance lock and has checked that
+    /// no VMM is running for `spec.instance_id`. On error nothing is left running.
+    async fn start(&self, spec: &VmSpec) -> Result<Box<dyn Vm>, HypervisorError>;
+
+    /// Finds the VMM of an instance again (after an engine restart). `Ok(None)` means no VMM
+    /// is alive for that runtime directory. Idempotent and read-only.
+    async fn attach(
+        &self,
+        instance_id: &str,
+        runtime_dir: &std::path::Path,
+    ) -> Result<Option<Box<dyn Vm>>, HypervisorError>;
+}
+
+/// Control of one running VMM.
+#[async_trait::async_trait]
+pub trait Vm: Send + Sync + std::fmt::Debug {
+    /// Current VMM state. Read-only; errors mean the state is unknown, not that the VM died.
+    async fn state(&self) -> Result<VmmState, HypervisorError>;
+
+    /// Asks the guest to power off. Returns once the request is delivered, not when the VMM
+    /// exits. Idempotent.
+    async fn request_shutdown(&self) -> Result<(), HypervisorError>;
+
+    /// Kills the VMM process. Idempotent: killing a dead VMM succeeds.
+    async fn kill(&self) -> Result<(), HypervisorError>;
+
+    /// Whether the VMM process is still alive.
+    async fn is_alive(&self) -> bool;
+}

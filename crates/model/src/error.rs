@@ -1,0 +1,139 @@
+//! The `{code, message}` error body and upstream's error codes.
+
+use serde::{Deserialize, Serialize};
+
+/// Upstream's machine-readable error codes.
+///
+/// Handler errors are snake_case; errors raised by upstream's OpenAPI request validator and its
+/// auth layer use the HTTP status text instead (`"Bad Request"`, `"Unauthorized"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// 400 from the schema validator (`"Bad Request"`).
+    SchemaViolation,
+    /// 401 (`"Unauthorized"`).
+    Unauthorized,
+    /// 403 (`"Forbidden"`).
+    Forbidden,
+    /// 405 (`"Method Not Allowed"`).
+    MethodNotAllowed,
+    /// `invalid_request`.
+    InvalidRequest,
+    /// `invalid_name`.
+    InvalidName,
+    /// `invalid_state`.
+    InvalidState,
+    /// `invalid_size`.
+    InvalidSize,
+    /// `invalid_hotplug_size`.
+    InvalidHotplugSize,
+    /// `invalid_overlay_size`.
+    InvalidOverlaySize,
+    /// `invalid_disk_io_bps`.
+    InvalidDiskIoBps,
+    /// `invalid_bandwidth_download`.
+    InvalidBandwidthDownload,
+    /// `invalid_bandwidth_upload`.
+    InvalidBandwidthUpload,
+    /// `invalid_platform`.
+    InvalidPlatform,
+    /// `invalid_timeout`.
+    InvalidTimeout,
+    /// `not_found`.
+    NotFound,
+    /// `already_exists`.
+    AlreadyExists,
+    /// `name_conflict`.
+    NameConflict,
+    /// `ambiguous`.
+    Ambiguous,
+    /// `insufficient_resources`.
+    InsufficientResources,
+    /// `image_not_ready`.
+    ImageNotReady,
+    /// `not_supported`.
+    NotSupported,
+    /// `dependency_missing`.
+    DependencyMissing,
+    /// `internal_error`.
+    InternalError,
+}
+
+impl ErrorCode {
+    /// The wire spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::SchemaViolation => "Bad Request",
+            ErrorCode::Unauthorized => "Unauthorized",
+            ErrorCode::Forbidden => "Forbidden",
+            ErrorCode::MethodNotAllowed => "Method Not Allowed",
+            ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::InvalidName => "invalid_name",
+            ErrorCode::InvalidState => "invalid_state",
+            ErrorCode::InvalidSize => "invalid_size",
+            ErrorCode::InvalidHotplugSize => "invalid_hotplug_size",
+            ErrorCode::InvalidOverlaySize => "invalid_overlay_size",
+            ErrorCode::InvalidDiskIoBps => "invalid_disk_io_bps",
+            ErrorCode::InvalidBandwidthDownload => "invalid_bandwidth_download",
+            ErrorCode::InvalidBandwidthUpload => "invalid_bandwidth_upload",
+            ErrorCode::InvalidPlatform => "invalid_platform",
+            ErrorCode::InvalidTimeout => "invalid_timeout",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::AlreadyExists => "already_exists",
+            ErrorCode::NameConflict => "name_conflict",
+            ErrorCode::Ambiguous => "ambiguous",
+            ErrorCode::InsufficientResources => "insufficient_resources",
+            ErrorCode::ImageNotReady => "image_not_ready",
+            ErrorCode::NotSupported => "not_supported",
+            ErrorCode::DependencyMissing => "dependency_missing",
+            ErrorCode::InternalError => "internal_error",
+        }
+    }
+
+    /// The HTTP status upstream answers with for this code.
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorCode::SchemaViolation
+            | ErrorCode::InvalidRequest
+            | ErrorCode::InvalidName
+            | ErrorCode::InvalidSize
+            | ErrorCode::InvalidHotplugSize
+            | ErrorCode::InvalidOverlaySize
+            | ErrorCode::InvalidDiskIoBps
+            | ErrorCode::InvalidBandwidthDownload
+            | ErrorCode::InvalidBandwidthUpload
+            | ErrorCode::InvalidPlatform
+            | ErrorCode::InvalidTimeout
+            | ErrorCode::AlreadyExists
+            | ErrorCode::NameConflict
+            | ErrorCode::ImageNotReady => 400,
+            ErrorCode::Unauthorized => 401,
+            ErrorCode::Forbidden => 403,
+            ErrorCode::NotFound => 404,
+            ErrorCode::MethodNotAllowed => 405,
+            ErrorCode::InvalidState | ErrorCode::Ambiguous | ErrorCode::InsufficientResources => {
+                409
+            }
+            ErrorCode::NotSupported => 501,
+            ErrorCode::DependencyMissing | ErrorCode::InternalError => 500,
+        }
+    }
+}
+
+/// The error body every route answers with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// Machine-readable code.
+    pub code: String,
+    /// Human-readable message (never contains a secret value).
+    pub message: String,
+}
+
+impl ErrorBody {
+    /// A body for `code` with `message`.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ErrorBody {
+            code: code.as_str().to_string(),
+            message: message.into(),
+        }
+    }
+}

@@ -1,0 +1,245 @@
+//! The `Instance` resource exactly as upstream serializes it.
+//!
+//! Optional fields are `Option`s that are *omitted* when `None` (upstream's generated Go types
+//! use pointers with `omitempty`), so "absent" and "present" survive a round trip.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::state::InstanceState;
+
+/// Hypervisor backends named by the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum HypervisorKind {
+    /// Cloud Hypervisor.
+    #[serde(rename = "cloud-hypervisor")]
+    CloudHypervisor,
+    /// Firecracker (accepted on the wire; not a Hypedeck backend).
+    #[serde(rename = "firecracker")]
+    Firecracker,
+    /// QEMU with the architecture's standard board.
+    #[serde(rename = "qemu")]
+    Qemu,
+    /// QEMU's microvm board (accepted on the wire; not a Hypedeck backend).
+    #[serde(rename = "qemu-microvm")]
+    QemuMicrovm,
+    /// Apple Virtualization.framework.
+    #[serde(rename = "vz")]
+    Vz,
+}
+
+impl HypervisorKind {
+    /// Every kind, in spec order.
+    pub const ALL: [HypervisorKind; 5] = [
+        HypervisorKind::CloudHypervisor,
+        HypervisorKind::Firecracker,
+        HypervisorKind::Qemu,
+        HypervisorKind::QemuMicrovm,
+        HypervisorKind::Vz,
+    ];
+
+    /// The wire spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HypervisorKind::CloudHypervisor => "cloud-hypervisor",
+            HypervisorKind::Firecracker => "firecracker",
+            HypervisorKind::Qemu => "qemu",
+            HypervisorKind::QemuMicrovm => "qemu-microvm",
+            HypervisorKind::Vz => "vz",
+        }
+    }
+
+    /// Parses the wire spelling.
+    pub fn parse(value: &str) -> Option<HypervisorKind> {
+        HypervisorKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == value)
+    }
+}
+
+impl std::fmt::Display for HypervisorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A volume attached to an instance (request and response share this shape; fields in
+/// upstream's serialization order).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeMount {
+    /// Absolute mount path in the guest.
+    pub mount_path: String,
+    /// A per-instance writable overlay on top of a read-only volume.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlay: Option<bool>,
+    /// Overlay size (request: `"1GB"`; response: upstream's human-readable form).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlay_size: Option<String>,
+    /// Mounted read-only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readonly: Option<bool>,
+    /// Volume id.
+    pub volume_id: String,
+}
+
+/// Network facts of an instance. Keys serialize in upstream's (alphabetical) order; `ip` and
+/// `mac` are always present and `null` when the network is disabled.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceNetwork {
+    /// Download limit, human-readable (`"125.0 MB/s"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bandwidth_download: Option<String>,
+    /// Upload limit, human-readable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bandwidth_upload: Option<String>,
+    /// Attached to the default network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Guest IP address (`null` without a network).
+    #[serde(default)]
+    pub ip: Option<String>,
+    /// Guest MAC address (`null` without a network).
+    #[serde(default)]
+    pub mac: Option<String>,
+    /// Network name (`"default"` when enabled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// GPU facts of an instance.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceGpu {
+    /// mdev device UUID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mdev_uuid: Option<String>,
+    /// vGPU profile name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+}
+
+/// The Instance resource.
+///
+/// Fields are declared in upstream's serialization order (alphabetical, as its generated Go
+/// type). Optional fields are omitted when `None`, except `exit_code`, `started_at`,
+/// `state_error` and `stopped_at`, which upstream always sends (as `null` when unset).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Instance {
+    /// Auto-standby policy (passed through as stored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_standby: Option<serde_json::Value>,
+    /// Creation time (RFC 3339).
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// Current lower-case phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_phase: Option<String>,
+    /// When the current phase began.
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub current_phase_since: Option<OffsetDateTime>,
+    /// Disk I/O limit, human-readable (`"100.0 MB/s"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_io_bps: Option<String>,
+    /// Environment variables (upstream echoes real credential values here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<BTreeMap<String, String>>,
+    /// Exit code of the guest program, once it exited (`null` before).
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+    /// Human-readable exit description (`"killed by signal 9 (killed)"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_message: Option<String>,
+    /// GPU facts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<InstanceGpu>,
+    /// Whether a standby snapshot exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub has_snapshot: Option<bool>,
+    /// Health check policy (passed through as stored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<serde_json::Value>,
+    /// Health status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_status: Option<serde_json::Value>,
+    /// Hotplug memory, human-readable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hotplug_size: Option<String>,
+    /// Hypervisor backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hypervisor: Option<HypervisorKind>,
+    /// CUID2-format id.
+    pub id: String,
+    /// OCI image reference as supplied at create.
+    pub image: String,
+    /// Unique human-readable name.
+    pub name: String,
+    /// Network facts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<InstanceNetwork>,
+    /// Writable overlay disk, human-readable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlay_size: Option<String>,
+    /// Cumulative milliseconds per lower-case phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase_durations_ms: Option<BTreeMap<String, i64>>,
+    /// Resolved image platform (`os/arch[/variant]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<String>,
+    /// Restart policy (passed through as stored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_policy: Option<serde_json::Value>,
+    /// Restart status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_status: Option<serde_json::Value>,
+    /// Base memory, human-readable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<String>,
+    /// Snapshot policy (passed through as stored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_policy: Option<serde_json::Value>,
+    /// Boot time of the current run (`null` when never started).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub started_at: Option<OffsetDateTime>,
+    /// Derived state.
+    pub state: InstanceState,
+    /// Why the state is `Unknown` (`null` otherwise).
+    #[serde(default)]
+    pub state_error: Option<String>,
+    /// Time of the last stop or standby (`null` when never stopped).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub stopped_at: Option<OffsetDateTime>,
+    /// User tags.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<BTreeMap<String, String>>,
+    /// Virtual CPUs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vcpus: Option<u32>,
+    /// Attached volumes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volumes: Option<Vec<VolumeMount>>,
+}
+
+/// The health status upstream reports for an instance without a health check.
+pub fn disabled_health_status() -> serde_json::Value {
+    serde_json::json!({
+        "consecutive_failures": 0,
+        "consecutive_successes": 0,
+        "last_checked_at": null,
+        "last_error": null,
+        "last_failure_at": null,
+        "last_success_at": null,
+        "status": "disabled"
+    })
+}
+
+/// `GET /health` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    /// Always `"ok"`.
+    pub status: String,
+}

@@ -1,0 +1,32 @@
+//! Hypeman wire and domain types.
+//!
+//! Pure: serde only, no I/O, no async. This crate owns
+//! - the wire shapes of the API ([`Instance`], [`CreateInstanceRequest`],
+//!   [`UpdateInstanceRequest`], [`ErrorBody`]) exactly as upstream Hypeman serializes them;
+//! - [`InstanceState`] and its transition table;
+//! - sizes and rates ([`size`]): the one place that formats `"1024.0 MB"`;
+//! - validation ([`validate`]) that turns a request into typed domain values, with upstream's
+//!   error codes and messages.
+
+pub mod error;
+pub mod id;
+pub mod instance;
+pub mod request;
+pub mod schema;
+pub mod size;
+pub mod state;
+pub mod validate;
+
+pub use error::{ErrorBody, ErrorCode};
+pub use id::InstanceId;
+pub use instance::{Health, HypervisorKind, Instance, InstanceGpu, InstanceNetwork, VolumeMount};
+pub use request::{
+    CreateInstanceRequest, CredentialInject, CredentialInjectAs, CredentialPolicy,
+    CredentialSource, EgressEnforcement, EgressRequest, GpuRequest, NetworkRequest,
+    UpdateInstanceRequest,
+};
+pub use state::{InstanceState, TransitionError};
+pub use validate::{EgressMode, InstanceSpec, NetworkSpec, Rejection};
+
+#[cfg(test)]
+mod seed_tests;

@@ -1,0 +1,428 @@
+//! A small JSON-schema checker for request bodies, producing the same first error (and the
+//! same text) as upstream's OpenAPI validator (kin-openapi): properties are visited in sorted
+//! key order, `required` is checked after them, and only the first error is reported.
+//!
+//! Only the keywords the spec's request schemas use are supported.
+
+use serde_json::Value;
+
+use crate::validate::{
+    NAME_PATTERN, PLATFORM_PATTERN, Rejection, TAG_KEY_PATTERN, TAG_VALUE_PATTERN,
+};
+
+/// A string pattern: a predicate and the regular expression text reported on failure.
+#[derive(Debug, Clone, Copy)]
+pub struct Pattern {
+    /// Whether a value matches.
+    pub matches: fn(&str) -> bool,
+    /// The pattern as the spec spells it.
+    pub text: &'static str,
+}
+
+/// The subset of JSON schema the request bodies need.
+#[derive(Debug, Clone)]
+pub enum Schema {
+    /// Anything (schemas this build keeps verbatim).
+    Any,
+    /// A boolean.
+    Bool,
+    /// An integer.
+    Int,
+    /// A string with optional constraints.
+    Str {
+        /// `maxLength`.
+        max_len: Option<usize>,
+        /// `pattern`.
+        pattern: Option<Pattern>,
+        /// `enum`.
+        one_of: Option<&'static [&'static str]>,
+    },
+    /// An array.
+    Array {
+        /// Item schema.
+        items: Box<Schema>,
+        /// `minItems`.
+        min_items: usize,
+    },
+    /// An object.
+    Object {
+        /// Declared properties (visited in sorted order).
+        properties: Vec<(&'static str, Schema)>,
+        /// `required`.
+        required: &'static [&'static str],
+        /// `additionalProperties` schema for undeclared keys (`None` = accept anything).
+        additional: Option<Box<Schema>>,
+        /// `minProperties`.
+        min_properties: Option<usize>,
+        /// `maxProperties`.
+        max_properties: Option<usize>,
+        /// Pattern every property name must match.
+        key_pattern: Option<Pattern>,
+    },
+}
+
+fn string() -> Schema {
+    Schema::Str {
+        max_len: None,
+        pattern: None,
+        one_of: None,
+    }
+}
+
+fn string_enum(values: &'static [&'static str]) -> Schema {
+    Schema::Str {
+        max_len: None,
+        pattern: None,
+        one_of: Some(values),
+    }
+}
+
+fn object(properties: Vec<(&'static str, Schema)>, required: &'static [&'static str]) -> Schema {
+    Schema::Object {
+        properties,
+        required,
+        additional: None,
+        min_properties: None,
+        max_properties: None,
+        key_pattern: None,
+    }
+}
+
+fn map_of(values: Schema) -> Schema {
+    Schema::Object {
+        properties: vec![],
+        required: &[],
+        additional: Some(Box::new(values)),
+        min_properties: None,
+        max_properties: None,
+        key_pattern: None,
+    }
+}
+
+fn array(items: Schema) -> Schema {
+    Schema::Array {
+        items: Box::new(items),
+        min_items: 0,
+    }
+}
+
+fn tags() -> Schema {
+    Schema::Object {
+        properties: vec![],
+        required: &[],
+        additional: Some(Box::new(Schema::Str {
+            max_len: Some(256),
+            pattern: Some(Pattern {
+                matches: is_tag_value,
+                text: TAG_VALUE_PATTERN,
+            }),
+            one_of: None,
+        })),
+        min_properties: None,
+        max_properties: Some(50),
+        key_pattern: Some(Pattern {
+            matches: is_tag_key,
+            text: TAG_KEY_PATTERN,
+        }),
+    }
+}
+
+fn is_tag_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || " _.:/=+@-".contains(c)
+}
+
+fn is_tag_key(key: &str) -> bool {
+    let len = key.chars().count();
+    (1..=128).contains(&len) && key.chars().all(is_tag_char)
+}
+
+fn is_tag_value(value: &str) -> bool {
+    value.chars().all(is_tag_char)
+}
+
+/// The hypervisor enum values.
+pub const HYPERVISORS: &[&str] = &[
+    "cloud-hypervisor",
+    "firecracker",
+    "qemu",
+    "qemu-microvm",
+    "vz",
+];
+
+fn volume_mount() -> Schema {
+    object(
+        vec![
+            ("mount_path", string()),
+            ("overlay", Schema::Bool),
+            ("overlay_size", string()),
+            ("readonly", Schema::Bool),
+            ("volume_id", string()),
+        ],
+        &["volume_id", "mount_path"],
+    )
+}
+
+fn credential() -> Schema {
+    object(
+        vec![
+            (
+                "inject",
+                Schema::Array {
+                    items: Box::new(object(
+                        vec![
+                            (
+                                "as",
+                                object(
+                                    vec![("format", string()), ("header", string())],
+                                    &["header", "format"],
+                                ),
+                            ),
+                            ("hosts", array(string())),
+                        ],
+                        &["as"],
+                    )),
+                    min_items: 1,
+                },
+            ),
+            ("source", object(vec![("env", string())], &["env"])),
+        ],
+        &["source", "inject"],
+    )
+}
+
+/// `#/components/schemas/CreateInstanceRequest`.
+pub fn create_instance_request() -> Schema {
+    object(
+        vec![
+            ("auto_standby", Schema::Any),
+            ("cmd", array(string())),
+            ("credentials", map_of(credential())),
+            ("devices", array(string())),
+            ("disk_io_bps", string()),
+            ("entrypoint", array(string())),
+            ("env", map_of(string())),
+            ("gpu", object(vec![("profile", string())], &[])),
+            ("health_check", Schema::Any),
+            ("hotplug_size", string()),
+            ("hypervisor", string_enum(HYPERVISORS)),
+            ("image", string()),
+            (
+                "name",
+                Schema::Str {
+                    max_len: Some(63),
+                    pattern: Some(Pattern {
+                        matches: crate::validate::is_valid_name_pattern,
+                        text: NAME_PATTERN,
+                    }),
+                    one_of: None,
+                },
+            ),
+            (
+                "network",
+                object(
+                    vec![
+                        ("bandwidth_download", string()),
+                        ("bandwidth_upload", string()),
+                        (
+                            "egress",
+                            object(
+                                vec![
+                                    ("enabled", Schema::Bool),
+                                    (
+                                        "enforcement",
+                                        object(
+                                            vec![(
+                                                "mode",
+                                                string_enum(&["all", "http_https_only"]),
+                                            )],
+                                            &[],
+                                        ),
+                                    ),
+                                ],
+                                &[],
+                            ),
+                        ),
+                        ("enabled", Schema::Bool),
+                    ],
+                    &[],
+                ),
+            ),
+            ("overlay_size", string()),
+            (
+                "platform",
+                Schema::Str {
+                    max_len: None,
+                    pattern: Some(Pattern {
+                        matches: crate::validate::is_valid_platform_syntax,
+                        text: PLATFORM_PATTERN,
+                    }),
+                    one_of: None,
+                },
+            ),
+            ("restart_policy", Schema::Any),
+            ("size", string()),
+            ("skip_guest_agent", Schema::Bool),
+            ("skip_kernel_headers", Schema::Bool),
+            ("snapshot_policy", Schema::Any),
+            ("tags", tags()),
+            ("vcpus", Schema::Int),
+            ("volumes", array(volume_mount())),
+        ],
+        &["name", "image"],
+    )
+}
+
+/// `#/components/schemas/UpdateInstanceRequest`.
+pub fn update_instance_request() -> Schema {
+    object(
+        vec![
+            ("auto_standby", Schema::Any),
+            (
+                "env",
+                Schema::Object {
+                    properties: vec![],
+                    required: &[],
+                    additional: Some(Box::new(string())),
+                    min_properties: Some(1),
+                    max_properties: None,
+                    key_pattern: None,
+                },
+            ),
+            ("health_check", Schema::Any),
+            ("restart_policy", Schema::Any),
+        ],
+        &[],
+    )
+}
+
+/// Checks `body` against the component schema `name`, returning upstream's first error.
+pub fn check_body(name: &str, schema: &Schema, body: &Value) -> Result<(), Rejection> {
+    check(schema, body, "").map_err(|(pointer, reason)| {
+        let at = if pointer.is_empty() { String::new() } else { format!("Error at \"{pointer}\": ") };
+        Rejection::new(
+            crate::ErrorCode::SchemaViolation,
+            format!("request body has an error: doesn't match schema #/components/schemas/{name}: {at}{reason}"),
+        )
+    })
+}
+
+fn escape(segment: &str) -> String {
+    segment.replace('~', "~0").replace('/', "~1")
+}
+
+fn check(schema: &Schema, value: &Value, at: &str) -> Result<(), (String, String)> {
+    let fail = |reason: String| Err((at.to_string(), reason));
+    match schema {
+        Schema::Any => Ok(()),
+        Schema::Bool => match value {
+            Value::Bool(_) => Ok(()),
+            _ => fail("value must be a boolean".into()),
+        },
+        Schema::Int => match value {
+            Value::Number(n) if n.is_i64() || n.is_u64() => Ok(()),
+            Value::Number(n) if n.as_f64().is_some_and(|f| f.fract() == 0.0) => Ok(()),
+            _ => fail("value must be an integer".into()),
+        },
+        Schema::Str {
+            max_len,
+            pattern,
+            one_of,
+        } => {
+            let Value::String(s) = value else {
+                return fail("value must be a string".into());
+            };
+            if let Some(values) = one_of {
+                if !values.contains(&s.as_str()) {
+                    let list: Vec<String> = values.iter().map(|v| format!("{v:?}")).collect();
+                    return fail(format!(
+                        "value is not one of the allowed values [{}]",
+                        list.join(",")
+                    ));
+                }
+            }
+            if let Some(max) = max_len {
+                if s.chars().count() > *max {
+                    return fail(format!("maximum string length is {max}"));
+                }
+            }
+            if let Some(p) = pattern {
+                if !(p.matches)(s) {
+                    return fail(format!(
+                        "string doesn't match the regular expression \"{}\"",
+                        p.text
+                    ));
+                }
+            }
+            Ok(())
+        }
+        Schema::Array { items, min_items } => {
+            let Value::Array(list) = value else {
+                return fail("value must be an array".into());
+            };
+            if list.len() < *min_items {
+                return fail(format!("minimum number of items is {min_items}"));
+            }
+            for (i, item) in list.iter().enumerate() {
+                check(items, item, &format!("{at}/{i}"))?;
+            }
+            Ok(())
+        }
+        Schema::Object {
+            properties,
+            required,
+            additional,
+            min_properties,
+            max_properties,
+            key_pattern,
+        } => {
+            let Value::Object(map) = value else {
+                return fail("value must be an object".into());
+            };
+            if let Some(min) = min_properties {
+                if map.len() < *min {
+                    return fail(format!("there must be at least {min} properties"));
+                }
+            }
+            if let Some(max) = max_properties {
+                if map.len() > *max {
+                    return fail(format!("there must be at most {max} properties"));
+                }
+            }
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            for key in keys {
+                let child = format!("{at}/{}", escape(key));
+                if let Some(p) = key_pattern {
+                    if !(p.matches)(key) {
+                        return Err((
+                            at.to_string(),
+                            format!(
+                                "property {key:?}: string doesn't match the regular expression \"{}\"",
+                                p.text
+                            ),
+                        ));
+                    }
+                }
+                let value = &map[key.as_str()];
+                // Upstream writes defaults over explicit nulls; treat null like an absent field.
+                if value.is_null() {
+                    continue;
+                }
+                if let Some((_, s)) = properties.iter().find(|(name, _)| name == key) {
+                    check(s, value, &child)?;
+                } else if let Some(s) = additional {
+                    check(s, value, &child)?;
+                }
+            }
+            for name in required.iter() {
+                if map.get(*name).is_none_or(Value::is_null) {
+                    return Err((
+                        format!("{at}/{name}"),
+                        format!("property {name:?} is missing"),
+                    ));
+                }
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! The Hypedeck data dir on disk.
+//!
+//! This crate is the only code that spells a file name. It owns:
+//! - [`Paths`]: every path under the data dir;
+//! - [`write_atomic`]: tmp file + fsync + rename + directory fsync, so a crash leaves either the
+//!   old or the new file, never a torn one;
+//! - [`InstanceRecord`]: the versioned `metadata.json` of one instance (`schema_version`);
+//! - [`EngineLock`]: an exclusive lock so only one engine owns a data dir.
+//!
+//! Invariants: instance directories are named by validated ids only (no path traversal);
+//! metadata never holds a secret value, only keychain account names.
+
+mod lock;
+mod paths;
+mod record;
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+pub use lock::{EngineLock, LockHolder};
+pub use paths::{DATA_DIR_ENV, Paths, default_data_dir};
+pub use record::{EgressRecord, InstanceRecord, NetworkRecord, SCHEMA_VERSION, SecretRef};
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Creating or opening a directory failed.
+    #[error("prepare directory {path}")]
+    CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Writing a file failed.
+    #[error("write {path}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Reading a file failed.
+    #[error("read {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A metadata file is not valid JSON of the expected shape.
+    #[error("decode {path}")]
+    Decode {
+        /// The file.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A metadata file was written by a newer Hypedeck.
+    #[error("{path} has schema_version {found}, newer than this build understands ({supported})")]
+    SchemaTooNew {
+        /// The file.
+        path: PathBuf,
+        /// Version found.
+        found: u32,
+        /// Newest version this build reads.
+        supported: u32,
+    },
+    /// Another engine owns the data dir.
+    #[error("data dir {path} is in use by another hypedeck engine{}", holder_suffix(.holder))]
+    Locked {
+        /// The data dir.
+        path: PathBuf,
+        /// Who holds it, when known.
+        holder: Option<LockHolder>,
+    },
+    /// A file name that is not a valid instance id.
+    #[error("invalid instance id")]
+    InvalidId,
+}
+
+fn holder_suffix(holder: &Option<LockHolder>) -> String {
+    match holder {
+        Some(h) => format!(" (pid {})", h.pid),
+        None => String::new(),
+    }
+}
+
+/// Creates `dir` and its parents with owner-only permissions where the platform supports it.
+pub fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir).map_err(|source| StoreError::CreateDir {
+        path: dir.to_path_buf(),
+        source,
+    })
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file in the same directory is written and
+/// fsynced, renamed over `path`, then the directory is fsynced. Readers see the old or the new
+/// content, never a mix.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let err = |source| StoreError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let dir = path
+        .parent()
+        .ok_or_else(|| err(std::io::ErrorKind::InvalidInput.into()))?;
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| err(std::io::ErrorKind::InvalidInput.into()))?
+        .to_string_lossy()
+        .into_owned();
+    let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut options = fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let mut file = options.open(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        drop(file);
+        fs::rename(&tmp, path)?;
+        fs::File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.map_err(err)
+}
+
+/// Serializes `value` as pretty JSON and writes it with [`write_atomic`].
+pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<(), StoreError> {
+    let mut bytes = serde_json::to_vec_pretty(value).map_err(|source| StoreError::Decode {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    bytes.push(b'\n');
+    write_atomic(path, &bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_replaces_whole_file_and_leaves_no_tmp() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("metadata.json");
+        write_atomic(&path, b"first version, long content").unwrap();
+        write_atomic(&path, b"second").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"second");
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names, vec!["metadata.json".to_string()]);
+    }
+
+    #[test]
+    fn atomic_write_into_missing_dir_fails_cleanly() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("absent").join("metadata.json");
+        let err = write_atomic(&path, b"x").unwrap_err();
+        assert!(matches!(err, StoreError::Write { .. }));
+        assert!(!path.exists());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn metadata_and_dirs_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("a/b");
+        create_private_dir(&sub).unwrap();
+        assert_eq!(
+            fs::metadata(&sub).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        let file = sub.join("f.json");
+        write_atomic(&file, b"{}").unwrap();
+        assert_eq!(
+            fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+}

@@ -1,1 +1,143 @@
-fn main() {}
+//! `hypedeck`: run the engine headless (`serve`) and small verbs for scripts.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use hypedeck_cli::daemon::{self, DaemonOptions, Endpoint, HypervisorChoice};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "hypedeck",
+    version,
+    about = "Run OCI images as VM sandboxes; speaks the Hypeman API"
+)]
+struct Cli {
+    /// Data dir (default: the platform data dir, or $HYPEDECK_DATA_DIR).
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum HypervisorArg {
+    /// The best backend for this host.
+    Auto,
+    /// The in-memory test backend (test builds only).
+    Fake,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the engine and the Hypeman-compatible API until interrupted.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, default_value = daemon::DEFAULT_LISTEN)]
+        listen: SocketAddr,
+        /// Hypervisor backend.
+        #[arg(long, value_enum, default_value = "auto")]
+        hypervisor: HypervisorArg,
+    },
+    /// Print the API token (from the OS keychain; created on first use).
+    Token,
+    /// Print where the running engine for the data dir listens, if any.
+    Status,
+}
+
+fn data_dir(cli: &Cli) -> anyhow::Result<PathBuf> {
+    match &cli.data_dir {
+        Some(d) => Ok(d.clone()),
+        None => hypedeck_store::default_data_dir()
+            .context("cannot determine a data dir; pass --data-dir"),
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let dir = data_dir(&cli)?;
+    match cli.command {
+        Command::Serve { listen, hypervisor } => {
+            let hypervisor = match hypervisor {
+                HypervisorArg::Auto => HypervisorChoice::Auto,
+                HypervisorArg::Fake => HypervisorChoice::Fake,
+            };
+            let mut d = daemon::start(DaemonOptions {
+                data_dir: dir.clone(),
+                listen,
+                hypervisor,
+            })
+            .await
+            .map_err(|e| {
+                anyhow::Error::new(e).context(format!("cannot serve {}", dir.display()))
+            })?;
+            println!(
+                "hypedeck serving the Hypeman API on {} (data dir {})",
+                d.url,
+                dir.display()
+            );
+            tokio::select! {
+                r = d.wait() => r.context("server stopped")?,
+                _ = shutdown_signal() => {
+                    eprintln!("shutting down (VMs keep running)");
+                    d.stop().await.context("stop server")?;
+                }
+            }
+            Ok(())
+        }
+        Command::Token => {
+            let keychain = daemon::open_keychain()?;
+            let token = daemon::load_or_create_token(keychain.as_ref(), &dir)?;
+            println!("{}", token.expose());
+            Ok(())
+        }
+        Command::Status => {
+            match Endpoint::find(&dir) {
+                Some(e) => println!("running: {} (pid {})", e.url, e.pid),
+                None => println!("not running (data dir {})", dir.display()),
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("HYPEDECK_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("hypedeck: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hypedeck: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! `ApiError`: every failure becomes upstream's status and `{code, message}` body.
+
+use axum::Json;
+use axum::extract::Request;
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use hypedeck_engine::EngineError;
+use hypedeck_model::{ErrorBody, ErrorCode, Rejection};
+
+/// An error answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Body.
+    pub body: ErrorBody,
+}
+
+impl ApiError {
+    /// An error with `code`'s usual status.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        let status =
+            StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        ApiError {
+            status,
+            body: ErrorBody::new(code, message),
+        }
+    }
+
+    /// 401.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        ApiError::new(ErrorCode::Unauthorized, message)
+    }
+
+    /// A schema-validator style 400 (`"Bad Request"`).
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        ApiError::new(ErrorCode::SchemaViolation, message)
+    }
+
+    /// Maps an engine failure of `operation` (e.g. `"create"`). Internal details go to the log,
+    /// the client gets upstream's generic text.
+    pub fn from_engine(operation: &str, error: EngineError) -> Self {
+        match error {
+            EngineError::NotFound => ApiError::new(ErrorCode::NotFound, "resource not found"),
+            EngineError::Ambiguous => ApiError::new(
+                ErrorCode::Ambiguous,
+                "multiple resources match, use full ID",
+            ),
+            EngineError::Rejected(r) => r.into(),
+            EngineError::NameConflict(_) => {
+                ApiError::new(ErrorCode::NameConflict, error.to_string())
+            }
+            EngineError::InvalidState(_) => {
+                ApiError::new(ErrorCode::InvalidState, error.to_string())
+            }
+            EngineError::NoHypervisor(_) => {
+                ApiError::new(ErrorCode::DependencyMissing, error.to_string())
+            }
+            EngineError::HypervisorUnavailable { .. } => ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!("invalid request: {error}"),
+            ),
+            EngineError::Secrets(hypedeck_secrets::SecretError::Unavailable(_)) => {
+                let message = match &error {
+                    EngineError::Secrets(inner) => inner.to_string(),
+                    _ => String::new(),
+                };
+                tracing::error!(%operation, error = %message, "keychain unavailable");
+                ApiError::new(ErrorCode::DependencyMissing, message)
+            }
+            EngineError::Secrets(_)
+            | EngineError::Store(_)
+            | EngineError::Hypervisor(_)
+            | EngineError::Task => {
+                tracing::error!(%operation, error = %error_chain(&error), "instance operation failed");
+                ApiError::new(
+                    ErrorCode::InternalError,
+                    format!("failed to {operation} instance"),
+                )
+            }
+        }
+    }
+}
+
+/// `error: cause: cause…` for logs.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+impl From<Rejection> for ApiError {
+    fn from(r: Rejection) -> Self {
+        ApiError::new(r.code, r.message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body)).into_response()
+    }
+}
+
+/// Unknown paths.
+pub async fn route_not_found() -> ApiError {
+    ApiError::new(ErrorCode::NotFound, "no matching operation was found")
+}
+
+/// Known paths, wrong method.
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(ErrorCode::MethodNotAllowed, "method not allowed")
+}
+
+/// Adds `x-should-retry: false` to every 4xx and to 500s that retrying cannot fix, so SDK
+/// clients fail fast on deterministic errors.
+pub async fn mark_no_retry(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let status = response.status();
+    if status.is_client_error() && status != StatusCode::TOO_MANY_REQUESTS
+        || status == StatusCode::INTERNAL_SERVER_ERROR
+    {
+        response
+            .headers_mut()
+            .insert("x-should-retry", HeaderValue::from_static("false"));
+    }
+    response
+}

@@ -1,0 +1,131 @@
+//! `/instances` and `/instances/{id}`.
+
+use std::collections::BTreeMap;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use hypedeck_engine::ListFilter;
+use hypedeck_model::schema::{create_instance_request, update_instance_request};
+use hypedeck_model::{CreateInstanceRequest, Instance, InstanceState, UpdateInstanceRequest};
+
+use crate::error::ApiError;
+use crate::{ApiState, body};
+
+/// Instance routes (all need auth).
+pub fn routes() -> Router<ApiState> {
+    Router::new()
+        .route("/instances", get(list).post(create))
+        .route("/instances/{id}", get(get_one).patch(update).delete(delete))
+}
+
+/// Parses `?state=Running&tags[team]=a` like upstream's validator.
+fn list_filter(pairs: Vec<(String, String)>) -> Result<ListFilter, ApiError> {
+    let mut filter = ListFilter {
+        state: None,
+        tags: BTreeMap::new(),
+    };
+    for (key, value) in pairs {
+        if key == "state" {
+            let state = InstanceState::parse(&value).ok_or_else(|| {
+                let allowed: Vec<String> =
+                    InstanceState::ALL.iter().map(|s| format!("{:?}", s.as_str())).collect();
+                ApiError::bad_request(format!(
+                    "parameter \"state\" in query has an error: value is not one of the allowed values [{}]",
+                    allowed.join(",")
+                ))
+            })?;
+            filter.state = Some(state);
+        } else if let Some(tag) = key.strip_prefix("tags[").and_then(|k| k.strip_suffix(']')) {
+            filter.tags.insert(tag.to_string(), value);
+        }
+    }
+    Ok(filter)
+}
+
+async fn list(
+    State(state): State<ApiState>,
+    query: Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<Instance>>, ApiError> {
+    let Query(pairs) = query.map_err(|e| ApiError::bad_request(format!("invalid query: {e}")))?;
+    let filter = list_filter(pairs)?;
+    let instances = state
+        .engine
+        .list(&filter)
+        .await
+        .map_err(|e| ApiError::from_engine("list", e))?;
+    Ok(Json(instances))
+}
+
+async fn create(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    let request: CreateInstanceRequest = body::parse(
+        &headers,
+        &bytes,
+        "CreateInstanceRequest",
+        &create_instance_request(),
+    )?;
+    let spec = request.validate()?;
+    let instance = state
+        .engine
+        .create(spec)
+        .await
+        .map_err(|e| ApiError::from_engine("create", e))?;
+    Ok((StatusCode::CREATED, Json(instance)))
+}
+
+async fn get_one(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<Instance>, ApiError> {
+    let instance = state
+        .engine
+        .get(&id)
+        .await
+        .map_err(|e| ApiError::from_engine("get", e))?;
+    Ok(Json(instance))
+}
+
+async fn update(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Result<Json<Instance>, ApiError> {
+    let request: UpdateInstanceRequest = body::parse(
+        &headers,
+        &bytes,
+        "UpdateInstanceRequest",
+        &update_instance_request(),
+    )?;
+    // Upstream resolves the instance before the handler's checks: unknown ids are 404 first.
+    state
+        .engine
+        .resolve(&id)
+        .map_err(|e| ApiError::from_engine("update", e))?;
+    let update = request.validate()?;
+    let instance = state
+        .engine
+        .update(&id, update)
+        .await
+        .map_err(|e| ApiError::from_engine("update", e))?;
+    Ok(Json(instance))
+}
+
+async fn delete(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state
+        .engine
+        .delete(&id)
+        .await
+        .map_err(|e| ApiError::from_engine("delete", e))?;
+    Ok(StatusCode::NO_CONTENT)
+}

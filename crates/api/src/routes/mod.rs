@@ -1,0 +1,4 @@
+//! One module per resource.
+
+pub mod instances;
+pub mod meta;

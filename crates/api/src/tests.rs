@@ -1,0 +1,478 @@
+//! API tests: the real router over the engine with the fake hypervisor, called with `oneshot`.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use hypedeck_engine::fake::FakeHypervisor;
+use hypedeck_engine::{Engine, EngineConfig};
+use hypedeck_secrets::{MemoryStore, Sensitive};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use crate::{ApiState, ApiToken, router};
+
+const TOKEN: &str = "hdk_test_token";
+
+struct Rig {
+    dir: tempfile::TempDir,
+    app: axum::Router,
+}
+
+fn rig_with(hypervisor: Result<Arc<dyn hypedeck_hypervisor::Hypervisor>, String>) -> Rig {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::new(EngineConfig {
+        paths: hypedeck_store::Paths::new(dir.path()),
+        secrets: Arc::new(MemoryStore::new()),
+        hypervisor,
+    });
+    let app = router(ApiState {
+        engine: Arc::new(engine),
+        token: ApiToken::new(Sensitive::new(TOKEN.to_string())),
+    });
+    Rig { dir, app }
+}
+
+fn rig() -> Rig {
+    rig_with(Ok(FakeHypervisor::new()))
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    json: Value,
+    text: String,
+}
+
+impl Rig {
+    async fn call(
+        &self,
+        method: &str,
+        uri: &str,
+        body: Option<&str>,
+        auth: Option<&str>,
+    ) -> Answer {
+        let mut req = Request::builder().method(method).uri(uri);
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        if body.is_some() {
+            req = req.header("content-type", "application/json");
+        }
+        let req = req
+            .body(
+                body.map(|b| Body::from(b.to_string()))
+                    .unwrap_or_else(Body::empty),
+            )
+            .unwrap();
+        let res = self.app.clone().oneshot(req).await.unwrap();
+        let status = res.status();
+        let headers = res.headers().clone();
+        let bytes = res.into_body().collect().await.unwrap().to_bytes();
+        let text = String::from_utf8_lossy(&bytes).to_string();
+        let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Answer {
+            status,
+            headers,
+            json,
+            text,
+        }
+    }
+
+    async fn authed(&self, method: &str, uri: &str, body: Option<Value>) -> Answer {
+        let body = body.map(|b| b.to_string());
+        self.call(
+            method,
+            uri,
+            body.as_deref(),
+            Some(&format!("Bearer {TOKEN}")),
+        )
+        .await
+    }
+
+    fn instance_dirs(&self) -> usize {
+        std::fs::read_dir(self.dir.path().join("instances"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+}
+
+fn error(code: &str, message: &str) -> Value {
+    json!({"code": code, "message": message})
+}
+
+#[tokio::test]
+async fn health_and_spec_need_no_auth() {
+    let r = rig();
+    let a = r.call("GET", "/health", None, None).await;
+    assert_eq!(
+        (a.status, a.json.clone()),
+        (StatusCode::OK, json!({"status": "ok"}))
+    );
+    let a = r.call("GET", "/spec.yaml", None, None).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.headers["content-type"], "application/vnd.oai.openapi");
+    assert!(a.text.starts_with("openapi: 3.1.0"));
+}
+
+#[tokio::test]
+async fn auth_failures_match_upstream() {
+    let r = rig();
+    let cases = [
+        (
+            None,
+            "security requirements failed: authorization header required",
+        ),
+        (
+            Some("Basic abc"),
+            "security requirements failed: invalid authorization header format",
+        ),
+        (
+            Some("Bearer"),
+            "security requirements failed: invalid authorization header format",
+        ),
+        (
+            Some("Bearer wrong"),
+            "security requirements failed: invalid token",
+        ),
+        (
+            Some("Bearer hdk_test_tokeX"),
+            "security requirements failed: invalid token",
+        ),
+    ];
+    for (auth, message) in cases {
+        for (method, uri) in [
+            ("GET", "/instances"),
+            ("POST", "/instances"),
+            ("DELETE", "/instances/x"),
+        ] {
+            let a = r.call(method, uri, Some("{}"), auth).await;
+            assert_eq!(
+                a.status,
+                StatusCode::UNAUTHORIZED,
+                "{method} {uri} {auth:?}"
+            );
+            assert_eq!(a.json, error("Unauthorized", message));
+        }
+    }
+    let ok = r
+        .call("GET", "/instances", None, Some(&format!("bearer {TOKEN}")))
+        .await;
+    assert_eq!((ok.status, ok.json), (StatusCode::OK, json!([])));
+}
+
+#[tokio::test]
+async fn create_get_list_delete() {
+    let r = rig();
+    let a = r
+        .authed(
+            "POST",
+            "/instances",
+            Some(json!({"name": "web", "image": "alpine", "tags": {"team": "a"}})),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
+    let id = a.json["id"].as_str().unwrap().to_string();
+    assert_eq!(a.json["state"], "Running");
+    assert_eq!(a.json["size"], "1024.0 MB");
+    assert_eq!(a.json["overlay_size"], "10.0 GB");
+    assert_eq!(a.json["hotplug_size"], "0 B");
+    assert_eq!(a.json["hypervisor"], "qemu");
+    assert_eq!(a.json["exit_code"], Value::Null);
+    assert_eq!(
+        a.json["network"],
+        json!({"enabled": true, "name": "default", "ip": null, "mac": null})
+    );
+    assert_eq!(a.json["health_status"]["status"], "disabled");
+
+    for key in [id.as_str(), "web", &id[..5]] {
+        let g = r.authed("GET", &format!("/instances/{key}"), None).await;
+        assert_eq!(
+            (g.status, g.json["id"].as_str()),
+            (StatusCode::OK, Some(id.as_str())),
+            "{key}"
+        );
+    }
+    let l = r
+        .authed("GET", "/instances?state=Running&tags%5Bteam%5D=a", None)
+        .await;
+    assert_eq!(l.json.as_array().unwrap().len(), 1);
+    let l = r.authed("GET", "/instances?tags[team]=b", None).await;
+    assert_eq!(l.json, json!([]));
+    let l = r.authed("GET", "/instances?state=Stopped", None).await;
+    assert_eq!(l.json, json!([]));
+    let bad = r.authed("GET", "/instances?state=running", None).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert_eq!(bad.json["code"], "Bad Request");
+    assert!(
+        bad.json["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("parameter \"state\" in query has an error")
+    );
+
+    let d = r.authed("DELETE", &format!("/instances/{id}"), None).await;
+    assert_eq!((d.status, d.text.as_str()), (StatusCode::NO_CONTENT, ""));
+    let g = r.authed("GET", &format!("/instances/{id}"), None).await;
+    assert_eq!(
+        (g.status, g.json),
+        (
+            StatusCode::NOT_FOUND,
+            error("not_found", "resource not found")
+        )
+    );
+    assert_eq!(g.headers["x-should-retry"], "false");
+    let d = r.authed("DELETE", &format!("/instances/{id}"), None).await;
+    assert_eq!(d.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn bad_create_input_is_refused_and_writes_nothing() {
+    let r = rig();
+    let schema = "request body has an error: doesn't match schema #/components/schemas/CreateInstanceRequest: ";
+    let cases: Vec<(Option<&str>, StatusCode, Value)> = vec![
+        (
+            None,
+            StatusCode::BAD_REQUEST,
+            error(
+                "Bad Request",
+                "request body has an error: value is required but missing",
+            ),
+        ),
+        (
+            Some("{bad"),
+            StatusCode::BAD_REQUEST,
+            error(
+                "Bad Request",
+                "request body has an error: failed to decode request body: key must be a string at line 1 column 2",
+            ),
+        ),
+        (
+            Some(r#"{"image":"alpine"}"#),
+            StatusCode::BAD_REQUEST,
+            error(
+                "Bad Request",
+                &format!("{schema}Error at \"/name\": property \"name\" is missing"),
+            ),
+        ),
+        (
+            Some(r#"{"name":"Bad","image":"alpine"}"#),
+            StatusCode::BAD_REQUEST,
+            error(
+                "Bad Request",
+                &format!(
+                    "{schema}Error at \"/name\": string doesn't match the regular expression \"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$\""
+                ),
+            ),
+        ),
+        (
+            Some(r#"{"name":"a","image":"alpine","size":"lots"}"#),
+            StatusCode::BAD_REQUEST,
+            error(
+                "invalid_size",
+                "invalid size format: strconv.UnmarshalText: parsing \"lots\": invalid syntax",
+            ),
+        ),
+        (
+            Some(r#"{"name":"a","image":"alpine","hypervisor":"vz"}"#),
+            StatusCode::BAD_REQUEST,
+            error(
+                "invalid_request",
+                "invalid request: hypervisor vz is not available on this host (available: qemu)",
+            ),
+        ),
+        (
+            Some(
+                r#"{"name":"a","image":"alpine","network":{"egress":{"enabled":true}},"credentials":{"K":{"source":{"env":"K"},"inject":[{"as":{"header":"A","format":"${value}"}}]}}}"#,
+            ),
+            StatusCode::BAD_REQUEST,
+            error(
+                "invalid_request",
+                "invalid request: credentials[\"K\"].source.env \"K\" must be present in env",
+            ),
+        ),
+        (
+            Some("[]"),
+            StatusCode::BAD_REQUEST,
+            error("Bad Request", &format!("{schema}value must be an object")),
+        ),
+    ];
+    for (body, status, want) in cases {
+        let a = r
+            .call("POST", "/instances", body, Some(&format!("Bearer {TOKEN}")))
+            .await;
+        assert_eq!((a.status, &a.json), (status, &want), "{body:?}");
+        assert_eq!(a.headers["x-should-retry"], "false");
+        assert_eq!(r.instance_dirs(), 0, "{body:?} wrote something");
+    }
+    let wrong_type = r
+        .app
+        .clone()
+        .oneshot(
+            Request::post("/instances")
+                .header("authorization", format!("Bearer {TOKEN}"))
+                .header("content-type", "text/plain")
+                .body(Body::from("{}"))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(wrong_type.status(), StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn duplicate_names_are_400_name_conflict() {
+    let r = rig();
+    let body = json!({"name": "web", "image": "alpine"});
+    assert_eq!(
+        r.authed("POST", "/instances", Some(body.clone()))
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+    let a = r.authed("POST", "/instances", Some(body)).await;
+    assert_eq!(
+        (a.status, a.json),
+        (
+            StatusCode::BAD_REQUEST,
+            error("name_conflict", "instance name \"web\" already exists")
+        )
+    );
+    assert_eq!(r.instance_dirs(), 1);
+}
+
+#[tokio::test]
+async fn patch_follows_upstream_order() {
+    let r = rig();
+    let created = r
+        .authed("POST", "/instances", Some(json!({
+            "name": "agent-1", "image": "alpine",
+            "env": {"OUTBOUND_OPENAI_KEY": "sk-real-123", "PORT": "3000"},
+            "network": {"enabled": true, "egress": {"enabled": true}},
+            "credentials": {"OUTBOUND_OPENAI_KEY": {"source": {"env": "OUTBOUND_OPENAI_KEY"},
+                "inject": [{"hosts": ["api.openai.com"], "as": {"header": "Authorization", "format": "Bearer ${value}"}}]}}
+        })))
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+
+    let a = r
+        .authed("PATCH", "/instances/agent-1", Some(json!({"env": {}})))
+        .await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    assert_eq!(a.json["code"], "Bad Request");
+    let a = r.authed("PATCH", "/instances/nope", Some(json!({}))).await;
+    assert_eq!(
+        (a.status, a.json),
+        (
+            StatusCode::NOT_FOUND,
+            error("not_found", "resource not found")
+        )
+    );
+    let a = r
+        .authed("PATCH", "/instances/agent-1", Some(json!({})))
+        .await;
+    assert_eq!(
+        a.json,
+        error(
+            "invalid_request",
+            "invalid request: request must include env, auto_standby, health_check, and/or restart_policy"
+        )
+    );
+    let a = r
+        .authed(
+            "PATCH",
+            "/instances/agent-1",
+            Some(json!({"env": {"PORT": "4000"}})),
+        )
+        .await;
+    assert_eq!(
+        a.json,
+        error(
+            "invalid_request",
+            "invalid request: env keys [PORT] are not credential source env vars; allowed keys: [OUTBOUND_OPENAI_KEY]"
+        )
+    );
+    let a = r
+        .authed(
+            "PATCH",
+            "/instances/agent-1",
+            Some(json!({"env": {"OUTBOUND_OPENAI_KEY": "sk-rotated-456"}})),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    assert_eq!(a.json["env"]["OUTBOUND_OPENAI_KEY"], "sk-rotated-456");
+    let g = r.authed("GET", "/instances/agent-1", None).await;
+    assert_eq!(g.json["env"]["OUTBOUND_OPENAI_KEY"], "sk-rotated-456");
+    assert_eq!(g.json["env"]["PORT"], "3000");
+}
+
+#[tokio::test]
+async fn no_hypervisor_answers_clearly_and_never_pretends() {
+    let r = rig_with(Err("the QEMU backend is not available yet".into()));
+    let a = r
+        .authed(
+            "POST",
+            "/instances",
+            Some(json!({"name": "a", "image": "alpine"})),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(
+        a.json,
+        error(
+            "dependency_missing",
+            "no hypervisor is available on this host: the QEMU backend is not available yet"
+        )
+    );
+    assert_eq!(a.headers["x-should-retry"], "false");
+    assert_eq!(r.instance_dirs(), 0);
+    assert_eq!(r.authed("GET", "/instances", None).await.json, json!([]));
+}
+
+#[tokio::test]
+async fn unknown_routes_methods_and_cors() {
+    let r = rig();
+    let a = r.authed("GET", "/nope", None).await;
+    assert_eq!(
+        (a.status, a.json["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found"))
+    );
+    let a = r.authed("PUT", "/instances", None).await;
+    assert_eq!(a.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(a.json["code"], "Method Not Allowed");
+
+    let preflight = r
+        .app
+        .clone()
+        .oneshot(
+            Request::builder()
+                .method("OPTIONS")
+                .uri("/instances/x")
+                .header("origin", "tauri://localhost")
+                .header("access-control-request-method", "PATCH")
+                .header(
+                    "access-control-request-headers",
+                    "authorization,content-type,x-stainless-os",
+                )
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert!(preflight.status().is_success());
+    let h = preflight.headers();
+    assert_eq!(h["access-control-allow-origin"], "*");
+    assert!(
+        h["access-control-allow-methods"]
+            .to_str()
+            .unwrap()
+            .contains("PATCH")
+    );
+    assert!(
+        h["access-control-allow-headers"]
+            .to_str()
+            .unwrap()
+            .contains("x-stainless-os")
+    );
+}

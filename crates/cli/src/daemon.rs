@@ -1,0 +1,240 @@
+//! Starting the engine + API for a data dir, or finding the one already running.
+//!
+//! Invariants: one engine per data dir (the store's lock); the API token lives only in the OS
+//! keychain (account `api-token/<data dir>`); the advertised endpoint file holds no secret.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use hypedeck_api::{ApiState, ApiToken};
+use hypedeck_engine::{Engine, EngineConfig};
+use hypedeck_hypervisor::Hypervisor;
+use hypedeck_secrets::{KeychainStore, SecretError, SecretStore};
+use hypedeck_store::{EngineLock, Paths, StoreError};
+use serde::{Deserialize, Serialize};
+
+/// The keychain service every Hypedeck secret is filed under.
+pub const KEYCHAIN_SERVICE: &str = "hypedeck";
+
+/// The default API address (upstream's port).
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:4973";
+
+/// Which backend the engine runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HypervisorChoice {
+    /// The best backend for this host.
+    Auto,
+    /// The in-memory fake (only in builds with the `fake-hypervisor` feature).
+    Fake,
+}
+
+/// How to start a daemon.
+#[derive(Debug, Clone)]
+pub struct DaemonOptions {
+    /// Data dir.
+    pub data_dir: PathBuf,
+    /// API listen address (port 0 picks a free port).
+    pub listen: SocketAddr,
+    /// Backend.
+    pub hypervisor: HypervisorChoice,
+}
+
+/// Errors starting or finding a daemon.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The data dir is unusable (or owned by another engine).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The keychain is unavailable or failed.
+    #[error(
+        "{0}; Hypedeck keeps its API token and credential values only in the OS keychain \
+         (on Linux: a Secret Service such as gnome-keyring, unlocked, on the session D-Bus)"
+    )]
+    Keychain(#[from] SecretError),
+    /// Binding the API socket failed.
+    #[error("listen on {addr}")]
+    Bind {
+        /// Address.
+        addr: SocketAddr,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The engine failed to re-attach to running VMs.
+    #[error("reconcile instances")]
+    Engine(#[from] hypedeck_engine::EngineError),
+    /// Randomness was unavailable.
+    #[error("generate token")]
+    Random,
+    /// The requested backend is not in this build.
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// What `engine.json` advertises to other processes (no secrets).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    /// Base URL of the API.
+    pub url: String,
+    /// Process id of the engine.
+    pub pid: u32,
+}
+
+impl Endpoint {
+    /// The endpoint of the engine owning `data_dir`, if one is running.
+    pub fn find(data_dir: &Path) -> Option<Endpoint> {
+        let paths = Paths::new(data_dir);
+        EngineLock::holder(&paths)?;
+        let bytes = std::fs::read(paths.engine_endpoint()).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+}
+
+/// A running engine + API server. Dropping it stops the server (VMs keep running).
+#[derive(Debug)]
+pub struct Daemon {
+    /// Base URL of the API.
+    pub url: String,
+    /// The address actually bound.
+    pub addr: SocketAddr,
+    /// The bearer token.
+    pub token: ApiToken,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    paths: Paths,
+    _lock: EngineLock,
+}
+
+impl Daemon {
+    /// Waits until the server stops (it only stops on [`Daemon::stop`] or an I/O error).
+    pub async fn wait(&mut self) -> std::io::Result<()> {
+        match self.task.take() {
+            Some(task) => task.await.unwrap_or(Ok(())),
+            None => Ok(()),
+        }
+    }
+
+    /// Stops accepting requests and finishes in-flight ones.
+    pub async fn stop(mut self) -> std::io::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let result = self.wait().await;
+        let _ = std::fs::remove_file(self.paths.engine_endpoint());
+        result
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+fn token_account(data_dir: &Path) -> String {
+    let canonical = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+    format!("api-token/{}", canonical.display())
+}
+
+/// The API token for `data_dir`, created and stored in the keychain on first use.
+pub fn load_or_create_token(
+    store: &dyn SecretStore,
+    data_dir: &Path,
+) -> Result<ApiToken, DaemonError> {
+    hypedeck_store::create_private_dir(data_dir)?;
+    let account = token_account(data_dir);
+    if let Some(token) = store.get(&account)? {
+        return Ok(ApiToken::new(token));
+    }
+    let token = hypedeck_api::generate_token().map_err(|_| DaemonError::Random)?;
+    store.set(&account, &token)?;
+    Ok(ApiToken::new(token))
+}
+
+/// Opens the OS keychain.
+pub fn open_keychain() -> Result<Arc<dyn SecretStore>, DaemonError> {
+    Ok(Arc::new(KeychainStore::open(KEYCHAIN_SERVICE)?))
+}
+
+fn select_hypervisor(
+    choice: HypervisorChoice,
+) -> Result<Result<Arc<dyn Hypervisor>, String>, DaemonError> {
+    match choice {
+        HypervisorChoice::Auto => Ok(Err(
+            "this build has no VM backend yet (the QEMU backend is not implemented)".to_string(),
+        )),
+        #[cfg(feature = "fake-hypervisor")]
+        HypervisorChoice::Fake => Ok(Ok(hypedeck_engine::fake::FakeHypervisor::new())),
+        #[cfg(not(feature = "fake-hypervisor"))]
+        HypervisorChoice::Fake => Err(DaemonError::Unsupported(
+            "the fake hypervisor is only in test builds (feature fake-hypervisor)".into(),
+        )),
+    }
+}
+
+/// Starts the engine and its API for a data dir. Fails with [`StoreError::Locked`] if another
+/// engine owns it (use [`Endpoint::find`] to attach instead).
+pub async fn start(options: DaemonOptions) -> Result<Daemon, DaemonError> {
+    let paths = Paths::new(&options.data_dir);
+    let lock = EngineLock::acquire(&paths)?;
+    let hypervisor = select_hypervisor(options.hypervisor)?;
+    let keychain = open_keychain()?;
+    let token = {
+        let keychain = keychain.clone();
+        let dir = options.data_dir.clone();
+        tokio::task::spawn_blocking(move || load_or_create_token(keychain.as_ref(), &dir))
+            .await
+            .map_err(|_| DaemonError::Random)??
+    };
+    let engine = Engine::new(EngineConfig {
+        paths: paths.clone(),
+        secrets: keychain,
+        hypervisor,
+    });
+    engine.reconcile().await?;
+
+    let listener = tokio::net::TcpListener::bind(options.listen)
+        .await
+        .map_err(|source| DaemonError::Bind {
+            addr: options.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| DaemonError::Bind {
+        addr: options.listen,
+        source,
+    })?;
+    let url = format!("http://{addr}");
+    hypedeck_store::write_json(
+        &paths.engine_endpoint(),
+        &Endpoint {
+            url: url.clone(),
+            pid: std::process::id(),
+        },
+    )?;
+
+    let app = hypedeck_api::router(ApiState {
+        engine: Arc::new(engine),
+        token: token.clone(),
+    });
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = rx.await;
+            })
+            .await
+    });
+    tracing::info!(%url, data_dir = %options.data_dir.display(), "hypedeck engine serving");
+    Ok(Daemon {
+        url,
+        addr,
+        token,
+        shutdown: Some(tx),
+        task: Some(task),
+        paths,
+        _lock: lock,
+    })
+}

@@ -19,13 +19,13 @@ impl Engine {
             Ok(h) => h.clone(),
             Err(reason) => return Err(EngineError::NoHypervisor(reason.clone())),
         };
-        if let Some(requested) = spec.hypervisor {
-            if requested != hypervisor.kind() {
-                return Err(EngineError::HypervisorUnavailable {
-                    requested,
-                    available: hypervisor.kind(),
-                });
-            }
+        if let Some(requested) = spec.hypervisor
+            && requested != hypervisor.kind()
+        {
+            return Err(EngineError::HypervisorUnavailable {
+                requested,
+                available: hypervisor.kind(),
+            });
         }
 
         let _create = self.create_lock.lock().await;

@@ -17,10 +17,10 @@ impl Engine {
         &self,
         record: &InstanceRecord,
     ) -> Result<BTreeMap<String, Sensitive<String>>, EngineError> {
-        if let Some(cached) = self.secret_cache().get(&record.id) {
-            if cached.len() == record.secret_env.len() {
-                return Ok(cached.clone());
-            }
+        if let Some(cached) = self.secret_cache().get(&record.id)
+            && cached.len() == record.secret_env.len()
+        {
+            return Ok(cached.clone());
         }
         let accounts: Vec<(String, String)> = record
             .secret_env

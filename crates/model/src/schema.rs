@@ -331,27 +331,27 @@ fn check(schema: &Schema, value: &Value, at: &str) -> Result<(), (String, String
             let Value::String(s) = value else {
                 return fail("value must be a string".into());
             };
-            if let Some(values) = one_of {
-                if !values.contains(&s.as_str()) {
-                    let list: Vec<String> = values.iter().map(|v| format!("{v:?}")).collect();
-                    return fail(format!(
-                        "value is not one of the allowed values [{}]",
-                        list.join(",")
-                    ));
-                }
+            if let Some(values) = one_of
+                && !values.contains(&s.as_str())
+            {
+                let list: Vec<String> = values.iter().map(|v| format!("{v:?}")).collect();
+                return fail(format!(
+                    "value is not one of the allowed values [{}]",
+                    list.join(",")
+                ));
             }
-            if let Some(max) = max_len {
-                if s.chars().count() > *max {
-                    return fail(format!("maximum string length is {max}"));
-                }
+            if let Some(max) = max_len
+                && s.chars().count() > *max
+            {
+                return fail(format!("maximum string length is {max}"));
             }
-            if let Some(p) = pattern {
-                if !(p.matches)(s) {
-                    return fail(format!(
-                        "string doesn't match the regular expression \"{}\"",
-                        p.text
-                    ));
-                }
+            if let Some(p) = pattern
+                && !(p.matches)(s)
+            {
+                return fail(format!(
+                    "string doesn't match the regular expression \"{}\"",
+                    p.text
+                ));
             }
             Ok(())
         }
@@ -378,30 +378,30 @@ fn check(schema: &Schema, value: &Value, at: &str) -> Result<(), (String, String
             let Value::Object(map) = value else {
                 return fail("value must be an object".into());
             };
-            if let Some(min) = min_properties {
-                if map.len() < *min {
-                    return fail(format!("there must be at least {min} properties"));
-                }
+            if let Some(min) = min_properties
+                && map.len() < *min
+            {
+                return fail(format!("there must be at least {min} properties"));
             }
-            if let Some(max) = max_properties {
-                if map.len() > *max {
-                    return fail(format!("there must be at most {max} properties"));
-                }
+            if let Some(max) = max_properties
+                && map.len() > *max
+            {
+                return fail(format!("there must be at most {max} properties"));
             }
             let mut keys: Vec<&String> = map.keys().collect();
             keys.sort();
             for key in keys {
                 let child = format!("{at}/{}", escape(key));
-                if let Some(p) = key_pattern {
-                    if !(p.matches)(key) {
-                        return Err((
-                            at.to_string(),
-                            format!(
-                                "property {key:?}: string doesn't match the regular expression \"{}\"",
-                                p.text
-                            ),
-                        ));
-                    }
+                if let Some(p) = key_pattern
+                    && !(p.matches)(key)
+                {
+                    return Err((
+                        at.to_string(),
+                        format!(
+                            "property {key:?}: string doesn't match the regular expression \"{}\"",
+                            p.text
+                        ),
+                    ));
                 }
                 let value = &map[key.as_str()];
                 // Upstream writes defaults over explicit nulls; treat null like an absent field.

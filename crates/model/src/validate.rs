@@ -213,25 +213,37 @@ pub fn is_valid_platform_syntax(platform: &str) -> bool {
     }
 }
 
+/// An image reference that does not follow the distribution grammar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InvalidReference;
+
+impl fmt::Display for InvalidReference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("invalid image reference")
+    }
+}
+
+impl std::error::Error for InvalidReference {}
+
 /// A conservative check of the OCI distribution reference grammar:
 /// `[host[:port]/]path[:tag][@algo:hex]`, lower-case path components.
-pub fn check_image_reference(reference: &str) -> Result<(), ()> {
+pub fn check_image_reference(reference: &str) -> Result<(), InvalidReference> {
     if reference.is_empty() || reference.len() > 4096 || reference.trim() != reference {
-        return Err(());
+        return Err(InvalidReference);
     }
     let (name_tag, digest) = match reference.split_once('@') {
         Some((n, d)) => (n, Some(d)),
         None => (reference, None),
     };
     if let Some(d) = digest {
-        let (algo, hex) = d.split_once(':').ok_or(())?;
+        let (algo, hex) = d.split_once(':').ok_or(InvalidReference)?;
         let algo_ok = !algo.is_empty()
             && algo
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+._-".contains(&b));
         let hex_ok = hex.len() >= 32 && hex.bytes().all(|b| b.is_ascii_hexdigit());
         if !algo_ok || !hex_ok {
-            return Err(());
+            return Err(InvalidReference);
         }
     }
     // A tag is after the last ':' that follows the last '/'.
@@ -251,7 +263,7 @@ pub fn check_image_reference(reference: &str) -> Result<(), ()> {
             && b.iter()
                 .all(|c| c.is_ascii_alphanumeric() || b"_.-".contains(c));
         if !ok {
-            return Err(());
+            return Err(InvalidReference);
         }
     }
     let mut components: Vec<&str> = name.split('/').collect();
@@ -270,22 +282,22 @@ pub fn check_image_reference(reference: &str) -> Result<(), ()> {
             let port_ok =
                 port.is_none_or(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
             if !host_ok || !port_ok {
-                return Err(());
+                return Err(InvalidReference);
             }
             components.remove(0);
         }
     }
     if components.is_empty() {
-        return Err(());
+        return Err(InvalidReference);
     }
     for component in components {
         let b = component.as_bytes();
         let alnum = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit();
         if b.is_empty() || !alnum(&b[0]) || !alnum(&b[b.len() - 1]) {
-            return Err(());
+            return Err(InvalidReference);
         }
         if !b.iter().all(|c| alnum(c) || b"._-".contains(c)) {
-            return Err(());
+            return Err(InvalidReference);
         }
     }
     Ok(())
@@ -747,14 +759,14 @@ pub struct InstanceUpdate {
 impl UpdateInstanceRequest {
     /// Instance-independent checks (schema + "something to do").
     pub fn validate(&self) -> Result<InstanceUpdate, Rejection> {
-        if let Some(env) = &self.env {
-            if env.is_empty() {
-                return Err(Rejection::schema(
-                    "UpdateInstanceRequest",
-                    "/env",
-                    "there must be at least 1 properties",
-                ));
-            }
+        if let Some(env) = &self.env
+            && env.is_empty()
+        {
+            return Err(Rejection::schema(
+                "UpdateInstanceRequest",
+                "/env",
+                "there must be at least 1 properties",
+            ));
         }
         let mut policies = BTreeMap::new();
         for (key, value) in [

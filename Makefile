@@ -1,0 +1,56 @@
+# Hypedeck: two commands for a fresh Debian/Ubuntu machine.
+#   make run    installs what is missing, builds the UI and opens the desktop app
+#   make test   installs what is missing and runs every check and test suite
+SHELL := /bin/bash
+.DEFAULT_GOAL := run
+CARGO ?= cargo
+
+.PHONY: run test deps deps-test ui lint unit bins sdk-test desktop-test serve clean
+
+deps:
+	@scripts/install-deps.sh run
+
+deps-test:
+	@scripts/install-deps.sh test
+
+ui:
+	npm run build:ui
+
+run: deps ui
+	$(CARGO) run -p hypedeck-desktop
+
+# Headless daemon for scripts and the official SDKs/CLI.
+serve: deps
+	$(CARGO) run -p hypedeck-cli -- serve
+
+lint: ui
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+	npm run typecheck
+
+unit: ui
+	$(CARGO) test --workspace --locked
+
+# hypedeck-fake: the CLI with `--hypervisor fake` for suites that need instances before the
+# QEMU backend lands; hypedeck: the shipped build.
+bins: ui
+	$(CARGO) build --locked -p hypedeck-cli --features fake-hypervisor
+	cp target/debug/hypedeck target/debug/hypedeck-fake
+	$(CARGO) build --locked -p hypedeck-cli -p hypedeck-desktop
+
+sdk-test: bins
+	scripts/test-session.sh bash -c '$(CARGO) test --locked -p hypedeck-secrets -- --include-ignored && \
+	  HYPEDECK_BIN=target/debug/hypedeck HYPEDECK_FAKE_BIN=target/debug/hypedeck-fake node --test tests/sdk/'
+
+desktop-test: bins
+	mkdir -p test-results
+	xvfb-run -a -s "-screen 0 1280x800x24 -nolisten tcp" scripts/test-session.sh \
+	  env APP_BIN=target/debug/hypedeck-desktop HYPEDECK_FAKE_BIN=target/debug/hypedeck-fake \
+	  PATH="$(CURDIR)/.ci/tools/bin:$$PATH" bash tests/desktop/run.sh
+
+test: deps-test lint unit sdk-test desktop-test
+	@echo "all suites passed"
+
+clean:
+	$(CARGO) clean
+	rm -rf ui/dist test-results

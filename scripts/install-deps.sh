@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Installs what Hypedeck needs on a Debian/Ubuntu machine, skipping what is already there.
+#   scripts/install-deps.sh run    # build and run the desktop app
+#   scripts/install-deps.sh test   # also everything the test suites use
+set -euo pipefail
+cd "$(dirname "$0")/.."
+purpose=${1:-run}
+
+sudo_cmd=()
+if [ "$(id -u)" -ne 0 ]; then sudo_cmd=(sudo); fi
+
+pkgs=(libwebkit2gtk-4.1-dev libsoup-3.0-dev librsvg2-dev libayatana-appindicator3-dev
+      libxdo-dev libssl-dev build-essential pkg-config file curl ca-certificates)
+if [ "$purpose" = test ]; then
+  pkgs+=(xvfb xauth webkit2gtk-driver dbus dbus-x11 gnome-keyring libsecret-tools keyutils
+         chromium fonts-dejavu-core imagemagick x11-utils)
+fi
+
+if command -v dpkg-query >/dev/null 2>&1; then
+  missing=()
+  for p in "${pkgs[@]}"; do
+    dpkg-query -W -f='${db:Status-Abbrev}' "$p" 2>/dev/null | grep -q '^ii' || missing+=("$p")
+  done
+  if ((${#missing[@]})); then
+    echo "== installing Debian packages: ${missing[*]}"
+    "${sudo_cmd[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends \
+      "${missing[@]}" >/dev/null
+  fi
+else
+  echo "warning: not a Debian/Ubuntu machine; install the equivalents of: ${pkgs[*]}" >&2
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "error: Rust is not installed; get it from rustup (https://rustup.rs) and re-run" >&2
+  exit 1
+fi
+if command -v rustup >/dev/null 2>&1; then
+  rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
+fi
+if ! command -v npm >/dev/null 2>&1; then
+  echo "error: Node.js 20+ with npm is not installed" >&2
+  exit 1
+fi
+
+# npm ci is fast and exact; skip it when node_modules matches the lock file already.
+stamp=node_modules/.hypedeck-lock
+if [ ! -f "$stamp" ] || ! cmp -s package-lock.json "$stamp"; then
+  echo "== npm ci"
+  npm ci --no-audit --no-fund --loglevel=error
+  cp package-lock.json "$stamp"
+fi
+
+if [ "$purpose" = test ] && [ ! -x .ci/tools/bin/tauri-driver ]; then
+  echo "== cargo install tauri-driver"
+  cargo install tauri-driver --version '^2' --locked --root "$PWD/.ci/tools" --quiet
+fi

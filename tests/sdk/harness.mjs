@@ -1,0 +1,59 @@
+// Starts a real `hypedeck serve` on a fresh data dir and a free loopback port, and hands the
+// official Hypeman SDK a client for it. Needs a keychain (Secret Service) in the session.
+import { spawn, execFileSync } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import Hypeman from "@onkernel/hypeman";
+
+export function binary(envName, fallback) {
+  return path.resolve(process.env[envName] ?? fallback);
+}
+
+async function waitFor(fn, what, timeoutMs = 15000) {
+  const deadline = Date.now() + timeoutMs;
+  let last;
+  while (Date.now() < deadline) {
+    try {
+      const v = await fn();
+      if (v) return v;
+    } catch (e) {
+      last = e;
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`timed out waiting for ${what}${last ? `: ${last}` : ""}`);
+}
+
+export async function startServer({ bin, args = [] }) {
+  const dataDir = mkdtempSync(path.join(tmpdir(), "hypedeck-sdk-"));
+  const child = spawn(bin, ["--data-dir", dataDir, "serve", "--listen", "127.0.0.1:0", ...args], {
+    stdio: ["ignore", "pipe", "pipe"],
+    env: { ...process.env, HYPEDECK_LOG: "warn" },
+  });
+  let output = "";
+  child.stdout.on("data", (d) => (output += d));
+  child.stderr.on("data", (d) => (output += d));
+  const exited = new Promise((resolve) => child.on("exit", resolve));
+  const url = await waitFor(() => {
+    if (child.exitCode !== null) throw new Error(`serve exited: ${output}`);
+    const status = execFileSync(bin, ["--data-dir", dataDir, "status"]).toString();
+    const m = status.match(/^running: (\S+)/);
+    return m?.[1];
+  }, "hypedeck serve to listen");
+  const token = execFileSync(bin, ["--data-dir", dataDir, "token"]).toString().trim();
+  const client = (options = {}) =>
+    new Hypeman({ baseURL: url, apiKey: token, maxRetries: 0, timeout: 10_000, ...options });
+  return {
+    url,
+    token,
+    dataDir,
+    client,
+    output: () => output,
+    async stop() {
+      child.kill("SIGTERM");
+      await exited;
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}

@@ -13,7 +13,8 @@ pkgs=(libwebkit2gtk-4.1-dev libsoup-3.0-dev librsvg2-dev libayatana-appindicator
       libxdo-dev libssl-dev build-essential pkg-config file curl ca-certificates)
 if [ "$purpose" = test ]; then
   pkgs+=(xvfb xauth webkit2gtk-driver dbus dbus-x11 gnome-keyring libsecret-tools keyutils
-         chromium fonts-dejavu-core imagemagick x11-utils)
+         chromium fonts-dejavu-core imagemagick x11-utils
+         qemu-system-x86 busybox-static docker-registry e2fsprogs cpio jq)
 fi
 
 if command -v dpkg-query >/dev/null 2>&1; then

@@ -1,9 +1,15 @@
-//! PID 1 inside the guest (a static musl binary packed into the initramfs): mounts, reads the
-//! config disk, sets up the overlay root and network, runs the entrypoint with Docker semantics,
-//! forwards signals, reaps, reports `HYPEMAN-EXIT code=N message="…"` on the serial console and
-//! powers off. Lands with the real-VM issue; this skeleton only refuses to run as a host program.
+//! `hypedeck-guest-init`: PID 1 inside the guest. See `lib.rs` for the host contract and
+//! `pid1.rs` for the boot sequence.
+
+#[cfg(target_os = "linux")]
+mod pid1;
 
 fn main() {
-    eprintln!("hypedeck-guest-init is the guest's PID 1 and is not meant to run on the host");
-    std::process::exit(2);
+    #[cfg(target_os = "linux")]
+    pid1::run();
+    #[cfg(not(target_os = "linux"))]
+    {
+        eprintln!("hypedeck-guest-init only runs as PID 1 of a Linux guest");
+        std::process::exit(2);
+    }
 }

@@ -1,0 +1,576 @@
+//! The boot sequence of the guest's PID 1.
+//!
+//! proc/sys/dev -> console -> kernel modules (in `/lib/modules/order`) -> config disk
+//! (`/dev/vdc`) -> root (`/dev/vda` read-only, with `/dev/vdb` as a writable overlay) ->
+//! hostname, network -> control port + power button -> fork/chroot/exec the program ->
+//! forward signals, reap -> `HYPEMAN-EXIT` -> power off.
+//!
+//! Everything the forked child touches is prepared before `fork`, so the child only makes
+//! async-signal-safe calls.
+#![allow(unsafe_code)]
+
+use std::ffi::{CString, c_int};
+use std::fs;
+use std::io::{Read, Write};
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use hypedeck_guest_init::{
+    AGENT_READY, CONTROL_PORT, CONTROL_TERM, GuestConfig, GuestNetwork, PROGRAM_START,
+    describe_exit, exit_line, rfc3339_nano,
+};
+
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+fn now() -> String {
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    rfc3339_nano(d.as_secs() as i64, d.subsec_nanos())
+}
+
+fn log(component: &str, message: &str) {
+    let line = format!("{} [INFO] [hypeman-init:{component}] {message}\n", now());
+    let _ = std::io::stdout().write_all(line.as_bytes());
+    let _ = std::io::stdout().flush();
+}
+
+fn cstr(s: &str) -> CString {
+    // Interior NULs cannot come from JSON strings we accept; replace defensively.
+    CString::new(s.replace('\0', "")).unwrap_or_default()
+}
+
+fn mount(source: &str, target: &str, fstype: &str, flags: libc::c_ulong, data: &str) -> bool {
+    let _ = fs::create_dir_all(target);
+    let (s, t, f, d) = (cstr(source), cstr(target), cstr(fstype), cstr(data));
+    // SAFETY: all pointers are valid NUL-terminated strings that outlive the call.
+    let rc = unsafe {
+        libc::mount(
+            s.as_ptr(),
+            t.as_ptr(),
+            f.as_ptr(),
+            flags,
+            if data.is_empty() {
+                std::ptr::null()
+            } else {
+                d.as_ptr().cast()
+            },
+        )
+    };
+    rc == 0
+}
+
+fn power_off() -> ! {
+    // SAFETY: sync and reboot take no pointers; as PID 1 powering off is the intended end.
+    unsafe {
+        libc::sync();
+        libc::reboot(libc::RB_POWER_OFF);
+    }
+    std::process::exit(0)
+}
+
+fn fatal(message: &str) -> ! {
+    log("init", &format!("fatal: {message}"));
+    println!("{}", exit_line(1, &format!("init failed: {message}")));
+    power_off()
+}
+
+fn setup_console() {
+    let console = cstr("/dev/console");
+    // SAFETY: valid path; the fds we dup onto are the standard ones.
+    unsafe {
+        let fd = libc::open(console.as_ptr(), libc::O_RDWR);
+        if fd >= 0 {
+            libc::dup2(fd, 0);
+            libc::dup2(fd, 1);
+            libc::dup2(fd, 2);
+            if fd > 2 {
+                libc::close(fd);
+            }
+        }
+    }
+}
+
+fn load_modules() {
+    let Ok(order) = fs::read_to_string("/lib/modules/order") else {
+        return;
+    };
+    for name in order.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let path = format!("/lib/modules/{name}.ko");
+        let Ok(file) = fs::File::open(&path) else {
+            log("init", &format!("module {name} missing"));
+            continue;
+        };
+        use std::os::fd::AsRawFd;
+        let params = cstr("");
+        // SAFETY: fd is open for the duration of the call; params is a valid empty string.
+        let rc =
+            unsafe { libc::syscall(libc::SYS_finit_module, file.as_raw_fd(), params.as_ptr(), 0) };
+        if rc != 0 {
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() != Some(libc::EEXIST) {
+                log("init", &format!("module {name}: {err}"));
+            }
+        }
+    }
+}
+
+fn wait_for(path: &str, timeout: Duration) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if Path::new(path).exists() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+fn read_config() -> GuestConfig {
+    if !wait_for("/dev/vdc", Duration::from_secs(10)) {
+        fatal("config disk /dev/vdc did not appear");
+    }
+    let mut bytes = vec![0u8; hypedeck_guest_init::CONFIG_DISK_BYTES];
+    let mut file =
+        fs::File::open("/dev/vdc").unwrap_or_else(|e| fatal(&format!("open /dev/vdc: {e}")));
+    let mut read = 0;
+    while read < bytes.len() {
+        match file.read(&mut bytes[read..]) {
+            Ok(0) => break,
+            Ok(n) => {
+                read += n;
+                if bytes[..read].contains(&0) {
+                    break;
+                }
+            }
+            Err(e) => fatal(&format!("read /dev/vdc: {e}")),
+        }
+    }
+    GuestConfig::from_disk(&bytes[..read]).unwrap_or_else(|e| fatal(&format!("config disk: {e}")))
+}
+
+fn mount_root(config: &GuestConfig) {
+    if !wait_for("/dev/vda", Duration::from_secs(10)) {
+        fatal("root disk /dev/vda did not appear");
+    }
+    if !mount("/dev/vda", "/lower", "ext4", libc::MS_RDONLY, "") {
+        fatal(&format!(
+            "mount /dev/vda: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    if config.overlay && wait_for("/dev/vdb", Duration::from_secs(5)) {
+        if !mount("/dev/vdb", "/overlay", "ext4", 0, "") {
+            fatal(&format!(
+                "mount overlay disk: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        let _ = fs::create_dir_all("/overlay/upper");
+        let _ = fs::create_dir_all("/overlay/work");
+        if !mount(
+            "overlay",
+            "/newroot",
+            "overlay",
+            0,
+            "lowerdir=/lower,upperdir=/overlay/upper,workdir=/overlay/work",
+        ) {
+            fatal(&format!(
+                "mount overlayfs: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+    } else if !mount("/lower", "/newroot", "", libc::MS_BIND, "") {
+        fatal(&format!("bind root: {}", std::io::Error::last_os_error()));
+    }
+    mount("proc", "/newroot/proc", "proc", 0, "");
+    mount("sysfs", "/newroot/sys", "sysfs", 0, "");
+    mount("devtmpfs", "/newroot/dev", "devtmpfs", 0, "");
+    mount("devpts", "/newroot/dev/pts", "devpts", 0, "");
+    mount("tmpfs", "/newroot/dev/shm", "tmpfs", 0, "");
+    mount("tmpfs", "/newroot/tmp", "tmpfs", 0, "mode=1777");
+    mount("tmpfs", "/newroot/run", "tmpfs", 0, "mode=755");
+}
+
+fn set_hostname(name: &str) {
+    if name.is_empty() {
+        return;
+    }
+    // SAFETY: pointer and length describe a valid buffer.
+    unsafe {
+        libc::sethostname(name.as_ptr().cast(), name.len());
+    }
+    let _ = fs::write("/newroot/etc/hostname", format!("{name}\n"));
+}
+
+fn ipv4(text: &str) -> Option<[u8; 4]> {
+    let parts: Vec<u8> = text.split('.').filter_map(|p| p.parse().ok()).collect();
+    (parts.len() == 4).then(|| [parts[0], parts[1], parts[2], parts[3]])
+}
+
+fn sockaddr(addr: [u8; 4]) -> libc::sockaddr {
+    let sin = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: 0,
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(addr),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: sockaddr_in and sockaddr have the same size; this is the documented way to pass
+    // an IPv4 address through the generic sockaddr of ifreq/rtentry.
+    unsafe { std::mem::transmute::<libc::sockaddr_in, libc::sockaddr>(sin) }
+}
+
+fn ifreq(name: &str) -> libc::ifreq {
+    // SAFETY: ifreq is plain old data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req
+        .ifr_name
+        .iter_mut()
+        .zip(name.bytes().take(libc::IFNAMSIZ - 1))
+    {
+        *dst = src as libc::c_char;
+    }
+    req
+}
+
+fn link_up(sock: c_int, name: &str) {
+    let mut req = ifreq(name);
+    // SAFETY: req is a valid ifreq; SIOCGIFFLAGS/SIOCSIFFLAGS read and write ifru_flags.
+    unsafe {
+        if libc::ioctl(sock, libc::SIOCGIFFLAGS as _, &mut req) == 0 {
+            req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+            libc::ioctl(sock, libc::SIOCSIFFLAGS as _, &req);
+        }
+    }
+}
+
+fn setup_network(net: &GuestNetwork) {
+    // SAFETY: plain socket(2) call.
+    let sock = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0) };
+    if sock < 0 {
+        log("network", "socket failed");
+        return;
+    }
+    link_up(sock, "lo");
+    let (Some(ip), Some(gw)) = (ipv4(&net.ip), ipv4(&net.gateway)) else {
+        log("network", "invalid address in config");
+        return;
+    };
+    let mask: u32 = if net.prefix == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(net.prefix.min(32)))
+    };
+    let mut req = ifreq("eth0");
+    req.ifr_ifru.ifru_addr = sockaddr(ip);
+    let mut mreq = ifreq("eth0");
+    mreq.ifr_ifru.ifru_netmask = sockaddr(mask.to_be_bytes());
+    // SAFETY: valid ifreq structs for the address/netmask ioctls.
+    let ok = unsafe {
+        libc::ioctl(sock, libc::SIOCSIFADDR as _, &req) == 0
+            && libc::ioctl(sock, libc::SIOCSIFNETMASK as _, &mreq) == 0
+    };
+    link_up(sock, "eth0");
+    // SAFETY: rtentry is plain old data; all-zero is valid.
+    let mut route: libc::rtentry = unsafe { std::mem::zeroed() };
+    route.rt_dst = sockaddr([0, 0, 0, 0]);
+    route.rt_genmask = sockaddr([0, 0, 0, 0]);
+    route.rt_gateway = sockaddr(gw);
+    route.rt_flags = libc::RTF_UP | libc::RTF_GATEWAY;
+    // SAFETY: valid rtentry for SIOCADDRT.
+    let routed = unsafe { libc::ioctl(sock, libc::SIOCADDRT as _, &route) == 0 };
+    // SAFETY: closing the socket we opened.
+    unsafe { libc::close(sock) };
+    if !(ok && routed) {
+        log(
+            "network",
+            &format!(
+                "configuring eth0 failed: {}",
+                std::io::Error::last_os_error()
+            ),
+        );
+    }
+    let _ = fs::write(
+        "/newroot/etc/resolv.conf",
+        format!("nameserver {}\n", net.dns),
+    );
+}
+
+fn control_port() -> Option<String> {
+    for entry in fs::read_dir("/sys/class/virtio-ports").ok()?.flatten() {
+        let name = fs::read_to_string(entry.path().join("name")).unwrap_or_default();
+        if name.trim() == CONTROL_PORT {
+            return Some(format!("/dev/{}", entry.file_name().to_string_lossy()));
+        }
+    }
+    None
+}
+
+/// Forwards host requests (control port lines, ACPI power button) to the program as SIGTERM.
+fn watch_shutdown_requests(child: libc::pid_t, port: Option<String>) {
+    if let Some(port) = port {
+        std::thread::spawn(move || {
+            let Ok(file) = fs::File::open(&port) else {
+                return;
+            };
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(file).lines() {
+                match line {
+                    Ok(l) if l.trim() == CONTROL_TERM => {
+                        // SAFETY: kill with a pid we own and a valid signal.
+                        unsafe { libc::kill(child, libc::SIGTERM) };
+                    }
+                    Ok(_) => {}
+                    Err(_) => std::thread::sleep(Duration::from_millis(200)),
+                }
+            }
+        });
+    }
+    for entry in fs::read_dir("/dev/input").into_iter().flatten().flatten() {
+        if !entry.file_name().to_string_lossy().starts_with("event") {
+            continue;
+        }
+        let path = entry.path();
+        std::thread::spawn(move || {
+            let Ok(mut f) = fs::File::open(path) else {
+                return;
+            };
+            let mut buf = [0u8; 64];
+            if f.read(&mut buf).is_ok_and(|n| n > 0) {
+                // SAFETY: as above.
+                unsafe { libc::kill(child, libc::SIGTERM) };
+            }
+        });
+    }
+}
+
+fn oom_seen() -> bool {
+    let path = cstr("/dev/kmsg");
+    // SAFETY: valid path; non-blocking read-only open.
+    let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_NONBLOCK) };
+    if fd < 0 {
+        return false;
+    }
+    let mut seen = false;
+    let mut buf = vec![0u8; 8192];
+    loop {
+        // SAFETY: buf is valid for buf.len() bytes.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error().raw_os_error();
+            if e == Some(libc::EPIPE) {
+                continue;
+            }
+            break;
+        }
+        if n == 0 {
+            break;
+        }
+        let text = String::from_utf8_lossy(&buf[..n as usize]);
+        if text.contains("Out of memory")
+            || text.contains("oom-kill")
+            || text.contains("oom_reaper")
+        {
+            seen = true;
+        }
+    }
+    // SAFETY: closing our fd.
+    unsafe { libc::close(fd) };
+    seen
+}
+
+struct Prepared {
+    candidates: Vec<CString>,
+    argv: Vec<CString>,
+    env: Vec<CString>,
+    workdir: CString,
+    root: CString,
+    slash: CString,
+}
+
+fn prepare(config: &GuestConfig) -> Prepared {
+    let mut env: Vec<String> = config.env.clone();
+    let has = |k: &str, env: &[String]| env.iter().any(|e| e.starts_with(&format!("{k}=")));
+    if !has("PATH", &env) {
+        env.push(format!("PATH={DEFAULT_PATH}"));
+    }
+    if !has("HOME", &env) {
+        env.push("HOME=/root".into());
+    }
+    if !has("HOSTNAME", &env) && !config.hostname.is_empty() {
+        env.push(format!("HOSTNAME={}", config.hostname));
+    }
+    let path = env
+        .iter()
+        .rev()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or(DEFAULT_PATH)
+        .to_string();
+    let program = config.argv.first().cloned().unwrap_or_default();
+    let candidates = if program.contains('/') {
+        vec![cstr(&program)]
+    } else {
+        path.split(':')
+            .map(|d| if d.is_empty() { "." } else { d })
+            .map(|d| cstr(&format!("{}/{program}", d.trim_end_matches('/'))))
+            .collect()
+    };
+    Prepared {
+        candidates,
+        argv: config.argv.iter().map(|a| cstr(a)).collect(),
+        env: env.iter().map(|e| cstr(e)).collect(),
+        workdir: cstr(if config.workdir.is_empty() {
+            "/"
+        } else {
+            &config.workdir
+        }),
+        root: cstr("/newroot"),
+        slash: cstr("/"),
+    }
+}
+
+/// In the forked child: only async-signal-safe calls from here on.
+fn exec_child(p: &Prepared, unblock: &libc::sigset_t) -> ! {
+    let mut argv: Vec<*const libc::c_char> = p.argv.iter().map(|a| a.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let mut envp: Vec<*const libc::c_char> = p.env.iter().map(|e| e.as_ptr()).collect();
+    envp.push(std::ptr::null());
+    // SAFETY: every pointer refers to CStrings prepared before fork that live until exec;
+    // these calls are async-signal-safe.
+    unsafe {
+        libc::sigprocmask(libc::SIG_SETMASK, unblock, std::ptr::null_mut());
+        libc::setsid();
+        if libc::chroot(p.root.as_ptr()) != 0 || libc::chdir(p.slash.as_ptr()) != 0 {
+            libc::_exit(126);
+        }
+        if libc::chdir(p.workdir.as_ptr()) != 0 {
+            libc::chdir(p.slash.as_ptr());
+        }
+        let mut denied = false;
+        if argv.len() > 1 {
+            for c in &p.candidates {
+                libc::execve(c.as_ptr(), argv.as_ptr(), envp.as_ptr());
+                if *libc::__errno_location() == libc::EACCES {
+                    denied = true;
+                }
+            }
+        }
+        let msg: &[u8] = if denied {
+            b"exec: permission denied\n"
+        } else {
+            b"exec: command not found\n"
+        };
+        libc::write(2, msg.as_ptr().cast(), msg.len());
+        libc::_exit(if denied { 126 } else { 127 });
+    }
+}
+
+pub fn run() -> ! {
+    if std::process::id() != 1 {
+        eprintln!("hypedeck-guest-init must run as PID 1 inside a guest");
+        std::process::exit(2);
+    }
+    mount("proc", "/proc", "proc", 0, "");
+    mount("sysfs", "/sys", "sysfs", 0, "");
+    mount("devtmpfs", "/dev", "devtmpfs", 0, "");
+    setup_console();
+    log("init", "starting hypedeck guest init");
+    load_modules();
+    let config = read_config();
+    mount_root(&config);
+    set_hostname(&config.hostname);
+    if let Some(net) = &config.network {
+        setup_network(net);
+    }
+    let prepared = prepare(&config);
+
+    // Block the signals PID 1 handles synchronously, before any thread or child exists.
+    // SAFETY: sigset manipulation on local, initialized sets.
+    let (mut all, mut old): (libc::sigset_t, libc::sigset_t) =
+        unsafe { (std::mem::zeroed(), std::mem::zeroed()) };
+    unsafe {
+        libc::sigfillset(&mut all);
+        libc::sigprocmask(libc::SIG_SETMASK, &all, &mut old);
+    }
+    let port = control_port();
+    log(
+        "entrypoint",
+        &format!(
+            "launching entrypoint {:?}",
+            config.argv.first().map(String::as_str).unwrap_or("")
+        ),
+    );
+    // SAFETY: fork in PID 1; the child only runs exec_child (async-signal-safe calls).
+    let child = unsafe { libc::fork() };
+    if child < 0 {
+        fatal("fork failed");
+    }
+    if child == 0 {
+        exec_child(&prepared, &old);
+    }
+    watch_shutdown_requests(child, port.clone());
+    log(
+        "entrypoint",
+        &format!("{PROGRAM_START} ts={} mode=exec", now()),
+    );
+    log("agent", &format!("{AGENT_READY} ts={}", now()));
+
+    let code = loop {
+        // SAFETY: siginfo is plain old data, filled in by sigwaitinfo.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let sig = unsafe { libc::sigwaitinfo(&all, &mut info) };
+        match sig {
+            libc::SIGCHLD => {
+                let mut exited = None;
+                loop {
+                    let mut status = 0;
+                    // SAFETY: reaping any child without blocking.
+                    let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+                    if pid <= 0 {
+                        break;
+                    }
+                    if pid == child {
+                        exited = Some(if libc::WIFEXITED(status) {
+                            libc::WEXITSTATUS(status)
+                        } else if libc::WIFSIGNALED(status) {
+                            128 + libc::WTERMSIG(status)
+                        } else {
+                            1
+                        });
+                    }
+                }
+                if let Some(code) = exited {
+                    break code;
+                }
+            }
+            libc::SIGTERM
+            | libc::SIGINT
+            | libc::SIGHUP
+            | libc::SIGQUIT
+            | libc::SIGUSR1
+            | libc::SIGUSR2 => {
+                // SAFETY: forwarding a signal to our child.
+                unsafe { libc::kill(child, sig) };
+            }
+            _ => {}
+        }
+    };
+    let message = describe_exit(code, code == 137 && oom_seen());
+    log("entrypoint", &exit_line(code, &message));
+    if let Some(port) = port {
+        // Non-blocking: with no host reader attached a virtio port write would wait forever.
+        use std::os::unix::fs::OpenOptionsExt;
+        if let Ok(mut f) = fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(port)
+        {
+            let _ = writeln!(f, "{}", exit_line(code, &message));
+        }
+    }
+    // SAFETY: stop whatever the program left behind, then power off.
+    unsafe { libc::kill(-1, libc::SIGKILL) };
+    power_off()
+}

@@ -1,0 +1,42 @@
+// The Hypeman API, through the official SDK only, and its errors as `{code, message}`.
+import Hypeman, { APIConnectionError, APIError } from "@onkernel/hypeman";
+
+import type { Connection } from "./connection";
+
+export type Instance = Hypeman.Instance;
+
+/** An error the page shows in its banner. */
+export interface Problem {
+  code: string;
+  message: string;
+}
+
+/** An SDK client for the connection. The UI polls, so it never retries on its own. */
+export function client(conn: Connection): Hypeman {
+  return new Hypeman({ baseURL: conn.url, apiKey: conn.token, maxRetries: 0, timeout: 10_000 });
+}
+
+/** Turns whatever a call threw into the API's `{code, message}` (or the closest thing). */
+export function problem(error: unknown, url: string): Problem {
+  if (error instanceof APIConnectionError) {
+    return { code: "unreachable", message: `cannot reach ${url}: ${error.message}` };
+  }
+  if (error instanceof APIError) {
+    const body: unknown = error.error;
+    if (
+      typeof body === "object" &&
+      body !== null &&
+      "code" in body &&
+      "message" in body &&
+      typeof body.code === "string" &&
+      typeof body.message === "string"
+    ) {
+      return { code: body.code, message: body.message };
+    }
+    return { code: `http_${String(error.status)}`, message: error.message };
+  }
+  if (error instanceof Error) {
+    return { code: error.name, message: error.message };
+  }
+  return { code: "error", message: String(error) };
+}

@@ -1,0 +1,29 @@
+// The one place the UI talks to the desktop shell (Tauri `invoke`). Everything else goes to the
+// Hypeman API through the SDK, so the same UI runs in a plain browser.
+import { invoke, isTauri } from "@tauri-apps/api/core";
+
+/** How the desktop window reaches the API: the engine it started, or the one it attached to. */
+export interface DesktopConnection {
+  url: string;
+  token: string;
+  mode: "embedded" | "attached";
+}
+
+/** The desktop shell could not provide a connection; `message` says why. */
+export class DesktopError extends Error {
+  override name = "DesktopError";
+}
+
+/** True inside the Hypedeck desktop window. */
+export function inDesktop(): boolean {
+  return isTauri();
+}
+
+/** The API the desktop shell started or attached to. Rejects with a [`DesktopError`]. */
+export async function desktopConnection(): Promise<DesktopConnection> {
+  try {
+    return await invoke<DesktopConnection>("connection");
+  } catch (e) {
+    throw new DesktopError(typeof e === "string" ? e : String(e));
+  }
+}

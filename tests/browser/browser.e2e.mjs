@@ -1,0 +1,134 @@
+// The web UI in headless Chromium (playwright-core), served by `vite preview` of ui/dist at
+// UI_URL and talking to a fake-backed `hypedeck serve` through the SDK. Needs a D-Bus session
+// with an unlocked Secret Service and HYPEDECK_FAKE_BIN (`hypedeck` built with
+// --features fake-hypervisor). tests/desktop/run.sh sets all of that up.
+import assert from "node:assert/strict";
+import { mkdirSync } from "node:fs";
+import path from "node:path";
+import { after, before, describe, test } from "node:test";
+import { chromium } from "playwright-core";
+
+import { startFakeEngine, waitFor } from "../desktop/fake-engine.mjs";
+
+const UI_URL = process.env.UI_URL ?? "http://127.0.0.1:4173/";
+const CHROMIUM = process.env.CHROMIUM_BIN ?? "/usr/bin/chromium";
+const RESULTS = path.resolve("test-results");
+
+let browser;
+let engine;
+
+before(async () => {
+  engine = await startFakeEngine("browser");
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: [
+      "--headless",
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-dev-shm-usage",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+      "--no-first-run",
+    ],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  await engine?.stop();
+});
+
+/** A fresh page (own storage) that records every request it sends to the API. */
+async function openPage(t, query) {
+  const context = await browser.newContext({ viewport: { width: 1100, height: 720 } });
+  t.after(() => context.close());
+  const page = await context.newPage();
+  const apiCalls = [];
+  page.on("request", (r) => {
+    if (r.url().startsWith(engine.url)) apiCalls.push(`${r.method()} ${new URL(r.url()).pathname}`);
+  });
+  const url = new URL(UI_URL);
+  for (const [k, v] of Object.entries(query ?? {})) url.searchParams.set(k, v);
+  await page.goto(url.href);
+  return { page, apiCalls };
+}
+
+const row = (page, id) => page.locator(`tr[data-instance-id="${id}"]`);
+
+async function runningInstance(name) {
+  const created = await engine.client.instances.create({
+    name,
+    image: "docker.io/library/alpine:latest",
+    vcpus: 1,
+    size: "1GB",
+  });
+  await waitFor(
+    async () => (await engine.client.instances.get(created.id)).state === "Running",
+    `${name} to run`,
+  );
+  return created;
+}
+
+describe("web UI in a browser", () => {
+  test("lists the engine's instances from ?api=&token= and only reads", async (t) => {
+    const first = await runningInstance("browser-e2e");
+    const { page, apiCalls } = await openPage(t, { api: engine.url, token: engine.token });
+
+    await page.locator("#conn-mode", { hasText: "browser" }).waitFor();
+    assert.equal(await page.locator("#conn-mode").textContent(), "browser");
+    assert.equal(await page.locator("#conn-url").textContent(), engine.url);
+    assert.equal(await page.title(), "Hypedeck");
+
+    const r = row(page, first.id);
+    await r.waitFor({ timeout: 10_000 });
+    assert.equal(await r.locator("td.name").textContent(), "browser-e2e");
+    assert.equal(await r.locator("td.state").textContent(), "Running");
+    assert.equal(await r.locator("td.image").textContent(), "docker.io/library/alpine:latest");
+    assert.equal(await page.locator("#empty").isVisible(), false);
+    assert.equal(await page.locator("#error").isVisible(), false);
+
+    // The token is used, never shown, and does not stay in the address bar.
+    assert.ok(!(await page.locator("body").innerText()).includes(engine.token));
+    assert.ok(!page.url().includes(engine.token), page.url());
+
+    // An instance created elsewhere shows up on the next refresh (every 2 s).
+    const second = await runningInstance("browser-e2e-2");
+    await row(page, second.id).waitFor({ timeout: 6_000 });
+    assert.equal(await page.locator("#instances tr").count(), 2);
+
+    mkdirSync(RESULTS, { recursive: true });
+    await page.screenshot({ path: path.join(RESULTS, "browser.png") });
+
+    // The UI lists; it creates nothing (only GET /instances and CORS preflights went out).
+    assert.ok(apiCalls.includes("GET /instances"), apiCalls.join(", "));
+    const writes = apiCalls.filter((c) => !/^(GET|OPTIONS) \/instances$/.test(c));
+    assert.deepEqual(writes, []);
+    assert.equal(await page.getByRole("button", { name: /create|new|run/i }).count(), 0);
+    assert.equal((await engine.client.instances.list()).length, 2);
+  });
+
+  test("shows the API's {code, message} when the token is wrong", async (t) => {
+    const { page } = await openPage(t, { api: engine.url, token: "hdk_wrong" });
+    const banner = page.locator("#error");
+    await banner.waitFor({ timeout: 10_000 });
+    assert.equal(await page.locator("#error-code").textContent(), "Unauthorized"); // upstream spells this code capitalised
+    assert.match(await page.locator("#error-message").textContent(), /invalid token/);
+  });
+
+  test("asks for the API with a form when it has none, then remembers it", async (t) => {
+    const { page } = await openPage(t);
+    await page.locator("#connect").waitFor();
+    assert.equal(await page.locator("#instances-view").isVisible(), false);
+    await page.fill("#connect-api", engine.url);
+    await page.fill("#connect-token", engine.token);
+    await page.click("#connect button[type=submit]");
+    await page.locator("#instances tr[data-instance-id]").first().waitFor({ timeout: 10_000 });
+    assert.equal(await page.locator("#conn-url").textContent(), engine.url);
+
+    await page.reload();
+    await page.locator("#instances tr[data-instance-id]").first().waitFor({ timeout: 10_000 });
+    assert.equal(await page.locator("#connect").isVisible(), false);
+  });
+});

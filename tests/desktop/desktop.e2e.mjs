@@ -1,0 +1,175 @@
+// The real Hypedeck window (Tauri + WebKitGTK) driven through tauri-driver. Needs a display
+// (Xvfb), a D-Bus session with an unlocked Secret Service, tauri-driver on TAURI_DRIVER_PORT,
+// and the binaries in APP_BIN (the desktop app) and HYPEDECK_FAKE_BIN (`hypedeck` built with
+// --features fake-hypervisor). tests/desktop/run.sh sets all of that up.
+import assert from "node:assert/strict";
+import { chmodSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
+import path from "node:path";
+import { describe, test } from "node:test";
+import { remote } from "webdriverio";
+
+import {
+  binary,
+  engineToken,
+  engineUrl,
+  freshDataDir,
+  sdk,
+  startFakeEngine,
+  waitFor,
+} from "./fake-engine.mjs";
+
+const APP = binary("APP_BIN", "target/debug/hypedeck-desktop");
+const FAKE = binary("HYPEDECK_FAKE_BIN");
+const DRIVER_PORT = Number(process.env.TAURI_DRIVER_PORT ?? 4444);
+const RESULTS = path.resolve("test-results");
+
+/** Registers cleanups for test `t` that run last-in, first-out once it ends. */
+function deferrer(t) {
+  const stack = [];
+  t.after(async () => {
+    while (stack.length) await stack.pop()();
+  });
+  return (fn) => stack.push(fn);
+}
+
+const shellQuote = (s) => `'${s.replaceAll("'", `'\\''`)}'`;
+
+/**
+ * Opens the app's window with `env` added to its environment. tauri-driver only passes a binary
+ * and arguments, so the app is started through a two-line launcher script.
+ */
+async function openApp(defer, env) {
+  const dir = freshDataDir("launcher");
+  defer(() => rmSync(dir, { recursive: true, force: true }));
+  const launcher = path.join(dir, "hypedeck-desktop");
+  const exports = Object.entries(env).map(([k, v]) => `export ${k}=${shellQuote(v)}`);
+  writeFileSync(launcher, ["#!/bin/sh", ...exports, `exec ${shellQuote(APP)} "$@"`, ""].join("\n"));
+  chmodSync(launcher, 0o755);
+  const app = await remote({
+    hostname: "127.0.0.1",
+    port: DRIVER_PORT,
+    logLevel: "warn",
+    capabilities: {
+      "tauri:options": { application: launcher },
+      "wdio:enforceWebDriverClassic": true,
+    },
+  });
+  defer(() => app.deleteSession().catch(() => {})); // closes the app
+  return app;
+}
+
+/** Waits until `selector` reads `expected`; on timeout, says what it read and what the banner said. */
+async function textOf(app, selector, expected, timeout = 20_000) {
+  const el = app.$(selector);
+  try {
+    await el.waitUntil(async () => (await el.getText()) === expected, { timeout });
+  } catch {
+    const last = await el.getText().catch(() => "?");
+    const banner = await app.$("#error").getText().catch(() => "?");
+    assert.fail(`${selector} reads ${JSON.stringify(last)}, not ${JSON.stringify(expected)}; banner: ${JSON.stringify(banner)}`);
+  }
+}
+
+/** Saves what the window shows once the page has painted its latest DOM. */
+async function screenshot(app, name) {
+  await app.executeAsync((done) => requestAnimationFrame(() => requestAnimationFrame(() => done())));
+  mkdirSync(RESULTS, { recursive: true });
+  await app.saveScreenshot(path.join(RESULTS, name));
+}
+
+describe("desktop window", () => {
+  test("embedded: starts its own engine on a fresh data dir and shows it empty", async (t) => {
+    const defer = deferrer(t);
+    const dataDir = freshDataDir("desktop-embedded");
+    defer(() => rmSync(dataDir, { recursive: true, force: true }));
+    const app = await openApp(defer, { HYPEDECK_DATA_DIR: dataDir });
+
+    await textOf(app, "#conn-mode", "embedded");
+    assert.equal(await app.getTitle(), "Hypedeck");
+    assert.equal(await app.$("h1").getText(), "Hypedeck");
+    await app.$("#empty").waitForDisplayed({ timeout: 10_000 });
+    assert.equal(await app.$("#empty").getText(), "No instances yet");
+    assert.equal(await app.$("#error").isDisplayed(), false);
+
+    // The window's API is the app's own engine: it answers, it is the one advertised for the
+    // data dir, and its token (kept in the keychain) works with the SDK.
+    const url = await app.$("#conn-url").getText();
+    assert.match(url, /^http:\/\/127\.0\.0\.1:\d+$/);
+    const health = await fetch(`${url}/health`);
+    assert.equal(health.status, 200);
+    assert.deepEqual(await health.json(), { status: "ok" });
+    assert.equal(engineUrl(FAKE, dataDir), url);
+    const token = engineToken(FAKE, dataDir);
+    assert.deepEqual(await sdk(url, token).instances.list(), []);
+    assert.ok(!(await app.$("body").getText()).includes(token), "the page shows the token");
+  });
+
+  test("embedded: serves on another port when 4973 is taken", async (t) => {
+    const defer = deferrer(t);
+    const squatter = createServer();
+    await new Promise((resolve, reject) => {
+      squatter.once("error", (e) => (e.code === "EADDRINUSE" ? resolve() : reject(e)));
+      squatter.listen(4973, "127.0.0.1", resolve);
+    });
+    defer(() => new Promise((resolve) => squatter.close(() => resolve())));
+    const dataDir = freshDataDir("desktop-port");
+    defer(() => rmSync(dataDir, { recursive: true, force: true }));
+    const app = await openApp(defer, { HYPEDECK_DATA_DIR: dataDir });
+
+    await textOf(app, "#conn-mode", "embedded");
+    const url = await app.$("#conn-url").getText();
+    assert.match(url, /^http:\/\/127\.0\.0\.1:\d+$/);
+    assert.notEqual(new URL(url).port, "4973");
+    assert.equal((await fetch(`${url}/health`)).status, 200);
+    await app.$("#empty").waitForDisplayed({ timeout: 10_000 });
+  });
+
+  test("attached: finds the engine `hypedeck serve` runs and lists its instances", async (t) => {
+    const defer = deferrer(t);
+    const engine = await startFakeEngine("desktop-attached");
+    defer(() => engine.stop());
+    const created = await engine.client.instances.create({
+      name: "desktop-e2e",
+      image: "docker.io/library/alpine:latest",
+      vcpus: 1,
+      size: "1GB",
+    });
+    await waitFor(
+      async () => (await engine.client.instances.get(created.id)).state === "Running",
+      "the fake VM to run",
+    );
+
+    const app = await openApp(defer, { HYPEDECK_DATA_DIR: engine.dataDir });
+    await textOf(app, "#conn-mode", "attached");
+    assert.equal(await app.$("#conn-url").getText(), engine.url);
+
+    const row = app.$(`tr[data-instance-id="${created.id}"]`);
+    await row.waitForDisplayed({ timeout: 10_000 });
+    assert.equal(await row.$("td.name").getText(), "desktop-e2e");
+    await waitFor(async () => (await row.$("td.state").getText()) === "Running", "Running badge");
+    assert.equal(await row.$("td.image").getText(), "docker.io/library/alpine:latest");
+    assert.equal(await row.$("td.vcpus").getText(), "1");
+    assert.equal(await app.$("#empty").isDisplayed(), false);
+    assert.equal(await app.$("#error").isDisplayed(), false);
+
+    await screenshot(app, "desktop.png");
+  });
+
+  test("without a keychain the window still opens and says why", async (t) => {
+    const defer = deferrer(t);
+    const dataDir = freshDataDir("desktop-nokeychain");
+    defer(() => rmSync(dataDir, { recursive: true, force: true }));
+    const app = await openApp(defer, {
+      HYPEDECK_DATA_DIR: dataDir,
+      DBUS_SESSION_BUS_ADDRESS: `unix:path=${path.join(dataDir, "no-bus")}`,
+    });
+
+    await textOf(app, "#conn-mode", "unavailable");
+    const banner = app.$("#error");
+    await banner.waitForDisplayed({ timeout: 10_000 });
+    assert.equal(await app.$("#error-code").getText(), "engine_unavailable");
+    assert.match(await app.$("#error-message").getText(), /keychain/);
+    await screenshot(app, "desktop-no-keychain.png");
+  });
+});

@@ -94,6 +94,7 @@ impl Engine {
             kernel_args: "console=ttyS0".into(),
             disks: Vec::new(),
             serial_log: logs.join("app.log"),
+            network: None,
         };
         let vm = hypervisor.start(&vm_spec).await?;
         self.vms_guard().insert(id.to_string(), Arc::from(vm));

@@ -312,19 +312,19 @@ fn control_port() -> Option<String> {
 fn watch_shutdown_requests(child: libc::pid_t, port: Option<String>) {
     if let Some(port) = port {
         std::thread::spawn(move || {
-            let Ok(file) = fs::File::open(&port) else {
-                return;
-            };
+            // A read returns EOF while no host end is connected: keep re-reading.
             use std::io::BufRead;
-            for line in std::io::BufReader::new(file).lines() {
-                match line {
-                    Ok(l) if l.trim() == CONTROL_TERM => {
-                        // SAFETY: kill with a pid we own and a valid signal.
-                        unsafe { libc::kill(child, libc::SIGTERM) };
+            loop {
+                if let Ok(file) = fs::File::open(&port) {
+                    for line in std::io::BufReader::new(file).lines() {
+                        let Ok(line) = line else { break };
+                        if line.trim() == CONTROL_TERM {
+                            // SAFETY: kill with a pid we own and a valid signal.
+                            unsafe { libc::kill(child, libc::SIGTERM) };
+                        }
                     }
-                    Ok(_) => {}
-                    Err(_) => std::thread::sleep(Duration::from_millis(200)),
                 }
+                std::thread::sleep(Duration::from_millis(100));
             }
         });
     }

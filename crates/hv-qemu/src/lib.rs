@@ -1,16 +1,284 @@
-//! QEMU backend. `config.rs` will turn a `VmSpec` into argv (pure, snapshot-tested),
-//! `process.rs` will spawn QEMU detached with a pidfile and QMP socket, and `client.rs` will
-//! speak QMP. Until then this crate reports what it will support so the engine can say so.
+//! QEMU backend.
+//!
+//! - `config.rs`: `VmSpec` -> argv (pure, snapshot-tested): q35 (x86_64) or virt (aarch64),
+//!   KVM or TCG, virtio-blk disks with optional throttling, user-mode networking with a
+//!   per-instance subnet, serial console to the instance's `app.log`, a virtio-serial control
+//!   port and a QMP socket in the runtime dir.
+//! - `process.rs`: QEMU runs `-daemonize`d with a pidfile, so it outlives the engine; liveness
+//!   is read from `/proc` (zombies count as dead, pid reuse is ruled out by the command line).
+//! - `qmp.rs`: one short QMP connection per command.
+//!
+//! KVM is used only when a real boot under KVM succeeds (some hosts expose a `/dev/kvm` that
+//! hangs stock kernels); otherwise TCG. `HYPEDECK_ACCEL=kvm|tcg` skips the probe.
 
-use hypedeck_hypervisor::Capabilities;
+pub mod config;
+mod process;
+mod qmp;
 
-/// What the QEMU backend will support on Linux (q35 board).
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use hypedeck_hypervisor::{Capabilities, Hypervisor, HypervisorError, Vm, VmSpec, VmmState};
+use hypedeck_model::HypervisorKind;
+use tokio::io::AsyncWriteExt;
+
+pub use config::{Accel, Arch, RuntimeFiles};
+
+/// What the QEMU backend supports.
 pub const CAPABILITIES: Capabilities = Capabilities {
     snapshot: true,
     pause: true,
     hotplug_memory: true,
     disk_io_limit: true,
     graceful_shutdown: true,
-    vsock: true,
+    vsock: false,
     gpu: false,
 };
+
+const QMP_TIMEOUT: Duration = Duration::from_millis(2000);
+
+/// The QEMU hypervisor factory.
+#[derive(Debug)]
+pub struct QemuHypervisor {
+    binary: String,
+    arch: Arch,
+    accel: tokio::sync::OnceCell<Accel>,
+    forced_accel: Option<Accel>,
+}
+
+impl QemuHypervisor {
+    /// Finds QEMU for the host architecture. Errors say what to install.
+    pub fn detect() -> Result<QemuHypervisor, String> {
+        let arch = Arch::host();
+        let binary = std::env::var("HYPEDECK_QEMU").unwrap_or_else(|_| arch.binary().to_string());
+        let found = if binary.contains('/') {
+            Path::new(&binary).is_file()
+        } else {
+            std::env::var_os("PATH")
+                .map(|p| std::env::split_paths(&p).any(|d| d.join(&binary).is_file()))
+                .unwrap_or(false)
+        };
+        if !found {
+            let package = match arch {
+                Arch::X86_64 => "qemu-system-x86",
+                Arch::Aarch64 => "qemu-system-arm",
+            };
+            return Err(format!(
+                "{binary} was not found (install the Debian package {package})"
+            ));
+        }
+        let forced_accel = match std::env::var("HYPEDECK_ACCEL").ok().as_deref() {
+            Some("kvm") => Some(Accel::Kvm),
+            Some("tcg") => Some(Accel::Tcg),
+            _ => None,
+        };
+        Ok(QemuHypervisor {
+            binary,
+            arch,
+            accel: tokio::sync::OnceCell::new(),
+            forced_accel,
+        })
+    }
+
+    /// The acceleration in use (probing on first call).
+    pub async fn accel(&self, kernel: &Path, initrd: &Path) -> Accel {
+        if let Some(a) = self.forced_accel {
+            return a;
+        }
+        *self
+            .accel
+            .get_or_init(|| probe_kvm(&self.binary, self.arch, kernel, initrd))
+            .await
+    }
+}
+
+/// Boots the guest kernel under KVM with no init: a working KVM reaches the "no init found"
+/// panic within seconds; a broken one hangs in early boot.
+async fn probe_kvm(binary: &str, arch: Arch, kernel: &Path, initrd: &Path) -> Accel {
+    if std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_err()
+    {
+        return Accel::Tcg;
+    }
+    let machine = match arch {
+        Arch::X86_64 => "q35",
+        Arch::Aarch64 => "virt",
+    };
+    let child = tokio::process::Command::new(binary)
+        .args([
+            "-machine",
+            machine,
+            "-accel",
+            "kvm",
+            "-cpu",
+            "host",
+            "-m",
+            "256M",
+            "-nodefaults",
+        ])
+        .args([
+            "-no-user-config",
+            "-display",
+            "none",
+            "-no-reboot",
+            "-serial",
+            "stdio",
+        ])
+        .arg("-kernel")
+        .arg(kernel)
+        .arg("-initrd")
+        .arg(initrd)
+        .args([
+            "-append",
+            &format!(
+                "console={} panic=-1 rdinit=/hypedeck-kvm-probe",
+                arch.console()
+            ),
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn();
+    let Ok(child) = child else { return Accel::Tcg };
+    match tokio::time::timeout(Duration::from_secs(8), child.wait_with_output()).await {
+        Ok(Ok(out)) => {
+            let text = String::from_utf8_lossy(&out.stdout);
+            if text.contains("Kernel panic") || text.contains("hypedeck-kvm-probe") {
+                tracing::info!("KVM boots guests; using hardware acceleration");
+                Accel::Kvm
+            } else {
+                tracing::warn!("KVM probe did not reach the kernel's init stage; using TCG");
+                Accel::Tcg
+            }
+        }
+        _ => {
+            tracing::warn!("KVM probe hung (e.g. nested or paravirtual KVM); using TCG");
+            Accel::Tcg
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Hypervisor for QemuHypervisor {
+    fn kind(&self) -> HypervisorKind {
+        HypervisorKind::Qemu
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        CAPABILITIES
+    }
+
+    async fn start(&self, spec: &VmSpec) -> Result<Box<dyn Vm>, HypervisorError> {
+        std::fs::create_dir_all(&spec.runtime_dir).map_err(HypervisorError::Start)?;
+        let accel = self.accel(&spec.kernel, &spec.initrd).await;
+        let argv = config::argv(spec, accel, self.arch);
+        let files = RuntimeFiles::in_dir(&spec.runtime_dir);
+        let pid = process::spawn(&self.binary, &argv, &files).await?;
+        Ok(Box::new(QemuVm {
+            files,
+            pid,
+            dir: spec.runtime_dir.clone(),
+        }))
+    }
+
+    async fn attach(
+        &self,
+        _instance_id: &str,
+        runtime_dir: &Path,
+    ) -> Result<Option<Box<dyn Vm>>, HypervisorError> {
+        let files = RuntimeFiles::in_dir(runtime_dir);
+        let Some(pid) = process::read_pid(&files) else {
+            return Ok(None);
+        };
+        if !process::is_alive(pid, &files) {
+            return Ok(None);
+        }
+        Ok(Some(Box::new(QemuVm {
+            files,
+            pid,
+            dir: runtime_dir.to_path_buf(),
+        })))
+    }
+}
+
+/// One QEMU process.
+#[derive(Debug)]
+pub struct QemuVm {
+    files: RuntimeFiles,
+    pid: u32,
+    dir: PathBuf,
+}
+
+impl QemuVm {
+    /// The runtime dir.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+#[async_trait::async_trait]
+impl Vm for QemuVm {
+    async fn state(&self) -> Result<VmmState, HypervisorError> {
+        let status = qmp::execute(&self.files.qmp, "query-status", None, QMP_TIMEOUT)
+            .await
+            .map_err(HypervisorError::Query)?;
+        let name = status.get("status").and_then(|s| s.as_str()).unwrap_or("");
+        match name {
+            "running" => Ok(VmmState::Running),
+            "paused" | "suspended" | "inmigrate" | "postmigrate" | "finish-migrate" | "save-vm"
+            | "restore-vm" | "debug" | "colo" => Ok(VmmState::Paused),
+            "prelaunch" => Ok(VmmState::Created),
+            "shutdown" => Ok(VmmState::Shutdown),
+            other => Err(HypervisorError::Query(format!("vm status {other}"))),
+        }
+    }
+
+    async fn request_shutdown(&self) -> Result<(), HypervisorError> {
+        // First the control port (init forwards SIGTERM to the program), then ACPI.
+        let via_port = async {
+            let mut s = tokio::net::UnixStream::connect(&self.files.control).await?;
+            s.write_all(format!("{}\n", hypedeck_guest_init::CONTROL_TERM).as_bytes())
+                .await?;
+            s.flush().await
+        };
+        if tokio::time::timeout(QMP_TIMEOUT, via_port)
+            .await
+            .is_ok_and(|r| r.is_ok())
+        {
+            return Ok(());
+        }
+        qmp::execute(&self.files.qmp, "system_powerdown", None, QMP_TIMEOUT)
+            .await
+            .map(|_| ())
+            .map_err(|detail| HypervisorError::Operation {
+                operation: "shutdown",
+                detail,
+            })
+    }
+
+    async fn kill(&self) -> Result<(), HypervisorError> {
+        if process::is_alive(self.pid, &self.files) {
+            let _ = qmp::execute(&self.files.qmp, "quit", None, Duration::from_millis(500)).await;
+            for _ in 0..20 {
+                if !process::is_alive(self.pid, &self.files) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            if process::is_alive(self.pid, &self.files) {
+                process::kill(self.pid);
+            }
+        }
+        process::reap(self.pid);
+        let _ = std::fs::remove_file(&self.files.pidfile);
+        Ok(())
+    }
+
+    async fn is_alive(&self) -> bool {
+        process::is_alive(self.pid, &self.files)
+    }
+}

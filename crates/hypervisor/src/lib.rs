@@ -57,6 +57,25 @@ pub struct DiskSpec {
     pub io_bps: u64,
 }
 
+/// User-mode (unprivileged) networking of one VM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetSpec {
+    /// Guest MAC address.
+    pub mac: String,
+    /// The VM's private subnet, e.g. `10.100.7.0/24`.
+    pub subnet: String,
+    /// The gateway (the host, as the guest sees it).
+    pub gateway: String,
+    /// The DNS forwarder address inside the subnet.
+    pub dns: String,
+    /// Guest IP (configured by guest init, reported by the API).
+    pub guest_ip: String,
+    /// Forbid direct egress: the only way out is `guest_forwards`.
+    pub restrict: bool,
+    /// `guest_addr:port` -> `host_addr:port` forwards (e.g. to the egress proxy).
+    pub guest_forwards: Vec<(String, String)>,
+}
+
 /// Everything a backend needs to boot one VM. Built by the engine from validated values only.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VmSpec {
@@ -80,6 +99,8 @@ pub struct VmSpec {
     pub disks: Vec<DiskSpec>,
     /// Serial console log.
     pub serial_log: PathBuf,
+    /// Network, if any.
+    pub network: Option<NetSpec>,
 }
 
 /// Errors crossing the hypervisor boundary.

@@ -1,0 +1,408 @@
+//! Guest boot assets, kept under the data dir's `system/`:
+//! - the guest kernel and its modules, taken from the distribution's cloud kernel package
+//!   (`apt-get download linux-image-cloud-<arch>` + `dpkg-deb -x`, no root needed), or from
+//!   `HYPEDECK_KERNEL_DEB` (a .deb path) for hosts without apt;
+//! - the initramfs: `hypedeck-guest-init` as `/init` plus the virtio modules in dependency
+//!   order (`/lib/modules/order`), built in-process as a gzip'd newc cpio.
+//!
+//! Both are cached: the kernel by version, the initramfs by the hash of its inputs, so a new
+//! guest-init build makes a new initramfs and running VMs keep theirs.
+
+pub mod cpio;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+/// Modules the guest needs (dependencies are added automatically).
+pub const GUEST_MODULES: &[&str] = &[
+    "virtio_pci",
+    "virtio_blk",
+    "virtio_console",
+    "virtio_net",
+    "overlay",
+    "button",
+    "evdev",
+];
+
+/// Errors preparing boot assets.
+#[derive(Debug, thiserror::Error)]
+pub enum BootError {
+    /// A tool failed.
+    #[error("{tool} failed: {detail}")]
+    Tool {
+        /// The command.
+        tool: String,
+        /// Its complaint.
+        detail: String,
+    },
+    /// A tool is missing.
+    #[error("{0} is not installed")]
+    Missing(String),
+    /// File I/O failed.
+    #[error("{what}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The kernel package lacks something.
+    #[error("kernel package: {0}")]
+    Kernel(String),
+    /// The guest init binary was not found.
+    #[error(
+        "hypedeck-guest-init was not found (build it with `make guest-init`, or set HYPEDECK_GUEST_INIT)"
+    )]
+    NoGuestInit,
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BootError {
+    let what = what.into();
+    move |source| BootError::Io { what, source }
+}
+
+/// Ready-to-boot assets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootAssets {
+    /// Kernel image.
+    pub kernel: PathBuf,
+    /// Initramfs.
+    pub initrd: PathBuf,
+    /// Kernel release (e.g. `6.1.0-56-cloud-amd64`).
+    pub kernel_version: String,
+}
+
+fn debian_arch() -> &'static str {
+    if cfg!(target_arch = "aarch64") {
+        "arm64"
+    } else {
+        "amd64"
+    }
+}
+
+async fn run(tool: &str, args: &[&str], cwd: &Path) -> Result<String, BootError> {
+    let out = tokio::process::Command::new(tool)
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .await
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                BootError::Missing(tool.to_string())
+            } else {
+                BootError::Io {
+                    what: format!("run {tool}"),
+                    source: e,
+                }
+            }
+        })?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let last = err
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("")
+            .to_string();
+        return Err(BootError::Tool {
+            tool: format!("{tool} {}", args.join(" ")),
+            detail: last,
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Finds the guest init binary: `HYPEDECK_GUEST_INIT`, next to the running executable, or in
+/// the cargo target dir's musl build.
+pub fn find_guest_init() -> Result<PathBuf, BootError> {
+    if let Some(p) = std::env::var_os("HYPEDECK_GUEST_INIT") {
+        let p = PathBuf::from(p);
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(BootError::NoGuestInit)
+        };
+    }
+    let exe = std::env::current_exe().map_err(io("locate the running executable"))?;
+    let mut candidates = Vec::new();
+    if let Some(dir) = exe.parent() {
+        candidates.push(dir.join("hypedeck-guest-init"));
+        for up in [dir.parent(), dir.parent().and_then(Path::parent)]
+            .into_iter()
+            .flatten()
+        {
+            let triple = if cfg!(target_arch = "aarch64") {
+                "aarch64-unknown-linux-musl"
+            } else {
+                "x86_64-unknown-linux-musl"
+            };
+            candidates.push(up.join(triple).join("release").join("hypedeck-guest-init"));
+        }
+    }
+    candidates
+        .into_iter()
+        .find(|p| p.is_file())
+        .ok_or(BootError::NoGuestInit)
+}
+
+/// Makes sure the kernel is unpacked under `system/kernel/<version>/` and returns its dir.
+pub async fn ensure_kernel(system: &Path) -> Result<(PathBuf, String), BootError> {
+    let kernels = system.join("kernel");
+    std::fs::create_dir_all(&kernels).map_err(io("create the kernel dir"))?;
+    let work = tempdir_in(&kernels)?;
+    let deb = match std::env::var_os("HYPEDECK_KERNEL_DEB") {
+        Some(p) => PathBuf::from(p),
+        None => {
+            let meta = format!("linux-image-cloud-{}", debian_arch());
+            let depends = run("apt-cache", &["depends", &meta], &work).await?;
+            let package = depends
+                .lines()
+                .filter_map(|l| l.trim().strip_prefix("Depends: "))
+                .find(|p| {
+                    p.starts_with("linux-image-")
+                        && p.as_bytes().get(12).is_some_and(u8::is_ascii_digit)
+                })
+                .ok_or_else(|| {
+                    BootError::Kernel(format!(
+                        "apt-cache knows no kernel for {meta}; run apt-get update"
+                    ))
+                })?
+                .to_string();
+            let version = package.trim_start_matches("linux-image-").to_string();
+            if kernels.join(&version).join("vmlinuz").is_file() {
+                let _ = std::fs::remove_dir_all(&work);
+                return Ok((kernels.join(&version), version));
+            }
+            run("apt-get", &["download", "-qq", &package], &work).await?;
+            let found = std::fs::read_dir(&work)
+                .map_err(io("list the download"))?
+                .flatten()
+                .map(|e| e.path())
+                .find(|p| p.extension().is_some_and(|e| e == "deb"))
+                .ok_or_else(|| BootError::Kernel("apt-get download produced no .deb".into()))?;
+            found
+        }
+    };
+    let extracted = work.join("x");
+    let deb_text = deb.display().to_string();
+    let extracted_text = extracted.display().to_string();
+    run("dpkg-deb", &["-x", &deb_text, &extracted_text], &work).await?;
+    let boot = extracted.join("boot");
+    let vmlinuz = std::fs::read_dir(&boot)
+        .map_err(io("read the kernel package"))?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
+        })
+        .ok_or_else(|| BootError::Kernel("no /boot/vmlinuz-* in the package".into()))?;
+    let version = vmlinuz
+        .file_name()
+        .map(|n| {
+            n.to_string_lossy()
+                .trim_start_matches("vmlinuz-")
+                .to_string()
+        })
+        .unwrap_or_default();
+    let target = kernels.join(&version);
+    if !target.join("vmlinuz").is_file() {
+        let staging = work.join("out");
+        std::fs::create_dir_all(staging.join("modules")).map_err(io("stage the kernel"))?;
+        std::fs::copy(&vmlinuz, staging.join("vmlinuz")).map_err(io("copy the kernel"))?;
+        let modules_root = extracted.join("lib/modules").join(&version).join("kernel");
+        let mut all = BTreeMap::new();
+        collect_modules(&modules_root, &mut all)?;
+        for name in module_order(&all, GUEST_MODULES)? {
+            std::fs::copy(
+                &all[&name],
+                staging.join("modules").join(format!("{name}.ko")),
+            )
+            .map_err(io("copy a module"))?;
+        }
+        let _ = std::fs::remove_dir_all(&target);
+        std::fs::rename(&staging, &target).map_err(io("install the kernel"))?;
+    }
+    let _ = std::fs::remove_dir_all(&work);
+    Ok((target, version))
+}
+
+fn tempdir_in(dir: &Path) -> Result<PathBuf, BootError> {
+    let path = dir.join(format!(".work-{}-{}", std::process::id(), nanos()));
+    std::fs::create_dir_all(&path).map_err(io("create a work dir"))?;
+    Ok(path)
+}
+
+fn nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
+fn collect_modules(dir: &Path, out: &mut BTreeMap<String, PathBuf>) -> Result<(), BootError> {
+    for entry in std::fs::read_dir(dir)
+        .map_err(io("read kernel modules"))?
+        .flatten()
+    {
+        let path = entry.path();
+        if path.is_dir() {
+            collect_modules(&path, out)?;
+        } else if let Some(name) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".ko"))
+        {
+            out.insert(name.replace('-', "_"), path);
+        }
+    }
+    Ok(())
+}
+
+/// `depends=` of a module, from its `.modinfo` strings.
+pub fn module_depends(bytes: &[u8]) -> Vec<String> {
+    let needle = b"depends=";
+    bytes
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .map(|start| {
+            let rest = &bytes[start + needle.len()..];
+            let end = rest.iter().position(|b| *b == 0).unwrap_or(rest.len());
+            String::from_utf8_lossy(&rest[..end])
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(|s| s.replace('-', "_"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The wanted modules plus their dependencies, dependencies first. Modules built into the
+/// kernel (absent from the package) are skipped.
+fn module_order(
+    all: &BTreeMap<String, PathBuf>,
+    wanted: &[&str],
+) -> Result<Vec<String>, BootError> {
+    fn visit(
+        name: &str,
+        all: &BTreeMap<String, PathBuf>,
+        done: &mut BTreeSet<String>,
+        order: &mut Vec<String>,
+    ) -> Result<(), BootError> {
+        if done.contains(name) {
+            return Ok(());
+        }
+        done.insert(name.to_string());
+        let Some(path) = all.get(name) else {
+            return Ok(());
+        };
+        let bytes = std::fs::read(path).map_err(io("read a module"))?;
+        for dep in module_depends(&bytes) {
+            visit(&dep, all, done, order)?;
+        }
+        order.push(name.to_string());
+        Ok(())
+    }
+    let mut done = BTreeSet::new();
+    let mut order = Vec::new();
+    for name in wanted {
+        visit(name, all, &mut done, &mut order)?;
+    }
+    Ok(order)
+}
+
+/// Kernel + initramfs, building whatever is missing.
+pub async fn ensure(system: &Path) -> Result<BootAssets, BootError> {
+    let (kernel_dir, version) = ensure_kernel(system).await?;
+    let init = std::fs::read(find_guest_init()?).map_err(io("read hypedeck-guest-init"))?;
+    let modules_dir = kernel_dir.join("modules");
+    let order = order_from_dir(&modules_dir)?;
+    let mut hash = Sha256::new();
+    hash.update(&init);
+    hash.update(version.as_bytes());
+    hash.update(order.join("\n").as_bytes());
+    let key = hex::encode(&hash.finalize()[..8]);
+    let initrd = system.join("initrd").join(&key).join("initrd.img");
+    if !initrd.is_file() {
+        let mut entries = vec![
+            cpio::Entry::Dir("dev".into(), 0o755),
+            cpio::Entry::Dir("proc".into(), 0o755),
+            cpio::Entry::Dir("sys".into(), 0o755),
+            cpio::Entry::Dir("lib".into(), 0o755),
+            cpio::Entry::Dir("lib/modules".into(), 0o755),
+            cpio::Entry::File("init".into(), 0o755, init),
+        ];
+        for name in &order {
+            let data = std::fs::read(modules_dir.join(format!("{name}.ko")))
+                .map_err(io("read a module"))?;
+            entries.push(cpio::Entry::File(
+                format!("lib/modules/{name}.ko"),
+                0o644,
+                data,
+            ));
+        }
+        let mut order_file = order.join("\n");
+        order_file.push('\n');
+        entries.push(cpio::Entry::File(
+            "lib/modules/order".into(),
+            0o644,
+            order_file.into_bytes(),
+        ));
+        let bytes = cpio::archive_gz(&entries).map_err(io("compress the initramfs"))?;
+        let dir = initrd.parent().map(Path::to_path_buf).unwrap_or_default();
+        std::fs::create_dir_all(&dir).map_err(io("create the initramfs dir"))?;
+        let tmp = dir.join(format!(".initrd.img.{}", std::process::id()));
+        std::fs::write(&tmp, bytes).map_err(io("write the initramfs"))?;
+        std::fs::rename(&tmp, &initrd).map_err(io("install the initramfs"))?;
+    }
+    Ok(BootAssets {
+        kernel: kernel_dir.join("vmlinuz"),
+        initrd,
+        kernel_version: version,
+    })
+}
+
+/// Module load order for the modules present in `dir`.
+fn order_from_dir(dir: &Path) -> Result<Vec<String>, BootError> {
+    let mut all = BTreeMap::new();
+    collect_modules(dir, &mut all)?;
+    module_order(&all, GUEST_MODULES)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn depends_are_read_from_modinfo() {
+        let bytes = b"\x00license=GPL\x00depends=virtio_ring,virtio\x00name=virtio_blk\x00";
+        assert_eq!(module_depends(bytes), vec!["virtio_ring", "virtio"]);
+        assert!(module_depends(b"\x00depends=\x00").is_empty());
+    }
+
+    #[test]
+    fn order_puts_dependencies_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, deps: &str| {
+            let p = dir.path().join(format!("{name}.ko"));
+            std::fs::write(&p, format!("\0depends={deps}\0")).unwrap();
+            (name.to_string(), p)
+        };
+        let all: BTreeMap<String, PathBuf> = [
+            write("virtio_ring", ""),
+            write("virtio", "virtio_ring"),
+            write("virtio_pci", "virtio_ring,virtio"),
+            write("virtio_blk", "virtio,virtio_ring"),
+        ]
+        .into_iter()
+        .collect();
+        let order = module_order(&all, &["virtio_pci", "virtio_blk", "builtin_one"]).unwrap();
+        assert_eq!(
+            order,
+            vec!["virtio_ring", "virtio", "virtio_pci", "virtio_blk"]
+        );
+    }
+}

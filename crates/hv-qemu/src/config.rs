@@ -1,0 +1,270 @@
+//! `VmSpec` -> QEMU argv. Pure; every flag is covered by the snapshot test below.
+
+use std::path::{Path, PathBuf};
+
+use hypedeck_hypervisor::VmSpec;
+
+/// Acceleration QEMU uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accel {
+    /// Hardware virtualization (`/dev/kvm` that really boots).
+    Kvm,
+    /// Software emulation.
+    Tcg,
+}
+
+/// Host architecture QEMU emulates natively.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arch {
+    /// x86_64: q35 board, `ttyS0`.
+    X86_64,
+    /// aarch64: virt board, `ttyAMA0`.
+    Aarch64,
+}
+
+impl Arch {
+    /// The host's architecture.
+    pub fn host() -> Arch {
+        if cfg!(target_arch = "aarch64") {
+            Arch::Aarch64
+        } else {
+            Arch::X86_64
+        }
+    }
+
+    /// The QEMU system emulator binary.
+    pub fn binary(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "qemu-system-x86_64",
+            Arch::Aarch64 => "qemu-system-aarch64",
+        }
+    }
+
+    /// The guest's serial console device.
+    pub fn console(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "ttyS0",
+            Arch::Aarch64 => "ttyAMA0",
+        }
+    }
+}
+
+/// Files QEMU creates in the runtime dir.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeFiles {
+    /// QMP socket.
+    pub qmp: PathBuf,
+    /// Control port socket (virtio-serial `hypedeck.ctl`).
+    pub control: PathBuf,
+    /// Pidfile written by QEMU.
+    pub pidfile: PathBuf,
+    /// QEMU's own stdout/stderr before it daemonizes.
+    pub vmm_log: PathBuf,
+}
+
+impl RuntimeFiles {
+    /// The files of a runtime dir.
+    pub fn in_dir(dir: &Path) -> RuntimeFiles {
+        RuntimeFiles {
+            qmp: dir.join("qmp.sock"),
+            control: dir.join("ctl.sock"),
+            pidfile: dir.join("qemu.pid"),
+            vmm_log: dir.join("vmm.log"),
+        }
+    }
+}
+
+/// Escapes a value for QEMU's `key=value,…` option syntax (commas are doubled).
+fn q(path: &Path) -> String {
+    path.display().to_string().replace(',', ",,")
+}
+
+/// Builds the full argv (without the binary) for `spec`.
+pub fn argv(spec: &VmSpec, accel: Accel, arch: Arch) -> Vec<String> {
+    let files = RuntimeFiles::in_dir(&spec.runtime_dir);
+    let mib = |b: u64| b.div_ceil(1 << 20);
+    let mut a: Vec<String> = Vec::new();
+    let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
+    push(&[
+        "-name",
+        &format!(
+            "hypedeck-{},process=hypedeck-{}",
+            spec.instance_id, spec.instance_id
+        ),
+    ]);
+    match arch {
+        Arch::X86_64 => push(&["-machine", "q35"]),
+        Arch::Aarch64 => push(&["-machine", "virt"]),
+    }
+    match accel {
+        Accel::Kvm => push(&["-accel", "kvm", "-cpu", "host"]),
+        Accel::Tcg => match arch {
+            Arch::X86_64 => push(&["-accel", "tcg"]),
+            Arch::Aarch64 => push(&["-accel", "tcg", "-cpu", "max"]),
+        },
+    }
+    push(&["-smp", &spec.vcpus.max(1).to_string()]);
+    if spec.hotplug_bytes > 0 {
+        let max = mib(spec.memory_bytes + spec.hotplug_bytes);
+        push(&[
+            "-m",
+            &format!("size={}M,slots=4,maxmem={max}M", mib(spec.memory_bytes)),
+        ]);
+    } else {
+        push(&["-m", &format!("{}M", mib(spec.memory_bytes))]);
+    }
+    push(&[
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        "-no-reboot",
+    ]);
+    push(&["-kernel", &spec.kernel.display().to_string()]);
+    push(&["-initrd", &spec.initrd.display().to_string()]);
+    let cmdline = format!("console={} {}", arch.console(), spec.kernel_args)
+        .trim()
+        .to_string();
+    push(&["-append", &cmdline]);
+    push(&[
+        "-chardev",
+        &format!("file,id=serial0,path={},append=on", q(&spec.serial_log)),
+    ]);
+    push(&["-serial", "chardev:serial0"]);
+    for (i, disk) in spec.disks.iter().enumerate() {
+        let mut drive = format!(
+            "file={},if=none,id=disk{i},format=raw,cache=writeback",
+            q(&disk.path)
+        );
+        if disk.readonly {
+            drive.push_str(",readonly=on");
+        }
+        if disk.io_bps > 0 {
+            // Sustained limit with a 4x burst, like upstream.
+            drive.push_str(&format!(
+                ",throttling.bps-total={},throttling.bps-total-max={}",
+                disk.io_bps,
+                disk.io_bps.saturating_mul(4)
+            ));
+        }
+        push(&["-drive", &drive]);
+        push(&["-device", &format!("virtio-blk-pci,drive=disk{i}")]);
+    }
+    if let Some(net) = &spec.network {
+        let mut netdev = format!(
+            "user,id=net0,net={},host={},dns={},restrict={}",
+            net.subnet,
+            net.gateway,
+            net.dns,
+            if net.restrict { "on" } else { "off" }
+        );
+        for (guest, host) in &net.guest_forwards {
+            netdev.push_str(&format!(",guestfwd=tcp:{guest}-tcp:{host}"));
+        }
+        push(&["-netdev", &netdev]);
+        push(&[
+            "-device",
+            &format!("virtio-net-pci,netdev=net0,mac={}", net.mac),
+        ]);
+    }
+    push(&["-device", "virtio-serial-pci"]);
+    push(&[
+        "-chardev",
+        &format!(
+            "socket,id=ctl,path={},server=on,wait=off",
+            q(&files.control)
+        ),
+    ]);
+    push(&[
+        "-device",
+        &format!(
+            "virtserialport,chardev=ctl,name={}",
+            hypedeck_guest_init::CONTROL_PORT
+        ),
+    ]);
+    push(&[
+        "-qmp",
+        &format!("unix:{},server=on,wait=off", q(&files.qmp)),
+    ]);
+    push(&["-pidfile", &files.pidfile.display().to_string()]);
+    push(&["-daemonize"]);
+    a
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use hypedeck_hypervisor::{DiskSpec, NetSpec, VmSpec};
+
+    use super::*;
+
+    fn spec() -> VmSpec {
+        VmSpec {
+            instance_id: "tz4a98xxat96iws9zmbrgj3a".into(),
+            runtime_dir: PathBuf::from("/data/instances/tz4a98xxat96iws9zmbrgj3a/run"),
+            vcpus: 2,
+            memory_bytes: 1 << 30,
+            hotplug_bytes: 0,
+            kernel: PathBuf::from("/data/system/kernel/vmlinuz"),
+            initrd: PathBuf::from("/data/system/initrd.img"),
+            kernel_args: "quiet panic=-1".into(),
+            disks: vec![
+                DiskSpec {
+                    path: PathBuf::from("/data/images/abc/rootfs.ext4"),
+                    readonly: true,
+                    io_bps: 0,
+                },
+                DiskSpec {
+                    path: PathBuf::from("/data/i/x/overlay,1.ext4"),
+                    readonly: false,
+                    io_bps: 100 << 20,
+                },
+            ],
+            serial_log: PathBuf::from("/data/instances/x/logs/app.log"),
+            network: Some(NetSpec {
+                mac: "02:00:00:ab:cd:ef".into(),
+                subnet: "10.100.7.0/24".into(),
+                gateway: "10.100.7.2".into(),
+                dns: "10.100.7.3".into(),
+                guest_ip: "10.100.7.15".into(),
+                restrict: true,
+                guest_forwards: vec![("10.100.7.100:3128".into(), "127.0.0.1:18080".into())],
+            }),
+        }
+    }
+
+    #[test]
+    fn argv_snapshot_x86_tcg() {
+        let got = argv(&spec(), Accel::Tcg, Arch::X86_64).join(" ");
+        let want = "-name hypedeck-tz4a98xxat96iws9zmbrgj3a,process=hypedeck-tz4a98xxat96iws9zmbrgj3a \
+-machine q35 -accel tcg -smp 2 -m 1024M -nodefaults -no-user-config -display none -no-reboot \
+-kernel /data/system/kernel/vmlinuz -initrd /data/system/initrd.img -append console=ttyS0 quiet panic=-1 \
+-chardev file,id=serial0,path=/data/instances/x/logs/app.log,append=on -serial chardev:serial0 \
+-drive file=/data/images/abc/rootfs.ext4,if=none,id=disk0,format=raw,cache=writeback,readonly=on \
+-device virtio-blk-pci,drive=disk0 \
+-drive file=/data/i/x/overlay,,1.ext4,if=none,id=disk1,format=raw,cache=writeback,throttling.bps-total=104857600,throttling.bps-total-max=419430400 \
+-device virtio-blk-pci,drive=disk1 \
+-netdev user,id=net0,net=10.100.7.0/24,host=10.100.7.2,dns=10.100.7.3,restrict=on,guestfwd=tcp:10.100.7.100:3128-tcp:127.0.0.1:18080 \
+-device virtio-net-pci,netdev=net0,mac=02:00:00:ab:cd:ef -device virtio-serial-pci \
+-chardev socket,id=ctl,path=/data/instances/tz4a98xxat96iws9zmbrgj3a/run/ctl.sock,server=on,wait=off \
+-device virtserialport,chardev=ctl,name=hypedeck.ctl \
+-qmp unix:/data/instances/tz4a98xxat96iws9zmbrgj3a/run/qmp.sock,server=on,wait=off \
+-pidfile /data/instances/tz4a98xxat96iws9zmbrgj3a/run/qemu.pid -daemonize";
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn kvm_hotplug_and_arm() {
+        let mut s = spec();
+        s.hotplug_bytes = 2 << 30;
+        s.network = None;
+        let a = argv(&s, Accel::Kvm, Arch::X86_64).join(" ");
+        assert!(a.contains("-accel kvm -cpu host"), "{a}");
+        assert!(a.contains("-m size=1024M,slots=4,maxmem=3072M"), "{a}");
+        assert!(!a.contains("-netdev"), "{a}");
+        let arm = argv(&s, Accel::Tcg, Arch::Aarch64).join(" ");
+        assert!(arm.contains("-machine virt -accel tcg -cpu max"), "{arm}");
+        assert!(arm.contains("console=ttyAMA0"), "{arm}");
+    }
+}

@@ -71,6 +71,25 @@ async function textOf(app, selector, expected, timeout = 20_000) {
   }
 }
 
+/**
+ * Listens on `port` so the app cannot. The previous test's app may still be letting go of it,
+ * so retry for a while; a port still busy after that is taken anyway, which is the point.
+ */
+async function occupy(port) {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const server = createServer();
+    const error = await new Promise((resolve) => {
+      server.once("error", resolve);
+      server.listen(port, "127.0.0.1", () => resolve(null));
+    });
+    if (error === null) return server;
+    if (error.code !== "EADDRINUSE") throw error;
+    if (Date.now() > deadline) return server;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
 /** Saves what the window shows once the page has painted its latest DOM. */
 async function screenshot(app, name) {
   await app.executeAsync((done) => requestAnimationFrame(() => requestAnimationFrame(() => done())));
@@ -107,11 +126,7 @@ describe("desktop window", () => {
 
   test("embedded: serves on another port when 4973 is taken", async (t) => {
     const defer = deferrer(t);
-    const squatter = createServer();
-    await new Promise((resolve, reject) => {
-      squatter.once("error", (e) => (e.code === "EADDRINUSE" ? resolve() : reject(e)));
-      squatter.listen(4973, "127.0.0.1", resolve);
-    });
+    const squatter = await occupy(4973);
     defer(() => new Promise((resolve) => squatter.close(() => resolve())));
     const dataDir = freshDataDir("desktop-port");
     defer(() => rmSync(dataDir, { recursive: true, force: true }));

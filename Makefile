@@ -5,7 +5,9 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := run
 CARGO ?= cargo
 
-.PHONY: run test deps deps-test ui lint unit bins sdk-test desktop-test serve clean
+.PHONY: run test deps deps-test ui guest-init lint unit bins sdk-test vm-test desktop-test serve clean
+
+MUSL_TARGET := $(shell uname -m)-unknown-linux-musl
 
 deps:
 	@scripts/install-deps.sh run
@@ -16,11 +18,15 @@ deps-test:
 ui:
 	npm run build:ui
 
-run: deps ui
+# The guest's PID 1, a static binary the engine packs into the initramfs.
+guest-init:
+	$(CARGO) build --locked --release --target $(MUSL_TARGET) -p hypedeck-guest-init
+
+run: deps ui guest-init
 	$(CARGO) run -p hypedeck-desktop
 
 # Headless daemon for scripts and the official SDKs/CLI.
-serve: deps
+serve: deps guest-init
 	$(CARGO) run -p hypedeck-cli -- serve
 
 lint: ui
@@ -33,7 +39,7 @@ unit: ui
 
 # hypedeck-fake: the CLI with `--hypervisor fake` for suites that need instances before the
 # QEMU backend lands; hypedeck: the shipped build.
-bins: ui
+bins: ui guest-init
 	$(CARGO) build --locked -p hypedeck-cli --features fake-hypervisor
 	cp target/debug/hypedeck target/debug/hypedeck-fake
 	$(CARGO) build --locked -p hypedeck-cli -p hypedeck-desktop
@@ -42,13 +48,20 @@ sdk-test: bins
 	scripts/test-session.sh bash -c '$(CARGO) test --locked -p hypedeck-secrets -- --include-ignored && \
 	  HYPEDECK_BIN=target/debug/hypedeck HYPEDECK_FAKE_BIN=target/debug/hypedeck-fake node --test tests/sdk/'
 
+# Real VMs under QEMU (KVM when it really boots, TCG otherwise), images from a registry on
+# 127.0.0.1 built by the suite itself, driven through the official SDK.
+vm-test: bins
+	$(CARGO) test --locked -p hypedeck-hv-qemu --test qemu_boot -- --include-ignored --test-threads=2
+	scripts/test-session.sh env HYPEDECK_BIN=target/debug/hypedeck \
+	  node --test --test-concurrency=1 tests/vm/
+
 desktop-test: bins
 	mkdir -p test-results
 	xvfb-run -a -s "-screen 0 1280x800x24 -nolisten tcp" scripts/test-session.sh \
 	  env APP_BIN=target/debug/hypedeck-desktop HYPEDECK_FAKE_BIN=target/debug/hypedeck-fake \
 	  PATH="$(CURDIR)/.ci/tools/bin:$$PATH" bash tests/desktop/run.sh
 
-test: deps-test lint unit sdk-test desktop-test
+test: deps-test lint unit sdk-test vm-test desktop-test
 	@echo "all suites passed"
 
 clean:

@@ -10,11 +10,17 @@ sudo_cmd=()
 if [ "$(id -u)" -ne 0 ]; then sudo_cmd=(sudo); fi
 
 pkgs=(libwebkit2gtk-4.1-dev libsoup-3.0-dev librsvg2-dev libayatana-appindicator3-dev
-      libxdo-dev libssl-dev build-essential pkg-config file curl ca-certificates)
+      libxdo-dev libssl-dev build-essential pkg-config file curl ca-certificates
+      e2fsprogs)
+# The VM backend: QEMU for the host architecture.
+case "$(uname -m)" in
+  aarch64) pkgs+=(qemu-system-arm) ;;
+  *) pkgs+=(qemu-system-x86) ;;
+esac
 if [ "$purpose" = test ]; then
   pkgs+=(xvfb xauth webkit2gtk-driver dbus dbus-x11 gnome-keyring libsecret-tools keyutils
          chromium fonts-dejavu-core imagemagick x11-utils
-         qemu-system-x86 busybox-static docker-registry e2fsprogs cpio jq)
+         busybox-static docker-registry cpio jq)
 fi
 
 if command -v dpkg-query >/dev/null 2>&1; then
@@ -38,6 +44,9 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 if command -v rustup >/dev/null 2>&1; then
   rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
+  # hypedeck-guest-init is a static musl binary (the guest's PID 1).
+  musl="$(uname -m)-unknown-linux-musl"
+  rustup target list --installed 2>/dev/null | grep -q "^$musl$" || rustup target add "$musl"
 fi
 if ! command -v npm >/dev/null 2>&1; then
   echo "error: Node.js 20+ with npm is not installed" >&2

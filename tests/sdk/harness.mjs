@@ -25,11 +25,11 @@ async function waitFor(fn, what, timeoutMs = 15000) {
   throw new Error(`timed out waiting for ${what}${last ? `: ${last}` : ""}`);
 }
 
-export async function startServer({ bin, args = [] }) {
+export async function startServer({ bin, args = [], env = {} }) {
   const dataDir = mkdtempSync(path.join(tmpdir(), "hypedeck-sdk-"));
   const child = spawn(bin, ["--data-dir", dataDir, "serve", "--listen", "127.0.0.1:0", ...args], {
     stdio: ["ignore", "pipe", "pipe"],
-    env: { ...process.env, HYPEDECK_LOG: "warn" },
+    env: { ...process.env, HYPEDECK_LOG: "warn", ...env },
   });
   let output = "";
   child.stdout.on("data", (d) => (output += d));

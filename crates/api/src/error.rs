@@ -28,6 +28,12 @@ impl ApiError {
         }
     }
 
+    /// The same error with another status (upstream answers some codes with two statuses).
+    pub fn with_status(mut self, status: u16) -> Self {
+        self.status = StatusCode::from_u16(status).unwrap_or(self.status);
+        self
+    }
+
     /// 401.
     pub fn unauthorized(message: impl Into<String>) -> Self {
         ApiError::new(ErrorCode::Unauthorized, message)
@@ -61,6 +67,27 @@ impl ApiError {
                 ErrorCode::InvalidRequest,
                 format!("invalid request: {error}"),
             ),
+            EngineError::ImageNotFound(_) => ApiError::new(ErrorCode::NotFound, error.to_string()),
+            EngineError::InvalidImageReference => {
+                ApiError::new(ErrorCode::InvalidName, "invalid image reference")
+            }
+            EngineError::PlatformNotAvailable => {
+                ApiError::new(ErrorCode::PlatformNotAvailable, error.to_string())
+            }
+            EngineError::ImageRateLimited => {
+                ApiError::new(ErrorCode::RateLimited, error.to_string())
+            }
+            EngineError::ImageNotReady(_) => {
+                ApiError::new(ErrorCode::ImageNotReady, error.to_string())
+            }
+            EngineError::ImageFailed(_) => {
+                tracing::error!(%operation, error = %error, "image pull failed");
+                ApiError::new(ErrorCode::InternalError, error.to_string())
+            }
+            EngineError::Provision(_) => {
+                tracing::error!(%operation, error = %error, "guest preparation failed");
+                ApiError::new(ErrorCode::DependencyMissing, error.to_string())
+            }
             EngineError::Secrets(hypedeck_secrets::SecretError::Unavailable(_)) => {
                 let message = match &error {
                     EngineError::Secrets(inner) => inner.to_string(),

@@ -37,10 +37,12 @@ pub struct ApiState {
 
 /// The whole API.
 pub fn router(state: ApiState) -> Router {
-    let protected = routes::instances::routes().layer(axum::middleware::from_fn_with_state(
-        state.token.clone(),
-        auth::require_token,
-    ));
+    let protected = routes::instances::routes()
+        .merge(routes::lifecycle::routes())
+        .layer(axum::middleware::from_fn_with_state(
+            state.token.clone(),
+            auth::require_token,
+        ));
     Router::new()
         .merge(routes::meta::routes())
         .merge(protected)

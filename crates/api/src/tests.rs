@@ -26,6 +26,7 @@ fn rig_with(hypervisor: Result<Arc<dyn hypedeck_hypervisor::Hypervisor>, String>
         paths: hypedeck_store::Paths::new(dir.path()),
         secrets: Arc::new(MemoryStore::new()),
         hypervisor,
+        guest: None,
     });
     let app = router(ApiState {
         engine: Arc::new(engine),
@@ -180,9 +181,23 @@ async fn create_get_list_delete() {
     assert_eq!(a.json["hotplug_size"], "0 B");
     assert_eq!(a.json["hypervisor"], "qemu");
     assert_eq!(a.json["exit_code"], Value::Null);
-    assert_eq!(
-        a.json["network"],
-        json!({"enabled": true, "name": "default", "ip": null, "mac": null})
+    assert_eq!(a.json["network"]["enabled"], true);
+    assert_eq!(a.json["network"]["name"], "default");
+    assert!(
+        a.json["network"]["ip"]
+            .as_str()
+            .unwrap()
+            .starts_with("10.100."),
+        "{}",
+        a.text
+    );
+    assert!(
+        a.json["network"]["mac"]
+            .as_str()
+            .unwrap()
+            .starts_with("02:00:00:"),
+        "{}",
+        a.text
     );
     assert_eq!(a.json["health_status"]["status"], "disabled");
 
@@ -475,4 +490,133 @@ async fn unknown_routes_methods_and_cors() {
             .unwrap()
             .contains("x-stainless-os")
     );
+}
+
+#[tokio::test]
+async fn lifecycle_routes_follow_upstream_rules() {
+    let r = rig();
+    let a = r
+        .authed(
+            "POST",
+            "/instances",
+            Some(json!({"name": "life", "image": "alpine"})),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
+
+    // start on Running without overrides is a no-op; with overrides it is 409.
+    let s = r
+        .authed("POST", "/instances/life/start", Some(json!({})))
+        .await;
+    assert_eq!(
+        (s.status, s.json["state"].as_str()),
+        (StatusCode::OK, Some("Running"))
+    );
+    let s = r
+        .authed("POST", "/instances/life/start", Some(json!({"cmd": ["x"]})))
+        .await;
+    assert_eq!(s.status, StatusCode::CONFLICT);
+    assert_eq!(
+        s.json,
+        error(
+            "invalid_state",
+            "invalid state transition: cannot start from state Running, must be Stopped"
+        )
+    );
+    let s = r.authed("POST", "/instances/life/start", None).await;
+    assert_eq!(
+        s.json,
+        error(
+            "Bad Request",
+            "request body has an error: value is required but missing"
+        )
+    );
+
+    let w = r
+        .authed("GET", "/instances/life/wait?state=Running&timeout=1s", None)
+        .await;
+    assert_eq!(w.json, json!({"state": "Running", "timed_out": false}));
+
+    let st = r.authed("POST", "/instances/life/stop", None).await;
+    assert_eq!(
+        (st.status, st.json["state"].as_str()),
+        (StatusCode::OK, Some("Stopped")),
+        "{}",
+        st.text
+    );
+    assert!(st.json["stopped_at"].is_string());
+    let st = r.authed("POST", "/instances/life/stop", None).await;
+    assert_eq!(st.status, StatusCode::OK, "stop on Stopped is a no-op");
+
+    // Waiting for Running on a Stopped instance returns at once (terminal for wait).
+    let w = r
+        .authed(
+            "GET",
+            "/instances/life/wait?state=Running&timeout=30s",
+            None,
+        )
+        .await;
+    assert_eq!(w.json, json!({"state": "Stopped", "timed_out": false}));
+    for (q, code) in [
+        ("state=Running&timeout=-1s", "invalid_timeout"),
+        ("state=Running&timeout=0s", "invalid_timeout"),
+        ("state=Unknown", "invalid_state"),
+        ("state=running", "Bad Request"),
+        ("", "Bad Request"),
+    ] {
+        let w = r
+            .authed("GET", &format!("/instances/life/wait?{q}"), None)
+            .await;
+        assert_eq!(
+            (w.status, w.json["code"].as_str()),
+            (StatusCode::BAD_REQUEST, Some(code)),
+            "{q}"
+        );
+    }
+
+    let s = r
+        .authed(
+            "POST",
+            "/instances/life/start",
+            Some(json!({"cmd": ["echo", "again"]})),
+        )
+        .await;
+    assert_eq!(
+        (s.status, s.json["state"].as_str()),
+        (StatusCode::OK, Some("Running")),
+        "{}",
+        s.text
+    );
+    assert_eq!(s.json["exit_code"], Value::Null);
+
+    // The operations log streams as SSE with JSON-encoded lines; the app log hides markers.
+    let l = r
+        .authed("GET", "/instances/life/logs?source=hypeman&tail=2", None)
+        .await;
+    assert_eq!(l.status, StatusCode::OK);
+    assert_eq!(l.headers["content-type"], "text/event-stream");
+    let events: Vec<&str> = l.text.split("\n\n").filter(|e| !e.is_empty()).collect();
+    assert_eq!(events.len(), 2, "{}", l.text);
+    for e in &events {
+        let data = e.strip_prefix("data: ").unwrap();
+        let line: String = serde_json::from_str(data).unwrap();
+        assert!(line.contains("[INFO]"), "{line}");
+    }
+    assert!(events[1].contains("vm started"), "{}", l.text);
+    let app = r.authed("GET", "/instances/life/logs", None).await;
+    assert_eq!(app.status, StatusCode::OK);
+    assert!(!app.text.contains("HYPEMAN-PROGRAM-START"), "{}", app.text);
+    let bad = r
+        .authed("GET", "/instances/life/logs?source=kernel", None)
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    let missing = r
+        .authed("GET", "/instances/life/logs?source=vmm", None)
+        .await;
+    assert_eq!(
+        (missing.status, missing.json["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("log_not_found"))
+    );
+    let none = r.authed("GET", "/instances/nope/logs", None).await;
+    assert_eq!(none.status, StatusCode::NOT_FOUND);
 }

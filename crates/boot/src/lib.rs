@@ -120,7 +120,7 @@ async fn run(tool: &str, args: &[&str], cwd: &Path) -> Result<String, BootError>
 pub fn find_guest_init() -> Result<PathBuf, BootError> {
     if let Some(p) = std::env::var_os("HYPEDECK_GUEST_INIT") {
         let p = PathBuf::from(p);
-        return if p.is_file() {
+        return if is_static_elf(&p) {
             Ok(p)
         } else {
             Err(BootError::NoGuestInit)
@@ -144,8 +144,44 @@ pub fn find_guest_init() -> Result<PathBuf, BootError> {
     }
     candidates
         .into_iter()
-        .find(|p| p.is_file())
+        // A host (dynamically linked) build may sit next to the executable; only a static
+        // one can run as /init.
+        .find(|p| is_static_elf(p))
         .ok_or(BootError::NoGuestInit)
+}
+
+/// Whether `path` is an ELF64 executable without a program interpreter (statically linked).
+pub fn is_static_elf(path: &Path) -> bool {
+    let Ok(bytes) = std::fs::read(path) else {
+        return false;
+    };
+    if bytes.len() < 64 || &bytes[..4] != b"\x7fELF" || bytes[4] != 2 {
+        return false;
+    }
+    let u16_at = |o: usize| {
+        bytes
+            .get(o..o + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+    };
+    let u64_at = |o: usize| {
+        bytes
+            .get(o..o + 8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes)
+    };
+    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38))
+    else {
+        return false;
+    };
+    (0..usize::from(phnum)).all(|i| {
+        let at = phoff as usize + i * usize::from(phentsize);
+        // PT_INTERP = 3.
+        bytes
+            .get(at..at + 4)
+            .and_then(|t| t.try_into().ok())
+            .map(u32::from_le_bytes)
+            != Some(3)
+    })
 }
 
 /// Makes sure the kernel is unpacked under `system/kernel/<version>/` and returns its dir.
@@ -177,13 +213,13 @@ pub async fn ensure_kernel(system: &Path) -> Result<(PathBuf, String), BootError
                 return Ok((kernels.join(&version), version));
             }
             run("apt-get", &["download", "-qq", &package], &work).await?;
-            let found = std::fs::read_dir(&work)
+
+            std::fs::read_dir(&work)
                 .map_err(io("list the download"))?
                 .flatten()
                 .map(|e| e.path())
                 .find(|p| p.extension().is_some_and(|e| e == "deb"))
-                .ok_or_else(|| BootError::Kernel("apt-get download produced no .deb".into()))?;
-            found
+                .ok_or_else(|| BootError::Kernel("apt-get download produced no .deb".into()))?
         }
     };
     let extracted = work.join("x");
@@ -375,6 +411,25 @@ fn order_from_dir(dir: &Path) -> Result<Vec<String>, BootError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn static_elf_detection() {
+        let me = std::env::current_exe().unwrap();
+        if cfg!(target_env = "gnu") {
+            assert!(!is_static_elf(&me), "the test binary is dynamically linked");
+        }
+        assert!(!is_static_elf(Path::new("/nonexistent")));
+        let dir = tempfile::tempdir().unwrap();
+        let not_elf = dir.path().join("x");
+        std::fs::write(&not_elf, b"#!/bin/sh\n").unwrap();
+        assert!(!is_static_elf(&not_elf));
+        if Path::new("/bin/busybox").exists() {
+            assert!(
+                is_static_elf(Path::new("/bin/busybox")),
+                "busybox-static is static"
+            );
+        }
+    }
 
     #[test]
     fn depends_are_read_from_modinfo() {

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use hypedeck_api::{ApiState, ApiToken};
-use hypedeck_engine::{Engine, EngineConfig};
+use hypedeck_engine::{Engine, EngineConfig, GuestRuntime};
 use hypedeck_hypervisor::Hypervisor;
 use hypedeck_secrets::{KeychainStore, SecretError, SecretStore};
 use hypedeck_store::{EngineLock, Paths, StoreError};
@@ -163,9 +163,10 @@ fn select_hypervisor(
     choice: HypervisorChoice,
 ) -> Result<Result<Arc<dyn Hypervisor>, String>, DaemonError> {
     match choice {
-        HypervisorChoice::Auto => Ok(Err(
-            "this build has no VM backend yet (the QEMU backend is not implemented)".to_string(),
-        )),
+        HypervisorChoice::Auto => {
+            Ok(hypedeck_hv_qemu::QemuHypervisor::detect()
+                .map(|q| Arc::new(q) as Arc<dyn Hypervisor>))
+        }
         #[cfg(feature = "fake-hypervisor")]
         HypervisorChoice::Fake => Ok(Ok(hypedeck_engine::fake::FakeHypervisor::new())),
         #[cfg(not(feature = "fake-hypervisor"))]
@@ -189,10 +190,22 @@ pub async fn start(options: DaemonOptions) -> Result<Daemon, DaemonError> {
             .await
             .map_err(|_| DaemonError::Random)??
     };
+    let guest = match options.hypervisor {
+        HypervisorChoice::Fake => None,
+        HypervisorChoice::Auto => {
+            let images = hypedeck_images::ImageStore::open(paths.images())
+                .map_err(|e| DaemonError::Unsupported(format!("open the image cache: {e}")))?;
+            Some(GuestRuntime {
+                images: Arc::new(images),
+                system_dir: paths.system(),
+            })
+        }
+    };
     let engine = Engine::new(EngineConfig {
         paths: paths.clone(),
         secrets: keychain,
         hypervisor,
+        guest,
     });
     engine.reconcile().await?;
 

@@ -3,7 +3,6 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use hypedeck_hypervisor::VmSpec;
 use hypedeck_model::{Instance, InstanceId, InstanceSpec};
 use hypedeck_secrets::Sensitive;
 use hypedeck_store::{EgressRecord, InstanceRecord, NetworkRecord, SCHEMA_VERSION, SecretRef};
@@ -74,33 +73,14 @@ impl Engine {
 
     async fn persist_and_boot(
         &self,
-        id: &InstanceId,
+        _id: &InstanceId,
         mut record: InstanceRecord,
-        spec: &InstanceSpec,
-        hypervisor: Arc<dyn hypedeck_hypervisor::Hypervisor>,
+        _spec: &InstanceSpec,
+        _hypervisor: Arc<dyn hypedeck_hypervisor::Hypervisor>,
     ) -> Result<Instance, EngineError> {
         record.save(&self.paths)?;
-        let logs = self.paths.instance_logs(id);
-        hypedeck_store::create_private_dir(&logs)?;
-        hypedeck_store::create_private_dir(&self.paths.instance_runtime(id))?;
-        let vm_spec = VmSpec {
-            instance_id: id.to_string(),
-            runtime_dir: self.paths.instance_runtime(id),
-            vcpus: spec.vcpus,
-            memory_bytes: spec.memory_bytes,
-            hotplug_bytes: spec.hotplug_bytes,
-            kernel: self.paths.system().join("kernel/vmlinuz"),
-            initrd: self.paths.system().join("initrd/initrd.img"),
-            kernel_args: "console=ttyS0".into(),
-            disks: Vec::new(),
-            serial_log: logs.join("app.log"),
-            network: None,
-        };
-        let vm = hypervisor.start(&vm_spec).await?;
-        self.vms_guard().insert(id.to_string(), Arc::from(vm));
-        record.started_at = Some(OffsetDateTime::now_utc());
-        record.save(&self.paths)?;
-        let observed = self.observe(&record).await;
+        self.boot(&mut record).await?;
+        let observed = self.observe(&mut record).await;
         self.render(&record, &observed).await
     }
 
@@ -152,6 +132,7 @@ fn build_record(
         name: spec.name.clone(),
         image: spec.image.clone(),
         platform: spec.platform.clone(),
+        image_digest: None,
         hypervisor,
         vcpus: spec.vcpus,
         memory_bytes: spec.memory_bytes,

@@ -11,11 +11,14 @@
 //!   so names stay unique;
 //! - credential source values are kept in the [`SecretStore`] and in memory only.
 
+mod boot;
 mod create;
 mod delete;
 mod derive;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
+mod lifecycle;
+mod provision;
 mod query;
 mod render;
 mod update;
@@ -31,6 +34,8 @@ use hypedeck_model::{HypervisorKind, InstanceState, Rejection};
 use hypedeck_secrets::{SecretError, SecretStore, Sensitive};
 use hypedeck_store::{Paths, StoreError};
 
+pub use lifecycle::{MAX_WAIT, STOP_TIMEOUT, StartOverrides, WaitOutcome};
+pub use provision::{GuestRuntime, IMAGE_WAIT};
 pub use query::ListFilter;
 
 /// Errors of engine verbs. Messages are short and never contain secret values.
@@ -74,6 +79,27 @@ pub enum EngineError {
     /// A blocking task panicked or was cancelled.
     #[error("background task failed")]
     Task,
+    /// The image is not in the registry (or access was refused).
+    #[error("{0}")]
+    ImageNotFound(String),
+    /// The image reference does not parse.
+    #[error("invalid image reference")]
+    InvalidImageReference,
+    /// The image has no manifest for the host platform.
+    #[error("platform not available for image")]
+    PlatformNotAvailable,
+    /// The registry rate-limited the pull.
+    #[error("registry rate limit exceeded; retry later or authenticate to the registry")]
+    ImageRateLimited,
+    /// The pull or conversion failed.
+    #[error("image pull failed: {0}")]
+    ImageFailed(String),
+    /// The pull is still running.
+    #[error("image not ready: image {0} is being pulled, please try again shortly")]
+    ImageNotReady(String),
+    /// Preparing the guest's disks or boot assets failed.
+    #[error("prepare guest: {0}")]
+    Provision(String),
 }
 
 /// How the engine is put together.
@@ -85,6 +111,8 @@ pub struct EngineConfig {
     pub secrets: Arc<dyn SecretStore>,
     /// The backend, or why there is none.
     pub hypervisor: Result<Arc<dyn Hypervisor>, String>,
+    /// Images and boot assets for real guests (`None`: fake-hypervisor tests).
+    pub guest: Option<GuestRuntime>,
 }
 
 /// The instance manager.
@@ -93,6 +121,7 @@ pub struct Engine {
     paths: Paths,
     secrets: Arc<dyn SecretStore>,
     hypervisor: Result<Arc<dyn Hypervisor>, String>,
+    guest: Option<GuestRuntime>,
     /// Serializes creates so names stay unique.
     create_lock: tokio::sync::Mutex<()>,
     /// Per-instance locks for mutating verbs.
@@ -110,6 +139,7 @@ impl Engine {
             paths: config.paths,
             secrets: config.secrets,
             hypervisor: config.hypervisor,
+            guest: config.guest,
             create_lock: tokio::sync::Mutex::new(()),
             locks: Mutex::new(HashMap::new()),
             vms: Mutex::new(HashMap::new()),
@@ -178,6 +208,35 @@ impl Engine {
             .await
             .map_err(|_| EngineError::Task)?
             .map_err(EngineError::from)
+    }
+}
+
+/// Which log of an instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogSource {
+    /// The guest's serial console (`app.log`).
+    App,
+    /// The VMM's own output.
+    Vmm,
+    /// The engine's operations log for this instance.
+    Hypeman,
+}
+
+impl Engine {
+    /// The file behind a log source of an instance (it may not exist yet).
+    pub fn log_path(
+        &self,
+        id_or_name: &str,
+        source: LogSource,
+    ) -> Result<std::path::PathBuf, EngineError> {
+        let record = self.resolve(id_or_name)?;
+        let id =
+            hypedeck_model::InstanceId::parse(&record.id).map_err(|_| EngineError::NotFound)?;
+        Ok(match source {
+            LogSource::App => self.paths.instance_logs(&id).join("app.log"),
+            LogSource::Hypeman => self.paths.instance_logs(&id).join("hypeman.log"),
+            LogSource::Vmm => self.paths.instance_runtime(&id).join("vmm.log"),
+        })
     }
 }
 

@@ -66,7 +66,7 @@ impl Engine {
     }
 
     /// Derives the state of one instance now.
-    pub(crate) async fn observe(&self, record: &InstanceRecord) -> Observed {
+    pub(crate) async fn observe(&self, record: &mut InstanceRecord) -> Observed {
         let Ok(id) = InstanceId::parse(&record.id) else {
             return Observed {
                 state: InstanceState::Unknown,
@@ -79,11 +79,21 @@ impl Engine {
             None => None,
             Some(vm) => {
                 let query =
-                    tokio::time::timeout(std::time::Duration::from_millis(500), vm.state()).await;
+                    tokio::time::timeout(std::time::Duration::from_millis(2000), vm.state()).await;
                 match query {
                     Ok(Ok(state)) => Some(state),
                     Ok(Err(e)) => {
-                        if vm.is_alive().await {
+                        // A VMM that is shutting down stops answering a moment before its
+                        // process is gone: give it a short grace before calling it Unknown.
+                        let mut alive = vm.is_alive().await;
+                        for _ in 0..10 {
+                            if !alive {
+                                break;
+                            }
+                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                            alive = vm.is_alive().await;
+                        }
+                        if alive {
                             return Observed {
                                 state: InstanceState::Unknown,
                                 state_error: Some(format!("failed to query hypervisor: {e}")),
@@ -98,7 +108,7 @@ impl Engine {
                         return Observed {
                             state: InstanceState::Unknown,
                             state_error: Some(
-                                "failed to query hypervisor: timed out after 500ms".into(),
+                                "failed to query hypervisor: timed out after 2s".into(),
                             ),
                             has_snapshot,
                         };
@@ -106,6 +116,9 @@ impl Engine {
                 }
             }
         };
+        if vmm.is_none() {
+            self.settle_if_exited(record);
+        }
         let markers = BootMarkers::read(&self.paths.instance_logs(&id).join("app.log"));
         Observed {
             state: derive_state(vmm, markers, record.skip_guest_agent, has_snapshot),
@@ -114,17 +127,35 @@ impl Engine {
         }
     }
 
+    /// A run that ended without `stop` (the program exited, the VMM died): record its exit and
+    /// stop time once. Best effort: a failed write is retried on the next read.
+    fn settle_if_exited(&self, record: &mut InstanceRecord) {
+        let ran = match (record.started_at, record.stopped_at) {
+            (Some(started), Some(stopped)) => started > stopped,
+            (Some(_), None) => true,
+            _ => false,
+        };
+        if !ran {
+            return;
+        }
+        self.settle_exit(record);
+        record.stopped_at = Some(time::OffsetDateTime::now_utc());
+        if let Err(e) = record.save(&self.paths) {
+            tracing::warn!(error = %e, id = %record.id, "could not record the end of a run");
+        }
+    }
+
     /// One instance by id, name or id prefix.
     pub async fn get(&self, id_or_name: &str) -> Result<Instance, EngineError> {
-        let record = self.resolve(id_or_name)?;
-        let observed = self.observe(&record).await;
+        let mut record = self.resolve(id_or_name)?;
+        let observed = self.observe(&mut record).await;
         self.render(&record, &observed).await
     }
 
     /// Every instance matching `filter`, oldest first.
     pub async fn list(&self, filter: &ListFilter) -> Result<Vec<Instance>, EngineError> {
         let mut out = Vec::new();
-        for record in self.records()? {
+        for mut record in self.records()? {
             if !filter
                 .tags
                 .iter()
@@ -132,7 +163,7 @@ impl Engine {
             {
                 continue;
             }
-            let observed = self.observe(&record).await;
+            let observed = self.observe(&mut record).await;
             if filter.state.is_some_and(|s| s != observed.state) {
                 continue;
             }

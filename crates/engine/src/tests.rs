@@ -27,6 +27,7 @@ fn rig() -> Rig {
         paths: paths.clone(),
         secrets: secrets.clone(),
         hypervisor: Ok(fake.clone()),
+        guest: None,
     });
     Rig {
         _dir: dir,
@@ -214,6 +215,7 @@ async fn no_hypervisor_is_a_clear_error_and_writes_nothing() {
         paths: paths.clone(),
         secrets: Arc::new(MemoryStore::new()),
         hypervisor: Err("the QEMU backend is not built yet".into()),
+        guest: None,
     });
     let err = engine
         .create(spec(json!({"name": "a", "image": "alpine"})))
@@ -351,6 +353,7 @@ async fn state_is_derived_on_read_and_survives_an_engine_restart() {
         paths: r.paths.clone(),
         secrets: r.secrets.clone(),
         hypervisor: Ok(r.fake.clone()),
+        guest: None,
     });
     assert_eq!(
         engine2.get(&i.id).await.unwrap().state,

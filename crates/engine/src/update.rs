@@ -27,7 +27,7 @@ impl Engine {
             check_env_update(env, &record.credentials, record.network.egress.enabled)
                 .map_err(EngineError::Rejected)?;
         }
-        let observed = self.observe(&record).await;
+        let observed = self.observe(&mut record).await;
         if update.env.is_some() && !accepts_env_update(observed.state) {
             return Err(EngineError::InvalidState(format!(
                 "instance must be running or initializing to update env (current state: {})",
@@ -93,7 +93,7 @@ impl Engine {
             self.secret_cache().remove(&record.id);
             return Err(e.into());
         }
-        let observed = self.observe(&record).await;
+        let observed = self.observe(&mut record).await;
         self.render(&record, &observed).await
     }
 }

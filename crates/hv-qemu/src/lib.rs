@@ -238,26 +238,26 @@ impl Vm for QemuVm {
     }
 
     async fn request_shutdown(&self) -> Result<(), HypervisorError> {
-        // First the control port (init forwards SIGTERM to the program), then ACPI.
-        let via_port = async {
-            let mut s = tokio::net::UnixStream::connect(&self.files.control).await?;
-            s.write_all(format!("{}\n", hypedeck_guest_init::CONTROL_TERM).as_bytes())
-                .await?;
-            s.flush().await
-        };
-        if tokio::time::timeout(QMP_TIMEOUT, via_port)
-            .await
-            .is_ok_and(|r| r.is_ok())
-        {
-            return Ok(());
+        // The ACPI power button: guest init turns it into SIGTERM for the program. The
+        // control port is the fallback when QMP does not answer.
+        match qmp::execute(&self.files.qmp, "system_powerdown", None, QMP_TIMEOUT).await {
+            Ok(_) => Ok(()),
+            Err(detail) => {
+                let via_port = async {
+                    let mut s = tokio::net::UnixStream::connect(&self.files.control).await?;
+                    s.write_all(format!("{}\n", hypedeck_guest_init::CONTROL_TERM).as_bytes())
+                        .await?;
+                    s.flush().await
+                };
+                match tokio::time::timeout(QMP_TIMEOUT, via_port).await {
+                    Ok(Ok(())) => Ok(()),
+                    _ => Err(HypervisorError::Operation {
+                        operation: "shutdown",
+                        detail,
+                    }),
+                }
+            }
         }
-        qmp::execute(&self.files.qmp, "system_powerdown", None, QMP_TIMEOUT)
-            .await
-            .map(|_| ())
-            .map_err(|detail| HypervisorError::Operation {
-                operation: "shutdown",
-                detail,
-            })
     }
 
     async fn kill(&self) -> Result<(), HypervisorError> {

@@ -5,6 +5,8 @@
 //! Needs qemu-system, busybox-static, e2fsprogs, apt (for the kernel) and the musl build of
 //! hypedeck-guest-init: `make test` provides all of them. Ignored in plain `cargo test`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -147,7 +149,7 @@ async fn boots_runs_the_program_and_reports_its_exit() {
     })
     .await;
     wait_until("qemu to exit", Duration::from_secs(20), || {
-        futures_lite_block(handle.is_alive()) == false
+        !futures_lite_block(handle.is_alive())
     })
     .await;
     let text = log(&vm);

@@ -52,6 +52,12 @@ pub enum ErrorCode {
     ImageNotReady,
     /// `not_supported`.
     NotSupported,
+    /// `rate_limited`.
+    RateLimited,
+    /// `log_not_found`.
+    LogNotFound,
+    /// `platform_not_available`.
+    PlatformNotAvailable,
     /// `dependency_missing`.
     DependencyMissing,
     /// `internal_error`.
@@ -84,6 +90,9 @@ impl ErrorCode {
             ErrorCode::InsufficientResources => "insufficient_resources",
             ErrorCode::ImageNotReady => "image_not_ready",
             ErrorCode::NotSupported => "not_supported",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::LogNotFound => "log_not_found",
+            ErrorCode::PlatformNotAvailable => "platform_not_available",
             ErrorCode::DependencyMissing => "dependency_missing",
             ErrorCode::InternalError => "internal_error",
         }
@@ -108,7 +117,8 @@ impl ErrorCode {
             | ErrorCode::ImageNotReady => 400,
             ErrorCode::Unauthorized => 401,
             ErrorCode::Forbidden => 403,
-            ErrorCode::NotFound => 404,
+            ErrorCode::NotFound | ErrorCode::PlatformNotAvailable | ErrorCode::LogNotFound => 404,
+            ErrorCode::RateLimited => 429,
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::InvalidState | ErrorCode::Ambiguous | ErrorCode::InsufficientResources => {
                 409

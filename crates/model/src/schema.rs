@@ -295,6 +295,14 @@ pub fn update_instance_request() -> Schema {
     )
 }
 
+/// The inline body schema of `POST /instances/{id}/start`.
+pub fn start_instance_request() -> Schema {
+    object(
+        vec![("cmd", array(string())), ("entrypoint", array(string()))],
+        &[],
+    )
+}
+
 /// Checks `body` against the component schema `name`, returning upstream's first error.
 pub fn check_body(name: &str, schema: &Schema, body: &Value) -> Result<(), Rejection> {
     check(schema, body, "").map_err(|(pointer, reason)| {

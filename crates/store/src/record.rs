@@ -61,9 +61,12 @@ pub struct InstanceRecord {
     pub name: String,
     /// Image reference as supplied.
     pub image: String,
-    /// Requested platform.
+    /// Resolved image platform.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub platform: Option<String>,
+    /// Manifest digest the image resolved to at create (boots never follow a moved tag).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_digest: Option<String>,
     /// Hypervisor backend.
     pub hypervisor: HypervisorKind,
     /// Virtual CPUs.
@@ -215,6 +218,7 @@ mod tests {
             name: "web".into(),
             image: "docker.io/library/alpine:latest".into(),
             platform: None,
+            image_digest: None,
             hypervisor: HypervisorKind::Qemu,
             vcpus: 2,
             memory_bytes: 1 << 30,

@@ -1,4 +1,5 @@
 //! One module per resource.
 
 pub mod instances;
+pub mod lifecycle;
 pub mod meta;

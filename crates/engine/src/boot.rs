@@ -1,0 +1,63 @@
+//! Booting an instance's VM (create and start share this).
+
+use std::sync::Arc;
+
+use hypedeck_store::InstanceRecord;
+use time::OffsetDateTime;
+
+use crate::{Engine, EngineError};
+
+impl Engine {
+    /// The env the guest sees: plain values, and `mock-<KEY>` for every credential key. Real
+    /// credential values (the `source.env` vars) never enter the guest.
+    pub(crate) fn guest_env(record: &InstanceRecord) -> Vec<String> {
+        let mut env: Vec<String> = record
+            .env
+            .iter()
+            .filter(|(k, _)| !record.secret_env.contains_key(*k))
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        for key in record.credentials.keys() {
+            env.retain(|e| e.split('=').next() != Some(key.as_str()));
+            env.push(format!("{key}={}", hypedeck_egress::mock_value(key)));
+        }
+        env
+    }
+
+    /// Provisions disks and boots the VMM; on success the VM is registered and `started_at`
+    /// persisted. The caller holds the instance lock (or owns a new instance).
+    pub(crate) async fn boot(&self, record: &mut InstanceRecord) -> Result<(), EngineError> {
+        let hypervisor = match &self.hypervisor {
+            Ok(h) => h.clone(),
+            Err(reason) => return Err(EngineError::NoHypervisor(reason.clone())),
+        };
+        let spec = self.provision(record, Self::guest_env(record)).await?;
+        let vm = hypervisor.start(&spec).await?;
+        self.vms_guard().insert(record.id.clone(), Arc::from(vm));
+        record.started_at = Some(OffsetDateTime::now_utc());
+        record.exit_code = None;
+        record.exit_message = None;
+        record.save(&self.paths)?;
+        self.ops_log(&record.id, "vm started");
+        Ok(())
+    }
+
+    /// Appends a line to the instance's `hypeman.log` (operations log; never secrets).
+    pub(crate) fn ops_log(&self, id: &str, message: &str) {
+        let Ok(id) = hypedeck_model::InstanceId::parse(id) else {
+            return;
+        };
+        let path = self.paths.instance_logs(&id).join("hypeman.log");
+        let now = OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        use std::io::Write;
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            let _ = writeln!(f, "{now} [INFO] {message}");
+        }
+    }
+}

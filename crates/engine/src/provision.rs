@@ -1,0 +1,242 @@
+//! Turning an instance record into a bootable `VmSpec`: image root disk, overlay disk, config
+//! disk, kernel + initramfs, network. With no guest runtime configured (engine unit tests on
+//! the fake hypervisor) the spec points at placeholder paths the fake never opens.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use hypedeck_guest_init::{GuestConfig, GuestNetwork, resolve_argv};
+use hypedeck_hypervisor::{DiskSpec, NetSpec, VmSpec};
+use hypedeck_images::{ImageError, ImageStore, PullOptions};
+use hypedeck_model::InstanceId;
+use hypedeck_store::InstanceRecord;
+
+use crate::{Engine, EngineError};
+
+/// How long create waits for an image pull before answering `image_not_ready` (the pull goes
+/// on). Upstream waits 5 s; a local engine can afford more, kept under the SDKs' 60 s timeout.
+pub const IMAGE_WAIT: std::time::Duration = std::time::Duration::from_secs(45);
+
+/// Where real guests come from.
+#[derive(Debug, Clone)]
+pub struct GuestRuntime {
+    /// The image cache.
+    pub images: Arc<ImageStore>,
+    /// The data dir's `system/` (kernel, initramfs).
+    pub system_dir: PathBuf,
+}
+
+/// Deterministic per-instance network identity (user-mode networking: each VM has its own
+/// private subnet, so only the MAC and subnet need to look distinct).
+pub fn network_identity(id: &str) -> (NetSpec, u8) {
+    let h = id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    let subnet = (h % 250) as u8 + 1;
+    let mac = format!(
+        "02:00:00:{:02x}:{:02x}:{:02x}",
+        (h >> 8) as u8,
+        (h >> 16) as u8,
+        (h >> 24) as u8
+    );
+    (
+        NetSpec {
+            mac,
+            subnet: format!("10.100.{subnet}.0/24"),
+            gateway: format!("10.100.{subnet}.2"),
+            dns: format!("10.100.{subnet}.3"),
+            guest_ip: format!("10.100.{subnet}.15"),
+            restrict: false,
+            guest_forwards: Vec::new(),
+        },
+        24,
+    )
+}
+
+pub(crate) fn map_image_error(error: ImageError, reference: &str) -> EngineError {
+    match error {
+        ImageError::NotFound { .. } => EngineError::ImageNotFound(error.to_string()),
+        ImageError::InvalidReference(_) => EngineError::InvalidImageReference,
+        ImageError::PlatformNotAvailable { .. } => EngineError::PlatformNotAvailable,
+        ImageError::RateLimited => EngineError::ImageRateLimited,
+        other => EngineError::ImageFailed(format!("{reference}: {other}")),
+    }
+}
+
+async fn make_overlay(path: &Path, bytes: u64) -> Result<(), EngineError> {
+    let file = std::fs::File::create(path)
+        .map_err(|e| EngineError::Provision(format!("create overlay: {e}")))?;
+    file.set_len(bytes)
+        .map_err(|e| EngineError::Provision(format!("size overlay: {e}")))?;
+    drop(file);
+    let out = tokio::process::Command::new("mkfs.ext4")
+        .args([
+            "-q",
+            "-F",
+            "-m",
+            "0",
+            "-E",
+            "lazy_itable_init=1,lazy_journal_init=1",
+        ])
+        .arg(path)
+        .output()
+        .await
+        .map_err(|e| EngineError::Provision(format!("run mkfs.ext4 (install e2fsprogs): {e}")))?;
+    if !out.status.success() {
+        return Err(EngineError::Provision(format!(
+            "mkfs.ext4 failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
+impl Engine {
+    /// Builds the VM spec for a boot of `record`, creating the overlay on first boot and
+    /// rewriting the config disk every time. `guest_env` is the env the guest may see.
+    pub(crate) async fn provision(
+        &self,
+        record: &mut InstanceRecord,
+        guest_env: Vec<String>,
+    ) -> Result<VmSpec, EngineError> {
+        let id = InstanceId::parse(&record.id).map_err(|_| EngineError::NotFound)?;
+        let dir = self.paths.instance_dir(&id);
+        let logs = self.paths.instance_logs(&id);
+        let runtime_dir = self.paths.instance_runtime(&id);
+        hypedeck_store::create_private_dir(&logs)?;
+        hypedeck_store::create_private_dir(&runtime_dir)?;
+        let (net, prefix) = network_identity(&record.id);
+        let network = record.network.enabled.then(|| net.clone());
+        if record.network.enabled {
+            record.network.ip = Some(net.guest_ip.clone());
+            record.network.mac = Some(net.mac.clone());
+        }
+
+        let Some(guest) = &self.guest else {
+            return Ok(VmSpec {
+                instance_id: record.id.clone(),
+                runtime_dir,
+                vcpus: record.vcpus,
+                memory_bytes: record.memory_bytes,
+                hotplug_bytes: record.hotplug_bytes,
+                kernel: self.paths.system().join("kernel/vmlinuz"),
+                initrd: self.paths.system().join("initrd/initrd.img"),
+                kernel_args: "quiet panic=-1".into(),
+                disks: Vec::new(),
+                serial_log: logs.join("app.log"),
+                network,
+            });
+        };
+
+        // The image: pinned by digest at create, so a moved tag never changes the root disk.
+        let image = match &record.image_digest {
+            Some(digest) => guest.images.get(digest).ok_or_else(|| {
+                EngineError::ImageNotFound(format!("image not found: {}", record.image))
+            })?,
+            None => {
+                let pull = guest.images.pull(&record.image, PullOptions::default());
+                match tokio::time::timeout(IMAGE_WAIT, pull).await {
+                    Ok(result) => result.map_err(|e| map_image_error(e, &record.image))?,
+                    Err(_) => return Err(EngineError::ImageNotReady(record.image.clone())),
+                }
+            }
+        };
+        record.image_digest = Some(image.digest.to_string());
+        record.platform = Some(image.platform.to_string());
+
+        let assets = hypedeck_boot::ensure(&guest.system_dir)
+            .await
+            .map_err(|e| EngineError::Provision(format!("guest boot assets: {e}")))?;
+
+        let overlay = dir.join("overlay.ext4");
+        if !overlay.exists() {
+            make_overlay(&overlay, record.overlay_bytes).await?;
+        }
+        let argv = resolve_argv(
+            image.config.entrypoint.as_deref().unwrap_or(&[]),
+            image.config.cmd.as_deref().unwrap_or(&[]),
+            record.entrypoint.as_deref(),
+            record.cmd.as_deref(),
+        );
+        if argv.is_empty() {
+            return Err(EngineError::Rejected(
+                hypedeck_model::Rejection::invalid_request(
+                    "no command to run: the image has no Entrypoint or Cmd and none was given",
+                ),
+            ));
+        }
+        let mut env = image.config.env.clone();
+        for entry in guest_env {
+            let key = entry.split('=').next().unwrap_or("").to_string();
+            env.retain(|e| e.split('=').next() != Some(key.as_str()));
+            env.push(entry);
+        }
+        let config = GuestConfig {
+            argv,
+            env,
+            workdir: image
+                .config
+                .working_dir
+                .clone()
+                .unwrap_or_else(|| "/".into()),
+            hostname: record.name.clone(),
+            overlay: true,
+            network: network.as_ref().map(|n| GuestNetwork {
+                ip: n.guest_ip.clone(),
+                prefix,
+                gateway: n.gateway.clone(),
+                dns: n.dns.clone(),
+            }),
+        };
+        let config_disk = dir.join("config.img");
+        let bytes = config.to_disk().map_err(EngineError::Provision)?;
+        hypedeck_store::write_atomic(&config_disk, &bytes)?;
+
+        let io = record.disk_io_bps;
+        Ok(VmSpec {
+            instance_id: record.id.clone(),
+            runtime_dir,
+            vcpus: record.vcpus,
+            memory_bytes: record.memory_bytes,
+            hotplug_bytes: record.hotplug_bytes,
+            kernel: assets.kernel,
+            initrd: assets.initrd,
+            kernel_args: "quiet panic=-1".into(),
+            disks: vec![
+                DiskSpec {
+                    path: guest.images.rootfs_path(&image),
+                    readonly: true,
+                    io_bps: io,
+                },
+                DiskSpec {
+                    path: overlay,
+                    readonly: false,
+                    io_bps: io,
+                },
+                DiskSpec {
+                    path: config_disk,
+                    readonly: true,
+                    io_bps: 0,
+                },
+            ],
+            serial_log: logs.join("app.log"),
+            network,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn network_identity_is_stable_and_well_formed() {
+        let (a, prefix) = super::network_identity("tz4a98xxat96iws9zmbrgj3a");
+        let (b, _) = super::network_identity("tz4a98xxat96iws9zmbrgj3a");
+        assert_eq!(a, b);
+        assert_eq!(prefix, 24);
+        assert!(a.mac.starts_with("02:00:00:"));
+        assert_eq!(a.mac.len(), 17);
+        assert!(a.guest_ip.starts_with("10.100.") && a.guest_ip.ends_with(".15"));
+        let (c, _) = super::network_identity("aaaaaaaaaaaaaaaaaaaaaaaa");
+        assert_ne!(a.mac, c.mac);
+    }
+}

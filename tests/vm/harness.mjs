@@ -1,0 +1,93 @@
+// Real-VM suite harness: a registry on 127.0.0.1 serving images this suite builds, and
+// `hypedeck serve` (the shipped binary, QEMU backend) on a fresh data dir.
+import { spawn, execFileSync } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import Hypeman from "@onkernel/hypeman";
+
+const here = path.dirname(new URL(import.meta.url).pathname);
+
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.listen(0, "127.0.0.1", () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+    s.on("error", reject);
+  });
+}
+
+export async function waitFor(fn, what, timeoutMs = 30_000) {
+  const deadline = Date.now() + timeoutMs;
+  let last;
+  while (Date.now() < deadline) {
+    try {
+      const v = await fn();
+      if (v) return v;
+    } catch (e) {
+      last = e;
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error(`timed out waiting for ${what}${last ? `: ${last.message ?? last}` : ""}`);
+}
+
+export async function startRegistry() {
+  const dir = mkdtempSync(path.join(tmpdir(), "hypedeck-registry-"));
+  const port = await freePort();
+  const config = path.join(dir, "config.yml");
+  writeFileSync(config, `version: 0.1\nlog: {level: error}\nstorage: {filesystem: {rootdirectory: ${dir}/data}, delete: {enabled: true}}\nhttp: {addr: "127.0.0.1:${port}"}\n`);
+  const child = spawn("docker-registry", ["serve", config], { stdio: "ignore" });
+  const exited = new Promise((r) => child.on("exit", r));
+  const host = `127.0.0.1:${port}`;
+  await waitFor(async () => (await fetch(`http://${host}/v2/`)).ok, "the registry");
+  execFileSync(path.join(here, "images.sh"), [host], { stdio: "inherit" });
+  return {
+    host,
+    async stop() {
+      child.kill("SIGTERM");
+      await exited;
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export async function startServer(bin, dataDir) {
+  const child = spawn(bin, ["--data-dir", dataDir, "serve", "--listen", "127.0.0.1:0"], {
+    stdio: ["ignore", "pipe", "pipe"],
+    env: { ...process.env, HYPEDECK_LOG: "info" },
+  });
+  let output = "";
+  child.stdout.on("data", (d) => (output += d));
+  child.stderr.on("data", (d) => (output += d));
+  const exited = new Promise((r) => child.on("exit", r));
+  const url = await waitFor(() => {
+    if (child.exitCode !== null) throw new Error(`serve exited: ${output}`);
+    const m = execFileSync(bin, ["--data-dir", dataDir, "status"]).toString().match(/^running: (\S+)/);
+    return m?.[1];
+  }, "hypedeck serve");
+  const token = execFileSync(bin, ["--data-dir", dataDir, "token"]).toString().trim();
+  return {
+    url,
+    output: () => output,
+    client: (o = {}) => new Hypeman({ baseURL: url, apiKey: token, maxRetries: 0, timeout: 120_000, ...o }),
+    async stop(signal = "SIGTERM") {
+      child.kill(signal);
+      await exited;
+    },
+  };
+}
+
+export function newDataDir() {
+  return mkdtempSync(path.join(tmpdir(), "hypedeck-vm-"));
+}
+
+/// Collects a log stream (follow=false) into lines.
+export async function logLines(client, id, params = {}) {
+  const lines = [];
+  for await (const line of await client.instances.logs(id, { tail: 1000, ...params })) lines.push(line);
+  return lines;
+}

@@ -1,0 +1,133 @@
+// Real VMs: OCI images from a registry on 127.0.0.1 booted under QEMU by `hypedeck serve`,
+// driven through the official Hypeman TypeScript SDK.
+import { test, before, after, describe } from "node:test";
+import assert from "node:assert/strict";
+import path from "node:path";
+import { rmSync } from "node:fs";
+import Hypeman from "@onkernel/hypeman";
+import { startRegistry, startServer, newDataDir, waitFor, logLines } from "./harness.mjs";
+
+const BIN = path.resolve(process.env.HYPEDECK_BIN ?? "target/debug/hypedeck");
+const BOOT_TIMEOUT = { timeout: "240s" };
+
+let registry;
+let dataDir;
+let server;
+let client;
+
+before(async () => {
+  registry = await startRegistry();
+  dataDir = newDataDir();
+  server = await startServer(BIN, dataDir);
+  client = server.client();
+});
+
+after(async () => {
+  await server?.stop();
+  await registry?.stop();
+  if (dataDir) rmSync(dataDir, { recursive: true, force: true });
+});
+
+const image = (name) => `${registry.host}/vm/${name}:1`;
+
+async function waitState(id, state) {
+  const r = await client.instances.wait(id, { state, ...BOOT_TIMEOUT }, { timeout: 250_000 });
+  return r.state;
+}
+
+async function runToExit(name, body) {
+  const created = await client.instances.create({ name, image: image("busybox"), vcpus: 1, size: "256MB", ...body });
+  assert.equal(await waitState(created.id, "Stopped"), "Stopped");
+  return client.instances.get(created.id);
+}
+
+describe("instances boot real OCI images under QEMU", () => {
+  test("the image's entrypoint runs with its env, cmd and workdir; exit 0 is success", async () => {
+    const done = await runToExit("exit-zero", { env: { GREETING: "from-request" } });
+    assert.equal(done.state, "Stopped");
+    assert.equal(done.exit_code, 0);
+    assert.equal(done.exit_message, "success");
+    assert.ok(done.started_at && done.stopped_at);
+    assert.match(done.network.ip, /^10\.100\.\d+\.15$/);
+    const lines = await logLines(client, done.id);
+    assert.ok(lines.includes("hello from exit-zero in /app greeting=from-request args=default-arg"), lines.join("\n"));
+    assert.ok(lines.some((l) => l.includes('HYPEMAN-EXIT code=0 message="success"')));
+    assert.ok(!lines.some((l) => l.includes("HYPEMAN-PROGRAM-START")), "markers are hidden");
+    await client.instances.delete(done.id);
+  });
+
+  test("exit codes and messages match upstream (3, 127, 137)", async () => {
+    const three = await runToExit("exit-three", { env: { CODE: "3" } });
+    assert.deepEqual([three.exit_code, three.exit_message], [3, "exit code 3"]);
+    const missing = await runToExit("exit-127", { cmd: ["no-such-program"], entrypoint: ["no-such-program"] });
+    assert.deepEqual([missing.exit_code, missing.exit_message], [127, "command not found"]);
+    const killed = await runToExit("exit-137", { entrypoint: ["/bin/sh", "-c", "kill -9 $$"] });
+    assert.deepEqual([killed.exit_code, killed.exit_message], [137, "killed by signal 9 (killed)"]);
+    for (const i of [three, missing, killed]) await client.instances.delete(i.id);
+  });
+
+  test("a real program from Debian packages (jq with its shared libraries)", async () => {
+    const created = await client.instances.create({ name: "jq", image: image("jq"), vcpus: 1, size: "256MB" });
+    assert.equal(await waitState(created.id, "Stopped"), "Stopped");
+    const lines = await logLines(client, created.id);
+    assert.ok(lines.includes("3"), lines.join("\n"));
+    assert.equal((await client.instances.get(created.id)).exit_code, 0);
+    await client.instances.delete(created.id);
+  });
+
+  test("stop, start, logs follow, and the VM outlives an engine restart", async () => {
+    const created = await client.instances.create({
+      name: "long",
+      image: image("busybox"),
+      vcpus: 1,
+      size: "256MB",
+      entrypoint: ["/bin/sh", "-c", "i=0; while true; do i=$((i+1)); echo tick $i; sleep 1; done"],
+    });
+    assert.equal(await waitState(created.id, "Running"), "Running");
+    const running = await client.instances.get("long");
+    assert.equal(running.state, "Running");
+    assert.equal(running.exit_code, null);
+
+    // follow=true streams new lines as the guest prints them.
+    const stream = await client.instances.logs(created.id, { follow: true, tail: 0 });
+    const seen = [];
+    for await (const line of stream) {
+      seen.push(line);
+      if (seen.filter((l) => l.startsWith("tick")).length >= 2) break;
+    }
+    stream.controller?.abort?.();
+    assert.ok(seen.some((l) => l.startsWith("tick")), seen.join("\n"));
+
+    // Restart the engine: the VM keeps running and is still under control.
+    await server.stop();
+    server = await startServer(BIN, dataDir);
+    client = server.client();
+    assert.equal((await client.instances.get(created.id)).state, "Running");
+
+    const stopped = await client.instances.stop(created.id);
+    assert.equal(stopped.state, "Stopped");
+    assert.equal(stopped.exit_code, 143);
+    assert.equal(stopped.exit_message, "killed by signal 15 (terminated)");
+    assert.equal((await client.instances.stop(created.id)).state, "Stopped", "stop is idempotent");
+
+    const restarted = await client.instances.start(created.id, {});
+    assert.ok(["Initializing", "Running"].includes(restarted.state), restarted.state);
+    assert.equal(restarted.exit_code, null);
+    assert.equal(await waitState(created.id, "Running"), "Running");
+    await client.instances.delete(created.id);
+    await assert.rejects(client.instances.get(created.id), (e) => e instanceof Hypeman.NotFoundError);
+  });
+
+  test("pull errors are clean and create nothing", async () => {
+    await assert.rejects(
+      client.instances.create({ name: "ghost", image: `${registry.host}/vm/does-not-exist:1` }),
+      (e) => e instanceof Hypeman.NotFoundError && e.error.code === "not_found",
+    );
+    await assert.rejects(
+      client.instances.create({ name: "bad-ref", image: "UPPER::case" }),
+      (e) => e instanceof Hypeman.BadRequestError && e.error.code === "invalid_name",
+    );
+    const names = (await client.instances.list()).map((i) => i.name);
+    assert.ok(!names.includes("ghost") && !names.includes("bad-ref"), names.join(","));
+  });
+});

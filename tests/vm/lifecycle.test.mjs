@@ -118,6 +118,39 @@ describe("instances boot real OCI images under QEMU", () => {
     await assert.rejects(client.instances.get(created.id), (e) => e instanceof Hypeman.NotFoundError);
   });
 
+  test("standby saves the whole VM and restore continues the same process", async () => {
+    const created = await client.instances.create({
+      name: "napper",
+      image: image("busybox"),
+      vcpus: 1,
+      size: "256MB",
+      entrypoint: ["/bin/sh", "-c", "i=0; while true; do i=$((i+1)); echo count $i; sleep 1; done"],
+    });
+    assert.equal(await waitState(created.id, "Running"), "Running");
+    await waitFor(async () => (await logLines(client, created.id)).some((l) => l === "count 3"), "count 3", 60_000);
+
+    const saved = await client.instances.standby(created.id);
+    assert.equal(saved.state, "Standby");
+    assert.equal(saved.has_snapshot, true);
+    const before = (await logLines(client, created.id)).filter((l) => l.startsWith("count ")).length;
+    await assert.rejects(client.instances.start(created.id, {}), (e) => e instanceof Hypeman.ConflictError);
+
+    const restored = await client.instances.restore(created.id);
+    assert.equal(restored.state, "Running");
+    assert.equal(restored.has_snapshot, false);
+    assert.equal(restored.started_at, saved.started_at, "restore keeps the boot epoch");
+    await waitFor(async () => {
+      const counts = (await logLines(client, created.id)).filter((l) => l.startsWith("count "));
+      return counts.length >= before + 2;
+    }, "counting to continue", 60_000);
+    const counts = (await logLines(client, created.id)).filter((l) => l.startsWith("count "));
+    // One process counting on: no second "count 1", numbers keep increasing.
+    assert.equal(counts.filter((l) => l === "count 1").length, 1, counts.join(","));
+    const numbers = counts.map((l) => Number(l.split(" ")[1]));
+    assert.deepEqual(numbers, numbers.map((_, i) => i + 1), counts.join(","));
+    await client.instances.delete(created.id);
+  });
+
   test("pull errors are clean and create nothing", async () => {
     await assert.rejects(
       client.instances.create({ name: "ghost", image: `${registry.host}/vm/does-not-exist:1` }),

@@ -96,6 +96,9 @@ impl ApiError {
                 tracing::error!(%operation, error = %message, "keychain unavailable");
                 ApiError::new(ErrorCode::DependencyMissing, message)
             }
+            EngineError::Hypervisor(
+                inner @ hypedeck_hypervisor::HypervisorError::Unsupported { .. },
+            ) => ApiError::new(ErrorCode::NotSupported, inner.to_string()).with_status(400),
             EngineError::Secrets(_)
             | EngineError::Store(_)
             | EngineError::Hypervisor(_)

@@ -620,3 +620,81 @@ async fn lifecycle_routes_follow_upstream_rules() {
     let none = r.authed("GET", "/instances/nope/logs", None).await;
     assert_eq!(none.status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn standby_and_restore_follow_upstream_rules() {
+    let r = rig();
+    let a = r
+        .authed(
+            "POST",
+            "/instances",
+            Some(json!({"name": "nap", "image": "alpine"})),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
+    let s = r.authed("POST", "/instances/nap/restore", None).await;
+    assert_eq!(
+        (s.status, s.json["state"].as_str()),
+        (StatusCode::OK, Some("Running")),
+        "restore on Running is a no-op"
+    );
+
+    let s = r.authed("POST", "/instances/nap/standby", None).await;
+    assert_eq!(
+        (s.status, s.json["state"].as_str()),
+        (StatusCode::OK, Some("Standby")),
+        "{}",
+        s.text
+    );
+    assert_eq!(s.json["has_snapshot"], true);
+    assert!(s.json["stopped_at"].is_string());
+    let s = r
+        .authed("POST", "/instances/nap/standby", Some(json!({})))
+        .await;
+    assert_eq!(s.json["state"], "Standby", "standby on Standby is a no-op");
+    for (verb, message) in [
+        (
+            "stop",
+            "invalid state transition: cannot stop from state Standby, must be Running or Initializing",
+        ),
+        (
+            "start",
+            "invalid state transition: cannot start from state Standby, must be Stopped",
+        ),
+    ] {
+        let body = (verb == "start").then(|| json!({}));
+        let x = r
+            .authed("POST", &format!("/instances/nap/{verb}"), body)
+            .await;
+        assert_eq!(
+            (x.status, x.json.clone()),
+            (StatusCode::CONFLICT, error("invalid_state", message))
+        );
+    }
+    let up = r.authed("POST", "/instances/nap/restore", None).await;
+    assert_eq!(
+        (up.status, up.json["state"].as_str()),
+        (StatusCode::OK, Some("Running")),
+        "{}",
+        up.text
+    );
+    assert_eq!(up.json["has_snapshot"], false);
+
+    r.authed("POST", "/instances/nap/stop", None).await;
+    let x = r.authed("POST", "/instances/nap/restore", None).await;
+    assert_eq!(
+        x.json,
+        error(
+            "invalid_state",
+            "invalid state transition: cannot restore from state Stopped"
+        )
+    );
+    let x = r.authed("POST", "/instances/nap/standby", None).await;
+    assert_eq!(
+        x.json,
+        error(
+            "invalid_state",
+            "invalid state transition: cannot standby from state Stopped"
+        )
+    );
+}

@@ -108,6 +108,7 @@ impl Hypervisor for FakeHypervisor {
         Capabilities {
             pause: true,
             graceful_shutdown: true,
+            snapshot: true,
             ..Capabilities::default()
         }
     }
@@ -143,6 +144,27 @@ impl Hypervisor for FakeHypervisor {
         Ok(Box::new(FakeVm {
             inner: vm,
             query_fails: script.query_fails,
+        }))
+    }
+
+    async fn restore(&self, spec: &VmSpec, dir: &Path) -> Result<Box<dyn Vm>, HypervisorError> {
+        if !dir.join("memory.bin").is_file() {
+            return Err(HypervisorError::Operation {
+                operation: "restore",
+                detail: "no saved state".into(),
+            });
+        }
+        let vm = Arc::new(Mutex::new(FakeVmState {
+            state: VmmState::Running,
+            alive: true,
+        }));
+        self.vms
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(spec.instance_id.clone(), vm.clone());
+        Ok(Box::new(FakeVm {
+            inner: vm,
+            query_fails: false,
         }))
     }
 
@@ -203,5 +225,12 @@ impl Vm for FakeVm {
 
     async fn is_alive(&self) -> bool {
         self.with(|v| v.alive)
+    }
+
+    async fn save_and_exit(&self, dir: &Path) -> Result<(), HypervisorError> {
+        std::fs::create_dir_all(dir).map_err(HypervisorError::Start)?;
+        std::fs::write(dir.join("memory.bin"), b"fake vm state").map_err(HypervisorError::Start)?;
+        self.with(|v| v.alive = false);
+        Ok(())
     }
 }

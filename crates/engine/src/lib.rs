@@ -21,6 +21,7 @@ mod lifecycle;
 mod provision;
 mod query;
 mod render;
+mod standby;
 mod update;
 
 #[cfg(test)]

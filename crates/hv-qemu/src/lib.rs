@@ -203,6 +203,77 @@ impl Hypervisor for QemuHypervisor {
             dir: runtime_dir.to_path_buf(),
         })))
     }
+
+    async fn restore(&self, spec: &VmSpec, dir: &Path) -> Result<Box<dyn Vm>, HypervisorError> {
+        std::fs::create_dir_all(&spec.runtime_dir).map_err(HypervisorError::Start)?;
+        let state = dir.join(SNAPSHOT_FILE);
+        if !state.is_file() {
+            return Err(HypervisorError::Operation {
+                operation: "restore",
+                detail: "no saved state".into(),
+            });
+        }
+        let accel = self.accel(&spec.kernel, &spec.initrd).await;
+        let mut argv = config::argv(spec, accel, self.arch);
+        argv.extend([
+            "-S".to_string(),
+            "-incoming".to_string(),
+            format!("exec:cat {}", shell_quote(&state)),
+        ]);
+        let files = RuntimeFiles::in_dir(&spec.runtime_dir);
+        let pid = process::spawn(&self.binary, &argv, &files).await?;
+        let vm = QemuVm {
+            files,
+            pid,
+            dir: spec.runtime_dir.clone(),
+        };
+        let resumed = match wait_migration(&vm.files, MIGRATE_TIMEOUT).await {
+            Ok(()) => qmp::execute(&vm.files.qmp, "cont", None, QMP_TIMEOUT)
+                .await
+                .map(|_| ()),
+            Err(e) => Err(e),
+        };
+        if let Err(detail) = resumed {
+            let _ = vm.kill().await;
+            return Err(HypervisorError::Operation {
+                operation: "restore",
+                detail,
+            });
+        }
+        Ok(Box::new(vm))
+    }
+}
+
+/// File holding a saved VM state inside a snapshot dir.
+pub const SNAPSHOT_FILE: &str = "memory.bin";
+
+const MIGRATE_TIMEOUT: Duration = Duration::from_secs(300);
+
+fn shell_quote(path: &Path) -> String {
+    format!("'{}'", path.display().to_string().replace('\'', "'\\''"))
+}
+
+/// Polls `query-migrate` until the migration completed (or failed).
+async fn wait_migration(files: &RuntimeFiles, timeout: Duration) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let info = qmp::execute(&files.qmp, "query-migrate", None, QMP_TIMEOUT).await?;
+        match info.get("status").and_then(|s| s.as_str()) {
+            Some("completed") => return Ok(()),
+            Some("failed") | Some("cancelled") => {
+                let why = info
+                    .get("error-desc")
+                    .and_then(|s| s.as_str())
+                    .unwrap_or("migration failed");
+                return Err(why.to_string());
+            }
+            _ => {}
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err("migration timed out".into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// One QEMU process.
@@ -280,5 +351,35 @@ impl Vm for QemuVm {
 
     async fn is_alive(&self) -> bool {
         process::is_alive(self.pid, &self.files)
+    }
+
+    async fn save_and_exit(&self, dir: &Path) -> Result<(), HypervisorError> {
+        let fail = |detail: String| HypervisorError::Operation {
+            operation: "save state",
+            detail,
+        };
+        std::fs::create_dir_all(dir).map_err(|e| fail(e.to_string()))?;
+        let state = dir.join(SNAPSHOT_FILE);
+        qmp::execute(&self.files.qmp, "stop", None, QMP_TIMEOUT)
+            .await
+            .map_err(fail)?;
+        let uri = format!("exec:cat > {}", shell_quote(&state));
+        let saved = match qmp::execute(
+            &self.files.qmp,
+            "migrate",
+            Some(serde_json::json!({ "uri": uri })),
+            QMP_TIMEOUT,
+        )
+        .await
+        {
+            Ok(_) => wait_migration(&self.files, MIGRATE_TIMEOUT).await,
+            Err(e) => Err(e),
+        };
+        if let Err(detail) = saved {
+            let _ = std::fs::remove_file(&state);
+            let _ = qmp::execute(&self.files.qmp, "cont", None, QMP_TIMEOUT).await;
+            return Err(fail(detail));
+        }
+        self.kill().await
     }
 }

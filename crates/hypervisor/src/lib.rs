@@ -150,6 +150,15 @@ pub trait Hypervisor: Send + Sync + std::fmt::Debug {
         instance_id: &str,
         runtime_dir: &std::path::Path,
     ) -> Result<Option<Box<dyn Vm>>, HypervisorError>;
+
+    /// Starts a VMM from state saved by [`Vm::save_and_exit`] with the same `spec` (same
+    /// disks), and resumes it. Not idempotent; the caller holds the instance lock. On error
+    /// nothing is left running and the saved state is untouched.
+    async fn restore(
+        &self,
+        spec: &VmSpec,
+        dir: &std::path::Path,
+    ) -> Result<Box<dyn Vm>, HypervisorError>;
 }
 
 /// Control of one running VMM.
@@ -167,4 +176,9 @@ pub trait Vm: Send + Sync + std::fmt::Debug {
 
     /// Whether the VMM process is still alive.
     async fn is_alive(&self) -> bool;
+
+    /// Pauses the VM, saves its full state (memory and devices) into `dir`, and ends the VMM.
+    /// On success the VMM is gone and `dir` holds what [`Hypervisor::restore`] needs; on
+    /// failure the VM is resumed when possible. Requires [`Capabilities::snapshot`].
+    async fn save_and_exit(&self, dir: &std::path::Path) -> Result<(), HypervisorError>;
 }

@@ -303,6 +303,17 @@ pub fn start_instance_request() -> Schema {
     )
 }
 
+/// `#/components/schemas/StandbyInstanceRequest`.
+pub fn standby_instance_request() -> Schema {
+    object(
+        vec![
+            ("compression", Schema::Any),
+            ("compression_delay", string()),
+        ],
+        &[],
+    )
+}
+
 /// Checks `body` against the component schema `name`, returning upstream's first error.
 pub fn check_body(name: &str, schema: &Schema, body: &Value) -> Result<(), Rejection> {
     check(schema, body, "").map_err(|(pointer, reason)| {

@@ -23,6 +23,8 @@ pub fn routes() -> Router<ApiState> {
     Router::new()
         .route("/instances/{id}/start", post(start))
         .route("/instances/{id}/stop", post(stop))
+        .route("/instances/{id}/standby", post(standby))
+        .route("/instances/{id}/restore", post(restore))
         .route("/instances/{id}/wait", get(wait))
         .route("/instances/{id}/logs", get(logs))
 }
@@ -66,6 +68,42 @@ async fn stop(
         .stop(&id)
         .await
         .map_err(|e| ApiError::from_engine("stop", e))?;
+    Ok(Json(instance))
+}
+
+async fn standby(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Result<Json<Instance>, ApiError> {
+    // The body is optional (upstream replaces an empty body by `{}`); compression options are
+    // accepted and not applied yet.
+    if !bytes.iter().all(u8::is_ascii_whitespace) {
+        let _: serde_json::Value = body::parse(
+            &headers,
+            &bytes,
+            "StandbyInstanceRequest",
+            &hypedeck_model::schema::standby_instance_request(),
+        )?;
+    }
+    let instance = state
+        .engine
+        .standby(&id)
+        .await
+        .map_err(|e| ApiError::from_engine("standby", e))?;
+    Ok(Json(instance))
+}
+
+async fn restore(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<Instance>, ApiError> {
+    let instance = state
+        .engine
+        .restore(&id)
+        .await
+        .map_err(|e| ApiError::from_engine("restore", e))?;
     Ok(Json(instance))
 }
 

@@ -1,0 +1,101 @@
+//! standby / restore: save the whole VM to disk and bring it back where it was.
+
+use hypedeck_model::{Instance, InstanceId, InstanceState};
+use time::OffsetDateTime;
+
+use crate::{Engine, EngineError};
+
+impl Engine {
+    fn snapshot_dir(&self, id: &str) -> Result<std::path::PathBuf, EngineError> {
+        let id = InstanceId::parse(id).map_err(|_| EngineError::NotFound)?;
+        Ok(self.paths.instance_dir(&id).join("snapshots/latest"))
+    }
+
+    /// Running -> Standby: pause, save memory and devices, end the VMM. Standby is a no-op.
+    pub async fn standby(&self, id_or_name: &str) -> Result<Instance, EngineError> {
+        let found = self.resolve(id_or_name)?;
+        let lock = self.lock_for(&found.id);
+        let _guard = lock.lock().await;
+        let mut record = self.resolve(&found.id)?;
+        let observed = self.observe(&mut record).await;
+        match observed.state {
+            InstanceState::Standby => return self.render(&record, &observed).await,
+            InstanceState::Running => {}
+            other => {
+                return Err(EngineError::InvalidState(format!(
+                    "cannot standby from state {other}"
+                )));
+            }
+        }
+        let hypervisor = self
+            .hypervisor
+            .as_ref()
+            .map_err(|r| EngineError::NoHypervisor(r.clone()))?;
+        if !hypervisor.capabilities().snapshot {
+            return Err(EngineError::Hypervisor(
+                hypedeck_hypervisor::HypervisorError::Unsupported {
+                    kind: hypervisor.kind(),
+                    operation: "standby",
+                },
+            ));
+        }
+        let Some(vm) = self.vm(&record.id) else {
+            return Err(EngineError::InvalidState(
+                "cannot standby from state Stopped".into(),
+            ));
+        };
+        self.ops_log(&record.id, "standby requested");
+        let dir = self.snapshot_dir(&record.id)?;
+        let _ = std::fs::remove_dir_all(&dir);
+        if let Err(e) = vm.save_and_exit(&dir).await {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e.into());
+        }
+        self.vms_guard().remove(&record.id);
+        record.stopped_at = Some(OffsetDateTime::now_utc());
+        record.save(&self.paths)?;
+        self.ops_log(&record.id, "vm saved to standby");
+        let observed = self.observe(&mut record).await;
+        self.render(&record, &observed).await
+    }
+
+    /// Standby -> Running: start a VMM from the saved state; the guest continues where it
+    /// was. Running/Initializing is a no-op. The snapshot is removed once the VM runs.
+    pub async fn restore(&self, id_or_name: &str) -> Result<Instance, EngineError> {
+        let found = self.resolve(id_or_name)?;
+        let lock = self.lock_for(&found.id);
+        let _guard = lock.lock().await;
+        let mut record = self.resolve(&found.id)?;
+        let observed = self.observe(&mut record).await;
+        match observed.state {
+            InstanceState::Running | InstanceState::Initializing => {
+                return self.render(&record, &observed).await;
+            }
+            InstanceState::Standby => {}
+            other => {
+                return Err(EngineError::InvalidState(format!(
+                    "cannot restore from state {other}"
+                )));
+            }
+        }
+        let hypervisor = match &self.hypervisor {
+            Ok(h) => h.clone(),
+            Err(reason) => return Err(EngineError::NoHypervisor(reason.clone())),
+        };
+        self.ops_log(&record.id, "restore requested");
+        let dir = self.snapshot_dir(&record.id)?;
+        let env = Self::guest_env(&record);
+        let spec = self.provision(&mut record, env).await?;
+        let vm = hypervisor.restore(&spec, &dir).await?;
+        self.vms_guard()
+            .insert(record.id.clone(), std::sync::Arc::from(vm));
+        // started_at is the boot epoch: restore keeps it, like upstream.
+        record.save(&self.paths)?;
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            tracing::warn!(error = %e, id = %record.id, "could not remove the used snapshot");
+        }
+        self.ops_log(&record.id, "vm restored");
+        let observed = self.observe(&mut record).await;
+        self.render(&record, &observed).await
+    }
+}

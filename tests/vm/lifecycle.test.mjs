@@ -151,6 +151,32 @@ describe("instances boot real OCI images under QEMU", () => {
     await client.instances.delete(created.id);
   });
 
+  test("images: pull (202), status until ready, config fields, list, delete", async () => {
+    const name = `${registry.host}/vm/jq:1`;
+    const accepted = await client.images.create({ name });
+    assert.equal(accepted.name, name);
+    assert.match(accepted.digest, /^sha256:[0-9a-f]{64}$/);
+    assert.ok(["pending", "pulling", "converting", "ready"].includes(accepted.status), accepted.status);
+    const ready = await waitFor(async () => {
+      const i = await client.images.get(name);
+      return i.status === "ready" ? i : null;
+    }, "the image to be ready", 120_000);
+    assert.deepEqual(ready.entrypoint, ["/usr/bin/jq"]);
+    assert.deepEqual(ready.cmd, ["-M", "-n", "1+2"]);
+    assert.deepEqual(ready.env, { PATH: "/usr/bin" });
+    assert.ok(ready.size_bytes > 0);
+    assert.ok((await client.images.list()).some((i) => i.digest === ready.digest));
+    assert.equal((await client.images.get(ready.digest)).name, name);
+    await client.images.delete(name);
+    await assert.rejects(client.images.get(name), (e) => e instanceof Hypeman.NotFoundError);
+    await assert.rejects(client.images.create({ name: `${registry.host}/vm/nope:1` }),
+      (e) => e instanceof Hypeman.NotFoundError && e.error.code === "not_found");
+    await assert.rejects(client.images.create({ name: "Bad::Ref" }),
+      (e) => e instanceof Hypeman.BadRequestError && e.error.code === "invalid_name");
+    await assert.rejects(client.images.get("Bad::Ref"),
+      (e) => e instanceof Hypeman.BadRequestError && e.error.code === "invalid_name");
+  });
+
   test("pull errors are clean and create nothing", async () => {
     await assert.rejects(
       client.instances.create({ name: "ghost", image: `${registry.host}/vm/does-not-exist:1` }),

@@ -39,6 +39,7 @@ pub struct ApiState {
 pub fn router(state: ApiState) -> Router {
     let protected = routes::instances::routes()
         .merge(routes::lifecycle::routes())
+        .merge(routes::images::routes())
         .layer(axum::middleware::from_fn_with_state(
             state.token.clone(),
             auth::require_token,

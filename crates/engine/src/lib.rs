@@ -17,6 +17,7 @@ mod delete;
 mod derive;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
+mod images;
 mod lifecycle;
 mod provision;
 mod query;
@@ -35,6 +36,7 @@ use hypedeck_model::{HypervisorKind, InstanceState, Rejection};
 use hypedeck_secrets::{SecretError, SecretStore, Sensitive};
 use hypedeck_store::{Paths, StoreError};
 
+pub use images::PullCredentials;
 pub use lifecycle::{MAX_WAIT, STOP_TIMEOUT, StartOverrides, WaitOutcome};
 pub use provision::{GuestRuntime, IMAGE_WAIT};
 pub use query::ListFilter;

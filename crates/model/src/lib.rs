@@ -19,7 +19,9 @@ pub mod validate;
 
 pub use error::{ErrorBody, ErrorCode};
 pub use id::InstanceId;
-pub use instance::{Health, HypervisorKind, Instance, InstanceGpu, InstanceNetwork, VolumeMount};
+pub use instance::{
+    Health, HypervisorKind, ImageInfo, Instance, InstanceGpu, InstanceNetwork, VolumeMount,
+};
 pub use request::{
     CreateInstanceRequest, CredentialInject, CredentialInjectAs, CredentialPolicy,
     CredentialSource, EgressEnforcement, EgressRequest, GpuRequest, NetworkRequest,

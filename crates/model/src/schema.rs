@@ -303,6 +303,39 @@ pub fn start_instance_request() -> Schema {
     )
 }
 
+/// `#/components/schemas/CreateImageRequest`.
+pub fn create_image_request() -> Schema {
+    object(
+        vec![
+            (
+                "credentials",
+                object(
+                    vec![
+                        ("password", string()),
+                        ("registry_token", string()),
+                        ("username", string()),
+                    ],
+                    &[],
+                ),
+            ),
+            ("name", string()),
+            (
+                "platform",
+                Schema::Str {
+                    max_len: None,
+                    pattern: Some(Pattern {
+                        matches: crate::validate::is_valid_platform_syntax,
+                        text: PLATFORM_PATTERN,
+                    }),
+                    one_of: None,
+                },
+            ),
+            ("tags", tags()),
+        ],
+        &["name"],
+    )
+}
+
 /// `#/components/schemas/StandbyInstanceRequest`.
 pub fn standby_instance_request() -> Schema {
     object(

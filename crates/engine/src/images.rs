@@ -1,0 +1,149 @@
+//! Image verbs: the API's `/images` routes over the image cache.
+
+use std::collections::BTreeMap;
+
+use hypedeck_images::{Credentials, Image, ImageError, Platform, PullOptions};
+use hypedeck_model::ImageInfo;
+
+use crate::provision::map_image_error;
+use crate::{Engine, EngineError};
+
+/// Registry credentials for one pull (never stored or logged).
+#[derive(Clone, Default)]
+pub struct PullCredentials {
+    /// User name (basic auth).
+    pub username: Option<String>,
+    /// Password (basic auth).
+    pub password: Option<String>,
+    /// Bearer token.
+    pub registry_token: Option<String>,
+}
+
+impl std::fmt::Debug for PullCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PullCredentials(<redacted>)")
+    }
+}
+
+fn to_info(image: Image) -> ImageInfo {
+    let env: BTreeMap<String, String> = image
+        .config
+        .env
+        .iter()
+        .filter_map(|e| {
+            e.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
+        .collect();
+    ImageInfo {
+        cmd: image.config.cmd,
+        created_at: image.created_at,
+        digest: image.digest.to_string(),
+        entrypoint: image.config.entrypoint,
+        env: (!env.is_empty()).then_some(env),
+        error: image.error,
+        name: image.name,
+        platform: Some(image.platform.to_string()),
+        queue_position: None,
+        size_bytes: image.size_bytes,
+        status: image.status.as_str().to_string(),
+        working_dir: image.config.working_dir,
+    }
+}
+
+impl Engine {
+    fn image_store(&self) -> Result<&hypedeck_images::ImageStore, EngineError> {
+        self.guest
+            .as_ref()
+            .map(|g| g.images.as_ref())
+            .ok_or_else(|| {
+                EngineError::Provision("this engine has no image cache (test build)".into())
+            })
+    }
+
+    /// Every cached image.
+    pub fn list_images(&self) -> Result<Vec<ImageInfo>, EngineError> {
+        Ok(self
+            .image_store()?
+            .list()
+            .into_iter()
+            .map(to_info)
+            .collect())
+    }
+
+    /// One image by reference (normalized like upstream) or digest.
+    pub fn get_image(&self, name: &str) -> Result<ImageInfo, EngineError> {
+        let store = self.image_store()?;
+        if !name.starts_with("sha256:") {
+            hypedeck_images::ImageRef::parse(name)
+                .map_err(|_| EngineError::InvalidImageReference)?;
+        }
+        store.get(name).map(to_info).ok_or(EngineError::NotFound)
+    }
+
+    /// Starts pulling an image and returns at once with its status (upstream: 202).
+    pub async fn pull_image(
+        &self,
+        name: &str,
+        platform: Option<&str>,
+        credentials: Option<PullCredentials>,
+    ) -> Result<ImageInfo, EngineError> {
+        let store = self.image_store()?;
+        let platform = platform.map(Platform::parse).transpose().map_err(|e| {
+            EngineError::Rejected(hypedeck_model::Rejection::new(
+                hypedeck_model::ErrorCode::InvalidPlatform,
+                format!("invalid platform: {e}"),
+            ))
+        })?;
+        let credentials =
+            credentials.and_then(|c| match (c.username, c.password, c.registry_token) {
+                (_, _, Some(token)) => Some(Credentials::Token(token)),
+                (Some(username), Some(password), None) => {
+                    Some(Credentials::Basic { username, password })
+                }
+                _ => None,
+            });
+        let handle = store
+            .start_pull(
+                name,
+                PullOptions {
+                    platform,
+                    credentials,
+                },
+            )
+            .await
+            .map_err(|e| map_image_error(e, name))?;
+        let digest = handle.digest().to_string();
+        let progress = handle.progress();
+        let pending = ImageInfo {
+            cmd: None,
+            created_at: time::OffsetDateTime::now_utc(),
+            digest: digest.clone(),
+            entrypoint: None,
+            env: None,
+            error: progress.error.clone(),
+            name: handle.name().to_string(),
+            platform: None,
+            queue_position: None,
+            size_bytes: None,
+            status: progress.status.as_str().to_string(),
+            working_dir: None,
+        };
+        // Keep the pull running after this request returns.
+        tokio::spawn(async move {
+            if let Err(e) = handle.wait().await {
+                tracing::warn!(error = %e, "image pull failed");
+            }
+        });
+        Ok(store.get(&digest).map(to_info).unwrap_or(pending))
+    }
+
+    /// Removes an image (a tag, or a digest with all its tags).
+    pub fn delete_image(&self, name: &str) -> Result<(), EngineError> {
+        match self.image_store()?.delete(name) {
+            Ok(()) => Ok(()),
+            Err(ImageError::NotFound { .. }) => Err(EngineError::NotFound),
+            Err(e) => Err(map_image_error(e, name)),
+        }
+    }
+}

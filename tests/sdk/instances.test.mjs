@@ -86,6 +86,16 @@ describe("hypedeck serve with the fake hypervisor", () => {
     assert.deepEqual(await client.instances.list(), []);
   });
 
+  test("resources report host capacity and what running instances reserve", async () => {
+    const a = await client.instances.create({ name: "sized", image: "alpine", vcpus: 3, size: "512MB" });
+    const res = await client.resources.get();
+    assert.ok(res.cpu.capacity >= 1);
+    assert.equal(res.cpu.allocated, 3);
+    assert.equal(res.memory.allocated, 512 * 1024 * 1024);
+    assert.deepEqual(res.allocations.map((x) => x.instance_name), ["sized"]);
+    await client.instances.delete(a.id);
+  });
+
   test("duplicate names are 400 name_conflict", async () => {
     const a = await client.instances.create({ name: "dup", image: "alpine" });
     await rejects(client.instances.create({ name: "dup", image: "alpine" }), Hypeman.BadRequestError, 400,

@@ -22,6 +22,7 @@ mod lifecycle;
 mod provision;
 mod query;
 mod render;
+mod resources;
 mod standby;
 mod update;
 

@@ -281,3 +281,76 @@ pub struct ImageInfo {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub working_dir: Option<String>,
 }
+
+/// One resource's capacity and use (`GET /resources`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResourceStatus {
+    /// `cpu`, `memory`, `disk`, `network`, `disk_io`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// What the host has.
+    pub capacity: i64,
+    /// Capacity times the oversubscription ratio.
+    pub effective_limit: i64,
+    /// Reserved by active instances.
+    pub allocated: i64,
+    /// `effective_limit - allocated`, never negative.
+    pub available: i64,
+    /// Oversubscription ratio.
+    pub oversub_ratio: f64,
+    /// Where the capacity figure comes from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+}
+
+/// Disk use by category.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskBreakdown {
+    /// Image root disks.
+    pub images_bytes: i64,
+    /// OCI blob cache.
+    pub oci_cache_bytes: i64,
+    /// Volumes.
+    pub volumes_bytes: i64,
+    /// Instance overlays.
+    pub overlays_bytes: i64,
+}
+
+/// What one instance reserves.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceAllocation {
+    /// Instance id.
+    pub instance_id: String,
+    /// Instance name.
+    pub instance_name: String,
+    /// vCPUs.
+    pub cpu: i64,
+    /// Memory (boot + hotplug).
+    pub memory_bytes: i64,
+    /// Overlay disk.
+    pub disk_bytes: i64,
+    /// Download limit.
+    pub network_download_bps: i64,
+    /// Upload limit.
+    pub network_upload_bps: i64,
+    /// Disk I/O limit.
+    pub disk_io_bps: i64,
+}
+
+/// `GET /resources`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Resources {
+    /// CPU threads.
+    pub cpu: ResourceStatus,
+    /// Memory bytes.
+    pub memory: ResourceStatus,
+    /// Disk bytes of the data dir's filesystem.
+    pub disk: ResourceStatus,
+    /// Network bytes/s.
+    pub network: ResourceStatus,
+    /// Disk use by category.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_breakdown: Option<DiskBreakdown>,
+    /// Per-instance reservations.
+    pub allocations: Vec<ResourceAllocation>,
+}

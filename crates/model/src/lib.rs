@@ -20,7 +20,8 @@ pub mod validate;
 pub use error::{ErrorBody, ErrorCode};
 pub use id::InstanceId;
 pub use instance::{
-    Health, HypervisorKind, ImageInfo, Instance, InstanceGpu, InstanceNetwork, VolumeMount,
+    DiskBreakdown, Health, HypervisorKind, ImageInfo, Instance, InstanceGpu, InstanceNetwork,
+    ResourceAllocation, ResourceStatus, Resources, VolumeMount,
 };
 pub use request::{
     CreateInstanceRequest, CredentialInject, CredentialInjectAs, CredentialPolicy,

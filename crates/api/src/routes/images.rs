@@ -19,6 +19,18 @@ pub fn routes() -> Router<ApiState> {
     Router::new()
         .route("/images", get(list).post(create))
         .route("/images/{*name}", get(get_one).delete(delete))
+        .route("/resources", get(resources))
+}
+
+async fn resources(
+    State(state): State<ApiState>,
+) -> Result<Json<hypedeck_model::Resources>, ApiError> {
+    let resources = state
+        .engine
+        .resources()
+        .await
+        .map_err(|e| ApiError::from_engine("read resources of", e))?;
+    Ok(Json(resources))
 }
 
 async fn list(State(state): State<ApiState>) -> Result<Json<Vec<ImageInfo>>, ApiError> {

@@ -187,6 +187,7 @@ impl Engine {
                 gateway: n.gateway.clone(),
                 dns: n.dns.clone(),
             }),
+            ca_cert_pem: None,
         };
         let config_disk = dir.join("config.img");
         let bytes = config.to_disk().map_err(EngineError::Provision)?;

@@ -54,7 +54,23 @@ pub struct GuestConfig {
     pub overlay: bool,
     /// Static network, or none.
     pub network: Option<GuestNetwork>,
+    /// PEM of the host egress proxy's CA, installed into the guest's trust stores.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_cert_pem: Option<String>,
 }
+
+/// Exit code when the egress CA cannot be installed (upstream uses 78, EX_CONFIG).
+pub const EXIT_CA_INSTALL_FAILED: i32 = 78;
+
+/// Trust bundles of common distributions, relative to the guest root.
+pub const CA_BUNDLES: &[&str] = &[
+    "etc/ssl/certs/ca-certificates.crt",
+    "etc/pki/tls/certs/ca-bundle.crt",
+    "etc/ssl/cert.pem",
+];
+
+/// Where the CA is dropped for `update-ca-certificates`-style tooling.
+pub const CA_FILE: &str = "usr/local/share/ca-certificates/hypedeck-egress.crt";
 
 impl GuestConfig {
     /// The config disk image: JSON, NUL-padded to [`CONFIG_DISK_BYTES`].
@@ -316,6 +332,9 @@ mod tests {
                 gateway: "10.0.2.2".into(),
                 dns: "10.0.2.3".into(),
             }),
+            ca_cert_pem: Some(
+                "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n".into(),
+            ),
         };
         let disk = c.to_disk().unwrap();
         assert_eq!(disk.len(), CONFIG_DISK_BYTES);

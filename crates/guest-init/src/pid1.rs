@@ -298,6 +298,36 @@ fn setup_network(net: &GuestNetwork) {
     );
 }
 
+/// Adds the egress CA to the guest's trust: our own file, plus every existing bundle (or a new
+/// Debian-style bundle when the image has none).
+fn install_ca(pem: &str) -> std::io::Result<()> {
+    let root = Path::new("/newroot");
+    let own = root.join(hypedeck_guest_init::CA_FILE);
+    if let Some(dir) = own.parent() {
+        fs::create_dir_all(dir)?;
+    }
+    fs::write(&own, pem)?;
+    let mut found = false;
+    for bundle in hypedeck_guest_init::CA_BUNDLES {
+        let path = root.join(bundle);
+        // A symlinked bundle (Alpine's cert.pem) is updated through its target.
+        if path.exists() {
+            found = true;
+            let mut f = fs::OpenOptions::new().append(true).open(&path)?;
+            writeln!(f)?;
+            f.write_all(pem.as_bytes())?;
+        }
+    }
+    if !found {
+        let path = root.join(hypedeck_guest_init::CA_BUNDLES[0]);
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir)?;
+        }
+        fs::write(path, pem)?;
+    }
+    Ok(())
+}
+
 fn control_port() -> Option<String> {
     for entry in fs::read_dir("/sys/class/virtio-ports").ok()?.flatten() {
         let name = fs::read_to_string(entry.path().join("name")).unwrap_or_default();
@@ -483,6 +513,15 @@ pub fn run() -> ! {
     set_hostname(&config.hostname);
     if let Some(net) = &config.network {
         setup_network(net);
+    }
+    if let Some(pem) = &config.ca_cert_pem {
+        if let Err(e) = install_ca(pem) {
+            log("init", &format!("installing the egress CA failed: {e}"));
+            let code = hypedeck_guest_init::EXIT_CA_INSTALL_FAILED;
+            log("entrypoint", &exit_line(code, &describe_exit(code, false)));
+            power_off();
+        }
+        log("init", "installed the egress proxy CA");
     }
     let prepared = prepare(&config);
 

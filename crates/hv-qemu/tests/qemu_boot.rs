@@ -83,6 +83,7 @@ async fn prepare(argv: &[&str], env: &[&str]) -> Vm {
             gateway: "10.100.9.2".into(),
             dns: "10.100.9.3".into(),
         }),
+        ca_cert_pem: None,
     };
     let cfg = dir.path().join("config.img");
     std::fs::write(&cfg, config.to_disk().unwrap()).unwrap();

@@ -94,7 +94,7 @@ impl ApiError {
                     _ => String::new(),
                 };
                 tracing::error!(%operation, error = %message, "keychain unavailable");
-                ApiError::new(ErrorCode::DependencyMissing, message)
+                ApiError::new(ErrorCode::SecretsUnavailable, message)
             }
             EngineError::Hypervisor(
                 inner @ hypedeck_hypervisor::HypervisorError::Unsupported { .. },
@@ -154,6 +154,7 @@ pub async fn mark_no_retry(request: Request, next: Next) -> Response {
     let status = response.status();
     if status.is_client_error() && status != StatusCode::TOO_MANY_REQUESTS
         || status == StatusCode::INTERNAL_SERVER_ERROR
+        || status == StatusCode::SERVICE_UNAVAILABLE
     {
         response
             .headers_mut()

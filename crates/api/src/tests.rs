@@ -728,3 +728,58 @@ async fn resources_report_capacity_and_allocations() {
     );
     assert_eq!(a.json["allocations"], json!([]));
 }
+
+/// A keychain that is never reachable (no Secret Service on the bus).
+#[derive(Debug)]
+struct NoKeychain;
+
+impl hypedeck_secrets::SecretStore for NoKeychain {
+    fn set(&self, _: &str, _: &Sensitive<String>) -> Result<(), hypedeck_secrets::SecretError> {
+        Err(hypedeck_secrets::SecretError::Unavailable(
+            "no Secret Service on the session bus".into(),
+        ))
+    }
+    fn get(&self, _: &str) -> Result<Option<Sensitive<String>>, hypedeck_secrets::SecretError> {
+        Err(hypedeck_secrets::SecretError::Unavailable(
+            "no Secret Service on the session bus".into(),
+        ))
+    }
+    fn delete(&self, _: &str) -> Result<(), hypedeck_secrets::SecretError> {
+        Err(hypedeck_secrets::SecretError::Unavailable(
+            "no Secret Service on the session bus".into(),
+        ))
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_keychain_is_a_clear_error_never_plaintext() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::new(EngineConfig {
+        paths: hypedeck_store::Paths::new(dir.path()),
+        secrets: Arc::new(NoKeychain),
+        hypervisor: Ok(FakeHypervisor::new()),
+        guest: None,
+    });
+    let r = Rig {
+        dir,
+        app: router(ApiState {
+            engine: Arc::new(engine),
+            token: ApiToken::new(Sensitive::new(TOKEN.into())),
+        }),
+    };
+    let a = r
+        .authed("POST", "/instances", Some(json!({
+            "name": "agent", "image": "alpine", "env": {"KEY": "sk-must-not-leak"},
+            "network": {"egress": {"enabled": true}},
+            "credentials": {"KEY": {"source": {"env": "KEY"}, "inject": [{"as": {"header": "X-Key", "format": "${value}"}}]}}
+        })))
+        .await;
+    assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE, "{}", a.text);
+    assert_eq!(a.json["code"], "secrets_unavailable");
+    assert_eq!(
+        a.json["message"],
+        "the OS keychain is not available: no Secret Service on the session bus"
+    );
+    assert!(!a.text.contains("sk-must-not-leak"));
+    assert_eq!(r.instance_dirs(), 0);
+}

@@ -19,7 +19,10 @@ impl Engine {
             .collect();
         for key in record.credentials.keys() {
             env.retain(|e| e.split('=').next() != Some(key.as_str()));
-            env.push(format!("{key}={}", hypedeck_egress::mock_value(key)));
+            env.push(format!(
+                "{key}={}",
+                hypedeck_model::validate::mock_value(key)
+            ));
         }
         env
     }

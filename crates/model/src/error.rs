@@ -56,6 +56,8 @@ pub enum ErrorCode {
     RateLimited,
     /// `log_not_found`.
     LogNotFound,
+    /// `secrets_unavailable` (Hypedeck): the OS keychain cannot be reached.
+    SecretsUnavailable,
     /// `platform_not_available`.
     PlatformNotAvailable,
     /// `dependency_missing`.
@@ -92,6 +94,7 @@ impl ErrorCode {
             ErrorCode::NotSupported => "not_supported",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::LogNotFound => "log_not_found",
+            ErrorCode::SecretsUnavailable => "secrets_unavailable",
             ErrorCode::PlatformNotAvailable => "platform_not_available",
             ErrorCode::DependencyMissing => "dependency_missing",
             ErrorCode::InternalError => "internal_error",
@@ -125,6 +128,7 @@ impl ErrorCode {
             }
             ErrorCode::NotSupported => 501,
             ErrorCode::DependencyMissing | ErrorCode::InternalError => 500,
+            ErrorCode::SecretsUnavailable => 503,
         }
     }
 }

@@ -169,6 +169,11 @@ impl InstanceSpec {
     }
 }
 
+/// The placeholder the guest sees instead of a real credential value (upstream: `mock-<KEY>`).
+pub fn mock_value(credential_key: &str) -> String {
+    format!("mock-{credential_key}")
+}
+
 /// Sorted unique `credentials[*].source.env`.
 pub fn credential_source_keys(
     credentials: &BTreeMap<String, CredentialPolicy>,

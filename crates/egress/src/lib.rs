@@ -2,10 +2,60 @@
 //! injects credential headers for matching hosts, and forwards. Rules are per instance and
 //! swapped atomically, which is what makes credential rotation restart-free.
 //!
-//! Invariants (for the credentials issue): real values live only in memory here and in the OS
-//! keychain; they never appear in logs, errors or `Debug` output; plain HTTP is never injected.
+//! # Shape
+//!
+//! - [`CertificateAuthority`]: ECDSA P-256, 10 years, CN `Hypedeck egress CA`. Its
+//!   certificate is a 0644 file; its private key lives only in a
+//!   [`SecretStore`](hypedeck_secrets::SecretStore). Per-host leaves are signed on demand and
+//!   cached for 24 h.
+//! - [`EgressProxy`]: one listener on `127.0.0.1` per attached instance
+//!   ([`EgressProxy::attach`]). All guests reach the host through QEMU user-mode `guestfwd`,
+//!   so every connection comes from 127.0.0.1 and only the listening port can tell which
+//!   instance it belongs to. The engine points the instance's
+//!   `guestfwd=tcp:<guest-proxy-ip>:18080-tcp:127.0.0.1:<attached port>` at it and sets
+//!   `HTTP(S)_PROXY=http://<guest-proxy-ip>:18080` in the guest.
+//! - [`InjectRule`]: a header, its final value (a [`Sensitive`](hypedeck_secrets::Sensitive))
+//!   and host patterns; [`EgressProxy::set_rules`] swaps an instance's whole set.
+//!
+//! # Protocol (mirrors upstream Hypeman's `lib/egressproxy`)
+//!
+//! HTTP/1.1 forward proxy. `CONNECT host:port` is answered `200 Connection Established`, the
+//! guest's TLS is terminated with a leaf for `host`, and the HTTP/1.1 requests inside are
+//! served in a loop: hop-by-hop headers are stripped, every rule whose hosts match the
+//! CONNECT host *sets* its header (overwriting whatever the guest sent), and the request is
+//! forwarded to `https://host:port` over TLS verified against [`UpstreamTrust`] (HTTP/1.1
+//! only). Bodies stream through untouched. Absolute-form `http://` requests are forwarded
+//! without injection. Failures reach the guest as short fixed-text 502s (403 for a
+//! destination on the host's loopback, see [`ProxyOptions::allow_loopback`]).
+//!
+//! # Invariants
+//!
+//! - Real credential values live only in memory here (and in the OS keychain upstream of us);
+//!   they never appear in logs, error messages, responses made by the proxy, or `Debug`
+//!   output. Logs name instances, hosts, methods, statuses and rule counts, never headers.
+//! - Plain HTTP is never injected.
+//! - Rules swap atomically: a request reads its instance's rule set once, when it arrives,
+//!   and applies all of that one set; once `set_rules` returns, every later request (also on
+//!   connections already open) uses the new set.
+//! - The CA private key is never written to disk by this crate.
+//! - TLS never depends on a process-wide default crypto provider: aws-lc-rs is chosen
+//!   explicitly for every client and server configuration.
 
-/// The port the proxy listens on inside each instance's gateway address (upstream's default).
+mod ca;
+mod error;
+mod proxy;
+mod rules;
+mod serve;
+mod upstream;
+
+pub use ca::{CA_COMMON_NAME, CertificateAuthority};
+pub use error::EgressError;
+pub use proxy::{EgressProxy, ProxyOptions};
+pub use rules::InjectRule;
+pub use upstream::UpstreamTrust;
+
+/// The port the guest connects to for the proxy (upstream's default); with QEMU it is the
+/// guest side of the `guestfwd`, the host side being the instance's attached port.
 pub const DEFAULT_PROXY_PORT: u16 = 18080;
 
 /// The placeholder the guest sees instead of a real credential value.

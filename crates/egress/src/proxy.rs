@@ -1,0 +1,268 @@
+//! [`EgressProxy`]: one listener per attached instance, each with its own atomically swapped
+//! rule set.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::rules::{InjectRule, RuleSet};
+use crate::upstream::{Dialer, UpstreamTrust};
+use crate::{CertificateAuthority, EgressError};
+
+/// Knobs beyond the CA and the upstream trust. `Default` is what production uses.
+#[derive(Debug, Clone)]
+pub struct ProxyOptions {
+    /// Host name (lowercase, no port) → address to dial instead of resolving it. An override
+    /// is exempt from the loopback policy. Meant for tests (an HTTPS upstream on 127.0.0.1
+    /// under a real-looking name such as `api.test.local`) and diagnostics; the guest cannot
+    /// influence it. The override's port is used whatever port the guest asked for.
+    pub resolve_overrides: HashMap<String, SocketAddr>,
+    /// Whether destinations that resolve to loopback or unspecified addresses are allowed.
+    /// Default `false`: the guest must not reach host-local services (the Hypedeck API, say)
+    /// through the proxy, which user-mode networking with `restrict=on` otherwise prevents.
+    pub allow_loopback: bool,
+    /// Bound on resolving, connecting and the TLS handshake to an upstream.
+    pub connect_timeout: Duration,
+}
+
+impl Default for ProxyOptions {
+    fn default() -> Self {
+        ProxyOptions {
+            resolve_overrides: HashMap::new(),
+            allow_loopback: false,
+            connect_timeout: Duration::from_secs(15),
+        }
+    }
+}
+
+/// What every instance's connections share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) ca: CertificateAuthority,
+    pub(crate) dialer: Dialer,
+}
+
+/// The tasks of one instance (its connections and their upstream connections): all stop when
+/// the instance is detached or the proxy dropped.
+#[derive(Debug, Clone)]
+pub(crate) struct InstanceTasks {
+    tracker: TaskTracker,
+    cancel: CancellationToken,
+}
+
+impl InstanceTasks {
+    /// Runs `task` until it finishes or the instance is detached.
+    pub(crate) fn spawn<F>(&self, task: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let cancel = self.cancel.clone();
+        self.tracker.spawn(async move {
+            tokio::select! {
+                () = cancel.cancelled() => {}
+                () = task => {}
+            }
+        });
+    }
+}
+
+/// One attached instance, as its connections see it.
+#[derive(Debug)]
+pub(crate) struct Instance {
+    pub(crate) id: String,
+    pub(crate) rules: ArcSwap<RuleSet>,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) tasks: InstanceTasks,
+}
+
+#[derive(Debug)]
+struct Attached {
+    addr: SocketAddr,
+    instance: Arc<Instance>,
+    listener: JoinHandle<()>,
+}
+
+/// The host-side egress proxy. Dropping it stops every listener and connection.
+#[derive(Debug)]
+pub struct EgressProxy {
+    shared: Arc<Shared>,
+    instances: Mutex<HashMap<String, Attached>>,
+    shutdown: CancellationToken,
+}
+
+impl Drop for EgressProxy {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+impl EgressProxy {
+    /// A proxy with no instance attached, with [`ProxyOptions::default`].
+    pub fn new(
+        ca: CertificateAuthority,
+        upstream: UpstreamTrust,
+    ) -> Result<EgressProxy, EgressError> {
+        EgressProxy::with_options(ca, upstream, ProxyOptions::default())
+    }
+
+    /// A proxy with explicit [`ProxyOptions`].
+    pub fn with_options(
+        ca: CertificateAuthority,
+        upstream: UpstreamTrust,
+        options: ProxyOptions,
+    ) -> Result<EgressProxy, EgressError> {
+        let dialer = Dialer::new(
+            &upstream,
+            options.resolve_overrides,
+            options.allow_loopback,
+            options.connect_timeout,
+        )?;
+        Ok(EgressProxy {
+            shared: Arc::new(Shared { ca, dialer }),
+            instances: Mutex::new(HashMap::new()),
+            shutdown: CancellationToken::new(),
+        })
+    }
+
+    /// The CA certificate PEM the guest must trust.
+    pub fn ca_pem(&self) -> String {
+        self.shared.ca.cert_pem()
+    }
+
+    /// Starts the instance's listener on `127.0.0.1:<port>` (`None`: any free port) and
+    /// returns its address, which the VM's `guestfwd` points at. The instance starts with no
+    /// rules (nothing is injected until [`set_rules`](Self::set_rules)).
+    ///
+    /// Idempotent: if the instance is already attached, returns the existing address (even
+    /// when `port` differs). Must be called inside a Tokio runtime.
+    pub async fn attach(
+        &self,
+        instance_id: &str,
+        port: Option<u16>,
+    ) -> Result<SocketAddr, EgressError> {
+        let mut instances = self.instances();
+        if let Some(existing) = instances.get(instance_id) {
+            return Ok(existing.addr);
+        }
+        let listener = bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port.unwrap_or(0))))?;
+        let addr = listener.local_addr().map_err(|source| EgressError::Bind {
+            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port.unwrap_or(0))),
+            source,
+        })?;
+        let instance = Arc::new(Instance {
+            id: instance_id.to_string(),
+            rules: ArcSwap::from_pointee(RuleSet::default()),
+            shared: self.shared.clone(),
+            tasks: InstanceTasks {
+                tracker: TaskTracker::new(),
+                cancel: self.shutdown.child_token(),
+            },
+        });
+        let listener = tokio::spawn(accept_loop(listener, instance.clone()));
+        tracing::info!(instance = instance_id, %addr, "egress proxy attached");
+        instances.insert(
+            instance_id.to_string(),
+            Attached {
+                addr,
+                instance,
+                listener,
+            },
+        );
+        Ok(addr)
+    }
+
+    /// The address of an attached instance's listener.
+    pub fn address(&self, instance_id: &str) -> Option<SocketAddr> {
+        self.instances().get(instance_id).map(|a| a.addr)
+    }
+
+    /// Replaces the instance's whole rule set. Atomic: every request uses all of the old set
+    /// or all of the new one; requests read the set when they arrive, so once this returns,
+    /// every later request (also on connections already open) uses the new set.
+    ///
+    /// A rule that cannot be applied (bad header name or value) rejects the whole set and
+    /// keeps the old one; the error names the rule's index, never its value.
+    pub fn set_rules(&self, instance_id: &str, rules: Vec<InjectRule>) -> Result<(), EgressError> {
+        let instances = self.instances();
+        let attached = instances
+            .get(instance_id)
+            .ok_or_else(|| EgressError::NotAttached(instance_id.to_string()))?;
+        // Under the map lock, so generations of one instance are strictly increasing.
+        let generation = attached.instance.rules.load().generation + 1;
+        let set = RuleSet::compile(&rules, generation)?;
+        attached.instance.rules.store(Arc::new(set));
+        tracing::info!(
+            instance = instance_id,
+            rules = rules.len(),
+            generation,
+            "egress rules replaced"
+        );
+        Ok(())
+    }
+
+    /// How many times the instance's rules were set (0: never), for callers and tests that
+    /// want to know whether a swap happened without seeing any value.
+    pub fn rules_generation(&self, instance_id: &str) -> Option<u64> {
+        self.instances()
+            .get(instance_id)
+            .map(|a| a.instance.rules.load().generation)
+    }
+
+    /// Stops the instance's listener, closes its open connections and drops its rules.
+    /// Returns once the port is released and every connection task has ended. Idempotent.
+    pub async fn detach(&self, instance_id: &str) {
+        let Some(attached) = self.instances().remove(instance_id) else {
+            return;
+        };
+        attached.instance.rules.store(Arc::new(RuleSet::default()));
+        attached.instance.tasks.cancel.cancel();
+        attached.instance.tasks.tracker.close();
+        if let Err(error) = attached.listener.await {
+            tracing::warn!(instance = instance_id, %error, "egress listener task failed");
+        }
+        attached.instance.tasks.tracker.wait().await;
+        tracing::info!(instance = instance_id, "egress proxy detached");
+    }
+
+    fn instances(&self) -> MutexGuard<'_, HashMap<String, Attached>> {
+        // The map is only ever updated by whole inserts/removes, so a poisoned lock still
+        // guards a consistent map.
+        self.instances.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn bind(addr: SocketAddr) -> Result<TcpListener, EgressError> {
+    let fail = |source| EgressError::Bind { addr, source };
+    let socket = TcpSocket::new_v4().map_err(fail)?;
+    // Re-attaching to the same port right after a detach must not trip on TIME_WAIT.
+    socket.set_reuseaddr(true).map_err(fail)?;
+    socket.bind(addr).map_err(fail)?;
+    socket.listen(1024).map_err(fail)
+}
+
+async fn accept_loop(listener: TcpListener, instance: Arc<Instance>) {
+    loop {
+        tokio::select! {
+            () = instance.tasks.cancel.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => {
+                    let conn = crate::serve::guest_connection(stream, instance.clone());
+                    instance.tasks.spawn(conn);
+                }
+                Err(error) => {
+                    // Usually out of file descriptors: back off instead of spinning.
+                    tracing::warn!(instance = %instance.id, %error, "egress accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+        }
+    }
+}

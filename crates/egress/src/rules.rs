@@ -1,0 +1,274 @@
+//! Header-injection rules: what the engine hands in ([`InjectRule`]), the checked form the
+//! proxy applies ([`RuleSet`]), and destination host matching.
+//!
+//! Matching follows upstream (`egressproxy.NormalizeAllowedDomainPattern` and friends): the
+//! destination is the CONNECT authority's host, lowercased, port stripped; a pattern is an
+//! exact DNS name, `*.<name>` matching exactly one extra label, or an IP literal; `None` means
+//! every host. Patterns arrive already validated by `hypedeck-model`; here they are only
+//! canonicalised (case, trailing dot, IP spelling), and anything malformed simply never matches.
+
+use std::net::IpAddr;
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+use hypedeck_secrets::Sensitive;
+
+use crate::EgressError;
+
+/// One header to set on HTTPS requests to matching hosts.
+///
+/// `Debug` never shows the value (it is a [`Sensitive`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InjectRule {
+    /// Header name, e.g. `Authorization` (case-insensitive).
+    pub header: String,
+    /// The final header value, e.g. `Bearer sk-…` (`format` with `${value}` already replaced).
+    pub value: Sensitive<String>,
+    /// Normalized host patterns (`api.openai.com`, `*.openai.com`, `10.0.0.1`); `None` = all.
+    pub hosts: Option<Vec<String>>,
+}
+
+/// A destination host pattern, canonicalised.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum HostPattern {
+    /// A DNS name that must match exactly.
+    Exact(String),
+    /// `*.<suffix>`: exactly one label in front of `suffix`.
+    Wildcard(String),
+    /// An IP literal, compared as an address (so `::1` and `0::1` are equal).
+    Ip(IpAddr),
+}
+
+impl HostPattern {
+    /// Canonicalises a pattern the edge already validated.
+    pub(crate) fn parse(pattern: &str) -> HostPattern {
+        let p = canonical_name(pattern);
+        if let Some(suffix) = p.strip_prefix("*.") {
+            return HostPattern::Wildcard(suffix.to_string());
+        }
+        match p.parse::<IpAddr>() {
+            Ok(ip) => HostPattern::Ip(ip),
+            Err(_) => HostPattern::Exact(p),
+        }
+    }
+
+    /// Whether `host` (already canonical, see [`canonical_host`]) matches.
+    pub(crate) fn matches(&self, host: &str) -> bool {
+        match self {
+            HostPattern::Exact(name) => host == name,
+            HostPattern::Wildcard(suffix) => host
+                .strip_suffix(suffix.as_str())
+                .and_then(|rest| rest.strip_suffix('.'))
+                .is_some_and(|label| !label.is_empty() && !label.contains('.')),
+            HostPattern::Ip(ip) => host.parse::<IpAddr>().is_ok_and(|h| h == *ip),
+        }
+    }
+}
+
+/// Lowercases, trims and drops one trailing dot.
+fn canonical_name(name: &str) -> String {
+    let lower = name.trim().to_ascii_lowercase();
+    match lower.strip_suffix('.') {
+        Some(stripped) => stripped.to_string(),
+        None => lower,
+    }
+}
+
+/// The canonical form of a destination host taken from a request authority: brackets of an
+/// IPv6 literal removed, lowercased, trailing dot dropped, IPs in their standard spelling.
+/// `None` when empty or longer than a DNS name may be (253 characters).
+pub(crate) fn canonical_host(host: &str) -> Option<String> {
+    let unbracketed = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    let name = canonical_name(unbracketed);
+    if name.is_empty() || name.len() > 253 {
+        return None;
+    }
+    Some(match name.parse::<IpAddr>() {
+        Ok(ip) => ip.to_string(),
+        Err(_) => name,
+    })
+}
+
+/// A checked rule, ready to apply.
+#[derive(Debug)]
+struct CompiledRule {
+    name: HeaderName,
+    /// Marked sensitive; `HeaderValue`'s `Debug` shows `Sensitive` for such values.
+    value: HeaderValue,
+    hosts: Option<Vec<HostPattern>>,
+}
+
+impl CompiledRule {
+    fn matches(&self, host: &str) -> bool {
+        match &self.hosts {
+            None => true,
+            Some(patterns) => patterns.iter().any(|p| p.matches(host)),
+        }
+    }
+}
+
+/// An instance's whole rule set. Swapped as one value, so a request sees all of one set.
+#[derive(Debug, Default)]
+pub(crate) struct RuleSet {
+    rules: Vec<CompiledRule>,
+    /// Increments on every `set_rules` of the instance; 0 = never set.
+    pub(crate) generation: u64,
+}
+
+impl RuleSet {
+    /// Checks every rule; one bad rule rejects the set (the error names its index only).
+    pub(crate) fn compile(rules: &[InjectRule], generation: u64) -> Result<RuleSet, EgressError> {
+        let mut compiled = Vec::with_capacity(rules.len());
+        for (index, rule) in rules.iter().enumerate() {
+            let invalid = |reason| EgressError::InvalidRule { index, reason };
+            let name = HeaderName::from_bytes(rule.header.trim().as_bytes())
+                .map_err(|_| invalid("header name is not a valid http header name"))?;
+            let mut value = HeaderValue::from_bytes(rule.value.expose().as_bytes())
+                .map_err(|_| invalid("header value is not a valid http header value"))?;
+            value.set_sensitive(true);
+            let hosts = rule
+                .hosts
+                .as_ref()
+                .map(|hosts| hosts.iter().map(|h| HostPattern::parse(h)).collect());
+            compiled.push(CompiledRule { name, value, hosts });
+        }
+        Ok(RuleSet {
+            rules: compiled,
+            generation,
+        })
+    }
+
+    /// Sets (overwrites, like upstream's `headers.Set`) every matching rule's header on
+    /// `headers`. `host` must be canonical. Returns how many rules applied.
+    pub(crate) fn apply(&self, host: &str, headers: &mut HeaderMap) -> usize {
+        let mut applied = 0;
+        for rule in self.rules.iter().filter(|r| r.matches(host)) {
+            headers.insert(rule.name.clone(), rule.value.clone());
+            applied += 1;
+        }
+        applied
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn matches(pattern: &str, host: &str) -> bool {
+        let host = canonical_host(host).expect("valid host");
+        HostPattern::parse(pattern).matches(&host)
+    }
+
+    #[test]
+    fn wildcard_matches_exactly_one_extra_label() {
+        assert!(matches("*.openai.com", "api.openai.com"));
+        assert!(!matches("*.openai.com", "openai.com"));
+        assert!(!matches("*.openai.com", "a.b.openai.com"));
+        assert!(!matches("*.openai.com", "evilopenai.com"));
+        assert!(!matches("*.openai.com", "api.openai.com.evil.net"));
+        assert!(!matches("*.openai.com", ".openai.com"));
+    }
+
+    #[test]
+    fn exact_names_match_case_insensitively() {
+        assert!(matches("api.openai.com", "API.OpenAI.com"));
+        assert!(matches("API.OPENAI.COM", "api.openai.com"));
+        assert!(matches("*.OpenAI.com", "Api.OPENAI.com"));
+        assert!(matches("api.openai.com", "api.openai.com."));
+        assert!(!matches("api.openai.com", "api.openai.co"));
+        assert!(!matches("api.openai.com", "xapi.openai.com"));
+    }
+
+    #[test]
+    fn ip_literals_compare_as_addresses() {
+        assert!(matches("10.0.0.1", "10.0.0.1"));
+        assert!(!matches("10.0.0.1", "10.0.0.2"));
+        assert!(matches("::1", "[0:0::1]"));
+        assert!(matches("2001:db8::1", "[2001:DB8::1]"));
+        assert!(!matches("10.0.0.1", "10.0.0.1.nip.io"));
+    }
+
+    #[test]
+    fn canonical_host_rejects_empty_and_overlong() {
+        assert_eq!(canonical_host(""), None);
+        assert_eq!(canonical_host("[]"), None);
+        assert_eq!(canonical_host(&"a".repeat(254)), None);
+        let longest = format!("{}.{}", "a".repeat(63), "b".repeat(189));
+        assert_eq!(longest.len(), 253);
+        assert_eq!(canonical_host(&longest).as_deref(), Some(longest.as_str()));
+    }
+
+    fn rule(header: &str, value: &str, hosts: Option<&[&str]>) -> InjectRule {
+        InjectRule {
+            header: header.into(),
+            value: Sensitive::new(value.into()),
+            hosts: hosts.map(|h| h.iter().map(|s| s.to_string()).collect()),
+        }
+    }
+
+    #[test]
+    fn matching_rules_overwrite_and_others_are_left_alone() {
+        let set = RuleSet::compile(
+            &[
+                rule("Authorization", "Bearer real", Some(&["api.openai.com"])),
+                rule("X-Org", "org-1", Some(&["*.openai.com"])),
+                rule("X-All", "everywhere", None),
+                rule("X-None", "nowhere", Some(&[])),
+            ],
+            1,
+        )
+        .expect("valid rules");
+
+        let mut headers = HeaderMap::new();
+        headers.insert("authorization", HeaderValue::from_static("Bearer mock-K"));
+        headers.append("authorization", HeaderValue::from_static("Bearer second"));
+        assert_eq!(set.apply("api.openai.com", &mut headers), 3);
+        let auth: Vec<_> = headers.get_all("authorization").iter().collect();
+        assert_eq!(auth, ["Bearer real"], "overwritten, not appended");
+        assert_eq!(headers["x-org"], "org-1");
+        assert_eq!(headers["x-all"], "everywhere");
+        assert!(!headers.contains_key("x-none"));
+
+        let mut other = HeaderMap::new();
+        other.insert("authorization", HeaderValue::from_static("Bearer mock-K"));
+        assert_eq!(set.apply("example.com", &mut other), 1);
+        assert_eq!(other["authorization"], "Bearer mock-K");
+        assert_eq!(other["x-all"], "everywhere");
+    }
+
+    #[test]
+    fn invalid_rules_are_rejected_without_echoing_the_value() {
+        let err = RuleSet::compile(
+            &[
+                rule("Authorization", "ok", None),
+                rule("X-Key", "sk-secret\r\nInjected: 1", None),
+            ],
+            1,
+        )
+        .expect_err("newline in value");
+        let text = format!("{err} {err:?}");
+        assert!(text.contains("rule 1"), "{text}");
+        assert!(!text.contains("sk-secret"), "{text}");
+
+        assert!(RuleSet::compile(&[rule("Bad Header", "v", None)], 1).is_err());
+        assert!(RuleSet::compile(&[rule("", "v", None)], 1).is_err());
+    }
+
+    #[test]
+    fn debug_never_shows_values() {
+        let r = rule(
+            "Authorization",
+            "Bearer sk-live-123",
+            Some(&["api.openai.com"]),
+        );
+        let text = format!("{r:?}");
+        assert!(!text.contains("sk-live-123"), "{text}");
+        assert!(text.contains("<redacted>"), "{text}");
+
+        let set = RuleSet::compile(&[r], 1).expect("valid");
+        let text = format!("{set:?}");
+        assert!(!text.contains("sk-live-123"), "{text}");
+    }
+}

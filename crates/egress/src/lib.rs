@@ -26,7 +26,7 @@
 //! forwarded to `https://host:port` over TLS verified against [`UpstreamTrust`] (HTTP/1.1
 //! only). Bodies stream through untouched. Absolute-form `http://` requests are forwarded
 //! without injection. Failures reach the guest as short fixed-text 502s (403 for a
-//! destination on the host's loopback, see [`ProxyOptions::allow_loopback`]).
+//! destination on the host's loopback when [`ProxyOptions::allow_loopback`] is off).
 //!
 //! # Invariants
 //!

@@ -26,8 +26,10 @@ pub struct ProxyOptions {
     /// influence it. The override's port is used whatever port the guest asked for.
     pub resolve_overrides: HashMap<String, SocketAddr>,
     /// Whether destinations that resolve to loopback or unspecified addresses are allowed.
-    /// Default `false`: the guest must not reach host-local services (the Hypedeck API, say)
-    /// through the proxy, which user-mode networking with `restrict=on` otherwise prevents.
+    /// Default `true`, like upstream (whose proxy dials whatever the guest names). Setting it
+    /// to `false` hardens the sandbox: with QEMU `restrict=on` the proxy is the guest's only
+    /// way out, and through it the guest could otherwise reach host-local services; denied
+    /// destinations get a 403.
     pub allow_loopback: bool,
     /// Bound on resolving, connecting and the TLS handshake to an upstream.
     pub connect_timeout: Duration,
@@ -37,7 +39,7 @@ impl Default for ProxyOptions {
     fn default() -> Self {
         ProxyOptions {
             resolve_overrides: HashMap::new(),
-            allow_loopback: false,
+            allow_loopback: true,
             connect_timeout: Duration::from_secs(15),
         }
     }

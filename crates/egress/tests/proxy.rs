@@ -360,19 +360,10 @@ async fn upstream_failures_are_short_502s() {
 }
 
 #[tokio::test]
-async fn loopback_destinations_need_opt_in() {
-    let world = World::new().await;
-    let addr = world.proxy.attach("vm-1", None).await.unwrap();
-    let authority = format!("127.0.0.1:{}", world.https.port());
-    let refused = connect_raw(addr, &authority).await.unwrap_err();
-    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
-    let refused = connect_raw(addr, &format!("localhost:{}", world.https.port()))
-        .await
-        .unwrap_err();
-    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
-
-    // Allowed: an IP-literal destination gets an IP-SAN leaf and IP-pattern injection.
-    let open = World::with(|o| o.allow_loopback = true).await;
+async fn loopback_destinations_follow_the_policy() {
+    // Default (like upstream): allowed. An IP-literal destination gets an IP-SAN leaf and
+    // IP-pattern injection.
+    let open = World::new().await;
     let addr = open.proxy.attach("vm-1", None).await.unwrap();
     open.proxy
         .set_rules(
@@ -392,6 +383,29 @@ async fn loopback_destinations_need_opt_in() {
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(echoed(&body, "authorization"), ["Bearer ip-rule"]);
+
+    // Hardened: loopback names and literals are refused at CONNECT and for plain HTTP;
+    // explicit resolve overrides still work.
+    let closed = World::with(|o| o.allow_loopback = false).await;
+    let addr = closed.proxy.attach("vm-1", None).await.unwrap();
+    for authority in [
+        format!("127.0.0.1:{}", closed.https.port()),
+        format!("localhost:{}", closed.https.port()),
+        format!("[::1]:{}", closed.https.port()),
+    ] {
+        let refused = connect_raw(addr, &authority).await.unwrap_err();
+        assert_eq!(refused.status(), StatusCode::FORBIDDEN, "{authority}");
+    }
+    let client = closed.client(addr);
+    let (status, _) = get_text(
+        &client,
+        &format!("http://127.0.0.1:{}/", closed.http.port()),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = get_text(&client, &closed.https_url(API, "/"), None).await;
+    assert_eq!(status, StatusCode::OK);
 }
 
 #[tokio::test]

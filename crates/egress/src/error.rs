@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 
 /// What failed in the egress proxy.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum EgressError {
     /// The CA certificate file could not be read.
     #[error("failed to read the egress ca certificate")]

@@ -20,7 +20,7 @@ esac
 if [ "$purpose" = test ]; then
   pkgs+=(xvfb xauth webkit2gtk-driver dbus dbus-x11 gnome-keyring libsecret-tools keyutils
          chromium fonts-dejavu-core imagemagick x11-utils
-         busybox-static docker-registry cpio jq)
+         busybox-static docker-registry cpio jq openssl)
 fi
 
 if command -v dpkg-query >/dev/null 2>&1; then

@@ -22,6 +22,8 @@ async fn connection(link: tauri::State<'_, EngineLink>) -> Result<Connection, St
 }
 
 fn main() -> ExitCode {
+    // QEMU re-runs this binary as the bridge to the egress proxy (guestfwd cmd:).
+    hypedeck_cli::maybe_run_connect_helper();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("HYPEDECK_LOG")

@@ -55,10 +55,10 @@ export async function startRegistry() {
   };
 }
 
-export async function startServer(bin, dataDir) {
+export async function startServer(bin, dataDir, env = {}) {
   const child = spawn(bin, ["--data-dir", dataDir, "serve", "--listen", "127.0.0.1:0"], {
     stdio: ["ignore", "pipe", "pipe"],
-    env: { ...process.env, HYPEDECK_LOG: "info" },
+    env: { ...process.env, HYPEDECK_LOG: "info", ...env },
   });
   let output = "";
   child.stdout.on("data", (d) => (output += d));

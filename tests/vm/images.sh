@@ -28,3 +28,15 @@ for lib in $(ldd "$(command -v jq)" | grep -o '/[^ ]*'); do
 done
 "$here/build-image.sh" "$jqroot" "$registry" vm/jq:1 \
   '{"Entrypoint":["/usr/bin/jq"],"Cmd":["-M","-n","1+2"],"Env":["PATH=/usr/bin"]}'
+
+# vm/curl:1  Debian's curl with its shared libraries (an HTTPS client honouring HTTPS_PROXY).
+curlroot=$work/curl
+mkdir -p "$curlroot"/{usr/bin,bin,proc,sys,dev,tmp,etc,root}
+cp "$(command -v curl)" "$curlroot/usr/bin/curl"
+for lib in $(ldd "$(command -v curl)" | grep -o '/[^ ]*'); do
+  mkdir -p "$curlroot$(dirname "$lib")"; cp -L "$lib" "$curlroot$lib"
+done
+cp /bin/busybox "$curlroot/bin/busybox"
+for a in sh env cat echo sleep ip awk grep; do ln -sf busybox "$curlroot/bin/$a"; done
+"$here/build-image.sh" "$curlroot" "$registry" vm/curl:1 \
+  '{"Entrypoint":["/bin/sh","-c"],"Cmd":["env"],"Env":["PATH=/usr/bin:/bin"]}'

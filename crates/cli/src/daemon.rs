@@ -176,11 +176,53 @@ fn select_hypervisor(
     }
 }
 
+/// The egress proxy: its CA certificate on disk, the CA key in the keychain, upstream TLS
+/// verified against the system roots plus `HYPEDECK_EGRESS_EXTRA_CA` (a PEM bundle) if set.
+async fn start_egress(
+    paths: &Paths,
+    keychain: Arc<dyn SecretStore>,
+    data_dir: &Path,
+) -> Result<hypedeck_egress::EgressProxy, DaemonError> {
+    let cert = paths.egress_ca_cert();
+    hypedeck_store::create_private_dir(cert.parent().unwrap_or(paths.root()))?;
+    let account = format!("egress-ca-key/{}", canonical(data_dir).display());
+    let ca = tokio::task::spawn_blocking(move || {
+        hypedeck_egress::CertificateAuthority::load_or_create(&cert, keychain.as_ref(), &account)
+    })
+    .await
+    .map_err(|_| DaemonError::Random)?
+    .map_err(|e| DaemonError::Unsupported(format!("egress proxy CA: {e}")))?;
+    let mut trust = hypedeck_egress::UpstreamTrust::system();
+    if let Some(extra) = std::env::var_os("HYPEDECK_EGRESS_EXTRA_CA") {
+        let pem = std::fs::read_to_string(&extra)
+            .map_err(|e| DaemonError::Unsupported(format!("read HYPEDECK_EGRESS_EXTRA_CA: {e}")))?;
+        trust = trust
+            .with_extra_pem(&pem)
+            .map_err(|e| DaemonError::Unsupported(format!("HYPEDECK_EGRESS_EXTRA_CA: {e}")))?;
+    }
+    // The proxy is the guest's only way out, so by default it refuses host-local destinations
+    // (the host's own services must not be reachable from a sandbox). Test suites whose HTTPS
+    // upstream runs on 127.0.0.1 opt in with HYPEDECK_EGRESS_ALLOW_LOOPBACK=1.
+    let options = hypedeck_egress::ProxyOptions {
+        allow_loopback: std::env::var("HYPEDECK_EGRESS_ALLOW_LOOPBACK").is_ok_and(|v| v == "1"),
+        ..hypedeck_egress::ProxyOptions::default()
+    };
+    hypedeck_egress::EgressProxy::with_options(ca, trust, options)
+        .map_err(|e| DaemonError::Unsupported(format!("egress proxy: {e}")))
+}
+
+fn canonical(dir: &Path) -> PathBuf {
+    std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf())
+}
+
 /// Starts the engine and its API for a data dir. Fails with [`StoreError::Locked`] if another
 /// engine owns it (use [`Endpoint::find`] to attach instead).
 pub async fn start(options: DaemonOptions) -> Result<Daemon, DaemonError> {
     let paths = Paths::new(&options.data_dir);
     let lock = EngineLock::acquire(&paths)?;
+    // A previous engine that died without cleaning up left its endpoint behind: drop it
+    // before anyone can read it as ours.
+    let _ = std::fs::remove_file(paths.engine_endpoint());
     let hypervisor = select_hypervisor(options.hypervisor)?;
     let keychain = open_keychain()?;
     let token = {
@@ -195,9 +237,11 @@ pub async fn start(options: DaemonOptions) -> Result<Daemon, DaemonError> {
         HypervisorChoice::Auto => {
             let images = hypedeck_images::ImageStore::open(paths.images())
                 .map_err(|e| DaemonError::Unsupported(format!("open the image cache: {e}")))?;
+            let egress = start_egress(&paths, keychain.clone(), &options.data_dir).await?;
             Some(GuestRuntime {
                 images: Arc::new(images),
                 system_dir: paths.system(),
+                egress: Some(Arc::new(egress)),
             })
         }
     };

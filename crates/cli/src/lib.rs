@@ -3,3 +3,7 @@
 //! run an engine.
 
 pub mod daemon;
+
+/// Call first thing in `main` of any binary that runs an engine: QEMU re-runs that binary as
+/// the per-connection bridge to the egress proxy.
+pub use hypedeck_egress::maybe_run_connect_helper;

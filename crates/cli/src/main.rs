@@ -118,6 +118,8 @@ async fn shutdown_signal() {
 }
 
 fn main() -> ExitCode {
+    // QEMU runs this binary per guest connection to the egress proxy (guestfwd cmd:).
+    hypedeck_egress::maybe_run_connect_helper();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("HYPEDECK_LOG")

@@ -41,6 +41,7 @@
 //! - TLS never depends on a process-wide default crypto provider: aws-lc-rs is chosen
 //!   explicitly for every client and server configuration.
 
+mod bridge;
 mod ca;
 mod error;
 mod proxy;
@@ -48,6 +49,7 @@ mod rules;
 mod serve;
 mod upstream;
 
+pub use bridge::{CONNECT_SUBCOMMAND, connect_stdio, maybe_run_connect_helper};
 pub use ca::{CA_COMMON_NAME, CertificateAuthority};
 pub use error::EgressError;
 pub use proxy::{EgressProxy, ProxyOptions};

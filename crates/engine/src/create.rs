@@ -157,6 +157,7 @@ fn build_record(
             },
             ip: None,
             mac: None,
+            proxy_port: None,
         },
         volumes: spec.volumes.clone(),
         gpu_profile: spec.gpu_profile.clone(),

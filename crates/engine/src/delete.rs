@@ -28,6 +28,7 @@ impl Engine {
             vm.kill().await?;
             self.vms_guard().remove(&record.id);
         }
+        self.unregister_egress(&record.id).await;
         let accounts: Vec<String> = record
             .secret_env
             .values()

@@ -15,6 +15,7 @@ mod boot;
 mod create;
 mod delete;
 mod derive;
+mod egress;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
 mod images;
@@ -178,6 +179,14 @@ impl Engine {
                 .await?
             {
                 self.vms_guard().insert(record.id.clone(), Arc::from(vm));
+                // Upstream loses proxy rules on restart; Hypedeck reloads them from the keychain.
+                let mut record = record.clone();
+                let before = record.network.proxy_port;
+                if let Err(e) = self.register_egress(&mut record).await {
+                    tracing::error!(error = %e, id = %record.id, "could not restore egress rules");
+                } else if record.network.proxy_port != before {
+                    record.save(&self.paths)?;
+                }
             }
         }
         Ok(())

@@ -103,6 +103,7 @@ impl Engine {
             vm.kill().await?;
             self.vms_guard().remove(&record.id);
         }
+        self.unregister_egress(&record.id).await;
         self.settle_exit(&mut record);
         record.stopped_at = Some(OffsetDateTime::now_utc());
         record.save(&self.paths)?;

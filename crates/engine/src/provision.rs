@@ -24,6 +24,8 @@ pub struct GuestRuntime {
     pub images: Arc<ImageStore>,
     /// The data dir's `system/` (kernel, initramfs).
     pub system_dir: PathBuf,
+    /// The credential-injecting egress proxy (instances with `network.egress.enabled`).
+    pub egress: Option<Arc<hypedeck_egress::EgressProxy>>,
 }
 
 /// Deterministic per-instance network identity (user-mode networking: each VM has its own
@@ -105,7 +107,26 @@ impl Engine {
         let runtime_dir = self.paths.instance_runtime(&id);
         hypedeck_store::create_private_dir(&logs)?;
         hypedeck_store::create_private_dir(&runtime_dir)?;
-        let (net, prefix) = network_identity(&record.id);
+        let (mut net, prefix) = network_identity(&record.id);
+        let mut guest_env = guest_env;
+        let mut ca_cert_pem = None;
+        if self.guest.is_some()
+            && let Some(proxy_addr) = self.register_egress(record).await?
+        {
+            // The only way out is the proxy: QEMU forwards one guest address to it.
+            let guest_addr = crate::egress::guest_proxy_addr(&net.gateway);
+            net.restrict = true;
+            net.guest_forwards = vec![(
+                guest_addr.clone(),
+                crate::egress::bridge_command(proxy_addr.port()),
+            )];
+            let url = format!("http://{guest_addr}");
+            for key in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
+                guest_env.retain(|e| e.split('=').next() != Some(key));
+                guest_env.push(format!("{key}={url}"));
+            }
+            ca_cert_pem = self.egress_proxy().map(|p| p.ca_pem());
+        }
         let network = record.network.enabled.then(|| net.clone());
         if record.network.enabled {
             record.network.ip = Some(net.guest_ip.clone());
@@ -187,7 +208,7 @@ impl Engine {
                 gateway: n.gateway.clone(),
                 dns: n.dns.clone(),
             }),
-            ca_cert_pem: None,
+            ca_cert_pem,
         };
         let config_disk = dir.join("config.img");
         let bytes = config.to_disk().map_err(EngineError::Provision)?;

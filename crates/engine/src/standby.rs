@@ -52,6 +52,7 @@ impl Engine {
             return Err(e.into());
         }
         self.vms_guard().remove(&record.id);
+        self.unregister_egress(&record.id).await;
         record.stopped_at = Some(OffsetDateTime::now_utc());
         record.save(&self.paths)?;
         self.ops_log(&record.id, "vm saved to standby");

@@ -9,6 +9,42 @@ use hypedeck_secrets::Sensitive;
 use crate::{Engine, EngineError, accepts_env_update};
 
 impl Engine {
+    /// Puts keychain values back after a failed update.
+    async fn restore_secrets(&self, id: &str, rollback: Vec<(String, Option<Sensitive<String>>)>) {
+        let result = self
+            .blocking(move |store| {
+                for (account, old) in &rollback {
+                    match old {
+                        Some(v) => store.set(account, v)?,
+                        None => store.delete(account)?,
+                    }
+                }
+                Ok(())
+            })
+            .await;
+        if let Err(e) = result {
+            tracing::error!(error = %e, %id, "could not roll back keychain values");
+        }
+        self.secret_cache().remove(id);
+    }
+
+    /// Rebuilds an attached instance's proxy rules from the keychain.
+    async fn reload_egress_rules(
+        &self,
+        record: &hypedeck_store::InstanceRecord,
+    ) -> Result<(), EngineError> {
+        let Some(proxy) = self.egress_proxy() else {
+            return Ok(());
+        };
+        if !record.network.egress.enabled {
+            return Ok(());
+        }
+        let values = self.secret_env(record).await?;
+        proxy
+            .set_rules(&record.id, crate::egress::build_rules(record, &values))
+            .map_err(|e| EngineError::Provision(format!("egress rules: {e}")))
+    }
+
     /// Applies a validated update. Order (upstream `lib/instances/update.go`): key checks (400)
     /// before the state check (409); a merge, never a delete; keychain first, metadata second,
     /// keychain rolled back if metadata cannot be written.
@@ -72,25 +108,21 @@ impl Engine {
             })
             .await?;
             self.secret_cache().remove(&record.id);
+            // Swap the proxy's rules: the next request through the proxy carries the new value.
+            if let Err(e) = self.reload_egress_rules(&record).await {
+                self.restore_secrets(&record.id, rollback.clone()).await;
+                return Err(e);
+            }
         }
 
         for (key, value) in &update.policies {
             record.policies.insert(key.clone(), value.clone());
         }
         if let Err(e) = record.save(&self.paths) {
-            let restore = rollback;
-            let _ = self
-                .blocking(move |store| {
-                    for (account, old) in &restore {
-                        match old {
-                            Some(v) => store.set(account, v)?,
-                            None => store.delete(account)?,
-                        }
-                    }
-                    Ok(())
-                })
-                .await;
-            self.secret_cache().remove(&record.id);
+            self.restore_secrets(&record.id, rollback).await;
+            if let Err(e) = self.reload_egress_rules(&record).await {
+                tracing::error!(error = %e, id = %record.id, "could not roll back egress rules");
+            }
             return Err(e.into());
         }
         let observed = self.observe(&mut record).await;

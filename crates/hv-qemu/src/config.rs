@@ -158,8 +158,12 @@ pub fn argv(spec: &VmSpec, accel: Accel, arch: Arch) -> Vec<String> {
             net.dns,
             if net.restrict { "on" } else { "off" }
         );
-        for (guest, host) in &net.guest_forwards {
-            netdev.push_str(&format!(",guestfwd=tcp:{guest}-tcp:{host}"));
+        for (guest, command) in &net.guest_forwards {
+            // One command per guest connection (a `tcp:` target would be a single stream).
+            netdev.push_str(&format!(
+                ",guestfwd=tcp:{guest}-cmd:{}",
+                command.replace(',', ",,")
+            ));
         }
         push(&["-netdev", &netdev]);
         push(&[
@@ -229,7 +233,10 @@ mod tests {
                 dns: "10.100.7.3".into(),
                 guest_ip: "10.100.7.15".into(),
                 restrict: true,
-                guest_forwards: vec![("10.100.7.100:3128".into(), "127.0.0.1:18080".into())],
+                guest_forwards: vec![(
+                    "10.100.7.100:3128".into(),
+                    "'/opt/hypedeck' __egress-connect 18080".into(),
+                )],
             }),
         }
     }
@@ -245,7 +252,7 @@ mod tests {
 -device virtio-blk-pci,drive=disk0 \
 -drive file=/data/i/x/overlay,,1.ext4,if=none,id=disk1,format=raw,cache=writeback,throttling.bps-total=104857600,throttling.bps-total-max=419430400 \
 -device virtio-blk-pci,drive=disk1 \
--netdev user,id=net0,net=10.100.7.0/24,host=10.100.7.2,dns=10.100.7.3,restrict=on,guestfwd=tcp:10.100.7.100:3128-tcp:127.0.0.1:18080 \
+-netdev user,id=net0,net=10.100.7.0/24,host=10.100.7.2,dns=10.100.7.3,restrict=on,guestfwd=tcp:10.100.7.100:3128-cmd:'/opt/hypedeck' __egress-connect 18080 \
 -device virtio-net-pci,netdev=net0,mac=02:00:00:ab:cd:ef -device virtio-serial-pci \
 -chardev socket,id=ctl,path=/data/instances/tz4a98xxat96iws9zmbrgj3a/run/ctl.sock,server=on,wait=off \
 -device virtserialport,chardev=ctl,name=hypedeck.ctl \

@@ -72,7 +72,8 @@ pub struct NetSpec {
     pub guest_ip: String,
     /// Forbid direct egress: the only way out is `guest_forwards`.
     pub restrict: bool,
-    /// `guest_addr:port` -> `host_addr:port` forwards (e.g. to the egress proxy).
+    /// `guest_addr:port` -> a host command run per guest connection with the connection on
+    /// its stdin/stdout (e.g. the bridge to the egress proxy).
     pub guest_forwards: Vec<(String, String)>,
 }
 

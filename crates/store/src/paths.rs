@@ -74,6 +74,11 @@ impl Paths {
         self.root.join("images")
     }
 
+    /// The egress proxy's CA certificate (its private key lives in the OS keychain).
+    pub fn egress_ca_cert(&self) -> PathBuf {
+        self.root.join("egress").join("ca.crt")
+    }
+
     /// Kernel, initramfs and other system files.
     pub fn system(&self) -> PathBuf {
         self.root.join("system")

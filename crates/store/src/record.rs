@@ -48,6 +48,9 @@ pub struct NetworkRecord {
     /// Allocated guest MAC.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<String>,
+    /// Host port of this instance's egress proxy listener (the guestfwd target).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_port: Option<u16>,
 }
 
 /// One instance's metadata.

@@ -1,0 +1,104 @@
+//! Wiring instances to the host egress proxy: a listener per instance (reached from the guest
+//! only through QEMU's `guestfwd`), rules built from the credential policies and the real
+//! values in the keychain, swapped atomically on rotation.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use hypedeck_egress::{EgressProxy, InjectRule};
+use hypedeck_secrets::Sensitive;
+use hypedeck_store::InstanceRecord;
+
+use crate::{Engine, EngineError};
+
+/// The port the guest dials for the proxy (upstream's), on the `.100` address of its subnet.
+pub const GUEST_PROXY_PORT: u16 = hypedeck_egress::DEFAULT_PROXY_PORT;
+
+/// The guest-side proxy address for a subnet gateway like `10.100.7.2`.
+pub fn guest_proxy_addr(gateway: &str) -> String {
+    let prefix = gateway.rsplit_once('.').map(|(p, _)| p).unwrap_or(gateway);
+    format!("{prefix}.100:{GUEST_PROXY_PORT}")
+}
+
+/// The command QEMU runs per guest connection to the proxy: this very executable as the
+/// stdio bridge (see `hypedeck_egress::connect_stdio`).
+pub fn bridge_command(port: u16) -> String {
+    let exe = std::env::current_exe().unwrap_or_else(|_| std::path::PathBuf::from("hypedeck"));
+    let quoted = format!("'{}'", exe.display().to_string().replace('\'', "'\\''"));
+    format!("{quoted} {} {port}", hypedeck_egress::CONNECT_SUBCOMMAND)
+}
+
+/// Header rules for an instance: for each credential (sorted) and each inject entry,
+/// `format` with `${value}` replaced by the real value. Credentials without a value are
+/// skipped, like upstream.
+pub fn build_rules(
+    record: &InstanceRecord,
+    values: &BTreeMap<String, Sensitive<String>>,
+) -> Vec<InjectRule> {
+    let mut rules = Vec::new();
+    for policy in record.credentials.values() {
+        let Some(real) = values.get(&policy.source.env) else {
+            continue;
+        };
+        if real.expose().trim().is_empty() {
+            continue;
+        }
+        for inject in &policy.inject {
+            rules.push(InjectRule {
+                header: inject.as_.header.clone(),
+                value: Sensitive::new(inject.as_.format.replace("${value}", real.expose())),
+                hosts: inject.hosts.clone(),
+            });
+        }
+    }
+    rules
+}
+
+impl Engine {
+    pub(crate) fn egress_proxy(&self) -> Option<Arc<EgressProxy>> {
+        self.guest.as_ref().and_then(|g| g.egress.clone())
+    }
+
+    /// Attaches the instance to the proxy (on its recorded port when it has one) and loads its
+    /// rules. Returns the host address QEMU's guestfwd must point at.
+    pub(crate) async fn register_egress(
+        &self,
+        record: &mut InstanceRecord,
+    ) -> Result<Option<std::net::SocketAddr>, EngineError> {
+        if !record.network.egress.enabled {
+            return Ok(None);
+        }
+        let Some(proxy) = self.egress_proxy() else {
+            return Err(EngineError::Provision(
+                "the egress proxy is not running".into(),
+            ));
+        };
+        let addr = proxy
+            .attach(&record.id, record.network.proxy_port)
+            .await
+            .map_err(|e| EngineError::Provision(format!("egress proxy: {e}")))?;
+        record.network.proxy_port = Some(addr.port());
+        let values = self.secret_env(record).await?;
+        proxy
+            .set_rules(&record.id, build_rules(record, &values))
+            .map_err(|e| EngineError::Provision(format!("egress rules: {e}")))?;
+        Ok(Some(addr))
+    }
+
+    /// Forgets the instance's listener and rules (stop, standby, delete).
+    pub(crate) async fn unregister_egress(&self, id: &str) {
+        if let Some(proxy) = self.egress_proxy() {
+            proxy.detach(id).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guest_proxy_address_is_inside_the_subnet() {
+        assert_eq!(guest_proxy_addr("10.100.7.2"), "10.100.7.100:18080");
+    }
+}

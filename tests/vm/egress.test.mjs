@@ -1,0 +1,150 @@
+// Credentials the guest never sees: a curl guest talks HTTPS to a local upstream through the
+// host egress proxy, which injects the real value; PATCH rotates it with no restart.
+import { test, before, after, describe } from "node:test";
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from "node:fs";
+import { createServer } from "node:https";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import Hypeman from "@onkernel/hypeman";
+import { startRegistry, startServer, newDataDir, waitFor, logLines } from "./harness.mjs";
+
+const BIN = path.resolve(process.env.HYPEDECK_BIN ?? "target/debug/hypedeck");
+const SECRETS = ["sk-egress-first-value", "sk-egress-rotated-value", "real-token-never-in-guest"];
+
+let registry, dataDir, server, client, upstream, pki;
+const seen = []; // {host, authorization, direct}
+
+function makePki() {
+  const dir = mkdtempSync(path.join(tmpdir(), "hypedeck-pki-"));
+  const run = (args) => execFileSync("openssl", args, { cwd: dir, stdio: "pipe" });
+  run(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2",
+    "-subj", "/CN=hypedeck test upstream CA", "-keyout", "ca.key", "-out", "ca.pem"]);
+  run(["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=localhost",
+    "-keyout", "srv.key", "-out", "srv.csr"]);
+  const ext = path.join(dir, "ext.cnf");
+  execFileSync("sh", ["-c", `printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\n' > ${ext}`]);
+  run(["x509", "-req", "-in", "srv.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2",
+    "-extfile", "ext.cnf", "-out", "srv.pem"]);
+  return { dir, ca: path.join(dir, "ca.pem"), cert: readFileSync(path.join(dir, "srv.pem")), key: readFileSync(path.join(dir, "srv.key")) };
+}
+
+before(async () => {
+  pki = makePki();
+  upstream = createServer({ cert: pki.cert, key: pki.key }, (req, res) => {
+    seen.push({
+      host: req.headers.host,
+      authorization: req.headers.authorization ?? null,
+      token: req.headers["x-token"] ?? null,
+      direct: req.headers["x-direct"] === "1",
+    });
+    res.end("upstream ok\n"); // never echo the header: the guest must not learn it
+  });
+  await new Promise((r) => upstream.listen(0, "127.0.0.1", r));
+  registry = await startRegistry();
+  dataDir = newDataDir();
+  server = await startServer(BIN, dataDir, { HYPEDECK_EGRESS_EXTRA_CA: pki.ca, HYPEDECK_EGRESS_ALLOW_LOOPBACK: "1" });
+  client = server.client();
+});
+
+after(async () => {
+  await server?.stop();
+  await registry?.stop();
+  upstream?.close();
+  if (dataDir) rmSync(dataDir, { recursive: true, force: true });
+  if (pki) rmSync(pki.dir, { recursive: true, force: true });
+});
+
+describe("egress proxy with credential injection", () => {
+  test("the guest sees mocks; the upstream sees the real value; PATCH rotates it live", async () => {
+    const port = upstream.address().port;
+    const script = [
+      "env | grep -E '^(OPENAI_KEY|API_TOKEN|REAL_TOKEN|HTTPS_PROXY|PORT)=' | sort",
+      "GW=$(ip route | awk '/default/{print $3}')",
+      `if curl -s --noproxy '*' --max-time 3 -H 'X-Direct: 1' https://$GW:${port}/ -k >/dev/null 2>&1; then echo DIRECT-OK; else echo DIRECT-FAILED; fi`,
+      `while true; do curl -sS --max-time 20 -H 'Authorization: guest-own' https://localhost:${port}/; sleep 1; done`,
+    ].join("; ");
+    const created = await client.instances.create({
+      name: "agent",
+      image: `${registry.host}/vm/curl:1`,
+      vcpus: 1,
+      size: "256MB",
+      env: { OPENAI_KEY: SECRETS[0], REAL_TOKEN: SECRETS[2], PORT: "3000" },
+      network: { enabled: true, egress: { enabled: true } },
+      credentials: {
+        OPENAI_KEY: { source: { env: "OPENAI_KEY" }, inject: [{ hosts: ["localhost"], as: { header: "Authorization", format: "Bearer ${value}" } }] },
+        API_TOKEN: { source: { env: "REAL_TOKEN" }, inject: [{ hosts: ["api.example.com"], as: { header: "X-Token", format: "${value}" } }] },
+      },
+      cmd: [script],
+    }, { timeout: 240_000 });
+    assert.equal(created.env.OPENAI_KEY, SECRETS[0], "the API echoes real values like upstream");
+
+    try {
+      await waitFor(() => seen.some((s) => s.host.startsWith("localhost")), "a request through the proxy", 180_000);
+    } catch (e) {
+      const log = await logLines(client, created.id).catch(() => []);
+      throw new Error(`${e.message}\nseen=${JSON.stringify(seen)}\nguest log:\n${log.join("\n")}\nengine:\n${server.output().slice(-3000)}`);
+    }
+    const lines = await logLines(client, created.id);
+    assert.ok(lines.includes("OPENAI_KEY=mock-OPENAI_KEY"), lines.join("\n"));
+    assert.ok(lines.includes("API_TOKEN=mock-API_TOKEN"), lines.join("\n"));
+    assert.ok(!lines.some((l) => l.startsWith("REAL_TOKEN=")), "a source.env var named differently never reaches the guest");
+    assert.ok(lines.some((l) => /^HTTPS_PROXY=http:\/\/10\.100\.\d+\.100:18080$/.test(l)), lines.join("\n"));
+    assert.ok(lines.includes("DIRECT-FAILED"), "direct egress bypassing the proxy must fail");
+    assert.ok(!seen.some((s) => s.direct), "the upstream never saw a direct request");
+    for (const line of lines) for (const secret of SECRETS) assert.ok(!line.includes(secret), `secret in guest output: ${line}`);
+
+    const viaLocalhost = seen.filter((s) => s.host.startsWith("localhost"));
+    assert.ok(viaLocalhost.every((s) => s.authorization === `Bearer ${SECRETS[0]}`), JSON.stringify(viaLocalhost));
+    // API_TOKEN's rule only matches api.example.com: requests to localhost never carry it.
+    assert.ok(viaLocalhost.every((s) => s.token === null), JSON.stringify(viaLocalhost));
+
+    // PATCH error cases, then the rotation.
+    await assert.rejects(client.instances.update(created.id, { env: { PORT: "1" } }), (e) =>
+      e instanceof Hypeman.BadRequestError &&
+      e.error.message === "invalid request: env keys [PORT] are not credential source env vars; allowed keys: [OPENAI_KEY REAL_TOKEN]");
+    await assert.rejects(client.instances.update(created.id, { env: { OPENAI_KEY: " " } }), (e) =>
+      e instanceof Hypeman.BadRequestError && /must be non-empty/.test(e.error.message));
+    const before = await client.instances.get(created.id);
+    const rotated = await client.instances.update(created.id, { env: { OPENAI_KEY: SECRETS[1] } });
+    assert.equal(rotated.env.OPENAI_KEY, SECRETS[1]);
+    const mark = seen.length;
+    await waitFor(() => seen.slice(mark).some((s) => s.host.startsWith("localhost")), "a request after the rotation", 60_000);
+    const after = seen.slice(mark).filter((s) => s.host.startsWith("localhost"));
+    assert.ok(after.every((s) => s.authorization === `Bearer ${SECRETS[1]}`), JSON.stringify(after));
+    const now = await client.instances.get(created.id);
+    assert.equal(now.state, "Running");
+    assert.equal(now.started_at, before.started_at, "no restart");
+
+    // Restart-safe: a new engine re-registers the rules from the keychain.
+    await server.stop("SIGKILL");
+    server = await startServer(BIN, dataDir, { HYPEDECK_EGRESS_EXTRA_CA: pki.ca, HYPEDECK_EGRESS_ALLOW_LOOPBACK: "1" });
+    client = server.client();
+    const mark2 = seen.length;
+    await waitFor(() => seen.slice(mark2).some((s) => s.host.startsWith("localhost")), "requests after an engine restart", 60_000);
+    assert.ok(seen.slice(mark2).filter((s) => s.host.startsWith("localhost")).every((s) => s.authorization === `Bearer ${SECRETS[1]}`));
+    const again = await client.instances.update(created.id, { env: { OPENAI_KEY: SECRETS[0] } });
+    assert.equal(again.env.OPENAI_KEY, SECRETS[0]);
+
+    await client.instances.stop(created.id);
+    await assert.rejects(client.instances.update(created.id, { env: { OPENAI_KEY: "x" } }), (e) =>
+      e instanceof Hypeman.ConflictError &&
+      e.error.message === "invalid state transition: instance must be running or initializing to update env (current state: Stopped)");
+    await client.instances.delete(created.id);
+  });
+
+  test("no secret value is left in the data dir or the engine's output", () => {
+    const walk = (dir) => readdirSync(dir).flatMap((n) => {
+      const p = path.join(dir, n);
+      const st = statSync(p);
+      if (st.isDirectory()) return walk(p);
+      return st.isFile() && st.size < 64 * 1024 * 1024 ? [p] : [];
+    });
+    for (const file of walk(dataDir)) {
+      const text = readFileSync(file).toString("latin1");
+      for (const secret of SECRETS) assert.ok(!text.includes(secret), `${secret} found in ${file}`);
+    }
+    for (const secret of SECRETS) assert.ok(!server.output().includes(secret), "secret in engine output");
+  });
+});

@@ -157,6 +157,10 @@ describe("instances boot real OCI images under QEMU", () => {
     assert.equal(accepted.name, name);
     assert.match(accepted.digest, /^sha256:[0-9a-f]{64}$/);
     assert.ok(["pending", "pulling", "converting", "ready"].includes(accepted.status), accepted.status);
+    // Right after the 202 the image is visible (with progress) even before it is ready.
+    const early = await client.images.get(name);
+    assert.equal(early.digest, accepted.digest);
+    if (early.status !== "ready") assert.ok(early.bytes_total >= early.bytes_done, JSON.stringify(early));
     const ready = await waitFor(async () => {
       const i = await client.images.get(name);
       return i.status === "ready" ? i : null;

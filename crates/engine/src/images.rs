@@ -48,6 +48,28 @@ fn to_info(image: Image) -> ImageInfo {
         size_bytes: image.size_bytes,
         status: image.status.as_str().to_string(),
         working_dir: image.config.working_dir,
+        bytes_done: None,
+        bytes_total: None,
+    }
+}
+
+/// What a pull in flight looks like on the wire (the cache has no record until it is ready).
+fn pending_info(name: &str, progress: &hypedeck_images::PullProgress) -> ImageInfo {
+    ImageInfo {
+        cmd: None,
+        created_at: time::OffsetDateTime::now_utc(),
+        digest: progress.digest.to_string(),
+        entrypoint: None,
+        env: None,
+        error: progress.error.clone(),
+        name: name.to_string(),
+        platform: None,
+        queue_position: None,
+        size_bytes: None,
+        status: progress.status.as_str().to_string(),
+        working_dir: None,
+        bytes_done: Some(progress.bytes_done),
+        bytes_total: Some(progress.bytes_total),
     }
 }
 
@@ -78,7 +100,23 @@ impl Engine {
             hypedeck_images::ImageRef::parse(name)
                 .map_err(|_| EngineError::InvalidImageReference)?;
         }
-        store.get(name).map(to_info).ok_or(EngineError::NotFound)
+        if let Some(image) = store.get(name) {
+            return Ok(to_info(image));
+        }
+        // A pull this engine started and that is still running (or just failed).
+        let pulls = self.pulls.lock().unwrap_or_else(|p| p.into_inner());
+        let normalized = hypedeck_images::ImageRef::parse(name)
+            .map(|r| r.to_string())
+            .ok();
+        let found = pulls.iter().find(|(n, d)| {
+            Some(n) == normalized.as_ref() || n.as_str() == name || d.to_string() == name
+        });
+        if let Some((n, digest)) = found
+            && let Some(progress) = store.progress(digest)
+        {
+            return Ok(pending_info(n, &progress));
+        }
+        Err(EngineError::NotFound)
     }
 
     /// Starts pulling an image and returns at once with its status (upstream: 202).
@@ -115,20 +153,12 @@ impl Engine {
             .map_err(|e| map_image_error(e, name))?;
         let digest = handle.digest().to_string();
         let progress = handle.progress();
-        let pending = ImageInfo {
-            cmd: None,
-            created_at: time::OffsetDateTime::now_utc(),
-            digest: digest.clone(),
-            entrypoint: None,
-            env: None,
-            error: progress.error.clone(),
-            name: handle.name().to_string(),
-            platform: None,
-            queue_position: None,
-            size_bytes: None,
-            status: progress.status.as_str().to_string(),
-            working_dir: None,
-        };
+        let pending = pending_info(handle.name(), &progress);
+        {
+            let mut pulls = self.pulls.lock().unwrap_or_else(|p| p.into_inner());
+            pulls.retain(|(n, _)| n != handle.name());
+            pulls.push((handle.name().to_string(), progress.digest.clone()));
+        }
         // Keep the pull running after this request returns.
         tokio::spawn(async move {
             if let Err(e) = handle.wait().await {

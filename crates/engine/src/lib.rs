@@ -133,6 +133,9 @@ pub struct Engine {
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// VMMs this engine started or re-attached, by instance id.
     vms: Mutex<HashMap<String, Arc<dyn Vm>>>,
+    /// Pulls started through the API: normalized name and digest, so `GET /images/{name}`
+    /// can report progress before the cache has a record.
+    pulls: Mutex<Vec<(String, hypedeck_images::Digest)>>,
     /// Credential values by instance id, then env key (a cache of the keychain).
     secret_cache: Mutex<HashMap<String, BTreeMap<String, Sensitive<String>>>>,
 }
@@ -148,6 +151,7 @@ impl Engine {
             create_lock: tokio::sync::Mutex::new(()),
             locks: Mutex::new(HashMap::new()),
             vms: Mutex::new(HashMap::new()),
+            pulls: Mutex::new(Vec::new()),
             secret_cache: Mutex::new(HashMap::new()),
         }
     }

@@ -280,6 +280,12 @@ pub struct ImageInfo {
     /// Working directory from the image config.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub working_dir: Option<String>,
+    /// Hypedeck extension: blob bytes downloaded so far while pulling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_done: Option<u64>,
+    /// Hypedeck extension: blob bytes to download in total while pulling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_total: Option<u64>,
 }
 
 /// One resource's capacity and use (`GET /resources`).

@@ -46,11 +46,7 @@ impl Engine {
         id_or_name: &str,
         overrides: StartOverrides,
     ) -> Result<Instance, EngineError> {
-        let found = self.resolve(id_or_name)?;
-        let lock = self.lock_for(&found.id);
-        let _guard = lock.lock().await;
-        let mut record = self.resolve(&found.id)?;
-        let observed = self.observe(&mut record).await;
+        let (_guard, mut record, observed) = self.lock_and_observe(id_or_name).await?;
         match observed.state {
             InstanceState::Stopped => {}
             InstanceState::Running | InstanceState::Initializing if overrides.is_empty() => {
@@ -78,11 +74,7 @@ impl Engine {
     /// Stops a Running/Initializing instance: graceful power-off, then kill after
     /// [`STOP_TIMEOUT`]. Stopped is a no-op.
     pub async fn stop(&self, id_or_name: &str) -> Result<Instance, EngineError> {
-        let found = self.resolve(id_or_name)?;
-        let lock = self.lock_for(&found.id);
-        let _guard = lock.lock().await;
-        let mut record = self.resolve(&found.id)?;
-        let observed = self.observe(&mut record).await;
+        let (_guard, mut record, observed) = self.lock_and_observe(id_or_name).await?;
         match observed.state {
             InstanceState::Stopped => return self.render(&record, &observed).await,
             InstanceState::Running | InstanceState::Initializing => {}

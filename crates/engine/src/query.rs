@@ -145,6 +145,20 @@ impl Engine {
         }
     }
 
+    /// Resolves an instance, takes its lock, and reads it and its state again under the lock
+    /// (another verb may have changed it while this one waited). Every mutating verb starts
+    /// here.
+    pub(crate) async fn lock_and_observe(
+        &self,
+        id_or_name: &str,
+    ) -> Result<(tokio::sync::OwnedMutexGuard<()>, InstanceRecord, Observed), EngineError> {
+        let found = self.resolve(id_or_name)?;
+        let guard = self.lock_for(&found.id).lock_owned().await;
+        let mut record = self.resolve(&found.id)?;
+        let observed = self.observe(&mut record).await;
+        Ok((guard, record, observed))
+    }
+
     /// One instance by id, name or id prefix.
     pub async fn get(&self, id_or_name: &str) -> Result<Instance, EngineError> {
         let mut record = self.resolve(id_or_name)?;

@@ -13,11 +13,7 @@ impl Engine {
 
     /// Running -> Standby: pause, save memory and devices, end the VMM. Standby is a no-op.
     pub async fn standby(&self, id_or_name: &str) -> Result<Instance, EngineError> {
-        let found = self.resolve(id_or_name)?;
-        let lock = self.lock_for(&found.id);
-        let _guard = lock.lock().await;
-        let mut record = self.resolve(&found.id)?;
-        let observed = self.observe(&mut record).await;
+        let (_guard, mut record, observed) = self.lock_and_observe(id_or_name).await?;
         match observed.state {
             InstanceState::Standby => return self.render(&record, &observed).await,
             InstanceState::Running => {}
@@ -63,11 +59,7 @@ impl Engine {
     /// Standby -> Running: start a VMM from the saved state; the guest continues where it
     /// was. Running/Initializing is a no-op. The snapshot is removed once the VM runs.
     pub async fn restore(&self, id_or_name: &str) -> Result<Instance, EngineError> {
-        let found = self.resolve(id_or_name)?;
-        let lock = self.lock_for(&found.id);
-        let _guard = lock.lock().await;
-        let mut record = self.resolve(&found.id)?;
-        let observed = self.observe(&mut record).await;
+        let (_guard, mut record, observed) = self.lock_and_observe(id_or_name).await?;
         match observed.state {
             InstanceState::Running | InstanceState::Initializing => {
                 return self.render(&record, &observed).await;

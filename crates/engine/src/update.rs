@@ -53,17 +53,12 @@ impl Engine {
         id_or_name: &str,
         update: InstanceUpdate,
     ) -> Result<Instance, EngineError> {
-        let record = self.resolve(id_or_name)?;
-        let lock = self.lock_for(&record.id);
-        let _guard = lock.lock().await;
-        // Re-read under the lock: another verb may have changed it.
-        let mut record = self.resolve(&record.id)?;
-
+        let (_guard, mut record, observed) = self.lock_and_observe(id_or_name).await?;
+        // 400s (keys) are decided before the 409 (state), like upstream.
         if let Some(env) = &update.env {
             check_env_update(env, &record.credentials, record.network.egress.enabled)
                 .map_err(EngineError::Rejected)?;
         }
-        let observed = self.observe(&mut record).await;
         if update.env.is_some() && !accepts_env_update(observed.state) {
             return Err(EngineError::InvalidState(format!(
                 "instance must be running or initializing to update env (current state: {})",

@@ -35,11 +35,12 @@ export async function startServer({ bin, args = [], env = {} }) {
   child.stdout.on("data", (d) => (output += d));
   child.stderr.on("data", (d) => (output += d));
   const exited = new Promise((resolve) => child.on("exit", resolve));
-  const url = await waitFor(() => {
+  const url = await waitFor(async () => {
     if (child.exitCode !== null) throw new Error(`serve exited: ${output}`);
     const status = execFileSync(bin, ["--data-dir", dataDir, "status"]).toString();
     const m = status.match(/^running: (\S+)/);
-    return m?.[1];
+    // The URL must answer: never hand out a stale endpoint.
+    return m && (await fetch(`${m[1]}/health`)).ok ? m[1] : undefined;
   }, "hypedeck serve to listen");
   const token = execFileSync(bin, ["--data-dir", dataDir, "token"]).toString().trim();
   const client = (options = {}) =>

@@ -5,6 +5,8 @@ import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from "node:fs";
 import { createServer } from "node:https";
+import { request as httpRequest } from "node:http";
+import { connect as tlsConnect } from "node:tls";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import Hypeman from "@onkernel/hypeman";
@@ -38,6 +40,7 @@ before(async () => {
       authorization: req.headers.authorization ?? null,
       token: req.headers["x-token"] ?? null,
       direct: req.headers["x-direct"] === "1",
+      id: req.headers["x-req"] ?? null,
     });
     res.end("upstream ok\n"); // never echo the header: the guest must not learn it
   });
@@ -131,6 +134,70 @@ describe("egress proxy with credential injection", () => {
     await assert.rejects(client.instances.update(created.id, { env: { OPENAI_KEY: "x" } }), (e) =>
       e instanceof Hypeman.ConflictError &&
       e.error.message === "invalid state transition: instance must be running or initializing to update env (current state: Stopped)");
+    await client.instances.delete(created.id);
+  });
+
+  test("rotating every few ms under load: each request carries one value, never a stale one", async () => {
+    const created = await client.instances.create({
+      name: "rotator", image: `${registry.host}/vm/curl:1`, vcpus: 1, size: "256MB",
+      env: { OPENAI_KEY: "sk-load-0" },
+      network: { egress: { enabled: true } },
+      credentials: { OPENAI_KEY: { source: { env: "OPENAI_KEY" }, inject: [{ hosts: ["localhost"], as: { header: "Authorization", format: "Bearer ${value}" } }] } },
+      cmd: ["sleep 3600"],
+    }, { timeout: 240_000 });
+    const meta = JSON.parse(readFileSync(path.join(dataDir, "instances", created.id, "metadata.json"), "utf8"));
+    const proxyPort = meta.network.proxy_port;
+    assert.ok(proxyPort > 0, JSON.stringify(meta.network));
+    const ca = readFileSync(path.join(dataDir, "egress", "ca.crt"));
+    const upPort = upstream.address().port;
+
+    // One HTTPS request through the instance's proxy listener (what the guest's traffic uses).
+    const viaProxy = (id) => new Promise((resolve, reject) => {
+      const req = httpRequest({ host: "127.0.0.1", port: proxyPort, method: "CONNECT", path: `localhost:${upPort}` });
+      req.on("connect", (res, socket) => {
+        if (res.statusCode !== 200) return reject(new Error(`CONNECT ${res.statusCode}`));
+        const tls = tlsConnect({ socket, ca, servername: "localhost" }, () => {
+          tls.write(`GET / HTTP/1.1\r\nHost: localhost:${upPort}\r\nX-Req: ${id}\r\nConnection: close\r\n\r\n`);
+        });
+        let body = "";
+        tls.on("data", (d) => (body += d));
+        tls.on("end", () => resolve(body));
+        tls.on("error", reject);
+      });
+      req.on("error", reject);
+      req.end();
+    });
+
+    const rotations = []; // [index, completedAt]
+    let stop = false;
+    const rotate = (async () => {
+      for (let i = 1; !stop; i++) {
+        await client.instances.update(created.id, { env: { OPENAI_KEY: `sk-load-${i}` } });
+        rotations.push([i, Date.now()]);
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    })();
+    const sent = []; // [id, sentAt]
+    const deadline = Date.now() + 4000;
+    for (let n = 0; Date.now() < deadline; n++) {
+      const id = `load-${n}`;
+      sent.push([id, Date.now()]);
+      await viaProxy(id);
+    }
+    stop = true;
+    await rotate;
+    assert.ok(rotations.length >= 10, `only ${rotations.length} rotations`);
+    assert.ok(sent.length >= 20, `only ${sent.length} requests`);
+    for (const [id, sentAt] of sent) {
+      const got = seen.find((s) => s.id === id);
+      assert.ok(got, `request ${id} never arrived`);
+      const m = /^Bearer sk-load-(\d+)$/.exec(got.authorization ?? "");
+      assert.ok(m, `request ${id} carried ${got.authorization}`);
+      const carried = Number(m[1]);
+      // Every rotation that completed before this request was sent must be visible.
+      const newest = rotations.filter(([, at]) => at < sentAt).reduce((a, [i]) => Math.max(a, i), 0);
+      assert.ok(carried >= newest, `request ${id} carried sk-load-${carried} after sk-load-${newest} was in force`);
+    }
     await client.instances.delete(created.id);
   });
 

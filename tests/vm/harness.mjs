@@ -64,10 +64,11 @@ export async function startServer(bin, dataDir, env = {}) {
   child.stdout.on("data", (d) => (output += d));
   child.stderr.on("data", (d) => (output += d));
   const exited = new Promise((r) => child.on("exit", r));
-  const url = await waitFor(() => {
+  const url = await waitFor(async () => {
     if (child.exitCode !== null) throw new Error(`serve exited: ${output}`);
     const m = execFileSync(bin, ["--data-dir", dataDir, "status"]).toString().match(/^running: (\S+)/);
-    return m?.[1];
+    // The URL must answer: never hand out a stale endpoint.
+    return m && (await fetch(`${m[1]}/health`)).ok ? m[1] : undefined;
   }, "hypedeck serve");
   const token = execFileSync(bin, ["--data-dir", dataDir, "token"]).toString().trim();
   return {

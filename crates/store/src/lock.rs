@@ -34,16 +34,25 @@ impl EngineLock {
                 path: path.clone(),
                 source,
             })?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => {
-                return Err(StoreError::Locked {
-                    path: paths.root().to_path_buf(),
-                    holder: read_holder(&path),
-                });
-            }
-            Err(fs::TryLockError::Error(source)) => {
-                return Err(StoreError::Write { path, source });
+        // `holder()` probes with a momentary shared lock; retry briefly so such a probe never
+        // makes a starting engine give up.
+        let mut attempts = 0;
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(fs::TryLockError::WouldBlock) if attempts < 10 => {
+                    attempts += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(fs::TryLockError::WouldBlock) => {
+                    return Err(StoreError::Locked {
+                        path: paths.root().to_path_buf(),
+                        holder: read_holder(&path),
+                    });
+                }
+                Err(fs::TryLockError::Error(source)) => {
+                    return Err(StoreError::Write { path, source });
+                }
             }
         }
         let write = |file: &mut File| -> std::io::Result<()> {

@@ -260,15 +260,15 @@ mod tests {
     fn debug_never_shows_values() {
         let r = rule(
             "Authorization",
-            "Bearer sk-live-123",
+            "Bearer sk-test-123",
             Some(&["api.openai.com"]),
         );
         let text = format!("{r:?}");
-        assert!(!text.contains("sk-live-123"), "{text}");
+        assert!(!text.contains("sk-test-123"), "{text}");
         assert!(text.contains("<redacted>"), "{text}");
 
         let set = RuleSet::compile(&[r], 1).expect("valid");
         let text = format!("{set:?}");
-        assert!(!text.contains("sk-live-123"), "{text}");
+        assert!(!text.contains("sk-test-123"), "{text}");
     }
 }

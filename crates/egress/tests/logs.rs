@@ -36,7 +36,7 @@ async fn secret_values_never_reach_the_logs() {
 
     let world = World::new().await;
     let addr = world.proxy.attach("vm-1", None).await.unwrap();
-    let secrets = ["sk-live-AAAA1111", "sk-live-BBBB2222", "sk-live-CCCC3333"];
+    let secrets = ["sk-test-AAAA1111", "sk-test-BBBB2222", "sk-test-CCCC3333"];
     world
         .proxy
         .set_rules(

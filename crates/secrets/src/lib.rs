@@ -265,7 +265,7 @@ mod tests {
 
     #[test]
     fn sensitive_never_prints_its_value() {
-        let s = Sensitive::new("sk-live-do-not-print".to_string());
+        let s = Sensitive::new("sk-test-do-not-print".to_string());
         assert_eq!(format!("{s:?}"), "<redacted>");
         assert_eq!(format!("{s}"), "<redacted>");
         #[derive(Debug)]
@@ -275,7 +275,7 @@ mod tests {
         }
         let text = format!("{:?}", Holder { token: s.clone() });
         assert!(!text.contains("do-not-print"), "{text}");
-        assert_eq!(s.expose(), "sk-live-do-not-print");
+        assert_eq!(s.expose(), "sk-test-do-not-print");
     }
 
     fn exercise(store: &dyn SecretStore, account: &str) {

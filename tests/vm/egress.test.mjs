@@ -109,6 +109,17 @@ describe("egress proxy with credential injection", () => {
       e.error.message === "invalid request: env keys [PORT] are not credential source env vars; allowed keys: [OPENAI_KEY REAL_TOKEN]");
     await assert.rejects(client.instances.update(created.id, { env: { OPENAI_KEY: " " } }), (e) =>
       e instanceof Hypeman.BadRequestError && /must be non-empty/.test(e.error.message));
+    await assert.rejects(client.instances.update(created.id, {}), (e) =>
+      e instanceof Hypeman.BadRequestError &&
+      e.error.message === "invalid request: request must include env, auto_standby, health_check, and/or restart_policy");
+    await assert.rejects(client.instances.update(created.id, { env: {} }), (e) =>
+      e instanceof Hypeman.BadRequestError && e.error.code === "Bad Request");
+    const plain = await client.instances.create({ name: "plain", image: `${registry.host}/vm/curl:1`, vcpus: 1, size: "256MB", cmd: ["sleep 600"] },
+      { timeout: 240_000 });
+    await assert.rejects(client.instances.update(plain.id, { env: { OPENAI_KEY: "x" } }), (e) =>
+      e instanceof Hypeman.BadRequestError &&
+      e.error.message === "invalid request: instance has no credential-backed env vars to update");
+    await client.instances.delete(plain.id);
     const before = await client.instances.get(created.id);
     const rotated = await client.instances.update(created.id, { env: { OPENAI_KEY: SECRETS[1] } });
     assert.equal(rotated.env.OPENAI_KEY, SECRETS[1]);

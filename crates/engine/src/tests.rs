@@ -391,3 +391,75 @@ async fn an_unanswering_vmm_is_unknown_with_state_error() {
         Some("failed to query hypervisor: query vmm: scripted failure")
     );
 }
+
+/// A keychain that, on its first write, breaks the instance's metadata file (replaces it by a
+/// directory) so the write that follows in `update` fails: the failure path must restore the
+/// old keychain value.
+#[derive(Debug)]
+struct BreaksMetadataOnWrite {
+    inner: MemoryStore,
+    metadata: std::sync::Mutex<Option<std::path::PathBuf>>,
+}
+
+impl SecretStore for BreaksMetadataOnWrite {
+    fn set(
+        &self,
+        account: &str,
+        value: &hypedeck_secrets::Sensitive<String>,
+    ) -> Result<(), hypedeck_secrets::SecretError> {
+        if let Some(path) = self.metadata.lock().unwrap().take() {
+            std::fs::rename(&path, path.with_extension("bak")).unwrap();
+            std::fs::create_dir_all(path.join("blocker")).unwrap();
+        }
+        self.inner.set(account, value)
+    }
+    fn get(
+        &self,
+        account: &str,
+    ) -> Result<Option<hypedeck_secrets::Sensitive<String>>, hypedeck_secrets::SecretError> {
+        self.inner.get(account)
+    }
+    fn delete(&self, account: &str) -> Result<(), hypedeck_secrets::SecretError> {
+        self.inner.delete(account)
+    }
+}
+
+#[tokio::test]
+async fn a_failed_metadata_write_rolls_the_rotation_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = Paths::new(dir.path());
+    let store = Arc::new(BreaksMetadataOnWrite {
+        inner: MemoryStore::new(),
+        metadata: Default::default(),
+    });
+    let engine = Engine::new(EngineConfig {
+        paths: paths.clone(),
+        secrets: store.clone(),
+        hypervisor: Ok(FakeHypervisor::new()),
+        guest: None,
+    });
+    let i = engine.create(agent_spec("agent-1")).await.unwrap();
+    let metadata = paths.instance_metadata(&hypedeck_model::InstanceId::parse(&i.id).unwrap());
+    *store.metadata.lock().unwrap() = Some(metadata.clone());
+
+    let update = serde_json::from_value::<UpdateInstanceRequest>(
+        json!({"env": {"OUTBOUND_OPENAI_KEY": "sk-rotated-456"}}),
+    )
+    .unwrap()
+    .validate()
+    .unwrap();
+    let err = engine.update(&i.id, update).await.unwrap_err();
+    assert!(matches!(err, EngineError::Store(_)), "{err:?}");
+    let account = format!("instance/{}/env/OUTBOUND_OPENAI_KEY", i.id);
+    assert_eq!(
+        store.get(&account).unwrap().unwrap().expose(),
+        "sk-real-123",
+        "keychain rolled back"
+    );
+
+    // Put the metadata back: the instance reads the old value again.
+    std::fs::remove_dir_all(&metadata).unwrap();
+    std::fs::rename(metadata.with_extension("bak"), &metadata).unwrap();
+    let got = engine.get(&i.id).await.unwrap();
+    assert_eq!(got.env.unwrap()["OUTBOUND_OPENAI_KEY"], "sk-real-123");
+}

@@ -5,7 +5,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := run
 CARGO ?= cargo
 
-.PHONY: run test deps deps-test ui guest-init lint unit bins sdk-test vm-test desktop-test serve clean
+.PHONY: run test deps deps-test ui guest-init lint unit bins sdk-test vm-test desktop-test serve bench clean
 
 MUSL_TARGET := $(shell uname -m)-unknown-linux-musl
 
@@ -63,6 +63,14 @@ desktop-test: bins
 
 test: deps-test lint unit sdk-test vm-test desktop-test
 	@echo "all suites passed"
+
+# Benchmarks (not tests): release build, real QEMU guest, real keychain, mitmproxy from PyPI
+# as the comparison. Appends a dated table to BENCHMARKS.md.
+bench: deps-test guest-init
+	$(CARGO) build --locked --release -p hypedeck-cli
+	test -x .bench-venv/bin/mitmdump || (python3 -m venv .bench-venv && .bench-venv/bin/pip install -q mitmproxy)
+	scripts/test-session.sh env HYPEDECK_BIN=target/release/hypedeck MITMDUMP=.bench-venv/bin/mitmdump \
+	  node tests/bench/egress-bench.mjs | tee -a BENCHMARKS.md
 
 clean:
 	$(CARGO) clean

@@ -44,7 +44,7 @@ export async function startRegistry() {
   const exited = new Promise((r) => child.on("exit", r));
   const host = `127.0.0.1:${port}`;
   await waitFor(async () => (await fetch(`http://${host}/v2/`)).ok, "the registry");
-  execFileSync(path.join(here, "images.sh"), [host], { stdio: "inherit" });
+  execFileSync(path.join(here, "images.sh"), [host], { stdio: ["ignore", process.stderr, "inherit"] });
   return {
     host,
     async stop() {

@@ -121,6 +121,8 @@ describe("egress proxy with credential injection", () => {
       e.error.message === "invalid request: instance has no credential-backed env vars to update");
     await client.instances.delete(plain.id);
     const before = await client.instances.get(created.id);
+    const pidFile = path.join(dataDir, "instances", created.id, "run", "qemu.pid");
+    const pidBefore = readFileSync(pidFile, "utf8").trim();
     const rotated = await client.instances.update(created.id, { env: { OPENAI_KEY: SECRETS[1] } });
     assert.equal(rotated.env.OPENAI_KEY, SECRETS[1]);
     const mark = seen.length;
@@ -130,6 +132,7 @@ describe("egress proxy with credential injection", () => {
     const now = await client.instances.get(created.id);
     assert.equal(now.state, "Running");
     assert.equal(now.started_at, before.started_at, "no restart");
+    assert.equal(readFileSync(pidFile, "utf8").trim(), pidBefore, "same QEMU process");
 
     // Restart-safe: a new engine re-registers the rules from the keychain.
     await server.stop("SIGKILL");

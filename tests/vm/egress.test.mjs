@@ -10,7 +10,7 @@ import { connect as tlsConnect } from "node:tls";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import Hypeman from "@onkernel/hypeman";
-import { startRegistry, startServer, newDataDir, waitFor, logLines } from "./harness.mjs";
+import { startRegistry, startServer, newDataDir, waitFor, logLines, deleteAll } from "./harness.mjs";
 
 const BIN = path.resolve(process.env.HYPEDECK_BIN ?? "target/debug/hypedeck");
 const SECRETS = ["sk-egress-first-value", "sk-egress-rotated-value", "real-token-never-in-guest"];
@@ -52,6 +52,7 @@ before(async () => {
 });
 
 after(async () => {
+  if (client) await deleteAll(client);
   await server?.stop();
   await registry?.stop();
   upstream?.close();

@@ -92,3 +92,14 @@ export async function logLines(client, id, params = {}) {
   for await (const line of await client.instances.logs(id, { tail: 1000, ...params })) lines.push(line);
   return lines;
 }
+
+/// Deletes every instance the engine knows (so a failed test never leaves a VM running).
+export async function deleteAll(client) {
+  try {
+    for (const i of await client.instances.list()) {
+      await client.instances.delete(i.id).catch(() => {});
+    }
+  } catch {
+    // The engine is already gone; nothing to clean through it.
+  }
+}

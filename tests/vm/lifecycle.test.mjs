@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import path from "node:path";
 import { rmSync } from "node:fs";
 import Hypeman from "@onkernel/hypeman";
-import { startRegistry, startServer, newDataDir, waitFor, logLines } from "./harness.mjs";
+import { startRegistry, startServer, newDataDir, waitFor, logLines, deleteAll } from "./harness.mjs";
 
 const BIN = path.resolve(process.env.HYPEDECK_BIN ?? "target/debug/hypedeck");
 const BOOT_TIMEOUT = { timeout: "240s" };
@@ -23,6 +23,7 @@ before(async () => {
 });
 
 after(async () => {
+  if (client) await deleteAll(client);
   await server?.stop();
   await registry?.stop();
   if (dataDir) rmSync(dataDir, { recursive: true, force: true });

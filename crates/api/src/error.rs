@@ -88,11 +88,8 @@ impl ApiError {
                 tracing::error!(%operation, error = %error, "guest preparation failed");
                 ApiError::new(ErrorCode::DependencyMissing, error.to_string())
             }
-            EngineError::Secrets(hypedeck_secrets::SecretError::Unavailable(_)) => {
-                let message = match &error {
-                    EngineError::Secrets(inner) => inner.to_string(),
-                    _ => String::new(),
-                };
+            EngineError::Secrets(inner @ hypedeck_secrets::SecretError::Unavailable(_)) => {
+                let message = inner.to_string();
                 tracing::error!(%operation, error = %message, "keychain unavailable");
                 ApiError::new(ErrorCode::SecretsUnavailable, message)
             }

@@ -10,7 +10,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use hypedeck_engine::ListFilter;
 use hypedeck_model::schema::{create_instance_request, update_instance_request};
-use hypedeck_model::{CreateInstanceRequest, Instance, InstanceState, UpdateInstanceRequest};
+use hypedeck_model::{CreateInstanceRequest, Instance, UpdateInstanceRequest};
 
 use crate::error::ApiError;
 use crate::{ApiState, body};
@@ -30,15 +30,7 @@ fn list_filter(pairs: Vec<(String, String)>) -> Result<ListFilter, ApiError> {
     };
     for (key, value) in pairs {
         if key == "state" {
-            let state = InstanceState::parse(&value).ok_or_else(|| {
-                let allowed: Vec<String> =
-                    InstanceState::ALL.iter().map(|s| format!("{:?}", s.as_str())).collect();
-                ApiError::bad_request(format!(
-                    "parameter \"state\" in query has an error: value is not one of the allowed values [{}]",
-                    allowed.join(",")
-                ))
-            })?;
-            filter.state = Some(state);
+            filter.state = Some(super::state_param(&value)?);
         } else if let Some(tag) = key.strip_prefix("tags[").and_then(|k| k.strip_suffix(']')) {
             filter.tags.insert(tag.to_string(), value);
         }

@@ -152,37 +152,18 @@ struct WaitResponse {
     timed_out: bool,
 }
 
-fn allowed_states() -> String {
-    let all: Vec<String> = InstanceState::ALL
-        .iter()
-        .map(|s| format!("{:?}", s.as_str()))
-        .collect();
-    all.join(",")
-}
-
 async fn wait(
     State(state): State<ApiState>,
     Path(id): Path<String>,
     Query(query): Query<Vec<(String, String)>>,
 ) -> Result<Json<WaitResponse>, ApiError> {
-    let get = |k: &str| {
-        query
-            .iter()
-            .rev()
-            .find(|(key, _)| key == k)
-            .map(|(_, v)| v.clone())
-    };
+    let get = |k: &str| super::query_param(&query, k);
     let Some(target) = get("state") else {
         return Err(ApiError::bad_request(
             "parameter \"state\" in query has an error: value is required but missing",
         ));
     };
-    let target = InstanceState::parse(&target).ok_or_else(|| {
-        ApiError::bad_request(format!(
-            "parameter \"state\" in query has an error: value is not one of the allowed values [{}]",
-            allowed_states()
-        ))
-    })?;
+    let target = super::state_param(&target)?;
     if target == InstanceState::Unknown {
         return Err(
             ApiError::new(ErrorCode::InvalidState, "cannot wait for state Unknown")
@@ -225,13 +206,7 @@ async fn logs(
     Path(id): Path<String>,
     Query(query): Query<Vec<(String, String)>>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let get = |k: &str| {
-        query
-            .iter()
-            .rev()
-            .find(|(key, _)| key == k)
-            .map(|(_, v)| v.clone())
-    };
+    let get = |k: &str| super::query_param(&query, k);
     let tail: usize = match get("tail") {
         None => 100,
         Some(t) => t.parse().map_err(|_| {

@@ -3,14 +3,14 @@
 // Writes the results table to stdout; `make bench` appends it to BENCHMARKS.md.
 //
 //   HYPEDECK_BIN=target/debug/hypedeck MITMDUMP=/path/to/mitmdump node tests/bench/egress-bench.mjs
-import { execFileSync, spawn } from "node:child_process";
+import { spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:https";
 import { request as httpRequest } from "node:http";
 import { connect as tlsConnect } from "node:tls";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { startRegistry, startServer, newDataDir, waitFor, freePort } from "../vm/harness.mjs";
+import { startRegistry, startServer, newDataDir, waitFor, freePort, makeTestPki } from "../vm/harness.mjs";
 
 const BIN = path.resolve(process.env.HYPEDECK_BIN ?? "target/debug/hypedeck");
 const MITMDUMP = process.env.MITMDUMP;
@@ -22,16 +22,6 @@ const pct = (xs, p) => {
   return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))];
 };
 const ms = (x) => x.toFixed(2);
-
-function pki() {
-  const dir = mkdtempSync(path.join(tmpdir(), "hypedeck-bench-pki-"));
-  const run = (args) => execFileSync("openssl", args, { cwd: dir, stdio: "pipe" });
-  run(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2", "-subj", "/CN=bench CA", "-keyout", "ca.key", "-out", "ca.pem"]);
-  run(["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=localhost", "-keyout", "srv.key", "-out", "srv.csr"]);
-  writeFileSync(path.join(dir, "ext.cnf"), "subjectAltName=DNS:localhost,IP:127.0.0.1\n");
-  run(["x509", "-req", "-in", "srv.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2", "-extfile", "ext.cnf", "-out", "srv.pem"]);
-  return { dir, ca: path.join(dir, "ca.pem"), cert: readFileSync(path.join(dir, "srv.pem")), key: readFileSync(path.join(dir, "srv.key")) };
-}
 
 /// One HTTPS GET, directly or through an HTTP CONNECT proxy; resolves with the latency in ms.
 function get({ upPort, proxyPort, ca }) {
@@ -71,7 +61,7 @@ async function measure(label, opts, check) {
   return { label, p50: pct(lat, 50), p99: pct(lat, 99), rps };
 }
 
-const p = pki();
+const p = makeTestPki("hypedeck-bench-pki-");
 let lastAuth = null;
 const upstream = createServer({ cert: p.cert, key: p.key }, (req, res) => {
   lastAuth = req.headers.authorization ?? null;

@@ -5,24 +5,10 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import Hypeman from "@onkernel/hypeman";
+import { waitFor } from "../vm/harness.mjs";
 
 export function binary(envName, fallback) {
   return path.resolve(process.env[envName] ?? fallback);
-}
-
-async function waitFor(fn, what, timeoutMs = 15000) {
-  const deadline = Date.now() + timeoutMs;
-  let last;
-  while (Date.now() < deadline) {
-    try {
-      const v = await fn();
-      if (v) return v;
-    } catch (e) {
-      last = e;
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`timed out waiting for ${what}${last ? `: ${last}` : ""}`);
 }
 
 export async function startServer({ bin, args = [], env = {} }) {
@@ -41,7 +27,7 @@ export async function startServer({ bin, args = [], env = {} }) {
     const m = status.match(/^running: (\S+)/);
     // The URL must answer: never hand out a stale endpoint.
     return m && (await fetch(`${m[1]}/health`)).ok ? m[1] : undefined;
-  }, "hypedeck serve to listen");
+  }, "hypedeck serve to listen", 15_000);
   const token = execFileSync(bin, ["--data-dir", dataDir, "token"]).toString().trim();
   const client = (options = {}) =>
     new Hypeman({ baseURL: url, apiKey: token, maxRetries: 0, timeout: 10_000, ...options });

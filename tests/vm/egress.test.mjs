@@ -2,15 +2,13 @@
 // host egress proxy, which injects the real value; PATCH rotates it with no restart.
 import { test, before, after, describe } from "node:test";
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
-import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from "node:fs";
+import { readFileSync, readdirSync, rmSync, statSync } from "node:fs";
 import { createServer } from "node:https";
 import { request as httpRequest } from "node:http";
 import { connect as tlsConnect } from "node:tls";
-import { tmpdir } from "node:os";
 import path from "node:path";
 import Hypeman from "@onkernel/hypeman";
-import { startRegistry, startServer, newDataDir, waitFor, logLines, deleteAll } from "./harness.mjs";
+import { startRegistry, startServer, newDataDir, waitFor, logLines, deleteAll, makeTestPki } from "./harness.mjs";
 
 const BIN = path.resolve(process.env.HYPEDECK_BIN ?? "target/debug/hypedeck");
 const SECRETS = ["sk-egress-first-value", "sk-egress-rotated-value", "real-token-never-in-guest"];
@@ -18,22 +16,8 @@ const SECRETS = ["sk-egress-first-value", "sk-egress-rotated-value", "real-token
 let registry, dataDir, server, client, upstream, pki;
 const seen = []; // {host, authorization, direct}
 
-function makePki() {
-  const dir = mkdtempSync(path.join(tmpdir(), "hypedeck-pki-"));
-  const run = (args) => execFileSync("openssl", args, { cwd: dir, stdio: "pipe" });
-  run(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2",
-    "-subj", "/CN=hypedeck test upstream CA", "-keyout", "ca.key", "-out", "ca.pem"]);
-  run(["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=localhost",
-    "-keyout", "srv.key", "-out", "srv.csr"]);
-  const ext = path.join(dir, "ext.cnf");
-  execFileSync("sh", ["-c", `printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\n' > ${ext}`]);
-  run(["x509", "-req", "-in", "srv.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2",
-    "-extfile", "ext.cnf", "-out", "srv.pem"]);
-  return { dir, ca: path.join(dir, "ca.pem"), cert: readFileSync(path.join(dir, "srv.pem")), key: readFileSync(path.join(dir, "srv.key")) };
-}
-
 before(async () => {
-  pki = makePki();
+  pki = makeTestPki();
   upstream = createServer({ cert: pki.cert, key: pki.key }, (req, res) => {
     seen.push({
       host: req.headers.host,

@@ -1,7 +1,7 @@
 // Real-VM suite harness: a registry on 127.0.0.1 serving images this suite builds, and
 // `hypedeck serve` (the shipped binary, QEMU backend) on a fresh data dir.
 import { spawn, execFileSync } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -102,4 +102,24 @@ export async function deleteAll(client) {
   } catch {
     // The engine is already gone; nothing to clean through it.
   }
+}
+
+/// A throw-away test CA and a server certificate for `localhost`/127.0.0.1 (openssl), for
+/// HTTPS upstreams on loopback. The caller removes `dir`.
+export function makeTestPki(prefix = "hypedeck-pki-") {
+  const dir = mkdtempSync(path.join(tmpdir(), prefix));
+  const run = (args) => execFileSync("openssl", args, { cwd: dir, stdio: "pipe" });
+  run(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2",
+    "-subj", "/CN=hypedeck test upstream CA", "-keyout", "ca.key", "-out", "ca.pem"]);
+  run(["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=localhost",
+    "-keyout", "srv.key", "-out", "srv.csr"]);
+  writeFileSync(path.join(dir, "ext.cnf"), "subjectAltName=DNS:localhost,IP:127.0.0.1\n");
+  run(["x509", "-req", "-in", "srv.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2",
+    "-extfile", "ext.cnf", "-out", "srv.pem"]);
+  return {
+    dir,
+    ca: path.join(dir, "ca.pem"),
+    cert: readFileSync(path.join(dir, "srv.pem")),
+    key: readFileSync(path.join(dir, "srv.key")),
+  };
 }

@@ -22,15 +22,7 @@ async fn connection(link: tauri::State<'_, EngineLink>) -> Result<Connection, St
 }
 
 fn main() -> ExitCode {
-    // QEMU re-runs this binary as the bridge to the egress proxy (guestfwd cmd:).
-    hypedeck_cli::maybe_run_connect_helper();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("HYPEDECK_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    hypedeck_cli::init_process();
 
     let app = tauri::Builder::default()
         .manage(EngineLink::new(hypedeck_store::default_data_dir()))

@@ -4,6 +4,16 @@
 
 pub mod daemon;
 
-/// Call first thing in `main` of any binary that runs an engine: QEMU re-runs that binary as
-/// the per-connection bridge to the egress proxy.
-pub use hypedeck_egress::maybe_run_connect_helper;
+/// Call first thing in `main` of any binary that runs an engine (`hypedeck`, the desktop app):
+/// QEMU re-runs that binary as the per-connection bridge to the egress proxy, which this
+/// handles and exits; otherwise it sets up logging to stderr (`HYPEDECK_LOG`, default `info`).
+pub fn init_process() {
+    hypedeck_egress::maybe_run_connect_helper();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("HYPEDECK_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -118,15 +118,7 @@ async fn shutdown_signal() {
 }
 
 fn main() -> ExitCode {
-    // QEMU runs this binary per guest connection to the egress proxy (guestfwd cmd:).
-    hypedeck_egress::maybe_run_connect_helper();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("HYPEDECK_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    hypedeck_cli::init_process();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,

@@ -36,6 +36,7 @@ lint: ui
 
 unit: ui
 	$(CARGO) test --workspace --locked
+	npm run test:ui
 
 # hypedeck-fake: the CLI with `--hypervisor fake` for suites that need instances before the
 # QEMU backend lands; hypedeck: the shipped build.

@@ -183,7 +183,7 @@ async fn attach(dir: &Path, endpoint: Endpoint) -> Result<Link, String> {
 }
 
 /// An error and its causes on one line, skipping causes the message already spells out.
-fn sentence(error: &dyn Error) -> String {
+pub(crate) fn sentence(error: &dyn Error) -> String {
     let mut text = error.to_string();
     let mut cause = error.source();
     while let Some(c) = cause {

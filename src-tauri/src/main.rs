@@ -2,18 +2,41 @@
 //! (or attaches to the engine already serving the data dir) and hands the UI the API's URL and
 //! token; the UI then talks to the API over HTTP like any other client.
 //!
+//! Around the window the shell keeps a tray icon with the number of running instances, watches
+//! the instances to notify when one exits, and remembers the window's size, position and
+//! maximized state between launches.
+//!
 //! Invariants: commands only delegate (the engine and the API live in `hypedeck_cli::daemon`);
-//! the window always opens, even when the engine cannot start, and the UI shows why.
+//! the window always opens, even when the engine cannot start, and the UI shows why; the tray
+//! and notifications are extras that may be missing (no tray host, no notification server, as
+//! under Xvfb) without failing anything. Quitting leaves VMs running.
+//!
+//! Commands for the UI (none needs a capability permission: they are the app's own):
+//! - `connection()` → `{url, token, mode}` or an error sentence;
+//! - `notify_rotation_failed({instance, message})` → shows "Rotation failed for <instance>";
+//! - `first_paint()` → records the time from process start to the first paint, once.
 
 #![cfg_attr(not(debug_assertions), windows_subsystem = "windows")]
 
+mod api;
 mod link;
+mod notify;
+mod startup;
+mod status;
+mod tray;
+mod watch;
 
 use std::process::ExitCode;
 
-use tauri::Manager;
+use tauri::{AppHandle, Manager};
+use tauri_plugin_window_state::StateFlags;
 
 use crate::link::{Connection, EngineLink};
+use crate::startup::{FirstPaint, ProcessClock};
+use crate::tray::Tray;
+
+/// Where `first_paint` writes the milliseconds, for benchmark scripts.
+const FIRST_PAINT_FILE_ENV: &str = "HYPEDECK_FIRST_PAINT_FILE";
 
 /// The API the window talks to: `{url, token, mode}`, or why there is none.
 #[tauri::command]
@@ -21,22 +44,68 @@ async fn connection(link: tauri::State<'_, EngineLink>) -> Result<Connection, St
     link.connection().await
 }
 
+/// Tells the user that rotating an instance's credentials failed. `message` is the API's error
+/// text (it never holds secret values; still, it is logged at debug level only). A missing
+/// notification server is not an error.
+#[tauri::command]
+fn notify_rotation_failed(app: AppHandle, instance: String, message: String) -> Result<(), String> {
+    tracing::info!(%instance, "rotation failed; notifying");
+    let (title, body) = status::rotation_failed(&instance, &message);
+    notify::show(&app, &title, &body);
+    Ok(())
+}
+
+/// The UI has painted: logs the time since the process started (first call only) and writes
+/// the milliseconds to `$HYPEDECK_FIRST_PAINT_FILE` when that is set.
+#[tauri::command]
+async fn first_paint(app: AppHandle) {
+    let Some((elapsed, from_process_start)) = app.state::<FirstPaint>().record() else {
+        return;
+    };
+    let ms = elapsed.as_millis();
+    if from_process_start {
+        tracing::info!("first paint after {ms} ms");
+    } else {
+        tracing::info!("first paint after {ms} ms (counted from main, not from exec)");
+    }
+    if let Some(path) = std::env::var_os(FIRST_PAINT_FILE_ENV)
+        && let Err(e) = tokio::fs::write(&path, format!("{ms}\n")).await
+    {
+        tracing::warn!(
+            "cannot write the first paint time to {}: {e}",
+            std::path::Path::new(&path).display()
+        );
+    }
+}
+
 fn main() -> ExitCode {
+    let clock = ProcessClock::start();
     hypedeck_cli::init_process();
 
     let app = tauri::Builder::default()
+        .plugin(
+            tauri_plugin_window_state::Builder::new()
+                .with_state_flags(StateFlags::SIZE | StateFlags::POSITION | StateFlags::MAXIMIZED)
+                .build(),
+        )
+        .plugin(tauri_plugin_notification::init())
         .manage(EngineLink::new(hypedeck_store::default_data_dir()))
+        .manage(FirstPaint::new(clock))
         .setup(|app| {
+            let handle = app.handle();
+            if let Some(tray) = Tray::create(handle) {
+                app.manage(tray);
+            }
+            notify::probe();
             // Start (or find) the engine while the window loads; `connection` waits for it.
-            let handle = app.handle().clone();
-            tauri::async_runtime::spawn(async move {
-                if let Err(e) = handle.state::<EngineLink>().connection().await {
-                    tracing::error!("no engine for the window: {e}");
-                }
-            });
+            watch::spawn(handle.clone());
             Ok(())
         })
-        .invoke_handler(tauri::generate_handler![connection])
+        .invoke_handler(tauri::generate_handler![
+            connection,
+            notify_rotation_failed,
+            first_paint
+        ])
         .run(tauri::generate_context!());
     match app {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,6 +2,7 @@
 import Hypeman, { APIConnectionError, APIError } from "@onkernel/hypeman";
 
 import type { Connection } from "./connection";
+import { allowedKeysFrom, PROBE_BODY, PROBE_KEY } from "./forms";
 
 export type Instance = Hypeman.Instance;
 
@@ -39,4 +40,22 @@ export function problem(error: unknown, url: string): Problem {
     return { code: error.name, message: error.message };
   }
   return { code: "error", message: String(error) };
+}
+
+/**
+ * The env keys `PATCH /instances/{id}` accepts for this instance (its credential policies'
+ * `source.env`), asked of the API itself so it works against any Hypeman server: a probe that
+ * is always refused whole (see `PROBE_BODY`). Resolves `[]` when nothing rotates.
+ */
+export async function rotatableKeys(api: Hypeman, id: string): Promise<string[]> {
+  try {
+    await api.instances.update(id, PROBE_BODY);
+  } catch (e) {
+    const p = problem(e, "");
+    const keys = allowedKeysFrom(p);
+    if (keys !== null) return keys.filter((k) => k !== PROBE_KEY);
+    throw e;
+  }
+  // A server that accepted the probe: nothing we can tell (and nothing was set to a value).
+  return [];
 }

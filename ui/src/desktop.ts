@@ -27,3 +27,24 @@ export async function desktopConnection(): Promise<DesktopConnection> {
     throw new DesktopError(typeof e === "string" ? e : String(e));
   }
 }
+
+let painted = false;
+
+/** Tells the shell the first frame is on screen (once; nothing in a browser). */
+export function firstPaint(): void {
+  if (painted || !inDesktop()) return;
+  painted = true;
+  invoke("first_paint").catch(() => {
+    // An older shell without the command: nothing to measure.
+  });
+}
+
+/** A desktop notification that a rotation failed (nothing in a browser, never throws). */
+export async function notifyRotationFailed(instance: string, message: string): Promise<void> {
+  if (!inDesktop()) return;
+  try {
+    await invoke("notify_rotation_failed", { instance, message });
+  } catch {
+    // Notifications are best-effort.
+  }
+}

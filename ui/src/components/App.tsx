@@ -1,0 +1,214 @@
+// The page: find the API (desktop shell, URL, storage or the connect form), then the instances
+// list, one instance's details, the create dialog and images, routed by the location hash.
+import { useEffect, useMemo, useRef, useState } from "react";
+
+import { client, problem, type Problem } from "../api";
+import { forgetBrowserConnection, initialConnection, rememberBrowserConnection, type Connection } from "../connection";
+import { DesktopError } from "../desktop";
+import { useInstances, useNow, useRoute, useShortcuts } from "../hooks";
+import { DEFAULT_SORT, NO_FILTER, type Filter, type Instance, type Sort, type Verb } from "../model";
+import { CreateDialog } from "./CreateDialog";
+import { ImagesView } from "./ImagesView";
+import { InstanceDetails } from "./InstanceDetails";
+import { InstanceList } from "./InstanceList";
+
+function Banner({ problem: p }: { problem: Problem | null }) {
+  return (
+    <div id="error" className="banner" role="alert" hidden={p === null}>
+      <strong id="error-code">{p?.code ?? ""}</strong> <span id="error-message">{p?.message ?? ""}</span>
+    </div>
+  );
+}
+
+function ConnectForm({ onConnect }: { onConnect: (c: Connection) => void }) {
+  const [api, setApi] = useState("");
+  const [token, setToken] = useState("");
+  return (
+    <form
+      id="connect"
+      className="card connect"
+      onSubmit={(e) => {
+        e.preventDefault();
+        onConnect(rememberBrowserConnection(api, token));
+        setToken("");
+      }}
+    >
+      <h2>Connect to a Hypeman API</h2>
+      <label>
+        API URL
+        <input id="connect-api" name="api" type="url" required autoFocus placeholder="http://127.0.0.1:4973" value={api} onChange={(e) => setApi(e.target.value)} />
+      </label>
+      <label>
+        Token
+        <input id="connect-token" name="token" type="password" required autoComplete="off" value={token} onChange={(e) => setToken(e.target.value)} />
+      </label>
+      <p className="hint">
+        Run <code>hypedeck token</code> to print the token of a local engine.
+      </p>
+      <button type="submit" className="primary">
+        Connect
+      </button>
+    </form>
+  );
+}
+
+function Workspace({ conn }: { conn: Connection }) {
+  const api = useMemo(() => client(conn), [conn]);
+  const feed = useInstances(api, conn.url);
+  const [route, go] = useRoute();
+  const [filter, setFilter] = useState<Filter>(NO_FILTER);
+  const [sort, setSort] = useState<Sort>(DEFAULT_SORT);
+  const [actionProblem, setActionProblem] = useState<Problem | null>(null);
+  const [notice, setNotice] = useState<string | null>(null);
+  const search = useRef<HTMLInputElement>(null);
+  const now = useNow(1000);
+
+  useShortcuts({
+    "/": () => {
+      if (route.view !== "list") go({ view: "list" });
+      window.setTimeout(() => search.current?.focus(), 0);
+    },
+    n: () => go({ view: "new" }),
+    i: () => go({ view: "images" }),
+    Escape: () => route.view !== "list" && go({ view: "list" }),
+  });
+
+  useEffect(() => {
+    if (!notice) return;
+    const t = window.setTimeout(() => setNotice(null), 4000);
+    return () => window.clearTimeout(t);
+  }, [notice]);
+
+  const selected: Instance | undefined = route.view === "instance" ? feed.list.find((i) => i.id === route.id || i.name === route.id) : undefined;
+  const changed = (verb?: Verb, instance?: Instance): void => {
+    setActionProblem(null);
+    if (verb) setNotice(`${instance?.name ?? "Instance"}: ${verb} done`);
+    if (verb === "delete") go({ view: "list" });
+    feed.refresh();
+  };
+
+  return (
+    <>
+      <nav className="tabs" aria-label="Views">
+        <a href="#/" className={route.view === "list" || route.view === "instance" ? "tab on" : "tab"}>
+          Instances <span className="count">{feed.list.length}</span>
+        </a>
+        <a href="#/images" className={route.view === "images" ? "tab on" : "tab"}>
+          Images
+        </a>
+        <span className="spacer" />
+        <button id="new-instance" type="button" className="primary" title="New instance (n)" onClick={() => go({ view: "new" })}>
+          New instance
+        </button>
+      </nav>
+      <Banner problem={actionProblem ?? feed.problem} />
+      {notice && (
+        <div id="notice" className="notice" role="status">
+          {notice}
+        </div>
+      )}
+      {route.view === "images" ? (
+        <ImagesView api={api} />
+      ) : route.view === "instance" ? (
+        selected ? (
+          <InstanceDetails
+            api={api}
+            instance={selected}
+            now={now}
+            onBack={() => go({ view: "list" })}
+            onChanged={(verb) => changed(verb, selected)}
+            onProblem={setActionProblem}
+          />
+        ) : (
+          <div id="instance-missing" className="empty">
+            <p>{feed.loaded ? `No instance ${route.id}; it may have been deleted.` : "Loading…"}</p>
+            <button type="button" onClick={() => go({ view: "list" })}>
+              Back to instances
+            </button>
+          </div>
+        )
+      ) : (
+        <InstanceList
+          list={feed.list}
+          loaded={feed.loaded}
+          now={now}
+          filter={filter}
+          sort={sort}
+          onFilter={setFilter}
+          onSort={setSort}
+          onOpen={(id) => go({ view: "instance", id })}
+          onCreate={() => go({ view: "new" })}
+          searchRef={search}
+        />
+      )}
+      {route.view === "new" && (
+        <CreateDialog
+          api={api}
+          onClose={() => go({ view: "list" })}
+          onCreated={(i) => {
+            feed.refresh();
+            go({ view: "instance", id: i.id });
+          }}
+        />
+      )}
+    </>
+  );
+}
+
+export function App({ onFirstPaint }: { onFirstPaint: () => void }) {
+  const [conn, setConn] = useState<Connection | null | undefined>(undefined);
+  const [bootProblem, setBootProblem] = useState<Problem | null>(null);
+
+  useEffect(() => {
+    initialConnection().then(setConn, (e: unknown) => {
+      setConn(null);
+      // Inside the desktop app: the shell could not start or find the engine (e.g. no keychain).
+      setBootProblem(e instanceof DesktopError ? { code: "engine_unavailable", message: e.message } : problem(e, ""));
+    });
+  }, []);
+  useEffect(() => {
+    requestAnimationFrame(() => onFirstPaint());
+  }, [onFirstPaint]);
+
+  const mode = bootProblem ? "unavailable" : conn === undefined ? "connecting" : (conn?.mode ?? "browser");
+  return (
+    <>
+      <header className="bar">
+        <h1>Hypedeck</h1>
+        <span className="spacer" />
+        <div className="conn" aria-label="Connection">
+          <span id="conn-mode" className="mode" data-mode={conn?.mode ?? "none"}>
+            {mode}
+          </span>
+          <code id="conn-url">{conn?.url ?? ""}</code>
+          {conn?.mode === "browser" && (
+            <button
+              id="disconnect"
+              type="button"
+              className="link"
+              onClick={() => {
+                forgetBrowserConnection();
+                setConn(null);
+              }}
+            >
+              Change
+            </button>
+          )}
+        </div>
+      </header>
+      <main>
+        {bootProblem ? (
+          <Banner problem={bootProblem} />
+        ) : conn === undefined ? (
+          <p className="empty" aria-busy="true">
+            Connecting…
+          </p>
+        ) : conn === null ? (
+          <ConnectForm onConnect={setConn} />
+        ) : (
+          <Workspace key={`${conn.url} ${conn.mode}`} conn={conn} />
+        )}
+      </main>
+    </>
+  );
+}

@@ -1,0 +1,154 @@
+import { describe, expect, test } from "vitest";
+
+import {
+  allowedKeysFrom,
+  buildCreateBody,
+  emptyCredential,
+  emptyDraft,
+  fieldOf,
+  mask,
+  parseEnvLines,
+  parseHosts,
+  parsePaste,
+  parseTags,
+  PROBE_BODY,
+  PROBE_KEY,
+  rotationBody,
+  shellWords,
+  type CreateDraft,
+} from "./forms";
+
+const draft = (over: Partial<CreateDraft>): CreateDraft => ({ ...emptyDraft(), image: "alpine", name: "a", ...over });
+
+describe("env, tags and hosts", () => {
+  test(".env-style lines", () => {
+    expect(parseEnvLines("A=1\n\n# note\nexport B='two words'\nC=x=y\nD=\"q\"\nE=")).toEqual({
+      env: { A: "1", B: "two words", C: "x=y", D: "q", E: "" },
+      error: null,
+    });
+    expect(parseEnvLines("A=1\nnope").error).toBe("line 2: expected KEY=value");
+    expect(parseEnvLines("1A=x").error).toContain("not a valid variable name");
+  });
+
+  test("tags", () => {
+    expect(parseTags("team=ml, purpose = agent\nsolo")).toEqual({ tags: { team: "ml", purpose: "agent", solo: "" }, error: null });
+    expect(parseTags("=x").error).toContain("has no key");
+  });
+
+  test("shell words", () => {
+    expect(shellWords(`sh -c 'echo "hi there"; sleep 1' a\\ b "x\\"y" ''`)).toEqual({
+      words: ["sh", "-c", 'echo "hi there"; sleep 1', "a b", 'x"y', ""],
+      error: null,
+    });
+    expect(shellWords("   ")).toEqual({ words: [], error: null });
+    expect(shellWords("echo 'oops").error).toBe("unclosed ' quote");
+  });
+
+  test("hosts", () => {
+    expect(parseHosts(" api.openai.com, *.openai.com\nx.io ")).toEqual(["api.openai.com", "*.openai.com", "x.io"]);
+  });
+});
+
+describe("create body", () => {
+  test("the minimal body", () => {
+    expect(buildCreateBody(draft({}))).toEqual({ body: { image: "alpine", name: "a", network: { enabled: true } }, errors: {} });
+  });
+
+  test("everything, with a credential defaulting to Bearer ${value}", () => {
+    const { body, errors } = buildCreateBody(
+      draft({
+        vcpus: "2",
+        memory: "1 GB",
+        cmd: "sleep 600",
+        env: "PORT=3000",
+        tags: "team=ml",
+        egressEnabled: true,
+        egressMode: "http_https_only",
+        credentials: [{ ...emptyCredential(), key: "OPENAI_API_KEY", value: "sk-real", hosts: "api.openai.com" }],
+      }),
+    );
+    expect(errors).toEqual({});
+    expect(body).toEqual({
+      image: "alpine",
+      name: "a",
+      vcpus: 2,
+      size: "1GB",
+      cmd: ["sleep", "600"],
+      env: { PORT: "3000", OPENAI_API_KEY: "sk-real" },
+      tags: { team: "ml" },
+      credentials: {
+        OPENAI_API_KEY: {
+          source: { env: "OPENAI_API_KEY" },
+          inject: [{ hosts: ["api.openai.com"], as: { header: "Authorization", format: "Bearer ${value}" } }],
+        },
+      },
+      network: { enabled: true, egress: { enabled: true, enforcement: { mode: "http_https_only" } } },
+    });
+  });
+
+  test("a separate source env var and no hosts (all destinations)", () => {
+    const { body } = buildCreateBody(
+      draft({ egressEnabled: true, credentials: [{ ...emptyCredential(), key: "K", sourceEnv: "REAL_K", value: "v" }] }),
+    );
+    expect(body?.env).toEqual({ REAL_K: "v" });
+    expect(body?.credentials?.K).toEqual({ source: { env: "REAL_K" }, inject: [{ as: { header: "Authorization", format: "Bearer ${value}" } }] });
+  });
+
+  test("mistakes land on their fields and nothing is sent", () => {
+    const { body, errors } = buildCreateBody({
+      ...emptyDraft(),
+      vcpus: "1.5",
+      env: "oops",
+      credentials: [
+        { ...emptyCredential(), key: "K", value: "" },
+        { ...emptyCredential(), key: "J", value: "v", format: "Bearer" },
+        { ...emptyCredential(), key: "bad name", value: "v" },
+      ],
+    });
+    expect(body).toBeNull();
+    expect(Object.keys(errors).sort()).toEqual(["credentials.0", "credentials.1", "credentials.2", "env", "image", "name", "network", "vcpus"]);
+    expect(errors["credentials.1"]).toContain("${value}");
+  });
+
+  test("API errors find their field", () => {
+    const d = draft({ credentials: [{ ...emptyCredential(), key: "OPENAI" }] });
+    const at = (code: string, message: string) => fieldOf({ code, message }, d);
+    expect(at("name_conflict", "instance with name \"a\" already exists")).toBe("name");
+    expect(at("image_not_ready", "image not ready")).toBe("image");
+    expect(at("invalid_request", 'invalid request: credentials["OPENAI"].inject[0].hosts: invalid host pattern')).toBe("credentials.0");
+    expect(at("invalid_request", 'request body has an error: doesn\'t match schema #/components/schemas/CreateInstanceRequest: Error at "/vcpus": number must be at least 1')).toBe("vcpus");
+    expect(at("invalid_request", "invalid request: total memory 64.0 GB exceeds the maximum")).toBe("memory");
+    expect(at("invalid_request", "invalid request: network.egress requires network.enabled=true")).toBe("network");
+    expect(at("insufficient_resources", "not enough CPU")).toBe("form");
+  });
+});
+
+describe("rotation", () => {
+  test("the allowed keys come from upstream's 400 text", () => {
+    expect(allowedKeysFrom({ code: "invalid_request", message: `invalid request: env keys [${PROBE_KEY}] are not credential source env vars; allowed keys: [A_KEY B_KEY]` })).toEqual(["A_KEY", "B_KEY"]);
+    expect(allowedKeysFrom({ code: "invalid_request", message: "invalid request: instance has no credential-backed env vars to update" })).toEqual([]);
+    expect(allowedKeysFrom({ code: "invalid_state", message: "instance must be running" })).toBeNull();
+  });
+
+  test("the probe can never set a value", () => {
+    expect(PROBE_BODY).toEqual({ env: { [PROBE_KEY]: "" } });
+  });
+
+  test("pasting", () => {
+    expect(parsePaste("A=1\nPORT=2", ["A", "B"])).toEqual({ values: { A: "1", PORT: "2" }, unknown: ["PORT"] });
+    expect(parsePaste("  sk-just-a-value==  ", ["ONLY"])).toEqual({ values: { ONLY: "sk-just-a-value==" }, unknown: [] });
+    expect(parsePaste("ONLY=sk-x", ["ONLY"])).toEqual({ values: { ONLY: "sk-x" }, unknown: [] });
+    expect(parsePaste("value", ["A", "B"])).toEqual({ values: {}, unknown: [] });
+  });
+
+  test("only filled-in keys are sent", () => {
+    expect(rotationBody({ A: "new", B: "" })).toEqual({ env: { A: "new" } });
+    expect(rotationBody({ A: "" })).toBeNull();
+  });
+
+  test("masking hides length and content", () => {
+    expect(mask("sk-very-long-secret-value")).toBe(mask("x"));
+    expect(mask("sk-very-long-secret-value")).not.toContain("alue");
+    expect(mask("")).toBe("");
+  });
+});

@@ -1,0 +1,155 @@
+// React hooks shared by the views: polling the instance list, the hash route, a ticking clock,
+// and global keyboard shortcuts.
+import { useCallback, useEffect, useRef, useState } from "react";
+import type Hypeman from "@onkernel/hypeman";
+
+import { problem, type Problem } from "./api";
+import type { Instance } from "./model";
+
+export const REFRESH_MS = 2000;
+
+export interface InstancesFeed {
+  list: Instance[];
+  loaded: boolean;
+  problem: Problem | null;
+  /** When the list was last fetched (epoch ms), for uptimes. */
+  at: number;
+  refresh: () => void;
+}
+
+/**
+ * The instance list, fetched now and every REFRESH_MS (and at once after `refresh()`), for as
+ * long as the component lives. Instances whose JSON did not change keep their object, so rows
+ * that did not change do not re-render.
+ */
+export function useInstances(api: Hypeman, url: string): InstancesFeed {
+  const [state, setState] = useState<Omit<InstancesFeed, "refresh">>({ list: [], loaded: false, problem: null, at: Date.now() });
+  const kick = useRef<() => void>(() => {});
+  const previous = useRef(new Map<string, { json: string; value: Instance }>());
+
+  useEffect(() => {
+    let stopped = false;
+    let timer: number | undefined;
+    let inFlight = false;
+    let again = false;
+    const fetchOnce = async (): Promise<void> => {
+      if (inFlight) {
+        again = true;
+        return;
+      }
+      inFlight = true;
+      window.clearTimeout(timer);
+      try {
+        const fresh = await api.instances.list();
+        if (stopped) return;
+        performance.mark("hypedeck:list-data");
+        const next = new Map<string, { json: string; value: Instance }>();
+        const list = fresh.map((i) => {
+          const json = JSON.stringify(i);
+          const old = previous.current.get(i.id);
+          const value = old && old.json === json ? old.value : i;
+          next.set(i.id, { json, value });
+          return value;
+        });
+        previous.current = next;
+        setState({ list, loaded: true, problem: null, at: Date.now() });
+      } catch (e) {
+        if (stopped) return;
+        setState((s) => ({ ...s, problem: problem(e, url), at: Date.now() }));
+      } finally {
+        inFlight = false;
+      }
+      if (stopped) return;
+      if (again) {
+        again = false;
+        void fetchOnce();
+      } else {
+        timer = window.setTimeout(() => void fetchOnce(), REFRESH_MS);
+      }
+    };
+    kick.current = () => void fetchOnce();
+    void fetchOnce();
+    return () => {
+      stopped = true;
+      window.clearTimeout(timer);
+    };
+  }, [api, url]);
+
+  const refresh = useCallback(() => kick.current(), []);
+  return { ...state, refresh };
+}
+
+export type Route =
+  | { view: "list" }
+  | { view: "instance"; id: string }
+  | { view: "new" }
+  | { view: "images" };
+
+export function parseRoute(hash: string): Route {
+  const path = hash.replace(/^#\/?/, "");
+  if (path.startsWith("instances/")) {
+    const id = decodeURIComponent(path.slice("instances/".length));
+    if (id) return { view: "instance", id };
+  }
+  if (path === "new") return { view: "new" };
+  if (path === "images") return { view: "images" };
+  return { view: "list" };
+}
+
+export function routeHash(route: Route): string {
+  switch (route.view) {
+    case "list":
+      return "#/";
+    case "instance":
+      return `#/instances/${encodeURIComponent(route.id)}`;
+    case "new":
+      return "#/new";
+    case "images":
+      return "#/images";
+  }
+}
+
+/** The route in the location hash, and a way to go elsewhere. */
+export function useRoute(): [Route, (r: Route) => void] {
+  const [route, setRoute] = useState(() => parseRoute(window.location.hash));
+  useEffect(() => {
+    const onHash = (): void => setRoute(parseRoute(window.location.hash));
+    window.addEventListener("hashchange", onHash);
+    return () => window.removeEventListener("hashchange", onHash);
+  }, []);
+  const go = useCallback((r: Route) => {
+    window.location.hash = routeHash(r);
+  }, []);
+  return [route, go];
+}
+
+/** The current time, updated every `ms`. */
+export function useNow(ms: number): number {
+  const [now, setNow] = useState(Date.now());
+  useEffect(() => {
+    const t = window.setInterval(() => setNow(Date.now()), ms);
+    return () => window.clearInterval(t);
+  }, [ms]);
+  return now;
+}
+
+/** Single-key shortcuts that fire when no text field has the focus (Escape always fires). */
+export function useShortcuts(map: Record<string, () => void>): void {
+  const ref = useRef(map);
+  ref.current = map;
+  useEffect(() => {
+    const onKey = (e: KeyboardEvent): void => {
+      if (e.ctrlKey || e.metaKey || e.altKey) return;
+      const target = e.target as HTMLElement | null;
+      const typing = target !== null && (target.isContentEditable || ["INPUT", "TEXTAREA", "SELECT"].includes(target.tagName));
+      if (typing && e.key !== "Escape") return;
+      const fn = ref.current[e.key];
+      if (fn) {
+        e.preventDefault();
+        fn();
+      }
+    };
+    window.addEventListener("keydown", onKey);
+    return () => window.removeEventListener("keydown", onKey);
+  }, []);
+}

@@ -60,6 +60,7 @@ desktop-test: bins
 	mkdir -p test-results
 	xvfb-run -a -s "-screen 0 1280x800x24 -nolisten tcp" scripts/test-session.sh \
 	  env APP_BIN=target/debug/hypedeck-desktop HYPEDECK_FAKE_BIN=target/debug/hypedeck-fake \
+	  HYPEDECK_BIN=target/debug/hypedeck \
 	  PATH="$(CURDIR)/.ci/tools/bin:$$PATH" bash tests/desktop/run.sh
 
 test: deps-test lint unit sdk-test vm-test desktop-test

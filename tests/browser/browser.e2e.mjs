@@ -72,7 +72,7 @@ async function runningInstance(name) {
 }
 
 describe("web UI in a browser", () => {
-  test("lists the engine's instances from ?api=&token= and only reads", async (t) => {
+  test("lists the engine's instances from ?api=&token= and only reads while listing", async (t) => {
     const first = await runningInstance("browser-e2e");
     const { page, apiCalls } = await openPage(t, { api: engine.url, token: engine.token });
 
@@ -105,7 +105,6 @@ describe("web UI in a browser", () => {
     assert.ok(apiCalls.includes("GET /instances"), apiCalls.join(", "));
     const writes = apiCalls.filter((c) => !/^(GET|OPTIONS) \/instances$/.test(c));
     assert.deepEqual(writes, []);
-    assert.equal(await page.getByRole("button", { name: /create|new|run/i }).count(), 0);
     assert.equal((await engine.client.instances.list()).length, 2);
   });
 

@@ -3,7 +3,7 @@
 // and the binaries in APP_BIN (the desktop app) and HYPEDECK_FAKE_BIN (`hypedeck` built with
 // --features fake-hypervisor). tests/desktop/run.sh sets all of that up.
 import assert from "node:assert/strict";
-import { chmodSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import path from "node:path";
 import { describe, test } from "node:test";
@@ -102,13 +102,18 @@ describe("desktop window", () => {
     const defer = deferrer(t);
     const dataDir = freshDataDir("desktop-embedded");
     defer(() => rmSync(dataDir, { recursive: true, force: true }));
-    const app = await openApp(defer, { HYPEDECK_DATA_DIR: dataDir });
+    const paintFile = path.join(dataDir, "first-paint.ms");
+    const app = await openApp(defer, { HYPEDECK_DATA_DIR: dataDir, HYPEDECK_FIRST_PAINT_FILE: paintFile });
 
     await textOf(app, "#conn-mode", "embedded");
     assert.equal(await app.getTitle(), "Hypedeck");
+    // The page told the shell it painted, and the shell measured it from process start.
+    const painted = await waitFor(() => existsSync(paintFile) && readFileSync(paintFile, "utf8"), "first_paint");
+    assert.match(painted, /^\d+\n$/);
+    assert.ok(Number(painted) > 0 && Number(painted) < 60_000, painted);
     assert.equal(await app.$("h1").getText(), "Hypedeck");
     await app.$("#empty").waitForDisplayed({ timeout: 10_000 });
-    assert.equal(await app.$("#empty").getText(), "No instances yet");
+    assert.equal(await app.$("#empty p").getText(), "No instances yet");
     assert.equal(await app.$("#error").isDisplayed(), false);
 
     // The window's API is the app's own engine: it answers, it is the one advertised for the
@@ -169,6 +174,61 @@ describe("desktop window", () => {
     assert.equal(await app.$("#error").isDisplayed(), false);
 
     await screenshot(app, "desktop.png");
+  });
+
+  test("rotation: two clicks in the window change the credential live", async (t) => {
+    const defer = deferrer(t);
+    const engine = await startFakeEngine("desktop-rotate");
+    defer(() => engine.stop());
+    const created = await engine.client.instances.create({
+      name: "rotate-e2e",
+      image: "docker.io/library/alpine:latest",
+      env: { AGENT_TOKEN: "tok-desktop-initial" },
+      network: { enabled: true, egress: { enabled: true } },
+      credentials: {
+        AGENT_TOKEN: {
+          source: { env: "AGENT_TOKEN" },
+          inject: [{ hosts: ["api.example.com"], as: { header: "Authorization", format: "Bearer ${value}" } }],
+        },
+      },
+    });
+    const running = await waitFor(async () => {
+      const i = await engine.client.instances.get(created.id);
+      return i.state === "Running" && i;
+    }, "the fake VM to run");
+
+    const app = await openApp(defer, { HYPEDECK_DATA_DIR: engine.dataDir });
+    await textOf(app, "#conn-mode", "attached");
+    const row = app.$(`tr[data-instance-id="${created.id}"]`);
+    await row.waitForDisplayed({ timeout: 10_000 });
+    await row.$("td.name").click(); // WebKit's WebDriver clicks cells, not rows
+
+    // The form lists exactly the instance's credential source keys.
+    const field = app.$('#rotate-form input[data-key="AGENT_TOKEN"]');
+    await field.waitForDisplayed({ timeout: 10_000 });
+    assert.equal(await app.$$("#rotate-form input[data-key]").length, 1);
+    assert.equal(await field.getAttribute("type"), "password");
+    await field.setValue("tok-desktop-rotated");
+    await app.$("#rotate-submit").click();
+    const result = app.$("#rotate-result");
+    await result.waitForDisplayed({ timeout: 10_000 });
+    assert.match(await result.getText(), /AGENT_TOKEN\. No restart/);
+
+    // The engine has the new value (it reads it back from the keychain) on the same run.
+    const after = await engine.client.instances.get(created.id);
+    assert.equal(after.env.AGENT_TOKEN === "tok-desktop-rotated", true, "the engine did not get the new value");
+    assert.equal(after.started_at, running.started_at);
+    assert.equal(after.state, "Running");
+    await app.execute(() => window.scrollTo(0, 0));
+    await screenshot(app, "desktop-rotation.png");
+
+    // A key the policies do not name: the API's 400, with the allowed keys, shown inline.
+    await app.$("#rotate-paste").setValue("PORT=8080");
+    await app.$("#rotate-submit").click();
+    const error = app.$("#rotate-error");
+    await error.waitForDisplayed({ timeout: 10_000 });
+    assert.match(await error.getText(), /env keys \[PORT\] are not credential source env vars; allowed keys: \[AGENT_TOKEN\]/);
+    assert.equal((await engine.client.instances.get(created.id)).env.PORT, undefined);
   });
 
   test("without a keychain the window still opens and says why", async (t) => {

@@ -5,6 +5,7 @@
 # gnome-keyring, e.g. `make desktop-test`, and takes the binaries from the environment:
 #   APP_BIN            the desktop app            (default target/debug/hypedeck-desktop)
 #   HYPEDECK_FAKE_BIN  `hypedeck` built with --features fake-hypervisor (required)
+#   HYPEDECK_BIN       the shipped `hypedeck` (QEMU backend)  (default target/debug/hypedeck)
 #   TAURI_DRIVER_PORT  tauri-driver's port        (default 4444; WebKitWebDriver gets +1)
 #   UI_PORT            `vite preview` port        (default 4173)
 # Screenshots go to test-results/. Everything started here is stopped on exit.
@@ -20,7 +21,8 @@ UI_PORT="${UI_PORT:-4173}"
 export UI_URL="http://127.0.0.1:${UI_PORT}/"
 export NO_AT_BRIDGE=1
 
-for bin in "$APP_BIN" "$HYPEDECK_FAKE_BIN"; do
+export HYPEDECK_BIN="${HYPEDECK_BIN:-target/debug/hypedeck}"
+for bin in "$APP_BIN" "$HYPEDECK_FAKE_BIN" "$HYPEDECK_BIN"; do
   [[ -x $bin ]] || { echo "run.sh: $bin is not built" >&2; exit 1; }
 done
 [[ -f ui/dist/index.html ]] || { echo "run.sh: ui/dist is not built (npm run build:ui)" >&2; exit 1; }
@@ -64,4 +66,6 @@ echo "== desktop suite (real Tauri window via tauri-driver)"
 node --test --test-concurrency=1 tests/desktop/desktop.e2e.mjs || status=1
 echo "== browser suite (headless Chromium against vite preview)"
 node --test --test-concurrency=1 tests/browser/browser.e2e.mjs || status=1
+echo "== browser suite on real VMs (headless Chromium, hypedeck serve with QEMU)"
+node --test --test-concurrency=1 tests/browser/vm.e2e.mjs || status=1
 exit "$status"

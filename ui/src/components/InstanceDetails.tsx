@@ -134,6 +134,10 @@ export function InstanceDetails({
           </dl>
         </div>
 
+        <div className="card" id="rotate-card">
+          <h3>Rotate credentials</h3>
+          <RotateForm key={instance.id} api={api} instance={instance} onRotated={() => onChanged()} />
+        </div>
         <div className="card">
           <h3>Resources</h3>
           <dl>
@@ -205,10 +209,6 @@ export function InstanceDetails({
           <Environment env={instance.env} />
         </div>
 
-        <div className="card" id="rotate-card">
-          <h3>Rotate credentials</h3>
-          <RotateForm key={instance.id} api={api} instance={instance} onRotated={() => onChanged()} />
-        </div>
       </div>
 
       <LogsPanel key={instance.id} api={api} id={instance.id} name={instance.name} />

@@ -1,0 +1,178 @@
+// The web UI in headless Chromium against the shipped `hypedeck serve` with real QEMU guests:
+// create an instance from the form (its image pulled from a registry on 127.0.0.1), see it
+// reach Running, follow its log, rotate its credential, see the API's 400 for a disallowed key
+// and a 409-free rotation, see a field error from the API, then stop and delete it, all by
+// clicking. Needs HYPEDECK_BIN, a D-Bus session with an unlocked Secret Service and the UI at
+// UI_URL (tests/desktop/run.sh sets all of that up). Screenshots go to test-results/.
+import assert from "node:assert/strict";
+import { mkdirSync, rmSync } from "node:fs";
+import path from "node:path";
+import { after, before, describe, test } from "node:test";
+import { chromium } from "playwright-core";
+
+import { deleteAll, newDataDir, startRegistry, startServer, waitFor } from "../vm/harness.mjs";
+
+const UI_URL = process.env.UI_URL ?? "http://127.0.0.1:4173/";
+const CHROMIUM = process.env.CHROMIUM_BIN ?? "/usr/bin/chromium";
+const RESULTS = path.resolve("test-results");
+const BIN = path.resolve(process.env.HYPEDECK_BIN ?? "target/debug/hypedeck");
+
+let browser;
+let registry;
+let server;
+let dataDir;
+let token;
+
+before(async () => {
+  registry = await startRegistry();
+  dataDir = newDataDir();
+  server = await startServer(BIN, dataDir);
+  token = (await import("node:child_process")).execFileSync(BIN, ["--data-dir", dataDir, "token"]).toString().trim();
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+      "--disable-component-update", "--disable-sync", "--no-first-run"],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  if (server) {
+    await deleteAll(server.client());
+    await server.stop();
+  }
+  await registry?.stop();
+  if (dataDir) rmSync(dataDir, { recursive: true, force: true });
+});
+
+async function shot(page, name) {
+  mkdirSync(RESULTS, { recursive: true });
+  await page.screenshot({ path: path.join(RESULTS, name) });
+}
+
+describe("web UI on real VMs", () => {
+  test("create, run, follow logs, rotate, refuse a bad key, stop and delete — by clicking", async (t) => {
+    const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+    t.after(() => context.close());
+    const page = await context.newPage();
+    const pageErrors = [];
+    page.on("pageerror", (e) => pageErrors.push(e.message));
+    const url = new URL(UI_URL);
+    url.searchParams.set("api", server.url);
+    url.searchParams.set("token", token);
+    await page.goto(url.href);
+    await page.locator("#empty").waitFor({ timeout: 15_000 });
+
+    // Create from the form: image from the loopback registry, a long-running command, and a
+    // credential with the default header and format.
+    await page.click("#new-instance");
+    const image = `${registry.host}/vm/curl:1`;
+    await page.fill("#create-image", image);
+    await page.fill("#create-name", "ui-vm");
+    await page.fill("#create-memory", "256MB");
+    await page.fill("#create-cmd", "'echo ui-vm is up; exec sleep 600'");
+    await page.fill("#create-tags", "suite=browser");
+    await page.click("#add-credential");
+    assert.equal(await page.locator("#cred-format-0").inputValue(), "Bearer ${value}");
+    assert.equal(await page.locator("#cred-header-0").inputValue(), "Authorization");
+    assert.equal(await page.locator("#create-egress").isChecked(), true);
+    await page.fill("#cred-key-0", "AGENT_TOKEN");
+    await page.fill("#cred-value-0", "tok-browser-initial");
+    await page.fill("#cred-hosts-0", "api.example.com");
+    await page.click("#create-submit");
+
+    // The details page opens and the badge goes to Running by itself (live updates).
+    const view = page.locator("#instance-view");
+    await view.waitFor({ timeout: 90_000 });
+    const id = await view.getAttribute("data-instance-id");
+    assert.ok(id);
+    const badge = view.locator(".detail-head .badge");
+    await page.locator('#instance-view .detail-head .badge[data-state="Running"]').waitFor({ timeout: 90_000 });
+    assert.equal(await badge.textContent(), "Running");
+    const created = await server.client().instances.get(id);
+    assert.equal(created.name, "ui-vm");
+    assert.equal(created.image, image);
+    assert.deepEqual(created.tags, { suite: "browser" });
+    assert.equal(created.size, "256.0 MB");
+
+    // Every field of the Instance is on the page, with the real IP and MAC from the VM.
+    assert.equal(await view.locator('[data-field="id"] code').textContent(), id);
+    assert.equal(await view.locator('[data-field="network.ip"] code').textContent(), created.network.ip);
+    assert.equal(await view.locator('[data-field="network.mac"] code').textContent(), created.network.mac);
+    assert.equal(await view.locator('[data-field="hypervisor"]').textContent(), "qemu");
+    assert.equal(await view.locator('[data-field="size"]').textContent(), "256.0 MB");
+    // Lifecycle buttons follow the state; disabled ones say why.
+    assert.equal(await page.locator('[data-action="start"]').isDisabled(), true);
+    assert.match(await page.locator('[data-action="start"]').getAttribute("title"), /Only a stopped instance starts/);
+    assert.equal(await page.locator('[data-action="stop"]').isEnabled(), true);
+
+    // The guest's console arrives over SSE.
+    await page.locator("#log-lines", { hasText: "ui-vm is up" }).waitFor({ timeout: 60_000 });
+
+    // Rotate: the form lists exactly the credential's source key.
+    const field = page.locator('#rotate-form input[data-key="AGENT_TOKEN"]');
+    await field.waitFor();
+    assert.equal(await page.locator("#rotate-form input[data-key]").count(), 1);
+    assert.equal(await field.getAttribute("type"), "password");
+    await field.fill("tok-browser-rotated");
+    await page.click("#rotate-submit");
+    await page.locator("#rotate-result").waitFor({ timeout: 15_000 });
+    assert.match(await page.locator("#rotate-result").textContent(), /AGENT_TOKEN\. No restart/);
+    const rotated = await server.client().instances.get(id);
+    assert.equal(rotated.env.AGENT_TOKEN === "tok-browser-rotated", true, "the engine did not get the new value");
+    assert.equal(rotated.started_at, created.started_at);
+    assert.equal(rotated.state, "Running");
+    await page.evaluate(() => window.scrollTo(0, 0));
+    await shot(page, "browser-details.png");
+
+    // A key the policies do not name: the API's 400 with the allowed list, inline.
+    await page.fill("#rotate-paste", "PORT=8080");
+    await page.click("#rotate-submit");
+    await page.locator("#rotate-error").waitFor({ timeout: 15_000 });
+    assert.match(
+      await page.locator("#rotate-error").textContent(),
+      /invalid_request.*env keys \[PORT\] are not credential source env vars; allowed keys: \[AGENT_TOKEN\]/,
+    );
+
+    // An API validation error lands next to its field: the name is taken.
+    await page.click("#new-instance");
+    await page.fill("#create-image", image);
+    await page.fill("#create-name", "ui-vm");
+    await page.click("#create-submit");
+    const nameError = page.locator('.field-error[data-field="name"]');
+    await nameError.waitFor({ timeout: 30_000 });
+    assert.match(await nameError.textContent(), /ui-vm/);
+    await page.keyboard.press("Escape");
+
+    // The list shows it with its state, IP, uptime and tag; Enter opens it.
+    const row = page.locator(`tr[data-instance-id="${id}"]`);
+    await row.waitFor();
+    assert.equal(await row.locator("td.state").textContent(), "Running");
+    assert.equal(await row.locator("td.ip").textContent(), created.network.ip);
+    assert.equal(await row.locator("td.tags").textContent(), "suite=browser");
+    assert.match(await row.locator("td.uptime").textContent(), /^\d+[smhd]/);
+    await shot(page, "browser-list.png");
+    await row.focus();
+    await page.keyboard.press("Enter");
+    await view.waitFor();
+
+    // Stop by clicking; the badge follows and Start becomes possible.
+    await page.click('[data-action="stop"]');
+    await page.locator('#instance-view .detail-head .badge[data-state="Stopped"]').waitFor({ timeout: 60_000 });
+    await page.locator('[data-action="start"]:not([disabled])').waitFor({ timeout: 10_000 });
+    assert.equal(await page.locator('[data-action="stop"]').isDisabled(), true);
+    assert.equal((await server.client().instances.get(id)).state, "Stopped");
+    // A rotation now is the API's 409, shown inline.
+    await page.locator('#rotate-form input[data-key="AGENT_TOKEN"]').fill("tok-browser-late");
+    await page.click("#rotate-submit");
+    await page.locator("#rotate-error", { hasText: "invalid_state" }).waitFor({ timeout: 15_000 });
+
+    // Delete asks first, then the list is empty again.
+    page.once("dialog", (d) => d.accept());
+    await page.click('[data-action="delete"]');
+    await page.locator("#empty").waitFor({ timeout: 30_000 });
+    assert.deepEqual(await server.client().instances.list(), []);
+    assert.deepEqual(pageErrors, []);
+  });
+});

@@ -5,7 +5,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := run
 CARGO ?= cargo
 
-.PHONY: run test deps deps-test ui guest-init lint unit bins sdk-test vm-test desktop-test serve bench clean
+.PHONY: run test deps deps-test ui guest-init lint unit bins sdk-test vm-test desktop-test serve bench bench-ui clean
 
 MUSL_TARGET := $(shell uname -m)-unknown-linux-musl
 
@@ -73,6 +73,14 @@ bench: deps-test guest-init
 	test -x .bench-venv/bin/mitmdump || (python3 -m venv .bench-venv && .bench-venv/bin/pip install -q mitmproxy)
 	scripts/test-session.sh env HYPEDECK_BIN=target/release/hypedeck MITMDUMP=.bench-venv/bin/mitmdump \
 	  node tests/bench/egress-bench.mjs | tee -a BENCHMARKS.md
+
+# UI benchmarks (not tests): release desktop app's start to first paint under Xvfb, and the
+# list rendering 1,000 instances in headless Chromium. Appends a dated table to BENCHMARKS.md.
+bench-ui: deps-test ui bins
+	$(CARGO) build --locked --release -p hypedeck-desktop
+	xvfb-run -a -s "-screen 0 1280x800x24 -nolisten tcp" scripts/test-session.sh \
+	  env APP_BIN=target/release/hypedeck-desktop HYPEDECK_FAKE_BIN=target/debug/hypedeck-fake \
+	  node tests/bench/ui-bench.mjs | tee -a BENCHMARKS.md
 
 clean:
 	$(CARGO) clean

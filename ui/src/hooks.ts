@@ -42,6 +42,7 @@ export function useInstances(api: Hypeman, url: string): InstancesFeed {
       try {
         const fresh = await api.instances.list();
         if (stopped) return;
+        performance.clearMarks("hypedeck:list-data");
         performance.mark("hypedeck:list-data");
         const next = new Map<string, { json: string; value: Instance }>();
         const list = fresh.map((i) => {

@@ -131,7 +131,7 @@ function Workspace({ conn }: { conn: Connection }) {
         <InstanceList
           list={feed.list}
           loaded={feed.loaded}
-          now={now}
+          now={feed.at}
           filter={filter}
           sort={sort}
           onFilter={setFilter}

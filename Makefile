@@ -80,7 +80,7 @@ bench-ui: deps-test ui bins
 	$(CARGO) build --locked --release -p hypedeck-desktop
 	xvfb-run -a -s "-screen 0 1280x800x24 -nolisten tcp" scripts/test-session.sh \
 	  env APP_BIN=target/release/hypedeck-desktop HYPEDECK_FAKE_BIN=target/debug/hypedeck-fake \
-	  node tests/bench/ui-bench.mjs | tee -a BENCHMARKS.md
+	  BENCH_OUT=$(CURDIR)/BENCHMARKS.md node tests/bench/ui-bench.mjs
 
 clean:
 	$(CARGO) clean

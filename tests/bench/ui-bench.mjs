@@ -1,13 +1,13 @@
 // Benchmark (not a test): the desktop window's cold start to first paint, and how long the
 // instances list takes to render 1,000 instances. Writes a results table to stdout;
-// `make bench-ui` appends it to BENCHMARKS.md.
+// `make bench-ui` appends it to BENCHMARKS.md (BENCH_OUT).
 //
 // Needs a display (Xvfb), a D-Bus session with an unlocked Secret Service, and:
 //   APP_BIN            the desktop app (release build)
 //   HYPEDECK_FAKE_BIN  `hypedeck` built with --features fake-hypervisor
 //   CHROMIUM_BIN       headless Chromium (default /usr/bin/chromium)
 import { spawn } from "node:child_process";
-import { existsSync, readFileSync, rmSync } from "node:fs";
+import { appendFileSync, existsSync, readFileSync, rmSync } from "node:fs";
 import path from "node:path";
 import { chromium } from "playwright-core";
 
@@ -116,10 +116,15 @@ async function main() {
   }
 
   const cpu = readFileSync("/proc/cpuinfo", "utf8").match(/model name\s*:\s*(.*)/)?.[1] ?? "unknown CPU";
-  console.log(`\n## UI: start-up and list rendering — ${new Date().toISOString().slice(0, 10)}\n`);
-  console.log(`Machine: ${cpu}, ${(await import("node:os")).cpus().length} cores; Xvfb, WebKitGTK (desktop), Chromium (list).\n`);
-  console.log("| measure | result | notes |\n|---|---|---|");
-  for (const r of rows) console.log(`| ${r.join(" | ")} |`);
+  const out = [
+    `\n## UI: start-up and list rendering — ${new Date().toISOString().slice(0, 10)}\n`,
+    `Machine: ${cpu}, ${(await import("node:os")).cpus().length} cores; Xvfb, WebKitGTK (desktop), Chromium (list).\n`,
+    "| measure | result | notes |\n|---|---|---|",
+    ...rows.map((r) => `| ${r.join(" | ")} |`),
+  ].join("\n");
+  // The desktop session's helpers write to stdout too, so results go to a file when asked.
+  if (process.env.BENCH_OUT) appendFileSync(process.env.BENCH_OUT, `${out}\n`);
+  console.log(out);
 }
 
 await main();

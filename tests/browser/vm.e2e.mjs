@@ -109,6 +109,20 @@ describe("web UI on real VMs", () => {
 
     // The guest's console arrives over SSE.
     await page.locator("#log-lines", { hasText: "ui-vm is up" }).waitFor({ timeout: 60_000 });
+    // Search narrows the lines; pause holds them; download saves what arrived.
+    await page.fill("#logs-search", "ui-vm is up");
+    assert.equal(await page.locator("#log-lines .log-line").count(), 1);
+    await page.fill("#logs-search", "no such line anywhere");
+    await page.locator("#log-lines", { hasText: "No line matches." }).waitFor();
+    await page.fill("#logs-search", "");
+    await page.click("#logs-pause");
+    assert.equal(await page.locator("#logs-status").textContent(), "paused");
+    await page.click("#logs-pause");
+    assert.equal(await page.locator("#logs-status").textContent(), "following");
+    const [download] = await Promise.all([page.waitForEvent("download"), page.click("#logs-download")]);
+    assert.equal(download.suggestedFilename(), "ui-vm-app.log");
+    const saved = await download.path();
+    assert.match((await import("node:fs")).readFileSync(saved, "utf8"), /ui-vm is up/);
 
     // Rotate: the form lists exactly the credential's source key.
     const field = page.locator('#rotate-form input[data-key="AGENT_TOKEN"]');
@@ -143,6 +157,10 @@ describe("web UI on real VMs", () => {
     const nameError = page.locator('.field-error[data-field="name"]');
     await nameError.waitFor({ timeout: 30_000 });
     assert.match(await nameError.textContent(), /ui-vm/);
+    // The pull step ran first and reports the image ready.
+    const pull = page.locator(".pull");
+    assert.equal(await pull.getAttribute("data-status"), "ready");
+    assert.equal(await pull.locator("progress").getAttribute("value"), "100");
     await page.keyboard.press("Escape");
 
     // The list shows it with its state, IP, uptime and tag; Enter opens it.
@@ -173,6 +191,12 @@ describe("web UI on real VMs", () => {
     await page.click('[data-action="delete"]');
     await page.locator("#empty").waitFor({ timeout: 30_000 });
     assert.deepEqual(await server.client().instances.list(), []);
+
+    // The image stays, listed on the Images tab.
+    await page.click('a[href="#/images"]');
+    const imageRow = page.locator("#images-table tbody tr").first();
+    await imageRow.waitFor({ timeout: 10_000 });
+    assert.match(await imageRow.textContent(), /vm\/curl:1.*ready/);
     assert.deepEqual(pageErrors, []);
   });
 });

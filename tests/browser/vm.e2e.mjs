@@ -10,7 +10,7 @@ import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { chromium } from "playwright-core";
 
-import { deleteAll, newDataDir, startRegistry, startServer, waitFor } from "../vm/harness.mjs";
+import { deleteAll, freePort, newDataDir, startRegistry, startServer } from "../vm/harness.mjs";
 
 const UI_URL = process.env.UI_URL ?? "http://127.0.0.1:4173/";
 const CHROMIUM = process.env.CHROMIUM_BIN ?? "/usr/bin/chromium";
@@ -73,6 +73,8 @@ describe("web UI on real VMs", () => {
     await page.fill("#create-memory", "256MB");
     await page.fill("#create-cmd", "'echo ui-vm is up; exec sleep 600'");
     await page.fill("#create-tags", "suite=browser");
+    const forwarded = await freePort();
+    await page.fill("#create-ports", `${forwarded}:8080`);
     await page.click("#add-credential");
     assert.equal(await page.locator("#cred-format-0").inputValue(), "Bearer ${value}");
     assert.equal(await page.locator("#cred-header-0").inputValue(), "Authorization");
@@ -102,6 +104,10 @@ describe("web UI on real VMs", () => {
     assert.equal(await view.locator('[data-field="network.mac"] code').textContent(), created.network.mac);
     assert.equal(await view.locator('[data-field="hypervisor"]').textContent(), "qemu");
     assert.equal(await view.locator('[data-field="size"]').textContent(), "256.0 MB");
+    assert.deepEqual(created.ports, [{ host_port: forwarded, guest_port: 8080, protocol: "tcp" }]);
+    const portLink = view.locator(`[data-field="ports"] li[data-port="${forwarded}"] a`);
+    assert.equal(await portLink.getAttribute("href"), `http://127.0.0.1:${forwarded}/`);
+    assert.equal(await view.locator(`[data-field="ports"] li[data-port="${forwarded}"]`).textContent(), `127.0.0.1:${forwarded} → 8080/tcp`);
     // Lifecycle buttons follow the state; disabled ones say why.
     assert.equal(await page.locator('[data-action="start"]').isDisabled(), true);
     assert.match(await page.locator('[data-action="start"]').getAttribute("title"), /Only a stopped instance starts/);

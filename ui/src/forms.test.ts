@@ -10,6 +10,7 @@ import {
   parseEnvLines,
   parseHosts,
   parsePaste,
+  parsePorts,
   parseTags,
   PROBE_BODY,
   PROBE_KEY,
@@ -42,6 +43,21 @@ describe("env, tags and hosts", () => {
     });
     expect(shellWords("   ")).toEqual({ words: [], error: null });
     expect(shellWords("echo 'oops").error).toBe("unclosed ' quote");
+  });
+
+  test("ports", () => {
+    expect(parsePorts("8080:80, 5353:53/udp 9000")).toEqual({
+      ports: [
+        { host_port: 8080, guest_port: 80, protocol: "tcp" },
+        { host_port: 5353, guest_port: 53, protocol: "udp" },
+        { host_port: 9000, guest_port: 9000, protocol: "tcp" },
+      ],
+      error: null,
+    });
+    expect(parsePorts("80:0").error).toContain("host:guest");
+    expect(parsePorts("a:b").error).toContain('"a:b"');
+    expect(buildCreateBody(draft({ ports: "8080:80", networkEnabled: false })).errors.ports).toBe("Forwarded ports need the network");
+    expect(fieldOf({ code: "port_in_use", message: "host port 8080/tcp is already in use" }, draft({}))).toBe("ports");
   });
 
   test("hosts", () => {

@@ -36,6 +36,8 @@ export interface CreateDraft {
   env: string;
   /** `key=value` lines or comma separated. */
   tags: string;
+  /** `8080:80, 5353:53/udp`: host port : guest port [/protocol]. */
+  ports: string;
   networkEnabled: boolean;
   egressEnabled: boolean;
   egressMode: "all" | "http_https_only";
@@ -55,6 +57,7 @@ export function emptyDraft(): CreateDraft {
     cmd: "",
     env: "",
     tags: "",
+    ports: "",
     networkEnabled: true,
     egressEnabled: false,
     egressMode: "all",
@@ -63,7 +66,7 @@ export function emptyDraft(): CreateDraft {
 }
 
 /** Field names errors attach to. `credentials.N` is the N-th credential row. */
-export type Field = "image" | "name" | "vcpus" | "memory" | "cmd" | "env" | "tags" | "network" | `credentials.${number}` | "form";
+export type Field = "image" | "name" | "vcpus" | "memory" | "cmd" | "env" | "tags" | "ports" | "network" | `credentials.${number}` | "form";
 export type FieldErrors = Partial<Record<Field, string>>;
 
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
@@ -143,6 +146,28 @@ export function parseTags(text: string): { tags: Record<string, string>; error: 
   return { tags, error: null };
 }
 
+export interface PortMapping {
+  host_port: number;
+  guest_port: number;
+  protocol: "tcp" | "udp";
+}
+
+/** Port forwards from `host:guest[/tcp|udp]` items (a bare `80` forwards 80 to 80). */
+export function parsePorts(text: string): { ports: PortMapping[]; error: string | null } {
+  const ports: PortMapping[] = [];
+  for (const part of text.split(/[\s,]+/)) {
+    if (part === "") continue;
+    const m = /^(?:(\d+):)?(\d+)(?:\/(tcp|udp))?$/i.exec(part);
+    const host = Number(m?.[1] ?? m?.[2]);
+    const guest = Number(m?.[2]);
+    if (!m || !(host >= 1 && host <= 65535) || !(guest >= 1 && guest <= 65535)) {
+      return { ports, error: `${JSON.stringify(part)}: use host:guest, e.g. 8080:80 or 5353:53/udp` };
+    }
+    ports.push({ host_port: host, guest_port: guest, protocol: (m[3]?.toLowerCase() as "tcp" | "udp" | undefined) ?? "tcp" });
+  }
+  return { ports, error: null };
+}
+
 /** Hosts from a comma/space separated list. */
 export function parseHosts(text: string): string[] {
   return text
@@ -177,6 +202,9 @@ export function buildCreateBody(draft: CreateDraft): { body: CreateBody | null; 
   const env = { ...parsedEnv.env };
   const parsedTags = parseTags(draft.tags);
   if (parsedTags.error) errors.tags = parsedTags.error;
+  const parsedPorts = parsePorts(draft.ports);
+  if (parsedPorts.error) errors.ports = parsedPorts.error;
+  else if (parsedPorts.ports.length && !draft.networkEnabled) errors.ports = "Forwarded ports need the network";
 
   const credentials: NonNullable<CreateBody["credentials"]> = {};
   for (const [i, c] of draft.credentials.entries()) {
@@ -216,6 +244,8 @@ export function buildCreateBody(draft: CreateDraft): { body: CreateBody | null; 
   if (Object.keys(env).length) body.env = env;
   if (Object.keys(parsedTags.tags).length) body.tags = parsedTags.tags;
   if (hasCredentials) body.credentials = credentials;
+  // Hypedeck extension; other Hypeman servers ignore it.
+  if (parsedPorts.ports.length) (body as CreateBody & { ports?: PortMapping[] }).ports = parsedPorts.ports;
   body.network = draft.networkEnabled
     ? {
         enabled: true,
@@ -231,6 +261,7 @@ export function fieldOf(problem: Problem, draft: CreateDraft): Field {
   if (problem.code === "name_conflict" || problem.code === "already_exists") return "name";
   if (problem.code === "image_not_ready" || problem.code === "invalid_name" || problem.code === "invalid_platform") return "image";
   if (problem.code === "invalid_size" || problem.code === "invalid_hotplug_size") return "memory";
+  if (problem.code === "port_in_use" || /\bports\[/.test(m)) return "ports";
   const credential = /credentials\["([^"]*)"\]/.exec(m);
   if (credential) {
     const i = draft.credentials.findIndex((c) => c.key.trim() === credential[1]);

@@ -3,7 +3,15 @@
 // no SDK calls, so Vitest covers all of it (model.test.ts).
 import type Hypeman from "@onkernel/hypeman";
 
-export type Instance = Hypeman.Instance;
+/** A forwarded port (Hypedeck extension in upstream's PortMapping shape). */
+export interface PortForward {
+  host_port: number;
+  guest_port: number;
+  protocol: "tcp" | "udp";
+}
+
+/** The SDK's Instance plus Hypedeck's `ports` extension (absent on other servers). */
+export type Instance = Hypeman.Instance & { ports?: PortForward[] };
 export type State = Instance["state"];
 
 /** Every state upstream reports, in lifecycle order (the filter menu's order). */

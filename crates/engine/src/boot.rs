@@ -34,6 +34,7 @@ impl Engine {
             Ok(h) => h.clone(),
             Err(reason) => return Err(EngineError::NoHypervisor(reason.clone())),
         };
+        self.check_ports_free(record).await?;
         let spec = self.provision(record, Self::guest_env(record)).await?;
         let vm = hypervisor.start(&spec).await?;
         self.vms_guard().insert(record.id.clone(), Arc::from(vm));

@@ -164,6 +164,7 @@ fn build_record(
         devices: spec.devices.clone(),
         entrypoint: spec.entrypoint.clone(),
         cmd: spec.cmd.clone(),
+        ports: spec.ports.clone(),
         skip_kernel_headers: spec.skip_kernel_headers,
         skip_guest_agent: spec.skip_guest_agent,
         policies: spec.policies.clone(),

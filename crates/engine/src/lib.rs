@@ -20,6 +20,7 @@ mod egress;
 pub mod fake;
 mod images;
 mod lifecycle;
+mod ports;
 mod provision;
 mod query;
 mod render;

@@ -50,6 +50,7 @@ pub fn network_identity(id: &str) -> (NetSpec, u8) {
             guest_ip: format!("10.100.{subnet}.15"),
             restrict: false,
             guest_forwards: Vec::new(),
+            host_forwards: Vec::new(),
         },
         24,
     )
@@ -127,6 +128,7 @@ impl Engine {
             }
             ca_cert_pem = self.egress_proxy().map(|p| p.ca_pem());
         }
+        net.host_forwards = record.ports.clone();
         let network = record.network.enabled.then(|| net.clone());
         if record.network.enabled {
             record.network.ip = Some(net.guest_ip.clone());

@@ -87,6 +87,7 @@ impl Engine {
             overlay_size: Some(format_size(record.overlay_bytes)),
             phase_durations_ms: None,
             platform: record.platform.clone(),
+            ports: (!record.ports.is_empty()).then(|| record.ports.clone()),
             restart_policy: record.policies.get("restart_policy").cloned(),
             restart_status: None,
             size: Some(format_size(record.memory_bytes)),

@@ -75,6 +75,7 @@ impl Engine {
             Ok(h) => h.clone(),
             Err(reason) => return Err(EngineError::NoHypervisor(reason.clone())),
         };
+        self.check_ports_free(&record).await?;
         self.ops_log(&record.id, "restore requested");
         let dir = self.snapshot_dir(&record.id)?;
         let env = Self::guest_env(&record);

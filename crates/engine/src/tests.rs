@@ -463,3 +463,97 @@ async fn a_failed_metadata_write_rolls_the_rotation_back() {
     let got = engine.get(&i.id).await.unwrap();
     assert_eq!(got.env.unwrap()["OUTBOUND_OPENAI_KEY"], "sk-real-123");
 }
+
+/// A free loopback TCP port (bound and released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind(("127.0.0.1", 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn port_in_use(err: &EngineError) -> Option<String> {
+    match err {
+        EngineError::Rejected(r) if r.code == hypedeck_model::ErrorCode::PortInUse => {
+            Some(r.message.clone())
+        }
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn forwarded_ports_are_rendered_and_conflicts_are_409() {
+    let r = rig();
+    let port = free_port();
+    let web = r
+        .engine
+        .create(spec(json!({"name": "web", "image": "alpine",
+            "ports": [{"host_port": port, "guest_port": 80}]})))
+        .await
+        .unwrap();
+    assert_eq!(
+        serde_json::to_value(&web.ports).unwrap(),
+        json!([{"host_port": port, "guest_port": 80, "protocol": "tcp"}])
+    );
+    // The same host port on another running instance: refused, nothing created.
+    let err = r
+        .engine
+        .create(spec(json!({"name": "web2", "image": "alpine",
+            "ports": [{"host_port": port, "guest_port": 8080}]})))
+        .await
+        .unwrap_err();
+    let message = port_in_use(&err).unwrap_or_else(|| panic!("{err:?}"));
+    assert_eq!(
+        message,
+        format!("host port {port}/tcp is already in use by instance \"web\"")
+    );
+    assert_eq!(
+        r.engine.list(&ListFilter::default()).await.unwrap().len(),
+        1
+    );
+    // The same number over UDP is another port.
+    r.engine
+        .create(spec(json!({"name": "dns", "image": "alpine",
+            "ports": [{"host_port": port, "guest_port": 53, "protocol": "udp"}]})))
+        .await
+        .unwrap();
+
+    // Once the first one stops, its port is free for a new instance; starting the first
+    // again is then the conflict.
+    r.engine.stop(&web.id).await.unwrap();
+    r.engine
+        .create(spec(json!({"name": "web2", "image": "alpine",
+            "ports": [{"host_port": port, "guest_port": 8080}]})))
+        .await
+        .unwrap();
+    let err = r
+        .engine
+        .start(&web.id, Default::default())
+        .await
+        .unwrap_err();
+    assert!(port_in_use(&err).is_some(), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_port_held_by_another_program_is_409() {
+    let r = rig();
+    let held = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    let port = held.local_addr().unwrap().port();
+    let err = r
+        .engine
+        .create(spec(json!({"name": "web", "image": "alpine",
+            "ports": [{"host_port": port, "guest_port": 80}]})))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        port_in_use(&err).unwrap_or_else(|| panic!("{err:?}")),
+        format!("host port {port}/tcp is already in use on 127.0.0.1 by another program")
+    );
+    drop(held);
+    r.engine
+        .create(spec(json!({"name": "web", "image": "alpine",
+            "ports": [{"host_port": port, "guest_port": 80}]})))
+        .await
+        .unwrap();
+}

@@ -158,6 +158,16 @@ pub fn argv(spec: &VmSpec, accel: Accel, arch: Arch) -> Vec<String> {
             net.dns,
             if net.restrict { "on" } else { "off" }
         );
+        for fwd in &net.host_forwards {
+            // Loopback only: a sandbox's ports are for this machine, not the network.
+            netdev.push_str(&format!(
+                ",hostfwd={}:127.0.0.1:{}-{}:{}",
+                fwd.protocol.as_str(),
+                fwd.host_port,
+                net.guest_ip,
+                fwd.guest_port
+            ));
+        }
         for (guest, command) in &net.guest_forwards {
             // One command per guest connection (a `tcp:` target would be a single stream).
             netdev.push_str(&format!(
@@ -200,6 +210,7 @@ mod tests {
     use std::path::PathBuf;
 
     use hypedeck_hypervisor::{DiskSpec, NetSpec, VmSpec};
+    use hypedeck_model::{PortForward, PortProtocol};
 
     use super::*;
 
@@ -237,6 +248,18 @@ mod tests {
                     "10.100.7.100:3128".into(),
                     "'/opt/hypedeck' __egress-connect 18080".into(),
                 )],
+                host_forwards: vec![
+                    PortForward {
+                        host_port: 8080,
+                        guest_port: 80,
+                        protocol: PortProtocol::Tcp,
+                    },
+                    PortForward {
+                        host_port: 5353,
+                        guest_port: 53,
+                        protocol: PortProtocol::Udp,
+                    },
+                ],
             }),
         }
     }
@@ -252,7 +275,7 @@ mod tests {
 -device virtio-blk-pci,drive=disk0 \
 -drive file=/data/i/x/overlay,,1.ext4,if=none,id=disk1,format=raw,cache=writeback,throttling.bps-total=104857600,throttling.bps-total-max=419430400 \
 -device virtio-blk-pci,drive=disk1 \
--netdev user,id=net0,net=10.100.7.0/24,host=10.100.7.2,dns=10.100.7.3,restrict=on,guestfwd=tcp:10.100.7.100:3128-cmd:'/opt/hypedeck' __egress-connect 18080 \
+-netdev user,id=net0,net=10.100.7.0/24,host=10.100.7.2,dns=10.100.7.3,restrict=on,hostfwd=tcp:127.0.0.1:8080-10.100.7.15:80,hostfwd=udp:127.0.0.1:5353-10.100.7.15:53,guestfwd=tcp:10.100.7.100:3128-cmd:'/opt/hypedeck' __egress-connect 18080 \
 -device virtio-net-pci,netdev=net0,mac=02:00:00:ab:cd:ef -device virtio-serial-pci \
 -chardev socket,id=ctl,path=/data/instances/tz4a98xxat96iws9zmbrgj3a/run/ctl.sock,server=on,wait=off \
 -device virtserialport,chardev=ctl,name=hypedeck.ctl \

@@ -122,6 +122,7 @@ async fn prepare(argv: &[&str], env: &[&str]) -> Vm {
             guest_ip: "10.100.9.15".into(),
             restrict: false,
             guest_forwards: vec![],
+            host_forwards: vec![],
         }),
     };
     Vm { dir, spec }

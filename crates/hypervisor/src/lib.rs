@@ -75,6 +75,8 @@ pub struct NetSpec {
     /// `guest_addr:port` -> a host command run per guest connection with the connection on
     /// its stdin/stdout (e.g. the bridge to the egress proxy).
     pub guest_forwards: Vec<(String, String)>,
+    /// Guest ports the host reaches on `127.0.0.1:<host_port>`.
+    pub host_forwards: Vec<hypedeck_model::PortForward>,
 }
 
 /// Everything a backend needs to boot one VM. Built by the engine from validated values only.

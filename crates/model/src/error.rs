@@ -22,6 +22,8 @@ pub enum ErrorCode {
     InvalidName,
     /// `invalid_state`.
     InvalidState,
+    /// `port_in_use` (409): a forwarded host port is taken (upstream's ingress code).
+    PortInUse,
     /// `invalid_size`.
     InvalidSize,
     /// `invalid_hotplug_size`.
@@ -88,6 +90,7 @@ impl ErrorCode {
             ErrorCode::NotFound => "not_found",
             ErrorCode::AlreadyExists => "already_exists",
             ErrorCode::NameConflict => "name_conflict",
+            ErrorCode::PortInUse => "port_in_use",
             ErrorCode::Ambiguous => "ambiguous",
             ErrorCode::InsufficientResources => "insufficient_resources",
             ErrorCode::ImageNotReady => "image_not_ready",
@@ -123,9 +126,10 @@ impl ErrorCode {
             ErrorCode::NotFound | ErrorCode::PlatformNotAvailable | ErrorCode::LogNotFound => 404,
             ErrorCode::RateLimited => 429,
             ErrorCode::MethodNotAllowed => 405,
-            ErrorCode::InvalidState | ErrorCode::Ambiguous | ErrorCode::InsufficientResources => {
-                409
-            }
+            ErrorCode::InvalidState
+            | ErrorCode::Ambiguous
+            | ErrorCode::InsufficientResources
+            | ErrorCode::PortInUse => 409,
             ErrorCode::NotSupported => 501,
             ErrorCode::DependencyMissing | ErrorCode::InternalError => 500,
             ErrorCode::SecretsUnavailable => 503,

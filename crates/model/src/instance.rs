@@ -65,6 +65,38 @@ impl std::fmt::Display for HypervisorKind {
     }
 }
 
+/// Transport of a forwarded port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PortProtocol {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+impl PortProtocol {
+    /// `"tcp"` or `"udp"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PortProtocol::Tcp => "tcp",
+            PortProtocol::Udp => "udp",
+        }
+    }
+}
+
+/// Hypedeck extension: a guest port reachable on the host at `127.0.0.1:<host_port>`, in
+/// upstream's `PortMapping` shape. Validated (ports 1–65535), stored and returned as is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortForward {
+    /// Port on the host's loopback.
+    pub host_port: u16,
+    /// Port in the guest.
+    pub guest_port: u16,
+    /// Transport.
+    pub protocol: PortProtocol,
+}
+
 /// A volume attached to an instance (request and response share this shape; fields in
 /// upstream's serialization order).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -190,6 +222,9 @@ pub struct Instance {
     /// Resolved image platform (`os/arch[/variant]`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub platform: Option<String>,
+    /// Hypedeck extension: forwarded ports (omitted when none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ports: Option<Vec<PortForward>>,
     /// Restart policy (passed through as stored).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restart_policy: Option<serde_json::Value>,

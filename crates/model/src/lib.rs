@@ -21,11 +21,11 @@ pub use error::{ErrorBody, ErrorCode};
 pub use id::InstanceId;
 pub use instance::{
     DiskBreakdown, Health, HypervisorKind, ImageInfo, Instance, InstanceGpu, InstanceNetwork,
-    ResourceAllocation, ResourceStatus, Resources, VolumeMount,
+    PortForward, PortProtocol, ResourceAllocation, ResourceStatus, Resources, VolumeMount,
 };
 pub use request::{
     CreateInstanceRequest, CredentialInject, CredentialInjectAs, CredentialPolicy,
-    CredentialSource, EgressEnforcement, EgressRequest, GpuRequest, NetworkRequest,
+    CredentialSource, EgressEnforcement, EgressRequest, GpuRequest, NetworkRequest, PortMapping,
     UpdateInstanceRequest,
 };
 pub use state::{InstanceState, TransitionError};

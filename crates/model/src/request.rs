@@ -163,6 +163,22 @@ pub struct CreateInstanceRequest {
     /// Cmd override.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cmd: Option<Vec<String>>,
+    /// Hypedeck extension: guest ports to expose on the host's loopback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ports: Option<Vec<PortMapping>>,
+}
+
+/// Hypedeck extension, in upstream's `PortMapping` shape: expose `guest_port` of the instance
+/// on `127.0.0.1:<host_port>` of the host. Validated into a [`crate::PortForward`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortMapping {
+    /// Port on the host's loopback.
+    pub host_port: i64,
+    /// Port in the guest.
+    pub guest_port: i64,
+    /// `tcp` (default) or `udp`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
 }
 
 /// `PATCH /instances/{id}` body.

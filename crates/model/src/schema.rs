@@ -259,6 +259,17 @@ pub fn create_instance_request() -> Schema {
                     one_of: None,
                 },
             ),
+            (
+                "ports",
+                array(object(
+                    vec![
+                        ("guest_port", Schema::Int),
+                        ("host_port", Schema::Int),
+                        ("protocol", string_enum(&["tcp", "udp"])),
+                    ],
+                    &["host_port", "guest_port"],
+                )),
+            ),
             ("restart_policy", Schema::Any),
             ("size", string()),
             ("skip_guest_agent", Schema::Bool),

@@ -9,9 +9,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use crate::error::ErrorCode;
-use crate::instance::{HypervisorKind, VolumeMount};
+use crate::instance::{HypervisorKind, PortForward, PortProtocol, VolumeMount};
 use crate::request::{
-    CreateInstanceRequest, CredentialInject, CredentialPolicy, UpdateInstanceRequest,
+    CreateInstanceRequest, CredentialInject, CredentialPolicy, PortMapping, UpdateInstanceRequest,
 };
 use crate::size::{GIB, parse_bandwidth, parse_disk_io, parse_size};
 
@@ -154,6 +154,8 @@ pub struct InstanceSpec {
     pub entrypoint: Option<Vec<String>>,
     /// Cmd override (empty = image default).
     pub cmd: Option<Vec<String>>,
+    /// Forwarded ports (Hypedeck extension).
+    pub ports: Vec<PortForward>,
     /// Skip kernel headers.
     pub skip_kernel_headers: bool,
     /// Skip the guest agent.
@@ -549,6 +551,8 @@ impl CreateInstanceRequest {
             volumes.push(v.clone());
         }
 
+        let ports = check_ports(self.ports.as_deref().unwrap_or_default(), network_enabled)?;
+
         let mut policies = BTreeMap::new();
         for (key, value) in [
             ("snapshot_policy", &self.snapshot_policy),
@@ -589,11 +593,62 @@ impl CreateInstanceRequest {
             hypervisor: self.hypervisor.as_deref().and_then(HypervisorKind::parse),
             entrypoint: self.entrypoint.clone(),
             cmd: self.cmd.clone(),
+            ports,
             skip_kernel_headers: self.skip_kernel_headers.unwrap_or(false),
             skip_guest_agent: self.skip_guest_agent.unwrap_or(false),
             policies,
         })
     }
+}
+
+/// Port forwards: ports in 1–65535, a known protocol, each host port (per protocol) once, and a
+/// network to forward into.
+pub fn check_ports(
+    ports: &[PortMapping],
+    network_enabled: bool,
+) -> Result<Vec<PortForward>, Rejection> {
+    if !ports.is_empty() && !network_enabled {
+        return Err(Rejection::invalid_request(
+            "ports require network.enabled=true",
+        ));
+    }
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::with_capacity(ports.len());
+    for (i, p) in ports.iter().enumerate() {
+        let port = |what: &str, value: i64| {
+            u16::try_from(value)
+                .ok()
+                .filter(|v| *v != 0)
+                .ok_or_else(|| {
+                    Rejection::invalid_request(format!(
+                        "ports[{i}].{what} {value} is not a port (1-65535)"
+                    ))
+                })
+        };
+        let host_port = port("host_port", p.host_port)?;
+        let guest_port = port("guest_port", p.guest_port)?;
+        let protocol = match p.protocol.as_deref() {
+            None | Some("") | Some("tcp") => PortProtocol::Tcp,
+            Some("udp") => PortProtocol::Udp,
+            Some(other) => {
+                return Err(Rejection::invalid_request(format!(
+                    "ports[{i}].protocol {other:?} must be tcp or udp"
+                )));
+            }
+        };
+        if !seen.insert((host_port, protocol)) {
+            return Err(Rejection::invalid_request(format!(
+                "ports[{i}]: host port {host_port}/{} is declared twice",
+                protocol.as_str()
+            )));
+        }
+        out.push(PortForward {
+            host_port,
+            guest_port,
+            protocol,
+        });
+    }
+    Ok(out)
 }
 
 fn normalize_credentials(

@@ -111,6 +111,9 @@ pub struct InstanceRecord {
     /// Cmd override.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cmd: Option<Vec<String>>,
+    /// Guest ports forwarded to the host's loopback.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<hypedeck_model::PortForward>,
     /// Skip kernel headers.
     #[serde(default)]
     pub skip_kernel_headers: bool,
@@ -246,6 +249,7 @@ mod tests {
             devices: vec![],
             entrypoint: None,
             cmd: Some(vec!["sleep".into(), "1".into()]),
+            ports: vec![],
             skip_kernel_headers: false,
             skip_guest_agent: false,
             policies: BTreeMap::new(),

@@ -128,6 +128,9 @@ export function CreateDialog({ api, onClose, onCreated }: { api: Hypeman; onClos
 
         <fieldset className={errors.network ? "invalid" : ""}>
           <legend>Network</legend>
+          <Row label="Forwarded ports" field="ports" errors={errors} hint="host:guest on 127.0.0.1, e.g. 8080:80, 5353:53/udp">
+            <input id="create-ports" value={draft.ports} placeholder="8080:80" spellCheck={false} onChange={(e) => set("ports", e.target.value)} />
+          </Row>
           <label className="check">
             <input id="create-network" type="checkbox" checked={draft.networkEnabled} onChange={(e) => set("networkEnabled", e.target.checked)} /> Network
           </label>

@@ -171,6 +171,26 @@ export function InstanceDetails({
             <Item label="MAC" field="network.mac">
               <Copyable value={net?.mac} label="MAC" />
             </Item>
+            <Item label="Ports" field="ports">
+              {instance.ports?.length ? (
+                <ul className="ports">
+                  {instance.ports.map((p) => (
+                    <li key={`${p.protocol}/${p.host_port}`} data-port={p.host_port}>
+                      {p.protocol === "tcp" ? (
+                        <a href={`http://127.0.0.1:${p.host_port}/`} target="_blank" rel="noreferrer" title="Open in the browser">
+                          127.0.0.1:{p.host_port}
+                        </a>
+                      ) : (
+                        <code>127.0.0.1:{p.host_port}</code>
+                      )}{" "}
+                      → {p.guest_port}/{p.protocol}
+                    </li>
+                  ))}
+                </ul>
+              ) : (
+                "none"
+              )}
+            </Item>
             <Item label="Bandwidth" field="network.bandwidth">
               {net?.bandwidth_download || net?.bandwidth_upload
                 ? `↓ ${dash(net.bandwidth_download)} · ↑ ${dash(net.bandwidth_upload)}`

@@ -437,3 +437,62 @@ fn update_requests() {
         "invalid request: env var \"OUTBOUND_OPENAI_KEY\" must be non-empty when referenced by credentials[\"OUTBOUND_OPENAI_KEY\"]"
     );
 }
+
+#[test]
+fn ports_are_validated_and_default_to_tcp() {
+    let spec = create(json!({"name": "web", "image": "alpine", "ports": [
+        {"host_port": 8080, "guest_port": 80},
+        {"host_port": 8080, "guest_port": 53, "protocol": "udp"}
+    ]}))
+    .unwrap();
+    assert_eq!(
+        spec.ports,
+        vec![
+            PortForward {
+                host_port: 8080,
+                guest_port: 80,
+                protocol: PortProtocol::Tcp
+            },
+            PortForward {
+                host_port: 8080,
+                guest_port: 53,
+                protocol: PortProtocol::Udp
+            },
+        ]
+    );
+    let cases = [
+        (
+            json!([{"host_port": 0, "guest_port": 80}]),
+            "invalid request: ports[0].host_port 0 is not a port (1-65535)",
+        ),
+        (
+            json!([{"host_port": 80, "guest_port": 65536}]),
+            "invalid request: ports[0].guest_port 65536 is not a port (1-65535)",
+        ),
+        (
+            json!([{"host_port": 1, "guest_port": 1}, {"host_port": 1, "guest_port": 2}]),
+            "invalid request: ports[1]: host port 1/tcp is declared twice",
+        ),
+    ];
+    for (ports, message) in cases {
+        let (code, got) = rejected(json!({"name": "web", "image": "alpine", "ports": ports}));
+        assert_eq!((code.as_str(), got.as_str()), ("invalid_request", message));
+    }
+    let (_, message) = rejected(
+        json!({"name": "web", "image": "alpine", "network": {"enabled": false},
+        "ports": [{"host_port": 8080, "guest_port": 80}]}),
+    );
+    assert_eq!(
+        message,
+        "invalid request: ports require network.enabled=true"
+    );
+    // The schema catches shapes: a missing guest_port, an unknown protocol.
+    let (code, message) =
+        rejected(json!({"name": "web", "image": "alpine", "ports": [{"host_port": 8080}]}));
+    assert_eq!(code, "Bad Request");
+    assert!(message.contains("guest_port"), "{message}");
+    let (code, _) = rejected(
+        json!({"name": "web", "image": "alpine", "ports": [{"host_port": 1, "guest_port": 1, "protocol": "sctp"}]}),
+    );
+    assert_eq!(code, "Bad Request");
+}

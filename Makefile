@@ -73,6 +73,8 @@ bench: deps-test guest-init
 	test -x .bench-venv/bin/mitmdump || (python3 -m venv .bench-venv && .bench-venv/bin/pip install -q mitmproxy)
 	scripts/test-session.sh env HYPEDECK_BIN=target/release/hypedeck MITMDUMP=.bench-venv/bin/mitmdump \
 	  node tests/bench/egress-bench.mjs | tee -a BENCHMARKS.md
+	scripts/test-session.sh env HYPEDECK_BIN=target/release/hypedeck BENCH_OUT=$(CURDIR)/BENCHMARKS.md \
+	  node tests/bench/ports-bench.mjs
 
 # UI benchmarks (not tests): release desktop app's start to first paint under Xvfb, and the
 # list rendering 1,000 instances in headless Chromium. Appends a dated table to BENCHMARKS.md.

@@ -203,6 +203,21 @@ describe("web UI on real VMs", () => {
     const imageRow = page.locator("#images-table tbody tr").first();
     await imageRow.waitFor({ timeout: 10_000 });
     assert.match(await imageRow.textContent(), /vm\/curl:1.*ready/);
+
+    // Volumes: create one from the Volumes tab, see it listed, delete it (after a confirm).
+    await page.click('a[href="#/volumes"]');
+    await page.fill("#volume-name", "ui-data");
+    await page.fill("#volume-size", "1");
+    await page.click("#volume-create");
+    const volumeRow = page.locator('#volumes-table tr[data-volume-name="ui-data"]');
+    await volumeRow.waitFor({ timeout: 30_000 });
+    assert.match(await volumeRow.textContent(), /1 GB/);
+    const [volume] = await server.client().volumes.list();
+    assert.equal(volume.name, "ui-data");
+    page.once("dialog", (d) => d.accept());
+    await volumeRow.locator('button[data-action="delete-volume"]').click();
+    await volumeRow.waitFor({ state: "detached", timeout: 15_000 });
+    assert.deepEqual(await server.client().volumes.list(), []);
     assert.deepEqual(pageErrors, []);
   });
 });

@@ -3,6 +3,7 @@ import { describe, expect, test } from "vitest";
 import {
   allowedKeysFrom,
   buildCreateBody,
+  buildVolumeParams,
   emptyCredential,
   emptyDraft,
   fieldOf,
@@ -12,6 +13,7 @@ import {
   parsePaste,
   parsePorts,
   parseTags,
+  parseVolumes,
   PROBE_BODY,
   PROBE_KEY,
   rotationBody,
@@ -62,6 +64,71 @@ describe("env, tags and hosts", () => {
 
   test("hosts", () => {
     expect(parseHosts(" api.openai.com, *.openai.com\nx.io ")).toEqual(["api.openai.com", "*.openai.com", "x.io"]);
+  });
+});
+
+describe("volumes", () => {
+  test("read-write, read-only and overlay mounts, comma or line separated", () => {
+    expect(parseVolumes("data:/data:ro, work:/work\ncache:/cache:overlay=1GB\n\nlogs : /var/log/app : RW,")).toEqual({
+      volumes: [
+        { volume_id: "data", mount_path: "/data", readonly: true },
+        { volume_id: "work", mount_path: "/work", readonly: false },
+        { volume_id: "cache", mount_path: "/cache", readonly: true, overlay: true, overlay_size: "1GB" },
+        { volume_id: "logs", mount_path: "/var/log/app", readonly: false },
+      ],
+      error: null,
+    });
+    expect(parseVolumes("c:/c:overlay=512 MB").volumes).toEqual([{ volume_id: "c", mount_path: "/c", readonly: true, overlay: true, overlay_size: "512MB" }]);
+    expect(parseVolumes("   \n , ")).toEqual({ volumes: [], error: null });
+  });
+
+  test("each mistake says what to write", () => {
+    const error = (text: string) => parseVolumes(text).error;
+    expect(error("data")).toBe('"data": use volume_id:/mount/path, e.g. data:/data:ro');
+    expect(error(":/data")).toBe('":/data": start with the volume ID, e.g. data:/data');
+    expect(error("my data:/data")).toContain("has spaces");
+    expect(error("data:")).toBe('"data:": give a mount path after the volume ID, e.g. data:/data');
+    expect(error("data:data")).toBe('"data:data": the mount path must be absolute, e.g. /data');
+    expect(error("data:/mnt/../etc")).toContain('must not contain ".."');
+    expect(error("data:/data:ro:rw")).toContain("one option at most");
+    expect(error("data:/data:readonly")).toBe('"data:/data:readonly": unknown option "readonly"; use ro, rw or overlay=SIZE');
+    expect(error("data:/data:overlay")).toContain("an overlay needs a size, e.g. overlay=1GB");
+    expect(error("data:/data:overlay=big")).toContain("an overlay needs a size");
+    expect(error("data:/data:overlay=0GB")).toContain("an overlay needs a size");
+    expect(error("a:/data, b:/data/")).toBe('"/data" is mounted twice');
+  });
+
+  test("mounts go into the create body; mistakes land on the volumes field", () => {
+    expect(buildCreateBody(draft({ volumes: "data:/data:ro\ncache:/cache:overlay=1GB" })).body?.volumes).toEqual([
+      { volume_id: "data", mount_path: "/data", readonly: true },
+      { volume_id: "cache", mount_path: "/cache", readonly: true, overlay: true, overlay_size: "1GB" },
+    ]);
+    expect(buildCreateBody(draft({ volumes: "" })).body).not.toHaveProperty("volumes");
+    const bad = buildCreateBody(draft({ volumes: "data:relative" }));
+    expect(bad.body).toBeNull();
+    expect(Object.keys(bad.errors)).toEqual(["volumes"]);
+  });
+
+  test("the API's volume errors find the volumes field", () => {
+    const at = (code: string, message: string) => fieldOf({ code, message }, draft({}));
+    expect(at("invalid_request", 'invalid request: volume data: mount path "data" must be absolute')).toBe("volumes");
+    expect(at("invalid_request", 'invalid request: duplicate mount path "/data"')).toBe("volumes");
+    expect(at("not_found", "volume nope not found")).toBe("volumes");
+    expect(at("invalid_overlay_size", 'invalid overlay_size for volume data: strconv.UnmarshalText: parsing "x": invalid syntax')).toBe("volumes");
+    expect(at("invalid_request", 'request body has an error: Error at "/volumes/0/mount_path": property "mount_path" is missing')).toBe("volumes");
+    expect(at("volume_not_found", "not found")).toBe("volumes");
+    expect(at("invalid_size", "invalid size")).toBe("memory");
+  });
+
+  test("a new volume needs a name and a whole number of GB", () => {
+    const params = (name: string, sizeGb: string, archive: { name: string; type: string } | null = null) => buildVolumeParams({ name, sizeGb, archive });
+    expect(params(" data ", "10")).toEqual({ params: { name: "data", size_gb: 10 }, error: null });
+    expect(params("seed", "2", { name: "seed.tar.gz", type: "" })).toEqual({ params: { name: "seed", size_gb: 2 }, error: null });
+    expect(params("seed", "2", { name: "seed.TGZ", type: "" }).error).toBeNull();
+    expect(params("seed", "2", { name: "seed.bin", type: "application/gzip" }).error).toBeNull();
+    expect(params("", "1").error).toBe("Give the volume a name");
+    for (const bad of ["", "0", "-1", "1.5", "ten"]) expect(params("data", bad).error).toBe("The size is a whole number of GB, 1 or more");
+    expect(params("seed", "1", { name: "seed.zip", type: "application/zip" }).error).toBe("seed.zip is not a .tar.gz archive");
   });
 });
 

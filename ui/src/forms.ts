@@ -1,6 +1,7 @@
 // Pure form logic: the create form → an `InstanceCreateParams` body (with the mistakes we can
-// see before sending), API errors → the field they belong to, and the rotation form (which keys
-// rotate, paste parsing, what to send). Vitest covers all of it (forms.test.ts).
+// see before sending), API errors → the field they belong to, the new-volume form, and the
+// rotation form (which keys rotate, paste parsing, what to send). Vitest covers all of it
+// (forms.test.ts).
 import type Hypeman from "@onkernel/hypeman";
 
 import type { Problem } from "./api";
@@ -38,6 +39,8 @@ export interface CreateDraft {
   tags: string;
   /** `8080:80, 5353:53/udp`: host port : guest port [/protocol]. */
   ports: string;
+  /** `data:/data:ro, cache:/cache:overlay=1GB`: volume_id:/mount/path[:ro|:rw|:overlay=SIZE]. */
+  volumes: string;
   networkEnabled: boolean;
   egressEnabled: boolean;
   egressMode: "all" | "http_https_only";
@@ -58,6 +61,7 @@ export function emptyDraft(): CreateDraft {
     env: "",
     tags: "",
     ports: "",
+    volumes: "",
     networkEnabled: true,
     egressEnabled: false,
     egressMode: "all",
@@ -66,7 +70,19 @@ export function emptyDraft(): CreateDraft {
 }
 
 /** Field names errors attach to. `credentials.N` is the N-th credential row. */
-export type Field = "image" | "name" | "vcpus" | "memory" | "cmd" | "env" | "tags" | "ports" | "network" | `credentials.${number}` | "form";
+export type Field =
+  | "image"
+  | "name"
+  | "vcpus"
+  | "memory"
+  | "cmd"
+  | "env"
+  | "tags"
+  | "ports"
+  | "volumes"
+  | "network"
+  | `credentials.${number}`
+  | "form";
 export type FieldErrors = Partial<Record<Field, string>>;
 
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
@@ -168,6 +184,57 @@ export function parsePorts(text: string): { ports: PortMapping[]; error: string 
   return { ports, error: null };
 }
 
+export type VolumeMount = Hypeman.VolumeMount;
+
+/** Upstream's size syntax for an overlay (`1GB`, `512MB`, `2 G`): a whole number and a byte unit. */
+const OVERLAY_SIZE = /^[1-9]\d*\s*(?:[kmgtpe](?:i?b)?|b)?$/i;
+
+/**
+ * Volume mounts from `volume_id:/mount/path[:ro|:rw|:overlay=SIZE]` items separated by commas
+ * or new lines. No option (or `rw`) mounts read-write; `overlay=SIZE` mounts read-only with a
+ * per-instance writable overlay of that size. Catches what upstream would refuse about the
+ * shape (relative or `..` paths, the same path twice, an overlay without a size); the API
+ * checks the rest (unknown volumes, system directories).
+ */
+export function parseVolumes(text: string): { volumes: VolumeMount[]; error: string | null } {
+  const volumes: VolumeMount[] = [];
+  const seen = new Set<string>();
+  for (const part of text.split(/[,\n]/)) {
+    const item = part.trim();
+    if (item === "") continue;
+    const quoted = JSON.stringify(item);
+    const colon = item.indexOf(":");
+    if (colon < 0) return { volumes, error: `${quoted}: use volume_id:/mount/path, e.g. data:/data:ro` };
+    const id = item.slice(0, colon).trim();
+    const [rawPath = "", ...options] = item.slice(colon + 1).split(":");
+    const path = rawPath.trim();
+    if (id === "") return { volumes, error: `${quoted}: start with the volume ID, e.g. data:/data` };
+    if (/\s/.test(id)) return { volumes, error: `${quoted}: the volume ID ${JSON.stringify(id)} has spaces` };
+    if (path === "") return { volumes, error: `${quoted}: give a mount path after the volume ID, e.g. ${id}:/data` };
+    if (!path.startsWith("/")) return { volumes, error: `${quoted}: the mount path must be absolute, e.g. /${path}` };
+    if (path.split("/").includes("..")) return { volumes, error: `${quoted}: the mount path must not contain ".."` };
+    if (options.length > 1) return { volumes, error: `${quoted}: one option at most: ro, rw or overlay=SIZE` };
+    const clean = path.replace(/\/+$/, "") || "/";
+    if (seen.has(clean)) return { volumes, error: `${JSON.stringify(clean)} is mounted twice` };
+    seen.add(clean);
+
+    const option = options[0]?.trim() ?? "";
+    const overlay = /^overlay(?:=(.*))?$/i.exec(option);
+    if (option === "" || option.toLowerCase() === "rw") {
+      volumes.push({ volume_id: id, mount_path: path, readonly: false });
+    } else if (option.toLowerCase() === "ro") {
+      volumes.push({ volume_id: id, mount_path: path, readonly: true });
+    } else if (overlay) {
+      const size = (overlay[1] ?? "").replace(/\s+/g, "");
+      if (!OVERLAY_SIZE.test(size)) return { volumes, error: `${quoted}: an overlay needs a size, e.g. overlay=1GB` };
+      volumes.push({ volume_id: id, mount_path: path, readonly: true, overlay: true, overlay_size: size });
+    } else {
+      return { volumes, error: `${quoted}: unknown option ${JSON.stringify(option)}; use ro, rw or overlay=SIZE` };
+    }
+  }
+  return { volumes, error: null };
+}
+
 /** Hosts from a comma/space separated list. */
 export function parseHosts(text: string): string[] {
   return text
@@ -205,6 +272,8 @@ export function buildCreateBody(draft: CreateDraft): { body: CreateBody | null; 
   const parsedPorts = parsePorts(draft.ports);
   if (parsedPorts.error) errors.ports = parsedPorts.error;
   else if (parsedPorts.ports.length && !draft.networkEnabled) errors.ports = "Forwarded ports need the network";
+  const parsedVolumes = parseVolumes(draft.volumes);
+  if (parsedVolumes.error) errors.volumes = parsedVolumes.error;
 
   const credentials: NonNullable<CreateBody["credentials"]> = {};
   for (const [i, c] of draft.credentials.entries()) {
@@ -243,6 +312,7 @@ export function buildCreateBody(draft: CreateDraft): { body: CreateBody | null; 
   if (cmd.words.length) body.cmd = cmd.words;
   if (Object.keys(env).length) body.env = env;
   if (Object.keys(parsedTags.tags).length) body.tags = parsedTags.tags;
+  if (parsedVolumes.volumes.length) body.volumes = parsedVolumes.volumes;
   if (hasCredentials) body.credentials = credentials;
   // Hypedeck extension; other Hypeman servers ignore it.
   if (parsedPorts.ports.length) (body as CreateBody & { ports?: PortMapping[] }).ports = parsedPorts.ports;
@@ -260,6 +330,8 @@ export function fieldOf(problem: Problem, draft: CreateDraft): Field {
   const m = problem.message;
   if (problem.code === "name_conflict" || problem.code === "already_exists") return "name";
   if (problem.code === "image_not_ready" || problem.code === "invalid_name" || problem.code === "invalid_platform") return "image";
+  // `volume data: mount path "x" must be absolute`, `duplicate mount path "/data"`, `Error at "/volumes/0/…"`.
+  if (/volume/i.test(problem.code) || /\bvolumes?\b|\bmount[ _]paths?\b/i.test(m)) return "volumes";
   if (problem.code === "invalid_size" || problem.code === "invalid_hotplug_size") return "memory";
   if (problem.code === "port_in_use" || /\bports\[/.test(m)) return "ports";
   const credential = /credentials\["([^"]*)"\]/.exec(m);
@@ -286,6 +358,33 @@ export function fieldOf(problem: Problem, draft: CreateDraft): Field {
     default:
       return "form";
   }
+}
+
+// ---- Volumes ----
+
+/** What the new-volume form holds; `archive` is the chosen `.tar.gz` (name and type only here). */
+export interface VolumeDraft {
+  name: string;
+  /** Whole gigabytes; for an archive, the most its content may take. */
+  sizeGb: string;
+  archive: { name: string; type: string } | null;
+}
+
+/**
+ * The name and size to send for a new volume (the same for `volumes.create` and
+ * `volumes.createFromArchive`), or the mistake to show next to the form.
+ */
+export function buildVolumeParams(draft: VolumeDraft): { params: Hypeman.VolumeCreateParams | null; error: string | null } {
+  const name = draft.name.trim();
+  if (name === "") return { params: null, error: "Give the volume a name" };
+  const text = draft.sizeGb.trim();
+  const size = Number(text);
+  if (text === "" || !Number.isInteger(size) || size < 1) return { params: null, error: "The size is a whole number of GB, 1 or more" };
+  const a = draft.archive;
+  if (a && !/\.(?:tar\.gz|tgz)$/i.test(a.name) && !/gzip/.test(a.type)) {
+    return { params: null, error: `${a.name} is not a .tar.gz archive` };
+  }
+  return { params: { name, size_gb: size }, error: null };
 }
 
 // ---- Rotation ----

@@ -84,7 +84,8 @@ export type Route =
   | { view: "list" }
   | { view: "instance"; id: string }
   | { view: "new" }
-  | { view: "images" };
+  | { view: "images" }
+  | { view: "volumes" };
 
 export function parseRoute(hash: string): Route {
   const path = hash.replace(/^#\/?/, "");
@@ -94,6 +95,7 @@ export function parseRoute(hash: string): Route {
   }
   if (path === "new") return { view: "new" };
   if (path === "images") return { view: "images" };
+  if (path === "volumes") return { view: "volumes" };
   return { view: "list" };
 }
 
@@ -107,6 +109,8 @@ export function routeHash(route: Route): string {
       return "#/new";
     case "images":
       return "#/images";
+    case "volumes":
+      return "#/volumes";
   }
 }
 

@@ -9,6 +9,7 @@ import {
   filterInstances,
   nextSort,
   percent,
+  shortId,
   sizeBytes,
   sortInstances,
   STATES,
@@ -16,6 +17,7 @@ import {
   tone,
   uptime,
   VERBS,
+  volumeDeletion,
   type Instance,
   type State,
 } from "./model";
@@ -149,5 +151,30 @@ describe("filter and sort", () => {
     const shown = sortInstances(filterInstances(many, { states: ["Running"], tag: "shard=2", text: "" }), { key: "name", dir: "asc" }, T0);
     expect(shown.every((i) => i.state === "Running" && i.tags?.shard === "2")).toBe(true);
     expect(shown).toHaveLength(25);
+  });
+});
+
+describe("volumes", () => {
+  const vol = (attachments: { instance_id: string; mount_path: string; readonly: boolean }[]) => ({
+    id: "vol1",
+    name: "data",
+    size_gb: 1,
+    created_at: "2026-11-28T10:00:00Z",
+    attachments,
+  });
+
+  test("only a detached volume can be deleted, and an attached one says why", () => {
+    expect(volumeDeletion(vol([]))).toEqual({ enabled: true, reason: "Delete data and everything on it" });
+    expect(volumeDeletion({ id: "v", name: "bare", size_gb: 1, created_at: "" }).enabled).toBe(true);
+    const one = volumeDeletion(vol([{ instance_id: "i1", mount_path: "/data", readonly: true }]));
+    expect(one).toEqual({ enabled: false, reason: "Attached to an instance: detach it or delete the instance first" });
+    const two = volumeDeletion(vol([{ instance_id: "i1", mount_path: "/a", readonly: true }, { instance_id: "i2", mount_path: "/b", readonly: false }]));
+    expect(two.enabled).toBe(false);
+    expect(two.reason).toContain("2 instances");
+  });
+
+  test("short IDs", () => {
+    expect(shortId("abcdefghijklmnopqrstuvwx")).toBe("abcdefgh");
+    expect(shortId("short-id")).toBe("short-id");
   });
 });

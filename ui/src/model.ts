@@ -1,6 +1,6 @@
 // Pure view logic for instances: states and their colours, which verbs a state allows (and why
-// not), filtering, sorting and the human-readable figures the list and details show. No DOM and
-// no SDK calls, so Vitest covers all of it (model.test.ts).
+// not, and whether a volume may be deleted), filtering, sorting and the human-readable figures
+// the list and details show. No DOM and no SDK calls, so Vitest covers all of it (model.test.ts).
 import type Hypeman from "@onkernel/hypeman";
 
 /** A forwarded port (Hypedeck extension in upstream's PortMapping shape). */
@@ -87,6 +87,21 @@ export function availability(state: State, verb: Verb): Availability {
     case "delete":
       return yes("Delete the instance, its disks and its logs");
   }
+}
+
+export type Volume = Hypeman.Volume;
+
+/** A volume can be deleted only while no instance has it attached (the API answers 409 otherwise). */
+export function volumeDeletion(volume: Volume): Availability {
+  const n = volume.attachments?.length ?? 0;
+  if (n === 0) return { enabled: true, reason: `Delete ${volume.name} and everything on it` };
+  const who = n === 1 ? "an instance" : `${n} instances`;
+  return { enabled: false, reason: `Attached to ${who}: detach it or delete ${n === 1 ? "the instance" : "them"} first` };
+}
+
+/** The first characters of an ID, enough to tell instances apart in a table. */
+export function shortId(id: string): string {
+  return id.length > 12 ? id.slice(0, 8) : id;
 }
 
 /** Credentials can be rotated live only while the guest runs (upstream's PATCH rule). */

@@ -40,6 +40,7 @@ pub fn router(state: ApiState) -> Router {
     let protected = routes::instances::routes()
         .merge(routes::lifecycle::routes())
         .merge(routes::images::routes())
+        .merge(routes::volumes::routes())
         .layer(axum::middleware::from_fn_with_state(
             state.token.clone(),
             auth::require_token,

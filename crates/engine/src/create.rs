@@ -31,6 +31,7 @@ impl Engine {
         if self.records()?.iter().any(|r| r.name == spec.name) {
             return Err(EngineError::NameConflict(spec.name.clone()));
         }
+        self.check_volume_attachments(&spec.volumes)?;
         let id = new_id()?;
         let record = build_record(&id, &spec, hypervisor.kind());
 
@@ -100,7 +101,7 @@ impl Engine {
     }
 }
 
-fn new_id() -> Result<InstanceId, EngineError> {
+pub(crate) fn new_id() -> Result<InstanceId, EngineError> {
     let mut random = [0u8; hypedeck_model::id::ID_LEN];
     getrandom::fill(&mut random).map_err(|_| EngineError::Task)?;
     Ok(InstanceId::from_random(random))

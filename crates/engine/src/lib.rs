@@ -27,6 +27,7 @@ mod render;
 mod resources;
 mod standby;
 mod update;
+mod volumes;
 
 #[cfg(test)]
 mod tests;
@@ -43,6 +44,7 @@ pub use images::PullCredentials;
 pub use lifecycle::{MAX_WAIT, STOP_TIMEOUT, StartOverrides, WaitOutcome};
 pub use provision::{GuestRuntime, IMAGE_WAIT};
 pub use query::ListFilter;
+pub use volumes::{MAX_ARCHIVE_BYTES, MAX_VOLUME_GB};
 
 /// Errors of engine verbs. Messages are short and never contain secret values.
 #[derive(Debug, thiserror::Error)]

@@ -194,6 +194,54 @@ impl Engine {
             env.retain(|e| e.split('=').next() != Some(key.as_str()));
             env.push(entry);
         }
+        // Volumes follow the three base disks: vdd, vde, … (an overlay volume takes two).
+        let mut volume_disks = Vec::new();
+        let mut guest_volumes = Vec::new();
+        for v in &record.volumes {
+            let base = self.volume_disk(&v.volume_id)?;
+            if !base.exists() {
+                return Err(EngineError::Rejected(hypedeck_model::Rejection::new(
+                    hypedeck_model::ErrorCode::NotFound,
+                    format!("volume {} not found", v.volume_id),
+                )));
+            }
+            let readonly = v.readonly.unwrap_or(false);
+            let device = hypedeck_guest_init::disk_device(3 + volume_disks.len());
+            volume_disks.push(DiskSpec {
+                path: base,
+                readonly,
+                io_bps: record.disk_io_bps,
+            });
+            let overlay_device = if v.overlay == Some(true) {
+                let upper = dir
+                    .join("vol-overlays")
+                    .join(format!("{}.raw", v.volume_id));
+                if !upper.exists() {
+                    hypedeck_store::create_private_dir(&dir.join("vol-overlays"))?;
+                    let bytes = v
+                        .overlay_size
+                        .as_deref()
+                        .and_then(|s| hypedeck_model::size::parse_size(s).ok())
+                        .unwrap_or(1 << 30);
+                    make_overlay(&upper, bytes).await?;
+                }
+                let device = hypedeck_guest_init::disk_device(3 + volume_disks.len());
+                volume_disks.push(DiskSpec {
+                    path: upper,
+                    readonly: false,
+                    io_bps: record.disk_io_bps,
+                });
+                Some(device)
+            } else {
+                None
+            };
+            guest_volumes.push(hypedeck_guest_init::GuestVolume {
+                device,
+                mount_path: v.mount_path.clone(),
+                readonly,
+                overlay_device,
+            });
+        }
         let config = GuestConfig {
             argv,
             env,
@@ -211,6 +259,7 @@ impl Engine {
                 dns: n.dns.clone(),
             }),
             ca_cert_pem,
+            volumes: guest_volumes,
         };
         let config_disk = dir.join("config.img");
         let bytes = config.to_disk().map_err(EngineError::Provision)?;
@@ -242,7 +291,10 @@ impl Engine {
                     readonly: true,
                     io_bps: 0,
                 },
-            ],
+            ]
+            .into_iter()
+            .chain(volume_disks)
+            .collect(),
             serial_log: logs.join("app.log"),
             network,
         })

@@ -57,6 +57,29 @@ pub struct GuestConfig {
     /// PEM of the host egress proxy's CA, installed into the guest's trust stores.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_cert_pem: Option<String>,
+    /// Volumes to mount before the program starts, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<GuestVolume>,
+}
+
+/// One volume as init mounts it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestVolume {
+    /// The volume's ext4 disk, e.g. `/dev/vdd`.
+    pub device: String,
+    /// Absolute mount path in the guest.
+    pub mount_path: String,
+    /// Mount read-only (with `noload`, so a shared disk is never written, not even its journal).
+    pub readonly: bool,
+    /// A per-instance ext4 disk for an overlayfs over the read-only volume.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlay_device: Option<String>,
+}
+
+/// The device name of the `n`-th virtio disk (0 = `/dev/vda`).
+pub fn disk_device(n: usize) -> String {
+    let letter = char::from(b'a' + u8::try_from(n % 26).unwrap_or(0));
+    format!("/dev/vd{letter}")
 }
 
 /// Exit code when the egress CA cannot be installed (upstream uses 78, EX_CONFIG).
@@ -335,7 +358,14 @@ mod tests {
             ca_cert_pem: Some(
                 "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n".into(),
             ),
+            volumes: vec![GuestVolume {
+                device: disk_device(3),
+                mount_path: "/data".into(),
+                readonly: true,
+                overlay_device: Some(disk_device(4)),
+            }],
         };
+        assert_eq!(disk_device(4), "/dev/vde");
         let disk = c.to_disk().unwrap();
         assert_eq!(disk.len(), CONFIG_DISK_BYTES);
         assert_eq!(GuestConfig::from_disk(&disk).unwrap(), c);

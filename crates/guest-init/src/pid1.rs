@@ -192,6 +192,56 @@ fn mount_root(config: &GuestConfig) {
     mount("tmpfs", "/newroot/run", "tmpfs", 0, "mode=755");
 }
 
+/// Mounts each volume at its path in the new root: ext4 read-write, read-only (`noload`: not
+/// even the journal is replayed, so a disk shared by several guests is never written), or a
+/// read-only base under an overlayfs whose upper layer is this instance's own disk.
+fn mount_volumes(config: &GuestConfig) {
+    for (n, v) in config.volumes.iter().enumerate() {
+        if !wait_for(&v.device, Duration::from_secs(10)) {
+            fatal(&format!("volume disk {} did not appear", v.device));
+        }
+        let target = format!("/newroot{}", v.mount_path);
+        let failed = |what: &str| -> ! {
+            fatal(&format!(
+                "mount volume at {} ({what}): {}",
+                v.mount_path,
+                std::io::Error::last_os_error()
+            ))
+        };
+        match &v.overlay_device {
+            Some(upper) => {
+                let (lower, rw) = (format!("/volumes/{n}/lower"), format!("/volumes/{n}/rw"));
+                if !mount(&v.device, &lower, "ext4", libc::MS_RDONLY, "noload") {
+                    failed("base");
+                }
+                if !wait_for(upper, Duration::from_secs(10)) || !mount(upper, &rw, "ext4", 0, "") {
+                    failed("overlay disk");
+                }
+                let _ = fs::create_dir_all(format!("{rw}/upper"));
+                let _ = fs::create_dir_all(format!("{rw}/work"));
+                let options = format!("lowerdir={lower},upperdir={rw}/upper,workdir={rw}/work");
+                if !mount("overlay", &target, "overlay", 0, &options) {
+                    failed("overlayfs");
+                }
+            }
+            None if v.readonly => {
+                if !mount(&v.device, &target, "ext4", libc::MS_RDONLY, "noload") {
+                    failed("read-only");
+                }
+            }
+            None => {
+                if !mount(&v.device, &target, "ext4", 0, "") {
+                    failed("read-write");
+                }
+            }
+        }
+        log(
+            "init",
+            &format!("mounted volume {} at {}", v.device, v.mount_path),
+        );
+    }
+}
+
 fn set_hostname(name: &str) {
     if name.is_empty() {
         return;
@@ -510,6 +560,7 @@ pub fn run() -> ! {
     load_modules();
     let config = read_config();
     mount_root(&config);
+    mount_volumes(&config);
     set_hostname(&config.hostname);
     if let Some(net) = &config.network {
         setup_network(net);

@@ -84,6 +84,7 @@ async fn prepare(argv: &[&str], env: &[&str]) -> Vm {
             dns: "10.100.9.3".into(),
         }),
         ca_cert_pem: None,
+        volumes: vec![],
     };
     let cfg = dir.path().join("config.img");
     std::fs::write(&cfg, config.to_disk().unwrap()).unwrap();

@@ -123,7 +123,7 @@ pub(crate) fn build_ext4(rootfs: &Rootfs, out: &Path) -> Result<u64, ImageError>
     Ok(size)
 }
 
-fn run(mut cmd: std::process::Command, tool: &str) -> Result<String, ImageError> {
+pub(crate) fn run(mut cmd: std::process::Command, tool: &str) -> Result<String, ImageError> {
     cmd.env("LC_ALL", "C").stdin(std::process::Stdio::null());
     let output = cmd.output().map_err(|e| {
         if e.kind() == io::ErrorKind::NotFound {
@@ -143,7 +143,7 @@ fn run(mut cmd: std::process::Command, tool: &str) -> Result<String, ImageError>
 }
 
 /// Applies the recorded uid/gid/mode of every path whose host copy differs.
-fn fix_ownership(rootfs: &Rootfs, disk: &Path) -> Result<(), ImageError> {
+pub(crate) fn fix_ownership(rootfs: &Rootfs, disk: &Path) -> Result<(), ImageError> {
     let script = fixup_script(rootfs)?;
     if script.is_empty() {
         return Ok(());

@@ -61,6 +61,9 @@ pub enum ImageError {
         #[source]
         source: UnpackError,
     },
+    /// A volume archive could not be unpacked (bad path, bad compression, bad tar).
+    #[error("archive: {0}")]
+    Archive(UnpackError),
     /// `mkfs.ext4` is not installed.
     #[error("mkfs.ext4 not found: install e2fsprogs")]
     MkfsMissing,

@@ -27,6 +27,7 @@ mod reference;
 mod registry;
 mod store;
 mod unpack;
+mod volume;
 
 pub use disk::MIN_DISK_BYTES;
 pub use error::{ImageError, Result};
@@ -36,6 +37,7 @@ pub use reference::{DEFAULT_REGISTRY, DEFAULT_TAG, Digest, ImageRef, ReferenceEr
 pub use registry::{Credentials, RESOLVE_TIMEOUT};
 pub use store::{ImageStore, PullHandle, PullOptions};
 pub use unpack::UnpackError;
+pub use volume::build_volume;
 
 /// Why an image reference was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -395,3 +395,33 @@ pub struct Resources {
     /// Per-instance reservations.
     pub allocations: Vec<ResourceAllocation>,
 }
+
+/// Where a volume is attached.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeAttachment {
+    /// The instance.
+    pub instance_id: String,
+    /// Mount path in the guest.
+    pub mount_path: String,
+    /// Mounted read-only.
+    pub readonly: bool,
+}
+
+/// The Volume resource (upstream's field order).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Volume {
+    /// Unique identifier.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Size in GiB.
+    pub size_gb: u32,
+    /// User tags.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<BTreeMap<String, String>>,
+    /// Current attachments (empty when detached).
+    pub attachments: Vec<VolumeAttachment>,
+    /// Creation time.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}

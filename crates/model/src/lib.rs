@@ -21,12 +21,13 @@ pub use error::{ErrorBody, ErrorCode};
 pub use id::InstanceId;
 pub use instance::{
     DiskBreakdown, Health, HypervisorKind, ImageInfo, Instance, InstanceGpu, InstanceNetwork,
-    PortForward, PortProtocol, ResourceAllocation, ResourceStatus, Resources, VolumeMount,
+    PortForward, PortProtocol, ResourceAllocation, ResourceStatus, Resources, Volume,
+    VolumeAttachment, VolumeMount,
 };
 pub use request::{
-    CreateInstanceRequest, CredentialInject, CredentialInjectAs, CredentialPolicy,
-    CredentialSource, EgressEnforcement, EgressRequest, GpuRequest, NetworkRequest, PortMapping,
-    UpdateInstanceRequest,
+    CreateInstanceRequest, CreateVolumeRequest, CredentialInject, CredentialInjectAs,
+    CredentialPolicy, CredentialSource, EgressEnforcement, EgressRequest, GpuRequest,
+    NetworkRequest, PortMapping, UpdateInstanceRequest,
 };
 pub use state::{InstanceState, TransitionError};
 pub use validate::{EgressMode, InstanceSpec, NetworkSpec, Rejection};

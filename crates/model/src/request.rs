@@ -197,3 +197,18 @@ pub struct UpdateInstanceRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restart_policy: Option<serde_json::Value>,
 }
+
+/// `POST /volumes` body (and the query of `POST /volumes/from-archive`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateVolumeRequest {
+    /// Optional id (generated when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Name.
+    pub name: String,
+    /// Size in GiB.
+    pub size_gb: i64,
+    /// User tags.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<BTreeMap<String, String>>,
+}

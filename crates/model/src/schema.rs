@@ -489,3 +489,16 @@ fn check(schema: &Schema, value: &Value, at: &str) -> Result<(), (String, String
         }
     }
 }
+
+/// `#/components/schemas/CreateVolumeRequest`.
+pub fn create_volume_request() -> Schema {
+    object(
+        vec![
+            ("id", string()),
+            ("name", string()),
+            ("size_gb", Schema::Int),
+            ("tags", tags()),
+        ],
+        &["name", "size_gb"],
+    )
+}

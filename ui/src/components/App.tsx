@@ -1,5 +1,5 @@
 // The page: find the API (desktop shell, URL, storage or the connect form), then the instances
-// list, one instance's details, the create dialog and images, routed by the location hash.
+// list, one instance's details, the create dialog, images and volumes, routed by the location hash.
 import { useEffect, useMemo, useRef, useState } from "react";
 
 import { client, problem, type Problem } from "../api";
@@ -11,6 +11,7 @@ import { CreateDialog } from "./CreateDialog";
 import { ImagesView } from "./ImagesView";
 import { InstanceDetails } from "./InstanceDetails";
 import { InstanceList } from "./InstanceList";
+import { VolumesView } from "./VolumesView";
 
 function Banner({ problem: p }: { problem: Problem | null }) {
   return (
@@ -70,6 +71,7 @@ function Workspace({ conn }: { conn: Connection }) {
     },
     n: () => go({ view: "new" }),
     i: () => go({ view: "images" }),
+    v: () => go({ view: "volumes" }),
     Escape: () => route.view !== "list" && go({ view: "list" }),
   });
 
@@ -96,6 +98,9 @@ function Workspace({ conn }: { conn: Connection }) {
         <a href="#/images" className={route.view === "images" ? "tab on" : "tab"}>
           Images
         </a>
+        <a href="#/volumes" className={route.view === "volumes" ? "tab on" : "tab"}>
+          Volumes
+        </a>
         <span className="spacer" />
         <button id="new-instance" type="button" className="primary" title="New instance (n)" onClick={() => go({ view: "new" })}>
           New instance
@@ -109,6 +114,8 @@ function Workspace({ conn }: { conn: Connection }) {
       )}
       {route.view === "images" ? (
         <ImagesView api={api} />
+      ) : route.view === "volumes" ? (
+        <VolumesView api={api} />
       ) : route.view === "instance" ? (
         selected ? (
           <InstanceDetails

@@ -1,5 +1,5 @@
-// Create an instance: image, name, size, env, tags, credentials (with a "Bearer ${value}"
-// default) and network/egress. Our own checks and the API's errors show next to their field.
+// Create an instance: image, name, size, env, tags, volumes, credentials (with a
+// "Bearer ${value}" default) and network/egress. Our own checks and the API's errors show next to their field.
 // The image is pulled first, with progress, then the instance is created.
 import { useEffect, useRef, useState, type ReactNode } from "react";
 import type Hypeman from "@onkernel/hypeman";
@@ -124,6 +124,21 @@ export function CreateDialog({ api, onClose, onCreated }: { api: Hypeman; onClos
         </Row>
         <Row label="Tags" field="tags" errors={errors} hint="key=value, comma separated">
           <input id="create-tags" value={draft.tags} placeholder="team=ml, purpose=agent" onChange={(e) => set("tags", e.target.value)} />
+        </Row>
+        <Row
+          label="Volumes"
+          field="volumes"
+          errors={errors}
+          hint="volume_id:/mount/path[:ro|:rw|:overlay=SIZE], comma or line separated; read-write by default, overlay is read-only with a private writable layer. e.g. data:/data:ro, cache:/cache:overlay=1GB"
+        >
+          <textarea
+            id="create-volumes"
+            rows={2}
+            spellCheck={false}
+            value={draft.volumes}
+            placeholder="data:/data:ro"
+            onChange={(e) => set("volumes", e.target.value)}
+          />
         </Row>
 
         <fieldset className={errors.network ? "invalid" : ""}>

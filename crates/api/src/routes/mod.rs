@@ -4,6 +4,7 @@ pub mod images;
 pub mod instances;
 pub mod lifecycle;
 pub mod meta;
+pub mod volumes;
 
 use hypedeck_model::InstanceState;
 

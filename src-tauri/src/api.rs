@@ -9,11 +9,12 @@
 use std::fmt;
 use std::time::Duration;
 
+use hypedeck_model::error::sentence;
 use serde::Deserialize;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, timeout_at};
 
-use crate::link::{Connection, sentence};
+use crate::link::Connection;
 use crate::status::{self, InstanceSummary};
 
 /// Timeout of one list request (the poller asks again soon).

@@ -5,13 +5,13 @@
 //! [`Daemon`] serves for as long as it is held here. A failure is kept too, as the text the UI
 //! shows (e.g. the keychain is locked); restarting the app retries.
 
-use std::error::Error;
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use hypedeck_cli::daemon::{self, Daemon, DaemonError, DaemonOptions, Endpoint, HypervisorChoice};
+use hypedeck_model::error::sentence;
 use hypedeck_store::StoreError;
 use serde::Serialize;
 use tokio::sync::OnceCell;
@@ -182,53 +182,9 @@ async fn attach(dir: &Path, endpoint: Endpoint) -> Result<Link, String> {
     }))
 }
 
-/// An error and its causes on one line, skipping causes the message already spells out.
-pub(crate) fn sentence(error: &dyn Error) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(c) = cause {
-        let part = c.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        cause = c.source();
-    }
-    text
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[derive(Debug)]
-    struct Failure(&'static str, Option<Box<Failure>>);
-
-    impl fmt::Display for Failure {
-        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str(self.0)
-        }
-    }
-
-    impl Error for Failure {
-        fn source(&self) -> Option<&(dyn Error + 'static)> {
-            self.1.as_deref().map(|e| e as &(dyn Error + 'static))
-        }
-    }
-
-    #[test]
-    fn sentence_joins_causes_once() {
-        let inner = Failure("connection refused", None);
-        let middle = Failure(
-            "no secret service: connection refused",
-            Some(Box::new(inner)),
-        );
-        let outer = Failure("listen on 127.0.0.1:4973", Some(Box::new(middle)));
-        assert_eq!(
-            sentence(&outer),
-            "listen on 127.0.0.1:4973: no secret service: connection refused"
-        );
-    }
 
     #[test]
     fn connection_serializes_for_the_ui_and_debug_hides_the_token() {

@@ -3,12 +3,12 @@
 // Writes a results table to stdout (and appends it to $BENCH_OUT when set).
 //
 //   HYPEDECK_BIN=target/release/hypedeck node tests/bench/ports-bench.mjs
-import { appendFileSync, readFileSync, rmSync } from "node:fs";
+import { rmSync } from "node:fs";
 import { createServer } from "node:http";
-import { cpus } from "node:os";
 import path from "node:path";
 
 import { deleteAll, freePort, newDataDir, startRegistry, startServer } from "../vm/harness.mjs";
+import { report } from "./report.mjs";
 
 const BIN = path.resolve(process.env.HYPEDECK_BIN ?? "target/debug/hypedeck");
 const MIB = Number(process.env.BENCH_MIB ?? 64);
@@ -77,15 +77,7 @@ async function main() {
     await registry.stop();
     rmSync(dataDir, { recursive: true, force: true });
   }
-  const cpu = readFileSync("/proc/cpuinfo", "utf8").match(/model name\s*:\s*(.*)/)?.[1] ?? "unknown CPU";
-  const out = [
-    `\n## Port forwarding — ${new Date().toISOString().slice(0, 10)}\n`,
-    `Machine: ${cpu}, ${cpus().length} cores.\n`,
-    "| measure | result | notes |\n|---|---|---|",
-    ...rows.map((r) => `| ${r.join(" | ")} |`),
-  ].join("\n");
-  if (process.env.BENCH_OUT) appendFileSync(process.env.BENCH_OUT, `${out}\n`);
-  console.log(out);
+  report("Port forwarding", "", rows);
 }
 
 await main();

@@ -7,11 +7,12 @@
 //   HYPEDECK_FAKE_BIN  `hypedeck` built with --features fake-hypervisor
 //   CHROMIUM_BIN       headless Chromium (default /usr/bin/chromium)
 import { spawn } from "node:child_process";
-import { appendFileSync, existsSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, readFileSync, rmSync } from "node:fs";
 import path from "node:path";
 import { chromium } from "playwright-core";
 
 import { freshDataDir, startFakeEngine, waitFor } from "../desktop/fake-engine.mjs";
+import { report } from "./report.mjs";
 
 const APP = path.resolve(process.env.APP_BIN ?? "target/release/hypedeck-desktop");
 const CHROMIUM = process.env.CHROMIUM_BIN ?? "/usr/bin/chromium";
@@ -115,16 +116,7 @@ async function main() {
     await engine.stop();
   }
 
-  const cpu = readFileSync("/proc/cpuinfo", "utf8").match(/model name\s*:\s*(.*)/)?.[1] ?? "unknown CPU";
-  const out = [
-    `\n## UI: start-up and list rendering — ${new Date().toISOString().slice(0, 10)}\n`,
-    `Machine: ${cpu}, ${(await import("node:os")).cpus().length} cores; Xvfb, WebKitGTK (desktop), Chromium (list).\n`,
-    "| measure | result | notes |\n|---|---|---|",
-    ...rows.map((r) => `| ${r.join(" | ")} |`),
-  ].join("\n");
-  // The desktop session's helpers write to stdout too, so results go to a file when asked.
-  if (process.env.BENCH_OUT) appendFileSync(process.env.BENCH_OUT, `${out}\n`);
-  console.log(out);
+  report("UI: start-up and list rendering", "Xvfb, WebKitGTK (desktop), Chromium (list)", rows);
 }
 
 await main();

@@ -1,11 +1,11 @@
 // Real VMs: OCI images from a registry on 127.0.0.1 booted under QEMU by `hypedeck serve`,
 // driven through the official Hypeman TypeScript SDK.
-import { test, before, after, describe } from "node:test";
+import { test, describe } from "node:test";
 import assert from "node:assert/strict";
 import path from "node:path";
-import { rmSync } from "node:fs";
 import Hypeman from "@onkernel/hypeman";
-import { startRegistry, startServer, newDataDir, waitFor, logLines, deleteAll } from "./harness.mjs";
+import { startServer, waitFor, logLines } from "./harness.mjs";
+import { vmSuite } from "./suite.mjs";
 
 const BIN = path.resolve(process.env.HYPEDECK_BIN ?? "target/debug/hypedeck");
 const BOOT_TIMEOUT = { timeout: "240s" };
@@ -15,19 +15,7 @@ let dataDir;
 let server;
 let client;
 
-before(async () => {
-  registry = await startRegistry();
-  dataDir = newDataDir();
-  server = await startServer(BIN, dataDir);
-  client = server.client();
-});
-
-after(async () => {
-  if (client) await deleteAll(client);
-  await server?.stop();
-  await registry?.stop();
-  if (dataDir) rmSync(dataDir, { recursive: true, force: true });
-});
+const suite = vmSuite((s) => ({ registry, dataDir, server, client } = s));
 
 const image = (name) => `${registry.host}/vm/${name}:1`;
 
@@ -103,6 +91,7 @@ describe("instances boot real OCI images under QEMU", () => {
     await server.stop("SIGKILL");
     server = await startServer(BIN, dataDir);
     client = server.client();
+    Object.assign(suite, { server, client }); // stopped and cleaned by the suite's after()
     assert.equal((await client.instances.get(created.id)).state, "Running");
 
     const stopped = await client.instances.stop(created.id);

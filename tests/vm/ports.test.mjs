@@ -1,34 +1,18 @@
 // Real VMs: a guest TCP port forwarded to the host's loopback (`ports`, a Hypedeck extension in
 // upstream's PortMapping shape), reached with plain HTTP from the host; conflicts are 409
 // `port_in_use`; the forward follows stop, standby and restore.
-import { test, before, after, describe } from "node:test";
+import { test, describe } from "node:test";
 import assert from "node:assert/strict";
-import path from "node:path";
-import { rmSync } from "node:fs";
 import { createServer } from "node:net";
-import { startRegistry, startServer, newDataDir, freePort, deleteAll } from "./harness.mjs";
+import { freePort } from "./harness.mjs";
+import { vmSuite } from "./suite.mjs";
 
-const BIN = path.resolve(process.env.HYPEDECK_BIN ?? "target/debug/hypedeck");
 const BOOT = { timeout: "240s" };
 
 let registry;
-let dataDir;
-let server;
 let client;
 
-before(async () => {
-  registry = await startRegistry();
-  dataDir = newDataDir();
-  server = await startServer(BIN, dataDir);
-  client = server.client();
-});
-
-after(async () => {
-  if (client) await deleteAll(client);
-  await server?.stop();
-  await registry?.stop();
-  if (dataDir) rmSync(dataDir, { recursive: true, force: true });
-});
+vmSuite((s) => ({ registry, client } = s));
 
 /** busybox httpd serving the image's /app on guest port 8080, forwarded to `hostPort`. */
 function httpd(name, hostPort) {

@@ -1,36 +1,19 @@
 // Real VMs: volumes (upstream §9) — created empty or from a tar.gz, attached at create
 // read-only, read-write or as an overlay, and read and written by real guests.
-import { test, before, after, describe } from "node:test";
+import { test, describe } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { startRegistry, startServer, newDataDir, logLines, deleteAll } from "./harness.mjs";
+import { logLines } from "./harness.mjs";
+import { vmSuite } from "./suite.mjs";
 
-const BIN = path.resolve(process.env.HYPEDECK_BIN ?? "target/debug/hypedeck");
 
 let registry;
-let dataDir;
-let server;
 let client;
 
-before(async () => {
-  registry = await startRegistry();
-  dataDir = newDataDir();
-  server = await startServer(BIN, dataDir);
-  client = server.client();
-});
-
-after(async () => {
-  if (client) {
-    await deleteAll(client);
-    for (const v of await client.volumes.list().catch(() => [])) await client.volumes.delete(v.id).catch(() => {});
-  }
-  await server?.stop();
-  await registry?.stop();
-  if (dataDir) rmSync(dataDir, { recursive: true, force: true });
-});
+vmSuite((s) => ({ registry, client } = s));
 
 /** A tar.gz of `files` ({path: content}), made with the system tar. */
 function tarGz(files) {

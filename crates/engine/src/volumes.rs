@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use hypedeck_model::error::sentence;
 use hypedeck_model::{
     CreateVolumeRequest, ErrorCode, Rejection, Volume, VolumeAttachment, VolumeMount,
 };
@@ -293,18 +294,4 @@ impl Engine {
         }
         Ok(())
     }
-}
-
-fn sentence(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(c) = cause {
-        let part = c.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        cause = c.source();
-    }
-    text
 }

@@ -155,3 +155,56 @@ impl ErrorBody {
         }
     }
 }
+
+/// An error and its causes on one line, skipping causes the message already spells out
+/// (`"listen on 127.0.0.1:4973: no secret service: connection refused"`).
+pub fn sentence(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        let part = c.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        cause = c.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod sentence_tests {
+    use std::error::Error;
+    use std::fmt;
+
+    use super::sentence;
+
+    #[derive(Debug)]
+    struct Failure(&'static str, Option<Box<Failure>>);
+
+    impl fmt::Display for Failure {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl Error for Failure {
+        fn source(&self) -> Option<&(dyn Error + 'static)> {
+            self.1.as_deref().map(|e| e as &(dyn Error + 'static))
+        }
+    }
+
+    #[test]
+    fn sentence_joins_causes_once() {
+        let inner = Failure("connection refused", None);
+        let middle = Failure(
+            "no secret service: connection refused",
+            Some(Box::new(inner)),
+        );
+        let outer = Failure("listen on 127.0.0.1:4973", Some(Box::new(middle)));
+        assert_eq!(
+            sentence(&outer),
+            "listen on 127.0.0.1:4973: no secret service: connection refused"
+        );
+    }
+}

@@ -84,6 +84,10 @@ impl ApiError {
                 tracing::error!(%operation, error = %error, "image pull failed");
                 ApiError::new(ErrorCode::InternalError, error.to_string())
             }
+            EngineError::Agent(_) => {
+                tracing::warn!(%operation, error = %error, "guest agent");
+                ApiError::new(ErrorCode::InternalError, error.to_string())
+            }
             EngineError::Provision(_) => {
                 tracing::error!(%operation, error = %error, "guest preparation failed");
                 ApiError::new(ErrorCode::DependencyMissing, error.to_string())

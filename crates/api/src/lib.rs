@@ -41,6 +41,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(routes::lifecycle::routes())
         .merge(routes::images::routes())
         .merge(routes::volumes::routes())
+        .merge(routes::exec::routes())
         .layer(axum::middleware::from_fn_with_state(
             state.token.clone(),
             auth::require_token,

@@ -11,6 +11,7 @@
 //!   so names stay unique;
 //! - credential source values are kept in the [`SecretStore`] and in memory only.
 
+mod agent;
 mod boot;
 mod create;
 mod delete;
@@ -40,6 +41,8 @@ use hypedeck_model::{HypervisorKind, InstanceState, Rejection};
 use hypedeck_secrets::{SecretError, SecretStore, Sensitive};
 use hypedeck_store::{Paths, StoreError};
 
+pub use agent::{AgentEvent, ExecSession};
+pub use hypedeck_guest_init::agent_proto::{OpenRequest, PathInfo};
 pub use images::PullCredentials;
 pub use lifecycle::{MAX_WAIT, STOP_TIMEOUT, StartOverrides, WaitOutcome};
 pub use provision::{GuestRuntime, IMAGE_WAIT};
@@ -108,6 +111,9 @@ pub enum EngineError {
     /// Preparing the guest's disks or boot assets failed.
     #[error("prepare guest: {0}")]
     Provision(String),
+    /// The guest agent could not be reached or answered badly.
+    #[error("{0}")]
+    Agent(String),
 }
 
 /// How the engine is put together.
@@ -141,6 +147,8 @@ pub struct Engine {
     pulls: Mutex<Vec<(String, hypedeck_images::Digest)>>,
     /// Credential values by instance id, then env key (a cache of the keychain).
     secret_cache: Mutex<HashMap<String, BTreeMap<String, Sensitive<String>>>>,
+    /// Live exec-agent connections by instance id.
+    agents: Mutex<HashMap<String, Arc<agent::AgentLink>>>,
 }
 
 impl Engine {
@@ -156,6 +164,7 @@ impl Engine {
             vms: Mutex::new(HashMap::new()),
             pulls: Mutex::new(Vec::new()),
             secret_cache: Mutex::new(HashMap::new()),
+            agents: Mutex::new(HashMap::new()),
         }
     }
 
@@ -210,6 +219,10 @@ impl Engine {
 
     fn vm(&self, id: &str) -> Option<Arc<dyn Vm>> {
         self.vms_guard().get(id).cloned()
+    }
+
+    fn agents(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<agent::AgentLink>>> {
+        self.agents.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn secret_cache(

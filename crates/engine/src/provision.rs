@@ -260,6 +260,7 @@ impl Engine {
             }),
             ca_cert_pem,
             volumes: guest_volumes,
+            skip_agent: record.skip_guest_agent,
         };
         let config_disk = dir.join("config.img");
         let bytes = config.to_disk().map_err(EngineError::Provision)?;

@@ -9,6 +9,8 @@
 //!
 //! Pure: serde only. The PID 1 program itself is `main.rs` (Linux only).
 
+pub mod agent_proto;
+
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
@@ -60,6 +62,9 @@ pub struct GuestConfig {
     /// Volumes to mount before the program starts, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<GuestVolume>,
+    /// Do not start the exec agent (`skip_guest_agent`): the instance is Running without it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub skip_agent: bool,
 }
 
 /// One volume as init mounts it.
@@ -364,6 +369,7 @@ mod tests {
                 readonly: true,
                 overlay_device: Some(disk_device(4)),
             }],
+            skip_agent: true,
         };
         assert_eq!(disk_device(4), "/dev/vde");
         let disk = c.to_disk().unwrap();

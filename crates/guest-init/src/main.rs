@@ -2,6 +2,8 @@
 //! `pid1.rs` for the boot sequence.
 
 #[cfg(target_os = "linux")]
+mod agent;
+#[cfg(target_os = "linux")]
 mod pid1;
 
 fn main() {

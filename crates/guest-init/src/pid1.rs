@@ -379,13 +379,61 @@ fn install_ca(pem: &str) -> std::io::Result<()> {
 }
 
 fn control_port() -> Option<String> {
+    virtio_port(CONTROL_PORT)
+}
+
+/// `/dev/vportNpM` of the virtio-serial port called `name`.
+fn virtio_port(name: &str) -> Option<String> {
     for entry in fs::read_dir("/sys/class/virtio-ports").ok()?.flatten() {
-        let name = fs::read_to_string(entry.path().join("name")).unwrap_or_default();
-        if name.trim() == CONTROL_PORT {
+        let found = fs::read_to_string(entry.path().join("name")).unwrap_or_default();
+        if found.trim() == name {
             return Some(format!("/dev/{}", entry.file_name().to_string_lossy()));
         }
     }
     None
+}
+
+/// Forks the exec agent (before any thread exists and before signals are blocked): it
+/// chroots into the instance's root and serves the host on the agent port. No port (another
+/// host, or an old one): no agent, and the instance never reports the agent ready, so it
+/// stays Initializing (upstream's gate). Returns whether the agent runs.
+fn start_agent(config: &GuestConfig) -> bool {
+    let Some(path) = virtio_port(hypedeck_guest_init::agent_proto::AGENT_PORT) else {
+        log("agent", "no agent port; exec is unavailable");
+        return false;
+    };
+    let port = match fs::OpenOptions::new().read(true).write(true).open(&path) {
+        Ok(port) => port,
+        Err(e) => {
+            log("agent", &format!("open {path}: {e}"));
+            return false;
+        }
+    };
+    let env: Vec<(String, String)> = program_env(config)
+        .iter()
+        .filter_map(|e| {
+            e.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
+        .collect();
+    // SAFETY: PID 1 is single-threaded here; the child only chroots and serves.
+    match unsafe { libc::fork() } {
+        0 => {
+            let (root, slash) = (cstr("/newroot"), cstr("/"));
+            // SAFETY: valid NUL-terminated paths.
+            unsafe {
+                if libc::chroot(root.as_ptr()) != 0 || libc::chdir(slash.as_ptr()) != 0 {
+                    libc::_exit(1);
+                }
+            }
+            crate::agent::serve(port, env)
+        }
+        pid if pid < 0 => {
+            log("agent", "fork failed; exec is unavailable");
+            false
+        }
+        _ => true,
+    }
 }
 
 /// Forwards host requests (control port lines, ACPI power button) to the program as SIGTERM.
@@ -470,7 +518,8 @@ struct Prepared {
     slash: CString,
 }
 
-fn prepare(config: &GuestConfig) -> Prepared {
+/// The program's environment: the config's, plus PATH, HOME and HOSTNAME defaults.
+fn program_env(config: &GuestConfig) -> Vec<String> {
     let mut env: Vec<String> = config.env.clone();
     let has = |k: &str, env: &[String]| env.iter().any(|e| e.starts_with(&format!("{k}=")));
     if !has("PATH", &env) {
@@ -482,6 +531,11 @@ fn prepare(config: &GuestConfig) -> Prepared {
     if !has("HOSTNAME", &env) && !config.hostname.is_empty() {
         env.push(format!("HOSTNAME={}", config.hostname));
     }
+    env
+}
+
+fn prepare(config: &GuestConfig) -> Prepared {
+    let env = program_env(config);
     let path = env
         .iter()
         .rev()
@@ -575,6 +629,7 @@ pub fn run() -> ! {
         log("init", "installed the egress proxy CA");
     }
     let prepared = prepare(&config);
+    let agent_ready = config.skip_agent || start_agent(&config);
 
     // Block the signals PID 1 handles synchronously, before any thread or child exists.
     // SAFETY: sigset manipulation on local, initialized sets.
@@ -605,7 +660,9 @@ pub fn run() -> ! {
         "entrypoint",
         &format!("{PROGRAM_START} ts={} mode=exec", now()),
     );
-    log("agent", &format!("{AGENT_READY} ts={}", now()));
+    if agent_ready {
+        log("agent", &format!("{AGENT_READY} ts={}", now()));
+    }
 
     let code = loop {
         // SAFETY: siginfo is plain old data, filled in by sigwaitinfo.

@@ -56,6 +56,8 @@ pub struct RuntimeFiles {
     pub qmp: PathBuf,
     /// Control port socket (virtio-serial `hypedeck.ctl`).
     pub control: PathBuf,
+    /// Exec agent socket (virtio-serial `hypedeck.agent`).
+    pub agent: PathBuf,
     /// Pidfile written by QEMU.
     pub pidfile: PathBuf,
     /// QEMU's own stdout/stderr before it daemonizes.
@@ -68,11 +70,15 @@ impl RuntimeFiles {
         RuntimeFiles {
             qmp: dir.join("qmp.sock"),
             control: dir.join("ctl.sock"),
+            agent: dir.join(AGENT_SOCKET),
             pidfile: dir.join("qemu.pid"),
             vmm_log: dir.join("vmm.log"),
         }
     }
 }
+
+/// The exec agent's socket in a VM's runtime dir (the engine connects to it).
+pub const AGENT_SOCKET: &str = "agent.sock";
 
 /// Escapes a value for QEMU's `key=value,…` option syntax (commas are doubled).
 fn q(path: &Path) -> String {
@@ -197,6 +203,20 @@ pub fn argv(spec: &VmSpec, accel: Accel, arch: Arch) -> Vec<String> {
         ),
     ]);
     push(&[
+        "-chardev",
+        &format!(
+            "socket,id=agent,path={},server=on,wait=off",
+            q(&files.agent)
+        ),
+    ]);
+    push(&[
+        "-device",
+        &format!(
+            "virtserialport,chardev=agent,name={}",
+            hypedeck_guest_init::agent_proto::AGENT_PORT
+        ),
+    ]);
+    push(&[
         "-qmp",
         &format!("unix:{},server=on,wait=off", q(&files.qmp)),
     ]);
@@ -279,6 +299,8 @@ mod tests {
 -device virtio-net-pci,netdev=net0,mac=02:00:00:ab:cd:ef -device virtio-serial-pci \
 -chardev socket,id=ctl,path=/data/instances/tz4a98xxat96iws9zmbrgj3a/run/ctl.sock,server=on,wait=off \
 -device virtserialport,chardev=ctl,name=hypedeck.ctl \
+-chardev socket,id=agent,path=/data/instances/tz4a98xxat96iws9zmbrgj3a/run/agent.sock,server=on,wait=off \
+-device virtserialport,chardev=agent,name=hypedeck.agent \
 -qmp unix:/data/instances/tz4a98xxat96iws9zmbrgj3a/run/qmp.sock,server=on,wait=off \
 -pidfile /data/instances/tz4a98xxat96iws9zmbrgj3a/run/qemu.pid -daemonize";
         assert_eq!(got, want);

@@ -16,6 +16,7 @@ pub async fn spawn(
     let _ = std::fs::remove_file(&files.pidfile);
     let _ = std::fs::remove_file(&files.qmp);
     let _ = std::fs::remove_file(&files.control);
+    let _ = std::fs::remove_file(&files.agent);
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)

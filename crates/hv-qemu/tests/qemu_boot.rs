@@ -85,6 +85,7 @@ async fn prepare(argv: &[&str], env: &[&str]) -> Vm {
         }),
         ca_cert_pem: None,
         volumes: vec![],
+        skip_agent: false,
     };
     let cfg = dir.path().join("config.img");
     std::fs::write(&cfg, config.to_disk().unwrap()).unwrap();

@@ -1,5 +1,6 @@
 //! One module per resource.
 
+pub mod exec;
 pub mod images;
 pub mod instances;
 pub mod lifecycle;

@@ -1,0 +1,445 @@
+//! The exec agent: a process forked by PID 1 and chrooted into the instance's root, serving
+//! the host over the `hypedeck.agent` virtio-serial port (protocol in `agent_proto`).
+//!
+//! One thread reads frames; each session has a thread per output stream and one waiting for
+//! the process. Processes run in their own session (process group), with a pty when asked.
+//! When the host end goes away, every session is killed: a new host connection starts clean.
+//!
+//! The port is non-blocking: with no host attached a virtio-serial read returns 0 and a write
+//! would wait forever, so reads poll and writes give up after a while.
+#![allow(unsafe_code)]
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hypedeck_guest_init::agent_proto::{
+    Kind, OpenRequest, PathInfo, StatRequest, body_len, encode, split_body,
+};
+
+/// How the agent writes to the host: whole frames, one at a time.
+#[derive(Clone)]
+struct Link {
+    port: Arc<Mutex<File>>,
+}
+
+impl Link {
+    fn send(&self, kind: Kind, session: u32, payload: &[u8]) {
+        let frame = encode(kind, session, payload);
+        let Ok(mut port) = self.port.lock() else {
+            return;
+        };
+        let fd = port.as_raw_fd();
+        let mut written = 0;
+        let mut stalls = 0;
+        while written < frame.len() {
+            match port.write(&frame[written..]) {
+                Ok(0) => return,
+                Ok(n) => written += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    // No room (or no host): wait a little, give up after ~10 s.
+                    stalls += 1;
+                    if stalls > 100 {
+                        return;
+                    }
+                    wait(fd, libc::POLLOUT, 100);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return,
+            }
+        }
+    }
+}
+
+/// Polls `fd` for `events` up to `ms`; true when ready (and not hung up).
+fn wait(fd: i32, events: libc::c_short, ms: i32) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    let n = unsafe { libc::poll(&mut p, 1, ms) };
+    n > 0 && p.revents & events != 0 && p.revents & libc::POLLHUP == 0
+}
+
+struct Session {
+    pid: i32,
+    /// Stdin pipe or pty master (None once closed).
+    input: Option<File>,
+    /// The pty master, for resizes.
+    pty: Option<Arc<OwnedFd>>,
+}
+
+type Sessions = Arc<Mutex<HashMap<u32, Session>>>;
+
+/// Serves the host forever. `base_env` is the program's environment (exec sessions inherit it).
+pub fn serve(port: File, base_env: Vec<(String, String)>) -> ! {
+    let fd = port.as_raw_fd();
+    // SAFETY: fcntl on an fd we own.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
+    }
+    let mut reader = port.try_clone().unwrap_or_else(|_| std::process::exit(1));
+    let link = Link {
+        port: Arc::new(Mutex::new(port)),
+    };
+    let sessions: Sessions = Arc::new(Mutex::new(HashMap::new()));
+    let mut buf: Vec<u8> = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        if !wait(fd, libc::POLLIN, 1000) {
+            // Nothing, or no host: a host that left takes its sessions with it.
+            let mut p = libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd, zero timeout.
+            unsafe { libc::poll(&mut p, 1, 0) };
+            if p.revents & libc::POLLHUP != 0 {
+                drop_all(&sessions);
+                buf.clear();
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            continue;
+        }
+        match reader.read(&mut chunk) {
+            Ok(0) => {
+                drop_all(&sessions);
+                buf.clear();
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => {
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+        }
+        // Handle every whole frame in the buffer.
+        loop {
+            if buf.len() < 4 {
+                break;
+            }
+            let len = match body_len([buf[0], buf[1], buf[2], buf[3]]) {
+                Ok(len) => len,
+                Err(_) => {
+                    // Out of step (garbage from an earlier host): start over.
+                    buf.clear();
+                    break;
+                }
+            };
+            if buf.len() < 4 + len {
+                break;
+            }
+            let body: Vec<u8> = buf.drain(..4 + len).skip(4).collect();
+            if let Ok((kind, session, payload)) = split_body(&body) {
+                handle(kind, session, payload, &link, &sessions, &base_env);
+            }
+        }
+    }
+}
+
+fn drop_all(sessions: &Sessions) {
+    let Ok(mut map) = sessions.lock() else { return };
+    for (_, s) in map.drain() {
+        // SAFETY: signalling a process group we created.
+        unsafe { libc::kill(-s.pid, libc::SIGKILL) };
+    }
+}
+
+fn handle(
+    kind: Kind,
+    session: u32,
+    payload: &[u8],
+    link: &Link,
+    sessions: &Sessions,
+    base_env: &[(String, String)],
+) {
+    match kind {
+        Kind::Ping => link.send(Kind::Pong, session, payload),
+        Kind::Open => match serde_json::from_slice::<OpenRequest>(payload) {
+            Ok(req) => {
+                if let Err(e) = open(session, req, link, sessions, base_env) {
+                    link.send(Kind::Error, session, e.as_bytes());
+                }
+            }
+            Err(e) => link.send(Kind::Error, session, format!("bad request: {e}").as_bytes()),
+        },
+        Kind::Stdin => {
+            let mut map = sessions.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(input) = map.get_mut(&session).and_then(|s| s.input.as_mut()) {
+                let _ = input.write_all(payload);
+            }
+        }
+        Kind::StdinEof => {
+            let mut map = sessions.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(s) = map.get_mut(&session) {
+                if s.pty.is_some() {
+                    // A terminal's EOF is ^D.
+                    if let Some(input) = s.input.as_mut() {
+                        let _ = input.write_all(&[4]);
+                    }
+                } else {
+                    s.input = None;
+                }
+            }
+        }
+        Kind::Resize if payload.len() == 4 => {
+            let map = sessions.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(pty) = map.get(&session).and_then(|s| s.pty.clone()) {
+                let ws = libc::winsize {
+                    ws_row: u16::from_be_bytes([payload[0], payload[1]]),
+                    ws_col: u16::from_be_bytes([payload[2], payload[3]]),
+                    ws_xpixel: 0,
+                    ws_ypixel: 0,
+                };
+                // SAFETY: TIOCSWINSZ with a valid winsize on our pty master.
+                unsafe { libc::ioctl(pty.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+            }
+        }
+        Kind::Signal if payload.len() == 4 => {
+            let sig = i32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]);
+            let map = sessions.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(s) = map.get(&session) {
+                // SAFETY: signalling the session's process group.
+                unsafe { libc::kill(-s.pid, sig) };
+            }
+        }
+        Kind::Stat => {
+            let info = match serde_json::from_slice::<StatRequest>(payload) {
+                Ok(req) => stat(&req),
+                Err(e) => PathInfo {
+                    error: Some(format!("bad request: {e}")),
+                    ..PathInfo::default()
+                },
+            };
+            let json = serde_json::to_vec(&info).unwrap_or_default();
+            link.send(Kind::StatResult, session, &json);
+        }
+        _ => {}
+    }
+}
+
+fn stat(req: &StatRequest) -> PathInfo {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = if req.follow_links {
+        std::fs::metadata(&req.path)
+    } else {
+        std::fs::symlink_metadata(&req.path)
+    };
+    match meta {
+        Ok(m) => {
+            let symlink = m.file_type().is_symlink();
+            PathInfo {
+                exists: true,
+                is_dir: Some(m.is_dir()),
+                is_file: Some(m.is_file()),
+                is_symlink: (!req.follow_links).then_some(symlink),
+                link_target: symlink
+                    .then(|| std::fs::read_link(&req.path).ok())
+                    .flatten()
+                    .map(|p| p.to_string_lossy().into_owned()),
+                mode: Some(m.permissions().mode() & 0o7777),
+                size: Some(m.len()),
+                error: None,
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => PathInfo::default(),
+        Err(e) => PathInfo {
+            error: Some(e.to_string()),
+            ..PathInfo::default()
+        },
+    }
+}
+
+fn open(
+    session: u32,
+    req: OpenRequest,
+    link: &Link,
+    sessions: &Sessions,
+    base_env: &[(String, String)],
+) -> Result<(), String> {
+    let command = if req.command.is_empty() {
+        vec!["/bin/sh".to_string()]
+    } else {
+        req.command.clone()
+    };
+    let mut env: Vec<(String, String)> = base_env.to_vec();
+    for (k, v) in &req.env {
+        env.retain(|(key, _)| key != k);
+        env.push((k.clone(), v.clone()));
+    }
+    if req.tty && !env.iter().any(|(k, _)| k == "TERM") {
+        env.push(("TERM".into(), "xterm-256color".into()));
+    }
+    let path = env
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    let program =
+        resolve(&command[0], &path).ok_or_else(|| format!("{}: command not found", command[0]))?;
+    let mut cmd = Command::new(program);
+    cmd.args(&command[1..])
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .current_dir(if req.cwd.is_empty() { "/" } else { &req.cwd });
+
+    let (input, pty, outputs): (File, Option<Arc<OwnedFd>>, Vec<(Kind, File)>);
+    let child = if req.tty {
+        let (master, slave) = openpty(req.rows, req.cols)?;
+        let slave_fd = slave.as_raw_fd();
+        cmd.stdin(Stdio::from(slave.try_clone().map_err(|e| e.to_string())?))
+            .stdout(Stdio::from(slave.try_clone().map_err(|e| e.to_string())?))
+            .stderr(Stdio::from(slave));
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                libc::setsid();
+                libc::ioctl(0, libc::TIOCSCTTY, 0);
+                let _ = slave_fd;
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().map_err(|e| format!("{}: {e}", command[0]))?;
+        let master = Arc::new(master);
+        let reader = File::from(master.try_clone().map_err(|e| e.to_string())?);
+        input = File::from(master.try_clone().map_err(|e| e.to_string())?);
+        pty = Some(master);
+        outputs = vec![(Kind::Stdout, reader)];
+        child
+    } else {
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        // SAFETY: setsid is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::setsid();
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().map_err(|e| format!("{}: {e}", command[0]))?;
+        let stdin = child.stdin.take().ok_or("no stdin")?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let stderr = child.stderr.take().ok_or("no stderr")?;
+        input = File::from(OwnedFd::from(stdin));
+        pty = None;
+        outputs = vec![
+            (Kind::Stdout, File::from(OwnedFd::from(stdout))),
+            (Kind::Stderr, File::from(OwnedFd::from(stderr))),
+        ];
+        child
+    };
+    let pid = i32::try_from(child.id()).unwrap_or(-1);
+    sessions.lock().unwrap_or_else(|e| e.into_inner()).insert(
+        session,
+        Session {
+            pid,
+            input: Some(input),
+            pty,
+        },
+    );
+
+    let pumps: Vec<_> = outputs
+        .into_iter()
+        .map(|(kind, mut file)| {
+            let link = link.clone();
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 32 * 1024];
+                loop {
+                    match file.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => link.send(kind, session, &buf[..n]),
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        // EIO: the pty's last slave closed.
+                        Err(_) => break,
+                    }
+                }
+            })
+        })
+        .collect();
+    let link = link.clone();
+    let sessions = sessions.clone();
+    let mut child = child;
+    std::thread::spawn(move || {
+        let code = match child.wait() {
+            Ok(status) => status
+                .code()
+                .or_else(|| status.signal().map(|s| 128 + s))
+                .unwrap_or(1),
+            Err(_) => 1,
+        };
+        // A pty master keeps reading until every slave is closed; the process group may hold
+        // one (a background job): the session ends with its leader.
+        let removed = sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&session);
+        drop(removed);
+        for p in pumps {
+            let _ = p.join();
+        }
+        link.send(Kind::Exit, session, &code.to_be_bytes());
+    });
+    Ok(())
+}
+
+fn resolve(program: &str, path: &str) -> Option<String> {
+    if program.contains('/') {
+        return Some(program.to_string());
+    }
+    path.split(':').find_map(|dir| {
+        let candidate = format!(
+            "{}/{program}",
+            if dir.is_empty() {
+                "."
+            } else {
+                dir.trim_end_matches('/')
+            }
+        );
+        let meta = std::fs::metadata(&candidate).ok()?;
+        use std::os::unix::fs::PermissionsExt;
+        (meta.is_file() && meta.permissions().mode() & 0o111 != 0).then_some(candidate)
+    })
+}
+
+fn openpty(rows: u16, cols: u16) -> Result<(OwnedFd, OwnedFd), String> {
+    let ws = libc::winsize {
+        ws_row: if rows == 0 { 24 } else { rows },
+        ws_col: if cols == 0 { 80 } else { cols },
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    let (mut master, mut slave) = (-1, -1);
+    // SAFETY: openpty writes two fds; name and termios may be null.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            &ws,
+        )
+    };
+    if rc != 0 {
+        return Err(format!("openpty: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: openpty returned two fresh fds we now own; neither may leak into children.
+    unsafe {
+        libc::fcntl(master, libc::F_SETFD, libc::FD_CLOEXEC);
+        libc::fcntl(slave, libc::F_SETFD, libc::FD_CLOEXEC);
+        Ok((OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)))
+    }
+}

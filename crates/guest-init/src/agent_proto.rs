@@ -1,0 +1,181 @@
+//! The exec agent's wire protocol, spoken over one persistent host↔guest stream (a
+//! virtio-serial port on QEMU; the same bytes would run over vsock).
+//!
+//! Frame: `len: u32 BE` (bytes after this field) · `kind: u8` · `session: u32 BE` · payload.
+//! Sessions are numbered by the host; session 0 is the link itself (ping/pong). The host opens
+//! a session with [`Kind::Open`] (JSON [`OpenRequest`]) and the guest answers with output
+//! frames, then exactly one [`Kind::Exit`] (i32 BE) or [`Kind::Error`] (text: could not start).
+
+use serde::{Deserialize, Serialize};
+
+/// Name of the virtio-serial port the agent serves.
+pub const AGENT_PORT: &str = "hypedeck.agent";
+/// Largest frame either side accepts (a stdin/stdout chunk is far smaller).
+pub const MAX_FRAME: usize = 1 << 20;
+/// Bytes before the payload (`len`, `kind`, `session`).
+pub const HEADER: usize = 9;
+
+/// Frame kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kind {
+    /// host → guest: are you there?
+    Ping = 1,
+    /// guest → host: yes.
+    Pong = 2,
+    /// host → guest: start a process (JSON [`OpenRequest`]).
+    Open = 10,
+    /// host → guest: bytes for the process's stdin (or its terminal).
+    Stdin = 11,
+    /// host → guest: close the process's stdin.
+    StdinEof = 12,
+    /// host → guest: terminal size, `rows: u16 BE` · `cols: u16 BE`.
+    Resize = 13,
+    /// host → guest: send a signal (`i32 BE`) to the process group.
+    Signal = 14,
+    /// host → guest: describe a path (JSON [`StatRequest`]); answered by `StatResult`.
+    Stat = 15,
+    /// guest → host: output on stdout (or the terminal).
+    Stdout = 20,
+    /// guest → host: output on stderr.
+    Stderr = 21,
+    /// guest → host: the process ended with this code (`i32 BE`; 128+N for signal N).
+    Exit = 22,
+    /// guest → host: the process could not be started (text).
+    Error = 23,
+    /// guest → host: JSON [`PathInfo`].
+    StatResult = 24,
+}
+
+impl Kind {
+    /// The kind for a byte, if known.
+    pub fn from_byte(b: u8) -> Option<Kind> {
+        Some(match b {
+            1 => Kind::Ping,
+            2 => Kind::Pong,
+            10 => Kind::Open,
+            11 => Kind::Stdin,
+            12 => Kind::StdinEof,
+            13 => Kind::Resize,
+            14 => Kind::Signal,
+            15 => Kind::Stat,
+            20 => Kind::Stdout,
+            21 => Kind::Stderr,
+            22 => Kind::Exit,
+            23 => Kind::Error,
+            24 => Kind::StatResult,
+            _ => return None,
+        })
+    }
+}
+
+/// Encodes one frame.
+pub fn encode(kind: Kind, session: u32, payload: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(payload.len() + 5).unwrap_or(u32::MAX);
+    let mut out = Vec::with_capacity(HEADER + payload.len());
+    out.extend_from_slice(&len.to_be_bytes());
+    out.push(kind as u8);
+    out.extend_from_slice(&session.to_be_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// Reads `len` from a frame's first four bytes and checks it; returns the bytes that follow
+/// (kind + session + payload).
+pub fn body_len(prefix: [u8; 4]) -> Result<usize, String> {
+    let len = u32::from_be_bytes(prefix) as usize;
+    if !(5..=MAX_FRAME).contains(&len) {
+        return Err(format!("bad agent frame length {len}"));
+    }
+    Ok(len)
+}
+
+/// Splits a frame body into kind, session and payload.
+pub fn split_body(body: &[u8]) -> Result<(Kind, u32, &[u8]), String> {
+    let kind =
+        Kind::from_byte(body[0]).ok_or_else(|| format!("unknown agent frame kind {}", body[0]))?;
+    let session = u32::from_be_bytes([body[1], body[2], body[3], body[4]]);
+    Ok((kind, session, &body[5..]))
+}
+
+/// What to run (upstream's `ExecRequest`, resolved by the host).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenRequest {
+    /// argv; the first word is looked up in `PATH`.
+    pub command: Vec<String>,
+    /// Extra environment over the program's own.
+    #[serde(default)]
+    pub env: Vec<(String, String)>,
+    /// Working directory (`/` when empty).
+    #[serde(default)]
+    pub cwd: String,
+    /// Run under a terminal.
+    #[serde(default)]
+    pub tty: bool,
+    /// Terminal rows (tty only; 0 = 24).
+    #[serde(default)]
+    pub rows: u16,
+    /// Terminal columns (tty only; 0 = 80).
+    #[serde(default)]
+    pub cols: u16,
+}
+
+/// `GET /instances/{id}/stat` asks this.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatRequest {
+    /// Absolute path in the guest.
+    pub path: String,
+    /// stat (true) or lstat (false).
+    pub follow_links: bool,
+}
+
+/// Upstream's `PathInfo`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PathInfo {
+    /// Whether the path exists.
+    pub exists: bool,
+    /// A directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub is_dir: Option<bool>,
+    /// A regular file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub is_file: Option<bool>,
+    /// A symbolic link (only without `follow_links`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub is_symlink: Option<bool>,
+    /// The link's target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_target: Option<String>,
+    /// Permission bits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<u32>,
+    /// Size in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// Why the path could not be described (exists is false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip() {
+        let f = encode(Kind::Stdout, 7, b"hello");
+        assert_eq!(f.len(), HEADER + 5);
+        let len = body_len([f[0], f[1], f[2], f[3]]).unwrap();
+        assert_eq!(len, 10);
+        let (kind, session, payload) = split_body(&f[4..]).unwrap();
+        assert_eq!((kind, session, payload), (Kind::Stdout, 7, &b"hello"[..]));
+        assert!(body_len(0u32.to_be_bytes()).is_err());
+        assert!(body_len(((MAX_FRAME + 1) as u32).to_be_bytes()).is_err());
+        assert!(split_body(&[99, 0, 0, 0, 1]).is_err());
+        for b in 0..=255u8 {
+            if let Some(k) = Kind::from_byte(b) {
+                assert_eq!(k as u8, b);
+            }
+        }
+    }
+}

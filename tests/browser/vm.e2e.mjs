@@ -146,6 +146,20 @@ describe("web UI on real VMs", () => {
     await page.evaluate(() => window.scrollTo(0, 0));
     await shot(page, "browser-details.png");
 
+    // Run a one-shot command, then use the terminal (a TTY exec session over the WebSocket,
+    // authenticated with the token as a subprotocol).
+    await page.fill("#run-command", "sh -c 'echo ui-exec-$((6*7)); exit 5'");
+    await page.click("#run-submit");
+    await page.locator("#run-exit", { hasText: "exit code 5" }).waitFor({ timeout: 30_000 });
+    assert.equal(await page.locator("#run-output").textContent(), "ui-exec-42\n");
+    await page.click("#terminal-open");
+    await page.locator('#terminal-status[data-status="connected"]').waitFor({ timeout: 30_000 });
+    await page.locator("#terminal .xterm-helper-textarea").focus();
+    await page.keyboard.type("echo term-$((6*7))\n");
+    await page.locator("#terminal .xterm-rows", { hasText: "term-42" }).waitFor({ timeout: 15_000 });
+    await page.evaluate(() => document.getElementById("shell").scrollIntoView());
+    await shot(page, "browser-terminal.png");
+
     // A key the policies do not name: the API's 400 with the allowed list, inline.
     await page.fill("#rotate-paste", "PORT=8080");
     await page.click("#rotate-submit");

@@ -43,7 +43,24 @@ pub fn generate_token() -> Result<Sensitive<String>, getrandom::Error> {
     Ok(Sensitive::new(token))
 }
 
-/// Rejects requests without the right `Authorization: Bearer <token>`.
+/// The WebSocket subprotocol prefix that carries the token for clients that cannot set
+/// headers (browsers): `Sec-WebSocket-Protocol: bearer.<token>` (Hypedeck extension).
+pub const WS_TOKEN_PROTOCOL: &str = "bearer.";
+
+/// Whether a WebSocket upgrade offers the token as a subprotocol.
+fn offers_token(request: &Request, token: &ApiToken) -> bool {
+    request
+        .headers()
+        .get_all(axum::http::header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|p| p.trim().strip_prefix(WS_TOKEN_PROTOCOL))
+        .any(|presented| token.matches(presented))
+}
+
+/// Rejects requests without the right `Authorization: Bearer <token>` (or, for a WebSocket
+/// upgrade, the token offered as the `bearer.<token>` subprotocol).
 pub async fn require_token(
     State(token): State<ApiToken>,
     request: Request,
@@ -53,6 +70,9 @@ pub async fn require_token(
         ApiError::unauthorized(format!("security requirements failed: {reason}")).into_response()
     };
     let Some(header) = request.headers().get(AUTHORIZATION) else {
+        if offers_token(&request, &token) {
+            return next.run(request).await;
+        }
         return failure("authorization header required");
     };
     let Ok(header) = header.to_str() else {

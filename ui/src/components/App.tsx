@@ -120,6 +120,7 @@ function Workspace({ conn }: { conn: Connection }) {
         selected ? (
           <InstanceDetails
             api={api}
+            conn={conn}
             instance={selected}
             now={now}
             onBack={() => go({ view: "list" })}

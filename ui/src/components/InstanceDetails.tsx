@@ -4,8 +4,10 @@ import type { ReactNode } from "react";
 import type Hypeman from "@onkernel/hypeman";
 
 import type { Problem } from "../api";
+import type { Connection } from "../connection";
 import { duration, tagLabels, uptime, when, type Instance, type Verb } from "../model";
 import { Actions, Copyable, StateBadge } from "./common";
+import { ExecPanel } from "./ExecPanel";
 import { LogsPanel } from "./LogsPanel";
 import { RotateForm } from "./RotateForm";
 
@@ -51,6 +53,7 @@ function Environment({ env }: { env: Record<string, string> | undefined }) {
 
 export function InstanceDetails({
   api,
+  conn,
   instance,
   now,
   onBack,
@@ -58,6 +61,7 @@ export function InstanceDetails({
   onProblem,
 }: {
   api: Hypeman;
+  conn: Connection;
   instance: Instance;
   now: number;
   onBack: () => void;
@@ -230,6 +234,11 @@ export function InstanceDetails({
         </div>
 
       </div>
+
+      <section id="shell" className="card shell" aria-label="Shell">
+        <h3>Shell</h3>
+        <ExecPanel key={instance.id} conn={conn} id={instance.id} running={instance.state === "Running"} />
+      </section>
 
       <LogsPanel key={instance.id} api={api} id={instance.id} name={instance.name} />
 

@@ -71,7 +71,10 @@ async fn exec(
     if let Err(e) = state.engine.exec_precheck(&id).await {
         return ApiError::from_engine("exec in", e).into_response();
     }
-    ws.on_upgrade(move |socket| run(state, id, socket))
+    // A browser sends the token as a subprotocol; the handshake must name it back.
+    let protocol = format!("{}{}", crate::auth::WS_TOKEN_PROTOCOL, state.token.expose());
+    ws.protocols([protocol])
+        .on_upgrade(move |socket| run(state, id, socket))
 }
 
 fn clamp16(v: Option<u32>) -> u16 {

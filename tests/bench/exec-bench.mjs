@@ -2,14 +2,11 @@
 // throughput of 100 MiB on stdout — over upstream's WebSocket framing.
 //
 //   HYPEDECK_BIN=target/release/hypedeck node tests/bench/exec-bench.mjs
-import { rmSync } from "node:fs";
-import path from "node:path";
 import WebSocket from "ws";
 
-import { deleteAll, newDataDir, startRegistry, startServer } from "../vm/harness.mjs";
 import { report } from "./report.mjs";
+import { withVm } from "./vm-bench.mjs";
 
-const BIN = path.resolve(process.env.HYPEDECK_BIN ?? "target/debug/hypedeck");
 const RUNS = Number(process.env.BENCH_RUNS ?? 20);
 const MIB = Number(process.env.BENCH_MIB ?? 100);
 
@@ -35,21 +32,7 @@ function exec(url, token, id, command) {
 }
 
 async function main() {
-  const registry = await startRegistry();
-  const dataDir = newDataDir();
-  const server = await startServer(BIN, dataDir);
-  const client = server.client();
-  const rows = [];
-  try {
-    const vm = await client.instances.create({
-      name: "bench-exec",
-      image: `${registry.host}/vm/busybox:1`,
-      vcpus: 1,
-      size: "512MB",
-      entrypoint: ["/bin/busybox"],
-      cmd: ["sleep", "3600"],
-    });
-    await client.instances.wait(vm.id, { state: "Running", timeout: "240s" }, { timeout: 250_000 });
+  const rows = await withVm({ name: "bench-exec", cmd: ["sleep", "3600"] }, async ({ server, client, vm, accel }) => {
     const token = client.apiKey;
     await exec(server.url, token, vm.id, ["true"]); // connects the agent link
     const latencies = [];
@@ -64,20 +47,11 @@ async function main() {
       if (r.bytes !== MIB * 1024 * 1024) throw new Error(`got ${r.bytes} bytes`);
       big.push(MIB / (r.ms / 1000));
     }
-    const log = server.output();
-    const accel = /using TCG/.test(log) ? "TCG" : /hardware acceleration/.test(log) ? "KVM" : "see engine log";
-    rows.push([
-      "exec `true` round trip (WebSocket open → exit code)",
-      `p50 ${pct(latencies, 50).toFixed(1)} ms`,
-      `p90 ${pct(latencies, 90).toFixed(1)} ms, n=${RUNS}; ${accel}`,
-    ]);
-    rows.push([`exec stdout throughput (${MIB} MiB of head -c)`, `${pct(big, 50).toFixed(1)} MiB/s`, `median of 3; virtio-serial agent port; ${accel}`]);
-  } finally {
-    await deleteAll(client);
-    await server.stop();
-    await registry.stop();
-    rmSync(dataDir, { recursive: true, force: true });
-  }
+    return [
+      ["exec `true` round trip (WebSocket open → exit code)", `p50 ${pct(latencies, 50).toFixed(1)} ms`, `p90 ${pct(latencies, 90).toFixed(1)} ms, n=${RUNS}; ${accel}`],
+      [`exec stdout throughput (${MIB} MiB of head -c)`, `${pct(big, 50).toFixed(1)} MiB/s`, `median of 3; virtio-serial agent port; ${accel}`],
+    ];
+  });
   report("Exec through the guest agent", "", rows);
 }
 

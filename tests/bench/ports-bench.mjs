@@ -3,14 +3,12 @@
 // Writes a results table to stdout (and appends it to $BENCH_OUT when set).
 //
 //   HYPEDECK_BIN=target/release/hypedeck node tests/bench/ports-bench.mjs
-import { rmSync } from "node:fs";
 import { createServer } from "node:http";
-import path from "node:path";
 
-import { deleteAll, freePort, newDataDir, startRegistry, startServer } from "../vm/harness.mjs";
+import { freePort } from "../vm/harness.mjs";
 import { report } from "./report.mjs";
+import { withVm } from "./vm-bench.mjs";
 
-const BIN = path.resolve(process.env.HYPEDECK_BIN ?? "target/debug/hypedeck");
 const MIB = Number(process.env.BENCH_MIB ?? 64);
 const RUNS = Number(process.env.BENCH_RUNS ?? 5);
 
@@ -28,55 +26,41 @@ async function download(url) {
 }
 
 async function main() {
-  const registry = await startRegistry();
-  const dataDir = newDataDir();
-  const server = await startServer(BIN, dataDir);
-  const client = server.client();
-  const rows = [];
-  try {
-    const port = await freePort();
-    const vm = await client.instances.create({
+  const port = await freePort();
+  const rows = await withVm(
+    {
       name: "bench-fwd",
-      image: `${registry.host}/vm/busybox:1`,
-      vcpus: 1,
-      size: "512MB",
-      entrypoint: ["/bin/busybox"],
       cmd: ["sh", "-c", `dd if=/dev/zero of=/tmp/big bs=1M count=${MIB} 2>/dev/null && exec httpd -f -p 8080 -h /tmp`],
       ports: [{ host_port: port, guest_port: 8080 }],
-    });
-    await client.instances.wait(vm.id, { state: "Running", timeout: "240s" }, { timeout: 250_000 });
-    const url = `http://127.0.0.1:${port}/big`;
-    for (let i = 0; ; i++) {
-      try {
-        await download(url); // warm-up, also waits for the file and the server
-        break;
-      } catch (e) {
-        if (i > 100) throw e;
-        await new Promise((r) => setTimeout(r, 500));
+    },
+    async ({ accel }) => {
+      const url = `http://127.0.0.1:${port}/big`;
+      for (let i = 0; ; i++) {
+        try {
+          await download(url); // warm-up, also waits for the file and the server
+          break;
+        } catch (e) {
+          if (i > 100) throw e;
+          await new Promise((r) => setTimeout(r, 500));
+        }
       }
-    }
-    const forwarded = [];
-    for (let i = 0; i < RUNS; i++) forwarded.push(await download(url));
+      const forwarded = [];
+      for (let i = 0; i < RUNS; i++) forwarded.push(await download(url));
 
-    const body = Buffer.alloc(MIB * 1024 * 1024);
-    const direct = createServer((_, res) => res.end(body));
-    await new Promise((r) => direct.listen(0, "127.0.0.1", r));
-    const directUrl = `http://127.0.0.1:${direct.address().port}/`;
-    await download(directUrl);
-    const baseline = [];
-    for (let i = 0; i < RUNS; i++) baseline.push(await download(directUrl));
-    direct.close();
-
-    const log = server.output();
-    const accel = /using TCG/.test(log) ? "TCG" : /hardware acceleration/.test(log) ? "KVM" : "see engine log";
-    rows.push([`Forwarded guest port (busybox httpd in the VM → 127.0.0.1), ${MIB} MiB`, `${median(forwarded).toFixed(0)} MiB/s`, `median of ${RUNS}; QEMU user networking hostfwd; ${accel}`]);
-    rows.push([`Same download from a server on the host's loopback (baseline)`, `${median(baseline).toFixed(0)} MiB/s`, `median of ${RUNS}; node http`]);
-  } finally {
-    await deleteAll(client);
-    await server.stop();
-    await registry.stop();
-    rmSync(dataDir, { recursive: true, force: true });
-  }
+      const body = Buffer.alloc(MIB * 1024 * 1024);
+      const direct = createServer((_, res) => res.end(body));
+      await new Promise((r) => direct.listen(0, "127.0.0.1", r));
+      const directUrl = `http://127.0.0.1:${direct.address().port}/`;
+      await download(directUrl);
+      const baseline = [];
+      for (let i = 0; i < RUNS; i++) baseline.push(await download(directUrl));
+      direct.close();
+      return [
+        [`Forwarded guest port (busybox httpd in the VM → 127.0.0.1), ${MIB} MiB`, `${median(forwarded).toFixed(0)} MiB/s`, `median of ${RUNS}; QEMU user networking hostfwd; ${accel}`],
+        [`Same download from a server on the host's loopback (baseline)`, `${median(baseline).toFixed(0)} MiB/s`, `median of ${RUNS}; node http`],
+      ];
+    },
+  );
   report("Port forwarding", "", rows);
 }
 

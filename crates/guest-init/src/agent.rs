@@ -42,12 +42,13 @@ impl Link {
                 Ok(0) => return,
                 Ok(n) => written += n,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    // No room (or no host): wait a little, give up after ~10 s.
+                    // No room (or no host). virtio-console reclaims used buffers when written
+                    // to rather than waking pollers, so retry soon; give up after ~10 s.
                     stalls += 1;
-                    if stalls > 100 {
+                    if stalls > 5000 {
                         return;
                     }
-                    wait(fd, libc::POLLOUT, 100);
+                    wait(fd, libc::POLLOUT, 2);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(_) => return,
@@ -357,14 +358,37 @@ fn open(
         .map(|(kind, mut file)| {
             let link = link.clone();
             std::thread::spawn(move || {
-                let mut buf = vec![0u8; 32 * 1024];
+                // Each frame costs a virtqueue round trip, so coalesce what is already
+                // there (programs often write 4 KiB at a time) into frames of up to 64 KiB.
+                const FRAME: usize = 64 * 1024;
+                let mut buf = vec![0u8; FRAME];
+                let fd = file.as_raw_fd();
                 loop {
-                    match file.read(&mut buf) {
-                        Ok(0) => break,
-                        Ok(n) => link.send(kind, session, &buf[..n]),
-                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                        // EIO: the pty's last slave closed.
-                        Err(_) => break,
+                    let mut filled = 0;
+                    let mut ended = false;
+                    while filled < FRAME {
+                        if filled > 0 && !wait(fd, libc::POLLIN, 0) {
+                            break;
+                        }
+                        match file.read(&mut buf[filled..]) {
+                            Ok(0) => {
+                                ended = true;
+                                break;
+                            }
+                            Ok(n) => filled += n,
+                            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                            // EIO: the pty's last slave closed.
+                            Err(_) => {
+                                ended = true;
+                                break;
+                            }
+                        }
+                    }
+                    if filled > 0 {
+                        link.send(kind, session, &buf[..filled]);
+                    }
+                    if ended {
+                        break;
                     }
                 }
             })

@@ -3,15 +3,18 @@
 import { test, describe, before } from "node:test";
 import assert from "node:assert/strict";
 import WebSocket from "ws";
+import path from "node:path";
+import { startServer } from "./harness.mjs";
 import { vmSuite } from "./suite.mjs";
 
 let registry;
 let client;
 let server;
+let dataDir;
 let token;
 let running;
 
-vmSuite((s) => ({ registry, client, server } = s));
+const suite = vmSuite((s) => ({ registry, client, server, dataDir } = s));
 
 /**
  * Runs one exec session: sends `request`, then `input` (an array of frames: Buffers are binary,
@@ -109,6 +112,16 @@ describe("exec and stat", () => {
     const followed = await client.instances.stat(running.id, { path: "/bin/sh", follow_links: true });
     assert.equal(followed.is_file, true);
     assert.deepEqual(await client.instances.stat(running.id, { path: "/nope" }), { exists: false });
+  });
+
+  test("exec works again after the engine is killed and restarted", { timeout: 120_000 }, async () => {
+    assert.deepEqual(await exec(running.id, { command: ["echo", "before"] }), { output: "before\n", exitCode: 0 });
+    await server.stop("SIGKILL");
+    server = await startServer(path.resolve(process.env.HYPEDECK_BIN ?? "target/debug/hypedeck"), dataDir);
+    client = server.client();
+    Object.assign(suite, { server, client }); // stopped and cleaned by the suite's after()
+    assert.equal((await client.instances.get(running.id)).state, "Running");
+    assert.deepEqual(await exec(running.id, { command: ["sh", "-c", "echo after; exit 4"] }), { output: "after\n", exitCode: 4 });
   });
 
   test("exec and stat on a stopped instance are 409 before any upgrade", { timeout: 120_000 }, async () => {

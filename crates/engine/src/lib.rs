@@ -180,6 +180,8 @@ impl Engine {
 
     /// Re-attaches to VMMs that outlived a previous engine. Idempotent.
     pub async fn reconcile(&self) -> Result<(), EngineError> {
+        // Uploads are per request: whatever a crash left behind is garbage.
+        let _ = std::fs::remove_dir_all(self.paths.root().join("uploads"));
         let Ok(hypervisor) = &self.hypervisor else {
             return Ok(());
         };

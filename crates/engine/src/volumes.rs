@@ -22,8 +22,9 @@ use crate::{Engine, EngineError};
 
 /// Largest volume, in GiB.
 pub const MAX_VOLUME_GB: i64 = 1024;
-/// Largest archive body accepted by `from-archive` (the unpacked size is checked separately).
-pub const MAX_ARCHIVE_BYTES: usize = 512 * 1024 * 1024;
+/// Largest archive accepted by `from-archive` (streamed to disk; the unpacked size is checked
+/// against the volume separately).
+pub const MAX_ARCHIVE_BYTES: u64 = 4 * 1024 * 1024 * 1024;
 
 const GIB: u64 = 1024 * 1024 * 1024;
 
@@ -58,6 +59,15 @@ fn valid_id(id: &str) -> bool {
     id.len() <= 64
         && chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+/// Removes an uploaded file when dropped.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 fn attachments_of(id: &str, records: &[InstanceRecord]) -> Vec<VolumeAttachment> {
@@ -145,13 +155,22 @@ impl Engine {
         Ok(Self::render_volume(record, &self.records()?))
     }
 
-    /// Creates a volume of `size_gb`, empty or holding the files of `archive` (tar, gzip or
-    /// zstd; paths escaping the volume are refused).
+    /// A fresh path for an uploaded archive (under the data dir, so no upload fills `/tmp`).
+    pub fn upload_path(&self) -> Result<PathBuf, EngineError> {
+        let dir = self.paths.root().join("uploads");
+        hypedeck_store::create_private_dir(&dir)?;
+        Ok(dir.join(format!("{}.archive", crate::create::new_id()?.as_str())))
+    }
+
+    /// Creates a volume of `size_gb`, empty or holding the files of the archive at `archive`
+    /// (tar, gzip or zstd; paths escaping the volume are refused). The archive file is the
+    /// caller's upload ([`Engine::upload_path`]) and is removed whatever happens.
     pub async fn create_volume(
         &self,
         request: CreateVolumeRequest,
-        archive: Option<Vec<u8>>,
+        archive: Option<PathBuf>,
     ) -> Result<Volume, EngineError> {
+        let _upload = archive.clone().map(RemoveOnDrop);
         let name = request.name.trim().to_string();
         if name.is_empty() {
             return Err(invalid("name is required"));
@@ -213,27 +232,17 @@ impl Engine {
         &self,
         dir: &std::path::Path,
         size_bytes: u64,
-        archive: Option<Vec<u8>>,
+        archive: Option<PathBuf>,
     ) -> Result<(), EngineError> {
         let dir = dir.to_path_buf();
         tokio::task::spawn_blocking(move || {
-            let upload = dir.join("upload.archive");
             let work = dir.join("unpack");
-            let archive_path = match &archive {
-                Some(bytes) => {
-                    std::fs::write(&upload, bytes)
-                        .map_err(|e| EngineError::Provision(format!("store the archive: {e}")))?;
-                    Some(upload.as_path())
-                }
-                None => None,
-            };
             let built = hypedeck_images::build_volume(
                 &dir.join("data.raw"),
                 size_bytes,
-                archive_path,
+                archive.as_deref(),
                 &work,
             );
-            let _ = std::fs::remove_file(&upload);
             let _ = std::fs::remove_dir_all(&work);
             built.map_err(|e| match e {
                 hypedeck_images::ImageError::Archive(_)

@@ -2,15 +2,16 @@
 
 use std::collections::BTreeMap;
 
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use futures_util::StreamExt;
 use hypedeck_engine::MAX_ARCHIVE_BYTES;
 use hypedeck_model::schema::create_volume_request;
-use hypedeck_model::{CreateVolumeRequest, Volume};
+use hypedeck_model::{CreateVolumeRequest, ErrorCode, Volume};
 
 use crate::error::ApiError;
 use crate::routes::query_param;
@@ -20,10 +21,7 @@ use crate::{ApiState, body};
 pub fn routes() -> Router<ApiState> {
     Router::new()
         .route("/volumes", get(list).post(create))
-        .route(
-            "/volumes/from-archive",
-            post(from_archive).layer(DefaultBodyLimit::max(MAX_ARCHIVE_BYTES)),
-        )
+        .route("/volumes/from-archive", post(from_archive))
         .route("/volumes/{id}", get(get_one).delete(delete))
 }
 
@@ -54,11 +52,12 @@ async fn create(
     Ok((StatusCode::CREATED, Json(volume)))
 }
 
-/// `?name=&size_gb=&id=&tags=` (tags as `k=v,k2=v2` or a JSON object), body = the archive.
+/// `?name=&size_gb=&id=&tags=` (tags as `k=v,k2=v2` or a JSON object), body = the archive,
+/// streamed to a file under the data dir (never held in memory), at most `MAX_ARCHIVE_BYTES`.
 async fn from_archive(
     State(state): State<ApiState>,
     Query(query): Query<Vec<(String, String)>>,
-    bytes: Bytes,
+    body: Body,
 ) -> Result<impl IntoResponse, ApiError> {
     let name = query_param(&query, "name").ok_or_else(|| {
         ApiError::bad_request(
@@ -79,7 +78,20 @@ async fn from_archive(
         None => None,
         Some(text) => Some(parse_tags(&text)?),
     };
-    if bytes.is_empty() {
+    let upload = state
+        .engine
+        .upload_path()
+        .map_err(|e| ApiError::from_engine("store the archive of", e))?;
+    let stored = receive(body, &upload).await;
+    let size = match stored {
+        Ok(size) => size,
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&upload).await;
+            return Err(e);
+        }
+    };
+    if size == 0 {
+        let _ = tokio::fs::remove_file(&upload).await;
         return Err(ApiError::bad_request(
             "request body has an error: value is required but missing",
         ));
@@ -92,10 +104,40 @@ async fn from_archive(
     };
     let volume = state
         .engine
-        .create_volume(request, Some(bytes.to_vec()))
+        .create_volume(request, Some(upload))
         .await
         .map_err(|e| ApiError::from_engine("create volume", e))?;
     Ok((StatusCode::CREATED, Json(volume)))
+}
+
+/// Streams `body` into `path`; refuses (413) past `MAX_ARCHIVE_BYTES`.
+async fn receive(body: Body, path: &std::path::Path) -> Result<u64, ApiError> {
+    use tokio::io::AsyncWriteExt;
+    let failed = |e: std::io::Error| {
+        tracing::error!(error = %e, "store an uploaded archive");
+        ApiError::new(ErrorCode::InternalError, "failed to store the archive")
+    };
+    let mut file = tokio::fs::File::create(path).await.map_err(failed)?;
+    let mut stream = body.into_data_stream();
+    let mut size: u64 = 0;
+    while let Some(chunk) = stream.next().await {
+        let chunk: Bytes =
+            chunk.map_err(|e| ApiError::bad_request(format!("request body has an error: {e}")))?;
+        size += chunk.len() as u64;
+        if size > MAX_ARCHIVE_BYTES {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "invalid request: the archive is larger than {} MiB",
+                    MAX_ARCHIVE_BYTES / (1024 * 1024)
+                ),
+            )
+            .with_status(413));
+        }
+        file.write_all(&chunk).await.map_err(failed)?;
+    }
+    file.flush().await.map_err(failed)?;
+    Ok(size)
 }
 
 fn parse_tags(text: &str) -> Result<BTreeMap<String, String>, ApiError> {

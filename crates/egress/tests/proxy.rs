@@ -92,13 +92,7 @@ async fn no_rules_means_no_injection() {
 async fn rotation_applies_to_the_next_request_on_the_same_connection() {
     let world = World::new().await;
     let addr = world.proxy.attach("vm-1", None).await.unwrap();
-    world
-        .proxy
-        .set_rules(
-            "vm-1",
-            vec![rule("Authorization", "Bearer real-1", Some(&[API]))],
-        )
-        .unwrap();
+    world.authorize("vm-1", "Bearer real-1");
     let mut tunnel = open_tunnel(addr, API, world.https.port(), &world.proxy.ca_pem()).await;
 
     let (_, first) = tunnel_get(&mut tunnel, API, "/one", "Bearer mock-K")
@@ -106,13 +100,7 @@ async fn rotation_applies_to_the_next_request_on_the_same_connection() {
         .unwrap();
     assert_eq!(echoed(&first, "authorization"), ["Bearer real-1"]);
 
-    world
-        .proxy
-        .set_rules(
-            "vm-1",
-            vec![rule("Authorization", "Bearer real-2", Some(&[API]))],
-        )
-        .unwrap();
+    world.authorize("vm-1", "Bearer real-2");
     assert_eq!(world.proxy.rules_generation("vm-1"), Some(2));
     let (_, second) = tunnel_get(&mut tunnel, API, "/two", "Bearer mock-K")
         .await
@@ -124,13 +112,7 @@ async fn rotation_applies_to_the_next_request_on_the_same_connection() {
     // Reqwest's pool keeps its tunnel as well: rotation reaches it without reconnecting.
     let client = world.client(addr);
     let (_, a) = get_text(&client, &world.https_url(API, "/"), None).await;
-    world
-        .proxy
-        .set_rules(
-            "vm-1",
-            vec![rule("Authorization", "Bearer real-3", Some(&[API]))],
-        )
-        .unwrap();
+    world.authorize("vm-1", "Bearer real-3");
     let (_, b) = get_text(&client, &world.https_url(API, "/"), None).await;
     assert_eq!(echoed(&a, "authorization"), ["Bearer real-2"]);
     assert_eq!(echoed(&b, "authorization"), ["Bearer real-3"]);
@@ -149,20 +131,8 @@ async fn instances_have_their_own_ports_and_values() {
         "idempotent"
     );
     assert_eq!(world.proxy.address("vm-b"), Some(b));
-    world
-        .proxy
-        .set_rules(
-            "vm-a",
-            vec![rule("Authorization", "Bearer value-a", Some(&[API]))],
-        )
-        .unwrap();
-    world
-        .proxy
-        .set_rules(
-            "vm-b",
-            vec![rule("Authorization", "Bearer value-b", Some(&[API]))],
-        )
-        .unwrap();
+    world.authorize("vm-a", "Bearer value-a");
+    world.authorize("vm-b", "Bearer value-b");
     for _ in 0..3 {
         let (_, body_a) = get_text(&world.client(a), &world.https_url(API, "/"), None).await;
         let (_, body_b) = get_text(&world.client(b), &world.https_url(API, "/"), None).await;
@@ -180,13 +150,7 @@ async fn instances_have_their_own_ports_and_values() {
 async fn detach_closes_the_listener_and_open_tunnels() {
     let world = World::new().await;
     let addr = world.proxy.attach("vm-1", None).await.unwrap();
-    world
-        .proxy
-        .set_rules(
-            "vm-1",
-            vec![rule("Authorization", "Bearer real-1", Some(&[API]))],
-        )
-        .unwrap();
+    world.authorize("vm-1", "Bearer real-1");
     let mut tunnel = open_tunnel(addr, API, world.https.port(), &world.proxy.ca_pem()).await;
     tunnel_get(&mut tunnel, API, "/", "x").await.unwrap();
 
@@ -412,13 +376,7 @@ async fn loopback_destinations_follow_the_policy() {
 async fn invalid_rule_sets_are_rejected_whole() {
     let world = World::new().await;
     let addr = world.proxy.attach("vm-1", None).await.unwrap();
-    world
-        .proxy
-        .set_rules(
-            "vm-1",
-            vec![rule("Authorization", "Bearer good", Some(&[API]))],
-        )
-        .unwrap();
+    world.authorize("vm-1", "Bearer good");
     let err = world
         .proxy
         .set_rules(

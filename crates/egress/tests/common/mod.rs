@@ -188,6 +188,13 @@ impl World {
     }
 
     /// `https://<host>:<port>` for the HTTPS upstream.
+    /// Sets `instance`'s rules to one `Authorization: <value>` injection for [`API`].
+    pub fn authorize(&self, instance: &str, value: &str) {
+        self.proxy
+            .set_rules(instance, vec![rule("Authorization", value, Some(&[API]))])
+            .unwrap();
+    }
+
     pub fn https_url(&self, host: &str, path: &str) -> String {
         format!("https://{host}:{}{path}", self.https.port())
     }

@@ -3,7 +3,7 @@
 //! so every rule here is unit-tested.
 //!
 //! Invariants:
-//! - "Running" means the guest is up: `Running` or `Initializing` ([`is_running`]). Paused,
+//! - "Running" means the guest is up: `Running` or `Initializing` (`InstanceState::guest_up`). Paused,
 //!   Created and the rest do not count.
 //! - An exit is a transition *observed* between two successful polls: an instance seen running
 //!   in one snapshot and `Stopped` or `Shutdown` in the next. The first snapshot never yields
@@ -44,11 +44,6 @@ fn lenient_state<'de, D: Deserializer<'de>>(deserializer: D) -> Result<InstanceS
     Ok(InstanceState::parse(&text).unwrap_or(InstanceState::Unknown))
 }
 
-/// Whether the guest is up (booting or booted).
-pub fn is_running(state: InstanceState) -> bool {
-    matches!(state, InstanceState::Running | InstanceState::Initializing)
-}
-
 /// Whether the guest has gone down in a way worth telling the user about.
 fn is_exited(state: InstanceState) -> bool {
     matches!(state, InstanceState::Stopped | InstanceState::Shutdown)
@@ -56,7 +51,7 @@ fn is_exited(state: InstanceState) -> bool {
 
 /// How many instances are running.
 pub fn running_count(instances: &[InstanceSummary]) -> usize {
-    instances.iter().filter(|i| is_running(i.state)).count()
+    instances.iter().filter(|i| i.state.guest_up()).count()
 }
 
 /// Ids of the instances "Quit and stop all instances" asks the API to stop: those with a VMM
@@ -64,7 +59,7 @@ pub fn running_count(instances: &[InstanceSummary]) -> usize {
 pub fn to_stop(instances: &[InstanceSummary]) -> Vec<String> {
     instances
         .iter()
-        .filter(|i| is_running(i.state) || i.state == InstanceState::Paused)
+        .filter(|i| i.state.guest_up() || i.state == InstanceState::Paused)
         .map(|i| i.id.clone())
         .collect()
 }
@@ -112,7 +107,7 @@ impl ExitEvent {
 pub fn exits(before: &HashMap<String, InstanceState>, now: &[InstanceSummary]) -> Vec<ExitEvent> {
     now.iter()
         .filter(|i| is_exited(i.state))
-        .filter(|i| before.get(&i.id).is_some_and(|s| is_running(*s)))
+        .filter(|i| before.get(&i.id).is_some_and(|s| s.guest_up()))
         .map(|i| ExitEvent {
             id: i.id.clone(),
             name: i.name.clone(),

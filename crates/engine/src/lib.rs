@@ -37,7 +37,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use hypedeck_hypervisor::{Hypervisor, HypervisorError, Vm};
-use hypedeck_model::{HypervisorKind, InstanceState, Rejection};
+use hypedeck_model::{HypervisorKind, Rejection};
 use hypedeck_secrets::{SecretError, SecretStore, Sensitive};
 use hypedeck_store::{Paths, StoreError};
 
@@ -278,9 +278,4 @@ impl Engine {
 /// Keychain account of one credential-backed env var.
 fn secret_account(instance_id: &str, key: &str) -> String {
     format!("instance/{instance_id}/env/{key}")
-}
-
-/// `InstanceState` values that accept an env update.
-fn accepts_env_update(state: InstanceState) -> bool {
-    matches!(state, InstanceState::Running | InstanceState::Initializing)
 }

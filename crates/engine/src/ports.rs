@@ -9,9 +9,10 @@ use hypedeck_store::InstanceRecord;
 
 use crate::{Engine, EngineError};
 
-/// Whether an instance in `state` has a VMM holding its forwarded ports.
+/// Whether an instance in `state` may have a VMM holding its forwarded ports (`Unknown`: the
+/// VMM could not be asked, so it may well be there).
 fn holds_ports(state: InstanceState) -> bool {
-    !matches!(state, InstanceState::Stopped | InstanceState::Standby)
+    state.has_vmm() || state == InstanceState::Unknown
 }
 
 fn in_use(port: &PortForward, why: &str) -> EngineError {

@@ -6,7 +6,7 @@ use hypedeck_model::validate::{InstanceUpdate, check_bindings_non_empty, check_e
 use hypedeck_model::{Instance, Rejection};
 use hypedeck_secrets::Sensitive;
 
-use crate::{Engine, EngineError, accepts_env_update};
+use crate::{Engine, EngineError};
 
 impl Engine {
     /// Puts keychain values back after a failed update.
@@ -59,7 +59,7 @@ impl Engine {
             check_env_update(env, &record.credentials, record.network.egress.enabled)
                 .map_err(EngineError::Rejected)?;
         }
-        if update.env.is_some() && !accepts_env_update(observed.state) {
+        if update.env.is_some() && !observed.state.guest_up() {
             return Err(EngineError::InvalidState(format!(
                 "instance must be running or initializing to update env (current state: {})",
                 observed.state

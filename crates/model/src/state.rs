@@ -86,6 +86,12 @@ impl InstanceState {
         }
     }
 
+    /// Whether the guest is up: booting (`Initializing`) or booted (`Running`). Upstream's rule
+    /// for live env updates; also what "running" means in counts.
+    pub fn guest_up(self) -> bool {
+        matches!(self, InstanceState::Running | InstanceState::Initializing)
+    }
+
     /// Whether a VMM process exists in this state.
     pub fn has_vmm(self) -> bool {
         matches!(
@@ -129,6 +135,20 @@ impl std::error::Error for TransitionError {}
 #[cfg(test)]
 mod tests {
     use super::InstanceState::{self, *};
+
+    #[test]
+    fn guest_up_and_vmm_presence() {
+        let up: Vec<_> = InstanceState::ALL
+            .into_iter()
+            .filter(|s| s.guest_up())
+            .collect();
+        assert_eq!(up, [Initializing, Running]);
+        let vmm: Vec<_> = InstanceState::ALL
+            .into_iter()
+            .filter(|s| s.has_vmm())
+            .collect();
+        assert_eq!(vmm, [Created, Initializing, Running, Paused, Shutdown]);
+    }
 
     /// The full (from, to) matrix: `true` where upstream allows the move.
     const TABLE: [(InstanceState, [bool; 8]); 8] = [

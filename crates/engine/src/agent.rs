@@ -354,14 +354,20 @@ impl Engine {
         Ok(link)
     }
 
-    fn require_running(state: InstanceState) -> Result<(), EngineError> {
-        if state == InstanceState::Running {
-            return Ok(());
+    /// The record of `id_or_name` if it is Running; 409 with upstream's text otherwise.
+    async fn running(
+        &self,
+        id_or_name: &str,
+    ) -> Result<hypedeck_store::InstanceRecord, EngineError> {
+        let mut record = self.resolve(id_or_name)?;
+        let state = self.observe(&mut record).await.state;
+        if state != InstanceState::Running {
+            return Err(EngineError::Rejected(Rejection::new(
+                ErrorCode::InvalidState,
+                format!("instance must be running (current state: {state})"),
+            )));
         }
-        Err(EngineError::Rejected(Rejection::new(
-            ErrorCode::InvalidState,
-            format!("instance must be running (current state: {state})"),
-        )))
+        Ok(record)
     }
 
     /// Starts a process in a running instance (`exec`).
@@ -371,9 +377,7 @@ impl Engine {
         request: &OpenRequest,
         wait_for_agent: Duration,
     ) -> Result<ExecSession, EngineError> {
-        let mut record = self.resolve(id_or_name)?;
-        let state = self.observe(&mut record).await.state;
-        Self::require_running(state)?;
+        let record = self.running(id_or_name).await?;
         if record.skip_guest_agent {
             return Err(EngineError::Rejected(Rejection::new(
                 ErrorCode::InvalidState,
@@ -384,11 +388,9 @@ impl Engine {
         link.open(request).await.map_err(EngineError::Agent)
     }
 
-    /// Checks an instance can exec before a WebSocket upgrade (same errors as [`Engine::exec`]).
-    pub async fn exec_precheck(&self, id_or_name: &str) -> Result<String, EngineError> {
-        let mut record = self.resolve(id_or_name)?;
-        Self::require_running(self.observe(&mut record).await.state)?;
-        Ok(record.id)
+    /// Checks the instance is Running before a WebSocket upgrade (the 409 must precede it).
+    pub async fn exec_precheck(&self, id_or_name: &str) -> Result<(), EngineError> {
+        self.running(id_or_name).await.map(|_| ())
     }
 
     /// Describes a path in a running instance (`GET /instances/{id}/stat`).
@@ -398,8 +400,7 @@ impl Engine {
         path: &str,
         follow_links: bool,
     ) -> Result<PathInfo, EngineError> {
-        let mut record = self.resolve(id_or_name)?;
-        Self::require_running(self.observe(&mut record).await.state)?;
+        let record = self.running(id_or_name).await?;
         let link = self.agent_link(&record.id, Duration::from_secs(10)).await?;
         link.stat(&StatRequest {
             path: path.to_string(),

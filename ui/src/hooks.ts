@@ -158,3 +158,36 @@ export function useShortcuts(map: Record<string, () => void>): void {
     return () => window.removeEventListener("keydown", onKey);
   }, []);
 }
+
+export interface Polled<T> {
+  /** The last value fetched; null until the first answer. */
+  value: T | null;
+  /** Why the last fetch failed (cleared by the next success). */
+  failure: Problem | null;
+  /** Fetches now. */
+  reload: () => Promise<void>;
+}
+
+/**
+ * `fetch()` now and every `everyMs` (or every `everyMs(lastValue)`), for as long as the
+ * component lives.
+ */
+export function usePolled<T>(fetch: () => Promise<T>, everyMs: number | ((value: T | null) => number)): Polled<T> {
+  const [value, setValue] = useState<T | null>(null);
+  const [failure, setFailure] = useState<Problem | null>(null);
+  const reload = useCallback(async () => {
+    try {
+      setValue(await fetch());
+      setFailure(null);
+    } catch (e) {
+      setFailure(problem(e, ""));
+    }
+  }, [fetch]);
+  const interval = typeof everyMs === "function" ? everyMs(value) : everyMs;
+  useEffect(() => {
+    void reload();
+    const t = window.setInterval(() => void reload(), interval);
+    return () => window.clearInterval(t);
+  }, [reload, interval]);
+  return { value, failure, reload };
+}

@@ -1,33 +1,21 @@
 // Images on the engine, with a pull form; pulls in flight show their progress.
-import { useCallback, useEffect, useState } from "react";
+import { useCallback, useState } from "react";
 import type Hypeman from "@onkernel/hypeman";
 
-import { problem, type Problem } from "../api";
+import { problem } from "../api";
+import { usePolled } from "../hooks";
 import { bytes, when } from "../model";
 import { PullProgress } from "./CreateDialog";
 import type { Image } from "./images";
 
 export function ImagesView({ api }: { api: Hypeman }) {
-  const [images, setImages] = useState<Image[] | null>(null);
-  const [failure, setFailure] = useState<Problem | null>(null);
   const [name, setName] = useState("");
   const [pullError, setPullError] = useState<string | null>(null);
-
-  const load = useCallback(async () => {
-    try {
-      setImages((await api.images.list()) as Image[]);
-      setFailure(null);
-    } catch (e) {
-      setFailure(problem(e, ""));
-    }
-  }, [api]);
-
-  const busy = images?.some((i) => i.status !== "ready" && i.status !== "failed") ?? false;
-  useEffect(() => {
-    void load();
-    const t = window.setInterval(() => void load(), busy ? 500 : 3000);
-    return () => window.clearInterval(t);
-  }, [load, busy]);
+  const list = useCallback(async () => (await api.images.list()) as Image[], [api]);
+  // Pulls in flight are followed closely, so their progress moves.
+  const { value: images, failure, reload: load } = usePolled(list, (all) =>
+    all?.some((i) => i.status !== "ready" && i.status !== "failed") ? 500 : 3000,
+  );
 
   const startPull = async (): Promise<void> => {
     setPullError(null);

@@ -1,10 +1,11 @@
 // Volumes on the engine: a form that creates one (empty, or filled from a .tar.gz), and the
 // list with what each is attached to; an attached volume cannot be deleted.
-import { useCallback, useEffect, useState } from "react";
+import { useCallback, useState } from "react";
 import type Hypeman from "@onkernel/hypeman";
 
 import { problem, type Problem } from "../api";
 import { buildVolumeParams } from "../forms";
+import { usePolled } from "../hooks";
 import { shortId, volumeDeletion, when, type Volume } from "../model";
 
 /** Uploading an archive can take a while; the client's default is 10 s. */
@@ -91,8 +92,6 @@ function VolumeRow({
 }
 
 export function VolumesView({ api }: { api: Hypeman }) {
-  const [volumes, setVolumes] = useState<Volume[] | null>(null);
-  const [failure, setFailure] = useState<Problem | null>(null);
   const [name, setName] = useState("");
   const [size, setSize] = useState("1");
   const [archive, setArchive] = useState<File | null>(null);
@@ -103,20 +102,8 @@ export function VolumesView({ api }: { api: Hypeman }) {
   // One delete error at a time, on the row it is about.
   const [deleteError, setDeleteError] = useState<{ id: string; problem: Problem } | null>(null);
 
-  const load = useCallback(async () => {
-    try {
-      setVolumes(await api.volumes.list());
-      setFailure(null);
-    } catch (e) {
-      setFailure(problem(e, ""));
-    }
-  }, [api]);
-
-  useEffect(() => {
-    void load();
-    const t = window.setInterval(() => void load(), 3000);
-    return () => window.clearInterval(t);
-  }, [load]);
+  const list = useCallback(() => api.volumes.list(), [api]);
+  const { value: volumes, failure, reload: load } = usePolled(list, 3000);
 
   const create = async (): Promise<void> => {
     const { params, error } = buildVolumeParams({ name, sizeGb: size, archive });

@@ -6,10 +6,12 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use hypedeck_hypervisor::{Capabilities, Hypervisor, HypervisorError, Vm, VmSpec, VmmState};
+use hypedeck_hypervisor::{
+    AgentChannel, Capabilities, Hypervisor, HypervisorError, Vm, VmSpec, VmmState,
+};
 use hypedeck_model::HypervisorKind;
 
 /// What the fake does on the next boots.
@@ -144,6 +146,7 @@ impl Hypervisor for FakeHypervisor {
         Ok(Box::new(FakeVm {
             inner: vm,
             query_fails: script.query_fails,
+            agent: spec.runtime_dir.join("agent.sock"),
         }))
     }
 
@@ -165,13 +168,14 @@ impl Hypervisor for FakeHypervisor {
         Ok(Box::new(FakeVm {
             inner: vm,
             query_fails: false,
+            agent: spec.runtime_dir.join("agent.sock"),
         }))
     }
 
     async fn attach(
         &self,
         instance_id: &str,
-        _runtime_dir: &Path,
+        runtime_dir: &Path,
     ) -> Result<Option<Box<dyn Vm>>, HypervisorError> {
         let vms = self.vms.lock().unwrap_or_else(|p| p.into_inner());
         Ok(vms
@@ -181,6 +185,7 @@ impl Hypervisor for FakeHypervisor {
                 Box::new(FakeVm {
                     inner: v.clone(),
                     query_fails: self.script().query_fails,
+                    agent: runtime_dir.join("agent.sock"),
                 }) as Box<dyn Vm>
             }))
     }
@@ -190,6 +195,8 @@ impl Hypervisor for FakeHypervisor {
 struct FakeVm {
     inner: Arc<Mutex<FakeVmState>>,
     query_fails: bool,
+    /// Where an agent would listen (the fake has none: connecting fails like a dead guest).
+    agent: PathBuf,
 }
 
 impl FakeVm {
@@ -225,6 +232,10 @@ impl Vm for FakeVm {
 
     async fn is_alive(&self) -> bool {
         self.with(|v| v.alive)
+    }
+
+    fn agent_channel(&self) -> AgentChannel {
+        AgentChannel::Serial(self.agent.clone())
     }
 
     async fn save_and_exit(&self, dir: &Path) -> Result<(), HypervisorError> {

@@ -56,6 +56,15 @@ pub fn network_identity(id: &str) -> (NetSpec, u8) {
     )
 }
 
+/// Deterministic guest vsock CID (>= 0x1000, far from the reserved 0-2 and from small CIDs
+/// other VMMs on the host tend to pick).
+pub fn vsock_cid(id: &str) -> u32 {
+    let h = id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    ((h >> 32) as u32 % 0x7fff_0000) + 0x1000
+}
+
 pub(crate) fn map_image_error(error: ImageError, reference: &str) -> EngineError {
     match error {
         ImageError::NotFound { .. } => EngineError::ImageNotFound(error.to_string()),
@@ -148,6 +157,7 @@ impl Engine {
                 disks: Vec::new(),
                 serial_log: logs.join("app.log"),
                 network,
+                vsock_cid: vsock_cid(&record.id),
             });
         };
 
@@ -298,6 +308,7 @@ impl Engine {
             .collect(),
             serial_log: logs.join("app.log"),
             network,
+            vsock_cid: vsock_cid(&record.id),
         })
     }
 }

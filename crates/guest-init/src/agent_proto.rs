@@ -10,6 +10,10 @@ use serde::{Deserialize, Serialize};
 
 /// Name of the virtio-serial port the agent serves.
 pub const AGENT_PORT: &str = "hypedeck.agent";
+
+/// The vsock port the agent listens on when the VM has a vsock device (every connection is
+/// one host link speaking this protocol).
+pub const AGENT_VSOCK_PORT: u32 = 1024;
 /// Largest frame either side accepts (a stdin/stdout chunk is far smaller).
 pub const MAX_FRAME: usize = 1 << 20;
 /// Bytes before the payload (`len`, `kind`, `session`).

@@ -281,6 +281,7 @@ mod tests {
                     },
                 ],
             }),
+            vsock_cid: 0x1234,
         }
     }
 

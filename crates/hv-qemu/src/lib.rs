@@ -18,7 +18,9 @@ mod qmp;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use hypedeck_hypervisor::{Capabilities, Hypervisor, HypervisorError, Vm, VmSpec, VmmState};
+use hypedeck_hypervisor::{
+    AgentChannel, Capabilities, Hypervisor, HypervisorError, Vm, VmSpec, VmmState,
+};
 use hypedeck_model::HypervisorKind;
 use tokio::io::AsyncWriteExt;
 
@@ -351,6 +353,10 @@ impl Vm for QemuVm {
 
     async fn is_alive(&self) -> bool {
         process::is_alive(self.pid, &self.files)
+    }
+
+    fn agent_channel(&self) -> AgentChannel {
+        AgentChannel::Serial(self.files.agent.clone())
     }
 
     async fn save_and_exit(&self, dir: &Path) -> Result<(), HypervisorError> {

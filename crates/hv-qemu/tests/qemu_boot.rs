@@ -126,6 +126,7 @@ async fn prepare(argv: &[&str], env: &[&str]) -> Vm {
             guest_forwards: vec![],
             host_forwards: vec![],
         }),
+        vsock_cid: 0x1915,
     };
     Vm { dir, spec }
 }

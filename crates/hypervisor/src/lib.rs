@@ -79,6 +79,28 @@ pub struct NetSpec {
     pub host_forwards: Vec<hypedeck_model::PortForward>,
 }
 
+/// How the host reaches the exec agent of one VM. Backends choose; the engine connects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentChannel {
+    /// A unix socket the VMM bridges to the guest's `hypedeck.agent` virtio-serial port.
+    Serial(PathBuf),
+    /// Hybrid vsock (Firecracker, Cloud Hypervisor, vhost-user-vsock, the vz helper): a unix
+    /// socket on which the host writes `CONNECT <port>\n` and reads `OK <n>\n`.
+    HybridVsock {
+        /// The VMM's vsock unix socket.
+        socket: PathBuf,
+        /// Guest vsock port.
+        port: u32,
+    },
+    /// Kernel vsock (`/dev/vhost-vsock`): `AF_VSOCK` to the guest's CID.
+    Vsock {
+        /// Guest context id.
+        cid: u32,
+        /// Guest vsock port.
+        port: u32,
+    },
+}
+
 /// Everything a backend needs to boot one VM. Built by the engine from validated values only.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VmSpec {
@@ -104,6 +126,9 @@ pub struct VmSpec {
     pub serial_log: PathBuf,
     /// Network, if any.
     pub network: Option<NetSpec>,
+    /// Guest vsock context id, unique among this engine's VMs (>= 3). Backends with vsock
+    /// give the guest this CID; the agent listens on `agent_proto::AGENT_VSOCK_PORT`.
+    pub vsock_cid: u32,
 }
 
 /// Errors crossing the hypervisor boundary.
@@ -179,6 +204,9 @@ pub trait Vm: Send + Sync + std::fmt::Debug {
 
     /// Whether the VMM process is still alive.
     async fn is_alive(&self) -> bool;
+
+    /// Where the host reaches this VM's exec agent.
+    fn agent_channel(&self) -> AgentChannel;
 
     /// Pauses the VM, saves its full state (memory and devices) into `dir`, and ends the VMM.
     /// On success the VMM is gone and `dir` holds what [`Hypervisor::restore`] needs; on

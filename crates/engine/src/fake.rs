@@ -111,6 +111,8 @@ impl Hypervisor for FakeHypervisor {
             pause: true,
             graceful_shutdown: true,
             snapshot: true,
+            port_forwarding: true,
+            egress_enforcement: true,
             ..Capabilities::default()
         }
     }

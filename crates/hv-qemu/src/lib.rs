@@ -35,6 +35,8 @@ pub const CAPABILITIES: Capabilities = Capabilities {
     graceful_shutdown: true,
     vsock: false,
     gpu: false,
+    port_forwarding: true,
+    egress_enforcement: true,
 };
 
 const QMP_TIMEOUT: Duration = Duration::from_millis(2000);

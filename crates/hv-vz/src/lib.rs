@@ -13,4 +13,6 @@ pub const CAPABILITIES: Capabilities = Capabilities {
     graceful_shutdown: true,
     vsock: true,
     gpu: false,
+    port_forwarding: false,
+    egress_enforcement: false,
 };

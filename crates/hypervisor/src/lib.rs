@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use hypedeck_model::HypervisorKind;
 
 /// Optional operations a backend supports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 pub struct Capabilities {
     /// Save and restore full VM state (standby/restore).
     pub snapshot: bool,
@@ -31,6 +31,11 @@ pub struct Capabilities {
     pub vsock: bool,
     /// PCI/GPU passthrough.
     pub gpu: bool,
+    /// Guest ports forwarded to host loopback ([`NetSpec::host_forwards`]).
+    pub port_forwarding: bool,
+    /// Egress can be confined to [`NetSpec::guest_forwards`] ([`NetSpec::restrict`]), which the
+    /// credential-injecting proxy relies on.
+    pub egress_enforcement: bool,
 }
 
 /// What the VMM itself reports (before boot markers refine Running into Initializing).

@@ -5,7 +5,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := run
 CARGO ?= cargo
 
-.PHONY: run test deps deps-test ui guest-init lint unit bins sdk-test vm-test desktop-test serve bench bench-ui clean
+.PHONY: run test deps deps-test ui guest-init lint unit bins sdk-test vm-test desktop-test serve bench bench-ui clean check-macos
 
 MUSL_TARGET := $(shell uname -m)-unknown-linux-musl
 
@@ -22,6 +22,11 @@ ui:
 guest-init:
 	$(CARGO) build --locked --release --target $(MUSL_TARGET) -p hypedeck-guest-init
 
+# The vz backend and its hypedeck-vz helper, type-checked for macOS from any host.
+check-macos:
+	rustup target list --installed | grep -qx aarch64-apple-darwin || rustup target add aarch64-apple-darwin
+	$(CARGO) check --locked --target aarch64-apple-darwin -p hypedeck-hv-vz --all-targets
+
 run: deps ui guest-init
 	$(CARGO) run -p hypedeck-desktop
 
@@ -29,7 +34,7 @@ run: deps ui guest-init
 serve: deps guest-init
 	$(CARGO) run -p hypedeck-cli -- serve
 
-lint: ui
+lint: ui check-macos
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 	npm run typecheck
@@ -53,7 +58,7 @@ sdk-test: bins
 # 127.0.0.1 built by the suite itself, driven through the official SDK.
 vm-test: bins
 	$(CARGO) test --locked -p hypedeck-hv-qemu --test qemu_boot -- --include-ignored --test-threads=2
-	scripts/test-session.sh env HYPEDECK_BIN=target/debug/hypedeck \
+	PATH="$(CURDIR)/.ci/tools/bin:$$PATH" scripts/test-session.sh env HYPEDECK_BIN=target/debug/hypedeck \
 	  node --test --test-concurrency=1 tests/vm/
 
 desktop-test: bins

@@ -61,6 +61,18 @@ if [ ! -f "$stamp" ] || ! cmp -s package-lock.json "$stamp"; then
   cp package-lock.json "$stamp"
 fi
 
+# The vsock exec suite runs QEMU's vhost-user-vsock device against rust-vmm's daemon (the
+# hybrid-vsock protocol Cloud Hypervisor and the vz helper speak too).
+if [ "$purpose" = test ] && [ ! -x .ci/tools/bin/vhost-device-vsock ]; then
+  echo "== cargo install vhost-device-vsock"
+  cargo install vhost-device-vsock --version 0.3.0 --locked --root "$PWD/.ci/tools" --quiet
+fi
+# The macOS backend (hv-vz) is type-checked on every run.
+if [ "$purpose" = test ] && command -v rustup >/dev/null 2>&1; then
+  rustup target list --installed 2>/dev/null | grep -q '^aarch64-apple-darwin$' ||
+    rustup target add aarch64-apple-darwin
+fi
+
 if [ "$purpose" = test ] && [ ! -x .ci/tools/bin/tauri-driver ]; then
   echo "== cargo install tauri-driver"
   cargo install tauri-driver --version '^2' --locked --root "$PWD/.ci/tools" --quiet

@@ -21,6 +21,7 @@ pub const GUEST_MODULES: &[&str] = &[
     "virtio_blk",
     "virtio_console",
     "virtio_net",
+    "vmw_vsock_virtio_transport",
     "overlay",
     "button",
     "evdev",

@@ -1,10 +1,12 @@
 //! The host end of the exec agent (protocol in `hypedeck_guest_init::agent_proto`): one
 //! persistent connection per running VM, multiplexing exec and stat sessions.
 //!
-//! The transport is a unix socket QEMU bridges to the guest's `hypedeck.agent` virtio-serial
-//! port ([`Transport`]); a vsock transport (`CONNECT <port>` on a hybrid-vsock socket) would
-//! plug in the same way. A link is proven with a ping before use and dropped on any read
-//! error; every session then ends with an error and the next call reconnects.
+//! The VM's backend says how to reach its agent ([`AgentChannel`]); each channel is a
+//! [`Transport`]: a unix socket bridged to the guest's `hypedeck.agent` virtio-serial port
+//! ([`SerialSocket`]), a hybrid-vsock socket where the host asks for a guest port with
+//! `CONNECT <port>` ([`HybridVsock`]: vhost-user-vsock, Cloud Hypervisor, the vz helper), or
+//! kernel vsock ([`KernelVsock`]). A link is proven with a ping before use and dropped on any
+//! read error; every session then ends with an error and the next call reconnects.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -15,6 +17,7 @@ use std::time::Duration;
 use hypedeck_guest_init::agent_proto::{
     Kind, OpenRequest, PathInfo, StatRequest, body_len, encode, split_body,
 };
+use hypedeck_hypervisor::AgentChannel;
 use hypedeck_model::{ErrorCode, InstanceState, Rejection};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Mutex, mpsc, oneshot};
@@ -64,6 +67,151 @@ impl Transport for SerialSocket {
                 Box::new(w) as Box<dyn AsyncWrite + Send + Unpin>,
             ))
         })
+    }
+}
+
+/// A hybrid-vsock unix socket: `CONNECT <port>\n` answered by `OK <n>\n`, then the stream
+/// is the guest's vsock connection.
+#[derive(Debug, Clone)]
+pub struct HybridVsock {
+    /// The VMM's vsock socket.
+    pub socket: PathBuf,
+    /// Guest vsock port.
+    pub port: u32,
+}
+
+/// How long a hybrid-vsock handshake may take (a guest not listening yet may never answer).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
+
+impl Transport for HybridVsock {
+    fn connect(&self) -> Connecting<'_> {
+        Box::pin(async move {
+            let mut stream = tokio::net::UnixStream::connect(&self.socket).await?;
+            let handshake = async {
+                stream
+                    .write_all(format!("CONNECT {}\n", self.port).as_bytes())
+                    .await?;
+                // Byte by byte: nothing after the newline belongs to the handshake.
+                let mut line = Vec::new();
+                loop {
+                    let b = stream.read_u8().await?;
+                    if b == b'\n' || line.len() > 64 {
+                        break;
+                    }
+                    line.push(b);
+                }
+                Ok::<_, std::io::Error>(line)
+            };
+            let line = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
+                .await
+                .map_err(|_| {
+                    std::io::Error::new(std::io::ErrorKind::TimedOut, "vsock handshake timed out")
+                })??;
+            if !line.starts_with(b"OK ") {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionRefused,
+                    format!(
+                        "vsock port {} refused: {}",
+                        self.port,
+                        String::from_utf8_lossy(&line).trim()
+                    ),
+                ));
+            }
+            let (r, w) = stream.into_split();
+            Ok((
+                Box::new(r) as Box<dyn AsyncRead + Send + Unpin>,
+                Box::new(w) as Box<dyn AsyncWrite + Send + Unpin>,
+            ))
+        })
+    }
+}
+
+/// Kernel vsock (`/dev/vhost-vsock` hosts): `AF_VSOCK` to the guest's CID and port.
+#[derive(Debug, Clone)]
+pub struct KernelVsock {
+    /// Guest context id.
+    pub cid: u32,
+    /// Guest vsock port.
+    pub port: u32,
+}
+
+impl Transport for KernelVsock {
+    fn connect(&self) -> Connecting<'_> {
+        let (cid, port) = (self.cid, self.port);
+        Box::pin(async move {
+            let fd = tokio::task::spawn_blocking(move || vsock_connect(cid, port))
+                .await
+                .map_err(std::io::Error::other)??;
+            // A connected stream socket: tokio's unix stream does plain reads and writes on
+            // it, which is all a link needs (it never asks for addresses).
+            let std = std::os::unix::net::UnixStream::from(fd);
+            std.set_nonblocking(true)?;
+            let (r, w) = tokio::net::UnixStream::from_std(std)?.into_split();
+            Ok((
+                Box::new(r) as Box<dyn AsyncRead + Send + Unpin>,
+                Box::new(w) as Box<dyn AsyncWrite + Send + Unpin>,
+            ))
+        })
+    }
+}
+
+/// Kernel vsock exists on Linux hosts only.
+#[cfg(not(target_os = "linux"))]
+fn vsock_connect(_cid: u32, _port: u32) -> std::io::Result<std::os::fd::OwnedFd> {
+    Err(std::io::Error::new(
+        std::io::ErrorKind::Unsupported,
+        "kernel vsock is only available on Linux hosts",
+    ))
+}
+
+/// A blocking `AF_VSOCK` connect with a send/receive timeout for the handshake.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn vsock_connect(cid: u32, port: u32) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    // SAFETY: plain socket(2); the descriptor is owned right away.
+    let fd = unsafe { libc::socket(libc::AF_VSOCK, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh descriptor we own.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    let timeout = libc::timeval {
+        tv_sec: HANDSHAKE_TIMEOUT.as_secs() as libc::time_t,
+        tv_usec: 0,
+    };
+    // SAFETY: sockaddr_vm is plain old data; zeroed is a valid starting value.
+    let mut addr: libc::sockaddr_vm = unsafe { std::mem::zeroed() };
+    addr.svm_family = libc::AF_VSOCK as libc::sa_family_t;
+    addr.svm_cid = cid;
+    addr.svm_port = port;
+    // SAFETY: setsockopt/connect with valid pointers and sizes.
+    let r = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDTIMEO,
+            (&timeout as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        );
+        libc::connect(
+            sock.as_raw_fd(),
+            (&addr as *const libc::sockaddr_vm).cast(),
+            std::mem::size_of::<libc::sockaddr_vm>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(sock)
+}
+
+/// The transport for a backend's agent channel.
+pub fn transport(channel: AgentChannel) -> Box<dyn Transport> {
+    match channel {
+        AgentChannel::Serial(path) => Box::new(SerialSocket(path)),
+        AgentChannel::HybridVsock { socket, port } => Box::new(HybridVsock { socket, port }),
+        AgentChannel::Vsock { cid, port } => Box::new(KernelVsock { cid, port }),
     }
 }
 
@@ -341,13 +489,18 @@ impl Engine {
         if let Some(link) = self.agents().get(id).filter(|l| !l.is_closed()).cloned() {
             return Ok(link);
         }
-        let socket = self
-            .paths
-            .instance_runtime(
-                &hypedeck_model::InstanceId::parse(id).map_err(|_| EngineError::NotFound)?,
-            )
-            .join("agent.sock");
-        let link = AgentLink::connect(&SerialSocket(socket), wait)
+        let channel = match self.vm(id) {
+            Some(vm) => vm.agent_channel(),
+            None => AgentChannel::Serial(
+                self.paths
+                    .instance_runtime(
+                        &hypedeck_model::InstanceId::parse(id)
+                            .map_err(|_| EngineError::NotFound)?,
+                    )
+                    .join("agent.sock"),
+            ),
+        };
+        let link = AgentLink::connect(transport(channel).as_ref(), wait)
             .await
             .map_err(|e| EngineError::Agent(format!("guest agent unavailable: {e}")))?;
         self.agents().insert(id.to_string(), link.clone());
@@ -408,5 +561,106 @@ impl Engine {
         })
         .await
         .map_err(EngineError::Agent)
+    }
+}
+
+#[cfg(test)]
+mod transport_tests {
+    use super::*;
+
+    /// A hybrid-vsock endpoint that answers `reply` to the handshake, then plays a minimal
+    /// agent (pong for every ping) when the reply was `OK`.
+    async fn hybrid_server(dir: &std::path::Path, reply: Option<&'static str>) -> PathBuf {
+        let path = dir.join("vsock.sock");
+        let listener = tokio::net::UnixListener::bind(&path).expect("bind");
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut line = Vec::new();
+                    while let Ok(b) = s.read_u8().await {
+                        if b == b'\n' {
+                            break;
+                        }
+                        line.push(b);
+                    }
+                    assert_eq!(line, b"CONNECT 1024");
+                    let Some(reply) = reply else {
+                        // Never answer (a guest not listening yet).
+                        tokio::time::sleep(Duration::from_secs(30)).await;
+                        return;
+                    };
+                    let _ = s.write_all(reply.as_bytes()).await;
+                    if !reply.starts_with("OK") {
+                        return;
+                    }
+                    loop {
+                        let mut len = [0u8; 4];
+                        if s.read_exact(&mut len).await.is_err() {
+                            return;
+                        }
+                        let mut body = vec![0u8; body_len(len).expect("len")];
+                        if s.read_exact(&mut body).await.is_err() {
+                            return;
+                        }
+                        let (kind, session, payload) = split_body(&body).expect("frame");
+                        if kind == Kind::Ping {
+                            let pong = encode(Kind::Pong, session, payload);
+                            if s.write_all(&pong).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        path
+    }
+
+    #[tokio::test]
+    async fn hybrid_vsock_handshake_then_the_agent_protocol() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = hybrid_server(dir.path(), Some("OK 1073741824\n")).await;
+        let t = transport(AgentChannel::HybridVsock { socket, port: 1024 });
+        let link = AgentLink::connect(t.as_ref(), Duration::from_secs(5))
+            .await
+            .expect("link");
+        assert!(!link.is_closed());
+    }
+
+    #[tokio::test]
+    async fn hybrid_vsock_refusal_and_silence_are_errors() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let refused = hybrid_server(dir.path(), Some("ERR no listener\n")).await;
+        let e = HybridVsock {
+            socket: refused,
+            port: 1024,
+        }
+        .connect()
+        .await
+        .err()
+        .expect("refused");
+        assert!(e.to_string().contains("vsock port 1024 refused"), "{e}");
+
+        let dir2 = tempfile::tempdir().expect("tempdir");
+        let silent = hybrid_server(dir2.path(), None).await;
+        let e = HybridVsock {
+            socket: silent,
+            port: 1024,
+        }
+        .connect()
+        .await
+        .err()
+        .expect("timeout");
+        assert_eq!(e.kind(), std::io::ErrorKind::TimedOut, "{e}");
+
+        // The engine's wait gives up with the last reason.
+        let t = transport(AgentChannel::HybridVsock {
+            socket: dir.path().join("vsock.sock"),
+            port: 1024,
+        });
+        let e = AgentLink::connect(t.as_ref(), Duration::from_millis(300))
+            .await
+            .expect_err("never ready");
+        assert!(e.contains("refused"), "{e}");
     }
 }

@@ -1,11 +1,12 @@
 //! The exec agent: a process forked by PID 1 and chrooted into the instance's root, serving
-//! the host over the `hypedeck.agent` virtio-serial port (protocol in `agent_proto`).
+//! the host over the `hypedeck.agent` virtio-serial port and/or vsock port
+//! `AGENT_VSOCK_PORT` (protocol in `agent_proto`).
 //!
 //! One thread reads frames; each session has a thread per output stream and one waiting for
 //! the process. Processes run in their own session (process group), with a pty when asked.
 //! When the host end goes away, every session is killed: a new host connection starts clean.
 //!
-//! The port is non-blocking: with no host attached a virtio-serial read returns 0 and a write
+//! Links are non-blocking: with no host attached a virtio-serial read returns 0 and a write
 //! would wait forever, so reads poll and writes give up after a while.
 #![allow(unsafe_code)]
 
@@ -79,21 +80,78 @@ struct Session {
 
 type Sessions = Arc<Mutex<HashMap<u32, Session>>>;
 
-/// Serves the host forever. `base_env` is the program's environment (exec sessions inherit it).
-pub fn serve(port: File, base_env: Vec<(String, String)>) -> ! {
+/// Serves the host forever: a virtio-serial port (one persistent link, re-used by each new
+/// host connection), a vsock listener (every accepted connection is a link), or both.
+/// `base_env` is the program's environment (exec sessions inherit it).
+pub fn run(serial: Option<File>, vsock: Option<OwnedFd>, base_env: Vec<(String, String)>) -> ! {
+    // A host that went away must not kill the agent when a session writes to its link.
+    // SAFETY: setting a signal disposition.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    let env = Arc::new(base_env);
+    if let Some(listener) = vsock {
+        let env = env.clone();
+        if serial.is_some() {
+            std::thread::spawn(move || accept_loop(listener, env));
+        } else {
+            accept_loop(listener, env)
+        }
+    }
+    if let Some(port) = serial {
+        loop {
+            serve_link(&port, &env, true);
+        }
+    }
+    std::process::exit(1)
+}
+
+/// Accepts host connections on the vsock listener, one thread per link.
+fn accept_loop(listener: OwnedFd, env: Arc<Vec<(String, String)>>) -> ! {
+    loop {
+        // SAFETY: accept4 on our listening socket; null address pointers are allowed.
+        let fd = unsafe {
+            libc::accept4(
+                listener.as_raw_fd(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                libc::SOCK_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        }
+        // SAFETY: accept4 returned a new descriptor we now own.
+        let conn = unsafe { File::from_raw_fd(fd) };
+        let env = env.clone();
+        std::thread::spawn(move || serve_link(&conn, &env, false));
+    }
+}
+
+/// Serves one link until it ends. A virtio-serial port (`persistent`) never ends: a host that
+/// left takes its sessions with it and the port waits for the next host. A socket ends at EOF
+/// (its sessions are killed).
+fn serve_link(port: &File, base_env: &[(String, String)], persistent: bool) {
     let fd = port.as_raw_fd();
     // SAFETY: fcntl on an fd we own.
     unsafe {
         let flags = libc::fcntl(fd, libc::F_GETFL);
         libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
     }
-    let mut reader = port.try_clone().unwrap_or_else(|_| std::process::exit(1));
+    let (Ok(mut reader), Ok(writer)) = (port.try_clone(), port.try_clone()) else {
+        std::thread::sleep(Duration::from_millis(100));
+        return;
+    };
     let link = Link {
-        port: Arc::new(Mutex::new(port)),
+        port: Arc::new(Mutex::new(writer)),
     };
     let sessions: Sessions = Arc::new(Mutex::new(HashMap::new()));
     let mut buf: Vec<u8> = Vec::new();
     let mut chunk = vec![0u8; 64 * 1024];
+    let host_left = |sessions: &Sessions, buf: &mut Vec<u8>| {
+        drop_all(sessions);
+        buf.clear();
+        std::thread::sleep(Duration::from_millis(100));
+    };
     loop {
         if !wait(fd, libc::POLLIN, 1000) {
             // Nothing, or no host: a host that left takes its sessions with it.
@@ -105,23 +163,31 @@ pub fn serve(port: File, base_env: Vec<(String, String)>) -> ! {
             // SAFETY: one valid pollfd, zero timeout.
             unsafe { libc::poll(&mut p, 1, 0) };
             if p.revents & libc::POLLHUP != 0 {
-                drop_all(&sessions);
-                buf.clear();
-                std::thread::sleep(Duration::from_millis(100));
+                if !persistent {
+                    drop_all(&sessions);
+                    return;
+                }
+                host_left(&sessions, &mut buf);
             }
             continue;
         }
         match reader.read(&mut chunk) {
             Ok(0) => {
-                drop_all(&sessions);
-                buf.clear();
-                std::thread::sleep(Duration::from_millis(100));
+                if !persistent {
+                    drop_all(&sessions);
+                    return;
+                }
+                host_left(&sessions, &mut buf);
                 continue;
             }
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(_) => {
+                if !persistent {
+                    drop_all(&sessions);
+                    return;
+                }
                 std::thread::sleep(Duration::from_millis(100));
                 continue;
             }
@@ -144,7 +210,7 @@ pub fn serve(port: File, base_env: Vec<(String, String)>) -> ! {
             }
             let body: Vec<u8> = buf.drain(..4 + len).skip(4).collect();
             if let Ok((kind, session, payload)) = split_body(&body) {
-                handle(kind, session, payload, &link, &sessions, &base_env);
+                handle(kind, session, payload, &link, &sessions, base_env);
             }
         }
     }

@@ -394,20 +394,31 @@ fn virtio_port(name: &str) -> Option<String> {
 }
 
 /// Forks the exec agent (before any thread exists and before signals are blocked): it
-/// chroots into the instance's root and serves the host on the agent port. No port (another
-/// host, or an old one): no agent, and the instance never reports the agent ready, so it
-/// stays Initializing (upstream's gate). Returns whether the agent runs.
+/// chroots into the instance's root and serves the host on the agent's virtio-serial port
+/// and/or its vsock port. Neither (another host, or an old one): no agent, and the instance
+/// never reports the agent ready, so it stays Initializing (upstream's gate). Returns whether
+/// the agent runs.
 fn start_agent(config: &GuestConfig) -> bool {
-    let Some(path) = virtio_port(hypedeck_guest_init::agent_proto::AGENT_PORT) else {
-        log("agent", "no agent port; exec is unavailable");
-        return false;
-    };
-    let port = match fs::OpenOptions::new().read(true).write(true).open(&path) {
-        Ok(port) => port,
-        Err(e) => {
-            log("agent", &format!("open {path}: {e}"));
+    let serial = virtio_port(hypedeck_guest_init::agent_proto::AGENT_PORT).and_then(|path| {
+        fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| log("agent", &format!("open {path}: {e}")))
+            .ok()
+    });
+    let vsock = vsock_listener(hypedeck_guest_init::agent_proto::AGENT_VSOCK_PORT);
+    let channels = match (&serial, &vsock) {
+        (None, None) => {
+            log(
+                "agent",
+                "no agent port and no vsock device; exec is unavailable",
+            );
             return false;
         }
+        (Some(_), None) => "virtio-serial".to_string(),
+        (None, Some((_, cid))) => format!("vsock cid {cid}"),
+        (Some(_), Some((_, cid))) => format!("virtio-serial and vsock cid {cid}"),
     };
     let env: Vec<(String, String)> = program_env(config)
         .iter()
@@ -426,14 +437,66 @@ fn start_agent(config: &GuestConfig) -> bool {
                     libc::_exit(1);
                 }
             }
-            crate::agent::serve(port, env)
+            crate::agent::run(serial, vsock.map(|(fd, _)| fd), env)
         }
         pid if pid < 0 => {
             log("agent", "fork failed; exec is unavailable");
             false
         }
-        _ => true,
+        _ => {
+            log("agent", &format!("serving exec over {channels}"));
+            true
+        }
     }
+}
+
+/// A vsock listener on `port` and the guest's CID, when the VM has a vsock device (the
+/// virtio transport reports no CID without one).
+fn vsock_listener(port: u32) -> Option<(std::os::fd::OwnedFd, u32)> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    const IOCTL_VM_SOCKETS_GET_LOCAL_CID: u32 = 0x7b9;
+    let dev = fs::File::open("/dev/vsock").ok()?;
+    let mut cid: u32 = libc::VMADDR_CID_ANY;
+    // SAFETY: the ioctl writes one u32 into `cid`.
+    let r = unsafe {
+        libc::ioctl(
+            dev.as_raw_fd(),
+            IOCTL_VM_SOCKETS_GET_LOCAL_CID as _,
+            &mut cid,
+        )
+    };
+    if r != 0 || cid == libc::VMADDR_CID_ANY || cid <= 2 {
+        return None;
+    }
+    // SAFETY: plain socket(2); the descriptor is owned right away.
+    let fd = unsafe { libc::socket(libc::AF_VSOCK, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: `fd` is a fresh descriptor we own.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: sockaddr_vm is plain old data; zeroed is a valid starting value.
+    let mut addr: libc::sockaddr_vm = unsafe { std::mem::zeroed() };
+    addr.svm_family = libc::AF_VSOCK as libc::sa_family_t;
+    addr.svm_cid = libc::VMADDR_CID_ANY;
+    addr.svm_port = port;
+    // SAFETY: bind/listen with a valid sockaddr_vm and its size.
+    let ok = unsafe {
+        libc::bind(
+            sock.as_raw_fd(),
+            (&addr as *const libc::sockaddr_vm).cast(),
+            std::mem::size_of::<libc::sockaddr_vm>() as libc::socklen_t,
+        ) == 0
+            && libc::listen(sock.as_raw_fd(), 16) == 0
+    };
+    if !ok {
+        log(
+            "agent",
+            &format!("vsock port {port}: {}", std::io::Error::last_os_error()),
+        );
+        return None;
+    }
+    Some((sock, cid))
 }
 
 /// Forwards host requests (control port lines, ACPI power button) to the program as SIGTERM.

@@ -58,6 +58,14 @@ pub struct RuntimeFiles {
     pub control: PathBuf,
     /// Exec agent socket (virtio-serial `hypedeck.agent`).
     pub agent: PathBuf,
+    /// vhost-user socket between QEMU and `vhost-device-vsock`.
+    pub vhost_user: PathBuf,
+    /// Hybrid-vsock socket `vhost-device-vsock` serves (`CONNECT <port>`).
+    pub vsock: PathBuf,
+    /// `vhost-device-vsock`'s pid (written by the backend).
+    pub vsock_pidfile: PathBuf,
+    /// How this VM's agent is reached (`serial`, `vsock <cid>` or `hybrid`), for re-attach.
+    pub channel: PathBuf,
     /// Pidfile written by QEMU.
     pub pidfile: PathBuf,
     /// QEMU's own stdout/stderr before it daemonizes.
@@ -71,6 +79,10 @@ impl RuntimeFiles {
             qmp: dir.join("qmp.sock"),
             control: dir.join("ctl.sock"),
             agent: dir.join(AGENT_SOCKET),
+            vhost_user: dir.join("vhu.sock"),
+            vsock: dir.join("vsock.sock"),
+            vsock_pidfile: dir.join("vsock.pid"),
+            channel: dir.join("agent-channel"),
             pidfile: dir.join("qemu.pid"),
             vmm_log: dir.join("vmm.log"),
         }
@@ -80,13 +92,26 @@ impl RuntimeFiles {
 /// The exec agent's socket in a VM's runtime dir (the engine connects to it).
 pub const AGENT_SOCKET: &str = "agent.sock";
 
+/// How a VM gets vsock, and so how the host reaches its exec agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VsockMode {
+    /// No vsock device: the agent is reached over virtio-serial.
+    Off,
+    /// Kernel vhost-vsock (`/dev/vhost-vsock`): the host connects with `AF_VSOCK`.
+    Kernel,
+    /// vhost-user-vsock served by `vhost-device-vsock` (this binary), which speaks the
+    /// hybrid-vsock `CONNECT <port>` protocol on a unix socket. Guest memory must be shared
+    /// (memfd), and QEMU cannot migrate the device, so no standby.
+    VhostUser(PathBuf),
+}
+
 /// Escapes a value for QEMU's `key=value,…` option syntax (commas are doubled).
 fn q(path: &Path) -> String {
     path.display().to_string().replace(',', ",,")
 }
 
 /// Builds the full argv (without the binary) for `spec`.
-pub fn argv(spec: &VmSpec, accel: Accel, arch: Arch) -> Vec<String> {
+pub fn argv(spec: &VmSpec, accel: Accel, arch: Arch, vsock: &VsockMode) -> Vec<String> {
     let files = RuntimeFiles::in_dir(&spec.runtime_dir);
     let mib = |b: u64| b.div_ceil(1 << 20);
     let mut a: Vec<String> = Vec::new();
@@ -118,6 +143,18 @@ pub fn argv(spec: &VmSpec, accel: Accel, arch: Arch) -> Vec<String> {
         ]);
     } else {
         push(&["-m", &format!("{}M", mib(spec.memory_bytes))]);
+    }
+    if matches!(vsock, VsockMode::VhostUser(_)) {
+        // vhost-user backends map guest memory: it must be a shareable memfd.
+        push(&[
+            "-object",
+            &format!(
+                "memory-backend-memfd,id=mem,size={}M,share=on",
+                mib(spec.memory_bytes)
+            ),
+            "-numa",
+            "node,memdev=mem",
+        ]);
     }
     push(&[
         "-nodefaults",
@@ -202,20 +239,36 @@ pub fn argv(spec: &VmSpec, accel: Accel, arch: Arch) -> Vec<String> {
             hypedeck_guest_init::CONTROL_PORT
         ),
     ]);
-    push(&[
-        "-chardev",
-        &format!(
-            "socket,id=agent,path={},server=on,wait=off",
-            q(&files.agent)
-        ),
-    ]);
-    push(&[
-        "-device",
-        &format!(
-            "virtserialport,chardev=agent,name={}",
-            hypedeck_guest_init::agent_proto::AGENT_PORT
-        ),
-    ]);
+    // The agent is reached over exactly one channel, so a working exec proves that channel.
+    match vsock {
+        VsockMode::Off => {
+            push(&[
+                "-chardev",
+                &format!(
+                    "socket,id=agent,path={},server=on,wait=off",
+                    q(&files.agent)
+                ),
+            ]);
+            push(&[
+                "-device",
+                &format!(
+                    "virtserialport,chardev=agent,name={}",
+                    hypedeck_guest_init::agent_proto::AGENT_PORT
+                ),
+            ]);
+        }
+        VsockMode::Kernel => push(&[
+            "-device",
+            &format!("vhost-vsock-pci,guest-cid={}", spec.vsock_cid),
+        ]),
+        VsockMode::VhostUser(_) => {
+            push(&[
+                "-chardev",
+                &format!("socket,id=vsock,path={}", q(&files.vhost_user)),
+            ]);
+            push(&["-device", "vhost-user-vsock-pci,chardev=vsock"]);
+        }
+    }
     push(&[
         "-qmp",
         &format!("unix:{},server=on,wait=off", q(&files.qmp)),
@@ -287,7 +340,7 @@ mod tests {
 
     #[test]
     fn argv_snapshot_x86_tcg() {
-        let got = argv(&spec(), Accel::Tcg, Arch::X86_64).join(" ");
+        let got = argv(&spec(), Accel::Tcg, Arch::X86_64, &VsockMode::Off).join(" ");
         let want = "-name hypedeck-tz4a98xxat96iws9zmbrgj3a,process=hypedeck-tz4a98xxat96iws9zmbrgj3a \
 -machine q35 -accel tcg -smp 2 -m 1024M -nodefaults -no-user-config -display none -no-reboot \
 -kernel /data/system/kernel/vmlinuz -initrd /data/system/initrd.img -append console=ttyS0 quiet panic=-1 \
@@ -308,15 +361,51 @@ mod tests {
     }
 
     #[test]
+    fn vsock_modes_replace_the_agent_serial_port() {
+        let s = spec();
+        let kernel = argv(&s, Accel::Kvm, Arch::X86_64, &VsockMode::Kernel).join(" ");
+        assert!(
+            kernel.contains("-device vhost-vsock-pci,guest-cid=4660"),
+            "{kernel}"
+        );
+        assert!(!kernel.contains("hypedeck.agent"), "{kernel}");
+        assert!(!kernel.contains("memory-backend-memfd"), "{kernel}");
+        // The control port stays: it is not the agent.
+        assert!(kernel.contains("name=hypedeck.ctl"), "{kernel}");
+
+        let user = argv(
+            &s,
+            Accel::Tcg,
+            Arch::X86_64,
+            &VsockMode::VhostUser("/usr/bin/vhost-device-vsock".into()),
+        )
+        .join(" ");
+        assert!(
+            user.contains(
+                "-m 1024M -object memory-backend-memfd,id=mem,size=1024M,share=on -numa node,memdev=mem"
+            ),
+            "{user}"
+        );
+        assert!(
+            user.contains(
+                "-chardev socket,id=vsock,path=/data/instances/tz4a98xxat96iws9zmbrgj3a/run/vhu.sock \
+-device vhost-user-vsock-pci,chardev=vsock"
+            ),
+            "{user}"
+        );
+        assert!(!user.contains("hypedeck.agent"), "{user}");
+    }
+
+    #[test]
     fn kvm_hotplug_and_arm() {
         let mut s = spec();
         s.hotplug_bytes = 2 << 30;
         s.network = None;
-        let a = argv(&s, Accel::Kvm, Arch::X86_64).join(" ");
+        let a = argv(&s, Accel::Kvm, Arch::X86_64, &VsockMode::Off).join(" ");
         assert!(a.contains("-accel kvm -cpu host"), "{a}");
         assert!(a.contains("-m size=1024M,slots=4,maxmem=3072M"), "{a}");
         assert!(!a.contains("-netdev"), "{a}");
-        let arm = argv(&s, Accel::Tcg, Arch::Aarch64).join(" ");
+        let arm = argv(&s, Accel::Tcg, Arch::Aarch64, &VsockMode::Off).join(" ");
         assert!(arm.contains("-machine virt -accel tcg -cpu max"), "{arm}");
         assert!(arm.contains("console=ttyAMA0"), "{arm}");
     }

@@ -14,17 +14,19 @@
 pub mod config;
 mod process;
 mod qmp;
+mod vsock;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use hypedeck_guest_init::agent_proto::AGENT_VSOCK_PORT;
 use hypedeck_hypervisor::{
     AgentChannel, Capabilities, Hypervisor, HypervisorError, Vm, VmSpec, VmmState,
 };
 use hypedeck_model::HypervisorKind;
 use tokio::io::AsyncWriteExt;
 
-pub use config::{Accel, Arch, RuntimeFiles};
+pub use config::{Accel, Arch, RuntimeFiles, VsockMode};
 
 /// What the QEMU backend supports.
 pub const CAPABILITIES: Capabilities = Capabilities {
@@ -48,6 +50,7 @@ pub struct QemuHypervisor {
     arch: Arch,
     accel: tokio::sync::OnceCell<Accel>,
     forced_accel: Option<Accel>,
+    vsock: VsockMode,
 }
 
 impl QemuHypervisor {
@@ -81,7 +84,13 @@ impl QemuHypervisor {
             arch,
             accel: tokio::sync::OnceCell::new(),
             forced_accel,
+            vsock: vsock_mode()?,
         })
+    }
+
+    /// How VMs get vsock.
+    pub fn vsock_mode(&self) -> &VsockMode {
+        &self.vsock
     }
 
     /// The acceleration in use (probing on first call).
@@ -94,6 +103,54 @@ impl QemuHypervisor {
             .get_or_init(|| probe_kvm(&self.binary, self.arch, kernel, initrd))
             .await
     }
+}
+
+/// Chooses the agent channel: `HYPEDECK_QEMU_VSOCK=off|kernel|vhost-user`, or by default
+/// kernel vsock when `/dev/vhost-vsock` is usable and virtio-serial otherwise.
+fn vsock_mode() -> Result<VsockMode, String> {
+    let kernel_ok = || {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/vhost-vsock")
+            .is_ok()
+    };
+    match std::env::var("HYPEDECK_QEMU_VSOCK").ok().as_deref() {
+        None | Some("") | Some("auto") => Ok(if kernel_ok() {
+            VsockMode::Kernel
+        } else {
+            VsockMode::Off
+        }),
+        Some("off") => Ok(VsockMode::Off),
+        Some("kernel") if kernel_ok() => Ok(VsockMode::Kernel),
+        Some("kernel") => Err(
+            "HYPEDECK_QEMU_VSOCK=kernel needs a usable /dev/vhost-vsock (modprobe vhost_vsock)"
+                .into(),
+        ),
+        Some("vhost-user") => {
+            let name = std::env::var("HYPEDECK_VHOST_DEVICE_VSOCK")
+                .unwrap_or_else(|_| "vhost-device-vsock".into());
+            find_binary(&name).map(VsockMode::VhostUser).ok_or_else(|| {
+                format!(
+                    "HYPEDECK_QEMU_VSOCK=vhost-user needs {name} \
+                     (cargo install vhost-device-vsock, or set HYPEDECK_VHOST_DEVICE_VSOCK)"
+                )
+            })
+        }
+        Some(other) => Err(format!(
+            "HYPEDECK_QEMU_VSOCK={other} is not one of off, kernel, vhost-user"
+        )),
+    }
+}
+
+/// `name` itself when it is a path, else the first match on PATH.
+fn find_binary(name: &str) -> Option<PathBuf> {
+    if name.contains('/') {
+        return Path::new(name).is_file().then(|| PathBuf::from(name));
+    }
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
 }
 
 /// Boots the guest kernel under KVM with no init: a working KVM reaches the "no init found"
@@ -173,19 +230,32 @@ impl Hypervisor for QemuHypervisor {
     }
 
     fn capabilities(&self) -> Capabilities {
-        CAPABILITIES
+        Capabilities {
+            vsock: self.vsock != VsockMode::Off,
+            // QEMU cannot migrate a vhost-user-vsock device.
+            snapshot: !matches!(self.vsock, VsockMode::VhostUser(_)),
+            ..CAPABILITIES
+        }
     }
 
     async fn start(&self, spec: &VmSpec) -> Result<Box<dyn Vm>, HypervisorError> {
         std::fs::create_dir_all(&spec.runtime_dir).map_err(HypervisorError::Start)?;
         let accel = self.accel(&spec.kernel, &spec.initrd).await;
-        let argv = config::argv(spec, accel, self.arch);
+        let argv = config::argv(spec, accel, self.arch, &self.vsock);
         let files = RuntimeFiles::in_dir(&spec.runtime_dir);
-        let pid = process::spawn(&self.binary, &argv, &files).await?;
+        let channel = self.prepare_channel(spec, &files).await?;
+        let pid = match process::spawn(&self.binary, &argv, &files).await {
+            Ok(pid) => pid,
+            Err(e) => {
+                vsock::stop_daemon(&files);
+                return Err(e);
+            }
+        };
         Ok(Box::new(QemuVm {
             files,
             pid,
             dir: spec.runtime_dir.clone(),
+            channel,
         }))
     }
 
@@ -201,10 +271,12 @@ impl Hypervisor for QemuHypervisor {
         if !process::is_alive(pid, &files) {
             return Ok(None);
         }
+        let channel = vsock::read_channel(&files);
         Ok(Some(Box::new(QemuVm {
             files,
             pid,
             dir: runtime_dir.to_path_buf(),
+            channel,
         })))
     }
 
@@ -217,19 +289,27 @@ impl Hypervisor for QemuHypervisor {
                 detail: "no saved state".into(),
             });
         }
+        if matches!(self.vsock, VsockMode::VhostUser(_)) {
+            return Err(HypervisorError::Unsupported {
+                kind: HypervisorKind::Qemu,
+                operation: "restore with vhost-user-vsock",
+            });
+        }
         let accel = self.accel(&spec.kernel, &spec.initrd).await;
-        let mut argv = config::argv(spec, accel, self.arch);
+        let mut argv = config::argv(spec, accel, self.arch, &self.vsock);
         argv.extend([
             "-S".to_string(),
             "-incoming".to_string(),
             format!("exec:cat {}", shell_quote(&state)),
         ]);
         let files = RuntimeFiles::in_dir(&spec.runtime_dir);
+        let channel = self.prepare_channel(spec, &files).await?;
         let pid = process::spawn(&self.binary, &argv, &files).await?;
         let vm = QemuVm {
             files,
             pid,
             dir: spec.runtime_dir.clone(),
+            channel,
         };
         let resumed = match wait_migration(&vm.files, MIGRATE_TIMEOUT).await {
             Ok(()) => qmp::execute(&vm.files.qmp, "cont", None, QMP_TIMEOUT)
@@ -245,6 +325,33 @@ impl Hypervisor for QemuHypervisor {
             });
         }
         Ok(Box::new(vm))
+    }
+}
+
+impl QemuHypervisor {
+    /// Starts what the agent channel needs before QEMU (the vhost-user daemon) and records
+    /// the channel for re-attach.
+    async fn prepare_channel(
+        &self,
+        spec: &VmSpec,
+        files: &RuntimeFiles,
+    ) -> Result<AgentChannel, HypervisorError> {
+        let channel = match &self.vsock {
+            VsockMode::Off => AgentChannel::Serial(files.agent.clone()),
+            VsockMode::Kernel => AgentChannel::Vsock {
+                cid: spec.vsock_cid,
+                port: AGENT_VSOCK_PORT,
+            },
+            VsockMode::VhostUser(daemon) => {
+                vsock::start_daemon(daemon, spec.vsock_cid, files).await?;
+                AgentChannel::HybridVsock {
+                    socket: files.vsock.clone(),
+                    port: AGENT_VSOCK_PORT,
+                }
+            }
+        };
+        vsock::write_channel(files, &channel).map_err(HypervisorError::Start)?;
+        Ok(channel)
     }
 }
 
@@ -286,6 +393,7 @@ pub struct QemuVm {
     files: RuntimeFiles,
     pid: u32,
     dir: PathBuf,
+    channel: AgentChannel,
 }
 
 impl QemuVm {
@@ -350,15 +458,21 @@ impl Vm for QemuVm {
         }
         process::reap(self.pid);
         let _ = std::fs::remove_file(&self.files.pidfile);
+        vsock::stop_daemon(&self.files);
         Ok(())
     }
 
     async fn is_alive(&self) -> bool {
-        process::is_alive(self.pid, &self.files)
+        let alive = process::is_alive(self.pid, &self.files);
+        if !alive {
+            // The guest powered off: its vsock daemon has nothing left to serve.
+            vsock::stop_daemon(&self.files);
+        }
+        alive
     }
 
     fn agent_channel(&self) -> AgentChannel {
-        AgentChannel::Serial(self.files.agent.clone())
+        self.channel.clone()
     }
 
     async fn save_and_exit(&self, dir: &Path) -> Result<(), HypervisorError> {

@@ -63,6 +63,9 @@ impl ApiError {
             EngineError::NoHypervisor(_) => {
                 ApiError::new(ErrorCode::DependencyMissing, error.to_string())
             }
+            EngineError::BackendUnavailable { .. } => {
+                ApiError::new(ErrorCode::NotSupported, error.to_string()).with_status(400)
+            }
             EngineError::HypervisorUnavailable { .. } => ApiError::new(
                 ErrorCode::InvalidRequest,
                 format!("invalid request: {error}"),

@@ -42,6 +42,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(routes::images::routes())
         .merge(routes::volumes::routes())
         .merge(routes::exec::routes())
+        .merge(routes::hypervisors::routes())
         .layer(axum::middleware::from_fn_with_state(
             state.token.clone(),
             auth::require_token,

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use hypedeck_api::{ApiState, ApiToken};
 use hypedeck_engine::{Engine, EngineConfig, GuestRuntime};
 use hypedeck_hypervisor::Hypervisor;
+use hypedeck_model::HypervisorKind;
 use hypedeck_secrets::{KeychainStore, SecretError, SecretStore};
 use hypedeck_store::{EngineLock, Paths, StoreError};
 use serde::{Deserialize, Serialize};
@@ -159,10 +160,42 @@ pub fn open_keychain() -> Result<Arc<dyn SecretStore>, DaemonError> {
     Ok(Arc::new(KeychainStore::open(KEYCHAIN_SERVICE)?))
 }
 
+/// The backends an instance can ask for besides the default, each with why it cannot run
+/// here when it cannot. Linux: QEMU by default, Cloud Hypervisor when installed with KVM.
+/// macOS: vz by default, QEMU when installed.
+fn alternative_hypervisors(
+    choice: HypervisorChoice,
+) -> Vec<(HypervisorKind, hypedeck_engine::MaybeBackend)> {
+    if matches!(choice, HypervisorChoice::Fake) {
+        return Vec::new();
+    }
+    let cloud_hypervisor = if cfg!(target_os = "linux") {
+        hypedeck_hv_cloudhv::CloudHypervisor::detect().map(|h| Arc::new(h) as Arc<dyn Hypervisor>)
+    } else {
+        Err("Cloud Hypervisor runs on Linux hosts only".to_string())
+    };
+    let mut backends = vec![(HypervisorKind::CloudHypervisor, cloud_hypervisor)];
+    if cfg!(target_os = "macos") {
+        backends.push((
+            HypervisorKind::Qemu,
+            hypedeck_hv_qemu::QemuHypervisor::detect().map(|q| Arc::new(q) as Arc<dyn Hypervisor>),
+        ));
+    } else {
+        backends.push((
+            HypervisorKind::Vz,
+            Err("Apple Virtualization.framework is only available on macOS".to_string()),
+        ));
+    }
+    backends
+}
+
 fn select_hypervisor(
     choice: HypervisorChoice,
 ) -> Result<Result<Arc<dyn Hypervisor>, String>, DaemonError> {
     match choice {
+        HypervisorChoice::Auto if cfg!(target_os = "macos") => {
+            Ok(hypedeck_hv_vz::VzHypervisor::detect().map(|h| Arc::new(h) as Arc<dyn Hypervisor>))
+        }
         HypervisorChoice::Auto => {
             Ok(hypedeck_hv_qemu::QemuHypervisor::detect()
                 .map(|q| Arc::new(q) as Arc<dyn Hypervisor>))
@@ -249,6 +282,7 @@ pub async fn start(options: DaemonOptions) -> Result<Daemon, DaemonError> {
         paths: paths.clone(),
         secrets: keychain,
         hypervisor,
+        alternatives: alternative_hypervisors(options.hypervisor),
         guest,
     });
     engine.reconcile().await?;

@@ -30,10 +30,7 @@ impl Engine {
     /// Provisions disks and boots the VMM; on success the VM is registered and `started_at`
     /// persisted. The caller holds the instance lock (or owns a new instance).
     pub(crate) async fn boot(&self, record: &mut InstanceRecord) -> Result<(), EngineError> {
-        let hypervisor = match &self.hypervisor {
-            Ok(h) => h.clone(),
-            Err(reason) => return Err(EngineError::NoHypervisor(reason.clone())),
-        };
+        let hypervisor = self.backend(record.hypervisor)?;
         self.check_ports_free(record).await?;
         let spec = self.provision(record, Self::guest_env(record)).await?;
         let vm = hypervisor.start(&spec).await?;

@@ -14,18 +14,12 @@ impl Engine {
     /// Creates and boots an instance. On any failure nothing is left behind: no directory, no
     /// keychain entry, no VMM.
     pub async fn create(&self, spec: InstanceSpec) -> Result<Instance, EngineError> {
-        let hypervisor = match &self.hypervisor {
-            Ok(h) => h.clone(),
-            Err(reason) => return Err(EngineError::NoHypervisor(reason.clone())),
+        let hypervisor = match (spec.hypervisor, &self.hypervisor) {
+            (Some(requested), _) => self.backend(requested)?,
+            (None, Ok(h)) => h.clone(),
+            (None, Err(reason)) => return Err(EngineError::NoHypervisor(reason.clone())),
         };
-        if let Some(requested) = spec.hypervisor
-            && requested != hypervisor.kind()
-        {
-            return Err(EngineError::HypervisorUnavailable {
-                requested,
-                available: hypervisor.kind(),
-            });
-        }
+        check_capabilities(&spec, hypervisor.kind(), hypervisor.capabilities())?;
 
         let _create = self.create_lock.lock().await;
         if self.records()?.iter().any(|r| r.name == spec.name) {
@@ -98,6 +92,31 @@ impl Engine {
         if let Err(e) = result {
             tracing::warn!(error = %e, "could not remove keychain entries");
         }
+    }
+}
+
+/// Refuses, before anything is written, what the chosen backend cannot do.
+pub(crate) fn check_capabilities(
+    spec: &InstanceSpec,
+    kind: hypedeck_model::HypervisorKind,
+    caps: hypedeck_hypervisor::Capabilities,
+) -> Result<(), EngineError> {
+    let missing = if !spec.ports.is_empty() && !caps.port_forwarding {
+        Some("port forwarding (ports)")
+    } else if spec.network.egress.is_some() && !caps.egress_enforcement {
+        Some("egress enforcement (network.egress, credentials)")
+    } else if spec.hotplug_bytes > 0 && !caps.hotplug_memory {
+        Some("memory hotplug (hotplug_size)")
+    } else if spec.disk_io_bps > 0 && !caps.disk_io_limit {
+        Some("disk I/O limits (disk_io_bps)")
+    } else {
+        None
+    };
+    match missing {
+        Some(operation) => Err(EngineError::Hypervisor(
+            hypedeck_hypervisor::HypervisorError::Unsupported { kind, operation },
+        )),
+        None => Ok(()),
     }
 }
 

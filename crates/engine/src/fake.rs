@@ -47,12 +47,23 @@ struct FakeVmState {
 pub struct FakeHypervisor {
     vms: Arc<Mutex<HashMap<String, Arc<Mutex<FakeVmState>>>>>,
     script: Mutex<Script>,
+    /// Another backend's identity (`None`: QEMU with everything the engine uses).
+    posing_as: Option<(HypervisorKind, Capabilities)>,
 }
 
 impl FakeHypervisor {
     /// A fake with the default script (boots straight to Running).
     pub fn new() -> Arc<FakeHypervisor> {
         Arc::new(FakeHypervisor::default())
+    }
+
+    /// A fake that reports `kind` and `capabilities` (backend selection and capability
+    /// tests).
+    pub fn posing_as(kind: HypervisorKind, capabilities: Capabilities) -> Arc<FakeHypervisor> {
+        Arc::new(FakeHypervisor {
+            posing_as: Some((kind, capabilities)),
+            ..FakeHypervisor::default()
+        })
     }
 
     /// Replaces the script for the next calls.
@@ -103,10 +114,13 @@ fn append(path: &Path, line: &str) -> std::io::Result<()> {
 #[async_trait::async_trait]
 impl Hypervisor for FakeHypervisor {
     fn kind(&self) -> HypervisorKind {
-        HypervisorKind::Qemu
+        self.posing_as.map_or(HypervisorKind::Qemu, |(k, _)| k)
     }
 
     fn capabilities(&self) -> Capabilities {
+        if let Some((_, caps)) = self.posing_as {
+            return caps;
+        }
         Capabilities {
             pause: true,
             graceful_shutdown: true,

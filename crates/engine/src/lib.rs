@@ -70,13 +70,22 @@ pub enum EngineError {
     /// No hypervisor backend can run instances on this host.
     #[error("no hypervisor is available on this host: {0}")]
     NoHypervisor(String),
-    /// The requested backend is not the one this engine runs.
+    /// The requested backend is not one Hypedeck runs.
     #[error("hypervisor {requested} is not available on this host (available: {available})")]
     HypervisorUnavailable {
         /// What the request asked for.
         requested: HypervisorKind,
-        /// What this engine runs.
-        available: HypervisorKind,
+        /// The backends this engine runs, comma-separated.
+        available: String,
+    },
+    /// The requested backend is one Hypedeck runs, but not on this host (not installed, no
+    /// KVM, another OS).
+    #[error("hypervisor {kind} is not available on this host: {reason}")]
+    BackendUnavailable {
+        /// The backend.
+        kind: HypervisorKind,
+        /// Why, and how to fix it.
+        reason: String,
     },
     /// Reading or writing the data dir failed.
     #[error("store")]
@@ -116,6 +125,20 @@ pub enum EngineError {
     Agent(String),
 }
 
+/// A backend, or why it cannot run on this host (what to install or fix).
+pub type MaybeBackend = Result<Arc<dyn Hypervisor>, String>;
+
+/// One backend as the engine knows it.
+#[derive(Debug, Clone)]
+pub struct BackendInfo {
+    /// Which backend.
+    pub kind: HypervisorKind,
+    /// Whether instances get it when they do not ask.
+    pub default: bool,
+    /// What it supports, or why it cannot run on this host.
+    pub capabilities: Result<hypedeck_hypervisor::Capabilities, String>,
+}
+
 /// How the engine is put together.
 #[derive(Debug)]
 pub struct EngineConfig {
@@ -123,8 +146,11 @@ pub struct EngineConfig {
     pub paths: Paths,
     /// Where credential values are kept.
     pub secrets: Arc<dyn SecretStore>,
-    /// The backend, or why there is none.
+    /// The host's default backend, or why there is none.
     pub hypervisor: Result<Arc<dyn Hypervisor>, String>,
+    /// The other backends an instance can ask for with `hypervisor`, each with why it
+    /// cannot run here when it cannot.
+    pub alternatives: Vec<(HypervisorKind, MaybeBackend)>,
     /// Images and boot assets for real guests (`None`: fake-hypervisor tests).
     pub guest: Option<GuestRuntime>,
 }
@@ -135,6 +161,7 @@ pub struct Engine {
     paths: Paths,
     secrets: Arc<dyn SecretStore>,
     hypervisor: Result<Arc<dyn Hypervisor>, String>,
+    alternatives: Vec<(HypervisorKind, MaybeBackend)>,
     guest: Option<GuestRuntime>,
     /// Serializes creates so names stay unique.
     create_lock: tokio::sync::Mutex<()>,
@@ -158,6 +185,7 @@ impl Engine {
             paths: config.paths,
             secrets: config.secrets,
             hypervisor: config.hypervisor,
+            alternatives: config.alternatives,
             guest: config.guest,
             create_lock: tokio::sync::Mutex::new(()),
             locks: Mutex::new(HashMap::new()),
@@ -173,23 +201,70 @@ impl Engine {
         &self.paths
     }
 
-    /// The backend this engine runs, if any.
+    /// The host's default backend, if it can run.
     pub fn hypervisor_kind(&self) -> Option<HypervisorKind> {
         self.hypervisor.as_ref().ok().map(|h| h.kind())
+    }
+
+    /// Every backend this engine knows: kind, whether it is the default, and its
+    /// capabilities or why it cannot run here.
+    pub fn hypervisors(&self) -> Vec<BackendInfo> {
+        let default = self.hypervisor.as_ref().ok().map(|h| BackendInfo {
+            kind: h.kind(),
+            default: true,
+            capabilities: Ok(h.capabilities()),
+        });
+        default
+            .into_iter()
+            .chain(self.alternatives.iter().map(|(kind, h)| BackendInfo {
+                kind: *kind,
+                default: false,
+                capabilities: h.as_ref().map(|h| h.capabilities()).map_err(Clone::clone),
+            }))
+            .collect()
+    }
+
+    /// The backend that runs `kind` instances.
+    pub(crate) fn backend(&self, kind: HypervisorKind) -> Result<Arc<dyn Hypervisor>, EngineError> {
+        if let Ok(h) = &self.hypervisor
+            && h.kind() == kind
+        {
+            return Ok(h.clone());
+        }
+        match self.alternatives.iter().find(|(k, _)| *k == kind) {
+            Some((_, Ok(h))) => Ok(h.clone()),
+            Some((_, Err(reason))) => Err(EngineError::BackendUnavailable {
+                kind,
+                reason: reason.clone(),
+            }),
+            None => match &self.hypervisor {
+                Err(reason) => Err(EngineError::NoHypervisor(reason.clone())),
+                Ok(_) => Err(EngineError::HypervisorUnavailable {
+                    requested: kind,
+                    available: self
+                        .hypervisors()
+                        .iter()
+                        .filter(|b| b.capabilities.is_ok())
+                        .map(|b| b.kind.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                }),
+            },
+        }
     }
 
     /// Re-attaches to VMMs that outlived a previous engine. Idempotent.
     pub async fn reconcile(&self) -> Result<(), EngineError> {
         // Uploads are per request: whatever a crash left behind is garbage.
         let _ = std::fs::remove_dir_all(self.paths.root().join("uploads"));
-        let Ok(hypervisor) = &self.hypervisor else {
-            return Ok(());
-        };
         for record in hypedeck_store::InstanceRecord::load_all(&self.paths)?
             .into_iter()
             .flatten()
         {
             let Ok(id) = hypedeck_model::InstanceId::parse(&record.id) else {
+                continue;
+            };
+            let Ok(hypervisor) = self.backend(record.hypervisor) else {
                 continue;
             };
             if let Some(vm) = hypervisor

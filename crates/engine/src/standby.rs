@@ -23,10 +23,7 @@ impl Engine {
                 )));
             }
         }
-        let hypervisor = self
-            .hypervisor
-            .as_ref()
-            .map_err(|r| EngineError::NoHypervisor(r.clone()))?;
+        let hypervisor = self.backend(record.hypervisor)?;
         if !hypervisor.capabilities().snapshot {
             return Err(EngineError::Hypervisor(
                 hypedeck_hypervisor::HypervisorError::Unsupported {
@@ -71,10 +68,7 @@ impl Engine {
                 )));
             }
         }
-        let hypervisor = match &self.hypervisor {
-            Ok(h) => h.clone(),
-            Err(reason) => return Err(EngineError::NoHypervisor(reason.clone())),
-        };
+        let hypervisor = self.backend(record.hypervisor)?;
         self.check_ports_free(&record).await?;
         self.ops_log(&record.id, "restore requested");
         let dir = self.snapshot_dir(&record.id)?;

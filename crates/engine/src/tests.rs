@@ -27,6 +27,7 @@ fn rig() -> Rig {
         paths: paths.clone(),
         secrets: secrets.clone(),
         hypervisor: Ok(fake.clone()),
+        alternatives: Vec::new(),
         guest: None,
     });
     Rig {
@@ -215,6 +216,7 @@ async fn no_hypervisor_is_a_clear_error_and_writes_nothing() {
         paths: paths.clone(),
         secrets: Arc::new(MemoryStore::new()),
         hypervisor: Err("the QEMU backend is not built yet".into()),
+        alternatives: Vec::new(),
         guest: None,
     });
     let err = engine
@@ -353,6 +355,7 @@ async fn state_is_derived_on_read_and_survives_an_engine_restart() {
         paths: r.paths.clone(),
         secrets: r.secrets.clone(),
         hypervisor: Ok(r.fake.clone()),
+        alternatives: Vec::new(),
         guest: None,
     });
     assert_eq!(
@@ -436,6 +439,7 @@ async fn a_failed_metadata_write_rolls_the_rotation_back() {
         paths: paths.clone(),
         secrets: store.clone(),
         hypervisor: Ok(FakeHypervisor::new()),
+        alternatives: Vec::new(),
         guest: None,
     });
     let i = engine.create(agent_spec("agent-1")).await.unwrap();
@@ -556,4 +560,167 @@ async fn a_port_held_by_another_program_is_409() {
             "ports": [{"host_port": port, "guest_port": 80}]})))
         .await
         .unwrap();
+}
+
+/// An engine whose default is the QEMU-like fake, with a Cloud Hypervisor stand-in (no
+/// snapshot, ports, egress, hotplug or I/O limits) and vz unavailable.
+fn multi_backend_engine(
+    paths: &Paths,
+    qemu: Arc<FakeHypervisor>,
+    ch: Arc<FakeHypervisor>,
+) -> Engine {
+    Engine::new(EngineConfig {
+        paths: paths.clone(),
+        secrets: Arc::new(MemoryStore::new()),
+        hypervisor: Ok(qemu),
+        alternatives: vec![
+            (hypedeck_model::HypervisorKind::CloudHypervisor, Ok(ch)),
+            (
+                hypedeck_model::HypervisorKind::Vz,
+                Err("Apple Virtualization.framework is only available on macOS".into()),
+            ),
+        ],
+        guest: None,
+    })
+}
+
+fn ch_fake() -> Arc<FakeHypervisor> {
+    FakeHypervisor::posing_as(
+        hypedeck_model::HypervisorKind::CloudHypervisor,
+        hypedeck_hypervisor::Capabilities {
+            pause: true,
+            graceful_shutdown: true,
+            vsock: true,
+            ..Default::default()
+        },
+    )
+}
+
+#[tokio::test]
+async fn instances_run_on_the_backend_they_ask_for_and_reattach_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = Paths::new(dir.path());
+    let (qemu, ch) = (FakeHypervisor::new(), ch_fake());
+    let engine = multi_backend_engine(&paths, qemu.clone(), ch.clone());
+
+    let on_ch = engine
+        .create(spec(
+            json!({"name": "on-ch", "image": "alpine", "hypervisor": "cloud-hypervisor"}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        on_ch.hypervisor,
+        Some(hypedeck_model::HypervisorKind::CloudHypervisor)
+    );
+    let default = engine
+        .create(spec(json!({"name": "default", "image": "alpine"})))
+        .await
+        .unwrap();
+    assert_eq!(
+        default.hypervisor,
+        Some(hypedeck_model::HypervisorKind::Qemu)
+    );
+    assert_eq!(ch.running(), vec![on_ch.id.clone()]);
+    assert_eq!(qemu.running(), vec![default.id.clone()]);
+
+    // What the backend lacks is a clear refusal, and the instance keeps running.
+    let err = engine.standby("on-ch").await.unwrap_err();
+    assert_eq!(
+        std::error::Error::source(&err).unwrap().to_string(),
+        "standby is not supported by the cloud-hypervisor backend"
+    );
+    assert_eq!(
+        engine.get("on-ch").await.unwrap().state,
+        InstanceState::Running
+    );
+
+    // A new engine finds each VM through its own backend; stop goes to the right one.
+    drop(engine);
+    let engine = multi_backend_engine(&paths, qemu.clone(), ch.clone());
+    engine.reconcile().await.unwrap();
+    assert_eq!(
+        engine.get("on-ch").await.unwrap().state,
+        InstanceState::Running
+    );
+    engine.stop("on-ch").await.unwrap();
+    assert!(ch.running().is_empty());
+    assert_eq!(qemu.running(), vec![default.id.clone()]);
+    let listed: Vec<_> = engine
+        .hypervisors()
+        .into_iter()
+        .map(|b| {
+            (
+                b.kind.as_str(),
+                b.default,
+                b.capabilities.map(|c| c.snapshot),
+            )
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        vec![
+            ("qemu", true, Ok(true)),
+            ("cloud-hypervisor", false, Ok(false)),
+            (
+                "vz",
+                false,
+                Err("Apple Virtualization.framework is only available on macOS".into())
+            ),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn unsupported_backends_and_features_are_refused_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = Paths::new(dir.path());
+    let (qemu, ch) = (FakeHypervisor::new(), ch_fake());
+    let engine = multi_backend_engine(&paths, qemu.clone(), ch.clone());
+    let cases = [
+        (
+            json!({"name": "a", "image": "alpine", "hypervisor": "vz"}),
+            "hypervisor vz is not available on this host: Apple Virtualization.framework is only available on macOS",
+        ),
+        (
+            json!({"name": "a", "image": "alpine", "hypervisor": "firecracker"}),
+            "hypervisor firecracker is not available on this host (available: qemu, cloud-hypervisor)",
+        ),
+        (
+            json!({"name": "a", "image": "alpine", "hypervisor": "cloud-hypervisor",
+                   "ports": [{"host_port": 18081, "guest_port": 80}]}),
+            "port forwarding (ports) is not supported by the cloud-hypervisor backend",
+        ),
+        (
+            json!({"name": "a", "image": "alpine", "hypervisor": "cloud-hypervisor",
+                   "hotplug_size": "1GB"}),
+            "memory hotplug (hotplug_size) is not supported by the cloud-hypervisor backend",
+        ),
+        (
+            json!({"name": "a", "image": "alpine", "hypervisor": "cloud-hypervisor",
+                   "disk_io_bps": "100MB/s"}),
+            "disk I/O limits (disk_io_bps) is not supported by the cloud-hypervisor backend",
+        ),
+    ];
+    for (body, want) in cases {
+        let err = engine.create(spec(body.clone())).await.unwrap_err();
+        let text = std::error::Error::source(&err).map_or(err.to_string(), |s| s.to_string());
+        assert_eq!(text, want, "{body}");
+    }
+    let err = engine.create(agent_spec_on_ch()).await.unwrap_err();
+    assert_eq!(
+        std::error::Error::source(&err).unwrap().to_string(),
+        "egress enforcement (network.egress, credentials) is not supported by the cloud-hypervisor backend"
+    );
+    assert!(qemu.running().is_empty() && ch.running().is_empty());
+    let leftovers: Vec<_> = std::fs::read_dir(paths.instances())
+        .map(|d| d.collect())
+        .unwrap_or_default();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+fn agent_spec_on_ch() -> hypedeck_model::InstanceSpec {
+    let mut s = agent_spec("creds-on-ch");
+    s.hypervisor = Some(hypedeck_model::HypervisorKind::CloudHypervisor);
+    s
 }

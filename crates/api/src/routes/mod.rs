@@ -1,6 +1,7 @@
 //! One module per resource.
 
 pub mod exec;
+pub mod hypervisors;
 pub mod images;
 pub mod instances;
 pub mod lifecycle;

@@ -101,11 +101,50 @@ describe("web UI in a browser", () => {
     mkdirSync(RESULTS, { recursive: true });
     await page.screenshot({ path: path.join(RESULTS, "browser.png") });
 
-    // The UI lists; it creates nothing (only GET /instances and CORS preflights went out).
+    // The UI lists; it creates nothing (only GET /instances, the backends and CORS preflights
+    // went out).
     assert.ok(apiCalls.includes("GET /instances"), apiCalls.join(", "));
-    const writes = apiCalls.filter((c) => !/^(GET|OPTIONS) \/instances$/.test(c));
+    const writes = apiCalls.filter((c) => !/^(GET|OPTIONS) \/(instances|hypervisors)$/.test(c));
     assert.deepEqual(writes, []);
     assert.equal((await engine.client.instances.list()).length, 2);
+  });
+
+  test("instances run on the backend they asked for, and the form says what a backend lacks", async (t) => {
+    const created = await engine.client.instances.create({
+      name: "browser-on-ch",
+      image: "docker.io/library/alpine:latest",
+      hypervisor: "cloud-hypervisor",
+    });
+    const { page } = await openPage(t, { api: engine.url, token: engine.token });
+    await page.evaluate((id) => (window.location.hash = `#/instances/${id}`), created.id);
+    await page.locator('#instance-view [data-field="hypervisor"]').waitFor({ timeout: 10_000 });
+    assert.equal(await page.locator('#instance-view [data-field="hypervisor"]').innerText(), "cloud-hypervisor");
+    // Cloud Hypervisor can snapshot: standby stays available (what it lacks is refused at create).
+    const standby = page.locator("#instance-view [data-action=standby]");
+    await waitFor(async () => (await page.locator('[data-field="state"]').first().innerText()).includes("Running"), "Running shown");
+    assert.equal(await standby.isDisabled(), false);
+
+    // The create form offers the backends; one that cannot run here is listed but not choosable.
+    await page.evaluate(() => (window.location.hash = "#/new"));
+    const select = page.locator("#create-hypervisor");
+    await select.waitFor();
+    const options = await select.locator("option").evaluateAll((os) => os.map((o) => [o.value, o.disabled, o.textContent]));
+    assert.deepEqual(options, [
+      ["", false, "qemu (default)"],
+      ["cloud-hypervisor", false, "cloud-hypervisor"],
+      ["vz", true, "vz — unavailable: Apple Virtualization.framework is only available on macOS"],
+    ]);
+    await select.selectOption("cloud-hypervisor");
+    assert.match(await page.locator(".field", { has: select }).innerText(), /No port forwarding or the credential proxy on cloud-hypervisor/);
+    await page.fill("#create-image", "docker.io/library/alpine:latest");
+    await page.fill("#create-name", "browser-ch-ports");
+    await page.fill("#create-ports", "18090:80");
+    await page.click("#create-submit");
+    const err = page.locator('.field-error[data-field="ports"]');
+    await err.waitFor({ timeout: 5_000 });
+    assert.equal(await err.innerText(), "The cloud-hypervisor backend cannot forward ports");
+    assert.equal((await engine.client.instances.list()).some((i) => i.name === "browser-ch-ports"), false);
+    await engine.client.instances.delete(created.id);
   });
 
   test("shows the API's {code, message} when the token is wrong", async (t) => {

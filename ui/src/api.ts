@@ -3,6 +3,7 @@ import Hypeman, { APIConnectionError, APIError } from "@onkernel/hypeman";
 
 import type { Connection } from "./connection";
 import { allowedKeysFrom, PROBE_BODY, PROBE_KEY } from "./forms";
+import type { Backend } from "./model";
 
 export type Instance = Hypeman.Instance;
 
@@ -58,4 +59,17 @@ export async function rotatableKeys(api: Hypeman, id: string): Promise<string[]>
   }
   // A server that accepted the probe: nothing we can tell (and nothing was set to a value).
   return [];
+}
+
+/**
+ * The engine's backends (Hypedeck's `GET /hypervisors`); null from servers without it
+ * (upstream Hypeman), so the UI assumes every backend can do everything.
+ */
+export async function hypervisors(api: Hypeman): Promise<Backend[] | null> {
+  try {
+    return await api.get<Backend[]>("/hypervisors");
+  } catch (e) {
+    if (e instanceof APIError && e.status === 404) return null;
+    throw e;
+  }
 }

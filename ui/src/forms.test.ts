@@ -235,3 +235,44 @@ describe("rotation", () => {
     expect(mask("")).toBe("");
   });
 });
+
+describe("hypervisor", () => {
+  const ch = {
+    kind: "cloud-hypervisor",
+    capabilities: {
+      snapshot: false,
+      pause: true,
+      hotplug_memory: true,
+      disk_io_limit: true,
+      graceful_shutdown: true,
+      vsock: true,
+      gpu: false,
+      port_forwarding: false,
+      egress_enforcement: false,
+    },
+  };
+
+  test("a chosen backend goes in the body; the default sends none", () => {
+    expect(buildCreateBody(draft({ hypervisor: "cloud-hypervisor" }), ch).body?.hypervisor).toBe("cloud-hypervisor");
+    expect(buildCreateBody(draft({})).body).not.toHaveProperty("hypervisor");
+  });
+
+  test("what the backend cannot do is refused next to its field", () => {
+    expect(buildCreateBody(draft({ hypervisor: "cloud-hypervisor", ports: "8080:80" }), ch).errors).toEqual({
+      ports: "The cloud-hypervisor backend cannot forward ports",
+    });
+    const creds = draft({ hypervisor: "cloud-hypervisor", credentials: [{ ...emptyCredential(), key: "K", value: "v" }], egressEnabled: true });
+    expect(buildCreateBody(creds, ch).errors).toEqual({
+      network: "The cloud-hypervisor backend cannot enforce egress, which the credential proxy needs",
+    });
+  });
+
+  test("the API's not_supported answers land on their field", () => {
+    const d = draft({});
+    expect(fieldOf({ code: "not_supported", message: "port forwarding (ports) is not supported by the cloud-hypervisor backend" }, d)).toBe("ports");
+    expect(fieldOf({ code: "not_supported", message: "egress enforcement (network.egress, credentials) is not supported by the cloud-hypervisor backend" }, d)).toBe(
+      "network",
+    );
+    expect(fieldOf({ code: "not_supported", message: "hypervisor vz is not available on this host: only on macOS" }, d)).toBe("hypervisor");
+  });
+});

@@ -5,6 +5,7 @@
 import type Hypeman from "@onkernel/hypeman";
 
 import type { Problem } from "./api";
+import type { BackendCaps } from "./model";
 
 export type CreateBody = Hypeman.InstanceCreateParams;
 
@@ -41,6 +42,8 @@ export interface CreateDraft {
   ports: string;
   /** `data:/data:ro, cache:/cache:overlay=1GB`: volume_id:/mount/path[:ro|:rw|:overlay=SIZE]. */
   volumes: string;
+  /** A backend kind (`cloud-hypervisor`…); empty: the server's default. */
+  hypervisor: string;
   networkEnabled: boolean;
   egressEnabled: boolean;
   egressMode: "all" | "http_https_only";
@@ -62,6 +65,7 @@ export function emptyDraft(): CreateDraft {
     tags: "",
     ports: "",
     volumes: "",
+    hypervisor: "",
     networkEnabled: true,
     egressEnabled: false,
     egressMode: "all",
@@ -81,6 +85,7 @@ export type Field =
   | "ports"
   | "volumes"
   | "network"
+  | "hypervisor"
   | `credentials.${number}`
   | "form";
 export type FieldErrors = Partial<Record<Field, string>>;
@@ -248,7 +253,11 @@ export function parseHosts(text: string): string[] {
  * user can fix before sending are caught here; the API validates everything again and its
  * errors land on the same fields ([`fieldOf`]).
  */
-export function buildCreateBody(draft: CreateDraft): { body: CreateBody | null; errors: FieldErrors } {
+/**
+ * The create body for a draft, or the errors to show next to each field. `backend` is what
+ * the chosen backend supports, when the server says (Hypedeck's `/hypervisors`).
+ */
+export function buildCreateBody(draft: CreateDraft, backend?: BackendCaps): { body: CreateBody | null; errors: FieldErrors } {
   const errors: FieldErrors = {};
   const image = draft.image.trim();
   const name = draft.name.trim();
@@ -304,9 +313,19 @@ export function buildCreateBody(draft: CreateDraft): { body: CreateBody | null; 
   if (hasCredentials && (!draft.networkEnabled || !draft.egressEnabled)) {
     errors.network = "Credentials need the network and the egress proxy";
   }
+  if (backend) {
+    const { kind, capabilities: caps } = backend;
+    if (parsedPorts.ports.length && !caps.port_forwarding && !errors.ports) {
+      errors.ports = `The ${kind} backend cannot forward ports`;
+    }
+    if (draft.networkEnabled && draft.egressEnabled && !caps.egress_enforcement && !errors.network) {
+      errors.network = `The ${kind} backend cannot enforce egress, which the credential proxy needs`;
+    }
+  }
   if (Object.keys(errors).length > 0) return { body: null, errors };
 
   const body: CreateBody = { image, name };
+  if (draft.hypervisor !== "") body.hypervisor = draft.hypervisor as NonNullable<CreateBody["hypervisor"]>;
   if (vcpus !== undefined) body.vcpus = vcpus;
   if (memory !== "") body.size = memory;
   if (cmd.words.length) body.cmd = cmd.words;
@@ -333,7 +352,9 @@ export function fieldOf(problem: Problem, draft: CreateDraft): Field {
   // `volume data: mount path "x" must be absolute`, `duplicate mount path "/data"`, `Error at "/volumes/0/…"`.
   if (/volume/i.test(problem.code) || /\bvolumes?\b|\bmount[ _]paths?\b/i.test(m)) return "volumes";
   if (problem.code === "invalid_size" || problem.code === "invalid_hotplug_size") return "memory";
-  if (problem.code === "port_in_use" || /\bports\[/.test(m)) return "ports";
+  if (problem.code === "port_in_use" || /\bports\[/.test(m) || /^port forwarding/.test(m)) return "ports";
+  if (problem.code === "not_supported" && /^egress enforcement/.test(m)) return "network";
+  if (/^hypervisor \S+ is not available/.test(m)) return "hypervisor";
   const credential = /credentials\["([^"]*)"\]/.exec(m);
   if (credential) {
     const i = draft.credentials.findIndex((c) => c.key.trim() === credential[1]);

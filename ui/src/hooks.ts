@@ -1,10 +1,10 @@
 // React hooks shared by the views: polling the instance list, the hash route, a ticking clock,
 // and global keyboard shortcuts.
-import { useCallback, useEffect, useRef, useState } from "react";
+import { createContext, useCallback, useEffect, useRef, useState } from "react";
 import type Hypeman from "@onkernel/hypeman";
 
-import { problem, type Problem } from "./api";
-import type { Instance } from "./model";
+import { hypervisors, problem, type Problem } from "./api";
+import type { Backend, Instance } from "./model";
 
 export const REFRESH_MS = 2000;
 
@@ -190,4 +190,23 @@ export function usePolled<T>(fetch: () => Promise<T>, everyMs: number | ((value:
     return () => window.clearInterval(t);
   }, [reload, interval]);
   return { value, failure, reload };
+}
+
+/** The backends of the connected engine, fetched once per client (null: unknown). */
+export const BackendsContext = createContext<readonly Backend[] | null>(null);
+
+/** Fetches the engine's backends once per client; null while unknown or unsupported. */
+export function useBackends(api: Hypeman): readonly Backend[] | null {
+  const [backends, setBackends] = useState<readonly Backend[] | null>(null);
+  useEffect(() => {
+    let live = true;
+    setBackends(null);
+    hypervisors(api)
+      .then((b) => live && setBackends(b))
+      .catch(() => live && setBackends(null));
+    return () => {
+      live = false;
+    };
+  }, [api]);
+  return backends;
 }

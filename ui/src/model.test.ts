@@ -2,7 +2,9 @@ import { describe, expect, test } from "vitest";
 
 import {
   availability,
+  backendFor,
   bytes,
+  limitsOf,
   canRotate,
   countByState,
   duration,
@@ -176,5 +178,52 @@ describe("volumes", () => {
   test("short IDs", () => {
     expect(shortId("abcdefghijklmnopqrstuvwx")).toBe("abcdefgh");
     expect(shortId("short-id")).toBe("short-id");
+  });
+});
+
+describe("backends", () => {
+  const all = {
+    snapshot: true,
+    pause: true,
+    hotplug_memory: true,
+    disk_io_limit: true,
+    graceful_shutdown: true,
+    vsock: true,
+    gpu: false,
+    port_forwarding: true,
+    egress_enforcement: true,
+  };
+  const ch = { ...all, snapshot: false, port_forwarding: false, egress_enforcement: false };
+  const backends = [
+    { kind: "qemu", default: true, available: true, capabilities: all },
+    { kind: "cloud-hypervisor", default: false, available: true, capabilities: ch },
+    { kind: "vz", default: false, available: false, reason: "only on macOS" },
+  ];
+
+  test("an instance's backend is found by kind; the default when it has none", () => {
+    expect(backendFor(backends, "cloud-hypervisor")).toEqual({ kind: "cloud-hypervisor", capabilities: ch });
+    expect(backendFor(backends, undefined)?.kind).toBe("qemu");
+    // Unavailable or unknown backends, and servers without /hypervisors: nothing is assumed missing.
+    expect(backendFor(backends, "vz")).toBeUndefined();
+    expect(backendFor(null, "qemu")).toBeUndefined();
+  });
+
+  test("standby is disabled, with the reason, on a backend that cannot snapshot", () => {
+    const onCh = backendFor(backends, "cloud-hypervisor");
+    expect(availability("Running", "standby", onCh)).toEqual({
+      enabled: false,
+      reason: "The cloud-hypervisor backend cannot save a VM's state, so no standby",
+    });
+    expect(availability("Running", "standby", backendFor(backends, "qemu")).enabled).toBe(true);
+    expect(availability("Running", "stop", onCh).enabled).toBe(true);
+    expect(availability("Running", "standby").enabled).toBe(true);
+  });
+
+  test("the create form names what a backend cannot do", () => {
+    expect(limitsOf({ kind: "cloud-hypervisor", capabilities: ch })).toBe(
+      "No standby, port forwarding or the credential proxy on cloud-hypervisor",
+    );
+    expect(limitsOf({ kind: "qemu", capabilities: all })).toBe("");
+    expect(limitsOf({ kind: "x", capabilities: { ...all, hotplug_memory: false } })).toBe("No memory hotplug on x");
   });
 });

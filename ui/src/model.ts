@@ -50,6 +50,58 @@ export function tone(state: State): Tone {
 export type Verb = "start" | "stop" | "standby" | "restore" | "delete";
 export const VERBS: readonly Verb[] = ["start", "stop", "standby", "restore", "delete"];
 
+/** What a backend supports (Hypedeck's `GET /hypervisors`, a Hypedeck extension). */
+export interface Capabilities {
+  snapshot: boolean;
+  pause: boolean;
+  hotplug_memory: boolean;
+  disk_io_limit: boolean;
+  graceful_shutdown: boolean;
+  vsock: boolean;
+  gpu: boolean;
+  port_forwarding: boolean;
+  egress_enforcement: boolean;
+}
+
+/** One backend of the engine: available with capabilities, or not with the reason. */
+export interface Backend {
+  kind: string;
+  default: boolean;
+  available: boolean;
+  capabilities?: Capabilities;
+  reason?: string;
+}
+
+/** A backend known to run, with what it supports. */
+export interface BackendCaps {
+  kind: string;
+  capabilities: Capabilities;
+}
+
+/**
+ * The capabilities of the backend `kind` (an instance's `hypervisor`; undefined: the default
+ * one). Undefined when unknown (an upstream server has no `/hypervisors`): assume everything.
+ */
+export function backendFor(backends: readonly Backend[] | null, kind: string | undefined): BackendCaps | undefined {
+  const b = backends?.find((b) => (kind ? b.kind === kind : b.default));
+  return b?.capabilities ? { kind: b.kind, capabilities: b.capabilities } : undefined;
+}
+
+/** What a backend cannot do, in one line for the create form ("" when it does everything). */
+export function limitsOf(backend: BackendCaps): string {
+  const c = backend.capabilities;
+  const missing = [
+    c.snapshot ? null : "standby",
+    c.port_forwarding ? null : "port forwarding",
+    c.egress_enforcement ? null : "the credential proxy",
+    c.hotplug_memory ? null : "memory hotplug",
+    c.disk_io_limit ? null : "disk I/O limits",
+  ].filter((m): m is string => m !== null);
+  if (missing.length === 0) return "";
+  const list = missing.length === 1 ? missing[0] : `${missing.slice(0, -1).join(", ")} or ${missing[missing.length - 1]}`;
+  return `No ${list} on ${backend.kind}`;
+}
+
 /** Whether a verb makes sense in a state; `reason` is the tooltip when it does not. */
 export interface Availability {
   enabled: boolean;
@@ -60,9 +112,12 @@ export interface Availability {
  * What each verb does from `state`, by upstream's table (hypeman-semantics §5.4). No-ops the
  * API would accept (start on Running, stop on Stopped…) are disabled too: they do nothing.
  */
-export function availability(state: State, verb: Verb): Availability {
+export function availability(state: State, verb: Verb, backend?: BackendCaps): Availability {
   const yes = (reason: string): Availability => ({ enabled: true, reason });
   const no = (reason: string): Availability => ({ enabled: false, reason });
+  if (verb === "standby" && backend && !backend.capabilities.snapshot) {
+    return no(`The ${backend.kind} backend cannot save a VM's state, so no standby`);
+  }
   switch (verb) {
     case "start":
       return state === "Stopped"

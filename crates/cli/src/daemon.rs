@@ -167,6 +167,23 @@ fn alternative_hypervisors(
     choice: HypervisorChoice,
 ) -> Vec<(HypervisorKind, hypedeck_engine::MaybeBackend)> {
     if matches!(choice, HypervisorChoice::Fake) {
+        // UI suites: a second backend with Cloud Hypervisor's identity and capabilities, and
+        // one that cannot run here.
+        #[cfg(feature = "fake-hypervisor")]
+        return vec![
+            (
+                HypervisorKind::CloudHypervisor,
+                Ok(hypedeck_engine::fake::FakeHypervisor::posing_as(
+                    HypervisorKind::CloudHypervisor,
+                    hypedeck_hv_cloudhv::CAPABILITIES,
+                ) as Arc<dyn Hypervisor>),
+            ),
+            (
+                HypervisorKind::Vz,
+                Err("Apple Virtualization.framework is only available on macOS".to_string()),
+            ),
+        ];
+        #[cfg(not(feature = "fake-hypervisor"))]
         return Vec::new();
     }
     let cloud_hypervisor = if cfg!(target_os = "linux") {

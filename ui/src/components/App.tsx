@@ -5,7 +5,7 @@ import { useEffect, useMemo, useRef, useState } from "react";
 import { client, problem, type Problem } from "../api";
 import { forgetBrowserConnection, initialConnection, rememberBrowserConnection, type Connection } from "../connection";
 import { DesktopError } from "../desktop";
-import { useInstances, useNow, useRoute, useShortcuts } from "../hooks";
+import { BackendsContext, useBackends, useInstances, useNow, useRoute, useShortcuts } from "../hooks";
 import { DEFAULT_SORT, NO_FILTER, type Filter, type Instance, type Sort, type Verb } from "../model";
 import { CreateDialog } from "./CreateDialog";
 import { ImagesView } from "./ImagesView";
@@ -56,6 +56,7 @@ function ConnectForm({ onConnect }: { onConnect: (c: Connection) => void }) {
 function Workspace({ conn }: { conn: Connection }) {
   const api = useMemo(() => client(conn), [conn]);
   const feed = useInstances(api, conn.url);
+  const backends = useBackends(api);
   const [route, go] = useRoute();
   const [filter, setFilter] = useState<Filter>(NO_FILTER);
   const [sort, setSort] = useState<Sort>(DEFAULT_SORT);
@@ -90,7 +91,7 @@ function Workspace({ conn }: { conn: Connection }) {
   };
 
   return (
-    <>
+    <BackendsContext.Provider value={backends}>
       <nav className="tabs" aria-label="Views">
         <a href="#/" className={route.view === "list" || route.view === "instance" ? "tab on" : "tab"}>
           Instances <span className="count">{feed.list.length}</span>
@@ -159,7 +160,7 @@ function Workspace({ conn }: { conn: Connection }) {
           }}
         />
       )}
-    </>
+    </BackendsContext.Provider>
   );
 }
 

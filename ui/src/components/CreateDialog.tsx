@@ -1,12 +1,13 @@
 // Create an instance: image, name, size, env, tags, volumes, credentials (with a
 // "Bearer ${value}" default) and network/egress. Our own checks and the API's errors show next to their field.
 // The image is pulled first, with progress, then the instance is created.
-import { useEffect, useRef, useState, type ReactNode } from "react";
+import { useContext, useEffect, useRef, useState, type ReactNode } from "react";
 import type Hypeman from "@onkernel/hypeman";
 
 import { problem, type Problem } from "../api";
 import { buildCreateBody, emptyCredential, emptyDraft, fieldOf, type CreateDraft, type CredentialDraft, type FieldErrors } from "../forms";
-import { bytes, percent, type Instance } from "../model";
+import { BackendsContext } from "../hooks";
+import { backendFor, bytes, limitsOf, percent, type Instance } from "../model";
 import { FieldError } from "./common";
 import { pullImage, type Image } from "./images";
 
@@ -39,6 +40,8 @@ export function PullProgress({ image }: { image: Image }) {
 
 export function CreateDialog({ api, onClose, onCreated }: { api: Hypeman; onClose: () => void; onCreated: (i: Instance) => void }) {
   const [draft, setDraft] = useState<CreateDraft>(emptyDraft);
+  const backends = useContext(BackendsContext);
+  const backend = backendFor(backends, draft.hypervisor || undefined);
   const [errors, setErrors] = useState<FieldErrors>({});
   const [busy, setBusy] = useState<"" | "pulling" | "creating">("");
   const [pull, setPull] = useState<Image | null>(null);
@@ -59,7 +62,7 @@ export function CreateDialog({ api, onClose, onCreated }: { api: Hypeman; onClos
   const removeCred = (i: number): void => setDraft((d) => ({ ...d, credentials: d.credentials.filter((_, j) => j !== i) }));
 
   const submit = async (): Promise<void> => {
-    const { body, errors: local } = buildCreateBody(draft);
+    const { body, errors: local } = buildCreateBody(draft, backend);
     setErrors(local);
     if (!body) return;
     const show = (p: Problem): void => setErrors({ [fieldOf(p, draft)]: `${p.message} (${p.code})` });
@@ -116,6 +119,19 @@ export function CreateDialog({ api, onClose, onCreated }: { api: Hypeman; onClos
             <input id="create-memory" value={draft.memory} placeholder="1GB" onChange={(e) => set("memory", e.target.value)} />
           </Row>
         </div>
+        {backends && backends.length > 1 && (
+          <Row label="Hypervisor" field="hypervisor" errors={errors} {...(backend && limitsOf(backend) ? { hint: limitsOf(backend) } : {})}>
+            <select id="create-hypervisor" value={draft.hypervisor} onChange={(e) => set("hypervisor", e.target.value)}>
+              {backends.map((b) => (
+                <option key={b.kind} value={b.default ? "" : b.kind} disabled={!b.available} title={b.reason}>
+                  {b.kind}
+                  {b.default ? " (default)" : ""}
+                  {b.available ? "" : ` — unavailable: ${b.reason ?? "not on this host"}`}
+                </option>
+              ))}
+            </select>
+          </Row>
+        )}
         <Row label="Command" field="cmd" errors={errors} hint="Overrides the image's CMD, in shell words; empty keeps the image's.">
           <input id="create-cmd" value={draft.cmd} placeholder={"sh -c 'echo hello; sleep 3600'"} spellCheck={false} onChange={(e) => set("cmd", e.target.value)} />
         </Row>

@@ -1,9 +1,10 @@
 // Small building blocks: the state badge, copy buttons, the lifecycle buttons and field errors.
-import { useState } from "react";
+import { useContext, useState } from "react";
 import type Hypeman from "@onkernel/hypeman";
 
 import { problem, type Problem } from "../api";
-import { availability, tone, VERBS, type Instance, type State, type Verb } from "../model";
+import { BackendsContext } from "../hooks";
+import { availability, backendFor, tone, VERBS, type Instance, type State, type Verb } from "../model";
 
 export function StateBadge({ state, title }: { state: State; title?: string | null | undefined }) {
   return (
@@ -99,6 +100,7 @@ export function Actions({
   compact?: boolean;
 }) {
   const [busy, setBusy] = useState<Verb | null>(null);
+  const backend = backendFor(useContext(BackendsContext), instance.hypervisor);
   const act = async (verb: Verb): Promise<void> => {
     if (verb === "delete" && !window.confirm(`Delete ${instance.name}? Its disks and logs are removed.`)) return;
     setBusy(verb);
@@ -114,7 +116,7 @@ export function Actions({
   return (
     <div className={compact ? "actions compact" : "actions"} role="group" aria-label="Lifecycle">
       {VERBS.map((verb) => {
-        const a = availability(instance.state, verb);
+        const a = availability(instance.state, verb, backend);
         return (
           <span key={verb} className="action-wrap" title={a.reason}>
             <button

@@ -5,12 +5,15 @@ import path from "node:path";
 
 import { deleteAll, newDataDir, startRegistry, startServer } from "../vm/harness.mjs";
 
-/** Runs `fn({server, client, vm, accel})` with the VM up; `accel` is "KVM" or "TCG". */
-export async function withVm(body, fn) {
+/**
+ * Runs `fn({server, client, vm, accel})` with the VM up; `accel` is "KVM" or "TCG". `env` is
+ * the engine's extra environment.
+ */
+export async function withVm(body, fn, { env = {} } = {}) {
   const bin = path.resolve(process.env.HYPEDECK_BIN ?? "target/debug/hypedeck");
   const registry = await startRegistry();
   const dataDir = newDataDir();
-  const server = await startServer(bin, dataDir);
+  const server = await startServer(bin, dataDir, env);
   const client = server.client();
   try {
     const vm = await client.instances.create({

@@ -267,6 +267,8 @@ impl Engine {
                 prefix,
                 gateway: n.gateway.clone(),
                 dns: n.dns.clone(),
+                // vz's NAT hands out its own addresses; the others use the spec's subnet.
+                dhcp: record.hypervisor == hypedeck_model::HypervisorKind::Vz,
             }),
             ca_cert_pem,
             volumes: guest_volumes,

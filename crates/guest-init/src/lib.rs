@@ -10,6 +10,7 @@
 //! Pure: serde only. The PID 1 program itself is `main.rs` (Linux only).
 
 pub mod agent_proto;
+pub mod dhcp;
 
 use std::fmt::Write as _;
 
@@ -39,6 +40,10 @@ pub struct GuestNetwork {
     pub gateway: String,
     /// DNS server for /etc/resolv.conf.
     pub dns: String,
+    /// Take the address, gateway and DNS from the network's DHCP server instead (vz: its NAT
+    /// serves its own subnet); the static values are the fallback when nobody answers.
+    #[serde(default)]
+    pub dhcp: bool,
 }
 
 /// What init needs to run the program.
@@ -359,6 +364,7 @@ mod tests {
                 prefix: 24,
                 gateway: "10.0.2.2".into(),
                 dns: "10.0.2.3".into(),
+                dhcp: true,
             }),
             ca_cert_pem: Some(
                 "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n".into(),

@@ -304,14 +304,38 @@ fn setup_network(net: &GuestNetwork) {
         return;
     }
     link_up(sock, "lo");
-    let (Some(ip), Some(gw)) = (ipv4(&net.ip), ipv4(&net.gateway)) else {
+    let (Some(mut ip), Some(mut gw)) = (ipv4(&net.ip), ipv4(&net.gateway)) else {
         log("network", "invalid address in config");
         return;
     };
-    let mask: u32 = if net.prefix == 0 {
+    let (mut prefix, mut dns) = (net.prefix, net.dns.clone());
+    if net.dhcp {
+        link_up(sock, "eth0");
+        match dhcp_lease() {
+            Some(lease) => {
+                let dotted = |a: [u8; 4]| format!("{}.{}.{}.{}", a[0], a[1], a[2], a[3]);
+                ip = lease.ip;
+                prefix = lease.prefix;
+                gw = lease.gateway.unwrap_or(gw);
+                if let Some(d) = lease.dns {
+                    dns = dotted(d);
+                }
+                log(
+                    "network",
+                    &format!(
+                        "dhcp: {}/{prefix} via {}, dns {dns}",
+                        dotted(ip),
+                        dotted(gw)
+                    ),
+                );
+            }
+            None => log("network", "dhcp: no answer; using the static address"),
+        }
+    }
+    let mask: u32 = if prefix == 0 {
         0
     } else {
-        u32::MAX << (32 - u32::from(net.prefix.min(32)))
+        u32::MAX << (32 - u32::from(prefix.min(32)))
     };
     let mut req = ifreq("eth0");
     req.ifr_ifru.ifru_addr = sockaddr(ip);
@@ -342,10 +366,147 @@ fn setup_network(net: &GuestNetwork) {
             ),
         );
     }
-    let _ = fs::write(
-        "/newroot/etc/resolv.conf",
-        format!("nameserver {}\n", net.dns),
-    );
+    let _ = fs::write("/newroot/etc/resolv.conf", format!("nameserver {dns}\n"));
+}
+
+/// The MAC address of `name`.
+fn hwaddr(sock: c_int, name: &str) -> Option<[u8; 6]> {
+    let mut req = ifreq(name);
+    // SAFETY: SIOCGIFHWADDR fills ifru_hwaddr of a valid ifreq.
+    if unsafe { libc::ioctl(sock, libc::SIOCGIFHWADDR as _, &mut req) } != 0 {
+        return None;
+    }
+    // SAFETY: the ioctl succeeded, so ifru_hwaddr is the active member.
+    let data = unsafe { req.ifr_ifru.ifru_hwaddr.sa_data };
+    Some([0, 1, 2, 3, 4, 5].map(|i| data[i] as u8))
+}
+
+/// Asks the network's DHCP server for a lease on eth0 (DISCOVER, OFFER, REQUEST, ACK), a
+/// few tries over ~10 s. UDP with the socket bound to eth0 and the broadcast flag set, so
+/// answers reach an interface that has no address yet.
+fn dhcp_lease() -> Option<hypedeck_guest_init::dhcp::Lease> {
+    use hypedeck_guest_init::dhcp::{self, Reply};
+    // SAFETY: plain socket(2); closed by the guard below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return None;
+    }
+    struct Close(c_int);
+    impl Drop for Close {
+        fn drop(&mut self) {
+            // SAFETY: closing the socket we opened.
+            unsafe { libc::close(self.0) };
+        }
+    }
+    let _close = Close(fd);
+    let mac = hwaddr(fd, "eth0")?;
+    let one: c_int = 1;
+    let timeout = libc::timeval {
+        tv_sec: 0,
+        tv_usec: 500_000,
+    };
+    let device = b"eth0\0";
+    let any = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: dhcp::CLIENT_PORT.to_be(),
+        sin_addr: libc::in_addr { s_addr: 0 },
+        sin_zero: [0; 8],
+    };
+    let int = std::mem::size_of::<c_int>() as libc::socklen_t;
+    // SAFETY: setsockopt/bind with valid pointers and sizes.
+    let ready = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_REUSEADDR,
+            (&one as *const c_int).cast(),
+            int,
+        ) == 0
+            && libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_BROADCAST,
+                (&one as *const c_int).cast(),
+                int,
+            ) == 0
+            && libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_BINDTODEVICE,
+                device.as_ptr().cast(),
+                device.len() as libc::socklen_t,
+            ) == 0
+            && libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&timeout as *const libc::timeval).cast(),
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            ) == 0
+            && libc::bind(
+                fd,
+                (&any as *const libc::sockaddr_in).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            ) == 0
+    };
+    if !ready {
+        log(
+            "network",
+            &format!("dhcp socket: {}", std::io::Error::last_os_error()),
+        );
+        return None;
+    }
+    let server = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: dhcp::SERVER_PORT.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes([255, 255, 255, 255]),
+        },
+        sin_zero: [0; 8],
+    };
+    let send = |packet: &[u8]| {
+        // SAFETY: sendto with a valid buffer and sockaddr_in.
+        unsafe {
+            libc::sendto(
+                fd,
+                packet.as_ptr().cast(),
+                packet.len(),
+                0,
+                (&server as *const libc::sockaddr_in).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            )
+        }
+    };
+    // Waits up to ~2 s for this transaction's answer.
+    let receive = |xid: u32| -> Option<Reply> {
+        let mut buf = [0u8; 1500];
+        for _ in 0..4 {
+            // SAFETY: recv into a local buffer of the given size.
+            let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if n > 0
+                && let Some(reply) = dhcp::parse(xid, &buf[..n as usize])
+            {
+                return Some(reply);
+            }
+        }
+        None
+    };
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    for attempt in 0..5u32 {
+        let xid = seed ^ u32::from_be_bytes([mac[2], mac[3], mac[4], mac[5]]) ^ attempt;
+        send(&dhcp::discover(xid, mac));
+        let Some(Reply::Offer(offer)) = receive(xid) else {
+            continue;
+        };
+        send(&dhcp::request(xid, mac, &offer));
+        if let Some(Reply::Ack(lease)) = receive(xid) {
+            return Some(lease);
+        }
+    }
+    None
 }
 
 /// Adds the egress CA to the guest's trust: our own file, plus every existing bundle (or a new

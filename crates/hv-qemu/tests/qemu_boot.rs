@@ -60,6 +60,12 @@ struct Vm {
 }
 
 async fn prepare(argv: &[&str], env: &[&str]) -> Vm {
+    prepare_with(argv, env, false).await
+}
+
+/// `dhcp`: guest init asks QEMU's DHCP server instead of applying the static address (which
+/// is then deliberately wrong, so only DHCP can produce the expected one).
+async fn prepare_with(argv: &[&str], env: &[&str], dhcp: bool) -> Vm {
     let dir = tempfile::tempdir().unwrap();
     let system = std::env::var_os("HYPEDECK_TEST_SYSTEM_DIR")
         .map(PathBuf::from)
@@ -78,10 +84,11 @@ async fn prepare(argv: &[&str], env: &[&str]) -> Vm {
         hostname: "vm-test".into(),
         overlay: true,
         network: Some(GuestNetwork {
-            ip: "10.100.9.15".into(),
+            ip: if dhcp { "10.100.9.99" } else { "10.100.9.15" }.into(),
             prefix: 24,
             gateway: "10.100.9.2".into(),
             dns: "10.100.9.3".into(),
+            dhcp,
         }),
         ca_cert_pem: None,
         volumes: vec![],
@@ -172,6 +179,26 @@ async fn boots_runs_the_program_and_reports_its_exit() {
             .unwrap()
             .is_none()
     );
+}
+
+#[tokio::test]
+#[ignore = "boots a real VM; run with --include-ignored (make test does)"]
+async fn dhcp_takes_the_address_the_network_hands_out() {
+    let vm = prepare_with(&["/app/run.sh"], &[], true).await;
+    let qemu = QemuHypervisor::detect().expect("qemu installed");
+    let _handle = qemu.start(&vm.spec).await.expect("qemu starts");
+    wait_until("the exit sentinel", Duration::from_secs(90), || {
+        log(&vm).contains("HYPEMAN-EXIT")
+    })
+    .await;
+    let text = log(&vm);
+    // QEMU's DHCP server hands out .15 of the subnet; the static fallback was .99.
+    assert!(
+        text.contains("dhcp: 10.100.9.15/24 via 10.100.9.2, dns 10.100.9.3"),
+        "{text}"
+    );
+    assert!(text.contains("inet 10.100.9.15/24"), "{text}");
+    assert_eq!(parse_exit_line(&text), Some((0, "success".to_string())));
 }
 
 /// Polls a future that is ready immediately (is_alive does only file reads).

@@ -140,7 +140,9 @@ impl Engine {
         net.host_forwards = record.ports.clone();
         let network = record.network.enabled.then(|| net.clone());
         if record.network.enabled {
-            record.network.ip = Some(net.guest_ip.clone());
+            // Under vz the guest takes its address from the NAT's DHCP server: unknown here.
+            record.network.ip = (record.hypervisor != hypedeck_model::HypervisorKind::Vz)
+                .then(|| net.guest_ip.clone());
             record.network.mac = Some(net.mac.clone());
         }
 

@@ -30,6 +30,8 @@ pub enum Mode {
     Embedded,
     /// Another process (`hypedeck serve`, another app) owns the data dir.
     Attached,
+    /// A Hypeman server elsewhere (a remote the user added).
+    Remote,
 }
 
 /// What the UI needs to reach the API. `Debug` never shows the token.

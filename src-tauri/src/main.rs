@@ -14,13 +14,18 @@
 //! Commands for the UI (none needs a capability permission: they are the app's own):
 //! - `connection()` → `{url, token, mode}` or an error sentence;
 //! - `notify_rotation_failed({instance, message})` → shows "Rotation failed for <instance>";
-//! - `first_paint()` → records the time from process start to the first paint, once.
+//! - `first_paint()` → records the time from process start to the first paint, once;
+//! - `remotes()`, `remote_add({name, url, key})`, `remote_remove({id})` → the remote servers
+//!   (keys in the OS keychain, never in a file); `remote_connection({id})` → `{url, token,
+//!   mode: "remote"}`; `health({id})` → `{latency_ms, problem}` for a remote, or for this
+//!   computer's engine when `id` is null.
 
 #![cfg_attr(not(debug_assertions), windows_subsystem = "windows")]
 
 mod api;
 mod link;
 mod notify;
+mod remotes;
 mod startup;
 mod status;
 mod tray;
@@ -32,6 +37,7 @@ use tauri::{AppHandle, Manager};
 use tauri_plugin_window_state::StateFlags;
 
 use crate::link::{Connection, EngineLink};
+use crate::remotes::Remotes;
 use crate::startup::{FirstPaint, ProcessClock};
 use crate::tray::Tray;
 
@@ -42,6 +48,54 @@ const FIRST_PAINT_FILE_ENV: &str = "HYPEDECK_FIRST_PAINT_FILE";
 #[tauri::command]
 async fn connection(link: tauri::State<'_, EngineLink>) -> Result<Connection, String> {
     link.connection().await
+}
+
+/// The remote servers.
+#[tauri::command]
+async fn remotes(
+    remotes: tauri::State<'_, Remotes>,
+) -> Result<Vec<hypedeck_remote::Remote>, String> {
+    remotes.list().await
+}
+
+/// Adds a remote server; `key` goes to the OS keychain.
+#[tauri::command]
+async fn remote_add(
+    remotes: tauri::State<'_, Remotes>,
+    name: String,
+    url: String,
+    key: String,
+) -> Result<hypedeck_remote::Remote, String> {
+    remotes.add(name, url, key).await
+}
+
+/// Forgets a remote server and its key.
+#[tauri::command]
+async fn remote_remove(remotes: tauri::State<'_, Remotes>, id: String) -> Result<(), String> {
+    remotes.remove(id).await
+}
+
+/// `{url, token, mode: "remote"}` for a remote.
+#[tauri::command]
+async fn remote_connection(
+    remotes: tauri::State<'_, Remotes>,
+    id: String,
+) -> Result<Connection, String> {
+    remotes.connection(id).await
+}
+
+/// Latency, or what is wrong, for a remote (`id`) or this computer's engine (`id` null).
+#[tauri::command]
+async fn health(
+    link: tauri::State<'_, EngineLink>,
+    remotes: tauri::State<'_, Remotes>,
+    id: Option<String>,
+) -> Result<hypedeck_remote::Health, String> {
+    let connection = match id {
+        Some(id) => remotes.connection(id).await?,
+        None => link.connection().await?,
+    };
+    Ok(remotes::health(&connection).await)
 }
 
 /// Tells the user that rotating an instance's credentials failed. `message` is the API's error
@@ -90,6 +144,7 @@ fn main() -> ExitCode {
         )
         .plugin(tauri_plugin_notification::init())
         .manage(EngineLink::new(hypedeck_store::default_data_dir()))
+        .manage(Remotes::new(hypedeck_store::default_data_dir()))
         .manage(FirstPaint::new(clock))
         .setup(|app| {
             let handle = app.handle();
@@ -104,7 +159,12 @@ fn main() -> ExitCode {
         .invoke_handler(tauri::generate_handler![
             connection,
             notify_rotation_failed,
-            first_paint
+            first_paint,
+            remotes,
+            remote_add,
+            remote_remove,
+            remote_connection,
+            health
         ])
         .run(tauri::generate_context!());
     match app {

@@ -147,6 +147,80 @@ describe("web UI in a browser", () => {
     await engine.client.instances.delete(created.id);
   });
 
+  test("a second Hypeman server as a remote: switch, rotate there, and a wrong key is a clear 401", async (t) => {
+    const remote = await startFakeEngine("browser-remote");
+    t.after(() => remote.stop());
+    const created = await remote.client.instances.create({
+      name: "remote-agent",
+      image: "docker.io/library/alpine:latest",
+      env: { AGENT_TOKEN: "tok-remote-initial" },
+      network: { enabled: true, egress: { enabled: true } },
+      credentials: {
+        AGENT_TOKEN: {
+          source: { env: "AGENT_TOKEN" },
+          inject: [{ hosts: ["api.example.com"], as: { header: "Authorization", format: "Bearer ${value}" } }],
+        },
+      },
+    });
+    const running = await waitFor(async () => {
+      const i = await remote.client.instances.get(created.id);
+      return i.state === "Running" && i;
+    }, "the remote's VM to run");
+
+    const { page } = await openPage(t, { api: engine.url, token: engine.token });
+    await page.locator("#conn-mode", { hasText: "browser" }).waitFor();
+    await page.click("#remote-new");
+    await page.fill("#remote-name", "lab");
+    await page.fill("#remote-url", `${remote.url}/`);
+    await page.fill("#remote-key", remote.token);
+    await page.click("#remote-save");
+
+    // Switched: the current connection is always visible, with its health.
+    await page.locator("#conn-mode", { hasText: "remote" }).waitFor({ timeout: 10_000 });
+    assert.equal(await page.locator("#conn-url").textContent(), remote.url);
+    await page.locator('#conn-health[data-code="ok"]').waitFor({ timeout: 10_000 });
+    assert.match(await page.locator("#conn-health").textContent(), /^\d+ ms$/);
+    await row(page, created.id).waitFor({ timeout: 10_000 });
+    assert.equal(await page.locator("#conn-switch option:checked").textContent(), "lab");
+
+    // The rotation flow, against the remote.
+    await row(page, created.id).locator("td.name").click();
+    await page.fill('#rotate-form input[data-key="AGENT_TOKEN"]', "tok-remote-rotated");
+    await page.click("#rotate-submit");
+    await page.locator("#rotate-result").waitFor({ timeout: 10_000 });
+    const after = await remote.client.instances.get(created.id);
+    assert.equal(after.env.AGENT_TOKEN === "tok-remote-rotated", true, "the remote did not get the new value");
+    assert.equal(after.started_at, running.started_at);
+
+    // Back home and the local list is back; then a remote with a wrong key.
+    await page.selectOption("#conn-switch", "");
+    await page.locator("#conn-mode", { hasText: "browser" }).waitFor();
+    assert.equal(await page.locator("#conn-url").textContent(), engine.url);
+    await page.click("#remote-new");
+    await page.fill("#remote-name", "lab-wrong-key");
+    await page.fill("#remote-url", remote.url);
+    await page.fill("#remote-key", "hdk_wrong_remote_key");
+    await page.click("#remote-save");
+    const health = page.locator('#conn-health[data-code="unauthorized"]');
+    await health.waitFor({ timeout: 10_000 });
+    assert.equal(await health.textContent(), `${remote.url.replace("http://", "")} refused the API key (401: security requirements failed: invalid token)`);
+    assert.match(await page.locator("#error-message").textContent(), /invalid token/);
+
+    // A bad URL is refused in the form, and nothing is added.
+    await page.click("#remote-new");
+    await page.fill("#remote-name", "nope");
+    await page.fill("#remote-url", "ftp://example.com");
+    await page.fill("#remote-key", "k");
+    await page.click("#remote-save");
+    assert.match(await page.locator("#remote-error").textContent(), /only http and https URLs are supported/);
+    assert.deepEqual(await page.locator("#conn-switch option").allTextContents(), ["This browser's API", "lab", "lab-wrong-key"]);
+
+    // Neither engine wrote the remote's key or the rotated value to its logs.
+    for (const text of [engine.output(), remote.output()]) {
+      assert.ok(!text.includes(remote.token) && !text.includes("tok-remote-rotated"));
+    }
+  });
+
   test("shows the API's {code, message} when the token is wrong", async (t) => {
     const { page } = await openPage(t, { api: engine.url, token: "hdk_wrong" });
     const banner = page.locator("#error");

@@ -231,6 +231,52 @@ describe("desktop window", () => {
     assert.equal((await engine.client.instances.get(created.id)).env.PORT, undefined);
   });
 
+  test("remote: a second server is added in the window, its key kept in the keychain only", async (t) => {
+    const defer = deferrer(t);
+    const home = await startFakeEngine("desktop-home");
+    defer(() => home.stop());
+    const remote = await startFakeEngine("desktop-remote");
+    defer(() => remote.stop());
+    const created = await remote.client.instances.create({ name: "on-the-remote", image: "docker.io/library/alpine:latest" });
+
+    const app = await openApp(defer, { HYPEDECK_DATA_DIR: home.dataDir });
+    await textOf(app, "#conn-mode", "attached");
+    await app.$("#remote-new").click();
+    await app.$("#remote-name").setValue("lab");
+    await app.$("#remote-url").setValue(remote.url);
+    await app.$("#remote-key").setValue(remote.token);
+    await app.$("#remote-save").click();
+    await textOf(app, "#conn-mode", "remote");
+    assert.equal(await app.$("#conn-url").getText(), remote.url);
+    const row = app.$(`tr[data-instance-id="${created.id}"]`);
+    await row.waitForDisplayed({ timeout: 10_000 });
+    // The shell measured the remote (Rust client, authenticated call).
+    const health = app.$("#conn-health");
+    await health.waitUntil(async () => (await health.getAttribute("data-code")) === "ok", { timeout: 10_000 });
+    assert.match(await health.getText(), /^\d+ ms$/);
+
+    // The list file names the remote; the key is only in the keychain.
+    const file = path.join(home.dataDir, "desktop", "remotes.json");
+    const listed = readFileSync(file, "utf8");
+    assert.match(listed, /"name": "lab"/);
+    assert.ok(!listed.includes(remote.token), "the API key is in remotes.json");
+
+    // A wrong key: the shell's health check says so in words.
+    await app.$("#remote-new").click();
+    await app.$("#remote-name").setValue("lab-wrong");
+    await app.$("#remote-url").setValue(remote.url);
+    await app.$("#remote-key").setValue("hdk_wrong_desktop_key");
+    await app.$("#remote-save").click();
+    await health.waitUntil(async () => (await health.getAttribute("data-code")) === "unauthorized", { timeout: 10_000 });
+    assert.equal(
+      await health.getText(),
+      `${remote.url.replace("http://", "")} refused the API key (401: security requirements failed: invalid token)`,
+    );
+    // Nothing of the previous remote's list stays on screen under the refused one.
+    await row.waitForDisplayed({ reverse: true, timeout: 10_000 });
+    await screenshot(app, "desktop-remote.png");
+  });
+
   test("without a keychain the window still opens and says why", async (t) => {
     const defer = deferrer(t);
     const dataDir = freshDataDir("desktop-nokeychain");

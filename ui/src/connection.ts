@@ -2,7 +2,7 @@
 // `?api=<url>&token=<token>` in the location, the browser's storage, or the connect form.
 import { desktopConnection, inDesktop } from "./desktop";
 
-export type Mode = "embedded" | "attached" | "browser";
+export type Mode = "embedded" | "attached" | "browser" | "remote";
 
 export interface Connection {
   url: string;

@@ -6,7 +6,7 @@ import { invoke, isTauri } from "@tauri-apps/api/core";
 export interface DesktopConnection {
   url: string;
   token: string;
-  mode: "embedded" | "attached";
+  mode: "embedded" | "attached" | "remote";
 }
 
 /** The desktop shell could not provide a connection; `message` says why. */
@@ -46,5 +46,14 @@ export async function notifyRotationFailed(instance: string, message: string): P
     await invoke("notify_rotation_failed", { instance, message });
   } catch {
     // Notifications are best-effort.
+  }
+}
+
+/** Calls a shell command; its error sentence becomes a [`DesktopError`]. */
+export async function shell<T>(command: string, args?: Record<string, unknown>): Promise<T> {
+  try {
+    return await invoke<T>(command, args);
+  } catch (e) {
+    throw new DesktopError(typeof e === "string" ? e : String(e));
   }
 }

@@ -7,6 +7,7 @@ import { forgetBrowserConnection, initialConnection, rememberBrowserConnection, 
 import { DesktopError } from "../desktop";
 import { BackendsContext, useBackends, useInstances, useNow, useRoute, useShortcuts } from "../hooks";
 import { DEFAULT_SORT, NO_FILTER, type Filter, type Instance, type Sort, type Verb } from "../model";
+import { Connections } from "./Connections";
 import { CreateDialog } from "./CreateDialog";
 import { ImagesView } from "./ImagesView";
 import { InstanceDetails } from "./InstanceDetails";
@@ -165,8 +166,16 @@ function Workspace({ conn }: { conn: Connection }) {
 }
 
 export function App({ onFirstPaint }: { onFirstPaint: () => void }) {
-  const [conn, setConn] = useState<Connection | null | undefined>(undefined);
+  // `home`: this computer's engine (or the browser's API); `conn`: the one shown, home or a remote.
+  const [home, setHome] = useState<Connection | null | undefined>(undefined);
+  const [conn, setConnState] = useState<Connection | null | undefined>(undefined);
+  const [remoteId, setRemoteId] = useState<string | null>(null);
   const [bootProblem, setBootProblem] = useState<Problem | null>(null);
+  const setConn = (c: Connection | null): void => {
+    setHome(c);
+    setConnState(c);
+    setRemoteId(null);
+  };
 
   useEffect(() => {
     initialConnection().then(setConn, (e: unknown) => {
@@ -190,7 +199,18 @@ export function App({ onFirstPaint }: { onFirstPaint: () => void }) {
             {mode}
           </span>
           <code id="conn-url">{conn?.url ?? ""}</code>
-          {conn?.mode === "browser" && (
+          {home && conn && (
+            <Connections
+              home={home}
+              remoteId={remoteId}
+              current={conn}
+              onSwitch={(c, id) => {
+                setConnState(c);
+                setRemoteId(id);
+              }}
+            />
+          )}
+          {conn?.mode === "browser" && remoteId === null && (
             <button
               id="disconnect"
               type="button"
@@ -215,7 +235,7 @@ export function App({ onFirstPaint }: { onFirstPaint: () => void }) {
         ) : conn === null ? (
           <ConnectForm onConnect={setConn} />
         ) : (
-          <Workspace key={`${conn.url} ${conn.mode}`} conn={conn} />
+          <Workspace key={`${conn.url} ${conn.mode} ${remoteId ?? "home"}`} conn={conn} />
         )}
       </main>
     </>

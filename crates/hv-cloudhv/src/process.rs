@@ -35,12 +35,8 @@ pub async fn spawn(binary: &Path, files: &RuntimeFiles) -> Result<u32, Hyperviso
     for stale in [&files.pidfile, &files.api, &files.vsock] {
         let _ = std::fs::remove_file(stale);
     }
-    let out = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&files.vmm_output)
+    let (out, err) = hypedeck_hypervisor::process::append_log(&files.vmm_output)
         .map_err(HypervisorError::Start)?;
-    let err = out.try_clone().map_err(HypervisorError::Start)?;
     let mut command = tokio::process::Command::new(binary);
     command
         .arg("--api-socket")
@@ -114,26 +110,12 @@ fn write_pid(path: &Path, pid: u32) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-/// The pid in a pidfile, if any.
-pub fn read_pid(pidfile: &Path) -> Option<u32> {
-    std::fs::read_to_string(pidfile).ok()?.trim().parse().ok()
-}
+pub use hypedeck_hypervisor::process::{kill, read_pid, reap};
 
 /// Whether `pid` is a live (not zombie) process whose command line mentions `needle` (the
 /// API socket of a VMM, the FIFO of a serial pump).
 pub fn is_alive(pid: u32, needle: &Path) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    // State is the first field after the parenthesised command name.
-    let state = stat
-        .rsplit_once(')')
-        .and_then(|(_, rest)| rest.split_whitespace().next());
-    if matches!(state, Some("Z") | Some("X") | None) {
-        return false;
-    }
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    String::from_utf8_lossy(&cmdline).contains(&needle.display().to_string())
+    hypedeck_hypervisor::process::is_alive(pid, &needle.display().to_string())
 }
 
 /// Waits up to `timeout` for `pid` to stop being [`is_alive`].
@@ -148,38 +130,6 @@ pub async fn wait_dead(pid: u32, needle: &Path, timeout: Duration) -> bool {
             return false;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// A pid that names one process (0 and negative values address process groups).
-fn valid(pid: u32) -> bool {
-    pid > 1 && pid <= i32::MAX as u32
-}
-
-/// Sends SIGKILL to `pid`.
-pub fn kill(pid: u32) {
-    if !valid(pid) {
-        return;
-    }
-    #[cfg(unix)]
-    // SAFETY: kill(2) on a pid the caller verified (is_alive) belongs to our process.
-    #[allow(unsafe_code)]
-    unsafe {
-        libc::kill(pid as libc::pid_t, libc::SIGKILL);
-    }
-}
-
-/// Reaps `pid` if it is our exited child. Harmless otherwise.
-pub fn reap(pid: u32) {
-    if !valid(pid) {
-        return;
-    }
-    #[cfg(unix)]
-    // SAFETY: non-blocking waitpid on a specific pid; the status is a local.
-    #[allow(unsafe_code)]
-    unsafe {
-        let mut status = 0;
-        libc::waitpid(pid as libc::pid_t, &mut status, libc::WNOHANG);
     }
 }
 

@@ -3,6 +3,7 @@
 use std::process::Stdio;
 
 use hypedeck_hypervisor::HypervisorError;
+use hypedeck_hypervisor::process::append_log;
 
 use crate::config::RuntimeFiles;
 
@@ -17,12 +18,7 @@ pub async fn spawn(
     let _ = std::fs::remove_file(&files.qmp);
     let _ = std::fs::remove_file(&files.control);
     let _ = std::fs::remove_file(&files.agent);
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&files.vmm_log)
-        .map_err(HypervisorError::Start)?;
-    let log2 = log.try_clone().map_err(HypervisorError::Start)?;
+    let (log, log2) = append_log(&files.vmm_log).map_err(HypervisorError::Start)?;
     let mut command = tokio::process::Command::new(binary);
     command
         .args(argv)
@@ -53,50 +49,13 @@ pub async fn spawn(
 
 /// The pid QEMU wrote, if any.
 pub fn read_pid(files: &RuntimeFiles) -> Option<u32> {
-    std::fs::read_to_string(&files.pidfile)
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
+    hypedeck_hypervisor::process::read_pid(&files.pidfile)
 }
 
 /// Whether `pid` is a live (not zombie) QEMU serving this runtime dir. Guards against pid
 /// reuse by checking the command line mentions the runtime dir's QMP socket.
 pub fn is_alive(pid: u32, files: &RuntimeFiles) -> bool {
-    let stat = match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => s,
-        Err(_) => return false,
-    };
-    // State is the first field after the parenthesised command name.
-    let state = stat
-        .rsplit_once(')')
-        .and_then(|(_, rest)| rest.split_whitespace().next());
-    if matches!(state, Some("Z") | Some("X") | None) {
-        return false;
-    }
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    let needle = files.qmp.display().to_string().replace(',', ",,");
-    String::from_utf8_lossy(&cmdline).contains(&needle)
+    hypedeck_hypervisor::process::is_alive(pid, &files.qmp.display().to_string().replace(',', ",,"))
 }
 
-/// Sends SIGKILL to `pid`.
-pub fn kill(pid: u32) {
-    #[cfg(unix)]
-    // SAFETY: kill(2) with a pid we verified belongs to our QEMU.
-    #[allow(unsafe_code)]
-    unsafe {
-        libc::kill(pid as libc::pid_t, libc::SIGKILL);
-    }
-}
-
-/// Reaps `pid` if it is our child and has exited (avoids zombies when the engine started it
-/// without `-daemonize` semantics). Harmless otherwise.
-pub fn reap(pid: u32) {
-    #[cfg(unix)]
-    // SAFETY: non-blocking waitpid on a specific pid.
-    #[allow(unsafe_code)]
-    unsafe {
-        let mut status = 0;
-        libc::waitpid(pid as libc::pid_t, &mut status, libc::WNOHANG);
-    }
-}
+pub use hypedeck_hypervisor::process::{kill, reap};

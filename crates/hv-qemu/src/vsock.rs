@@ -48,12 +48,8 @@ pub async fn start_daemon(
     stop_daemon(files);
     let _ = std::fs::remove_file(&files.vhost_user);
     let _ = std::fs::remove_file(&files.vsock);
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&files.vmm_log)
-        .map_err(HypervisorError::Start)?;
-    let log2 = log.try_clone().map_err(HypervisorError::Start)?;
+    let (log, log2) =
+        hypedeck_hypervisor::process::append_log(&files.vmm_log).map_err(HypervisorError::Start)?;
     let mut command = tokio::process::Command::new(binary);
     command
         .arg("--guest-cid")
@@ -102,16 +98,9 @@ fn fail(detail: String) -> HypervisorError {
 }
 
 fn daemon_pid(files: &RuntimeFiles) -> Option<u32> {
-    let pid: u32 = std::fs::read_to_string(&files.vsock_pidfile)
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
+    let pid = hypedeck_hypervisor::process::read_pid(&files.vsock_pidfile)?;
     // Only ours: its command line names this VM's vhost-user socket (pid reuse).
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    let needle = files.vhost_user.display().to_string();
-    String::from_utf8_lossy(&cmdline)
-        .contains(&needle)
+    hypedeck_hypervisor::process::is_alive(pid, &files.vhost_user.display().to_string())
         .then_some(pid)
 }
 

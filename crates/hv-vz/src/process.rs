@@ -107,31 +107,7 @@ fn last_log_line(log: &Path, from: u64) -> Option<String> {
         .map(str::to_string)
 }
 
-/// Sends SIGKILL to `pid`.
-pub fn kill(pid: u32) {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
-        return;
-    };
-    // SAFETY: kill(2) on a pid the caller read from a pidfile whose lock the helper held, so it
-    // names our helper; no memory is involved.
-    #[allow(unsafe_code)]
-    unsafe {
-        libc::kill(pid, libc::SIGKILL);
-    }
-}
-
-/// Reaps `pid` if it is our exited child (harmless otherwise).
-pub fn reap(pid: u32) {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
-        return;
-    };
-    // SAFETY: non-blocking waitpid(2) on one pid with a valid status pointer.
-    #[allow(unsafe_code)]
-    unsafe {
-        let mut status = 0;
-        libc::waitpid(pid, &mut status, libc::WNOHANG);
-    }
-}
+pub use hypedeck_hypervisor::process::{kill, reap};
 
 #[cfg(test)]
 mod tests {

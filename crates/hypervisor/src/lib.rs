@@ -10,6 +10,9 @@
 //! - every method is safe to cancel: dropping the future leaves the VMM in a state that
 //!   [`Vm::state`] reports truthfully.
 
+#[cfg(unix)]
+pub mod process;
+
 use std::path::PathBuf;
 
 use hypedeck_model::HypervisorKind;

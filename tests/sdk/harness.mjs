@@ -11,9 +11,9 @@ export function binary(envName, fallback) {
   return path.resolve(process.env[envName] ?? fallback);
 }
 
-export async function startServer({ bin, args = [], env = {} }) {
+export async function startServer({ bin, args = [], env = {}, listen = "127.0.0.1:0" }) {
   const dataDir = mkdtempSync(path.join(tmpdir(), "hypedeck-sdk-"));
-  const child = spawn(bin, ["--data-dir", dataDir, "serve", "--listen", "127.0.0.1:0", ...args], {
+  const child = spawn(bin, ["--data-dir", dataDir, "serve", "--listen", listen, ...args], {
     stdio: ["ignore", "pipe", "pipe"],
     env: { ...process.env, HYPEDECK_LOG: "warn", ...env },
   });

@@ -151,6 +151,21 @@ describe("hypedeck serve with the fake hypervisor", () => {
   });
 });
 
+describe("hypedeck serve on a non-loopback address", () => {
+  test("warns loudly that the API is reachable from other machines; loopback does not", async () => {
+    const open = await startServer({ bin: FAKE_BIN, args: ["--hypervisor", "fake"], listen: "0.0.0.0:0" });
+    const local = await startServer({ bin: FAKE_BIN, args: ["--hypervisor", "fake"] });
+    try {
+      assert.match(open.output(), /WARNING: the Hypeman API listens on 0\.0\.0\.0:\d+, reachable from other machines/);
+      assert.doesNotMatch(local.output(), /WARNING/);
+      assert.ok(!open.output().includes(open.token));
+    } finally {
+      await open.stop();
+      await local.stop();
+    }
+  });
+});
+
 describe("hypedeck serve without a VM backend", () => {
   let server;
   before(async () => {

@@ -6,11 +6,14 @@
 //!
 //! Invariants: every route but `/health` and `/spec.yaml` needs the bearer token; no request
 //! body or secret value is ever logged; 4xx answers carry `x-should-retry: false` so the
-//! official SDKs do not retry deterministic failures.
+//! official SDKs do not retry deterministic failures; request bodies are at most 1 MiB (the
+//! streamed archive upload has its own 4 GiB bound) and every non-streaming request ends
+//! within [`limits::REQUEST_TIMEOUT`]; errors are always `{code, message}` JSON.
 
 mod auth;
 mod body;
 mod error;
+mod limits;
 mod routes;
 
 use std::sync::Arc;
@@ -52,17 +55,52 @@ pub fn router(state: ApiState) -> Router {
         .merge(protected)
         .fallback(error::route_not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(axum::middleware::from_fn(limits::bound))
+        .layer(axum::extract::DefaultBodyLimit::max(limits::MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(error::mark_no_retry))
         .layer(cors())
         .with_state(state)
 }
 
-/// Browsers (the UI in a plain browser, or the Tauri webview) call the API cross-origin with
-/// the SDK's `authorization` and `x-stainless-*` headers. Auth is a bearer token, never a
-/// cookie, so allowing any origin grants nothing without the token.
+/// Origins browsers may call the API from: the desktop window (Tauri's own origins), pages
+/// served from this machine's loopback (the UI in a browser, `vite preview`), and whatever
+/// `HYPEDECK_CORS_ORIGINS` adds (comma-separated, exact). Auth is a bearer token, never a
+/// cookie, so CORS is not the lock; it keeps other web pages from even trying.
+pub const CORS_ORIGINS_ENV: &str = "HYPEDECK_CORS_ORIGINS";
+
+/// Whether a browser page at `origin` may call the API (see [`CORS_ORIGINS_ENV`]).
+pub fn origin_allowed(origin: &str, extra: &[String]) -> bool {
+    if matches!(
+        origin,
+        "tauri://localhost" | "http://tauri.localhost" | "https://tauri.localhost"
+    ) || extra.iter().any(|o| o == origin)
+    {
+        return true;
+    }
+    let Some(rest) = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+    else {
+        return false;
+    };
+    let host = match rest.rsplit_once(':') {
+        Some((host, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => rest,
+    };
+    matches!(host, "localhost" | "127.0.0.1" | "[::1]")
+}
+
 fn cors() -> CorsLayer {
+    let extra: Vec<String> = std::env::var(CORS_ORIGINS_ENV)
+        .unwrap_or_default()
+        .split(',')
+        .map(|o| o.trim().trim_end_matches('/').to_string())
+        .filter(|o| !o.is_empty())
+        .collect();
     CorsLayer::new()
-        .allow_origin(AllowOrigin::any())
+        .allow_origin(AllowOrigin::predicate(move |origin, _| {
+            origin.to_str().is_ok_and(|o| origin_allowed(o, &extra))
+        }))
         .allow_methods([
             Method::GET,
             Method::POST,

@@ -478,7 +478,8 @@ async fn unknown_routes_methods_and_cors() {
         .unwrap();
     assert!(preflight.status().is_success());
     let h = preflight.headers();
-    assert_eq!(h["access-control-allow-origin"], "*");
+    // The desktop window's origin is echoed (only the app's and loopback origins are).
+    assert_eq!(h["access-control-allow-origin"], "tauri://localhost");
     assert!(
         h["access-control-allow-methods"]
             .to_str()
@@ -952,4 +953,91 @@ async fn hypervisors_lists_backends_and_unavailable_ones_are_not_supported() {
         a.json,
         json!({"code": "not_supported", "message": "standby is not supported by the cloud-hypervisor backend"})
     );
+}
+
+#[tokio::test]
+async fn cors_answers_only_the_app_and_loopback_pages() {
+    let r = rig();
+    for (origin, allowed) in [
+        ("tauri://localhost", true),
+        ("http://tauri.localhost", true),
+        ("http://127.0.0.1:4173", true),
+        ("http://localhost:5173", true),
+        ("http://[::1]:8080", true),
+        ("https://localhost", true),
+        ("http://evil.example", false),
+        ("http://127.0.0.1.evil.example", false),
+        ("http://localhost.evil.example:80", false),
+        ("null", false),
+    ] {
+        let req = Request::builder()
+            .method("OPTIONS")
+            .uri("/instances")
+            .header("origin", origin)
+            .header("access-control-request-method", "GET")
+            .header("access-control-request-headers", "authorization")
+            .body(Body::empty())
+            .unwrap();
+        let res = r.app.clone().oneshot(req).await.unwrap();
+        let echoed = res
+            .headers()
+            .get("access-control-allow-origin")
+            .map(|v| v.to_str().unwrap().to_string());
+        assert_eq!(
+            echoed.as_deref() == Some(origin),
+            allowed,
+            "{origin}: {echoed:?}"
+        );
+    }
+    assert!(crate::origin_allowed(
+        "https://ui.example.com",
+        &["https://ui.example.com".to_string()]
+    ));
+}
+
+#[tokio::test]
+async fn oversized_bodies_are_a_json_413_and_nothing_is_created() {
+    let r = rig();
+    let big = format!(
+        r#"{{"name":"a","image":"alpine","env":{{"K":"{}"}}}}"#,
+        "x".repeat(2 * 1024 * 1024)
+    );
+    // Declared length, and a chunked body of unknown length (refused by the extractor).
+    let declared = r
+        .call(
+            "POST",
+            "/instances",
+            Some(&big),
+            Some(&format!("Bearer {TOKEN}")),
+        )
+        .await;
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = big
+        .as_bytes()
+        .chunks(64 * 1024)
+        .map(|c| Ok(c.to_vec()))
+        .collect();
+    let req = Request::builder()
+        .method("POST")
+        .uri("/instances")
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .header("content-type", "application/json")
+        .body(Body::from_stream(futures_util::stream::iter(chunks)))
+        .unwrap();
+    let res = r.app.clone().oneshot(req).await.unwrap();
+    let status = res.status();
+    let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let chunked: Value = serde_json::from_slice(&bytes).unwrap();
+    for (status, json) in [(declared.status, declared.json), (status, chunked)] {
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(
+            json,
+            error(
+                "invalid_request",
+                "invalid request: the request body is larger than 1024 KiB"
+            )
+        );
+    }
+    assert_eq!(r.instance_dirs(), 0);
 }

@@ -315,6 +315,15 @@ pub async fn start(options: DaemonOptions) -> Result<Daemon, DaemonError> {
         source,
     })?;
     let url = format!("http://{addr}");
+    if !addr.ip().is_loopback() {
+        let warning = format!(
+            "WARNING: the Hypeman API listens on {addr}, reachable from other machines. Anyone \
+             who gets the token controls every sandbox and its credentials, and the API speaks \
+             plain HTTP: put a TLS proxy in front of it, or listen on 127.0.0.1."
+        );
+        tracing::warn!("{warning}");
+        eprintln!("{warning}");
+    }
     hypedeck_store::write_json(
         &paths.engine_endpoint(),
         &Endpoint {

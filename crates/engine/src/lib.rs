@@ -257,6 +257,7 @@ impl Engine {
     pub async fn reconcile(&self) -> Result<(), EngineError> {
         // Uploads are per request: whatever a crash left behind is garbage.
         let _ = std::fs::remove_dir_all(self.paths.root().join("uploads"));
+        self.remove_crash_leftovers();
         for record in hypedeck_store::InstanceRecord::load_all(&self.paths)?
             .into_iter()
             .flatten()
@@ -283,6 +284,38 @@ impl Engine {
             }
         }
         Ok(())
+    }
+
+    /// What a crash of an earlier engine left half-written: temporary files of atomic writes,
+    /// and instance directories whose create never wrote their metadata (the instance never
+    /// existed for any client). Runs before serving, under the data dir's lock.
+    fn remove_crash_leftovers(&self) {
+        let mut temps = hypedeck_store::remove_temp_files(self.paths.root());
+        let Ok(entries) = std::fs::read_dir(self.paths.instances()) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let dir = entry.path();
+            temps += hypedeck_store::remove_temp_files(&dir);
+            let Some(id) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| hypedeck_model::InstanceId::parse(n).ok())
+            else {
+                continue;
+            };
+            if !self.paths.instance_metadata(&id).exists() {
+                match std::fs::remove_dir_all(&dir) {
+                    Ok(()) => tracing::warn!(%id, "removed an instance a crash left half-created"),
+                    Err(e) => {
+                        tracing::error!(%id, error = %e, "cannot remove a half-created instance")
+                    }
+                }
+            }
+        }
+        if temps > 0 {
+            tracing::warn!(count = temps, "removed temporary files a crash left");
+        }
     }
 
     fn lock_for(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {

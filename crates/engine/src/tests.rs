@@ -724,3 +724,42 @@ fn agent_spec_on_ch() -> hypedeck_model::InstanceSpec {
     s.hypervisor = Some(hypedeck_model::HypervisorKind::CloudHypervisor);
     s
 }
+
+#[tokio::test]
+async fn reconcile_removes_what_a_crash_left_half_written_and_keeps_the_rest() {
+    let r = rig();
+    let kept = r
+        .engine
+        .create(spec(json!({"name": "kept", "image": "alpine"})))
+        .await
+        .unwrap();
+    let kept_id = hypedeck_model::InstanceId::parse(&kept.id).unwrap();
+    // A create that died before its metadata, and an atomic write that died before its rename.
+    let half = crate::create::new_id().unwrap();
+    let half_dir = r.paths.instance_dir(&half);
+    std::fs::create_dir_all(half_dir.join("logs")).unwrap();
+    std::fs::write(half_dir.join("overlay.ext4"), b"partial").unwrap();
+    let kept_dir = r.paths.instance_dir(&kept_id);
+    std::fs::write(kept_dir.join(".metadata.json.tmp-999999"), b"{\"half\":").unwrap();
+    std::fs::write(r.paths.root().join(".engine.json.tmp-999999"), b"").unwrap();
+
+    let engine = Engine::new(EngineConfig {
+        paths: r.paths.clone(),
+        secrets: r.secrets.clone(),
+        hypervisor: Ok(r.fake.clone()),
+        alternatives: Vec::new(),
+        guest: None,
+    });
+    engine.reconcile().await.unwrap();
+    assert!(!half_dir.exists());
+    assert!(!kept_dir.join(".metadata.json.tmp-999999").exists());
+    assert!(!r.paths.root().join(".engine.json.tmp-999999").exists());
+    let listed: Vec<String> = engine
+        .list(&ListFilter::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
+    assert_eq!(listed, vec![kept.id]);
+}

@@ -144,6 +144,28 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     result.map_err(err)
 }
 
+/// Whether `name` is a temporary file [`write_atomic`] makes (`.<name>.tmp-<pid>`).
+pub fn is_temp_file(name: &str) -> bool {
+    name.starts_with('.')
+        && name
+            .rsplit_once(".tmp-")
+            .is_some_and(|(_, pid)| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Removes the temporary files a crash left in `dir` (not below it). Only for a dir no live
+/// writer uses (the engine holds the data dir's lock and has not started serving). Returns
+/// how many were removed.
+pub fn remove_temp_files(dir: &Path) -> usize {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter(|e| e.file_name().to_str().is_some_and(is_temp_file))
+        .filter(|e| fs::remove_file(e.path()).is_ok())
+        .count()
+}
+
 /// Serializes `value` as pretty JSON and writes it with [`write_atomic`].
 pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<(), StoreError> {
     let mut bytes = serde_json::to_vec_pretty(value).map_err(|source| StoreError::Decode {
@@ -170,6 +192,28 @@ mod tests {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         assert_eq!(names, vec!["metadata.json".to_string()]);
+    }
+
+    #[test]
+    fn temp_files_a_crash_left_are_recognised_and_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in [
+            ".metadata.json.tmp-4242",
+            ".engine.json.tmp-7",
+            "metadata.json",
+            ".hidden",
+            "x.tmp-1",
+            ".a.tmp-",
+        ] {
+            fs::write(dir.path().join(name), b"x").unwrap();
+        }
+        assert_eq!(remove_temp_files(dir.path()), 2);
+        let mut left: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, [".a.tmp-", ".hidden", "metadata.json", "x.tmp-1"]);
     }
 
     #[test]

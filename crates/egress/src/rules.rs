@@ -156,6 +156,32 @@ impl RuleSet {
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        /// Any pattern against any host: an answer, never a panic; a pattern matches its own
+        /// host, and a wildcard never matches the bare domain or two extra labels.
+        #[test]
+        fn host_patterns_never_panic_and_keep_their_shape(
+            pattern in "\\PC{0,40}",
+            host in "\\PC{0,40}",
+            labels in proptest::collection::vec("[a-z0-9]([a-z0-9-]{0,8}[a-z0-9])?", 1..4),
+        ) {
+            if let Some(h) = canonical_host(&host) {
+                let _ = HostPattern::parse(&pattern).matches(&h);
+            }
+            let domain = labels.join(".");
+            let exact = canonical_host(&domain).expect("a valid host");
+            proptest::prop_assert!(HostPattern::parse(&domain).matches(&exact));
+            let wildcard = HostPattern::parse(&format!("*.{domain}"));
+            proptest::prop_assert!(!wildcard.matches(&exact));
+            let one = canonical_host(&format!("x.{domain}")).expect("valid");
+            let two = canonical_host(&format!("y.x.{domain}")).expect("valid");
+            proptest::prop_assert!(wildcard.matches(&one));
+            proptest::prop_assert!(!wildcard.matches(&two));
+        }
+    }
+
     fn matches(pattern: &str, host: &str) -> bool {
         let host = canonical_host(host).expect("valid host");
         HostPattern::parse(pattern).matches(&host)

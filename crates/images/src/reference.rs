@@ -356,6 +356,24 @@ fn check_tag(tag: &str) -> Result<(), ReferenceError> {
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1024))]
+
+        /// Any text: a reference or an error, never a panic; what parses prints back to
+        /// itself, and the model's edge check accepts it too (the two grammars agree).
+        #[test]
+        fn references_parse_anything_and_round_trip(input in "\\PC{0,60}", name in "[a-z0-9]{1,8}(/[a-z0-9]{1,8}){0,2}", tag in "[A-Za-z0-9_][A-Za-z0-9_.-]{0,20}") {
+            if let Ok(r) = ImageRef::parse(&input) {
+                let printed = r.to_string();
+                proptest::prop_assert_eq!(ImageRef::parse(&printed).map(|r| r.to_string()), Ok(printed));
+            }
+            let candidate = format!("{name}:{tag}");
+            let parsed = ImageRef::parse(&candidate);
+            proptest::prop_assert!(parsed.is_ok(), "{}: {:?}", candidate, parsed);
+            proptest::prop_assert!(hypedeck_model::validate::check_image_reference(&candidate).is_ok(), "{}", candidate);
+        }
+    }
+
     const HEX: &str = "3f1f5f7e0d1b2c3a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f901234";
 
     fn norm(s: &str) -> String {

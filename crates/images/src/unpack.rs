@@ -725,6 +725,103 @@ pub(crate) mod tests {
         }
     }
 
+    /// One hostile layer entry: kind, path, link target.
+    #[derive(Debug, Clone)]
+    enum Hostile {
+        File(String),
+        Dir(String),
+        Symlink(String, String),
+        Hardlink(String, String),
+        Fifo(String),
+    }
+
+    fn hostile_path() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let part = prop_oneof![
+            Just("a"),
+            Just("b"),
+            Just(".."),
+            Just("."),
+            Just("up"),
+            Just("outside"),
+            Just(".wh.a"),
+            Just(".wh..wh..opq"),
+        ];
+        (any::<bool>(), proptest::collection::vec(part, 1..4))
+            .prop_map(|(abs, parts)| format!("{}{}", if abs { "/" } else { "" }, parts.join("/")))
+    }
+
+    fn hostile_entry(outside: String) -> impl proptest::strategy::Strategy<Value = Hostile> {
+        use proptest::prelude::*;
+        let target = prop_oneof![
+            Just("../outside".to_string()),
+            Just("../../outside".to_string()),
+            Just("/".to_string()),
+            Just("a".to_string()),
+            Just("up/a".to_string()),
+            Just(outside),
+        ];
+        prop_oneof![
+            hostile_path().prop_map(Hostile::File),
+            hostile_path().prop_map(Hostile::Dir),
+            (hostile_path(), target.clone()).prop_map(|(p, t)| Hostile::Symlink(p, t)),
+            (
+                hostile_path(),
+                prop_oneof![hostile_path(), Just("/OUTSIDE/keep".to_string())]
+            )
+                .prop_map(|(p, t)| Hostile::Hardlink(p, t)),
+            hostile_path().prop_map(Hostile::Fifo),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// Layers made of `..`, absolute paths, symlinks and hardlinks pointing out, whiteouts
+        /// and FIFOs, in any order over several layers: each layer applies or is refused, and
+        /// nothing is ever written outside the root (nor does anything panic).
+        #[test]
+        fn hostile_layers_never_write_outside_the_root(
+            layers in proptest::collection::vec(
+                proptest::collection::vec(hostile_entry("/OUTSIDE".into()), 1..8),
+                1..4,
+            )
+        ) {
+            let (d, mut fs) = rootfs();
+            let outside = d.path().join("outside");
+            fs::create_dir(&outside).unwrap();
+            fs::write(outside.join("keep"), b"keep").unwrap();
+            let outside_abs = outside.to_str().unwrap().to_string();
+            for layer in &layers {
+                let mut tar = TarBuilder::new();
+                for entry in layer {
+                    let fix = |t: &str| t.replace("/OUTSIDE", &outside_abs);
+                    tar = match entry {
+                        Hostile::File(p) => tar.file(p, 0o644, b"evil"),
+                        Hostile::Dir(p) => tar.dir(p, 0o755),
+                        Hostile::Symlink(p, t) => tar.symlink(p, &fix(t)),
+                        Hostile::Hardlink(p, t) => tar.hardlink(p, &fix(t)),
+                        Hostile::Fifo(p) => tar.fifo(p),
+                    };
+                }
+                let _ = apply(&mut fs, &tar.build());
+            }
+            let mut left: Vec<String> = fs::read_dir(&outside)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect();
+            left.sort();
+            proptest::prop_assert_eq!(left, vec!["keep".to_string()]);
+            proptest::prop_assert_eq!(fs::read(outside.join("keep")).unwrap(), b"keep".to_vec());
+            let mut beside: Vec<String> = fs::read_dir(d.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect();
+            beside.sort();
+            proptest::prop_assert_eq!(beside, vec!["outside".to_string(), "rootfs".to_string()]);
+        }
+    }
+
     fn rootfs() -> (tempfile::TempDir, Rootfs) {
         let dir = tempfile::tempdir().unwrap();
         let fs = Rootfs::create(&dir.path().join("rootfs")).unwrap();

@@ -166,6 +166,31 @@ pub fn parse_disk_io(input: &str) -> Result<u64, SizeError> {
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        /// Any text: an answer, never a panic; plain numbers are bytes.
+        #[test]
+        fn sizes_and_rates_parse_anything_without_panicking(input in "\\PC{0,24}", n in 0u64..(1u64 << 50)) {
+            let _ = parse_size(&input);
+            let _ = parse_bandwidth(&input);
+            let _ = parse_disk_io(&input);
+            proptest::prop_assert_eq!(parse_size(&n.to_string()), Ok(n));
+            let formatted = format_size(n);
+            proptest::prop_assert!(formatted.ends_with('B'), "{}", formatted);
+        }
+
+        /// Units in any case and digits of any length: overflow is an error, not a wrap.
+        #[test]
+        fn sized_numbers_never_wrap(digits in "[0-9]{1,30}", unit in "(|b|k|kb|m|mb|g|gb|t|tb|p|pb|e|eb|K|KB|MB|GB|TB)") {
+            let input = format!("{digits}{unit}");
+            if let Ok(bytes) = parse_size(&input) {
+                let n: u128 = digits.parse().unwrap_or(u128::MAX);
+                proptest::prop_assert!(u128::from(bytes) >= n, "{} -> {}", input, bytes);
+            }
+        }
+    }
+
     #[test]
     fn parses_like_datasize() {
         let cases: &[(&str, Result<u64, SizeError>)] = &[

@@ -7,43 +7,20 @@
 // died while the engine was down" for whatever was running.
 import { test, describe } from "node:test";
 import assert from "node:assert/strict";
-import { spawn, execFileSync } from "node:child_process";
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import Hypeman from "@onkernel/hypeman";
 
-import { binary } from "./harness.mjs";
-import { waitFor } from "../vm/harness.mjs";
+import { binary, startServer } from "./harness.mjs";
 
 const FAKE_BIN = binary("HYPEDECK_FAKE_BIN", "target/debug/hypedeck-fake");
 const ITERATIONS = Number(process.env.HYPEDECK_CRASH_ITERATIONS ?? 100);
 const STATES = new Set(["Created", "Initializing", "Running", "Paused", "Shutdown", "Stopped", "Standby", "Unknown"]);
 
-/** Starts `hypedeck serve` (fake backend) on `dataDir`; resolves once it answers. */
+/** `hypedeck serve` (fake backend) on `dataDir`, once it answers. */
 async function serve(dataDir) {
-  const child = spawn(FAKE_BIN, ["--data-dir", dataDir, "serve", "--listen", "127.0.0.1:0", "--hypervisor", "fake"], {
-    stdio: ["ignore", "pipe", "pipe"],
-    env: { ...process.env, HYPEDECK_LOG: "warn" },
-  });
-  let output = "";
-  child.stdout.on("data", (d) => (output += d));
-  child.stderr.on("data", (d) => (output += d));
-  const exited = new Promise((resolve) => child.on("exit", resolve));
-  const url = await waitFor(async () => {
-    if (child.exitCode !== null) throw new Error(`serve exited: ${output}`);
-    const m = execFileSync(FAKE_BIN, ["--data-dir", dataDir, "status"]).toString().match(/^running: (\S+)/);
-    return m && (await fetch(`${m[1]}/health`).catch(() => null))?.ok ? m[1] : undefined;
-  }, "hypedeck serve to listen", 15_000);
-  const token = execFileSync(FAKE_BIN, ["--data-dir", dataDir, "token"]).toString().trim();
-  return {
-    client: new Hypeman({ baseURL: url, apiKey: token, maxRetries: 0, timeout: 10_000 }),
-    output: () => output,
-    async kill() {
-      child.kill("SIGKILL");
-      await exited;
-    },
-  };
+  const server = await startServer({ bin: FAKE_BIN, args: ["--hypervisor", "fake"], dataDir });
+  return { ...server, client: server.client() };
 }
 
 const pick = (xs) => xs[Math.floor(Math.random() * xs.length)];

@@ -11,8 +11,12 @@ export function binary(envName, fallback) {
   return path.resolve(process.env[envName] ?? fallback);
 }
 
-export async function startServer({ bin, args = [], env = {}, listen = "127.0.0.1:0" }) {
-  const dataDir = mkdtempSync(path.join(tmpdir(), "hypedeck-sdk-"));
+/**
+ * `dataDir`: serve an existing data dir (kept on stop; e.g. to restart on it) instead of a
+ * fresh one (removed on stop).
+ */
+export async function startServer({ bin, args = [], env = {}, listen = "127.0.0.1:0", dataDir: given }) {
+  const dataDir = given ?? mkdtempSync(path.join(tmpdir(), "hypedeck-sdk-"));
   const child = spawn(bin, ["--data-dir", dataDir, "serve", "--listen", listen, ...args], {
     stdio: ["ignore", "pipe", "pipe"],
     env: { ...process.env, HYPEDECK_LOG: "warn", ...env },
@@ -40,7 +44,12 @@ export async function startServer({ bin, args = [], env = {}, listen = "127.0.0.
     async stop() {
       child.kill("SIGTERM");
       await exited;
-      rmSync(dataDir, { recursive: true, force: true });
+      if (!given) rmSync(dataDir, { recursive: true, force: true });
+    },
+    /** SIGKILL, as a crash: the data dir stays as the engine left it. */
+    async kill() {
+      child.kill("SIGKILL");
+      await exited;
     },
   };
 }

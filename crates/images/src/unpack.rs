@@ -78,6 +78,10 @@ pub enum UnpackError {
         /// What the stream hashed to.
         actual: String,
     },
+    /// The files of the image add up to more than the unpack budget (a decompression bomb,
+    /// a huge sparse file).
+    #[error("the image's files add up to more than {} GiB, the most Hypedeck unpacks", .0 >> 30)]
+    TooLarge(u64),
     /// The archive could not be read (corrupt tar, corrupt compression).
     #[error("read layer archive")]
     Read(#[source] Arc<io::Error>),
@@ -143,7 +147,15 @@ pub(crate) struct Rootfs {
     wanted: BTreeMap<PathBuf, Wanted>,
     /// Device nodes, fifos and sockets skipped.
     pub skipped_special: usize,
+    /// Bytes of file content still allowed (all layers together).
+    budget: u64,
+    /// The budget this rootfs started with.
+    limit: u64,
 }
+
+/// The most file content one image may unpack to (all layers), so a decompression bomb or a
+/// huge sparse file ends with an error instead of a full disk.
+pub const MAX_UNPACKED_BYTES: u64 = 32 << 30;
 
 /// Outcome of applying one layer.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -180,7 +192,17 @@ impl Rootfs {
             ownership,
             wanted,
             skipped_special: 0,
+            budget: MAX_UNPACKED_BYTES,
+            limit: MAX_UNPACKED_BYTES,
         })
+    }
+
+    /// Sets how many bytes of file content the image may unpack to (tests use small ones).
+    #[cfg(test)]
+    pub fn with_budget(mut self, bytes: u64) -> Rootfs {
+        self.budget = bytes;
+        self.limit = bytes;
+        self
     }
 
     pub fn path(&self) -> &Path {
@@ -365,7 +387,14 @@ impl Rootfs {
             .create_new(true)
             .open(&host)
             .map_err(io_err("create", rel))?;
-        io::copy(entry, &mut file).map_err(read_err)?;
+        if entry.size() > self.budget {
+            return Err(UnpackError::TooLarge(self.limit));
+        }
+        let written = io::copy(&mut entry.take(self.budget + 1), &mut file).map_err(read_err)?;
+        if written > self.budget {
+            return Err(UnpackError::TooLarge(self.limit));
+        }
+        self.budget -= written;
         match self.ownership {
             Ownership::Native => {
                 // chown first: it clears setuid/setgid, which the chmod below restores.
@@ -1109,6 +1138,62 @@ pub(crate) mod tests {
         let wrong = Digest::of(b"something else");
         let err = fs.apply_tar(&tar[..], Some(&wrong)).unwrap_err();
         assert!(matches!(err, UnpackError::DiffId { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn decompression_bombs_and_huge_files_stop_at_the_budget() {
+        // 64 MiB of zeros compress to ~64 KiB: a small bomb against a 16 MiB budget.
+        let zeros = vec![0u8; 64 << 20];
+        let tar = TarBuilder::new().file("bomb", 0o644, &zeros).build();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        io::Write::write_all(&mut gz, &tar).unwrap();
+        let blob = gz.finish().unwrap();
+        assert!(blob.len() < 1 << 20, "{}", blob.len());
+        let (d, fs) = rootfs();
+        let mut fs = fs.with_budget(16 << 20);
+        let path = d.path().join("layer.tar.gz");
+        fs::write(&path, &blob).unwrap();
+        let err = fs.apply_blob(&path, None).unwrap_err();
+        assert!(matches!(err, UnpackError::TooLarge(_)), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            "the image's files add up to more than 0 GiB, the most Hypedeck unpacks"
+        );
+        // Budgets add up across files and layers.
+        let (_d, fs) = rootfs();
+        let mut fs = fs.with_budget(10);
+        apply(
+            &mut fs,
+            &TarBuilder::new().file("a", 0o644, b"123456").build(),
+        )
+        .unwrap();
+        let err = apply(
+            &mut fs,
+            &TarBuilder::new().file("b", 0o644, b"123456").build(),
+        )
+        .unwrap_err();
+        assert!(matches!(err, UnpackError::TooLarge(10)), "{err:?}");
+        assert_eq!(
+            UnpackError::TooLarge(MAX_UNPACKED_BYTES).to_string(),
+            "the image's files add up to more than 32 GiB, the most Hypedeck unpacks"
+        );
+    }
+
+    #[test]
+    fn device_nodes_are_skipped_and_counted() {
+        let (_d, mut fs) = rootfs();
+        let mut tar = TarBuilder::new().file("ok", 0o644, b"x");
+        for kind in [tar::EntryType::Char, tar::EntryType::Block] {
+            let mut h = TarBuilder::header("dev/node", kind, 0o666, 0);
+            h.set_device_major(1).unwrap();
+            h.set_device_minor(3).unwrap();
+            h.set_cksum();
+            tar.0.extend_from_slice(h.as_bytes());
+        }
+        apply(&mut fs, &tar.build()).unwrap();
+        assert_eq!(fs.skipped_special, 2);
+        assert!(exists(&fs, "ok"));
+        assert!(!exists(&fs, "dev/node"));
     }
 
     #[test]

@@ -1041,3 +1041,58 @@ async fn oversized_bodies_are_a_json_413_and_nothing_is_created() {
     }
     assert_eq!(r.instance_dirs(), 0);
 }
+
+/// Every operation of upstream's spec (and Hypedeck's own routes): without the token nothing
+/// but `/health` answers anything other than 401, except routes Hypedeck does not serve,
+/// which are 404 with or without the token.
+#[tokio::test]
+async fn every_route_but_health_needs_the_token() {
+    let r = rig();
+    let mut operations: Vec<(String, String)> = Vec::new();
+    let mut path = String::new();
+    for line in crate::OPENAPI_YAML.lines() {
+        if let Some(p) = line.strip_prefix("  /").and_then(|l| l.strip_suffix(':')) {
+            path = format!("/{p}");
+        } else if let Some(m) = line.strip_prefix("    ").and_then(|l| l.strip_suffix(':'))
+            && ["get", "post", "put", "patch", "delete"].contains(&m)
+            && !path.is_empty()
+        {
+            // Parameters become a plausible value.
+            let concrete = path
+                .split('/')
+                .map(|s| if s.starts_with('{') { "x" } else { s })
+                .collect::<Vec<_>>()
+                .join("/");
+            operations.push((m.to_uppercase(), concrete));
+        }
+    }
+    for extra in ["/hypervisors", "/instances/x/exec"] {
+        operations.push(("GET".into(), extra.into()));
+    }
+    assert!(operations.len() > 40, "{operations:?}");
+    let mut served = 0;
+    for (method, uri) in &operations {
+        let anonymous = r.call(method, uri, Some("{}"), None).await;
+        if uri == "/health" {
+            assert_eq!(anonymous.status, StatusCode::OK);
+            continue;
+        }
+        if anonymous.status == StatusCode::UNAUTHORIZED {
+            served += 1;
+            continue;
+        }
+        let authed = r
+            .call(method, uri, Some("{}"), Some(&format!("Bearer {TOKEN}")))
+            .await;
+        assert!(
+            matches!(
+                anonymous.status,
+                StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED
+            ) && anonymous.status == authed.status
+                && anonymous.json == authed.json,
+            "{method} {uri} answered {} without the token",
+            anonymous.status
+        );
+    }
+    assert!(served >= 20, "only {served} routes checked the token");
+}

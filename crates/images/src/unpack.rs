@@ -390,7 +390,7 @@ impl Rootfs {
         if entry.size() > self.budget {
             return Err(UnpackError::TooLarge(self.limit));
         }
-        let written = io::copy(&mut entry.take(self.budget + 1), &mut file).map_err(read_err)?;
+        let written = copy_sparse(&mut entry.take(self.budget + 1), &mut file).map_err(read_err)?;
         if written > self.budget {
             return Err(UnpackError::TooLarge(self.limit));
         }
@@ -615,6 +615,41 @@ pub(crate) fn clean(raw: &Path) -> Result<Option<PathBuf>, UnpackError> {
         }
     }
     Ok((!out.as_os_str().is_empty()).then_some(out))
+}
+
+/// Copies `from` into a fresh `to`, seeking over all-zero blocks instead of writing them, so
+/// zero-filled and sparse files take no disk space. Returns the bytes copied.
+fn copy_sparse(from: &mut impl Read, to: &mut File) -> io::Result<u64> {
+    const BLOCK: usize = 64 * 1024;
+    let mut buf = vec![0u8; BLOCK];
+    let mut total: u64 = 0;
+    loop {
+        // Fill a whole block when the reader gives less (tar entries come in 512-byte pieces).
+        let mut n = 0;
+        while n < BLOCK {
+            match from.read(&mut buf[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if n == 0 {
+            break;
+        }
+        if buf[..n].iter().all(|b| *b == 0) {
+            to.seek(SeekFrom::Current(n as i64))?;
+        } else {
+            io::Write::write_all(to, &buf[..n])?;
+        }
+        total += n as u64;
+        if n < BLOCK {
+            break;
+        }
+    }
+    // A trailing hole needs the length set explicitly.
+    to.set_len(total)?;
+    Ok(total)
 }
 
 /// Wraps a blob in the decompressor its magic bytes call for.
@@ -1176,6 +1211,36 @@ pub(crate) mod tests {
         assert_eq!(
             UnpackError::TooLarge(MAX_UNPACKED_BYTES).to_string(),
             "the image's files add up to more than 32 GiB, the most Hypedeck unpacks"
+        );
+    }
+
+    #[test]
+    fn zero_blocks_become_holes_and_content_survives() {
+        let (_d, mut fs) = rootfs();
+        let mut data = vec![0u8; 8 << 20];
+        data[100] = 1; // a written first block
+        data[(4 << 20) + 7] = 2; // one in the middle
+        let tar = TarBuilder::new()
+            .file("mostly-zero", 0o644, &data)
+            .file("all-zero", 0o644, &vec![0u8; 3 << 20])
+            .file("small", 0o644, b"hello")
+            .file("empty", 0o644, b"")
+            .build();
+        apply(&mut fs, &tar).unwrap();
+        assert_eq!(fs::read(fs.path().join("mostly-zero")).unwrap(), data);
+        assert_eq!(
+            fs::read(fs.path().join("all-zero")).unwrap(),
+            vec![0u8; 3 << 20]
+        );
+        assert_eq!(read(&fs, "small"), "hello");
+        assert_eq!(fs::metadata(fs.path().join("empty")).unwrap().len(), 0);
+        // Holes: far less on disk than the logical size (where the filesystem supports them).
+        let on_disk = |p: &str| fs::metadata(fs.path().join(p)).unwrap().blocks() * 512;
+        assert!(on_disk("all-zero") < 1 << 20, "{}", on_disk("all-zero"));
+        assert!(
+            on_disk("mostly-zero") < 2 << 20,
+            "{}",
+            on_disk("mostly-zero")
         );
     }
 

@@ -30,10 +30,15 @@ pub struct GuestRuntime {
 
 /// Deterministic per-instance network identity (user-mode networking: each VM has its own
 /// private subnet, so only the MAC and subnet need to look distinct).
-pub fn network_identity(id: &str) -> (NetSpec, u8) {
-    let h = id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+/// FNV-1a of an instance id: the seed of its deterministic identities (subnet, MAC, CID).
+fn id_hash(id: &str) -> u64 {
+    id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-    });
+    })
+}
+
+pub fn network_identity(id: &str) -> (NetSpec, u8) {
+    let h = id_hash(id);
     let subnet = (h % 250) as u8 + 1;
     let mac = format!(
         "02:00:00:{:02x}:{:02x}:{:02x}",
@@ -59,10 +64,7 @@ pub fn network_identity(id: &str) -> (NetSpec, u8) {
 /// Deterministic guest vsock CID (>= 0x1000, far from the reserved 0-2 and from small CIDs
 /// other VMMs on the host tend to pick).
 pub fn vsock_cid(id: &str) -> u32 {
-    let h = id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-    });
-    ((h >> 32) as u32 % 0x7fff_0000) + 0x1000
+    ((id_hash(id) >> 32) as u32 % 0x7fff_0000) + 0x1000
 }
 
 pub(crate) fn map_image_error(error: ImageError, reference: &str) -> EngineError {

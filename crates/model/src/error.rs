@@ -64,6 +64,8 @@ pub enum ErrorCode {
     PlatformNotAvailable,
     /// `dependency_missing`.
     DependencyMissing,
+    /// `not_implemented` (501): an upstream operation Hypedeck does not serve.
+    NotImplemented,
     /// `internal_error`.
     InternalError,
 }
@@ -100,6 +102,7 @@ impl ErrorCode {
             ErrorCode::SecretsUnavailable => "secrets_unavailable",
             ErrorCode::PlatformNotAvailable => "platform_not_available",
             ErrorCode::DependencyMissing => "dependency_missing",
+            ErrorCode::NotImplemented => "not_implemented",
             ErrorCode::InternalError => "internal_error",
         }
     }
@@ -130,7 +133,7 @@ impl ErrorCode {
             | ErrorCode::Ambiguous
             | ErrorCode::InsufficientResources
             | ErrorCode::PortInUse => 409,
-            ErrorCode::NotSupported => 501,
+            ErrorCode::NotSupported | ErrorCode::NotImplemented => 501,
             ErrorCode::DependencyMissing | ErrorCode::InternalError => 500,
             ErrorCode::SecretsUnavailable => 503,
         }

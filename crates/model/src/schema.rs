@@ -26,8 +26,13 @@ pub enum Schema {
     Any,
     /// A boolean.
     Bool,
-    /// An integer.
-    Int,
+    /// An integer, optionally bounded (`minimum`, `maximum`).
+    Int {
+        /// `minimum`.
+        min: Option<i64>,
+        /// `maximum`.
+        max: Option<i64>,
+    },
     /// A string with optional constraints.
     Str {
         /// `maxLength`.
@@ -59,6 +64,20 @@ pub enum Schema {
         /// Pattern every property name must match.
         key_pattern: Option<Pattern>,
     },
+}
+
+fn int() -> Schema {
+    Schema::Int {
+        min: None,
+        max: None,
+    }
+}
+
+fn int_range(min: i64, max: Option<i64>) -> Schema {
+    Schema::Int {
+        min: Some(min),
+        max,
+    }
 }
 
 fn string() -> Schema {
@@ -140,6 +159,119 @@ fn is_tag_value(value: &str) -> bool {
     value.chars().all(is_tag_char)
 }
 
+/// Checks one `tags[key]=value` pair of a list filter against the `Tags` schema; the error
+/// is the validator's text after `parameter "tags" in query has an error: `.
+pub fn check_tag_filter(key: &str, value: &str) -> Result<(), String> {
+    if !is_tag_key(key) {
+        return Err(format!(
+            "property name {key:?} doesn't match the regular expression \"{TAG_KEY_PATTERN}\""
+        ));
+    }
+    if value.chars().count() > 256 {
+        return Err(format!("property {key:?}: maximum string length is 256"));
+    }
+    if !is_tag_value(value) {
+        return Err(format!(
+            "property {key:?}: string doesn't match the regular expression \"{TAG_VALUE_PATTERN}\""
+        ));
+    }
+    Ok(())
+}
+
+/// `#/components/schemas/SnapshotCompressionConfig`.
+fn snapshot_compression() -> Schema {
+    object(
+        vec![
+            ("algorithm", string_enum(&["zstd", "lz4"])),
+            ("enabled", Schema::Bool),
+            ("level", int_range(0, Some(19))),
+        ],
+        &["enabled"],
+    )
+}
+
+/// `#/components/schemas/SnapshotPolicy`.
+fn snapshot_policy() -> Schema {
+    object(
+        vec![
+            ("compression", snapshot_compression()),
+            ("standby_compression_delay", string()),
+        ],
+        &[],
+    )
+}
+
+/// `#/components/schemas/AutoStandbyPolicy`.
+fn auto_standby_policy() -> Schema {
+    object(
+        vec![
+            ("enabled", Schema::Bool),
+            ("idle_timeout", string()),
+            ("ignore_destination_ports", array(int_range(1, Some(65535)))),
+            ("ignore_source_cidrs", array(string())),
+        ],
+        &[],
+    )
+}
+
+/// `#/components/schemas/HealthCheck`.
+fn health_check() -> Schema {
+    let port = || int_range(1, Some(65535));
+    object(
+        vec![
+            (
+                "exec",
+                object(
+                    vec![
+                        (
+                            "command",
+                            Schema::Array {
+                                items: Box::new(string()),
+                                min_items: 1,
+                            },
+                        ),
+                        ("working_dir", string()),
+                    ],
+                    &["command"],
+                ),
+            ),
+            ("failure_threshold", int_range(1, None)),
+            (
+                "http",
+                object(
+                    vec![
+                        ("expected_status", int_range(100, Some(599))),
+                        ("path", string()),
+                        ("port", port()),
+                        ("scheme", string_enum(&["http", "https"])),
+                    ],
+                    &["port"],
+                ),
+            ),
+            ("interval", string()),
+            ("start_period", string()),
+            ("success_threshold", int_range(1, None)),
+            ("tcp", object(vec![("port", port())], &["port"])),
+            ("timeout", string()),
+            ("type", string_enum(&["none", "http", "tcp", "exec"])),
+        ],
+        &[],
+    )
+}
+
+/// `#/components/schemas/RestartPolicy`.
+fn restart_policy() -> Schema {
+    object(
+        vec![
+            ("backoff", string()),
+            ("max_attempts", int_range(0, None)),
+            ("policy", string_enum(&["never", "always", "on_failure"])),
+            ("stable_after", string()),
+        ],
+        &[],
+    )
+}
+
 /// The hypervisor enum values.
 pub const HYPERVISORS: &[&str] = &[
     "cloud-hypervisor",
@@ -194,7 +326,7 @@ fn credential() -> Schema {
 pub fn create_instance_request() -> Schema {
     object(
         vec![
-            ("auto_standby", Schema::Any),
+            ("auto_standby", auto_standby_policy()),
             ("cmd", array(string())),
             ("credentials", map_of(credential())),
             ("devices", array(string())),
@@ -202,7 +334,7 @@ pub fn create_instance_request() -> Schema {
             ("entrypoint", array(string())),
             ("env", map_of(string())),
             ("gpu", object(vec![("profile", string())], &[])),
-            ("health_check", Schema::Any),
+            ("health_check", health_check()),
             ("hotplug_size", string()),
             ("hypervisor", string_enum(HYPERVISORS)),
             ("image", string()),
@@ -263,20 +395,20 @@ pub fn create_instance_request() -> Schema {
                 "ports",
                 array(object(
                     vec![
-                        ("guest_port", Schema::Int),
-                        ("host_port", Schema::Int),
+                        ("guest_port", int()),
+                        ("host_port", int()),
                         ("protocol", string_enum(&["tcp", "udp"])),
                     ],
                     &["host_port", "guest_port"],
                 )),
             ),
-            ("restart_policy", Schema::Any),
+            ("restart_policy", restart_policy()),
             ("size", string()),
             ("skip_guest_agent", Schema::Bool),
             ("skip_kernel_headers", Schema::Bool),
-            ("snapshot_policy", Schema::Any),
+            ("snapshot_policy", snapshot_policy()),
             ("tags", tags()),
-            ("vcpus", Schema::Int),
+            ("vcpus", int()),
             ("volumes", array(volume_mount())),
         ],
         &["name", "image"],
@@ -287,7 +419,7 @@ pub fn create_instance_request() -> Schema {
 pub fn update_instance_request() -> Schema {
     object(
         vec![
-            ("auto_standby", Schema::Any),
+            ("auto_standby", auto_standby_policy()),
             (
                 "env",
                 Schema::Object {
@@ -299,8 +431,8 @@ pub fn update_instance_request() -> Schema {
                     key_pattern: None,
                 },
             ),
-            ("health_check", Schema::Any),
-            ("restart_policy", Schema::Any),
+            ("health_check", health_check()),
+            ("restart_policy", restart_policy()),
         ],
         &[],
     )
@@ -351,7 +483,7 @@ pub fn create_image_request() -> Schema {
 pub fn standby_instance_request() -> Schema {
     object(
         vec![
-            ("compression", Schema::Any),
+            ("compression", snapshot_compression()),
             ("compression_delay", string()),
         ],
         &[],
@@ -381,11 +513,27 @@ fn check(schema: &Schema, value: &Value, at: &str) -> Result<(), (String, String
             Value::Bool(_) => Ok(()),
             _ => fail("value must be a boolean".into()),
         },
-        Schema::Int => match value {
-            Value::Number(n) if n.is_i64() || n.is_u64() => Ok(()),
-            Value::Number(n) if n.as_f64().is_some_and(|f| f.fract() == 0.0) => Ok(()),
-            _ => fail("value must be an integer".into()),
-        },
+        Schema::Int { min, max } => {
+            let whole = match value {
+                Value::Number(n) if n.is_i64() || n.is_u64() => n.as_f64(),
+                Value::Number(n) => n.as_f64().filter(|f| f.fract() == 0.0),
+                _ => None,
+            };
+            let Some(n) = whole else {
+                return fail("value must be an integer".into());
+            };
+            if let Some(min) = min
+                && n < *min as f64
+            {
+                return fail(format!("number must be at least {min}"));
+            }
+            if let Some(max) = max
+                && n > *max as f64
+            {
+                return fail(format!("number must be at most {max}"));
+            }
+            Ok(())
+        }
         Schema::Str {
             max_len,
             pattern,
@@ -467,13 +615,17 @@ fn check(schema: &Schema, value: &Value, at: &str) -> Result<(), (String, String
                     ));
                 }
                 let value = &map[key.as_str()];
-                // Upstream writes defaults over explicit nulls; treat null like an absent field.
-                if value.is_null() {
-                    continue;
+                let schema = properties
+                    .iter()
+                    .find(|(name, _)| name == key)
+                    .map(|(_, s)| s)
+                    .or(additional.as_deref());
+                // No request property of upstream's spec is nullable: its validator rejects an
+                // explicit null rather than reading it as absent.
+                if value.is_null() && !matches!(schema, Some(Schema::Any) | None) {
+                    return Err((child, "Value is not nullable".into()));
                 }
-                if let Some((_, s)) = properties.iter().find(|(name, _)| name == key) {
-                    check(s, value, &child)?;
-                } else if let Some(s) = additional {
+                if let Some(s) = schema {
                     check(s, value, &child)?;
                 }
             }
@@ -496,7 +648,7 @@ pub fn create_volume_request() -> Schema {
         vec![
             ("id", string()),
             ("name", string()),
-            ("size_gb", Schema::Int),
+            ("size_gb", int()),
             ("tags", tags()),
         ],
         &["name", "size_gb"],

@@ -146,10 +146,22 @@ fn schema_errors_use_validator_shape() {
 }
 
 #[test]
-fn unknown_fields_and_nulls_are_ignored() {
-    let spec = create(json!({"name": "a", "image": "alpine", "port_mappings": [1], "size": null}))
-        .unwrap();
+fn unknown_fields_are_ignored_and_nulls_rejected() {
+    let spec = create(json!({"name": "a", "image": "alpine", "port_mappings": [1]})).unwrap();
     assert_eq!(spec.memory_bytes, GIB);
+    // Like upstream's validator: no request property is nullable, so null is a type error
+    // (found by contract fuzzing: `{"id": null}` used to create a volume).
+    let (code, message) = rejected(json!({"name": "a", "image": "alpine", "size": null}));
+    assert_eq!(code, "Bad Request");
+    assert!(
+        message.ends_with("Error at \"/size\": Value is not nullable"),
+        "{message}"
+    );
+    let (_, message) = rejected(json!({"name": "a", "image": "alpine", "env": {"A": null}}));
+    assert!(
+        message.ends_with("Error at \"/env/A\": Value is not nullable"),
+        "{message}"
+    );
 }
 
 #[test]

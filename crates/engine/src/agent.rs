@@ -482,6 +482,20 @@ impl Drop for ExecSession {
     }
 }
 
+/// 409 for an instance created with `skip_guest_agent`: nothing in it answers `what`.
+fn without_agent_refused(
+    record: &hypedeck_store::InstanceRecord,
+    what: &str,
+) -> Result<(), EngineError> {
+    if record.skip_guest_agent {
+        return Err(EngineError::Rejected(Rejection::new(
+            ErrorCode::InvalidState,
+            format!("instance was created with skip_guest_agent: {what} is unavailable"),
+        )));
+    }
+    Ok(())
+}
+
 impl Engine {
     /// The live agent link of a running instance, connecting (and waiting up to `wait` for
     /// the agent) when there is none.
@@ -531,12 +545,7 @@ impl Engine {
         wait_for_agent: Duration,
     ) -> Result<ExecSession, EngineError> {
         let record = self.running(id_or_name).await?;
-        if record.skip_guest_agent {
-            return Err(EngineError::Rejected(Rejection::new(
-                ErrorCode::InvalidState,
-                "instance was created with skip_guest_agent: exec is unavailable".to_string(),
-            )));
-        }
+        without_agent_refused(&record, "exec")?;
         let link = self.agent_link(&record.id, wait_for_agent).await?;
         link.open(request).await.map_err(EngineError::Agent)
     }
@@ -554,6 +563,7 @@ impl Engine {
         follow_links: bool,
     ) -> Result<PathInfo, EngineError> {
         let record = self.running(id_or_name).await?;
+        without_agent_refused(&record, "stat")?;
         let link = self.agent_link(&record.id, Duration::from_secs(10)).await?;
         link.stat(&StatRequest {
             path: path.to_string(),

@@ -126,6 +126,17 @@ impl Engine {
         platform: Option<&str>,
         credentials: Option<PullCredentials>,
     ) -> Result<ImageInfo, EngineError> {
+        // A token becomes an `Authorization` header value: only visible ASCII fits one.
+        if let Some(token) = credentials
+            .as_ref()
+            .and_then(|c| c.registry_token.as_deref())
+            && (token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            return Err(EngineError::Rejected(hypedeck_model::Rejection::new(
+                hypedeck_model::ErrorCode::InvalidRequest,
+                "credentials.registry_token must be non-empty visible ASCII (no spaces or control characters)",
+            )));
+        }
         let store = self.image_store()?;
         let platform = platform.map(Platform::parse).transpose().map_err(|e| {
             EngineError::Rejected(hypedeck_model::Rejection::new(

@@ -285,7 +285,12 @@ pub async fn start(options: DaemonOptions) -> Result<Daemon, DaemonError> {
     let guest = match options.hypervisor {
         HypervisorChoice::Fake => None,
         HypervisorChoice::Auto => {
-            let images = hypedeck_images::ImageStore::open(paths.images())
+            // `HYPEDECK_REGISTRY_MIRRORS=docker.io=mirror.example:5000,…`: pull through mirrors.
+            let mirrors = hypedeck_images::Mirrors::parse(
+                &std::env::var("HYPEDECK_REGISTRY_MIRRORS").unwrap_or_default(),
+            )
+            .map_err(|e| DaemonError::Unsupported(format!("HYPEDECK_REGISTRY_MIRRORS: {e}")))?;
+            let images = hypedeck_images::ImageStore::open_with(paths.images(), 1, mirrors)
                 .map_err(|e| DaemonError::Unsupported(format!("open the image cache: {e}")))?;
             let egress = start_egress(&paths, keychain.clone(), &options.data_dir).await?;
             Some(GuestRuntime {

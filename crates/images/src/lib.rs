@@ -34,7 +34,7 @@ pub use error::{ImageError, Result};
 pub use image::{Image, ImageConfig, ImageStatus, PullProgress};
 pub use platform::{InvalidPlatform, Platform};
 pub use reference::{DEFAULT_REGISTRY, DEFAULT_TAG, Digest, ImageRef, ReferenceError};
-pub use registry::{Credentials, RESOLVE_TIMEOUT};
+pub use registry::{Credentials, Mirrors, RESOLVE_TIMEOUT};
 pub use store::{ImageStore, PullHandle, PullOptions};
 pub use unpack::UnpackError;
 pub use volume::build_volume;

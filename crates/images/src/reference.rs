@@ -134,6 +134,18 @@ pub struct ImageRef {
     digest: Option<Digest>,
 }
 
+/// Whether a registry host (`host[:port]`, `[v6]:port`) is on the loopback interface.
+pub fn is_loopback_host(registry: &str) -> bool {
+    let host = match registry.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => registry.split(':').next().unwrap_or(""),
+    };
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 impl ImageRef {
     /// Parses and normalizes a reference. See the module docs for the grammar.
     pub fn parse(input: &str) -> Result<ImageRef, ReferenceError> {
@@ -219,15 +231,7 @@ impl ImageRef {
     /// Whether the registry is on the loopback interface (`localhost`, `127.0.0.0/8`, `[::1]`),
     /// the only registries this crate talks plain HTTP to.
     pub fn is_loopback_registry(&self) -> bool {
-        let host = match self.registry.strip_prefix('[') {
-            Some(rest) => rest.split(']').next().unwrap_or(""),
-            None => self.registry.split(':').next().unwrap_or(""),
-        };
-        if host == "localhost" {
-            return true;
-        }
-        host.parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
+        is_loopback_host(&self.registry)
     }
 }
 

@@ -6,9 +6,14 @@
 //! `oci-client` performs the token dance. A fresh client is built per pull so credentials live
 //! exactly as long as the pull and are never shared with another one.
 //!
+//! Mirrors: a registry may be served from another host (`docker.io=mirror.example:5000`);
+//! the image keeps its name, only the host the requests go to changes, and plain HTTP is
+//! still for loopback hosts only.
+//!
 //! Every manifest and blob is hashed here and compared to the digest that named it, whatever
 //! the client library already checked.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 use std::time::Duration;
@@ -24,7 +29,7 @@ use tokio::io::AsyncWriteExt;
 use crate::error::ImageError;
 use crate::image::ConfigBlob;
 use crate::platform::Platform;
-use crate::reference::{Digest, ImageRef};
+use crate::reference::{Digest, ImageRef, is_loopback_host};
 
 /// How long resolving a reference (manifest, index child, config) may take in total.
 pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -144,28 +149,66 @@ pub(crate) struct Layer {
     pub diff_id: Digest,
 }
 
+/// Registry mirrors: requests for an image on `registry` go to its mirror host instead.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Mirrors(BTreeMap<String, String>);
+
+impl Mirrors {
+    /// Parses `registry=host[:port],…` (as `HYPEDECK_REGISTRY_MIRRORS` spells it); empty
+    /// means none.
+    pub fn parse(text: &str) -> Result<Mirrors, String> {
+        let mut map = BTreeMap::new();
+        for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let (registry, host) = entry
+                .split_once('=')
+                .ok_or_else(|| format!("mirror {entry:?} is not registry=host[:port]"))?;
+            let valid = |h: &str| {
+                !h.is_empty()
+                    && h.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c))
+            };
+            if !valid(registry) || !valid(host) {
+                return Err(format!("mirror {entry:?} is not registry=host[:port]"));
+            }
+            map.insert(registry.to_ascii_lowercase(), host.to_ascii_lowercase());
+        }
+        Ok(Mirrors(map))
+    }
+
+    /// The host requests for `image` go to.
+    pub fn endpoint(&self, image: &ImageRef) -> String {
+        self.0
+            .get(image.registry())
+            .cloned()
+            .unwrap_or_else(|| image.registry().to_owned())
+    }
+}
+
 /// One pull's connection to one repository.
 pub(crate) struct Session {
     client: oci_client::Client,
     auth: RegistryAuth,
     image: ImageRef,
+    /// The host requests go to: the image's registry or its mirror.
+    endpoint: String,
 }
 
 impl fmt::Debug for Session {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Session")
             .field("image", &self.image.to_string())
+            .field("endpoint", &self.endpoint)
             .field("auth", &self.auth)
             .finish()
     }
 }
 
-/// A client for `image`'s registry: HTTPS, or plain HTTP when the registry is on loopback.
+/// A client for registry host `endpoint`: HTTPS, or plain HTTP when it is on loopback.
 /// Building one loads the system trust roots (~0.1 s in debug builds), so anonymous clients
 /// are worth reusing; a client that saw credentials must not be (it keeps them).
-pub(crate) fn client_for(image: &ImageRef) -> oci_client::Client {
-    let protocol = if image.is_loopback_registry() {
-        ClientProtocol::HttpsExcept(vec![image.registry().to_owned()])
+pub(crate) fn client_for(endpoint: &str) -> oci_client::Client {
+    let protocol = if is_loopback_host(endpoint) {
+        ClientProtocol::HttpsExcept(vec![endpoint.to_owned()])
     } else {
         ClientProtocol::Https
     };
@@ -185,6 +228,7 @@ impl Session {
     /// and is dropped with the session; without, it may be a shared anonymous client.
     pub fn new(
         image: &ImageRef,
+        endpoint: String,
         client: oci_client::Client,
         credentials: Option<&Credentials>,
     ) -> Session {
@@ -199,11 +243,12 @@ impl Session {
             client,
             auth,
             image: image.clone(),
+            endpoint,
         }
     }
 
     fn oci_ref(&self, digest: Option<&str>) -> oci_client::Reference {
-        let registry = self.image.registry().to_owned();
+        let registry = self.endpoint.clone();
         let repository = self.image.repository().to_owned();
         match (digest, self.image.digest(), self.image.tag()) {
             (Some(d), _, _) => oci_client::Reference::with_digest(registry, repository, d.into()),
@@ -629,6 +674,43 @@ mod tests {
     }
 
     #[test]
+    fn mirrors_change_the_host_not_the_name() {
+        let m = Mirrors::parse(" docker.io=127.0.0.1:5000 , ghcr.io=Mirror.example ").unwrap();
+        let alpine = ImageRef::parse("alpine").unwrap();
+        assert_eq!(m.endpoint(&alpine), "127.0.0.1:5000");
+        assert_eq!(alpine.to_string(), "docker.io/library/alpine:latest");
+        let session = Session::new(
+            &alpine,
+            m.endpoint(&alpine),
+            client_for("127.0.0.1:5000"),
+            None,
+        );
+        let r = session.oci_ref(None);
+        assert_eq!(
+            (r.registry(), r.repository(), r.tag()),
+            ("127.0.0.1:5000", "library/alpine", Some("latest"))
+        );
+        assert_eq!(
+            m.endpoint(&ImageRef::parse("ghcr.io/a/b").unwrap()),
+            "mirror.example"
+        );
+        assert_eq!(
+            m.endpoint(&ImageRef::parse("quay.io/a/b").unwrap()),
+            "quay.io"
+        );
+        assert_eq!(Mirrors::parse("").unwrap(), Mirrors::default());
+        for bad in [
+            "docker.io",
+            "=x",
+            "docker.io=",
+            "docker.io=http://x",
+            "a=b c",
+        ] {
+            assert!(Mirrors::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn credentials_debug_is_redacted() {
         let c = Credentials::Basic {
             username: "me".into(),
@@ -638,7 +720,12 @@ mod tests {
         assert!(s.contains("me") && !s.contains("hunter2"), "{s}");
         let t = format!("{:?}", Credentials::Token("tok-123".into()));
         assert!(!t.contains("tok-123"));
-        let session = Session::new(&img(), client_for(&img()), Some(&c));
+        let session = Session::new(
+            &img(),
+            img().registry().into(),
+            client_for(img().registry()),
+            Some(&c),
+        );
         assert!(!format!("{session:?}").contains("hunter2"));
     }
 
@@ -693,7 +780,12 @@ mod tests {
             buf
         });
         let image = ImageRef::parse(&format!("{addr}/x/y:z")).unwrap();
-        let session = Session::new(&image, client_for(&image), None);
+        let session = Session::new(
+            &image,
+            image.registry().into(),
+            client_for(image.registry()),
+            None,
+        );
         let _ =
             tokio::time::timeout(Duration::from_secs(5), session.resolve(&Platform::host())).await;
         server.await.unwrap()
@@ -743,7 +835,12 @@ mod tests {
             }
         });
         let image = ImageRef::parse(&format!("{addr}/x/y:z")).unwrap();
-        let session = Session::new(&image, client_for(&image), None);
+        let session = Session::new(
+            &image,
+            image.registry().into(),
+            client_for(image.registry()),
+            None,
+        );
         let desc = Descriptor {
             media_type: LAYER_TYPES[1].into(),
             digest: Digest::of(b"original").to_string(),

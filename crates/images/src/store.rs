@@ -23,7 +23,7 @@ use crate::error::ImageError;
 use crate::image::{Image, ImageStatus, PullProgress};
 use crate::platform::Platform;
 use crate::reference::{Digest, ImageRef};
-use crate::registry::{self, Credentials, Resolved, Session};
+use crate::registry::{self, Credentials, Mirrors, Resolved, Session};
 use crate::unpack::Rootfs;
 
 /// Layer downloads in flight per pull.
@@ -48,6 +48,8 @@ struct Inner {
     layout: Layout,
     state: Mutex<State>,
     slots: Semaphore,
+    /// Where each registry's requests go.
+    mirrors: Mirrors,
     /// Anonymous registry clients by registry host, reused across pulls.
     anonymous: Mutex<HashMap<String, oci_client::Client>>,
 }
@@ -136,11 +138,16 @@ impl ImageStore {
     /// Opens (creating if needed) the cache at `root` — `images/` in the data dir — with one
     /// pull at a time. Repairs what a crash left behind (see the `cache` module). Blocking.
     pub fn open(root: PathBuf) -> Result<ImageStore, ImageError> {
-        ImageStore::open_with(root, 1)
+        ImageStore::open_with(root, 1, Mirrors::default())
     }
 
-    /// Like [`ImageStore::open`] with `max_concurrent_pulls` (at least 1) jobs at a time.
-    pub fn open_with(root: PathBuf, max_concurrent_pulls: usize) -> Result<ImageStore, ImageError> {
+    /// Like [`ImageStore::open`] with `max_concurrent_pulls` (at least 1) jobs at a time and
+    /// registry `mirrors`.
+    pub fn open_with(
+        root: PathBuf,
+        max_concurrent_pulls: usize,
+        mirrors: Mirrors,
+    ) -> Result<ImageStore, ImageError> {
         let layout = Layout::new(root);
         let loaded = cache::load(&layout)?;
         Ok(ImageStore {
@@ -152,6 +159,7 @@ impl ImageStore {
                     jobs: HashMap::new(),
                 }),
                 slots: Semaphore::new(max_concurrent_pulls.max(1)),
+                mirrors,
                 anonymous: Mutex::new(HashMap::new()),
             }),
         })
@@ -199,12 +207,13 @@ impl ImageStore {
                 return Ok(finished(&name, Ok(ready.clone())));
             }
         }
+        let endpoint = self.inner.mirrors.endpoint(&image);
         let client = match &options.credentials {
             // Credentials get a client of their own, dropped with the pull.
-            Some(_) => registry::client_for(&image),
-            None => self.anonymous_client(&image),
+            Some(_) => registry::client_for(&endpoint),
+            None => self.anonymous_client(&endpoint),
         };
-        let session = Session::new(&image, client, options.credentials.as_ref());
+        let session = Session::new(&image, endpoint, client, options.credentials.as_ref());
         let resolved = session.resolve(&platform).await?;
         // Tags are set for tag references only; a digest pin names no tag.
         let tag = (image.digest().is_none()).then(|| name.clone());
@@ -436,15 +445,15 @@ impl ImageStore {
         self.inner.layout.rootfs(&image.digest)
     }
 
-    fn anonymous_client(&self, image: &ImageRef) -> oci_client::Client {
+    fn anonymous_client(&self, endpoint: &str) -> oci_client::Client {
         let mut clients = self
             .inner
             .anonymous
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         clients
-            .entry(image.registry().to_owned())
-            .or_insert_with(|| registry::client_for(image))
+            .entry(endpoint.to_owned())
+            .or_insert_with(|| registry::client_for(endpoint))
             .clone()
     }
 

@@ -146,6 +146,14 @@ pub async fn route_not_found() -> ApiError {
     ApiError::new(ErrorCode::NotFound, "no matching operation was found")
 }
 
+/// A handler panicked: the client gets upstream's generic 500 instead of a dropped
+/// connection, and the panic's payload (which could quote request data) stays out of both
+/// the response and this log line; the panic hook has already reported where it happened.
+pub fn panicked(_payload: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("a request handler panicked");
+    ApiError::new(ErrorCode::InternalError, "internal error").into_response()
+}
+
 /// Known paths, wrong method.
 pub async fn method_not_allowed() -> ApiError {
     ApiError::new(ErrorCode::MethodNotAllowed, "method not allowed")
@@ -158,6 +166,7 @@ pub async fn mark_no_retry(request: Request, next: Next) -> Response {
     let status = response.status();
     if status.is_client_error() && status != StatusCode::TOO_MANY_REQUESTS
         || status == StatusCode::INTERNAL_SERVER_ERROR
+        || status == StatusCode::NOT_IMPLEMENTED
         || status == StatusCode::SERVICE_UNAVAILABLE
     {
         response

@@ -46,6 +46,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(routes::volumes::routes())
         .merge(routes::exec::routes())
         .merge(routes::hypervisors::routes())
+        .merge(routes::unsupported::routes())
         .layer(axum::middleware::from_fn_with_state(
             state.token.clone(),
             auth::require_token,
@@ -55,6 +56,9 @@ pub fn router(state: ApiState) -> Router {
         .merge(protected)
         .fallback(error::route_not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            error::panicked,
+        ))
         .layer(axum::middleware::from_fn(limits::bound))
         .layer(axum::extract::DefaultBodyLimit::max(limits::MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(error::mark_no_retry))

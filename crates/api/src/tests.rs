@@ -1043,8 +1043,8 @@ async fn oversized_bodies_are_a_json_413_and_nothing_is_created() {
 }
 
 /// Every operation of upstream's spec (and Hypedeck's own routes): without the token nothing
-/// but `/health` answers anything other than 401, except routes Hypedeck does not serve,
-/// which are 404 with or without the token.
+/// but `/health` answers anything other than 401; with it, the operations Hypedeck does not
+/// serve answer 501 `not_implemented` naming the operation, and the others never do.
 #[tokio::test]
 async fn every_route_but_health_needs_the_token() {
     let r = rig();
@@ -1070,29 +1070,194 @@ async fn every_route_but_health_needs_the_token() {
         operations.push(("GET".into(), extra.into()));
     }
     assert!(operations.len() > 40, "{operations:?}");
-    let mut served = 0;
     for (method, uri) in &operations {
         let anonymous = r.call(method, uri, Some("{}"), None).await;
         if uri == "/health" {
             assert_eq!(anonymous.status, StatusCode::OK);
             continue;
         }
-        if anonymous.status == StatusCode::UNAUTHORIZED {
-            served += 1;
-            continue;
-        }
+        assert_eq!(
+            anonymous.status,
+            StatusCode::UNAUTHORIZED,
+            "{method} {uri} answered without the token"
+        );
         let authed = r
             .call(method, uri, Some("{}"), Some(&format!("Bearer {TOKEN}")))
             .await;
+        let template = unsupported_template(uri);
+        if let Some(path) = template {
+            assert_eq!(authed.status, StatusCode::NOT_IMPLEMENTED, "{method} {uri}");
+            assert_eq!(authed.json["code"], "not_implemented");
+            let message = authed.json["message"].as_str().unwrap();
+            assert!(
+                message.starts_with(&format!("{method} {uri}: ")),
+                "{message}"
+            );
+            assert!(
+                crate::routes::unsupported::UNSUPPORTED
+                    .iter()
+                    .any(|(p, methods, _)| *p == path && methods.contains(&method.as_str())),
+                "{method} {path} is listed with other methods"
+            );
+        } else {
+            assert_ne!(authed.status, StatusCode::NOT_IMPLEMENTED, "{method} {uri}");
+            assert_ne!(
+                authed.json["message"], "no matching operation was found",
+                "{method} {uri}"
+            );
+        }
+    }
+    // No stale entries: every unsupported operation is one of the spec's.
+    for (path, methods, _) in crate::routes::unsupported::UNSUPPORTED {
+        for method in *methods {
+            assert!(
+                operations
+                    .iter()
+                    .any(|(m, uri)| m == method && unsupported_template(uri) == Some(path)),
+                "{method} {path} is not in the spec"
+            );
+        }
+    }
+    // A method the spec does not have on an unsupported path is 405, not 501.
+    let wrong = r
+        .call(
+            "PATCH",
+            "/builds",
+            Some("{}"),
+            Some(&format!("Bearer {TOKEN}")),
+        )
+        .await;
+    assert_eq!(wrong.status, StatusCode::METHOD_NOT_ALLOWED);
+}
+
+/// The `UNSUPPORTED` path template a concrete `x`-filled path belongs to.
+fn unsupported_template(uri: &str) -> Option<&'static str> {
+    crate::routes::unsupported::UNSUPPORTED
+        .iter()
+        .map(|(p, _, _)| *p)
+        .find(|p| {
+            let concrete = p
+                .split('/')
+                .map(|s| if s.starts_with('{') { "x" } else { s })
+                .collect::<Vec<_>>()
+                .join("/");
+            concrete == uri
+        })
+}
+
+/// What contract fuzzing (tests/sdk/contract.test.mjs) found, pinned: tag filters are
+/// validated and applied on every list, explicit nulls and out-of-range policy numbers are
+/// schema errors, a registry token that cannot be a header is refused (it used to panic the
+/// handler), and the refusal never quotes it.
+#[tokio::test]
+async fn fuzzing_findings_stay_fixed() {
+    let r = rig();
+    for (name, tags) in [("a", json!({"team": "x"})), ("b", json!({"team": "y"}))] {
+        let v = r
+            .authed(
+                "POST",
+                "/volumes",
+                Some(json!({"name": name, "size_gb": 1, "tags": tags})),
+            )
+            .await;
+        assert_eq!(v.status, StatusCode::CREATED, "{}", v.text);
+    }
+    let listed = r.authed("GET", "/volumes?tags[team]=y", None).await;
+    assert_eq!(listed.status, StatusCode::OK);
+    let names: Vec<&str> = listed
+        .json
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["b"]);
+    for uri in ["/volumes", "/images", "/instances"] {
+        let bad = r
+            .authed("GET", &format!("{uri}?tags[te%24m]=y"), None)
+            .await;
+        assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{uri}");
+        assert_eq!(bad.json["code"], "Bad Request");
         assert!(
-            matches!(
-                anonymous.status,
-                StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED
-            ) && anonymous.status == authed.status
-                && anonymous.json == authed.json,
-            "{method} {uri} answered {} without the token",
-            anonymous.status
+            bad.json["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("parameter \"tags\" in query has an error: property name \"te$m\""),
+            "{}",
+            bad.text
         );
     }
-    assert!(served >= 20, "only {served} routes checked the token");
+
+    let twice = r
+        .authed("GET", "/volumes?tags[team]=x&tags[team]=y", None)
+        .await;
+    assert_eq!(twice.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        twice.json["message"],
+        "parameter \"tags\" in query has an error: property \"team\" is given more than once"
+    );
+
+    let null_id = r
+        .authed(
+            "POST",
+            "/volumes",
+            Some(json!({"name": "c", "size_gb": 1, "id": null})),
+        )
+        .await;
+    assert_eq!(null_id.status, StatusCode::BAD_REQUEST);
+    assert!(
+        null_id.json["message"]
+            .as_str()
+            .unwrap()
+            .ends_with("Error at \"/id\": Value is not nullable")
+    );
+
+    let a = r
+        .authed(
+            "POST",
+            "/instances",
+            Some(json!({"name": "web", "image": "alpine"})),
+        )
+        .await;
+    let id = a.json["id"].as_str().unwrap().to_string();
+    let level = r
+        .authed(
+            "POST",
+            &format!("/instances/{id}/standby"),
+            Some(json!({"compression": {"enabled": true, "level": 20}})),
+        )
+        .await;
+    assert_eq!(level.status, StatusCode::BAD_REQUEST, "{}", level.text);
+    assert!(
+        level.json["message"]
+            .as_str()
+            .unwrap()
+            .ends_with("Error at \"/compression/level\": number must be at most 19")
+    );
+    let policy = r
+        .authed(
+            "POST",
+            "/instances",
+            Some(json!({"name": "hc", "image": "alpine", "health_check": {"http": {"port": 0}}})),
+        )
+        .await;
+    assert_eq!(policy.status, StatusCode::BAD_REQUEST, "{}", policy.text);
+    assert!(
+        policy.json["message"]
+            .as_str()
+            .unwrap()
+            .ends_with("Error at \"/health_check/http/port\": number must be at least 1")
+    );
+
+    let token = "tok\nen-must-not-echo";
+    let pull = r
+        .authed(
+            "POST",
+            "/images",
+            Some(json!({"name": "alpine", "credentials": {"registry_token": token}})),
+        )
+        .await;
+    assert_eq!(pull.status, StatusCode::BAD_REQUEST, "{}", pull.text);
+    assert_eq!(pull.json["code"], "invalid_request");
+    assert!(!pull.text.contains("must-not-echo"));
 }

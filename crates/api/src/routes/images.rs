@@ -1,7 +1,7 @@
 //! `/images` and `/images/{name}` (name is a URL-encoded OCI reference or a digest).
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -33,11 +33,21 @@ async fn resources(
     Ok(Json(resources))
 }
 
-async fn list(State(state): State<ApiState>) -> Result<Json<Vec<ImageInfo>>, ApiError> {
-    let images = state
+/// `?tags[k]=v` is validated like upstream's; images carry no user tags in Hypedeck yet, so a
+/// tag filter matches none.
+async fn list(
+    State(state): State<ApiState>,
+    query: Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<ImageInfo>>, ApiError> {
+    let Query(pairs) = query.map_err(|e| ApiError::bad_request(format!("invalid query: {e}")))?;
+    let filter = super::tag_filter(&pairs)?;
+    let mut images = state
         .engine
         .list_images()
         .map_err(|e| ApiError::from_engine("list", e))?;
+    if !filter.is_empty() {
+        images.clear();
+    }
     Ok(Json(images))
 }
 

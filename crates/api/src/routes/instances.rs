@@ -1,7 +1,5 @@
 //! `/instances` and `/instances/{id}`.
 
-use std::collections::BTreeMap;
-
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -24,18 +22,13 @@ pub fn routes() -> Router<ApiState> {
 
 /// Parses `?state=Running&tags[team]=a` like upstream's validator.
 fn list_filter(pairs: Vec<(String, String)>) -> Result<ListFilter, ApiError> {
-    let mut filter = ListFilter {
-        state: None,
-        tags: BTreeMap::new(),
-    };
-    for (key, value) in pairs {
-        if key == "state" {
-            filter.state = Some(super::state_param(&value)?);
-        } else if let Some(tag) = key.strip_prefix("tags[").and_then(|k| k.strip_suffix(']')) {
-            filter.tags.insert(tag.to_string(), value);
-        }
-    }
-    Ok(filter)
+    let state = super::query_param(&pairs, "state")
+        .map(|s| super::state_param(&s))
+        .transpose()?;
+    Ok(ListFilter {
+        state,
+        tags: super::tag_filter(&pairs)?,
+    })
 }
 
 async fn list(

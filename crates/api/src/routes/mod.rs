@@ -6,7 +6,10 @@ pub mod images;
 pub mod instances;
 pub mod lifecycle;
 pub mod meta;
+pub mod unsupported;
 pub mod volumes;
+
+use std::collections::BTreeMap;
 
 use hypedeck_model::InstanceState;
 
@@ -19,6 +22,32 @@ pub(crate) fn query_param(query: &[(String, String)], key: &str) -> Option<Strin
         .rev()
         .find(|(k, _)| k == key)
         .map(|(_, v)| v.clone())
+}
+
+/// The `?tags[key]=value` filter (deepObject, ANDed), each pair checked like a body's `tags`.
+pub(crate) fn tag_filter(query: &[(String, String)]) -> Result<BTreeMap<String, String>, ApiError> {
+    let mut tags = BTreeMap::new();
+    for (key, value) in query {
+        if let Some(tag) = key.strip_prefix("tags[").and_then(|k| k.strip_suffix(']')) {
+            let refuse = |e: String| {
+                ApiError::bad_request(format!("parameter \"tags\" in query has an error: {e}"))
+            };
+            hypedeck_model::schema::check_tag_filter(tag, value).map_err(refuse)?;
+            // Two values for one key match nothing; say so rather than pick one.
+            if tags.insert(tag.to_string(), value.clone()).is_some() {
+                return Err(refuse(format!("property {tag:?} is given more than once")));
+            }
+        }
+    }
+    Ok(tags)
+}
+
+/// Whether `tags` has every pair of `filter`.
+pub(crate) fn tags_match(
+    tags: &BTreeMap<String, String>,
+    filter: &BTreeMap<String, String>,
+) -> bool {
+    filter.iter().all(|(k, v)| tags.get(k) == Some(v))
 }
 
 /// Parses the `state` query parameter with the validator's error text.

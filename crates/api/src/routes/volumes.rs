@@ -25,11 +25,18 @@ pub fn routes() -> Router<ApiState> {
         .route("/volumes/{id}", get(get_one).delete(delete))
 }
 
-async fn list(State(state): State<ApiState>) -> Result<Json<Vec<Volume>>, ApiError> {
-    let volumes = state
+/// `?tags[k]=v` filters (ANDed), like instances.
+async fn list(
+    State(state): State<ApiState>,
+    query: Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<Volume>>, ApiError> {
+    let Query(pairs) = query.map_err(|e| ApiError::bad_request(format!("invalid query: {e}")))?;
+    let filter = super::tag_filter(&pairs)?;
+    let mut volumes = state
         .engine
         .list_volumes()
         .map_err(|e| ApiError::from_engine("list volumes", e))?;
+    volumes.retain(|v| super::tags_match(v.tags.as_ref().unwrap_or(&BTreeMap::new()), &filter));
     Ok(Json(volumes))
 }
 

@@ -52,7 +52,8 @@ bins: ui guest-init
 
 sdk-test: bins
 	scripts/test-session.sh bash -c '$(CARGO) test --locked -p hypedeck-secrets -- --include-ignored && \
-	  HYPEDECK_BIN=target/debug/hypedeck HYPEDECK_FAKE_BIN=target/debug/hypedeck-fake node --test tests/sdk/'
+	  HYPEDECK_BIN=target/debug/hypedeck HYPEDECK_FAKE_BIN=target/debug/hypedeck-fake \
+	  SCHEMATHESIS=$(CURDIR)/.ci/tools/venv/bin/schemathesis node --test tests/sdk/'
 
 # Real VMs under QEMU (KVM when it really boots, TCG otherwise), images from a registry on
 # 127.0.0.1 built by the suite itself, driven through the official SDK.

@@ -20,7 +20,7 @@ esac
 if [ "$purpose" = test ]; then
   pkgs+=(xvfb xauth webkit2gtk-driver dbus dbus-x11 gnome-keyring libsecret-tools keyutils
          chromium fonts-dejavu-core imagemagick x11-utils
-         busybox-static docker-registry cpio jq openssl)
+         busybox-static docker-registry cpio jq openssl python3 python3-venv)
 fi
 
 if command -v dpkg-query >/dev/null 2>&1; then
@@ -71,6 +71,13 @@ fi
 if [ "$purpose" = test ] && command -v rustup >/dev/null 2>&1; then
   rustup target list --installed 2>/dev/null | grep -q '^aarch64-apple-darwin$' ||
     rustup target add aarch64-apple-darwin
+fi
+
+# Contract fuzzing (tests/sdk/contract.test.mjs): schemathesis from PyPI, pinned.
+if [ "$purpose" = test ] && ! .ci/tools/venv/bin/schemathesis --version 2>/dev/null | grep -q ' 4\.32\.5$'; then
+  echo "== pip install schemathesis"
+  python3 -m venv .ci/tools/venv
+  .ci/tools/venv/bin/pip install --quiet --disable-pip-version-check schemathesis==4.32.5
 fi
 
 if [ "$purpose" = test ] && [ ! -x .ci/tools/bin/tauri-driver ]; then

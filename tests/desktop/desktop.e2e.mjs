@@ -3,7 +3,7 @@
 // and the binaries in APP_BIN (the desktop app) and HYPEDECK_FAKE_BIN (`hypedeck` built with
 // --features fake-hypervisor). tests/desktop/run.sh sets all of that up.
 import assert from "node:assert/strict";
-import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import path from "node:path";
 import { describe, test } from "node:test";
@@ -275,6 +275,24 @@ describe("desktop window", () => {
     // Nothing of the previous remote's list stays on screen under the refused one.
     await row.waitForDisplayed({ reverse: true, timeout: 10_000 });
     await screenshot(app, "desktop-remote.png");
+
+    // Neither key is anywhere the app or the engines wrote: the app's data dir (list file,
+    // engine logs), both engines' output, the app's output (tauri-driver's log).
+    const keys = [remote.token, "hdk_wrong_desktop_key"];
+    const walk = (dir) => readdirSync(dir).flatMap((n) => {
+      const p = path.join(dir, n);
+      const st = statSync(p);
+      return st.isDirectory() ? walk(p) : st.isFile() ? [p] : [];
+    });
+    const written = walk(home.dataDir).map((f) => [f, readFileSync(f).toString("latin1")]);
+    written.push(["home engine output", home.output()], ["remote engine output", remote.output()]);
+    if (existsSync("test-results/tauri-driver.log")) {
+      written.push(["tauri-driver.log", readFileSync("test-results/tauri-driver.log", "latin1")]);
+    }
+    assert.ok(written.some(([f]) => f.endsWith("remotes.json")), written.map(([f]) => f).join("\n"));
+    for (const [where, text] of written) {
+      for (const key of keys) assert.ok(!text.includes(key), `a remote's API key is in ${where}`);
+    }
   });
 
   test("without a keychain the window still opens and says why", async (t) => {

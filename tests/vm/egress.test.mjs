@@ -2,7 +2,8 @@
 // host egress proxy, which injects the real value; PATCH rotates it with no restart.
 import { test, before, after, describe } from "node:test";
 import assert from "node:assert/strict";
-import { readFileSync, readdirSync, rmSync, statSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { existsSync, readFileSync, readdirSync, rmSync, statSync } from "node:fs";
 import { createServer } from "node:https";
 import { request as httpRequest } from "node:http";
 import { connect as tlsConnect } from "node:tls";
@@ -13,7 +14,19 @@ import { startRegistry, startServer, newDataDir, waitFor, logLines, deleteAll, m
 const BIN = path.resolve(process.env.HYPEDECK_BIN ?? "target/debug/hypedeck");
 const SECRETS = ["sk-egress-first-value", "sk-egress-rotated-value", "real-token-never-in-guest"];
 
+/** Every secret stored under `service` in the session's Secret Service (secret-tool). */
+function keychainValues(service) {
+  const out = execFileSync("secret-tool", ["search", "--all", "--unlock", "service", service], { stdio: ["ignore", "pipe", "pipe"] }).toString();
+  const values = [];
+  for (const block of out.split(/^\[\/.*\]$/m).slice(1)) {
+    const m = block.match(/^secret = ([\s\S]*?)\ncreated = /m);
+    if (m) values.push(m[1]);
+  }
+  return values;
+}
+
 let registry, dataDir, server, client, upstream, pki;
+const pastOutputs = []; // stdout+stderr of engines that were killed or replaced
 const seen = []; // {host, authorization, direct}
 
 before(async () => {
@@ -121,6 +134,7 @@ describe("egress proxy with credential injection", () => {
 
     // Restart-safe: a new engine re-registers the rules from the keychain.
     await server.stop("SIGKILL");
+    pastOutputs.push(server.output());
     server = await startServer(BIN, dataDir, { HYPEDECK_EGRESS_EXTRA_CA: pki.ca, HYPEDECK_EGRESS_ALLOW_LOOPBACK: "1" });
     client = server.client();
     const mark2 = seen.length;
@@ -200,17 +214,66 @@ describe("egress proxy with credential injection", () => {
     await client.instances.delete(created.id);
   });
 
-  test("no secret value is left in the data dir or the engine's output", () => {
+  test("no secret value is left in the data dir, the engines' output or test artifacts", async () => {
+    // Secrets of requests that are refused must not come back in the error either.
+    const refused = ["sk-refused-patch-value", "sk-refused-create-value", "sk-pull-password-value"];
+    const created = await client.instances.create({
+      name: "sweep", image: `${registry.host}/vm/curl:1`, vcpus: 1, size: "256MB", cmd: ["sleep 600"],
+      env: { OPENAI_KEY: "sk-sweep-value" },
+      network: { enabled: true, egress: { enabled: true } },
+      credentials: { OPENAI_KEY: { source: { env: "OPENAI_KEY" }, inject: [{ hosts: ["localhost"], as: { header: "Authorization", format: "Bearer ${value}" } }] } },
+    }, { timeout: 240_000 });
+    SECRETS.push("sk-sweep-value");
+    await assert.rejects(client.instances.update(created.id, { env: { NOT_A_CREDENTIAL: refused[0] } }), (e) =>
+      e instanceof Hypeman.BadRequestError && !JSON.stringify(e.error).includes(refused[0]));
+    await assert.rejects(client.instances.create({
+      name: "Not_A_Name", image: `${registry.host}/vm/curl:1`, env: { OPENAI_KEY: refused[1] },
+      credentials: { OPENAI_KEY: { source: { env: "OPENAI_KEY" }, inject: [{ hosts: ["localhost"], as: { header: "Authorization", format: "${value}" } }] } },
+    }), (e) => e instanceof Hypeman.BadRequestError && !JSON.stringify(e.error).includes(refused[1]));
+    // Pull credentials are borrowed for one pull, never kept.
+    const pulled = await client.images.create({
+      name: `${registry.host}/vm/busybox:1`, credentials: { username: "ci", password: refused[2] },
+    });
+    assert.ok(!JSON.stringify(pulled).includes(refused[2]));
+    await waitFor(async () => (await client.images.get(pulled.name)).status === "ready", "the credentialed pull");
+    // A crash: the killed engine's output is swept too.
+    await server.stop("SIGKILL");
+    pastOutputs.push(server.output());
+    server = await startServer(BIN, dataDir, { HYPEDECK_EGRESS_EXTRA_CA: pki.ca, HYPEDECK_EGRESS_ALLOW_LOOPBACK: "1" });
+    client = server.client();
+    // The VM outlived its engine: the new one reattaches to it.
+    await waitFor(async () => (await client.instances.get(created.id)).state === "Running", "the sweep VM after the restart", 120_000);
+
+    // The sweep instance stays until the scan: its metadata, console, VMM and ops logs count.
+    // Every value Hypedeck keeps in the keychain (the API token, the egress CA key, credential
+    // values) is a needle too; PEM keys by their base64 lines.
+    const needles = new Set([...SECRETS, ...refused]);
+    for (const value of keychainValues("hypedeck")) {
+      const lines = value.split("\n").map((l) => l.trim());
+      if (lines.length > 1) lines.filter((l) => l.length >= 40 && !l.startsWith("-----")).forEach((l) => needles.add(l));
+      else if (value.length >= 8) needles.add(value);
+    }
+    assert.ok([...needles].some((n) => n.length >= 60), "the CA key and the API token were found in the keychain");
+
     const walk = (dir) => readdirSync(dir).flatMap((n) => {
       const p = path.join(dir, n);
       const st = statSync(p);
       if (st.isDirectory()) return walk(p);
       return st.isFile() && st.size < 64 * 1024 * 1024 ? [p] : [];
     });
-    for (const file of walk(dataDir)) {
+    const artifacts = existsSync("test-results") ? walk("test-results") : [];
+    const files = [...walk(dataDir), ...artifacts];
+    assert.ok(files.some((f) => f.endsWith("app.log")) && files.some((f) => f.endsWith("metadata.json")), files.join("\n"));
+    for (const file of files) {
       const text = readFileSync(file).toString("latin1");
-      for (const secret of SECRETS) assert.ok(!text.includes(secret), `${secret} found in ${file}`);
+      for (const needle of needles) assert.ok(!text.includes(needle), `a secret (${needle.slice(0, 6)}…) found in ${file}`);
     }
-    for (const secret of SECRETS) assert.ok(!server.output().includes(secret), "secret in engine output");
+    const outputs = [...pastOutputs, server.output()];
+    assert.equal(outputs.length >= 3, true, "outputs of the killed engines are kept");
+    for (const [i, output] of outputs.entries()) {
+      for (const needle of needles) assert.ok(!output.includes(needle), `a secret (${needle.slice(0, 6)}…) in engine output #${i}`);
+    }
+    await client.instances.delete(created.id);
   });
+
 });

@@ -47,6 +47,16 @@ impl ApiError {
     /// Maps an engine failure of `operation` (e.g. `"create"`). Internal details go to the log,
     /// the client gets upstream's generic text.
     pub fn from_engine(operation: &str, error: EngineError) -> Self {
+        if disk_full(&error) {
+            tracing::error!(%operation, error = %error_chain(&error), "disk full");
+            return ApiError::new(
+                ErrorCode::InsufficientResources,
+                format!(
+                    "{operation} failed: the disk holding Hypedeck's data dir is full (no space \
+                     left on device); free some space and retry"
+                ),
+            );
+        }
         match error {
             EngineError::NotFound => ApiError::new(ErrorCode::NotFound, "resource not found"),
             EngineError::Ambiguous => ApiError::new(
@@ -115,6 +125,24 @@ impl ApiError {
             }
         }
     }
+}
+
+/// Whether any cause of `error` is "no space left on device" (or a disk quota hit): the data
+/// dir's disk is full, which the client can act on, unlike other I/O failures.
+fn disk_full(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && (matches!(
+                io.kind(),
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+            ) || matches!(io.raw_os_error(), Some(28 | 122)))
+        {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
 }
 
 /// `error: cause: cause…` for logs.

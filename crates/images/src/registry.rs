@@ -290,67 +290,9 @@ impl Session {
         } else {
             (doc, digest)
         };
-        if doc.schema_version != Some(2) {
-            return Err(ImageError::Unsupported(format!(
-                "manifest schema version {}",
-                doc.schema_version.unwrap_or(0)
-            )));
-        }
-        let config_descriptor = doc
-            .config
-            .ok_or_else(|| ImageError::Unsupported("manifest without config".into()))?;
-        if !CONFIG_TYPES.contains(&config_descriptor.media_type.as_str()) {
-            return Err(ImageError::Unsupported(format!(
-                "config media type {}",
-                config_descriptor.media_type
-            )));
-        }
-        let descriptors = doc.layers.unwrap_or_default();
-        let mut layer_digests = Vec::with_capacity(descriptors.len());
-        for layer in &descriptors {
-            if !LAYER_TYPES.contains(&layer.media_type.as_str()) {
-                return Err(ImageError::Unsupported(format!(
-                    "layer media type {}",
-                    layer.media_type
-                )));
-            }
-            layer_digests
-                .push(Digest::parse(&layer.digest).map_err(|_| unsupported_digest(&layer.digest))?);
-        }
+        let (config_descriptor, layers) = manifest_parts(doc)?;
         let config_bytes = self.small_blob(&config_descriptor).await?;
-        let config: ConfigBlob = serde_json::from_slice(&config_bytes)
-            .map_err(|e| ImageError::Registry(format!("image config is not valid json: {e}")))?;
-        let image_platform = match config.platform() {
-            Some(p) if !platform.accepts(&p) => {
-                return Err(ImageError::PlatformNotAvailable {
-                    platform: platform.to_string(),
-                });
-            }
-            Some(p) => p,
-            None => platform.clone(),
-        };
-        let diff_ids = config
-            .diff_ids()
-            .iter()
-            .map(|d| Digest::parse(d).map_err(|_| unsupported_digest(d)))
-            .collect::<Result<Vec<_>, _>>()?;
-        if diff_ids.len() != descriptors.len() {
-            return Err(ImageError::Unsupported(format!(
-                "config lists {} diff ids for {} layers",
-                diff_ids.len(),
-                descriptors.len()
-            )));
-        }
-        let layers = descriptors
-            .into_iter()
-            .zip(layer_digests)
-            .zip(diff_ids)
-            .map(|((descriptor, digest), diff_id)| Layer {
-                descriptor,
-                digest,
-                diff_id,
-            })
-            .collect();
+        let (config, image_platform, layers) = with_config(&config_bytes, layers, platform)?;
         Ok(Resolved {
             digest,
             platform: image_platform,
@@ -474,6 +416,80 @@ impl Session {
         }
         verify(hasher, received)
     }
+}
+
+/// The config descriptor and the layers (with their digests) an image manifest names, or why
+/// Hypedeck cannot use it. Pure: fuzzed with arbitrary documents.
+fn manifest_parts(doc: ManifestDoc) -> Result<(Descriptor, Vec<(Descriptor, Digest)>), ImageError> {
+    if doc.schema_version != Some(2) {
+        return Err(ImageError::Unsupported(format!(
+            "manifest schema version {}",
+            doc.schema_version.unwrap_or(0)
+        )));
+    }
+    let config_descriptor = doc
+        .config
+        .ok_or_else(|| ImageError::Unsupported("manifest without config".into()))?;
+    if !CONFIG_TYPES.contains(&config_descriptor.media_type.as_str()) {
+        return Err(ImageError::Unsupported(format!(
+            "config media type {}",
+            config_descriptor.media_type
+        )));
+    }
+    let mut layers = Vec::new();
+    for layer in doc.layers.unwrap_or_default() {
+        if !LAYER_TYPES.contains(&layer.media_type.as_str()) {
+            return Err(ImageError::Unsupported(format!(
+                "layer media type {}",
+                layer.media_type
+            )));
+        }
+        let digest = Digest::parse(&layer.digest).map_err(|_| unsupported_digest(&layer.digest))?;
+        layers.push((layer, digest));
+    }
+    Ok((config_descriptor, layers))
+}
+
+/// The parsed config blob, the image's platform and its layers paired with their diff ids,
+/// or why they do not fit together. Pure: fuzzed with arbitrary config blobs.
+fn with_config(
+    config_bytes: &[u8],
+    layers: Vec<(Descriptor, Digest)>,
+    platform: &Platform,
+) -> Result<(ConfigBlob, Platform, Vec<Layer>), ImageError> {
+    let config: ConfigBlob = serde_json::from_slice(config_bytes)
+        .map_err(|e| ImageError::Registry(format!("image config is not valid json: {e}")))?;
+    let image_platform = match config.platform() {
+        Some(p) if !platform.accepts(&p) => {
+            return Err(ImageError::PlatformNotAvailable {
+                platform: platform.to_string(),
+            });
+        }
+        Some(p) => p,
+        None => platform.clone(),
+    };
+    let diff_ids = config
+        .diff_ids()
+        .iter()
+        .map(|d| Digest::parse(d).map_err(|_| unsupported_digest(d)))
+        .collect::<Result<Vec<_>, _>>()?;
+    if diff_ids.len() != layers.len() {
+        return Err(ImageError::Unsupported(format!(
+            "config lists {} diff ids for {} layers",
+            diff_ids.len(),
+            layers.len()
+        )));
+    }
+    let layers = layers
+        .into_iter()
+        .zip(diff_ids)
+        .map(|((descriptor, digest), diff_id)| Layer {
+            descriptor,
+            digest,
+            diff_id,
+        })
+        .collect();
+    Ok((config, image_platform, layers))
 }
 
 fn is_index(doc: &ManifestDoc) -> bool {
@@ -860,5 +876,145 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, ImageError::DigestMismatch { .. }), "{err:?}");
         server.abort();
+    }
+}
+
+/// Manifests, indexes and configs from a hostile registry: arbitrary bytes and structured
+/// mutations of real documents never panic, every refusal is a clear error, and whatever is
+/// accepted is internally consistent (valid digests, known media types, one diff id per layer,
+/// a platform the caller accepts).
+#[cfg(test)]
+mod fuzz {
+    #![allow(clippy::unwrap_used)]
+
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    const SHA: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    fn digest() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            4 => Just(json!(SHA)),
+            1 => "[a-z0-9]{0,8}:[0-9a-fA-F]{0,70}".prop_map(Value::from),
+            1 => Just(json!("sha256:../../etc/passwd")),
+            1 => Just(json!(null)),
+            1 => any::<i64>().prop_map(Value::from),
+        ]
+    }
+
+    fn media_type(valid: &'static [&'static str]) -> impl Strategy<Value = Value> {
+        prop_oneof![
+            4 => proptest::sample::select(valid).prop_map(Value::from),
+            1 => "[ -~]{0,40}".prop_map(Value::from),
+            1 => Just(json!(7)),
+        ]
+    }
+
+    fn descriptor(valid: &'static [&'static str]) -> impl Strategy<Value = Value> {
+        (
+            media_type(valid),
+            digest(),
+            prop_oneof![
+                Just(json!(10)),
+                Just(json!(-1)),
+                Just(json!(u64::MAX)),
+                Just(json!("1"))
+            ],
+        )
+            .prop_map(|(m, d, s)| json!({"mediaType": m, "digest": d, "size": s}))
+    }
+
+    fn manifest() -> impl Strategy<Value = Value> {
+        (
+            prop_oneof![Just(json!(2)), Just(json!(1)), Just(json!(null)), Just(json!("2")), Just(json!(-2))],
+            proptest::option::of(descriptor(CONFIG_TYPES)),
+            proptest::option::of(proptest::collection::vec(descriptor(LAYER_TYPES), 0..5)),
+        )
+            .prop_map(|(v, config, layers)| json!({"schemaVersion": v, "config": config, "layers": layers}))
+    }
+
+    fn config() -> impl Strategy<Value = Value> {
+        let word = "[a-z0-9]{0,8}";
+        (
+            proptest::option::of(prop_oneof![Just("linux".to_string()), word.prop_map(String::from)]),
+            proptest::option::of(prop_oneof![Just(std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64")), word.prop_map(String::from)]),
+            proptest::collection::vec(digest(), 0..5),
+            proptest::collection::vec("[ -~]{0,30}", 0..4),
+        )
+            .prop_map(|(os, arch, diff_ids, env)| {
+                json!({"os": os, "architecture": arch, "rootfs": {"type": "layers", "diff_ids": diff_ids},
+                       "config": {"Env": env, "Entrypoint": ["/bin/sh"], "WorkingDir": ""}})
+            })
+    }
+
+    fn clear(e: &ImageError) -> bool {
+        matches!(
+            e,
+            ImageError::Unsupported(_)
+                | ImageError::Registry(_)
+                | ImageError::PlatformNotAvailable { .. }
+        ) && !e.to_string().is_empty()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn arbitrary_bytes_are_refused_cleanly(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            if let Ok(doc) = serde_json::from_slice::<ManifestDoc>(&bytes) {
+                let _ = manifest_parts(doc);
+            }
+            let r = with_config(&bytes, vec![], &Platform::host());
+            prop_assert!(r.as_ref().err().is_none_or(clear), "{:?}", r.err());
+        }
+
+        #[test]
+        fn manifests_and_configs(m in manifest(), c in config()) {
+            let Ok(doc) = serde_json::from_value::<ManifestDoc>(m.clone()) else {
+                return Ok(()); // the wire layer refuses it: "manifest is not valid json"
+            };
+            let parts = match manifest_parts(doc) {
+                Ok(parts) => parts,
+                Err(e) => {
+                    prop_assert!(clear(&e), "{:?}", e);
+                    return Ok(());
+                }
+            };
+            let (config_descriptor, layers) = parts;
+            prop_assert!(CONFIG_TYPES.contains(&config_descriptor.media_type.as_str()));
+            for (d, digest) in &layers {
+                prop_assert!(LAYER_TYPES.contains(&d.media_type.as_str()));
+                prop_assert_eq!(digest.as_str(), d.digest.as_str());
+            }
+            let n = layers.len();
+            let bytes = serde_json::to_vec(&c).unwrap();
+            match with_config(&bytes, layers, &Platform::host()) {
+                Ok((blob, platform, layers)) => {
+                    prop_assert_eq!(layers.len(), n);
+                    prop_assert_eq!(blob.diff_ids().len(), n);
+                    prop_assert!(Platform::host().accepts(&platform));
+                    let _ = blob.image_config();
+                }
+                Err(e) => prop_assert!(clear(&e), "{:?}", e),
+            }
+        }
+
+        #[test]
+        fn indexes(entries in proptest::collection::vec(
+            (digest(), proptest::option::of(("[a-z]{0,6}", "[a-z0-9]{0,6}", proptest::option::of("v[0-9]")))), 0..6)) {
+            let doc = json!({"schemaVersion": 2, "manifests": entries.iter().map(|(d, p)| json!({
+                "digest": d,
+                "platform": p.as_ref().map(|(os, arch, v)| json!({"os": os, "architecture": arch, "variant": v})),
+            })).collect::<Vec<_>>()});
+            if let Ok(doc) = serde_json::from_value::<ManifestDoc>(doc) {
+                prop_assert!(is_index(&doc));
+                match select_platform(&doc.manifests.unwrap_or_default(), &Platform::host()) {
+                    Ok(child) => prop_assert!(!child.is_empty()),
+                    Err(e) => prop_assert!(clear(&e), "{:?}", e),
+                }
+            }
+        }
     }
 }

@@ -2,6 +2,7 @@
 // driven through the official Hypeman TypeScript SDK.
 import { test, describe } from "node:test";
 import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
 import path from "node:path";
 import Hypeman from "@onkernel/hypeman";
 import { startServer, waitFor, logLines } from "./harness.mjs";
@@ -103,6 +104,40 @@ describe("instances boot real OCI images under QEMU", () => {
     const restarted = await client.instances.start(created.id, {});
     assert.ok(["Initializing", "Running"].includes(restarted.state), restarted.state);
     assert.equal(restarted.exit_code, null);
+    assert.equal(await waitState(created.id, "Running"), "Running");
+    await client.instances.delete(created.id);
+    await assert.rejects(client.instances.get(created.id), (e) => e instanceof Hypeman.NotFoundError);
+  });
+
+  test("the VMM dies while the engine is down: the new engine reports it, start and delete work", async () => {
+    const created = await client.instances.create({
+      name: "orphan", image: image("busybox"), vcpus: 1, size: "256MB",
+      entrypoint: ["/bin/sh", "-c", "while true; do sleep 1; done"],
+    });
+    assert.equal(await waitState(created.id, "Running"), "Running");
+    const pid = Number(readFileSync(path.join(dataDir, "instances", created.id, "run", "qemu.pid"), "utf8").trim());
+    assert.ok(pid > 1);
+
+    await server.stop("SIGKILL");
+    process.kill(pid, "SIGKILL");
+    await waitFor(() => { try { process.kill(pid, 0); return false; } catch { return true; } }, "QEMU to die");
+    server = await startServer(BIN, dataDir);
+    client = server.client();
+    Object.assign(suite, { server, client });
+
+    const after = await client.instances.get(created.id);
+    // Not silently dropped, not claimed to be running: Stopped (startable again), with an
+    // exit message saying the guest never reported an exit. (Upstream says Unknown and only
+    // allows delete; a user can do more with this.)
+    assert.equal(after.state, "Stopped", JSON.stringify(after));
+    assert.equal(after.exit_code, null);
+    assert.equal(after.exit_message, "the VM ended without an exit status from the guest (its VMM was killed or crashed)");
+    assert.ok(after.stopped_at, "stopped_at is set");
+    assert.ok((await client.instances.list()).some((i) => i.id === created.id), "listed");
+    const logs = await logLines(client, created.id, { source: "hypeman" });
+    assert.ok(logs.some((l) => l.includes("without an exit status")), logs.join("\n"));
+    const again = await client.instances.start(created.id, {});
+    assert.equal(again.exit_message ?? null, null, "a new run clears it");
     assert.equal(await waitState(created.id, "Running"), "Running");
     await client.instances.delete(created.id);
     await assert.rejects(client.instances.get(created.id), (e) => e instanceof Hypeman.NotFoundError);

@@ -25,6 +25,10 @@ pub(crate) struct Observed {
     pub has_snapshot: bool,
 }
 
+/// `exit_message` of a run whose VMM ended without the guest reporting an exit.
+pub const VMM_VANISHED: &str =
+    "the VM ended without an exit status from the guest (its VMM was killed or crashed)";
+
 impl Engine {
     pub(crate) fn records(&self) -> Result<Vec<InstanceRecord>, EngineError> {
         let mut out = Vec::new();
@@ -139,6 +143,12 @@ impl Engine {
             return;
         }
         self.settle_exit(record);
+        if record.exit_code.is_none() {
+            // No HYPEMAN-EXIT from the guest: the VMM went away under it (killed, crashed,
+            // or the host shut down), possibly while no engine was watching.
+            record.exit_message = Some(VMM_VANISHED.to_string());
+            self.ops_log(&record.id, VMM_VANISHED);
+        }
         record.stopped_at = Some(time::OffsetDateTime::now_utc());
         if let Err(e) = record.save(&self.paths) {
             tracing::warn!(error = %e, id = %record.id, "could not record the end of a run");

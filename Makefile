@@ -83,6 +83,11 @@ bench: deps-test guest-init
 	  node tests/bench/ports-bench.mjs
 	PATH="$(CURDIR)/.ci/tools/bin:$$PATH" scripts/test-session.sh env HYPEDECK_BIN=target/release/hypedeck \
 	  BENCH_OUT=$(CURDIR)/BENCHMARKS.md node tests/bench/exec-bench.mjs
+	scripts/test-session.sh env HYPEDECK_BIN=target/release/hypedeck BENCH_OUT=$(CURDIR)/BENCHMARKS.md \
+	  node tests/bench/boot-bench.mjs
+	$(CARGO) build --locked --release -p hypedeck-cli --features fake-hypervisor --target-dir target/fake
+	scripts/test-session.sh env HYPEDECK_FAKE_BIN=target/fake/release/hypedeck BENCH_OUT=$(CURDIR)/BENCHMARKS.md \
+	  node tests/bench/scale-bench.mjs
 
 # UI benchmarks (not tests): release desktop app's start to first paint under Xvfb, and the
 # list rendering 1,000 instances in headless Chromium. Appends a dated table to BENCHMARKS.md.

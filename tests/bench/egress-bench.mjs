@@ -114,6 +114,18 @@ try {
   await get({ upPort, proxyPort: meta.network.proxy_port, ca: hypedeckCa });
   if (lastAuth !== "Bearer sk-bench-100") throw new Error("rotation not in force");
 
+  // Time until the proxy uses the new value: PATCH sent → the upstream receives a request
+  // carrying it (the first request after PATCH returns must already carry it).
+  const inForce = [];
+  let stale = 0;
+  for (let i = 101; i <= 150; i++) {
+    const t0 = performance.now();
+    await client.instances.update(inst.id, { env: { OPENAI_KEY: `sk-bench-${i}` } });
+    await get({ upPort, proxyPort: meta.network.proxy_port, ca: hypedeckCa });
+    if (lastAuth !== `Bearer sk-bench-${i}`) stale++;
+    inForce.push(performance.now() - t0);
+  }
+
   const direct = results[0];
   const lines = [
     `### Egress proxy and rotation (${new Date().toISOString().slice(0, 10)}, ${N} requests, concurrency ${CONCURRENCY}, 127.0.0.1, new TLS connection per request)`,
@@ -123,6 +135,8 @@ try {
     ...results.map((r) => `| ${r.label} | ${ms(r.p50)} | ${ms(r.p99)} | ${ms(r.p50 - direct.p50)} | ${r.rps.toFixed(0)} |`),
     "",
     `PATCH /instances/{id} (keychain write + rule swap + metadata write), 100 calls: p50 ${ms(pct(patch, 50))} ms, p99 ${ms(pct(patch, 99))} ms.`,
+    "",
+    `PATCH sent → upstream sees the new value (PATCH + one proxied request), 50 rotations: p50 ${ms(pct(inForce, 50))} ms, p99 ${ms(pct(inForce, 99))} ms; first requests after PATCH carrying an old value: ${stale}.`,
     "",
   ];
   console.log(lines.join("\n"));

@@ -33,6 +33,8 @@ impl Engine {
         let hypervisor = self.backend(record.hypervisor)?;
         self.check_ports_free(record).await?;
         let spec = self.provision(record, Self::guest_env(record)).await?;
+        // This run's console output starts where the previous runs' ends.
+        record.log_offset = std::fs::metadata(&spec.serial_log).map_or(0, |m| m.len());
         let vm = hypervisor.start(&spec).await?;
         self.vms_guard().insert(record.id.clone(), Arc::from(vm));
         record.started_at = Some(OffsetDateTime::now_utc());

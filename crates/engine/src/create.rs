@@ -193,5 +193,6 @@ fn build_record(
         stopped_at: None,
         exit_code: None,
         exit_message: None,
+        log_offset: 0,
     }
 }

@@ -20,15 +20,28 @@ pub struct BootMarkers {
 }
 
 impl BootMarkers {
-    /// Scans a serial log. A missing log means no markers.
-    pub fn read(serial_log: &Path) -> BootMarkers {
-        let Ok(text) = std::fs::read_to_string(serial_log) else {
+    /// Scans a serial log from byte `offset` (where the current run's output starts). A
+    /// missing log means no markers.
+    pub fn read_from(serial_log: &Path, offset: u64) -> BootMarkers {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut bytes = Vec::new();
+        let read = std::fs::File::open(serial_log).and_then(|mut f| {
+            f.seek(SeekFrom::Start(offset))?;
+            f.read_to_end(&mut bytes)
+        });
+        if read.is_err() {
             return BootMarkers::default();
-        };
+        }
+        let text = String::from_utf8_lossy(&bytes);
         BootMarkers {
             program_started: text.contains(PROGRAM_START_MARKER),
             agent_ready: text.contains(AGENT_READY_MARKER),
         }
+    }
+
+    /// Both markers are there: nothing about this run's boot can change any more.
+    pub fn complete(&self) -> bool {
+        self.program_started && self.agent_ready
     }
 }
 
@@ -111,18 +124,31 @@ mod tests {
     fn markers_are_read_from_the_serial_log() {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("app.log");
-        assert_eq!(BootMarkers::read(&log), BootMarkers::default());
+        assert_eq!(BootMarkers::read_from(&log, 0), BootMarkers::default());
         std::fs::write(
             &log,
             "boot\nHYPEMAN-PROGRAM-START ts=2026-01-01T00:00:00Z mode=exec\n",
         )
         .unwrap();
         assert_eq!(
-            BootMarkers::read(&log),
+            BootMarkers::read_from(&log, 0),
             BootMarkers {
                 program_started: true,
                 agent_ready: false
             }
         );
+        // A second run appends to the same log: only what follows its offset counts.
+        let offset = std::fs::metadata(&log).unwrap().len();
+        let mut text = std::fs::read_to_string(&log).unwrap();
+        text.push_str("HYPEMAN-AGENT-READY\nHYPEMAN-EXIT code=0 message=\"success\"\nboot again\n");
+        std::fs::write(&log, &text).unwrap();
+        let earlier =
+            offset + "HYPEMAN-AGENT-READY\nHYPEMAN-EXIT code=0 message=\"success\"\n".len() as u64;
+        assert_eq!(
+            BootMarkers::read_from(&log, earlier),
+            BootMarkers::default()
+        );
+        assert!(BootMarkers::read_from(&log, offset).agent_ready);
+        assert!(BootMarkers::read_from(&log, 0).complete());
     }
 }

@@ -176,6 +176,9 @@ pub struct Engine {
     secret_cache: Mutex<HashMap<String, BTreeMap<String, Sensitive<String>>>>,
     /// Live exec-agent connections by instance id.
     agents: Mutex<HashMap<String, Arc<agent::AgentLink>>>,
+    /// Boot markers already seen, by instance id and the run's log offset: once a run showed
+    /// both, its console log is not read again.
+    markers: Mutex<HashMap<String, (u64, derive::BootMarkers)>>,
 }
 
 impl Engine {
@@ -193,6 +196,7 @@ impl Engine {
             pulls: Mutex::new(Vec::new()),
             secret_cache: Mutex::new(HashMap::new()),
             agents: Mutex::new(HashMap::new()),
+            markers: Mutex::new(HashMap::new()),
         }
     }
 

@@ -110,8 +110,11 @@ impl Engine {
             return;
         };
         let log = self.paths.instance_logs(&id).join("app.log");
+        // Only this run's output: an earlier run's sentinel is not this run's exit.
+        let len = std::fs::metadata(&log).map_or(0, |m| m.len());
+        let max = len.saturating_sub(record.log_offset).min(64 * 1024);
         if let Some((code, message)) =
-            tail(&log, 64 * 1024).and_then(|t| hypedeck_guest_init::parse_exit_line(&t))
+            tail(&log, max).and_then(|t| hypedeck_guest_init::parse_exit_line(&t))
         {
             record.exit_code = Some(code);
             record.exit_message = Some(message);

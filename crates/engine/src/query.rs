@@ -47,6 +47,13 @@ impl Engine {
         if id_or_name.is_empty() {
             return Err(EngineError::NotFound);
         }
+        // An exact id (what clients use most) reads one metadata file, not all of them.
+        if let Ok(id) = InstanceId::parse(id_or_name)
+            && let Ok(record) = InstanceRecord::load(&self.paths.instance_metadata(&id))
+            && record.id == id_or_name
+        {
+            return Ok(record);
+        }
         let records = self.records()?;
         if let Some(r) = records.iter().find(|r| r.id == id_or_name) {
             return Ok(r.clone());
@@ -123,12 +130,38 @@ impl Engine {
         if vmm.is_none() {
             self.settle_if_exited(record);
         }
-        let markers = BootMarkers::read(&self.paths.instance_logs(&id).join("app.log"));
+        let markers = self.boot_markers(record, &id);
         Observed {
             state: derive_state(vmm, markers, record.skip_guest_agent, has_snapshot),
             state_error: None,
             has_snapshot,
         }
+    }
+
+    /// The current run's boot markers: from the cache once complete, else read from the
+    /// console log after the run's offset.
+    fn boot_markers(&self, record: &InstanceRecord, id: &InstanceId) -> BootMarkers {
+        let cached = self
+            .markers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&record.id)
+            .filter(|(offset, _)| *offset == record.log_offset)
+            .map(|(_, m)| *m);
+        if let Some(m) = cached {
+            return m;
+        }
+        let markers = BootMarkers::read_from(
+            &self.paths.instance_logs(id).join("app.log"),
+            record.log_offset,
+        );
+        if markers.complete() {
+            self.markers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(record.id.clone(), (record.log_offset, markers));
+        }
+        markers
     }
 
     /// A run that ended without `stop` (the program exited, the VMM died): record its exit and

@@ -138,6 +138,10 @@ pub struct InstanceRecord {
     /// Exit message of the last run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_message: Option<String>,
+    /// Size of the console log (`app.log`, appended across runs) when the current run booted:
+    /// this run's boot markers and exit sentinel are after it.
+    #[serde(default)]
+    pub log_offset: u64,
 }
 
 impl InstanceRecord {
@@ -258,6 +262,7 @@ mod tests {
             stopped_at: None,
             exit_code: None,
             exit_message: None,
+            log_offset: 0,
         }
     }
 

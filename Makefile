@@ -5,7 +5,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := run
 CARGO ?= cargo
 
-.PHONY: run test deps deps-test ui guest-init lint unit bins sdk-test vm-test desktop-test serve bench bench-ui clean check-macos
+.PHONY: run test deps deps-test deps-bench ui guest-init lint unit bins sdk-test vm-test desktop-test serve bench bench-ui clean check-macos
 
 MUSL_TARGET := $(shell uname -m)-unknown-linux-musl
 
@@ -14,6 +14,8 @@ deps:
 
 deps-test:
 	@scripts/install-deps.sh test
+deps-bench:
+	@scripts/install-deps.sh bench
 
 ui:
 	npm run build:ui
@@ -74,7 +76,7 @@ test: deps-test lint unit sdk-test vm-test desktop-test
 
 # Benchmarks (not tests): release build, real QEMU guest, real keychain, mitmproxy from PyPI
 # as the comparison. Appends a dated table to BENCHMARKS.md.
-bench: deps-test guest-init
+bench: deps-bench guest-init
 	$(CARGO) build --locked --release -p hypedeck-cli
 	test -x .bench-venv/bin/mitmdump || (python3 -m venv .bench-venv && .bench-venv/bin/pip install -q mitmproxy)
 	scripts/test-session.sh env HYPEDECK_BIN=target/release/hypedeck MITMDUMP=.bench-venv/bin/mitmdump \
@@ -85,6 +87,8 @@ bench: deps-test guest-init
 	  BENCH_OUT=$(CURDIR)/BENCHMARKS.md node tests/bench/exec-bench.mjs
 	scripts/test-session.sh env HYPEDECK_BIN=target/release/hypedeck BENCH_OUT=$(CURDIR)/BENCHMARKS.md \
 	  node tests/bench/boot-bench.mjs
+	scripts/test-session.sh env HYPEDECK_BIN=target/release/hypedeck BENCH_OUT=$(CURDIR)/BENCHMARKS.md \
+	  node tests/bench/images-bench.mjs
 	$(CARGO) build --locked --release -p hypedeck-cli --features fake-hypervisor --target-dir target/fake
 	scripts/test-session.sh env HYPEDECK_FAKE_BIN=target/fake/release/hypedeck BENCH_OUT=$(CURDIR)/BENCHMARKS.md \
 	  node tests/bench/scale-bench.mjs

@@ -2,9 +2,13 @@
 # Installs what Hypedeck needs on a Debian/Ubuntu machine, skipping what is already there.
 #   scripts/install-deps.sh run    # build and run the desktop app
 #   scripts/install-deps.sh test   # also everything the test suites use
+#   scripts/install-deps.sh bench  # also what the benchmarks compare against
 set -euo pipefail
 cd "$(dirname "$0")/.."
 purpose=${1:-run}
+# `bench`: everything `test` needs, plus the tools the benchmarks compare against.
+bench=0
+if [ "$purpose" = bench ]; then purpose=test; bench=1; fi
 
 sudo_cmd=()
 if [ "$(id -u)" -ne 0 ]; then sudo_cmd=(sudo); fi
@@ -21,6 +25,10 @@ if [ "$purpose" = test ]; then
   pkgs+=(xvfb xauth webkit2gtk-driver dbus dbus-x11 gnome-keyring libsecret-tools keyutils
          chromium fonts-dejavu-core imagemagick x11-utils
          busybox-static docker-registry cpio jq openssl python3 python3-venv)
+fi
+
+if [ "$bench" = 1 ]; then
+  pkgs+=(debootstrap skopeo umoci)
 fi
 
 if command -v dpkg-query >/dev/null 2>&1; then

@@ -28,7 +28,7 @@ if [ "$purpose" = test ]; then
 fi
 
 if [ "$bench" = 1 ]; then
-  pkgs+=(debootstrap skopeo umoci)
+  pkgs+=(debootstrap skopeo umoci nginx-light)
 fi
 
 if command -v dpkg-query >/dev/null 2>&1; then
@@ -74,6 +74,11 @@ fi
 if [ "$purpose" = test ] && [ ! -x .ci/tools/bin/vhost-device-vsock ]; then
   echo "== cargo install vhost-device-vsock"
   cargo install vhost-device-vsock --version 0.3.0 --locked --root "$PWD/.ci/tools" --quiet
+fi
+# The proxy benchmark's load client.
+if [ "$bench" = 1 ] && [ ! -x .bench-cache/oha/bin/oha ]; then
+  echo "== cargo install oha"
+  cargo install oha --version 1.16.0 --locked --root "$PWD/.bench-cache/oha" --quiet
 fi
 # The macOS backend (hv-vz) is type-checked on every run.
 if [ "$purpose" = test ] && command -v rustup >/dev/null 2>&1; then

@@ -75,6 +75,11 @@ if [ "$purpose" = test ] && [ ! -x .ci/tools/bin/vhost-device-vsock ]; then
   echo "== cargo install vhost-device-vsock"
   cargo install vhost-device-vsock --version 0.3.0 --locked --root "$PWD/.ci/tools" --quiet
 fi
+# The proxy benchmark runs its own nginx on a free loopback port; the service the Debian package
+# just installed (port 80) is not wanted. An nginx the user had before is left alone.
+if [ "$bench" = 1 ] && [[ " ${missing[*]:-} " == *" nginx-light "* ]] && command -v systemctl >/dev/null 2>&1; then
+  "${sudo_cmd[@]}" systemctl disable --now nginx >/dev/null 2>&1 || true
+fi
 # The proxy benchmark's load client.
 if [ "$bench" = 1 ] && [ ! -x .bench-cache/oha/bin/oha ]; then
   echo "== cargo install oha"

@@ -351,8 +351,27 @@ fn module_order(
     Ok(order)
 }
 
-/// Kernel + initramfs, building whatever is missing.
+/// Assets found by the last [`ensure`], by system dir: finding them asks apt which kernel is
+/// current and hashes the guest init (~0.8 s), which no boot after the first should pay.
+static FOUND: std::sync::Mutex<Option<(PathBuf, BootAssets)>> = std::sync::Mutex::new(None);
+
+/// Kernel + initramfs, building whatever is missing. Found once per process and system dir,
+/// then reused while both files are there.
 pub async fn ensure(system: &Path) -> Result<BootAssets, BootError> {
+    let found = FOUND
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
+        .filter(|(dir, a)| dir == system && a.kernel.is_file() && a.initrd.is_file());
+    if let Some((_, assets)) = found {
+        return Ok(assets);
+    }
+    let assets = find_or_build(system).await?;
+    *FOUND.lock().unwrap_or_else(|p| p.into_inner()) = Some((system.to_path_buf(), assets.clone()));
+    Ok(assets)
+}
+
+async fn find_or_build(system: &Path) -> Result<BootAssets, BootError> {
     let (kernel_dir, version) = ensure_kernel(system).await?;
     let init = std::fs::read(find_guest_init()?).map_err(io("read hypedeck-guest-init"))?;
     let modules_dir = kernel_dir.join("modules");

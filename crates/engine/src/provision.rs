@@ -170,6 +170,15 @@ impl Engine {
             Some(digest) => guest.images.get(digest).ok_or_else(|| {
                 EngineError::ImageNotFound(format!("image not found: {}", record.image))
             })?,
+            // A tag already pulled and ready is used as it is, like upstream and `docker run`:
+            // no registry round trip, and it works offline (`POST /images` refreshes a tag).
+            None if let Some(ready) = guest.images.get(&record.image).filter(|i| {
+                i.status == hypedeck_images::ImageStatus::Ready
+                    && hypedeck_images::Platform::host().accepts(&i.platform)
+            }) =>
+            {
+                ready
+            }
             None => {
                 let pull = guest.images.pull(&record.image, PullOptions::default());
                 match tokio::time::timeout(IMAGE_WAIT, pull).await {

@@ -7,7 +7,7 @@
 //
 //   HYPEDECK_BIN=target/release/hypedeck OHA=.bench-cache/oha/bin/oha MITMDUMP=.bench-venv/bin/mitmdump \
 //     BENCH_OUT=BENCHMARKS.md node tests/bench/proxy-bench.mjs
-import { execFileSync, spawn } from "node:child_process";
+import { execFileSync, spawn, spawnSync } from "node:child_process";
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -143,7 +143,7 @@ try {
   rows.push(["1 KiB c=1: added p50", `${(get("1k/1/Hypedeck").p50 - get("1k/1/direct").p50).toFixed(2)} ms`, "goal ≤ 0.3 ms"]);
   const version = (cmd) => execFileSync(cmd, ["--version"], { stdio: ["ignore", "pipe", "pipe"] }).toString().trim().split("\n")[0];
   report("Egress proxy under load: oha → nginx, direct vs Hypedeck vs mitmproxy",
-    `HTTPS to nginx on 127.0.0.1 (${execFileSync("nginx", ["-v"], { stdio: ["ignore", "pipe", "pipe"] }).toString().trim() || "nginx"}), ${version(OHA)}, connections kept alive through CONNECT tunnels; ${BIN.includes("/release/") ? "release" : "debug"} \`hypedeck\`; mitmproxy ${MITMDUMP ? version(MITMDUMP) : "not run"}`,
+    `HTTPS to nginx on 127.0.0.1 (${spawnSync("nginx", ["-v"]).stderr.toString().trim().replace("nginx version: ", "")}), ${version(OHA)}, connections kept alive through CONNECT tunnels; ${BIN.includes("/release/") ? "release" : "debug"} \`hypedeck\`; mitmproxy ${MITMDUMP ? version(MITMDUMP) : "not run"}`,
     rows);
   await client.instances.delete(inst.id);
 } finally {

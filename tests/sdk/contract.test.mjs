@@ -15,13 +15,13 @@
 import { test, describe, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 
 import { binary, startServer } from "./harness.mjs";
-import { freePort, waitFor } from "../vm/harness.mjs";
+import { startEmptyRegistry } from "../vm/harness.mjs";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, "../..");
@@ -132,29 +132,15 @@ describe("contract (schemathesis, upstream's openapi.yaml)", { timeout: 30 * 60_
   });
 });
 
-/** A docker-registry on 127.0.0.1 serving library/alpine:latest (a busybox rootfs). */
+/** A registry on 127.0.0.1 serving library/alpine:latest (a busybox rootfs). */
 async function startMirror(work) {
-  const dir = path.join(work, "registry");
-  mkdirSync(dir, { recursive: true });
-  const port = await freePort();
-  const config = path.join(dir, "config.yml");
-  writeFileSync(config, `version: 0.1\nlog: {level: error}\nstorage: {filesystem: {rootdirectory: ${dir}/data}, delete: {enabled: true}}\nhttp: {addr: "127.0.0.1:${port}"}\n`);
-  const child = spawn("docker-registry", ["serve", config], { stdio: "ignore" });
-  const exited = new Promise((r) => child.on("exit", r));
-  const host = `127.0.0.1:${port}`;
-  await waitFor(async () => (await fetch(`http://${host}/v2/`)).ok, "the registry");
-  const rootfs = path.join(dir, "rootfs");
+  const registry = await startEmptyRegistry();
+  const rootfs = path.join(work, "mirror-rootfs");
   mkdirSync(path.join(rootfs, "bin"), { recursive: true });
   execFileSync("cp", ["/bin/busybox", path.join(rootfs, "bin/busybox")]);
   execFileSync("ln", ["-s", "busybox", path.join(rootfs, "bin/sh")]);
   execFileSync(path.join(root, "tests/vm/build-image.sh"), [
-    rootfs, host, "library/alpine:latest", '{"Cmd":["/bin/sh"],"Env":["PATH=/bin"]}',
+    rootfs, registry.host, "library/alpine:latest", '{"Cmd":["/bin/sh"],"Env":["PATH=/bin"]}',
   ], { stdio: ["ignore", "ignore", "inherit"] });
-  return {
-    host,
-    async stop() {
-      child.kill("SIGTERM");
-      await exited;
-    },
-  };
+  return registry;
 }

@@ -35,7 +35,15 @@ export async function waitFor(fn, what, timeoutMs = 30_000) {
   throw new Error(`timed out waiting for ${what}${last ? `: ${last.message ?? last}` : ""}`);
 }
 
+/** A registry on 127.0.0.1 with the suite's images (tests/vm/images.sh). */
 export async function startRegistry() {
+  const registry = await startEmptyRegistry();
+  execFileSync(path.join(here, "images.sh"), [registry.host], { stdio: ["ignore", process.stderr, "inherit"] });
+  return registry;
+}
+
+/** An empty `docker-registry` on a free port of 127.0.0.1, its storage in a temp dir. */
+export async function startEmptyRegistry() {
   const dir = mkdtempSync(path.join(tmpdir(), "hypedeck-registry-"));
   const port = await freePort();
   const config = path.join(dir, "config.yml");
@@ -44,7 +52,6 @@ export async function startRegistry() {
   const exited = new Promise((r) => child.on("exit", r));
   const host = `127.0.0.1:${port}`;
   await waitFor(async () => (await fetch(`http://${host}/v2/`)).ok, "the registry");
-  execFileSync(path.join(here, "images.sh"), [host], { stdio: ["ignore", process.stderr, "inherit"] });
   return {
     host,
     async stop() {

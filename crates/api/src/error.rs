@@ -130,31 +130,29 @@ impl ApiError {
 /// Whether any cause of `error` is "no space left on device" (or a disk quota hit): the data
 /// dir's disk is full, which the client can act on, unlike other I/O failures.
 fn disk_full(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cause = Some(error);
-    while let Some(e) = cause {
-        if let Some(io) = e.downcast_ref::<std::io::Error>()
-            && (matches!(
+    causes(error).any(|e| {
+        e.downcast_ref::<std::io::Error>().is_some_and(|io| {
+            matches!(
                 io.kind(),
                 std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
-            ) || matches!(io.raw_os_error(), Some(28 | 122)))
-        {
-            return true;
-        }
-        cause = e.source();
-    }
-    false
+            ) || matches!(io.raw_os_error(), Some(28 | 122))
+        })
+    })
+}
+
+/// `error` and each of its sources, outermost first.
+fn causes<'a>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(error), |e| e.source())
 }
 
 /// `error: cause: cause…` for logs.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    causes(error)
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join(": ")
 }
 
 impl From<Rejection> for ApiError {

@@ -36,6 +36,7 @@ impl Engine {
             .collect();
         self.forget_secrets(&accounts).await;
         self.secret_cache().remove(&record.id);
+        self.forget_markers(&record.id);
         let dir = self.paths.instance_dir(&id);
         std::fs::remove_dir_all(&dir).map_err(|source| {
             EngineError::Store(hypedeck_store::StoreError::Write {

@@ -23,16 +23,9 @@ impl BootMarkers {
     /// Scans a serial log from byte `offset` (where the current run's output starts). A
     /// missing log means no markers.
     pub fn read_from(serial_log: &Path, offset: u64) -> BootMarkers {
-        use std::io::{Read, Seek, SeekFrom};
-        let mut bytes = Vec::new();
-        let read = std::fs::File::open(serial_log).and_then(|mut f| {
-            f.seek(SeekFrom::Start(offset))?;
-            f.read_to_end(&mut bytes)
-        });
-        if read.is_err() {
+        let Some(text) = crate::lifecycle::log_since(serial_log, offset, u64::MAX) else {
             return BootMarkers::default();
-        }
-        let text = String::from_utf8_lossy(&bytes);
+        };
         BootMarkers {
             program_started: text.contains(PROGRAM_START_MARKER),
             agent_ready: text.contains(AGENT_READY_MARKER),

@@ -111,10 +111,8 @@ impl Engine {
         };
         let log = self.paths.instance_logs(&id).join("app.log");
         // Only this run's output: an earlier run's sentinel is not this run's exit.
-        let len = std::fs::metadata(&log).map_or(0, |m| m.len());
-        let max = len.saturating_sub(record.log_offset).min(64 * 1024);
-        if let Some((code, message)) =
-            tail(&log, max).and_then(|t| hypedeck_guest_init::parse_exit_line(&t))
+        if let Some((code, message)) = log_since(&log, record.log_offset, 64 * 1024)
+            .and_then(|t| hypedeck_guest_init::parse_exit_line(&t))
         {
             record.exit_code = Some(code);
             record.exit_message = Some(message);
@@ -161,12 +159,13 @@ impl Engine {
     }
 }
 
-/// The last `max` bytes of a file as text.
-pub(crate) fn tail(path: &std::path::Path, max: u64) -> Option<String> {
+/// A log's text from byte `start` on, at most its last `max` bytes (`None` if unreadable).
+pub(crate) fn log_since(path: &std::path::Path, start: u64, max: u64) -> Option<String> {
     use std::io::{Read, Seek, SeekFrom};
     let mut f = std::fs::File::open(path).ok()?;
     let len = f.metadata().ok()?.len();
-    f.seek(SeekFrom::Start(len.saturating_sub(max))).ok()?;
+    f.seek(SeekFrom::Start(start.max(len.saturating_sub(max))))
+        .ok()?;
     let mut buf = Vec::new();
     f.read_to_end(&mut buf).ok()?;
     Some(String::from_utf8_lossy(&buf).into_owned())

@@ -1,6 +1,6 @@
 //! Lookups: resolve an id/name/prefix, read one instance, list with filters.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use hypedeck_model::{Instance, InstanceId, InstanceState};
 use hypedeck_store::InstanceRecord;
@@ -138,13 +138,20 @@ impl Engine {
         }
     }
 
+    fn markers_guard(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, BootMarkers)>> {
+        self.markers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Drops a deleted instance's cached boot markers.
+    pub(crate) fn forget_markers(&self, id: &str) {
+        self.markers_guard().remove(id);
+    }
+
     /// The current run's boot markers: from the cache once complete, else read from the
     /// console log after the run's offset.
     fn boot_markers(&self, record: &InstanceRecord, id: &InstanceId) -> BootMarkers {
         let cached = self
-            .markers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .markers_guard()
             .get(&record.id)
             .filter(|(offset, _)| *offset == record.log_offset)
             .map(|(_, m)| *m);
@@ -156,9 +163,7 @@ impl Engine {
             record.log_offset,
         );
         if markers.complete() {
-            self.markers
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
+            self.markers_guard()
                 .insert(record.id.clone(), (record.log_offset, markers));
         }
         markers

@@ -1,7 +1,7 @@
 //! `/images` and `/images/{name}` (name is a URL-encoded OCI reference or a digest).
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -37,9 +37,9 @@ async fn resources(
 /// tag filter matches none.
 async fn list(
     State(state): State<ApiState>,
-    query: Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
+    query: super::ListQuery,
 ) -> Result<Json<Vec<ImageInfo>>, ApiError> {
-    let Query(pairs) = query.map_err(|e| ApiError::bad_request(format!("invalid query: {e}")))?;
+    let pairs = super::list_query(query)?;
     let filter = super::tag_filter(&pairs)?;
     let mut images = state
         .engine

@@ -1,7 +1,7 @@
 //! `/instances` and `/instances/{id}`.
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -33,9 +33,9 @@ fn list_filter(pairs: Vec<(String, String)>) -> Result<ListFilter, ApiError> {
 
 async fn list(
     State(state): State<ApiState>,
-    query: Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
+    query: super::ListQuery,
 ) -> Result<Json<Vec<Instance>>, ApiError> {
-    let Query(pairs) = query.map_err(|e| ApiError::bad_request(format!("invalid query: {e}")))?;
+    let pairs = super::list_query(query)?;
     let filter = list_filter(pairs)?;
     let instances = state
         .engine

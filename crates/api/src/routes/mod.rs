@@ -24,6 +24,17 @@ pub(crate) fn query_param(query: &[(String, String)], key: &str) -> Option<Strin
         .map(|(_, v)| v.clone())
 }
 
+/// A list route's query string, kept as a `Result` so a malformed one gets our JSON 400.
+pub(crate) type ListQuery =
+    Result<axum::extract::Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>;
+
+/// The `(key, value)` pairs of a list route's query string.
+pub(crate) fn list_query(query: ListQuery) -> Result<Vec<(String, String)>, ApiError> {
+    query
+        .map(|q| q.0)
+        .map_err(|e| ApiError::bad_request(format!("invalid query: {e}")))
+}
+
 /// The `?tags[key]=value` filter (deepObject, ANDed), each pair checked like a body's `tags`.
 pub(crate) fn tag_filter(query: &[(String, String)]) -> Result<BTreeMap<String, String>, ApiError> {
     let mut tags = BTreeMap::new();

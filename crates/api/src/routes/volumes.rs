@@ -28,9 +28,9 @@ pub fn routes() -> Router<ApiState> {
 /// `?tags[k]=v` filters (ANDed), like instances.
 async fn list(
     State(state): State<ApiState>,
-    query: Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
+    query: super::ListQuery,
 ) -> Result<Json<Vec<Volume>>, ApiError> {
-    let Query(pairs) = query.map_err(|e| ApiError::bad_request(format!("invalid query: {e}")))?;
+    let pairs = super::list_query(query)?;
     let filter = super::tag_filter(&pairs)?;
     let mut volumes = state
         .engine

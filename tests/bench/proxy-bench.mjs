@@ -64,6 +64,7 @@ http {
   }, "nginx", 10_000);
   return {
     port,
+    pid: child.pid,
     /** Authorization values logged since the last call. */
     seen() {
       execFileSync("kill", ["-USR1", String(child.pid)]); // reopen logs: flushes the buffer
@@ -80,6 +81,22 @@ http {
     },
     stop: () => child.kill("SIGTERM"),
   };
+}
+
+/** CPU time (user + system) of `pid` and its children so far, in ms (nginx: master + worker). */
+const TICK_MS = 1000 / Number(execFileSync("getconf", ["CLK_TCK"]).toString());
+function cpuMs(pid) {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
+  const own = (Number(stat[11]) + Number(stat[12])) * TICK_MS; // utime, stime (fields 14, 15)
+  const kids = readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").trim().split(/\s+/).filter(Boolean);
+  return own + kids.reduce((a, k) => a + cpuMs(Number(k)), 0);
+}
+
+/** ms of CPU one MiB of AES-GCM costs here (openssl speed, 16 KiB blocks: TLS record size). */
+function aesGcmMsPerMiB(cipher) {
+  const out = execFileSync("openssl", ["speed", "-elapsed", "-seconds", "2", "-bytes", "16384", "-evp", cipher], { stdio: ["ignore", "pipe", "ignore"] }).toString();
+  const kbps = Number(out.trim().split("\n").at(-1).trim().split(/\s+/).at(-1).replace("k", ""));
+  return (1024 / kbps) * 1000;
 }
 
 /** One oha run; returns req/s and p50/p99 in ms. */
@@ -128,7 +145,11 @@ try {
     for (const [label, proxy, expect] of paths) {
       // mitmproxy is an order of magnitude slower: fewer requests keep the run short.
       const n = Math.max(c, Math.round((label.startsWith("mitm") ? n0 / 5 : n0) * SCALE));
+      const proxyPid = label === "Hypedeck" ? server.pid : label.startsWith("mitm") ? mitm.pid : null;
+      const before = [cpuMs(nginx.pid), proxyPid ? cpuMs(proxyPid) : 0];
       const r = oha(`https://localhost:${nginx.port}/${file}`, { n, c, proxy });
+      r.nginxCpu = (cpuMs(nginx.pid) - before[0]) / n;
+      r.proxyCpu = proxyPid ? (cpuMs(proxyPid) - before[1]) / n : 0;
       results[`${file}/${c}/${label}`] = r;
       const seen = nginx.seen();
       if (seen.length !== n) throw new Error(`${label}: nginx saw ${seen.length} of ${n} requests`);
@@ -140,6 +161,12 @@ try {
   rows.push(["1 KiB c=16: Hypedeck / direct", `${((get("1k/16/Hypedeck").rps / get("1k/16/direct").rps) * 100).toFixed(0)} %`, "goal ≥ 25 %"]);
   if (MITMDUMP) rows.push(["1 KiB c=16: Hypedeck / mitmproxy", `${(get("1k/16/Hypedeck").rps / get("1k/16/mitmproxy + addon").rps).toFixed(1)}×`, "goal ≥ 15×"]);
   rows.push(["1 MiB c=16: Hypedeck / direct", `${((get("1m/16/Hypedeck").rps / get("1m/16/direct").rps) * 100).toFixed(0)} %`, "goal ≥ 70 %"]);
+  // Where the 1 MiB c=16 time goes: CPU per request of each process on the shared cores, and
+  // the AES-GCM floor of a proxy that must decrypt and re-encrypt every byte.
+  const big = get("1m/16/Hypedeck");
+  const aes = aesGcmMsPerMiB("aes-256-gcm");
+  rows.push(["1 MiB c=16: CPU per request, nginx (direct / via Hypedeck)", `${get("1m/16/direct").nginxCpu.toFixed(2)} / ${big.nginxCpu.toFixed(2)} ms`, "utime + stime from /proc"]);
+  rows.push(["1 MiB c=16: CPU per request, Hypedeck proxy", `${big.proxyCpu.toFixed(2)} ms`, `of which AES-256-GCM decrypt + encrypt ≥ ${(2 * aes).toFixed(2)} ms (openssl speed, 16 KiB blocks)`]);
   rows.push(["1 KiB c=1: added p50", `${(get("1k/1/Hypedeck").p50 - get("1k/1/direct").p50).toFixed(2)} ms`, "goal ≤ 0.3 ms"]);
   const version = (cmd) => execFileSync(cmd, ["--version"], { stdio: ["ignore", "pipe", "pipe"] }).toString().trim().split("\n")[0];
   report("Egress proxy under load: oha → nginx, direct vs Hypedeck vs mitmproxy",

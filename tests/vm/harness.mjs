@@ -80,6 +80,7 @@ export async function startServer(bin, dataDir, env = {}) {
   const token = execFileSync(bin, ["--data-dir", dataDir, "token"]).toString().trim();
   return {
     url,
+    pid: child.pid,
     output: () => output,
     client: (o = {}) => new Hypeman({ baseURL: url, apiKey: token, maxRetries: 0, timeout: 120_000, ...o }),
     async stop(signal = "SIGTERM") {

@@ -1,9 +1,10 @@
 //! The window's link to an engine: the one this process starts (embedded) or the one already
 //! serving the data dir (attached; one engine per data dir, so never a second one).
 //!
-//! The link is made once, on first use, and kept for the life of the app: an embedded
-//! [`Daemon`] serves for as long as it is held here. A failure is kept too, as the text the UI
-//! shows (e.g. the keychain is locked); restarting the app retries.
+//! The link is made on first use and kept for the life of the app: an embedded [`Daemon`]
+//! serves for as long as it is held here. A failure is not kept: the UI shows its text (e.g.
+//! the keychain is locked) with the setup checks, and the next call (the user fixed it and
+//! pressed "Re-check") tries again.
 
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -14,7 +15,7 @@ use hypedeck_cli::daemon::{self, Daemon, DaemonError, DaemonOptions, Endpoint, H
 use hypedeck_model::error::sentence;
 use hypedeck_store::StoreError;
 use serde::Serialize;
-use tokio::sync::OnceCell;
+use tokio::sync::Mutex;
 
 /// Upstream Hypeman's port, tried first so SDK defaults work; any free port if it is taken.
 const PREFERRED_PORT: u16 = 4973;
@@ -78,7 +79,7 @@ impl Link {
 #[derive(Debug)]
 pub struct EngineLink {
     data_dir: Option<PathBuf>,
-    link: OnceCell<Result<Link, String>>,
+    link: Mutex<Option<Link>>,
 }
 
 impl EngineLink {
@@ -86,26 +87,30 @@ impl EngineLink {
     pub fn new(data_dir: Option<PathBuf>) -> Self {
         EngineLink {
             data_dir,
-            link: OnceCell::new(),
+            link: Mutex::new(None),
         }
     }
 
-    /// The API to use, starting or finding the engine on first call. Concurrent callers wait
-    /// for the same attempt. The error is a sentence for the UI.
+    /// The API to use, starting or finding the engine until that succeeds once. Concurrent
+    /// callers wait for the same attempt. The error is a sentence for the UI.
     pub async fn connection(&self) -> Result<Connection, String> {
-        let link = self
-            .link
-            .get_or_init(|| async {
-                let dir = self.data_dir.as_deref().ok_or_else(|| {
-                    "cannot determine a data dir; set HYPEDECK_DATA_DIR".to_string()
-                })?;
-                establish(dir).await
-            })
-            .await;
-        match link {
-            Ok(link) => Ok(link.connection()),
-            Err(message) => Err(message.clone()),
+        let mut link = self.link.lock().await;
+        if let Some(link) = link.as_ref() {
+            return Ok(link.connection());
         }
+        let dir = self
+            .data_dir
+            .as_deref()
+            .ok_or_else(|| "cannot determine a data dir; set HYPEDECK_DATA_DIR".to_string())?;
+        let made = establish(dir).await?;
+        let connection = made.connection();
+        *link = Some(made);
+        Ok(connection)
+    }
+
+    /// The data dir this link serves.
+    pub fn data_dir(&self) -> Option<&Path> {
+        self.data_dir.as_deref()
     }
 }
 

@@ -14,6 +14,8 @@
 //! Commands for the UI (none needs a capability permission: they are the app's own):
 //! - `connection()` → `{url, token, mode}` or an error sentence;
 //! - `notify_rotation_failed({instance, message})` → shows "Rotation failed for <instance>";
+//! - `local_checks()` → the setup checks (`[{id, title, status, detail, why, fix?}]`) run by
+//!   the shell, for when the engine cannot start;
 //! - `first_paint()` → records the time from process start to the first paint, once;
 //! - `remotes()`, `remote_add({name, url, key})`, `remote_remove({id})` → the remote servers
 //!   (keys in the OS keychain, never in a file); `remote_connection({id})` → `{url, token,
@@ -98,6 +100,18 @@ async fn health(
     Ok(remotes::health(&connection).await)
 }
 
+/// The first-run checks run by the shell itself (used when the engine cannot start, e.g. with
+/// no keychain; with an engine the UI asks `GET /system/checks`).
+#[tauri::command]
+async fn local_checks(
+    link: tauri::State<'_, EngineLink>,
+) -> Result<Vec<hypedeck_engine::checks::Check>, String> {
+    let dir = link
+        .data_dir()
+        .ok_or_else(|| "cannot determine a data dir; set HYPEDECK_DATA_DIR".to_string())?;
+    Ok(hypedeck_cli::daemon::local_checks(dir).await)
+}
+
 /// Tells the user that rotating an instance's credentials failed. `message` is the API's error
 /// text (it never holds secret values; still, it is logged at debug level only). A missing
 /// notification server is not an error.
@@ -164,7 +178,8 @@ fn main() -> ExitCode {
             remote_add,
             remote_remove,
             remote_connection,
-            health
+            health,
+            local_checks
         ])
         .run(tauri::generate_context!());
     match app {

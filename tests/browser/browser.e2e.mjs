@@ -3,7 +3,9 @@
 // with an unlocked Secret Service and HYPEDECK_FAKE_BIN (`hypedeck` built with
 // --features fake-hypervisor). tests/desktop/run.sh sets all of that up.
 import assert from "node:assert/strict";
-import { mkdirSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { chromium } from "playwright-core";
@@ -101,10 +103,10 @@ describe("web UI in a browser", () => {
     mkdirSync(RESULTS, { recursive: true });
     await page.screenshot({ path: path.join(RESULTS, "browser.png") });
 
-    // The UI lists; it creates nothing (only GET /instances, the backends and CORS preflights
-    // went out).
+    // The UI lists; it creates nothing (only GET /instances, the backends, the setup checks and
+    // CORS preflights went out).
     assert.ok(apiCalls.includes("GET /instances"), apiCalls.join(", "));
-    const writes = apiCalls.filter((c) => !/^(GET|OPTIONS) \/(instances|hypervisors)$/.test(c));
+    const writes = apiCalls.filter((c) => !/^(GET|OPTIONS) \/(instances|hypervisors|system\/checks)$/.test(c));
     assert.deepEqual(writes, []);
     assert.equal((await engine.client.instances.list()).length, 2);
   });
@@ -242,5 +244,51 @@ describe("web UI in a browser", () => {
     await page.reload();
     await page.locator("#instances tr[data-instance-id]").first().waitFor({ timeout: 10_000 });
     assert.equal(await page.locator("#connect").isVisible(), false);
+  });
+
+  test("first run: a missing guest kernel gets the setup screen with its fix, and re-check clears it", async (t) => {
+    const dir = mkdtempSync(path.join(tmpdir(), "hypedeck-kernel-"));
+    t.after(() => rmSync(dir, { recursive: true, force: true }));
+    const deb = path.join(dir, "linux-image-test.deb");
+    const fresh = await startFakeEngine("browser-setup", { HYPEDECK_KERNEL_DEB: deb });
+    t.after(() => fresh.stop());
+    const { page } = await openPage(t, { api: fresh.url, token: fresh.token });
+
+    // The setup screen comes first: the kernel is missing, with why and the exact fix.
+    await page.locator("#setup").waitFor();
+    const kernel = page.locator("#check-kernel");
+    await kernel.waitFor();
+    assert.equal(await kernel.getAttribute("data-status"), "missing");
+    assert.equal(
+      await kernel.locator(".check-detail").textContent(),
+      `kernel package: HYPEDECK_KERNEL_DEB points at ${deb}, which does not exist`,
+    );
+    assert.match(await kernel.locator(".check-fix").textContent(), /apt-get download linux-image-cloud-(amd64|arm64)/);
+    assert.match(await kernel.locator(".hint").textContent(), /^Why: .*Linux kernel/);
+    assert.equal(await page.locator("#check-keychain").getAttribute("data-status"), "ok");
+    assert.equal(await page.locator("#check-guest_init").getAttribute("data-status"), "ok");
+    assert.equal(await page.locator("#setup-continue").isDisabled(), true);
+    assert.equal(await page.locator("#instances-table, #empty").count(), 0, "the workspace waits");
+    mkdirSync(RESULTS, { recursive: true });
+    await page.screenshot({ path: path.join(RESULTS, "browser-setup-missing.png") });
+
+    // The user follows the fix (here: a kernel package at that path), then re-checks.
+    const root = path.join(dir, "pkg");
+    mkdirSync(path.join(root, "DEBIAN"), { recursive: true });
+    writeFileSync(
+      path.join(root, "DEBIAN/control"),
+      "Package: linux-image-0.0.0-test\nVersion: 1\nArchitecture: all\nMaintainer: t <t@t>\nDescription: t\n",
+    );
+    execFileSync("dpkg-deb", ["--build", "--root-owner-group", root, deb], { stdio: "pipe" });
+    await page.click("#recheck");
+    await page.locator('#check-kernel[data-status="ok"]').waitFor();
+    assert.match(await kernel.locator(".check-detail").textContent(), /^linux-image-0\.0\.0-test from .* will be unpacked/);
+    assert.equal(await kernel.locator(".check-fix").count(), 0);
+    await page.click("#setup-continue");
+    await page.locator("#empty").waitFor();
+    assert.equal(await page.locator("#hello").isVisible(), true);
+    // The checks stay one click away.
+    await page.click("#setup-tab");
+    await page.locator('#check-kernel[data-status="ok"]').waitFor();
   });
 });

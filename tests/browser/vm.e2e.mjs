@@ -234,4 +234,26 @@ describe("web UI on real VMs", () => {
     assert.deepEqual(await server.client().volumes.list(), []);
     assert.deepEqual(pageErrors, []);
   });
+
+  test("one click to a first sandbox: the hello sample is built locally, boots and greets", async (t) => {
+    const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+    t.after(() => context.close());
+    const page = await context.newPage();
+    const url = new URL(UI_URL);
+    url.searchParams.set("api", server.url);
+    url.searchParams.set("token", token);
+    await page.goto(url.href);
+    await page.locator("#empty").waitFor({ timeout: 15_000 });
+    await page.click("#hello");
+    const view = page.locator("#instance-view");
+    await view.waitFor({ timeout: 120_000 });
+    await page.locator('#instance-view .detail-head .badge[data-state="Running"]').waitFor({ timeout: 90_000 });
+    await page.locator("#log-lines", { hasText: "Hello from a Hypedeck sandbox!" }).waitFor({ timeout: 60_000 });
+    const id = await view.getAttribute("data-instance-id");
+    const hello = await server.client().instances.get(id);
+    assert.equal(hello.name, "hello");
+    assert.equal(hello.image, "hypedeck.local/samples/hello:1");
+    await shot(page, "browser-hello.png");
+    await server.client().instances.delete(id);
+  });
 });

@@ -309,6 +309,12 @@ describe("desktop window", () => {
     await banner.waitForDisplayed({ timeout: 10_000 });
     assert.equal(await app.$("#error-code").getText(), "engine_unavailable");
     assert.match(await app.$("#error-message").getText(), /keychain/);
+    // The shell's own checks say what is missing and how to fix it; nothing can start yet.
+    const check = app.$("#check-keychain");
+    await check.waitForDisplayed({ timeout: 15_000 });
+    assert.equal(await check.getAttribute("data-status"), "missing");
+    assert.match(await app.$("#check-keychain .check-fix").getText(), /gnome-keyring/);
+    assert.equal(await app.$("#setup-continue").isEnabled(), false);
     await screenshot(app, "desktop-no-keychain.png");
   });
 });

@@ -51,14 +51,14 @@ export function sdk(url, token) {
   return new Hypeman({ baseURL: url, apiKey: token, maxRetries: 0, timeout: 10_000 });
 }
 
-/** Runs a fake-backed `hypedeck serve` until `stop()`. */
-export async function startFakeEngine(prefix = "fake") {
+/** Runs a fake-backed `hypedeck serve` until `stop()`; `env` adds to the environment. */
+export async function startFakeEngine(prefix = "fake", env = {}) {
   const bin = binary("HYPEDECK_FAKE_BIN");
   const dataDir = freshDataDir(prefix);
   const child = spawn(
     bin,
     ["--data-dir", dataDir, "serve", "--listen", "127.0.0.1:0", "--hypervisor", "fake"],
-    { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, HYPEDECK_LOG: "warn" } },
+    { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, HYPEDECK_LOG: "warn", ...env } },
   );
   let output = "";
   child.stdout.on("data", (d) => (output += d));

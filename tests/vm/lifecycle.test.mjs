@@ -219,4 +219,24 @@ describe("instances boot real OCI images under QEMU", () => {
     const names = (await client.instances.list()).map((i) => i.name);
     assert.ok(!names.includes("ghost") && !names.includes("bad-ref"), names.join(","));
   });
+
+  test("the hello sample is built on this machine (no registry), boots, greets and stops cleanly", async () => {
+    const image = await client.post("/system/samples/hello");
+    assert.equal(image.name, "hypedeck.local/samples/hello:1");
+    assert.equal(image.status, "ready");
+    assert.deepEqual(image.cmd, ["/hello"]);
+    // Same guest-init binary, same image.
+    assert.equal((await client.post("/system/samples/hello")).digest, image.digest);
+    const checks = await client.get("/system/checks");
+    assert.equal(checks.ready, true, JSON.stringify(checks));
+    assert.ok(checks.checks.every((c) => c.status !== "missing"));
+    const hello = await client.instances.create({ name: "hello", image: image.name, vcpus: 1, size: "256MB" });
+    assert.equal(await waitState(hello.id, "Running"), "Running");
+    await waitFor(async () => (await logLines(client, hello.id)).includes("Hello from a Hypedeck sandbox!"), "the greeting", 60_000);
+    const stopped = await client.instances.stop(hello.id);
+    assert.equal(stopped.state, "Stopped");
+    assert.deepEqual([stopped.exit_code, stopped.exit_message], [0, "success"]);
+    assert.ok((await logLines(client, hello.id)).includes("Goodbye."));
+    await client.instances.delete(hello.id);
+  });
 });

@@ -3,7 +3,7 @@ import Hypeman, { APIConnectionError, APIError } from "@onkernel/hypeman";
 
 import type { Connection } from "./connection";
 import { allowedKeysFrom, PROBE_BODY, PROBE_KEY } from "./forms";
-import type { Backend } from "./model";
+import type { Backend, SystemChecks } from "./model";
 
 export type Instance = Hypeman.Instance;
 
@@ -72,4 +72,31 @@ export async function hypervisors(api: Hypeman): Promise<Backend[] | null> {
     if (e instanceof APIError && e.status === 404) return null;
     throw e;
   }
+}
+
+/**
+ * What this machine lacks to run sandboxes (Hypedeck's `GET /system/checks`); null from servers
+ * without it (upstream Hypeman), which are assumed ready.
+ */
+export async function systemChecks(api: Hypeman): Promise<SystemChecks | null> {
+  try {
+    return await api.get<SystemChecks>("/system/checks");
+  } catch (e) {
+    if (e instanceof APIError && e.status === 404) return null;
+    throw e;
+  }
+}
+
+/** The sample image's name (built on the engine's machine, no registry involved). */
+export const HELLO_IMAGE = "hypedeck.local/samples/hello:1";
+
+/**
+ * One click to a first sandbox: builds the sample image (Hypedeck's
+ * `POST /system/samples/hello`) and creates an instance of it named `hello` (or `hello-2`, …).
+ */
+export async function createHello(api: Hypeman, taken: readonly string[]): Promise<Instance> {
+  await api.post("/system/samples/hello");
+  let name = "hello";
+  for (let n = 2; taken.includes(name); n++) name = `hello-${String(n)}`;
+  return api.instances.create({ name, image: HELLO_IMAGE, size: "256MB", vcpus: 1 });
 }

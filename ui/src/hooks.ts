@@ -85,7 +85,8 @@ export type Route =
   | { view: "instance"; id: string }
   | { view: "new" }
   | { view: "images" }
-  | { view: "volumes" };
+  | { view: "volumes" }
+  | { view: "setup" };
 
 export function parseRoute(hash: string): Route {
   const path = hash.replace(/^#\/?/, "");
@@ -96,6 +97,7 @@ export function parseRoute(hash: string): Route {
   if (path === "new") return { view: "new" };
   if (path === "images") return { view: "images" };
   if (path === "volumes") return { view: "volumes" };
+  if (path === "setup") return { view: "setup" };
   return { view: "list" };
 }
 
@@ -111,6 +113,8 @@ export function routeHash(route: Route): string {
       return "#/images";
     case "volumes":
       return "#/volumes";
+    case "setup":
+      return "#/setup";
   }
 }
 

@@ -64,6 +64,27 @@ export interface Capabilities {
 }
 
 /** One backend of the engine: available with capabilities, or not with the reason. */
+/** One setup check (Hypedeck's `GET /system/checks`, or the desktop shell's own). */
+export interface SystemCheck {
+  id: string;
+  title: string;
+  status: "ok" | "warning" | "missing";
+  detail: string;
+  why: string;
+  fix?: string;
+}
+
+/** All checks; `ready` is false while any is `missing`. */
+export interface SystemChecks {
+  ready: boolean;
+  checks: SystemCheck[];
+}
+
+/** `SystemChecks` from a bare list (the desktop shell's `local_checks`). */
+export function checksOf(checks: SystemCheck[]): SystemChecks {
+  return { ready: checks.every((c) => c.status !== "missing"), checks };
+}
+
 export interface Backend {
   kind: string;
   default: boolean;

@@ -46,6 +46,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(routes::volumes::routes())
         .merge(routes::exec::routes())
         .merge(routes::hypervisors::routes())
+        .merge(routes::system::routes())
         .merge(routes::unsupported::routes())
         .layer(axum::middleware::from_fn_with_state(
             state.token.clone(),

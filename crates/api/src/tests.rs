@@ -1066,9 +1066,10 @@ async fn every_route_but_health_needs_the_token() {
             operations.push((m.to_uppercase(), concrete));
         }
     }
-    for extra in ["/hypervisors", "/instances/x/exec"] {
+    for extra in ["/hypervisors", "/instances/x/exec", "/system/checks"] {
         operations.push(("GET".into(), extra.into()));
     }
+    operations.push(("POST".into(), "/system/samples/hello".into()));
     assert!(operations.len() > 40, "{operations:?}");
     for (method, uri) in &operations {
         let anonymous = r.call(method, uri, Some("{}"), None).await;
@@ -1260,4 +1261,45 @@ async fn fuzzing_findings_stay_fixed() {
     assert_eq!(pull.status, StatusCode::BAD_REQUEST, "{}", pull.text);
     assert_eq!(pull.json["code"], "invalid_request");
     assert!(!pull.text.contains("must-not-echo"));
+}
+
+#[tokio::test]
+async fn system_checks_list_what_a_sandbox_needs_and_hello_needs_an_image_cache() {
+    let r = rig_with(Err("qemu-system-x86_64 was not found on PATH".into()));
+    let a = r.authed("GET", "/system/checks", None).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    let ids: Vec<&str> = a.json["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    let mut expected = vec!["hypervisor", "kernel", "guest_init", "keychain"];
+    if cfg!(target_os = "linux") {
+        expected.insert(1, "kvm");
+    }
+    assert_eq!(ids, expected);
+    // No hypervisor: not ready, and the check says what to install.
+    assert_eq!(a.json["ready"], false);
+    let hv = &a.json["checks"][0];
+    assert_eq!(hv["status"], "missing");
+    assert_eq!(
+        hv["detail"],
+        "qemu: qemu-system-x86_64 was not found on PATH"
+    );
+    assert!(hv["fix"].as_str().unwrap().contains("qemu"), "{hv}");
+    assert!(hv["why"].as_str().unwrap().len() > 10);
+    // The engine runs on a keychain that answers.
+    assert_eq!(a.json["checks"][ids.len() - 1]["status"], "ok");
+    assert!(a.json["checks"][ids.len() - 1].get("fix").is_none());
+
+    // The fake engine has no image cache: a clear error, nothing built.
+    let a = r.authed("POST", "/system/samples/hello", None).await;
+    assert_eq!(a.status, StatusCode::INTERNAL_SERVER_ERROR, "{}", a.text);
+    assert_eq!(a.json["code"], "dependency_missing");
+    assert!(
+        a.json["message"].as_str().unwrap().contains("image cache"),
+        "{}",
+        a.text
+    );
 }

@@ -185,6 +185,93 @@ pub fn is_static_elf(path: &Path) -> bool {
     })
 }
 
+/// The versioned kernel package apt would install for `linux-image-cloud-<arch>`.
+async fn apt_kernel_package(cwd: &Path) -> Result<String, BootError> {
+    let meta = format!("linux-image-cloud-{}", debian_arch());
+    let depends = run("apt-cache", &["depends", &meta], cwd).await?;
+    depends
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("Depends: "))
+        .find(|p| {
+            p.starts_with("linux-image-") && p.as_bytes().get(12).is_some_and(u8::is_ascii_digit)
+        })
+        .map(str::to_string)
+        .ok_or_else(|| {
+            BootError::Kernel(format!(
+                "apt-cache knows no kernel for {meta}; run apt-get update"
+            ))
+        })
+}
+
+/// Where the guest kernel will come from, as found without downloading anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KernelSource {
+    /// apt's kernel, already unpacked under `system/kernel/<version>/`.
+    Cached {
+        /// Kernel release.
+        version: String,
+    },
+    /// apt's kernel package, downloaded (no root needed) on the first start.
+    Apt {
+        /// The package, e.g. `linux-image-6.1.0-44-cloud-amd64`.
+        package: String,
+    },
+    /// A kernel .deb given with `HYPEDECK_KERNEL_DEB`, unpacked on the first start.
+    Deb {
+        /// The file.
+        path: PathBuf,
+        /// Its package name.
+        package: String,
+    },
+}
+
+/// Checks, without downloading, that [`ensure_kernel`] can get a kernel: `deb` (the value of
+/// `HYPEDECK_KERNEL_DEB`) must be a linux-image package; otherwise apt must know the cloud
+/// kernel. The error says what is missing.
+pub async fn probe_kernel(system: &Path, deb: Option<&Path>) -> Result<KernelSource, BootError> {
+    let cwd = std::env::temp_dir();
+    if let Some(deb) = deb {
+        if !deb.is_file() {
+            return Err(BootError::Kernel(format!(
+                "HYPEDECK_KERNEL_DEB points at {}, which does not exist",
+                deb.display()
+            )));
+        }
+        let text = deb.display().to_string();
+        let package = run("dpkg-deb", &["--field", &text, "Package"], &cwd)
+            .await
+            .map_err(|e| match e {
+                BootError::Tool { detail, .. } => {
+                    BootError::Kernel(format!("{text} is not a Debian package ({detail})"))
+                }
+                other => other,
+            })?
+            .trim()
+            .to_string();
+        if !package.starts_with("linux-image-") {
+            return Err(BootError::Kernel(format!(
+                "{text} holds the package {package:?}, not a linux-image kernel"
+            )));
+        }
+        return Ok(KernelSource::Deb {
+            path: deb.to_path_buf(),
+            package,
+        });
+    }
+    let package = apt_kernel_package(&cwd).await?;
+    let version = package.trim_start_matches("linux-image-").to_string();
+    if system
+        .join("kernel")
+        .join(&version)
+        .join("vmlinuz")
+        .is_file()
+    {
+        Ok(KernelSource::Cached { version })
+    } else {
+        Ok(KernelSource::Apt { package })
+    }
+}
+
 /// Makes sure the kernel is unpacked under `system/kernel/<version>/` and returns its dir.
 pub async fn ensure_kernel(system: &Path) -> Result<(PathBuf, String), BootError> {
     let kernels = system.join("kernel");
@@ -193,21 +280,7 @@ pub async fn ensure_kernel(system: &Path) -> Result<(PathBuf, String), BootError
     let deb = match std::env::var_os("HYPEDECK_KERNEL_DEB") {
         Some(p) => PathBuf::from(p),
         None => {
-            let meta = format!("linux-image-cloud-{}", debian_arch());
-            let depends = run("apt-cache", &["depends", &meta], &work).await?;
-            let package = depends
-                .lines()
-                .filter_map(|l| l.trim().strip_prefix("Depends: "))
-                .find(|p| {
-                    p.starts_with("linux-image-")
-                        && p.as_bytes().get(12).is_some_and(u8::is_ascii_digit)
-                })
-                .ok_or_else(|| {
-                    BootError::Kernel(format!(
-                        "apt-cache knows no kernel for {meta}; run apt-get update"
-                    ))
-                })?
-                .to_string();
+            let package = apt_kernel_package(&work).await?;
             let version = package.trim_start_matches("linux-image-").to_string();
             if kernels.join(&version).join("vmlinuz").is_file() {
                 let _ = std::fs::remove_dir_all(&work);
@@ -431,6 +504,68 @@ fn order_from_dir(dir: &Path) -> Result<Vec<String>, BootError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A minimal .deb of package `name` (dpkg-deb --build), in `dir`.
+    fn tiny_deb(dir: &Path, name: &str) -> PathBuf {
+        let root = dir.join(format!("{name}-root"));
+        std::fs::create_dir_all(root.join("DEBIAN")).unwrap();
+        std::fs::write(
+            root.join("DEBIAN/control"),
+            format!("Package: {name}\nVersion: 1\nArchitecture: all\nMaintainer: t <t@t>\nDescription: t\n"),
+        )
+        .unwrap();
+        let deb = dir.join(format!("{name}.deb"));
+        let ok = std::process::Command::new("dpkg-deb")
+            .args(["--build", "--root-owner-group"])
+            .arg(&root)
+            .arg(&deb)
+            .output()
+            .unwrap()
+            .status
+            .success();
+        assert!(ok, "dpkg-deb --build");
+        deb
+    }
+
+    #[tokio::test]
+    async fn probe_kernel_checks_a_given_deb_without_unpacking_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope.deb");
+        let err = probe_kernel(dir.path(), Some(&missing)).await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "kernel package: HYPEDECK_KERNEL_DEB points at {}, which does not exist",
+                missing.display()
+            )
+        );
+        let junk = dir.path().join("junk.deb");
+        std::fs::write(&junk, b"not an archive").unwrap();
+        let err = probe_kernel(dir.path(), Some(&junk))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("is not a Debian package"), "{err}");
+        let other = tiny_deb(dir.path(), "hello");
+        let err = probe_kernel(dir.path(), Some(&other))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.ends_with("holds the package \"hello\", not a linux-image kernel"),
+            "{err}"
+        );
+        let kernel = tiny_deb(dir.path(), "linux-image-9.9.9-test");
+        assert_eq!(
+            probe_kernel(dir.path(), Some(&kernel)).await.unwrap(),
+            KernelSource::Deb {
+                path: kernel.clone(),
+                package: "linux-image-9.9.9-test".into()
+            }
+        );
+        // Nothing was unpacked.
+        assert!(!dir.path().join("kernel").exists());
+    }
 
     #[test]
     fn static_elf_detection() {

@@ -160,6 +160,37 @@ pub fn open_keychain() -> Result<Arc<dyn SecretStore>, DaemonError> {
     Ok(Arc::new(KeychainStore::open(KEYCHAIN_SERVICE)?))
 }
 
+/// The first-run checks without an engine (the desktop shows them when the engine cannot
+/// start, e.g. with no keychain; `hypedeck doctor` prints them): the same checks as
+/// `GET /system/checks`, with the default backend detected and the keychain probed here.
+pub async fn local_checks(data_dir: &Path) -> Vec<hypedeck_engine::checks::Check> {
+    use hypedeck_engine::checks;
+    let kind = checks::host_default();
+    let backend = match select_hypervisor(HypervisorChoice::Auto) {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(reason)) => Err(reason),
+        Err(e) => Err(e.to_string()),
+    };
+    let keychain = tokio::task::spawn_blocking(|| open_keychain().map(|_| ()))
+        .await
+        .unwrap_or(Err(DaemonError::Random))
+        .map_err(|e| e.to_string());
+    let deb = std::env::var_os("HYPEDECK_KERNEL_DEB").map(PathBuf::from);
+    let mut list = vec![checks::hypervisor(
+        kind,
+        backend.as_ref().map(|_| ()).map_err(String::as_str),
+    )];
+    if cfg!(target_os = "linux") {
+        list.push(checks::kvm(Path::new("/dev/kvm")));
+    }
+    list.push(checks::kernel(&Paths::new(data_dir).system(), deb.as_deref()).await);
+    list.push(checks::guest_init());
+    list.push(checks::keychain(
+        keychain.as_ref().map(|_| ()).map_err(String::as_str),
+    ));
+    list
+}
+
 /// The backends an instance can ask for besides the default, each with why it cannot run
 /// here when it cannot. Linux: QEMU by default, Cloud Hypervisor when installed with KVM.
 /// macOS: vz by default, QEMU when installed.

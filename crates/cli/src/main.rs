@@ -45,6 +45,9 @@ enum Command {
     Token,
     /// Print where the running engine for the data dir listens, if any.
     Status,
+    /// Check what running a sandbox needs from this machine (hypervisor, KVM, guest kernel,
+    /// guest init, keychain) and print how to fix what is missing. Exits 1 if anything is.
+    Doctor,
 }
 
 fn data_dir(cli: &Cli) -> anyhow::Result<PathBuf> {
@@ -90,6 +93,29 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let keychain = daemon::open_keychain()?;
             let token = daemon::load_or_create_token(keychain.as_ref(), &dir)?;
             println!("{}", token.expose());
+            Ok(())
+        }
+        Command::Doctor => {
+            let checks = daemon::local_checks(&dir).await;
+            let mut missing = 0;
+            for c in &checks {
+                let mark = match c.status {
+                    hypedeck_engine::checks::CheckStatus::Ok => "ok",
+                    hypedeck_engine::checks::CheckStatus::Warning => "warning",
+                    hypedeck_engine::checks::CheckStatus::Missing => {
+                        missing += 1;
+                        "MISSING"
+                    }
+                };
+                println!("[{mark}] {}: {}", c.title, c.detail);
+                if let Some(fix) = &c.fix {
+                    println!("    why: {}", c.why);
+                    println!("    fix: {fix}");
+                }
+            }
+            if missing > 0 {
+                anyhow::bail!("{missing} of {} checks failed", checks.len());
+            }
             Ok(())
         }
         Command::Status => {

@@ -188,3 +188,68 @@ impl Engine {
         }
     }
 }
+
+/// The sample image: `/hello` is this machine's `hypedeck-guest-init` binary (which runs as the
+/// greeting program under that name), so it is built locally, without any registry.
+pub const HELLO_IMAGE: &str = "hypedeck.local/samples/hello:1";
+
+impl Engine {
+    /// Builds (or finds) the sample image [`HELLO_IMAGE`] and returns it, ready to boot.
+    /// The same guest-init binary always gives the same image digest.
+    pub async fn hello_image(&self) -> Result<ImageInfo, EngineError> {
+        let store = self.image_store()?;
+        let init =
+            hypedeck_boot::find_guest_init().map_err(|e| EngineError::Provision(e.to_string()))?;
+        let layer = store
+            .root()
+            .join(format!(".hello-{}.tar", std::process::id()));
+        let path = layer.clone();
+        tokio::task::spawn_blocking(move || hello_layer(&init, &path))
+            .await
+            .map_err(|_| EngineError::Task)?
+            .map_err(|e| EngineError::Provision(format!("build the sample image layer: {e}")))?;
+        let config = hypedeck_images::ImageConfig {
+            cmd: Some(vec!["/hello".to_string()]),
+            env: vec!["PATH=/".to_string()],
+            ..Default::default()
+        };
+        let image = store
+            .import(HELLO_IMAGE, &config, vec![layer.clone()])
+            .await;
+        let _ = std::fs::remove_file(&layer);
+        image
+            .map(to_info)
+            .map_err(|e| EngineError::ImageFailed(e.to_string()))
+    }
+}
+
+/// One uncompressed layer: the usual mount points and `/hello` (a copy of `init`), owned by
+/// root, with fixed times so the same binary gives the same bytes.
+fn hello_layer(init: &std::path::Path, out: &std::path::Path) -> std::io::Result<()> {
+    let mut tar = tar::Builder::new(std::fs::File::create(out)?);
+    let header = |kind: tar::EntryType, mode: u32, size: u64| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_size(size);
+        h
+    };
+    for (dir, mode) in [
+        ("dev", 0o755),
+        ("etc", 0o755),
+        ("proc", 0o555),
+        ("run", 0o755),
+        ("sys", 0o555),
+        ("tmp", 0o1777),
+    ] {
+        let mut h = header(tar::EntryType::Directory, mode, 0);
+        tar.append_data(&mut h, dir, std::io::empty())?;
+    }
+    let bytes = std::fs::read(init)?;
+    let mut h = header(tar::EntryType::Regular, 0o755, bytes.len() as u64);
+    tar.append_data(&mut h, "hello", &bytes[..])?;
+    tar.into_inner()?.sync_all()
+}

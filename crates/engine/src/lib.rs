@@ -13,6 +13,7 @@
 
 mod agent;
 mod boot;
+pub mod checks;
 mod create;
 mod delete;
 mod derive;
@@ -43,7 +44,7 @@ use hypedeck_store::{Paths, StoreError};
 
 pub use agent::{AgentEvent, ExecSession};
 pub use hypedeck_guest_init::agent_proto::{OpenRequest, PathInfo};
-pub use images::PullCredentials;
+pub use images::{HELLO_IMAGE, PullCredentials};
 pub use lifecycle::{MAX_WAIT, STOP_TIMEOUT, StartOverrides, WaitOutcome};
 pub use provision::{GuestRuntime, IMAGE_WAIT};
 pub use query::ListFilter;

@@ -16,6 +16,8 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
+/// First line the sample image's `/hello` program prints (this binary, run as `hello`).
+pub const HELLO_GREETING: &str = "Hello from a Hypedeck sandbox!";
 /// Serial-log marker printed when the program starts.
 pub const PROGRAM_START: &str = "HYPEMAN-PROGRAM-START";
 /// Serial-log marker printed when init's control channel is ready.

@@ -20,7 +20,7 @@ use tokio::sync::{Semaphore, watch};
 use crate::cache::{self, Layout};
 use crate::disk;
 use crate::error::ImageError;
-use crate::image::{Image, ImageStatus, PullProgress};
+use crate::image::{Image, ImageConfig, ImageStatus, PullProgress};
 use crate::platform::Platform;
 use crate::reference::{Digest, ImageRef};
 use crate::registry::{self, Credentials, Mirrors, Resolved, Session};
@@ -179,6 +179,154 @@ impl ImageStore {
     /// cancel the pull; it completes in the background.
     pub async fn pull(&self, reference: &str, options: PullOptions) -> Result<Image, ImageError> {
         self.start_pull(reference, options).await?.wait().await
+    }
+
+    /// Adds an image built on this machine: `layers` are uncompressed tar files (consumed: each
+    /// is removed once applied), `config` its runtime defaults. The image gets the digest of an
+    /// OCI manifest describing exactly these layers and config, so importing the same inputs
+    /// again is a cache hit; `name` (a tag reference, e.g. `hypedeck.local/samples/hello:1`)
+    /// is pointed at it. No registry is involved. Conversion takes a pull slot like a pull.
+    pub async fn import(
+        &self,
+        name: &str,
+        config: &ImageConfig,
+        layers: Vec<PathBuf>,
+    ) -> Result<Image, ImageError> {
+        let image = ImageRef::parse(name)?;
+        if image.digest().is_some() {
+            return Err(ImageError::Convert(
+                "an imported image is named by a tag, not a digest".into(),
+            ));
+        }
+        let name = image.to_string();
+        let hashed = tokio::task::spawn_blocking(move || {
+            layers
+                .into_iter()
+                .map(|path| {
+                    let bytes = fs::read(&path).map_err(|e| ImageError::io("read", &path, e))?;
+                    Ok((Digest::of(&bytes), bytes.len() as u64, path))
+                })
+                .collect::<Result<Vec<_>, ImageError>>()
+        })
+        .await
+        .map_err(|e| ImageError::Convert(format!("hashing task failed: {e}")))??;
+        let platform = Platform::host();
+        let digest = Digest::of(&local_manifest(&platform, config, &hashed));
+        let record = Image {
+            name: name.clone(),
+            digest: digest.clone(),
+            platform,
+            status: ImageStatus::Pending,
+            error: None,
+            size_bytes: None,
+            config: config.clone(),
+            created_at: OffsetDateTime::now_utc(),
+        };
+
+        // Claim the job under the lock; a ready image or a job already running for the same
+        // digest (another import of the same inputs) is joined instead.
+        let claimed = {
+            let mut state = self.lock();
+            let taken = state
+                .images
+                .get(&digest)
+                .is_some_and(|i| i.status == ImageStatus::Ready)
+                || state.jobs.contains_key(&digest);
+            (!taken).then(|| {
+                let total = hashed.iter().map(|(_, n, _)| n).sum();
+                let (tx, rx) = watch::channel(JobState {
+                    progress: PullProgress {
+                        status: ImageStatus::Pending,
+                        digest: digest.clone(),
+                        bytes_done: total,
+                        bytes_total: total,
+                        layers_done: 0,
+                        layers_total: hashed.len(),
+                        error: None,
+                    },
+                    outcome: None,
+                });
+                state.images.insert(digest.clone(), record.clone());
+                state.jobs.insert(
+                    digest.clone(),
+                    Job {
+                        rx: rx.clone(),
+                        tag_on_success: vec![name.clone()],
+                    },
+                );
+                (tx, rx)
+            })
+        };
+        let Some((tx, rx)) = claimed else {
+            for (_, _, path) in &hashed {
+                let _ = fs::remove_file(path);
+            }
+            return self.tag_existing(&name, &digest).await;
+        };
+        let store = self.clone();
+        tokio::spawn(async move {
+            let mut guard = JobGuard {
+                store: store.clone(),
+                digest: digest.clone(),
+                done: false,
+            };
+            let result = async {
+                let _slot = store
+                    .inner
+                    .slots
+                    .acquire()
+                    .await
+                    .map_err(|_| ImageError::Registry("image store closed".into()))?;
+                store.set_status(&digest, ImageStatus::Pulling, &tx);
+                let work = store.inner.layout.job_dir(&digest);
+                if work.exists() {
+                    fs::remove_dir_all(&work).map_err(|e| ImageError::io("remove", &work, e))?;
+                }
+                fs::create_dir_all(&work).map_err(|e| ImageError::io("create", &work, e))?;
+                let layers = hashed
+                    .into_iter()
+                    .map(|(d, _, path)| (d.clone(), path, d))
+                    .collect();
+                let result = store
+                    .convert(
+                        &digest,
+                        layers,
+                        record,
+                        &tx,
+                        &work,
+                        std::time::Duration::ZERO,
+                    )
+                    .await;
+                let _ = fs::remove_dir_all(&work);
+                result
+            }
+            .await;
+            store.finish_job(&digest, result, &tx);
+            guard.done = true;
+        });
+        PullHandle { name, rx }.wait().await
+    }
+
+    /// Points `name` at `digest` once its job (if any) has finished.
+    async fn tag_existing(&self, name: &str, digest: &Digest) -> Result<Image, ImageError> {
+        let running = self.lock().jobs.get(digest).map(|j| j.rx.clone());
+        if let Some(rx) = running {
+            PullHandle {
+                name: name.to_string(),
+                rx,
+            }
+            .wait()
+            .await?;
+        }
+        let mut state = self.lock();
+        let image = state
+            .images
+            .get(digest)
+            .filter(|i| i.status == ImageStatus::Ready)
+            .cloned()
+            .ok_or_else(|| ImageError::Convert("the image failed to build".into()))?;
+        self.set_tags(&mut state, &[name.to_string()], digest)?;
+        Ok(image)
     }
 
     /// Resolves `reference` (manifest, index child for the platform, config: bounded by
@@ -523,7 +671,7 @@ impl ImageStore {
         &self,
         session: &Session,
         resolved: &Resolved,
-        mut record: Image,
+        record: Image,
         tx: &watch::Sender<JobState>,
         work: &Path,
     ) -> Result<Image, ImageError> {
@@ -557,16 +705,30 @@ impl ImageStore {
             .try_collect::<Vec<()>>()
             .await?;
         let downloaded = started.elapsed();
-
-        // Apply layers in order on a blocking thread.
-        let rootfs_dir = work.join("rootfs");
-        let disk_tmp = work.join("rootfs.ext4");
         let layers: Vec<(Digest, PathBuf, Digest)> = resolved
             .layers
             .iter()
             .zip(paths)
             .map(|(l, p)| (l.digest.clone(), p, l.diff_id.clone()))
             .collect();
+        self.convert(digest, layers, record, tx, work, downloaded)
+            .await
+    }
+
+    /// Applies `layers` (digest, blob path, diff id; each blob is removed once applied) in
+    /// order, builds the ext4 disk, moves it into place and writes the `ready` record.
+    async fn convert(
+        &self,
+        digest: &Digest,
+        layers: Vec<(Digest, PathBuf, Digest)>,
+        mut record: Image,
+        tx: &watch::Sender<JobState>,
+        work: &Path,
+        downloaded: std::time::Duration,
+    ) -> Result<Image, ImageError> {
+        // Apply layers in order on a blocking thread.
+        let rootfs_dir = work.join("rootfs");
+        let disk_tmp = work.join("rootfs.ext4");
         let tx_unpack = tx.clone();
         let this = self.clone();
         let digest_c = digest.clone();
@@ -756,6 +918,55 @@ impl Drop for JobGuard {
             image.error = Some("pull aborted".into());
         }
     }
+}
+
+/// The OCI manifest of a local image (uncompressed layers, given as digest, size and path),
+/// whose config blob holds `config`. Pure: the same inputs give the same bytes, hence the
+/// same digest.
+fn local_manifest(
+    platform: &Platform,
+    config: &ImageConfig,
+    layers: &[(Digest, u64, PathBuf)],
+) -> Vec<u8> {
+    let mut runtime = serde_json::Map::new();
+    if let Some(e) = &config.entrypoint {
+        runtime.insert("Entrypoint".into(), serde_json::json!(e));
+    }
+    if let Some(c) = &config.cmd {
+        runtime.insert("Cmd".into(), serde_json::json!(c));
+    }
+    runtime.insert("Env".into(), serde_json::json!(config.env));
+    if let Some(w) = &config.working_dir {
+        runtime.insert("WorkingDir".into(), serde_json::json!(w));
+    }
+    if let Some(u) = &config.user {
+        runtime.insert("User".into(), serde_json::json!(u));
+    }
+    let blob = serde_json::json!({
+        "architecture": platform.architecture(),
+        "os": platform.os(),
+        "config": runtime,
+        "rootfs": {
+            "type": "layers",
+            "diff_ids": layers.iter().map(|(d, _, _)| d.as_str()).collect::<Vec<_>>(),
+        },
+    });
+    let blob = serde_json::to_vec(&blob).unwrap_or_default();
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": Digest::of(&blob).as_str(),
+            "size": blob.len(),
+        },
+        "layers": layers.iter().map(|(d, n, _)| serde_json::json!({
+            "mediaType": "application/vnd.oci.image.layer.v1.tar",
+            "digest": d.as_str(),
+            "size": n,
+        })).collect::<Vec<_>>(),
+    });
+    serde_json::to_vec(&manifest).unwrap_or_default()
 }
 
 #[cfg(test)]

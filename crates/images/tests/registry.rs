@@ -890,3 +890,96 @@ fn digest_type_round_trips() {
     let d = Digest::of(b"x");
     assert_eq!(Digest::parse(d.as_str()).unwrap(), d);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_builds_a_local_image_without_a_registry() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ImageStore::open(dir.path().join("images")).unwrap();
+    let layer = |name: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(
+            &path,
+            tar_of(&[
+                Entry {
+                    path: "etc",
+                    kind: Kind::Dir,
+                    mode: 0o755,
+                },
+                Entry {
+                    path: "hello",
+                    kind: Kind::File(b"#!hello\n".to_vec()),
+                    mode: 0o755,
+                },
+            ]),
+        )
+        .unwrap();
+        path
+    };
+    let config = hypedeck_images::ImageConfig {
+        cmd: Some(vec!["/hello".into()]),
+        env: vec!["GREETING=hi".into()],
+        ..Default::default()
+    };
+    let first = store
+        .import(
+            "hypedeck.local/samples/hello:1",
+            &config,
+            vec![layer("a.tar")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(first.status, ImageStatus::Ready);
+    assert_eq!(first.name, "hypedeck.local/samples/hello:1");
+    assert_eq!(first.config, config);
+    let disk = store.rootfs_path(&first);
+    assert_eq!(debugfs(&disk, "cat /hello"), "#!hello\n");
+    assert!(
+        !dir.path().join("a.tar").exists(),
+        "the layer file is consumed"
+    );
+    assert_eq!(
+        store.get("hypedeck.local/samples/hello:1").unwrap().digest,
+        first.digest
+    );
+
+    // Same inputs, same image (a cache hit, under a second tag too).
+    let again = store
+        .import(
+            "hypedeck.local/samples/hello:again",
+            &config,
+            vec![layer("b.tar")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.digest, first.digest);
+    assert_eq!(
+        store
+            .get("hypedeck.local/samples/hello:again")
+            .unwrap()
+            .digest,
+        first.digest
+    );
+    // Other config, other image.
+    let other = hypedeck_images::ImageConfig {
+        cmd: Some(vec!["/other".into()]),
+        ..config.clone()
+    };
+    let second = store
+        .import(
+            "hypedeck.local/samples/hello:2",
+            &other,
+            vec![layer("c.tar")],
+        )
+        .await
+        .unwrap();
+    assert_ne!(second.digest, first.digest);
+    // A digest is not a name for an import; nothing is recorded.
+    let pinned = format!("hypedeck.local/samples/hello@{}", first.digest);
+    assert!(
+        store
+            .import(&pinned, &config, vec![layer("d.tar")])
+            .await
+            .is_err()
+    );
+    assert_eq!(store.list().len(), 3, "one entry per name");
+}

@@ -1,18 +1,24 @@
 // The page: find the API (desktop shell, URL, storage or the connect form), then the instances
 // list, one instance's details, the create dialog, images and volumes, routed by the location hash.
-import { useEffect, useMemo, useRef, useState } from "react";
+import { useCallback, useEffect, useMemo, useRef, useState } from "react";
 
-import { client, problem, type Problem } from "../api";
+import { client, createHello, problem, systemChecks, type Problem } from "../api";
 import { forgetBrowserConnection, initialConnection, rememberBrowserConnection, type Connection } from "../connection";
-import { DesktopError } from "../desktop";
+import { DesktopError, inDesktop, shell } from "../desktop";
 import { BackendsContext, useBackends, useInstances, useNow, useRoute, useShortcuts } from "../hooks";
-import { DEFAULT_SORT, NO_FILTER, type Filter, type Instance, type Sort, type Verb } from "../model";
+import { checksOf, DEFAULT_SORT, NO_FILTER, type Filter, type Instance, type Sort, type SystemCheck, type SystemChecks, type Verb } from "../model";
 import { Connections } from "./Connections";
 import { CreateDialog } from "./CreateDialog";
 import { ImagesView } from "./ImagesView";
 import { InstanceDetails } from "./InstanceDetails";
 import { InstanceList } from "./InstanceList";
+import { SetupCheck } from "./SetupCheck";
 import { VolumesView } from "./VolumesView";
+
+/** The desktop shell's own checks (no engine needed). */
+async function localChecks(): Promise<SystemChecks> {
+  return checksOf(await shell<SystemCheck[]>("local_checks"));
+}
 
 function Banner({ problem: p }: { problem: Problem | null }) {
   return (
@@ -65,6 +71,29 @@ function Workspace({ conn }: { conn: Connection }) {
   const [notice, setNotice] = useState<string | null>(null);
   const search = useRef<HTMLInputElement>(null);
   const now = useNow(1000);
+  // First run: while the engine says something is missing, the setup screen comes first.
+  const [firstChecks, setFirstChecks] = useState<SystemChecks | null>(null);
+  const [helloBusy, setHelloBusy] = useState(false);
+  const loadChecks = useCallback(async (): Promise<SystemChecks> => (await systemChecks(api)) ?? { ready: true, checks: [] }, [api]);
+  useEffect(() => {
+    let live = true;
+    loadChecks().then(
+      (c) => live && !c.ready && setFirstChecks(c),
+      () => undefined,
+    );
+    return () => {
+      live = false;
+    };
+  }, [loadChecks]);
+  const hello = (): void => {
+    setHelloBusy(true);
+    createHello(api, feed.list.map((i) => i.name))
+      .then((i) => {
+        feed.refresh();
+        go({ view: "instance", id: i.id });
+      }, (e: unknown) => setActionProblem(problem(e, conn.url)))
+      .finally(() => setHelloBusy(false));
+  };
 
   useShortcuts({
     "/": () => {
@@ -103,6 +132,9 @@ function Workspace({ conn }: { conn: Connection }) {
         <a href="#/volumes" className={route.view === "volumes" ? "tab on" : "tab"}>
           Volumes
         </a>
+        <a id="setup-tab" href="#/setup" className={route.view === "setup" || firstChecks ? "tab on" : "tab"}>
+          Setup
+        </a>
         <span className="spacer" />
         <button id="new-instance" type="button" className="primary" title="New instance (n)" onClick={() => go({ view: "new" })}>
           New instance
@@ -114,7 +146,16 @@ function Workspace({ conn }: { conn: Connection }) {
           {notice}
         </div>
       )}
-      {route.view === "images" ? (
+      {firstChecks || route.view === "setup" ? (
+        <SetupCheck
+          load={loadChecks}
+          continueLabel="Open Hypedeck"
+          onContinue={() => {
+            setFirstChecks(null);
+            go({ view: "list" });
+          }}
+        />
+      ) : route.view === "images" ? (
         <ImagesView api={api} />
       ) : route.view === "volumes" ? (
         <VolumesView api={api} />
@@ -148,6 +189,8 @@ function Workspace({ conn }: { conn: Connection }) {
           onSort={setSort}
           onOpen={(id) => go({ view: "instance", id })}
           onCreate={() => go({ view: "new" })}
+          onHello={hello}
+          helloBusy={helloBusy}
           searchRef={search}
         />
       )}
@@ -227,7 +270,24 @@ export function App({ onFirstPaint }: { onFirstPaint: () => void }) {
       </header>
       <main>
         {bootProblem ? (
-          <Banner problem={bootProblem} />
+          <>
+            <Banner problem={bootProblem} />
+            {inDesktop() && (
+              <SetupCheck
+                load={localChecks}
+                continueLabel="Start Hypedeck"
+                onContinue={() => {
+                  initialConnection().then(
+                    (c) => {
+                      setBootProblem(null);
+                      setConn(c);
+                    },
+                    (e: unknown) => setBootProblem(e instanceof DesktopError ? { code: "engine_unavailable", message: e.message } : problem(e, "")),
+                  );
+                }}
+              />
+            )}
+          </>
         ) : conn === undefined ? (
           <p className="empty" aria-busy="true">
             Connecting…

@@ -83,6 +83,8 @@ export function InstanceList({
   onSort,
   onOpen,
   onCreate,
+  onHello,
+  helloBusy = false,
   searchRef,
 }: {
   list: Instance[];
@@ -94,6 +96,9 @@ export function InstanceList({
   onSort: (s: Sort) => void;
   onOpen: (id: string) => void;
   onCreate: () => void;
+  /** Builds and starts the sample sandbox (shown in the empty state). */
+  onHello?: () => void;
+  helloBusy?: boolean;
   searchRef: RefObject<HTMLInputElement | null>;
 }) {
   const shown = useMemo(() => sortInstances(filterInstances(list, filter), sort, now), [list, filter, sort, now]);
@@ -166,9 +171,15 @@ export function InstanceList({
         <div id="empty" className="empty">
           <p>No instances yet</p>
           <p className="muted">An instance is an OCI image running as a small VM with its own kernel.</p>
-          <button type="button" className="primary" onClick={onCreate}>
-            Create your first instance
-          </button>
+          <div className="actions center">
+            <button id="hello" type="button" className="primary" onClick={onHello} disabled={helloBusy}>
+              {helloBusy ? "Building the hello sandbox…" : "Try a hello sandbox"}
+            </button>
+            <button type="button" onClick={onCreate}>
+              Create your first instance
+            </button>
+          </div>
+          <p className="hint">The hello sandbox is built on this machine (no registry) and prints a greeting in its logs.</p>
         </div>
       ) : (
         <>

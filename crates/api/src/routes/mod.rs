@@ -6,6 +6,7 @@ pub mod images;
 pub mod instances;
 pub mod lifecycle;
 pub mod meta;
+pub mod system;
 pub mod unsupported;
 pub mod volumes;
 

@@ -1,0 +1,45 @@
+//! Hypedeck extensions for the first run (clients of upstream servers get a 404 here):
+//! - `GET /system/checks` → `{ready, checks: [{id, title, status, detail, why, fix?}]}`: what
+//!   running a sandbox needs from this machine; `ready` is false while any check is `missing`.
+//! - `POST /system/samples/hello` → the sample image (`hypedeck.local/samples/hello:1`), built
+//!   locally from the guest init binary, `ready` to boot.
+
+use axum::extract::State;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use hypedeck_engine::checks::{Check, CheckStatus};
+use hypedeck_model::ImageInfo;
+use serde::Serialize;
+
+use crate::ApiState;
+use crate::error::ApiError;
+
+/// `/system/…`.
+pub fn routes() -> Router<ApiState> {
+    Router::new()
+        .route("/system/checks", get(checks))
+        .route("/system/samples/hello", post(hello))
+}
+
+#[derive(Debug, Serialize)]
+struct Checks {
+    ready: bool,
+    checks: Vec<Check>,
+}
+
+async fn checks(State(state): State<ApiState>) -> Json<Checks> {
+    let checks = state.engine.checks().await;
+    Json(Checks {
+        ready: checks.iter().all(|c| c.status != CheckStatus::Missing),
+        checks,
+    })
+}
+
+async fn hello(State(state): State<ApiState>) -> Result<Json<ImageInfo>, ApiError> {
+    let image = state
+        .engine
+        .hello_image()
+        .await
+        .map_err(|e| ApiError::from_engine("build the sample image", e))?;
+    Ok(Json(image))
+}

@@ -79,14 +79,17 @@ impl Link {
 #[derive(Debug)]
 pub struct EngineLink {
     data_dir: Option<PathBuf>,
+    /// Where to serve (settings); `None`: 4973, or any free port if that is taken.
+    listen: Option<SocketAddr>,
     link: Mutex<Option<Link>>,
 }
 
 impl EngineLink {
     /// A link for `data_dir` (`None`: the platform has no data dir and none was configured).
-    pub fn new(data_dir: Option<PathBuf>) -> Self {
+    pub fn new(data_dir: Option<PathBuf>, listen: Option<SocketAddr>) -> Self {
         EngineLink {
             data_dir,
+            listen,
             link: Mutex::new(None),
         }
     }
@@ -102,7 +105,7 @@ impl EngineLink {
             .data_dir
             .as_deref()
             .ok_or_else(|| "cannot determine a data dir; set HYPEDECK_DATA_DIR".to_string())?;
-        let made = establish(dir).await?;
+        let made = establish(dir, self.listen).await?;
         let connection = made.connection();
         *link = Some(made);
         Ok(connection)
@@ -114,14 +117,16 @@ impl EngineLink {
     }
 }
 
-async fn establish(dir: &Path) -> Result<Link, String> {
+async fn establish(dir: &Path, listen: Option<SocketAddr>) -> Result<Link, String> {
     if let Some(endpoint) = Endpoint::find(dir) {
         return attach(dir, endpoint).await;
     }
-    let started = match start(dir, PREFERRED_PORT).await {
-        Err(DaemonError::Bind { addr, .. }) => {
+    let preferred = SocketAddr::from((Ipv4Addr::LOCALHOST, PREFERRED_PORT));
+    let started = match start(dir, listen.unwrap_or(preferred)).await {
+        // The default port is a preference; an address from the settings is not.
+        Err(DaemonError::Bind { addr, .. }) if listen.is_none() => {
             tracing::info!(%addr, "port taken; serving on any free port");
-            start(dir, 0).await
+            start(dir, SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await
         }
         other => other,
     };
@@ -144,10 +149,10 @@ async fn establish(dir: &Path) -> Result<Link, String> {
     }
 }
 
-async fn start(dir: &Path, port: u16) -> Result<Daemon, DaemonError> {
+async fn start(dir: &Path, listen: SocketAddr) -> Result<Daemon, DaemonError> {
     daemon::start(DaemonOptions {
         data_dir: dir.to_path_buf(),
-        listen: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+        listen,
         hypervisor: HypervisorChoice::Auto,
     })
     .await
@@ -210,7 +215,7 @@ mod tests {
 
     #[tokio::test]
     async fn without_a_data_dir_the_link_explains_itself() {
-        let link = EngineLink::new(None);
+        let link = EngineLink::new(None, None);
         let err = link.connection().await.unwrap_err();
         assert!(err.contains("HYPEDECK_DATA_DIR"), "{err}");
     }

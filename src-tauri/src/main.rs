@@ -16,6 +16,8 @@
 //! - `notify_rotation_failed({instance, message})` → shows "Rotation failed for <instance>";
 //! - `local_checks()` → the setup checks (`[{id, title, status, detail, why, fix?}]`) run by
 //!   the shell, for when the engine cannot start;
+//! - `settings()` → `{settings, path, data_dir, restart_needed, load_error}`;
+//!   `save_settings({settings})` → the same, or `{message, fields: [{field, message}]}`;
 //! - `first_paint()` → records the time from process start to the first paint, once;
 //! - `remotes()`, `remote_add({name, url, key})`, `remote_remove({id})` → the remote servers
 //!   (keys in the OS keychain, never in a file); `remote_connection({id})` → `{url, token,
@@ -27,6 +29,7 @@
 mod api;
 mod link;
 mod notify;
+mod prefs;
 mod remotes;
 mod startup;
 mod status;
@@ -39,6 +42,7 @@ use tauri::{AppHandle, Manager};
 use tauri_plugin_window_state::StateFlags;
 
 use crate::link::{Connection, EngineLink};
+use crate::prefs::{Prefs, PrefsView, SaveError};
 use crate::remotes::Remotes;
 use crate::startup::{FirstPaint, ProcessClock};
 use crate::tray::Tray;
@@ -112,6 +116,21 @@ async fn local_checks(
     Ok(hypedeck_cli::daemon::local_checks(dir).await)
 }
 
+/// The saved settings, the data dir this run uses, and whether a restart is needed.
+#[tauri::command]
+async fn settings(prefs: tauri::State<'_, Prefs>) -> Result<PrefsView, String> {
+    Ok(prefs.get().await)
+}
+
+/// Validates and saves the whole settings object; errors name the fields at fault.
+#[tauri::command]
+async fn save_settings(
+    prefs: tauri::State<'_, Prefs>,
+    settings: serde_json::Value,
+) -> Result<PrefsView, SaveError> {
+    prefs.save(settings).await
+}
+
 /// Tells the user that rotating an instance's credentials failed. `message` is the API's error
 /// text (it never holds secret values; still, it is logged at debug level only). A missing
 /// notification server is not an error.
@@ -148,7 +167,16 @@ async fn first_paint(app: AppHandle) {
 
 fn main() -> ExitCode {
     let clock = ProcessClock::start();
+    if std::env::args().nth(1).as_deref() == Some("--version") {
+        // Needs no display: packaging checks run it.
+        println!("hypedeck-desktop {}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
     hypedeck_cli::init_process();
+    let prefs = Prefs::load();
+    hypedeck_boot::set_kernel_deb(prefs.started_with().kernel_deb.clone());
+    let data_dir = prefs.data_dir();
+    let listen = prefs.started_with().listen_addr();
 
     let app = tauri::Builder::default()
         .plugin(
@@ -157,8 +185,9 @@ fn main() -> ExitCode {
                 .build(),
         )
         .plugin(tauri_plugin_notification::init())
-        .manage(EngineLink::new(hypedeck_store::default_data_dir()))
-        .manage(Remotes::new(hypedeck_store::default_data_dir()))
+        .manage(EngineLink::new(data_dir.clone(), listen))
+        .manage(Remotes::new(data_dir))
+        .manage(prefs)
         .manage(FirstPaint::new(clock))
         .setup(|app| {
             let handle = app.handle();
@@ -179,7 +208,9 @@ fn main() -> ExitCode {
             remote_remove,
             remote_connection,
             health,
-            local_checks
+            local_checks,
+            settings,
+            save_settings
         ])
         .run(tauri::generate_context!());
     match app {

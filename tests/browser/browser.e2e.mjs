@@ -291,4 +291,50 @@ describe("web UI in a browser", () => {
     await page.click("#setup-tab");
     await page.locator('#check-kernel[data-status="ok"]').waitFor();
   });
+
+  test("settings: create-form defaults and theme kept in the browser; the API token rotates in place", async (t) => {
+    const own = await startFakeEngine("browser-settings");
+    t.after(() => own.stop());
+    const { page } = await openPage(t, { api: own.url, token: own.token });
+    await page.locator("#empty").waitFor();
+    await page.click("#settings-tab");
+    await page.locator("#settings-save").waitFor();
+    // Desktop-only settings are not offered in a browser.
+    assert.equal(await page.locator("#settings-data-dir").count(), 0);
+
+    await page.fill("#settings-default-vcpus", "0");
+    await page.fill("#settings-default-memory", "16MB");
+    await page.click("#settings-save");
+    await page.locator('.field-error[data-field="default_vcpus"]', { hasText: "0 is not between 1 and 64" }).waitFor();
+    assert.equal(await page.locator('.field-error[data-field="default_memory"]').textContent(), "16MB is less than 64MB, too little to boot");
+
+    await page.fill("#settings-default-vcpus", "3");
+    await page.fill("#settings-default-memory", "768MB");
+    await page.selectOption("#settings-theme", "dark");
+    await page.click("#settings-save");
+    await page.locator("#settings-saved").waitFor();
+    assert.equal(await page.evaluate(() => document.documentElement.dataset.theme), "dark");
+    await page.click("#new-instance");
+    assert.equal(await page.locator("#create-vcpus").inputValue(), "3");
+    assert.equal(await page.locator("#create-memory").inputValue(), "768MB");
+    await page.keyboard.press("Escape");
+    // Kept for the next visit.
+    await page.reload();
+    await page.locator("#empty").waitFor();
+    assert.equal(await page.evaluate(() => document.documentElement.dataset.theme), "dark");
+
+    // Token rotation: the old token stops working, the page goes on with the new one.
+    await page.click("#settings-tab");
+    await page.click("#rotate-token");
+    await page.click("#rotate-token-confirm");
+    await page.locator("#rotate-token-result", { hasText: "A new API token is in effect" }).waitFor();
+    await assert.rejects(own.client.instances.list(), (e) => e.status === 401);
+    const fresh = execFileSync(process.env.HYPEDECK_FAKE_BIN, ["--data-dir", own.dataDir, "token"]).toString().trim();
+    assert.notEqual(fresh, own.token);
+    assert.ok(!(await page.locator("body").innerText()).includes(fresh), "the page shows the token");
+    await own.client.instances.create({ name: "after-rotation", image: "docker.io/library/alpine:latest" }, { headers: { Authorization: `Bearer ${fresh}` } });
+    await page.click('a.tab[href="#/"]');
+    await page.locator("td.name", { hasText: "after-rotation" }).waitFor();
+    assert.equal(await page.locator("#error").isVisible(), false);
+  });
 });

@@ -43,6 +43,8 @@ async function openApp(defer, env) {
   const dir = freshDataDir("launcher");
   defer(() => rmSync(dir, { recursive: true, force: true }));
   const launcher = path.join(dir, "hypedeck-desktop");
+  // Each launch has its own settings file unless the test names one.
+  env = { HYPEDECK_CONFIG_DIR: path.join(dir, "config"), ...env };
   const exports = Object.entries(env).map(([k, v]) => `export ${k}=${shellQuote(v)}`);
   writeFileSync(launcher, ["#!/bin/sh", ...exports, `exec ${shellQuote(APP)} "$@"`, ""].join("\n"));
   chmodSync(launcher, 0o755);
@@ -316,5 +318,52 @@ describe("desktop window", () => {
     assert.match(await app.$("#check-keychain .check-fix").getText(), /gnome-keyring/);
     assert.equal(await app.$("#setup-continue").isEnabled(), false);
     await screenshot(app, "desktop-no-keychain.png");
+  });
+
+  test("settings: saved to the config file with per-field errors; start-time ones ask for a restart", async (t) => {
+    const defer = deferrer(t);
+    const dataDir = freshDataDir("desktop-settings");
+    const configDir = freshDataDir("desktop-config");
+    defer(() => rmSync(dataDir, { recursive: true, force: true }));
+    defer(() => rmSync(configDir, { recursive: true, force: true }));
+    const app = await openApp(defer, { HYPEDECK_DATA_DIR: dataDir, HYPEDECK_CONFIG_DIR: configDir });
+    await textOf(app, "#conn-mode", "embedded");
+    await app.$("#settings-tab").click();
+    await app.$("#settings-save").waitForDisplayed({ timeout: 10_000 });
+    // Desktop-only fields are there.
+    assert.equal(await app.$("#settings-data-dir").isDisplayed(), true);
+
+    // Bad values: each error lands next to its field, nothing is written.
+    await app.$("#settings-data-dir").setValue("relative/dir");
+    await app.$("#settings-listen").setValue("localhost");
+    await app.$("#settings-save").click();
+    const dataError = app.$('.field-error[data-field="data_dir"]');
+    await dataError.waitForDisplayed({ timeout: 10_000 });
+    assert.equal(await dataError.getText(), "relative/dir is not an absolute path");
+    assert.equal(await app.$('.field-error[data-field="listen"]').getText(), '"localhost" is not an address like 127.0.0.1:4973');
+    const file = path.join(configDir, "settings.json");
+    assert.equal(existsSync(file), false);
+
+    // Good values: saved, and the data dir change waits for a restart.
+    const newData = path.join(configDir, "data");
+    await app.$("#settings-data-dir").setValue(newData);
+    await app.$("#settings-listen").setValue("127.0.0.1:4999");
+    await app.$("#settings-default-memory").setValue("768MB");
+    await app.$("#settings-theme").selectByAttribute("value", "dark");
+    await app.$("#settings-save").click();
+    const saved = app.$("#settings-saved");
+    await saved.waitForDisplayed({ timeout: 10_000 });
+    assert.match(await saved.getText(), /restart Hypedeck/);
+    assert.deepEqual(JSON.parse(readFileSync(file, "utf8")), {
+      data_dir: newData,
+      default_memory: "768MB",
+      listen: "127.0.0.1:4999",
+      theme: "dark",
+    });
+    assert.equal(await app.execute(() => document.documentElement.dataset.theme), "dark");
+    // The create form starts from the defaults.
+    await app.$("#new-instance").click();
+    await app.$("#create-memory").waitForDisplayed();
+    assert.equal(await app.$("#create-memory").getValue(), "768MB");
   });
 });

@@ -5,6 +5,7 @@ import type Hypeman from "@onkernel/hypeman";
 
 import { hypervisors, problem, type Problem } from "./api";
 import type { Backend, Instance } from "./model";
+import { DEFAULT_SETTINGS, type Settings } from "./prefs";
 
 export const REFRESH_MS = 2000;
 
@@ -80,13 +81,17 @@ export function useInstances(api: Hypeman, url: string): InstancesFeed {
   return { ...state, refresh };
 }
 
+/** The app's settings as the page uses them (create form defaults, theme). */
+export const SettingsContext = createContext<Settings>(DEFAULT_SETTINGS);
+
 export type Route =
   | { view: "list" }
   | { view: "instance"; id: string }
   | { view: "new" }
   | { view: "images" }
   | { view: "volumes" }
-  | { view: "setup" };
+  | { view: "setup" }
+  | { view: "settings" };
 
 export function parseRoute(hash: string): Route {
   const path = hash.replace(/^#\/?/, "");
@@ -98,6 +103,7 @@ export function parseRoute(hash: string): Route {
   if (path === "images") return { view: "images" };
   if (path === "volumes") return { view: "volumes" };
   if (path === "setup") return { view: "setup" };
+  if (path === "settings") return { view: "settings" };
   return { view: "list" };
 }
 
@@ -115,6 +121,8 @@ export function routeHash(route: Route): string {
       return "#/volumes";
     case "setup":
       return "#/setup";
+    case "settings":
+      return "#/settings";
   }
 }
 

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use axum::extract::{Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::Next;
@@ -11,23 +12,60 @@ use subtle::ConstantTimeEq;
 
 use crate::error::ApiError;
 
-/// The token the API accepts. `Debug` never prints it.
-#[derive(Debug, Clone)]
-pub struct ApiToken(Arc<Sensitive<String>>);
+/// Stores a new token where the next start will find it (the keychain); `Err` is a sentence.
+pub type PersistToken = Arc<dyn Fn(&Sensitive<String>) -> Result<(), String> + Send + Sync>;
+
+/// The token the API accepts, shared by every clone; [`ApiToken::rotate`] replaces it for all
+/// of them at once. `Debug` never prints it.
+#[derive(Clone)]
+pub struct ApiToken {
+    current: Arc<ArcSwap<Sensitive<String>>>,
+    persist: Option<PersistToken>,
+}
+
+impl std::fmt::Debug for ApiToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiToken")
+            .field("token", &"<redacted>")
+            .field("persisted", &self.persist.is_some())
+            .finish()
+    }
+}
 
 impl ApiToken {
-    /// Wraps a token.
+    /// Wraps a token (rotations are not persisted; see [`ApiToken::persisted_with`]).
     pub fn new(token: Sensitive<String>) -> Self {
-        ApiToken(Arc::new(token))
+        ApiToken {
+            current: Arc::new(ArcSwap::from_pointee(token)),
+            persist: None,
+        }
+    }
+
+    /// Rotations are stored with `persist` before they take effect.
+    pub fn persisted_with(mut self, persist: PersistToken) -> Self {
+        self.persist = Some(persist);
+        self
     }
 
     /// The token, for handing to a trusted local client (the desktop UI, `hypedeck token`).
-    pub fn expose(&self) -> &str {
-        self.0.expose()
+    pub fn expose(&self) -> String {
+        self.current.load().expose().clone()
+    }
+
+    /// Replaces the token with a fresh one: stored first (a failure changes nothing), then in
+    /// effect for every request that arrives after this returns. Returns the new token.
+    pub fn rotate(&self) -> Result<Sensitive<String>, String> {
+        let fresh = generate_token().map_err(|_| "the OS random source failed".to_string())?;
+        if let Some(persist) = &self.persist {
+            persist(&fresh)?;
+        }
+        self.current.store(Arc::new(fresh.clone()));
+        Ok(fresh)
     }
 
     fn matches(&self, presented: &str) -> bool {
-        let expected = self.0.expose().as_bytes();
+        let current = self.current.load();
+        let expected = current.expose().as_bytes();
         expected.len() == presented.len() && bool::from(expected.ct_eq(presented.as_bytes()))
     }
 }

@@ -1303,3 +1303,52 @@ async fn system_checks_list_what_a_sandbox_needs_and_hello_needs_an_image_cache(
         a.text
     );
 }
+
+#[tokio::test]
+async fn token_rotation_takes_effect_at_once_and_a_failed_store_changes_nothing() {
+    let r = rig();
+    let a = r.authed("POST", "/system/token/rotate", None).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    let fresh = a.json["token"].as_str().unwrap().to_string();
+    assert!(fresh.starts_with("hdk_") && fresh.len() == 68, "{fresh}");
+    assert_ne!(fresh, TOKEN);
+    let old = r
+        .call("GET", "/instances", None, Some(&format!("Bearer {TOKEN}")))
+        .await;
+    assert_eq!(old.status, StatusCode::UNAUTHORIZED);
+    let new = r
+        .call("GET", "/instances", None, Some(&format!("Bearer {fresh}")))
+        .await;
+    assert_eq!(new.status, StatusCode::OK, "{}", new.text);
+
+    // The keychain refuses: 503 with why, and the old token keeps working.
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::new(EngineConfig {
+        paths: hypedeck_store::Paths::new(dir.path()),
+        secrets: Arc::new(MemoryStore::new()),
+        hypervisor: Ok(FakeHypervisor::new()),
+        alternatives: Vec::new(),
+        guest: None,
+    });
+    let token = ApiToken::new(Sensitive::new(TOKEN.to_string()))
+        .persisted_with(Arc::new(|_| Err("the keychain is locked".to_string())));
+    let r = Rig {
+        dir,
+        app: router(ApiState {
+            engine: Arc::new(engine),
+            token: token.clone(),
+        }),
+    };
+    let a = r.authed("POST", "/system/token/rotate", None).await;
+    assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE, "{}", a.text);
+    assert_eq!(
+        a.json,
+        json!({"code": "secrets_unavailable", "message": "the token was not rotated: the keychain is locked"})
+    );
+    assert_eq!(token.expose(), TOKEN);
+    assert_eq!(
+        r.authed("GET", "/instances", None).await.status,
+        StatusCode::OK
+    );
+    assert!(!format!("{token:?}").contains(TOKEN));
+}

@@ -185,6 +185,31 @@ pub fn is_static_elf(path: &Path) -> bool {
     })
 }
 
+/// The kernel .deb the app's settings name (see [`set_kernel_deb`]).
+static SETTINGS_KERNEL_DEB: std::sync::RwLock<Option<PathBuf>> = std::sync::RwLock::new(None);
+
+/// Sets the kernel .deb from the app's settings; `HYPEDECK_KERNEL_DEB` still wins. Call before
+/// the first boot (boot assets are prepared once per process).
+pub fn set_kernel_deb(path: Option<PathBuf>) {
+    *SETTINGS_KERNEL_DEB
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = path;
+}
+
+/// The kernel .deb guests boot from instead of apt's: `HYPEDECK_KERNEL_DEB`, else the
+/// settings' one, else `None` (apt).
+pub fn kernel_deb() -> Option<PathBuf> {
+    std::env::var_os("HYPEDECK_KERNEL_DEB")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            SETTINGS_KERNEL_DEB
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone()
+        })
+}
+
 /// The versioned kernel package apt would install for `linux-image-cloud-<arch>`.
 async fn apt_kernel_package(cwd: &Path) -> Result<String, BootError> {
     let meta = format!("linux-image-cloud-{}", debian_arch());
@@ -277,8 +302,8 @@ pub async fn ensure_kernel(system: &Path) -> Result<(PathBuf, String), BootError
     let kernels = system.join("kernel");
     std::fs::create_dir_all(&kernels).map_err(io("create the kernel dir"))?;
     let work = tempdir_in(&kernels)?;
-    let deb = match std::env::var_os("HYPEDECK_KERNEL_DEB") {
-        Some(p) => PathBuf::from(p),
+    let deb = match kernel_deb() {
+        Some(p) => p,
         None => {
             let package = apt_kernel_package(&work).await?;
             let version = package.trim_start_matches("linux-image-").to_string();

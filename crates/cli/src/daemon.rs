@@ -155,6 +155,18 @@ pub fn load_or_create_token(
     Ok(ApiToken::new(token))
 }
 
+/// Replaces the API token of `data_dir` in the keychain with a fresh one (for when no engine
+/// serves it; a running engine rotates with `POST /system/token/rotate`). Returns the new token.
+pub fn rotate_stored_token(
+    store: &dyn SecretStore,
+    data_dir: &Path,
+) -> Result<ApiToken, DaemonError> {
+    hypedeck_store::create_private_dir(data_dir)?;
+    let token = hypedeck_api::generate_token().map_err(|_| DaemonError::Random)?;
+    store.set(&token_account(data_dir), &token)?;
+    Ok(ApiToken::new(token))
+}
+
 /// Opens the OS keychain.
 pub fn open_keychain() -> Result<Arc<dyn SecretStore>, DaemonError> {
     Ok(Arc::new(KeychainStore::open(KEYCHAIN_SERVICE)?))
@@ -175,7 +187,7 @@ pub async fn local_checks(data_dir: &Path) -> Vec<hypedeck_engine::checks::Check
         .await
         .unwrap_or(Err(DaemonError::Random))
         .map_err(|e| e.to_string());
-    let deb = std::env::var_os("HYPEDECK_KERNEL_DEB").map(PathBuf::from);
+    let deb = hypedeck_boot::kernel_deb();
     let mut list = vec![checks::hypervisor(
         kind,
         backend.as_ref().map(|_| ()).map_err(String::as_str),
@@ -306,6 +318,7 @@ pub async fn start(options: DaemonOptions) -> Result<Daemon, DaemonError> {
     let _ = std::fs::remove_file(paths.engine_endpoint());
     let hypervisor = select_hypervisor(options.hypervisor)?;
     let keychain = open_keychain()?;
+    let keychain_for_token = keychain.clone();
     let token = {
         let keychain = keychain.clone();
         let dir = options.data_dir.clone();
@@ -368,6 +381,16 @@ pub async fn start(options: DaemonOptions) -> Result<Daemon, DaemonError> {
         },
     )?;
 
+    // A rotation through the API is stored in the keychain before it takes effect.
+    let token = {
+        let keychain = keychain_for_token.clone();
+        let account = token_account(&options.data_dir);
+        token.persisted_with(Arc::new(
+            move |fresh: &hypedeck_secrets::Sensitive<String>| {
+                keychain.set(&account, fresh).map_err(|e| e.to_string())
+            },
+        ))
+    };
     let app = hypedeck_api::router(ApiState {
         engine: Arc::new(engine),
         token: token.clone(),

@@ -3,6 +3,7 @@
 //! run an engine.
 
 pub mod daemon;
+pub mod settings;
 
 /// Call first thing in `main` of any binary that runs an engine (`hypedeck`, the desktop app):
 /// QEMU re-runs that binary as the per-connection bridge to the egress proxy, which this

@@ -42,7 +42,12 @@ enum Command {
         hypervisor: HypervisorArg,
     },
     /// Print the API token (from the OS keychain; created on first use).
-    Token,
+    Token {
+        /// Replace it with a fresh one first (the running engine, if any, switches at once;
+        /// every client needs the new token).
+        #[arg(long)]
+        rotate: bool,
+    },
     /// Print where the running engine for the data dir listens, if any.
     Status,
     /// Check what running a sandbox needs from this machine (hypervisor, KVM, guest kernel,
@@ -89,10 +94,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Token => {
+        Command::Token { rotate } => {
             let keychain = daemon::open_keychain()?;
             let token = daemon::load_or_create_token(keychain.as_ref(), &dir)?;
-            println!("{}", token.expose());
+            if !rotate {
+                println!("{}", token.expose());
+                return Ok(());
+            }
+            match Endpoint::find(&dir) {
+                // The engine swaps and stores it, so it never serves a token the keychain lacks.
+                Some(endpoint) => {
+                    let fresh = rotate_through(&endpoint.url, &token.expose()).await?;
+                    println!("{fresh}");
+                }
+                None => {
+                    let fresh = daemon::rotate_stored_token(keychain.as_ref(), &dir)?;
+                    println!("{}", fresh.expose());
+                }
+            }
             Ok(())
         }
         Command::Doctor => {
@@ -126,6 +145,40 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `POST /system/token/rotate` on the engine at `url` (plain HTTP on loopback, as advertised).
+async fn rotate_through(url: &str, token: &str) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let authority = url
+        .strip_prefix("http://")
+        .context("the running engine does not serve plain http")?
+        .trim_end_matches('/');
+    let mut stream = tokio::net::TcpStream::connect(authority)
+        .await
+        .with_context(|| format!("connect to the engine at {url}"))?;
+    let request = format!(
+        "POST /system/token/rotate HTTP/1.1\r\nHost: {authority}\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .context("the engine's answer is not HTTP")?;
+    let value: serde_json::Value = serde_json::from_str(body.trim()).unwrap_or_default();
+    if !head.starts_with("HTTP/1.1 200") {
+        anyhow::bail!(
+            "the engine refused to rotate the token: {}",
+            value["message"]
+                .as_str()
+                .unwrap_or(head.lines().next().unwrap_or(""))
+        );
+    }
+    value["token"]
+        .as_str()
+        .map(str::to_string)
+        .context("the engine's answer has no token")
 }
 
 async fn shutdown_signal() {

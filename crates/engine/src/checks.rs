@@ -236,7 +236,7 @@ impl crate::Engine {
             (None, Err(reason)) => hypervisor(host_default(), Err(reason)),
             (None, Ok(h)) => hypervisor(h.kind(), Ok(())),
         };
-        let deb = std::env::var_os("HYPEDECK_KERNEL_DEB").map(std::path::PathBuf::from);
+        let deb = hypedeck_boot::kernel_deb();
         let mut checks = vec![hypervisor_check];
         if cfg!(target_os = "linux") {
             checks.push(kvm(Path::new("/dev/kvm")));

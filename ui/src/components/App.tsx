@@ -5,13 +5,15 @@ import { useCallback, useEffect, useMemo, useRef, useState } from "react";
 import { client, createHello, problem, systemChecks, type Problem } from "../api";
 import { forgetBrowserConnection, initialConnection, rememberBrowserConnection, type Connection } from "../connection";
 import { DesktopError, inDesktop, shell } from "../desktop";
-import { BackendsContext, useBackends, useInstances, useNow, useRoute, useShortcuts } from "../hooks";
+import { BackendsContext, SettingsContext, useBackends, useInstances, useNow, useRoute, useShortcuts } from "../hooks";
+import { applyTheme, DEFAULT_SETTINGS, loadSettings, type Settings } from "../prefs";
 import { checksOf, DEFAULT_SORT, NO_FILTER, type Filter, type Instance, type Sort, type SystemCheck, type SystemChecks, type Verb } from "../model";
 import { Connections } from "./Connections";
 import { CreateDialog } from "./CreateDialog";
 import { ImagesView } from "./ImagesView";
 import { InstanceDetails } from "./InstanceDetails";
 import { InstanceList } from "./InstanceList";
+import { SettingsView } from "./SettingsView";
 import { SetupCheck } from "./SetupCheck";
 import { VolumesView } from "./VolumesView";
 
@@ -60,7 +62,17 @@ function ConnectForm({ onConnect }: { onConnect: (c: Connection) => void }) {
   );
 }
 
-function Workspace({ conn }: { conn: Connection }) {
+function Workspace({
+  conn,
+  canRotate,
+  onToken,
+  onSettings,
+}: {
+  conn: Connection;
+  canRotate: boolean;
+  onToken: (token: string) => void;
+  onSettings: (s: Settings) => void;
+}) {
   const api = useMemo(() => client(conn), [conn]);
   const feed = useInstances(api, conn.url);
   const backends = useBackends(api);
@@ -135,6 +147,9 @@ function Workspace({ conn }: { conn: Connection }) {
         <a id="setup-tab" href="#/setup" className={route.view === "setup" || firstChecks ? "tab on" : "tab"}>
           Setup
         </a>
+        <a id="settings-tab" href="#/settings" className={route.view === "settings" ? "tab on" : "tab"}>
+          Settings
+        </a>
         <span className="spacer" />
         <button id="new-instance" type="button" className="primary" title="New instance (n)" onClick={() => go({ view: "new" })}>
           New instance
@@ -155,6 +170,8 @@ function Workspace({ conn }: { conn: Connection }) {
             go({ view: "list" });
           }}
         />
+      ) : route.view === "settings" ? (
+        <SettingsView api={api} canRotate={canRotate} onSaved={onSettings} onToken={onToken} />
       ) : route.view === "images" ? (
         <ImagesView api={api} />
       ) : route.view === "volumes" ? (
@@ -214,6 +231,16 @@ export function App({ onFirstPaint }: { onFirstPaint: () => void }) {
   const [conn, setConnState] = useState<Connection | null | undefined>(undefined);
   const [remoteId, setRemoteId] = useState<string | null>(null);
   const [bootProblem, setBootProblem] = useState<Problem | null>(null);
+  const [settings, setSettings] = useState<Settings>(DEFAULT_SETTINGS);
+  useEffect(() => {
+    loadSettings().then(
+      (v) => {
+        setSettings(v.settings);
+        applyTheme(v.settings.theme);
+      },
+      () => undefined,
+    );
+  }, []);
   const setConn = (c: Connection | null): void => {
     setHome(c);
     setConnState(c);
@@ -295,7 +322,20 @@ export function App({ onFirstPaint }: { onFirstPaint: () => void }) {
         ) : conn === null ? (
           <ConnectForm onConnect={setConn} />
         ) : (
-          <Workspace key={`${conn.url} ${conn.mode} ${remoteId ?? "home"}`} conn={conn} />
+          <SettingsContext.Provider value={settings}>
+            <Workspace
+              key={`${conn.url} ${conn.mode} ${remoteId ?? "home"}`}
+              conn={conn}
+              canRotate={remoteId === null}
+              onSettings={setSettings}
+              onToken={(token) => {
+                // This computer's engine switched tokens: keep using it with the new one.
+                const next = conn.mode === "browser" ? rememberBrowserConnection(conn.url, token) : { ...conn, token };
+                setHome(next);
+                setConnState(next);
+              }}
+            />
+          </SettingsContext.Provider>
         )}
       </main>
     </>

@@ -6,7 +6,8 @@ import type Hypeman from "@onkernel/hypeman";
 
 import { problem, type Problem } from "../api";
 import { buildCreateBody, emptyCredential, emptyDraft, fieldOf, type CreateDraft, type CredentialDraft, type FieldErrors } from "../forms";
-import { BackendsContext } from "../hooks";
+import { BackendsContext, SettingsContext } from "../hooks";
+import { draftDefaults } from "../prefs";
 import { backendFor, bytes, limitsOf, percent, type Instance } from "../model";
 import { FieldError } from "./common";
 import { pullImage, type Image } from "./images";
@@ -39,7 +40,8 @@ export function PullProgress({ image }: { image: Image }) {
 }
 
 export function CreateDialog({ api, onClose, onCreated }: { api: Hypeman; onClose: () => void; onCreated: (i: Instance) => void }) {
-  const [draft, setDraft] = useState<CreateDraft>(emptyDraft);
+  const settings = useContext(SettingsContext);
+  const [draft, setDraft] = useState<CreateDraft>(() => ({ ...emptyDraft(), ...draftDefaults(settings) }));
   const backends = useContext(BackendsContext);
   const backend = backendFor(backends, draft.hypervisor || undefined);
   const [errors, setErrors] = useState<FieldErrors>({});

@@ -3,6 +3,8 @@
 //!   running a sandbox needs from this machine; `ready` is false while any check is `missing`.
 //! - `POST /system/samples/hello` → the sample image (`hypedeck.local/samples/hello:1`), built
 //!   locally from the guest init binary, `ready` to boot.
+//! - `POST /system/token/rotate` → `{token}`: a fresh API token, stored in the keychain and in
+//!   effect at once; the old one stops working for every later request.
 
 use axum::extract::State;
 use axum::routing::{get, post};
@@ -19,6 +21,7 @@ pub fn routes() -> Router<ApiState> {
     Router::new()
         .route("/system/checks", get(checks))
         .route("/system/samples/hello", post(hello))
+        .route("/system/token/rotate", post(rotate_token))
 }
 
 #[derive(Debug, Serialize)]
@@ -42,4 +45,32 @@ async fn hello(State(state): State<ApiState>) -> Result<Json<ImageInfo>, ApiErro
         .await
         .map_err(|e| ApiError::from_engine("build the sample image", e))?;
     Ok(Json(image))
+}
+
+#[derive(Serialize)]
+struct NewToken {
+    token: String,
+}
+
+async fn rotate_token(State(state): State<ApiState>) -> Result<Json<NewToken>, ApiError> {
+    let token = state.token.clone();
+    let fresh = tokio::task::spawn_blocking(move || token.rotate())
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                hypedeck_model::ErrorCode::InternalError,
+                "token rotation failed",
+            )
+        })?
+        .map_err(|e| {
+            tracing::error!(error = %e, "token rotation failed");
+            ApiError::new(
+                hypedeck_model::ErrorCode::SecretsUnavailable,
+                format!("the token was not rotated: {e}"),
+            )
+        })?;
+    tracing::info!("API token rotated");
+    Ok(Json(NewToken {
+        token: fresh.expose().clone(),
+    }))
 }

@@ -5,7 +5,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := run
 CARGO ?= cargo
 
-.PHONY: run test deps deps-test deps-bench ui guest-init lint unit bins sdk-test vm-test desktop-test serve bench bench-ui clean check-macos
+.PHONY: run test deps deps-test deps-bench ui guest-init lint unit bins sdk-test vm-test desktop-test dist serve bench bench-ui clean check-macos
 
 MUSL_TARGET := $(shell uname -m)-unknown-linux-musl
 
@@ -71,7 +71,17 @@ desktop-test: bins
 	  HYPEDECK_BIN=target/debug/hypedeck \
 	  PATH="$(CURDIR)/.ci/tools/bin:$$PATH" bash tests/desktop/run.sh
 
-test: deps-test lint unit sdk-test vm-test desktop-test
+# Installable bundles (release): the .deb, checked by unpacking it into an empty directory.
+# The AppImage needs linuxdeploy, which tauri downloads from GitHub: `make dist
+# BUNDLES=deb,appimage` where that is reachable. macOS bundles are built on a Mac (see
+# crates/hv-vz/README.md for signing).
+BUNDLES ?= deb
+dist: deps-test guest-init
+	$(CARGO) build --locked --release -p hypedeck-cli
+	npx tauri build --ci --bundles $(BUNDLES) -- --locked
+	scripts/check-deb.sh $$(ls -t target/release/bundle/deb/*.deb | head -1)
+
+test: deps-test lint unit sdk-test vm-test desktop-test dist
 	@echo "all suites passed"
 
 # Benchmarks (not tests): release build, real QEMU guest, real keychain, mitmproxy from PyPI

@@ -116,8 +116,8 @@ async fn run(tool: &str, args: &[&str], cwd: &Path) -> Result<String, BootError>
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Finds the guest init binary: `HYPEDECK_GUEST_INIT`, next to the running executable, or in
-/// the cargo target dir's musl build.
+/// Finds the guest init binary: `HYPEDECK_GUEST_INIT`, next to the running executable, in
+/// `../lib/hypedeck/` from it (installed packages), or in the cargo target dir's musl build.
 pub fn find_guest_init() -> Result<PathBuf, BootError> {
     if let Some(p) = std::env::var_os("HYPEDECK_GUEST_INIT") {
         let p = PathBuf::from(p);
@@ -131,6 +131,8 @@ pub fn find_guest_init() -> Result<PathBuf, BootError> {
     let mut candidates = Vec::new();
     if let Some(dir) = exe.parent() {
         candidates.push(dir.join("hypedeck-guest-init"));
+        // Installed by the .deb / AppImage: /usr/bin/hypedeck → /usr/lib/hypedeck/.
+        candidates.push(dir.join("../lib/hypedeck/hypedeck-guest-init"));
         for up in [dir.parent(), dir.parent().and_then(Path::parent)]
             .into_iter()
             .flatten()

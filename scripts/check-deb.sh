@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Proves a built .deb is complete without installing it (no root, no container): its control
+# fields declare what Hypedeck needs at run time, and its files, unpacked with `dpkg -x` into an
+# empty directory, run from there, every shared library resolves, and the packaged `hypedeck`
+# finds the packaged guest init rather than anything in the build tree.
+#   scripts/check-deb.sh target/release/bundle/deb/Hypedeck_*.deb
+set -euo pipefail
+deb=${1:?usage: check-deb.sh <package.deb>}
+root=$(mktemp -d)
+trap 'rm -rf "$root"' EXIT
+fail() { echo "check-deb: $*" >&2; exit 1; }
+
+info=$(dpkg-deb --info "$deb")
+for dep in "qemu-system-x86 | qemu-system-arm" e2fsprogs dpkg libwebkit2gtk-4.1-0 libgtk-3-0; do
+  grep -qF -- "$dep" <<<"$(grep '^ Depends:' <<<"$info")" || fail "Depends lacks $dep"
+done
+grep -q '^ Recommends:.*gnome-keyring' <<<"$info" || fail "Recommends lacks gnome-keyring"
+
+dpkg -x "$deb" "$root"
+for f in usr/bin/hypedeck usr/bin/hypedeck-desktop usr/lib/hypedeck/hypedeck-guest-init; do
+  [[ -x $root/$f ]] || fail "$f is missing or not executable"
+done
+ls "$root"/usr/share/applications/*.desktop >/dev/null 2>&1 || fail "no .desktop entry"
+ls "$root"/usr/share/icons/hicolor/*/apps/* >/dev/null 2>&1 || fail "no icons"
+# The guest init runs as the guest's PID 1: it must be static (no program interpreter).
+if readelf -l "$root/usr/lib/hypedeck/hypedeck-guest-init" | grep -q 'Requesting program interpreter'; then
+  fail "hypedeck-guest-init is dynamically linked"
+fi
+for bin in hypedeck hypedeck-desktop; do
+  missing=$(ldd "$root/usr/bin/$bin" | grep 'not found' || true)
+  [[ -z $missing ]] || fail "$bin needs libraries that are not installed: $missing"
+done
+
+"$root/usr/bin/hypedeck" --version
+"$root/usr/bin/hypedeck-desktop" --version
+# `doctor` exits 1 when something (e.g. the keychain) is missing here; only its guest-init
+# line matters: the packaged binary, found from the packaged CLI.
+doctor=$(env -u HYPEDECK_GUEST_INIT "$root/usr/bin/hypedeck" --data-dir "$root/data" doctor 2>&1 || true)
+grep -qF "[ok] Guest init: Found at $root/usr/bin/../lib/hypedeck/hypedeck-guest-init." <<<"$doctor" ||
+  fail "the packaged hypedeck does not find the packaged guest init: $doctor"
+
+echo "check-deb: $(basename "$deb") ($(du -h "$deb" | cut -f1)) is complete"
+grep -E '^ (Package|Version|Architecture|Depends|Recommends):' <<<"$info"

@@ -14,6 +14,7 @@
 //! Commands for the UI (none needs a capability permission: they are the app's own):
 //! - `connection()` → `{url, token, mode}` or an error sentence;
 //! - `notify_rotation_failed({instance, message})` → shows "Rotation failed for <instance>";
+//! - `notify_credential_blocked({instance, message})` → shows "Credential blocked";
 //! - `local_checks()` → the setup checks (`[{id, title, status, detail, why, fix?}]`) run by
 //!   the shell, for when the engine cannot start;
 //! - `settings()` → `{settings, path, data_dir, restart_needed, load_error}`;
@@ -142,6 +143,19 @@ fn notify_rotation_failed(app: AppHandle, instance: String, message: String) -> 
     Ok(())
 }
 
+/// Tells the user that a credential use was refused (a leak blocked, a credential host over
+/// plain HTTP…). `message` names the instance, the credential and the host, never a value.
+#[tauri::command]
+fn notify_credential_blocked(
+    app: AppHandle,
+    instance: String,
+    message: String,
+) -> Result<(), String> {
+    tracing::info!(%instance, "credential use blocked; notifying");
+    notify::show(&app, "Credential blocked", &status::bounded(&message));
+    Ok(())
+}
+
 /// The UI has painted: logs the time since the process started (first call only) and writes
 /// the milliseconds to `$HYPEDECK_FIRST_PAINT_FILE` when that is set.
 #[tauri::command]
@@ -202,6 +216,7 @@ fn main() -> ExitCode {
         .invoke_handler(tauri::generate_handler![
             connection,
             notify_rotation_failed,
+            notify_credential_blocked,
             first_paint,
             remotes,
             remote_add,

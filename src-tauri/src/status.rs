@@ -181,7 +181,7 @@ fn one_line(text: &str) -> String {
 }
 
 /// `text` cut to [`MAX_TEXT_CHARS`] characters, ending with `…` when cut.
-fn bounded(text: &str) -> String {
+pub fn bounded(text: &str) -> String {
     if text.chars().count() <= MAX_TEXT_CHARS {
         return text.to_owned();
     }

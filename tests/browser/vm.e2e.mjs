@@ -10,7 +10,10 @@ import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { chromium } from "playwright-core";
 
-import { deleteAll, freePort, newDataDir, startRegistry, startServer } from "../vm/harness.mjs";
+import { createHash } from "node:crypto";
+import { createServer as createHttpsServer } from "node:https";
+
+import { deleteAll, freePort, makeTestPki, newDataDir, startRegistry, startServer } from "../vm/harness.mjs";
 
 const UI_URL = process.env.UI_URL ?? "http://127.0.0.1:4173/";
 const CHROMIUM = process.env.CHROMIUM_BIN ?? "/usr/bin/chromium";
@@ -22,11 +25,20 @@ let registry;
 let server;
 let dataDir;
 let token;
+let pki;
+let upstream;
 
 before(async () => {
   registry = await startRegistry();
+  // An HTTPS upstream on 127.0.0.1 for the credentials card (the proxy trusts its CA).
+  pki = makeTestPki("hypedeck-browser-pki-");
+  upstream = createHttpsServer({ cert: pki.cert, key: pki.key }, (req, res) => {
+    req.resume();
+    req.on("end", () => res.end("ok\n"));
+  });
+  await new Promise((r) => upstream.listen(0, "127.0.0.1", r));
   dataDir = newDataDir();
-  server = await startServer(BIN, dataDir);
+  server = await startServer(BIN, dataDir, { HYPEDECK_EGRESS_EXTRA_CA: pki.ca, HYPEDECK_EGRESS_ALLOW_LOOPBACK: "1" });
   token = (await import("node:child_process")).execFileSync(BIN, ["--data-dir", dataDir, "token"]).toString().trim();
   browser = await chromium.launch({
     executablePath: CHROMIUM,
@@ -43,6 +55,8 @@ after(async () => {
     await server.stop();
   }
   await registry?.stop();
+  upstream?.close();
+  if (pki) rmSync(pki.dir, { recursive: true, force: true });
   if (dataDir) rmSync(dataDir, { recursive: true, force: true });
 });
 
@@ -255,5 +269,56 @@ describe("web UI on real VMs", () => {
     assert.equal(hello.image, "hypedeck.local/samples/hello:1");
     await shot(page, "browser-hello.png");
     await server.client().instances.delete(id);
+  });
+
+  test("credentials card: fingerprint, last use, the trail, a blocked leak raised, rotation and a test request", async (t) => {
+    const fp = (v) => createHash("sha256").update(v).digest("hex").slice(0, 8);
+    const port = upstream.address().port;
+    const [first, second] = ["sk-card-first-value", "sk-card-second-value"];
+    // The guest calls its credential host every second, and every 4 s tries to send a real
+    // value (it learned somehow) to another host.
+    const script = `i=0; while true; do curl -s -o /dev/null --max-time 20 https://localhost:${port}/; i=$((i+1)); ` +
+      `if [ $((i % 4)) = 0 ]; then curl -s -o /dev/null --max-time 20 -d 'k=${first}' https://127.0.0.1:${port}/; fi; sleep 1; done`;
+    const created = await server.client().instances.create({
+      name: "card", image: `${registry.host}/vm/curl:1`, vcpus: 1, size: "256MB", cmd: [script],
+      env: { OPENAI_KEY: first },
+      network: { enabled: true, egress: { enabled: true } },
+      credentials: { OPENAI_KEY: { source: { env: "OPENAI_KEY" }, inject: [{ hosts: ["localhost"], as: { header: "Authorization", format: "Bearer ${value}" } }] } },
+    }, { timeout: 240_000 });
+    const context = await browser.newContext({ viewport: { width: 1280, height: 1100 } });
+    t.after(() => context.close());
+    const page = await context.newPage();
+    const url = new URL(UI_URL);
+    url.searchParams.set("api", server.url);
+    url.searchParams.set("token", token);
+    url.hash = `#/instances/${created.id}`;
+    await page.goto(url.href);
+    const card = page.locator('#credentials-card [data-credential="OPENAI_KEY"]');
+    await card.waitFor({ timeout: 60_000 });
+    assert.equal(await card.locator('[data-field="fingerprint"]').textContent(), fp(first));
+    await card.locator('[data-field="last-used"]', { hasText: `→ localhost, 200, fingerprint ${fp(first)} (current)` }).waitFor({ timeout: 180_000 });
+    await page.locator('#credential-trail li[data-outcome="injected"]').first().waitFor();
+    // The leak attempt after the page loaded: refused, in the trail, and raised.
+    await page.locator(".credential-alert", { hasText: "tried to send the real OPENAI_KEY to 127.0.0.1; Hypedeck blocked it." }).waitFor({ timeout: 30_000 });
+    await page.locator('#credential-trail li[data-outcome="leak_blocked"]').first().waitFor();
+
+    // Rotate in the form: the card's fingerprint follows and the first request with it shows.
+    await page.locator('#rotate-form input[data-key="OPENAI_KEY"]').fill(second);
+    await page.click("#rotate-submit");
+    await page.locator("#rotate-result").waitFor({ timeout: 15_000 });
+    await card.locator('[data-field="fingerprint"]', { hasText: fp(second) }).waitFor({ timeout: 15_000 });
+    await card.locator('[data-field="last-used"]', { hasText: `fingerprint ${fp(second)} (current)` }).waitFor({ timeout: 30_000 });
+    assert.notEqual(await card.locator('[data-field="first-use"]').textContent(), "not yet");
+
+    // Test credential: a request from the host through the same rules.
+    await page.fill("#credential-test-url", `https://localhost:${port}/`);
+    await page.click("#credential-test");
+    await page.locator("#credential-test-result", { hasText: `200 from localhost:${port} with OPENAI_KEY (${fp(second)})` }).waitFor({ timeout: 30_000 });
+    await page.locator('#credential-trail li[data-outcome="test"]').first().waitFor({ timeout: 10_000 });
+    const text = await page.locator("body").innerText();
+    assert.ok(!text.includes(first) && !text.includes(second), "a credential value is on the page");
+    await page.locator("#credentials-card").scrollIntoViewIfNeeded();
+    await shot(page, "browser-credentials.png");
+    await server.client().instances.delete(created.id);
   });
 });

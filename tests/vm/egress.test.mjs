@@ -3,6 +3,7 @@
 import { test, before, after, describe } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
+import { createHash } from "node:crypto";
 import { existsSync, readFileSync, readdirSync, rmSync, statSync } from "node:fs";
 import { createServer } from "node:https";
 import { request as httpRequest } from "node:http";
@@ -28,6 +29,7 @@ function keychainValues(service) {
 let registry, dataDir, server, client, upstream, pki;
 const pastOutputs = []; // stdout+stderr of engines that were killed or replaced
 const seen = []; // {host, authorization, direct}
+const bodies = []; // every request body the upstream received
 
 before(async () => {
   pki = makeTestPki();
@@ -38,7 +40,11 @@ before(async () => {
       token: req.headers["x-token"] ?? null,
       direct: req.headers["x-direct"] === "1",
       id: req.headers["x-req"] ?? null,
+      agent: req.headers["user-agent"] ?? null,
     });
+    const chunks = [];
+    req.on("data", (c) => chunks.push(c));
+    req.on("end", () => bodies.push(Buffer.concat(chunks).toString("latin1")));
     res.end("upstream ok\n"); // never echo the header: the guest must not learn it
   });
   await new Promise((r) => upstream.listen(0, "127.0.0.1", r));
@@ -211,6 +217,88 @@ describe("egress proxy with credential injection", () => {
       const newest = rotations.filter(([, at]) => at < sentAt).reduce((a, [i]) => Math.max(a, i), 0);
       assert.ok(carried >= newest, `request ${id} carried sk-load-${carried} after sk-load-${newest} was in force`);
     }
+    await client.instances.delete(created.id);
+  });
+
+  test("the trail shows each use and its fingerprint; leaks and plain HTTP are blocked; a command supplies the value", async () => {
+    const port = upstream.address().port;
+    const fp = (v) => createHash("sha256").update(v).digest("hex").slice(0, 8);
+    const [first, second] = ["sk-trail-from-command", "sk-trail-rotated-value"];
+    const H = `https://localhost:${port}/`;
+    const O = `https://127.0.0.1:${port}/`;
+    const probe = (label, args) => `curl -s -o /dev/null --max-time 20 -w '${label}-%{http_code}\\n' ${args}`;
+    const script = [
+      probe("CRED", `-H 'X-Req: trail-cred' ${H}`),
+      probe("MOCKBODY", `-d "key=$OPENAI_KEY" ${O}`),
+      // The guest learns a real value some other way and tries to send it elsewhere.
+      probe("LEAK", `-H 'X-Req: trail-leak' -d 'key=${first}' ${O}`),
+      probe("PLAIN", `http://localhost:${port}/`),
+      probe("MOCKHDR", `-H "Authorization: Bearer $OPENAI_KEY" ${O}`),
+      "echo PROBES-DONE",
+      `while true; do curl -s -o /dev/null --max-time 20 -H 'X-Req: trail-loop' ${H}; sleep 1; done`,
+    ].join("; ");
+    const created = await client.instances.create({
+      name: "trail", image: `${registry.host}/vm/curl:1`, vcpus: 1, size: "256MB", cmd: [script],
+      env: { OPENAI_KEY: `cmd:printf ${first}` },
+      network: { enabled: true, egress: { enabled: true } },
+      credentials: { OPENAI_KEY: { source: { env: "OPENAI_KEY" }, inject: [{ hosts: ["localhost"], as: { header: "Authorization", format: "Bearer ${value}" } }] } },
+    }, { timeout: 240_000 });
+    // The reference is what the API shows; the value came from the command, on the host.
+    assert.equal(created.env.OPENAI_KEY, `cmd:printf ${first}`);
+    const lines = await waitFor(async () => {
+      const l = await logLines(client, created.id);
+      return l.includes("PROBES-DONE") && l;
+    }, "the guest's probes", 180_000);
+    for (const expected of ["CRED-200", "MOCKBODY-200", "LEAK-403", "PLAIN-403", "MOCKHDR-200"]) {
+      assert.ok(lines.includes(expected), `${expected} missing:\n${lines.join("\n")}`);
+    }
+    assert.ok(seen.some((s) => s.id === "trail-cred" && s.authorization === `Bearer ${first}`), JSON.stringify(seen.slice(-10)));
+    assert.ok(!bodies.some((b) => b.includes(first)), "the upstream never received the leaked value");
+    assert.ok(bodies.some((b) => b === "key=mock-OPENAI_KEY"), "the mock in a body goes anywhere");
+
+    const path_ = `/instances/${created.id}/credentials/events`;
+    const events = await waitFor(async () => {
+      const e = await client.get(path_, { query: { limit: 100 } });
+      return e.some((x) => x.outcome === "leak_blocked") && e.some((x) => x.reason?.startsWith("plain http")) && e;
+    }, "the trail", 30_000);
+    const byOutcome = (o) => events.filter((e) => e.outcome === o);
+    const injected = byOutcome("injected");
+    assert.ok(injected.length >= 1);
+    assert.deepEqual(
+      [injected.at(-1).credential, injected.at(-1).host, injected.at(-1).status, injected.at(-1).fingerprint, injected.at(-1).method],
+      ["OPENAI_KEY", "localhost", 200, fp(first), "GET"]);
+    assert.deepEqual([byOutcome("leak_blocked")[0].host, byOutcome("leak_blocked")[0].method], ["127.0.0.1", "POST"]);
+    assert.ok(byOutcome("blocked").some((e) => e.host === "localhost" && e.reason === "plain http to a credential host is refused; use https"));
+    assert.ok(byOutcome("blocked").some((e) => e.host === "127.0.0.1" && e.status === 200 && e.reason.startsWith("host not allowed")));
+    // Newest first.
+    assert.ok(events[0].time >= events.at(-1).time);
+
+    // Rotation: the very next request carries (and records) the new fingerprint.
+    await client.instances.update(created.id, { env: { OPENAI_KEY: `cmd:printf ${second}` } });
+    const status = await waitFor(async () => {
+      const [c] = await client.get(`/instances/${created.id}/credentials`);
+      return c.first_use_of_current && c;
+    }, "a request with the rotated value", 60_000);
+    assert.equal(status.fingerprint, fp(second));
+    assert.equal(status.first_use_of_current.fingerprint, fp(second));
+    assert.equal(status.last_used.fingerprint, fp(second));
+    assert.equal(status.reference, `cmd:printf ${second}`);
+    assert.ok(status.first_use_of_current.time > status.rotated_at || status.first_use_of_current.time.slice(0, 19) >= status.rotated_at.slice(0, 19));
+    assert.ok(status.blocked >= 3, JSON.stringify(status));
+
+    // Test credential: from the host, through the same rules; recorded as a test.
+    const tested = await client.post(`/instances/${created.id}/credentials/test`, { body: { url: H } });
+    assert.deepEqual(tested, { status: 200, injected: [["OPENAI_KEY", fp(second)]] });
+    assert.ok(seen.some((s) => s.agent === "hypedeck-credential-test" && s.authorization === `Bearer ${second}`));
+    const latest = await client.get(path_, { query: { limit: 5 } });
+    assert.ok(latest.some((e) => e.outcome === "test" && e.fingerprint === fp(second)));
+    await assert.rejects(client.post(`/instances/${created.id}/credentials/test`, { body: { url: O } }), (e) =>
+      e instanceof Hypeman.BadRequestError && /no credential of this instance is injected for 127\.0\.0\.1/.test(e.error.message));
+
+    // No value in the trail file.
+    const trailFile = readFileSync(path.join(dataDir, "instances", created.id, "credentials.jsonl"), "utf8");
+    assert.ok(trailFile.includes("leak_blocked"));
+    for (const v of [first, second]) assert.ok(!trailFile.includes(v), "a value in the trail file");
     await client.instances.delete(created.id);
   });
 

@@ -49,6 +49,16 @@ export async function notifyRotationFailed(instance: string, message: string): P
   }
 }
 
+/** A desktop notification that a credential use was refused (nothing in a browser). */
+export async function notifyCredentialBlocked(instance: string, message: string): Promise<void> {
+  if (!inDesktop()) return;
+  try {
+    await invoke("notify_credential_blocked", { instance, message });
+  } catch {
+    // Notifications are best-effort.
+  }
+}
+
 /** Calls a shell command; its error sentence becomes a [`DesktopError`]. */
 export async function shell<T>(command: string, args?: Record<string, unknown>): Promise<T> {
   try {

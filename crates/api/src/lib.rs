@@ -47,6 +47,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(routes::exec::routes())
         .merge(routes::hypervisors::routes())
         .merge(routes::system::routes())
+        .merge(routes::credentials::routes())
         .merge(routes::unsupported::routes())
         .layer(axum::middleware::from_fn_with_state(
             state.token.clone(),

@@ -296,8 +296,12 @@ async fn start_egress(
     // The proxy is the guest's only way out, so by default it refuses host-local destinations
     // (the host's own services must not be reachable from a sandbox). Test suites whose HTTPS
     // upstream runs on 127.0.0.1 opt in with HYPEDECK_EGRESS_ALLOW_LOOPBACK=1.
+    // Every injection and refusal goes to the instance's credential trail.
+    let trail = hypedeck_engine::trail::CredentialTrail::start(paths.clone())
+        .map_err(|e| DaemonError::Unsupported(format!("start the credential trail writer: {e}")))?;
     let options = hypedeck_egress::ProxyOptions {
         allow_loopback: std::env::var("HYPEDECK_EGRESS_ALLOW_LOOPBACK").is_ok_and(|v| v == "1"),
+        usage: Some(Arc::new(trail)),
         ..hypedeck_egress::ProxyOptions::default()
     };
     hypedeck_egress::EgressProxy::with_options(ca, trust, options)
@@ -351,6 +355,9 @@ pub async fn start(options: DaemonOptions) -> Result<Daemon, DaemonError> {
         alternatives: alternative_hypervisors(options.hypervisor),
         guest,
     });
+    // Resolving a secret reference reads whatever the user's 1Password, keychain or shell can:
+    // only for an API that other machines cannot reach.
+    engine.allow_secret_references(options.listen.ip().is_loopback());
     engine.reconcile().await?;
 
     let listener = tokio::net::TcpListener::bind(options.listen)

@@ -27,6 +27,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             header: "Authorization".to_string(),
             value: format!("Bearer {value}").into(),
             hosts: Some(vec!["localhost".to_string()]),
+            credential: "LOAD_KEY".to_string(),
+            secret: value.into(),
         }],
     )?;
     println!("{addr}");

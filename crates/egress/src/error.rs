@@ -40,6 +40,13 @@ pub enum EgressError {
     /// The instance has no listener (attach first).
     #[error("instance {0:?} is not attached to the egress proxy")]
     NotAttached(String),
+    /// A "test credential" request cannot be made as asked (bad URL, no credential for its
+    /// host); the text says why.
+    #[error("{0}")]
+    TestRefused(String),
+    /// A "test credential" request was made but failed on the way (connect, TLS, timeout).
+    #[error("the test request failed: {0}")]
+    TestFailed(String),
     /// A rule cannot be applied; the whole rule set was rejected and the old one kept.
     #[error("invalid inject rule {index}: {reason}")]
     InvalidRule {

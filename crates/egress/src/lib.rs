@@ -44,17 +44,24 @@
 mod bridge;
 mod ca;
 mod error;
+mod guarded;
+mod leak;
 mod proxy;
 mod rules;
 mod serve;
 mod upstream;
+mod usage;
 
 pub use bridge::{CONNECT_SUBCOMMAND, connect_stdio, maybe_run_connect_helper};
 pub use ca::{CA_COMMON_NAME, CertificateAuthority};
 pub use error::EgressError;
-pub use proxy::{EgressProxy, ProxyOptions};
+pub use proxy::{EgressProxy, ProxyOptions, TestOutcome};
 pub use rules::InjectRule;
 pub use upstream::UpstreamTrust;
+pub use usage::{
+    Outcome, REASON_HOST_NOT_ALLOWED, REASON_LEAK, REASON_PLAIN_HTTP, UsageEvent, UsageSink,
+    fingerprint,
+};
 
 /// The port the guest connects to for the proxy (upstream's default); with QEMU it is the
 /// guest side of the `guestfwd`, the host side being the instance's attached port.

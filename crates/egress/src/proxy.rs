@@ -15,6 +15,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::rules::{InjectRule, RuleSet};
 use crate::upstream::{Dialer, UpstreamTrust};
+use crate::usage::UsageSink;
 use crate::{CertificateAuthority, EgressError};
 
 /// Knobs beyond the CA and the upstream trust. `Default` is what production uses.
@@ -33,6 +34,8 @@ pub struct ProxyOptions {
     pub allow_loopback: bool,
     /// Bound on resolving, connecting and the TLS handshake to an upstream.
     pub connect_timeout: Duration,
+    /// Where the credential usage trail goes (`None`: nowhere).
+    pub usage: Option<Arc<dyn UsageSink>>,
 }
 
 impl Default for ProxyOptions {
@@ -41,8 +44,18 @@ impl Default for ProxyOptions {
             resolve_overrides: HashMap::new(),
             allow_loopback: true,
             connect_timeout: Duration::from_secs(15),
+            usage: None,
         }
     }
+}
+
+/// What a "test credential" request found.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TestOutcome {
+    /// The upstream's status.
+    pub status: u16,
+    /// The credentials injected: name and fingerprint.
+    pub injected: Vec<(String, String)>,
 }
 
 /// What every instance's connections share.
@@ -50,6 +63,7 @@ impl Default for ProxyOptions {
 pub(crate) struct Shared {
     pub(crate) ca: CertificateAuthority,
     pub(crate) dialer: Dialer,
+    pub(crate) usage: Option<Arc<dyn UsageSink>>,
 }
 
 /// The tasks of one instance (its connections and their upstream connections): all stop when
@@ -128,7 +142,11 @@ impl EgressProxy {
             options.connect_timeout,
         )?;
         Ok(EgressProxy {
-            shared: Arc::new(Shared { ca, dialer }),
+            shared: Arc::new(Shared {
+                ca,
+                dialer,
+                usage: options.usage,
+            }),
             instances: Mutex::new(HashMap::new()),
             shutdown: CancellationToken::new(),
         })
@@ -216,6 +234,23 @@ impl EgressProxy {
         self.instances()
             .get(instance_id)
             .map(|a| a.instance.rules.load().generation)
+    }
+
+    /// "Test credential": one `GET url` (HTTPS, to a host one of the instance's credentials is
+    /// injected for) made from the host through the instance's current rules — nothing runs in
+    /// the guest. The injections are recorded in the usage trail as `test`. Returns the status
+    /// and the credentials (name, fingerprint) that went with it.
+    pub async fn test_request(
+        &self,
+        instance_id: &str,
+        url: &str,
+    ) -> Result<TestOutcome, EgressError> {
+        let instance = self
+            .instances()
+            .get(instance_id)
+            .map(|a| a.instance.clone())
+            .ok_or_else(|| EgressError::NotAttached(instance_id.to_string()))?;
+        crate::serve::test_request(&instance, url).await
     }
 
     /// Stops the instance's listener, closes its open connections and drops its rules.

@@ -13,6 +13,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use hypedeck_secrets::Sensitive;
 
 use crate::EgressError;
+use crate::leak::{Guard, MIN_GUARDED_LEN};
 
 /// One header to set on HTTPS requests to matching hosts.
 ///
@@ -25,6 +26,33 @@ pub struct InjectRule {
     pub value: Sensitive<String>,
     /// Normalized host patterns (`api.openai.com`, `*.openai.com`, `10.0.0.1`); `None` = all.
     pub hosts: Option<Vec<String>>,
+    /// The credential this rule injects (its key in the instance's `credentials`): names it in
+    /// the usage trail, and the guest's `mock-<credential>` stands for it.
+    pub credential: String,
+    /// The credential's raw value: fingerprinted for the trail, and looked for by the leak
+    /// guard in what goes to hosts the credential is not for.
+    pub secret: Sensitive<String>,
+}
+
+/// A credential as the trail and the leak guard see it (one per distinct `credential`).
+#[derive(Debug)]
+pub(crate) struct CredentialInfo {
+    pub(crate) name: String,
+    /// [`crate::fingerprint`] of its value.
+    pub(crate) fingerprint: String,
+    /// What the guest holds instead of the value.
+    mock: String,
+    /// Where it is injected (union of its rules); `None`: everywhere.
+    hosts: Option<Vec<HostPattern>>,
+}
+
+impl CredentialInfo {
+    pub(crate) fn allowed(&self, host: &str) -> bool {
+        match &self.hosts {
+            None => true,
+            Some(patterns) => patterns.iter().any(|p| p.matches(host)),
+        }
+    }
 }
 
 /// A destination host pattern, canonicalised.
@@ -95,6 +123,8 @@ pub(crate) fn canonical_host(host: &str) -> Option<String> {
 #[derive(Debug)]
 struct CompiledRule {
     name: HeaderName,
+    /// Index into [`RuleSet::credentials`].
+    credential: usize,
     /// Marked sensitive; `HeaderValue`'s `Debug` shows `Sensitive` for such values.
     value: HeaderValue,
     hosts: Option<Vec<HostPattern>>,
@@ -113,6 +143,9 @@ impl CompiledRule {
 #[derive(Debug, Default)]
 pub(crate) struct RuleSet {
     rules: Vec<CompiledRule>,
+    pub(crate) credentials: Vec<CredentialInfo>,
+    /// Leak guards for credentials with a host list and a value long enough to look for.
+    guards: Vec<Guard>,
     /// Increments on every `set_rules` of the instance; 0 = never set.
     pub(crate) generation: u64,
 }
@@ -121,6 +154,8 @@ impl RuleSet {
     /// Checks every rule; one bad rule rejects the set (the error names its index only).
     pub(crate) fn compile(rules: &[InjectRule], generation: u64) -> Result<RuleSet, EgressError> {
         let mut compiled = Vec::with_capacity(rules.len());
+        let mut credentials: Vec<CredentialInfo> = Vec::new();
+        let mut secrets: Vec<&str> = Vec::new();
         for (index, rule) in rules.iter().enumerate() {
             let invalid = |reason| EgressError::InvalidRule { index, reason };
             let name = HeaderName::from_bytes(rule.header.trim().as_bytes())
@@ -128,25 +163,89 @@ impl RuleSet {
             let mut value = HeaderValue::from_bytes(rule.value.expose().as_bytes())
                 .map_err(|_| invalid("header value is not a valid http header value"))?;
             value.set_sensitive(true);
-            let hosts = rule
+            let hosts: Option<Vec<HostPattern>> = rule
                 .hosts
                 .as_ref()
                 .map(|hosts| hosts.iter().map(|h| HostPattern::parse(h)).collect());
-            compiled.push(CompiledRule { name, value, hosts });
+            let credential = match credentials.iter().position(|c| c.name == rule.credential) {
+                Some(i) => i,
+                None => {
+                    credentials.push(CredentialInfo {
+                        name: rule.credential.clone(),
+                        fingerprint: crate::fingerprint(rule.secret.expose()),
+                        mock: format!("mock-{}", rule.credential),
+                        hosts: Some(Vec::new()),
+                    });
+                    secrets.push(rule.secret.expose());
+                    credentials.len() - 1
+                }
+            };
+            let info = &mut credentials[credential];
+            match (&mut info.hosts, &hosts) {
+                (Some(all), Some(these)) => all.extend(these.iter().cloned()),
+                (_, None) => info.hosts = None,
+                (None, Some(_)) => {}
+            }
+            compiled.push(CompiledRule {
+                name,
+                credential,
+                value,
+                hosts,
+            });
         }
+        let guards = credentials
+            .iter()
+            .zip(&secrets)
+            .enumerate()
+            .filter(|(_, (c, secret))| c.hosts.is_some() && secret.len() >= MIN_GUARDED_LEN)
+            .map(|(i, (_, secret))| Guard::new(i, secret.as_bytes()))
+            .collect();
         Ok(RuleSet {
             rules: compiled,
+            credentials,
+            guards,
             generation,
         })
     }
 
+    /// Leak guards of the credentials `host` may not receive.
+    pub(crate) fn guards_against(&self, host: &str) -> Vec<Guard> {
+        self.guards
+            .iter()
+            .filter(|g| !self.credentials[g.credential].allowed(host))
+            .cloned()
+            .collect()
+    }
+
+    /// Credentials injected for `host` (a plain-HTTP request there would carry none).
+    pub(crate) fn credentials_for(&self, host: &str) -> Vec<usize> {
+        (0..self.credentials.len())
+            .filter(|&i| self.credentials[i].hosts.is_some() && self.credentials[i].allowed(host))
+            .collect()
+    }
+
+    /// Credentials whose mock value the guest put in `headers` for a host they are not for.
+    pub(crate) fn mocks_sent_elsewhere(&self, host: &str, headers: &HeaderMap) -> Vec<usize> {
+        (0..self.credentials.len())
+            .filter(|&i| !self.credentials[i].allowed(host))
+            .filter(|&i| {
+                let mock = self.credentials[i].mock.as_bytes();
+                headers
+                    .values()
+                    .any(|v| memchr::memmem::find(v.as_bytes(), mock).is_some())
+            })
+            .collect()
+    }
+
     /// Sets (overwrites, like upstream's `headers.Set`) every matching rule's header on
-    /// `headers`. `host` must be canonical. Returns how many rules applied.
-    pub(crate) fn apply(&self, host: &str, headers: &mut HeaderMap) -> usize {
-        let mut applied = 0;
+    /// `headers`. `host` must be canonical. Returns the credentials injected (each once).
+    pub(crate) fn apply(&self, host: &str, headers: &mut HeaderMap) -> Vec<usize> {
+        let mut applied = Vec::new();
         for rule in self.rules.iter().filter(|r| r.matches(host)) {
             headers.insert(rule.name.clone(), rule.value.clone());
-            applied += 1;
+            if !applied.contains(&rule.credential) {
+                applied.push(rule.credential);
+            }
         }
         applied
     }
@@ -231,6 +330,8 @@ mod tests {
             header: header.into(),
             value: Sensitive::new(value.into()),
             hosts: hosts.map(|h| h.iter().map(|s| s.to_string()).collect()),
+            credential: header.to_ascii_uppercase().replace('-', "_"),
+            secret: Sensitive::new(value.into()),
         }
     }
 
@@ -250,7 +351,7 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert("authorization", HeaderValue::from_static("Bearer mock-K"));
         headers.append("authorization", HeaderValue::from_static("Bearer second"));
-        assert_eq!(set.apply("api.openai.com", &mut headers), 3);
+        assert_eq!(set.apply("api.openai.com", &mut headers).len(), 3);
         let auth: Vec<_> = headers.get_all("authorization").iter().collect();
         assert_eq!(auth, ["Bearer real"], "overwritten, not appended");
         assert_eq!(headers["x-org"], "org-1");
@@ -259,7 +360,7 @@ mod tests {
 
         let mut other = HeaderMap::new();
         other.insert("authorization", HeaderValue::from_static("Bearer mock-K"));
-        assert_eq!(set.apply("example.com", &mut other), 1);
+        assert_eq!(set.apply("example.com", &mut other).len(), 1);
         assert_eq!(other["authorization"], "Bearer mock-K");
         assert_eq!(other["x-all"], "everywhere");
     }

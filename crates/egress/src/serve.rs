@@ -4,9 +4,13 @@
 //! as they are (never injected).
 //!
 //! Responses the proxy makes itself are short fixed texts (never a header, never a value).
+//!
+//! Every request also goes past the credential checks: a real credential value (or its base64)
+//! headed for a host that credential is not for is refused (the leak guard), plain HTTP to a
+//! credential's host is refused, and each injection or refusal lands in the usage trail.
 
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -24,11 +28,18 @@ use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 use tokio_rustls::TlsAcceptor;
 
+use crate::guarded::GuardedBody;
+use crate::leak;
 use crate::proxy::Instance;
-use crate::rules::canonical_host;
-use crate::upstream::{DialError, Target};
+use crate::rules::{RuleSet, canonical_host};
+use crate::upstream::{BoxError, DialError, RequestBody, Target};
+use crate::usage::{Outcome, REASON_HOST_NOT_ALLOWED, REASON_LEAK, REASON_PLAIN_HTTP, UsageEvent};
 
-type ProxyBody = BoxBody<Bytes, hyper::Error>;
+/// What the guest gets when the leak guard refuses a request.
+const LEAK_RESPONSE: &str =
+    "request blocked: it carries a credential value this host may not receive";
+
+type ProxyBody = BoxBody<Bytes, BoxError>;
 
 /// Bound on the guest's TLS handshake inside a tunnel.
 const TLS_ACCEPT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -170,25 +181,195 @@ impl Tunnel {
     async fn handle(&self, req: Request<Incoming>) -> Response<ProxyBody> {
         let (mut parts, body) = req.into_parts();
         let method = parts.method.clone();
+        let host = self.target.host.as_str();
         strip_hop_by_hop(&mut parts.headers);
         // One load per request: the whole set of one generation applies, never a mix.
         let rules = self.instance.rules.load_full();
-        let injected = rules.apply(&self.target.host, &mut parts.headers);
+        // The leak guard reads what the guest wrote, before anything is injected.
+        let guards = rules.guards_against(host);
+        if let Some(credential) = leak_in_head(&guards, &parts) {
+            self.instance.record(
+                &rules,
+                credential,
+                host,
+                &method,
+                None,
+                Outcome::LeakBlocked,
+                Some(REASON_LEAK),
+            );
+            return text(StatusCode::FORBIDDEN, LEAK_RESPONSE);
+        }
+        let mocks = rules.mocks_sent_elsewhere(host, &parts.headers);
+        let injected = rules.apply(host, &mut parts.headers);
         parts.headers.insert(header::HOST, self.host_header.clone());
         parts.uri = origin_form(&parts.uri);
         parts.version = Version::HTTP_11;
+        let (body, found) = guarded(body, guards, &self.instance, &rules, host, &method);
         let request = Request::from_parts(parts, body);
         let response = send(&self.upstream, &self.instance, &self.target, request).await;
+        if found.get().is_some() {
+            return text(StatusCode::FORBIDDEN, LEAK_RESPONSE);
+        }
+        let response = cut_if_found(response, found);
+        let status = response.status().as_u16();
+        for credential in injected.iter().copied() {
+            self.instance.record(
+                &rules,
+                credential,
+                host,
+                &method,
+                Some(status),
+                Outcome::Injected,
+                None,
+            );
+        }
+        for credential in mocks {
+            self.instance.record(
+                &rules,
+                credential,
+                host,
+                &method,
+                Some(status),
+                Outcome::Blocked,
+                Some(REASON_HOST_NOT_ALLOWED),
+            );
+        }
         tracing::debug!(
             instance = %self.instance.id,
             host = %self.target.host,
             %method,
-            injected,
+            injected = injected.len(),
             generation = rules.generation,
-            status = response.status().as_u16(),
+            status,
             "https request"
         );
         response
+    }
+}
+
+impl Instance {
+    /// Adds an event about `credential` (an index into `rules`) to the usage trail.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn record(
+        &self,
+        rules: &RuleSet,
+        credential: usize,
+        host: &str,
+        method: &Method,
+        status: Option<u16>,
+        outcome: Outcome,
+        reason: Option<&str>,
+    ) {
+        let Some(sink) = &self.shared.usage else {
+            return;
+        };
+        let Some(info) = rules.credentials.get(credential) else {
+            return;
+        };
+        if outcome != Outcome::Injected && outcome != Outcome::Test {
+            tracing::warn!(instance = %self.id, credential = %info.name, %host, ?outcome, "credential use blocked");
+        }
+        sink.record(
+            &self.id,
+            UsageEvent {
+                time: time::OffsetDateTime::now_utc(),
+                credential: info.name.clone(),
+                fingerprint: info.fingerprint.clone(),
+                host: host.to_string(),
+                method: method.to_string(),
+                status,
+                outcome,
+                reason: reason.map(str::to_string),
+            },
+        );
+    }
+}
+
+/// The credential whose value the request line or headers carry, if any guard finds one.
+fn leak_in_head(guards: &[leak::Guard], parts: &http::request::Parts) -> Option<usize> {
+    if guards.is_empty() {
+        return None;
+    }
+    let uri = parts.uri.to_string();
+    leak::find(guards, uri.as_bytes()).or_else(|| {
+        parts
+            .headers
+            .values()
+            .find_map(|v| leak::find(guards, v.as_bytes()))
+    })
+}
+
+/// The guest's body, through the leak guard when there is anything to guard against. When the
+/// guard trips, the attempt is recorded and the cell says which credential stopped it.
+fn guarded(
+    body: Incoming,
+    guards: Vec<leak::Guard>,
+    instance: &Arc<Instance>,
+    rules: &Arc<RuleSet>,
+    host: &str,
+    method: &Method,
+) -> (RequestBody, Arc<OnceLock<usize>>) {
+    let found = Arc::new(OnceLock::new());
+    let body = body.map_err(|e| Box::new(e) as BoxError).boxed();
+    if guards.is_empty() {
+        return (body, found);
+    }
+    let (instance, rules, host, method) = (
+        instance.clone(),
+        rules.clone(),
+        host.to_string(),
+        method.clone(),
+    );
+    let on_found = Box::new(move |credential: usize| {
+        instance.record(
+            &rules,
+            credential,
+            &host,
+            &method,
+            None,
+            Outcome::LeakBlocked,
+            Some(REASON_LEAK),
+        );
+    });
+    (
+        GuardedBody::new(body, guards, found.clone(), on_found).boxed(),
+        found,
+    )
+}
+
+/// An answer that began while the guest's body was still streaming (an upstream that replies
+/// before reading everything): if the guard trips later, the answer is cut off, so the guest
+/// never sees a clean success for a blocked request.
+fn cut_if_found(response: Response<ProxyBody>, found: Arc<OnceLock<usize>>) -> Response<ProxyBody> {
+    let (parts, inner) = response.into_parts();
+    Response::from_parts(parts, CutOff { inner, found }.boxed())
+}
+
+struct CutOff {
+    inner: ProxyBody,
+    found: Arc<OnceLock<usize>>,
+}
+
+impl http_body::Body for CutOff {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        if self.found.get().is_some() {
+            return std::task::Poll::Ready(Some(Err(Box::new(crate::guarded::LeakBlocked))));
+        }
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.found.get().is_none() && self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -196,7 +377,7 @@ impl Tunnel {
 /// nothing injected.
 async fn forward_plain(
     req: Request<Incoming>,
-    instance: &Instance,
+    instance: &Arc<Instance>,
     slot: &Mutex<Option<Upstream>>,
 ) -> Response<ProxyBody> {
     let (mut parts, body) = req.into_parts();
@@ -216,6 +397,37 @@ async fn forward_plain(
         return text(StatusCode::BAD_REQUEST, "invalid destination host");
     };
     strip_hop_by_hop(&mut parts.headers);
+    let rules = instance.rules.load_full();
+    let method = parts.method.clone();
+    // Credentials go over HTTPS only: plain HTTP to a credential's host is refused outright.
+    let for_host = rules.credentials_for(&host);
+    if !for_host.is_empty() {
+        for credential in for_host {
+            instance.record(
+                &rules,
+                credential,
+                &host,
+                &method,
+                None,
+                Outcome::Blocked,
+                Some(REASON_PLAIN_HTTP),
+            );
+        }
+        return text(StatusCode::FORBIDDEN, REASON_PLAIN_HTTP);
+    }
+    let guards = rules.guards_against(&host);
+    if let Some(credential) = leak_in_head(&guards, &parts) {
+        instance.record(
+            &rules,
+            credential,
+            &host,
+            &method,
+            None,
+            Outcome::LeakBlocked,
+            Some(REASON_LEAK),
+        );
+        return text(StatusCode::FORBIDDEN, LEAK_RESPONSE);
+    }
     if !parts.headers.contains_key(header::HOST) {
         match HeaderValue::from_str(authority.as_str()) {
             Ok(value) => parts.headers.insert(header::HOST, value),
@@ -224,7 +436,7 @@ async fn forward_plain(
     }
     parts.uri = origin_form(&parts.uri);
     parts.version = Version::HTTP_11;
-    let method = parts.method.clone();
+    let (body, found) = guarded(body, guards, instance, &rules, &host, &method);
     let request = Request::from_parts(parts, body);
     // Resolved per request (cheap, and the loopback policy is checked every time).
     let target = match instance.shared.dialer.resolve(&host, port).await {
@@ -237,6 +449,10 @@ async fn forward_plain(
         Err(error) => return dial_failure(instance, &host, &error),
     };
     let response = send(slot, instance, &target, request).await;
+    if found.get().is_some() {
+        return text(StatusCode::FORBIDDEN, LEAK_RESPONSE);
+    }
+    let response = cut_if_found(response, found);
     tracing::debug!(
         instance = %instance.id,
         %host,
@@ -251,7 +467,7 @@ async fn forward_plain(
 struct Upstream {
     host: String,
     port: u16,
-    sender: SendRequest<Incoming>,
+    sender: SendRequest<RequestBody>,
 }
 
 /// Sends `request` to `target` over the connection in `slot` (opening one if there is none,
@@ -261,7 +477,7 @@ async fn send(
     slot: &Mutex<Option<Upstream>>,
     instance: &Instance,
     target: &Target,
-    mut request: Request<Incoming>,
+    mut request: Request<RequestBody>,
 ) -> Response<ProxyBody> {
     let mut slot = slot.lock().await;
     let mut retried = false;
@@ -314,7 +530,7 @@ fn guest_response(response: Response<Incoming>) -> Response<ProxyBody> {
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     parts.version = Version::HTTP_11;
-    Response::from_parts(parts, body.boxed())
+    Response::from_parts(parts, body.map_err(|e| Box::new(e) as BoxError).boxed())
 }
 
 fn dial_failure(instance: &Instance, host: &str, error: &DialError) -> Response<ProxyBody> {
@@ -397,6 +613,104 @@ impl std::fmt::Display for ErrorChain<'_> {
         }
         Ok(())
     }
+}
+
+/// Bound on a whole "test credential" request.
+const TEST_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// See [`crate::EgressProxy::test_request`].
+pub(crate) async fn test_request(
+    instance: &Arc<Instance>,
+    url: &str,
+) -> Result<crate::TestOutcome, crate::EgressError> {
+    use crate::EgressError::{TestFailed, TestRefused};
+    let uri: Uri = url
+        .trim()
+        .parse()
+        .map_err(|_| TestRefused(format!("{url:?} is not a URL")))?;
+    if uri.scheme() != Some(&Scheme::HTTPS) {
+        return Err(TestRefused(
+            "the test URL must be https:// (credentials go over HTTPS only)".into(),
+        ));
+    }
+    let (host, port) = uri
+        .authority()
+        .and_then(|a| Some((canonical_host(a.host())?, a.port_u16().unwrap_or(443))))
+        .ok_or_else(|| TestRefused(format!("{url:?} has no valid host")))?;
+    let rules = instance.rules.load_full();
+    if rules.credentials_for(&host).is_empty() {
+        return Err(TestRefused(format!(
+            "no credential of this instance is injected for {host}; test a URL of a host its credentials name"
+        )));
+    }
+    let addrs = instance
+        .shared
+        .dialer
+        .resolve(&host, port)
+        .await
+        .map_err(|e| TestFailed(ErrorChain(&e).to_string()))?;
+    let host_header =
+        host_header(&host, port, 443).ok_or_else(|| TestRefused("invalid host".into()))?;
+    let target = Target {
+        host: host.clone(),
+        port,
+        addrs,
+        tls: true,
+    };
+    let mut headers = HeaderMap::new();
+    let injected = rules.apply(&host, &mut headers);
+    headers.insert(header::HOST, host_header);
+    headers.insert(
+        header::USER_AGENT,
+        HeaderValue::from_static("hypedeck-credential-test"),
+    );
+    let mut request = Request::new(
+        Full::new(Bytes::new())
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *request.uri_mut() = origin_form(&uri);
+    *request.headers_mut() = headers;
+    let exchange = async {
+        let mut sender = instance
+            .shared
+            .dialer
+            .open(&target, &instance.tasks)
+            .await
+            .map_err(|e| TestFailed(ErrorChain(&e).to_string()))?;
+        sender
+            .ready()
+            .await
+            .map_err(|e| TestFailed(ErrorChain(&e).to_string()))?;
+        sender
+            .send_request(request)
+            .await
+            .map_err(|e| TestFailed(ErrorChain(&e).to_string()))
+    };
+    let response = tokio::time::timeout(TEST_TIMEOUT, exchange)
+        .await
+        .map_err(|_| TestFailed(format!("no answer within {} s", TEST_TIMEOUT.as_secs())))??;
+    let status = response.status().as_u16();
+    let method = Method::GET;
+    for credential in injected.iter().copied() {
+        instance.record(
+            &rules,
+            credential,
+            &host,
+            &method,
+            Some(status),
+            Outcome::Test,
+            None,
+        );
+    }
+    Ok(crate::TestOutcome {
+        status,
+        injected: injected
+            .iter()
+            .filter_map(|&i| rules.credentials.get(i))
+            .map(|c| (c.name.clone(), c.fingerprint.clone()))
+            .collect(),
+    })
 }
 
 #[cfg(test)]

@@ -8,7 +8,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::body::Incoming;
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use rustls::{ClientConfig, RootCertStore};
@@ -19,6 +20,13 @@ use tokio_rustls::TlsConnector;
 
 use crate::EgressError;
 use crate::proxy::InstanceTasks;
+
+/// Any error a request body may end with.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What the proxy sends upstream: the guest's body (possibly through the leak guard), or one
+/// the proxy made (a "test credential" request).
+pub(crate) type RequestBody = BoxBody<Bytes, BoxError>;
 
 /// The CAs upstream HTTPS servers are verified against: the host's trust store and/or extra
 /// PEM bundles. Cheap to clone.
@@ -211,7 +219,7 @@ impl Dialer {
         &self,
         target: &Target,
         tasks: &InstanceTasks,
-    ) -> Result<SendRequest<Incoming>, DialError> {
+    ) -> Result<SendRequest<RequestBody>, DialError> {
         let tcp = self.connect_tcp(&target.addrs).await?;
         if target.tls {
             let name = ServerName::try_from(target.host.clone()).map_err(|_| {
@@ -228,7 +236,7 @@ impl Dialer {
     }
 }
 
-async fn handshake<T>(io: T, tasks: &InstanceTasks) -> Result<SendRequest<Incoming>, DialError>
+async fn handshake<T>(io: T, tasks: &InstanceTasks) -> Result<SendRequest<RequestBody>, DialError>
 where
     T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {

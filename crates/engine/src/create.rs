@@ -27,18 +27,17 @@ impl Engine {
         }
         self.check_volume_attachments(&spec.volumes)?;
         let id = new_id()?;
-        let record = build_record(&id, &spec, hypervisor.kind());
+        let mut record = build_record(&id, &spec, hypervisor.kind());
 
+        // References resolve on the host before anything is stored; a failure is a 400.
+        let mut secrets: Vec<(String, Sensitive<String>)> = Vec::new();
+        for (key, r) in record.secret_env.iter_mut() {
+            if let Some(v) = spec.env.get(key) {
+                secrets.push((r.keychain_account.clone(), self.value_of(v).await?));
+                r.reference = crate::credentials::reference_kind(v).map(|_| v.clone());
+            }
+        }
         // Secrets first: if the keychain is unavailable nothing else has happened yet.
-        let secrets: Vec<(String, Sensitive<String>)> = record
-            .secret_env
-            .iter()
-            .filter_map(|(key, r)| {
-                spec.env
-                    .get(key)
-                    .map(|v| (r.keychain_account.clone(), Sensitive::new(v.clone())))
-            })
-            .collect();
         let accounts: Vec<String> = secrets.iter().map(|(a, _)| a.clone()).collect();
         let stored = self
             .blocking(move |store| {
@@ -140,6 +139,8 @@ fn build_record(
                 key.clone(),
                 SecretRef {
                     keychain_account: secret_account(id.as_str(), key),
+                    rotated_at: Some(OffsetDateTime::now_utc()),
+                    reference: None,
                 },
             );
         } else {

@@ -36,7 +36,7 @@ pub fn build_rules(
     values: &BTreeMap<String, Sensitive<String>>,
 ) -> Vec<InjectRule> {
     let mut rules = Vec::new();
-    for policy in record.credentials.values() {
+    for (name, policy) in &record.credentials {
         let Some(real) = values.get(&policy.source.env) else {
             continue;
         };
@@ -48,6 +48,8 @@ pub fn build_rules(
                 header: inject.as_.header.clone(),
                 value: Sensitive::new(inject.as_.format.replace("${value}", real.expose())),
                 hosts: inject.hosts.clone(),
+                credential: name.clone(),
+                secret: real.clone(),
             });
         }
     }
@@ -78,11 +80,56 @@ impl Engine {
             .await
             .map_err(|e| EngineError::Provision(format!("egress proxy: {e}")))?;
         record.network.proxy_port = Some(addr.port());
+        self.refresh_references(record).await;
         let values = self.secret_env(record).await?;
         proxy
             .set_rules(&record.id, build_rules(record, &values))
             .map_err(|e| EngineError::Provision(format!("egress rules: {e}")))?;
         Ok(Some(addr))
+    }
+
+    /// Resolves the instance's secret references again (at every start), storing a value that
+    /// changed. A reference that fails keeps the last value and says so in the log.
+    async fn refresh_references(&self, record: &mut InstanceRecord) {
+        let refs: Vec<(String, String, String)> = record
+            .secret_env
+            .iter()
+            .filter_map(|(k, r)| {
+                Some((k.clone(), r.keychain_account.clone(), r.reference.clone()?))
+            })
+            .collect();
+        if refs.is_empty() {
+            return;
+        }
+        let current = self.secret_env(record).await.unwrap_or_default();
+        for (key, account, reference) in refs {
+            let value = match self.value_of(&reference).await {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::warn!(id = %record.id, %key, error = %e, "secret reference not resolved; keeping the last value");
+                    continue;
+                }
+            };
+            if current.get(&key) == Some(&value) {
+                continue;
+            }
+            let write = value.clone();
+            match self
+                .blocking(move |store| store.set(&account, &write))
+                .await
+            {
+                Ok(()) => {
+                    if let Some(r) = record.secret_env.get_mut(&key) {
+                        r.rotated_at = Some(time::OffsetDateTime::now_utc());
+                    }
+                    tracing::info!(id = %record.id, %key, "secret reference resolved to a new value");
+                }
+                Err(e) => {
+                    tracing::warn!(id = %record.id, %key, error = %e, "resolved value not stored")
+                }
+            }
+        }
+        self.secret_cache().remove(&record.id);
     }
 
     /// Forgets the instance's listener and rules (stop, standby, delete).

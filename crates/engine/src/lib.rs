@@ -15,6 +15,7 @@ mod agent;
 mod boot;
 pub mod checks;
 mod create;
+pub mod credentials;
 mod delete;
 mod derive;
 mod egress;
@@ -28,6 +29,7 @@ mod query;
 mod render;
 mod resources;
 mod standby;
+pub mod trail;
 mod update;
 mod volumes;
 
@@ -180,6 +182,8 @@ pub struct Engine {
     /// Boot markers already seen, by instance id and the run's log offset: once a run showed
     /// both, its console log is not read again.
     markers: Mutex<HashMap<String, (u64, derive::BootMarkers)>>,
+    /// Whether secret references may be resolved (see `credentials.rs`).
+    references: std::sync::atomic::AtomicBool,
 }
 
 impl Engine {
@@ -198,6 +202,7 @@ impl Engine {
             secret_cache: Mutex::new(HashMap::new()),
             agents: Mutex::new(HashMap::new()),
             markers: Mutex::new(HashMap::new()),
+            references: std::sync::atomic::AtomicBool::new(false),
         }
     }
 

@@ -51,7 +51,13 @@ impl Engine {
         let mut env = record.env.clone();
         for (key, value) in self.secret_env(record).await? {
             // Upstream echoes real credential values in `env`; the wire contract keeps that.
-            env.insert(key, value.into_inner());
+            // A value that came from a reference shows the reference instead.
+            let shown = record
+                .secret_env
+                .get(&key)
+                .and_then(|r| r.reference.clone())
+                .unwrap_or_else(|| value.into_inner());
+            env.insert(key, shown);
         }
         let network = &record.network;
         let rate = |bps: u64| (bps > 0).then(|| format_rate(bps));

@@ -81,7 +81,9 @@ impl Engine {
 
             let mut writes = Vec::new();
             for (key, value) in env {
-                let Some(reference) = record.secret_env.get(key) else {
+                // References resolve before anything is written (a failure is a 400).
+                let resolved = self.value_of(value).await?;
+                let Some(reference) = record.secret_env.get_mut(key) else {
                     return Err(EngineError::Rejected(Rejection::invalid_request(format!(
                         "env var {key:?} is not stored as a credential"
                     ))));
@@ -90,10 +92,10 @@ impl Engine {
                     reference.keychain_account.clone(),
                     current.get(key).cloned(),
                 ));
-                writes.push((
-                    reference.keychain_account.clone(),
-                    Sensitive::new(value.clone()),
-                ));
+                writes.push((reference.keychain_account.clone(), resolved));
+                reference.reference =
+                    crate::credentials::reference_kind(value).map(|_| value.clone());
+                reference.rotated_at = Some(time::OffsetDateTime::now_utc());
             }
             self.blocking(move |store| {
                 for (account, value) in &writes {

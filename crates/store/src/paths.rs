@@ -69,6 +69,11 @@ impl Paths {
         self.instance_dir(id).join("logs")
     }
 
+    /// One instance's credential usage trail (JSON lines; `.1` is the previous file).
+    pub fn credential_events(&self, id: &InstanceId) -> PathBuf {
+        self.instance_dir(id).join("credentials.jsonl")
+    }
+
     /// Image cache.
     pub fn images(&self) -> PathBuf {
         self.root.join("images")

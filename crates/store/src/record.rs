@@ -20,6 +20,18 @@ pub const SCHEMA_VERSION: u32 = 1;
 pub struct SecretRef {
     /// Keychain account name (the value itself is in the OS keychain).
     pub keychain_account: String,
+    /// When the value was last set (create, PATCH, re-resolve); `None` in records written
+    /// before this was kept.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub rotated_at: Option<OffsetDateTime>,
+    /// Where the value comes from when it is a reference (`op://…`, `keychain:…`, `cmd:…`):
+    /// the reference, not a secret. The resolved value is in the keychain like any other.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
 }
 
 /// Persisted egress settings.
@@ -240,6 +252,8 @@ mod tests {
                 "KEY".into(),
                 SecretRef {
                     keychain_account: format!("instance/{id}/env/KEY"),
+                    rotated_at: None,
+                    reference: None,
                 },
             )]),
             credentials: BTreeMap::new(),

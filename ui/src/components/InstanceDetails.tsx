@@ -1,12 +1,13 @@
 // One instance: every field of the Hypeman Instance, human-readable, with copy buttons; exit
 // and state errors up front; lifecycle buttons; credential rotation; logs.
-import type { ReactNode } from "react";
+import { useState, type ReactNode } from "react";
 import type Hypeman from "@onkernel/hypeman";
 
 import type { Problem } from "../api";
 import type { Connection } from "../connection";
 import { duration, tagLabels, uptime, when, type Instance, type Verb } from "../model";
 import { Actions, Copyable, StateBadge } from "./common";
+import { CredentialsPanel } from "./CredentialsPanel";
 import { ExecPanel } from "./ExecPanel";
 import { LogsPanel } from "./LogsPanel";
 import { RotateForm } from "./RotateForm";
@@ -69,6 +70,8 @@ export function InstanceDetails({
   onProblem: (p: Problem) => void;
 }) {
   const net = instance.network;
+  // Bumped by a rotation, so the credentials card reloads at once.
+  const [rotations, setRotations] = useState(0);
   const exited = instance.exit_code !== null && instance.exit_code !== undefined;
   return (
     <section id="instance-view" data-instance-id={instance.id} aria-label={`Instance ${instance.name}`}>
@@ -140,8 +143,17 @@ export function InstanceDetails({
 
         <div className="card" id="rotate-card">
           <h3>Rotate credentials</h3>
-          <RotateForm key={instance.id} api={api} instance={instance} onRotated={() => onChanged()} />
+          <RotateForm
+            key={instance.id}
+            api={api}
+            instance={instance}
+            onRotated={() => {
+              setRotations((n) => n + 1);
+              onChanged();
+            }}
+          />
         </div>
+        <CredentialsPanel api={api} instance={instance} now={now} version={rotations} />
         <div className="card">
           <h3>Resources</h3>
           <dl>

@@ -216,10 +216,23 @@ impl World {
 }
 
 pub fn rule(header: &str, value: &str, hosts: Option<&[&str]>) -> InjectRule {
+    credential("KEY", header, value, value, hosts)
+}
+
+/// A rule of credential `name` whose raw value is `secret` (the header gets `value`).
+pub fn credential(
+    name: &str,
+    header: &str,
+    value: &str,
+    secret: &str,
+    hosts: Option<&[&str]>,
+) -> InjectRule {
     InjectRule {
         header: header.to_string(),
         value: Sensitive::new(value.to_string()),
         hosts: hosts.map(|h| h.iter().map(|s| s.to_string()).collect()),
+        credential: name.to_string(),
+        secret: Sensitive::new(secret.to_string()),
     }
 }
 

@@ -1,0 +1,104 @@
+//! The credential usage trail: one [`UsageEvent`] per injection (and per attempt the proxy
+//! blocked), handed to the [`UsageSink`] the proxy was built with. Events carry a credential's
+//! name and the fingerprint of its value ([`fingerprint`]), never the value.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+
+/// The fingerprint of a credential value: the first 8 hex digits of its SHA-256. Enough to tell
+/// two values apart at a glance; far too little to recover or confirm a guess of a real key.
+pub fn fingerprint(value: &str) -> String {
+    let digest = Sha256::digest(value.as_bytes());
+    digest[..4].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What happened to a credential on one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Its header was set on a request that went out.
+    Injected,
+    /// A request the user sent from the host ("test credential"), injected the same way.
+    Test,
+    /// Not injected, and the request was refused or forwarded without it (`reason` says which).
+    Blocked,
+    /// A request carried the real value (or its base64) to a host it is not for; refused.
+    LeakBlocked,
+}
+
+/// One entry of the trail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageEvent {
+    /// When the request was made.
+    #[serde(with = "time::serde::rfc3339")]
+    pub time: OffsetDateTime,
+    /// The credential (its key in the instance's `credentials`).
+    pub credential: String,
+    /// [`fingerprint`] of the value in force.
+    pub fingerprint: String,
+    /// Destination host (canonical).
+    pub host: String,
+    /// HTTP method.
+    pub method: String,
+    /// Upstream's status (`None` when nothing was sent upstream).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// What happened.
+    pub outcome: Outcome,
+    /// Why it was blocked (fixed texts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Reason: plain HTTP to a host a credential is for.
+pub const REASON_PLAIN_HTTP: &str = "plain http to a credential host is refused; use https";
+/// Reason: the guest sent a credential's mock value to a host the credential is not for.
+pub const REASON_HOST_NOT_ALLOWED: &str =
+    "host not allowed for this credential: its mock value went out, the real value did not";
+/// Reason: a request carried a real credential value to a host it is not for.
+pub const REASON_LEAK: &str =
+    "the request carried this credential's real value (or its base64) to a host it is not for";
+
+/// Where the proxy puts the trail. Called on the proxy's tasks: must not block for long.
+pub trait UsageSink: Send + Sync + fmt::Debug {
+    /// Records `event` for `instance`.
+    fn record(&self, instance: &str, event: UsageEvent);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprints_are_8_hex_of_sha256() {
+        // sha256("abc") = ba7816bf…
+        assert_eq!(fingerprint("abc"), "ba7816bf");
+        assert_ne!(fingerprint("sk-1"), fingerprint("sk-2"));
+        assert_eq!(fingerprint("sk-1").len(), 8);
+    }
+
+    #[test]
+    fn events_serialize_without_empty_fields() {
+        let e = UsageEvent {
+            time: OffsetDateTime::UNIX_EPOCH,
+            credential: "OPENAI_KEY".into(),
+            fingerprint: "ba7816bf".into(),
+            host: "api.openai.com".into(),
+            method: "POST".into(),
+            status: Some(200),
+            outcome: Outcome::Injected,
+            reason: None,
+        };
+        let json = serde_json::to_value(&e).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"time": "1970-01-01T00:00:00Z", "credential": "OPENAI_KEY",
+                "fingerprint": "ba7816bf", "host": "api.openai.com", "method": "POST",
+                "status": 200, "outcome": "injected"})
+        );
+        assert_eq!(serde_json::from_value::<UsageEvent>(json).unwrap(), e);
+    }
+}

@@ -1,0 +1,302 @@
+//! The usage trail and the leak guard, end to end through the proxy: real TLS on both sides,
+//! reqwest as the guest, an echo server as the upstream.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use common::*;
+use http::StatusCode;
+use hypedeck_egress::{Outcome, UsageEvent, UsageSink, fingerprint};
+
+const SECRET: &str = "sk-live-0123456789abcdef";
+const ROTATED: &str = "sk-live-rotated-9876543210";
+const LEAK_TEXT: &str =
+    "request blocked: it carries a credential value this host may not receive\n";
+
+#[derive(Debug, Default)]
+struct Trail(Mutex<Vec<(String, UsageEvent)>>);
+
+impl UsageSink for Trail {
+    fn record(&self, instance: &str, event: UsageEvent) {
+        self.0.lock().unwrap().push((instance.to_string(), event));
+    }
+}
+
+impl Trail {
+    fn take(&self) -> Vec<UsageEvent> {
+        self.0.lock().unwrap().drain(..).map(|(_, e)| e).collect()
+    }
+}
+
+async fn world_with_trail() -> (World, Arc<Trail>, reqwest::Client) {
+    let trail = Arc::new(Trail::default());
+    let sink = trail.clone();
+    let world = World::with(move |o| o.usage = Some(sink)).await;
+    let addr = world.proxy.attach("vm-1", None).await.unwrap();
+    world
+        .proxy
+        .set_rules(
+            "vm-1",
+            vec![credential(
+                "OPENAI_KEY",
+                "Authorization",
+                &format!("Bearer {SECRET}"),
+                SECRET,
+                Some(&[API]),
+            )],
+        )
+        .unwrap();
+    let client = world.client(addr);
+    (world, trail, client)
+}
+
+#[tokio::test]
+async fn each_injection_is_recorded_with_host_status_and_fingerprint_never_the_value() {
+    let (world, trail, client) = world_with_trail().await;
+    let (status, body) = get_text(
+        &client,
+        &world.https_url(API, "/v1"),
+        Some("Bearer mock-OPENAI_KEY"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(echoed(&body, "authorization"), [format!("Bearer {SECRET}")]);
+    let events = trail.take();
+    assert_eq!(events.len(), 1, "{events:?}");
+    let e = &events[0];
+    assert_eq!(
+        (
+            e.credential.as_str(),
+            e.fingerprint.as_str(),
+            e.host.as_str(),
+            e.method.as_str(),
+            e.status,
+            e.outcome
+        ),
+        (
+            "OPENAI_KEY",
+            fingerprint(SECRET).as_str(),
+            API,
+            "GET",
+            Some(200),
+            Outcome::Injected
+        )
+    );
+
+    // A rotation: the very next request carries, and records, the new fingerprint.
+    world
+        .proxy
+        .set_rules(
+            "vm-1",
+            vec![credential(
+                "OPENAI_KEY",
+                "Authorization",
+                &format!("Bearer {ROTATED}"),
+                ROTATED,
+                Some(&[API]),
+            )],
+        )
+        .unwrap();
+    let resp = client
+        .post(world.https_url(API, "/v1/chat"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let events = trail.take();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].fingerprint, fingerprint(ROTATED));
+    assert_ne!(fingerprint(ROTATED), fingerprint(SECRET));
+    assert_eq!(events[0].method, "POST");
+    let json = serde_json::to_string(&events).unwrap();
+    assert!(!json.contains(SECRET) && !json.contains(ROTATED), "{json}");
+}
+
+#[tokio::test]
+async fn the_mock_sent_elsewhere_goes_out_as_is_and_is_recorded_as_blocked() {
+    let (world, trail, client) = world_with_trail().await;
+    let (status, body) = get_text(
+        &client,
+        &world.https_url(OTHER, "/"),
+        Some("Bearer mock-OPENAI_KEY"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(echoed(&body, "authorization"), ["Bearer mock-OPENAI_KEY"]);
+    let events = trail.take();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(
+        (events[0].outcome, events[0].host.as_str(), events[0].status),
+        (Outcome::Blocked, OTHER, Some(200))
+    );
+    assert_eq!(
+        events[0].reason.as_deref(),
+        Some(hypedeck_egress::REASON_HOST_NOT_ALLOWED)
+    );
+    // A request without the mock to another host is nobody's business.
+    get_text(&client, &world.https_url(OTHER, "/"), None).await;
+    assert!(trail.take().is_empty());
+}
+
+#[tokio::test]
+async fn plain_http_to_a_credential_host_is_refused_and_recorded() {
+    let (world, trail, client) = world_with_trail().await;
+    let (status, body) = get_text(
+        &client,
+        &world.http_url(API, "/v1"),
+        Some("Bearer mock-OPENAI_KEY"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        body,
+        "plain http to a credential host is refused; use https\n"
+    );
+    let events = trail.take();
+    assert_eq!(events.len(), 1);
+    assert_eq!(
+        (events[0].outcome, events[0].status),
+        (Outcome::Blocked, None)
+    );
+    assert_eq!(
+        events[0].reason.as_deref(),
+        Some(hypedeck_egress::REASON_PLAIN_HTTP)
+    );
+    // Plain HTTP elsewhere is still forwarded (never injected).
+    let (status, _) = get_text(&client, &world.http_url(PLAIN, "/"), None).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn the_real_value_to_another_host_is_blocked_wherever_it_hides() {
+    let (world, trail, client) = world_with_trail().await;
+    let other = world.https_url(OTHER, "/echo-body");
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("user:{SECRET}"));
+    let attempts: Vec<reqwest::RequestBuilder> = vec![
+        client
+            .get(world.https_url(OTHER, "/"))
+            .header("x-debug", SECRET),
+        client
+            .get(world.https_url(OTHER, "/"))
+            .header("authorization", format!("Basic {basic}")),
+        client.get(world.https_url(OTHER, &format!("/?key={SECRET}"))),
+        client
+            .post(&other)
+            .body(format!("{{\"leak\":\"{SECRET}\"}}")),
+        client
+            .get(world.http_url(PLAIN, "/"))
+            .header("x-debug", SECRET),
+    ];
+    for (i, attempt) in attempts.into_iter().enumerate() {
+        let resp = attempt.send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), 403, "attempt {i}");
+        assert_eq!(resp.text().await.unwrap(), LEAK_TEXT, "attempt {i}");
+        let events = trail.take();
+        assert_eq!(events.len(), 1, "attempt {i}: {events:?}");
+        assert_eq!(events[0].outcome, Outcome::LeakBlocked, "attempt {i}");
+        assert_eq!(events[0].fingerprint, fingerprint(SECRET));
+    }
+
+    // Split across body chunks, deep inside a large upload: caught all the same.
+    let mut payload = vec![b'a'; 1 << 20];
+    payload[700_000..700_000 + SECRET.len()].copy_from_slice(SECRET.as_bytes());
+    let chunks: Vec<Result<Bytes, std::io::Error>> = payload
+        .chunks(64 * 1024 + 7)
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .collect();
+    let body = reqwest::Body::wrap_stream(futures_util::stream::iter(chunks));
+    // The echo upstream answers while the upload streams, so the guest gets a 403 (guard
+    // tripped before the answer) or an answer cut off mid-way; never a clean echo, and the
+    // upstream never gets the value.
+    match client.post(&other).body(body).send().await {
+        Ok(resp) if resp.status().as_u16() == 403 => {}
+        Ok(resp) => {
+            assert_eq!(resp.status().as_u16(), 200);
+            // Cut off mid-way is fine; a complete answer must lack the value.
+            if let Ok(echo) = resp.bytes().await {
+                assert!(echo.len() < payload.len(), "the whole upload went through");
+                assert!(!String::from_utf8_lossy(&echo).contains(SECRET));
+            }
+        }
+        Err(_) => {} // aborted
+    }
+    let events = trail.take();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].outcome, Outcome::LeakBlocked);
+
+    // Its own host may receive it; the mock may go anywhere; clean uploads pass whole.
+    let resp = client
+        .post(world.https_url(API, "/echo-body"))
+        .body(SECRET)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.text().await.unwrap(), SECRET);
+    let resp = client
+        .post(&other)
+        .body("token=mock-OPENAI_KEY")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.text().await.unwrap(), "token=mock-OPENAI_KEY");
+    let clean = vec![b'z'; 3 << 20];
+    let resp = client
+        .post(&other)
+        .body(clean.clone())
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.bytes().await.unwrap() == clean);
+    let json = serde_json::to_string(&trail.take()).unwrap();
+    assert!(!json.contains(SECRET), "{json}");
+}
+
+#[tokio::test]
+async fn test_credential_requests_go_through_the_same_rules_from_the_host() {
+    let (world, trail, _client) = world_with_trail().await;
+    let outcome = world
+        .proxy
+        .test_request("vm-1", &world.https_url(API, "/v1/models"))
+        .await
+        .unwrap();
+    assert_eq!(outcome.status, 200);
+    assert_eq!(
+        outcome.injected,
+        [("OPENAI_KEY".to_string(), fingerprint(SECRET))]
+    );
+    let events = trail.take();
+    assert_eq!(events.len(), 1);
+    assert_eq!(
+        (events[0].outcome, events[0].status, events[0].host.as_str()),
+        (Outcome::Test, Some(200), API)
+    );
+
+    for (url, expected) in [
+        (
+            world.https_url(OTHER, "/"),
+            "no credential of this instance is injected for other.test.local",
+        ),
+        (world.http_url(API, "/"), "the test URL must be https://"),
+        ("not a url".to_string(), "is not a URL"),
+    ] {
+        let err = world
+            .proxy
+            .test_request("vm-1", &url)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(expected), "{url}: {err}");
+    }
+    assert!(trail.take().is_empty());
+    assert!(
+        world
+            .proxy
+            .test_request("vm-2", &world.https_url(API, "/"))
+            .await
+            .is_err()
+    );
+}

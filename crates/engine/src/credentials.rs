@@ -1,0 +1,394 @@
+//! Credentials you can check (Hypedeck extensions): each credential's current fingerprint and
+//! when it was rotated, its usage trail (see `trail.rs`), a "test credential" request made from
+//! the host, and secret references — a value given as `op://vault/item/field` (1Password CLI),
+//! `keychain:<service>/<account>` (an OS keychain item) or `cmd:<program> <args…>` (its
+//! standard output, e.g. `cmd:gh auth token`), resolved on the host at create, at every start,
+//! on PATCH and on "re-resolve now", and stored in the keychain like a literal value.
+//!
+//! Invariants: no value (resolved or literal) appears in an error, a log line or an event;
+//! references are not secrets and may be shown; references are resolved only when the engine
+//! allows it ([`Engine::allow_secret_references`]: the daemon does when its API listens on
+//! loopback), because resolving one reads whatever the user's 1Password, keychain or shell can.
+
+use std::time::Duration;
+
+use hypedeck_egress::{Outcome, UsageEvent};
+use hypedeck_model::{InstanceId, Rejection};
+use hypedeck_secrets::{SecretStore as _, Sensitive};
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::{Engine, EngineError};
+
+/// Bound on resolving one reference.
+pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Most events one call returns.
+pub const MAX_EVENTS: usize = 1000;
+
+/// The kinds of secret reference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReferenceKind {
+    /// `op://vault/item/field`, read with `op read`.
+    Op,
+    /// `keychain:<service>/<account>`.
+    Keychain,
+    /// `cmd:<program> <args…>`: the trimmed standard output.
+    Cmd,
+}
+
+/// The kind of reference `value` is, if it is one.
+pub fn reference_kind(value: &str) -> Option<ReferenceKind> {
+    if value.starts_with("op://") {
+        Some(ReferenceKind::Op)
+    } else if value.starts_with("keychain:") {
+        Some(ReferenceKind::Keychain)
+    } else if value.starts_with("cmd:") {
+        Some(ReferenceKind::Cmd)
+    } else {
+        None
+    }
+}
+
+fn refuse(message: String) -> EngineError {
+    EngineError::Rejected(Rejection::new(
+        hypedeck_model::ErrorCode::InvalidRequest,
+        message,
+    ))
+}
+
+/// Runs `argv` with no stdin and returns its trimmed stdout; errors name the program and its
+/// exit, plus the last line of its stderr (never stdout, which may hold the value).
+async fn run_for_value(what: &str, argv: &[String]) -> Result<Sensitive<String>, EngineError> {
+    let Some((program, args)) = argv.split_first() else {
+        return Err(refuse(format!("{what}: no program given")));
+    };
+    let child = tokio::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = match tokio::time::timeout(RESOLVE_TIMEOUT, child).await {
+        Err(_) => {
+            return Err(refuse(format!(
+                "{what}: {program} gave no answer within {} s",
+                RESOLVE_TIMEOUT.as_secs()
+            )));
+        }
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(refuse(format!(
+                "{what}: {program} is not installed (not on PATH)"
+            )));
+        }
+        Ok(Err(e)) => return Err(refuse(format!("{what}: cannot run {program}: {e}"))),
+        Ok(Ok(out)) => out,
+    };
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let last: String = stderr
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("")
+            .chars()
+            .take(200)
+            .collect();
+        return Err(refuse(format!(
+            "{what}: {program} failed ({}): {last}",
+            out.status
+        )));
+    }
+    let value = String::from_utf8(out.stdout).map_err(|_| {
+        refuse(format!(
+            "{what}: {program} printed something that is not text"
+        ))
+    })?;
+    let value = value.trim().to_string();
+    if value.is_empty() {
+        return Err(refuse(format!("{what}: {program} printed nothing")));
+    }
+    Ok(Sensitive::new(value))
+}
+
+/// Resolves a reference to its value (see the module docs for the forms).
+pub async fn resolve_reference(reference: &str) -> Result<Sensitive<String>, EngineError> {
+    let what = format!("secret reference {reference:?}");
+    match reference_kind(reference) {
+        Some(ReferenceKind::Op) => {
+            run_for_value(
+                &what,
+                &[
+                    "op".into(),
+                    "read".into(),
+                    "--no-newline".into(),
+                    reference.into(),
+                ],
+            )
+            .await
+        }
+        Some(ReferenceKind::Cmd) => {
+            let argv: Vec<String> = reference["cmd:".len()..]
+                .split_whitespace()
+                .map(str::to_string)
+                .collect();
+            run_for_value(&what, &argv).await
+        }
+        Some(ReferenceKind::Keychain) => {
+            let Some((service, account)) = reference["keychain:".len()..].split_once('/') else {
+                return Err(refuse(format!(
+                    "{what}: expected keychain:<service>/<account>"
+                )));
+            };
+            let (service, account) = (service.to_string(), account.to_string());
+            let found = tokio::task::spawn_blocking(move || {
+                hypedeck_secrets::KeychainStore::open(&service)?.get(&account)
+            })
+            .await
+            .map_err(|_| EngineError::Task)?
+            .map_err(|e| refuse(format!("{what}: {e}")))?;
+            match found {
+                Some(v) if !v.expose().trim().is_empty() => Ok(v),
+                _ => Err(refuse(format!(
+                    "{what}: no such keychain item, or it is empty"
+                ))),
+            }
+        }
+        None => Err(refuse(format!("{what} is not a reference"))),
+    }
+}
+
+/// One credential as the details page shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct CredentialStatus {
+    /// The credential's key in `credentials`.
+    pub name: String,
+    /// The env var its value comes from (`source.env`).
+    pub env: String,
+    /// Hosts it is injected for (`None`: every host).
+    pub hosts: Option<Vec<String>>,
+    /// Headers it sets.
+    pub headers: Vec<String>,
+    /// Fingerprint of the value in force (`None`: no value).
+    pub fingerprint: Option<String>,
+    /// When the value was last set.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub rotated_at: Option<OffsetDateTime>,
+    /// Where the value comes from, when it is a reference.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    /// Its kind.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reference_kind: Option<ReferenceKind>,
+    /// The newest request that carried it (injected or test).
+    pub last_used: Option<UsageEvent>,
+    /// The first request that carried the current value (since the last rotation).
+    pub first_use_of_current: Option<UsageEvent>,
+    /// Refused attempts (blocked or leak-blocked) in the trail.
+    pub blocked: usize,
+}
+
+impl Engine {
+    /// Lets (or stops) this engine resolve secret references. Off by default.
+    pub fn allow_secret_references(&self, allowed: bool) {
+        self.references
+            .store(allowed, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Resolves `value` when it is a reference (and references are allowed), else returns it.
+    pub(crate) async fn value_of(&self, value: &str) -> Result<Sensitive<String>, EngineError> {
+        if reference_kind(value).is_none() {
+            return Ok(Sensitive::new(value.to_string()));
+        }
+        if !self.references.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(refuse(
+                "secret references (op://, keychain:, cmd:) are resolved only by an engine whose API listens on loopback".into(),
+            ));
+        }
+        resolve_reference(value).await
+    }
+
+    /// The instance's usage trail, newest first: at most `limit` events (capped at
+    /// [`MAX_EVENTS`]), of one credential when `credential` is given.
+    pub fn credential_events(
+        &self,
+        id_or_name: &str,
+        credential: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<UsageEvent>, EngineError> {
+        let record = self.resolve(id_or_name)?;
+        let id = InstanceId::parse(&record.id).map_err(|_| EngineError::NotFound)?;
+        let mut events = crate::trail::read(&self.paths, &id);
+        events.retain(|e| credential.is_none_or(|c| e.credential == c));
+        events.reverse();
+        events.truncate(limit.min(MAX_EVENTS));
+        Ok(events)
+    }
+
+    /// Every credential of the instance with its fingerprint, rotation time and use.
+    pub async fn credentials(
+        &self,
+        id_or_name: &str,
+    ) -> Result<Vec<CredentialStatus>, EngineError> {
+        let record = self.resolve(id_or_name)?;
+        let id = InstanceId::parse(&record.id).map_err(|_| EngineError::NotFound)?;
+        let values = self.secret_env(&record).await?;
+        let events = crate::trail::read(&self.paths, &id);
+        let mut out = Vec::new();
+        for (name, policy) in &record.credentials {
+            let source = &policy.source.env;
+            let secret_ref = record.secret_env.get(source);
+            let fingerprint = values
+                .get(source)
+                .map(|v| hypedeck_egress::fingerprint(v.expose()));
+            let mine = || events.iter().filter(|e| &e.credential == name);
+            let used = |e: &&UsageEvent| matches!(e.outcome, Outcome::Injected | Outcome::Test);
+            let hosts = if policy.inject.iter().any(|i| i.hosts.is_none()) {
+                None
+            } else {
+                Some(
+                    policy
+                        .inject
+                        .iter()
+                        .flat_map(|i| i.hosts.clone().unwrap_or_default())
+                        .collect(),
+                )
+            };
+            out.push(CredentialStatus {
+                name: name.clone(),
+                env: source.clone(),
+                hosts,
+                headers: policy.inject.iter().map(|i| i.as_.header.clone()).collect(),
+                rotated_at: secret_ref
+                    .and_then(|r| r.rotated_at)
+                    .or(Some(record.created_at)),
+                reference: secret_ref.and_then(|r| r.reference.clone()),
+                reference_kind: secret_ref
+                    .and_then(|r| r.reference.as_deref())
+                    .and_then(reference_kind),
+                last_used: mine().rfind(used).cloned(),
+                first_use_of_current: fingerprint
+                    .as_ref()
+                    .and_then(|fp| mine().filter(used).find(|e| &e.fingerprint == fp).cloned()),
+                blocked: mine().filter(|e| !used(e)).count(),
+                fingerprint,
+            });
+        }
+        Ok(out)
+    }
+
+    /// "Test credential": one GET to `url` from the host through the instance's rules.
+    pub async fn test_credential(
+        &self,
+        id_or_name: &str,
+        url: &str,
+    ) -> Result<hypedeck_egress::TestOutcome, EngineError> {
+        let record = self.resolve(id_or_name)?;
+        let Some(proxy) = self
+            .egress_proxy()
+            .filter(|_| record.network.egress.enabled)
+        else {
+            return Err(refuse(
+                "this instance's credentials are not injected (egress is off)".into(),
+            ));
+        };
+        proxy
+            .test_request(&record.id, url)
+            .await
+            .map_err(|e| match e {
+                hypedeck_egress::EgressError::NotAttached(_) => EngineError::InvalidState(
+                    "the instance must be running to test its credentials".into(),
+                ),
+                other => refuse(other.to_string()),
+            })
+    }
+
+    /// "Re-resolve now": reads the credential's reference again and rotates to its value
+    /// (keychain, then the proxy's rules), like a PATCH with the same reference.
+    pub async fn resolve_credential(
+        &self,
+        id_or_name: &str,
+        credential: &str,
+    ) -> Result<Vec<CredentialStatus>, EngineError> {
+        let record = self.resolve(id_or_name)?;
+        let Some(policy) = record.credentials.get(credential) else {
+            return Err(EngineError::NotFound);
+        };
+        let Some(reference) = record
+            .secret_env
+            .get(&policy.source.env)
+            .and_then(|r| r.reference.clone())
+        else {
+            return Err(refuse(format!(
+                "credential {credential:?} is not a reference; rotate it with PATCH"
+            )));
+        };
+        let env = std::collections::BTreeMap::from([(policy.source.env.clone(), reference)]);
+        self.update(
+            &record.id,
+            hypedeck_model::validate::InstanceUpdate {
+                env: Some(env),
+                ..Default::default()
+            },
+        )
+        .await?;
+        self.credentials(&record.id).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_are_recognized_by_prefix_only() {
+        assert_eq!(
+            reference_kind("op://vault/item/field"),
+            Some(ReferenceKind::Op)
+        );
+        assert_eq!(
+            reference_kind("keychain:svc/acct"),
+            Some(ReferenceKind::Keychain)
+        );
+        assert_eq!(
+            reference_kind("cmd:gh auth token"),
+            Some(ReferenceKind::Cmd)
+        );
+        assert_eq!(reference_kind("sk-live-123"), None);
+        assert_eq!(reference_kind("https://op://x"), None);
+    }
+
+    #[tokio::test]
+    async fn commands_resolve_to_their_trimmed_output_and_failures_never_show_stdout() {
+        let v = resolve_reference("cmd:printf  sk-from-command\\n")
+            .await
+            .unwrap();
+        assert_eq!(v.expose(), "sk-from-command");
+        let v = resolve_reference("cmd:echo sk-from-echo").await.unwrap();
+        assert_eq!(v.expose(), "sk-from-echo");
+        let e = resolve_reference("cmd:sh -c exit")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("printed nothing"), "{e}");
+        // Prints `sk-leaky` (the reference itself only says `tk-leaky`), then fails.
+        let e = resolve_reference(
+            "cmd:sh -c echo${IFS}tk-leaky|tr${IFS}t${IFS}s;echo${IFS}oops>&2;exit${IFS}3",
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("sh failed (exit status: 3): oops"), "{e}");
+        assert!(!e.contains("sk-leaky"), "{e}");
+        let e = resolve_reference("cmd:no-such-program-hd")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no-such-program-hd is not installed"), "{e}");
+        let e = resolve_reference("keychain:no-slash")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("expected keychain:<service>/<account>"), "{e}");
+    }
+}

@@ -1,0 +1,38 @@
+import { describe, expect, test } from "vitest";
+
+import { describeUse, fingerprintLabel, newRefusals, refusalText, type UsageEvent } from "./trail";
+
+const at = (time: string, outcome: UsageEvent["outcome"], extra: Partial<UsageEvent> = {}): UsageEvent => ({
+  time,
+  credential: "OPENAI",
+  fingerprint: "a1b2c3d4",
+  host: "api.openai.com",
+  method: "GET",
+  status: 200,
+  outcome,
+  ...extra,
+});
+
+describe("credential trail words", () => {
+  test("a use says when, where, the status and which value", () => {
+    const now = Date.parse("2026-11-29T10:00:12Z");
+    expect(describeUse(at("2026-11-29T10:00:00Z", "injected"), "a1b2c3d4", now)).toBe("12s ago → api.openai.com, 200, fingerprint a1b2c3d4 (current)");
+    const { status: _unused, ...unsent } = at("2026-11-29T09:58:12Z", "injected");
+    expect(describeUse(unsent, "ffff0000", now)).toBe(
+      "2m 0s ago → api.openai.com, not sent, fingerprint a1b2c3d4 (previous)",
+    );
+    expect(fingerprintLabel("x", null)).toBe("x (previous)");
+  });
+
+  test("only refusals newer than the last seen one raise a notification, oldest first", () => {
+    const list = [
+      at("2026-11-29T10:00:03Z", "leak_blocked", { host: "evil.example" }),
+      at("2026-11-29T10:00:02Z", "injected"),
+      at("2026-11-29T10:00:01Z", "blocked", { reason: "host not allowed" }),
+    ];
+    expect(newRefusals(list, null).map((e) => e.time)).toEqual(["2026-11-29T10:00:01Z", "2026-11-29T10:00:03Z"]);
+    expect(newRefusals(list, "2026-11-29T10:00:01Z").map((e) => e.outcome)).toEqual(["leak_blocked"]);
+    expect(refusalText("agent", list[0]!)).toBe("agent tried to send the real OPENAI to evil.example; Hypedeck blocked it.");
+    expect(refusalText("agent", list[2]!)).toBe("agent: OPENAI was not sent to api.openai.com (host not allowed).");
+  });
+});

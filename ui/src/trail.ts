@@ -1,0 +1,101 @@
+// Credential checks (Hypedeck's `/instances/{id}/credentials…` extensions) and the words the
+// details page uses for them. Pure except the API calls; servers without the extension (404)
+// give null, and the page then shows nothing about it.
+import Hypeman, { APIError } from "@onkernel/hypeman";
+
+import { duration } from "./model";
+
+export type Outcome = "injected" | "test" | "blocked" | "leak_blocked";
+
+export interface UsageEvent {
+  time: string;
+  credential: string;
+  fingerprint: string;
+  host: string;
+  method: string;
+  status?: number;
+  outcome: Outcome;
+  reason?: string;
+}
+
+export interface CredentialStatus {
+  name: string;
+  env: string;
+  hosts: string[] | null;
+  headers: string[];
+  fingerprint: string | null;
+  rotated_at: string | null;
+  reference?: string;
+  reference_kind?: "op" | "keychain" | "cmd";
+  last_used: UsageEvent | null;
+  first_use_of_current: UsageEvent | null;
+  blocked: number;
+}
+
+export interface TestOutcome {
+  status: number;
+  injected: [string, string][];
+}
+
+async function orNull<T>(call: Promise<T>): Promise<T | null> {
+  try {
+    return await call;
+  } catch (e) {
+    if (e instanceof APIError && e.status === 404) return null;
+    throw e;
+  }
+}
+
+/** The instance's credentials, or null from a server without the extension. */
+export function credentials(api: Hypeman, id: string): Promise<CredentialStatus[] | null> {
+  return orNull(api.get<CredentialStatus[]>(`/instances/${encodeURIComponent(id)}/credentials`));
+}
+
+/** The newest `limit` events of the trail, newest first. */
+export function events(api: Hypeman, id: string, limit = 30): Promise<UsageEvent[] | null> {
+  return orNull(api.get<UsageEvent[]>(`/instances/${encodeURIComponent(id)}/credentials/events`, { query: { limit } }));
+}
+
+export function testCredential(api: Hypeman, id: string, url: string): Promise<TestOutcome> {
+  return api.post<TestOutcome>(`/instances/${encodeURIComponent(id)}/credentials/test`, { body: { url } });
+}
+
+export function reResolve(api: Hypeman, id: string, name: string): Promise<CredentialStatus[]> {
+  return api.post<CredentialStatus[]>(`/instances/${encodeURIComponent(id)}/credentials/${encodeURIComponent(name)}/resolve`);
+}
+
+const OUTCOME_LABEL: Record<Outcome, string> = {
+  injected: "injected",
+  test: "test",
+  blocked: "blocked",
+  leak_blocked: "leak blocked",
+};
+
+export function outcomeLabel(o: Outcome): string {
+  return OUTCOME_LABEL[o];
+}
+
+/** `"a1b2c3d4 (current)"` or `"… (previous)"`. */
+export function fingerprintLabel(fp: string, current: string | null): string {
+  return `${fp} (${fp === current ? "current" : "previous"})`;
+}
+
+/** `"12s ago → api.openai.com, 200, fingerprint a1b2c3d4 (current)"`. */
+export function describeUse(e: UsageEvent, current: string | null, now: number): string {
+  const status = e.status === undefined ? "not sent" : String(e.status);
+  return `${duration(e.time, now)} ago → ${e.host}, ${status}, fingerprint ${fingerprintLabel(e.fingerprint, current)}`;
+}
+
+/** Refused attempts newer than `since` (ISO time; everything when null), oldest first. */
+export function newRefusals(list: readonly UsageEvent[], since: string | null): UsageEvent[] {
+  return list
+    .filter((e) => (e.outcome === "blocked" || e.outcome === "leak_blocked") && (since === null || e.time > since))
+    .sort((a, b) => a.time.localeCompare(b.time));
+}
+
+/** The sentence a notification says about a refusal. */
+export function refusalText(instance: string, e: UsageEvent): string {
+  return e.outcome === "leak_blocked"
+    ? `${instance} tried to send the real ${e.credential} to ${e.host}; Hypedeck blocked it.`
+    : `${instance}: ${e.credential} was not sent to ${e.host} (${e.reason ?? "blocked"}).`;
+}

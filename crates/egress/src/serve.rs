@@ -187,17 +187,8 @@ impl Tunnel {
         let rules = self.instance.rules.load_full();
         // The leak guard reads what the guest wrote, before anything is injected.
         let guards = rules.guards_against(host);
-        if let Some(credential) = leak_in_head(&guards, &parts) {
-            self.instance.record(
-                &rules,
-                credential,
-                host,
-                &method,
-                None,
-                Outcome::LeakBlocked,
-                Some(REASON_LEAK),
-            );
-            return text(StatusCode::FORBIDDEN, LEAK_RESPONSE);
+        if let Some(refused) = leaky_head(&self.instance, &rules, &guards, &parts, host, &method) {
+            return refused;
         }
         let mocks = rules.mocks_sent_elsewhere(host, &parts.headers);
         let injected = rules.apply(host, &mut parts.headers);
@@ -285,6 +276,35 @@ impl Instance {
     }
 }
 
+impl Instance {
+    /// Records a request the leak guard refused.
+    fn record_leak(&self, rules: &RuleSet, credential: usize, host: &str, method: &Method) {
+        self.record(
+            rules,
+            credential,
+            host,
+            method,
+            None,
+            Outcome::LeakBlocked,
+            Some(REASON_LEAK),
+        );
+    }
+}
+
+/// The 403 for a request whose line or headers carry a guarded value (recorded), if it does.
+fn leaky_head(
+    instance: &Instance,
+    rules: &RuleSet,
+    guards: &[leak::Guard],
+    parts: &http::request::Parts,
+    host: &str,
+    method: &Method,
+) -> Option<Response<ProxyBody>> {
+    let credential = leak_in_head(guards, parts)?;
+    instance.record_leak(rules, credential, host, method);
+    Some(text(StatusCode::FORBIDDEN, LEAK_RESPONSE))
+}
+
 /// The credential whose value the request line or headers carry, if any guard finds one.
 fn leak_in_head(guards: &[leak::Guard], parts: &http::request::Parts) -> Option<usize> {
     if guards.is_empty() {
@@ -321,15 +341,7 @@ fn guarded(
         method.clone(),
     );
     let on_found = Box::new(move |credential: usize| {
-        instance.record(
-            &rules,
-            credential,
-            &host,
-            &method,
-            None,
-            Outcome::LeakBlocked,
-            Some(REASON_LEAK),
-        );
+        instance.record_leak(&rules, credential, &host, &method);
     });
     (
         GuardedBody::new(body, guards, found.clone(), on_found).boxed(),
@@ -416,17 +428,8 @@ async fn forward_plain(
         return text(StatusCode::FORBIDDEN, REASON_PLAIN_HTTP);
     }
     let guards = rules.guards_against(&host);
-    if let Some(credential) = leak_in_head(&guards, &parts) {
-        instance.record(
-            &rules,
-            credential,
-            &host,
-            &method,
-            None,
-            Outcome::LeakBlocked,
-            Some(REASON_LEAK),
-        );
-        return text(StatusCode::FORBIDDEN, LEAK_RESPONSE);
+    if let Some(refused) = leaky_head(instance, &rules, &guards, &parts, &host, &method) {
+        return refused;
     }
     if !parts.headers.contains_key(header::HOST) {
         match HeaderValue::from_str(authority.as_str()) {

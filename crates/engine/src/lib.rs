@@ -184,6 +184,8 @@ pub struct Engine {
     markers: Mutex<HashMap<String, (u64, derive::BootMarkers)>>,
     /// Whether secret references may be resolved (see `credentials.rs`).
     references: std::sync::atomic::AtomicBool,
+    /// Parsed metadata, re-read only when a file changes (listing is a `stat` per instance).
+    record_cache: hypedeck_store::RecordCache,
 }
 
 impl Engine {
@@ -203,6 +205,7 @@ impl Engine {
             agents: Mutex::new(HashMap::new()),
             markers: Mutex::new(HashMap::new()),
             references: std::sync::atomic::AtomicBool::new(false),
+            record_cache: hypedeck_store::RecordCache::default(),
         }
     }
 

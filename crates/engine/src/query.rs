@@ -32,7 +32,7 @@ pub const VMM_VANISHED: &str =
 impl Engine {
     pub(crate) fn records(&self) -> Result<Vec<InstanceRecord>, EngineError> {
         let mut out = Vec::new();
-        for record in InstanceRecord::load_all(&self.paths)? {
+        for record in self.record_cache.load_all(&self.paths)? {
             match record {
                 Ok(r) => out.push(r),
                 // A damaged metadata file must not hide every other instance.

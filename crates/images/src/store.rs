@@ -234,27 +234,16 @@ impl ImageStore {
                 || state.jobs.contains_key(&digest);
             (!taken).then(|| {
                 let total = hashed.iter().map(|(_, n, _)| n).sum();
-                let (tx, rx) = watch::channel(JobState {
-                    progress: PullProgress {
-                        status: ImageStatus::Pending,
-                        digest: digest.clone(),
-                        bytes_done: total,
-                        bytes_total: total,
-                        layers_done: 0,
-                        layers_total: hashed.len(),
-                        error: None,
-                    },
-                    outcome: None,
-                });
-                state.images.insert(digest.clone(), record.clone());
-                state.jobs.insert(
-                    digest.clone(),
-                    Job {
-                        rx: rx.clone(),
-                        tag_on_success: vec![name.clone()],
-                    },
-                );
-                (tx, rx)
+                let progress = PullProgress {
+                    status: ImageStatus::Pending,
+                    digest: digest.clone(),
+                    bytes_done: total,
+                    bytes_total: total,
+                    layers_done: 0,
+                    layers_total: hashed.len(),
+                    error: None,
+                };
+                open_job(&mut state, &record, progress, vec![name.clone()])
             })
         };
         let Some((tx, rx)) = claimed else {
@@ -409,18 +398,7 @@ impl ImageStore {
             layers_total: resolved.layers.len(),
             error: None,
         };
-        let (tx, rx) = watch::channel(JobState {
-            progress,
-            outcome: None,
-        });
-        state.images.insert(digest.clone(), record.clone());
-        state.jobs.insert(
-            digest.clone(),
-            Job {
-                rx: rx.clone(),
-                tag_on_success: tag.into_iter().collect(),
-            },
-        );
+        let (tx, rx) = open_job(&mut state, &record, progress, tag.into_iter().collect());
         drop(state);
 
         let store = self.clone();
@@ -918,6 +896,29 @@ impl Drop for JobGuard {
             image.error = Some("pull aborted".into());
         }
     }
+}
+
+/// Records `record` as pending and starts its job: the channel its progress goes out on, and
+/// the tags to set when it succeeds.
+fn open_job(
+    state: &mut State,
+    record: &Image,
+    progress: PullProgress,
+    tags: Vec<String>,
+) -> (watch::Sender<JobState>, watch::Receiver<JobState>) {
+    let (tx, rx) = watch::channel(JobState {
+        progress,
+        outcome: None,
+    });
+    state.images.insert(record.digest.clone(), record.clone());
+    state.jobs.insert(
+        record.digest.clone(),
+        Job {
+            rx: rx.clone(),
+            tag_on_success: tags,
+        },
+    );
+    (tx, rx)
 }
 
 /// The OCI manifest of a local image (uncompressed layers, given as digest, size and path),

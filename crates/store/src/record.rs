@@ -195,12 +195,59 @@ impl InstanceRecord {
     /// Every record in the data dir, sorted by creation time then id. Directories whose name is
     /// not a valid id are skipped; unreadable metadata is reported per directory.
     pub fn load_all(paths: &Paths) -> Result<Vec<Result<InstanceRecord, StoreError>>, StoreError> {
+        RecordCache::default().load_all(paths)
+    }
+}
+
+/// What identifies one version of a metadata file: `save` replaces the file by renaming a new
+/// one over it, so every save gives a new inode (and usually a new mtime and size).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileVersion {
+    inode: u64,
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+}
+
+impl FileVersion {
+    fn of(meta: &std::fs::Metadata) -> FileVersion {
+        #[cfg(unix)]
+        let inode = std::os::unix::fs::MetadataExt::ino(meta);
+        #[cfg(not(unix))]
+        let inode = 0;
+        FileVersion {
+            inode,
+            len: meta.len(),
+            modified: meta.modified().ok(),
+        }
+    }
+}
+
+/// Parsed records kept between [`RecordCache::load_all`] calls: a metadata file is read and
+/// parsed again only when its inode, size or mtime changed, so listing 1,000 instances costs
+/// 1,000 `stat`s rather than 1,000 reads and JSON parses. Any change on disk (this engine's
+/// saves, a hand edit, a deletion) is seen on the next call.
+#[derive(Debug, Default)]
+pub struct RecordCache {
+    parsed: std::sync::Mutex<std::collections::HashMap<String, (FileVersion, InstanceRecord)>>,
+}
+
+impl RecordCache {
+    /// Like [`InstanceRecord::load_all`], reusing records whose file did not change.
+    pub fn load_all(
+        &self,
+        paths: &Paths,
+    ) -> Result<Vec<Result<InstanceRecord, StoreError>>, StoreError> {
         let dir = paths.instances();
         let entries = match std::fs::read_dir(&dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(source) => return Err(StoreError::Read { path: dir, source }),
         };
+        let mut parsed = self
+            .parsed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut seen = std::collections::HashSet::new();
         let mut out = Vec::new();
         for entry in entries {
             let entry = entry.map_err(|source| StoreError::Read {
@@ -214,11 +261,30 @@ impl InstanceRecord {
                 continue;
             };
             let metadata = paths.instance_metadata(&id);
-            if !metadata.exists() {
+            let Ok(meta) = std::fs::metadata(&metadata) else {
+                continue;
+            };
+            let version = FileVersion::of(&meta);
+            seen.insert(name.clone());
+            if let Some((v, record)) = parsed.get(&name)
+                && *v == version
+            {
+                out.push(Ok(record.clone()));
                 continue;
             }
-            out.push(InstanceRecord::load(&metadata));
+            let loaded = InstanceRecord::load(&metadata);
+            match &loaded {
+                Ok(record) => {
+                    parsed.insert(name, (version, record.clone()));
+                }
+                Err(_) => {
+                    parsed.remove(&name);
+                }
+            }
+            out.push(loaded);
         }
+        parsed.retain(|name, _| seen.contains(name));
+        drop(parsed);
         out.sort_by(|a, b| match (a, b) {
             (Ok(a), Ok(b)) => (a.created_at, &a.id).cmp(&(b.created_at, &b.id)),
             (Ok(_), Err(_)) => std::cmp::Ordering::Less,
@@ -278,6 +344,70 @@ mod tests {
             exit_message: None,
             log_offset: 0,
         }
+    }
+
+    #[test]
+    fn the_cache_reparses_only_changed_files_and_forgets_deleted_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::new(dir.path());
+        let ids = [
+            "aaaaaaaaaaaaaaaaaaaaaaaa",
+            "bbbbbbbbbbbbbbbbbbbbbbbb",
+            "cccccccccccccccccccccccc",
+        ];
+        for id in ids {
+            record(id).save(&paths).unwrap();
+        }
+        let cache = RecordCache::default();
+        let names = |list: Vec<Result<InstanceRecord, StoreError>>| -> Vec<String> {
+            list.into_iter()
+                .map(|r| {
+                    r.map(|r| format!("{}:{}", &r.id[..1], r.name))
+                        .unwrap_or_else(|e| format!("error {e}"))
+                })
+                .collect()
+        };
+        assert_eq!(
+            names(cache.load_all(&paths).unwrap()),
+            ["a:web", "b:web", "c:web"]
+        );
+
+        // A save (a new file by rename) is seen.
+        let mut b = record(ids[1]);
+        b.name = "renamed".into();
+        b.save(&paths).unwrap();
+        assert_eq!(
+            names(cache.load_all(&paths).unwrap()),
+            ["a:web", "b:renamed", "c:web"]
+        );
+
+        // An unchanged file is not read again: garbage written in place with the same size and
+        // mtime (same inode) still lists the parsed record.
+        let a_path = paths.instance_metadata(&hypedeck_model::InstanceId::parse(ids[0]).unwrap());
+        let meta = std::fs::metadata(&a_path).unwrap();
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&a_path)
+            .unwrap();
+        use std::io::Write as _;
+        (&f).write_all(&vec![b' '; meta.len() as usize]).unwrap();
+        f.set_modified(meta.modified().unwrap()).unwrap();
+        drop(f);
+        assert_eq!(names(cache.load_all(&paths).unwrap())[0], "a:web");
+        // A fresh cache reads it and reports the damage; the others still list.
+        let fresh = names(RecordCache::default().load_all(&paths).unwrap());
+        assert!(fresh[2].starts_with("error"), "{fresh:?}");
+
+        // A deleted instance is gone, and forgotten.
+        std::fs::remove_dir_all(
+            paths.instance_dir(&hypedeck_model::InstanceId::parse(ids[2]).unwrap()),
+        )
+        .unwrap();
+        assert_eq!(
+            names(cache.load_all(&paths).unwrap()),
+            ["a:web", "b:renamed"]
+        );
+        assert_eq!(cache.parsed.lock().unwrap().len(), 2);
     }
 
     #[test]

@@ -9,19 +9,14 @@ import { buildCreateBody, emptyCredential, emptyDraft, fieldOf, type CreateDraft
 import { BackendsContext, SettingsContext } from "../hooks";
 import { draftDefaults } from "../prefs";
 import { backendFor, bytes, limitsOf, percent, type Instance } from "../model";
-import { FieldError } from "./common";
+import { FieldError, FormRow } from "./common";
 import { pullImage, type Image } from "./images";
 
 function Row({ label, field, errors, children, hint }: { label: string; field: keyof FieldErrors; errors: FieldErrors; children: ReactNode; hint?: string }) {
   return (
-    <div className={errors[field] ? "field invalid" : "field"}>
-      <label>
-        <span className="label">{label}</span>
-        {children}
-      </label>
-      {hint && <p className="hint">{hint}</p>}
-      <FieldError field={field} message={errors[field]} />
-    </div>
+    <FormRow label={label} field={field} message={errors[field]} hint={hint}>
+      {children}
+    </FormRow>
   );
 }
 

@@ -7,18 +7,13 @@ import type Hypeman from "@onkernel/hypeman";
 import { problem, type Problem } from "../api";
 import { inDesktop } from "../desktop";
 import { applyTheme, HYPERVISORS, loadSettings, saveSettings, SettingsError, type Settings, type SettingsView as View, type Theme } from "../prefs";
-import { FieldError } from "./common";
+import { FormRow } from "./common";
 
 function Field({ label, field, errors, hint, children }: { label: string; field: string; errors: Record<string, string>; hint?: ReactNode; children: ReactNode }) {
   return (
-    <div className={errors[field] ? "field invalid" : "field"}>
-      <label>
-        <span className="label">{label}</span>
-        {children}
-      </label>
-      {hint && <p className="hint">{hint}</p>}
-      <FieldError field={field} message={errors[field]} />
-    </div>
+    <FormRow label={label} field={field} message={errors[field]} hint={hint}>
+      {children}
+    </FormRow>
   );
 }
 

@@ -1,5 +1,5 @@
 // Small building blocks: the state badge, copy buttons, the lifecycle buttons and field errors.
-import { useContext, useState } from "react";
+import { useContext, useState, type ReactNode } from "react";
 import type Hypeman from "@onkernel/hypeman";
 
 import { problem, type Problem } from "../api";
@@ -41,6 +41,20 @@ export function Copyable({ value, label }: { value: string | null | undefined; l
       <code>{value}</code>
       <CopyButton text={value} label={label} />
     </span>
+  );
+}
+
+/** A labelled form field with its hint and, when there is one, its error. */
+export function FormRow({ label, field, message, hint, children }: { label: string; field: string; message: string | undefined; hint?: ReactNode; children: ReactNode }) {
+  return (
+    <div className={message ? "field invalid" : "field"}>
+      <label>
+        <span className="label">{label}</span>
+        {children}
+      </label>
+      {hint && <p className="hint">{hint}</p>}
+      <FieldError field={field} message={message} />
+    </div>
   );
 }
 

@@ -195,7 +195,9 @@ export function CreateDialog({ api, onClose, onCreated }: { api: Hypeman; onClos
                     <input id={`cred-key-${i}`} value={c.key} placeholder="OPENAI_API_KEY" spellCheck={false} onChange={(e) => setCred(i, { key: e.target.value })} />
                   </label>
                   <label>
-                    <span className="label">Real value</span>
+                    <span className="label" title="Or a reference the host resolves: op://vault/item/field, keychain:service/account, cmd:gh auth token">
+                      Real value (or op://, keychain:, cmd: reference)
+                    </span>
                     <input id={`cred-value-${i}`} type="password" autoComplete="off" value={c.value} onChange={(e) => setCred(i, { value: e.target.value })} />
                   </label>
                 </div>

@@ -157,6 +157,10 @@ export function RotateForm({ api, instance, onRotated }: { api: Hypeman; instanc
           }}
         />
       </label>
+      <p className="hint">
+        A value may also be a reference the host resolves: <code>op://vault/item/field</code>, <code>keychain:service/account</code> or{" "}
+        <code>cmd:gh auth token</code> (Hypedeck engines listening on loopback).
+      </p>
       <div className="form-actions">
         <button id="rotate-submit" type="submit" className="primary" disabled={busy}>
           {busy ? "Rotating…" : "Rotate without restart"}

@@ -4,6 +4,7 @@
 // --features fake-hypervisor). tests/desktop/run.sh sets all of that up.
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
+import { createHash } from "node:crypto";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -336,5 +337,41 @@ describe("web UI in a browser", () => {
     await page.click('a.tab[href="#/"]');
     await page.locator("td.name", { hasText: "after-rotation" }).waitFor();
     assert.equal(await page.locator("#error").isVisible(), false);
+  });
+
+  test("a credential rotated to a keychain item picked in the page: the host resolves it, the page never sees it", async (t) => {
+    const service = `hypedeck-browser-picker-${process.pid}`;
+    const value = "sk-from-the-keychain-picker";
+    execFileSync("secret-tool", ["store", "--label", "picker test", "service", service, "username", "bot"], { input: value });
+    t.after(() => execFileSync("secret-tool", ["clear", "service", service, "username", "bot"]));
+    const created = await engine.client.instances.create({
+      name: "browser-picker",
+      image: "docker.io/library/alpine:latest",
+      env: { AGENT_TOKEN: "tok-before-picker" },
+      network: { enabled: true, egress: { enabled: true } },
+      credentials: { AGENT_TOKEN: { source: { env: "AGENT_TOKEN" }, inject: [{ hosts: ["api.example.com"], as: { header: "Authorization", format: "Bearer ${value}" } }] } },
+    });
+    t.after(() => engine.client.instances.delete(created.id));
+    await waitFor(async () => (await engine.client.instances.get(created.id)).state === "Running", "the VM to run");
+    const { page } = await openPage(t, { api: engine.url, token: engine.token });
+    await page.evaluate((id) => (window.location.hash = `#/instances/${id}`), created.id);
+    await page.click("#rotate-keychain-AGENT_TOKEN-open");
+    const select = page.locator("#rotate-keychain-AGENT_TOKEN");
+    await select.waitFor();
+    const offered = await select.locator("option").allTextContents();
+    assert.ok(offered.includes(`${service} / bot`), offered.join(", "));
+    assert.ok(!offered.some((o) => o.startsWith("hypedeck /")), "Hypedeck's own items are not offered");
+    await select.selectOption(`${service}/bot`);
+    assert.equal(await page.locator('#rotate-form input[data-key="AGENT_TOKEN"]').inputValue(), `keychain:${service}/bot`);
+    await page.click("#rotate-submit");
+    await page.locator("#rotate-result").waitFor({ timeout: 15_000 });
+    const after = await engine.client.instances.get(created.id);
+    assert.equal(after.env.AGENT_TOKEN, `keychain:${service}/bot`, "the API shows the reference");
+    const [status] = await engine.client.get(`/instances/${created.id}/credentials`);
+    assert.equal(status.fingerprint, createHash("sha256").update(value).digest("hex").slice(0, 8));
+    assert.equal(status.reference_kind, "keychain");
+    const card = page.locator('#credentials-card [data-credential="AGENT_TOKEN"]');
+    await card.locator('[data-field="fingerprint"]', { hasText: status.fingerprint }).waitFor({ timeout: 10_000 });
+    assert.ok(!(await page.locator("body").innerText()).includes(value), "the value is on the page");
   });
 });

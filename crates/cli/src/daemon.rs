@@ -16,7 +16,7 @@ use hypedeck_store::{EngineLock, Paths, StoreError};
 use serde::{Deserialize, Serialize};
 
 /// The keychain service every Hypedeck secret is filed under.
-pub const KEYCHAIN_SERVICE: &str = "hypedeck";
+pub const KEYCHAIN_SERVICE: &str = hypedeck_engine::KEYCHAIN_SERVICE;
 
 /// The default API address (upstream's port).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:4973";

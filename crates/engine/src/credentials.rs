@@ -208,6 +208,23 @@ impl Engine {
         resolve_reference(value).await
     }
 
+    /// Keychain items a credential may refer to (`keychain:<service>/<account>`), for a picker:
+    /// names only, Hypedeck's own items left out. Like resolving, only when references are
+    /// allowed (it tells what the user's keychain holds).
+    pub async fn keychain_items(&self) -> Result<Vec<(String, String)>, EngineError> {
+        if !self.references.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(refuse(
+                "keychain items are listed only by an engine whose API listens on loopback".into(),
+            ));
+        }
+        let items = tokio::task::spawn_blocking(|| {
+            hypedeck_secrets::keychain_items(crate::KEYCHAIN_SERVICE)
+        })
+        .await
+        .map_err(|_| EngineError::Task)??;
+        Ok(items.into_iter().map(|i| (i.service, i.account)).collect())
+    }
+
     /// The instance's usage trail, newest first: at most `limit` events (capped at
     /// [`MAX_EVENTS`]), of one credential when `credential` is given.
     pub fn credential_events(

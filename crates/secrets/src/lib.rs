@@ -117,6 +117,40 @@ impl KeychainStore {
     }
 }
 
+/// A keychain item a credential can refer to (`keychain:<service>/<account>`). Never its value.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct KeychainItem {
+    /// The item's `service` attribute.
+    pub service: String,
+    /// The item's `username` (account) attribute.
+    pub account: String,
+}
+
+/// The OS keychain's items that have a service and an account (what `keychain:` references
+/// name), sorted, minus those of `exclude_service` (Hypedeck's own: tokens, CA key, values).
+/// Reads names only, never values. Locked items may make the OS ask the user to unlock.
+pub fn keychain_items(exclude_service: &str) -> Result<Vec<KeychainItem>, SecretError> {
+    let store = platform_store()?;
+    let entries = keyring_core::Entry::search_in_store(&store, &std::collections::HashMap::new())
+        .map_err(|e| map_error("list items", e))?;
+    let mut items: Vec<KeychainItem> = entries
+        .iter()
+        .filter_map(|entry| {
+            let attributes = entry.get_attributes().ok()?;
+            let service = attributes.get("service")?.clone();
+            let account = attributes
+                .get("username")
+                .or_else(|| attributes.get("account"))?
+                .clone();
+            (service != exclude_service && !service.is_empty() && !account.is_empty())
+                .then_some(KeychainItem { service, account })
+        })
+        .collect();
+    items.sort();
+    items.dedup();
+    Ok(items)
+}
+
 #[cfg(target_os = "linux")]
 fn platform_store() -> Result<Arc<keyring_core::CredentialStore>, SecretError> {
     zbus_secret_service_keyring_store::Store::new()
@@ -301,6 +335,38 @@ mod tests {
 
     /// Runs against the real OS keychain. CI runs it inside a D-Bus session with an unlocked
     /// gnome-keyring (`HYPEDECK_TEST_KEYCHAIN=1`); elsewhere it is ignored rather than faked.
+    #[test]
+    #[ignore = "needs a real OS keychain; run with --include-ignored inside a keyring session"]
+    fn keychain_items_list_names_never_values_and_skip_the_excluded_service() {
+        let service = format!("hypedeck-test-picker-{}", std::process::id());
+        let store = KeychainStore::open(&service).expect("keychain available");
+        store
+            .set("bot", &Sensitive::new("picker-secret-value".to_string()))
+            .unwrap();
+        let items = keychain_items("hypedeck").unwrap();
+        assert!(
+            items.contains(&KeychainItem {
+                service: service.clone(),
+                account: "bot".into()
+            }),
+            "{items:?}"
+        );
+        assert!(!format!("{items:?}").contains("picker-secret-value"));
+        assert!(
+            !keychain_items(&service)
+                .unwrap()
+                .iter()
+                .any(|i| i.service == service)
+        );
+        store.delete("bot").unwrap();
+        assert!(
+            !keychain_items("hypedeck")
+                .unwrap()
+                .iter()
+                .any(|i| i.service == service)
+        );
+    }
+
     #[test]
     #[ignore = "needs a real OS keychain; run with --include-ignored inside a keyring session"]
     fn keychain_store_contract() {

@@ -11,6 +11,7 @@ import { draftDefaults } from "../prefs";
 import { backendFor, bytes, limitsOf, percent, type Instance } from "../model";
 import { FieldError, FormRow } from "./common";
 import { pullImage, type Image } from "./images";
+import { KeychainPicker } from "./KeychainPicker";
 
 function Row({ label, field, errors, children, hint }: { label: string; field: keyof FieldErrors; errors: FieldErrors; children: ReactNode; hint?: string }) {
   return (
@@ -200,6 +201,7 @@ export function CreateDialog({ api, onClose, onCreated }: { api: Hypeman; onClos
                     </span>
                     <input id={`cred-value-${i}`} type="password" autoComplete="off" value={c.value} onChange={(e) => setCred(i, { value: e.target.value })} />
                   </label>
+                  <KeychainPicker api={api} id={`cred-keychain-${String(i)}`} onPick={(reference) => setCred(i, { value: reference })} />
                 </div>
                 <div className="two">
                   <label>

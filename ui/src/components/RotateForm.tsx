@@ -8,6 +8,7 @@ import { problem, rotatableKeys, type Problem } from "../api";
 import { notifyRotationFailed } from "../desktop";
 import { mask, parsePaste, rotationBody } from "../forms";
 import { canRotate, when, type Instance } from "../model";
+import { KeychainPicker } from "./KeychainPicker";
 
 type Outcome = { kind: "applied"; keys: string[]; startedAt: string | null; same: boolean; at: string } | { kind: "failed"; problem: Problem };
 
@@ -136,6 +137,14 @@ export function RotateForm({ api, instance, onRotated }: { api: Hypeman; instanc
                 {revealed[key] ? "Hide" : "Reveal"}
               </button>
             </div>
+            <KeychainPicker
+              api={api}
+              id={`rotate-keychain-${key}`}
+              onPick={(reference) => {
+                setValues((v) => ({ ...v, [key]: reference }));
+                setRevealed((r) => ({ ...r, [key]: true }));
+              }}
+            />
           </div>
         );
       })}

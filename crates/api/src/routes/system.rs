@@ -3,6 +3,8 @@
 //!   running a sandbox needs from this machine; `ready` is false while any check is `missing`.
 //! - `POST /system/samples/hello` → the sample image (`hypedeck.local/samples/hello:1`), built
 //!   locally from the guest init binary, `ready` to boot.
+//! - `GET /system/keychain/items` → `[{service, account}]`: OS keychain items a credential may
+//!   refer to as `keychain:<service>/<account>` (names only; loopback engines only);
 //! - `POST /system/token/rotate` → `{token}`: a fresh API token, stored in the keychain and in
 //!   effect at once; the old one stops working for every later request.
 
@@ -22,6 +24,7 @@ pub fn routes() -> Router<ApiState> {
         .route("/system/checks", get(checks))
         .route("/system/samples/hello", post(hello))
         .route("/system/token/rotate", post(rotate_token))
+        .route("/system/keychain/items", get(keychain_items))
 }
 
 #[derive(Debug, Serialize)]
@@ -73,4 +76,26 @@ async fn rotate_token(State(state): State<ApiState>) -> Result<Json<NewToken>, A
     Ok(Json(NewToken {
         token: fresh.expose().clone(),
     }))
+}
+
+#[derive(Serialize)]
+struct KeychainItem {
+    service: String,
+    account: String,
+}
+
+async fn keychain_items(
+    State(state): State<ApiState>,
+) -> Result<Json<Vec<KeychainItem>>, ApiError> {
+    let items = state
+        .engine
+        .keychain_items()
+        .await
+        .map_err(|e| ApiError::from_engine("list keychain items", e))?;
+    Ok(Json(
+        items
+            .into_iter()
+            .map(|(service, account)| KeychainItem { service, account })
+            .collect(),
+    ))
 }

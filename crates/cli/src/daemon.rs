@@ -187,20 +187,12 @@ pub async fn local_checks(data_dir: &Path) -> Vec<hypedeck_engine::checks::Check
         .await
         .unwrap_or(Err(DaemonError::Random))
         .map_err(|e| e.to_string());
-    let deb = hypedeck_boot::kernel_deb();
-    let mut list = vec![checks::hypervisor(
-        kind,
-        backend.as_ref().map(|_| ()).map_err(String::as_str),
-    )];
-    if cfg!(target_os = "linux") {
-        list.push(checks::kvm(Path::new("/dev/kvm")));
-    }
-    list.push(checks::kernel(&Paths::new(data_dir).system(), deb.as_deref()).await);
-    list.push(checks::guest_init());
-    list.push(checks::keychain(
+    checks::all(
+        checks::hypervisor(kind, backend.as_ref().map(|_| ()).map_err(String::as_str)),
+        &Paths::new(data_dir).system(),
         keychain.as_ref().map(|_| ()).map_err(String::as_str),
-    ));
-    list
+    )
+    .await
 }
 
 /// The backends an instance can ask for besides the default, each with why it cannot run

@@ -203,26 +203,19 @@ impl Tunnel {
         }
         let response = cut_if_found(response, found);
         let status = response.status().as_u16();
-        for credential in injected.iter().copied() {
+        let injected_events = injected.iter().map(|&c| (c, Outcome::Injected, None));
+        let mock_events = mocks
+            .into_iter()
+            .map(|c| (c, Outcome::Blocked, Some(REASON_HOST_NOT_ALLOWED)));
+        for (credential, outcome, reason) in injected_events.chain(mock_events) {
             self.instance.record(
                 &rules,
                 credential,
                 host,
                 &method,
                 Some(status),
-                Outcome::Injected,
-                None,
-            );
-        }
-        for credential in mocks {
-            self.instance.record(
-                &rules,
-                credential,
-                host,
-                &method,
-                Some(status),
-                Outcome::Blocked,
-                Some(REASON_HOST_NOT_ALLOWED),
+                outcome,
+                reason,
             );
         }
         tracing::debug!(
@@ -274,9 +267,7 @@ impl Instance {
             },
         );
     }
-}
 
-impl Instance {
     /// Records a request the leak guard refused.
     fn record_leak(&self, rules: &RuleSet, credential: usize, host: &str, method: &Method) {
         self.record(
@@ -667,11 +658,7 @@ pub(crate) async fn test_request(
         header::USER_AGENT,
         HeaderValue::from_static("hypedeck-credential-test"),
     );
-    let mut request = Request::new(
-        Full::new(Bytes::new())
-            .map_err(|never| match never {})
-            .boxed(),
-    );
+    let mut request = Request::new(empty());
     *request.uri_mut() = origin_form(&uri);
     *request.headers_mut() = headers;
     let exchange = async {

@@ -236,16 +236,29 @@ impl crate::Engine {
             (None, Err(reason)) => hypervisor(host_default(), Err(reason)),
             (None, Ok(h)) => hypervisor(h.kind(), Ok(())),
         };
-        let deb = hypedeck_boot::kernel_deb();
-        let mut checks = vec![hypervisor_check];
-        if cfg!(target_os = "linux") {
-            checks.push(kvm(Path::new("/dev/kvm")));
-        }
-        checks.push(kernel(&self.paths.system(), deb.as_deref()).await);
-        checks.push(guest_init());
-        checks.push(keychain(Ok(())));
-        checks
+        all(hypervisor_check, &self.paths.system(), Ok(())).await
     }
+}
+
+/// The whole list, in the order the UI shows it, around an already made hypervisor check:
+/// KVM (Linux), the guest kernel for `system` (with `HYPEDECK_KERNEL_DEB` or the settings'
+/// kernel as boot reads it), the guest init, the keychain (`Err(reason)` when it does not
+/// answer). The engine and the engine-less callers (`hypedeck doctor`, the desktop shell)
+/// both build their list here.
+pub async fn all(
+    hypervisor_check: Check,
+    system: &Path,
+    keychain_state: Result<(), &str>,
+) -> Vec<Check> {
+    let deb = hypedeck_boot::kernel_deb();
+    let mut checks = vec![hypervisor_check];
+    if cfg!(target_os = "linux") {
+        checks.push(kvm(Path::new("/dev/kvm")));
+    }
+    checks.push(kernel(system, deb.as_deref()).await);
+    checks.push(guest_init());
+    checks.push(keychain(keychain_state));
+    checks
 }
 
 /// The backend a host runs by default: vz on macOS, QEMU elsewhere.

@@ -118,7 +118,7 @@ impl Scanner {
 mod tests {
     use super::*;
 
-    const SECRET: &str = "sk-live-0123456789abcdef";
+    const SECRET: &str = "sk-fixture-0123456789abcdef";
 
     fn guards() -> Vec<Guard> {
         vec![Guard::new(7, SECRET.as_bytes())]

@@ -12,8 +12,8 @@ use common::*;
 use http::StatusCode;
 use hypedeck_egress::{Outcome, UsageEvent, UsageSink, fingerprint};
 
-const SECRET: &str = "sk-live-0123456789abcdef";
-const ROTATED: &str = "sk-live-rotated-9876543210";
+const SECRET: &str = "sk-fixture-0123456789abcdef";
+const ROTATED: &str = "sk-fixture-rotated-9876543210";
 const LEAK_TEXT: &str =
     "request blocked: it carries a credential value this host may not receive\n";
 

@@ -371,7 +371,7 @@ mod tests {
             reference_kind("cmd:gh auth token"),
             Some(ReferenceKind::Cmd)
         );
-        assert_eq!(reference_kind("sk-live-123"), None);
+        assert_eq!(reference_kind("sk-fixture-123"), None);
         assert_eq!(reference_kind("https://op://x"), None);
     }
 

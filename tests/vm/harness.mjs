@@ -35,6 +35,21 @@ export async function waitFor(fn, what, timeoutMs = 30_000) {
   throw new Error(`timed out waiting for ${what}${last ? `: ${last.message ?? last}` : ""}`);
 }
 
+/**
+ * Waits until the instance is Stopped and returns the state it ended in. Upstream's wait
+ * also returns at Shutdown (the guest powered off, its VMM not gone yet), a state that
+ * passes on its own within moments, so this waits again while it lasts.
+ */
+export async function waitStopped(client, id, timeoutMs = 250_000) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const left = Math.max(1, Math.min(240, Math.floor((deadline - Date.now()) / 1000)));
+    const r = await client.instances.wait(id, { state: "Stopped", timeout: `${left}s` }, { timeout: left * 1000 + 10_000 });
+    if (r.state !== "Shutdown" || Date.now() >= deadline) return r.state;
+    await new Promise((done) => setTimeout(done, 100));
+  }
+}
+
 /** A registry on 127.0.0.1 with the suite's images (tests/vm/images.sh). */
 export async function startRegistry() {
   const registry = await startEmptyRegistry();

@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import Hypeman from "@onkernel/hypeman";
-import { startServer, waitFor, logLines } from "./harness.mjs";
+import { startServer, waitFor, logLines, waitStopped } from "./harness.mjs";
 import { vmSuite } from "./suite.mjs";
 
 const BIN = path.resolve(process.env.HYPEDECK_BIN ?? "target/debug/hypedeck");
@@ -27,7 +27,7 @@ async function waitState(id, state) {
 
 async function runToExit(name, body) {
   const created = await client.instances.create({ name, image: image("busybox"), vcpus: 1, size: "256MB", ...body });
-  assert.equal(await waitState(created.id, "Stopped"), "Stopped");
+  assert.equal(await waitStopped(client, created.id), "Stopped");
   return client.instances.get(created.id);
 }
 
@@ -58,7 +58,7 @@ describe("instances boot real OCI images under QEMU", () => {
 
   test("a real program from Debian packages (jq with its shared libraries)", async () => {
     const created = await client.instances.create({ name: "jq", image: image("jq"), vcpus: 1, size: "256MB" });
-    assert.equal(await waitState(created.id, "Stopped"), "Stopped");
+    assert.equal(await waitStopped(client, created.id), "Stopped");
     const lines = await logLines(client, created.id);
     assert.ok(lines.includes("3"), lines.join("\n"));
     assert.equal((await client.instances.get(created.id)).exit_code, 0);

@@ -6,7 +6,7 @@ import { execFileSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { logLines } from "./harness.mjs";
+import { logLines, waitStopped } from "./harness.mjs";
 import { vmSuite } from "./suite.mjs";
 
 
@@ -41,8 +41,7 @@ async function run(name, script, volumes) {
     cmd: ["sh", "-c", script],
     volumes,
   });
-  const r = await client.instances.wait(created.id, { state: "Stopped", timeout: "240s" }, { timeout: 250_000 });
-  assert.equal(r.state, "Stopped");
+  assert.equal(await waitStopped(client, created.id), "Stopped");
   const done = await client.instances.get(created.id);
   const lines = await logLines(client, created.id);
   assert.equal(done.exit_code, 0, lines.join("\n"));

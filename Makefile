@@ -71,15 +71,21 @@ desktop-test: bins
 	  HYPEDECK_BIN=target/debug/hypedeck \
 	  PATH="$(CURDIR)/.ci/tools/bin:$$PATH" bash tests/desktop/run.sh
 
-# Installable bundles (release): the .deb, checked by unpacking it into an empty directory.
-# The AppImage needs linuxdeploy, which tauri downloads from GitHub: `make dist
-# BUNDLES=deb,appimage` where that is reachable. macOS bundles are built on a Mac (see
+# Installable bundles (release): the .deb (tauri), checked by unpacking it into an empty
+# directory, and the AppImage, made from the .deb's tree by scripts/appimage.sh with our own
+# runtime (tauri's AppImage step needs linuxdeploy, which only GitHub serves) and checked by
+# running it in a Debian root without GTK or WebKitGTK. macOS bundles are built on a Mac (see
 # crates/hv-vz/README.md for signing).
-BUNDLES ?= deb
+DEB_ARCH := $(shell dpkg --print-architecture 2>/dev/null || echo amd64)
+APPIMAGE := target/release/bundle/appimage/Hypedeck_$(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)_$(DEB_ARCH).AppImage
 dist: deps-test guest-init
 	$(CARGO) build --locked --release -p hypedeck-cli
-	npx tauri build --ci --bundles $(BUNDLES) -- --locked
+	$(CARGO) build --locked --release --target $(MUSL_TARGET) -p hypedeck-appimage-runtime
+	npx tauri build --ci --bundles deb -- --locked
 	scripts/check-deb.sh $$(ls -t target/release/bundle/deb/*.deb | head -1)
+	scripts/appimage.sh $$(ls -t target/release/bundle/deb/*.deb | head -1) \
+	  target/$(MUSL_TARGET)/release/hypedeck-appimage-runtime $(APPIMAGE)
+	scripts/check-appimage.sh $(APPIMAGE)
 
 test: deps-test lint unit sdk-test vm-test desktop-test dist
 	@echo "all suites passed"

@@ -24,11 +24,12 @@ esac
 if [ "$purpose" = test ]; then
   pkgs+=(xvfb xauth webkit2gtk-driver dbus dbus-x11 gnome-keyring libsecret-tools keyutils
          chromium fonts-dejavu-core imagemagick x11-utils
-         busybox-static docker-registry cpio jq openssl python3 python3-venv)
+         busybox-static docker-registry cpio jq openssl python3 python3-venv
+         squashfs-tools debootstrap)
 fi
 
 if [ "$bench" = 1 ]; then
-  pkgs+=(debootstrap skopeo umoci nginx-light)
+  pkgs+=(skopeo umoci nginx-light)
 fi
 
 if command -v dpkg-query >/dev/null 2>&1; then

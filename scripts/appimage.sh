@@ -17,6 +17,7 @@ runtime=${2:?usage: appimage.sh <package.deb> <runtime> <out.AppImage>}
 out=${3:?usage: appimage.sh <package.deb> <runtime> <out.AppImage>}
 fail() { echo "appimage: $*" >&2; exit 1; }
 command -v mksquashfs >/dev/null || fail "mksquashfs is missing (apt install squashfs-tools)"
+command -v patchelf >/dev/null || fail "patchelf is missing (apt install patchelf)"
 
 multiarch=$(dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || gcc -print-multiarch)
 syslib=/usr/lib/$multiarch
@@ -71,6 +72,15 @@ while :; do
 done
 # The guest init is static and the runtime's business is the host: neither needs more.
 
+# The desktop app and WebKit's helpers look in usr/lib first: DT_RPATH, which also serves
+# every library they load and wins over a user's LD_LIBRARY_PATH. So AppRun sets no
+# LD_LIBRARY_PATH, and the host programs the engine starts (QEMU, mkfs.ext4, apt, dpkg-deb)
+# never load the bundled libraries in place of their own.
+patchelf --force-rpath --set-rpath '$ORIGIN/../lib' "$app/usr/bin/hypedeck-desktop"
+for helper in "$lib/$multiarch/webkit2gtk-4.1"/WebKit*Process; do
+  patchelf --force-rpath --set-rpath '$ORIGIN/../..' "$helper"
+done
+
 # Point WebKit at its bundled helpers (same length, so the library's layout is unchanged).
 webkit_lib=$lib/libwebkit2gtk-4.1.so.0
 [[ -f $webkit_lib ]] || fail "libwebkit2gtk-4.1 was not bundled"
@@ -89,10 +99,9 @@ EOF
 
 cat >"$app/AppRun" <<EOF
 #!/bin/sh
-# Hypedeck's AppRun: the bundled libraries first, then the desktop app (or, with
-# "hypedeck" as the first argument, the bundled command-line hypedeck).
+# Hypedeck's AppRun: the desktop app (or, with "hypedeck" as the first argument, the bundled
+# command-line hypedeck). The programs find the bundled libraries through their RPATH.
 here=\${APPDIR:-\$(dirname "\$(readlink -f "\$0")")}
-export LD_LIBRARY_PATH="\$here/usr/lib\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}"
 export GDK_PIXBUF_MODULE_FILE="\$here/usr/lib/$multiarch/gdk-pixbuf-2.0/2.10.0/loaders.cache"
 export GIO_MODULE_DIR="\$here/usr/lib/gio/modules"
 export GSETTINGS_SCHEMA_DIR="\$here/usr/share/glib-2.0/schemas"

@@ -27,6 +27,11 @@ for f in squashfs-root/usr/bin/hypedeck squashfs-root/usr/bin/hypedeck-desktop; 
   [[ -x $scratch/$f ]] || fail "--appimage-extract usr/bin did not give $f"
 done
 [[ ! -e $scratch/squashfs-root/usr/lib ]] || fail "--appimage-extract usr/bin unpacked more than usr/bin"
+# `doctor` exits 1 when something (e.g. the keychain) is missing here; only its guest-init
+# line matters: the bundled one, found from the bundled CLI.
+doctor=$(env -u HYPEDECK_GUEST_INIT "$image" hypedeck --data-dir "$scratch/data" doctor 2>&1 || true)
+grep -qE "^\[ok\] Guest init: Found at .*/hypedeck/appimage/[0-9a-f]{16}/usr/bin/\.\./lib/hypedeck/hypedeck-guest-init\.$" <<<"$doctor" ||
+  fail "the bundled hypedeck does not find the bundled guest init: $doctor"
 if "$image" --appimage-bogus 2>/dev/null; then fail "an unknown --appimage- option was accepted"; fi
 
 # 2. A Debian 12 root without the desktop stack.
@@ -99,6 +104,13 @@ while read -r exe; do
   [[ $exe == "$root/root/.cache/hypedeck/appimage/"*/usr/lib/*/webkit2gtk-4.1/WebKitWebProcess ]] ||
     fail "a WebKit helper came from $exe, not from the AppImage"
 done <<<"$helpers"
+# The bundled libraries come from RPATHs: nothing the app starts (QEMU, mkfs.ext4, apt)
+# inherits a library path into the AppImage.
+desktop=$(from_root | awk '$2 ~ /hypedeck-desktop$/ {print $1}' | head -1)
+[[ -n $desktop ]] || fail "the desktop app is not running"
+if tr '\0' '\n' <"/proc/$desktop/environ" | grep -q '^LD_LIBRARY_PATH=.*hypedeck/appimage'; then
+  fail "the desktop app runs with LD_LIBRARY_PATH into the AppImage; its children would inherit it"
+fi
 if grep -q "security issue" "$scratch/app.log"; then fail "tauri warned about the AppImage environment"; fi
 kill $app 2>/dev/null || true
 wait $app 2>/dev/null || true

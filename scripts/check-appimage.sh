@@ -4,11 +4,48 @@
 # that has only what every Linux desktop has (glibc, OpenGL/Mesa, X11, fontconfig, fonts)
 # and no GTK, WebKitGTK or libsoup, so everything else must come from the AppImage.
 #   scripts/check-appimage.sh target/release/bundle/appimage/Hypedeck_*.AppImage
+# Then, on this host, it boots the hello sandbox from the AppImage's window (part 4, below).
 # Needs root (chroot, mount namespace), debootstrap and Xvfb. The Debian root is kept in
 # $APPIMAGE_CHECK_ROOT (default .ci/tools/appimage-root) and built on first use.
 set -euo pipefail
 image=$(readlink -f "${1:?usage: check-appimage.sh <Hypedeck.AppImage>}")
 fail() { echo "check-appimage: $*" >&2; exit 1; }
+# Part 4, run inside scripts/test-session.sh (a private D-Bus session with a keychain): the
+# AppImage's window runs the engine, which builds the hello sample and boots it under the
+# host's QEMU; QEMU, a host program, must not inherit a library path into the AppImage.
+if [[ ${2:-} == --boot-hello ]]; then
+  data=$(mktemp -d)
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  export HYPEDECK_CONFIG_DIR=$data/config
+  mkdir -p "$HYPEDECK_CONFIG_DIR"
+  echo "{\"listen\": \"127.0.0.1:$port\"}" >"$HYPEDECK_CONFIG_DIR/settings.json"
+  NO_AT_BRIDGE=1 HYPEDECK_DATA_DIR=$data/data "$image" >"$data/app.log" 2>&1 &
+  app=$!
+  trap 'kill $app 2>/dev/null; wait $app 2>/dev/null || true; rm -rf "$data"' EXIT
+  url=http://127.0.0.1:$port
+  for _ in $(seq 1 120); do curl -sf "$url/health" >/dev/null && break; sleep 0.5; done
+  token=$("$image" hypedeck --data-dir "$data/data" token) || fail "no API token: $(tail "$data/app.log")"
+  api() { curl -sS -m 300 -H "Authorization: Bearer $token" -H 'Content-Type: application/json' "$@"; }
+  api -X POST "$url/system/samples/hello" | grep -q '"status":"ready"' || fail "the hello sample was not built"
+  id=$(api -X POST "$url/instances" -d '{"name":"hello","image":"hypedeck.local/samples/hello:1","vcpus":1,"size":"256MB"}' |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["id"])') || fail "create failed: $(tail "$data/app.log")"
+  state=$(api "$url/instances/$id/wait?state=Running&timeout=240s")
+  grep -q '"state":"Running"' <<<"$state" || fail "hello did not reach Running: $state"
+  for _ in $(seq 1 60); do
+    api "$url/instances/$id/logs?source=app" | grep -q 'Hello from a Hypedeck sandbox!' && break
+    sleep 0.5
+  done
+  api "$url/instances/$id/logs?source=app" | grep -q 'Hello from a Hypedeck sandbox!' || fail "hello did not greet"
+  qemu=$(pgrep -f "qemu-system.*$id" | head -1)
+  [[ -n $qemu ]] || fail "no QEMU runs for $id"
+  if tr '\0' '\n' <"/proc/$qemu/environ" | grep -q '^LD_LIBRARY_PATH=.*hypedeck/appimage'; then
+    fail "QEMU inherited a library path into the AppImage"
+  fi
+  [[ $(api -o /dev/null -w '%{http_code}' -X DELETE "$url/instances/$id") == 204 ]] || fail "delete failed"
+  echo "check-appimage: the AppImage's window booted the hello sandbox under the host's QEMU"
+  exit 0
+fi
+
 # chroot and debootstrap need root.
 if [[ $(id -u) != 0 ]]; then command -v sudo >/dev/null || fail "needs root (chroot)"; exec sudo "$0" "$@"; fi
 
@@ -56,7 +93,7 @@ cp "$image" "$root/tmp/check/Hypedeck.AppImage"
 # 3. Run it there: the command line, then the window on a private X server.
 Xvfb -displayfd 3 -screen 0 1280x800x24 -nolisten tcp 3>"$scratch/display" >"$scratch/xvfb.log" 2>&1 &
 xvfb=$!
-trap 'kill $xvfb 2>/dev/null; rm -rf "$scratch"' EXIT
+trap 'kill $xvfb 2>/dev/null || true; rm -rf "$scratch"' EXIT
 for _ in $(seq 1 100); do [[ -s $scratch/display ]] && break; sleep 0.2; done
 display=$(cat "$scratch/display")
 [[ -n $display ]] || fail "Xvfb did not start: $(cat "$scratch/xvfb.log")"
@@ -115,4 +152,5 @@ if grep -q "security issue" "$scratch/app.log"; then fail "tauri warned about th
 kill $app 2>/dev/null || true
 wait $app 2>/dev/null || true
 from_root | awk '{print $1}' | xargs -r kill 2>/dev/null || true
+DISPLAY=":$display" "$(dirname "$0")/test-session.sh" "$0" "$image" --boot-hello
 echo "check-appimage: $(basename "$image") ($(du -h "$image" | cut -f1)) runs without GTK or WebKitGTK installed; first paint after $(cat "$root/tmp/check/paint") ms"

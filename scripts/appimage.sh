@@ -70,7 +70,7 @@ while :; do
   done < <(elf_files)
   ((added)) || break
 done
-# The guest init is static and the runtime's business is the host: neither needs more.
+# (The guest init is static: ldd lists nothing for it, and it needs nothing.)
 
 # The desktop app and WebKit's helpers look in usr/lib first: DT_RPATH, which also serves
 # every library they load and wins over a user's LD_LIBRARY_PATH. So AppRun sets no

@@ -25,6 +25,20 @@ const DRIVER_PORT = Number(process.env.TAURI_DRIVER_PORT ?? 4444);
 const RESULTS = path.resolve("test-results");
 
 /** Registers cleanups for test `t` that run last-in, first-out once it ends. */
+/**
+ * Replaces the text of a filled input as a user does: select all, then type. WebDriver's
+ * `setValue` clears the field behind React's back (no input event React counts), and a
+ * re-render in between puts the old text back, so the new text would be appended to it.
+ */
+async function retype(app, selector, text) {
+  const input = app.$(selector);
+  await input.click();
+  await app.keys(["Control", "a"]);
+  // Element send keys keeps a focused field's selection, so the typing replaces it.
+  await input.addValue(text);
+  assert.equal(await input.getValue(), text, `${selector} holds what was typed`);
+}
+
 function deferrer(t) {
   const stack = [];
   t.after(async () => {
@@ -346,13 +360,21 @@ describe("desktop window", () => {
 
     // Good values: saved, and the data dir change waits for a restart.
     const newData = path.join(configDir, "data");
-    await app.$("#settings-data-dir").setValue(newData);
-    await app.$("#settings-listen").setValue("127.0.0.1:4999");
+    await retype(app, "#settings-data-dir", newData);
+    await retype(app, "#settings-listen", "127.0.0.1:4999");
     await app.$("#settings-default-memory").setValue("768MB");
     await app.$("#settings-theme").selectByAttribute("value", "dark");
     await app.$("#settings-save").click();
     const saved = app.$("#settings-saved");
-    await saved.waitForDisplayed({ timeout: 10_000 });
+    // Whatever the save ends in (saved, field errors, a failure), say which.
+    const outcome = async () => {
+      if (await saved.isDisplayed()) return "saved";
+      const errors = [];
+      for (const e of await app.$$(".field-error, #settings-error")) errors.push(await e.getText());
+      return errors.length ? `not saved: ${errors.join("; ")}` : null;
+    };
+    await app.waitUntil(outcome, { timeout: 10_000, timeoutMsg: "the save neither finished nor failed in 10 s" });
+    assert.equal(await outcome(), "saved");
     assert.match(await saved.getText(), /restart Hypedeck/);
     assert.deepEqual(JSON.parse(readFileSync(file, "utf8")), {
       data_dir: newData,

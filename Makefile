@@ -76,15 +76,15 @@ desktop-test: bins
 # runtime (tauri's AppImage step needs linuxdeploy, which only GitHub serves) and checked by
 # running it in a Debian root without GTK or WebKitGTK. macOS bundles are built on a Mac (see
 # crates/hv-vz/README.md for signing).
-DEB_ARCH := $(shell dpkg --print-architecture 2>/dev/null || echo amd64)
-APPIMAGE := target/release/bundle/appimage/Hypedeck_$(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)_$(DEB_ARCH).AppImage
+BUNDLE_NAME := Hypedeck_$(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)_$(shell dpkg --print-architecture 2>/dev/null || echo amd64)
+DEB := target/release/bundle/deb/$(BUNDLE_NAME).deb
+APPIMAGE := target/release/bundle/appimage/$(BUNDLE_NAME).AppImage
 dist: deps-test guest-init
 	$(CARGO) build --locked --release -p hypedeck-cli
 	$(CARGO) build --locked --release --target $(MUSL_TARGET) -p hypedeck-appimage-runtime
 	npx tauri build --ci --bundles deb -- --locked
-	scripts/check-deb.sh $$(ls -t target/release/bundle/deb/*.deb | head -1)
-	scripts/appimage.sh $$(ls -t target/release/bundle/deb/*.deb | head -1) \
-	  target/$(MUSL_TARGET)/release/hypedeck-appimage-runtime $(APPIMAGE)
+	scripts/check-deb.sh $(DEB)
+	scripts/appimage.sh $(DEB) target/$(MUSL_TARGET)/release/hypedeck-appimage-runtime $(APPIMAGE)
 	scripts/check-appimage.sh $(APPIMAGE)
 
 test: deps-test lint unit sdk-test vm-test desktop-test dist

@@ -102,22 +102,21 @@ cat >"$app/AppRun" <<EOF
 # Hypedeck's AppRun: the desktop app (or, with "hypedeck" as the first argument, the bundled
 # command-line hypedeck). The programs find the bundled libraries through their RPATH.
 here=\${APPDIR:-\$(dirname "\$(readlink -f "\$0")")}
+if [ "\$1" = hypedeck ]; then
+  shift
+  exec "\$here/usr/bin/hypedeck" "\$@"
+fi
+# What GTK and WebKit read, for the window only (the CLI above needs none of it).
 export GDK_PIXBUF_MODULE_FILE="\$here/usr/lib/$multiarch/gdk-pixbuf-2.0/2.10.0/loaders.cache"
 export GIO_MODULE_DIR="\$here/usr/lib/gio/modules"
 export GSETTINGS_SCHEMA_DIR="\$here/usr/share/glib-2.0/schemas"
 export XDG_DATA_DIRS="\$here/usr/share:\${XDG_DATA_DIRS:-/usr/local/share:/usr/share}"
 # No host GStreamer plugins (built against another GStreamer); Hypedeck plays no media.
 export GST_PLUGIN_SYSTEM_PATH_1_0="\$here/usr/lib/gstreamer-1.0"
-export PATH="\$here/usr/bin:\$PATH"
-if [ "\$1" = hypedeck ]; then
-  shift
-  exec "\$here/usr/bin/hypedeck" "\$@"
-fi
 # WebKit finds its helpers relative to the working directory (see appimage.sh).
 cd "\$here/usr" || exit 1
 # Tauri trusts APPIMAGE/APPDIR only for FUSE-mounted images (/tmp/.mount_*) and warns of a
-# "security issue" otherwise; the app uses neither, so they are handed on under other names.
-export HYPEDECK_APPIMAGE="\${APPIMAGE:-}" HYPEDECK_APPDIR="\$here"
+# "security issue" otherwise; the app uses neither.
 unset APPIMAGE APPDIR
 exec "\$here/usr/bin/hypedeck-desktop" "\$@"
 EOF

@@ -10,6 +10,11 @@
 set -euo pipefail
 image=$(readlink -f "${1:?usage: check-appimage.sh <Hypedeck.AppImage>}")
 fail() { echo "check-appimage: $*" >&2; exit 1; }
+# Whether process $1 runs with LD_LIBRARY_PATH into an unpacked AppImage (its children would
+# load the bundled libraries in place of their own).
+libpath_into_appimage() {
+  tr '\0' '\n' <"/proc/$1/environ" | grep -q '^LD_LIBRARY_PATH=.*hypedeck/appimage'
+}
 # Part 4, run inside scripts/test-session.sh (a private D-Bus session with a keychain): the
 # AppImage's window runs the engine, which builds the hello sample and boots it under the
 # host's QEMU; QEMU, a host program, must not inherit a library path into the AppImage.
@@ -38,9 +43,7 @@ if [[ ${2:-} == --boot-hello ]]; then
   api "$url/instances/$id/logs?source=app" | grep -q 'Hello from a Hypedeck sandbox!' || fail "hello did not greet"
   qemu=$(pgrep -f "qemu-system.*$id" | head -1)
   [[ -n $qemu ]] || fail "no QEMU runs for $id"
-  if tr '\0' '\n' <"/proc/$qemu/environ" | grep -q '^LD_LIBRARY_PATH=.*hypedeck/appimage'; then
-    fail "QEMU inherited a library path into the AppImage"
-  fi
+  if libpath_into_appimage "$qemu"; then fail "QEMU inherited a library path into the AppImage"; fi
   [[ $(api -o /dev/null -w '%{http_code}' -X DELETE "$url/instances/$id") == 204 ]] || fail "delete failed"
   echo "check-appimage: the AppImage's window booted the hello sandbox under the host's QEMU"
   exit 0
@@ -145,7 +148,7 @@ done <<<"$helpers"
 # inherits a library path into the AppImage.
 desktop=$(from_root | awk '$2 ~ /hypedeck-desktop$/ {print $1}' | head -1)
 [[ -n $desktop ]] || fail "the desktop app is not running"
-if tr '\0' '\n' <"/proc/$desktop/environ" | grep -q '^LD_LIBRARY_PATH=.*hypedeck/appimage'; then
+if libpath_into_appimage "$desktop"; then
   fail "the desktop app runs with LD_LIBRARY_PATH into the AppImage; its children would inherit it"
 fi
 if grep -q "security issue" "$scratch/app.log"; then fail "tauri warned about the AppImage environment"; fi

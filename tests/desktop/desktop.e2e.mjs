@@ -24,7 +24,6 @@ const FAKE = binary("HYPEDECK_FAKE_BIN");
 const DRIVER_PORT = Number(process.env.TAURI_DRIVER_PORT ?? 4444);
 const RESULTS = path.resolve("test-results");
 
-/** Registers cleanups for test `t` that run last-in, first-out once it ends. */
 /**
  * Replaces the text of a filled input as a user does: select all, then type. WebDriver's
  * `setValue` clears the field behind React's back (no input event React counts), and a
@@ -39,6 +38,7 @@ async function retype(app, selector, text) {
   assert.equal(await input.getValue(), text, `${selector} holds what was typed`);
 }
 
+/** Registers cleanups for test `t` that run last-in, first-out once it ends. */
 function deferrer(t) {
   const stack = [];
   t.after(async () => {

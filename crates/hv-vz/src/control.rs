@@ -469,10 +469,22 @@ mod tests {
             request(&socket, &Request::Stop, T).await.unwrap(),
             VmState::Stopped
         );
-        assert_eq!(
-            *fake.replied.lock().unwrap(),
-            ["state", "pause", "state", "resume", "save", "stop"]
-        );
+        // `replied` runs after the answer is written, on the connection's own thread: the
+        // client can hold its answer before the hook has run, so wait for all six.
+        let expected = ["state", "pause", "state", "resume", "save", "stop"];
+        let deadline = tokio::time::Instant::now() + T;
+        let mut replied = loop {
+            let replied = fake.replied.lock().unwrap().clone();
+            if replied.len() >= expected.len() || tokio::time::Instant::now() >= deadline {
+                break replied;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        // Each request used its own connection, so the hooks may have run out of order.
+        replied.sort();
+        let mut expected = expected.map(String::from).to_vec();
+        expected.sort();
+        assert_eq!(replied, expected);
     }
 
     #[tokio::test]

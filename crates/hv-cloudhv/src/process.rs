@@ -167,30 +167,33 @@ pub async fn start_serial_pump(
         let _ = child.kill().await;
         return Err(HypervisorError::Start(e));
     }
-    // `spawn` returns once the kernel has switched the child to the new program, but before it
-    // has set up the new argv, so for a moment /proc/<pid>/cmdline is empty and the pump does
-    // not look alive. A stop in that moment would take it for ended and leave `cat` blocked
-    // in `open` for good; so start returns only once the pump is seen.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-    while !is_alive(pid, &files.serial_fifo) {
-        if let Ok(Some(status)) = child.try_wait() {
-            let _ = std::fs::remove_file(&files.serial_pidfile);
-            return Err(start_error(format!(
-                "the serial pump (cat) exited at once ({status})"
-            )));
-        }
-        if tokio::time::Instant::now() >= deadline {
-            let _ = child.kill().await;
-            let _ = std::fs::remove_file(&files.serial_pidfile);
-            return Err(start_error(
-                "the serial pump (cat) did not start within 2 s".into(),
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
+    if let Err(detail) = wait_seen(&mut child, pid, &files.serial_fifo).await {
+        let _ = child.kill().await;
+        let _ = std::fs::remove_file(&files.serial_pidfile);
+        return Err(start_error(detail));
     }
     tokio::spawn(async move {
         let _ = child.wait().await;
     });
+    Ok(())
+}
+
+/// Waits up to 2 s until the pump just spawned as `child` is [`is_alive`]. `spawn` returns
+/// once the kernel has switched the child to the new program, but before it has set up the
+/// new argv, so for a moment /proc/<pid>/cmdline is empty and the pump does not look alive.
+/// A stop in that moment would take it for ended and leave `cat` blocked in `open` for good;
+/// so start returns only once the pump is seen.
+async fn wait_seen(child: &mut tokio::process::Child, pid: u32, fifo: &Path) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while !is_alive(pid, fifo) {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("the serial pump (cat) exited at once ({status})"));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err("the serial pump (cat) did not start within 2 s".into());
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
     Ok(())
 }
 

@@ -471,7 +471,7 @@ mod tests {
         );
         // `replied` runs after the answer is written, on the connection's own thread: the
         // client can hold its answer before the hook has run, so wait for all six.
-        let expected = ["state", "pause", "state", "resume", "save", "stop"];
+        let mut expected = ["state", "pause", "state", "resume", "save", "stop"];
         let deadline = tokio::time::Instant::now() + T;
         let mut replied = loop {
             let replied = fake.replied.lock().unwrap().clone();
@@ -482,7 +482,6 @@ mod tests {
         };
         // Each request used its own connection, so the hooks may have run out of order.
         replied.sort();
-        let mut expected = expected.map(String::from).to_vec();
         expected.sort();
         assert_eq!(replied, expected);
     }

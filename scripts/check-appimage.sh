@@ -36,11 +36,14 @@ if [[ ${2:-} == --boot-hello ]]; then
     python3 -c 'import json, sys; print(json.load(sys.stdin)["id"])') || fail "create failed: $(tail "$data/app.log")"
   state=$(api "$url/instances/$id/wait?state=Running&timeout=240s")
   grep -q '"state":"Running"' <<<"$state" || fail "hello did not reach Running: $state"
+  greeted=0
   for _ in $(seq 1 60); do
-    api "$url/instances/$id/logs?source=app" | grep -q 'Hello from a Hypedeck sandbox!' && break
+    # Read whole, then matched: `grep -q` leaving early would fail curl (and the pipe).
+    logs=$(api "$url/instances/$id/logs?source=app") || logs=
+    if grep -q 'Hello from a Hypedeck sandbox!' <<<"$logs"; then greeted=1; break; fi
     sleep 0.5
   done
-  api "$url/instances/$id/logs?source=app" | grep -q 'Hello from a Hypedeck sandbox!' || fail "hello did not greet"
+  ((greeted)) || fail "hello did not greet"
   qemu=$(pgrep -f "qemu-system.*$id" | head -1)
   [[ -n $qemu ]] || fail "no QEMU runs for $id"
   if libpath_into_appimage "$qemu"; then fail "QEMU inherited a library path into the AppImage"; fi

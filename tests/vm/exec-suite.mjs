@@ -3,10 +3,9 @@
 // port) and exec-vsock.test.mjs (the agent on vsock, through vhost-user-vsock's hybrid socket).
 import { test, describe, before } from "node:test";
 import assert from "node:assert/strict";
-import WebSocket from "ws";
 import { readFileSync } from "node:fs";
 import path from "node:path";
-import { startServer } from "./harness.mjs";
+import { execWs, startServer } from "./harness.mjs";
 import { vmSuite } from "./suite.mjs";
 
 /**
@@ -24,37 +23,8 @@ export function execSuite({ channel, env = {}, standby = true }) {
 
   const suite = vmSuite((s) => ({ registry, client, server, dataDir } = s), { env });
 
-  /**
-   * Runs one exec session: sends `request`, then `input` (an array of frames: Buffers are binary,
-   * strings and objects are text), collecting output until {"exitCode":N}.
-   */
-  function exec(id, request, input = []) {
-    const url = `${server.url.replace(/^http/, "ws")}/instances/${id}/exec`;
-    return new Promise((resolve, reject) => {
-      const ws = new WebSocket(url, { headers: { Authorization: `Bearer ${token}` } });
-      const chunks = [];
-      let exitCode;
-      ws.on("unexpected-response", (_req, res) => {
-        let body = "";
-        res.on("data", (d) => (body += d));
-        res.on("end", () => resolve({ status: res.statusCode, body: JSON.parse(body) }));
-      });
-      ws.on("open", async () => {
-        ws.send(JSON.stringify(request));
-        for (const frame of input) {
-          await new Promise((r) => setTimeout(r, 300));
-          if (Buffer.isBuffer(frame)) ws.send(frame, { binary: true });
-          else ws.send(typeof frame === "string" ? frame : JSON.stringify(frame));
-        }
-      });
-      ws.on("message", (data, isBinary) => {
-        if (isBinary) chunks.push(Buffer.from(data));
-        else exitCode = JSON.parse(data.toString()).exitCode;
-      });
-      ws.on("close", () => resolve({ output: Buffer.concat(chunks).toString(), exitCode }));
-      ws.on("error", reject);
-    });
-  }
+  /** One exec session against the current engine (see execWs). */
+  const exec = (id, request, input = []) => execWs(server.url, token, id, request, input);
 
   describe(`exec and stat (${channel.source})`, () => {
     before(async () => {

@@ -6,6 +6,7 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import Hypeman from "@onkernel/hypeman";
+import WebSocket from "ws";
 
 const here = path.dirname(new URL(import.meta.url).pathname);
 
@@ -145,4 +146,37 @@ export function makeTestPki(prefix = "hypedeck-pki-") {
     cert: readFileSync(path.join(dir, "srv.pem")),
     key: readFileSync(path.join(dir, "srv.key")),
   };
+}
+
+/**
+ * Runs one exec session over upstream's WebSocket framing against the engine at `url`: sends
+ * `request` (upstream's ExecRequest), then `input` (an array of frames: Buffers are binary,
+ * strings and objects are text), collecting output until {"exitCode":N}. Resolves
+ * {output, exitCode}, or {status, body} when the engine refuses before the upgrade.
+ */
+export function execWs(url, token, id, request, input = []) {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(`${url.replace(/^http/, "ws")}/instances/${id}/exec`, { headers: { Authorization: `Bearer ${token}` } });
+    const chunks = [];
+    let exitCode;
+    ws.on("unexpected-response", (_req, res) => {
+      let body = "";
+      res.on("data", (d) => (body += d));
+      res.on("end", () => resolve({ status: res.statusCode, body: JSON.parse(body) }));
+    });
+    ws.on("open", async () => {
+      ws.send(JSON.stringify(request));
+      for (const frame of input) {
+        await new Promise((r) => setTimeout(r, 300));
+        if (Buffer.isBuffer(frame)) ws.send(frame, { binary: true });
+        else ws.send(typeof frame === "string" ? frame : JSON.stringify(frame));
+      }
+    });
+    ws.on("message", (data, isBinary) => {
+      if (isBinary) chunks.push(Buffer.from(data));
+      else exitCode = JSON.parse(data.toString()).exitCode;
+    });
+    ws.on("close", () => resolve({ output: Buffer.concat(chunks).toString(), exitCode }));
+    ws.on("error", reject);
+  });
 }

@@ -5,7 +5,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := run
 CARGO ?= cargo
 
-.PHONY: run test deps deps-test deps-bench ui guest-init lint unit bins sdk-test vm-test desktop-test dist serve bench bench-ui clean check-macos
+.PHONY: run test deps deps-test deps-bench ui guest-init lint unit bins sdk-test vm-test netns-test desktop-test dist serve bench bench-ui clean check-macos
 
 MUSL_TARGET := $(shell uname -m)-unknown-linux-musl
 
@@ -64,6 +64,17 @@ vm-test: bins
 	PATH="$(CURDIR)/.ci/tools/bin:$$PATH" scripts/test-session.sh env HYPEDECK_BIN=target/debug/hypedeck \
 	  node --test --test-concurrency=1 tests/vm/
 
+# What a sandbox on the default network can and cannot reach, proved from inside real guests
+# (root: network namespaces). scripts/netns.sh makes a "host" namespace (engine, registry,
+# keyring, guests) and a fake internet on TEST-NET addresses; nothing leaves the machine. There
+# is no package mirror inside, so the guest kernel's .deb is fetched first and handed over.
+# HYPEDECK_BIN=<other build> in the environment runs the suite against that build instead.
+netns-test: bins
+	deb=$$(scripts/kernel-deb.sh .ci/cache/kernel) && trap 'scripts/netns.sh down' EXIT && \
+	  scripts/netns.sh up && \
+	  ip netns exec hdh scripts/test-session.sh env HYPEDECK_BIN="$${HYPEDECK_BIN:-target/debug/hypedeck}" HYPEDECK_KERNEL_DEB="$$deb" \
+	  node --test --test-concurrency=1 tests/netns/
+
 desktop-test: bins
 	mkdir -p test-results
 	xvfb-run -a -s "-screen 0 1280x800x24 -nolisten tcp" scripts/test-session.sh \
@@ -87,7 +98,7 @@ dist: deps-test guest-init
 	scripts/appimage.sh $(DEB) target/$(MUSL_TARGET)/release/hypedeck-appimage-runtime $(APPIMAGE)
 	scripts/check-appimage.sh $(APPIMAGE)
 
-test: deps-test lint unit sdk-test vm-test desktop-test dist
+test: deps-test lint unit sdk-test vm-test netns-test desktop-test dist
 	@echo "all suites passed"
 
 # Benchmarks (not tests): release build, real QEMU guest, real keychain, mitmproxy from PyPI

@@ -73,7 +73,7 @@ const upCa = readFileSync(p.ca);
 
 const registry = await startRegistry();
 const dataDir = newDataDir();
-const server = await startServer(BIN, dataDir, { HYPEDECK_EGRESS_EXTRA_CA: p.ca, HYPEDECK_EGRESS_ALLOW_LOOPBACK: "1", HYPEDECK_LOG: "warn" });
+const server = await startServer(BIN, dataDir, { HYPEDECK_EGRESS_EXTRA_CA: p.ca, HYPEDECK_EGRESS_ALLOW_LOOPBACK: "1", HYPEDECK_EGRESS_TEST_LISTENER: "1", HYPEDECK_LOG: "warn" });
 const client = server.client();
 const results = [];
 let mitm;

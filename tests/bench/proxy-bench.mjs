@@ -112,7 +112,7 @@ function oha(url, { n, c, proxy }) {
 const nginx = await startNginx();
 const registry = await startRegistry();
 const dataDir = newDataDir();
-const server = await startServer(BIN, dataDir, { HYPEDECK_EGRESS_EXTRA_CA: pki.ca, HYPEDECK_EGRESS_ALLOW_LOOPBACK: "1", HYPEDECK_LOG: "warn" });
+const server = await startServer(BIN, dataDir, { HYPEDECK_EGRESS_EXTRA_CA: pki.ca, HYPEDECK_EGRESS_ALLOW_LOOPBACK: "1", HYPEDECK_EGRESS_TEST_LISTENER: "1", HYPEDECK_LOG: "warn" });
 const client = server.client();
 let mitm;
 try {

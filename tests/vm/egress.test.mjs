@@ -50,7 +50,7 @@ before(async () => {
   await new Promise((r) => upstream.listen(0, "127.0.0.1", r));
   registry = await startRegistry();
   dataDir = newDataDir();
-  server = await startServer(BIN, dataDir, { HYPEDECK_EGRESS_EXTRA_CA: pki.ca, HYPEDECK_EGRESS_ALLOW_LOOPBACK: "1" });
+  server = await startServer(BIN, dataDir, { HYPEDECK_EGRESS_EXTRA_CA: pki.ca, HYPEDECK_EGRESS_ALLOW_LOOPBACK: "1", HYPEDECK_EGRESS_TEST_LISTENER: "1" });
   client = server.client();
 });
 
@@ -141,7 +141,7 @@ describe("egress proxy with credential injection", () => {
     // Restart-safe: a new engine re-registers the rules from the keychain.
     await server.stop("SIGKILL");
     pastOutputs.push(server.output());
-    server = await startServer(BIN, dataDir, { HYPEDECK_EGRESS_EXTRA_CA: pki.ca, HYPEDECK_EGRESS_ALLOW_LOOPBACK: "1" });
+    server = await startServer(BIN, dataDir, { HYPEDECK_EGRESS_EXTRA_CA: pki.ca, HYPEDECK_EGRESS_ALLOW_LOOPBACK: "1", HYPEDECK_EGRESS_TEST_LISTENER: "1" });
     client = server.client();
     const mark2 = seen.length;
     await waitFor(() => seen.slice(mark2).some((s) => s.host.startsWith("localhost")), "requests after an engine restart", 60_000);
@@ -327,7 +327,7 @@ describe("egress proxy with credential injection", () => {
     // A crash: the killed engine's output is swept too.
     await server.stop("SIGKILL");
     pastOutputs.push(server.output());
-    server = await startServer(BIN, dataDir, { HYPEDECK_EGRESS_EXTRA_CA: pki.ca, HYPEDECK_EGRESS_ALLOW_LOOPBACK: "1" });
+    server = await startServer(BIN, dataDir, { HYPEDECK_EGRESS_EXTRA_CA: pki.ca, HYPEDECK_EGRESS_ALLOW_LOOPBACK: "1", HYPEDECK_EGRESS_TEST_LISTENER: "1" });
     client = server.client();
     // The VM outlived its engine: the new one reattaches to it.
     await waitFor(async () => (await client.instances.get(created.id)).state === "Running", "the sweep VM after the restart", 120_000);

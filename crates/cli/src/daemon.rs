@@ -291,8 +291,23 @@ async fn start_egress(
     // Every injection and refusal goes to the instance's credential trail.
     let trail = hypedeck_engine::trail::CredentialTrail::start(paths.clone())
         .map_err(|e| DaemonError::Unsupported(format!("start the credential trail writer: {e}")))?;
+    // Beyond loopback, the proxy refuses what the sandbox network refuses: the host's own
+    // addresses, link-local (cloud metadata) and private ranges.
+    let destinations = hypedeck_egress::DestinationFilter(Arc::new(|ip| match ip {
+        std::net::IpAddr::V4(v4) => hypedeck_netstack::Policy::default()
+            .check(v4, &hypedeck_netstack::host_addresses())
+            .is_ok(),
+        std::net::IpAddr::V6(v6) => {
+            let first = v6.segments()[0];
+            // Link-local fe80::/10, unique local fc00::/7, and the host's own addresses.
+            first & 0xffc0 != 0xfe80
+                && first & 0xfe00 != 0xfc00
+                && !hypedeck_netstack::host_addresses().contains(&ip)
+        }
+    }));
     let options = hypedeck_egress::ProxyOptions {
         allow_loopback: std::env::var("HYPEDECK_EGRESS_ALLOW_LOOPBACK").is_ok_and(|v| v == "1"),
+        destinations: Some(destinations),
         usage: Some(Arc::new(trail)),
         ..hypedeck_egress::ProxyOptions::default()
     };

@@ -6,10 +6,8 @@ pub mod daemon;
 pub mod settings;
 
 /// Call first thing in `main` of any binary that runs an engine (`hypedeck`, the desktop app):
-/// QEMU re-runs that binary as the per-connection bridge to the egress proxy, which this
-/// handles and exits; otherwise it sets up logging to stderr (`HYPEDECK_LOG`, default `info`).
+/// sets up logging to stderr (`HYPEDECK_LOG`, default `info`).
 pub fn init_process() {
-    hypedeck_egress::maybe_run_connect_helper();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("HYPEDECK_LOG")

@@ -19,7 +19,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ..ProxyOptions::default()
     };
     let proxy = EgressProxy::with_options(CertificateAuthority::generate()?, trust, options)?;
-    let addr = proxy.attach("load", None).await?;
+    let addr = proxy.listen("load", None).await?;
     let value = std::env::var("EGRESS_VALUE").unwrap_or_else(|_| "sk-load".to_string());
     proxy.set_rules(
         "load",

@@ -41,7 +41,6 @@
 //! - TLS never depends on a process-wide default crypto provider: aws-lc-rs is chosen
 //!   explicitly for every client and server configuration.
 
-mod bridge;
 mod ca;
 mod error;
 mod guarded;
@@ -52,12 +51,11 @@ mod serve;
 mod upstream;
 mod usage;
 
-pub use bridge::{CONNECT_SUBCOMMAND, connect_stdio, maybe_run_connect_helper};
 pub use ca::{CA_COMMON_NAME, CertificateAuthority};
 pub use error::EgressError;
 pub use proxy::{EgressProxy, ProxyOptions, TestOutcome};
 pub use rules::InjectRule;
-pub use upstream::UpstreamTrust;
+pub use upstream::{DestinationFilter, UpstreamTrust};
 pub use usage::{
     Outcome, REASON_HOST_NOT_ALLOWED, REASON_LEAK, REASON_PLAIN_HTTP, UsageEvent, UsageSink,
     fingerprint,

@@ -32,6 +32,8 @@ pub struct ProxyOptions {
     /// way out, and through it the guest could otherwise reach host-local services; denied
     /// destinations get a 403.
     pub allow_loopback: bool,
+    /// Which other resolved addresses may be dialled (`None`: all). Overrides are exempt.
+    pub destinations: Option<crate::upstream::DestinationFilter>,
     /// Bound on resolving, connecting and the TLS handshake to an upstream.
     pub connect_timeout: Duration,
     /// Where the credential usage trail goes (`None`: nowhere).
@@ -43,6 +45,7 @@ impl Default for ProxyOptions {
         ProxyOptions {
             resolve_overrides: HashMap::new(),
             allow_loopback: true,
+            destinations: None,
             connect_timeout: Duration::from_secs(15),
             usage: None,
         }
@@ -101,9 +104,9 @@ pub(crate) struct Instance {
 
 #[derive(Debug)]
 struct Attached {
-    addr: SocketAddr,
     instance: Arc<Instance>,
-    listener: JoinHandle<()>,
+    /// A loopback listener, only for tests and benchmarks ([`EgressProxy::listen`]).
+    listener: Option<(SocketAddr, JoinHandle<()>)>,
 }
 
 /// The host-side egress proxy. Dropping it stops every listener and connection.
@@ -139,6 +142,7 @@ impl EgressProxy {
             &upstream,
             options.resolve_overrides,
             options.allow_loopback,
+            options.destinations,
             options.connect_timeout,
         )?;
         Ok(EgressProxy {
@@ -157,51 +161,83 @@ impl EgressProxy {
         self.shared.ca.cert_pem()
     }
 
-    /// Starts the instance's listener on `127.0.0.1:<port>` (`None`: any free port) and
-    /// returns its address, which the VM's `guestfwd` points at. The instance starts with no
-    /// rules (nothing is injected until [`set_rules`](Self::set_rules)).
-    ///
-    /// Idempotent: if the instance is already attached, returns the existing address (even
-    /// when `port` differs). Must be called inside a Tokio runtime.
-    pub async fn attach(
+    /// Registers the instance with no rules (nothing is injected until
+    /// [`set_rules`](Self::set_rules)). Its guest's connections arrive through
+    /// [`serve`](Self::serve), from the instance's own network stack: no port is opened.
+    /// Idempotent.
+    pub fn attach(&self, instance_id: &str) {
+        self.instances()
+            .entry(instance_id.to_string())
+            .or_insert_with(|| {
+                tracing::info!(instance = instance_id, "egress proxy attached");
+                Attached {
+                    instance: Arc::new(Instance {
+                        id: instance_id.to_string(),
+                        rules: ArcSwap::from_pointee(RuleSet::default()),
+                        shared: self.shared.clone(),
+                        tasks: InstanceTasks {
+                            tracker: TaskTracker::new(),
+                            cancel: self.shutdown.child_token(),
+                        },
+                    }),
+                    listener: None,
+                }
+            });
+    }
+
+    /// Serves one guest connection of an attached instance (a stream from its network stack)
+    /// until it closes or the instance is detached. A stream for an instance that is not
+    /// attached is dropped (closed). Must be called inside a Tokio runtime.
+    pub fn serve<S>(&self, instance_id: &str, stream: S)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+    {
+        let Some(instance) = self
+            .instances()
+            .get(instance_id)
+            .map(|a| a.instance.clone())
+        else {
+            tracing::debug!(instance = instance_id, "connection for a detached instance");
+            return;
+        };
+        let conn = crate::serve::guest_connection(stream, instance.clone());
+        instance.tasks.spawn(conn);
+    }
+
+    /// Attaches the instance (if needed) and also serves it on `127.0.0.1:<port>` (`None`:
+    /// any free port), returning the address. For tests and benchmarks only: a sandbox's own
+    /// connections never use a host port. Idempotent: an instance already listening keeps its
+    /// address.
+    pub async fn listen(
         &self,
         instance_id: &str,
         port: Option<u16>,
     ) -> Result<SocketAddr, EgressError> {
+        self.attach(instance_id);
         let mut instances = self.instances();
-        if let Some(existing) = instances.get(instance_id) {
-            return Ok(existing.addr);
+        let attached = instances
+            .get_mut(instance_id)
+            .ok_or_else(|| EgressError::NotAttached(instance_id.to_string()))?;
+        if let Some((addr, _)) = &attached.listener {
+            return Ok(*addr);
         }
-        let listener = bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port.unwrap_or(0))))?;
+        let wanted = SocketAddr::from((Ipv4Addr::LOCALHOST, port.unwrap_or(0)));
+        let listener = bind(wanted)?;
         let addr = listener.local_addr().map_err(|source| EgressError::Bind {
-            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port.unwrap_or(0))),
+            addr: wanted,
             source,
         })?;
-        let instance = Arc::new(Instance {
-            id: instance_id.to_string(),
-            rules: ArcSwap::from_pointee(RuleSet::default()),
-            shared: self.shared.clone(),
-            tasks: InstanceTasks {
-                tracker: TaskTracker::new(),
-                cancel: self.shutdown.child_token(),
-            },
-        });
-        let listener = tokio::spawn(accept_loop(listener, instance.clone()));
-        tracing::info!(instance = instance_id, %addr, "egress proxy attached");
-        instances.insert(
-            instance_id.to_string(),
-            Attached {
-                addr,
-                instance,
-                listener,
-            },
-        );
+        let task = tokio::spawn(accept_loop(listener, attached.instance.clone()));
+        tracing::info!(instance = instance_id, %addr, "egress proxy listening (tests only)");
+        attached.listener = Some((addr, task));
         Ok(addr)
     }
 
-    /// The address of an attached instance's listener.
+    /// The address of an attached instance's loopback listener, if it has one.
     pub fn address(&self, instance_id: &str) -> Option<SocketAddr> {
-        self.instances().get(instance_id).map(|a| a.addr)
+        self.instances()
+            .get(instance_id)
+            .and_then(|a| a.listener.as_ref().map(|(addr, _)| *addr))
     }
 
     /// Replaces the instance's whole rule set. Atomic: every request uses all of the old set
@@ -262,7 +298,9 @@ impl EgressProxy {
         attached.instance.rules.store(Arc::new(RuleSet::default()));
         attached.instance.tasks.cancel.cancel();
         attached.instance.tasks.tracker.close();
-        if let Err(error) = attached.listener.await {
+        if let Some((_, listener)) = attached.listener
+            && let Err(error) = listener.await
+        {
             tracing::warn!(instance = instance_id, %error, "egress listener task failed");
         }
         attached.instance.tasks.tracker.wait().await;
@@ -291,6 +329,7 @@ async fn accept_loop(listener: TcpListener, instance: Arc<Instance>) {
             () = instance.tasks.cancel.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _peer)) => {
+                    let _ = stream.set_nodelay(true);
                     let conn = crate::serve::guest_connection(stream, instance.clone());
                     instance.tasks.spawn(conn);
                 }

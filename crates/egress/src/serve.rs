@@ -24,7 +24,6 @@ use hyper::client::conn::http1::SendRequest;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 use tokio_rustls::TlsAcceptor;
 
@@ -59,8 +58,10 @@ const HOP_BY_HOP: [HeaderName; 9] = [
 ];
 
 /// Serves one accepted guest connection until it closes (or the instance is detached).
-pub(crate) async fn guest_connection(stream: TcpStream, instance: Arc<Instance>) {
-    let _ = stream.set_nodelay(true);
+pub(crate) async fn guest_connection<S>(stream: S, instance: Arc<Instance>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
     // Absolute-form requests on this connection reuse one upstream connection per target.
     let plain = Arc::new(Mutex::new(None::<Upstream>));
     let service = service_fn(move |req| {

@@ -107,7 +107,7 @@ impl UpstreamTrust {
 pub(crate) enum DialError {
     #[error("resolving the destination failed")]
     Resolve(#[source] io::Error),
-    #[error("the destination resolves to a loopback address")]
+    #[error("the destination resolves to an address sandboxes may not reach")]
     Forbidden,
     #[error("connecting to the destination failed")]
     Connect(#[source] io::Error),
@@ -124,7 +124,20 @@ pub(crate) struct Dialer {
     tls: TlsConnector,
     overrides: HashMap<String, SocketAddr>,
     allow_loopback: bool,
+    filter: Option<DestinationFilter>,
     connect_timeout: Duration,
+}
+
+/// Decides which resolved addresses the proxy may dial (`true`: allowed), beyond the loopback
+/// rule: the daemon gives the sandbox network's policy, so a guest cannot reach through its
+/// proxy what its network refuses (the host's addresses, link-local, private ranges).
+#[derive(Clone)]
+pub struct DestinationFilter(pub Arc<dyn Fn(std::net::IpAddr) -> bool + Send + Sync>);
+
+impl std::fmt::Debug for DestinationFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DestinationFilter")
+    }
 }
 
 impl std::fmt::Debug for Dialer {
@@ -142,6 +155,7 @@ impl Dialer {
         trust: &UpstreamTrust,
         overrides: HashMap<String, SocketAddr>,
         allow_loopback: bool,
+        filter: Option<DestinationFilter>,
         connect_timeout: Duration,
     ) -> Result<Dialer, EgressError> {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
@@ -160,6 +174,7 @@ impl Dialer {
             tls: TlsConnector::from(Arc::new(config)),
             overrides,
             allow_loopback,
+            filter,
             connect_timeout,
         })
     }
@@ -185,7 +200,10 @@ impl Dialer {
             .copied()
             .filter(|a| {
                 let ip = a.ip().to_canonical();
-                self.allow_loopback || !(ip.is_loopback() || ip.is_unspecified())
+                if ip.is_loopback() || ip.is_unspecified() {
+                    return self.allow_loopback;
+                }
+                self.filter.as_ref().is_none_or(|f| (f.0)(ip))
             })
             .collect();
         match (found.is_empty(), allowed.is_empty()) {

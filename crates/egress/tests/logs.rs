@@ -35,7 +35,7 @@ async fn secret_values_never_reach_the_logs() {
         .unwrap();
 
     let world = World::new().await;
-    let addr = world.proxy.attach("vm-1", None).await.unwrap();
+    let addr = world.proxy.listen("vm-1", None).await.unwrap();
     let secrets = ["sk-test-AAAA1111", "sk-test-BBBB2222", "sk-test-CCCC3333"];
     world
         .proxy

@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 #[tokio::test]
 async fn injects_on_matching_https_only() {
     let world = World::new().await;
-    let addr = world.proxy.attach("vm-1", None).await.unwrap();
+    let addr = world.proxy.listen("vm-1", None).await.unwrap();
     assert!(addr.ip().is_loopback());
     world
         .proxy
@@ -80,7 +80,7 @@ async fn injects_on_matching_https_only() {
 #[tokio::test]
 async fn no_rules_means_no_injection() {
     let world = World::new().await;
-    let addr = world.proxy.attach("vm-1", None).await.unwrap();
+    let addr = world.proxy.listen("vm-1", None).await.unwrap();
     assert_eq!(world.proxy.rules_generation("vm-1"), Some(0));
     let client = world.client(addr);
     let (status, body) = get_text(&client, &world.https_url(API, "/"), None).await;
@@ -91,7 +91,7 @@ async fn no_rules_means_no_injection() {
 #[tokio::test]
 async fn rotation_applies_to_the_next_request_on_the_same_connection() {
     let world = World::new().await;
-    let addr = world.proxy.attach("vm-1", None).await.unwrap();
+    let addr = world.proxy.listen("vm-1", None).await.unwrap();
     world.authorize("vm-1", "Bearer real-1");
     let mut tunnel = open_tunnel(addr, API, world.https.port(), &world.proxy.ca_pem()).await;
 
@@ -122,11 +122,11 @@ async fn rotation_applies_to_the_next_request_on_the_same_connection() {
 #[tokio::test]
 async fn instances_have_their_own_ports_and_values() {
     let world = World::new().await;
-    let a = world.proxy.attach("vm-a", None).await.unwrap();
-    let b = world.proxy.attach("vm-b", None).await.unwrap();
+    let a = world.proxy.listen("vm-a", None).await.unwrap();
+    let b = world.proxy.listen("vm-b", None).await.unwrap();
     assert_ne!(a.port(), b.port());
     assert_eq!(
-        world.proxy.attach("vm-a", Some(1)).await.unwrap(),
+        world.proxy.listen("vm-a", Some(1)).await.unwrap(),
         a,
         "idempotent"
     );
@@ -149,7 +149,7 @@ async fn instances_have_their_own_ports_and_values() {
 #[tokio::test]
 async fn detach_closes_the_listener_and_open_tunnels() {
     let world = World::new().await;
-    let addr = world.proxy.attach("vm-1", None).await.unwrap();
+    let addr = world.proxy.listen("vm-1", None).await.unwrap();
     world.authorize("vm-1", "Bearer real-1");
     let mut tunnel = open_tunnel(addr, API, world.https.port(), &world.proxy.ca_pem()).await;
     tunnel_get(&mut tunnel, API, "/", "x").await.unwrap();
@@ -167,7 +167,7 @@ async fn detach_closes_the_listener_and_open_tunnels() {
     world.proxy.detach("vm-1").await; // idempotent
 
     // Re-attaching (same port) starts clean: no rules until set again.
-    let again = world.proxy.attach("vm-1", Some(addr.port())).await.unwrap();
+    let again = world.proxy.listen("vm-1", Some(addr.port())).await.unwrap();
     assert_eq!(again, addr);
     let (_, body) = get_text(&world.client(again), &world.https_url(API, "/"), None).await;
     assert!(echoed(&body, "authorization").is_empty(), "{body}");
@@ -176,7 +176,7 @@ async fn detach_closes_the_listener_and_open_tunnels() {
 #[tokio::test]
 async fn concurrent_swaps_are_atomic_and_immediately_visible() {
     let world = std::sync::Arc::new(World::new().await);
-    let addr = world.proxy.attach("vm-1", None).await.unwrap();
+    let addr = world.proxy.listen("vm-1", None).await.unwrap();
     // Two headers per generation, so a mixed set would show as mismatched indices.
     let set = |i: usize| {
         vec![
@@ -253,7 +253,7 @@ async fn concurrent_swaps_are_atomic_and_immediately_visible() {
 #[tokio::test]
 async fn bodies_stream_through_untouched() {
     let world = World::new().await;
-    let addr = world.proxy.attach("vm-1", None).await.unwrap();
+    let addr = world.proxy.listen("vm-1", None).await.unwrap();
     world
         .proxy
         .set_rules("vm-1", vec![rule("Authorization", "Bearer real-1", None)])
@@ -280,7 +280,7 @@ async fn bodies_stream_through_untouched() {
 #[tokio::test]
 async fn upstream_failures_are_short_502s() {
     let world = World::new().await;
-    let addr = world.proxy.attach("vm-1", None).await.unwrap();
+    let addr = world.proxy.listen("vm-1", None).await.unwrap();
     world
         .proxy
         .set_rules(
@@ -305,7 +305,7 @@ async fn upstream_failures_are_short_502s() {
             .insert("untrusted.test.local".into(), untrusted);
     })
     .await;
-    let addr2 = world2.proxy.attach("vm-2", None).await.unwrap();
+    let addr2 = world2.proxy.listen("vm-2", None).await.unwrap();
     let (status, body) =
         get_text(&world2.client(addr2), "https://untrusted.test.local/", None).await;
     assert_eq!(status, StatusCode::BAD_GATEWAY);
@@ -328,7 +328,7 @@ async fn loopback_destinations_follow_the_policy() {
     // Default (like upstream): allowed. An IP-literal destination gets an IP-SAN leaf and
     // IP-pattern injection.
     let open = World::new().await;
-    let addr = open.proxy.attach("vm-1", None).await.unwrap();
+    let addr = open.proxy.listen("vm-1", None).await.unwrap();
     open.proxy
         .set_rules(
             "vm-1",
@@ -351,7 +351,7 @@ async fn loopback_destinations_follow_the_policy() {
     // Hardened: loopback names and literals are refused at CONNECT and for plain HTTP;
     // explicit resolve overrides still work.
     let closed = World::with(|o| o.allow_loopback = false).await;
-    let addr = closed.proxy.attach("vm-1", None).await.unwrap();
+    let addr = closed.proxy.listen("vm-1", None).await.unwrap();
     for authority in [
         format!("127.0.0.1:{}", closed.https.port()),
         format!("localhost:{}", closed.https.port()),
@@ -375,7 +375,7 @@ async fn loopback_destinations_follow_the_policy() {
 #[tokio::test]
 async fn invalid_rule_sets_are_rejected_whole() {
     let world = World::new().await;
-    let addr = world.proxy.attach("vm-1", None).await.unwrap();
+    let addr = world.proxy.listen("vm-1", None).await.unwrap();
     world.authorize("vm-1", "Bearer good");
     let err = world
         .proxy
@@ -397,7 +397,7 @@ async fn invalid_rule_sets_are_rejected_whole() {
 async fn connect_is_answered_on_the_wire_like_upstream() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let world = World::new().await;
-    let addr = world.proxy.attach("vm-1", None).await.unwrap();
+    let addr = world.proxy.listen("vm-1", None).await.unwrap();
     let mut stream = TcpStream::connect(addr).await.unwrap();
     let authority = format!("{API}:{}", world.https.port());
     stream

@@ -36,7 +36,7 @@ async fn world_with_trail() -> (World, Arc<Trail>, reqwest::Client) {
     let trail = Arc::new(Trail::default());
     let sink = trail.clone();
     let world = World::with(move |o| o.usage = Some(sink)).await;
-    let addr = world.proxy.attach("vm-1", None).await.unwrap();
+    let addr = world.proxy.listen("vm-1", None).await.unwrap();
     world
         .proxy
         .set_rules(

@@ -35,8 +35,12 @@ impl Engine {
         let spec = self.provision(record, Self::guest_env(record)).await?;
         // This run's console output starts where the previous runs' ends.
         record.log_offset = std::fs::metadata(&spec.serial_log).map_or(0, |m| m.len());
-        let vm = hypervisor.start(&spec).await?;
-        self.vms_guard().insert(record.id.clone(), Arc::from(vm));
+        let vm: Arc<dyn hypedeck_hypervisor::Vm> = Arc::from(hypervisor.start(&spec).await?);
+        if let Err(e) = self.attach_network(record, vm.as_ref()).await {
+            let _ = vm.kill().await;
+            return Err(e);
+        }
+        self.vms_guard().insert(record.id.clone(), vm);
         record.started_at = Some(OffsetDateTime::now_utc());
         record.exit_code = None;
         record.exit_message = None;

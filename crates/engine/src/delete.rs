@@ -29,6 +29,8 @@ impl Engine {
             self.vms_guard().remove(&record.id);
         }
         self.unregister_egress(&record.id).await;
+        self.detach_network(&record.id).await;
+        self.forget_network(&record.id);
         let accounts: Vec<String> = record
             .secret_env
             .values()

@@ -1,6 +1,7 @@
-//! Wiring instances to the host egress proxy: a listener per instance (reached from the guest
-//! only through QEMU's `guestfwd`), rules built from the credential policies and the real
-//! values in the keychain, swapped atomically on rotation.
+//! Wiring instances to the host egress proxy: each instance is attached in-process (its
+//! sandbox network hands the guest's proxy connections over, see `network.rs`), with rules
+//! built from the credential policies and the real values in the keychain, swapped atomically
+//! on rotation.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -20,13 +21,10 @@ pub fn guest_proxy_addr(gateway: &str) -> String {
     format!("{prefix}.100:{GUEST_PROXY_PORT}")
 }
 
-/// The command QEMU runs per guest connection to the proxy: this very executable as the
-/// stdio bridge (see `hypedeck_egress::connect_stdio`).
-pub fn bridge_command(port: u16) -> String {
-    let exe = std::env::current_exe().unwrap_or_else(|_| std::path::PathBuf::from("hypedeck"));
-    let quoted = format!("'{}'", exe.display().to_string().replace('\'', "'\\''"));
-    format!("{quoted} {} {port}", hypedeck_egress::CONNECT_SUBCOMMAND)
-}
+/// Set to `1`, the engine also serves each egress instance's proxy on a loopback port
+/// (recorded as `network.proxy_port`), for tests and benchmarks that drive the proxy from the
+/// host. Never needed by a sandbox: guests reach their proxy through their own stack.
+pub const TEST_LISTENER_ENV: &str = "HYPEDECK_EGRESS_TEST_LISTENER";
 
 /// Header rules for an instance: for each credential (sorted) and each inject entry,
 /// `format` with `${value}` replaced by the real value. Credentials without a value are
@@ -61,31 +59,36 @@ impl Engine {
         self.guest.as_ref().and_then(|g| g.egress.clone())
     }
 
-    /// Attaches the instance to the proxy (on its recorded port when it has one) and loads its
-    /// rules. Returns the host address QEMU's guestfwd must point at.
+    /// Attaches the instance to the proxy and loads its rules. Returns whether the instance
+    /// has egress through the proxy.
     pub(crate) async fn register_egress(
         &self,
         record: &mut InstanceRecord,
-    ) -> Result<Option<std::net::SocketAddr>, EngineError> {
+    ) -> Result<bool, EngineError> {
         if !record.network.egress.enabled {
-            return Ok(None);
+            return Ok(false);
         }
         let Some(proxy) = self.egress_proxy() else {
             return Err(EngineError::Provision(
                 "the egress proxy is not running".into(),
             ));
         };
-        let addr = proxy
-            .attach(&record.id, record.network.proxy_port)
-            .await
-            .map_err(|e| EngineError::Provision(format!("egress proxy: {e}")))?;
-        record.network.proxy_port = Some(addr.port());
+        proxy.attach(&record.id);
+        record.network.proxy_port = if std::env::var(TEST_LISTENER_ENV).is_ok_and(|v| v == "1") {
+            let addr = proxy
+                .listen(&record.id, record.network.proxy_port)
+                .await
+                .map_err(|e| EngineError::Provision(format!("egress proxy: {e}")))?;
+            Some(addr.port())
+        } else {
+            None
+        };
         self.refresh_references(record).await;
         let values = self.secret_env(record).await?;
         proxy
             .set_rules(&record.id, build_rules(record, &values))
             .map_err(|e| EngineError::Provision(format!("egress rules: {e}")))?;
-        Ok(Some(addr))
+        Ok(true)
     }
 
     /// Resolves the instance's secret references again (at every start), storing a value that

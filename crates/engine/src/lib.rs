@@ -23,6 +23,7 @@ mod egress;
 pub mod fake;
 mod images;
 mod lifecycle;
+mod network;
 mod ports;
 mod provision;
 mod query;
@@ -48,6 +49,7 @@ pub use agent::{AgentEvent, ExecSession};
 pub use hypedeck_guest_init::agent_proto::{OpenRequest, PathInfo};
 pub use images::{HELLO_IMAGE, PullCredentials};
 pub use lifecycle::{MAX_WAIT, STOP_TIMEOUT, StartOverrides, WaitOutcome};
+pub use network::FLOW_LOG_ENTRIES;
 pub use provision::{GuestRuntime, IMAGE_WAIT};
 pub use query::ListFilter;
 pub use volumes::{MAX_ARCHIVE_BYTES, MAX_VOLUME_GB};
@@ -177,6 +179,8 @@ pub struct Engine {
     pulls: Mutex<Vec<(String, hypedeck_images::Digest)>>,
     /// Credential values by instance id, then env key (a cache of the keychain).
     secret_cache: Mutex<HashMap<String, BTreeMap<String, Sensitive<String>>>>,
+    /// Running sandbox networks and their flow logs.
+    networks: network::Networks,
     /// Live exec-agent connections by instance id.
     agents: Mutex<HashMap<String, Arc<agent::AgentLink>>>,
     /// Boot markers already seen, by instance id and the run's log offset: once a run showed
@@ -202,6 +206,7 @@ impl Engine {
             vms: Mutex::new(HashMap::new()),
             pulls: Mutex::new(Vec::new()),
             secret_cache: Mutex::new(HashMap::new()),
+            networks: network::Networks::default(),
             agents: Mutex::new(HashMap::new()),
             markers: Mutex::new(HashMap::new()),
             references: std::sync::atomic::AtomicBool::new(false),
@@ -285,7 +290,8 @@ impl Engine {
                 .attach(&record.id, &self.paths.instance_runtime(&id))
                 .await?
             {
-                self.vms_guard().insert(record.id.clone(), Arc::from(vm));
+                let vm: Arc<dyn Vm> = Arc::from(vm);
+                self.vms_guard().insert(record.id.clone(), vm.clone());
                 // Upstream loses proxy rules on restart; Hypedeck reloads them from the keychain.
                 let mut record = record.clone();
                 let before = record.network.proxy_port;
@@ -293,6 +299,10 @@ impl Engine {
                     tracing::error!(error = %e, id = %record.id, "could not restore egress rules");
                 } else if record.network.proxy_port != before {
                     record.save(&self.paths)?;
+                }
+                // The VM kept running; its network stack died with the old engine.
+                if let Err(e) = self.attach_network(&record, vm.as_ref()).await {
+                    tracing::error!(error = %e, id = %record.id, "could not restore the sandbox network");
                 }
             }
         }

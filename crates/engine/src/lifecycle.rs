@@ -96,6 +96,7 @@ impl Engine {
             self.vms_guard().remove(&record.id);
         }
         self.unregister_egress(&record.id).await;
+        self.detach_network(&record.id).await;
         self.settle_exit(&mut record);
         record.stopped_at = Some(OffsetDateTime::now_utc());
         record.save(&self.paths)?;

@@ -122,16 +122,11 @@ impl Engine {
         let (mut net, prefix) = network_identity(&record.id);
         let mut guest_env = guest_env;
         let mut ca_cert_pem = None;
-        if self.guest.is_some()
-            && let Some(proxy_addr) = self.register_egress(record).await?
-        {
-            // The only way out is the proxy: QEMU forwards one guest address to it.
+        if self.guest.is_some() && self.register_egress(record).await? {
+            // The only way out is the proxy, which the instance's sandbox network serves at
+            // this address (see network.rs); the backend itself only carries frames.
             let guest_addr = crate::egress::guest_proxy_addr(&net.gateway);
             net.restrict = true;
-            net.guest_forwards = vec![(
-                guest_addr.clone(),
-                crate::egress::bridge_command(proxy_addr.port()),
-            )];
             let url = format!("http://{guest_addr}");
             for key in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
                 guest_env.retain(|e| e.split('=').next() != Some(key));

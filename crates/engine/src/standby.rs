@@ -46,6 +46,7 @@ impl Engine {
         }
         self.vms_guard().remove(&record.id);
         self.unregister_egress(&record.id).await;
+        self.detach_network(&record.id).await;
         record.stopped_at = Some(OffsetDateTime::now_utc());
         record.save(&self.paths)?;
         self.ops_log(&record.id, "vm saved to standby");
@@ -74,9 +75,15 @@ impl Engine {
         let dir = self.snapshot_dir(&record.id)?;
         let env = Self::guest_env(&record);
         let spec = self.provision(&mut record, env).await?;
-        let vm = hypervisor.restore(&spec, &dir).await?;
-        self.vms_guard()
-            .insert(record.id.clone(), std::sync::Arc::from(vm));
+        let vm: std::sync::Arc<dyn hypedeck_hypervisor::Vm> =
+            std::sync::Arc::from(hypervisor.restore(&spec, &dir).await?);
+        if let Err(e) = self.attach_network(&record, vm.as_ref()).await {
+            // The snapshot is only removed once the VM runs with its network: killing this
+            // VMM leaves the instance in Standby, as it was.
+            let _ = vm.kill().await;
+            return Err(e);
+        }
+        self.vms_guard().insert(record.id.clone(), vm);
         // started_at is the boot epoch: restore keeps it, like upstream.
         record.save(&self.paths)?;
         if let Err(e) = std::fs::remove_dir_all(&dir) {

@@ -70,6 +70,9 @@ pub struct RuntimeFiles {
     pub pidfile: PathBuf,
     /// QEMU's own stdout/stderr before it daemonizes.
     pub vmm_log: PathBuf,
+    /// The guest NIC's frames (`-netdev stream`, QEMU listening): the engine's network
+    /// stack connects here.
+    pub net: PathBuf,
 }
 
 impl RuntimeFiles {
@@ -85,9 +88,13 @@ impl RuntimeFiles {
             channel: dir.join("agent-channel"),
             pidfile: dir.join("qemu.pid"),
             vmm_log: dir.join("vmm.log"),
+            net: dir.join(NET_SOCKET),
         }
     }
 }
+
+/// The guest NIC's frame socket in a VM's runtime dir (the engine's stack connects to it).
+pub const NET_SOCKET: &str = "net.sock";
 
 /// The exec agent's socket in a VM's runtime dir (the engine connects to it).
 pub const AGENT_SOCKET: &str = "agent.sock";
@@ -194,30 +201,13 @@ pub fn argv(spec: &VmSpec, accel: Accel, arch: Arch, vsock: &VsockMode) -> Vec<S
         push(&["-device", &format!("virtio-blk-pci,drive=disk{i}")]);
     }
     if let Some(net) = &spec.network {
-        let mut netdev = format!(
-            "user,id=net0,net={},host={},dns={},restrict={}",
-            net.subnet,
-            net.gateway,
-            net.dns,
-            if net.restrict { "on" } else { "off" }
+        // Every frame goes to the engine's userspace stack, which decides every flow (policy,
+        // DNS, port forwards, the credential proxy): QEMU only carries frames. QEMU listens,
+        // so an engine that restarts connects again to a VM that kept running.
+        let netdev = format!(
+            "stream,id=net0,server=on,addr.type=unix,addr.path={}",
+            q(&files.net)
         );
-        for fwd in &net.host_forwards {
-            // Loopback only: a sandbox's ports are for this machine, not the network.
-            netdev.push_str(&format!(
-                ",hostfwd={}:127.0.0.1:{}-{}:{}",
-                fwd.protocol.as_str(),
-                fwd.host_port,
-                net.guest_ip,
-                fwd.guest_port
-            ));
-        }
-        for (guest, command) in &net.guest_forwards {
-            // One command per guest connection (a `tcp:` target would be a single stream).
-            netdev.push_str(&format!(
-                ",guestfwd=tcp:{guest}-cmd:{}",
-                command.replace(',', ",,")
-            ));
-        }
         push(&["-netdev", &netdev]);
         push(&[
             "-device",
@@ -317,10 +307,7 @@ mod tests {
                 dns: "10.100.7.3".into(),
                 guest_ip: "10.100.7.15".into(),
                 restrict: true,
-                guest_forwards: vec![(
-                    "10.100.7.100:3128".into(),
-                    "'/opt/hypedeck' __egress-connect 18080".into(),
-                )],
+                guest_forwards: Vec::new(),
                 host_forwards: vec![
                     PortForward {
                         host_port: 8080,
@@ -349,7 +336,7 @@ mod tests {
 -device virtio-blk-pci,drive=disk0 \
 -drive file=/data/i/x/overlay,,1.ext4,if=none,id=disk1,format=raw,cache=writeback,throttling.bps-total=104857600,throttling.bps-total-max=419430400 \
 -device virtio-blk-pci,drive=disk1 \
--netdev user,id=net0,net=10.100.7.0/24,host=10.100.7.2,dns=10.100.7.3,restrict=on,hostfwd=tcp:127.0.0.1:8080-10.100.7.15:80,hostfwd=udp:127.0.0.1:5353-10.100.7.15:53,guestfwd=tcp:10.100.7.100:3128-cmd:'/opt/hypedeck' __egress-connect 18080 \
+-netdev stream,id=net0,server=on,addr.type=unix,addr.path=/data/instances/tz4a98xxat96iws9zmbrgj3a/run/net.sock \
 -device virtio-net-pci,netdev=net0,mac=02:00:00:ab:cd:ef -device virtio-serial-pci \
 -chardev socket,id=ctl,path=/data/instances/tz4a98xxat96iws9zmbrgj3a/run/ctl.sock,server=on,wait=off \
 -device virtserialport,chardev=ctl,name=hypedeck.ctl \

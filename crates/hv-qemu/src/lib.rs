@@ -475,6 +475,10 @@ impl Vm for QemuVm {
         self.channel.clone()
     }
 
+    fn network_socket(&self) -> Option<PathBuf> {
+        Some(self.files.net.clone())
+    }
+
     async fn save_and_exit(&self, dir: &Path) -> Result<(), HypervisorError> {
         let fail = |detail: String| HypervisorError::Operation {
             operation: "save state",

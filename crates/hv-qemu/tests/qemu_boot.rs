@@ -1,6 +1,8 @@
 //! Real QEMU boots: the boot assets (cloud kernel + initramfs around hypedeck-guest-init), a
 //! busybox root disk made with mkfs.ext4, and the QEMU backend (spawn detached, QMP state,
-//! graceful shutdown through the control port, exit sentinel in the serial log).
+//! graceful shutdown through the control port, exit sentinel in the serial log), with the
+//! guest's NIC on the engine's userspace network stack (`hypedeck-netstack`) over QEMU's
+//! `-netdev stream` socket.
 //!
 //! Needs qemu-system, busybox-static, e2fsprogs, apt (for the kernel) and the musl build of
 //! hypedeck-guest-init: `make test` provides all of them. Ignored in plain `cargo test`.
@@ -31,7 +33,7 @@ fn rootfs(dir: &Path) -> PathBuf {
     }
     std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
     for applet in [
-        "sh", "echo", "cat", "sleep", "kill", "hostname", "ip", "ls", "trap",
+        "sh", "echo", "cat", "sleep", "kill", "hostname", "ip", "ls", "trap", "nc", "printf",
     ] {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
     }
@@ -40,6 +42,7 @@ fn rootfs(dir: &Path) -> PathBuf {
         "#!/bin/sh\necho \"hello $GREETING from $(pwd) host=$(hostname) args=$*\"\n\
          echo written > /tmp/x && echo overlay-ok > /app/new && cat /app/new\n\
          ip addr show eth0 | grep -o 'inet [0-9./]*'\n\
+         if [ \"$1\" = fetch ]; then while true; do printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 203.0.113.10 8080 2>&1; sleep 0.5; done; fi\n\
          if [ \"$1\" = wait ]; then trap 'echo got-term; exit 7' TERM; echo waiting; while true; do sleep 0.2; done; fi\n\
          exit ${CODE:-0}\n",
     )
@@ -138,6 +141,35 @@ async fn prepare_with(argv: &[&str], env: &[&str], dhcp: bool) -> Vm {
     Vm { dir, spec }
 }
 
+/// Runs a network stack for `vm` on its frame socket (as the engine does after a boot or a
+/// restart). `overrides`: "internet" addresses served by listeners on the host's loopback.
+async fn network(
+    handle: &dyn hypedeck_hypervisor::Vm,
+    overrides: &[(std::net::SocketAddrV4, std::net::SocketAddr)],
+) -> hypedeck_netstack::Network {
+    let socket = handle
+        .network_socket()
+        .expect("qemu carries frames on a socket");
+    let transport = hypedeck_netstack::Network::connect_stream(&socket, Duration::from_secs(5))
+        .await
+        .expect("connect to qemu's frame socket");
+    let config = hypedeck_netstack::NetConfig {
+        instance_id: "testvm".into(),
+        guest_mac: [2, 0, 0, 0, 9, 0x15],
+        guest_ip: "10.100.9.15".parse().unwrap(),
+        gateway: "10.100.9.2".parse().unwrap(),
+        dns: "10.100.9.3".parse().unwrap(),
+        prefix: 24,
+        egress: hypedeck_netstack::Egress::Direct(hypedeck_netstack::Policy::default()),
+        forwards: Vec::new(),
+        dial_overrides: overrides.iter().copied().collect(),
+        events: None,
+    };
+    hypedeck_netstack::Network::start(config, transport)
+        .await
+        .expect("stack starts")
+}
+
 fn log(vm: &Vm) -> String {
     std::fs::read_to_string(vm.dir.path().join("app.log")).unwrap_or_default()
 }
@@ -186,19 +218,68 @@ async fn boots_runs_the_program_and_reports_its_exit() {
 async fn dhcp_takes_the_address_the_network_hands_out() {
     let vm = prepare_with(&["/app/run.sh"], &[], true).await;
     let qemu = QemuHypervisor::detect().expect("qemu installed");
-    let _handle = qemu.start(&vm.spec).await.expect("qemu starts");
+    let handle = qemu.start(&vm.spec).await.expect("qemu starts");
+    let _net = network(handle.as_ref(), &[]).await;
     wait_until("the exit sentinel", Duration::from_secs(90), || {
         log(&vm).contains("HYPEMAN-EXIT")
     })
     .await;
     let text = log(&vm);
-    // QEMU's DHCP server hands out .15 of the subnet; the static fallback was .99.
+    // The stack's DHCP server hands out .15 of the subnet; the static fallback was .99.
     assert!(
         text.contains("dhcp: 10.100.9.15/24 via 10.100.9.2, dns 10.100.9.3"),
         "{text}"
     );
     assert!(text.contains("inet 10.100.9.15/24"), "{text}");
     assert_eq!(parse_exit_line(&text), Some((0, "success".to_string())));
+}
+
+#[tokio::test]
+#[ignore = "boots a real VM; run with --include-ignored (make test does)"]
+async fn the_guest_reaches_out_through_the_stack_across_a_reconnect() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // "The internet": 203.0.113.10:8080 in the guest, a listener on loopback here.
+    let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let served = server.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut conn, _)) = server.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                let _ = conn.read(&mut buf).await;
+                let _ = conn
+                    .write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 7\r\n\r\nnat-ok\n")
+                    .await;
+            });
+        }
+    });
+    let overrides = [("203.0.113.10:8080".parse().unwrap(), served)];
+    let vm = prepare(&["/app/run.sh", "fetch"], &[]).await;
+    let qemu = QemuHypervisor::detect().expect("qemu installed");
+    let handle = qemu.start(&vm.spec).await.expect("qemu starts");
+    let first = network(handle.as_ref(), &overrides).await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !log(&vm).contains("nat-ok") {
+        assert!(
+            Instant::now() < deadline,
+            "no fetch through the stack: {}",
+            log(&vm)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The engine goes away (its stack with it) and a new one connects to the same VM.
+    first.stop().await;
+    let before = log(&vm).matches("nat-ok").count();
+    let _second = network(handle.as_ref(), &overrides).await;
+    wait_until(
+        "a fetch after the reconnect",
+        Duration::from_secs(60),
+        || log(&vm).matches("nat-ok").count() > before,
+    )
+    .await;
+    handle.kill().await.unwrap();
 }
 
 /// Polls a future that is ready immediately (is_alive does only file reads).

@@ -216,6 +216,13 @@ pub trait Vm: Send + Sync + std::fmt::Debug {
     /// Where the host reaches this VM's exec agent.
     fn agent_channel(&self) -> AgentChannel;
 
+    /// The Unix stream socket on which the VMM carries the guest NIC's frames (length-
+    /// prefixed, QEMU `-netdev stream`), for the engine's userspace network stack. `None`: the
+    /// backend wires the NIC itself. The engine may connect again after a restart.
+    fn network_socket(&self) -> Option<std::path::PathBuf> {
+        None
+    }
+
     /// Pauses the VM, saves its full state (memory and devices) into `dir`, and ends the VMM.
     /// On success the VMM is gone and `dir` holds what [`Hypervisor::restore`] needs; on
     /// failure the VM is resumed when possible. Requires [`Capabilities::snapshot`].

@@ -7,6 +7,7 @@ pub mod images;
 pub mod instances;
 pub mod lifecycle;
 pub mod meta;
+pub mod network;
 pub mod system;
 pub mod unsupported;
 pub mod volumes;

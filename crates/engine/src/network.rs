@@ -1,0 +1,191 @@
+//! Each running instance's sandbox network: a `hypedeck_netstack` stack on the VMM's frame
+//! socket, with the instance's policy, its forwarded ports and (egress enabled) its own
+//! credential proxy attached in-process. [`Networks`] owns the running stacks and the flow
+//! log of each instance.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use hypedeck_hypervisor::Vm;
+use hypedeck_model::{ErrorCode, PortProtocol, Rejection};
+use hypedeck_netstack::{Egress, FlowEvent, Forward, NetConfig, NetError, Network, Policy};
+use hypedeck_store::InstanceRecord;
+
+use crate::{Engine, EngineError};
+
+/// Flow decisions kept per instance (the oldest go first).
+pub const FLOW_LOG_ENTRIES: usize = 1000;
+
+/// How long the engine waits for a VMM's frame socket to accept.
+const CONNECT_WAIT: Duration = Duration::from_secs(5);
+
+type FlowLog = Arc<Mutex<VecDeque<FlowEvent>>>;
+
+/// The running stacks and flow logs, by instance id.
+#[derive(Debug, Default)]
+pub(crate) struct Networks {
+    running: Mutex<HashMap<String, Network>>,
+    flows: Mutex<HashMap<String, FlowLog>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Only whole inserts and removes happen under these locks: a poisoned one is consistent.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Networks {
+    fn log(&self, id: &str) -> FlowLog {
+        lock(&self.flows).entry(id.to_string()).or_default().clone()
+    }
+
+    /// The instance's flow decisions, oldest first.
+    pub(crate) fn flows(&self, id: &str) -> Vec<FlowEvent> {
+        lock(&self.flows)
+            .get(id)
+            .map(|log| lock(log).iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn insert(&self, id: &str, network: Network) {
+        // Replacing a stack drops (stops) the old one.
+        lock(&self.running).insert(id.to_string(), network);
+    }
+
+    async fn stop(&self, id: &str) {
+        let network = lock(&self.running).remove(id);
+        if let Some(network) = network {
+            network.stop().await;
+        }
+    }
+
+    fn forget(&self, id: &str) {
+        lock(&self.flows).remove(id);
+    }
+}
+
+/// Parses `a.b.c.d` (the engine's own identities, always well formed).
+fn ip(s: &str) -> Ipv4Addr {
+    s.parse().unwrap_or(Ipv4Addr::UNSPECIFIED)
+}
+
+/// `02:00:…` → bytes.
+fn mac(s: &str) -> [u8; 6] {
+    let mut out = [0u8; 6];
+    for (i, part) in s.split(':').take(6).enumerate() {
+        out[i] = u8::from_str_radix(part, 16).unwrap_or(0);
+    }
+    out
+}
+
+impl Engine {
+    /// Starts the instance's network stack on `vm`'s frame socket (boot, restore, and after
+    /// an engine restart). A no-op for instances without a network or backends that wire the
+    /// NIC themselves.
+    pub(crate) async fn attach_network(
+        &self,
+        record: &InstanceRecord,
+        vm: &dyn Vm,
+    ) -> Result<(), EngineError> {
+        if !record.network.enabled {
+            return Ok(());
+        }
+        let Some(socket) = vm.network_socket() else {
+            return Ok(());
+        };
+        let (net, prefix) = crate::provision::network_identity(&record.id);
+        let egress = if record.network.egress.enabled {
+            let proxy = self
+                .egress_proxy()
+                .ok_or_else(|| EngineError::Provision("the egress proxy is not running".into()))?;
+            let addr: SocketAddrV4 = crate::egress::guest_proxy_addr(&net.gateway)
+                .parse()
+                .map_err(|_| EngineError::Provision("bad proxy address".into()))?;
+            let id = record.id.clone();
+            Egress::Proxy {
+                addr,
+                serve: Arc::new(move |stream| proxy.serve(&id, stream)),
+            }
+        } else {
+            Egress::Direct(Policy::default())
+        };
+        let log = self.networks.log(&record.id);
+        let config = NetConfig {
+            instance_id: record.id.clone(),
+            guest_mac: mac(&net.mac),
+            guest_ip: ip(&net.guest_ip),
+            gateway: ip(&net.gateway),
+            dns: ip(&net.dns),
+            prefix,
+            egress,
+            forwards: record
+                .ports
+                .iter()
+                .map(|p| Forward {
+                    host_port: p.host_port,
+                    guest_port: p.guest_port,
+                    udp: p.protocol == PortProtocol::Udp,
+                })
+                .collect(),
+            dial_overrides: HashMap::new(),
+            events: Some(Arc::new(move |event| {
+                let mut log = lock(&log);
+                if log.len() >= FLOW_LOG_ENTRIES {
+                    log.pop_front();
+                }
+                log.push_back(event);
+            })),
+        };
+        let transport = Network::connect_stream(&socket, CONNECT_WAIT)
+            .await
+            .map_err(|e| EngineError::Provision(format!("sandbox network: {e}")))?;
+        let network = Network::start(config, transport)
+            .await
+            .map_err(|e| match e {
+                NetError::PortInUse { port, .. } => EngineError::Rejected(Rejection::new(
+                    ErrorCode::PortInUse,
+                    format!("host port {port} is already in use on 127.0.0.1 by another program"),
+                )),
+                other => EngineError::Provision(format!("sandbox network: {other}")),
+            })?;
+        self.networks.insert(&record.id, network);
+        Ok(())
+    }
+
+    /// Stops the instance's network stack and its forwarded ports (stop, standby, delete).
+    pub(crate) async fn detach_network(&self, id: &str) {
+        self.networks.stop(id).await;
+    }
+
+    /// Forgets the instance's flow log (delete).
+    pub(crate) fn forget_network(&self, id: &str) {
+        self.networks.forget(id);
+    }
+
+    /// The instance's recent flow decisions, newest first, at most `limit` (Hypedeck
+    /// extension). Kept in memory: an engine restart starts a new log.
+    pub fn network_flows(
+        &self,
+        id_or_name: &str,
+        limit: usize,
+    ) -> Result<Vec<FlowEvent>, EngineError> {
+        let record = self.resolve(id_or_name)?;
+        let mut flows = self.networks.flows(&record.id);
+        flows.reverse();
+        flows.truncate(limit);
+        Ok(flows)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn identities_parse() {
+        assert_eq!(super::mac("02:00:00:ab:cd:ef"), [2, 0, 0, 0xab, 0xcd, 0xef]);
+        assert_eq!(
+            super::ip("10.100.7.2"),
+            std::net::Ipv4Addr::new(10, 100, 7, 2)
+        );
+    }
+}

@@ -1,0 +1,1027 @@
+//! The stack's loop: frames in, policy, smoltcp, host sockets, frames out.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::Duration;
+
+use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::phy::{self, ChecksumCapabilities, DeviceCapabilities, Medium};
+use smoltcp::socket::tcp;
+use smoltcp::time::Instant;
+use smoltcp::wire::{
+    EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, HardwareAddress, IpAddress,
+    IpCidr, IpProtocol, Ipv4Packet, Ipv4Repr, TcpPacket, UdpPacket, UdpRepr,
+};
+use tokio::io::{AsyncRead, AsyncWrite, DuplexStream, ReadBuf};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::dhcp;
+use crate::dns::{self, Answer};
+use crate::transport::{Frames, MAX_FRAME, Transport};
+use crate::{
+    DenyReason, Egress, FlowEvent, MAX_DNS_IN_FLIGHT, MAX_TCP_FLOWS, MAX_UDP_FLOWS, NetConfig,
+    Verdict, now_ms,
+};
+
+/// The stack's MAC on the guest's link.
+const STACK_MAC: [u8; 6] = [0x02, 0x68, 0x64, 0x00, 0x00, 0x01];
+/// Bytes buffered per direction per TCP flow inside the stack.
+const TCP_BUFFER: usize = 256 * 1024;
+/// Bytes buffered per direction between the stack and a host connection.
+const PIPE_BUFFER: usize = 64 * 1024;
+/// How long a host dial may take before the guest's connection is refused.
+const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a DNS lookup may take before the guest gets SERVFAIL.
+const DNS_TIMEOUT: Duration = Duration::from_secs(5);
+/// A UDP flow with no traffic either way for this long is closed.
+const UDP_IDLE: Duration = Duration::from_secs(60);
+/// A TCP socket that never got established is dropped after this long.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the host's address list is reused before it is read again.
+const HOST_ADDRS_TTL: Duration = Duration::from_secs(2);
+/// Names remembered from DNS answers, for the flow log.
+const MAX_NAMES: usize = 4096;
+
+/// A guest-initiated flow: the guest's source port and the destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct FlowKey {
+    guest_port: u16,
+    dst: SocketAddrV4,
+}
+
+/// What the stack's helper tasks report back.
+enum Event {
+    /// A host dial for a held SYN finished.
+    Dialed {
+        key: FlowKey,
+        result: std::io::Result<TcpStream>,
+    },
+    /// A connection accepted on a forwarded host port.
+    Inbound { stream: TcpStream, guest_port: u16 },
+    /// A datagram on a forwarded host UDP port.
+    InboundDatagram {
+        socket: Arc<UdpSocket>,
+        peer: SocketAddr,
+        guest_port: u16,
+        payload: Vec<u8>,
+    },
+    /// A datagram for the guest.
+    Datagram {
+        from: SocketAddrV4,
+        to_port: u16,
+        payload: Vec<u8>,
+    },
+    /// A DNS lookup finished (its answer is in a `Datagram`).
+    DnsDone { name: String, addrs: Vec<Ipv4Addr> },
+    /// A UDP flow saw no reply for [`UDP_IDLE`].
+    UdpIdle(FlowKey),
+}
+
+/// One TCP socket of the stack and its pipe to a host connection (or the proxy).
+struct Flow {
+    key: Option<FlowKey>,
+    io: DuplexStream,
+    created: std::time::Instant,
+    established: bool,
+    host_shut: bool,
+    host_eof: bool,
+}
+
+struct UdpFlow {
+    socket: Arc<UdpSocket>,
+    reader: tokio::task::AbortHandle,
+    last_sent: std::time::Instant,
+}
+
+impl Drop for UdpFlow {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+/// The smoltcp device: frames queued in memory, moved to and from the transport by the loop.
+#[derive(Default)]
+struct Queues {
+    rx: VecDeque<Vec<u8>>,
+    tx: Vec<Vec<u8>>,
+}
+
+struct RxToken(Vec<u8>);
+struct TxToken<'a>(&'a mut Vec<Vec<u8>>);
+
+impl phy::RxToken for RxToken {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(&self.0)
+    }
+}
+
+impl phy::TxToken for TxToken<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let mut frame = vec![0u8; len];
+        let r = f(&mut frame);
+        self.0.push(frame);
+        r
+    }
+}
+
+impl phy::Device for Queues {
+    type RxToken<'a> = RxToken;
+    type TxToken<'a> = TxToken<'a>;
+
+    fn receive(&mut self, _: Instant) -> Option<(RxToken, TxToken<'_>)> {
+        let frame = self.rx.pop_front()?;
+        Some((RxToken(frame), TxToken(&mut self.tx)))
+    }
+
+    fn transmit(&mut self, _: Instant) -> Option<TxToken<'_>> {
+        Some(TxToken(&mut self.tx))
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut caps = DeviceCapabilities::default();
+        caps.medium = Medium::Ethernet;
+        caps.max_transmission_unit = 1514;
+        caps.max_burst_size = None;
+        caps
+    }
+}
+
+/// Wakes the loop when a pipe becomes readable or writable.
+struct LoopWaker(Arc<Notify>);
+
+impl Wake for LoopWaker {
+    fn wake(self: Arc<Self>) {
+        self.0.notify_one();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.notify_one();
+    }
+}
+
+struct Stack {
+    cfg: NetConfig,
+    iface: Interface,
+    sockets: SocketSet<'static>,
+    dev: Queues,
+    flows: HashMap<SocketHandle, Flow>,
+    keys: HashSet<FlowKey>,
+    held: HashMap<FlowKey, Vec<u8>>,
+    udp: HashMap<FlowKey, UdpFlow>,
+    /// Forwarded UDP: the gateway port the guest answers to → the host socket and peer.
+    udp_inbound: HashMap<u16, (Arc<UdpSocket>, SocketAddr)>,
+    /// Denied UDP flows already recorded.
+    denied_udp: HashSet<FlowKey>,
+    dns_in_flight: usize,
+    names: HashMap<Ipv4Addr, String>,
+    host_addrs: (std::time::Instant, Vec<IpAddr>),
+    events: mpsc::Sender<Event>,
+    notify: Arc<Notify>,
+    waker: Waker,
+    epoch: std::time::Instant,
+    next_port: u16,
+    proxy_ip: Option<Ipv4Addr>,
+}
+
+/// A forwarded port's host side.
+#[derive(Debug)]
+pub(crate) enum Listener {
+    Tcp(TcpListener),
+    Udp(UdpSocket),
+}
+
+pub(crate) async fn run(
+    cfg: NetConfig,
+    transport: Transport,
+    listeners: Vec<(Listener, u16)>,
+    cancel: CancellationToken,
+) {
+    let (events_tx, mut events) = mpsc::channel::<Event>(1024);
+    for (listener, guest_port) in listeners {
+        let events = events_tx.clone();
+        let cancel = cancel.clone();
+        match listener {
+            Listener::Tcp(listener) => tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        () = cancel.cancelled() => return,
+                        accepted = listener.accept() => match accepted {
+                            Ok((stream, _)) => {
+                                if events.send(Event::Inbound { stream, guest_port }).await.is_err() {
+                                    return;
+                                }
+                            }
+                            Err(error) => {
+                                tracing::warn!(%error, "forwarded port accept failed");
+                                tokio::time::sleep(Duration::from_millis(100)).await;
+                            }
+                        },
+                    }
+                }
+            }),
+            Listener::Udp(socket) => tokio::spawn(async move {
+                let socket = Arc::new(socket);
+                let mut buf = vec![0u8; 65536];
+                loop {
+                    tokio::select! {
+                        () = cancel.cancelled() => return,
+                        got = socket.recv_from(&mut buf) => match got {
+                            Ok((n, peer)) => {
+                                let event = Event::InboundDatagram {
+                                    socket: socket.clone(),
+                                    peer,
+                                    guest_port,
+                                    payload: buf[..n].to_vec(),
+                                };
+                                if events.send(event).await.is_err() {
+                                    return;
+                                }
+                            }
+                            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                        },
+                    }
+                }
+            }),
+        };
+    }
+    let mut frames = transport.spawn(cancel.clone());
+    let mut stack = Stack::new(cfg, events_tx);
+    tracing::info!(instance = %stack.cfg.instance_id, "sandbox network up");
+    loop {
+        stack.poll();
+        stack.flush(&frames);
+        let delay = stack.delay();
+        tokio::select! {
+            biased;
+            () = cancel.cancelled() => break,
+            frame = frames.rx.recv() => match frame {
+                Some(frame) => {
+                    stack.ingress(frame);
+                    drain(&mut frames, &mut stack);
+                }
+                None => break,
+            },
+            event = events.recv() => {
+                if let Some(event) = event {
+                    stack.handle(event);
+                }
+            }
+            () = stack.notify.notified() => {}
+            () = tokio::time::sleep(delay) => {}
+        }
+    }
+    cancel.cancel();
+    tracing::info!(instance = %stack.cfg.instance_id, "sandbox network down");
+}
+
+/// Takes every frame already queued, so one wake-up handles a burst.
+fn drain(frames: &mut Frames, stack: &mut Stack) {
+    for _ in 0..256 {
+        match frames.rx.try_recv() {
+            Ok(frame) => stack.ingress(frame),
+            Err(_) => return,
+        }
+    }
+}
+
+impl Stack {
+    fn new(cfg: NetConfig, events: mpsc::Sender<Event>) -> Stack {
+        let mut dev = Queues::default();
+        let mut config = Config::new(HardwareAddress::Ethernet(EthernetAddress(STACK_MAC)));
+        config.random_seed = now_ms() ^ u64::from(std::process::id());
+        let epoch = std::time::Instant::now();
+        let mut iface = Interface::new(config, &mut dev, Instant::from_millis(0));
+        let proxy_ip = match &cfg.egress {
+            Egress::Proxy { addr, .. } => Some(*addr.ip()),
+            Egress::Direct(_) => None,
+        };
+        iface.update_ip_addrs(|addrs| {
+            for ip in [Some(cfg.gateway), Some(cfg.dns), proxy_ip]
+                .into_iter()
+                .flatten()
+            {
+                let _ = addrs.push(IpCidr::new(IpAddress::Ipv4(ip), cfg.prefix));
+            }
+        });
+        // Accept packets for any destination (the guest routes everything via the gateway);
+        // the loop has already decided which ones may reach a socket.
+        let _ = iface.routes_mut().add_default_ipv4_route(cfg.gateway);
+        iface.set_any_ip(true);
+        let notify = Arc::new(Notify::new());
+        let waker = Waker::from(Arc::new(LoopWaker(notify.clone())));
+        Stack {
+            cfg,
+            iface,
+            sockets: SocketSet::new(Vec::new()),
+            dev,
+            flows: HashMap::new(),
+            keys: HashSet::new(),
+            held: HashMap::new(),
+            udp: HashMap::new(),
+            udp_inbound: HashMap::new(),
+            denied_udp: HashSet::new(),
+            dns_in_flight: 0,
+            names: HashMap::new(),
+            host_addrs: (epoch - HOST_ADDRS_TTL * 2, Vec::new()),
+            events,
+            notify,
+            waker,
+            epoch,
+            next_port: 49152,
+            proxy_ip,
+        }
+    }
+
+    fn now(&self) -> Instant {
+        Instant::from_micros(self.epoch.elapsed().as_micros() as i64)
+    }
+
+    fn delay(&mut self) -> Duration {
+        let now = self.now();
+        self.iface
+            .poll_delay(now, &self.sockets)
+            .map(|d| Duration::from_micros(d.total_micros()))
+            .unwrap_or(Duration::from_secs(1))
+            .min(Duration::from_secs(1))
+    }
+
+    fn is_own(&self, ip: Ipv4Addr) -> bool {
+        ip == self.cfg.gateway || ip == self.cfg.dns || Some(ip) == self.proxy_ip
+    }
+
+    fn record(
+        &self,
+        protocol: &'static str,
+        dst: SocketAddrV4,
+        verdict: Verdict,
+        name: Option<String>,
+    ) {
+        if let Verdict::Denied(reason) = &verdict {
+            tracing::debug!(instance = %self.cfg.instance_id, protocol, %dst, %reason, "flow denied");
+        }
+        if let Some(sink) = &self.cfg.events {
+            sink(FlowEvent {
+                at_ms: now_ms(),
+                protocol,
+                destination: dst,
+                name: name.or_else(|| self.names.get(dst.ip()).cloned()),
+                verdict,
+            });
+        }
+    }
+
+    /// One frame from the guest.
+    fn ingress(&mut self, frame: Vec<u8>) {
+        let Ok(eth) = EthernetFrame::new_checked(&frame[..]) else {
+            return;
+        };
+        match eth.ethertype() {
+            EthernetProtocol::Arp => self.dev.rx.push_back(frame),
+            EthernetProtocol::Ipv4 => {
+                let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) else {
+                    return;
+                };
+                let (src, dst) = (ip.src_addr(), ip.dst_addr());
+                if ip.more_frags() || ip.frag_offset() != 0 {
+                    return;
+                }
+                if ip.next_header() == IpProtocol::Udp
+                    && let Ok(udp) = UdpPacket::new_checked(ip.payload())
+                    && udp.dst_port() == dhcp::SERVER_PORT
+                    && udp.src_port() == dhcp::CLIENT_PORT
+                {
+                    self.dhcp(udp.payload());
+                    return;
+                }
+                if src != self.cfg.guest_ip {
+                    return; // spoofed: the guest has exactly one address
+                }
+                match ip.next_header() {
+                    IpProtocol::Tcp => {
+                        let Ok(tcp) = TcpPacket::new_checked(ip.payload()) else {
+                            return;
+                        };
+                        let key = FlowKey {
+                            guest_port: tcp.src_port(),
+                            dst: SocketAddrV4::new(dst, tcp.dst_port()),
+                        };
+                        let opening = tcp.syn() && !tcp.ack();
+                        if opening && !self.keys.contains(&key) {
+                            self.open(key, frame);
+                        } else {
+                            self.dev.rx.push_back(frame);
+                        }
+                    }
+                    IpProtocol::Udp => {
+                        let Ok(udp) = UdpPacket::new_checked(ip.payload()) else {
+                            return;
+                        };
+                        let dst = SocketAddrV4::new(dst, udp.dst_port());
+                        let payload = udp.payload().to_vec();
+                        self.datagram(udp.src_port(), dst, payload);
+                    }
+                    IpProtocol::Icmp if self.is_own(dst) => self.dev.rx.push_back(frame),
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A SYN for a flow the stack does not know yet.
+    fn open(&mut self, key: FlowKey, syn: Vec<u8>) {
+        if self.held.contains_key(&key) {
+            return; // a retransmission while the host dial is under way
+        }
+        if self.keys.len() + self.held.len() >= MAX_TCP_FLOWS {
+            self.record(
+                "tcp",
+                key.dst,
+                Verdict::Denied(DenyReason::TooManyFlows),
+                None,
+            );
+            self.dev.rx.push_back(syn); // no socket: smoltcp resets it
+            return;
+        }
+        let verdict = match &self.cfg.egress {
+            Egress::Proxy { addr, serve } if key.dst == *addr => {
+                let serve = serve.clone();
+                let (ours, theirs) = tokio::io::duplex(PIPE_BUFFER);
+                serve(theirs);
+                self.listen(key, ours);
+                self.dev.rx.push_back(syn);
+                return;
+            }
+            Egress::Proxy { .. } => Err(DenyReason::EgressProxyOnly),
+            Egress::Direct(_) if self.is_own(*key.dst.ip()) => Err(DenyReason::NoSuchService),
+            Egress::Direct(policy) => {
+                let policy = policy.clone();
+                let hosts = self.host_addresses();
+                policy.check(*key.dst.ip(), &hosts)
+            }
+        };
+        if let Err(reason) = verdict {
+            self.record("tcp", key.dst, Verdict::Denied(reason), None);
+            self.dev.rx.push_back(syn);
+            return;
+        }
+        // Dial first; the guest's SYN is answered only once the host connection exists.
+        self.held.insert(key, syn);
+        let target = self
+            .cfg
+            .dial_overrides
+            .get(&key.dst)
+            .copied()
+            .unwrap_or(SocketAddr::V4(key.dst));
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            let result = match tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(target)).await
+            {
+                Ok(result) => result,
+                Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+            };
+            let _ = events.send(Event::Dialed { key, result }).await;
+        });
+    }
+
+    fn host_addresses(&mut self) -> Vec<IpAddr> {
+        if self.host_addrs.0.elapsed() > HOST_ADDRS_TTL {
+            self.host_addrs = (std::time::Instant::now(), crate::host_addresses());
+        }
+        self.host_addrs.1.clone()
+    }
+
+    /// A listening socket for exactly `key`'s destination, piped to `io`.
+    fn listen(&mut self, key: FlowKey, io: DuplexStream) {
+        let mut socket = new_socket();
+        if socket.listen(key.dst).is_err() {
+            return;
+        }
+        let handle = self.sockets.add(socket);
+        self.keys.insert(key);
+        self.flows.insert(handle, flow(Some(key), io));
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Dialed { key, result } => {
+                let Some(syn) = self.held.remove(&key) else {
+                    return;
+                };
+                match result {
+                    Ok(stream) => {
+                        self.record("tcp", key.dst, Verdict::Allowed, None);
+                        // Let smoltcp see every frame queued so far, so only this SYN can
+                        // meet the new listening socket.
+                        self.poll();
+                        let (ours, theirs) = tokio::io::duplex(PIPE_BUFFER);
+                        tokio::spawn(splice(stream, theirs));
+                        self.listen(key, ours);
+                        self.dev.rx.push_back(syn);
+                    }
+                    Err(error) => {
+                        self.record(
+                            "tcp",
+                            key.dst,
+                            Verdict::Unreachable(error.kind().to_string()),
+                            None,
+                        );
+                        self.dev.rx.push_back(syn); // no socket: reset, "connection refused"
+                    }
+                }
+                self.poll();
+            }
+            Event::Inbound { stream, guest_port } => {
+                let local = self.ephemeral_port();
+                let mut socket = new_socket();
+                let remote = (IpAddress::Ipv4(self.cfg.guest_ip), guest_port);
+                let local = (IpAddress::Ipv4(self.cfg.gateway), local);
+                if socket.connect(self.iface.context(), remote, local).is_err() {
+                    return;
+                }
+                let handle = self.sockets.add(socket);
+                let (ours, theirs) = tokio::io::duplex(PIPE_BUFFER);
+                tokio::spawn(splice(stream, theirs));
+                self.flows.insert(handle, flow(None, ours));
+            }
+            Event::InboundDatagram {
+                socket,
+                peer,
+                guest_port,
+                payload,
+            } => {
+                let existing = self
+                    .udp_inbound
+                    .iter()
+                    .find(|(_, (s, p))| *p == peer && Arc::ptr_eq(s, &socket))
+                    .map(|(port, _)| *port);
+                let port = match existing {
+                    Some(port) => port,
+                    None => {
+                        if self.udp_inbound.len() >= MAX_UDP_FLOWS {
+                            self.udp_inbound.clear();
+                        }
+                        let port = self.ephemeral_port();
+                        self.udp_inbound.insert(port, (socket, peer));
+                        port
+                    }
+                };
+                let from = SocketAddrV4::new(self.cfg.gateway, port);
+                if let Some(frame) = self.udp_frame(from, guest_port, &payload) {
+                    self.dev.tx.push(frame);
+                }
+            }
+            Event::Datagram {
+                from,
+                to_port,
+                payload,
+            } => {
+                if let Some(frame) = self.udp_frame(from, to_port, &payload) {
+                    self.dev.tx.push(frame);
+                }
+            }
+            Event::DnsDone { name, addrs } => {
+                self.dns_in_flight = self.dns_in_flight.saturating_sub(1);
+                let server = SocketAddrV4::new(self.cfg.dns, 53);
+                let verdict = if addrs.is_empty() {
+                    Verdict::Unreachable("no such name".into())
+                } else {
+                    Verdict::Allowed
+                };
+                self.record("dns", server, verdict, Some(name.clone()));
+                if self.names.len() >= MAX_NAMES {
+                    self.names.clear();
+                }
+                for addr in addrs {
+                    self.names.insert(addr, name.clone());
+                }
+            }
+            Event::UdpIdle(key) => {
+                if self
+                    .udp
+                    .get(&key)
+                    .is_some_and(|f| f.last_sent.elapsed() >= UDP_IDLE)
+                {
+                    self.udp.remove(&key);
+                }
+            }
+        }
+    }
+
+    fn ephemeral_port(&mut self) -> u16 {
+        let used: HashSet<u16> = self
+            .flows
+            .keys()
+            .filter_map(|h| {
+                self.sockets
+                    .get::<tcp::Socket>(*h)
+                    .local_endpoint()
+                    .map(|e| e.port)
+            })
+            .collect();
+        for _ in 0..16384 {
+            self.next_port = if self.next_port == u16::MAX {
+                49152
+            } else {
+                self.next_port + 1
+            };
+            if !used.contains(&self.next_port) && !self.udp_inbound.contains_key(&self.next_port) {
+                break;
+            }
+        }
+        self.next_port
+    }
+
+    /// One UDP datagram from the guest.
+    fn datagram(&mut self, guest_port: u16, dst: SocketAddrV4, payload: Vec<u8>) {
+        if *dst.ip() == self.cfg.dns && dst.port() == 53 {
+            self.dns(guest_port, payload);
+            return;
+        }
+        if *dst.ip() == self.cfg.gateway
+            && let Some((socket, peer)) = self.udp_inbound.get(&dst.port())
+        {
+            // The guest answering a datagram that came in on a forwarded port.
+            let _ = socket.try_send_to(&payload, *peer);
+            return;
+        }
+        let verdict = match &self.cfg.egress {
+            Egress::Proxy { .. } => Err(DenyReason::EgressProxyOnly),
+            Egress::Direct(_) if self.is_own(*dst.ip()) => Err(DenyReason::NoSuchService),
+            Egress::Direct(policy) => {
+                let policy = policy.clone();
+                let hosts = self.host_addresses();
+                policy.check(*dst.ip(), &hosts)
+            }
+        };
+        let key = FlowKey { guest_port, dst };
+        if let Err(reason) = verdict {
+            // Recorded once per flow, so a guest spraying datagrams cannot flush the log.
+            if self.denied_udp.len() >= MAX_UDP_FLOWS {
+                self.denied_udp.clear();
+            }
+            if self.denied_udp.insert(key) {
+                self.record("udp", dst, Verdict::Denied(reason), None);
+            }
+            return;
+        }
+        if !self.udp.contains_key(&key) {
+            if self.udp.len() >= MAX_UDP_FLOWS {
+                self.record("udp", dst, Verdict::Denied(DenyReason::TooManyFlows), None);
+                return;
+            }
+            let target = self
+                .cfg
+                .dial_overrides
+                .get(&dst)
+                .copied()
+                .unwrap_or(SocketAddr::V4(dst));
+            let socket = match std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
+                .and_then(|s| s.connect(target).map(|()| s))
+                .and_then(|s| s.set_nonblocking(true).map(|()| s))
+                .and_then(UdpSocket::from_std)
+            {
+                Ok(s) => Arc::new(s),
+                Err(error) => {
+                    self.record(
+                        "udp",
+                        dst,
+                        Verdict::Unreachable(error.kind().to_string()),
+                        None,
+                    );
+                    return;
+                }
+            };
+            self.record("udp", dst, Verdict::Allowed, None);
+            let reader = tokio::spawn(udp_reader(socket.clone(), key, self.events.clone()));
+            self.udp.insert(
+                key,
+                UdpFlow {
+                    socket,
+                    reader: reader.abort_handle(),
+                    last_sent: std::time::Instant::now(),
+                },
+            );
+        }
+        if let Some(flow) = self.udp.get_mut(&key) {
+            flow.last_sent = std::time::Instant::now();
+            let _ = flow.socket.try_send(&payload);
+        }
+    }
+
+    /// A DHCP message from the guest: the answer is broadcast, since it has no address yet.
+    fn dhcp(&mut self, request: &[u8]) {
+        let lease = dhcp::Lease {
+            ip: self.cfg.guest_ip,
+            prefix: self.cfg.prefix,
+            gateway: self.cfg.gateway,
+            dns: self.cfg.dns,
+        };
+        let Some(reply) = dhcp::answer(request, &lease) else {
+            return;
+        };
+        let from = SocketAddrV4::new(self.cfg.gateway, dhcp::SERVER_PORT);
+        let to = SocketAddrV4::new(Ipv4Addr::BROADCAST, dhcp::CLIENT_PORT);
+        if let Some(frame) = self.udp_frame_to(from, to, [0xff; 6], &reply) {
+            self.dev.tx.push(frame);
+        }
+    }
+
+    /// A query to the stack's DNS server.
+    fn dns(&mut self, guest_port: u16, payload: Vec<u8>) {
+        let Some(query) = dns::parse(&payload) else {
+            return;
+        };
+        let from = SocketAddrV4::new(self.cfg.dns, 53);
+        let events = self.events.clone();
+        if query.qtype != dns::TYPE_A || query.qclass != 1 {
+            // No IPv6 and nothing but addresses: an empty answer makes resolvers fall back.
+            let reply = dns::respond(&query, &Answer::Addresses(Vec::new()));
+            if let Some(frame) = self.udp_frame(from, guest_port, &reply) {
+                self.dev.tx.push(frame);
+            }
+            return;
+        }
+        if matches!(self.cfg.egress, Egress::Proxy { .. }) {
+            // The proxy resolves what the guest asks it for; a lookup here would carry
+            // whatever the guest encodes in a name to the host's resolver, past the proxy.
+            self.record(
+                "dns",
+                from,
+                Verdict::Denied(DenyReason::EgressProxyOnly),
+                Some(query.name.clone()),
+            );
+            let reply = dns::respond(&query, &Answer::Refused);
+            if let Some(frame) = self.udp_frame(from, guest_port, &reply) {
+                self.dev.tx.push(frame);
+            }
+            return;
+        }
+        if self.dns_in_flight >= MAX_DNS_IN_FLIGHT {
+            let reply = dns::respond(&query, &Answer::Refused);
+            if let Some(frame) = self.udp_frame(from, guest_port, &reply) {
+                self.dev.tx.push(frame);
+            }
+            return;
+        }
+        self.dns_in_flight += 1;
+        tokio::spawn(async move {
+            let lookup = tokio::net::lookup_host((query.name.as_str(), 0));
+            let (answer, addrs) = match tokio::time::timeout(DNS_TIMEOUT, lookup).await {
+                Ok(Ok(found)) => {
+                    let mut addrs: Vec<Ipv4Addr> = found
+                        .filter_map(|a| match a.ip() {
+                            IpAddr::V4(v4) => Some(v4),
+                            IpAddr::V6(_) => None,
+                        })
+                        .collect();
+                    addrs.dedup();
+                    addrs.truncate(16);
+                    (Answer::Addresses(addrs.clone()), addrs)
+                }
+                Ok(Err(_)) => (Answer::NoSuchName, Vec::new()),
+                Err(_) => (Answer::Failure, Vec::new()),
+            };
+            let reply = dns::respond(&query, &answer);
+            let _ = events
+                .send(Event::DnsDone {
+                    name: query.name.clone(),
+                    addrs,
+                })
+                .await;
+            let _ = events
+                .send(Event::Datagram {
+                    from,
+                    to_port: guest_port,
+                    payload: reply,
+                })
+                .await;
+        });
+    }
+
+    /// An Ethernet frame carrying one UDP datagram to the guest (`None`: too large for the
+    /// link, dropped).
+    fn udp_frame(&self, from: SocketAddrV4, to_port: u16, payload: &[u8]) -> Option<Vec<u8>> {
+        let to = SocketAddrV4::new(self.cfg.guest_ip, to_port);
+        self.udp_frame_to(from, to, self.cfg.guest_mac, payload)
+    }
+
+    fn udp_frame_to(
+        &self,
+        from: SocketAddrV4,
+        to: SocketAddrV4,
+        to_mac: [u8; 6],
+        payload: &[u8],
+    ) -> Option<Vec<u8>> {
+        let udp = UdpRepr {
+            src_port: from.port(),
+            dst_port: to.port(),
+        };
+        let ip = Ipv4Repr {
+            src_addr: *from.ip(),
+            dst_addr: *to.ip(),
+            next_header: IpProtocol::Udp,
+            payload_len: udp.header_len() + payload.len(),
+            hop_limit: 64,
+        };
+        let eth = EthernetRepr {
+            src_addr: EthernetAddress(STACK_MAC),
+            dst_addr: EthernetAddress(to_mac),
+            ethertype: EthernetProtocol::Ipv4,
+        };
+        let len = eth.buffer_len() + ip.buffer_len() + udp.header_len() + payload.len();
+        if len > MAX_FRAME {
+            return None;
+        }
+        let caps = ChecksumCapabilities::default();
+        let mut buf = vec![0u8; len];
+        let mut frame = EthernetFrame::new_unchecked(&mut buf[..]);
+        eth.emit(&mut frame);
+        let mut packet = Ipv4Packet::new_unchecked(frame.payload_mut());
+        ip.emit(&mut packet, &caps);
+        let mut datagram = UdpPacket::new_unchecked(packet.payload_mut());
+        udp.emit(
+            &mut datagram,
+            &IpAddress::Ipv4(*from.ip()),
+            &IpAddress::Ipv4(*to.ip()),
+            payload.len(),
+            |buf| buf.copy_from_slice(payload),
+            &caps,
+        );
+        Some(buf)
+    }
+
+    /// Runs smoltcp, moves data between sockets and pipes, and runs smoltcp again for what
+    /// the pipes gave.
+    fn poll(&mut self) {
+        let now = self.now();
+        self.iface.poll(now, &mut self.dev, &mut self.sockets);
+        if self.pump() {
+            let now = self.now();
+            self.iface.poll(now, &mut self.dev, &mut self.sockets);
+        }
+    }
+
+    /// Returns whether anything moved or closed.
+    fn pump(&mut self) -> bool {
+        let mut cx = Context::from_waker(&self.waker);
+        let mut moved = false;
+        let mut done = Vec::new();
+        for (handle, flow) in self.flows.iter_mut() {
+            let socket = self.sockets.get_mut::<tcp::Socket>(*handle);
+            if socket.state() == tcp::State::Established {
+                flow.established = true;
+            }
+            // Guest → host.
+            while socket.can_recv() {
+                let wrote =
+                    socket.recv(
+                        |buf| match Pin::new(&mut flow.io).poll_write(&mut cx, buf) {
+                            Poll::Ready(Ok(n)) => (n, Some(Ok(n))),
+                            Poll::Ready(Err(e)) => (0, Some(Err(e))),
+                            Poll::Pending => (0, None),
+                        },
+                    );
+                match wrote {
+                    Ok(Some(Ok(n))) if n > 0 => moved = true,
+                    Ok(Some(Err(_))) => {
+                        socket.abort();
+                        moved = true;
+                        break;
+                    }
+                    _ => break,
+                }
+            }
+            // The guest closed its side and everything it sent is through: pass the FIN on.
+            if flow.established && !flow.host_shut && !socket.may_recv() && socket.recv_queue() == 0
+            {
+                match Pin::new(&mut flow.io).poll_shutdown(&mut cx) {
+                    Poll::Ready(_) => {
+                        flow.host_shut = true;
+                        moved = true;
+                    }
+                    Poll::Pending => {}
+                }
+            }
+            // Host → guest.
+            while !flow.host_eof && socket.can_send() {
+                let read = socket.send(|buf| {
+                    let mut rb = ReadBuf::new(buf);
+                    match Pin::new(&mut flow.io).poll_read(&mut cx, &mut rb) {
+                        Poll::Ready(Ok(())) => {
+                            let n = rb.filled().len();
+                            (n, Some(Ok(n)))
+                        }
+                        Poll::Ready(Err(e)) => (0, Some(Err(e))),
+                        Poll::Pending => (0, None),
+                    }
+                });
+                match read {
+                    Ok(Some(Ok(0))) => {
+                        flow.host_eof = true;
+                        socket.close();
+                        moved = true;
+                    }
+                    Ok(Some(Ok(_))) => moved = true,
+                    Ok(Some(Err(_))) => {
+                        flow.host_eof = true;
+                        socket.abort();
+                        moved = true;
+                    }
+                    _ => break,
+                }
+            }
+            let never_connected = !flow.established && flow.created.elapsed() > HANDSHAKE_TIMEOUT;
+            if never_connected {
+                socket.abort();
+            }
+            if socket.state() == tcp::State::Closed
+                && (flow.established || flow.created.elapsed() > Duration::from_secs(1))
+                || never_connected
+            {
+                done.push(*handle);
+            }
+        }
+        for handle in done {
+            if let Some(flow) = self.flows.remove(&handle)
+                && let Some(key) = flow.key
+            {
+                self.keys.remove(&key);
+            }
+            self.sockets.remove(handle);
+            moved = true;
+        }
+        moved
+    }
+
+    /// Hands the frames smoltcp produced to the transport.
+    fn flush(&mut self, frames: &Frames) {
+        for frame in self.dev.tx.drain(..) {
+            if frames.tx.try_send(frame).is_err() {
+                // The VMM is not reading: drop, as a full link would.
+                break;
+            }
+        }
+        self.dev.tx.clear();
+    }
+}
+
+fn new_socket() -> tcp::Socket<'static> {
+    let mut socket = tcp::Socket::new(
+        tcp::SocketBuffer::new(vec![0u8; TCP_BUFFER]),
+        tcp::SocketBuffer::new(vec![0u8; TCP_BUFFER]),
+    );
+    socket.set_nagle_enabled(false);
+    socket.set_ack_delay(None);
+    socket.set_keep_alive(Some(smoltcp::time::Duration::from_secs(60)));
+    socket.set_timeout(Some(smoltcp::time::Duration::from_secs(600)));
+    socket
+}
+
+fn flow(key: Option<FlowKey>, io: DuplexStream) -> Flow {
+    Flow {
+        key,
+        io,
+        created: std::time::Instant::now(),
+        established: false,
+        host_shut: false,
+        host_eof: false,
+    }
+}
+
+/// Copies both ways between a host connection and the stack's pipe until both sides end.
+async fn splice(mut stream: TcpStream, mut pipe: DuplexStream) {
+    let _ = stream.set_nodelay(true);
+    let _ = tokio::io::copy_bidirectional(&mut stream, &mut pipe).await;
+}
+
+async fn udp_reader(socket: Arc<UdpSocket>, key: FlowKey, events: mpsc::Sender<Event>) {
+    let mut buf = vec![0u8; 65536];
+    loop {
+        match tokio::time::timeout(UDP_IDLE, socket.recv(&mut buf)).await {
+            Ok(Ok(n)) => {
+                let event = Event::Datagram {
+                    from: key.dst,
+                    to_port: key.guest_port,
+                    payload: buf[..n].to_vec(),
+                };
+                if events.send(event).await.is_err() {
+                    return;
+                }
+            }
+            Ok(Err(_)) => {
+                // ICMP errors surface as recv errors on a connected socket: keep listening.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(_) => {
+                if events.send(Event::UdpIdle(key)).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}

@@ -57,8 +57,8 @@ pub use proxy::{EgressProxy, ProxyOptions, TestOutcome};
 pub use rules::InjectRule;
 pub use upstream::{DestinationFilter, UpstreamTrust};
 pub use usage::{
-    Outcome, REASON_HOST_NOT_ALLOWED, REASON_LEAK, REASON_PLAIN_HTTP, UsageEvent, UsageSink,
-    fingerprint,
+    Outcome, REASON_HOST_NOT_ALLOWED, REASON_LEAK, REASON_NAME_MISMATCH, REASON_PLAIN_HTTP,
+    UsageEvent, UsageSink, fingerprint,
 };
 
 /// The port the guest connects to for the proxy (upstream's default); with QEMU it is the

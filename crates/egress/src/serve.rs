@@ -32,7 +32,14 @@ use crate::leak;
 use crate::proxy::Instance;
 use crate::rules::{RuleSet, canonical_host};
 use crate::upstream::{BoxError, DialError, RequestBody, Target};
-use crate::usage::{Outcome, REASON_HOST_NOT_ALLOWED, REASON_LEAK, REASON_PLAIN_HTTP, UsageEvent};
+use crate::usage::{
+    Outcome, REASON_HOST_NOT_ALLOWED, REASON_LEAK, REASON_NAME_MISMATCH, REASON_PLAIN_HTTP,
+    UsageEvent,
+};
+
+/// What the guest gets when a credential would go with a request whose names disagree.
+const MISMATCH_RESPONSE: &str =
+    "request blocked: the TLS server name and the Host header must name the CONNECT host";
 
 /// What the guest gets when the leak guard refuses a request.
 const LEAK_RESPONSE: &str =
@@ -151,8 +158,19 @@ async fn tunnel(
         Some(value) => value,
         None => return,
     };
+    // The name the guest's TLS asked for. An IP literal has none (RFC 6066 forbids it).
+    let sni = stream
+        .get_ref()
+        .1
+        .server_name()
+        .map(str::to_ascii_lowercase);
+    let sni_agrees = match sni {
+        Some(name) => canonical_host(&name).as_deref() == Some(target.host.as_str()),
+        None => target.host.parse::<std::net::IpAddr>().is_ok(),
+    };
     let tunnel = Arc::new(Tunnel {
         target,
+        sni_agrees,
         host_header,
         instance,
         upstream: Mutex::new(None),
@@ -171,6 +189,8 @@ async fn tunnel(
 
 struct Tunnel {
     target: Target,
+    /// Whether the guest's TLS server name is the CONNECT host.
+    sni_agrees: bool,
     /// `Host` sent upstream: the CONNECT authority (what TLS went to), whatever the guest
     /// wrote, so injected credentials only ever go with a request for the matched host.
     host_header: HeaderValue,
@@ -192,6 +212,25 @@ impl Tunnel {
             return refused;
         }
         let mocks = rules.mocks_sent_elsewhere(host, &parts.headers);
+        // Injection is gated on every name agreeing: the CONNECT host (what the proxy dials
+        // and resolved), the TLS server name and the request's Host header.
+        if !(self.sni_agrees && host_agrees(&parts.headers, host)) {
+            let would = rules.apply(host, &mut HeaderMap::new());
+            if !would.is_empty() {
+                for credential in would {
+                    self.instance.record(
+                        &rules,
+                        credential,
+                        host,
+                        &method,
+                        None,
+                        Outcome::Blocked,
+                        Some(REASON_NAME_MISMATCH),
+                    );
+                }
+                return text(StatusCode::FORBIDDEN, MISMATCH_RESPONSE);
+            }
+        }
         let injected = rules.apply(host, &mut parts.headers);
         parts.headers.insert(header::HOST, self.host_header.clone());
         parts.uri = origin_form(&parts.uri);
@@ -281,6 +320,16 @@ impl Instance {
             Some(REASON_LEAK),
         );
     }
+}
+
+/// Whether the guest's `Host` header names `host` (any port); a request without one does not.
+fn host_agrees(headers: &HeaderMap, host: &str) -> bool {
+    headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<Authority>().ok())
+        .and_then(|a| canonical_host(a.host()))
+        .is_some_and(|h| h == host)
 }
 
 /// The 403 for a request whose line or headers carry a guarded value (recorded), if it does.

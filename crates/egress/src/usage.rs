@@ -58,6 +58,9 @@ pub const REASON_PLAIN_HTTP: &str = "plain http to a credential host is refused;
 /// Reason: the guest sent a credential's mock value to a host the credential is not for.
 pub const REASON_HOST_NOT_ALLOWED: &str =
     "host not allowed for this credential: its mock value went out, the real value did not";
+/// Reason: the TLS server name or the `Host` header named another host than the tunnel's.
+pub const REASON_NAME_MISMATCH: &str =
+    "not injected: the TLS server name and the Host header must both name the tunnel's host";
 /// Reason: a request carried a real credential value to a host it is not for.
 pub const REASON_LEAK: &str =
     "the request carried this credential's real value (or its base64) to a host it is not for";

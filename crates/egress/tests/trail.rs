@@ -300,3 +300,57 @@ async fn test_credential_requests_go_through_the_same_rules_from_the_host() {
             .is_err()
     );
 }
+
+#[tokio::test]
+async fn injection_needs_the_tls_name_and_host_header_to_agree_with_the_tunnel() {
+    let (world, trail, _) = world_with_trail().await;
+    let addr = world.proxy.address("vm-1").unwrap();
+    let port = world.https.port();
+    let ca = world.proxy.ca_pem();
+    let real = format!("Bearer {SECRET}");
+
+    // Everything agrees: injected.
+    let mut tunnel = open_tunnel(addr, API, port, &ca).await;
+    let (status, body) = tunnel_get(&mut tunnel, API, "/ok", "Bearer mock-K")
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(echoed(&body, "authorization"), [real.as_str()]);
+
+    // A Host header naming another host on the credential's tunnel: refused, nothing sent.
+    let (status, body) = tunnel_get(&mut tunnel, OTHER, "/host", "Bearer mock-K")
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(!body.contains(SECRET), "{body}");
+
+    // A TLS server name that is not the CONNECT host: refused.
+    let mut tunnel = open_tunnel_as(addr, API, port, &ca, OTHER).await;
+    let (status, body) = tunnel_get(&mut tunnel, API, "/sni", "Bearer mock-K")
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(!body.contains(SECRET), "{body}");
+
+    // A mismatch on a host no credential is for is not the proxy's business: forwarded.
+    let mut tunnel = open_tunnel_as(addr, OTHER, port, &ca, API).await;
+    let (status, body) = tunnel_get(&mut tunnel, OTHER, "/free", "Bearer mock-K")
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(echoed(&body, "authorization"), ["Bearer mock-K"]);
+
+    // Each refusal is in the trail with its reason, never with the value.
+    let events = trail.take();
+    let refused: Vec<_> = events
+        .iter()
+        .filter(|e| e.reason.as_deref() == Some(hypedeck_egress::REASON_NAME_MISMATCH))
+        .collect();
+    assert_eq!(refused.len(), 2, "{events:?}");
+    assert!(
+        refused
+            .iter()
+            .all(|e| e.outcome == Outcome::Blocked && e.host == API)
+    );
+    assert!(!format!("{events:?}").contains(SECRET));
+}

@@ -293,6 +293,18 @@ pub async fn open_tunnel(
     port: u16,
     proxy_ca_pem: &str,
 ) -> SendRequest<Full<Bytes>> {
+    open_tunnel_as(proxy, host, port, proxy_ca_pem, host).await
+}
+
+/// Like [`open_tunnel`], but the guest's TLS asks for `sni` (a guest that does not check the
+/// certificate when it differs from the CONNECT host).
+pub async fn open_tunnel_as(
+    proxy: SocketAddr,
+    host: &str,
+    port: u16,
+    proxy_ca_pem: &str,
+    sni: &str,
+) -> SendRequest<Full<Bytes>> {
     let upgraded = connect_raw(proxy, &format!("{host}:{port}"))
         .await
         .unwrap_or_else(|r| panic!("CONNECT refused: {}", r.status()));
@@ -300,14 +312,19 @@ pub async fn open_tunnel(
     roots
         .add(CertificateDer::from_pem_slice(proxy_ca_pem.as_bytes()).unwrap())
         .unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(provider())
+    let mut config = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
+    if sni != host {
+        config
+            .dangerous()
+            .set_certificate_verifier(Arc::new(AnyCertificate(provider())));
+    }
     let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
         .connect(
-            ServerName::try_from(host.to_string()).unwrap(),
+            ServerName::try_from(sni.to_string()).unwrap(),
             TokioIo::new(upgraded),
         )
         .await
@@ -336,4 +353,53 @@ pub async fn tunnel_get(
     let status = resp.status();
     let body = resp.into_body().collect().await?.to_bytes();
     Ok((status, String::from_utf8(body.to_vec()).unwrap()))
+}
+
+/// A guest that accepts any certificate (to send a server name the proxy's leaf is not for).
+#[derive(Debug)]
+struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }

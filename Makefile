@@ -5,7 +5,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := run
 CARGO ?= cargo
 
-.PHONY: run test deps deps-test deps-bench ui guest-init lint unit bins sdk-test vm-test netns-test desktop-test dist serve bench bench-ui clean check-macos
+.PHONY: run test deps deps-test deps-bench ui guest-init lint unit bins sdk-test vm-test netns-test desktop-test dist serve bench bench-net bench-ui clean check-macos
 
 MUSL_TARGET := $(shell uname -m)-unknown-linux-musl
 
@@ -121,6 +121,24 @@ bench: deps-bench guest-init
 	$(CARGO) build --locked --release -p hypedeck-cli --features fake-hypervisor --target-dir target/fake
 	scripts/test-session.sh env HYPEDECK_FAKE_BIN=target/fake/release/hypedeck BENCH_OUT=$(CURDIR)/BENCHMARKS.md \
 	  node tests/bench/scale-bench.mjs
+	$(MAKE) bench-net
+
+# The guest network from inside real guests (root: network namespaces, as netns-test), this
+# tree against an older commit built in a git worktree (default: the last QEMU user-mode/slirp
+# build): plain and proxied downloads from a fake internet, connects/s, a forwarded port.
+NET_BENCH_BEFORE ?= 2704e3b
+NET_BENCH_BEFORE_DIR ?= target/bench-before/$(NET_BENCH_BEFORE)
+bench-net: guest-init
+	$(CARGO) build --locked --release -p hypedeck-cli
+	test -d $(NET_BENCH_BEFORE_DIR) || git worktree add --detach $(NET_BENCH_BEFORE_DIR) $(NET_BENCH_BEFORE)
+	test "$$(git -C $(NET_BENCH_BEFORE_DIR) rev-parse HEAD)" = "$$(git rev-parse $(NET_BENCH_BEFORE)^{commit})"
+	cd $(NET_BENCH_BEFORE_DIR) && $(CARGO) build --locked --release -p hypedeck-cli && \
+	  $(CARGO) build --locked --release --target $(MUSL_TARGET) -p hypedeck-guest-init
+	deb=$$(scripts/kernel-deb.sh .ci/cache/kernel) && trap 'scripts/netns.sh down' EXIT && \
+	  scripts/netns.sh up && \
+	  ip netns exec hdh scripts/test-session.sh env HYPEDECK_BIN=target/release/hypedeck \
+	  HYPEDECK_BIN_BEFORE="$(abspath $(NET_BENCH_BEFORE_DIR))/target/release/hypedeck" HYPEDECK_KERNEL_DEB="$$deb" \
+	  BENCH_OUT=$(CURDIR)/BENCHMARKS.md node tests/bench/net-bench.mjs
 
 # UI benchmarks (not tests): release desktop app's start to first paint under Xvfb, and the
 # list rendering 1,000 instances in headless Chromium. Appends a dated table to BENCHMARKS.md.

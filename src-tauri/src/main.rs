@@ -15,6 +15,7 @@
 //! - `connection()` → `{url, token, mode}` or an error sentence;
 //! - `notify_rotation_failed({instance, message})` → shows "Rotation failed for <instance>";
 //! - `notify_credential_blocked({instance, message})` → shows "Credential blocked";
+//! - `notify_network_blocked({instance, message})` → shows "Connection blocked";
 //! - `local_checks()` → the setup checks (`[{id, title, status, detail, why, fix?}]`) run by
 //!   the shell, for when the engine cannot start;
 //! - `settings()` → `{settings, path, data_dir, restart_needed, load_error}`;
@@ -156,6 +157,15 @@ fn notify_credential_blocked(
     Ok(())
 }
 
+/// Tells the user that an instance's sandbox network refused a destination for the first
+/// time. `message` names the instance, the destination and the reason.
+#[tauri::command]
+fn notify_network_blocked(app: AppHandle, instance: String, message: String) -> Result<(), String> {
+    tracing::info!(%instance, "connection blocked; notifying");
+    notify::show(&app, "Connection blocked", &status::bounded(&message));
+    Ok(())
+}
+
 /// The UI has painted: logs the time since the process started (first call only) and writes
 /// the milliseconds to `$HYPEDECK_FIRST_PAINT_FILE` when that is set.
 #[tauri::command]
@@ -217,6 +227,7 @@ fn main() -> ExitCode {
             connection,
             notify_rotation_failed,
             notify_credential_blocked,
+            notify_network_blocked,
             first_paint,
             remotes,
             remote_add,

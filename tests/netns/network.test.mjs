@@ -301,6 +301,20 @@ describe("the default network, seen from inside guests", () => {
       const reached = await reachedBy(a.id, ports.map((port) => [`${gwA}:${port} (${labels.get(port) ?? "other"})`, [`http://${gwA}:${port}/`]]));
       assert.ok(reached.length === 0, `guest A must reach no host listener via its gateway (probed ports ${ports.join(", ")}), but:\n${reached.join("\n")}`);
     });
+
+    test("the flow log names what was let through and what was refused, and why", async () => {
+      const flows = await client.get(`/instances/${a.id}/network/flows`, { query: { limit: 1000 } });
+      const has = (pred, what) => assert.ok(flows.some(pred), `guest A's flow log has ${what}: ${JSON.stringify(flows.slice(0, 40))}`);
+      has((f) => f.destination === `${INTERNET}:8080` && f.verdict === "allowed" && f.protocol === "tcp", `an allowed TCP flow to ${INTERNET}:8080`);
+      has((f) => f.destination === "169.254.169.254:80" && f.verdict === "denied" && f.reason === "link_local", "the metadata address denied as link_local");
+      has((f) => f.destination === "10.55.0.10:80" && f.verdict === "denied" && f.reason === "private_range", "the private host denied as private_range");
+      has((f) => f.destination === `${HOST_ADDR}:${hostAddr.address().port}` && f.verdict === "denied" && f.reason === "host_address", "the host address denied as host_address");
+      has((f) => f.protocol === "dns" && f.name === "internet.test" && f.verdict === "allowed", "the lookup of internet.test");
+      has((f) => f.destination.startsWith("169.254.169.254:") && f.name === "metadata.test", "the denied metadata flow named by the name the guest resolved");
+      // Newest first, and the limit holds.
+      assert.ok(flows.every((f, i) => i === 0 || flows[i - 1].at_ms >= f.at_ms), "newest first");
+      assert.equal((await client.get(`/instances/${a.id}/network/flows`, { query: { limit: 2 } })).length, 2);
+    });
   });
 
   describe("guest B (egress on, with a credential)", () => {
@@ -321,6 +335,20 @@ describe("the default network, seen from inside guests", () => {
         [`the host's loopback server via B's gateway ${gwB}:${loopback.address().port}`, ["--noproxy", "*", `http://${gwB}:${loopback.address().port}/`]],
         ["the cloud metadata service http://169.254.169.254/ directly", ["--noproxy", "*", "http://169.254.169.254/"]],
       ], [noHits(loopback, "the host's loopback server")]);
+    });
+
+    test("DENIED: its proxy refuses what its network refuses (metadata, private hosts)", { timeout: 60_000 }, async () => {
+      const problems = [];
+      for (const [what, url] of [
+        ["http://169.254.169.254/ through its proxy", "http://169.254.169.254/"],
+        ["https://10.55.0.10/ through its proxy", "https://10.55.0.10/"],
+        ["http://private.test/ through its proxy", "http://private.test/"],
+      ]) {
+        const r = await curl(b.id, ["-k", url]);
+        const refused = r.code === "403" || r.text.includes("CONNECT 403");
+        if (!refused || /metadata-reached|private-reached/.test(r.body)) problems.push(`${what}: ${r.text}`);
+      }
+      assert.ok(problems.length === 0, `guest B's proxy must answer 403 for these, but:\n${problems.join("\n")}`);
     });
 
     test("DENIED: UDP, and names never leave through DNS", { timeout: 60_000 }, async () => {

@@ -59,6 +59,16 @@ export async function notifyCredentialBlocked(instance: string, message: string)
   }
 }
 
+/** Desktop notification for a destination the sandbox network refused (first time only). */
+export async function notifyNetworkBlocked(instance: string, message: string): Promise<void> {
+  if (!inDesktop()) return;
+  try {
+    await invoke("notify_network_blocked", { instance, message });
+  } catch {
+    // Notifications are best-effort.
+  }
+}
+
 /** Calls a shell command; its error sentence becomes a [`DesktopError`]. */
 export async function shell<T>(command: string, args?: Record<string, unknown>): Promise<T> {
   try {

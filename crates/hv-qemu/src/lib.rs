@@ -43,6 +43,18 @@ pub const CAPABILITIES: Capabilities = Capabilities {
 
 const QMP_TIMEOUT: Duration = Duration::from_millis(2000);
 
+/// The oldest QEMU with `-netdev stream` (the guest NIC's path to the sandbox network).
+pub const MIN_VERSION: (u32, u32) = (7, 2);
+
+/// `(major, minor)` from `qemu-system-* --version` ("QEMU emulator version 7.2.19 (…)").
+pub fn parse_version(text: &str) -> Option<(u32, u32)> {
+    let rest = text.split("version ").nth(1)?;
+    let mut parts = rest.split(|c: char| !c.is_ascii_digit());
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
 /// The QEMU hypervisor factory.
 #[derive(Debug)]
 pub struct QemuHypervisor {
@@ -72,6 +84,18 @@ impl QemuHypervisor {
             };
             return Err(format!(
                 "{binary} was not found (install the Debian package {package})"
+            ));
+        }
+        if let Ok(out) = std::process::Command::new(&binary)
+            .arg("--version")
+            .output()
+            && let Some((major, minor)) = parse_version(&String::from_utf8_lossy(&out.stdout))
+            && (major, minor) < MIN_VERSION
+        {
+            return Err(format!(
+                "{binary} is QEMU {major}.{minor}; Hypedeck needs QEMU {}.{} or newer, whose \
+                 -netdev stream carries the sandbox network (Debian 12 and Ubuntu 23.04 have it)",
+                MIN_VERSION.0, MIN_VERSION.1
             ));
         }
         let forced_accel = match std::env::var("HYPEDECK_ACCEL").ok().as_deref() {
@@ -507,5 +531,25 @@ impl Vm for QemuVm {
             return Err(fail(detail));
         }
         self.kill().await
+    }
+}
+
+#[cfg(test)]
+mod version_tests {
+    #[test]
+    fn versions_parse_from_qemu_banners() {
+        let debian =
+            "QEMU emulator version 7.2.19 (Debian 1:7.2+dfsg-7+deb12u16)\nCopyright (c) 2003-2022";
+        assert_eq!(super::parse_version(debian), Some((7, 2)));
+        assert_eq!(
+            super::parse_version("QEMU emulator version 10.0.2 (Debian 1:10.0.2+ds-2)"),
+            Some((10, 0))
+        );
+        assert_eq!(
+            super::parse_version("QEMU emulator version 6.2.0"),
+            Some((6, 2))
+        );
+        assert!(super::parse_version("QEMU emulator version 6.2.0").unwrap() < super::MIN_VERSION);
+        assert_eq!(super::parse_version("something else"), None);
     }
 }

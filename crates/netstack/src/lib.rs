@@ -266,3 +266,33 @@ fn now_ms() -> u64 {
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flow_events_serialize_flat_for_the_api() {
+        let event = |verdict| FlowEvent {
+            at_ms: 1,
+            protocol: "tcp",
+            destination: "203.0.113.10:443"
+                .parse()
+                .unwrap_or(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)),
+            name: None,
+            verdict,
+        };
+        let json = |v| serde_json::to_value(event(v)).unwrap_or_default();
+        assert_eq!(
+            json(Verdict::Denied(DenyReason::LinkLocal)),
+            serde_json::json!({"at_ms": 1, "protocol": "tcp", "destination": "203.0.113.10:443",
+                "name": null, "verdict": "denied", "reason": "link_local"})
+        );
+        assert_eq!(json(Verdict::Allowed)["verdict"], "allowed");
+        assert!(json(Verdict::Allowed).get("reason").is_none());
+        assert_eq!(
+            json(Verdict::Unreachable("connection refused".into()))["reason"],
+            "connection refused"
+        );
+    }
+}

@@ -8,6 +8,7 @@ import type { Connection } from "../connection";
 import { duration, tagLabels, uptime, when, type Instance, type Verb } from "../model";
 import { Actions, Copyable, StateBadge } from "./common";
 import { CredentialsPanel } from "./CredentialsPanel";
+import { NetworkPanel } from "./NetworkPanel";
 import { ExecPanel } from "./ExecPanel";
 import { LogsPanel } from "./LogsPanel";
 import { RotateForm } from "./RotateForm";
@@ -154,6 +155,7 @@ export function InstanceDetails({
           />
         </div>
         <CredentialsPanel api={api} instance={instance} now={now} version={rotations} />
+        <NetworkPanel api={api} instance={instance} now={now} />
         <div className="card">
           <h3>Resources</h3>
           <dl>

@@ -1,0 +1,109 @@
+// What the sandbox network decided for this instance: the destinations it was refused (each
+// once, with why and how often) and the recent flows. A destination refused for the first time
+// raises a notice and a desktop notification. Shown only by servers with Hypedeck's
+// `/network/flows` extension, for instances with a network.
+import { useCallback, useEffect, useRef, useState } from "react";
+import type Hypeman from "@onkernel/hypeman";
+
+import { notifyNetworkBlocked } from "../desktop";
+import { blockText, blocked, flows as loadFlows, newBlocks, reasonText, target, type Blocked, type FlowEvent } from "../flows";
+import type { Instance } from "../model";
+import { duration } from "../model";
+
+const POLL_MS = 3000;
+const SHOWN = 30;
+
+const VERDICT_BADGE: Record<FlowEvent["verdict"], string> = {
+  allowed: "badge-ok",
+  denied: "badge-bad",
+  unreachable: "badge-parked",
+};
+
+export function NetworkPanel({ api, instance, now }: { api: Hypeman; instance: Instance; now: number }) {
+  const [events, setEvents] = useState<FlowEvent[] | null | undefined>(undefined);
+  const [alerts, setAlerts] = useState<string[]>([]);
+  const known = useRef<Set<string> | null>(null);
+
+  const refresh = useCallback(async () => {
+    const list = await loadFlows(api, instance.id);
+    setEvents(list);
+    if (!list) return;
+    const blocks = blocked(list);
+    // The first load only learns what was already blocked: history, not news.
+    if (known.current === null) {
+      known.current = new Set(blocks.map((b) => b.key));
+      return;
+    }
+    const fresh = newBlocks(blocks, known.current);
+    for (const b of fresh) known.current.add(b.key);
+    if (fresh.length > 0) {
+      const texts = fresh.map((b) => blockText(instance.name, b));
+      setAlerts((a) => [...texts, ...a].slice(0, 5));
+      for (const t of texts) void notifyNetworkBlocked(instance.name, t);
+    }
+  }, [api, instance.id, instance.name]);
+
+  useEffect(() => {
+    let live = true;
+    const tick = (): void => {
+      refresh().catch(() => live && setEvents((e) => e ?? null));
+    };
+    tick();
+    const timer = window.setInterval(tick, POLL_MS);
+    return () => {
+      live = false;
+      window.clearInterval(timer);
+    };
+  }, [refresh]);
+
+  if (!instance.network?.enabled || events === null || events === undefined) return null;
+  const blocks: Blocked[] = blocked(events);
+  const egress = Boolean((instance.network as { egress?: { enabled?: boolean } }).egress?.enabled);
+
+  return (
+    <div className="card network" id="network-card">
+      <h3>Network</h3>
+      <p className="muted">
+        {egress
+          ? "Egress goes only through this instance's credential proxy; everything else is refused."
+          : "The internet is reachable; this computer, its other services, link-local and private networks are not."}
+      </p>
+      {alerts.map((a, i) => (
+        <p key={i} className="alert bad network-alert" role="alert">
+          {a}
+        </p>
+      ))}
+      <h4>Blocked</h4>
+      {blocks.length === 0 ? (
+        <p className="muted" id="network-blocked-none">
+          Nothing was blocked.
+        </p>
+      ) : (
+        <ul id="network-blocked" className="trail">
+          {blocks.map((b) => (
+            <li key={b.key} data-destination={b.destination}>
+              <span className="badge badge-bad">{b.protocol}</span> {target(b)} <span className="muted">— {reasonText(b.reason)}</span>{" "}
+              <span className="muted">
+                ({b.count}×, last {duration(new Date(b.last_ms).toISOString(), now)} ago)
+              </span>
+            </li>
+          ))}
+        </ul>
+      )}
+      <h4>Recent flows</h4>
+      {events.length === 0 ? (
+        <p className="muted">No connection yet.</p>
+      ) : (
+        <ol id="network-flows" className="trail">
+          {events.slice(0, SHOWN).map((e, i) => (
+            <li key={`${String(e.at_ms)}-${String(i)}`} data-verdict={e.verdict}>
+              <span className={`badge ${VERDICT_BADGE[e.verdict]}`}>{e.verdict}</span>{" "}
+              <span className="muted">{duration(new Date(e.at_ms).toISOString(), now)} ago</span> {e.protocol} {target(e)}
+              {e.reason && <span className="muted"> — {reasonText(e.reason)}</span>}
+            </li>
+          ))}
+        </ol>
+      )}
+    </div>
+  );
+}

@@ -333,18 +333,41 @@ describe("the default network, seen from inside guests", () => {
       await denied(b.id, [
         [`http://${INTERNET}:8080/ directly (bypassing its proxy)`, ["--noproxy", "*", `http://${INTERNET}:8080/`]],
         [`the host's loopback server via B's gateway ${gwB}:${loopback.address().port}`, ["--noproxy", "*", `http://${gwB}:${loopback.address().port}/`]],
-        ["the cloud metadata service http://169.254.169.254/ directly", ["--noproxy", "*", "http://169.254.169.254/"]],
+        [`the host's loopback server's port via the host address ${HOST_ADDR}`, ["--noproxy", "*", `http://${HOST_ADDR}:${loopback.address().port}/`]],
       ], [noHits(loopback, "the host's loopback server")]);
+    });
+
+    test("ALLOWED: HTTPS that ignores the proxy settings is intercepted and goes through the proxy, credential injected", { timeout: 60_000 }, async () => {
+      const r = await curl(b.id, ["--noproxy", "*", "-H", "X-Probe: guest-b-direct", "https://internet.test/"]);
+      assert.ok(r.rc === 0 && r.body === "internet-tls-ok\n", `guest B's https://internet.test/ with --noproxy: ${r.text}`);
+      const fromB = (await internetLog("requests")).filter((s) => s.headers["x-probe"] === "guest-b-direct");
+      assert.ok(fromB.length === 1 && fromB[0].headers.authorization === `Bearer ${SECRET}`,
+        `the intercepted request reached the upstream once, with the injected credential: ${JSON.stringify(fromB.map((s) => s.headers.authorization))}`);
+      const flows = await client.get(`/instances/${b.id}/network/flows`, { query: { limit: 1000 } });
+      assert.ok(flows.some((f) => f.name === "internet.test" && f.destination.endsWith(":443") && f.verdict === "allowed" && f.destination.startsWith("198.18.")),
+        `B's flow log shows the intercepted connection to internet.test's synthetic address: ${JSON.stringify(flows.slice(0, 20))}`);
+    });
+
+    test("DENIED: intercepted HTTPS fails closed for a client that does not trust the egress CA", { timeout: 60_000 }, async () => {
+      const copied = await sh(b.id, 'printf "%s\\n" "$CA_PEM" > /tmp/ca.pem && echo copied', { CA_PEM: readFileSync(CA, "utf8").trim() });
+      assert.equal(copied.output, "copied\n");
+      // Trusting only the real server's CA: the proxy's certificate is refused, nothing is sent.
+      const r = await curl(b.id, ["--noproxy", "*", "--cacert", "/tmp/ca.pem", "-H", "X-Probe: guest-b-noca", "https://internet.test/"]);
+      const fromB = (await internetLog("requests")).filter((s) => s.headers["x-probe"] === "guest-b-noca");
+      assert.ok(r.rc !== 0 && !r.reached && fromB.length === 0,
+        `a guest that does not trust the egress CA must get no answer and send nothing upstream, but: ${r.text}; upstream saw ${fromB.length}`);
+      assert.ok(r.rc === 60 || r.rc === 35, `curl failed on the certificate (exit ${r.rc})`);
     });
 
     test("DENIED: its proxy refuses what its network refuses (metadata, private hosts)", { timeout: 60_000 }, async () => {
       const problems = [];
-      for (const [what, url] of [
-        ["http://169.254.169.254/ through its proxy", "http://169.254.169.254/"],
-        ["https://10.55.0.10/ through its proxy", "https://10.55.0.10/"],
-        ["http://private.test/ through its proxy", "http://private.test/"],
+      for (const [what, args] of [
+        ["http://169.254.169.254/ through its proxy", ["http://169.254.169.254/"]],
+        ["https://10.55.0.10/ through its proxy", ["https://10.55.0.10/"]],
+        ["http://private.test/ through its proxy", ["http://private.test/"]],
+        ["http://metadata.test/ ignoring its proxy (intercepted)", ["--noproxy", "*", "http://metadata.test/"]],
       ]) {
-        const r = await curl(b.id, ["-k", url]);
+        const r = await curl(b.id, ["-k", ...args]);
         const refused = r.code === "403" || r.text.includes("CONNECT 403");
         if (!refused || /metadata-reached|private-reached/.test(r.body)) problems.push(`${what}: ${r.text}`);
       }

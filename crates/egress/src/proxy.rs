@@ -204,6 +204,29 @@ impl EgressProxy {
         instance.tasks.spawn(conn);
     }
 
+    /// Serves one connection the instance's network intercepted: the guest dialled `addr`
+    /// (port 443: HTTPS, terminated with the CA; port 80: plain HTTP) directly, having
+    /// resolved `name` to it if it did. Like [`serve`](Self::serve) otherwise.
+    pub fn serve_transparent<S>(
+        &self,
+        instance_id: &str,
+        stream: S,
+        addr: SocketAddr,
+        name: Option<String>,
+    ) where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+    {
+        let Some(instance) = self
+            .instances()
+            .get(instance_id)
+            .map(|a| a.instance.clone())
+        else {
+            return;
+        };
+        let conn = crate::serve::transparent_connection(stream, instance.clone(), addr, name);
+        instance.tasks.spawn(conn);
+    }
+
     /// Attaches the instance (if needed) and also serves it on `127.0.0.1:<port>` (`None`:
     /// any free port), returning the address. For tests and benchmarks only: a sandbox's own
     /// connections never use a host port. Idempotent: an instance already listening keeps its

@@ -154,6 +154,17 @@ async fn tunnel(
             return;
         }
     };
+    serve_tunnel(stream, target, instance).await;
+}
+
+/// The requests of one terminated TLS connection, served in a loop.
+async fn serve_tunnel<S>(
+    stream: tokio_rustls::server::TlsStream<S>,
+    target: Target,
+    instance: Arc<Instance>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
     let host_header = match host_header(&target.host, target.port, 443) {
         Some(value) => value,
         None => return,
@@ -184,6 +195,131 @@ async fn tunnel(
         .await
     {
         tracing::debug!(%error, "tunnel ended with an error");
+    }
+}
+
+/// A connection the sandbox network intercepted: the guest dialled `addr` (port 443 or 80)
+/// directly, ignoring its proxy settings. `name` is the name the guest resolved to that address
+/// through its network, when it did: the connection is bound to it (the TLS server name or the
+/// `Host` header must say the same). HTTPS is terminated with the CA like a CONNECT tunnel, so a
+/// guest that does not trust the CA fails its handshake: nothing goes around the proxy.
+pub(crate) async fn transparent_connection<S>(
+    stream: S,
+    instance: Arc<Instance>,
+    addr: std::net::SocketAddr,
+    name: Option<String>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    if addr.port() == 80 {
+        transparent_http(stream, instance, addr, name).await;
+        return;
+    }
+    let acceptor =
+        tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream);
+    let start = match tokio::time::timeout(TLS_ACCEPT_TIMEOUT, acceptor).await {
+        Ok(Ok(start)) => start,
+        _ => {
+            tracing::debug!(instance = %instance.id, %addr, "intercepted connection is not tls");
+            return;
+        }
+    };
+    let sni = start.client_hello().server_name().and_then(canonical_host);
+    let host = match (name, sni) {
+        (Some(name), Some(sni)) if name == sni => name,
+        (Some(name), Some(sni)) => {
+            tracing::info!(instance = %instance.id, resolved = %name, %sni, "intercepted tls names another host than the guest resolved; closed");
+            return;
+        }
+        (Some(name), None) => name,
+        (None, Some(sni)) => sni,
+        (None, None) => addr.ip().to_string(),
+    };
+    let addrs = match instance.shared.dialer.resolve(&host, addr.port()).await {
+        Ok(addrs) => addrs,
+        Err(error) => {
+            tracing::info!(instance = %instance.id, %host, %error, "intercepted destination refused");
+            return;
+        }
+    };
+    let Ok(tls) = instance.shared.ca.server_config(&host) else {
+        return;
+    };
+    let stream = match tokio::time::timeout(TLS_ACCEPT_TIMEOUT, start.into_stream(tls)).await {
+        Ok(Ok(stream)) => stream,
+        _ => {
+            tracing::debug!(instance = %instance.id, %host, "intercepted tls handshake failed (the guest may not trust the egress CA)");
+            return;
+        }
+    };
+    let target = Target {
+        host,
+        port: addr.port(),
+        addrs,
+        tls: true,
+    };
+    serve_tunnel(stream, target, instance).await;
+}
+
+/// Plain HTTP the guest sent straight to port 80: each request goes where its `Host` header
+/// says (which must be the name the guest resolved, when it resolved one), as if it had been
+/// sent to the proxy in absolute form. Never injected (and refused for a credential's host).
+async fn transparent_http<S>(
+    stream: S,
+    instance: Arc<Instance>,
+    addr: std::net::SocketAddr,
+    name: Option<String>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let plain = Arc::new(Mutex::new(None::<Upstream>));
+    let service = service_fn(move |req: Request<Incoming>| {
+        let instance = instance.clone();
+        let plain = plain.clone();
+        let name = name.clone();
+        async move {
+            let (mut parts, body) = req.into_parts();
+            let authority = parts
+                .headers
+                .get(header::HOST)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<Authority>().ok());
+            let Some(authority) = authority else {
+                return Ok::<_, Infallible>(text(
+                    StatusCode::BAD_REQUEST,
+                    "a Host header is needed",
+                ));
+            };
+            // Bound to the name the guest resolved; without one, the Host header says where
+            // the request goes, as an absolute-form request to the proxy would.
+            let Some(host) = canonical_host(authority.host()) else {
+                return Ok(text(StatusCode::BAD_REQUEST, "invalid destination host"));
+            };
+            if name.as_ref().is_some_and(|n| *n != host) {
+                return Ok(text(
+                    StatusCode::FORBIDDEN,
+                    "request blocked: the Host header must name the host the connection went to",
+                ));
+            }
+            let expected = host;
+            let path = parts
+                .uri
+                .path_and_query()
+                .map(|p| p.as_str().to_string())
+                .unwrap_or_else(|| "/".into());
+            let port = authority.port_u16().unwrap_or(addr.port());
+            let Ok(uri) = format!("http://{expected}:{port}{path}").parse::<Uri>() else {
+                return Ok(text(StatusCode::BAD_REQUEST, "invalid request target"));
+            };
+            parts.uri = uri;
+            Ok(forward_plain(Request::from_parts(parts, body), &instance, &plain).await)
+        }
+    });
+    if let Err(error) = http1::Builder::new()
+        .serve_connection(TokioIo::new(stream), service)
+        .await
+    {
+        tracing::debug!(%error, "intercepted http connection ended with an error");
     }
 }
 

@@ -416,3 +416,79 @@ async fn connect_is_answered_on_the_wire_like_upstream() {
         "{head:?}"
     );
 }
+
+#[tokio::test]
+async fn intercepted_connections_go_through_the_same_rules_bound_to_the_resolved_name() {
+    let world = World::new().await;
+    world.proxy.attach("vm-1");
+    world.authorize("vm-1", "Bearer real-1");
+    let ca = world.proxy.ca_pem();
+    let dialled: std::net::SocketAddr = "198.18.0.7:443".parse().unwrap();
+    let intercept = |name: Option<&str>| {
+        let (guest, ours) = tokio::io::duplex(64 * 1024);
+        world
+            .proxy
+            .serve_transparent("vm-1", ours, dialled, name.map(str::to_string));
+        guest
+    };
+
+    // HTTPS to the name the guest resolved: terminated with the CA, injected like a tunnel.
+    let mut sender = tls_http(intercept(Some(API)), API, &ca, false)
+        .await
+        .unwrap();
+    let (status, body) = tunnel_get(&mut sender, API, "/direct", "Bearer mock-K")
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(echoed(&body, "authorization"), ["Bearer real-1"]);
+    assert_eq!(echoed(&body, "path"), ["/direct"]);
+
+    // A guest that does not trust the egress CA fails closed: no handshake, nothing sent.
+    assert!(
+        tls_http(intercept(Some(API)), API, &world.upstream_ca.pem, false)
+            .await
+            .is_err()
+    );
+
+    // A TLS server name other than the resolved name: closed before any request.
+    assert!(
+        tls_http(intercept(Some(API)), OTHER, &ca, true)
+            .await
+            .is_err()
+    );
+
+    // Plain HTTP on port 80: forwarded by its Host, which must be the resolved name.
+    let plain: std::net::SocketAddr = "198.18.0.8:80".parse().unwrap();
+    let http = |name: &str| {
+        let (guest, ours) = tokio::io::duplex(64 * 1024);
+        world
+            .proxy
+            .serve_transparent("vm-1", ours, plain, Some(name.to_string()));
+        guest
+    };
+    let raw = |io, host: &'static str| async move {
+        let (mut sender, conn) = hyper::client::conn::http1::handshake::<
+            _,
+            http_body_util::Full<Bytes>,
+        >(hyper_util::rt::TokioIo::new(io))
+        .await
+        .unwrap();
+        tokio::spawn(conn);
+        let req = http::Request::get("/p?q=1")
+            .header("host", host)
+            .body(http_body_util::Full::new(Bytes::new()))
+            .unwrap();
+        let resp = sender.send_request(req).await.unwrap();
+        let status = resp.status();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    };
+    let (status, body) = raw(http(PLAIN), PLAIN).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(echoed(&body, "path"), ["/p?q=1"]);
+    let (status, body) = raw(http(PLAIN), OTHER).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    // Plain HTTP to a credential's host is refused, as through the proxy.
+    let (status, _) = raw(http(API), API).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+}

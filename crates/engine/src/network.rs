@@ -102,10 +102,16 @@ impl Engine {
             let addr: SocketAddrV4 = crate::egress::guest_proxy_addr(&net.gateway)
                 .parse()
                 .map_err(|_| EngineError::Provision("bad proxy address".into()))?;
-            let id = record.id.clone();
+            let (id, intercepted) = (record.id.clone(), record.id.clone());
+            let to_proxy = proxy.clone();
             Egress::Proxy {
                 addr,
-                serve: Arc::new(move |stream| proxy.serve(&id, stream)),
+                serve: Arc::new(move |stream| to_proxy.serve(&id, stream)),
+                intercept: Arc::new(move |stream, to, name| {
+                    proxy.serve_transparent(&intercepted, stream, to.into(), name)
+                }),
+                // Upstream's `http_https_only` lets other ports out directly.
+                direct: (record.network.egress.mode == "http_https_only").then(Policy::default),
             }
         } else {
             Egress::Direct(Policy::default())

@@ -17,6 +17,9 @@
 //!   With [`Egress::Proxy`] the only TCP destination is the proxy address, whose connections
 //!   are handed in-process to the credential proxy (no host port is involved).
 //! - **DHCP**: the guest is offered its one address, the gateway and the DNS server.
+//! - **Egress modes** ([`Egress::Proxy`]): TCP to ports 80/443 is intercepted and handed to the
+//!   proxy, bound to the name the guest resolved; mode `all` lets nothing else out and answers
+//!   DNS with synthetic addresses, mode `http_https_only` lets other ports out under the policy.
 //! - **UDP**: DNS to the stack's DNS address is answered from the host's resolver (A records);
 //!   other datagrams are relayed through a host socket per flow with direct egress (same
 //!   policy), and dropped with egress enabled.
@@ -59,6 +62,12 @@ pub const MAX_DNS_IN_FLIGHT: usize = 64;
 /// `EgressProxy::serve`).
 pub type ProxyConnector = Arc<dyn Fn(tokio::io::DuplexStream) + Send + Sync>;
 
+/// Hands one intercepted connection (the guest dialled this address, port 80 or 443, itself)
+/// to the credential proxy, with the name the guest resolved to it through the stack, if any
+/// (the engine wires this to `EgressProxy::serve_transparent`).
+pub type InterceptConnector =
+    Arc<dyn Fn(tokio::io::DuplexStream, SocketAddrV4, Option<String>) + Send + Sync>;
+
 /// Receives every flow decision (the engine keeps a bounded log per instance).
 pub type FlowSink = Arc<dyn Fn(FlowEvent) + Send + Sync>;
 
@@ -67,12 +76,22 @@ pub type FlowSink = Arc<dyn Fn(FlowEvent) + Send + Sync>;
 pub enum Egress {
     /// Directly, through host sockets, where the policy allows.
     Direct(Policy),
-    /// Only through the credential proxy at this guest-side address.
+    /// Through the credential proxy at this guest-side address, as upstream's egress modes
+    /// say: TCP to ports 80 and 443 anywhere is intercepted and handed to the proxy (so
+    /// programs that ignore `HTTPS_PROXY` go through it too, and fail closed without its CA).
     Proxy {
         /// The address the guest dials (its `HTTP(S)_PROXY`).
         addr: SocketAddrV4,
-        /// Serves each connection.
+        /// Serves each connection to `addr`.
         serve: ProxyConnector,
+        /// Serves each intercepted connection.
+        intercept: InterceptConnector,
+        /// `None`: mode `all`, nothing else gets out, and DNS answers are synthetic addresses
+        /// (198.18.0.0/15) that only mean something to the proxy, so no name the guest asks for
+        /// reaches a resolver unless it connects through the proxy. `Some`: mode
+        /// `http_https_only`, other TCP ports and UDP go out directly under this policy, with
+        /// real DNS.
+        direct: Option<Policy>,
     },
 }
 
@@ -80,7 +99,11 @@ impl std::fmt::Debug for Egress {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Egress::Direct(p) => f.debug_tuple("Direct").field(p).finish(),
-            Egress::Proxy { addr, .. } => f.debug_struct("Proxy").field("addr", addr).finish(),
+            Egress::Proxy { addr, direct, .. } => f
+                .debug_struct("Proxy")
+                .field("addr", addr)
+                .field("direct", direct)
+                .finish_non_exhaustive(),
         }
     }
 }

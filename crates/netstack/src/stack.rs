@@ -47,6 +47,15 @@ const HOST_ADDRS_TTL: Duration = Duration::from_secs(2);
 /// Names remembered from DNS answers, for the flow log.
 const MAX_NAMES: usize = 4096;
 
+/// Synthetic addresses (mode `all`): 198.18.0.0/15, the benchmarking range (RFC 2544), never a
+/// real destination.
+const SYNTHETIC_BASE: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 0);
+const SYNTHETIC_COUNT: u32 = (1 << 17) - 2;
+
+fn is_synthetic(ip: Ipv4Addr) -> bool {
+    u32::from(ip) >> 17 == u32::from(SYNTHETIC_BASE) >> 17
+}
+
 /// A guest-initiated flow: the guest's source port and the destination.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct FlowKey {
@@ -178,6 +187,10 @@ struct Stack {
     denied_udp: HashSet<FlowKey>,
     dns_in_flight: usize,
     names: HashMap<Ipv4Addr, String>,
+    /// Mode `all`: synthetic address ↔ name.
+    synthetic_names: HashMap<Ipv4Addr, String>,
+    synthetic_ips: HashMap<String, Ipv4Addr>,
+    synthetic_next: u32,
     host_addrs: (std::time::Instant, Vec<IpAddr>),
     events: mpsc::Sender<Event>,
     notify: Arc<Notify>,
@@ -326,6 +339,9 @@ impl Stack {
             denied_udp: HashSet::new(),
             dns_in_flight: 0,
             names: HashMap::new(),
+            synthetic_names: HashMap::new(),
+            synthetic_ips: HashMap::new(),
+            synthetic_next: 0,
             host_addrs: (epoch - HOST_ADDRS_TTL * 2, Vec::new()),
             events,
             notify,
@@ -447,8 +463,9 @@ impl Stack {
             self.dev.rx.push_back(syn); // no socket: smoltcp resets it
             return;
         }
-        let verdict = match &self.cfg.egress {
-            Egress::Proxy { addr, serve } if key.dst == *addr => {
+        let ip = *key.dst.ip();
+        match &self.cfg.egress {
+            Egress::Proxy { addr, serve, .. } if key.dst == *addr => {
                 let serve = serve.clone();
                 let (ours, theirs) = tokio::io::duplex(PIPE_BUFFER);
                 serve(theirs);
@@ -456,12 +473,37 @@ impl Stack {
                 self.dev.rx.push_back(syn);
                 return;
             }
-            Egress::Proxy { .. } => Err(DenyReason::EgressProxyOnly),
-            Egress::Direct(_) if self.is_own(*key.dst.ip()) => Err(DenyReason::NoSuchService),
-            Egress::Direct(policy) => {
-                let policy = policy.clone();
-                let hosts = self.host_addresses();
-                policy.check(*key.dst.ip(), &hosts)
+            Egress::Proxy { intercept, .. }
+                if matches!(key.dst.port(), 80 | 443) && !self.is_own(ip) =>
+            {
+                let intercept = intercept.clone();
+                let name = self.name_of(ip);
+                if name.is_none() && !is_synthetic(ip) {
+                    let hosts = self.host_addresses();
+                    if let Err(reason) = crate::Policy::default().check(ip, &hosts) {
+                        self.record("tcp", key.dst, Verdict::Denied(reason), None);
+                        self.dev.rx.push_back(syn);
+                        return;
+                    }
+                }
+                self.record("tcp", key.dst, Verdict::Allowed, name.clone());
+                let (ours, theirs) = tokio::io::duplex(PIPE_BUFFER);
+                intercept(theirs, key.dst, name);
+                self.listen(key, ours);
+                self.dev.rx.push_back(syn);
+                return;
+            }
+            _ => {}
+        }
+        let verdict = if self.is_own(ip) {
+            Err(DenyReason::NoSuchService)
+        } else {
+            match self.direct_policy() {
+                None => Err(DenyReason::EgressProxyOnly),
+                Some(policy) => {
+                    let hosts = self.host_addresses();
+                    policy.check(ip, &hosts)
+                }
             }
         };
         if let Err(reason) = verdict {
@@ -486,6 +528,37 @@ impl Stack {
             };
             let _ = events.send(Event::Dialed { key, result }).await;
         });
+    }
+
+    /// The policy for flows that go out directly (`None`: nothing does).
+    fn direct_policy(&self) -> Option<crate::Policy> {
+        match &self.cfg.egress {
+            Egress::Direct(policy) => Some(policy.clone()),
+            Egress::Proxy { direct, .. } => direct.clone(),
+        }
+    }
+
+    /// The name the guest resolved to `ip` through the stack, if it did.
+    fn name_of(&self, ip: Ipv4Addr) -> Option<String> {
+        self.synthetic_names
+            .get(&ip)
+            .or_else(|| self.names.get(&ip))
+            .cloned()
+    }
+
+    /// The synthetic address standing for `name` (mode `all`), allocated on first use.
+    fn synthetic(&mut self, name: &str) -> Ipv4Addr {
+        if let Some(ip) = self.synthetic_ips.get(name) {
+            return *ip;
+        }
+        let base = u32::from(SYNTHETIC_BASE);
+        let ip = Ipv4Addr::from(base + 1 + self.synthetic_next % SYNTHETIC_COUNT);
+        self.synthetic_next = self.synthetic_next.wrapping_add(1);
+        if let Some(old) = self.synthetic_names.insert(ip, name.to_string()) {
+            self.synthetic_ips.remove(&old);
+        }
+        self.synthetic_ips.insert(name.to_string(), ip);
+        ip
     }
 
     fn host_addresses(&mut self) -> Vec<IpAddr> {
@@ -649,13 +722,15 @@ impl Stack {
             let _ = socket.try_send_to(&payload, *peer);
             return;
         }
-        let verdict = match &self.cfg.egress {
-            Egress::Proxy { .. } => Err(DenyReason::EgressProxyOnly),
-            Egress::Direct(_) if self.is_own(*dst.ip()) => Err(DenyReason::NoSuchService),
-            Egress::Direct(policy) => {
-                let policy = policy.clone();
-                let hosts = self.host_addresses();
-                policy.check(*dst.ip(), &hosts)
+        let verdict = if self.is_own(*dst.ip()) {
+            Err(DenyReason::NoSuchService)
+        } else {
+            match self.direct_policy() {
+                None => Err(DenyReason::EgressProxyOnly),
+                Some(policy) => {
+                    let hosts = self.host_addresses();
+                    policy.check(*dst.ip(), &hosts)
+                }
             }
         };
         let key = FlowKey { guest_port, dst };
@@ -746,16 +821,13 @@ impl Stack {
             }
             return;
         }
-        if matches!(self.cfg.egress, Egress::Proxy { .. }) {
-            // The proxy resolves what the guest asks it for; a lookup here would carry
-            // whatever the guest encodes in a name to the host's resolver, past the proxy.
-            self.record(
-                "dns",
-                from,
-                Verdict::Denied(DenyReason::EgressProxyOnly),
-                Some(query.name.clone()),
-            );
-            let reply = dns::respond(&query, &Answer::Refused);
+        if matches!(self.cfg.egress, Egress::Proxy { direct: None, .. }) {
+            // Mode `all`: the proxy resolves what the guest connects to through it. A lookup
+            // here would carry whatever the guest encodes in a name to the host's resolver,
+            // so the answer is a synthetic address that only the stack and proxy understand.
+            let ip = self.synthetic(&query.name);
+            self.record("dns", from, Verdict::Allowed, Some(query.name.clone()));
+            let reply = dns::respond(&query, &Answer::Addresses(vec![ip]));
             if let Some(frame) = self.udp_frame(from, guest_port, &reply) {
                 self.dev.tx.push(frame);
             }

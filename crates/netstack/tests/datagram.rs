@@ -353,10 +353,20 @@ async fn with_egress_the_proxy_is_the_only_way_out_and_ports_come_in() {
             let _ = stream.write_all(&reply).await;
         });
     });
+    let intercepted = Arc::new(Mutex::new(Vec::<(SocketAddrV4, Option<String>)>::new()));
+    let seen = intercepted.clone();
+    let intercept: hypedeck_netstack::InterceptConnector = Arc::new(move |mut stream, to, name| {
+        seen.lock().unwrap().push((to, name));
+        tokio::spawn(async move {
+            let _ = stream.write_all(b"intercepted").await;
+        });
+    });
     let (mut cfg, events) = config(
         Egress::Proxy {
             addr: proxy_addr,
             serve,
+            intercept,
+            direct: None,
         },
         HashMap::from([(internet, echo)]),
     );
@@ -383,13 +393,60 @@ async fn with_egress_the_proxy_is_the_only_way_out_and_ports_come_in() {
     // Everything else, even where direct egress would go: refused; DNS: refused.
     let h = guest.connect(internet);
     assert!(!guest.outcome(h).await, "direct egress got through");
+    assert_eq!(guest.udp(internet, b"x").await, None);
+
+    // DNS answers with a synthetic address, never the real one (the host's resolver is not
+    // asked), the same one for the same name.
     let answer = guest
         .udp(SocketAddrV4::new(DNS, 53), &dns_query("localhost"))
         .await
         .expect("a DNS answer");
-    assert_eq!(answer[3] & 0xf, 5, "REFUSED");
-    assert!(!answer.windows(4).any(|w| w == [127, 0, 0, 1]));
-    assert_eq!(guest.udp(internet, b"x").await, None);
+    assert_eq!(answer[3] & 0xf, 0, "NOERROR");
+    assert!(
+        !answer.windows(4).any(|w| w == [127, 0, 0, 1]),
+        "{answer:?}"
+    );
+    let tail: [u8; 4] = answer[answer.len() - 4..].try_into().unwrap();
+    let synthetic = Ipv4Addr::from(tail);
+    assert_eq!(synthetic.octets()[..2], [198, 18], "{synthetic}");
+    let again = guest
+        .udp(SocketAddrV4::new(DNS, 53), &dns_query("localhost"))
+        .await
+        .unwrap();
+    assert_eq!(&again[again.len() - 4..], &synthetic.octets());
+
+    // Port 443 to it: intercepted, handed over with the name; another port: refused.
+    let h = guest.connect(SocketAddrV4::new(synthetic, 443));
+    assert!(
+        guest.outcome(h).await,
+        "the intercepted connection was refused"
+    );
+    assert_eq!(guest.exchange(h, b"", 11).await, b"intercepted");
+    assert_eq!(
+        intercepted.lock().unwrap().as_slice(),
+        &[(
+            SocketAddrV4::new(synthetic, 443),
+            Some("localhost".to_string())
+        )]
+    );
+    let h = guest.connect(SocketAddrV4::new(synthetic, 22));
+    assert!(
+        !guest.outcome(h).await,
+        "a synthetic address reached port 22"
+    );
+    // A real address on port 80: intercepted without a name; the host's own: refused.
+    let h = guest.connect(internet_80());
+    assert!(guest.outcome(h).await);
+    let h = guest.connect("127.0.0.1:443".parse().unwrap());
+    assert!(!guest.outcome(h).await, "loopback was intercepted");
+    assert_eq!(intercepted.lock().unwrap().len(), 2);
+    assert!(
+        events
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|e| e.protocol == "dns" && e.name.as_deref() == Some("localhost"))
+    );
     assert!(
         events
             .lock()
@@ -441,6 +498,46 @@ async fn with_egress_the_proxy_is_the_only_way_out_and_ports_come_in() {
     assert!(std::net::TcpListener::bind(("127.0.0.1", host_port)).is_err());
     network.stop().await;
     assert!(std::net::TcpListener::bind(("127.0.0.1", host_port)).is_ok());
+}
+
+fn internet_80() -> SocketAddrV4 {
+    "203.0.113.10:80".parse().unwrap()
+}
+
+#[tokio::test]
+async fn http_https_only_lets_other_ports_out_and_resolves_for_real() {
+    let echo = echo_server().await;
+    let internet: SocketAddrV4 = "203.0.113.10:7".parse().unwrap();
+    let intercepted = Arc::new(Mutex::new(0usize));
+    let count = intercepted.clone();
+    let (cfg, _events) = config(
+        Egress::Proxy {
+            addr: "10.100.9.100:18080".parse().unwrap(),
+            serve: Arc::new(|_| {}),
+            intercept: Arc::new(move |_, _, _| *count.lock().unwrap() += 1),
+            direct: Some(Policy::default()),
+        },
+        HashMap::from([(internet, echo)]),
+    );
+    let (ours, theirs) = std::os::unix::net::UnixDatagram::pair().unwrap();
+    ours.set_nonblocking(true).unwrap();
+    let transport = Transport::Datagram(tokio::net::UnixDatagram::from_std(ours).unwrap());
+    let network = Network::start(cfg, transport).await.unwrap();
+    let mut guest = Guest::new(theirs);
+    let h = guest.connect(internet);
+    assert!(guest.outcome(h).await, "port 7 did not go out directly");
+    assert_eq!(guest.exchange(h, b"ping", 4).await, b"ping");
+    let h = guest.connect("10.0.0.1:7".parse().unwrap());
+    assert!(!guest.outcome(h).await, "the policy still holds");
+    let answer = guest
+        .udp(SocketAddrV4::new(DNS, 53), &dns_query("localhost"))
+        .await
+        .unwrap();
+    assert!(answer.windows(4).any(|w| w == [127, 0, 0, 1]), "{answer:?}");
+    let h = guest.connect(internet_80());
+    assert!(guest.outcome(h).await);
+    assert_eq!(*intercepted.lock().unwrap(), 1, "port 80 goes to the proxy");
+    network.stop().await;
 }
 
 #[tokio::test]

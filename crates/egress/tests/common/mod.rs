@@ -296,6 +296,41 @@ pub async fn open_tunnel(
     open_tunnel_as(proxy, host, port, proxy_ca_pem, host).await
 }
 
+/// HTTP/1.1 over TLS on `io` (a connection the sandbox network intercepted), asking for `sni`
+/// and trusting `roots_pem`; any certificate when `any_cert`. `Err` when the handshake fails.
+pub async fn tls_http<IO>(
+    io: IO,
+    sni: &str,
+    roots_pem: &str,
+    any_cert: bool,
+) -> Result<SendRequest<Full<Bytes>>, std::io::Error>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(roots_pem.as_bytes()).unwrap())
+        .unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    if any_cert {
+        config
+            .dangerous()
+            .set_certificate_verifier(Arc::new(AnyCertificate(provider())));
+    }
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from(sni.to_string()).unwrap(), io)
+        .await?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .map_err(std::io::Error::other)?;
+    tokio::spawn(conn);
+    Ok(sender)
+}
+
 /// Like [`open_tunnel`], but the guest's TLS asks for `sni` (a guest that does not check the
 /// certificate when it differs from the CONNECT host).
 pub async fn open_tunnel_as(

@@ -315,6 +315,27 @@ describe("the default network, seen from inside guests", () => {
       assert.ok(flows.every((f, i) => i === 0 || flows[i - 1].at_ms >= f.at_ms), "newest first");
       assert.equal((await client.get(`/instances/${a.id}/network/flows`, { query: { limit: 2 } })).length, 2);
     });
+
+    test("an allow-list set live answers only its names, and a PATCH widens it with no restart", { timeout: 120_000 }, async () => {
+      const before = await client.instances.get(a.id);
+      await client.instances.update(a.id, { network: { egress: { allow: ["internet.test"] } } });
+      assert.deepEqual((await client.get(`/instances/${a.id}/network/policy`)).allow, ["internet.test"]);
+      await allowed(a.id, "https://internet.test/ (on the list)", ["--cacert", "/tmp/ca.pem", "https://internet.test/"], "internet-tls-ok\n");
+      const off = await curl(a.id, ["http://hostsonly.test:8080/"]);
+      assert.ok(!off.reached && off.rc === 6, `hostsonly.test is off the list: its lookup must fail (curl exit 6), but: ${off.text}`);
+      const flows = await client.get(`/instances/${a.id}/network/flows`, { query: { limit: 1000 } });
+      assert.ok(flows.some((f) => f.protocol === "dns" && f.name === "hostsonly.test" && f.verdict === "denied" && f.reason === "not_allowed"),
+        `the refused lookup is in the flow log: ${JSON.stringify(flows.slice(0, 10))}`);
+
+      await client.instances.update(a.id, { network: { egress: { allow: ["internet.test", "hostsonly.test"] } } });
+      await allowed(a.id, "http://hostsonly.test:8080/ (added live)", ["http://hostsonly.test:8080/"], "internet-ok\n");
+      const after = await client.instances.get(a.id);
+      assert.equal(after.started_at, before.started_at, "the allow-list changed without a restart");
+      assert.equal(after.state, "Running");
+      await assert.rejects(client.instances.update(a.id, { network: { egress: { allow: ["not a host"] } } }),
+        (e) => e.status === 400 && /not a host/.test(e.error?.message ?? e.message));
+      // Back to no list is not a PATCH (null is refused); the widest list keeps the rest of the suite's probes meaningful.
+    });
   });
 
   describe("guest B (egress on, with a credential)", () => {
@@ -372,6 +393,21 @@ describe("the default network, seen from inside guests", () => {
         if (!refused || /metadata-reached|private-reached/.test(r.body)) problems.push(`${what}: ${r.text}`);
       }
       assert.ok(problems.length === 0, `guest B's proxy must answer 403 for these, but:\n${problems.join("\n")}`);
+    });
+
+    test("DENIED: an allow-list without the host stops its proxy too, and the refusal is logged", { timeout: 60_000 }, async () => {
+      await client.instances.update(b.id, { network: { egress: { allow: ["elsewhere.test"] } } });
+      try {
+        const r = await curl(b.id, ["-H", "X-Probe: guest-b-offlist", "https://internet.test/"]);
+        const fromB = (await internetLog("requests")).filter((s) => s.headers["x-probe"] === "guest-b-offlist");
+        assert.ok(fromB.length === 0 && (r.text.includes("CONNECT 403") || !r.reached),
+          `internet.test is off B's list: the proxy must refuse it, but: ${r.text}; upstream saw ${fromB.length}`);
+        const flows = await client.get(`/instances/${b.id}/network/flows`, { query: { limit: 1000 } });
+        assert.ok(flows.some((f) => f.name === "internet.test" && f.verdict === "denied" && f.reason === "not_allowed"),
+          `the proxy's refusal is in B's flow log: ${JSON.stringify(flows.slice(0, 10))}`);
+      } finally {
+        await client.instances.update(b.id, { network: { egress: { allow: ["internet.test", "*.test"] } } });
+      }
     });
 
     test("DENIED: UDP, and names never leave through DNS", { timeout: 60_000 }, async () => {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 
-import { blockText, blocked, newBlocks, reasonText, target, type FlowEvent } from "./flows";
+import { blockText, blocked, newBlocks, reasonText, target, withName, type FlowEvent } from "./flows";
 
 const ev = (at_ms: number, over: Partial<FlowEvent>): FlowEvent => ({
   at_ms,
@@ -34,6 +34,13 @@ describe("flows", () => {
     expect(target({ protocol: "dns", destination: "10.100.7.3:53", name: "a.example" })).toBe("a.example");
     const [b] = blocked([ev(1, { verdict: "denied", destination: "127.0.0.1:22", reason: "loopback" })]);
     expect(blockText("agent-1", b!)).toBe("agent-1 was refused 127.0.0.1:22 over TCP: the host's own services (loopback)");
+  });
+
+  it("adds a name to an allow-list once, keeping the order", () => {
+    expect(withName(null, "pypi.org")).toEqual(["pypi.org"]);
+    expect(withName(["a.test"], "pypi.org")).toEqual(["a.test", "pypi.org"]);
+    expect(withName(["a.test", "pypi.org"], "pypi.org")).toEqual(["a.test", "pypi.org"]);
+    expect(reasonText("not_allowed")).toBe("not on this instance's allow-list");
   });
 
   it("reports each blocked destination once", () => {

@@ -36,6 +36,37 @@ export async function flows(api: Hypeman, id: string, limit = 200): Promise<Flow
   }
 }
 
+/** `GET /instances/{id}/network/policy`. */
+export interface NetworkPolicy {
+  enabled: boolean;
+  egress: boolean;
+  mode: "all" | "http_https_only" | null;
+  allow: string[] | null;
+}
+
+export async function policy(api: Hypeman, id: string): Promise<NetworkPolicy | null> {
+  try {
+    return await api.get<NetworkPolicy>(`/instances/${encodeURIComponent(id)}/network/policy`);
+  } catch (e) {
+    if (e instanceof APIError && e.status === 404) return null;
+    throw e;
+  }
+}
+
+/** The allow-list with `name` added (kept in order, no duplicates). */
+export function withName(list: string[] | null, name: string): string[] {
+  const current = list ?? [];
+  return current.includes(name) ? current : [...current, name];
+}
+
+/** Adds `name` to the instance's allow-list, live (PATCH). Returns the new list. */
+export async function allowName(api: Hypeman, id: string, name: string): Promise<string[]> {
+  const now = await policy(api, id);
+  const allow = withName(now?.allow ?? null, name);
+  await api.patch(`/instances/${encodeURIComponent(id)}`, { body: { network: { egress: { allow } } } });
+  return allow;
+}
+
 const REASONS: Record<string, string> = {
   loopback: "the host's own services (loopback)",
   host_address: "an address of this computer",
@@ -46,6 +77,7 @@ const REASONS: Record<string, string> = {
   no_such_service: "nothing listens there in the sandbox network",
   egress_proxy_only: "egress goes through the credential proxy only",
   too_many_flows: "too many open connections",
+  not_allowed: "not on this instance's allow-list",
 };
 
 /** A plain sentence for a flow's reason. */

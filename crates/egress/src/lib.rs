@@ -53,7 +53,7 @@ mod usage;
 
 pub use ca::{CA_COMMON_NAME, CertificateAuthority};
 pub use error::EgressError;
-pub use proxy::{EgressProxy, ProxyOptions, TestOutcome};
+pub use proxy::{EgressProxy, HostCheck, ProxyOptions, TestOutcome};
 pub use rules::InjectRule;
 pub use upstream::{DestinationFilter, UpstreamTrust};
 pub use usage::{

@@ -93,10 +93,15 @@ impl InstanceTasks {
     }
 }
 
+/// Decides whether an instance may reach a host (name or address, canonical), beyond the
+/// proxy's own destination rules: the engine's allow-list check, which also records refusals.
+pub type HostCheck = Arc<dyn Fn(&str, u16) -> bool + Send + Sync>;
+
 /// One attached instance, as its connections see it.
 #[derive(Debug)]
 pub(crate) struct Instance {
     pub(crate) id: String,
+    pub(crate) check: std::sync::RwLock<Option<HostCheckSlot>>,
     pub(crate) rules: ArcSwap<RuleSet>,
     pub(crate) shared: Arc<Shared>,
     pub(crate) tasks: InstanceTasks,
@@ -120,6 +125,24 @@ pub struct EgressProxy {
 impl Drop for EgressProxy {
     fn drop(&mut self) {
         self.shutdown.cancel();
+    }
+}
+
+/// A [`HostCheck`] in an [`Instance`] (for `Debug`).
+#[derive(Clone)]
+pub(crate) struct HostCheckSlot(pub(crate) HostCheck);
+
+impl std::fmt::Debug for HostCheckSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HostCheck")
+    }
+}
+
+impl Instance {
+    /// Whether the engine lets this instance reach `host:port` (no check set: yes).
+    pub(crate) fn may_reach(&self, host: &str, port: u16) -> bool {
+        let slot = self.check.read().unwrap_or_else(|p| p.into_inner());
+        slot.as_ref().is_none_or(|c| (c.0)(host, port))
     }
 }
 
@@ -173,6 +196,7 @@ impl EgressProxy {
                 Attached {
                     instance: Arc::new(Instance {
                         id: instance_id.to_string(),
+                        check: std::sync::RwLock::new(None),
                         rules: ArcSwap::from_pointee(RuleSet::default()),
                         shared: self.shared.clone(),
                         tasks: InstanceTasks {
@@ -183,6 +207,15 @@ impl EgressProxy {
                     listener: None,
                 }
             });
+    }
+
+    /// Sets the instance's host check (replacing any): every CONNECT, absolute-form request and
+    /// intercepted connection to a host it refuses is answered 403 (or closed).
+    pub fn set_host_check(&self, instance_id: &str, check: HostCheck) {
+        if let Some(a) = self.instances().get(instance_id) {
+            let mut slot = a.instance.check.write().unwrap_or_else(|p| p.into_inner());
+            *slot = Some(HostCheckSlot(check));
+        }
     }
 
     /// Serves one guest connection of an attached instance (a stream from its network stack)

@@ -41,6 +41,9 @@ use crate::usage::{
 const MISMATCH_RESPONSE: &str =
     "request blocked: the TLS server name and the Host header must name the CONNECT host";
 
+/// What the guest gets for a host its instance's allow-list does not name.
+const NOT_ALLOWED_RESPONSE: &str = "destination not on this sandbox's allow-list";
+
 /// What the guest gets when the leak guard refuses a request.
 const LEAK_RESPONSE: &str =
     "request blocked: it carries a credential value this host may not receive";
@@ -101,6 +104,9 @@ async fn connect(mut req: Request<Incoming>, instance: Arc<Instance>) -> Respons
     else {
         return text(StatusCode::BAD_REQUEST, "CONNECT needs host:port");
     };
+    if !instance.may_reach(&host, port) {
+        return text(StatusCode::FORBIDDEN, NOT_ALLOWED_RESPONSE);
+    }
     let addrs = match instance.shared.dialer.resolve(&host, port).await {
         Ok(addrs) => addrs,
         Err(error) => return dial_failure(&instance, &host, &error),
@@ -235,6 +241,10 @@ pub(crate) async fn transparent_connection<S>(
         (None, Some(sni)) => sni,
         (None, None) => addr.ip().to_string(),
     };
+    if !instance.may_reach(&host, addr.port()) {
+        tracing::info!(instance = %instance.id, %host, "intercepted destination not on the allow-list; closed");
+        return;
+    }
     let addrs = match instance.shared.dialer.resolve(&host, addr.port()).await {
         Ok(addrs) => addrs,
         Err(error) => {
@@ -585,6 +595,9 @@ async fn forward_plain(
     }) else {
         return text(StatusCode::BAD_REQUEST, "invalid destination host");
     };
+    if !instance.may_reach(&host, port) {
+        return text(StatusCode::FORBIDDEN, NOT_ALLOWED_RESPONSE);
+    }
     strip_hop_by_hop(&mut parts.headers);
     let rules = instance.rules.load_full();
     let method = parts.method.clone();

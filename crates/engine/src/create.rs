@@ -175,6 +175,7 @@ fn build_record(
                     .egress
                     .map(|m| m.as_str().to_string())
                     .unwrap_or_default(),
+                allow: spec.network.allow.clone(),
             },
             ip: None,
             mac: None,

@@ -49,7 +49,7 @@ pub use agent::{AgentEvent, ExecSession};
 pub use hypedeck_guest_init::agent_proto::{OpenRequest, PathInfo};
 pub use images::{HELLO_IMAGE, PullCredentials};
 pub use lifecycle::{MAX_WAIT, STOP_TIMEOUT, StartOverrides, WaitOutcome};
-pub use network::FLOW_LOG_ENTRIES;
+pub use network::{FLOW_LOG_ENTRIES, NetworkPolicy};
 pub use provision::{GuestRuntime, IMAGE_WAIT};
 pub use query::ListFilter;
 pub use volumes::{MAX_ARCHIVE_BYTES, MAX_VOLUME_GB};

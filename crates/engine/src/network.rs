@@ -9,11 +9,27 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use hypedeck_hypervisor::Vm;
-use hypedeck_model::{ErrorCode, PortProtocol, Rejection};
-use hypedeck_netstack::{Egress, FlowEvent, Forward, NetConfig, NetError, Network, Policy};
+use hypedeck_model::allow::SharedAllowList;
+use hypedeck_model::{AllowList, ErrorCode, PortProtocol, Rejection};
+use hypedeck_netstack::{
+    DenyReason, Egress, FlowEvent, Forward, NetConfig, NetError, Network, Policy, Verdict,
+};
 use hypedeck_store::InstanceRecord;
 
 use crate::{Engine, EngineError};
+
+/// `GET /instances/{id}/network/policy`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct NetworkPolicy {
+    /// Attached to a network at all.
+    pub enabled: bool,
+    /// Egress through the credential proxy.
+    pub egress: bool,
+    /// `all` or `http_https_only` (with egress).
+    pub mode: Option<String>,
+    /// The names the guest may reach (`null`: any public destination).
+    pub allow: Option<AllowList>,
+}
 
 /// Flow decisions kept per instance (the oldest go first).
 pub const FLOW_LOG_ENTRIES: usize = 1000;
@@ -28,6 +44,8 @@ type FlowLog = Arc<Mutex<VecDeque<FlowEvent>>>;
 pub(crate) struct Networks {
     running: Mutex<HashMap<String, Network>>,
     flows: Mutex<HashMap<String, FlowLog>>,
+    /// Each instance's live allow-list, shared with its stack and its proxy check.
+    allow: Mutex<HashMap<String, SharedAllowList>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -62,7 +80,23 @@ impl Networks {
 
     fn forget(&self, id: &str) {
         lock(&self.flows).remove(id);
+        lock(&self.allow).remove(id);
     }
+
+    /// The instance's shared allow-list, set to `list`.
+    fn allow_list(&self, id: &str, list: Option<AllowList>) -> SharedAllowList {
+        let shared = lock(&self.allow).entry(id.to_string()).or_default().clone();
+        *shared.write().unwrap_or_else(|p| p.into_inner()) = list;
+        shared
+    }
+}
+
+fn record_into(log: &FlowLog, event: FlowEvent) {
+    let mut log = lock(log);
+    if log.len() >= FLOW_LOG_ENTRIES {
+        log.pop_front();
+    }
+    log.push_back(event);
 }
 
 /// Parses `a.b.c.d` (the engine's own identities, always well formed).
@@ -95,6 +129,10 @@ impl Engine {
             return Ok(());
         };
         let (net, prefix) = crate::provision::network_identity(&record.id);
+        let log = self.networks.log(&record.id);
+        let allow = self
+            .networks
+            .allow_list(&record.id, record.network.egress.allow.clone());
         let egress = if record.network.egress.enabled {
             let proxy = self
                 .egress_proxy()
@@ -104,6 +142,27 @@ impl Engine {
                 .map_err(|_| EngineError::Provision("bad proxy address".into()))?;
             let (id, intercepted) = (record.id.clone(), record.id.clone());
             let to_proxy = proxy.clone();
+            // The proxy refuses hosts off the allow-list, and the refusal is in the flow log.
+            let (shared, refusals) = (allow.clone(), log.clone());
+            proxy.set_host_check(
+                &record.id,
+                Arc::new(move |host, port| {
+                    let ok = hypedeck_model::allow::shared_allows(&shared, host);
+                    if !ok {
+                        record_into(
+                            &refusals,
+                            FlowEvent {
+                                at_ms: now_ms(),
+                                protocol: "tcp",
+                                destination: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port),
+                                name: Some(host.to_string()),
+                                verdict: Verdict::Denied(DenyReason::NotAllowed),
+                            },
+                        );
+                    }
+                    ok
+                }),
+            );
             Egress::Proxy {
                 addr,
                 serve: Arc::new(move |stream| to_proxy.serve(&id, stream)),
@@ -116,7 +175,6 @@ impl Engine {
         } else {
             Egress::Direct(Policy::default())
         };
-        let log = self.networks.log(&record.id);
         let config = NetConfig {
             instance_id: record.id.clone(),
             guest_mac: mac(&net.mac),
@@ -135,13 +193,8 @@ impl Engine {
                 })
                 .collect(),
             dial_overrides: HashMap::new(),
-            events: Some(Arc::new(move |event| {
-                let mut log = lock(&log);
-                if log.len() >= FLOW_LOG_ENTRIES {
-                    log.pop_front();
-                }
-                log.push_back(event);
-            })),
+            events: Some(Arc::new(move |event| record_into(&log, event))),
+            allow,
         };
         let transport = Network::connect_stream(&socket, CONNECT_WAIT)
             .await
@@ -159,6 +212,12 @@ impl Engine {
         Ok(())
     }
 
+    /// Replaces the instance's allow-list on its running stack and proxy (a PATCH): the next
+    /// lookup and the next connection see it.
+    pub(crate) fn apply_allow_list(&self, id: &str, list: Option<AllowList>) {
+        self.networks.allow_list(id, list);
+    }
+
     /// Stops the instance's network stack and its forwarded ports (stop, standby, delete).
     pub(crate) async fn detach_network(&self, id: &str) {
         self.networks.stop(id).await;
@@ -167,6 +226,24 @@ impl Engine {
     /// Forgets the instance's flow log (delete).
     pub(crate) fn forget_network(&self, id: &str) {
         self.networks.forget(id);
+    }
+
+    /// What the instance's network lets through (Hypedeck extension).
+    pub fn network_policy(&self, id_or_name: &str) -> Result<NetworkPolicy, EngineError> {
+        let record = self.resolve(id_or_name)?;
+        let egress = &record.network.egress;
+        Ok(NetworkPolicy {
+            enabled: record.network.enabled,
+            egress: egress.enabled,
+            mode: egress.enabled.then(|| {
+                if egress.mode.is_empty() {
+                    "all".into()
+                } else {
+                    egress.mode.clone()
+                }
+            }),
+            allow: egress.allow.clone(),
+        })
     }
 
     /// The instance's recent flow decisions, newest first, at most `limit` (Hypedeck
@@ -182,6 +259,13 @@ impl Engine {
         flows.truncate(limit);
         Ok(flows)
     }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -54,6 +54,11 @@ impl Engine {
         update: InstanceUpdate,
     ) -> Result<Instance, EngineError> {
         let (_guard, mut record, observed) = self.lock_and_observe(id_or_name).await?;
+        if update.allow.is_some() && !record.network.enabled {
+            return Err(EngineError::Rejected(Rejection::invalid_request(
+                "network.egress.allow requires network.enabled=true",
+            )));
+        }
         // 400s (keys) are decided before the 409 (state), like upstream.
         if let Some(env) = &update.env {
             check_env_update(env, &record.credentials, record.network.egress.enabled)
@@ -115,12 +120,19 @@ impl Engine {
         for (key, value) in &update.policies {
             record.policies.insert(key.clone(), value.clone());
         }
+        if let Some(list) = &update.allow {
+            record.network.egress.allow = Some(list.clone());
+        }
         if let Err(e) = record.save(&self.paths) {
             self.restore_secrets(&record.id, rollback).await;
             if let Err(e) = self.reload_egress_rules(&record).await {
                 tracing::error!(error = %e, id = %record.id, "could not roll back egress rules");
             }
             return Err(e.into());
+        }
+        if let Some(list) = update.allow {
+            // Saved first: what runs is never ahead of what a restart would rebuild.
+            self.apply_allow_list(&record.id, Some(list));
         }
         let observed = self.observe(&mut record).await;
         self.render(&record, &observed).await

@@ -164,6 +164,7 @@ async fn network(
         forwards: Vec::new(),
         dial_overrides: overrides.iter().copied().collect(),
         events: None,
+        allow: Default::default(),
     };
     hypedeck_netstack::Network::start(config, transport)
         .await

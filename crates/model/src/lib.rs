@@ -8,6 +8,7 @@
 //! - validation ([`validate`]) that turns a request into typed domain values, with upstream's
 //!   error codes and messages.
 
+pub mod allow;
 pub mod error;
 pub mod id;
 pub mod instance;
@@ -17,6 +18,7 @@ pub mod size;
 pub mod state;
 pub mod validate;
 
+pub use allow::AllowList;
 pub use error::{ErrorBody, ErrorCode};
 pub use id::InstanceId;
 pub use instance::{

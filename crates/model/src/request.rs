@@ -27,6 +27,26 @@ pub struct EgressRequest {
     /// Enforcement policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enforcement: Option<EgressEnforcement>,
+    /// The names the guest may reach (Hypedeck extension; absent: any public destination).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow: Option<Vec<String>>,
+}
+
+/// `network` of an update request (Hypedeck extension).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkUpdate {
+    /// Egress changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress: Option<EgressUpdate>,
+}
+
+/// `network.egress` of an update request (Hypedeck extension).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EgressUpdate {
+    /// Replaces the allow-list; an empty list means "no names": nothing by name; `null` is
+    /// refused like every explicit null (send the whole list).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow: Option<Vec<String>>,
 }
 
 /// `network` of a create request.
@@ -196,6 +216,9 @@ pub struct UpdateInstanceRequest {
     /// Restart policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restart_policy: Option<serde_json::Value>,
+    /// Network policy changes (Hypedeck extension: `network.egress.allow`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<NetworkUpdate>,
 }
 
 /// `POST /volumes` body (and the query of `POST /volumes/from-archive`).

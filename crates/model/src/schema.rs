@@ -370,6 +370,8 @@ pub fn create_instance_request() -> Schema {
                                             &[],
                                         ),
                                     ),
+                                    // Hypedeck extension.
+                                    ("allow", array(string())),
                                 ],
                                 &[],
                             ),
@@ -433,6 +435,14 @@ pub fn update_instance_request() -> Schema {
             ),
             ("health_check", health_check()),
             ("restart_policy", restart_policy()),
+            // Hypedeck extension.
+            (
+                "network",
+                object(
+                    vec![("egress", object(vec![("allow", array(string()))], &[]))],
+                    &[],
+                ),
+            ),
         ],
         &[],
     )

@@ -113,6 +113,8 @@ pub struct NetworkSpec {
     pub bandwidth_upload: u64,
     /// Mediated egress, when enabled.
     pub egress: Option<EgressMode>,
+    /// The names the guest may reach (`None`: any public destination).
+    pub allow: Option<crate::AllowList>,
 }
 
 /// A validated create request.
@@ -530,6 +532,16 @@ impl CreateInstanceRequest {
             _ => None,
         };
 
+        let allow = match network_req.egress.as_ref().and_then(|e| e.allow.as_ref()) {
+            Some(_) if !network_enabled => {
+                return Err(Rejection::invalid_request(
+                    "network.egress.allow requires network.enabled=true",
+                ));
+            }
+            Some(entries) => Some(crate::AllowList::parse(entries)?),
+            None => None,
+        };
+
         let env = self.env.clone().unwrap_or_default();
         let credentials = normalize_credentials(self.credentials.as_ref(), egress.is_some(), &env)?;
 
@@ -582,6 +594,7 @@ impl CreateInstanceRequest {
                 bandwidth_download,
                 bandwidth_upload,
                 egress,
+                allow,
             },
             volumes,
             devices: self.devices.clone().unwrap_or_default(),
@@ -814,6 +827,8 @@ pub struct InstanceUpdate {
     pub env: Option<BTreeMap<String, String>>,
     /// Policies to replace.
     pub policies: BTreeMap<String, serde_json::Value>,
+    /// A new allow-list (`network.egress.allow`).
+    pub allow: Option<crate::AllowList>,
 }
 
 impl UpdateInstanceRequest {
@@ -838,7 +853,16 @@ impl UpdateInstanceRequest {
                 policies.insert(key.to_string(), v.clone());
             }
         }
-        if self.env.is_none() && policies.is_empty() {
+        let allow = match self
+            .network
+            .as_ref()
+            .and_then(|n| n.egress.as_ref())
+            .and_then(|e| e.allow.as_ref())
+        {
+            Some(entries) => Some(crate::AllowList::parse(entries)?),
+            None => None,
+        };
+        if self.env.is_none() && policies.is_empty() && allow.is_none() {
             return Err(Rejection::invalid_request(
                 "request must include env, auto_standby, health_check, and/or restart_policy",
             ));
@@ -846,6 +870,7 @@ impl UpdateInstanceRequest {
         Ok(InstanceUpdate {
             env: self.env.clone(),
             policies,
+            allow,
         })
     }
 }

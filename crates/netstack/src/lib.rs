@@ -20,6 +20,9 @@
 //! - **Egress modes** ([`Egress::Proxy`]): TCP to ports 80/443 is intercepted and handed to the
 //!   proxy, bound to the name the guest resolved; mode `all` lets nothing else out and answers
 //!   DNS with synthetic addresses, mode `http_https_only` lets other ports out under the policy.
+//! - **Allow-lists** ([`NetConfig::allow`]): names off the list answer NXDOMAIN; with a list,
+//!   a flow goes only to an address an allowed name resolved to (intercepted ones: bound to
+//!   that name), so the guest cannot reach what it could not name.
 //! - **UDP**: DNS to the stack's DNS address is answered from the host's resolver (A records);
 //!   other datagrams are relayed through a host socket per flow with direct egress (same
 //!   policy), and dropped with egress enabled.
@@ -143,6 +146,9 @@ pub struct NetConfig {
     pub dial_overrides: HashMap<SocketAddrV4, SocketAddr>,
     /// Where flow decisions go.
     pub events: Option<FlowSink>,
+    /// The names the guest may reach, replaceable while the stack runs (PATCH): names off the
+    /// list answer NXDOMAIN, and a flow must go to an address an allowed name resolved to.
+    pub allow: hypedeck_model::allow::SharedAllowList,
 }
 
 impl std::fmt::Debug for NetConfig {

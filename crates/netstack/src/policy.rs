@@ -24,6 +24,9 @@ pub enum DenyReason {
     EgressProxyOnly,
     /// The instance already has as many open flows as it may.
     TooManyFlows,
+    /// The instance has an allow-list and this name (or an address no allowed name resolved
+    /// to) is not on it.
+    NotAllowed,
 }
 
 impl DenyReason {
@@ -39,6 +42,7 @@ impl DenyReason {
             DenyReason::NoSuchService => "no service at that sandbox address",
             DenyReason::EgressProxyOnly => "egress goes through the credential proxy only",
             DenyReason::TooManyFlows => "too many open connections",
+            DenyReason::NotAllowed => "not on the instance's allow-list",
         }
     }
 }

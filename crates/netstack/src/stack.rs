@@ -478,6 +478,11 @@ impl Stack {
             {
                 let intercept = intercept.clone();
                 let name = self.name_of(ip);
+                if let Err(reason) = self.allowed_by_name(name.as_deref()) {
+                    self.record("tcp", key.dst, Verdict::Denied(reason), name);
+                    self.dev.rx.push_back(syn);
+                    return;
+                }
                 if name.is_none() && !is_synthetic(ip) {
                     let hosts = self.host_addresses();
                     if let Err(reason) = crate::Policy::default().check(ip, &hosts) {
@@ -502,7 +507,9 @@ impl Stack {
                 None => Err(DenyReason::EgressProxyOnly),
                 Some(policy) => {
                     let hosts = self.host_addresses();
-                    policy.check(ip, &hosts)
+                    policy.check(ip, &hosts).and_then(|()| {
+                        self.allowed_by_name(self.names.get(&ip).map(String::as_str))
+                    })
                 }
             }
         };
@@ -528,6 +535,18 @@ impl Stack {
             };
             let _ = events.send(Event::Dialed { key, result }).await;
         });
+    }
+
+    /// With an allow-list, a flow must be bound to an allowed name (`name`: the one the guest
+    /// resolved for the destination through the stack).
+    fn allowed_by_name(&self, name: Option<&str>) -> Result<(), DenyReason> {
+        if !hypedeck_model::allow::shared_is_set(&self.cfg.allow) {
+            return Ok(());
+        }
+        match name {
+            Some(n) if hypedeck_model::allow::shared_allows(&self.cfg.allow, n) => Ok(()),
+            _ => Err(DenyReason::NotAllowed),
+        }
     }
 
     /// The policy for flows that go out directly (`None`: nothing does).
@@ -729,7 +748,9 @@ impl Stack {
                 None => Err(DenyReason::EgressProxyOnly),
                 Some(policy) => {
                     let hosts = self.host_addresses();
-                    policy.check(*dst.ip(), &hosts)
+                    policy.check(*dst.ip(), &hosts).and_then(|()| {
+                        self.allowed_by_name(self.names.get(dst.ip()).map(String::as_str))
+                    })
                 }
             }
         };
@@ -816,6 +837,19 @@ impl Stack {
         if query.qtype != dns::TYPE_A || query.qclass != 1 {
             // No IPv6 and nothing but addresses: an empty answer makes resolvers fall back.
             let reply = dns::respond(&query, &Answer::Addresses(Vec::new()));
+            if let Some(frame) = self.udp_frame(from, guest_port, &reply) {
+                self.dev.tx.push(frame);
+            }
+            return;
+        }
+        if !hypedeck_model::allow::shared_allows(&self.cfg.allow, &query.name) {
+            self.record(
+                "dns",
+                from,
+                Verdict::Denied(DenyReason::NotAllowed),
+                Some(query.name.clone()),
+            );
+            let reply = dns::respond(&query, &Answer::NoSuchName);
             if let Some(frame) = self.udp_frame(from, guest_port, &reply) {
                 self.dev.tx.push(frame);
             }

@@ -205,6 +205,7 @@ fn config(
             forwards: Vec::new(),
             dial_overrides: overrides,
             events: Some(Arc::new(move |e| sink.lock().unwrap().push(e))),
+            allow: Default::default(),
         },
         events,
     )
@@ -572,5 +573,59 @@ async fn spoofed_sources_get_nothing() {
         tcp::State::SynSent
     );
     assert!(events.lock().unwrap().is_empty());
+    network.stop().await;
+}
+
+#[tokio::test]
+async fn an_allow_list_answers_only_its_names_and_changes_live() {
+    let echo = echo_server().await;
+    let internet: SocketAddrV4 = "203.0.113.10:7".parse().unwrap();
+    let (mut cfg, events) = config(
+        Egress::Direct(Policy::default()),
+        HashMap::from([(internet, echo)]),
+    );
+    let list = |names: &[&str]| {
+        hypedeck_model::AllowList::parse(&names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .unwrap()
+    };
+    cfg.allow = Arc::new(std::sync::RwLock::new(Some(list(&["*.example.test"]))));
+    let shared = cfg.allow.clone();
+    let (ours, theirs) = std::os::unix::net::UnixDatagram::pair().unwrap();
+    ours.set_nonblocking(true).unwrap();
+    let transport = Transport::Datagram(tokio::net::UnixDatagram::from_std(ours).unwrap());
+    let network = Network::start(cfg, transport).await.unwrap();
+    let mut guest = Guest::new(theirs);
+    let dns = SocketAddrV4::new(DNS, 53);
+
+    // Off the list: NXDOMAIN, recorded.
+    let answer = guest.udp(dns, &dns_query("localhost")).await.unwrap();
+    assert_eq!(answer[3] & 0xf, 3, "NXDOMAIN");
+    assert!(events.lock().unwrap().iter().any(|e| e.protocol == "dns"
+        && e.name.as_deref() == Some("localhost")
+        && e.verdict == Verdict::Denied(DenyReason::NotAllowed)));
+    // An address no allowed name resolved to: refused, though the policy would let it out.
+    let h = guest.connect(internet);
+    assert!(!guest.outcome(h).await, "an unnamed address was reached");
+    assert!(
+        events
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|e| e.destination == internet
+                && e.verdict == Verdict::Denied(DenyReason::NotAllowed))
+    );
+
+    // The list replaced while the stack runs: the next lookup sees it.
+    *shared.write().unwrap() = Some(list(&["localhost"]));
+    let answer = guest.udp(dns, &dns_query("localhost")).await.unwrap();
+    assert_eq!(answer[3] & 0xf, 0, "NOERROR");
+    assert!(answer.windows(4).any(|w| w == [127, 0, 0, 1]), "{answer:?}");
+    // No list at all: anything public again.
+    *shared.write().unwrap() = None;
+    let h = guest.connect(internet);
+    assert!(
+        guest.outcome(h).await,
+        "without a list the policy alone decides"
+    );
     network.stop().await;
 }

@@ -41,6 +41,9 @@ pub struct EgressRecord {
     pub enabled: bool,
     /// `all` or `http_https_only`.
     pub mode: String,
+    /// The names the guest may reach (Hypedeck extension; `None`: any public destination).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow: Option<hypedeck_model::AllowList>,
 }
 
 /// Persisted network settings and allocation.

@@ -6,7 +6,20 @@ import { useCallback, useEffect, useRef, useState } from "react";
 import type Hypeman from "@onkernel/hypeman";
 
 import { notifyNetworkBlocked } from "../desktop";
-import { blockText, blocked, flows as loadFlows, newBlocks, reasonText, target, type Blocked, type FlowEvent } from "../flows";
+import { problem } from "../api";
+import {
+  allowName,
+  blockText,
+  blocked,
+  flows as loadFlows,
+  newBlocks,
+  policy as loadPolicy,
+  reasonText,
+  target,
+  type Blocked,
+  type FlowEvent,
+  type NetworkPolicy,
+} from "../flows";
 import type { Instance } from "../model";
 import { duration } from "../model";
 
@@ -22,11 +35,15 @@ const VERDICT_BADGE: Record<FlowEvent["verdict"], string> = {
 export function NetworkPanel({ api, instance, now }: { api: Hypeman; instance: Instance; now: number }) {
   const [events, setEvents] = useState<FlowEvent[] | null | undefined>(undefined);
   const [alerts, setAlerts] = useState<string[]>([]);
+  const [policy, setPolicy] = useState<NetworkPolicy | null>(null);
+  const [status, setStatus] = useState<{ ok: boolean; text: string } | null>(null);
+  const [busy, setBusy] = useState(false);
   const known = useRef<Set<string> | null>(null);
 
   const refresh = useCallback(async () => {
-    const list = await loadFlows(api, instance.id);
+    const [list, p] = await Promise.all([loadFlows(api, instance.id), loadPolicy(api, instance.id)]);
     setEvents(list);
+    setPolicy(p);
     if (!list) return;
     const blocks = blocked(list);
     // The first load only learns what was already blocked: history, not news.
@@ -58,7 +75,23 @@ export function NetworkPanel({ api, instance, now }: { api: Hypeman; instance: I
 
   if (!instance.network?.enabled || events === null || events === undefined) return null;
   const blocks: Blocked[] = blocked(events);
-  const egress = Boolean((instance.network as { egress?: { enabled?: boolean } }).egress?.enabled);
+  const egress = policy?.egress ?? false;
+  const allow = (name: string): void => {
+    setBusy(true);
+    setStatus(null);
+    allowName(api, instance.id, name)
+      .then(
+        (list) => setStatus({ ok: true, text: `Allowed ${name}: the next connection may go there (allow-list: ${list.join(", ")}).` }),
+        (e: unknown) => {
+          const p = problem(e, "");
+          setStatus({ ok: false, text: `${p.code}: ${p.message}` });
+        },
+      )
+      .finally(() => {
+        setBusy(false);
+        void refresh();
+      });
+  };
 
   return (
     <div className="card network" id="network-card">
@@ -68,6 +101,16 @@ export function NetworkPanel({ api, instance, now }: { api: Hypeman; instance: I
           ? "Egress goes only through this instance's credential proxy; everything else is refused."
           : "The internet is reachable; this computer, its other services, link-local and private networks are not."}
       </p>
+      {policy?.allow && (
+        <p id="network-allow-list">
+          Allow-list: {policy.allow.length === 0 ? <span className="muted">empty (no names)</span> : policy.allow.map((n) => <code key={n}>{n} </code>)}
+        </p>
+      )}
+      {status && (
+        <p id="network-allow-result" className={status.ok ? "alert ok" : "alert bad"} role="status">
+          {status.text}
+        </p>
+      )}
       {alerts.map((a, i) => (
         <p key={i} className="alert bad network-alert" role="alert">
           {a}
@@ -86,6 +129,14 @@ export function NetworkPanel({ api, instance, now }: { api: Hypeman; instance: I
               <span className="muted">
                 ({b.count}×, last {duration(new Date(b.last_ms).toISOString(), now)} ago)
               </span>
+              {b.reason === "not_allowed" && b.name && (
+                <>
+                  {" "}
+                  <button type="button" className="link network-allow" disabled={busy} onClick={() => allow(b.name!)}>
+                    Allow {b.name}
+                  </button>
+                </>
+              )}
             </li>
           ))}
         </ul>

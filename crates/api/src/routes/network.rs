@@ -2,7 +2,10 @@
 //! - `GET /instances/{id}/network/flows?limit=` → the instance's recent flow decisions, newest
 //!   first: `{at_ms, protocol, destination, name?, verdict, reason?}` with `protocol` one of
 //!   `tcp`, `udp`, `dns` and `verdict` one of `allowed`, `denied` (with the policy's reason)
-//!   and `unreachable` (allowed, but the destination did not answer).
+//!   and `unreachable` (allowed, but the destination did not answer);
+//! - `GET /instances/{id}/network/policy` → `{enabled, egress, mode, allow}`: what the network
+//!   lets through. `allow` is replaced with `PATCH /instances/{id}` and
+//!   `{"network": {"egress": {"allow": [...]}}}`, live.
 
 use axum::extract::{Path, State};
 use axum::routing::get;
@@ -18,7 +21,20 @@ const DEFAULT_LIMIT: usize = 200;
 
 /// The routes (all need auth).
 pub fn routes() -> Router<ApiState> {
-    Router::new().route("/instances/{id}/network/flows", get(flows))
+    Router::new()
+        .route("/instances/{id}/network/flows", get(flows))
+        .route("/instances/{id}/network/policy", get(policy))
+}
+
+async fn policy(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<hypedeck_engine::NetworkPolicy>, ApiError> {
+    state
+        .engine
+        .network_policy(&id)
+        .map(Json)
+        .map_err(|e| ApiError::from_engine("read the network policy", e))
 }
 
 async fn flows(

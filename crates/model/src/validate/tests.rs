@@ -413,6 +413,20 @@ fn update_requests() {
         "invalid request: request must include env, auto_standby, health_check, and/or restart_policy"
     );
     assert!(check(json!({"env": {"K": "v"}})).is_ok());
+    // The allow-list extension: validated, and enough on its own.
+    let update =
+        check(json!({"network": {"egress": {"allow": ["PyPI.org", "*.githubusercontent.com"]}}}))
+            .unwrap();
+    assert_eq!(
+        update.allow.unwrap().entries(),
+        ["pypi.org", "*.githubusercontent.com"]
+    );
+    let err = check(json!({"network": {"egress": {"allow": ["not a host"]}}})).unwrap_err();
+    assert_eq!(err.code, ErrorCode::InvalidRequest);
+    assert!(err.message.contains("\"not a host\""), "{}", err.message);
+    let err = check(json!({"network": {"egress": {"allow": "pypi.org"}}})).unwrap_err();
+    assert_eq!(err.code, ErrorCode::SchemaViolation);
+    assert!(check(json!({"network": {}})).is_err(), "nothing to do");
 
     let creds: BTreeMap<String, CredentialPolicy> = serde_json::from_value(json!({
         "OUTBOUND_OPENAI_KEY": {"source": {"env": "OUTBOUND_OPENAI_KEY"},

@@ -13,7 +13,7 @@ import { chromium } from "playwright-core";
 import { createHash } from "node:crypto";
 import { createServer as createHttpsServer } from "node:https";
 
-import { deleteAll, freePort, makeTestPki, newDataDir, startRegistry, startServer } from "../vm/harness.mjs";
+import { deleteAll, execWs, freePort, makeTestPki, newDataDir, startRegistry, startServer } from "../vm/harness.mjs";
 
 const UI_URL = process.env.UI_URL ?? "http://127.0.0.1:4173/";
 const CHROMIUM = process.env.CHROMIUM_BIN ?? "/usr/bin/chromium";
@@ -319,6 +319,57 @@ describe("web UI on real VMs", () => {
     assert.ok(!text.includes(first) && !text.includes(second), "a credential value is on the page");
     await page.locator("#credentials-card").scrollIntoViewIfNeeded();
     await shot(page, "browser-credentials.png");
+    await server.client().instances.delete(created.id);
+  });
+
+  test("network card: what the sandbox was refused, and one click to allow a blocked name", async (t) => {
+    // The guest keeps asking for a name off its allow-list and for the metadata service.
+    const script = "while true; do busybox nslookup blocked.test >/dev/null 2>&1; curl -s -o /dev/null --max-time 2 http://169.254.169.254/; sleep 2; done";
+    const created = await server.client().instances.create({
+      name: "net-card", image: `${registry.host}/vm/curl:1`, vcpus: 1, size: "256MB", cmd: [script],
+      network: { enabled: true, egress: { allow: ["elsewhere.test"] } },
+    }, { timeout: 240_000 });
+    const context = await browser.newContext({ viewport: { width: 1280, height: 1400 } });
+    t.after(() => context.close());
+    const page = await context.newPage();
+    const url = new URL(UI_URL);
+    url.searchParams.set("api", server.url);
+    url.searchParams.set("token", token);
+    url.hash = `#/instances/${created.id}`;
+    await page.goto(url.href);
+    const card = page.locator("#network-card");
+    await card.waitFor({ timeout: 60_000 });
+    await card.locator("#network-allow-list", { hasText: "elsewhere.test" }).waitFor();
+    const blockedName = card.locator("#network-blocked li", { hasText: "blocked.test" });
+    await blockedName.waitFor({ timeout: 180_000 });
+    assert.match(await blockedName.innerText(), /not on this instance's allow-list/);
+    const metadata = card.locator('#network-blocked li[data-destination="169.254.169.254:80"]');
+    await metadata.waitFor({ timeout: 60_000 });
+    assert.match(await metadata.innerText(), /link-local \(cloud metadata\)/);
+    assert.equal(await metadata.locator("button").count(), 0, "an address refused by policy has no Allow button");
+
+    // A name refused for the first time while the page is open is raised.
+    await page.locator('#network-flows li[data-verdict="denied"]').first().waitFor();
+    await execWs(server.url, token, created.id, { command: ["/bin/sh", "-c", "busybox nslookup fresh.test >/dev/null 2>&1; true"] });
+    await page.locator(".network-alert", { hasText: "net-card was refused fresh.test over DNS" }).waitFor({ timeout: 30_000 });
+
+    // One click: the name joins the allow-list, live.
+    await blockedName.locator("button", { hasText: "Allow blocked.test" }).click();
+    await card.locator("#network-allow-result", { hasText: "Allowed blocked.test" }).waitFor({ timeout: 15_000 });
+    const policy = await server.client().get(`/instances/${created.id}/network/policy`);
+    assert.deepEqual(policy.allow, ["elsewhere.test", "blocked.test"]);
+    await card.locator("#network-allow-list", { hasText: "blocked.test" }).waitFor({ timeout: 10_000 });
+    // The guest's next lookup of it is no longer refused by the list (the name does not exist
+    // anywhere, so it is "unreachable", not "denied").
+    const since = Date.now();
+    await page.waitForFunction(async ([api, key, id, t0]) => {
+      const r = await fetch(`${api}/instances/${id}/network/flows?limit=1000`, { headers: { Authorization: `Bearer ${key}` } });
+      const flows = await r.json();
+      return flows.some((f) => f.protocol === "dns" && f.name === "blocked.test" && f.at_ms > t0 && f.verdict !== "denied");
+    }, [server.url, token, created.id, since], { timeout: 60_000, polling: 1000 });
+    assert.equal((await server.client().instances.get(created.id)).state, "Running");
+    await card.scrollIntoViewIfNeeded();
+    await shot(page, "browser-network.png");
     await server.client().instances.delete(created.id);
   });
 });

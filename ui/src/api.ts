@@ -18,6 +18,13 @@ export function client(conn: Connection): Hypeman {
   return new Hypeman({ baseURL: conn.url, apiKey: conn.token, maxRetries: 0, timeout: 10_000 });
 }
 
+/**
+ * How long a create may take before the UI gives up: the server may still pull the image (it
+ * waits up to 45 s), build the guest's boot files on the first create, and probe KVM. Giving up
+ * earlier would abort the request and cancel the create half-way.
+ */
+export const CREATE_TIMEOUT_MS = 120_000;
+
 /** Turns whatever a call threw into the API's `{code, message}` (or the closest thing). */
 export function problem(error: unknown, url: string): Problem {
   if (error instanceof APIConnectionError) {
@@ -98,5 +105,5 @@ export async function createHello(api: Hypeman, taken: readonly string[]): Promi
   await api.post("/system/samples/hello");
   let name = "hello";
   for (let n = 2; taken.includes(name); n++) name = `hello-${String(n)}`;
-  return api.instances.create({ name, image: HELLO_IMAGE, size: "256MB", vcpus: 1 });
+  return api.instances.create({ name, image: HELLO_IMAGE, size: "256MB", vcpus: 1 }, { timeout: CREATE_TIMEOUT_MS });
 }

@@ -4,7 +4,7 @@
 import { useContext, useEffect, useRef, useState, type ReactNode } from "react";
 import type Hypeman from "@onkernel/hypeman";
 
-import { problem, type Problem } from "../api";
+import { CREATE_TIMEOUT_MS, problem, type Problem } from "../api";
 import { buildCreateBody, emptyCredential, emptyDraft, fieldOf, type CreateDraft, type CredentialDraft, type FieldErrors } from "../forms";
 import { BackendsContext, SettingsContext } from "../hooks";
 import { draftDefaults } from "../prefs";
@@ -75,7 +75,7 @@ export function CreateDialog({ api, onClose, onCreated }: { api: Hypeman; onClos
     }
     try {
       setBusy("creating");
-      const created = await api.instances.create(body);
+      const created = await api.instances.create(body, { timeout: CREATE_TIMEOUT_MS });
       onCreated(created);
     } catch (e) {
       show(problem(e, ""));

@@ -195,6 +195,7 @@ impl Engine {
             dial_overrides: HashMap::new(),
             events: Some(Arc::new(move |event| record_into(&log, event))),
             allow,
+            max_tcp_flows: hypedeck_netstack::MAX_TCP_FLOWS,
         };
         let transport = Network::connect_stream(&socket, CONNECT_WAIT)
             .await

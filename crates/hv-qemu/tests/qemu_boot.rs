@@ -165,6 +165,7 @@ async fn network(
         dial_overrides: overrides.iter().copied().collect(),
         events: None,
         allow: Default::default(),
+        max_tcp_flows: hypedeck_netstack::MAX_TCP_FLOWS,
     };
     hypedeck_netstack::Network::start(config, transport)
         .await

@@ -146,6 +146,9 @@ pub struct NetConfig {
     pub dial_overrides: HashMap<SocketAddrV4, SocketAddr>,
     /// Where flow decisions go.
     pub events: Option<FlowSink>,
+    /// TCP flows the guest may have open at once ([`MAX_TCP_FLOWS`] unless a test wants
+    /// fewer); a new one past it is reset.
+    pub max_tcp_flows: usize,
     /// The names the guest may reach, replaceable while the stack runs (PATCH): names off the
     /// list answer NXDOMAIN, and a flow must go to an address an allowed name resolved to.
     pub allow: hypedeck_model::allow::SharedAllowList,

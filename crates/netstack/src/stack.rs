@@ -24,8 +24,7 @@ use crate::dhcp;
 use crate::dns::{self, Answer};
 use crate::transport::{Frames, MAX_FRAME, Transport};
 use crate::{
-    DenyReason, Egress, FlowEvent, MAX_DNS_IN_FLIGHT, MAX_TCP_FLOWS, MAX_UDP_FLOWS, NetConfig,
-    Verdict, now_ms,
+    DenyReason, Egress, FlowEvent, MAX_DNS_IN_FLIGHT, MAX_UDP_FLOWS, NetConfig, Verdict, now_ms,
 };
 
 /// The stack's MAC on the guest's link.
@@ -357,6 +356,9 @@ impl Stack {
     }
 
     fn delay(&mut self) -> Duration {
+        if !self.dev.tx.is_empty() {
+            return Duration::from_millis(1);
+        }
         let now = self.now();
         self.iface
             .poll_delay(now, &self.sockets)
@@ -453,7 +455,7 @@ impl Stack {
         if self.held.contains_key(&key) {
             return; // a retransmission while the host dial is under way
         }
-        if self.keys.len() + self.held.len() >= MAX_TCP_FLOWS {
+        if self.keys.len() + self.held.len() >= self.cfg.max_tcp_flows {
             self.record(
                 "tcp",
                 key.dst,
@@ -1045,8 +1047,10 @@ impl Stack {
             if never_connected {
                 socket.abort();
             }
-            if socket.state() == tcp::State::Closed
-                && (flow.established || flow.created.elapsed() > Duration::from_secs(1))
+            // TIME-WAIT (10 s in smoltcp) holds nothing the host needs: a flow is done there,
+            // so closed connections never count against the flow limit.
+            let finished = matches!(socket.state(), tcp::State::Closed | tcp::State::TimeWait);
+            if finished && (flow.established || flow.created.elapsed() > Duration::from_secs(1))
                 || never_connected
             {
                 done.push(*handle);
@@ -1066,13 +1070,26 @@ impl Stack {
 
     /// Hands the frames smoltcp produced to the transport.
     fn flush(&mut self, frames: &Frames) {
-        for frame in self.dev.tx.drain(..) {
-            if frames.tx.try_send(frame).is_err() {
-                // The VMM is not reading: drop, as a full link would.
-                break;
+        let mut pending = std::mem::take(&mut self.dev.tx).into_iter();
+        let mut rest = Vec::new();
+        for frame in pending.by_ref() {
+            match frames.tx.try_reserve() {
+                Ok(permit) => permit.send(frame),
+                Err(_) => {
+                    rest.push(frame);
+                    break;
+                }
             }
         }
-        self.dev.tx.clear();
+        rest.extend(pending);
+        self.dev.tx = rest;
+        // What the writer could not take yet waits for the next turn (woken soon, see
+        // `delay`), up to a queue's worth; past that the VMM is not reading: drop, as a full
+        // link would.
+        if self.dev.tx.len() > crate::transport::QUEUE_FRAMES {
+            let excess = self.dev.tx.len() - crate::transport::QUEUE_FRAMES;
+            self.dev.tx.drain(..excess);
+        }
     }
 }
 

@@ -206,6 +206,7 @@ fn config(
             dial_overrides: overrides,
             events: Some(Arc::new(move |e| sink.lock().unwrap().push(e))),
             allow: Default::default(),
+            max_tcp_flows: hypedeck_netstack::MAX_TCP_FLOWS,
         },
         events,
     )
@@ -627,5 +628,52 @@ async fn an_allow_list_answers_only_its_names_and_changes_live() {
         guest.outcome(h).await,
         "without a list the policy alone decides"
     );
+    network.stop().await;
+}
+
+#[tokio::test]
+async fn connections_the_host_closed_do_not_count_against_the_flow_limit() {
+    // A server that answers and hangs up first (as an HTTP/1.0 server does), so the stack's
+    // side of each connection ends in TIME-WAIT.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let served = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let _ = conn.write_all(b"bye").await;
+            });
+        }
+    });
+    let internet: SocketAddrV4 = "203.0.113.10:80".parse().unwrap();
+    let (mut cfg, _events) = config(
+        Egress::Direct(Policy::default()),
+        HashMap::from([(internet, served)]),
+    );
+    cfg.max_tcp_flows = 16;
+    let (ours, theirs) = std::os::unix::net::UnixDatagram::pair().unwrap();
+    ours.set_nonblocking(true).unwrap();
+    let transport = Transport::Datagram(tokio::net::UnixDatagram::from_std(ours).unwrap());
+    let network = Network::start(cfg, transport).await.unwrap();
+    let mut guest = Guest::new(theirs);
+    for i in 0..48 {
+        let h = guest.connect(internet);
+        assert!(guest.outcome(h).await, "connection {i} was refused");
+        let got = guest.exchange(h, b"", 3).await;
+        assert_eq!(got, b"bye");
+        // A clean close both ways, so the stack's side waits in TIME-WAIT.
+        guest.sockets.get_mut::<tcp::Socket>(h).close();
+        for _ in 0..500 {
+            guest.poll().await;
+            if guest.sockets.get::<tcp::Socket>(h).state() == tcp::State::Closed {
+                break;
+            }
+        }
+        assert_eq!(
+            guest.sockets.get::<tcp::Socket>(h).state(),
+            tcp::State::Closed
+        );
+        guest.sockets.remove(h);
+    }
     network.stop().await;
 }

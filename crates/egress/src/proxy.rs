@@ -225,12 +225,7 @@ impl EgressProxy {
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
     {
-        let Some(instance) = self
-            .instances()
-            .get(instance_id)
-            .map(|a| a.instance.clone())
-        else {
-            tracing::debug!(instance = instance_id, "connection for a detached instance");
+        let Some(instance) = self.attached(instance_id) else {
             return;
         };
         let conn = crate::serve::guest_connection(stream, instance.clone());
@@ -249,11 +244,7 @@ impl EgressProxy {
     ) where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
     {
-        let Some(instance) = self
-            .instances()
-            .get(instance_id)
-            .map(|a| a.instance.clone())
-        else {
+        let Some(instance) = self.attached(instance_id) else {
             return;
         };
         let conn = crate::serve::transparent_connection(stream, instance.clone(), addr, name);
@@ -361,6 +352,19 @@ impl EgressProxy {
         }
         attached.instance.tasks.tracker.wait().await;
         tracing::info!(instance = instance_id, "egress proxy detached");
+    }
+
+    /// An attached instance, for a connection to serve (`None`: not attached; the connection
+    /// is dropped, so closed).
+    fn attached(&self, instance_id: &str) -> Option<Arc<Instance>> {
+        let found = self
+            .instances()
+            .get(instance_id)
+            .map(|a| a.instance.clone());
+        if found.is_none() {
+            tracing::debug!(instance = instance_id, "connection for a detached instance");
+        }
+        found
     }
 
     fn instances(&self) -> MutexGuard<'_, HashMap<String, Attached>> {

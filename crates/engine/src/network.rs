@@ -152,7 +152,7 @@ impl Engine {
                         record_into(
                             &refusals,
                             FlowEvent {
-                                at_ms: now_ms(),
+                                at_ms: hypedeck_netstack::now_ms(),
                                 protocol: "tcp",
                                 destination: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port),
                                 name: Some(host.to_string()),
@@ -260,13 +260,6 @@ impl Engine {
         flows.truncate(limit);
         Ok(flows)
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -291,8 +291,8 @@ fn bind_forward(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     socket.listen(128)
 }
 
-/// The Unix time in milliseconds.
-fn now_ms() -> u64 {
+/// The Unix time in milliseconds (the clock of [`FlowEvent::at_ms`]).
+pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)

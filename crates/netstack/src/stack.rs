@@ -502,19 +502,7 @@ impl Stack {
             }
             _ => {}
         }
-        let verdict = if self.is_own(ip) {
-            Err(DenyReason::NoSuchService)
-        } else {
-            match self.direct_policy() {
-                None => Err(DenyReason::EgressProxyOnly),
-                Some(policy) => {
-                    let hosts = self.host_addresses();
-                    policy.check(ip, &hosts).and_then(|()| {
-                        self.allowed_by_name(self.names.get(&ip).map(String::as_str))
-                    })
-                }
-            }
-        };
+        let verdict = self.direct_verdict(ip);
         if let Err(reason) = verdict {
             self.record("tcp", key.dst, Verdict::Denied(reason), None);
             self.dev.rx.push_back(syn);
@@ -549,6 +537,19 @@ impl Stack {
             Some(n) if hypedeck_model::allow::shared_allows(&self.cfg.allow, n) => Ok(()),
             _ => Err(DenyReason::NotAllowed),
         }
+    }
+
+    /// Whether a flow may go out directly to `ip` (TCP or UDP): not to the stack's own
+    /// addresses, only when the egress mode lets anything out directly, under the policy and
+    /// the allow-list.
+    fn direct_verdict(&mut self, ip: Ipv4Addr) -> Result<(), DenyReason> {
+        if self.is_own(ip) {
+            return Err(DenyReason::NoSuchService);
+        }
+        let policy = self.direct_policy().ok_or(DenyReason::EgressProxyOnly)?;
+        let hosts = self.host_addresses();
+        policy.check(ip, &hosts)?;
+        self.allowed_by_name(self.names.get(&ip).map(String::as_str))
     }
 
     /// The policy for flows that go out directly (`None`: nothing does).
@@ -743,19 +744,7 @@ impl Stack {
             let _ = socket.try_send_to(&payload, *peer);
             return;
         }
-        let verdict = if self.is_own(*dst.ip()) {
-            Err(DenyReason::NoSuchService)
-        } else {
-            match self.direct_policy() {
-                None => Err(DenyReason::EgressProxyOnly),
-                Some(policy) => {
-                    let hosts = self.host_addresses();
-                    policy.check(*dst.ip(), &hosts).and_then(|()| {
-                        self.allowed_by_name(self.names.get(dst.ip()).map(String::as_str))
-                    })
-                }
-            }
-        };
+        let verdict = self.direct_verdict(*dst.ip());
         let key = FlowKey { guest_port, dst };
         if let Err(reason) = verdict {
             // Recorded once per flow, so a guest spraying datagrams cannot flush the log.

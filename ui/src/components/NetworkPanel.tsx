@@ -129,7 +129,8 @@ export function NetworkPanel({ api, instance, now }: { api: Hypeman; instance: I
               <span className="muted">
                 ({b.count}×, last {duration(new Date(b.last_ms).toISOString(), now)} ago)
               </span>
-              {b.reason === "not_allowed" && b.name && (
+              {b.reason === "not_allowed" && b.name && policy?.allow?.includes(b.name) && <span className="muted"> (allowed since)</span>}
+              {b.reason === "not_allowed" && b.name && !policy?.allow?.includes(b.name) && (
                 <>
                   {" "}
                   <button type="button" className="link network-allow" disabled={busy} onClick={() => allow(b.name!)}>

@@ -666,18 +666,14 @@ impl Stack {
                     }
                 };
                 let from = SocketAddrV4::new(self.cfg.gateway, port);
-                if let Some(frame) = self.udp_frame(from, guest_port, &payload) {
-                    self.dev.tx.push(frame);
-                }
+                self.send_to_guest(from, guest_port, &payload);
             }
             Event::Datagram {
                 from,
                 to_port,
                 payload,
             } => {
-                if let Some(frame) = self.udp_frame(from, to_port, &payload) {
-                    self.dev.tx.push(frame);
-                }
+                self.send_to_guest(from, to_port, &payload);
             }
             Event::DnsDone { name, addrs } => {
                 self.dns_in_flight = self.dns_in_flight.saturating_sub(1);
@@ -828,9 +824,7 @@ impl Stack {
         if query.qtype != dns::TYPE_A || query.qclass != 1 {
             // No IPv6 and nothing but addresses: an empty answer makes resolvers fall back.
             let reply = dns::respond(&query, &Answer::Addresses(Vec::new()));
-            if let Some(frame) = self.udp_frame(from, guest_port, &reply) {
-                self.dev.tx.push(frame);
-            }
+            self.send_to_guest(from, guest_port, &reply);
             return;
         }
         if !hypedeck_model::allow::shared_allows(&self.cfg.allow, &query.name) {
@@ -841,9 +835,7 @@ impl Stack {
                 Some(query.name.clone()),
             );
             let reply = dns::respond(&query, &Answer::NoSuchName);
-            if let Some(frame) = self.udp_frame(from, guest_port, &reply) {
-                self.dev.tx.push(frame);
-            }
+            self.send_to_guest(from, guest_port, &reply);
             return;
         }
         if matches!(self.cfg.egress, Egress::Proxy { direct: None, .. }) {
@@ -853,16 +845,12 @@ impl Stack {
             let ip = self.synthetic(&query.name);
             self.record("dns", from, Verdict::Allowed, Some(query.name.clone()));
             let reply = dns::respond(&query, &Answer::Addresses(vec![ip]));
-            if let Some(frame) = self.udp_frame(from, guest_port, &reply) {
-                self.dev.tx.push(frame);
-            }
+            self.send_to_guest(from, guest_port, &reply);
             return;
         }
         if self.dns_in_flight >= MAX_DNS_IN_FLIGHT {
             let reply = dns::respond(&query, &Answer::Refused);
-            if let Some(frame) = self.udp_frame(from, guest_port, &reply) {
-                self.dev.tx.push(frame);
-            }
+            self.send_to_guest(from, guest_port, &reply);
             return;
         }
         self.dns_in_flight += 1;
@@ -898,6 +886,13 @@ impl Stack {
                 })
                 .await;
         });
+    }
+
+    /// Queues one UDP datagram for the guest (dropped when too large for the link).
+    fn send_to_guest(&mut self, from: SocketAddrV4, to_port: u16, payload: &[u8]) {
+        if let Some(frame) = self.udp_frame(from, to_port, payload) {
+            self.dev.tx.push(frame);
+        }
     }
 
     /// An Ethernet frame carrying one UDP datagram to the guest (`None`: too large for the

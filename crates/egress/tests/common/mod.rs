@@ -343,32 +343,9 @@ pub async fn open_tunnel_as(
     let upgraded = connect_raw(proxy, &format!("{host}:{port}"))
         .await
         .unwrap_or_else(|r| panic!("CONNECT refused: {}", r.status()));
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_slice(proxy_ca_pem.as_bytes()).unwrap())
-        .unwrap();
-    let mut config = rustls::ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
+    tls_http(TokioIo::new(upgraded), sni, proxy_ca_pem, sni != host)
+        .await
         .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    if sni != host {
-        config
-            .dangerous()
-            .set_certificate_verifier(Arc::new(AnyCertificate(provider())));
-    }
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(
-            ServerName::try_from(sni.to_string()).unwrap(),
-            TokioIo::new(upgraded),
-        )
-        .await
-        .unwrap();
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    sender
 }
 
 /// `GET path` on a tunnel; `Err` when the connection is gone.

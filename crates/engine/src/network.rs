@@ -8,7 +8,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use hypedeck_hypervisor::Vm;
+use hypedeck_hypervisor::{NetworkLink, Vm};
 use hypedeck_model::allow::SharedAllowList;
 use hypedeck_model::{AllowList, ErrorCode, PortProtocol, Rejection};
 use hypedeck_netstack::{
@@ -125,7 +125,11 @@ impl Engine {
         if !record.network.enabled {
             return Ok(());
         }
-        let Some(socket) = vm.network_socket() else {
+        let Some(link) = vm
+            .network_link()
+            .await
+            .map_err(|e| EngineError::Provision(format!("sandbox network: {e}")))?
+        else {
             return Ok(());
         };
         let (net, prefix) = crate::provision::network_identity(&record.id);
@@ -197,9 +201,11 @@ impl Engine {
             allow,
             max_tcp_flows: hypedeck_netstack::MAX_TCP_FLOWS,
         };
-        let transport = Network::connect_stream(&socket, CONNECT_WAIT)
-            .await
-            .map_err(|e| EngineError::Provision(format!("sandbox network: {e}")))?;
+        let transport = match link {
+            NetworkLink::Stream(socket) => Network::connect_stream(&socket, CONNECT_WAIT).await,
+            NetworkLink::Datagram(fd) => Network::datagram(fd),
+        }
+        .map_err(|e| EngineError::Provision(format!("sandbox network: {e}")))?;
         let network = Network::start(config, transport)
             .await
             .map_err(|e| match e {

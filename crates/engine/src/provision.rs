@@ -137,9 +137,7 @@ impl Engine {
         net.host_forwards = record.ports.clone();
         let network = record.network.enabled.then(|| net.clone());
         if record.network.enabled {
-            // Under vz the guest takes its address from the NAT's DHCP server: unknown here.
-            record.network.ip = (record.hypervisor != hypedeck_model::HypervisorKind::Vz)
-                .then(|| net.guest_ip.clone());
+            record.network.ip = Some(net.guest_ip.clone());
             record.network.mac = Some(net.mac.clone());
         }
 
@@ -275,8 +273,9 @@ impl Engine {
                 prefix,
                 gateway: n.gateway.clone(),
                 dns: n.dns.clone(),
-                // vz's NAT hands out its own addresses; the others use the spec's subnet.
-                dhcp: record.hypervisor == hypedeck_model::HypervisorKind::Vz,
+                // The engine's stack owns the subnet on every backend (its DHCP server hands
+                // out this same address to a guest that asks).
+                dhcp: false,
             }),
             ca_cert_pem,
             volumes: guest_volumes,

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use hypedeck_guest_init::agent_proto::AGENT_VSOCK_PORT;
 use hypedeck_hypervisor::{
-    AgentChannel, Capabilities, Hypervisor, HypervisorError, Vm, VmSpec, VmmState,
+    AgentChannel, Capabilities, Hypervisor, HypervisorError, NetworkLink, Vm, VmSpec, VmmState,
 };
 use hypedeck_model::HypervisorKind;
 use tokio::io::AsyncWriteExt;
@@ -499,8 +499,8 @@ impl Vm for QemuVm {
         self.channel.clone()
     }
 
-    fn network_socket(&self) -> Option<PathBuf> {
-        Some(self.files.net.clone())
+    async fn network_link(&self) -> Result<Option<NetworkLink>, HypervisorError> {
+        Ok(Some(NetworkLink::Stream(self.files.net.clone())))
     }
 
     async fn save_and_exit(&self, dir: &Path) -> Result<(), HypervisorError> {

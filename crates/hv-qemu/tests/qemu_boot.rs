@@ -147,9 +147,11 @@ async fn network(
     handle: &dyn hypedeck_hypervisor::Vm,
     overrides: &[(std::net::SocketAddrV4, std::net::SocketAddr)],
 ) -> hypedeck_netstack::Network {
-    let socket = handle
-        .network_socket()
-        .expect("qemu carries frames on a socket");
+    let Some(hypedeck_hypervisor::NetworkLink::Stream(socket)) =
+        handle.network_link().await.expect("network link")
+    else {
+        panic!("qemu carries frames on a stream socket");
+    };
     let transport = hypedeck_netstack::Network::connect_stream(&socket, Duration::from_secs(5))
         .await
         .expect("connect to qemu's frame socket");

@@ -4,21 +4,32 @@
 //! One request line, one response line, in ASCII:
 //!
 //! ```text
-//! state | pause | resume | request-stop | stop | save <path>      (backend -> helper)
-//! ok <state> | err <message>                                      (helper -> backend)
+//! state | pause | resume | request-stop | stop | save <path> | network   (backend -> helper)
+//! ok <state> | err <message>                                                (helper -> backend)
 //! ```
+//!
+//! The `ok` answer to `network` carries one file descriptor (`SCM_RIGHTS`): the engine's end
+//! of the datagram socket pair whose other end is the guest NIC's
+//! `VZFileHandleNetworkDeviceAttachment` (one Ethernet frame per datagram). The helper keeps
+//! its copy, so an engine that restarts asks again and gets the same link.
 //!
 //! `<state>` is the VM's state after the request ([`VmState`]). `stop` and a successful `save`
 //! end the helper right after their answer. A connection may carry several requests; the
 //! client ([`request`]) uses one connection per request, with a timeout. The blocking server
 //! ([`serve`]) is shared by the real helper and the tests' fake one.
 
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::os::unix::net::UnixListener;
+use std::io::{self, BufRead, BufReader, IoSlice, IoSliceMut, Read, Write};
+use std::mem::MaybeUninit;
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use rustix::net::{
+    RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
+    SendAncillaryMessage, SendFlags,
+};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 
 /// Longest line either side sends (a save path fits easily).
@@ -40,6 +51,8 @@ pub enum Request {
     /// Pause, save the full VM state to this file (macOS 14+), stop, and exit the helper. On
     /// failure the VM is resumed if it was running and the helper keeps serving.
     Save(PathBuf),
+    /// Hand over the engine's end of the guest NIC's frame socket (see the module docs).
+    Network,
 }
 
 impl Request {
@@ -52,6 +65,7 @@ impl Request {
             Request::RequestStop => "request-stop",
             Request::Stop => "stop",
             Request::Save(_) => "save",
+            Request::Network => "network",
         }
     }
 
@@ -79,6 +93,7 @@ impl Request {
             "resume" => Ok(Request::Resume),
             "request-stop" => Ok(Request::RequestStop),
             "stop" => Ok(Request::Stop),
+            "network" => Ok(Request::Network),
             _ => match line.strip_prefix("save ") {
                 Some(path) if !path.is_empty() => Ok(Request::Save(PathBuf::from(path))),
                 _ => Err(ProtocolError::new(line, "unknown request")),
@@ -287,11 +302,115 @@ pub async fn request(
         })?
 }
 
+/// Asks the helper for the engine's end of the guest NIC's frame socket (one Ethernet frame
+/// per datagram). Blocking I/O on a worker thread: descriptors arrive with `recvmsg`.
+pub async fn network(socket: &Path, timeout: Duration) -> Result<OwnedFd, ControlError> {
+    let socket = socket.to_path_buf();
+    let verb = Request::Network.verb();
+    let work = tokio::task::spawn_blocking(move || receive_network(&socket, timeout));
+    match tokio::time::timeout(timeout + Duration::from_secs(1), work).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(join)) => Err(ControlError::Io(io::Error::other(join))),
+        Err(_) => Err(ControlError::Timeout {
+            verb,
+            after: timeout,
+        }),
+    }
+}
+
+fn receive_network(socket: &Path, timeout: Duration) -> Result<OwnedFd, ControlError> {
+    let verb = Request::Network.verb();
+    let timed_out = |e: io::Error| match e.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => ControlError::Timeout {
+            verb,
+            after: timeout,
+        },
+        _ => ControlError::Io(e),
+    };
+    let mut stream = UnixStream::connect(socket).map_err(ControlError::Connect)?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .and_then(|()| stream.set_write_timeout(Some(timeout)))
+        .map_err(ControlError::Io)?;
+    stream.write_all(b"network\n").map_err(timed_out)?;
+    let mut line = Vec::new();
+    let mut link: Option<OwnedFd> = None;
+    while !line.contains(&b'\n') {
+        if line.len() >= MAX_LINE {
+            return Err(ControlError::Protocol(ProtocolError::new(
+                &String::from_utf8_lossy(&line),
+                "answer line too long",
+            )));
+        }
+        let mut buf = [0u8; 512];
+        let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
+        let mut ancillary = RecvAncillaryBuffer::new(&mut space);
+        #[cfg(target_os = "linux")]
+        let flags = RecvFlags::CMSG_CLOEXEC;
+        #[cfg(not(target_os = "linux"))]
+        let flags = RecvFlags::empty();
+        let got = rustix::net::recvmsg(
+            &stream,
+            &mut [IoSliceMut::new(&mut buf)],
+            &mut ancillary,
+            flags,
+        )
+        .map_err(|e| timed_out(e.into()))?;
+        for message in ancillary.drain() {
+            if let RecvAncillaryMessage::ScmRights(fds) = message {
+                for fd in fds {
+                    // Close-on-exec where the flag above does not exist; extra descriptors
+                    // (none are sent) are closed by the drop.
+                    let _ = rustix::io::fcntl_setfd(&fd, rustix::io::FdFlags::CLOEXEC);
+                    link.get_or_insert(fd);
+                }
+            }
+        }
+        if got.bytes == 0 {
+            return Err(ControlError::Closed { verb });
+        }
+        line.extend_from_slice(&buf[..got.bytes]);
+    }
+    let end = line.iter().position(|b| *b == b'\n').unwrap_or(line.len());
+    let text = String::from_utf8_lossy(&line[..end]).into_owned();
+    match Response::decode(&text)? {
+        Response::Ok(_) => link.ok_or_else(|| {
+            ControlError::Protocol(ProtocolError::new(&text, "no descriptor with the answer"))
+        }),
+        Response::Err(message) => Err(ControlError::Refused { verb, message }),
+    }
+}
+
+/// Writes `bytes` with `fd` attached (`SCM_RIGHTS`).
+fn send_with_fd(stream: &UnixStream, bytes: &[u8], fd: BorrowedFd<'_>) -> io::Result<()> {
+    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut ancillary = SendAncillaryBuffer::new(&mut space);
+    let fds = [fd];
+    if !ancillary.push(SendAncillaryMessage::ScmRights(&fds)) {
+        return Err(io::Error::other("no room for the descriptor"));
+    }
+    let sent = rustix::net::sendmsg(
+        stream,
+        &[IoSlice::new(bytes)],
+        &mut ancillary,
+        SendFlags::empty(),
+    )?;
+    // A short write happens only on a full buffer; the descriptor went with the first byte.
+    let mut writer = stream;
+    writer.write_all(bytes.get(sent..).unwrap_or_default())
+}
+
 /// What the helper does with requests. `handle` runs on the connection's thread and may block
 /// until the VM has done the work.
 pub trait Handler: Send + Sync + 'static {
     /// Answers one request.
     fn handle(&self, request: &Request) -> Response;
+
+    /// The engine's end of the guest NIC's frame socket, sent with the `ok` answer to
+    /// `network` ([`Request::Network`]). `None`: the VM has no network device.
+    fn network_link(&self) -> Option<BorrowedFd<'_>> {
+        None
+    }
 
     /// Runs after `response` has been written to the client (the helper exits here after
     /// `stop` and a successful `save`, so the backend gets its answer first).
@@ -314,10 +433,7 @@ pub fn serve<H: Handler>(listener: UnixListener, handler: Arc<H>) -> io::Result<
     }
 }
 
-fn serve_connection<H: Handler>(
-    stream: std::os::unix::net::UnixStream,
-    handler: &H,
-) -> io::Result<()> {
+fn serve_connection<H: Handler>(stream: UnixStream, handler: &H) -> io::Result<()> {
     let mut writer = stream.try_clone()?;
     let mut reader = BufReader::new(stream);
     loop {
@@ -332,6 +448,20 @@ fn serve_connection<H: Handler>(
             return Ok(());
         }
         match Request::decode(line.trim_end_matches('\n')) {
+            Ok(Request::Network) => {
+                let response = match handler.network_link() {
+                    Some(_) => handler.handle(&Request::Network),
+                    None => Response::Err("the vm has no network device".into()),
+                };
+                match (&response, handler.network_link()) {
+                    (Response::Ok(_), Some(link)) => {
+                        send_with_fd(&writer, response.encode().as_bytes(), link)?;
+                    }
+                    _ => writer.write_all(response.encode().as_bytes())?,
+                }
+                writer.flush()?;
+                handler.replied(&Request::Network, &response);
+            }
             Ok(request) => {
                 let response = handler.handle(&request);
                 writer.write_all(response.encode().as_bytes())?;
@@ -361,6 +491,7 @@ mod tests {
             Request::RequestStop,
             Request::Stop,
             Request::Save(PathBuf::from("/snap/with space/vz-state.bin")),
+            Request::Network,
         ] {
             let line = request.encode().unwrap();
             assert!(line.ends_with('\n'));
@@ -416,7 +547,7 @@ mod tests {
             let mut state = self.state.lock().unwrap();
             let now = state.get_or_insert(VmState::Running);
             match request {
-                Request::State => {}
+                Request::State | Request::Network => {}
                 Request::Pause => *now = VmState::Paused,
                 Request::Resume => *now = VmState::Running,
                 Request::RequestStop | Request::Stop => *now = VmState::Stopped,

@@ -5,11 +5,13 @@
 //! is the backend's host side, and it is plain Rust on every OS:
 //!
 //! - `plan.rs`: `VmSpec` -> [`VzPlan`] (pure, snapshot-tested): Linux boot loader with
-//!   `console=hvc0`, virtio block disks, NAT networking, the virtio console appended to the
-//!   app log, vsock, entropy, a memory balloon. Refuses memory hotplug, disk I/O limits, port
-//!   forwarding and egress enforcement ([`HypervisorError::Unsupported`]).
+//!   `console=hvc0`, virtio block disks, the virtio console appended to the app log, vsock,
+//!   entropy, a memory balloon, and a NIC on a datagram socket pair
+//!   (`VZFileHandleNetworkDeviceAttachment`) whose other end the engine's network stack
+//!   reads. Refuses memory hotplug and disk I/O limits ([`HypervisorError::Unsupported`]).
 //! - `control.rs`: the line protocol to the helper (`state`, `pause`, `resume`,
-//!   `request-stop`, `stop`, `save <path>` -> `ok <state>` / `err <message>`).
+//!   `request-stop`, `stop`, `save <path>`, `network` -> `ok <state>` / `err <message>`;
+//!   `network`'s answer carries the frame socket's descriptor).
 //! - `vsock.rs`: the helper's hybrid-vsock socket (`CONNECT <port>\n` -> `OK <port>\n`), the
 //!   exec agent's transport.
 //! - `pidfile.rs`: the helper holds a `flock` on its pidfile while it lives; that lock, not
@@ -30,7 +32,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use hypedeck_hypervisor::{
-    AgentChannel, Capabilities, Hypervisor, HypervisorError, Vm, VmSpec, VmmState,
+    AgentChannel, Capabilities, Hypervisor, HypervisorError, NetworkLink, Vm, VmSpec, VmmState,
 };
 use hypedeck_model::HypervisorKind;
 
@@ -38,8 +40,9 @@ pub use control::{ControlError, Request, Response, VmState};
 pub use plan::{Launch, PlanError, RuntimeFiles, VzPlan};
 
 /// What vz supports. Snapshots need an Apple silicon host and macOS 14 or later
-/// ([`VzHypervisor::capabilities`] checks the version); vz's NAT has no port forwarding or
-/// egress confinement, and it has no memory hotplug or disk throttling.
+/// ([`VzHypervisor::capabilities`] checks the version). Forwarded ports and egress confinement
+/// are the engine's network stack's, on the NIC's frames. No memory hotplug or disk
+/// throttling.
 pub const CAPABILITIES: Capabilities = Capabilities {
     snapshot: cfg!(target_arch = "aarch64"),
     pause: true,
@@ -48,8 +51,8 @@ pub const CAPABILITIES: Capabilities = Capabilities {
     graceful_shutdown: true,
     vsock: true,
     gpu: false,
-    port_forwarding: false,
-    egress_enforcement: false,
+    port_forwarding: true,
+    egress_enforcement: true,
 };
 
 /// Environment variable naming the helper binary (default: `hypedeck-vz` next to the
@@ -409,6 +412,16 @@ impl Vm for VzVm {
         }
     }
 
+    async fn network_link(&self) -> Result<Option<NetworkLink>, HypervisorError> {
+        let fd = control::network(&self.files.control, CONTROL_TIMEOUT)
+            .await
+            .map_err(|e| HypervisorError::Operation {
+                operation: "attach the network",
+                detail: chain(&e),
+            })?;
+        Ok(Some(NetworkLink::Datagram(fd)))
+    }
+
     async fn save_and_exit(&self, dir: &Path) -> Result<(), HypervisorError> {
         let fail = |detail: String| HypervisorError::Operation {
             operation: "save state",
@@ -471,18 +484,18 @@ mod tests {
     #[test]
     fn unsupported_plans_become_typed_errors() {
         let e = plan_error(PlanError::Unsupported {
-            operation: "port forwarding",
+            operation: "memory hotplug",
         });
         assert!(matches!(
             e,
             HypervisorError::Unsupported {
                 kind: HypervisorKind::Vz,
-                operation: "port forwarding"
+                operation: "memory hotplug"
             }
         ));
         assert_eq!(
             e.to_string(),
-            "port forwarding is not supported by the vz backend"
+            "memory hotplug is not supported by the vz backend"
         );
         let e = plan_error(PlanError::Cpus);
         assert_eq!(
@@ -506,7 +519,7 @@ mod tests {
     fn capabilities_are_honest() {
         let c = VzHypervisor::with_helper(PathBuf::from("/x")).capabilities;
         assert!(c.pause && c.vsock && c.graceful_shutdown);
-        assert!(!c.port_forwarding && !c.egress_enforcement);
+        assert!(c.port_forwarding && c.egress_enforcement);
         assert!(!c.hotplug_memory && !c.disk_io_limit && !c.gpu);
     }
 

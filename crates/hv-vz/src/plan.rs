@@ -3,8 +3,9 @@
 //! helper turns each field into exactly one Virtualization.framework object and nothing else,
 //! so what a VM gets is decided (and snapshot-tested) here.
 //!
-//! What vz cannot do is refused here, before anything is spawned: memory hotplug, disk I/O
-//! limits, port forwarding and egress enforcement ([`PlanError::Unsupported`]).
+//! What vz cannot do is refused here, before anything is spawned: memory hotplug and disk I/O
+//! limits ([`PlanError::Unsupported`]). Forwarded ports and egress are the engine's network
+//! stack's, on the frames of the guest NIC's socket pair.
 
 use std::path::{Path, PathBuf};
 
@@ -84,11 +85,13 @@ pub struct Disk {
 
 /// How the network device reaches the outside.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum NetworkAttachment {
-    /// `VZNATNetworkDeviceAttachment`: vmnet's shared NAT; the guest gets its address by DHCP
-    /// from macOS (192.168.64.0/24 by default), not from the spec's subnet.
-    Nat,
+    /// `VZFileHandleNetworkDeviceAttachment` on one end of a datagram socket pair (one
+    /// Ethernet frame per datagram); the helper hands the other end to the engine's network
+    /// stack ([`Request::Network`](crate::control::Request::Network)), which serves DHCP, DNS
+    /// and every flow, as for QEMU.
+    FileHandle,
 }
 
 /// A `VZVirtioNetworkDeviceConfiguration`.
@@ -191,14 +194,8 @@ pub fn plan(spec: &VmSpec) -> Result<VzPlan, PlanError> {
     if spec.disks.iter().any(|d| d.io_bps > 0) {
         return unsupported("disk i/o limits");
     }
-    if let Some(net) = &spec.network {
-        if !net.host_forwards.is_empty() {
-            return unsupported("port forwarding");
-        }
-        if net.restrict || !net.guest_forwards.is_empty() {
-            return unsupported("egress enforcement");
-        }
-    }
+    // Forwarded ports and egress are the engine's network stack's work, on the frames the
+    // helper hands over: nothing to refuse here.
     if spec.vcpus == 0 {
         return Err(PlanError::Cpus);
     }
@@ -241,7 +238,7 @@ pub fn plan(spec: &VmSpec) -> Result<VzPlan, PlanError> {
         .collect::<Result<Vec<_>, PlanError>>()?;
     let network = match &spec.network {
         Some(net) => Some(Network {
-            attachment: NetworkAttachment::Nat,
+            attachment: NetworkAttachment::FileHandle,
             mac: local_mac(&net.mac)?,
         }),
         None => None,
@@ -397,7 +394,7 @@ mod tests {
     }
   ],
   "network": {
-    "attachment": "nat",
+    "attachment": "file_handle",
     "mac": "02:00:00:ab:cd:ef"
   },
   "console_log": "/data/instances/x/logs/app.log",
@@ -493,6 +490,12 @@ mod tests {
         s.disks[1].io_bps = 100 << 20;
         assert_eq!(unsupported(&s), "disk i/o limits");
 
+        assert_eq!(
+            plan(&s).unwrap_err().to_string(),
+            "disk i/o limits is not supported by Apple Virtualization.framework"
+        );
+
+        // Ports and egress are served by the engine's stack on the NIC's frames.
         let mut s = spec();
         if let Some(net) = s.network.as_mut() {
             net.host_forwards.push(PortForward {
@@ -500,25 +503,10 @@ mod tests {
                 guest_port: 80,
                 protocol: PortProtocol::Tcp,
             });
-        }
-        assert_eq!(unsupported(&s), "port forwarding");
-
-        let mut s = spec();
-        if let Some(net) = s.network.as_mut() {
             net.restrict = true;
         }
-        assert_eq!(unsupported(&s), "egress enforcement");
-
-        let mut s = spec();
-        if let Some(net) = s.network.as_mut() {
-            net.guest_forwards
-                .push(("10.100.7.100:3128".into(), "bridge".into()));
-        }
-        assert_eq!(unsupported(&s), "egress enforcement");
-        assert_eq!(
-            plan(&s).unwrap_err().to_string(),
-            "egress enforcement is not supported by Apple Virtualization.framework"
-        );
+        let network = plan(&s).unwrap().network.unwrap();
+        assert_eq!(network.attachment, NetworkAttachment::FileHandle);
     }
 
     #[test]

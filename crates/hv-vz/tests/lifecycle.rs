@@ -24,7 +24,7 @@ use hypedeck_hv_vz::pidfile::{self, PidLock};
 use hypedeck_hv_vz::plan::{self, Launch, RuntimeFiles, VzPlan};
 use hypedeck_hv_vz::vsock::{self, Connector, GuestStream};
 use hypedeck_hypervisor::{
-    AgentChannel, DiskSpec, Hypervisor, HypervisorError, NetSpec, VmSpec, VmmState,
+    AgentChannel, DiskSpec, Hypervisor, HypervisorError, NetSpec, NetworkLink, VmSpec, VmmState,
 };
 use hypedeck_model::{HypervisorKind, PortForward, PortProtocol};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
@@ -89,7 +89,22 @@ fn fake_helper(args: &[OsString]) -> ExitCode {
     };
     let agent_port = plan.agent_port;
     std::thread::spawn(move || vsock::serve(vsock_listener, Arc::new(EchoGuest { agent_port })));
+    // The NIC, as the real helper builds it: a datagram pair whose VM end is the "guest",
+    // which answers every frame with the frame uppercased.
+    let network = plan.network.as_ref().map(|_| {
+        let (engine_end, vm_end) = std::os::unix::net::UnixDatagram::pair().unwrap();
+        std::thread::spawn(move || {
+            let mut frame = [0u8; 2048];
+            while let Ok(n) = vm_end.recv(&mut frame) {
+                if vm_end.send(&frame[..n].to_ascii_uppercase()).is_err() {
+                    return;
+                }
+            }
+        });
+        std::os::fd::OwnedFd::from(engine_end)
+    });
     let vm = Arc::new(FakeVm {
+        network,
         plan,
         state: Mutex::new(VmState::Running),
         lock: Mutex::new(Some(lock)),
@@ -133,6 +148,7 @@ impl Connector for EchoGuest {
 }
 
 struct FakeVm {
+    network: Option<std::os::fd::OwnedFd>,
     plan: VzPlan,
     state: Mutex<VmState>,
     lock: Mutex<Option<PidLock>>,
@@ -153,7 +169,7 @@ impl Handler for FakeVm {
     fn handle(&self, request: &Request) -> Response {
         let mut state = self.state.lock().unwrap();
         match request {
-            Request::State | Request::RequestStop => {}
+            Request::State | Request::RequestStop | Request::Network => {}
             Request::Pause => *state = VmState::Paused,
             Request::Resume => *state = VmState::Running,
             Request::Stop if self.plan.instance_id == "wedged" => {
@@ -169,6 +185,11 @@ impl Handler for FakeVm {
             }
         }
         Response::Ok(*state)
+    }
+
+    fn network_link(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        self.network.as_ref().map(|fd| fd.as_fd())
     }
 
     fn replied(&self, request: &Request, response: &Response) {
@@ -200,6 +221,7 @@ const TESTS: &[(&str, Test)] = tests![
     start_failure_reports_the_helper_error,
     unsupported_specs_spawn_nothing,
     agent_channel_reaches_the_guest,
+    network_link_reaches_the_guest_nic,
     request_shutdown_ends_the_helper,
     save_and_exit_then_restore,
     restore_without_saved_state_fails,
@@ -380,28 +402,66 @@ async fn start_failure_reports_the_helper_error(f: Fixture) {
 
 async fn unsupported_specs_spawn_nothing(f: Fixture) {
     let mut spec = f.spec("vm1");
-    if let Some(net) = spec.network.as_mut() {
-        net.host_forwards.push(PortForward {
-            host_port: 8080,
-            guest_port: 80,
-            protocol: PortProtocol::Tcp,
-        });
-    }
+    spec.hotplug_bytes = 1 << 30;
     let e = match f.hypervisor().start(&spec).await {
         Err(e) => e,
-        Ok(_) => panic!("started a vm with port forwards"),
+        Ok(_) => panic!("started a vm with memory hotplug"),
     };
     assert!(
         matches!(
             e,
             HypervisorError::Unsupported {
                 kind: HypervisorKind::Vz,
-                operation: "port forwarding"
+                operation: "memory hotplug"
             }
         ),
         "{e:?}"
     );
     assert!(!f.files().plan.exists());
+}
+
+/// The engine gets the NIC's frame socket from the helper (`SCM_RIGHTS`), again after a
+/// restart (attach), and frames cross it both ways. Ports and egress no longer stop a vz VM:
+/// the engine's stack serves them on these frames.
+async fn network_link_reaches_the_guest_nic(f: Fixture) {
+    async fn round_trip(vm: &dyn hypedeck_hypervisor::Vm, frame: &[u8]) -> Vec<u8> {
+        let Some(NetworkLink::Datagram(fd)) = vm.network_link().await.unwrap() else {
+            panic!("vz hands over a datagram socket");
+        };
+        let socket = std::os::unix::net::UnixDatagram::from(fd);
+        socket
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        socket.send(frame).unwrap();
+        let mut back = [0u8; 2048];
+        let n = socket.recv(&mut back).unwrap();
+        back[..n].to_vec()
+    }
+    let hv = f.hypervisor();
+    let mut spec = f.spec("vm1");
+    if let Some(net) = spec.network.as_mut() {
+        net.restrict = true;
+        net.host_forwards.push(PortForward {
+            host_port: 8080,
+            guest_port: 80,
+            protocol: PortProtocol::Tcp,
+        });
+    }
+    let vm = hv.start(&spec).await.unwrap();
+    assert_eq!(round_trip(&*vm, b"frame-1").await, b"FRAME-1");
+    // A restarted engine attaches and asks again: the same NIC.
+    let again = hv.attach("vm1", &f.runtime()).await.unwrap().unwrap();
+    assert_eq!(round_trip(&*again, b"frame-2").await, b"FRAME-2");
+    vm.kill().await.unwrap();
+
+    // A VM without a NIC says so.
+    let f2 = Fixture::new();
+    let mut spec = f2.spec("vm2");
+    spec.network = None;
+    let vm = f2.hypervisor().start(&spec).await.unwrap();
+    let e = vm.network_link().await.unwrap_err().to_string();
+    assert!(e.contains("the vm has no network device"), "{e}");
+    vm.kill().await.unwrap();
 }
 
 async fn agent_channel_reaches_the_guest(f: Fixture) {

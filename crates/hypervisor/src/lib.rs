@@ -41,6 +41,18 @@ pub struct Capabilities {
     pub egress_enforcement: bool,
 }
 
+/// How the guest NIC's frames reach the engine ([`Vm::network_link`]).
+#[derive(Debug)]
+pub enum NetworkLink {
+    /// A Unix stream socket the VMM listens on, carrying frames with a 4-byte big-endian
+    /// length before each (QEMU `-netdev stream`). The engine connects (again, after a
+    /// restart).
+    Stream(PathBuf),
+    /// A connected datagram socket, one Ethernet frame per datagram: the other end is the
+    /// guest NIC (vz's `VZFileHandleNetworkDeviceAttachment`, handed over by the helper).
+    Datagram(std::os::fd::OwnedFd),
+}
+
 /// What the VMM itself reports (before boot markers refine Running into Initializing).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VmmState {
@@ -216,11 +228,10 @@ pub trait Vm: Send + Sync + std::fmt::Debug {
     /// Where the host reaches this VM's exec agent.
     fn agent_channel(&self) -> AgentChannel;
 
-    /// The Unix stream socket on which the VMM carries the guest NIC's frames (length-
-    /// prefixed, QEMU `-netdev stream`), for the engine's userspace network stack. `None`: the
-    /// backend wires the NIC itself. The engine may connect again after a restart.
-    fn network_socket(&self) -> Option<std::path::PathBuf> {
-        None
+    /// How the guest NIC's frames reach the engine's userspace network stack. `None`: the
+    /// backend wires the NIC itself. The engine asks again after a restart.
+    async fn network_link(&self) -> Result<Option<NetworkLink>, HypervisorError> {
+        Ok(None)
     }
 
     /// Pauses the VM, saves its full state (memory and devices) into `dir`, and ends the VMM.

@@ -270,6 +270,16 @@ impl Network {
         }
     }
 
+    /// Wraps a connected datagram socket whose other end is the guest NIC (one frame per
+    /// datagram: vz's file-handle attachment). Call inside a tokio runtime.
+    pub fn datagram(fd: std::os::fd::OwnedFd) -> Result<Transport, NetError> {
+        let socket = std::os::unix::net::UnixDatagram::from(fd);
+        socket.set_nonblocking(true).map_err(NetError::Connect)?;
+        tokio::net::UnixDatagram::from_std(socket)
+            .map(Transport::Datagram)
+            .map_err(NetError::Connect)
+    }
+
     /// Whether the stack still runs (false once the VMM closed its end).
     pub fn is_running(&self) -> bool {
         self.task.as_ref().is_some_and(|t| !t.is_finished())

@@ -253,8 +253,8 @@ async fn the_default_policy_lets_the_internet_in_and_keeps_the_host_out() {
     let overrides = HashMap::from([(internet, echo), (dead, closed_addr)]);
     let (cfg, events) = config(Egress::Direct(Policy::default()), overrides);
     let (ours, theirs) = std::os::unix::net::UnixDatagram::pair().unwrap();
-    ours.set_nonblocking(true).unwrap();
-    let transport = Transport::Datagram(tokio::net::UnixDatagram::from_std(ours).unwrap());
+    // As the engine gets vz's frame socket: a descriptor handed over by the helper.
+    let transport = Network::datagram(std::os::fd::OwnedFd::from(ours)).unwrap();
     let network = Network::start(cfg, transport).await.unwrap();
     let mut guest = Guest::new(theirs);
 

@@ -34,7 +34,7 @@ fn main() -> std::process::ExitCode {
 mod macos {
     use std::ffi::OsString;
     use std::io;
-    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::os::fd::{AsFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd};
     use std::os::unix::net::UnixListener;
     use std::path::Path;
     use std::process::ExitCode;
@@ -46,18 +46,18 @@ mod macos {
     use dispatch2::{DispatchQueue, DispatchRetained};
     use hypedeck_hv_vz::control::{self, Handler, Request, Response, VmState};
     use hypedeck_hv_vz::pidfile::PidLock;
-    use hypedeck_hv_vz::plan::{Launch, RuntimeFiles, VzPlan};
+    use hypedeck_hv_vz::plan::{Launch, NetworkAttachment, RuntimeFiles, VzPlan};
     use hypedeck_hv_vz::vsock::{self, Connector, GuestStream};
     use objc2::rc::Retained;
     use objc2::runtime::{NSObject, NSObjectProtocol};
     use objc2::{AnyThread, available, define_class, msg_send};
-    use objc2_foundation::{NSArray, NSData, NSError, NSString, NSURL};
+    use objc2_foundation::{NSArray, NSData, NSError, NSFileHandle, NSString, NSURL};
     use objc2_virtualization::{
         VZDiskImageStorageDeviceAttachment, VZEntropyDeviceConfiguration,
-        VZFileSerialPortAttachment, VZGenericMachineIdentifier, VZGenericPlatformConfiguration,
-        VZLinuxBootLoader, VZMACAddress, VZMemoryBalloonDeviceConfiguration,
-        VZNATNetworkDeviceAttachment, VZNetworkDeviceConfiguration, VZSerialPortConfiguration,
-        VZSocketDeviceConfiguration, VZStorageDeviceConfiguration,
+        VZFileHandleNetworkDeviceAttachment, VZFileSerialPortAttachment,
+        VZGenericMachineIdentifier, VZGenericPlatformConfiguration, VZLinuxBootLoader,
+        VZMACAddress, VZMemoryBalloonDeviceConfiguration, VZNetworkDeviceConfiguration,
+        VZSerialPortConfiguration, VZSocketDeviceConfiguration, VZStorageDeviceConfiguration,
         VZVirtioBlockDeviceConfiguration, VZVirtioConsoleDeviceSerialPortConfiguration,
         VZVirtioEntropyDeviceConfiguration, VZVirtioNetworkDeviceConfiguration,
         VZVirtioSocketConnection, VZVirtioSocketDevice, VZVirtioSocketDeviceConfiguration,
@@ -151,7 +151,16 @@ mod macos {
             return Err("restoring a saved vm needs macOS 14 or later".into());
         }
         let machine_id = machine_identifier(&plan.files.machine_id, restoring)?;
-        let configuration = configure(&plan, &machine_id)?;
+        // The NIC's frames: VZ gets one end of a datagram pair, the engine's network stack
+        // asks for the other (`network`), again after it restarts.
+        let (nic, network) = match &plan.network {
+            Some(_) => {
+                let (vm_end, engine_end) = frame_socket_pair()?;
+                (Some(vm_end), Some(engine_end))
+            }
+            None => (None, None),
+        };
+        let configuration = configure(&plan, &machine_id, nic)?;
         let save_support = if available!(macos = 14.0) {
             // SAFETY: a validated configuration (macOS 14+ checked); the call only inspects it.
             unsafe { configuration.validateSaveRestoreSupportWithError() }
@@ -189,6 +198,7 @@ mod macos {
         })?;
         let handler = Arc::new(Control {
             vmm,
+            network,
             save_support,
             busy: Mutex::new(()),
         });
@@ -200,6 +210,19 @@ mod macos {
         })?;
         eprintln!("hypedeck-vz: {} running", plan.instance_id);
         dispatch2::dispatch_main()
+    }
+
+    /// A datagram socket pair for Ethernet frames, with the buffer sizes VZ's file-handle
+    /// attachment documents (receive at least twice the send buffer).
+    fn frame_socket_pair() -> Result<(OwnedFd, OwnedFd), String> {
+        let (a, b) = std::os::unix::net::UnixDatagram::pair()
+            .map_err(|e| format!("create the network socket pair: {e}"))?;
+        for end in [&a, &b] {
+            rustix::net::sockopt::set_socket_send_buffer_size(end, 1 << 20)
+                .and_then(|()| rustix::net::sockopt::set_socket_recv_buffer_size(end, 4 << 20))
+                .map_err(|e| format!("size the network socket buffers: {e}"))?;
+        }
+        Ok((OwnedFd::from(a), OwnedFd::from(b)))
     }
 
     fn spawn(name: &str, body: impl FnOnce() + Send + 'static) -> Result<(), String> {
@@ -259,6 +282,7 @@ mod macos {
     fn configure(
         plan: &VzPlan,
         machine_id: &VZGenericMachineIdentifier,
+        nic: Option<OwnedFd>,
     ) -> Result<Retained<VZVirtualMachineConfiguration>, String> {
         // SAFETY (whole function): VZ configuration objects are plain data holders, built and
         // validated here on one thread before any VM exists. Every initializer gets a fresh
@@ -320,10 +344,20 @@ mod macos {
             }
             configuration.setStorageDevices(&NSArray::from_retained_slice(&disks));
 
-            if let Some(network) = &plan.network {
+            if let (Some(network), Some(nic)) = (&plan.network, nic) {
                 let device = VZVirtioNetworkDeviceConfiguration::new();
-                let nat = VZNATNetworkDeviceAttachment::new();
-                device.setAttachment(Some(&nat));
+                let NetworkAttachment::FileHandle = network.attachment;
+                // The file handle owns the descriptor from here (closed on dealloc).
+                let handle = NSFileHandle::initWithFileDescriptor_closeOnDealloc(
+                    NSFileHandle::alloc(),
+                    nic.into_raw_fd(),
+                    true,
+                );
+                let attachment = VZFileHandleNetworkDeviceAttachment::initWithFileHandle(
+                    VZFileHandleNetworkDeviceAttachment::alloc(),
+                    &handle,
+                );
+                device.setAttachment(Some(&attachment));
                 let mac = VZMACAddress::initWithString(
                     VZMACAddress::alloc(),
                     &NSString::from_str(&network.mac),
@@ -675,6 +709,8 @@ mod macos {
 
     struct Control {
         vmm: Arc<Vmm>,
+        /// The engine's end of the NIC's frame socket.
+        network: Option<OwnedFd>,
         save_support: Result<(), String>,
         /// One request at a time: a save is several VM operations in a row.
         busy: Mutex<()>,
@@ -705,7 +741,7 @@ mod macos {
         fn handle(&self, request: &Request) -> Response {
             let _busy = self.busy.lock().unwrap_or_else(PoisonError::into_inner);
             let done = match request {
-                Request::State => Ok(()),
+                Request::State | Request::Network => Ok(()),
                 Request::Pause => self.vmm.pause(),
                 Request::Resume => self.vmm.resume(),
                 Request::RequestStop => self.vmm.request_stop(),
@@ -719,6 +755,10 @@ mod macos {
                     Response::Err(message)
                 }
             }
+        }
+
+        fn network_link(&self) -> Option<BorrowedFd<'_>> {
+            self.network.as_ref().map(|fd| fd.as_fd())
         }
 
         fn replied(&self, request: &Request, response: &Response) {

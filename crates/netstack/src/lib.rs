@@ -46,6 +46,8 @@ mod dns;
 mod policy;
 mod stack;
 pub mod transport;
+#[cfg(target_os = "linux")]
+pub mod vhost_user;
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};

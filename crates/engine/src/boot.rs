@@ -35,9 +35,18 @@ impl Engine {
         let spec = self.provision(record, Self::guest_env(record)).await?;
         // This run's console output starts where the previous runs' ends.
         record.log_offset = std::fs::metadata(&spec.serial_log).map_or(0, |m| m.len());
-        let vm: Arc<dyn hypedeck_hypervisor::Vm> = Arc::from(hypervisor.start(&spec).await?);
+        self.serve_network_before_start(record, hypervisor.as_ref(), &spec)
+            .await?;
+        let vm: Arc<dyn hypedeck_hypervisor::Vm> = match hypervisor.start(&spec).await {
+            Ok(vm) => Arc::from(vm),
+            Err(e) => {
+                self.detach_network(&record.id).await;
+                return Err(e.into());
+            }
+        };
         if let Err(e) = self.attach_network(record, vm.as_ref()).await {
             let _ = vm.kill().await;
+            self.detach_network(&record.id).await;
             return Err(e);
         }
         self.vms_guard().insert(record.id.clone(), vm);

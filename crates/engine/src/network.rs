@@ -8,7 +8,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use hypedeck_hypervisor::{NetworkLink, Vm};
+use hypedeck_hypervisor::{Hypervisor, NetworkLink, Vm, VmSpec};
 use hypedeck_model::allow::SharedAllowList;
 use hypedeck_model::{AllowList, ErrorCode, PortProtocol, Rejection};
 use hypedeck_netstack::{
@@ -39,10 +39,18 @@ const CONNECT_WAIT: Duration = Duration::from_secs(5);
 
 type FlowLog = Arc<Mutex<VecDeque<FlowEvent>>>;
 
+/// One instance's running stack, and the vhost-user backend feeding it (Cloud Hypervisor).
+#[derive(Debug)]
+struct Running {
+    network: Network,
+    #[cfg(target_os = "linux")]
+    vhost_user: Option<hypedeck_netstack::vhost_user::VhostUserNet>,
+}
+
 /// The running stacks and flow logs, by instance id.
 #[derive(Debug, Default)]
 pub(crate) struct Networks {
-    running: Mutex<HashMap<String, Network>>,
+    running: Mutex<HashMap<String, Running>>,
     flows: Mutex<HashMap<String, FlowLog>>,
     /// Each instance's live allow-list, shared with its stack and its proxy check.
     allow: Mutex<HashMap<String, SharedAllowList>>,
@@ -66,15 +74,27 @@ impl Networks {
             .unwrap_or_default()
     }
 
-    fn insert(&self, id: &str, network: Network) {
+    fn insert(&self, id: &str, running: Running) {
         // Replacing a stack drops (stops) the old one.
-        lock(&self.running).insert(id.to_string(), network);
+        lock(&self.running).insert(id.to_string(), running);
+    }
+
+    /// Whether the instance's stack runs (served before the VMM started, or still attached).
+    fn is_running(&self, id: &str) -> bool {
+        lock(&self.running)
+            .get(id)
+            .is_some_and(|r| r.network.is_running())
     }
 
     async fn stop(&self, id: &str) {
-        let network = lock(&self.running).remove(id);
-        if let Some(network) = network {
-            network.stop().await;
+        let running = lock(&self.running).remove(id);
+        if let Some(running) = running {
+            running.network.stop().await;
+            // The backend's thread ends within milliseconds; it removes its socket file.
+            #[cfg(target_os = "linux")]
+            if let Some(vhost_user) = running.vhost_user {
+                let _ = tokio::task::spawn_blocking(move || vhost_user.stop()).await;
+            }
         }
     }
 
@@ -114,15 +134,33 @@ fn mac(s: &str) -> [u8; 6] {
 }
 
 impl Engine {
-    /// Starts the instance's network stack on `vm`'s frame socket (boot, restore, and after
-    /// an engine restart). A no-op for instances without a network or backends that wire the
-    /// NIC themselves.
+    /// Serves the instance's network before its VMM starts, for backends whose VMM connects
+    /// to the engine while it boots (Cloud Hypervisor's vhost-user-net). A no-op otherwise.
+    /// The caller stops it ([`Engine::detach_network`]) when the start fails.
+    pub(crate) async fn serve_network_before_start(
+        &self,
+        record: &InstanceRecord,
+        hypervisor: &dyn Hypervisor,
+        spec: &VmSpec,
+    ) -> Result<(), EngineError> {
+        if !record.network.enabled {
+            return Ok(());
+        }
+        match hypervisor.network_before_start(spec) {
+            Some(link) => self.start_network(record, link).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Starts the instance's network stack on `vm`'s frame link (boot, restore, and after
+    /// an engine restart), unless it already runs (served before the start). A no-op for
+    /// instances without a network or backends that wire the NIC themselves.
     pub(crate) async fn attach_network(
         &self,
         record: &InstanceRecord,
         vm: &dyn Vm,
     ) -> Result<(), EngineError> {
-        if !record.network.enabled {
+        if !record.network.enabled || self.networks.is_running(&record.id) {
             return Ok(());
         }
         let Some(link) = vm
@@ -132,6 +170,14 @@ impl Engine {
         else {
             return Ok(());
         };
+        self.start_network(record, link).await
+    }
+
+    async fn start_network(
+        &self,
+        record: &InstanceRecord,
+        link: NetworkLink,
+    ) -> Result<(), EngineError> {
         let (net, prefix) = crate::provision::network_identity(&record.id);
         let log = self.networks.log(&record.id);
         let allow = self
@@ -201,11 +247,29 @@ impl Engine {
             allow,
             max_tcp_flows: hypedeck_netstack::MAX_TCP_FLOWS,
         };
+        let failed = |e: String| EngineError::Provision(format!("sandbox network: {e}"));
+        #[cfg(target_os = "linux")]
+        let mut vhost_user = None;
         let transport = match link {
-            NetworkLink::Stream(socket) => Network::connect_stream(&socket, CONNECT_WAIT).await,
-            NetworkLink::Datagram(fd) => Network::datagram(fd),
-        }
-        .map_err(|e| EngineError::Provision(format!("sandbox network: {e}")))?;
+            NetworkLink::Stream(socket) => Network::connect_stream(&socket, CONNECT_WAIT)
+                .await
+                .map_err(|e| failed(e.to_string()))?,
+            NetworkLink::Datagram(fd) => {
+                Network::datagram(fd).map_err(|e| failed(e.to_string()))?
+            }
+            #[cfg(target_os = "linux")]
+            NetworkLink::VhostUser(socket) => {
+                let (transport, backend) =
+                    hypedeck_netstack::vhost_user::serve(&socket, config.guest_mac)
+                        .map_err(|e| failed(format!("serve vhost-user-net: {e}")))?;
+                vhost_user = Some(backend);
+                transport
+            }
+            #[cfg(not(target_os = "linux"))]
+            NetworkLink::VhostUser(_) => {
+                return Err(failed("vhost-user-net needs Linux".into()));
+            }
+        };
         let network = Network::start(config, transport)
             .await
             .map_err(|e| match e {
@@ -215,7 +279,14 @@ impl Engine {
                 )),
                 other => EngineError::Provision(format!("sandbox network: {other}")),
             })?;
-        self.networks.insert(&record.id, network);
+        self.networks.insert(
+            &record.id,
+            Running {
+                network,
+                #[cfg(target_os = "linux")]
+                vhost_user,
+            },
+        );
         Ok(())
     }
 

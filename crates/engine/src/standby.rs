@@ -75,12 +75,21 @@ impl Engine {
         let dir = self.snapshot_dir(&record.id)?;
         let env = Self::guest_env(&record);
         let spec = self.provision(&mut record, env).await?;
+        self.serve_network_before_start(&record, hypervisor.as_ref(), &spec)
+            .await?;
         let vm: std::sync::Arc<dyn hypedeck_hypervisor::Vm> =
-            std::sync::Arc::from(hypervisor.restore(&spec, &dir).await?);
+            match hypervisor.restore(&spec, &dir).await {
+                Ok(vm) => std::sync::Arc::from(vm),
+                Err(e) => {
+                    self.detach_network(&record.id).await;
+                    return Err(e.into());
+                }
+            };
         if let Err(e) = self.attach_network(&record, vm.as_ref()).await {
             // The snapshot is only removed once the VM runs with its network: killing this
             // VMM leaves the instance in Standby, as it was.
             let _ = vm.kill().await;
+            self.detach_network(&record.id).await;
             return Err(e);
         }
         self.vms_guard().insert(record.id.clone(), vm);

@@ -380,7 +380,7 @@ mod tests {
     fn config() -> VmConfig {
         let mut spec = crate::fake_api::spec();
         spec.hotplug_bytes = 1 << 30;
-        crate::config::vm_config(&spec, Some("hdtest"))
+        crate::config::vm_config(&spec)
     }
 
     fn op_detail(e: HypervisorError) -> (&'static str, String) {
@@ -527,7 +527,7 @@ mod tests {
         c.restore(&snap).await.unwrap();
         assert_eq!(c.state().await.unwrap(), VmmState::Paused);
         let info = c.info().await.unwrap();
-        assert_eq!(info["config"]["net"][0]["tap"], "hdtest");
+        assert_eq!(info["config"]["net"][0]["vhost_mode"], "Client");
         c.resume().await.unwrap();
         assert_eq!(c.state().await.unwrap(), VmmState::Running);
     }

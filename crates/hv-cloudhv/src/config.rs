@@ -2,7 +2,6 @@
 //! every field is covered by the snapshot test below. Field names follow Cloud Hypervisor's
 //! OpenAPI spec (`vmm/src/api/openapi/cloud-hypervisor.yaml`).
 
-use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use hypedeck_hypervisor::VmSpec;
@@ -27,6 +26,9 @@ pub struct RuntimeFiles {
     pub serial_fifo: PathBuf,
     /// Pidfile of that `cat`.
     pub serial_pidfile: PathBuf,
+    /// The vhost-user-net socket the engine's network stack serves and Cloud Hypervisor
+    /// connects to (`--net vhost_user=on,socket=…`).
+    pub net: PathBuf,
 }
 
 impl RuntimeFiles {
@@ -40,6 +42,7 @@ impl RuntimeFiles {
             vsock: dir.join(VSOCK_SOCKET),
             serial_fifo: dir.join("serial.fifo"),
             serial_pidfile: dir.join("serial.pid"),
+            net: dir.join("net.sock"),
         }
     }
 }
@@ -106,6 +109,10 @@ pub struct MemoryConfig {
     /// `Acpi` or `VirtioMem`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hotplug_method: Option<String>,
+    /// Map guest memory `MAP_SHARED` (memfd): a vhost-user backend (the network) reads and
+    /// writes the guest's buffers in it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shared: bool,
 }
 
 /// `PayloadConfig`.
@@ -147,18 +154,22 @@ pub struct TokenBucket {
     pub refill_time: u64,
 }
 
-/// `NetConfig`.
+/// `NetConfig`: a vhost-user-net device whose backend is the engine's network stack.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetConfig {
-    /// Host TAP device (created and addressed by the backend before boot).
-    pub tap: String,
+    /// Always `true`: the frames go to a vhost-user backend, not a TAP.
+    pub vhost_user: bool,
+    /// The backend's socket ([`RuntimeFiles::net`]).
+    pub vhost_socket: String,
+    /// `Client`: Cloud Hypervisor connects to the engine's listener (and connects again when
+    /// the engine restarts).
+    pub vhost_mode: String,
     /// Guest MAC address.
     pub mac: String,
-    /// Host side address of the TAP (the guest's gateway). Cloud Hypervisor does not
-    /// re-address an existing TAP; this records what the backend configured.
-    pub ip: String,
-    /// Netmask of the guest subnet.
-    pub mask: String,
+    /// One RX and one TX queue.
+    pub num_queues: u32,
+    /// Descriptors per queue.
+    pub queue_size: u32,
 }
 
 /// `RngConfig`.
@@ -187,65 +198,16 @@ pub struct VsockConfig {
     pub socket: String,
 }
 
-/// An IPv4 subnet in CIDR notation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ipv4Net {
-    /// Network address.
-    pub addr: Ipv4Addr,
-    /// Prefix length (0-32).
-    pub prefix: u8,
-}
-
-impl Ipv4Net {
-    /// Parses `a.b.c.d/n`.
-    pub fn parse(cidr: &str) -> Option<Ipv4Net> {
-        let (addr, prefix) = cidr.split_once('/')?;
-        let prefix: u8 = prefix.parse().ok()?;
-        if prefix > 32 {
-            return None;
-        }
-        Some(Ipv4Net {
-            addr: addr.parse().ok()?,
-            prefix,
-        })
-    }
-
-    /// The netmask, e.g. `255.255.255.0` for `/24`.
-    pub fn mask(self) -> Ipv4Addr {
-        let bits = u32::MAX
-            .checked_shl(32 - u32::from(self.prefix))
-            .unwrap_or(0);
-        Ipv4Addr::from(bits)
-    }
-
-    /// Whether `ip` lies inside this subnet.
-    pub fn contains(self, ip: Ipv4Addr) -> bool {
-        let mask = u32::from(self.mask());
-        u32::from(ip) & mask == u32::from(self.addr) & mask
-    }
-}
-
-/// The TAP device name of an instance: `hd` + the first 13 id characters that are valid in
-/// an interface name (at most 15 bytes, the kernel's limit). Deterministic, so a restore
-/// recreates the device the snapshot refers to and a re-attached engine can remove it.
-pub fn tap_name(instance_id: &str) -> String {
-    let id: String = instance_id
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric())
-        .take(13)
-        .collect();
-    format!("hd{}", id.to_ascii_lowercase())
-}
-
 fn path(p: &Path) -> String {
     p.display().to_string()
 }
 
-/// Builds the `vm.create` body for `spec`. `tap` is the host TAP device of the VM's network
-/// (required when `spec.network` is set; without it the network is left out).
-pub fn vm_config(spec: &VmSpec, tap: Option<&str>) -> VmConfig {
+/// Builds the `vm.create` body for `spec`. The network (when `spec.network` is set) is a
+/// vhost-user-net device on [`RuntimeFiles::net`], which needs shared guest memory.
+pub fn vm_config(spec: &VmSpec) -> VmConfig {
     let files = RuntimeFiles::in_dir(&spec.runtime_dir);
     let vcpus = spec.vcpus.max(1);
+    let shared = spec.network.is_some();
     let memory = if spec.hotplug_bytes > 0 {
         MemoryConfig {
             size: spec.memory_bytes,
@@ -253,12 +215,14 @@ pub fn vm_config(spec: &VmSpec, tap: Option<&str>) -> VmConfig {
                 spec.hotplug_bytes.div_ceil(VIRTIO_MEM_ALIGNMENT) * VIRTIO_MEM_ALIGNMENT,
             ),
             hotplug_method: Some("VirtioMem".into()),
+            shared,
         }
     } else {
         MemoryConfig {
             size: spec.memory_bytes,
             hotplug_size: None,
             hotplug_method: None,
+            shared,
         }
     };
     let cmdline = format!("console={} {}", serial_console(), spec.kernel_args)
@@ -280,16 +244,16 @@ pub fn vm_config(spec: &VmSpec, tap: Option<&str>) -> VmConfig {
             }),
         })
         .collect();
-    let net = match (&spec.network, tap) {
-        (Some(n), Some(tap)) => vec![NetConfig {
-            tap: tap.to_string(),
+    let net = match &spec.network {
+        Some(n) => vec![NetConfig {
+            vhost_user: true,
+            vhost_socket: path(&files.net),
+            vhost_mode: "Client".into(),
             mac: n.mac.clone(),
-            ip: n.gateway.clone(),
-            mask: Ipv4Net::parse(&n.subnet)
-                .map(|s| s.mask().to_string())
-                .unwrap_or_else(|| "255.255.255.0".into()),
+            num_queues: 2,
+            queue_size: 256,
         }],
-        _ => Vec::new(),
+        None => Vec::new(),
     };
     VmConfig {
         cpus: CpusConfig {
@@ -332,8 +296,7 @@ mod tests {
     #[test]
     fn vm_config_snapshot() {
         let s = spec();
-        let tap = tap_name(&s.instance_id);
-        let got = serde_json::to_string_pretty(&vm_config(&s, Some(&tap))).unwrap();
+        let got = serde_json::to_string_pretty(&vm_config(&s)).unwrap();
         let console = serial_console();
         let want = r#"{
   "cpus": {
@@ -343,7 +306,8 @@ mod tests {
   "memory": {
     "size": 1073741824,
     "hotplug_size": 1073741824,
-    "hotplug_method": "VirtioMem"
+    "hotplug_method": "VirtioMem",
+    "shared": true
   },
   "payload": {
     "kernel": "/data/system/kernel/vmlinuz",
@@ -368,10 +332,12 @@ mod tests {
   ],
   "net": [
     {
-      "tap": "hdtz4a98xxat96i",
+      "vhost_user": true,
+      "vhost_socket": "/data/instances/tz4a98xxat96iws9zmbrgj3a/run/net.sock",
+      "vhost_mode": "Client",
       "mac": "02:00:00:ab:cd:ef",
-      "ip": "10.100.7.2",
-      "mask": "255.255.255.0"
+      "num_queues": 2,
+      "queue_size": 256
     }
   ],
   "rng": {
@@ -405,7 +371,7 @@ mod tests {
         s.kernel_args = String::new();
         s.vcpus = 0;
         s.vsock_cid = 0;
-        let v = serde_json::to_value(vm_config(&s, Some("hdignored"))).unwrap();
+        let v = serde_json::to_value(vm_config(&s)).unwrap();
         assert_eq!(
             v["memory"],
             serde_json::json!({ "size": 1u64 << 30 }),
@@ -419,14 +385,11 @@ mod tests {
         for absent in ["net", "disks", "vsock"] {
             assert!(v.get(absent).is_none(), "{absent} in {v}");
         }
-        // A network without a TAP is left out rather than half-configured.
-        let v = serde_json::to_value(vm_config(&spec(), None)).unwrap();
-        assert!(v.get("net").is_none(), "{v}");
     }
 
     #[test]
     fn config_round_trips_through_serde() {
-        let c = vm_config(&spec(), Some("hdx"));
+        let c = vm_config(&spec());
         let back: VmConfig = serde_json::from_value(serde_json::to_value(&c).unwrap()).unwrap();
         assert_eq!(back, c);
     }
@@ -436,35 +399,13 @@ mod tests {
         let mut s = spec();
         s.hotplug_bytes = 1;
         assert_eq!(
-            vm_config(&s, None).memory.hotplug_size,
+            vm_config(&s).memory.hotplug_size,
             Some(VIRTIO_MEM_ALIGNMENT)
         );
         s.hotplug_bytes = 2 * VIRTIO_MEM_ALIGNMENT;
         assert_eq!(
-            vm_config(&s, None).memory.hotplug_size,
+            vm_config(&s).memory.hotplug_size,
             Some(2 * VIRTIO_MEM_ALIGNMENT)
         );
-    }
-
-    #[test]
-    fn subnets_and_tap_names() {
-        let net = Ipv4Net::parse("10.100.7.0/24").unwrap();
-        assert_eq!(net.mask(), Ipv4Addr::new(255, 255, 255, 0));
-        assert!(net.contains(Ipv4Addr::new(10, 100, 7, 2)));
-        assert!(!net.contains(Ipv4Addr::new(10, 100, 8, 2)));
-        assert_eq!(
-            Ipv4Net::parse("0.0.0.0/0").unwrap().mask(),
-            Ipv4Addr::UNSPECIFIED
-        );
-        assert_eq!(
-            Ipv4Net::parse("10.0.0.0/30").unwrap().mask(),
-            Ipv4Addr::new(255, 255, 255, 252)
-        );
-        for bad in ["10.0.0.0", "10.0.0.0/33", "x/24", "10.0.0/8"] {
-            assert_eq!(Ipv4Net::parse(bad), None, "{bad}");
-        }
-        assert_eq!(tap_name("tz4a98xxat96iws9zmbrgj3a"), "hdtz4a98xxat96i");
-        assert_eq!(tap_name("AB-c_d"), "hdabcd");
-        assert!(tap_name(&"x".repeat(64)).len() <= 15);
     }
 }

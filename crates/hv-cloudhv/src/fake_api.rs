@@ -79,7 +79,7 @@ pub struct Mode {
     /// Runs as a stand-in process: opens the serial file like Cloud Hypervisor, exits on
     /// `vmm.shutdown` and when the guest "powers off" after `vm.power-button`.
     pub process: bool,
-    /// `vm.boot` fails the way a VMM without CAP_NET_ADMIN does.
+    /// `vm.boot` fails the way a VMM does when no vhost-user backend answers.
     pub fail_boot: bool,
     /// `vmm.shutdown` answers but the process keeps running (the SIGKILL fallback).
     pub ignore_shutdown: bool,
@@ -381,7 +381,7 @@ async fn handle(
                         500,
                         vm_error(
                             "The VM could not boot",
-                            "Error creating virtio-net device: Open tap device failed: Unable to configure tap interface: Operation not permitted (os error 1)",
+                            "Error creating virtio-net device: Failed to connect to vhost-user backend: Connection refused (os error 111)",
                         ),
                         After::Nothing,
                     );

@@ -1,7 +1,7 @@
 //! Cloud Hypervisor backend.
 //!
 //! - `config.rs`: `VmSpec` -> the `vm.create` body (`VmConfig`, pure, snapshot-tested):
-//!   virtio-blk disks with optional token-bucket throttling, a TAP-backed virtio-net,
+//!   virtio-blk disks with optional token-bucket throttling, a vhost-user virtio-net,
 //!   virtio-mem hotplug, virtio-rng, the serial port as the console, and a hybrid-vsock
 //!   device whose unix socket (`vsock.sock` in the runtime dir) reaches the exec agent.
 //! - `process.rs`: `cloud-hypervisor --api-socket` runs detached in its own process group
@@ -10,15 +10,16 @@
 //!   a FIFO that a detached `cat` appends to the instance's `app.log` (Cloud Hypervisor
 //!   truncates a serial file on every boot and restore; boot markers must survive).
 //! - `client.rs`: the REST API, one HTTP/1.1 request per connection over the API socket.
-//! - `net.rs`: one persistent TAP per instance (needs `CAP_NET_ADMIN`, refused clearly when
-//!   missing). Port forwards and egress enforcement are QEMU-only for now.
+//! - The network: the guest NIC is a vhost-user-net device on `net.sock` in the runtime dir,
+//!   served by the engine's network stack before the VMM boots
+//!   ([`Hypervisor::network_before_start`]); guest memory is shared (memfd) so the backend
+//!   can reach the queues. No TAP, no privilege; forwarded ports and egress are the stack's.
 //!
 //! Invariant: every VMM this crate starts is either handed to the caller as a
-//! [`CloudHypervisorVm`] or killed (with its TAP and serial pump) before the error returns.
+//! [`CloudHypervisorVm`] or killed (with its serial pump) before the error returns.
 
 pub mod client;
 pub mod config;
-pub mod net;
 mod process;
 
 #[cfg(test)]
@@ -28,7 +29,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use hypedeck_hypervisor::{
-    AgentChannel, Capabilities, Hypervisor, HypervisorError, Vm, VmSpec, VmmState,
+    AgentChannel, Capabilities, Hypervisor, HypervisorError, NetworkLink, Vm, VmSpec, VmmState,
 };
 use hypedeck_model::HypervisorKind;
 
@@ -36,8 +37,8 @@ pub use client::Client;
 pub use config::{RuntimeFiles, VmConfig, vm_config};
 
 /// What Cloud Hypervisor supports here. No GPU: passthrough is not wired (no device in
-/// `VmSpec`); no port forwarding or egress enforcement: the TAP network has no counterpart
-/// to QEMU's `hostfwd`/`restrict` yet.
+/// `VmSpec`). Forwarded ports and egress confinement are the engine's network stack's, on
+/// the vhost-user NIC's frames.
 pub const CAPABILITIES: Capabilities = Capabilities {
     snapshot: true,
     pause: true,
@@ -46,8 +47,8 @@ pub const CAPABILITIES: Capabilities = Capabilities {
     graceful_shutdown: true,
     vsock: true,
     gpu: false,
-    port_forwarding: false,
-    egress_enforcement: false,
+    port_forwarding: true,
+    egress_enforcement: true,
 };
 
 /// Environment variable naming the `cloud-hypervisor` binary.
@@ -109,23 +110,8 @@ impl CloudHypervisor {
         spec: &VmSpec,
         from: Option<&Path>,
     ) -> Result<CloudHypervisorVm, HypervisorError> {
-        let address = match &spec.network {
-            Some(n) => {
-                net::check_supported(n)?;
-                Some(net::host_address(n)?)
-            }
-            None => None,
-        };
         std::fs::create_dir_all(&spec.runtime_dir).map_err(HypervisorError::Start)?;
         let files = RuntimeFiles::in_dir(&spec.runtime_dir);
-        let tap = match address {
-            Some((addr, subnet)) => {
-                let name = config::tap_name(&spec.instance_id);
-                net::create_tap(&name, addr, subnet)?;
-                Some(name)
-            }
-            None => None,
-        };
         let spawned = async {
             process::start_serial_pump(&files, &spec.serial_log).await?;
             process::spawn(&self.binary, &files).await
@@ -135,9 +121,6 @@ impl CloudHypervisor {
             Ok(pid) => pid,
             Err(e) => {
                 process::stop_serial_pump(&files).await;
-                if let Some(tap) = &tap {
-                    let _ = net::remove_tap(tap);
-                }
                 return Err(e);
             }
         };
@@ -145,12 +128,11 @@ impl CloudHypervisor {
             client: Client::new(&files.api),
             files,
             pid,
-            tap,
             dir: spec.runtime_dir.clone(),
         };
         let ready = match from {
             None => {
-                let config = vm_config(spec, vm.tap.as_deref());
+                let config = vm_config(spec);
                 match vm.client.create(&config).await {
                     Ok(()) => vm.client.boot().await,
                     Err(e) => Err(e),
@@ -163,7 +145,7 @@ impl CloudHypervisor {
         };
         if let Err(e) = ready {
             let _ = vm.kill().await;
-            return Err(explain_tap_failure(e, vm.tap.is_some()));
+            return Err(e);
         }
         Ok(vm)
     }
@@ -259,21 +241,6 @@ fn kvm_api_ok(_file: &std::fs::File) -> Result<(), String> {
     Err("KVM needs Linux".into())
 }
 
-/// Adds the CAP_NET_ADMIN hint to a boot/restore failure that is about the TAP.
-fn explain_tap_failure(e: HypervisorError, has_tap: bool) -> HypervisorError {
-    match e {
-        HypervisorError::Operation { operation, detail }
-            if has_tap && detail.to_ascii_lowercase().contains("tap") =>
-        {
-            HypervisorError::Operation {
-                operation,
-                detail: format!("{detail} ({})", net::CAP_NET_ADMIN_HINT),
-            }
-        }
-        other => other,
-    }
-}
-
 #[async_trait::async_trait]
 impl Hypervisor for CloudHypervisor {
     fn kind(&self) -> HypervisorKind {
@@ -284,17 +251,22 @@ impl Hypervisor for CloudHypervisor {
         CAPABILITIES
     }
 
+    fn network_before_start(&self, spec: &VmSpec) -> Option<NetworkLink> {
+        spec.network
+            .as_ref()
+            .map(|_| NetworkLink::VhostUser(RuntimeFiles::in_dir(&spec.runtime_dir).net))
+    }
+
     async fn start(&self, spec: &VmSpec) -> Result<Box<dyn Vm>, HypervisorError> {
         Ok(Box::new(self.launch(spec, None).await?))
     }
 
     async fn attach(
         &self,
-        instance_id: &str,
+        _instance_id: &str,
         runtime_dir: &Path,
     ) -> Result<Option<Box<dyn Vm>>, HypervisorError> {
-        Ok(CloudHypervisorVm::attach(instance_id, runtime_dir)
-            .map(|vm| Box::new(vm) as Box<dyn Vm>))
+        Ok(CloudHypervisorVm::attach(runtime_dir).map(|vm| Box::new(vm) as Box<dyn Vm>))
     }
 
     async fn restore(&self, spec: &VmSpec, dir: &Path) -> Result<Box<dyn Vm>, HypervisorError> {
@@ -308,30 +280,27 @@ impl Hypervisor for CloudHypervisor {
     }
 }
 
-/// One `cloud-hypervisor` process (and its TAP and serial pump).
+/// One `cloud-hypervisor` process (and its serial pump).
 #[derive(Debug)]
 pub struct CloudHypervisorVm {
     files: RuntimeFiles,
     pid: u32,
-    tap: Option<String>,
     client: Client,
     dir: PathBuf,
 }
 
 impl CloudHypervisorVm {
     /// Finds the VMM of an instance from its runtime dir (`None` when none is alive).
-    pub fn attach(instance_id: &str, runtime_dir: &Path) -> Option<CloudHypervisorVm> {
+    pub fn attach(runtime_dir: &Path) -> Option<CloudHypervisorVm> {
         let files = RuntimeFiles::in_dir(runtime_dir);
         let pid = process::read_pid(&files.pidfile)?;
         if !process::is_alive(pid, &files.api) {
             return None;
         }
-        let tap = config::tap_name(instance_id);
         Some(CloudHypervisorVm {
             client: Client::new(&files.api),
             files,
             pid,
-            tap: net::tap_exists(&tap).then_some(tap),
             dir: runtime_dir.to_path_buf(),
         })
     }
@@ -344,11 +313,6 @@ impl CloudHypervisorVm {
     /// The VMM's pid.
     pub fn pid(&self) -> u32 {
         self.pid
-    }
-
-    /// The host TAP device, if the VM has a network.
-    pub fn tap(&self) -> Option<&str> {
-        self.tap.as_deref()
     }
 
     /// The VMM's REST API.
@@ -421,12 +385,6 @@ impl Vm for CloudHypervisorVm {
             let _ = std::fs::remove_file(stale);
         }
         process::stop_serial_pump(&self.files).await;
-        if let Some(tap) = &self.tap
-            && let Err(e) = net::remove_tap(tap)
-        {
-            // Not fatal: the next start of this instance takes the device over.
-            tracing::warn!(tap = %tap, error = %e, "could not remove the TAP device");
-        }
         Ok(())
     }
 
@@ -439,6 +397,11 @@ impl Vm for CloudHypervisorVm {
             socket: self.files.vsock.clone(),
             port: hypedeck_guest_init::agent_proto::AGENT_VSOCK_PORT,
         }
+    }
+
+    async fn network_link(&self) -> Result<Option<NetworkLink>, HypervisorError> {
+        // Cloud Hypervisor reconnects to the backend when it goes away (an engine restart).
+        Ok(Some(NetworkLink::VhostUser(self.files.net.clone())))
     }
 
     async fn save_and_exit(&self, dir: &Path) -> Result<(), HypervisorError> {

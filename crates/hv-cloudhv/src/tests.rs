@@ -22,7 +22,7 @@ fn setup(mode: &str) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let ch = CloudHypervisor::with_binary(fake_binary(dir.path(), mode));
     let mut spec = crate::fake_api::spec();
-    // Unique per test (it names the TAP): the temp dir's random part, then our pid.
+    // Unique per test: the temp dir's random part, then our pid.
     let random: String = dir
         .path()
         .file_name()
@@ -82,7 +82,7 @@ async fn start_boots_through_the_api_and_kill_cleans_up() {
     let info = Client::new(&files.api).info().await.unwrap();
     assert_eq!(
         info["config"],
-        serde_json::to_value(vm_config(&s.spec, None)).unwrap()
+        serde_json::to_value(vm_config(&s.spec)).unwrap()
     );
     assert_eq!(info["config"]["vsock"]["cid"], s.spec.vsock_cid);
     // The serial port reaches the app log without truncating it.
@@ -121,8 +121,7 @@ async fn attach_finds_the_vmm_again_and_controls_it() {
     assert!(again.is_alive().await);
     assert_eq!(again.state().await.unwrap(), VmmState::Running);
 
-    let direct = CloudHypervisorVm::attach(&s.spec.instance_id, &s.spec.runtime_dir).unwrap();
-    assert_eq!(direct.tap(), None);
+    let direct = CloudHypervisorVm::attach(&s.spec.runtime_dir).unwrap();
     direct.pause().await.unwrap();
     assert_eq!(started.state().await.unwrap(), VmmState::Paused);
     direct.resume().await.unwrap();
@@ -185,7 +184,7 @@ async fn save_and_exit_then_restore_resumes_where_it_was() {
         "the restore appended to the app log: {log}"
     );
     // A paused VM can be saved too (it stays paused until restored).
-    let direct = CloudHypervisorVm::attach(&s.spec.instance_id, &s.spec.runtime_dir).unwrap();
+    let direct = CloudHypervisorVm::attach(&s.spec.runtime_dir).unwrap();
     direct.pause().await.unwrap();
     let snap2 = s.dir.path().join("snapshots/second");
     restored.save_and_exit(&snap2).await.unwrap();
@@ -230,7 +229,7 @@ async fn a_failed_boot_leaves_nothing_running() {
     match err {
         HypervisorError::Operation { operation, detail } => {
             assert_eq!(operation, "vm.boot");
-            assert!(detail.contains("Operation not permitted"), "{detail}");
+            assert!(detail.contains("vhost-user backend"), "{detail}");
         }
         other => panic!("{other:?}"),
     }
@@ -275,76 +274,50 @@ fn test_net(n: u8) -> NetSpec {
     }
 }
 
+/// The NIC is a vhost-user-net device on the runtime dir's `net.sock`, with shared guest
+/// memory; the engine serves that socket before the boot (`network_before_start`) and again
+/// after an engine restart (`network_link`). Ports and egress no longer stop a start.
 #[tokio::test]
-async fn unsupported_network_features_are_refused_up_front() {
+async fn network_is_a_vhost_user_device_on_the_runtime_dir() {
     let mut s = setup("");
     let mut net = test_net(240);
     net.restrict = true;
+    net.host_forwards.push(hypedeck_model::PortForward {
+        host_port: 8080,
+        guest_port: 80,
+        protocol: hypedeck_model::PortProtocol::Tcp,
+    });
     s.spec.network = Some(net);
-    let err = s.ch.start(&s.spec).await.err().unwrap();
-    assert!(
-        matches!(
-            err,
-            HypervisorError::Unsupported {
-                kind: HypervisorKind::CloudHypervisor,
-                operation: "egress enforcement"
-            }
-        ),
-        "{err:?}"
-    );
-    assert!(!s.spec.runtime_dir.exists(), "nothing was created");
-}
-
-/// With CAP_NET_ADMIN (root here) the VM gets a real TAP that kill removes; without it,
-/// start fails naming the capability and spawns nothing.
-#[tokio::test]
-async fn network_gets_a_tap_or_a_clear_error() {
-    let mut s = setup("");
-    s.spec.network = Some(test_net(241));
-    let tap = config::tap_name(&s.spec.instance_id);
     let files = RuntimeFiles::in_dir(&s.spec.runtime_dir);
-    match s.ch.start(&s.spec).await {
-        Ok(vm) => {
-            eprintln!("created TAP {tap}: checking start/standby/restore/kill with it");
-            assert!(net::tap_exists(&tap));
-            let info = Client::new(&files.api).info().await.unwrap();
-            assert_eq!(info["config"]["net"][0]["tap"], tap.as_str());
-            assert_eq!(info["config"]["net"][0]["ip"], "198.18.241.1");
-            assert_eq!(info["config"]["net"][0]["mask"], "255.255.255.252");
-            let attached =
-                CloudHypervisorVm::attach(&s.spec.instance_id, &s.spec.runtime_dir).unwrap();
-            assert_eq!(attached.tap(), Some(tap.as_str()));
-            // Standby and restore recreate the TAP the snapshot names.
-            let snap = s.dir.path().join("snap");
-            vm.save_and_exit(&snap).await.unwrap();
-            assert!(!net::tap_exists(&tap));
-            let vm = s.ch.restore(&s.spec, &snap).await.unwrap();
-            assert!(net::tap_exists(&tap));
-            vm.kill().await.unwrap();
-            assert!(!net::tap_exists(&tap));
+    let Some(NetworkLink::VhostUser(before)) = s.ch.network_before_start(&s.spec) else {
+        panic!("cloud hypervisor's network is served before the boot");
+    };
+    assert_eq!(before, files.net);
+    let vm = s.ch.start(&s.spec).await.unwrap();
+    let info = Client::new(&files.api).info().await.unwrap();
+    let nic = &info["config"]["net"][0];
+    assert_eq!(nic["vhost_user"], true, "{info}");
+    assert_eq!(nic["vhost_socket"], files.net.display().to_string());
+    assert_eq!(nic["vhost_mode"], "Client");
+    assert_eq!(nic["mac"], "02:00:00:00:00:02");
+    assert!(nic.get("tap").is_none(), "{nic}");
+    assert_eq!(info["config"]["memory"]["shared"], true);
+    let Some(NetworkLink::VhostUser(after)) = vm.network_link().await.unwrap() else {
+        panic!("the same link after an engine restart");
+    };
+    assert_eq!(after, files.net);
+    vm.kill().await.unwrap();
 
-            // A VMM that cannot open the TAP: the error says what is missing.
-            let mut failing = setup("fail_boot");
-            failing.spec.network = Some(test_net(242));
-            let err = failing.ch.start(&failing.spec).await.err().unwrap();
-            let msg = err.to_string();
-            assert!(
-                msg.contains("CAP_NET_ADMIN") && msg.contains("setcap"),
-                "{msg}"
-            );
-            assert!(!net::tap_exists(&config::tap_name(
-                &failing.spec.instance_id
-            )));
-        }
-        Err(HypervisorError::Operation { operation, detail }) => {
-            eprintln!("no TAP here, checking the refusal: {detail}");
-            assert_eq!(operation, "create tap");
-            assert!(detail.contains("CAP_NET_ADMIN"), "{detail}");
-            assert!(processes_mentioning(&files.api).is_empty());
-            assert!(!net::tap_exists(&tap));
-        }
-        Err(other) => panic!("{other:?}"),
-    }
+    // No network: nothing to serve, and no shared memory.
+    let s = setup("");
+    assert!(s.ch.network_before_start(&s.spec).is_none());
+    let vm = s.ch.start(&s.spec).await.unwrap();
+    let info = Client::new(&RuntimeFiles::in_dir(&s.spec.runtime_dir).api)
+        .info()
+        .await
+        .unwrap();
+    assert!(info["config"]["memory"].get("shared").is_none(), "{info}");
+    vm.kill().await.unwrap();
 }
 
 /// The `Vm` state machine over an in-process fake (no process: control calls only).
@@ -357,7 +330,6 @@ async fn vm_state_follows_vm_info() {
         client: Client::new(&files.api),
         files,
         pid: u32::MAX - 1,
-        tap: None,
         dir: dir.path().to_path_buf(),
     };
     // No VM created yet: the state is unknown (an error), not a guess.
@@ -370,7 +342,7 @@ async fn vm_state_follows_vm_info() {
     ));
     let mut spec = crate::fake_api::spec();
     spec.network = None;
-    vm.client.create(&vm_config(&spec, None)).await.unwrap();
+    vm.client.create(&vm_config(&spec)).await.unwrap();
     assert_eq!(vm.state().await.unwrap(), VmmState::Created);
     vm.client.boot().await.unwrap();
     assert_eq!(vm.state().await.unwrap(), VmmState::Running);
@@ -447,5 +419,5 @@ fn capabilities_are_reported_honestly() {
     let caps = ch.capabilities();
     assert!(caps.snapshot && caps.pause && caps.hotplug_memory && caps.vsock);
     assert!(caps.disk_io_limit && caps.graceful_shutdown);
-    assert!(!caps.gpu && !caps.port_forwarding && !caps.egress_enforcement);
+    assert!(!caps.gpu && caps.port_forwarding && caps.egress_enforcement);
 }

@@ -51,6 +51,10 @@ pub enum NetworkLink {
     /// A connected datagram socket, one Ethernet frame per datagram: the other end is the
     /// guest NIC (vz's `VZFileHandleNetworkDeviceAttachment`, handed over by the helper).
     Datagram(std::os::fd::OwnedFd),
+    /// A Unix socket on which the engine serves vhost-user-net and the VMM connects (Cloud
+    /// Hypervisor). The VMM connects while it boots or restores, so the engine serves it
+    /// before [`Hypervisor::start`] ([`Hypervisor::network_before_start`]).
+    VhostUser(PathBuf),
 }
 
 /// What the VMM itself reports (before boot markers refine Running into Initializing).
@@ -186,6 +190,13 @@ pub trait Hypervisor: Send + Sync + std::fmt::Debug {
 
     /// Optional operations supported.
     fn capabilities(&self) -> Capabilities;
+
+    /// The link the engine must serve before [`Hypervisor::start`] or
+    /// [`Hypervisor::restore`] of `spec` (the VMM connects to it while it boots). `None`: the
+    /// engine attaches after the start, with [`Vm::network_link`].
+    fn network_before_start(&self, _spec: &VmSpec) -> Option<NetworkLink> {
+        None
+    }
 
     /// Boots a new VM. Not idempotent: the caller holds the instance lock and has checked that
     /// no VMM is running for `spec.instance_id`. On error nothing is left running.

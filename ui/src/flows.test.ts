@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 
-import { blockText, blocked, newBlocks, reasonText, target, withName, type FlowEvent } from "./flows";
+import { blockText, blocked, moved, newBlocks, reasonText, target, withName, type FlowEvent } from "./flows";
 
 const ev = (at_ms: number, over: Partial<FlowEvent>): FlowEvent => ({
   at_ms,
@@ -34,6 +34,14 @@ describe("flows", () => {
     expect(target({ protocol: "dns", destination: "10.100.7.3:53", name: "a.example" })).toBe("a.example");
     const [b] = blocked([ev(1, { verdict: "denied", destination: "127.0.0.1:22", reason: "loopback" })]);
     expect(blockText("agent-1", b!)).toBe("agent-1 was refused 127.0.0.1:22 over TCP: the host's own services (loopback)");
+  });
+
+  it("says what a flow moved once it ended", () => {
+    const size = (n: number) => `${String(n)}B`;
+    expect(moved({ verdict: "allowed", flow: 3, bytes: { sent: 10, received: 2048 } }, size)).toBe("↑ 10B ↓ 2048B");
+    expect(moved({ verdict: "allowed", flow: 3 }, size)).toBe("open");
+    expect(moved({ verdict: "denied" }, size)).toBe("");
+    expect(moved({ verdict: "allowed" }, size)).toBe("");
   });
 
   it("adds a name to an allow-list once, keeping the order", () => {

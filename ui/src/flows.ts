@@ -13,6 +13,10 @@ export interface FlowEvent {
   verdict: Verdict;
   /** The policy's reason for a denial, or why an allowed destination did not answer. */
   reason?: string;
+  /** An allowed TCP/UDP flow's number. */
+  flow?: number;
+  /** What the flow moved, once it ended (sent: from the sandbox). */
+  bytes?: { sent: number; received: number };
 }
 
 /** One destination the sandbox was refused, with how often and when last. */
@@ -90,6 +94,12 @@ export function reasonText(reason: string | undefined): string {
 export function target(e: Pick<FlowEvent, "destination" | "name" | "protocol">): string {
   if (e.protocol === "dns") return e.name ?? e.destination;
   return e.name ? `${e.name} (${e.destination})` : e.destination;
+}
+
+/** `"↑ 1.2 KiB ↓ 64.0 MiB"` for an ended flow, `"open"` for one still open, "" otherwise. */
+export function moved(e: Pick<FlowEvent, "verdict" | "flow" | "bytes">, bytes: (n: number) => string): string {
+  if (e.bytes) return `↑ ${bytes(e.bytes.sent)} ↓ ${bytes(e.bytes.received)}`;
+  return e.verdict === "allowed" && e.flow !== undefined ? "open" : "";
 }
 
 /** Denied destinations, one entry per protocol+destination(+name), most recent first. */

@@ -113,6 +113,13 @@ impl Networks {
 
 fn record_into(log: &FlowLog, event: FlowEvent) {
     let mut log = lock(log);
+    // A flow's end fills in the bytes of the entry that opened it (one line per flow).
+    if let (Some(id), Some(bytes)) = (event.flow, event.bytes)
+        && let Some(opened) = log.iter_mut().rev().find(|e| e.flow == Some(id))
+    {
+        opened.bytes = Some(bytes);
+        return;
+    }
     if log.len() >= FLOW_LOG_ENTRIES {
         log.pop_front();
     }
@@ -207,6 +214,8 @@ impl Engine {
                                 destination: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port),
                                 name: Some(host.to_string()),
                                 verdict: Verdict::Denied(DenyReason::NotAllowed),
+                                flow: None,
+                                bytes: None,
                             },
                         );
                     }
@@ -348,5 +357,39 @@ mod tests {
             super::ip("10.100.7.2"),
             std::net::Ipv4Addr::new(10, 100, 7, 2)
         );
+    }
+
+    #[test]
+    fn a_flows_end_fills_in_the_line_that_opened_it() {
+        use hypedeck_netstack::{FlowBytes, FlowEvent, Verdict};
+        let event = |flow, bytes| FlowEvent {
+            at_ms: 1,
+            protocol: "tcp",
+            destination: "203.0.113.10:443"
+                .parse()
+                .unwrap_or(std::net::SocketAddrV4::new(
+                    std::net::Ipv4Addr::UNSPECIFIED,
+                    0,
+                )),
+            name: None,
+            verdict: Verdict::Allowed,
+            flow,
+            bytes,
+        };
+        let log = super::FlowLog::default();
+        let bytes = FlowBytes {
+            sent: 5,
+            received: 9,
+        };
+        super::record_into(&log, event(Some(1), None));
+        super::record_into(&log, event(Some(2), None));
+        super::record_into(&log, event(Some(1), Some(bytes)));
+        let lines: Vec<_> = super::lock(&log).iter().cloned().collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0].bytes, Some(bytes));
+        assert_eq!(lines[1].bytes, None);
+        // An end whose opening line was already evicted is kept on its own.
+        super::record_into(&log, event(Some(3), Some(bytes)));
+        assert_eq!(super::lock(&log).len(), 3);
     }
 }

@@ -196,6 +196,22 @@ pub struct FlowEvent {
     /// The decision.
     #[serde(flatten)]
     pub verdict: Verdict,
+    /// The flow an `allowed` TCP or UDP decision opened: its end is reported again with the
+    /// same number and [`FlowEvent::bytes`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flow: Option<u64>,
+    /// What the flow moved, reported when it ended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<FlowBytes>,
+}
+
+/// Bytes a flow moved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct FlowBytes {
+    /// From the guest to the destination.
+    pub sent: u64,
+    /// From the destination to the guest.
+    pub received: u64,
 }
 
 /// Errors starting a network.
@@ -325,6 +341,8 @@ mod tests {
                 .unwrap_or(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)),
             name: None,
             verdict,
+            flow: None,
+            bytes: None,
         };
         let json = |v| serde_json::to_value(event(v)).unwrap_or_default();
         assert_eq!(
@@ -337,6 +355,18 @@ mod tests {
         assert_eq!(
             json(Verdict::Unreachable("connection refused".into()))["reason"],
             "connection refused"
+        );
+        let mut ended = event(Verdict::Allowed);
+        ended.flow = Some(7);
+        ended.bytes = Some(FlowBytes {
+            sent: 10,
+            received: 2048,
+        });
+        let v = serde_json::to_value(ended).unwrap_or_default();
+        assert_eq!(v["flow"], 7);
+        assert_eq!(
+            v["bytes"],
+            serde_json::json!({"sent": 10, "received": 2048})
         );
     }
 }

@@ -24,7 +24,8 @@ use crate::dhcp;
 use crate::dns::{self, Answer};
 use crate::transport::{Frames, MAX_FRAME, Transport};
 use crate::{
-    DenyReason, Egress, FlowEvent, MAX_DNS_IN_FLIGHT, MAX_UDP_FLOWS, NetConfig, Verdict, now_ms,
+    DenyReason, Egress, FlowBytes, FlowEvent, MAX_DNS_IN_FLIGHT, MAX_UDP_FLOWS, NetConfig, Verdict,
+    now_ms,
 };
 
 /// The stack's MAC on the guest's link.
@@ -93,6 +94,12 @@ enum Event {
 /// One TCP socket of the stack and its pipe to a host connection (or the proxy).
 struct Flow {
     key: Option<FlowKey>,
+    /// The flow number its `allowed` event carried (outbound flows).
+    id: Option<u64>,
+    /// Guest → host bytes.
+    sent: u64,
+    /// Host → guest bytes.
+    received: u64,
     io: DuplexStream,
     created: std::time::Instant,
     established: bool,
@@ -101,6 +108,9 @@ struct Flow {
 }
 
 struct UdpFlow {
+    id: u64,
+    sent: u64,
+    received: u64,
     socket: Arc<UdpSocket>,
     reader: tokio::task::AbortHandle,
     last_sent: std::time::Instant,
@@ -185,6 +195,8 @@ struct Stack {
     /// Denied UDP flows already recorded.
     denied_udp: HashSet<FlowKey>,
     dns_in_flight: usize,
+    /// The last flow number handed out.
+    next_flow: u64,
     names: HashMap<Ipv4Addr, String>,
     /// Mode `all`: synthetic address ↔ name.
     synthetic_names: HashMap<Ipv4Addr, String>,
@@ -337,6 +349,7 @@ impl Stack {
             udp_inbound: HashMap::new(),
             denied_udp: HashSet::new(),
             dns_in_flight: 0,
+            next_flow: 0,
             names: HashMap::new(),
             synthetic_names: HashMap::new(),
             synthetic_ips: HashMap::new(),
@@ -388,6 +401,46 @@ impl Stack {
                 destination: dst,
                 name: name.or_else(|| self.names.get(dst.ip()).cloned()),
                 verdict,
+                flow: None,
+                bytes: None,
+            });
+        }
+    }
+
+    /// Records an allowed flow and returns its number.
+    fn record_opened(
+        &mut self,
+        protocol: &'static str,
+        dst: SocketAddrV4,
+        name: Option<String>,
+    ) -> u64 {
+        self.next_flow += 1;
+        let id = self.next_flow;
+        if let Some(sink) = &self.cfg.events {
+            sink(FlowEvent {
+                at_ms: now_ms(),
+                protocol,
+                destination: dst,
+                name: name.or_else(|| self.names.get(dst.ip()).cloned()),
+                verdict: Verdict::Allowed,
+                flow: Some(id),
+                bytes: None,
+            });
+        }
+        id
+    }
+
+    /// Records the end of flow `id` with what it moved.
+    fn record_closed(&self, protocol: &'static str, dst: SocketAddrV4, id: u64, bytes: FlowBytes) {
+        if let Some(sink) = &self.cfg.events {
+            sink(FlowEvent {
+                at_ms: now_ms(),
+                protocol,
+                destination: dst,
+                name: self.names.get(dst.ip()).cloned(),
+                verdict: Verdict::Allowed,
+                flow: Some(id),
+                bytes: Some(bytes),
             });
         }
     }
@@ -471,7 +524,7 @@ impl Stack {
                 let serve = serve.clone();
                 let (ours, theirs) = tokio::io::duplex(PIPE_BUFFER);
                 serve(theirs);
-                self.listen(key, ours);
+                self.listen(key, ours, None);
                 self.dev.rx.push_back(syn);
                 return;
             }
@@ -493,10 +546,10 @@ impl Stack {
                         return;
                     }
                 }
-                self.record("tcp", key.dst, Verdict::Allowed, name.clone());
+                let id = self.record_opened("tcp", key.dst, name.clone());
                 let (ours, theirs) = tokio::io::duplex(PIPE_BUFFER);
                 intercept(theirs, key.dst, name);
-                self.listen(key, ours);
+                self.listen(key, ours, Some(id));
                 self.dev.rx.push_back(syn);
                 return;
             }
@@ -591,14 +644,16 @@ impl Stack {
     }
 
     /// A listening socket for exactly `key`'s destination, piped to `io`.
-    fn listen(&mut self, key: FlowKey, io: DuplexStream) {
+    fn listen(&mut self, key: FlowKey, io: DuplexStream, id: Option<u64>) {
         let mut socket = new_socket();
         if socket.listen(key.dst).is_err() {
             return;
         }
         let handle = self.sockets.add(socket);
         self.keys.insert(key);
-        self.flows.insert(handle, flow(Some(key), io));
+        let mut flow = flow(Some(key), io);
+        flow.id = id;
+        self.flows.insert(handle, flow);
     }
 
     fn handle(&mut self, event: Event) {
@@ -609,13 +664,13 @@ impl Stack {
                 };
                 match result {
                     Ok(stream) => {
-                        self.record("tcp", key.dst, Verdict::Allowed, None);
+                        let id = self.record_opened("tcp", key.dst, None);
                         // Let smoltcp see every frame queued so far, so only this SYN can
                         // meet the new listening socket.
                         self.poll();
                         let (ours, theirs) = tokio::io::duplex(PIPE_BUFFER);
                         tokio::spawn(splice(stream, theirs));
-                        self.listen(key, ours);
+                        self.listen(key, ours, Some(id));
                         self.dev.rx.push_back(syn);
                     }
                     Err(error) => {
@@ -673,6 +728,13 @@ impl Stack {
                 to_port,
                 payload,
             } => {
+                let key = FlowKey {
+                    guest_port: to_port,
+                    dst: from,
+                };
+                if let Some(flow) = self.udp.get_mut(&key) {
+                    flow.received += payload.len() as u64;
+                }
                 self.send_to_guest(from, to_port, &payload);
             }
             Event::DnsDone { name, addrs } => {
@@ -696,8 +758,13 @@ impl Stack {
                     .udp
                     .get(&key)
                     .is_some_and(|f| f.last_sent.elapsed() >= UDP_IDLE)
+                    && let Some(flow) = self.udp.remove(&key)
                 {
-                    self.udp.remove(&key);
+                    let bytes = FlowBytes {
+                        sent: flow.sent,
+                        received: flow.received,
+                    };
+                    self.record_closed("udp", key.dst, flow.id, bytes);
                 }
             }
         }
@@ -779,11 +846,14 @@ impl Stack {
                     return;
                 }
             };
-            self.record("udp", dst, Verdict::Allowed, None);
+            let id = self.record_opened("udp", dst, None);
             let reader = tokio::spawn(udp_reader(socket.clone(), key, self.events.clone()));
             self.udp.insert(
                 key,
                 UdpFlow {
+                    id,
+                    sent: 0,
+                    received: 0,
                     socket,
                     reader: reader.abort_handle(),
                     last_sent: std::time::Instant::now(),
@@ -792,7 +862,9 @@ impl Stack {
         }
         if let Some(flow) = self.udp.get_mut(&key) {
             flow.last_sent = std::time::Instant::now();
-            let _ = flow.socket.try_send(&payload);
+            if flow.socket.try_send(&payload).is_ok() {
+                flow.sent += payload.len() as u64;
+            }
         }
     }
 
@@ -979,7 +1051,10 @@ impl Stack {
                         },
                     );
                 match wrote {
-                    Ok(Some(Ok(n))) if n > 0 => moved = true,
+                    Ok(Some(Ok(n))) if n > 0 => {
+                        flow.sent += n as u64;
+                        moved = true;
+                    }
                     Ok(Some(Err(_))) => {
                         socket.abort();
                         moved = true;
@@ -1018,7 +1093,10 @@ impl Stack {
                         socket.close();
                         moved = true;
                     }
-                    Ok(Some(Ok(_))) => moved = true,
+                    Ok(Some(Ok(n))) => {
+                        flow.received += n as u64;
+                        moved = true;
+                    }
                     Ok(Some(Err(_))) => {
                         flow.host_eof = true;
                         socket.abort();
@@ -1045,6 +1123,13 @@ impl Stack {
                 && let Some(key) = flow.key
             {
                 self.keys.remove(&key);
+                if let Some(id) = flow.id {
+                    let bytes = FlowBytes {
+                        sent: flow.sent,
+                        received: flow.received,
+                    };
+                    self.record_closed("tcp", key.dst, id, bytes);
+                }
             }
             self.sockets.remove(handle);
             moved = true;
@@ -1092,6 +1177,9 @@ fn new_socket() -> tcp::Socket<'static> {
 fn flow(key: Option<FlowKey>, io: DuplexStream) -> Flow {
     Flow {
         key,
+        id: None,
+        sent: 0,
+        received: 0,
         io,
         created: std::time::Instant::now(),
         established: false,

@@ -273,6 +273,32 @@ async fn the_default_policy_lets_the_internet_in_and_keeps_the_host_out() {
         back.extend(guest.exchange(h2, chunk, chunk.len()).await);
     }
     assert_eq!(back, big, "bulk data came back intact");
+    // Once the guest closes it, the flow's end is logged with what it moved.
+    guest.sockets.get_mut::<tcp::Socket>(h2).close();
+    let ended = |events: &[FlowEvent]| {
+        events
+            .iter()
+            .find(|e| e.destination == internet && e.bytes.is_some_and(|b| b.sent == 200_000))
+            .cloned()
+    };
+    let mut end = None;
+    for _ in 0..2500 {
+        guest.poll().await;
+        end = ended(&events.lock().unwrap());
+        if end.is_some() {
+            break;
+        }
+    }
+    let end = end.expect("the end of the bulk flow, with its bytes");
+    assert_eq!(end.bytes.unwrap().received, 200_000);
+    let opened = events
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|e| e.flow == end.flow && e.bytes.is_none())
+        .cloned()
+        .expect("the flow's allowed event carries the same number");
+    assert_eq!(opened.verdict, Verdict::Allowed);
 
     // An allowed destination nobody listens on: refused, not half-open.
     let h = guest.connect(dead);

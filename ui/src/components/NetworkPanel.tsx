@@ -12,6 +12,7 @@ import {
   blockText,
   blocked,
   flows as loadFlows,
+  moved,
   newBlocks,
   policy as loadPolicy,
   reasonText,
@@ -21,7 +22,7 @@ import {
   type NetworkPolicy,
 } from "../flows";
 import type { Instance } from "../model";
-import { duration } from "../model";
+import { bytes, duration } from "../model";
 
 const POLL_MS = 3000;
 const SHOWN = 30;
@@ -152,6 +153,12 @@ export function NetworkPanel({ api, instance, now }: { api: Hypeman; instance: I
               <span className={`badge ${VERDICT_BADGE[e.verdict]}`}>{e.verdict}</span>{" "}
               <span className="muted">{duration(new Date(e.at_ms).toISOString(), now)} ago</span> {e.protocol} {target(e)}
               {e.reason && <span className="muted"> — {reasonText(e.reason)}</span>}
+              {moved(e, bytes) && (
+                <span className="muted flow-bytes" data-flow-bytes={e.bytes ? "ended" : "open"}>
+                  {" "}
+                  · {moved(e, bytes)}
+                </span>
+              )}
             </li>
           ))}
         </ol>

@@ -32,7 +32,7 @@ use crate::{
 const STACK_MAC: [u8; 6] = [0x02, 0x68, 0x64, 0x00, 0x00, 0x01];
 /// Bytes buffered per direction per TCP flow inside the stack.
 const TCP_BUFFER: usize = 256 * 1024;
-/// Bytes buffered per direction between the stack and a host connection.
+/// Bytes buffered per direction between the stack and the proxy.
 const PIPE_BUFFER: usize = 64 * 1024;
 /// How long a host dial may take before the guest's connection is refused.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -91,6 +91,54 @@ enum Event {
     UdpIdle(FlowKey),
 }
 
+/// The other end of a stack TCP socket: the host connection itself (NAT and forwarded
+/// ports, polled by the stack's loop: no task or copy in between), or an in-memory pipe to
+/// the proxy.
+enum Pipe {
+    Host(TcpStream),
+    Memory(DuplexStream),
+}
+
+impl AsyncRead for Pipe {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Pipe::Host(s) => Pin::new(s).poll_read(cx, buf),
+            Pipe::Memory(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Pipe {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Pipe::Host(s) => Pin::new(s).poll_write(cx, buf),
+            Pipe::Memory(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Pipe::Host(s) => Pin::new(s).poll_flush(cx),
+            Pipe::Memory(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Pipe::Host(s) => Pin::new(s).poll_shutdown(cx),
+            Pipe::Memory(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
 /// One TCP socket of the stack and its pipe to a host connection (or the proxy).
 struct Flow {
     key: Option<FlowKey>,
@@ -100,7 +148,7 @@ struct Flow {
     sent: u64,
     /// Host → guest bytes.
     received: u64,
-    io: DuplexStream,
+    io: Pipe,
     created: std::time::Instant,
     established: bool,
     host_shut: bool,
@@ -524,7 +572,7 @@ impl Stack {
                 let serve = serve.clone();
                 let (ours, theirs) = tokio::io::duplex(PIPE_BUFFER);
                 serve(theirs);
-                self.listen(key, ours, None);
+                self.listen(key, Pipe::Memory(ours), None);
                 self.dev.rx.push_back(syn);
                 return;
             }
@@ -549,7 +597,7 @@ impl Stack {
                 let id = self.record_opened("tcp", key.dst, name.clone());
                 let (ours, theirs) = tokio::io::duplex(PIPE_BUFFER);
                 intercept(theirs, key.dst, name);
-                self.listen(key, ours, Some(id));
+                self.listen(key, Pipe::Memory(ours), Some(id));
                 self.dev.rx.push_back(syn);
                 return;
             }
@@ -644,7 +692,7 @@ impl Stack {
     }
 
     /// A listening socket for exactly `key`'s destination, piped to `io`.
-    fn listen(&mut self, key: FlowKey, io: DuplexStream, id: Option<u64>) {
+    fn listen(&mut self, key: FlowKey, io: Pipe, id: Option<u64>) {
         let mut socket = new_socket();
         if socket.listen(key.dst).is_err() {
             return;
@@ -668,9 +716,8 @@ impl Stack {
                         // Let smoltcp see every frame queued so far, so only this SYN can
                         // meet the new listening socket.
                         self.poll();
-                        let (ours, theirs) = tokio::io::duplex(PIPE_BUFFER);
-                        tokio::spawn(splice(stream, theirs));
-                        self.listen(key, ours, Some(id));
+                        let _ = stream.set_nodelay(true);
+                        self.listen(key, Pipe::Host(stream), Some(id));
                         self.dev.rx.push_back(syn);
                     }
                     Err(error) => {
@@ -694,9 +741,8 @@ impl Stack {
                     return;
                 }
                 let handle = self.sockets.add(socket);
-                let (ours, theirs) = tokio::io::duplex(PIPE_BUFFER);
-                tokio::spawn(splice(stream, theirs));
-                self.flows.insert(handle, flow(None, ours));
+                let _ = stream.set_nodelay(true);
+                self.flows.insert(handle, flow(None, Pipe::Host(stream)));
             }
             Event::InboundDatagram {
                 socket,
@@ -1174,7 +1220,7 @@ fn new_socket() -> tcp::Socket<'static> {
     socket
 }
 
-fn flow(key: Option<FlowKey>, io: DuplexStream) -> Flow {
+fn flow(key: Option<FlowKey>, io: Pipe) -> Flow {
     Flow {
         key,
         id: None,
@@ -1186,12 +1232,6 @@ fn flow(key: Option<FlowKey>, io: DuplexStream) -> Flow {
         host_shut: false,
         host_eof: false,
     }
-}
-
-/// Copies both ways between a host connection and the stack's pipe until both sides end.
-async fn splice(mut stream: TcpStream, mut pipe: DuplexStream) {
-    let _ = stream.set_nodelay(true);
-    let _ = tokio::io::copy_bidirectional(&mut stream, &mut pipe).await;
 }
 
 async fn udp_reader(socket: Arc<UdpSocket>, key: FlowKey, events: mpsc::Sender<Event>) {

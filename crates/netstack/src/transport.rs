@@ -73,7 +73,9 @@ async fn cancellable(cancel: CancellationToken, task: impl Future<Output = ()>) 
     }
 }
 
-async fn read_stream(mut read: tokio::net::unix::OwnedReadHalf, frames: mpsc::Sender<Vec<u8>>) {
+async fn read_stream(read: tokio::net::unix::OwnedReadHalf, frames: mpsc::Sender<Vec<u8>>) {
+    // QEMU writes many frames at once: one read takes them all instead of two per frame.
+    let mut read = tokio::io::BufReader::with_capacity(256 * 1024, read);
     loop {
         let mut len = [0u8; 4];
         if read.read_exact(&mut len).await.is_err() {

@@ -307,7 +307,7 @@ async fn a_qemu_guest_reaches_out_through_vhost_user_and_again_after_a_new_front
     let stats = backend.stats();
     assert!(stats.connections >= 1, "{stats:?}");
     eprintln!(
-        "early SET_VRING_ENABLE messages the shim dropped: {}",
+        "early SET_VRING_ENABLE messages the shim held back: {}",
         dropped.load(Ordering::Relaxed)
     );
     let first_connections = stats.connections;
@@ -344,14 +344,15 @@ const FLAG_REPLY: u32 = 0x4;
 const FLAG_NEED_REPLY: u32 = 0x8;
 
 /// Relays vhost-user between QEMU (connecting to `listen`) and the backend at `backend`, with
-/// every descriptor, and drops `SET_VRING_ENABLE` until QEMU has sent `SET_FEATURES`.
+/// every descriptor, and holds `SET_VRING_ENABLE` back until QEMU has sent `SET_FEATURES`.
 ///
-/// QEMU 7.2's virtio-net enables its queue pair when the guest's driver attaches, before it
-/// acknowledges features; the vhost-user spec allows `SET_VRING_ENABLE` only once
-/// `VHOST_USER_F_PROTOCOL_FEATURES` is acknowledged, and rust-vmm's backend (ours) closes the
-/// connection on it. QEMU enables the rings again when it starts the device, after
-/// `SET_FEATURES`, so the early message carries nothing. Cloud Hypervisor, the frontend the
-/// backend is for, acknowledges features first. Returns the count of dropped messages.
+/// QEMU 7.2's virtio-net enables its queue pair when the NIC attaches, before it acknowledges
+/// features, and does not send it again when it starts the device. The vhost-user spec allows
+/// `SET_VRING_ENABLE` only once `VHOST_USER_F_PROTOCOL_FEATURES` is acknowledged, and
+/// rust-vmm's backend (ours) closes the connection on an early one. The shim answers it when
+/// asked to, and replays the last state of each ring right after `SET_FEATURES`. Cloud
+/// Hypervisor, the frontend the backend is for, acknowledges features first. Returns the count
+/// of held-back messages.
 fn shim(listen: &Path, backend: &Path) -> Arc<AtomicUsize> {
     let listener = std::os::unix::net::UnixListener::bind(listen).unwrap();
     let dropped = Arc::new(AtomicUsize::new(0));
@@ -378,14 +379,17 @@ fn shim(listen: &Path, backend: &Path) -> Arc<AtomicUsize> {
             let count = count.clone();
             std::thread::spawn(move || {
                 let mut features_set = false;
+                // The last early enable state of each ring, replayed after SET_FEATURES.
+                let mut early = std::collections::BTreeMap::new();
                 while let Some((msg, fds)) = read_message(&frontend) {
                     let request = u32::from_le_bytes(msg[0..4].try_into().unwrap());
                     let flags = u32::from_le_bytes(msg[4..8].try_into().unwrap());
-                    if request == SET_FEATURES {
-                        features_set = true;
-                    }
                     if request == SET_VRING_ENABLE && !features_set {
                         count.fetch_add(1, Ordering::Relaxed);
+                        // The payload is `vhost_vring_state`: the ring's index, then 0 or 1.
+                        let mut replay = msg.clone();
+                        replay[4..8].copy_from_slice(&(flags & !FLAG_NEED_REPLY).to_le_bytes());
+                        early.insert(msg[HEADER..HEADER + 4].to_vec(), replay);
                         if flags & FLAG_NEED_REPLY != 0 {
                             let mut ack = Vec::with_capacity(HEADER + 8);
                             ack.extend_from_slice(&SET_VRING_ENABLE.to_le_bytes());
@@ -400,6 +404,14 @@ fn shim(listen: &Path, backend: &Path) -> Arc<AtomicUsize> {
                     }
                     if send_message(&to_backend, &msg, &fds).is_err() {
                         break;
+                    }
+                    if request == SET_FEATURES && !features_set {
+                        features_set = true;
+                        for replay in std::mem::take(&mut early).into_values() {
+                            if send_message(&to_backend, &replay, &[]).is_err() {
+                                break;
+                            }
+                        }
                     }
                 }
                 let _ = to_backend.shutdown(std::net::Shutdown::Both);

@@ -8,6 +8,10 @@
 //! thread accepts one frontend at a time and, when it goes away (a VMM restart), accepts the
 //! next one on the same socket; the stack's end of the transport stays the same throughout.
 //!
+//! QEMU 7.2's virtio-net sends `SET_VRING_ENABLE` before `SET_FEATURES`, which the spec (and
+//! rust-vmm's backend) refuse: the connection is closed. Its test
+//! (`hv-qemu/tests/vhost_user_net.rs`) goes through a shim that holds that message back.
+//!
 //! # The device
 //!
 //! virtio-net with one queue pair (RX = queue 0, device → guest; TX = queue 1, guest → device),

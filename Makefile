@@ -60,7 +60,7 @@ sdk-test: bins
 # Real VMs under QEMU (KVM when it really boots, TCG otherwise), images from a registry on
 # 127.0.0.1 built by the suite itself, driven through the official SDK.
 vm-test: bins
-	$(CARGO) test --locked -p hypedeck-hv-qemu --test qemu_boot --test vhost_user_net -- --include-ignored --test-threads=2
+	$(CARGO) test --locked -p hypedeck-hv-qemu --test qemu_boot -- --include-ignored --test-threads=2
 	PATH="$(CURDIR)/.ci/tools/bin:$$PATH" scripts/test-session.sh env HYPEDECK_BIN=target/debug/hypedeck \
 	  node --test --test-concurrency=1 tests/vm/
 

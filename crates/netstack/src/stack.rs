@@ -442,17 +442,7 @@ impl Stack {
         if let Verdict::Denied(reason) = &verdict {
             tracing::debug!(instance = %self.cfg.instance_id, protocol, %dst, %reason, "flow denied");
         }
-        if let Some(sink) = &self.cfg.events {
-            sink(FlowEvent {
-                at_ms: now_ms(),
-                protocol,
-                destination: dst,
-                name: name.or_else(|| self.names.get(dst.ip()).cloned()),
-                verdict,
-                flow: None,
-                bytes: None,
-            });
-        }
+        self.emit(protocol, dst, verdict, name, None, None);
     }
 
     /// Records an allowed flow and returns its number.
@@ -464,31 +454,33 @@ impl Stack {
     ) -> u64 {
         self.next_flow += 1;
         let id = self.next_flow;
-        if let Some(sink) = &self.cfg.events {
-            sink(FlowEvent {
-                at_ms: now_ms(),
-                protocol,
-                destination: dst,
-                name: name.or_else(|| self.names.get(dst.ip()).cloned()),
-                verdict: Verdict::Allowed,
-                flow: Some(id),
-                bytes: None,
-            });
-        }
+        self.emit(protocol, dst, Verdict::Allowed, name, Some(id), None);
         id
     }
 
     /// Records the end of flow `id` with what it moved.
     fn record_closed(&self, protocol: &'static str, dst: SocketAddrV4, id: u64, bytes: FlowBytes) {
+        self.emit(protocol, dst, Verdict::Allowed, None, Some(id), Some(bytes));
+    }
+
+    fn emit(
+        &self,
+        protocol: &'static str,
+        destination: SocketAddrV4,
+        verdict: Verdict,
+        name: Option<String>,
+        flow: Option<u64>,
+        bytes: Option<FlowBytes>,
+    ) {
         if let Some(sink) = &self.cfg.events {
             sink(FlowEvent {
                 at_ms: now_ms(),
                 protocol,
-                destination: dst,
-                name: self.names.get(dst.ip()).cloned(),
-                verdict: Verdict::Allowed,
-                flow: Some(id),
-                bytes: Some(bytes),
+                destination,
+                name: name.or_else(|| self.names.get(destination.ip()).cloned()),
+                verdict,
+                flow,
+                bytes,
             });
         }
     }

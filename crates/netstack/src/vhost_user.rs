@@ -10,7 +10,7 @@
 //!
 //! QEMU 7.2's virtio-net sends `SET_VRING_ENABLE` before `SET_FEATURES`, which the spec (and
 //! rust-vmm's backend) refuse: the connection is closed. Its test
-//! (`hv-qemu/tests/vhost_user_net.rs`) goes through a shim that holds that message back.
+//! (in `hv-qemu/tests/qemu_boot.rs`) goes through a shim that holds that message back.
 //!
 //! # The device
 //!

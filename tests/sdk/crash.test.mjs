@@ -56,7 +56,7 @@ function files(dir) {
 
 function checkDataDir(dataDir, listed) {
   const all = files(dataDir);
-  const temps = all.filter((f) => /^\..*\.tmp-\d+$/.test(path.basename(f)));
+  const temps = all.filter((f) => /^\..*\.tmp-\d+(-\d+)?$/.test(path.basename(f)));
   assert.deepEqual(temps, [], "temporary files left behind");
   const instancesDir = path.join(dataDir, "instances");
   const dirs = statSync(instancesDir, { throwIfNoEntry: false }) ? readdirSync(instancesDir) : [];

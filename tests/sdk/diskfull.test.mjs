@@ -83,7 +83,7 @@ test("disk full: old metadata stays valid, the API says so, nothing is half-writ
 
     // Nothing half-written: every metadata file parses, no temporary file anywhere.
     const files = walk(dataDir);
-    assert.deepEqual(files.filter((f) => /\.tmp-\d+$/.test(f)), []);
+    assert.deepEqual(files.filter((f) => /\.tmp-\d+(-\d+)?$/.test(f)), []);
     for (const f of files.filter((f) => f.endsWith(".json"))) JSON.parse(readFileSync(f, "utf8"));
 
     // Space again: the same requests work, and survive a restart.

@@ -124,10 +124,18 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
         .ok_or_else(|| err(std::io::ErrorKind::InvalidInput.into()))?
         .to_string_lossy()
         .into_owned();
-    let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
+    // Unique per write, also between threads of one process, and never an existing file: two
+    // writers of one path must not share (and truncate) one temporary file.
+    let mut random = [0u8; 8];
+    getrandom::fill(&mut random).map_err(|e| err(std::io::Error::other(e.to_string())))?;
+    let tmp = dir.join(format!(
+        ".{file_name}.tmp-{}-{}",
+        std::process::id(),
+        u64::from_le_bytes(random)
+    ));
     let result = (|| {
         let mut options = fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
+        options.write(true).create_new(true);
         #[cfg(unix)]
         {
             use std::os::unix::fs::OpenOptionsExt;
@@ -146,12 +154,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     result.map_err(err)
 }
 
-/// Whether `name` is a temporary file [`write_atomic`] makes (`.<name>.tmp-<pid>`).
+/// Whether `name` is a temporary file [`write_atomic`] makes (`.<name>.tmp-<pid>-<random>`,
+/// or `.<name>.tmp-<pid>` from earlier versions).
 pub fn is_temp_file(name: &str) -> bool {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
     name.starts_with('.')
-        && name
-            .rsplit_once(".tmp-")
-            .is_some_and(|(_, pid)| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
+        && name.rsplit_once(".tmp-").is_some_and(|(_, rest)| {
+            let (pid, random) = rest.split_once('-').unwrap_or((rest, "0"));
+            digits(pid) && digits(random)
+        })
 }
 
 /// Removes the temporary files a crash left in `dir` (not below it). Only for a dir no live
@@ -201,7 +212,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         for name in [
             ".metadata.json.tmp-4242",
-            ".engine.json.tmp-7",
+            ".engine.json.tmp-7-1234567890",
             "metadata.json",
             ".hidden",
             "x.tmp-1",
@@ -216,6 +227,44 @@ mod tests {
             .collect();
         left.sort();
         assert_eq!(left, [".a.tmp-", ".hidden", "metadata.json", "x.tmp-1"]);
+    }
+
+    /// Two writers of one file in one process (two pollers saving a record) must not share a
+    /// temporary file: every read sees one whole version, and nothing is left behind.
+    #[test]
+    fn concurrent_writers_in_one_process_never_tear_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("metadata.json");
+        let versions: Vec<Vec<u8>> = (0..16u8)
+            .map(|i| vec![b'a' + i; 1000 + 997 * usize::from(i)])
+            .collect();
+        write_atomic(&path, &versions[0]).unwrap();
+        let torn = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|scope| {
+            for version in &versions {
+                let (path, torn) = (&path, &torn);
+                scope.spawn(move || {
+                    for _ in 0..50 {
+                        // A failed write is allowed (it says so); a torn file is not.
+                        let _ = write_atomic(path, version);
+                        let now = fs::read(path).unwrap();
+                        let whole = now.first().is_some_and(|&c| {
+                            now.len() == 1000 + 997 * usize::from(c - b'a')
+                                && now.iter().all(|&b| b == c)
+                        });
+                        if !whole {
+                            torn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    }
+                });
+            }
+        });
+        assert_eq!(torn.into_inner(), 0, "a reader saw a torn file");
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names, vec!["metadata.json".to_string()]);
     }
 
     #[test]

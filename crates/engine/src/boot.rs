@@ -32,21 +32,30 @@ impl Engine {
     pub(crate) async fn boot(&self, record: &mut InstanceRecord) -> Result<(), EngineError> {
         let hypervisor = self.backend(record.hypervisor)?;
         self.check_ports_free(record).await?;
+        let booted = self.provision_and_start(record, hypervisor).await;
+        if booted.is_err() {
+            // Provisioning attached the instance to the egress proxy (rules with its real
+            // credentials) and may have served its network: nothing of it outlives a failed
+            // boot.
+            self.detach_network(&record.id).await;
+            self.unregister_egress(&record.id).await;
+        }
+        booted
+    }
+
+    async fn provision_and_start(
+        &self,
+        record: &mut InstanceRecord,
+        hypervisor: Arc<dyn hypedeck_hypervisor::Hypervisor>,
+    ) -> Result<(), EngineError> {
         let spec = self.provision(record, Self::guest_env(record)).await?;
         // This run's console output starts where the previous runs' ends.
         record.log_offset = std::fs::metadata(&spec.serial_log).map_or(0, |m| m.len());
         self.serve_network_before_start(record, hypervisor.as_ref(), &spec)
             .await?;
-        let vm: Arc<dyn hypedeck_hypervisor::Vm> = match hypervisor.start(&spec).await {
-            Ok(vm) => Arc::from(vm),
-            Err(e) => {
-                self.detach_network(&record.id).await;
-                return Err(e.into());
-            }
-        };
+        let vm: Arc<dyn hypedeck_hypervisor::Vm> = Arc::from(hypervisor.start(&spec).await?);
         if let Err(e) = self.attach_network(record, vm.as_ref()).await {
             let _ = vm.kill().await;
-            self.detach_network(&record.id).await;
             return Err(e);
         }
         self.vms_guard().insert(record.id.clone(), vm);

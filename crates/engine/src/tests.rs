@@ -468,6 +468,95 @@ async fn a_failed_metadata_write_rolls_the_rotation_back() {
     assert_eq!(got.env.unwrap()["OUTBOUND_OPENAI_KEY"], "sk-real-123");
 }
 
+/// A keychain whose writes fail once armed, after `ok_writes` more succeed.
+#[derive(Debug, Default)]
+struct FailsAfterWrites {
+    inner: MemoryStore,
+    ok_writes: std::sync::Mutex<Option<usize>>,
+}
+
+impl SecretStore for FailsAfterWrites {
+    fn set(
+        &self,
+        account: &str,
+        value: &hypedeck_secrets::Sensitive<String>,
+    ) -> Result<(), hypedeck_secrets::SecretError> {
+        let mut armed = self.ok_writes.lock().unwrap();
+        match armed.as_mut() {
+            Some(0) => {
+                // Once: the rollback's own writes go through.
+                *armed = None;
+                return Err(hypedeck_secrets::SecretError::Unavailable(
+                    "scripted keychain failure".into(),
+                ));
+            }
+            Some(n) => *n -= 1,
+            None => {}
+        }
+        self.inner.set(account, value)
+    }
+    fn get(
+        &self,
+        account: &str,
+    ) -> Result<Option<hypedeck_secrets::Sensitive<String>>, hypedeck_secrets::SecretError> {
+        self.inner.get(account)
+    }
+    fn delete(&self, account: &str) -> Result<(), hypedeck_secrets::SecretError> {
+        self.inner.delete(account)
+    }
+}
+
+/// A PATCH of two credentials whose second keychain write fails rotates nothing: the first is
+/// put back, the engine's cache forgets what it read, and the client gets the keychain error.
+#[tokio::test]
+async fn a_keychain_failure_on_the_second_key_rotates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(FailsAfterWrites::default());
+    let engine = Engine::new(EngineConfig {
+        paths: Paths::new(dir.path()),
+        secrets: store.clone(),
+        hypervisor: Ok(FakeHypervisor::new()),
+        alternatives: Vec::new(),
+        guest: None,
+    });
+    let inject = |host: &str| json!([{"hosts": [host], "as": {"header": "Authorization", "format": "Bearer ${value}"}}]);
+    let i = engine
+        .create(spec(json!({
+            "name": "two-keys", "image": "alpine",
+            "env": {"KEY_A": "a-old", "KEY_B": "b-old"},
+            "network": {"enabled": true, "egress": {"enabled": true}},
+            "credentials": {
+                "KEY_A": {"source": {"env": "KEY_A"}, "inject": inject("a.example.com")},
+                "KEY_B": {"source": {"env": "KEY_B"}, "inject": inject("b.example.com")}
+            }
+        })))
+        .await
+        .unwrap();
+    // Read once, so the engine's cache holds the old values.
+    assert_eq!(
+        engine.get(&i.id).await.unwrap().env.unwrap()["KEY_A"],
+        "a-old"
+    );
+    *store.ok_writes.lock().unwrap() = Some(1);
+    let update = serde_json::from_value::<UpdateInstanceRequest>(
+        json!({"env": {"KEY_A": "a-new", "KEY_B": "b-new"}}),
+    )
+    .unwrap()
+    .validate()
+    .unwrap();
+    let err = engine.update(&i.id, update).await.unwrap_err();
+    assert!(matches!(err, EngineError::Secrets(_)), "{err:?}");
+    for (key, old) in [("KEY_A", "a-old"), ("KEY_B", "b-old")] {
+        let account = format!("instance/{}/env/{key}", i.id);
+        assert_eq!(store.get(&account).unwrap().unwrap().expose(), old, "{key}");
+        assert_eq!(
+            engine.get(&i.id).await.unwrap().env.unwrap()[key],
+            old,
+            "{key}"
+        );
+    }
+}
+
 /// A free loopback TCP port (bound and released).
 fn free_port() -> u16 {
     std::net::TcpListener::bind(("127.0.0.1", 0))

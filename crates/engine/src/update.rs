@@ -102,13 +102,20 @@ impl Engine {
                     crate::credentials::reference_kind(value).map(|_| value.clone());
                 reference.rotated_at = Some(time::OffsetDateTime::now_utc());
             }
-            self.blocking(move |store| {
-                for (account, value) in &writes {
-                    store.set(account, value)?;
-                }
-                Ok(())
-            })
-            .await?;
+            let written = self
+                .blocking(move |store| {
+                    for (account, value) in &writes {
+                        store.set(account, value)?;
+                    }
+                    Ok(())
+                })
+                .await;
+            if let Err(e) = written {
+                // All or nothing: keys written before the failure get their old values back,
+                // and the cache forgets what it read.
+                self.restore_secrets(&record.id, rollback).await;
+                return Err(e);
+            }
             self.secret_cache().remove(&record.id);
             // Swap the proxy's rules: the next request through the proxy carries the new value.
             if let Err(e) = self.reload_egress_rules(&record).await {

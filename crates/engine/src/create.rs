@@ -72,7 +72,7 @@ impl Engine {
         _spec: &InstanceSpec,
         _hypervisor: Arc<dyn hypedeck_hypervisor::Hypervisor>,
     ) -> Result<Instance, EngineError> {
-        record.save(&self.paths)?;
+        record.create(&self.paths)?;
         self.boot(&mut record).await?;
         let observed = self.observe(&mut record).await;
         self.render(&record, &observed).await

@@ -188,10 +188,18 @@ impl InstanceRecord {
         })
     }
 
-    /// Writes this record atomically into its instance directory (created if missing).
-    pub fn save(&self, paths: &Paths) -> Result<(), StoreError> {
+    /// Writes a new instance's record, creating its directory.
+    pub fn create(&self, paths: &Paths) -> Result<(), StoreError> {
         let id = hypedeck_model::InstanceId::parse(&self.id).map_err(|_| StoreError::InvalidId)?;
         crate::create_private_dir(&paths.instance_dir(&id))?;
+        crate::write_json(&paths.instance_metadata(&id), self)
+    }
+
+    /// Writes this record atomically over the saved one. Never creates the instance's
+    /// directory: a record whose instance was deleted meanwhile is not brought back (the write
+    /// fails instead).
+    pub fn save(&self, paths: &Paths) -> Result<(), StoreError> {
+        let id = hypedeck_model::InstanceId::parse(&self.id).map_err(|_| StoreError::InvalidId)?;
         crate::write_json(&paths.instance_metadata(&id), self)
     }
 
@@ -359,7 +367,7 @@ mod tests {
             "cccccccccccccccccccccccc",
         ];
         for id in ids {
-            record(id).save(&paths).unwrap();
+            record(id).create(&paths).unwrap();
         }
         let cache = RecordCache::default();
         let names = |list: Vec<Result<InstanceRecord, StoreError>>| -> Vec<String> {
@@ -413,12 +421,27 @@ mod tests {
         assert_eq!(cache.parsed.lock().unwrap().len(), 2);
     }
 
+    /// A poller that saves after a delete must not bring the instance back.
+    #[test]
+    fn save_never_recreates_a_deleted_instance() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::new(dir.path());
+        let a = record("aaaaaaaaaaaaaaaaaaaaaaaa");
+        a.create(&paths).unwrap();
+        a.save(&paths).unwrap();
+        let instance = paths.instance_dir(&hypedeck_model::InstanceId::parse(&a.id).unwrap());
+        std::fs::remove_dir_all(&instance).unwrap();
+        assert!(matches!(a.save(&paths), Err(StoreError::Write { .. })));
+        assert!(!instance.exists(), "save re-created a deleted instance");
+        assert!(InstanceRecord::load_all(&paths).unwrap().is_empty());
+    }
+
     #[test]
     fn save_load_round_trip_and_list() {
         let dir = tempfile::tempdir().unwrap();
         let paths = Paths::new(dir.path());
         let a = record("aaaaaaaaaaaaaaaaaaaaaaaa");
-        a.save(&paths).unwrap();
+        a.create(&paths).unwrap();
         std::fs::create_dir_all(paths.instances().join("..escape")).unwrap();
         let all = InstanceRecord::load_all(&paths).unwrap();
         assert_eq!(all.len(), 1);

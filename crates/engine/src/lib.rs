@@ -170,6 +170,8 @@ pub struct Engine {
     guest: Option<GuestRuntime>,
     /// Serializes creates so names stay unique.
     create_lock: tokio::sync::Mutex<()>,
+    /// Claims volume ids (create); imports run outside it.
+    volume_lock: tokio::sync::Mutex<()>,
     /// Per-instance locks for mutating verbs.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// VMMs this engine started or re-attached, by instance id.
@@ -202,6 +204,7 @@ impl Engine {
             alternatives: config.alternatives,
             guest: config.guest,
             create_lock: tokio::sync::Mutex::new(()),
+            volume_lock: tokio::sync::Mutex::new(()),
             locks: Mutex::new(HashMap::new()),
             vms: Mutex::new(HashMap::new()),
             pulls: Mutex::new(Vec::new()),

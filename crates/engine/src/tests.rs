@@ -557,6 +557,56 @@ async fn a_keychain_failure_on_the_second_key_rotates_nothing() {
     }
 }
 
+/// A volume import waiting on its archive (a FIFO nobody writes yet) must not hold up an
+/// instance create: volumes have their own lock.
+#[tokio::test]
+async fn a_slow_volume_import_does_not_block_instance_creates() {
+    let r = rig();
+    let fifo = r.paths.root().join("archive.fifo");
+    let status = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    /// Ends the import (an empty archive) however the test ends, so no blocking thread hangs
+    /// the runtime's shutdown.
+    struct Release(std::path::PathBuf);
+    impl Drop for Release {
+        fn drop(&mut self) {
+            let fifo = self.0.clone();
+            std::thread::spawn(move || drop(std::fs::OpenOptions::new().write(true).open(fifo)));
+        }
+    }
+    let release = Release(fifo.clone());
+    let engine = Arc::new(r.engine);
+    let importing = {
+        let engine = engine.clone();
+        let fifo = fifo.clone();
+        tokio::spawn(async move {
+            let request = serde_json::from_value(json!({"name": "data", "size_gb": 1})).unwrap();
+            engine.create_volume(request, Some(fifo)).await
+        })
+    };
+    // The import is under way (its directory exists) and blocked on the archive.
+    let volumes = r.paths.root().join("volumes");
+    for _ in 0..200 {
+        if std::fs::read_dir(&volumes).is_ok_and(|mut d| d.next().is_some()) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let created = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        engine.create(spec(json!({"name": "web", "image": "alpine"}))),
+    )
+    .await
+    .expect("an instance create waited for a volume import")
+    .unwrap();
+    assert_eq!(created.state, InstanceState::Running);
+    drop(release);
+    let _ = importing.await.unwrap();
+}
+
 /// A free loopback TCP port (bound and released).
 fn free_port() -> u16 {
     std::net::TcpListener::bind(("127.0.0.1", 0))

@@ -195,15 +195,20 @@ impl Engine {
             None => format!("vol-{}", crate::create::new_id()?.as_str()),
         };
         let size_gb = u32::try_from(request.size_gb).unwrap_or(1);
-        let _lock = self.create_lock.lock().await;
         let dir = self.volume_dir(&id)?;
-        if dir.exists() {
-            return Err(rejected(
-                ErrorCode::AlreadyExists,
-                format!("volume {id} already exists"),
-            ));
+        {
+            // Volumes have their own lock, held only to claim the id: an import can take
+            // minutes and must not hold up instance creates. A volume without `volume.json`
+            // yet is unknown to attachments and to delete.
+            let _claim = self.volume_lock.lock().await;
+            if dir.exists() {
+                return Err(rejected(
+                    ErrorCode::AlreadyExists,
+                    format!("volume {id} already exists"),
+                ));
+            }
+            hypedeck_store::create_private_dir(&dir)?;
         }
-        hypedeck_store::create_private_dir(&dir)?;
         let result = self
             .fill_volume(&dir, u64::from(size_gb) * GIB, archive)
             .await

@@ -27,6 +27,9 @@ impl Engine {
         }
         self.check_volume_attachments(&spec.volumes)?;
         let id = new_id()?;
+        // The instance's own lock for the whole create: a verb that finds the record on disk
+        // (a DELETE while the VM boots) waits until the create is done with it.
+        let _instance = self.lock_for(id.as_str()).lock_owned().await;
         let mut record = build_record(&id, &spec, hypervisor.kind());
 
         // References resolve on the host before anything is stored; a failure is a 400.

@@ -23,6 +23,8 @@ pub struct Script {
     pub markers: u8,
     /// Make `state()` fail while the VMM stays "alive" (-> Unknown).
     pub query_fails: bool,
+    /// Take this long to start (a slow boot, for races with other verbs).
+    pub start_delay: std::time::Duration,
 }
 
 impl Default for Script {
@@ -31,6 +33,7 @@ impl Default for Script {
             fail_start: None,
             markers: 2,
             query_fails: false,
+            start_delay: std::time::Duration::ZERO,
         }
     }
 }
@@ -133,6 +136,7 @@ impl Hypervisor for FakeHypervisor {
 
     async fn start(&self, spec: &VmSpec) -> Result<Box<dyn Vm>, HypervisorError> {
         let script = self.script();
+        tokio::time::sleep(script.start_delay).await;
         if let Some(message) = script.fail_start {
             return Err(HypervisorError::Operation {
                 operation: "start",

@@ -607,6 +607,58 @@ async fn a_slow_volume_import_does_not_block_instance_creates() {
     let _ = importing.await.unwrap();
 }
 
+/// A DELETE that arrives while a create is still booting waits for it, then deletes the whole
+/// instance: it never wipes the keychain and directory from under a create that then boots an
+/// instance without its secrets.
+#[tokio::test]
+async fn a_delete_during_a_create_waits_and_then_deletes_everything() {
+    let r = rig();
+    r.fake.set_script(Script {
+        start_delay: std::time::Duration::from_millis(500),
+        ..Script::default()
+    });
+    let engine = Arc::new(r.engine);
+    let creating = {
+        let engine = engine.clone();
+        tokio::spawn(async move { engine.create(agent_spec("agent-1")).await })
+    };
+    // The record is on disk (the create is booting): a client can see and delete it.
+    let mut id = None;
+    for _ in 0..200 {
+        if let Some(i) = engine
+            .list(&ListFilter::default())
+            .await
+            .unwrap()
+            .into_iter()
+            .next()
+        {
+            id = Some(i.id);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let id = id.expect("the create's record");
+    engine.delete(&id).await.unwrap();
+    let created = creating.await.unwrap().unwrap();
+    assert_eq!(created.id, id);
+    assert_eq!(created.env.unwrap()["OUTBOUND_OPENAI_KEY"], "sk-real-123");
+    // Gone, all of it, and nothing re-created behind the delete.
+    assert!(
+        engine
+            .list(&ListFilter::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        !r.paths
+            .instance_dir(&hypedeck_model::InstanceId::parse(&id).unwrap())
+            .exists()
+    );
+    let account = format!("instance/{id}/env/OUTBOUND_OPENAI_KEY");
+    assert!(r.secrets.get(&account).unwrap().is_none());
+}
+
 /// A free loopback TCP port (bound and released).
 fn free_port() -> u16 {
     std::net::TcpListener::bind(("127.0.0.1", 0))

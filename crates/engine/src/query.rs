@@ -170,27 +170,50 @@ impl Engine {
     }
 
     /// A run that ended without `stop` (the program exited, the VMM died): record its exit and
-    /// stop time once. Best effort: a failed write is retried on the next read.
+    /// stop time once. The record is written only under the instance's lock: when a verb holds
+    /// it (maybe this read's own caller), the end is settled in memory and written by that verb
+    /// or by the next read. Under the lock the settle starts again from what is on disk, so it
+    /// never overwrites what a verb saved since `record` was read.
     fn settle_if_exited(&self, record: &mut InstanceRecord) {
-        let ran = match (record.started_at, record.stopped_at) {
-            (Some(started), Some(stopped)) => started > stopped,
-            (Some(_), None) => true,
-            _ => false,
-        };
-        if !ran {
+        if !ran_unsettled(record) {
             return;
         }
+        let lock = self.lock_for(&record.id);
+        let Ok(_guard) = lock.try_lock() else {
+            self.settle_run(record);
+            return;
+        };
+        let Ok(id) = InstanceId::parse(&record.id) else {
+            return;
+        };
+        let Ok(mut current) = InstanceRecord::load(&self.paths.instance_metadata(&id)) else {
+            // Deleted meanwhile: nothing to record, and nothing to bring back.
+            self.settle_run(record);
+            return;
+        };
+        if ran_unsettled(&current) {
+            self.settle_run(&mut current);
+            if current.exit_message.as_deref() == Some(VMM_VANISHED) && current.exit_code.is_none()
+            {
+                self.ops_log(&current.id, VMM_VANISHED);
+            }
+            if let Err(e) = current.save(&self.paths) {
+                tracing::warn!(error = %e, id = %current.id, "could not record the end of a run");
+            }
+        }
+        *record = current;
+    }
+
+    /// Fills in a finished run's exit (from the guest's sentinel, else "the VMM vanished") and
+    /// its stop time, in memory.
+    fn settle_run(&self, record: &mut InstanceRecord) {
         self.settle_exit(record);
         if record.exit_code.is_none() {
             // No HYPEMAN-EXIT from the guest: the VMM went away under it (killed, crashed,
             // or the host shut down), possibly while no engine was watching.
             record.exit_message = Some(VMM_VANISHED.to_string());
-            self.ops_log(&record.id, VMM_VANISHED);
         }
         record.stopped_at = Some(time::OffsetDateTime::now_utc());
-        if let Err(e) = record.save(&self.paths) {
-            tracing::warn!(error = %e, id = %record.id, "could not record the end of a run");
-        }
     }
 
     /// Resolves an instance, takes its lock, and reads it and its state again under the lock
@@ -232,5 +255,14 @@ impl Engine {
             out.push(self.render(&record, &observed).await?);
         }
         Ok(out)
+    }
+}
+
+/// Whether the record's last run started and has no recorded end yet.
+fn ran_unsettled(record: &InstanceRecord) -> bool {
+    match (record.started_at, record.stopped_at) {
+        (Some(started), Some(stopped)) => started > stopped,
+        (Some(_), None) => true,
+        _ => false,
     }
 }

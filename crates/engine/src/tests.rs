@@ -659,6 +659,53 @@ async fn a_delete_during_a_create_waits_and_then_deletes_everything() {
     assert!(r.secrets.get(&account).unwrap().is_none());
 }
 
+/// 16 readers at once when a VM has just gone away, while a verb holds the instance's lock:
+/// every one sees the instance Stopped, none writes its record (only the lock's holder may);
+/// once the lock is free the next read records the end, once, and the record stays whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reads_while_a_vm_exits_write_the_record_only_under_its_lock() {
+    let r = rig();
+    let engine = Arc::new(r.engine);
+    let i = engine.create(agent_spec("agent-1")).await.unwrap();
+    let id = hypedeck_model::InstanceId::parse(&i.id).unwrap();
+    let metadata = r.paths.instance_metadata(&id);
+    let before = std::fs::read_to_string(&metadata).unwrap();
+    r.fake.crash(&i.id);
+    let verb = engine.lock_for(&i.id).lock_owned().await;
+    let readers: Vec<_> = (0..16)
+        .map(|n| {
+            let (engine, id) = (engine.clone(), i.id.clone());
+            tokio::spawn(async move {
+                if n % 2 == 0 {
+                    engine.get(&id).await.map(|i| vec![i])
+                } else {
+                    engine.list(&ListFilter::default()).await
+                }
+            })
+        })
+        .collect();
+    for reader in readers {
+        let seen = reader.await.unwrap().unwrap();
+        assert_eq!(seen.len(), 1, "the instance vanished from a read");
+        assert_eq!(seen[0].state, InstanceState::Stopped);
+    }
+    assert_eq!(
+        std::fs::read_to_string(&metadata).unwrap(),
+        before,
+        "a read wrote the record while a verb held its lock"
+    );
+    drop(verb);
+    engine.get(&i.id).await.unwrap();
+    let saved = hypedeck_store::InstanceRecord::load(&metadata).unwrap();
+    assert!(saved.stopped_at.is_some() && saved.exit_message.is_some());
+    // Later reads find it settled and write nothing.
+    let settled = std::fs::read_to_string(&metadata).unwrap();
+    engine.get(&i.id).await.unwrap();
+    assert_eq!(std::fs::read_to_string(&metadata).unwrap(), settled);
+    let ops = std::fs::read_to_string(r.paths.instance_logs(&id).join("hypeman.log")).unwrap();
+    assert_eq!(ops.matches(crate::query::VMM_VANISHED).count(), 1, "{ops}");
+}
+
 /// A free loopback TCP port (bound and released).
 fn free_port() -> u16 {
     std::net::TcpListener::bind(("127.0.0.1", 0))

@@ -26,6 +26,21 @@ function listening(pid) {
     .sort();
 }
 
+/** An instance whose credential the egress proxy injects. */
+function agent(name, size) {
+  return {
+    name,
+    image: `${registry.host}/vm/curl:1`,
+    vcpus: 1,
+    size,
+    env: { API_TOKEN: SECRET },
+    network: { egress: { enabled: true } },
+    credentials: {
+      API_TOKEN: { source: { env: "API_TOKEN" }, inject: [{ hosts: ["api.example.com"], as: { header: "Authorization", format: "Bearer ${value}" } }] },
+    },
+  };
+}
+
 function keychainHas(value) {
   const out = execFileSync("secret-tool", ["search", "--all", "--unlock", "service", "hypedeck"], { stdio: ["ignore", "pipe", "pipe"] }).toString();
   return out.includes(value);
@@ -58,17 +73,7 @@ describe("a boot that fails after provisioning", () => {
   test("a failed create leaves no instance, no keychain entry and no proxy listener", async () => {
     const ports = listening(server.pid);
     const failed = await client.instances
-      .create({
-        name: "never-boots",
-        image: `${registry.host}/vm/curl:1`,
-        vcpus: 1,
-        size: "320MB",
-        env: { API_TOKEN: SECRET },
-        network: { egress: { enabled: true } },
-        credentials: {
-          API_TOKEN: { source: { env: "API_TOKEN" }, inject: [{ hosts: ["api.example.com"], as: { header: "Authorization", format: "Bearer ${value}" } }] },
-        },
-      })
+      .create(agent("never-boots", "320MB"))
       .then(
         () => null,
         (e) => e,
@@ -83,17 +88,7 @@ describe("a boot that fails after provisioning", () => {
     assert.doesNotMatch(server.output(), new RegExp(SECRET));
 
     // The same request with a size the wrapper lets through boots: the failure was the VMM's.
-    const ok = await client.instances.create({
-      name: "boots",
-      image: `${registry.host}/vm/curl:1`,
-      vcpus: 1,
-      size: "256MB",
-      env: { API_TOKEN: SECRET },
-      network: { egress: { enabled: true } },
-      credentials: {
-        API_TOKEN: { source: { env: "API_TOKEN" }, inject: [{ hosts: ["api.example.com"], as: { header: "Authorization", format: "Bearer ${value}" } }] },
-      },
-    });
+    const ok = await client.instances.create(agent("boots", "256MB"));
     assert.equal(listening(server.pid).length, ports.length + 1, "the booted instance has its test listener");
     await client.instances.delete(ok.id);
     assert.deepEqual(listening(server.pid), ports);

@@ -395,16 +395,17 @@ async fn an_unanswering_vmm_is_unknown_with_state_error() {
     );
 }
 
-/// A keychain that, on its first write, breaks the instance's metadata file (replaces it by a
-/// directory) so the write that follows in `update` fails: the failure path must restore the
-/// old keychain value.
-#[derive(Debug)]
-struct BreaksMetadataOnWrite {
+/// A keychain for failure tests. Armed with `metadata`, its next write first breaks that
+/// metadata file (replaces it by a directory) so the write that follows in `update` fails.
+/// Armed with `ok_writes`, its writes fail once after that many more succeed.
+#[derive(Debug, Default)]
+struct ScriptedStore {
     inner: MemoryStore,
     metadata: std::sync::Mutex<Option<std::path::PathBuf>>,
+    ok_writes: std::sync::Mutex<Option<usize>>,
 }
 
-impl SecretStore for BreaksMetadataOnWrite {
+impl SecretStore for ScriptedStore {
     fn set(
         &self,
         account: &str,
@@ -413,6 +414,18 @@ impl SecretStore for BreaksMetadataOnWrite {
         if let Some(path) = self.metadata.lock().unwrap().take() {
             std::fs::rename(&path, path.with_extension("bak")).unwrap();
             std::fs::create_dir_all(path.join("blocker")).unwrap();
+        }
+        let mut armed = self.ok_writes.lock().unwrap();
+        match armed.as_mut() {
+            Some(0) => {
+                // Once: the rollback's own writes go through.
+                *armed = None;
+                return Err(hypedeck_secrets::SecretError::Unavailable(
+                    "scripted keychain failure".into(),
+                ));
+            }
+            Some(n) => *n -= 1,
+            None => {}
         }
         self.inner.set(account, value)
     }
@@ -431,10 +444,7 @@ impl SecretStore for BreaksMetadataOnWrite {
 async fn a_failed_metadata_write_rolls_the_rotation_back() {
     let dir = tempfile::tempdir().unwrap();
     let paths = Paths::new(dir.path());
-    let store = Arc::new(BreaksMetadataOnWrite {
-        inner: MemoryStore::new(),
-        metadata: Default::default(),
-    });
+    let store = Arc::new(ScriptedStore::default());
     let engine = Engine::new(EngineConfig {
         paths: paths.clone(),
         secrets: store.clone(),
@@ -468,50 +478,12 @@ async fn a_failed_metadata_write_rolls_the_rotation_back() {
     assert_eq!(got.env.unwrap()["OUTBOUND_OPENAI_KEY"], "sk-real-123");
 }
 
-/// A keychain whose writes fail once armed, after `ok_writes` more succeed.
-#[derive(Debug, Default)]
-struct FailsAfterWrites {
-    inner: MemoryStore,
-    ok_writes: std::sync::Mutex<Option<usize>>,
-}
-
-impl SecretStore for FailsAfterWrites {
-    fn set(
-        &self,
-        account: &str,
-        value: &hypedeck_secrets::Sensitive<String>,
-    ) -> Result<(), hypedeck_secrets::SecretError> {
-        let mut armed = self.ok_writes.lock().unwrap();
-        match armed.as_mut() {
-            Some(0) => {
-                // Once: the rollback's own writes go through.
-                *armed = None;
-                return Err(hypedeck_secrets::SecretError::Unavailable(
-                    "scripted keychain failure".into(),
-                ));
-            }
-            Some(n) => *n -= 1,
-            None => {}
-        }
-        self.inner.set(account, value)
-    }
-    fn get(
-        &self,
-        account: &str,
-    ) -> Result<Option<hypedeck_secrets::Sensitive<String>>, hypedeck_secrets::SecretError> {
-        self.inner.get(account)
-    }
-    fn delete(&self, account: &str) -> Result<(), hypedeck_secrets::SecretError> {
-        self.inner.delete(account)
-    }
-}
-
 /// A PATCH of two credentials whose second keychain write fails rotates nothing: the first is
 /// put back, the engine's cache forgets what it read, and the client gets the keychain error.
 #[tokio::test]
 async fn a_keychain_failure_on_the_second_key_rotates_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(FailsAfterWrites::default());
+    let store = Arc::new(ScriptedStore::default());
     let engine = Engine::new(EngineConfig {
         paths: Paths::new(dir.path()),
         secrets: store.clone(),

@@ -32,32 +32,7 @@ impl Engine {
     pub(crate) async fn boot(&self, record: &mut InstanceRecord) -> Result<(), EngineError> {
         let hypervisor = self.backend(record.hypervisor)?;
         self.check_ports_free(record).await?;
-        let booted = self.provision_and_start(record, hypervisor).await;
-        if booted.is_err() {
-            // Provisioning attached the instance to the egress proxy (rules with its real
-            // credentials) and may have served its network: nothing of it outlives a failed
-            // boot.
-            self.detach_network(&record.id).await;
-            self.unregister_egress(&record.id).await;
-        }
-        booted
-    }
-
-    async fn provision_and_start(
-        &self,
-        record: &mut InstanceRecord,
-        hypervisor: Arc<dyn hypedeck_hypervisor::Hypervisor>,
-    ) -> Result<(), EngineError> {
-        let spec = self.provision(record, Self::guest_env(record)).await?;
-        // This run's console output starts where the previous runs' ends.
-        record.log_offset = std::fs::metadata(&spec.serial_log).map_or(0, |m| m.len());
-        self.serve_network_before_start(record, hypervisor.as_ref(), &spec)
-            .await?;
-        let vm: Arc<dyn hypedeck_hypervisor::Vm> = Arc::from(hypervisor.start(&spec).await?);
-        if let Err(e) = self.attach_network(record, vm.as_ref()).await {
-            let _ = vm.kill().await;
-            return Err(e);
-        }
+        let vm = self.launch(record, hypervisor, None).await?;
         self.vms_guard().insert(record.id.clone(), vm);
         record.started_at = Some(OffsetDateTime::now_utc());
         record.exit_code = None;
@@ -65,6 +40,50 @@ impl Engine {
         record.save(&self.paths)?;
         self.ops_log(&record.id, "vm started");
         Ok(())
+    }
+
+    /// Provisions `record` and boots its VM (`snapshot: None`) or restores it from a snapshot
+    /// dir, with its network. On error nothing of the attempt outlives it: provisioning
+    /// attached the instance to the egress proxy (rules with its real credentials) and may
+    /// have served its network; both are undone, and a VMM that started is killed.
+    pub(crate) async fn launch(
+        &self,
+        record: &mut InstanceRecord,
+        hypervisor: Arc<dyn hypedeck_hypervisor::Hypervisor>,
+        snapshot: Option<&std::path::Path>,
+    ) -> Result<Arc<dyn hypedeck_hypervisor::Vm>, EngineError> {
+        let launched = self
+            .provision_and_launch(record, hypervisor, snapshot)
+            .await;
+        if launched.is_err() {
+            self.detach_network(&record.id).await;
+            self.unregister_egress(&record.id).await;
+        }
+        launched
+    }
+
+    async fn provision_and_launch(
+        &self,
+        record: &mut InstanceRecord,
+        hypervisor: Arc<dyn hypedeck_hypervisor::Hypervisor>,
+        snapshot: Option<&std::path::Path>,
+    ) -> Result<Arc<dyn hypedeck_hypervisor::Vm>, EngineError> {
+        let spec = self.provision(record, Self::guest_env(record)).await?;
+        if snapshot.is_none() {
+            // This run's console output starts where the previous runs' ends.
+            record.log_offset = std::fs::metadata(&spec.serial_log).map_or(0, |m| m.len());
+        }
+        self.serve_network_before_start(record, hypervisor.as_ref(), &spec)
+            .await?;
+        let vm: Arc<dyn hypedeck_hypervisor::Vm> = Arc::from(match snapshot {
+            None => hypervisor.start(&spec).await?,
+            Some(dir) => hypervisor.restore(&spec, dir).await?,
+        });
+        if let Err(e) = self.attach_network(record, vm.as_ref()).await {
+            let _ = vm.kill().await;
+            return Err(e);
+        }
+        Ok(vm)
     }
 
     /// Appends a line to the instance's `hypeman.log` (operations log; never secrets).

@@ -193,8 +193,8 @@ impl Engine {
         };
         if ran_unsettled(&current) {
             self.settle_run(&mut current);
-            if current.exit_message.as_deref() == Some(VMM_VANISHED) && current.exit_code.is_none()
-            {
+            if current.exit_code.is_none() {
+                // settle_run found no exit from the guest: the VMM vanished.
                 self.ops_log(&current.id, VMM_VANISHED);
             }
             if let Err(e) = current.save(&self.paths) {

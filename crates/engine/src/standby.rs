@@ -1,7 +1,6 @@
 //! standby / restore: save the whole VM to disk and bring it back where it was.
 
 use hypedeck_model::{Instance, InstanceId, InstanceState};
-use hypedeck_store::InstanceRecord;
 use time::OffsetDateTime;
 
 use crate::{Engine, EngineError};
@@ -74,19 +73,9 @@ impl Engine {
         self.check_ports_free(&record).await?;
         self.ops_log(&record.id, "restore requested");
         let dir = self.snapshot_dir(&record.id)?;
-        let vm = match self
-            .provision_and_restore(&mut record, hypervisor, &dir)
-            .await
-        {
-            Ok(vm) => vm,
-            Err(e) => {
-                // Nothing of the attempt outlives it: the instance stays in Standby, as it
-                // was, without proxy rules or a network (the snapshot is kept).
-                self.detach_network(&record.id).await;
-                self.unregister_egress(&record.id).await;
-                return Err(e);
-            }
-        };
+        // On failure the instance stays in Standby, as it was: the snapshot is only removed
+        // once the VM runs with its network.
+        let vm = self.launch(&mut record, hypervisor, Some(&dir)).await?;
         self.vms_guard().insert(record.id.clone(), vm);
         // started_at is the boot epoch: restore keeps it, like upstream.
         record.save(&self.paths)?;
@@ -96,29 +85,5 @@ impl Engine {
         self.ops_log(&record.id, "vm restored");
         let observed = self.observe(&mut record).await;
         self.render(&record, &observed).await
-    }
-}
-
-impl Engine {
-    /// Provisions a standby instance and restores its VM from `dir` with its network.
-    async fn provision_and_restore(
-        &self,
-        record: &mut InstanceRecord,
-        hypervisor: std::sync::Arc<dyn hypedeck_hypervisor::Hypervisor>,
-        dir: &std::path::Path,
-    ) -> Result<std::sync::Arc<dyn hypedeck_hypervisor::Vm>, EngineError> {
-        let env = Self::guest_env(record);
-        let spec = self.provision(record, env).await?;
-        self.serve_network_before_start(record, hypervisor.as_ref(), &spec)
-            .await?;
-        let vm: std::sync::Arc<dyn hypedeck_hypervisor::Vm> =
-            std::sync::Arc::from(hypervisor.restore(&spec, dir).await?);
-        if let Err(e) = self.attach_network(record, vm.as_ref()).await {
-            // The snapshot is only removed once the VM runs with its network: killing this
-            // VMM leaves the instance in Standby, as it was.
-            let _ = vm.kill().await;
-            return Err(e);
-        }
-        Ok(vm)
     }
 }

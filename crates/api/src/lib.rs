@@ -126,4 +126,6 @@ fn cors() -> CorsLayer {
 }
 
 #[cfg(test)]
+mod detached_tests;
+#[cfg(test)]
 mod tests;

@@ -500,10 +500,10 @@ impl Engine {
     /// The live agent link of a running instance, connecting (and waiting up to `wait` for
     /// the agent) when there is none.
     async fn agent_link(&self, id: &str, wait: Duration) -> Result<Arc<AgentLink>, EngineError> {
-        if let Some(link) = self.agents().get(id).filter(|l| !l.is_closed()).cloned() {
+        if let Some(link) = self.runtime.agent(id) {
             return Ok(link);
         }
-        let channel = match self.vm(id) {
+        let channel = match self.runtime.vm(id) {
             Some(vm) => vm.agent_channel(),
             None => AgentChannel::Serial(
                 self.paths
@@ -517,7 +517,7 @@ impl Engine {
         let link = AgentLink::connect(transport(channel).as_ref(), wait)
             .await
             .map_err(|e| EngineError::Agent(format!("guest agent unavailable: {e}")))?;
-        self.agents().insert(id.to_string(), link.clone());
+        self.runtime.set_agent(id, link.clone());
         Ok(link)
     }
 

@@ -32,8 +32,7 @@ impl Engine {
     pub(crate) async fn boot(&self, record: &mut InstanceRecord) -> Result<(), EngineError> {
         let hypervisor = self.backend(record.hypervisor)?;
         self.check_ports_free(record).await?;
-        let vm = self.launch(record, hypervisor, None).await?;
-        self.vms_guard().insert(record.id.clone(), vm);
+        self.launch(record, hypervisor, None).await?;
         record.started_at = Some(OffsetDateTime::now_utc());
         record.exit_code = None;
         record.exit_message = None;
@@ -43,31 +42,35 @@ impl Engine {
     }
 
     /// Provisions `record` and boots its VM (`snapshot: None`) or restores it from a snapshot
-    /// dir, with its network. On error nothing of the attempt outlives it: provisioning
-    /// attached the instance to the egress proxy (rules with its real credentials) and may
-    /// have served its network; both are undone, and a VMM that started is killed.
+    /// dir, with its network; on success the VM is registered in the runtime. The steps run
+    /// under a [`Staged`](crate::staged::Staged) guard: on error (or cancellation) nothing of
+    /// the attempt outlives it — the egress attachment with its real credentials, the network
+    /// served for it, and a VMM that started are all undone.
     pub(crate) async fn launch(
         &self,
         record: &mut InstanceRecord,
         hypervisor: Arc<dyn hypedeck_hypervisor::Hypervisor>,
         snapshot: Option<&std::path::Path>,
-    ) -> Result<Arc<dyn hypedeck_hypervisor::Vm>, EngineError> {
-        let launched = self
-            .provision_and_launch(record, hypervisor, snapshot)
-            .await;
-        if launched.is_err() {
-            self.detach_network(&record.id).await;
-            self.unregister_egress(&record.id).await;
+    ) -> Result<(), EngineError> {
+        let staged = self.stage(&record.id);
+        match self.launch_steps(record, hypervisor, snapshot).await {
+            Ok(()) => {
+                staged.commit();
+                Ok(())
+            }
+            Err(e) => {
+                staged.release().await;
+                Err(e)
+            }
         }
-        launched
     }
 
-    async fn provision_and_launch(
+    async fn launch_steps(
         &self,
         record: &mut InstanceRecord,
         hypervisor: Arc<dyn hypedeck_hypervisor::Hypervisor>,
         snapshot: Option<&std::path::Path>,
-    ) -> Result<Arc<dyn hypedeck_hypervisor::Vm>, EngineError> {
+    ) -> Result<(), EngineError> {
         let spec = self.provision(record, Self::guest_env(record)).await?;
         if snapshot.is_none() {
             // This run's console output starts where the previous runs' ends.
@@ -79,11 +82,9 @@ impl Engine {
             None => hypervisor.start(&spec).await?,
             Some(dir) => hypervisor.restore(&spec, dir).await?,
         });
-        if let Err(e) = self.attach_network(record, vm.as_ref()).await {
-            let _ = vm.kill().await;
-            return Err(e);
-        }
-        Ok(vm)
+        // Registered at once: from here the stage's release kills it.
+        self.runtime.started(&record.id, vm.clone());
+        self.attach_network(record, vm.as_ref()).await
     }
 
     /// Appends a line to the instance's `hypeman.log` (operations log; never secrets).

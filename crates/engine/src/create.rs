@@ -1,7 +1,6 @@
 //! `create`: validate against the data dir, persist, keep secrets in the keychain, boot.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use hypedeck_model::{Instance, InstanceId, InstanceSpec};
 use hypedeck_secrets::Sensitive;
@@ -29,71 +28,43 @@ impl Engine {
         let id = new_id()?;
         // The instance's own lock for the whole create: a verb that finds the record on disk
         // (a DELETE while the VM boots) waits until the create is done with it.
-        let _instance = self.lock_for(id.as_str()).lock_owned().await;
+        let instance_lock = self.lock_for(id.as_str()).lock_owned().await;
         let mut record = build_record(&id, &spec, hypervisor.kind());
 
         // References resolve on the host before anything is stored; a failure is a 400.
         let mut secrets: Vec<(String, Sensitive<String>)> = Vec::new();
         for (key, r) in record.secret_env.iter_mut() {
             if let Some(v) = spec.env.get(key) {
-                secrets.push((r.keychain_account.clone(), self.value_of(v).await?));
+                secrets.push((r.keychain_account.clone(), self.vault.value_of(v).await?));
                 r.reference = crate::credentials::reference_kind(v).map(|_| v.clone());
             }
         }
-        // Secrets first: if the keychain is unavailable nothing else has happened yet.
+        // From here on everything the create acquires (keychain items, directory, egress,
+        // network, VMM) is undone on failure or cancellation, and the lock is held until it is.
         let accounts: Vec<String> = secrets.iter().map(|(a, _)| a.clone()).collect();
-        let stored = self
-            .blocking(move |store| {
-                for (account, value) in &secrets {
-                    store.set(account, value)?;
-                }
-                Ok(())
-            })
-            .await;
-        if let Err(e) = stored {
-            self.forget_secrets(&accounts).await;
-            return Err(e);
-        }
-
-        let result = self.persist_and_boot(&id, record, &spec, hypervisor).await;
-        match result {
-            Ok(instance) => Ok(instance),
+        let staged = self.stage_create(&id, accounts, instance_lock);
+        let created = async {
+            // Secrets first: if the keychain is unavailable nothing else has happened yet.
+            let _ = self.vault.write(id.as_str(), secrets).await?;
+            self.persist_and_boot(record).await
+        };
+        match created.await {
+            Ok(instance) => {
+                staged.commit();
+                Ok(instance)
+            }
             Err(e) => {
-                self.vms_guard().remove(id.as_str());
-                let _ = std::fs::remove_dir_all(self.paths.instance_dir(&id));
-                self.secret_cache().remove(id.as_str());
-                self.forget_secrets(&accounts).await;
+                staged.release().await;
                 Err(e)
             }
         }
     }
 
-    async fn persist_and_boot(
-        &self,
-        _id: &InstanceId,
-        mut record: InstanceRecord,
-        _spec: &InstanceSpec,
-        _hypervisor: Arc<dyn hypedeck_hypervisor::Hypervisor>,
-    ) -> Result<Instance, EngineError> {
+    async fn persist_and_boot(&self, mut record: InstanceRecord) -> Result<Instance, EngineError> {
         record.create(&self.paths)?;
         self.boot(&mut record).await?;
         let observed = self.observe(&mut record).await;
         self.render(&record, &observed).await
-    }
-
-    pub(crate) async fn forget_secrets(&self, accounts: &[String]) {
-        let accounts = accounts.to_vec();
-        let result = self
-            .blocking(move |store| {
-                for account in &accounts {
-                    store.delete(account)?;
-                }
-                Ok(())
-            })
-            .await;
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "could not remove keychain entries");
-        }
     }
 }
 

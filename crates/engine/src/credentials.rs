@@ -51,7 +51,7 @@ pub fn reference_kind(value: &str) -> Option<ReferenceKind> {
     }
 }
 
-fn refuse(message: String) -> EngineError {
+pub(crate) fn refuse(message: String) -> EngineError {
     EngineError::Rejected(Rejection::new(
         hypedeck_model::ErrorCode::InvalidRequest,
         message,
@@ -191,28 +191,14 @@ pub struct CredentialStatus {
 impl Engine {
     /// Lets (or stops) this engine resolve secret references. Off by default.
     pub fn allow_secret_references(&self, allowed: bool) {
-        self.references
-            .store(allowed, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    /// Resolves `value` when it is a reference (and references are allowed), else returns it.
-    pub(crate) async fn value_of(&self, value: &str) -> Result<Sensitive<String>, EngineError> {
-        if reference_kind(value).is_none() {
-            return Ok(Sensitive::new(value.to_string()));
-        }
-        if !self.references.load(std::sync::atomic::Ordering::Relaxed) {
-            return Err(refuse(
-                "secret references (op://, keychain:, cmd:) are resolved only by an engine whose API listens on loopback".into(),
-            ));
-        }
-        resolve_reference(value).await
+        self.vault.allow_references(allowed);
     }
 
     /// Keychain items a credential may refer to (`keychain:<service>/<account>`), for a picker:
     /// names only, Hypedeck's own items left out. Like resolving, only when references are
     /// allowed (it tells what the user's keychain holds).
     pub async fn keychain_items(&self) -> Result<Vec<(String, String)>, EngineError> {
-        if !self.references.load(std::sync::atomic::Ordering::Relaxed) {
+        if !self.vault.references_allowed() {
             return Err(refuse(
                 "keychain items are listed only by an engine whose API listens on loopback".into(),
             ));
@@ -249,7 +235,7 @@ impl Engine {
     ) -> Result<Vec<CredentialStatus>, EngineError> {
         let record = self.resolve(id_or_name)?;
         let id = InstanceId::parse(&record.id).map_err(|_| EngineError::NotFound)?;
-        let values = self.secret_env(&record).await?;
+        let values = self.vault.read(&record).await?;
         let events = crate::trail::read(&self.paths, &id);
         let mut out = Vec::new();
         for (name, policy) in &record.credentials {

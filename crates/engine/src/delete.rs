@@ -18,7 +18,7 @@ impl Engine {
         let _guard = lock.lock().await;
         let id = InstanceId::parse(&record.id).map_err(|_| EngineError::NotFound)?;
 
-        if let Some(vm) = self.vm(&record.id) {
+        if let Some(vm) = self.runtime.vm(&record.id) {
             if vm.request_shutdown().await.is_ok() {
                 let deadline = tokio::time::Instant::now() + DELETE_GRACE;
                 while vm.is_alive().await && tokio::time::Instant::now() < deadline {
@@ -26,7 +26,7 @@ impl Engine {
                 }
             }
             vm.kill().await?;
-            self.vms_guard().remove(&record.id);
+            self.runtime.ended(&record.id);
         }
         self.unregister_egress(&record.id).await;
         self.detach_network(&record.id).await;
@@ -36,9 +36,8 @@ impl Engine {
             .values()
             .map(|r| r.keychain_account.clone())
             .collect();
-        self.forget_secrets(&accounts).await;
-        self.secret_cache().remove(&record.id);
-        self.forget_markers(&record.id);
+        self.vault.forget(&record.id, accounts).await;
+        self.runtime.forget(&record.id);
         let dir = self.paths.instance_dir(&id);
         std::fs::remove_dir_all(&dir).map_err(|source| {
             EngineError::Store(hypedeck_store::StoreError::Write {

@@ -83,56 +83,12 @@ impl Engine {
         } else {
             None
         };
-        self.refresh_references(record).await;
-        let values = self.secret_env(record).await?;
+        self.vault.refresh_references(record).await;
+        let values = self.vault.read(record).await?;
         proxy
             .set_rules(&record.id, build_rules(record, &values))
             .map_err(|e| EngineError::Provision(format!("egress rules: {e}")))?;
         Ok(true)
-    }
-
-    /// Resolves the instance's secret references again (at every start), storing a value that
-    /// changed. A reference that fails keeps the last value and says so in the log.
-    async fn refresh_references(&self, record: &mut InstanceRecord) {
-        let refs: Vec<(String, String, String)> = record
-            .secret_env
-            .iter()
-            .filter_map(|(k, r)| {
-                Some((k.clone(), r.keychain_account.clone(), r.reference.clone()?))
-            })
-            .collect();
-        if refs.is_empty() {
-            return;
-        }
-        let current = self.secret_env(record).await.unwrap_or_default();
-        for (key, account, reference) in refs {
-            let value = match self.value_of(&reference).await {
-                Ok(v) => v,
-                Err(e) => {
-                    tracing::warn!(id = %record.id, %key, error = %e, "secret reference not resolved; keeping the last value");
-                    continue;
-                }
-            };
-            if current.get(&key) == Some(&value) {
-                continue;
-            }
-            let write = value.clone();
-            match self
-                .blocking(move |store| store.set(&account, &write))
-                .await
-            {
-                Ok(()) => {
-                    if let Some(r) = record.secret_env.get_mut(&key) {
-                        r.rotated_at = Some(time::OffsetDateTime::now_utc());
-                    }
-                    tracing::info!(id = %record.id, %key, "secret reference resolved to a new value");
-                }
-                Err(e) => {
-                    tracing::warn!(id = %record.id, %key, error = %e, "resolved value not stored")
-                }
-            }
-        }
-        self.secret_cache().remove(&record.id);
     }
 
     /// Forgets the instance's listener and rules (stop, standby, delete).

@@ -29,20 +29,23 @@ mod provision;
 mod query;
 mod render;
 mod resources;
+mod runtime;
+mod staged;
 mod standby;
 pub mod trail;
 mod update;
+mod vault;
 mod volumes;
 
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use hypedeck_hypervisor::{Hypervisor, HypervisorError, Vm};
 use hypedeck_model::{HypervisorKind, Rejection};
-use hypedeck_secrets::{SecretError, SecretStore, Sensitive};
+use hypedeck_secrets::{SecretError, SecretStore};
 use hypedeck_store::{Paths, StoreError};
 
 pub use agent::{AgentEvent, ExecSession};
@@ -164,32 +167,24 @@ pub struct EngineConfig {
 #[derive(Debug)]
 pub struct Engine {
     paths: Paths,
-    secrets: Arc<dyn SecretStore>,
     hypervisor: Result<Arc<dyn Hypervisor>, String>,
     alternatives: Vec<(HypervisorKind, MaybeBackend)>,
     guest: Option<GuestRuntime>,
+    /// Credential values: the only owner of the keychain's instance items.
+    vault: Arc<vault::Vault>,
+    /// Running VMs, their agent links and boot markers.
+    runtime: Arc<runtime::Runtime>,
     /// Serializes creates so names stay unique.
     create_lock: tokio::sync::Mutex<()>,
     /// Claims volume ids (create); imports run outside it.
     volume_lock: tokio::sync::Mutex<()>,
     /// Per-instance locks for mutating verbs.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    /// VMMs this engine started or re-attached, by instance id.
-    vms: Mutex<HashMap<String, Arc<dyn Vm>>>,
     /// Pulls started through the API: normalized name and digest, so `GET /images/{name}`
     /// can report progress before the cache has a record.
     pulls: Mutex<Vec<(String, hypedeck_images::Digest)>>,
-    /// Credential values by instance id, then env key (a cache of the keychain).
-    secret_cache: Mutex<HashMap<String, BTreeMap<String, Sensitive<String>>>>,
     /// Running sandbox networks and their flow logs.
-    networks: network::Networks,
-    /// Live exec-agent connections by instance id.
-    agents: Mutex<HashMap<String, Arc<agent::AgentLink>>>,
-    /// Boot markers already seen, by instance id and the run's log offset: once a run showed
-    /// both, its console log is not read again.
-    markers: Mutex<HashMap<String, (u64, derive::BootMarkers)>>,
-    /// Whether secret references may be resolved (see `credentials.rs`).
-    references: std::sync::atomic::AtomicBool,
+    networks: Arc<network::Networks>,
     /// Parsed metadata, re-read only when a file changes (listing is a `stat` per instance).
     record_cache: hypedeck_store::RecordCache,
 }
@@ -199,20 +194,16 @@ impl Engine {
     pub fn new(config: EngineConfig) -> Engine {
         Engine {
             paths: config.paths,
-            secrets: config.secrets,
+            vault: Arc::new(vault::Vault::new(config.secrets)),
+            runtime: Arc::default(),
             hypervisor: config.hypervisor,
             alternatives: config.alternatives,
             guest: config.guest,
             create_lock: tokio::sync::Mutex::new(()),
             volume_lock: tokio::sync::Mutex::new(()),
             locks: Mutex::new(HashMap::new()),
-            vms: Mutex::new(HashMap::new()),
             pulls: Mutex::new(Vec::new()),
-            secret_cache: Mutex::new(HashMap::new()),
-            networks: network::Networks::default(),
-            agents: Mutex::new(HashMap::new()),
-            markers: Mutex::new(HashMap::new()),
-            references: std::sync::atomic::AtomicBool::new(false),
+            networks: Arc::default(),
             record_cache: hypedeck_store::RecordCache::default(),
         }
     }
@@ -294,7 +285,7 @@ impl Engine {
                 .await?
             {
                 let vm: Arc<dyn Vm> = Arc::from(vm);
-                self.vms_guard().insert(record.id.clone(), vm.clone());
+                self.runtime.started(&record.id, vm.clone());
                 // Upstream loses proxy rules on restart; Hypedeck reloads them from the keychain.
                 let mut record = record.clone();
                 let before = record.network.proxy_port;
@@ -347,36 +338,6 @@ impl Engine {
     fn lock_for(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
         locks.entry(id.to_string()).or_default().clone()
-    }
-
-    fn vms_guard(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<dyn Vm>>> {
-        self.vms.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn vm(&self, id: &str) -> Option<Arc<dyn Vm>> {
-        self.vms_guard().get(id).cloned()
-    }
-
-    fn agents(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<agent::AgentLink>>> {
-        self.agents.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn secret_cache(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<String, BTreeMap<String, Sensitive<String>>>> {
-        self.secret_cache.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Runs a keychain call off the async runtime.
-    async fn blocking<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(Arc<dyn SecretStore>) -> Result<T, SecretError> + Send + 'static,
-    ) -> Result<T, EngineError> {
-        let secrets = self.secrets.clone();
-        tokio::task::spawn_blocking(move || f(secrets))
-            .await
-            .map_err(|_| EngineError::Task)?
-            .map_err(EngineError::from)
     }
 }
 

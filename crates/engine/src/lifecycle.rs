@@ -85,7 +85,7 @@ impl Engine {
             }
         }
         self.ops_log(&record.id, "stop requested");
-        if let Some(vm) = self.vm(&record.id) {
+        if let Some(vm) = self.runtime.vm(&record.id) {
             if vm.request_shutdown().await.is_ok() {
                 let deadline = tokio::time::Instant::now() + STOP_TIMEOUT;
                 while vm.is_alive().await && tokio::time::Instant::now() < deadline {
@@ -93,7 +93,7 @@ impl Engine {
                 }
             }
             vm.kill().await?;
-            self.vms_guard().remove(&record.id);
+            self.runtime.ended(&record.id);
         }
         self.unregister_egress(&record.id).await;
         self.detach_network(&record.id).await;

@@ -86,7 +86,7 @@ impl Networks {
             .is_some_and(|r| r.network.is_running())
     }
 
-    async fn stop(&self, id: &str) {
+    pub(crate) async fn stop(&self, id: &str) {
         let running = lock(&self.running).remove(id);
         if let Some(running) = running {
             running.network.stop().await;
@@ -98,7 +98,7 @@ impl Networks {
         }
     }
 
-    fn forget(&self, id: &str) {
+    pub(crate) fn forget(&self, id: &str) {
         lock(&self.flows).remove(id);
         lock(&self.allow).remove(id);
     }

@@ -1,6 +1,6 @@
 //! Lookups: resolve an id/name/prefix, read one instance, list with filters.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use hypedeck_model::{Instance, InstanceId, InstanceState};
 use hypedeck_store::InstanceRecord;
@@ -86,7 +86,7 @@ impl Engine {
             };
         };
         let has_snapshot = dir_has_entries(&self.paths.instance_dir(&id).join("snapshots/latest"));
-        let vmm = match self.vm(&record.id) {
+        let vmm = match self.runtime.vm(&record.id) {
             None => None,
             Some(vm) => {
                 let query =
@@ -112,7 +112,7 @@ impl Engine {
                             };
                         }
                         // The VMM is gone: forget it; the instance is Stopped (or Standby).
-                        self.vms_guard().remove(&record.id);
+                        self.runtime.ended(&record.id);
                         None
                     }
                     Err(_) => {
@@ -138,24 +138,10 @@ impl Engine {
         }
     }
 
-    fn markers_guard(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, BootMarkers)>> {
-        self.markers.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Drops a deleted instance's cached boot markers.
-    pub(crate) fn forget_markers(&self, id: &str) {
-        self.markers_guard().remove(id);
-    }
-
     /// The current run's boot markers: from the cache once complete, else read from the
     /// console log after the run's offset.
     fn boot_markers(&self, record: &InstanceRecord, id: &InstanceId) -> BootMarkers {
-        let cached = self
-            .markers_guard()
-            .get(&record.id)
-            .filter(|(offset, _)| *offset == record.log_offset)
-            .map(|(_, m)| *m);
-        if let Some(m) = cached {
+        if let Some(m) = self.runtime.markers(&record.id, record.log_offset) {
             return m;
         }
         let markers = BootMarkers::read_from(
@@ -163,8 +149,8 @@ impl Engine {
             record.log_offset,
         );
         if markers.complete() {
-            self.markers_guard()
-                .insert(record.id.clone(), (record.log_offset, markers));
+            self.runtime
+                .set_markers(&record.id, record.log_offset, markers);
         }
         markers
     }

@@ -1,55 +1,21 @@
 //! Record + observed state -> the wire `Instance`, formatted exactly like upstream.
 
-use std::collections::BTreeMap;
-
 use hypedeck_model::instance::disabled_health_status;
 use hypedeck_model::size::{format_rate, format_size};
 use hypedeck_model::{Instance, InstanceGpu, InstanceNetwork};
-use hypedeck_secrets::Sensitive;
 use hypedeck_store::InstanceRecord;
 
 use crate::query::Observed;
 use crate::{Engine, EngineError};
 
 impl Engine {
-    /// Credential values of an instance, from the cache or the keychain.
-    pub(crate) async fn secret_env(
-        &self,
-        record: &InstanceRecord,
-    ) -> Result<BTreeMap<String, Sensitive<String>>, EngineError> {
-        if let Some(cached) = self.secret_cache().get(&record.id)
-            && cached.len() == record.secret_env.len()
-        {
-            return Ok(cached.clone());
-        }
-        let accounts: Vec<(String, String)> = record
-            .secret_env
-            .iter()
-            .map(|(k, r)| (k.clone(), r.keychain_account.clone()))
-            .collect();
-        let values = self
-            .blocking(move |store| {
-                let mut out = BTreeMap::new();
-                for (key, account) in accounts {
-                    if let Some(value) = store.get(&account)? {
-                        out.insert(key, value);
-                    }
-                }
-                Ok(out)
-            })
-            .await?;
-        self.secret_cache()
-            .insert(record.id.clone(), values.clone());
-        Ok(values)
-    }
-
     pub(crate) async fn render(
         &self,
         record: &InstanceRecord,
         observed: &Observed,
     ) -> Result<Instance, EngineError> {
         let mut env = record.env.clone();
-        for (key, value) in self.secret_env(record).await? {
+        for (key, value) in self.vault.read(record).await? {
             // Upstream echoes real credential values in `env`; the wire contract keeps that.
             // A value that came from a reference shows the reference instead.
             let shown = record

@@ -32,7 +32,7 @@ impl Engine {
                 },
             ));
         }
-        let Some(vm) = self.vm(&record.id) else {
+        let Some(vm) = self.runtime.vm(&record.id) else {
             return Err(EngineError::InvalidState(
                 "cannot standby from state Stopped".into(),
             ));
@@ -44,7 +44,7 @@ impl Engine {
             let _ = std::fs::remove_dir_all(&dir);
             return Err(e.into());
         }
-        self.vms_guard().remove(&record.id);
+        self.runtime.ended(&record.id);
         self.unregister_egress(&record.id).await;
         self.detach_network(&record.id).await;
         record.stopped_at = Some(OffsetDateTime::now_utc());
@@ -75,8 +75,7 @@ impl Engine {
         let dir = self.snapshot_dir(&record.id)?;
         // On failure the instance stays in Standby, as it was: the snapshot is only removed
         // once the VM runs with its network.
-        let vm = self.launch(&mut record, hypervisor, Some(&dir)).await?;
-        self.vms_guard().insert(record.id.clone(), vm);
+        self.launch(&mut record, hypervisor, Some(&dir)).await?;
         // started_at is the boot epoch: restore keeps it, like upstream.
         record.save(&self.paths)?;
         if let Err(e) = std::fs::remove_dir_all(&dir) {

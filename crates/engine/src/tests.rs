@@ -973,3 +973,44 @@ async fn reconcile_removes_what_a_crash_left_half_written_and_keeps_the_rest() {
         .collect();
     assert_eq!(listed, vec![kept.id]);
 }
+
+/// A create whose caller goes away while the VM boots (the future is dropped) leaves nothing
+/// once its stage has been released: no record, no directory, no keychain item, no VMM. Before
+/// the stage guard the record stayed behind as a Stopped instance with its secrets stored.
+#[tokio::test]
+async fn a_create_cancelled_while_booting_leaves_nothing() {
+    let r = rig();
+    r.fake.set_script(Script {
+        start_delay: std::time::Duration::from_millis(400),
+        ..Script::default()
+    });
+    let cancelled = tokio::time::timeout(
+        std::time::Duration::from_millis(150),
+        r.engine.create(agent_spec("agent-1")),
+    )
+    .await;
+    assert!(cancelled.is_err(), "the create was still booting");
+    let mut left = usize::MAX;
+    for _ in 0..200 {
+        left = std::fs::read_dir(r.paths.instances())
+            .map(|d| d.count())
+            .unwrap_or(0);
+        if left == 0 && format!("{:?}", r.secrets) == "MemoryStore { entries: 0 }" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(left, 0, "the cancelled create's directory was removed");
+    assert_eq!(format!("{:?}", r.secrets), "MemoryStore { entries: 0 }");
+    assert!(
+        r.engine
+            .list(&ListFilter::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // The name is free again.
+    r.fake.set_script(Script::default());
+    let again = r.engine.create(agent_spec("agent-1")).await.unwrap();
+    assert_eq!(again.state, InstanceState::Running);
+}

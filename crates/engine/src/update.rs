@@ -4,30 +4,10 @@ use std::collections::BTreeMap;
 
 use hypedeck_model::validate::{InstanceUpdate, check_bindings_non_empty, check_env_update};
 use hypedeck_model::{Instance, Rejection};
-use hypedeck_secrets::Sensitive;
 
 use crate::{Engine, EngineError};
 
 impl Engine {
-    /// Puts keychain values back after a failed update.
-    async fn restore_secrets(&self, id: &str, rollback: Vec<(String, Option<Sensitive<String>>)>) {
-        let result = self
-            .blocking(move |store| {
-                for (account, old) in &rollback {
-                    match old {
-                        Some(v) => store.set(account, v)?,
-                        None => store.delete(account)?,
-                    }
-                }
-                Ok(())
-            })
-            .await;
-        if let Err(e) = result {
-            tracing::error!(error = %e, %id, "could not roll back keychain values");
-        }
-        self.secret_cache().remove(id);
-    }
-
     /// Rebuilds an attached instance's proxy rules from the keychain.
     async fn reload_egress_rules(
         &self,
@@ -39,7 +19,7 @@ impl Engine {
         if !record.network.egress.enabled {
             return Ok(());
         }
-        let values = self.secret_env(record).await?;
+        let values = self.vault.read(record).await?;
         proxy
             .set_rules(&record.id, crate::egress::build_rules(record, &values))
             .map_err(|e| EngineError::Provision(format!("egress rules: {e}")))
@@ -71,9 +51,9 @@ impl Engine {
             )));
         }
 
-        let mut rollback: Vec<(String, Option<Sensitive<String>>)> = Vec::new();
+        let mut written = None;
         if let Some(env) = &update.env {
-            let current = self.secret_env(&record).await?;
+            let current = self.vault.read(&record).await?;
             let mut merged: BTreeMap<String, String> = record.env.clone();
             for (k, v) in &current {
                 merged.insert(k.clone(), v.expose().clone());
@@ -87,41 +67,25 @@ impl Engine {
             let mut writes = Vec::new();
             for (key, value) in env {
                 // References resolve before anything is written (a failure is a 400).
-                let resolved = self.value_of(value).await?;
+                let resolved = self.vault.value_of(value).await?;
                 let Some(reference) = record.secret_env.get_mut(key) else {
                     return Err(EngineError::Rejected(Rejection::invalid_request(format!(
                         "env var {key:?} is not stored as a credential"
                     ))));
                 };
-                rollback.push((
-                    reference.keychain_account.clone(),
-                    current.get(key).cloned(),
-                ));
                 writes.push((reference.keychain_account.clone(), resolved));
                 reference.reference =
                     crate::credentials::reference_kind(value).map(|_| value.clone());
                 reference.rotated_at = Some(time::OffsetDateTime::now_utc());
             }
-            let written = self
-                .blocking(move |store| {
-                    for (account, value) in &writes {
-                        store.set(account, value)?;
-                    }
-                    Ok(())
-                })
-                .await;
-            if let Err(e) = written {
-                // All or nothing: keys written before the failure get their old values back,
-                // and the cache forgets what it read.
-                self.restore_secrets(&record.id, rollback).await;
-                return Err(e);
-            }
-            self.secret_cache().remove(&record.id);
+            // All or nothing: the vault puts back what a failed batch overwrote.
+            let batch = self.vault.write(&record.id, writes).await?;
             // Swap the proxy's rules: the next request through the proxy carries the new value.
             if let Err(e) = self.reload_egress_rules(&record).await {
-                self.restore_secrets(&record.id, rollback.clone()).await;
+                self.vault.undo(batch).await;
                 return Err(e);
             }
+            written = Some(batch);
         }
 
         for (key, value) in &update.policies {
@@ -131,7 +95,9 @@ impl Engine {
             record.network.egress.allow = Some(list.clone());
         }
         if let Err(e) = record.save(&self.paths) {
-            self.restore_secrets(&record.id, rollback).await;
+            if let Some(batch) = written {
+                self.vault.undo(batch).await;
+            }
             if let Err(e) = self.reload_egress_rules(&record).await {
                 tracing::error!(error = %e, id = %record.id, "could not roll back egress rules");
             }

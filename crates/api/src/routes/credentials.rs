@@ -103,10 +103,10 @@ async fn resolve(
     State(state): State<ApiState>,
     Path((id, name)): Path<(String, String)>,
 ) -> Result<Json<Vec<CredentialStatus>>, ApiError> {
-    state
-        .engine
-        .resolve_credential(&id, &name)
-        .await
-        .map(Json)
-        .map_err(|e| ApiError::from_engine("re-resolve credential", e))
+    super::detached(&state.engine, |e| async move {
+        e.resolve_credential(&id, &name).await
+    })
+    .await
+    .map(Json)
+    .map_err(|e| ApiError::from_engine("re-resolve credential", e))
 }

@@ -57,9 +57,7 @@ async fn create(
         &create_instance_request(),
     )?;
     let spec = request.validate()?;
-    let instance = state
-        .engine
-        .create(spec)
+    let instance = super::detached(&state.engine, |e| async move { e.create(spec).await })
         .await
         .map_err(|e| ApiError::from_engine("create", e))?;
     Ok((StatusCode::CREATED, Json(instance)))
@@ -95,11 +93,12 @@ async fn update(
         .resolve(&id)
         .map_err(|e| ApiError::from_engine("update", e))?;
     let update = request.validate()?;
-    let instance = state
-        .engine
-        .update(&id, update)
-        .await
-        .map_err(|e| ApiError::from_engine("update", e))?;
+    let instance = super::detached(
+        &state.engine,
+        |e| async move { e.update(&id, update).await },
+    )
+    .await
+    .map_err(|e| ApiError::from_engine("update", e))?;
     Ok(Json(instance))
 }
 
@@ -107,9 +106,7 @@ async fn delete(
     State(state): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    state
-        .engine
-        .delete(&id)
+    super::detached(&state.engine, |e| async move { e.delete(&id).await })
         .await
         .map_err(|e| ApiError::from_engine("delete", e))?;
     Ok(StatusCode::NO_CONTENT)

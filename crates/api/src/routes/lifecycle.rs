@@ -51,11 +51,12 @@ async fn start(
         entrypoint: body.entrypoint,
         cmd: body.cmd,
     };
-    let instance = state
-        .engine
-        .start(&id, overrides)
-        .await
-        .map_err(|e| ApiError::from_engine("start", e))?;
+    let instance = super::detached(
+        &state.engine,
+        |e| async move { e.start(&id, overrides).await },
+    )
+    .await
+    .map_err(|e| ApiError::from_engine("start", e))?;
     Ok(Json(instance))
 }
 
@@ -63,9 +64,7 @@ async fn stop(
     State(state): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<Json<Instance>, ApiError> {
-    let instance = state
-        .engine
-        .stop(&id)
+    let instance = super::detached(&state.engine, |e| async move { e.stop(&id).await })
         .await
         .map_err(|e| ApiError::from_engine("stop", e))?;
     Ok(Json(instance))
@@ -87,9 +86,7 @@ async fn standby(
             &hypedeck_model::schema::standby_instance_request(),
         )?;
     }
-    let instance = state
-        .engine
-        .standby(&id)
+    let instance = super::detached(&state.engine, |e| async move { e.standby(&id).await })
         .await
         .map_err(|e| ApiError::from_engine("standby", e))?;
     Ok(Json(instance))
@@ -99,9 +96,7 @@ async fn restore(
     State(state): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<Json<Instance>, ApiError> {
-    let instance = state
-        .engine
-        .restore(&id)
+    let instance = super::detached(&state.engine, |e| async move { e.restore(&id).await })
         .await
         .map_err(|e| ApiError::from_engine("restore", e))?;
     Ok(Json(instance))

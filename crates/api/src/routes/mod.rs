@@ -18,6 +18,23 @@ use hypedeck_model::InstanceState;
 
 use crate::error::ApiError;
 
+/// Runs a mutating verb to its end even when the request goes away: a client that times out
+/// or closes its connection drops the handler's future, not the verb's work, so a create, a
+/// rotation or a delete is never cut half-way by the network.
+pub(crate) async fn detached<T, F, Fut>(
+    engine: &std::sync::Arc<hypedeck_engine::Engine>,
+    verb: F,
+) -> Result<T, hypedeck_engine::EngineError>
+where
+    F: FnOnce(std::sync::Arc<hypedeck_engine::Engine>) -> Fut,
+    Fut: std::future::Future<Output = Result<T, hypedeck_engine::EngineError>> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::spawn(verb(engine.clone()))
+        .await
+        .unwrap_or(Err(hypedeck_engine::EngineError::Task))
+}
+
 /// The value of query parameter `key` (the last one when it is repeated).
 pub(crate) fn query_param(query: &[(String, String)], key: &str) -> Option<String> {
     query

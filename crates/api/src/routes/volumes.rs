@@ -51,11 +51,11 @@ async fn create(
         "CreateVolumeRequest",
         &create_volume_request(),
     )?;
-    let volume = state
-        .engine
-        .create_volume(request, None)
-        .await
-        .map_err(|e| ApiError::from_engine("create volume", e))?;
+    let volume = super::detached(&state.engine, |e| async move {
+        e.create_volume(request, None).await
+    })
+    .await
+    .map_err(|e| ApiError::from_engine("create volume", e))?;
     Ok((StatusCode::CREATED, Json(volume)))
 }
 
@@ -176,9 +176,7 @@ async fn delete(
     State(state): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    state
-        .engine
-        .delete_volume(&id)
+    super::detached(&state.engine, |e| async move { e.delete_volume(&id).await })
         .await
         .map_err(|e| ApiError::from_engine("delete volume", e))?;
     Ok(StatusCode::NO_CONTENT)

@@ -1,0 +1,298 @@
+//! The vault: the only code that touches the keychain for instance credentials. It reads
+//! values through its cache, writes a batch all-or-nothing (putting back what a failed batch
+//! overwrote), forgets an instance's values, resolves secret references (when allowed, see
+//! `credentials.rs`) and refreshes referenced values at start.
+//!
+//! Invariants: the cache holds what the keychain held when it was last read, and is dropped
+//! for an instance whenever one of its values is written or deleted; no value appears in an
+//! error or a log line.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use hypedeck_secrets::{SecretError, SecretStore, Sensitive};
+use hypedeck_store::InstanceRecord;
+
+use crate::EngineError;
+
+type Values = BTreeMap<String, Sensitive<String>>;
+
+/// Credential values of every instance, by keychain account.
+#[derive(Debug)]
+pub(crate) struct Vault {
+    store: Arc<dyn SecretStore>,
+    /// Values by instance id, then env key.
+    cache: Mutex<HashMap<String, Values>>,
+    /// Whether secret references may be resolved.
+    references: AtomicBool,
+}
+
+/// What a successful [`Vault::write`] replaced, so a later failure of the same verb can put
+/// it back with [`Vault::undo`].
+#[derive(Debug, Clone)]
+#[must_use = "a write that a later step fails must be undone"]
+pub(crate) struct Written {
+    id: String,
+    /// Account and the value it held before (`None`: it did not exist).
+    previous: Vec<(String, Option<Sensitive<String>>)>,
+}
+
+impl Vault {
+    pub(crate) fn new(store: Arc<dyn SecretStore>) -> Vault {
+        Vault {
+            store,
+            cache: Mutex::new(HashMap::new()),
+            references: AtomicBool::new(false),
+        }
+    }
+
+    fn cache(&self) -> MutexGuard<'_, HashMap<String, Values>> {
+        // Only whole inserts and removes happen under this lock: a poisoned one is consistent.
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs a keychain call off the async runtime.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn SecretStore) -> Result<T, SecretError> + Send + 'static,
+    ) -> Result<T, EngineError> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || f(store.as_ref()))
+            .await
+            .map_err(|_| EngineError::Task)?
+            .map_err(EngineError::from)
+    }
+
+    /// The instance's credential values by env key (keys without a value are absent).
+    pub(crate) async fn read(&self, record: &InstanceRecord) -> Result<Values, EngineError> {
+        if let Some(cached) = self.cache().get(&record.id)
+            && cached.len() == record.secret_env.len()
+        {
+            return Ok(cached.clone());
+        }
+        let accounts: Vec<(String, String)> = record
+            .secret_env
+            .iter()
+            .map(|(k, r)| (k.clone(), r.keychain_account.clone()))
+            .collect();
+        let values = self
+            .blocking(move |store| {
+                let mut out = BTreeMap::new();
+                for (key, account) in accounts {
+                    if let Some(value) = store.get(&account)? {
+                        out.insert(key, value);
+                    }
+                }
+                Ok(out)
+            })
+            .await?;
+        self.cache().insert(record.id.clone(), values.clone());
+        Ok(values)
+    }
+
+    /// Writes every `(account, value)` of instance `id`, or none: when one write fails, the
+    /// accounts written before it get their old values back (or are deleted) and the error
+    /// is returned. Either way the instance's cache is dropped.
+    pub(crate) async fn write(
+        &self,
+        id: &str,
+        batch: Vec<(String, Sensitive<String>)>,
+    ) -> Result<Written, EngineError> {
+        let result = self
+            .blocking(move |store| {
+                let mut previous = Vec::with_capacity(batch.len());
+                for (account, value) in &batch {
+                    let step = store
+                        .get(account)
+                        .and_then(|old| store.set(account, value).map(|()| old));
+                    match step {
+                        Ok(old) => previous.push((account.clone(), old)),
+                        Err(e) => {
+                            if let Err(undo) = put_back(store, &previous) {
+                                tracing::error!(error = %undo, "could not roll back keychain values");
+                            }
+                            return Err(e);
+                        }
+                    }
+                }
+                Ok(previous)
+            })
+            .await;
+        self.flush(id);
+        Ok(Written {
+            id: id.to_string(),
+            previous: result?,
+        })
+    }
+
+    /// Puts back what `written` replaced (a later step of the same verb failed).
+    pub(crate) async fn undo(&self, written: Written) {
+        let Written { id, previous } = written;
+        if let Err(e) = self.blocking(move |store| put_back(store, &previous)).await {
+            tracing::error!(error = %e, %id, "could not roll back keychain values");
+        }
+        self.flush(&id);
+    }
+
+    /// Deletes the accounts of instance `id` (delete, or a create that failed).
+    pub(crate) async fn forget(&self, id: &str, accounts: Vec<String>) {
+        let result = self
+            .blocking(move |store| {
+                for account in &accounts {
+                    store.delete(account)?;
+                }
+                Ok(())
+            })
+            .await;
+        if let Err(e) = result {
+            tracing::warn!(error = %e, %id, "could not remove keychain entries");
+        }
+        self.flush(id);
+    }
+
+    /// Drops the instance's cached values.
+    pub(crate) fn flush(&self, id: &str) {
+        self.cache().remove(id);
+    }
+
+    /// Lets (or stops) this vault resolve secret references.
+    pub(crate) fn allow_references(&self, allowed: bool) {
+        self.references.store(allowed, Ordering::Relaxed);
+    }
+
+    /// Whether secret references may be resolved.
+    pub(crate) fn references_allowed(&self) -> bool {
+        self.references.load(Ordering::Relaxed)
+    }
+
+    /// Resolves `value` when it is a reference (and references are allowed), else returns it.
+    pub(crate) async fn value_of(&self, value: &str) -> Result<Sensitive<String>, EngineError> {
+        if crate::credentials::reference_kind(value).is_none() {
+            return Ok(Sensitive::new(value.to_string()));
+        }
+        if !self.references_allowed() {
+            return Err(crate::credentials::refuse(
+                "secret references (op://, keychain:, cmd:) are resolved only by an engine whose API listens on loopback".into(),
+            ));
+        }
+        crate::credentials::resolve_reference(value).await
+    }
+
+    /// Resolves the instance's secret references again (at every start), storing a value that
+    /// changed. A reference that fails keeps the last value and says so in the log.
+    pub(crate) async fn refresh_references(&self, record: &mut InstanceRecord) {
+        let refs: Vec<(String, String, String)> = record
+            .secret_env
+            .iter()
+            .filter_map(|(k, r)| {
+                Some((k.clone(), r.keychain_account.clone(), r.reference.clone()?))
+            })
+            .collect();
+        if refs.is_empty() {
+            return;
+        }
+        let current = self.read(record).await.unwrap_or_default();
+        for (key, account, reference) in refs {
+            let value = match self.value_of(&reference).await {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::warn!(id = %record.id, %key, error = %e, "secret reference not resolved; keeping the last value");
+                    continue;
+                }
+            };
+            if current.get(&key) == Some(&value) {
+                continue;
+            }
+            match self.write(&record.id, vec![(account, value)]).await {
+                Ok(_) => {
+                    if let Some(r) = record.secret_env.get_mut(&key) {
+                        r.rotated_at = Some(time::OffsetDateTime::now_utc());
+                    }
+                    tracing::info!(id = %record.id, %key, "secret reference resolved to a new value");
+                }
+                Err(e) => {
+                    tracing::warn!(id = %record.id, %key, error = %e, "resolved value not stored")
+                }
+            }
+        }
+    }
+}
+
+/// Restores accounts to `previous` (set the old value, or delete what did not exist).
+fn put_back(
+    store: &dyn SecretStore,
+    previous: &[(String, Option<Sensitive<String>>)],
+) -> Result<(), SecretError> {
+    for (account, old) in previous.iter().rev() {
+        match old {
+            Some(v) => store.set(account, v)?,
+            None => store.delete(account)?,
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hypedeck_secrets::MemoryStore;
+
+    /// A store whose `set` fails for one account.
+    #[derive(Debug)]
+    struct FailsOn(MemoryStore, &'static str);
+
+    impl SecretStore for FailsOn {
+        fn set(&self, account: &str, value: &Sensitive<String>) -> Result<(), SecretError> {
+            if account == self.1 {
+                return Err(SecretError::Unavailable("scripted".into()));
+            }
+            self.0.set(account, value)
+        }
+        fn get(&self, account: &str) -> Result<Option<Sensitive<String>>, SecretError> {
+            self.0.get(account)
+        }
+        fn delete(&self, account: &str) -> Result<(), SecretError> {
+            self.0.delete(account)
+        }
+    }
+
+    fn v(s: &str) -> Sensitive<String> {
+        Sensitive::new(s.to_string())
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_written_whole_or_not_at_all_and_undo_puts_it_back() {
+        let store = Arc::new(FailsOn(MemoryStore::new(), "c"));
+        store.0.set("a", &v("a-old")).unwrap();
+        let vault = Vault::new(store.clone());
+
+        // "b" did not exist and "c" fails: "a" gets its value back and "b" is gone.
+        let err = vault
+            .write(
+                "i",
+                vec![
+                    ("a".into(), v("a-new")),
+                    ("b".into(), v("b-new")),
+                    ("c".into(), v("x")),
+                ],
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(err, EngineError::Secrets(_)), "{err:?}");
+        assert_eq!(store.0.get("a").unwrap().unwrap().expose(), "a-old");
+        assert!(store.0.get("b").unwrap().is_none());
+
+        let written = vault
+            .write(
+                "i",
+                vec![("a".into(), v("a-new")), ("b".into(), v("b-new"))],
+            )
+            .await
+            .unwrap();
+        assert_eq!(store.0.get("a").unwrap().unwrap().expose(), "a-new");
+        vault.undo(written).await;
+        assert_eq!(store.0.get("a").unwrap().unwrap().expose(), "a-old");
+        assert!(store.0.get("b").unwrap().is_none());
+    }
+}

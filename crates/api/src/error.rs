@@ -44,7 +44,8 @@ impl ApiError {
         ApiError::new(ErrorCode::SchemaViolation, message)
     }
 
-    /// Maps an engine failure of `operation` (e.g. `"create"`). Internal details go to the log,
+    /// Maps an engine failure of `operation`, a phrase naming its object (`"create instance"`,
+    /// `"list volumes"`). Internal details go to the log,
     /// the client gets upstream's generic text.
     pub fn from_engine(operation: &str, error: EngineError) -> Self {
         if disk_full(&error) {
@@ -101,9 +102,24 @@ impl ApiError {
                 tracing::warn!(%operation, error = %error, "guest agent");
                 ApiError::new(ErrorCode::InternalError, error.to_string())
             }
-            EngineError::Provision(_) => {
+            EngineError::Dependency(_) => {
                 tracing::error!(%operation, error = %error, "guest preparation failed");
                 ApiError::new(ErrorCode::DependencyMissing, error.to_string())
+            }
+            EngineError::Corrupt { .. } => {
+                tracing::error!(%operation, error = %error, "damaged file in the data dir");
+                ApiError::new(
+                    ErrorCode::InternalError,
+                    format!("failed to {operation}: {error}"),
+                )
+            }
+            // What failed is said (a step, never a value); the cause is in the log.
+            EngineError::Network { .. } | EngineError::Egress { .. } => {
+                tracing::error!(%operation, error = %error_chain(&error), "instance operation failed");
+                ApiError::new(
+                    ErrorCode::InternalError,
+                    format!("failed to {operation}: {error}"),
+                )
             }
             EngineError::Secrets(inner @ hypedeck_secrets::SecretError::Unavailable(_)) => {
                 let message = inner.to_string();
@@ -116,12 +132,11 @@ impl ApiError {
             EngineError::Secrets(_)
             | EngineError::Store(_)
             | EngineError::Hypervisor(_)
+            | EngineError::Io { .. }
+            | EngineError::Build { .. }
             | EngineError::Task => {
                 tracing::error!(%operation, error = %error_chain(&error), "instance operation failed");
-                ApiError::new(
-                    ErrorCode::InternalError,
-                    format!("failed to {operation} instance"),
-                )
+                ApiError::new(ErrorCode::InternalError, format!("failed to {operation}"))
             }
         }
     }
@@ -200,4 +215,67 @@ pub async fn mark_no_retry(request: Request, next: Next) -> Response {
             .insert("x-should-retry", HeaderValue::from_static("false"));
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn io(what: &str, kind: std::io::Error) -> EngineError {
+        EngineError::Io {
+            what: what.into(),
+            source: kind,
+        }
+    }
+
+    /// Engine failures keep their causes, so the client learns what failed by kind: a full
+    /// disk while making an overlay is the disk-full answer (it was a 500 "prepare guest"
+    /// before), a volume listing failure names volumes, not a guest.
+    #[test]
+    fn typed_engine_failures_map_to_what_failed() {
+        let full = ApiError::from_engine(
+            "create instance",
+            io("size overlay", std::io::Error::from_raw_os_error(28)),
+        );
+        assert_eq!(full.body.code, "insufficient_resources");
+        assert!(
+            full.body
+                .message
+                .starts_with("create instance failed: the disk")
+        );
+
+        let listing = ApiError::from_engine(
+            "list volumes",
+            io("list volumes", std::io::Error::from_raw_os_error(13)),
+        );
+        assert_eq!(listing.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(listing.body.code, "internal_error");
+        assert_eq!(listing.body.message, "failed to list volumes");
+
+        let swap = ApiError::from_engine(
+            "update instance",
+            EngineError::Egress {
+                what: "swap the instance's rules",
+                source: hypedeck_egress::EgressError::ReadCaCert(std::io::Error::other("x")),
+            },
+        );
+        assert_eq!(swap.body.code, "internal_error");
+        assert_eq!(
+            swap.body.message,
+            "failed to update instance: egress proxy: swap the instance's rules"
+        );
+
+        let missing = ApiError::from_engine(
+            "start instance",
+            EngineError::Dependency("run mkfs.ext4 (install e2fsprogs): not found".into()),
+        );
+        assert_eq!(missing.body.code, "dependency_missing");
+        assert_eq!(
+            missing.body.message,
+            "prepare guest: run mkfs.ext4 (install e2fsprogs): not found"
+        );
+
+        let generic = ApiError::from_engine("start instance", EngineError::Task);
+        assert_eq!(generic.body.message, "failed to start instance");
+    }
 }

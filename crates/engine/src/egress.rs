@@ -69,7 +69,7 @@ impl Engine {
             return Ok(false);
         }
         let Some(proxy) = self.egress_proxy() else {
-            return Err(EngineError::Provision(
+            return Err(EngineError::Dependency(
                 "the egress proxy is not running".into(),
             ));
         };
@@ -78,7 +78,10 @@ impl Engine {
             let addr = proxy
                 .listen(&record.id, record.network.proxy_port)
                 .await
-                .map_err(|e| EngineError::Provision(format!("egress proxy: {e}")))?;
+                .map_err(|source| EngineError::Egress {
+                    what: "open the test listener",
+                    source,
+                })?;
             Some(addr.port())
         } else {
             None
@@ -87,7 +90,10 @@ impl Engine {
         let values = self.vault.read(record).await?;
         proxy
             .set_rules(&record.id, build_rules(record, &values))
-            .map_err(|e| EngineError::Provision(format!("egress rules: {e}")))?;
+            .map_err(|source| EngineError::Egress {
+                what: "load the instance's rules",
+                source,
+            })?;
         Ok(true)
     }
 

@@ -79,7 +79,7 @@ impl Engine {
             .as_ref()
             .map(|g| g.images.as_ref())
             .ok_or_else(|| {
-                EngineError::Provision("this engine has no image cache (test build)".into())
+                EngineError::Dependency("this engine has no image cache (test build)".into())
             })
     }
 
@@ -199,7 +199,7 @@ impl Engine {
     pub async fn hello_image(&self) -> Result<ImageInfo, EngineError> {
         let store = self.image_store()?;
         let init =
-            hypedeck_boot::find_guest_init().map_err(|e| EngineError::Provision(e.to_string()))?;
+            hypedeck_boot::find_guest_init().map_err(|e| EngineError::Dependency(e.to_string()))?;
         let layer = store
             .root()
             .join(format!(".hello-{}.tar", std::process::id()));
@@ -207,7 +207,10 @@ impl Engine {
         tokio::task::spawn_blocking(move || hello_layer(&init, &path))
             .await
             .map_err(|_| EngineError::Task)?
-            .map_err(|e| EngineError::Provision(format!("build the sample image layer: {e}")))?;
+            .map_err(|source| EngineError::Io {
+                what: "build the sample image layer".into(),
+                source,
+            })?;
         let config = hypedeck_images::ImageConfig {
             cmd: Some(vec!["/hello".to_string()]),
             env: vec!["PATH=/".to_string()],

@@ -125,9 +125,53 @@ pub enum EngineError {
     /// The pull is still running.
     #[error("image not ready: image {0} is being pulled, please try again shortly")]
     ImageNotReady(String),
-    /// Preparing the guest's disks or boot assets failed.
+    /// A file or directory the engine keeps (overlay, volume disk, sample image layer) could
+    /// not be made, read or removed.
+    #[error("{what}")]
+    Io {
+        /// What the engine was doing, e.g. `create overlay`.
+        what: String,
+        /// The cause (kept for logs and disk-full detection).
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file the engine keeps does not parse.
+    #[error("{what} is damaged")]
+    Corrupt {
+        /// Which file.
+        what: String,
+    },
+    /// Something the host must provide is missing or failed: a tool (`mkfs.ext4`), the guest
+    /// kernel and initramfs, guest-init, the egress proxy, a feature of this OS.
     #[error("prepare guest: {0}")]
-    Provision(String),
+    Dependency(String),
+    /// The egress proxy refused an operation (a rule swap, a test listener).
+    #[error("egress proxy: {what}")]
+    Egress {
+        /// What the engine asked the proxy, e.g. `swap rules`.
+        what: &'static str,
+        /// The proxy's error.
+        #[source]
+        source: hypedeck_egress::EgressError,
+    },
+    /// Building a disk image failed (not because of what the client sent).
+    #[error("{what}")]
+    Build {
+        /// What was built, e.g. `build the volume disk`.
+        what: &'static str,
+        /// The cause.
+        #[source]
+        source: hypedeck_images::ImageError,
+    },
+    /// The instance's sandbox network could not start.
+    #[error("sandbox network: {what}")]
+    Network {
+        /// The step that failed, e.g. `connect to the VMM's frame socket`.
+        what: &'static str,
+        /// The cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The guest agent could not be reached or answered badly.
     #[error("{0}")]
     Agent(String),

@@ -126,6 +126,16 @@ fn record_into(log: &FlowLog, event: FlowEvent) {
     log.push_back(event);
 }
 
+fn network_failed(
+    what: &'static str,
+    source: impl std::error::Error + Send + Sync + 'static,
+) -> EngineError {
+    EngineError::Network {
+        what,
+        source: Box::new(source),
+    }
+}
+
 /// Parses `a.b.c.d` (the engine's own identities, always well formed).
 fn ip(s: &str) -> Ipv4Addr {
     s.parse().unwrap_or(Ipv4Addr::UNSPECIFIED)
@@ -173,7 +183,7 @@ impl Engine {
         let Some(link) = vm
             .network_link()
             .await
-            .map_err(|e| EngineError::Provision(format!("sandbox network: {e}")))?
+            .map_err(|e| network_failed("find the VMM's frame link", e))?
         else {
             return Ok(());
         };
@@ -193,10 +203,10 @@ impl Engine {
         let egress = if record.network.egress.enabled {
             let proxy = self
                 .egress_proxy()
-                .ok_or_else(|| EngineError::Provision("the egress proxy is not running".into()))?;
+                .ok_or_else(|| EngineError::Dependency("the egress proxy is not running".into()))?;
             let addr: SocketAddrV4 = crate::egress::guest_proxy_addr(&net.gateway)
                 .parse()
-                .map_err(|_| EngineError::Provision("bad proxy address".into()))?;
+                .map_err(|e| network_failed("the guest's proxy address", e))?;
             let (id, intercepted) = (record.id.clone(), record.id.clone());
             let to_proxy = proxy.clone();
             // The proxy refuses hosts off the allow-list, and the refusal is in the flow log.
@@ -256,27 +266,27 @@ impl Engine {
             allow,
             max_tcp_flows: hypedeck_netstack::MAX_TCP_FLOWS,
         };
-        let failed = |e: String| EngineError::Provision(format!("sandbox network: {e}"));
         #[cfg(target_os = "linux")]
         let mut vhost_user = None;
         let transport = match link {
             NetworkLink::Stream(socket) => Network::connect_stream(&socket, CONNECT_WAIT)
                 .await
-                .map_err(|e| failed(e.to_string()))?,
-            NetworkLink::Datagram(fd) => {
-                Network::datagram(fd).map_err(|e| failed(e.to_string()))?
-            }
+                .map_err(|e| network_failed("connect to the VMM's frame socket", e))?,
+            NetworkLink::Datagram(fd) => Network::datagram(fd)
+                .map_err(|e| network_failed("use the VMM's frame socket", e))?,
             #[cfg(target_os = "linux")]
             NetworkLink::VhostUser(socket) => {
                 let (transport, backend) =
                     hypedeck_netstack::vhost_user::serve(&socket, config.guest_mac)
-                        .map_err(|e| failed(format!("serve vhost-user-net: {e}")))?;
+                        .map_err(|e| network_failed("serve vhost-user-net", e))?;
                 vhost_user = Some(backend);
                 transport
             }
             #[cfg(not(target_os = "linux"))]
             NetworkLink::VhostUser(_) => {
-                return Err(failed("vhost-user-net needs Linux".into()));
+                return Err(EngineError::Dependency(
+                    "sandbox network: vhost-user-net needs Linux".into(),
+                ));
             }
         };
         let network = Network::start(config, transport)
@@ -286,7 +296,7 @@ impl Engine {
                     ErrorCode::PortInUse,
                     format!("host port {port} is already in use on 127.0.0.1 by another program"),
                 )),
-                other => EngineError::Provision(format!("sandbox network: {other}")),
+                other => network_failed("start the stack", other),
             })?;
         self.networks.insert(
             &record.id,

@@ -78,10 +78,12 @@ pub(crate) fn map_image_error(error: ImageError, reference: &str) -> EngineError
 }
 
 async fn make_overlay(path: &Path, bytes: u64) -> Result<(), EngineError> {
-    let file = std::fs::File::create(path)
-        .map_err(|e| EngineError::Provision(format!("create overlay: {e}")))?;
-    file.set_len(bytes)
-        .map_err(|e| EngineError::Provision(format!("size overlay: {e}")))?;
+    let io = |what: &str, source| EngineError::Io {
+        what: format!("{what} {}", path.display()),
+        source,
+    };
+    let file = std::fs::File::create(path).map_err(|e| io("create overlay", e))?;
+    file.set_len(bytes).map_err(|e| io("size overlay", e))?;
     drop(file);
     let out = tokio::process::Command::new("mkfs.ext4")
         .args([
@@ -95,9 +97,9 @@ async fn make_overlay(path: &Path, bytes: u64) -> Result<(), EngineError> {
         .arg(path)
         .output()
         .await
-        .map_err(|e| EngineError::Provision(format!("run mkfs.ext4 (install e2fsprogs): {e}")))?;
+        .map_err(|e| EngineError::Dependency(format!("run mkfs.ext4 (install e2fsprogs): {e}")))?;
     if !out.status.success() {
-        return Err(EngineError::Provision(format!(
+        return Err(EngineError::Dependency(format!(
             "mkfs.ext4 failed: {}",
             String::from_utf8_lossy(&out.stderr).trim()
         )));
@@ -185,7 +187,7 @@ impl Engine {
 
         let assets = hypedeck_boot::ensure(&guest.system_dir)
             .await
-            .map_err(|e| EngineError::Provision(format!("guest boot assets: {e}")))?;
+            .map_err(|e| EngineError::Dependency(format!("guest boot assets: {e}")))?;
 
         let overlay = dir.join("overlay.ext4");
         if !overlay.exists() {
@@ -282,7 +284,11 @@ impl Engine {
             skip_agent: record.skip_guest_agent,
         };
         let config_disk = dir.join("config.img");
-        let bytes = config.to_disk().map_err(EngineError::Provision)?;
+        let bytes = config.to_disk().map_err(|e| {
+            EngineError::Rejected(hypedeck_model::Rejection::invalid_request(format!(
+                "the guest's configuration does not fit its config disk: {e}"
+            )))
+        })?;
         hypedeck_store::write_atomic(&config_disk, &bytes)?;
 
         let io = record.disk_io_bps;

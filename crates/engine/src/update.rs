@@ -22,7 +22,10 @@ impl Engine {
         let values = self.vault.read(record).await?;
         proxy
             .set_rules(&record.id, crate::egress::build_rules(record, &values))
-            .map_err(|e| EngineError::Provision(format!("egress rules: {e}")))
+            .map_err(|source| EngineError::Egress {
+                what: "swap the instance's rules",
+                source,
+            })
     }
 
     /// Applies a validated update. Order (upstream `lib/instances/update.go`): key checks (400)

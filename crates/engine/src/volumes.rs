@@ -107,14 +107,15 @@ impl Engine {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(not_found(id)),
             Err(e) => {
-                return Err(EngineError::Provision(format!(
-                    "read {}: {e}",
-                    path.display()
-                )));
+                return Err(EngineError::Io {
+                    what: format!("read {}", path.display()),
+                    source: e,
+                });
             }
         };
-        serde_json::from_str(&text)
-            .map_err(|e| EngineError::Provision(format!("volume {id} metadata: {e}")))
+        serde_json::from_str(&text).map_err(|_| EngineError::Corrupt {
+            what: format!("the metadata of volume {id}"),
+        })
     }
 
     fn render_volume(record: VolumeRecord, records: &[InstanceRecord]) -> Volume {
@@ -135,7 +136,12 @@ impl Engine {
         let entries = match std::fs::read_dir(self.volumes_dir()) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-            Err(e) => return Err(EngineError::Provision(format!("list volumes: {e}"))),
+            Err(source) => {
+                return Err(EngineError::Io {
+                    what: "list volumes".into(),
+                    source,
+                });
+            }
         };
         for entry in entries.flatten() {
             let id = entry.file_name().to_string_lossy().into_owned();
@@ -254,9 +260,10 @@ impl Engine {
                 | hypedeck_images::ImageError::Convert(_) => {
                     invalid(format!("invalid archive: {}", sentence(&e)))
                 }
-                other => {
-                    EngineError::Provision(format!("build the volume disk: {}", sentence(&other)))
-                }
+                other => EngineError::Build {
+                    what: "build the volume disk",
+                    source: other,
+                },
             })
         })
         .await
@@ -276,8 +283,10 @@ impl Engine {
                 ),
             ));
         }
-        std::fs::remove_dir_all(self.volume_dir(id)?)
-            .map_err(|e| EngineError::Provision(format!("delete volume {id}: {e}")))
+        std::fs::remove_dir_all(self.volume_dir(id)?).map_err(|source| EngineError::Io {
+            what: format!("delete volume {id}"),
+            source,
+        })
     }
 
     /// At instance create (create lock held): every volume exists, and sharing follows

@@ -69,7 +69,7 @@ async fn exec(
     ws: WebSocketUpgrade,
 ) -> Response {
     if let Err(e) = state.engine.exec_precheck(&id).await {
-        return ApiError::from_engine("exec in", e).into_response();
+        return ApiError::from_engine("exec in instance", e).into_response();
     }
     // A browser sends the token as a subprotocol; the handshake must name it back.
     let protocol = format!("{}{}", crate::auth::WS_TOKEN_PROTOCOL, state.token.expose());
@@ -210,6 +210,6 @@ async fn stat(
         .engine
         .stat_path(&id, &path, follow)
         .await
-        .map_err(|e| ApiError::from_engine("stat in", e))?;
+        .map_err(|e| ApiError::from_engine("stat in instance", e))?;
     Ok(Json(info))
 }

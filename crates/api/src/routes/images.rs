@@ -29,7 +29,7 @@ async fn resources(
         .engine
         .resources()
         .await
-        .map_err(|e| ApiError::from_engine("read resources of", e))?;
+        .map_err(|e| ApiError::from_engine("read the host's resources", e))?;
     Ok(Json(resources))
 }
 
@@ -44,7 +44,7 @@ async fn list(
     let mut images = state
         .engine
         .list_images()
-        .map_err(|e| ApiError::from_engine("list", e))?;
+        .map_err(|e| ApiError::from_engine("list images", e))?;
     if !filter.is_empty() {
         images.clear();
     }
@@ -85,7 +85,7 @@ async fn create(
         .engine
         .pull_image(&request.name, request.platform.as_deref(), credentials)
         .await
-        .map_err(|e| ApiError::from_engine("pull", e))?;
+        .map_err(|e| ApiError::from_engine("pull image", e))?;
     Ok((StatusCode::ACCEPTED, Json(image)))
 }
 
@@ -96,7 +96,7 @@ async fn get_one(
     let image = state
         .engine
         .get_image(&name)
-        .map_err(|e| ApiError::from_engine("get", e))?;
+        .map_err(|e| ApiError::from_engine("get image", e))?;
     Ok(Json(image))
 }
 
@@ -107,6 +107,6 @@ async fn delete(
     state
         .engine
         .delete_image(&name)
-        .map_err(|e| ApiError::from_engine("delete", e))?;
+        .map_err(|e| ApiError::from_engine("delete image", e))?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -41,7 +41,7 @@ async fn list(
         .engine
         .list(&filter)
         .await
-        .map_err(|e| ApiError::from_engine("list", e))?;
+        .map_err(|e| ApiError::from_engine("list instances", e))?;
     Ok(Json(instances))
 }
 
@@ -59,7 +59,7 @@ async fn create(
     let spec = request.validate()?;
     let instance = super::detached(&state.engine, |e| async move { e.create(spec).await })
         .await
-        .map_err(|e| ApiError::from_engine("create", e))?;
+        .map_err(|e| ApiError::from_engine("create instance", e))?;
     Ok((StatusCode::CREATED, Json(instance)))
 }
 
@@ -71,7 +71,7 @@ async fn get_one(
         .engine
         .get(&id)
         .await
-        .map_err(|e| ApiError::from_engine("get", e))?;
+        .map_err(|e| ApiError::from_engine("get instance", e))?;
     Ok(Json(instance))
 }
 
@@ -91,14 +91,14 @@ async fn update(
     state
         .engine
         .resolve(&id)
-        .map_err(|e| ApiError::from_engine("update", e))?;
+        .map_err(|e| ApiError::from_engine("update instance", e))?;
     let update = request.validate()?;
     let instance = super::detached(
         &state.engine,
         |e| async move { e.update(&id, update).await },
     )
     .await
-    .map_err(|e| ApiError::from_engine("update", e))?;
+    .map_err(|e| ApiError::from_engine("update instance", e))?;
     Ok(Json(instance))
 }
 
@@ -108,6 +108,6 @@ async fn delete(
 ) -> Result<StatusCode, ApiError> {
     super::detached(&state.engine, |e| async move { e.delete(&id).await })
         .await
-        .map_err(|e| ApiError::from_engine("delete", e))?;
+        .map_err(|e| ApiError::from_engine("delete instance", e))?;
     Ok(StatusCode::NO_CONTENT)
 }

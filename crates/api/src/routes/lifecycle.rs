@@ -56,7 +56,7 @@ async fn start(
         |e| async move { e.start(&id, overrides).await },
     )
     .await
-    .map_err(|e| ApiError::from_engine("start", e))?;
+    .map_err(|e| ApiError::from_engine("start instance", e))?;
     Ok(Json(instance))
 }
 
@@ -66,7 +66,7 @@ async fn stop(
 ) -> Result<Json<Instance>, ApiError> {
     let instance = super::detached(&state.engine, |e| async move { e.stop(&id).await })
         .await
-        .map_err(|e| ApiError::from_engine("stop", e))?;
+        .map_err(|e| ApiError::from_engine("stop instance", e))?;
     Ok(Json(instance))
 }
 
@@ -88,7 +88,7 @@ async fn standby(
     }
     let instance = super::detached(&state.engine, |e| async move { e.standby(&id).await })
         .await
-        .map_err(|e| ApiError::from_engine("standby", e))?;
+        .map_err(|e| ApiError::from_engine("standby instance", e))?;
     Ok(Json(instance))
 }
 
@@ -98,7 +98,7 @@ async fn restore(
 ) -> Result<Json<Instance>, ApiError> {
     let instance = super::detached(&state.engine, |e| async move { e.restore(&id).await })
         .await
-        .map_err(|e| ApiError::from_engine("restore", e))?;
+        .map_err(|e| ApiError::from_engine("restore instance", e))?;
     Ok(Json(instance))
 }
 
@@ -181,7 +181,7 @@ async fn wait(
         .engine
         .wait(&id, target, timeout)
         .await
-        .map_err(|e| ApiError::from_engine("wait for", e))?;
+        .map_err(|e| ApiError::from_engine("wait for instance", e))?;
     Ok(Json(WaitResponse {
         state: outcome.state,
         state_error: outcome.state_error,
@@ -230,7 +230,7 @@ async fn logs(
     let path = state
         .engine
         .log_path(&id, source)
-        .map_err(|e| ApiError::from_engine("read logs of", e))?;
+        .map_err(|e| ApiError::from_engine("read logs of instance", e))?;
     let text = match tokio::fs::read(&path).await {
         Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

@@ -88,7 +88,7 @@ async fn from_archive(
     let upload = state
         .engine
         .upload_path()
-        .map_err(|e| ApiError::from_engine("store the archive of", e))?;
+        .map_err(|e| ApiError::from_engine("store the volume archive", e))?;
     let stored = receive(body, &upload).await;
     let size = match stored {
         Ok(size) => size,

@@ -36,7 +36,7 @@ impl Engine {
         record.started_at = Some(OffsetDateTime::now_utc());
         record.exit_code = None;
         record.exit_message = None;
-        record.save(&self.paths)?;
+        self.records.save(record)?;
         self.ops_log(&record.id, "vm started");
         Ok(())
     }

@@ -61,7 +61,7 @@ impl Engine {
     }
 
     async fn persist_and_boot(&self, mut record: InstanceRecord) -> Result<Instance, EngineError> {
-        record.create(&self.paths)?;
+        self.records.create(&record)?;
         self.boot(&mut record).await?;
         let observed = self.observe(&mut record).await;
         self.render(&record, &observed).await

@@ -39,12 +39,16 @@ impl Engine {
         self.vault.forget(&record.id, accounts).await;
         self.runtime.forget(&record.id);
         let dir = self.paths.instance_dir(&id);
-        std::fs::remove_dir_all(&dir).map_err(|source| {
+        let removed = std::fs::remove_dir_all(&dir);
+        // Listed while its metadata is there (a removal that failed half-way may have kept it).
+        if !self.paths.instance_metadata(&id).exists() {
+            self.records.remove(&record.id);
+        }
+        removed.map_err(|source| {
             EngineError::Store(hypedeck_store::StoreError::Write {
                 path: dir.clone(),
                 source,
             })
-        })?;
-        Ok(())
+        })
     }
 }

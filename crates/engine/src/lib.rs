@@ -1,5 +1,8 @@
 //! The instance manager. One file per verb (`create.rs`, `delete.rs`, `update.rs`), state
-//! derivation in `derive.rs`, lookups in `query.rs`, wire rendering in `render.rs`.
+//! derivation in `derive.rs`, lookups in `query.rs`, wire rendering in `render.rs`. The state
+//! verbs share has owners: [`records::Records`] (metadata), [`vault::Vault`] (credential
+//! values), [`runtime::Runtime`] (running VMs), `network::Networks` (sandbox stacks), and
+//! [`staged::Staged`] guards what a launch or a create acquired. Verb files orchestrate them.
 //!
 //! The engine knows nothing of HTTP or Tauri. It takes validated domain values
 //! ([`hypedeck_model::InstanceSpec`]) and answers domain errors ([`EngineError`]).
@@ -7,8 +10,8 @@
 //! Invariants:
 //! - state is derived on every read (VMM query + boot markers + snapshot presence), never
 //!   trusted from a file;
-//! - every mutating verb holds the instance's lock; create holds the engine-wide create lock
-//!   so names stay unique;
+//! - every mutating verb holds the instance's lock, and a record is written only under it;
+//!   create holds the engine-wide create lock so names stay unique;
 //! - credential source values are kept in the [`SecretStore`] and in memory only.
 
 mod agent;
@@ -27,6 +30,7 @@ mod network;
 mod ports;
 mod provision;
 mod query;
+mod records;
 mod render;
 mod resources;
 mod runtime;
@@ -230,14 +234,14 @@ pub struct Engine {
     /// Running sandbox networks and their flow logs.
     networks: Arc<network::Networks>,
     /// Parsed metadata, re-read only when a file changes (listing is a `stat` per instance).
-    record_cache: hypedeck_store::RecordCache,
+    records: Arc<records::Records>,
 }
 
 impl Engine {
     /// An engine over a data dir. Call [`Engine::reconcile`] once before serving.
     pub fn new(config: EngineConfig) -> Engine {
         Engine {
-            paths: config.paths,
+            paths: config.paths.clone(),
             vault: Arc::new(vault::Vault::new(config.secrets)),
             runtime: Arc::default(),
             hypervisor: config.hypervisor,
@@ -248,7 +252,7 @@ impl Engine {
             locks: Mutex::new(HashMap::new()),
             pulls: Mutex::new(Vec::new()),
             networks: Arc::default(),
-            record_cache: hypedeck_store::RecordCache::default(),
+            records: Arc::new(records::Records::new(config.paths)),
         }
     }
 
@@ -314,10 +318,7 @@ impl Engine {
         // Uploads are per request: whatever a crash left behind is garbage.
         let _ = std::fs::remove_dir_all(self.paths.root().join("uploads"));
         self.remove_crash_leftovers();
-        for record in hypedeck_store::InstanceRecord::load_all(&self.paths)?
-            .into_iter()
-            .flatten()
-        {
+        for record in self.records.all()? {
             let Ok(id) = hypedeck_model::InstanceId::parse(&record.id) else {
                 continue;
             };
@@ -336,7 +337,7 @@ impl Engine {
                 if let Err(e) = self.register_egress(&mut record).await {
                     tracing::error!(error = %e, id = %record.id, "could not restore egress rules");
                 } else if record.network.proxy_port != before {
-                    record.save(&self.paths)?;
+                    self.records.save(&record)?;
                 }
                 // The VM kept running; its network stack died with the old engine.
                 if let Err(e) = self.attach_network(&record, vm.as_ref()).await {

@@ -99,7 +99,7 @@ impl Engine {
         self.detach_network(&record.id).await;
         self.settle_exit(&mut record);
         record.stopped_at = Some(OffsetDateTime::now_utc());
-        record.save(&self.paths)?;
+        self.records.save(&record)?;
         self.ops_log(&record.id, "vm stopped");
         let observed = self.observe(&mut record).await;
         self.render(&record, &observed).await

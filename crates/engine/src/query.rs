@@ -31,15 +31,7 @@ pub const VMM_VANISHED: &str =
 
 impl Engine {
     pub(crate) fn records(&self) -> Result<Vec<InstanceRecord>, EngineError> {
-        let mut out = Vec::new();
-        for record in self.record_cache.load_all(&self.paths)? {
-            match record {
-                Ok(r) => out.push(r),
-                // A damaged metadata file must not hide every other instance.
-                Err(e) => tracing::warn!(error = %e, "skipping unreadable instance metadata"),
-            }
-        }
-        Ok(out)
+        self.records.all()
     }
 
     /// Resolves `id_or_name` like upstream: exact id, then exact name, then id prefix.
@@ -47,11 +39,8 @@ impl Engine {
         if id_or_name.is_empty() {
             return Err(EngineError::NotFound);
         }
-        // An exact id (what clients use most) reads one metadata file, not all of them.
-        if let Ok(id) = InstanceId::parse(id_or_name)
-            && let Ok(record) = InstanceRecord::load(&self.paths.instance_metadata(&id))
-            && record.id == id_or_name
-        {
+        // An exact id (what clients use most) is one lookup.
+        if let Some(record) = self.records.get(id_or_name)? {
             return Ok(record);
         }
         let records = self.records()?;
@@ -169,10 +158,7 @@ impl Engine {
             self.settle_run(record);
             return;
         };
-        let Ok(id) = InstanceId::parse(&record.id) else {
-            return;
-        };
-        let Ok(mut current) = InstanceRecord::load(&self.paths.instance_metadata(&id)) else {
+        let Ok(Some(mut current)) = self.records.get(&record.id) else {
             // Deleted meanwhile: nothing to record, and nothing to bring back.
             self.settle_run(record);
             return;
@@ -183,7 +169,7 @@ impl Engine {
                 // settle_run found no exit from the guest: the VMM vanished.
                 self.ops_log(&current.id, VMM_VANISHED);
             }
-            if let Err(e) = current.save(&self.paths) {
+            if let Err(e) = self.records.save(&current) {
                 tracing::warn!(error = %e, id = %current.id, "could not record the end of a run");
             }
         }

@@ -17,6 +17,7 @@ use hypedeck_egress::EgressProxy;
 
 use crate::Engine;
 use crate::network::Networks;
+use crate::records::Records;
 use crate::runtime::Runtime;
 use crate::vault::Vault;
 
@@ -40,6 +41,7 @@ struct Parts {
 #[derive(Debug)]
 struct Created {
     dir: PathBuf,
+    records: Arc<Records>,
     vault: Arc<Vault>,
     accounts: Vec<String>,
     _lock: tokio::sync::OwnedMutexGuard<()>,
@@ -71,6 +73,7 @@ impl Engine {
         if let Some(parts) = staged.parts.as_mut() {
             parts.created = Some(Created {
                 dir: self.paths.instance_dir(id),
+                records: self.records.clone(),
                 vault: self.vault.clone(),
                 accounts,
                 _lock: lock,
@@ -114,6 +117,9 @@ impl Parts {
             {
                 tracing::error!(error = %e, %id, "could not remove a failed create's directory");
             }
+            if !created.dir.exists() {
+                created.records.remove(id);
+            }
             created.vault.forget(id, created.accounts).await;
             // `_lock` goes last: the next verb on this id sees nothing of the create.
         }
@@ -135,6 +141,7 @@ impl Drop for Staged {
                 // next engine's reconcile finds no VMM for it.
                 if let Some(created) = &parts.created {
                     let _ = std::fs::remove_dir_all(&created.dir);
+                    created.records.remove(&parts.id);
                 }
             }
         }

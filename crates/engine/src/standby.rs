@@ -48,7 +48,7 @@ impl Engine {
         self.unregister_egress(&record.id).await;
         self.detach_network(&record.id).await;
         record.stopped_at = Some(OffsetDateTime::now_utc());
-        record.save(&self.paths)?;
+        self.records.save(&record)?;
         self.ops_log(&record.id, "vm saved to standby");
         let observed = self.observe(&mut record).await;
         self.render(&record, &observed).await
@@ -77,7 +77,7 @@ impl Engine {
         // once the VM runs with its network.
         self.launch(&mut record, hypervisor, Some(&dir)).await?;
         // started_at is the boot epoch: restore keeps it, like upstream.
-        record.save(&self.paths)?;
+        self.records.save(&record)?;
         if let Err(e) = std::fs::remove_dir_all(&dir) {
             tracing::warn!(error = %e, id = %record.id, "could not remove the used snapshot");
         }

@@ -97,14 +97,14 @@ impl Engine {
         if let Some(list) = &update.allow {
             record.network.egress.allow = Some(list.clone());
         }
-        if let Err(e) = record.save(&self.paths) {
+        if let Err(e) = self.records.save(&record) {
             if let Some(batch) = written {
                 self.vault.undo(batch).await;
             }
             if let Err(e) = self.reload_egress_rules(&record).await {
                 tracing::error!(error = %e, id = %record.id, "could not roll back egress rules");
             }
-            return Err(e.into());
+            return Err(e);
         }
         if let Some(list) = update.allow {
             // Saved first: what runs is never ahead of what a restart would rebuild.

@@ -63,7 +63,9 @@ pub struct NetworkRecord {
     /// Allocated guest MAC.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<String>,
-    /// Host port of this instance's egress proxy listener (the guestfwd target).
+    /// Loopback port of this instance's egress proxy test listener, set only when the engine
+    /// runs with `HYPEDECK_EGRESS_TEST_LISTENER=1` (guests reach their proxy through their
+    /// own network stack, never through a host port).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxy_port: Option<u16>,
 }

@@ -415,10 +415,10 @@ impl Engine {
     }
 }
 
-/// Keychain account of one credential-backed env var.
 /// The keychain service Hypedeck's own items live under (token, CA key, credential values).
 pub const KEYCHAIN_SERVICE: &str = "hypedeck";
 
+/// Keychain account of one credential-backed env var.
 fn secret_account(instance_id: &str, key: &str) -> String {
     format!("instance/{instance_id}/env/{key}")
 }

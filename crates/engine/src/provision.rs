@@ -28,8 +28,6 @@ pub struct GuestRuntime {
     pub egress: Option<Arc<hypedeck_egress::EgressProxy>>,
 }
 
-/// Deterministic per-instance network identity (user-mode networking: each VM has its own
-/// private subnet, so only the MAC and subnet need to look distinct).
 /// FNV-1a of an instance id: the seed of its deterministic identities (subnet, MAC, CID).
 fn id_hash(id: &str) -> u64 {
     id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
@@ -37,6 +35,8 @@ fn id_hash(id: &str) -> u64 {
     })
 }
 
+/// Deterministic per-instance network identity and prefix length. Every instance has a
+/// sandbox network of its own, so only its MAC and subnet need to look distinct.
 pub fn network_identity(id: &str) -> (NetSpec, u8) {
     let h = id_hash(id);
     let subnet = (h % 250) as u8 + 1;

@@ -463,6 +463,55 @@ mod tests {
         }
     }
 
+    /// Where the model's edge check (`check_image_reference`, which `POST /instances` runs) and
+    /// [`ImageRef::parse`] (which the puller and `POST /images` run) disagree today, with what
+    /// docker's `distribution/reference` (`ParseNormalizedNamed`) does: (input, edge check
+    /// accepts, `ImageRef` accepts, docker accepts).
+    #[test]
+    fn the_two_grammars_differ_today() {
+        let upper = HEX.to_uppercase();
+        let sha512 = format!("{HEX}{HEX}");
+        let long = format!("r.io/{}", "a".repeat(260));
+        let library_long = "a".repeat(250);
+        let cases: Vec<(String, bool, bool, bool)> = vec![
+            // Path component separators: docker allows `.`, `_`, `__` or runs of `-` only.
+            ("a..b".into(), true, false, false),
+            ("a___b".into(), true, false, false),
+            ("a._b".into(), true, false, false),
+            ("a-.b".into(), true, false, false),
+            // Registry host labels: alphanumerics with inner hyphens, none empty.
+            ("reg-.io/x".into(), true, false, false),
+            ("-reg.io/x".into(), true, false, false),
+            ("a..io/x".into(), true, false, false),
+            (".io/x".into(), true, false, false),
+            // docker's splitDockerDomain: a first component with an uppercase letter is a host.
+            ("Foo/bar".into(), false, true, true),
+            // A bracketed IPv6 registry.
+            ("[::1]:5000/a".into(), false, true, true),
+            ("[::1]/a".into(), false, true, true),
+            // Digests: go-digest refuses unknown algorithms, uppercase and short hex.
+            (format!("alpine@sha256:{upper}"), true, false, false),
+            (format!("alpine@sha256:{}", &HEX[..32]), true, false, false),
+            (format!("alpine@md5:{}", &HEX[..32]), true, false, false),
+            (format!("alpine@sha512:{sha512}"), true, false, true),
+            // NameTotalLengthMax (255) on the normalized name.
+            (long, true, false, false),
+            (library_long, true, false, false),
+        ];
+        for (input, edge, image_ref, _docker) in &cases {
+            assert_eq!(
+                hypedeck_model::validate::check_image_reference(input).is_ok(),
+                *edge,
+                "edge check on {input:?}"
+            );
+            assert_eq!(
+                ImageRef::parse(input).is_ok(),
+                *image_ref,
+                "ImageRef on {input:?}"
+            );
+        }
+    }
+
     #[test]
     fn loopback_registries() {
         let lo = |s: &str| ImageRef::parse(s).unwrap().is_loopback_registry();

@@ -44,17 +44,21 @@
 mod ca;
 mod error;
 mod guarded;
+mod instance;
 mod leak;
 mod proxy;
 mod rules;
 mod serve;
+mod tasks;
 mod upstream;
 mod usage;
 
 pub use ca::{CA_COMMON_NAME, CertificateAuthority};
 pub use error::EgressError;
-pub use proxy::{EgressProxy, HostCheck, ProxyOptions, TestOutcome};
+pub use instance::HostCheck;
+pub use proxy::{EgressProxy, ProxyOptions};
 pub use rules::InjectRule;
+pub use serve::TestOutcome;
 pub use upstream::{DestinationFilter, UpstreamTrust};
 pub use usage::{
     Outcome, REASON_HOST_NOT_ALLOWED, REASON_LEAK, REASON_NAME_MISMATCH, REASON_PLAIN_HTTP,

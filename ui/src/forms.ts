@@ -4,8 +4,7 @@
 // (forms.test.ts).
 import type Hypeman from "@onkernel/hypeman";
 
-import type { Problem } from "./api";
-import type { BackendCaps } from "./model";
+import type { BackendCaps, Problem } from "./model";
 
 export type CreateBody = Hypeman.InstanceCreateParams;
 

@@ -3,6 +3,12 @@
 // the list and details show. No DOM and no SDK calls, so Vitest covers all of it (model.test.ts).
 import type Hypeman from "@onkernel/hypeman";
 
+/** An error the page shows in its banner: the API's `{code, message}` (see `problem` in api.ts). */
+export interface Problem {
+  code: string;
+  message: string;
+}
+
 /** A forwarded port (Hypedeck extension in upstream's PortMapping shape). */
 export interface PortForward {
   host_port: number;

@@ -65,22 +65,6 @@ pub use usage::{
     UsageEvent, UsageSink, fingerprint,
 };
 
-/// The port the guest connects to for the proxy (upstream's default); with QEMU it is the
-/// guest side of the `guestfwd`, the host side being the instance's attached port.
+/// The port the guest connects to for the proxy (upstream's default), on the proxy address its
+/// sandbox network serves.
 pub const DEFAULT_PROXY_PORT: u16 = 18080;
-
-/// The placeholder the guest sees instead of a real credential value.
-pub fn mock_value(credential_key: &str) -> String {
-    format!("mock-{credential_key}")
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn mock_value_matches_upstream() {
-        assert_eq!(
-            super::mock_value("OUTBOUND_OPENAI_KEY"),
-            "mock-OUTBOUND_OPENAI_KEY"
-        );
-    }
-}

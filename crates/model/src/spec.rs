@@ -119,3 +119,14 @@ pub struct InstanceUpdate {
     /// A new allow-list (`network.egress.allow`).
     pub allow: Option<crate::AllowList>,
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn mock_value_matches_upstream() {
+        assert_eq!(
+            super::mock_value("OUTBOUND_OPENAI_KEY"),
+            "mock-OUTBOUND_OPENAI_KEY"
+        );
+    }
+}

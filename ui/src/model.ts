@@ -69,7 +69,6 @@ export interface Capabilities {
   egress_enforcement: boolean;
 }
 
-/** One backend of the engine: available with capabilities, or not with the reason. */
 /** One setup check (Hypedeck's `GET /system/checks`, or the desktop shell's own). */
 export interface SystemCheck {
   id: string;
@@ -91,6 +90,7 @@ export function checksOf(checks: SystemCheck[]): SystemChecks {
   return { ready: checks.every((c) => c.status !== "missing"), checks };
 }
 
+/** One backend of the engine: available with capabilities, or not with the reason. */
 export interface Backend {
   kind: string;
   default: boolean;

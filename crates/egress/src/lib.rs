@@ -8,12 +8,11 @@
 //!   certificate is a 0644 file; its private key lives only in a
 //!   [`SecretStore`](hypedeck_secrets::SecretStore). Per-host leaves are signed on demand and
 //!   cached for 24 h.
-//! - [`EgressProxy`]: one listener on `127.0.0.1` per attached instance
-//!   ([`EgressProxy::attach`]). All guests reach the host through QEMU user-mode `guestfwd`,
-//!   so every connection comes from 127.0.0.1 and only the listening port can tell which
-//!   instance it belongs to. The engine points the instance's
-//!   `guestfwd=tcp:<guest-proxy-ip>:18080-tcp:127.0.0.1:<attached port>` at it and sets
-//!   `HTTP(S)_PROXY=http://<guest-proxy-ip>:18080` in the guest.
+//! - [`EgressProxy`]: instances are attached in-process ([`EgressProxy::attach`]); the
+//!   instance's own sandbox network hands each guest connection to the proxy address
+//!   (`<guest-proxy-ip>:18080`, the guest's `HTTP(S)_PROXY`) to [`EgressProxy::serve`] as an
+//!   in-memory stream, so the instance is known without a host port. [`EgressProxy::listen`]
+//!   (a loopback listener) is for tests and benchmarks only.
 //! - [`InjectRule`]: a header, its final value (a [`Sensitive`](hypedeck_secrets::Sensitive))
 //!   and host patterns; [`EgressProxy::set_rules`] swaps an instance's whole set.
 //!

@@ -1,5 +1,5 @@
-//! [`EgressProxy`]: one listener per attached instance, each with its own atomically swapped
-//! rule set.
+//! [`EgressProxy`]: the attached instances, each with its own atomically swapped rule set, and
+//! the entry points their connections come in by.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -30,8 +30,7 @@ pub struct ProxyOptions {
     pub resolve_overrides: HashMap<String, SocketAddr>,
     /// Whether destinations that resolve to loopback or unspecified addresses are allowed.
     /// Default `true`, like upstream (whose proxy dials whatever the guest names). Setting it
-    /// to `false` hardens the sandbox: with QEMU `restrict=on` the proxy is the guest's only
-    /// way out, and through it the guest could otherwise reach host-local services; denied
+    /// to `false` hardens the sandbox: with egress the proxy is the guest's only way out, and through it the guest could otherwise reach host-local services; denied
     /// destinations get a 403.
     pub allow_loopback: bool,
     /// Which other resolved addresses may be dialled (`None`: all). Overrides are exempt.

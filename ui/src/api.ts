@@ -3,15 +3,10 @@ import Hypeman, { APIConnectionError, APIError } from "@onkernel/hypeman";
 
 import type { Connection } from "./connection";
 import { allowedKeysFrom, PROBE_BODY, PROBE_KEY } from "./forms";
-import type { Backend, SystemChecks } from "./model";
+import type { Backend, Problem, SystemChecks } from "./model";
 
+export type { Problem } from "./model";
 export type Instance = Hypeman.Instance;
-
-/** An error the page shows in its banner. */
-export interface Problem {
-  code: string;
-  message: string;
-}
 
 /** An SDK client for the connection. The UI polls, so it never retries on its own. */
 export function client(conn: Connection): Hypeman {

@@ -4,8 +4,7 @@
 // (forms.test.ts).
 import type Hypeman from "@onkernel/hypeman";
 
-import type { Problem } from "./api";
-import type { BackendCaps } from "./model";
+import type { BackendCaps, Problem } from "./model";
 
 export type CreateBody = Hypeman.InstanceCreateParams;
 
@@ -249,13 +248,10 @@ export function parseHosts(text: string): string[] {
 }
 
 /**
- * The request body for a draft, or the errors to show next to the fields. Only mistakes the
- * user can fix before sending are caught here; the API validates everything again and its
- * errors land on the same fields ([`fieldOf`]).
- */
-/**
  * The create body for a draft, or the errors to show next to each field. `backend` is what
- * the chosen backend supports, when the server says (Hypedeck's `/hypervisors`).
+ * the chosen backend supports, when the server says (Hypedeck's `/hypervisors`). Only mistakes
+ * the user can fix before sending are caught here; the API validates everything again and its
+ * errors land on the same fields (`fieldOf`).
  */
 export function buildCreateBody(draft: CreateDraft, backend?: BackendCaps): { body: CreateBody | null; errors: FieldErrors } {
   const errors: FieldErrors = {};

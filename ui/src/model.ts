@@ -3,6 +3,12 @@
 // the list and details show. No DOM and no SDK calls, so Vitest covers all of it (model.test.ts).
 import type Hypeman from "@onkernel/hypeman";
 
+/** An error the page shows in its banner: the API's `{code, message}` (see `problem` in api.ts). */
+export interface Problem {
+  code: string;
+  message: string;
+}
+
 /** A forwarded port (Hypedeck extension in upstream's PortMapping shape). */
 export interface PortForward {
   host_port: number;
@@ -63,7 +69,6 @@ export interface Capabilities {
   egress_enforcement: boolean;
 }
 
-/** One backend of the engine: available with capabilities, or not with the reason. */
 /** One setup check (Hypedeck's `GET /system/checks`, or the desktop shell's own). */
 export interface SystemCheck {
   id: string;
@@ -85,6 +90,7 @@ export function checksOf(checks: SystemCheck[]): SystemChecks {
   return { ready: checks.every((c) => c.status !== "missing"), checks };
 }
 
+/** One backend of the engine: available with capabilities, or not with the reason. */
 export interface Backend {
   kind: string;
   default: boolean;

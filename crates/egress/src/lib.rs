@@ -8,12 +8,11 @@
 //!   certificate is a 0644 file; its private key lives only in a
 //!   [`SecretStore`](hypedeck_secrets::SecretStore). Per-host leaves are signed on demand and
 //!   cached for 24 h.
-//! - [`EgressProxy`]: one listener on `127.0.0.1` per attached instance
-//!   ([`EgressProxy::attach`]). All guests reach the host through QEMU user-mode `guestfwd`,
-//!   so every connection comes from 127.0.0.1 and only the listening port can tell which
-//!   instance it belongs to. The engine points the instance's
-//!   `guestfwd=tcp:<guest-proxy-ip>:18080-tcp:127.0.0.1:<attached port>` at it and sets
-//!   `HTTP(S)_PROXY=http://<guest-proxy-ip>:18080` in the guest.
+//! - [`EgressProxy`]: instances are attached in-process ([`EgressProxy::attach`]); the
+//!   instance's own sandbox network hands each guest connection to the proxy address
+//!   (`<guest-proxy-ip>:18080`, the guest's `HTTP(S)_PROXY`) to [`EgressProxy::serve`] as an
+//!   in-memory stream, so the instance is known without a host port. [`EgressProxy::listen`]
+//!   (a loopback listener) is for tests and benchmarks only.
 //! - [`InjectRule`]: a header, its final value (a [`Sensitive`](hypedeck_secrets::Sensitive))
 //!   and host patterns; [`EgressProxy::set_rules`] swaps an instance's whole set.
 //!
@@ -44,39 +43,27 @@
 mod ca;
 mod error;
 mod guarded;
+mod instance;
 mod leak;
 mod proxy;
 mod rules;
 mod serve;
+mod tasks;
 mod upstream;
 mod usage;
 
 pub use ca::{CA_COMMON_NAME, CertificateAuthority};
 pub use error::EgressError;
-pub use proxy::{EgressProxy, HostCheck, ProxyOptions, TestOutcome};
+pub use instance::HostCheck;
+pub use proxy::{EgressProxy, ProxyOptions};
 pub use rules::InjectRule;
+pub use serve::TestOutcome;
 pub use upstream::{DestinationFilter, UpstreamTrust};
 pub use usage::{
     Outcome, REASON_HOST_NOT_ALLOWED, REASON_LEAK, REASON_NAME_MISMATCH, REASON_PLAIN_HTTP,
     UsageEvent, UsageSink, fingerprint,
 };
 
-/// The port the guest connects to for the proxy (upstream's default); with QEMU it is the
-/// guest side of the `guestfwd`, the host side being the instance's attached port.
+/// The port the guest connects to for the proxy (upstream's default), on the proxy address its
+/// sandbox network serves.
 pub const DEFAULT_PROXY_PORT: u16 = 18080;
-
-/// The placeholder the guest sees instead of a real credential value.
-pub fn mock_value(credential_key: &str) -> String {
-    format!("mock-{credential_key}")
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn mock_value_matches_upstream() {
-        assert_eq!(
-            super::mock_value("OUTBOUND_OPENAI_KEY"),
-            "mock-OUTBOUND_OPENAI_KEY"
-        );
-    }
-}

@@ -1,8 +1,7 @@
-//! [`EgressProxy`]: one listener per attached instance, each with its own atomically swapped
-//! rule set.
+//! [`EgressProxy`]: the attached instances, each with its own atomically swapped rule set, and
+//! the entry points their connections come in by.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -11,12 +10,15 @@ use arc_swap::ArcSwap;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
+use crate::ca::CertificateAuthority;
+use crate::error::EgressError;
+use crate::instance::{HostCheck, HostCheckSlot, Instance, Shared};
 use crate::rules::{InjectRule, RuleSet};
-use crate::upstream::{Dialer, UpstreamTrust};
+use crate::serve::TestOutcome;
+use crate::tasks::InstanceTasks;
+use crate::upstream::{DestinationFilter, Dialer, UpstreamTrust};
 use crate::usage::UsageSink;
-use crate::{CertificateAuthority, EgressError};
 
 /// Knobs beyond the CA and the upstream trust. `Default` is what production uses.
 #[derive(Debug, Clone)]
@@ -28,12 +30,11 @@ pub struct ProxyOptions {
     pub resolve_overrides: HashMap<String, SocketAddr>,
     /// Whether destinations that resolve to loopback or unspecified addresses are allowed.
     /// Default `true`, like upstream (whose proxy dials whatever the guest names). Setting it
-    /// to `false` hardens the sandbox: with QEMU `restrict=on` the proxy is the guest's only
-    /// way out, and through it the guest could otherwise reach host-local services; denied
+    /// to `false` hardens the sandbox: with egress the proxy is the guest's only way out, and through it the guest could otherwise reach host-local services; denied
     /// destinations get a 403.
     pub allow_loopback: bool,
     /// Which other resolved addresses may be dialled (`None`: all). Overrides are exempt.
-    pub destinations: Option<crate::upstream::DestinationFilter>,
+    pub destinations: Option<DestinationFilter>,
     /// Bound on resolving, connecting and the TLS handshake to an upstream.
     pub connect_timeout: Duration,
     /// Where the credential usage trail goes (`None`: nowhere).
@@ -50,61 +51,6 @@ impl Default for ProxyOptions {
             usage: None,
         }
     }
-}
-
-/// What a "test credential" request found.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct TestOutcome {
-    /// The upstream's status.
-    pub status: u16,
-    /// The credentials injected: name and fingerprint.
-    pub injected: Vec<(String, String)>,
-}
-
-/// What every instance's connections share.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    pub(crate) ca: CertificateAuthority,
-    pub(crate) dialer: Dialer,
-    pub(crate) usage: Option<Arc<dyn UsageSink>>,
-}
-
-/// The tasks of one instance (its connections and their upstream connections): all stop when
-/// the instance is detached or the proxy dropped.
-#[derive(Debug, Clone)]
-pub(crate) struct InstanceTasks {
-    tracker: TaskTracker,
-    cancel: CancellationToken,
-}
-
-impl InstanceTasks {
-    /// Runs `task` until it finishes or the instance is detached.
-    pub(crate) fn spawn<F>(&self, task: F)
-    where
-        F: Future<Output = ()> + Send + 'static,
-    {
-        let cancel = self.cancel.clone();
-        self.tracker.spawn(async move {
-            tokio::select! {
-                () = cancel.cancelled() => {}
-                () = task => {}
-            }
-        });
-    }
-}
-
-/// Decides whether an instance may reach a host (name or address, canonical), beyond the
-/// proxy's own destination rules: the engine's allow-list check, which also records refusals.
-pub type HostCheck = Arc<dyn Fn(&str, u16) -> bool + Send + Sync>;
-
-/// One attached instance, as its connections see it.
-#[derive(Debug)]
-pub(crate) struct Instance {
-    pub(crate) id: String,
-    pub(crate) check: std::sync::RwLock<Option<HostCheckSlot>>,
-    pub(crate) rules: ArcSwap<RuleSet>,
-    pub(crate) shared: Arc<Shared>,
-    pub(crate) tasks: InstanceTasks,
 }
 
 #[derive(Debug)]
@@ -125,24 +71,6 @@ pub struct EgressProxy {
 impl Drop for EgressProxy {
     fn drop(&mut self) {
         self.shutdown.cancel();
-    }
-}
-
-/// A [`HostCheck`] in an [`Instance`] (for `Debug`).
-#[derive(Clone)]
-pub(crate) struct HostCheckSlot(pub(crate) HostCheck);
-
-impl std::fmt::Debug for HostCheckSlot {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("HostCheck")
-    }
-}
-
-impl Instance {
-    /// Whether the engine lets this instance reach `host:port` (no check set: yes).
-    pub(crate) fn may_reach(&self, host: &str, port: u16) -> bool {
-        let slot = self.check.read().unwrap_or_else(|p| p.into_inner());
-        slot.as_ref().is_none_or(|c| (c.0)(host, port))
     }
 }
 
@@ -199,10 +127,7 @@ impl EgressProxy {
                         check: std::sync::RwLock::new(None),
                         rules: ArcSwap::from_pointee(RuleSet::default()),
                         shared: self.shared.clone(),
-                        tasks: InstanceTasks {
-                            tracker: TaskTracker::new(),
-                            cancel: self.shutdown.child_token(),
-                        },
+                        tasks: InstanceTasks::new(self.shutdown.child_token()),
                     }),
                     listener: None,
                 }
@@ -343,14 +268,13 @@ impl EgressProxy {
             return;
         };
         attached.instance.rules.store(Arc::new(RuleSet::default()));
-        attached.instance.tasks.cancel.cancel();
-        attached.instance.tasks.tracker.close();
+        attached.instance.tasks.stop();
         if let Some((_, listener)) = attached.listener
             && let Err(error) = listener.await
         {
             tracing::warn!(instance = instance_id, %error, "egress listener task failed");
         }
-        attached.instance.tasks.tracker.wait().await;
+        attached.instance.tasks.wait().await;
         tracing::info!(instance = instance_id, "egress proxy detached");
     }
 
@@ -386,7 +310,7 @@ fn bind(addr: SocketAddr) -> Result<TcpListener, EgressError> {
 async fn accept_loop(listener: TcpListener, instance: Arc<Instance>) {
     loop {
         tokio::select! {
-            () = instance.tasks.cancel.cancelled() => break,
+            () = instance.tasks.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _peer)) => {
                     let _ = stream.set_nodelay(true);

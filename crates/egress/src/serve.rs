@@ -28,8 +28,8 @@ use tokio::sync::Mutex;
 use tokio_rustls::TlsAcceptor;
 
 use crate::guarded::GuardedBody;
+use crate::instance::Instance;
 use crate::leak;
-use crate::proxy::Instance;
 use crate::rules::{RuleSet, canonical_host};
 use crate::upstream::{BoxError, DialError, RequestBody, Target};
 use crate::usage::{
@@ -808,6 +808,15 @@ impl std::fmt::Display for ErrorChain<'_> {
     }
 }
 
+/// What a "test credential" request found.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TestOutcome {
+    /// The upstream's status.
+    pub status: u16,
+    /// The credentials injected: name and fingerprint.
+    pub injected: Vec<(String, String)>,
+}
+
 /// Bound on a whole "test credential" request.
 const TEST_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -815,7 +824,7 @@ const TEST_TIMEOUT: Duration = Duration::from_secs(20);
 pub(crate) async fn test_request(
     instance: &Arc<Instance>,
     url: &str,
-) -> Result<crate::TestOutcome, crate::EgressError> {
+) -> Result<TestOutcome, crate::EgressError> {
     use crate::EgressError::{TestFailed, TestRefused};
     let uri: Uri = url
         .trim()
@@ -892,7 +901,7 @@ pub(crate) async fn test_request(
             None,
         );
     }
-    Ok(crate::TestOutcome {
+    Ok(TestOutcome {
         status,
         injected: injected
             .iter()

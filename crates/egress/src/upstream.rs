@@ -19,7 +19,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use crate::EgressError;
-use crate::proxy::InstanceTasks;
+use crate::tasks::InstanceTasks;
 
 /// Any error a request body may end with.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -31,6 +31,7 @@ mod volume;
 
 pub use disk::MIN_DISK_BYTES;
 pub use error::{ImageError, Result};
+pub use hypedeck_model::reference::InvalidReference;
 pub use image::{Image, ImageConfig, ImageStatus, PullProgress};
 pub use platform::{InvalidPlatform, Platform};
 pub use reference::{DEFAULT_REGISTRY, DEFAULT_TAG, Digest, ImageRef, ReferenceError};
@@ -39,16 +40,9 @@ pub use store::{ImageStore, PullHandle, PullOptions};
 pub use unpack::UnpackError;
 pub use volume::build_volume;
 
-/// Why an image reference was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid image reference")]
-pub struct InvalidReference;
-
-/// A syntactically valid OCI reference (`[registry/]repository[:tag][@digest]`).
-///
-/// This is a conservative check of the distribution reference grammar, used to validate
-/// `image` fields at the edge; [`ImageRef::parse`] also normalizes
-/// (`alpine` -> `docker.io/library/alpine:latest`).
+/// Whether `reference` is a valid image reference (`[registry/]repository[:tag][@digest]`),
+/// for validating `image` fields at the edge: the same grammar [`ImageRef::parse`] uses
+/// (which also normalizes, `alpine` -> `docker.io/library/alpine:latest`).
 pub fn check_reference(reference: &str) -> Result<(), InvalidReference> {
-    hypedeck_model::validate::check_image_reference(reference).map_err(|_| InvalidReference)
+    hypedeck_model::reference::check_image_reference(reference)
 }

@@ -1,52 +1,16 @@
-//! Image references, parsed and normalized like docker's `distribution/reference`
-//! (`ParseNormalizedNamed`): `alpine` -> `docker.io/library/alpine:latest`.
+//! Image references for pulling: [`ImageRef`] (a normalized reference whose digest is a typed
+//! [`Digest`]) and [`Digest`] itself.
 //!
-//! Grammar (as in distribution/reference/regexp.go):
-//! - domain: `host[:port]` where host is dot-separated `[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?`
-//!   labels or a bracketed IPv6 literal; the first path component is a domain only when it
-//!   contains `.` or `:`, is `localhost`, or has an uppercase letter (docker's rule);
-//! - path components: `[a-z0-9]+(([._]|__|-+)[a-z0-9]+)*`, `/`-separated, lowercase only;
-//! - tag: `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`;
-//! - digest: `algorithm:hex`; only `sha256` with 64 lowercase hex digits is accepted, since it
-//!   is the only algorithm we can verify.
+//! The grammar is the model's ([`hypedeck_model::reference`], docker's `distribution/reference`,
+//! normalized like `ParseNormalizedNamed`: `alpine` -> `docker.io/library/alpine:latest`), the
+//! same one `POST /instances` validates `image` with; this module only adds the typed digest,
+//! printing, pinning and the loopback-registry rule.
 
 use std::fmt;
 use std::str::FromStr;
 
-/// The registry bare names resolve to.
-pub const DEFAULT_REGISTRY: &str = "docker.io";
-/// The tag used when a reference names neither a tag nor a digest.
-pub const DEFAULT_TAG: &str = "latest";
-const LEGACY_DEFAULT_REGISTRY: &str = "index.docker.io";
-const OFFICIAL_REPO_PREFIX: &str = "library/";
-/// distribution/reference's `NameTotalLengthMax`.
-const NAME_MAX_LEN: usize = 255;
-
-/// Why an image reference was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ReferenceError {
-    /// Empty input, or surrounding whitespace.
-    #[error("image reference is empty or has surrounding whitespace")]
-    Empty,
-    /// The registry part is not `host[:port]`.
-    #[error("invalid registry in image reference")]
-    Registry,
-    /// The repository path does not follow the grammar.
-    #[error("invalid repository name in image reference")]
-    Repository,
-    /// The repository path has uppercase letters (docker refuses these too).
-    #[error("repository name must be lowercase")]
-    Uppercase,
-    /// `registry/repository` is longer than 255 characters.
-    #[error("repository name must not be longer than 255 characters")]
-    TooLong,
-    /// The tag does not follow the grammar.
-    #[error("invalid tag in image reference")]
-    Tag,
-    /// The digest is not `sha256:` followed by 64 lowercase hex digits.
-    #[error("invalid digest in image reference")]
-    Digest,
-}
+pub use hypedeck_model::reference::{DEFAULT_REGISTRY, DEFAULT_TAG, ReferenceError};
+use hypedeck_model::reference::{ImageReference, check_sha256_digest, check_sha256_hex};
 
 /// A content digest: `sha256:<64 lowercase hex>`, the only algorithm this crate verifies.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -55,21 +19,14 @@ pub struct Digest(String);
 impl Digest {
     /// Parses `sha256:<64 lowercase hex>`.
     pub fn parse(s: &str) -> Result<Digest, ReferenceError> {
-        let hex = s.strip_prefix("sha256:").ok_or(ReferenceError::Digest)?;
-        Digest::from_hex(hex)
+        check_sha256_digest(s)?;
+        Ok(Digest(s.to_owned()))
     }
 
     /// A digest from its 64 lowercase hex digits (the cache directory name).
     pub fn from_hex(hex: &str) -> Result<Digest, ReferenceError> {
-        let ok = hex.len() == 64
-            && hex
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-        if ok {
-            Ok(Digest(format!("sha256:{hex}")))
-        } else {
-            Err(ReferenceError::Digest)
-        }
+        check_sha256_hex(hex)?;
+        Ok(Digest(format!("sha256:{hex}")))
     }
 
     /// The sha256 digest of `bytes`.
@@ -147,49 +104,15 @@ pub fn is_loopback_host(registry: &str) -> bool {
 }
 
 impl ImageRef {
-    /// Parses and normalizes a reference. See the module docs for the grammar.
+    /// Parses and normalizes a reference with the model's grammar
+    /// ([`ImageReference::parse`]).
     pub fn parse(input: &str) -> Result<ImageRef, ReferenceError> {
-        if input.is_empty() || input.trim() != input {
-            return Err(ReferenceError::Empty);
-        }
-        let (name_tag, digest) = match input.split_once('@') {
-            Some((n, d)) => (n, Some(Digest::parse(d)?)),
-            None => (input, None),
-        };
-        // The tag follows the last ':' after the last '/' (a ':' before it is a port).
-        let last_slash = name_tag.rfind('/').map_or(0, |i| i + 1);
-        let (name, tag) = match name_tag[last_slash..].rfind(':') {
-            Some(i) => (
-                &name_tag[..last_slash + i],
-                Some(&name_tag[last_slash + i + 1..]),
-            ),
-            None => (name_tag, None),
-        };
-        if let Some(tag) = tag {
-            check_tag(tag)?;
-        }
-        let (registry, mut repository) = split_domain(name);
-        check_registry(&registry)?;
-        if repository.bytes().any(|b| b.is_ascii_uppercase()) {
-            return Err(ReferenceError::Uppercase);
-        }
-        check_repository(&repository)?;
-        if registry == DEFAULT_REGISTRY && !repository.contains('/') {
-            repository = format!("{OFFICIAL_REPO_PREFIX}{repository}");
-        }
-        if registry.len() + 1 + repository.len() > NAME_MAX_LEN {
-            return Err(ReferenceError::TooLong);
-        }
-        let tag = match (tag, &digest) {
-            (Some(t), _) => Some(t.to_owned()),
-            (None, None) => Some(DEFAULT_TAG.to_owned()),
-            (None, Some(_)) => None,
-        };
+        let (registry, repository, tag, digest) = ImageReference::parse(input)?.into_parts();
         Ok(ImageRef {
             registry,
             repository,
             tag,
-            digest,
+            digest: digest.as_deref().map(Digest::parse).transpose()?,
         })
     }
 
@@ -255,107 +178,6 @@ impl FromStr for ImageRef {
     }
 }
 
-/// docker's `splitDockerDomain`.
-fn split_domain(name: &str) -> (String, String) {
-    let (domain, remainder) = match name.split_once('/') {
-        Some((first, rest))
-            if first.contains(['.', ':'])
-                || first == "localhost"
-                || first.bytes().any(|b| b.is_ascii_uppercase()) =>
-        {
-            (first, rest)
-        }
-        _ => (DEFAULT_REGISTRY, name),
-    };
-    let domain = if domain == LEGACY_DEFAULT_REGISTRY {
-        DEFAULT_REGISTRY
-    } else {
-        domain
-    };
-    (domain.to_owned(), remainder.to_owned())
-}
-
-fn check_registry(registry: &str) -> Result<(), ReferenceError> {
-    let err = ReferenceError::Registry;
-    let (host, port) = if let Some(rest) = registry.strip_prefix('[') {
-        let (ip, after) = rest.split_once(']').ok_or(err.clone())?;
-        ip.parse::<std::net::Ipv6Addr>().map_err(|_| err.clone())?;
-        match after {
-            "" => (None, None),
-            p => (None, Some(p.strip_prefix(':').ok_or(err.clone())?)),
-        }
-    } else {
-        match registry.split_once(':') {
-            Some((h, p)) => (Some(h), Some(p)),
-            None => (Some(registry), None),
-        }
-    };
-    if let Some(host) = host {
-        let label_ok = |l: &str| {
-            let b = l.as_bytes();
-            !b.is_empty()
-                && b[0].is_ascii_alphanumeric()
-                && b[b.len() - 1].is_ascii_alphanumeric()
-                && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-')
-        };
-        if !host.split('.').all(label_ok) {
-            return Err(err);
-        }
-    }
-    if let Some(port) = port
-        && (port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()))
-    {
-        return Err(err);
-    }
-    Ok(())
-}
-
-fn check_repository(repository: &str) -> Result<(), ReferenceError> {
-    let component_ok = |c: &str| {
-        // [a-z0-9]+ (separator [a-z0-9]+)*, separator = '.' | '_' | '__' | '-'+
-        let b = c.as_bytes();
-        if b.is_empty() || !is_alnum(b[0]) || !is_alnum(b[b.len() - 1]) {
-            return false;
-        }
-        let mut i = 0;
-        while i < b.len() {
-            if is_alnum(b[i]) {
-                i += 1;
-                continue;
-            }
-            let start = i;
-            while i < b.len() && !is_alnum(b[i]) {
-                i += 1;
-            }
-            let sep = &c[start..i];
-            let sep_ok = matches!(sep, "." | "_" | "__") || (sep.bytes().all(|s| s == b'-'));
-            if !sep_ok {
-                return false;
-            }
-        }
-        true
-    };
-    if repository.split('/').all(component_ok) {
-        Ok(())
-    } else {
-        Err(ReferenceError::Repository)
-    }
-}
-
-fn is_alnum(b: u8) -> bool {
-    b.is_ascii_lowercase() || b.is_ascii_digit()
-}
-
-fn check_tag(tag: &str) -> Result<(), ReferenceError> {
-    let b = tag.as_bytes();
-    let ok = !b.is_empty()
-        && b.len() <= 128
-        && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
-        && b.iter()
-            .all(|c| c.is_ascii_alphanumeric() || b"_.-".contains(c));
-    if ok { Ok(()) } else { Err(ReferenceError::Tag) }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -364,13 +186,19 @@ mod tests {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1024))]
 
         /// Any text: a reference or an error, never a panic; what parses prints back to
-        /// itself, and the model's edge check accepts it too (the two grammars agree).
+        /// itself, and the model's edge check accepts exactly what parses (one grammar).
         #[test]
         fn references_parse_anything_and_round_trip(input in "\\PC{0,60}", name in "[a-z0-9]{1,8}(/[a-z0-9]{1,8}){0,2}", tag in "[A-Za-z0-9_][A-Za-z0-9_.-]{0,20}") {
             if let Ok(r) = ImageRef::parse(&input) {
                 let printed = r.to_string();
                 proptest::prop_assert_eq!(ImageRef::parse(&printed).map(|r| r.to_string()), Ok(printed));
             }
+            proptest::prop_assert_eq!(
+                hypedeck_model::validate::check_image_reference(&input).is_ok(),
+                ImageRef::parse(&input).is_ok(),
+                "{:?}",
+                input
+            );
             let candidate = format!("{name}:{tag}");
             let parsed = ImageRef::parse(&candidate);
             proptest::prop_assert!(parsed.is_ok(), "{}: {:?}", candidate, parsed);
@@ -460,6 +288,59 @@ mod tests {
         // Separators that the grammar allows.
         for ok in ["a.b", "a_b", "a__b", "a---b", "a-b/c.d_e"] {
             ImageRef::parse(ok).unwrap();
+        }
+    }
+
+    /// The inputs where the model's edge check (`POST /instances`) and `ImageRef` (the puller,
+    /// `POST /images`) used to disagree: both now give docker's `distribution/reference`
+    /// answer (`ParseNormalizedNamed`), save `sha512`, which docker takes and we refuse since
+    /// only sha256 can be verified. (input, accepted).
+    #[test]
+    fn one_grammar_decides_what_the_two_call_sites_used_to_disagree_on() {
+        let upper = HEX.to_uppercase();
+        let sha512 = format!("{HEX}{HEX}");
+        let long = format!("r.io/{}", "a".repeat(260));
+        let library_long = "a".repeat(250);
+        let cases: Vec<(String, bool)> = vec![
+            // Path component separators: docker allows `.`, `_`, `__` or runs of `-` only.
+            // (The edge check used to accept these.)
+            ("a..b".into(), false),
+            ("a___b".into(), false),
+            ("a._b".into(), false),
+            ("a-.b".into(), false),
+            // Registry host labels: alphanumerics with inner hyphens, none empty. (Edge: accepted.)
+            ("reg-.io/x".into(), false),
+            ("-reg.io/x".into(), false),
+            ("a..io/x".into(), false),
+            (".io/x".into(), false),
+            // docker's splitDockerDomain: a first component with an uppercase letter is a host.
+            // (Edge: refused.)
+            ("Foo/bar".into(), true),
+            // A bracketed IPv6 registry. (Edge: refused.)
+            ("[::1]:5000/a".into(), true),
+            ("[::1]/a".into(), true),
+            // Digests: go-digest refuses unknown algorithms, uppercase and short hex. (Edge:
+            // accepted.)
+            (format!("alpine@sha256:{upper}"), false),
+            (format!("alpine@sha256:{}", &HEX[..32]), false),
+            (format!("alpine@md5:{}", &HEX[..32]), false),
+            // Docker takes it; we cannot verify it. (Edge: accepted.)
+            (format!("alpine@sha512:{sha512}"), false),
+            // NameTotalLengthMax (255) on the normalized name. (Edge: accepted.)
+            (long, false),
+            (library_long, false),
+        ];
+        for (input, accepted) in &cases {
+            assert_eq!(
+                hypedeck_model::validate::check_image_reference(input).is_ok(),
+                *accepted,
+                "edge check on {input:?}"
+            );
+            assert_eq!(
+                ImageRef::parse(input).is_ok(),
+                *accepted,
+                "ImageRef on {input:?}"
+            );
         }
     }
 

@@ -5,16 +5,19 @@
 //!   [`UpdateInstanceRequest`], [`ErrorBody`]) exactly as upstream Hypeman serializes them;
 //! - [`InstanceState`] and its transition table;
 //! - sizes and rates ([`size`]): the one place that formats `"1024.0 MB"`;
-//! - validation ([`validate`]) that turns a request into typed domain values, with upstream's
-//!   error codes and messages.
+//! - validation ([`validate`]) that turns a request into typed domain values ([`spec`]), with
+//!   upstream's error codes and messages;
+//! - image references ([`mod@reference`]).
 
 pub mod allow;
 pub mod error;
 pub mod id;
 pub mod instance;
+pub mod reference;
 pub mod request;
 pub mod schema;
 pub mod size;
+pub mod spec;
 pub mod state;
 pub mod validate;
 
@@ -31,8 +34,9 @@ pub use request::{
     CredentialPolicy, CredentialSource, EgressEnforcement, EgressRequest, GpuRequest,
     NetworkRequest, PortMapping, UpdateInstanceRequest,
 };
+pub use spec::{EgressMode, InstanceSpec, NetworkSpec};
 pub use state::{InstanceState, TransitionError};
-pub use validate::{EgressMode, InstanceSpec, NetworkSpec, Rejection};
+pub use validate::Rejection;
 
 #[cfg(test)]
 mod seed_tests;

@@ -154,6 +154,8 @@ async fn start(dir: &Path, listen: SocketAddr) -> Result<Daemon, DaemonError> {
         data_dir: dir.to_path_buf(),
         listen,
         hypervisor: HypervisorChoice::Auto,
+        // The window sets references through the shell and the engine's Unix socket.
+        allow_http_secret_references: false,
     })
     .await
 }

@@ -38,6 +38,37 @@ pub struct ApiState {
     pub token: ApiToken,
 }
 
+/// Who is calling, as far as secret references go: requests carry [`Caller::Local`] only when
+/// they arrived on the engine's Unix socket from its own OS user ([`local_router`]); everything
+/// else is [`Caller::Http`].
+pub use hypedeck_engine::Caller;
+
+/// The API for the engine's Unix socket: the same routes and token, with every request marked
+/// [`Caller::Local`]. Serve it only on a socket whose peers were checked to be this OS user.
+pub fn local_router(state: ApiState) -> Router {
+    router(state).layer(axum::Extension(Caller::Local))
+}
+
+/// The caller of a request (see [`local_router`]).
+pub(crate) struct CallerOf(pub Caller);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for CallerOf {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(CallerOf(
+            parts
+                .extensions
+                .get::<Caller>()
+                .copied()
+                .unwrap_or(Caller::Http),
+        ))
+    }
+}
+
 /// The whole API.
 pub fn router(state: ApiState) -> Router {
     let protected = routes::instances::routes()
@@ -125,7 +156,5 @@ fn cors() -> CorsLayer {
         .max_age(std::time::Duration::from_secs(600))
 }
 
-#[cfg(test)]
-mod detached_tests;
 #[cfg(test)]
 mod tests;

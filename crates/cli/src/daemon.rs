@@ -39,7 +39,13 @@ pub struct DaemonOptions {
     pub listen: SocketAddr,
     /// Backend.
     pub hypervisor: HypervisorChoice,
+    /// Accept secret references (`op://`, `keychain:`, `cmd:`) from HTTP clients too, not only
+    /// from the user at this machine (the engine's Unix socket). Off unless asked for.
+    pub allow_http_secret_references: bool,
 }
+
+/// Set to `1`, like `hypedeck serve --allow-http-secret-references`.
+pub const HTTP_SECRET_REFERENCES_ENV: &str = "HYPEDECK_ALLOW_HTTP_SECRET_REFERENCES";
 
 /// Errors starting or finding a daemon.
 #[derive(Debug, thiserror::Error)]
@@ -101,8 +107,9 @@ pub struct Daemon {
     pub addr: SocketAddr,
     /// The bearer token.
     pub token: ApiToken,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    shutdown: Option<tokio::sync::watch::Sender<bool>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    local_task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     paths: Paths,
     _lock: EngineLock,
 }
@@ -119,10 +126,14 @@ impl Daemon {
     /// Stops accepting requests and finishes in-flight ones.
     pub async fn stop(mut self) -> std::io::Result<()> {
         if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
+            let _ = tx.send(true);
         }
         let result = self.wait().await;
+        if let Some(task) = self.local_task.take() {
+            let _ = task.await;
+        }
         let _ = std::fs::remove_file(self.paths.engine_endpoint());
+        let _ = std::fs::remove_file(self.paths.api_socket());
         result
     }
 }
@@ -130,7 +141,7 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
+            let _ = tx.send(true);
         }
     }
 }
@@ -362,9 +373,15 @@ pub async fn start(options: DaemonOptions) -> Result<Daemon, DaemonError> {
         alternatives: alternative_hypervisors(options.hypervisor),
         guest,
     });
-    // Resolving a secret reference reads whatever the user's 1Password, keychain or shell can:
-    // only for an API that other machines cannot reach.
-    engine.allow_secret_references(options.listen.ip().is_loopback());
+    // Resolving a secret reference runs what the user's 1Password, keychain or shell can: only
+    // for the user at this machine (the Unix socket), unless HTTP clients were let in.
+    engine.allow_http_secret_references(options.allow_http_secret_references);
+    if options.allow_http_secret_references {
+        let warning = "WARNING: --allow-http-secret-references: any holder of the API token can \
+                       make this engine run commands and read keychain items as you";
+        tracing::warn!("{warning}");
+        eprintln!("{warning}");
+    }
     engine.reconcile().await?;
 
     let listener = tokio::net::TcpListener::bind(options.listen)
@@ -405,18 +422,40 @@ pub async fn start(options: DaemonOptions) -> Result<Daemon, DaemonError> {
             },
         ))
     };
-    let app = hypedeck_api::router(ApiState {
+    let state = ApiState {
         engine: Arc::new(engine),
         token: token.clone(),
+    };
+    let app = hypedeck_api::router(state.clone());
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let task = tokio::spawn({
+        let rx = rx.clone();
+        async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stopped(rx))
+                .await
+        }
     });
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = rx.await;
-            })
-            .await
-    });
+    #[cfg(unix)]
+    let local_task = match crate::local::bind(&paths.api_socket()) {
+        Ok(local) => {
+            let app = hypedeck_api::local_router(state);
+            Some(tokio::spawn(async move {
+                axum::serve(local, app)
+                    .with_graceful_shutdown(stopped(rx))
+                    .await
+            }))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, socket = %paths.api_socket().display(), "no local API socket: secret references can be set only over HTTP with the opt-in");
+            None
+        }
+    };
+    #[cfg(not(unix))]
+    let local_task = None;
     tracing::info!(%url, data_dir = %options.data_dir.display(), "hypedeck engine serving");
     Ok(Daemon {
         url,
@@ -424,6 +463,7 @@ pub async fn start(options: DaemonOptions) -> Result<Daemon, DaemonError> {
         token,
         shutdown: Some(tx),
         task: Some(task),
+        local_task,
         paths,
         _lock: lock,
     })

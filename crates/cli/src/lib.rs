@@ -3,6 +3,8 @@
 //! run an engine.
 
 pub mod daemon;
+#[cfg(unix)]
+pub mod local;
 pub mod settings;
 
 /// Call first thing in `main` of any binary that runs an engine (`hypedeck`, the desktop app):

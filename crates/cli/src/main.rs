@@ -40,6 +40,25 @@ enum Command {
         /// Hypervisor backend.
         #[arg(long, value_enum, default_value = "auto")]
         hypervisor: HypervisorArg,
+        /// Accept secret references (op://, keychain:, cmd:) from HTTP clients too. Without
+        /// it only the user at this machine may set them (the window, `hypedeck rotate`):
+        /// with it, anyone holding the API token can make the engine run commands and read
+        /// keychain items as you. Also $HYPEDECK_ALLOW_HTTP_SECRET_REFERENCES=1.
+        #[arg(long)]
+        allow_http_secret_references: bool,
+    },
+    /// Rotate a credential of a running instance: the new value of env var KEY is read from
+    /// stdin (a prompt without echo on a terminal), never from the command line, or given as a
+    /// secret reference with --from. Talks to the local engine over its Unix socket.
+    Rotate {
+        /// Instance id, name or id prefix.
+        instance: String,
+        /// The credential's env var (`credentials[*].source.env`).
+        key: String,
+        /// A secret reference instead of a value: op://vault/item/field,
+        /// keychain:<service>/<account> or cmd:<program> <args…>.
+        #[arg(long, value_name = "REFERENCE")]
+        from: Option<String>,
     },
     /// Print the API token (from the OS keychain; created on first use).
     Token {
@@ -66,7 +85,11 @@ fn data_dir(cli: &Cli) -> anyhow::Result<PathBuf> {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let dir = data_dir(&cli)?;
     match cli.command {
-        Command::Serve { listen, hypervisor } => {
+        Command::Serve {
+            listen,
+            hypervisor,
+            allow_http_secret_references,
+        } => {
             let hypervisor = match hypervisor {
                 HypervisorArg::Auto => HypervisorChoice::Auto,
                 HypervisorArg::Fake => HypervisorChoice::Fake,
@@ -75,6 +98,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 data_dir: dir.clone(),
                 listen,
                 hypervisor,
+                allow_http_secret_references: allow_http_secret_references
+                    || std::env::var(daemon::HTTP_SECRET_REFERENCES_ENV).is_ok_and(|v| v == "1"),
             })
             .await
             .map_err(|e| {
@@ -137,6 +162,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Rotate {
+            instance,
+            key,
+            from,
+        } => rotate(&dir, &instance, &key, from).await,
         Command::Status => {
             match Endpoint::find(&dir) {
                 Some(e) => println!("running: {} (pid {})", e.url, e.pid),
@@ -179,6 +209,99 @@ async fn rotate_through(url: &str, token: &str) -> anyhow::Result<String> {
         .as_str()
         .map(str::to_string)
         .context("the engine's answer has no token")
+}
+
+/// `hypedeck rotate`: PATCH the instance's env over the engine's Unix socket, then print the
+/// credential's new fingerprint (never the value).
+#[cfg(unix)]
+async fn rotate(
+    dir: &std::path::Path,
+    instance: &str,
+    key: &str,
+    from: Option<String>,
+) -> anyhow::Result<()> {
+    let value = match from {
+        Some(reference) => reference,
+        None => read_secret(&format!("new value of {key}: "))?,
+    };
+    anyhow::ensure!(!value.is_empty(), "no value given for {key}");
+    let socket = hypedeck_cli::local::socket_path(dir);
+    anyhow::ensure!(
+        Endpoint::find(dir).is_some() && socket.exists(),
+        "no engine is running for {} (start it with `hypedeck serve` or the desktop app)",
+        dir.display()
+    );
+    let keychain = daemon::open_keychain()?;
+    let token = daemon::load_or_create_token(keychain.as_ref(), dir)?;
+    let id = instance.replace('/', "%2F");
+    let body = serde_json::to_vec(&serde_json::json!({ "env": { key: value } }))?;
+    let (status, answer) = hypedeck_cli::local::request(
+        &socket,
+        &token.expose(),
+        "PATCH",
+        &format!("/instances/{id}"),
+        Some(body),
+    )
+    .await
+    .with_context(|| format!("reach the engine on {}", socket.display()))?;
+    if status != 200 {
+        let message: serde_json::Value = serde_json::from_slice(&answer).unwrap_or_default();
+        anyhow::bail!(
+            "the engine refused the rotation ({status}): {}",
+            message["message"].as_str().unwrap_or("no message")
+        );
+    }
+    let (_, credentials) = hypedeck_cli::local::request(
+        &socket,
+        &token.expose(),
+        "GET",
+        &format!("/instances/{id}/credentials"),
+        None,
+    )
+    .await?;
+    let credentials: serde_json::Value = serde_json::from_slice(&credentials).unwrap_or_default();
+    let fingerprint = credentials
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["env"] == key)
+        .and_then(|c| c["fingerprint"].as_str())
+        .unwrap_or("unknown");
+    println!("rotated {key} of {instance} (fingerprint {fingerprint})");
+    Ok(())
+}
+
+#[cfg(not(unix))]
+async fn rotate(
+    _dir: &std::path::Path,
+    _instance: &str,
+    _key: &str,
+    _from: Option<String>,
+) -> anyhow::Result<()> {
+    anyhow::bail!("hypedeck rotate needs the engine's Unix socket (Linux, macOS)")
+}
+
+/// A secret from stdin: the first line when piped, or typed at a prompt without echo.
+#[cfg(unix)]
+fn read_secret(prompt: &str) -> anyhow::Result<String> {
+    use std::io::{BufRead as _, IsTerminal as _, Write as _};
+    let stdin = std::io::stdin();
+    let mut line = String::new();
+    if !stdin.is_terminal() {
+        stdin.lock().read_line(&mut line)?;
+        return Ok(line.trim_end_matches(['\r', '\n']).to_string());
+    }
+    eprint!("{prompt}");
+    std::io::stderr().flush()?;
+    let saved = rustix::termios::tcgetattr(&stdin)?;
+    let mut quiet = saved.clone();
+    quiet.local_modes.remove(rustix::termios::LocalModes::ECHO);
+    rustix::termios::tcsetattr(&stdin, rustix::termios::OptionalActions::Now, &quiet)?;
+    let read = stdin.lock().read_line(&mut line);
+    rustix::termios::tcsetattr(&stdin, rustix::termios::OptionalActions::Now, &saved)?;
+    eprintln!();
+    read?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_string())
 }
 
 async fn shutdown_signal() {

@@ -13,6 +13,16 @@ impl Engine {
     /// Creates and boots an instance. On any failure nothing is left behind: no directory, no
     /// keychain entry, no VMM.
     pub async fn create(&self, spec: InstanceSpec) -> Result<Instance, EngineError> {
+        self.create_as(spec, crate::Caller::Local).await
+    }
+
+    /// [`Engine::create`] for `caller`: secret references are resolved only for a caller that
+    /// may (see [`crate::Caller`]).
+    pub async fn create_as(
+        &self,
+        spec: InstanceSpec,
+        caller: crate::Caller,
+    ) -> Result<Instance, EngineError> {
         let hypervisor = match (spec.hypervisor, &self.hypervisor) {
             (Some(requested), _) => self.backend(requested)?,
             (None, Ok(h)) => h.clone(),
@@ -35,7 +45,10 @@ impl Engine {
         let mut secrets: Vec<(String, Sensitive<String>)> = Vec::new();
         for (key, r) in record.secret_env.iter_mut() {
             if let Some(v) = spec.env.get(key) {
-                secrets.push((r.keychain_account.clone(), self.vault.value_of(v).await?));
+                secrets.push((
+                    r.keychain_account.clone(),
+                    self.vault.value_of(v, caller).await?,
+                ));
                 r.reference = crate::credentials::reference_kind(v).map(|_| v.clone());
             }
         }

@@ -5,10 +5,12 @@
 //! standard output, e.g. `cmd:gh auth token`), resolved on the host at create, at every start,
 //! on PATCH and on "re-resolve now", and stored in the keychain like a literal value.
 //!
-//! Invariants: no value (resolved or literal) appears in an error, a log line or an event;
-//! references are not secrets and may be shown; references are resolved only when the engine
-//! allows it ([`Engine::allow_secret_references`]: the daemon does when its API listens on
-//! loopback), because resolving one reads whatever the user's 1Password, keychain or shell can.
+//! Invariants: no value (resolved or literal) appears in an error, a log line or an event, and
+//! neither does what a reference's program printed or its arguments; references are not
+//! secrets and may be shown; references are set only by the user at this machine
+//! ([`Caller::Local`]; HTTP clients only after [`Engine::allow_http_secret_references`]),
+//! because resolving one runs what the user's 1Password, keychain or shell can; `keychain:`
+//! never reads Hypedeck's own service.
 
 use std::time::Duration;
 
@@ -25,6 +27,21 @@ pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Most events one call returns.
 pub const MAX_EVENTS: usize = 1000;
+
+/// Who asks for a verb that may resolve secret references. Resolving one runs a program or
+/// reads a keychain item as the user at this machine, so only that user may ask.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caller {
+    /// The user at this machine: the engine itself, the desktop shell (Tauri IPC), or a client
+    /// of the engine's Unix socket running as the engine's OS user.
+    Local,
+    /// An HTTP client holding the token. It may be anywhere: an SSH tunnel or a TLS proxy
+    /// ends on loopback too, so where a request arrives from proves nothing.
+    Http,
+}
+
+/// Why a reference from an HTTP client is refused.
+pub const REFERENCES_LOCAL_ONLY: &str = "secret references (op://, keychain:, cmd:) can be set only by the user at this machine: from the Hypedeck window or with `hypedeck rotate` (or any client of the engine's Unix socket); this request came over HTTP. An engine started with --allow-http-secret-references accepts them over HTTP too (see the README)";
 
 /// The kinds of secret reference.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -58,8 +75,32 @@ pub(crate) fn refuse(message: String) -> EngineError {
     ))
 }
 
-/// Runs `argv` with no stdin and returns its trimmed stdout; errors name the program and its
-/// exit, plus the last line of its stderr (never stdout, which may hold the value).
+/// How a reference names itself in errors and logs: its kind and program, never its arguments
+/// (a `cmd:` line may carry a token) and never its account.
+fn describe(reference: &str) -> String {
+    match reference_kind(reference) {
+        Some(ReferenceKind::Op) => "secret reference op://…".into(),
+        Some(ReferenceKind::Keychain) => {
+            let service = reference["keychain:".len()..]
+                .split_once('/')
+                .map_or("…", |(service, _)| service);
+            format!("secret reference keychain:{service}/…")
+        }
+        Some(ReferenceKind::Cmd) => {
+            let program = reference["cmd:".len()..]
+                .split_whitespace()
+                .next()
+                .unwrap_or("");
+            format!("secret reference cmd:{program} …")
+        }
+        None => "value".into(),
+    }
+}
+
+/// Runs `argv` directly (no shell unless the user wrote one), with no stdin, a timeout, and
+/// stderr discarded, and returns its trimmed stdout. Errors say what went wrong in the
+/// program's terms (not installed, no answer, its exit status), never what it printed: its
+/// output and its stderr may hold the value, and an error goes back to the API client.
 async fn run_for_value(what: &str, argv: &[String]) -> Result<Sensitive<String>, EngineError> {
     let Some((program, args)) = argv.split_first() else {
         return Err(refuse(format!("{what}: no program given")));
@@ -67,53 +108,44 @@ async fn run_for_value(what: &str, argv: &[String]) -> Result<Sensitive<String>,
     let child = tokio::process::Command::new(program)
         .args(args)
         .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
         .kill_on_drop(true)
         .output();
     let out = match tokio::time::timeout(RESOLVE_TIMEOUT, child).await {
         Err(_) => {
             return Err(refuse(format!(
-                "{what}: {program} gave no answer within {} s",
+                "{what}: no answer within {} s",
                 RESOLVE_TIMEOUT.as_secs()
             )));
         }
         Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(refuse(format!(
-                "{what}: {program} is not installed (not on PATH)"
-            )));
+            return Err(refuse(format!("{what}: not installed (not on PATH)")));
         }
-        Ok(Err(e)) => return Err(refuse(format!("{what}: cannot run {program}: {e}"))),
+        Ok(Err(e)) => return Err(refuse(format!("{what}: cannot run it: {}", e.kind()))),
         Ok(Ok(out)) => out,
     };
     if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let last: String = stderr
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("")
-            .chars()
-            .take(200)
-            .collect();
-        return Err(refuse(format!(
-            "{what}: {program} failed ({}): {last}",
-            out.status
-        )));
+        return Err(refuse(format!("{what}: failed ({})", out.status)));
     }
-    let value = String::from_utf8(out.stdout).map_err(|_| {
-        refuse(format!(
-            "{what}: {program} printed something that is not text"
-        ))
-    })?;
+    let value = String::from_utf8(out.stdout)
+        .map_err(|_| refuse(format!("{what}: printed something that is not text")))?;
     let value = value.trim().to_string();
     if value.is_empty() {
-        return Err(refuse(format!("{what}: {program} printed nothing")));
+        return Err(refuse(format!("{what}: printed nothing")));
     }
     Ok(Sensitive::new(value))
 }
 
+/// Whether a `keychain:` reference names one of Hypedeck's own services (its API token, the
+/// egress CA key, remote connections' tokens, other instances' credentials): never readable
+/// through a reference.
+fn own_service(service: &str) -> bool {
+    service.eq_ignore_ascii_case(crate::KEYCHAIN_SERVICE)
+}
+
 /// Resolves a reference to its value (see the module docs for the forms).
 pub async fn resolve_reference(reference: &str) -> Result<Sensitive<String>, EngineError> {
-    let what = format!("secret reference {reference:?}");
+    let what = describe(reference);
     match reference_kind(reference) {
         Some(ReferenceKind::Op) => {
             run_for_value(
@@ -140,6 +172,12 @@ pub async fn resolve_reference(reference: &str) -> Result<Sensitive<String>, Eng
                     "{what}: expected keychain:<service>/<account>"
                 )));
             };
+            if own_service(service) {
+                return Err(refuse(format!(
+                    "{what}: Hypedeck's own keychain items (its API token, keys and other \
+                     instances' credentials) cannot be referenced"
+                )));
+            }
             let (service, account) = (service.to_string(), account.to_string());
             let found = tokio::task::spawn_blocking(move || {
                 hypedeck_secrets::KeychainStore::open(&service)?.get(&account)
@@ -189,20 +227,20 @@ pub struct CredentialStatus {
 }
 
 impl Engine {
-    /// Lets (or stops) this engine resolve secret references. Off by default.
-    pub fn allow_secret_references(&self, allowed: bool) {
-        self.vault.allow_references(allowed);
+    /// Lets (or stops) HTTP clients set secret references. Off by default: only the user at
+    /// this machine ([`Caller::Local`]) may.
+    pub fn allow_http_secret_references(&self, allowed: bool) {
+        self.vault.allow_http_references(allowed);
     }
 
     /// Keychain items a credential may refer to (`keychain:<service>/<account>`), for a picker:
-    /// names only, Hypedeck's own items left out. Like resolving, only when references are
-    /// allowed (it tells what the user's keychain holds).
-    pub async fn keychain_items(&self) -> Result<Vec<(String, String)>, EngineError> {
-        if !self.vault.references_allowed() {
-            return Err(refuse(
-                "keychain items are listed only by an engine whose API listens on loopback".into(),
-            ));
-        }
+    /// names only, Hypedeck's own items left out. Like resolving, only for the user at this
+    /// machine (it tells what the user's keychain holds).
+    pub async fn keychain_items(
+        &self,
+        caller: Caller,
+    ) -> Result<Vec<(String, String)>, EngineError> {
+        self.vault.check_caller(caller)?;
         let items = tokio::task::spawn_blocking(|| {
             hypedeck_secrets::keychain_items(crate::KEYCHAIN_SERVICE)
         })
@@ -312,7 +350,10 @@ impl Engine {
         &self,
         id_or_name: &str,
         credential: &str,
+        caller: Caller,
     ) -> Result<Vec<CredentialStatus>, EngineError> {
+        // Re-running a reference is running the user's program: the user's call.
+        self.vault.check_caller(caller)?;
         let record = self.resolve(id_or_name)?;
         let Some(policy) = record.credentials.get(credential) else {
             return Err(EngineError::NotFound);
@@ -327,12 +368,13 @@ impl Engine {
             )));
         };
         let env = std::collections::BTreeMap::from([(policy.source.env.clone(), reference)]);
-        self.update(
+        self.update_as(
             &record.id,
             hypedeck_model::validate::InstanceUpdate {
                 env: Some(env),
                 ..Default::default()
             },
+            caller,
         )
         .await?;
         self.credentials(&record.id).await
@@ -374,24 +416,44 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("printed nothing"), "{e}");
-        // Prints `sk-leaky` (the reference itself only says `tk-leaky`), then fails.
+        // Prints `sk-leaky` (the reference itself only says `tk-leaky`) and `oops` on stderr,
+        // then fails: the error has the exit status, and neither output nor arguments.
         let e = resolve_reference(
             "cmd:sh -c echo${IFS}tk-leaky|tr${IFS}t${IFS}s;echo${IFS}oops>&2;exit${IFS}3",
         )
         .await
         .unwrap_err()
         .to_string();
-        assert!(e.contains("sh failed (exit status: 3): oops"), "{e}");
-        assert!(!e.contains("sk-leaky"), "{e}");
-        let e = resolve_reference("cmd:no-such-program-hd")
+        assert_eq!(e, "secret reference cmd:sh …: failed (exit status: 3)");
+        let e = resolve_reference("cmd:no-such-program-hd --token tk-arg")
             .await
             .unwrap_err()
             .to_string();
-        assert!(e.contains("no-such-program-hd is not installed"), "{e}");
+        assert_eq!(
+            e,
+            "secret reference cmd:no-such-program-hd …: not installed (not on PATH)"
+        );
         let e = resolve_reference("keychain:no-slash")
             .await
             .unwrap_err()
             .to_string();
         assert!(e.contains("expected keychain:<service>/<account>"), "{e}");
+    }
+
+    /// `keychain:` never reads Hypedeck's own service (the API token, the CA key, other
+    /// instances' credentials), whatever the case or the account.
+    #[tokio::test]
+    async fn keychain_references_refuse_hypedecks_own_items() {
+        for reference in [
+            "keychain:hypedeck/api-token",
+            "keychain:Hypedeck/instance/abc/env/KEY",
+        ] {
+            let e = resolve_reference(reference).await.unwrap_err().to_string();
+            assert!(e.contains("cannot be referenced"), "{reference}: {e}");
+            assert!(
+                !e.contains("api-token") && !e.contains("instance/abc"),
+                "{e}"
+            );
+        }
     }
 }

@@ -53,6 +53,7 @@ use hypedeck_secrets::{SecretError, SecretStore};
 use hypedeck_store::{Paths, StoreError};
 
 pub use agent::{AgentEvent, ExecSession};
+pub use credentials::Caller;
 pub use hypedeck_guest_init::agent_proto::{OpenRequest, PathInfo};
 pub use images::{HELLO_IMAGE, PullCredentials};
 pub use lifecycle::{MAX_WAIT, STOP_TIMEOUT, StartOverrides, WaitOutcome};

@@ -36,6 +36,18 @@ impl Engine {
         id_or_name: &str,
         update: InstanceUpdate,
     ) -> Result<Instance, EngineError> {
+        self.update_as(id_or_name, update, crate::Caller::Local)
+            .await
+    }
+
+    /// [`Engine::update`] for `caller`: secret references are resolved only for a caller that
+    /// may (see [`crate::Caller`]).
+    pub async fn update_as(
+        &self,
+        id_or_name: &str,
+        update: InstanceUpdate,
+        caller: crate::Caller,
+    ) -> Result<Instance, EngineError> {
         let (_guard, mut record, observed) = self.lock_and_observe(id_or_name).await?;
         if update.allow.is_some() && !record.network.enabled {
             return Err(EngineError::Rejected(Rejection::invalid_request(
@@ -70,7 +82,7 @@ impl Engine {
             let mut writes = Vec::new();
             for (key, value) in env {
                 // References resolve before anything is written (a failure is a 400).
-                let resolved = self.vault.value_of(value).await?;
+                let resolved = self.vault.value_of(value, caller).await?;
                 let Some(reference) = record.secret_env.get_mut(key) else {
                     return Err(EngineError::Rejected(Rejection::invalid_request(format!(
                         "env var {key:?} is not stored as a credential"

@@ -15,6 +15,7 @@ use hypedeck_secrets::{SecretError, SecretStore, Sensitive};
 use hypedeck_store::InstanceRecord;
 
 use crate::EngineError;
+use crate::credentials::Caller;
 
 type Values = BTreeMap<String, Sensitive<String>>;
 
@@ -24,8 +25,8 @@ pub(crate) struct Vault {
     store: Arc<dyn SecretStore>,
     /// Values by instance id, then env key.
     cache: Mutex<HashMap<String, Values>>,
-    /// Whether secret references may be resolved.
-    references: AtomicBool,
+    /// Whether HTTP clients may set secret references (an explicit opt-in).
+    http_references: AtomicBool,
 }
 
 /// What a successful [`Vault::write`] replaced, so a later failure of the same verb can put
@@ -43,7 +44,7 @@ impl Vault {
         Vault {
             store,
             cache: Mutex::new(HashMap::new()),
-            references: AtomicBool::new(false),
+            http_references: AtomicBool::new(false),
         }
     }
 
@@ -156,26 +157,33 @@ impl Vault {
         self.cache().remove(id);
     }
 
-    /// Lets (or stops) this vault resolve secret references.
-    pub(crate) fn allow_references(&self, allowed: bool) {
-        self.references.store(allowed, Ordering::Relaxed);
+    /// Lets (or stops) HTTP clients set secret references.
+    pub(crate) fn allow_http_references(&self, allowed: bool) {
+        self.http_references.store(allowed, Ordering::Relaxed);
     }
 
-    /// Whether secret references may be resolved.
-    pub(crate) fn references_allowed(&self) -> bool {
-        self.references.load(Ordering::Relaxed)
+    /// Refuses `caller` when it may not resolve references.
+    pub(crate) fn check_caller(&self, caller: Caller) -> Result<(), EngineError> {
+        match caller {
+            Caller::Local => Ok(()),
+            Caller::Http if self.http_references.load(Ordering::Relaxed) => Ok(()),
+            Caller::Http => Err(crate::credentials::refuse(
+                crate::credentials::REFERENCES_LOCAL_ONLY.into(),
+            )),
+        }
     }
 
-    /// Resolves `value` when it is a reference (and references are allowed), else returns it.
-    pub(crate) async fn value_of(&self, value: &str) -> Result<Sensitive<String>, EngineError> {
+    /// Resolves `value` when it is a reference (and `caller` may resolve one), else returns
+    /// it.
+    pub(crate) async fn value_of(
+        &self,
+        value: &str,
+        caller: Caller,
+    ) -> Result<Sensitive<String>, EngineError> {
         if crate::credentials::reference_kind(value).is_none() {
             return Ok(Sensitive::new(value.to_string()));
         }
-        if !self.references_allowed() {
-            return Err(crate::credentials::refuse(
-                "secret references (op://, keychain:, cmd:) are resolved only by an engine whose API listens on loopback".into(),
-            ));
-        }
+        self.check_caller(caller)?;
         crate::credentials::resolve_reference(value).await
     }
 
@@ -194,7 +202,8 @@ impl Vault {
         }
         let current = self.read(record).await.unwrap_or_default();
         for (key, account, reference) in refs {
-            let value = match self.value_of(&reference).await {
+            // The engine itself re-reads what a permitted caller stored.
+            let value = match self.value_of(&reference, Caller::Local).await {
                 Ok(v) => v,
                 Err(e) => {
                     tracing::warn!(id = %record.id, %key, error = %e, "secret reference not resolved; keeping the last value");
@@ -294,5 +303,43 @@ mod tests {
         vault.undo(written).await;
         assert_eq!(store.0.get("a").unwrap().unwrap().expose(), "a-old");
         assert!(store.0.get("b").unwrap().is_none());
+    }
+
+    /// Only the user at this machine may have references resolved, unless the engine opted in
+    /// to HTTP clients; a literal value is anyone's.
+    #[tokio::test]
+    async fn references_are_for_local_callers_unless_http_opted_in() {
+        let vault = Vault::new(Arc::new(MemoryStore::new()));
+        let e = vault
+            .value_of("cmd:echo sk-x", Caller::Http)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("only by the user at this machine"), "{e}");
+        assert_eq!(
+            vault
+                .value_of("sk-literal", Caller::Http)
+                .await
+                .unwrap()
+                .expose(),
+            "sk-literal"
+        );
+        assert_eq!(
+            vault
+                .value_of("cmd:echo sk-x", Caller::Local)
+                .await
+                .unwrap()
+                .expose(),
+            "sk-x"
+        );
+        vault.allow_http_references(true);
+        assert_eq!(
+            vault
+                .value_of("cmd:echo sk-x", Caller::Http)
+                .await
+                .unwrap()
+                .expose(),
+            "sk-x"
+        );
     }
 }

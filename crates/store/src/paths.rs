@@ -44,6 +44,11 @@ impl Paths {
         self.root.join("engine.json")
     }
 
+    /// The engine's Unix socket (the API for the user at this machine).
+    pub fn api_socket(&self) -> PathBuf {
+        self.root.join("api.sock")
+    }
+
     /// Directory holding one directory per instance.
     pub fn instances(&self) -> PathBuf {
         self.root.join("instances")

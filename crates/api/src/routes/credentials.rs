@@ -102,9 +102,10 @@ async fn test(
 async fn resolve(
     State(state): State<ApiState>,
     Path((id, name)): Path<(String, String)>,
+    crate::CallerOf(caller): crate::CallerOf,
 ) -> Result<Json<Vec<CredentialStatus>>, ApiError> {
     super::detached(&state.engine, |e| async move {
-        e.resolve_credential(&id, &name).await
+        e.resolve_credential(&id, &name, caller).await
     })
     .await
     .map(Json)

@@ -47,6 +47,7 @@ async fn list(
 
 async fn create(
     State(state): State<ApiState>,
+    crate::CallerOf(caller): crate::CallerOf,
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -57,9 +58,12 @@ async fn create(
         &create_instance_request(),
     )?;
     let spec = request.validate()?;
-    let instance = super::detached(&state.engine, |e| async move { e.create(spec).await })
-        .await
-        .map_err(|e| ApiError::from_engine("create instance", e))?;
+    let instance = super::detached(
+        &state.engine,
+        |e| async move { e.create_as(spec, caller).await },
+    )
+    .await
+    .map_err(|e| ApiError::from_engine("create instance", e))?;
     Ok((StatusCode::CREATED, Json(instance)))
 }
 
@@ -78,6 +82,7 @@ async fn get_one(
 async fn update(
     State(state): State<ApiState>,
     Path(id): Path<String>,
+    crate::CallerOf(caller): crate::CallerOf,
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Result<Json<Instance>, ApiError> {
@@ -93,10 +98,9 @@ async fn update(
         .resolve(&id)
         .map_err(|e| ApiError::from_engine("update instance", e))?;
     let update = request.validate()?;
-    let instance = super::detached(
-        &state.engine,
-        |e| async move { e.update(&id, update).await },
-    )
+    let instance = super::detached(&state.engine, |e| async move {
+        e.update_as(&id, update, caller).await
+    })
     .await
     .map_err(|e| ApiError::from_engine("update instance", e))?;
     Ok(Json(instance))

@@ -86,10 +86,11 @@ struct KeychainItem {
 
 async fn keychain_items(
     State(state): State<ApiState>,
+    crate::CallerOf(caller): crate::CallerOf,
 ) -> Result<Json<Vec<KeychainItem>>, ApiError> {
     let items = state
         .engine
-        .keychain_items()
+        .keychain_items(caller)
         .await
         .map_err(|e| ApiError::from_engine("list keychain items", e))?;
     Ok(Json(

@@ -109,14 +109,16 @@ async fn credentials_show_fingerprints_and_rotation_never_values() {
 }
 
 #[tokio::test]
-async fn secret_references_resolve_on_the_host_only_when_allowed() {
-    let (r, engine) = rig_with_engine();
-    // Off by default (an engine reachable from other machines must not run them).
-    let refused = r
+async fn secret_references_are_set_only_by_the_user_at_this_machine() {
+    let (http, engine) = rig_with_engine();
+    // Over HTTP a token holder may be anywhere (a tunnel or TLS proxy ends on loopback too):
+    // refused, and nothing ran.
+    let ran = http.dir.path().join("ran");
+    let refused = http
         .authed(
             "POST",
             "/instances",
-            Some(agent("cmd:echo sk-from-command")),
+            Some(agent(&format!("cmd:touch {}", ran.display()))),
         )
         .await;
     assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.text);
@@ -124,13 +126,24 @@ async fn secret_references_resolve_on_the_host_only_when_allowed() {
         refused.json["message"]
             .as_str()
             .unwrap()
-            .contains("listens on loopback"),
+            .contains("only by the user at this machine"),
         "{}",
         refused.text
     );
-    assert_eq!(r.instance_dirs(), 0);
+    assert!(!ran.exists(), "the command ran for an HTTP client");
+    assert_eq!(http.instance_dirs(), 0);
+    let items = http.authed("GET", "/system/keychain/items", None).await;
+    assert_eq!(items.status, StatusCode::BAD_REQUEST, "{}", items.text);
 
-    engine.allow_secret_references(true);
+    // The same API on the engine's Unix socket (the window through the shell, `hypedeck
+    // rotate`): allowed.
+    let r = Rig {
+        dir: tempfile::tempdir().unwrap(),
+        app: crate::local_router(ApiState {
+            engine: engine.clone(),
+            token: ApiToken::new(Sensitive::new(TOKEN.to_string())),
+        }),
+    };
     let created = r
         .authed(
             "POST",
@@ -173,7 +186,7 @@ async fn secret_references_resolve_on_the_host_only_when_allowed() {
         bad.json["message"]
             .as_str()
             .unwrap()
-            .starts_with("secret reference \"cmd:false\": false failed"),
+            .starts_with("secret reference cmd:false …: failed (exit status: 1)"),
         "{}",
         bad.text
     );
@@ -199,4 +212,25 @@ async fn secret_references_resolve_on_the_host_only_when_allowed() {
         .authed("POST", "/instances/agent/credentials/NOPE/resolve", None)
         .await;
     assert_eq!(none.status, StatusCode::NOT_FOUND);
+    // Re-running a stored reference is the user's call too.
+    let rerun = http
+        .authed("POST", "/instances/agent/credentials/OPENAI/resolve", None)
+        .await;
+    assert_eq!(rerun.status, StatusCode::BAD_REQUEST, "{}", rerun.text);
+    assert!(
+        rerun.text.contains("only by the user at this machine"),
+        "{}",
+        rerun.text
+    );
+
+    // An engine started with the opt-in accepts them over HTTP.
+    engine.allow_http_secret_references(true);
+    let p = http
+        .authed(
+            "PATCH",
+            "/instances/agent",
+            Some(json!({"env": {"OPENAI_KEY": "cmd:echo sk-over-http"}})),
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::OK, "{}", p.text);
 }

@@ -17,6 +17,7 @@ use tower::ServiceExt;
 use crate::{ApiState, ApiToken, router};
 
 mod credentials;
+mod detached;
 mod exec;
 mod hypervisors;
 mod images;

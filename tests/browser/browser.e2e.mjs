@@ -261,6 +261,100 @@ describe("web UI in a browser", () => {
     assert.equal(await page.locator("#connect").isVisible(), false);
   });
 
+  test("a link to another server is confirmed before use, and its token leaves the address bar at once", async (t) => {
+    // Engine A is this browser's saved connection; B is where a crafted link points.
+    const a = engine;
+    const b = await startFakeEngine("browser-link");
+    t.after(() => b.stop());
+    const onA = await a.client.instances.create({ name: "link-on-a", image: "docker.io/library/alpine:latest" });
+    t.after(() => a.client.instances.delete(onA.id));
+    const onB = await b.client.instances.create({ name: "link-on-b", image: "docker.io/library/alpine:latest" });
+    const [aHost, bHost] = [new URL(a.url).host, new URL(b.url).host];
+    assert.notEqual(aHost, bHost);
+
+    const context = await browser.newContext({ viewport: { width: 1100, height: 720 } });
+    t.after(() => context.close());
+    const page = await context.newPage();
+    const toB = [];
+    page.on("request", (r) => {
+      if (r.url().startsWith(b.url)) toB.push(`${r.method()} ${new URL(r.url()).pathname}`);
+    });
+    const saved = () => page.evaluate(() => JSON.parse(localStorage.getItem("hypedeck.connection") ?? "null"));
+    const home = new URL(UI_URL).href;
+    const queryLink = (e) => {
+      const u = new URL(UI_URL);
+      u.searchParams.set("api", e.url);
+      u.searchParams.set("token", e.token);
+      return u.href;
+    };
+    const fragmentLink = (e) => `${home}#api=${encodeURIComponent(e.url)}&token=${encodeURIComponent(e.token)}`;
+    const noLinkIn = (url) => {
+      for (const secret of [a.token, b.token, "token=", "api="]) assert.ok(!url.includes(secret), url);
+    };
+
+    // A first-time link to this machine's loopback is used as is and remembered.
+    await page.goto(queryLink(a));
+    await row(page, onA.id).waitFor({ timeout: 10_000 });
+    assert.deepEqual(await saved(), { url: a.url, token: a.token });
+    assert.equal(page.url(), home);
+
+    // The crafted link to B (the old query form): a question naming B, the token already gone.
+    await page.goto(queryLink(b));
+    const confirm = page.locator("#link-confirm");
+    await confirm.waitFor({ timeout: 10_000 });
+    assert.equal(page.url(), home);
+    assert.equal(await page.evaluate(() => window.location.href), home);
+    assert.equal(await page.locator("#link-host").textContent(), bHost);
+    assert.equal(await page.locator("#link-url").textContent(), b.url);
+    assert.equal(await page.locator("#link-saved-host").textContent(), aHost);
+    assert.equal(await page.locator("#link-connect").textContent(), `Connect to ${bHost}`);
+    assert.equal(await page.locator("#link-keep").textContent(), `Keep ${aHost}`);
+    assert.match(await page.locator("#link-warning").textContent(), /credential values/);
+    assert.ok(!(await page.locator("body").innerText()).includes(b.token), "the page shows B's token");
+    assert.deepEqual(await saved(), { url: a.url, token: a.token });
+    mkdirSync(RESULTS, { recursive: true });
+    await page.screenshot({ path: path.join(RESULTS, "browser-link-confirm.png") });
+
+    // Keep A: A's instances, nothing of B's, and B never heard from this page.
+    await page.click("#link-keep");
+    await row(page, onA.id).waitFor({ timeout: 10_000 });
+    assert.equal(await page.locator("#conn-url").textContent(), a.url);
+    assert.equal(await confirm.count(), 0);
+    assert.equal(await row(page, onB.id).count(), 0);
+    assert.deepEqual(await saved(), { url: a.url, token: a.token });
+    // The history entries hold no link either: back and forward land on plain pages on A.
+    await page.goBack();
+    noLinkIn(page.url());
+    await page.goForward();
+    noLinkIn(page.url());
+    await row(page, onA.id).waitFor({ timeout: 10_000 });
+    assert.equal(await confirm.count(), 0);
+    assert.deepEqual(toB, []);
+
+    // The fragment form, clicked while the page is open (no reload): the same question.
+    await page.goto(fragmentLink(b));
+    await confirm.waitFor({ timeout: 10_000 });
+    assert.equal(page.url(), home);
+    assert.equal(await page.locator("#link-host").textContent(), bHost);
+    assert.deepEqual(await saved(), { url: a.url, token: a.token });
+    assert.deepEqual(toB, []);
+
+    // Connect: the page switches to B and remembers it.
+    await page.click("#link-connect");
+    await row(page, onB.id).waitFor({ timeout: 10_000 });
+    assert.equal(await page.locator("#conn-url").textContent(), b.url);
+    assert.equal(await row(page, onA.id).count(), 0);
+    assert.deepEqual(await saved(), { url: b.url, token: b.token });
+    assert.ok(toB.includes("GET /instances"), toB.join(", "));
+
+    // A fragment link loaded in a fresh page, to the server already in use: no question.
+    await page.goto("about:blank");
+    await page.goto(fragmentLink(b));
+    await row(page, onB.id).waitFor({ timeout: 10_000 });
+    assert.equal(await confirm.count(), 0);
+    assert.equal(page.url(), home);
+  });
+
   test("first run: a missing guest kernel gets the setup screen with its fix, and re-check clears it", async (t) => {
     const dir = mkdtempSync(path.join(tmpdir(), "hypedeck-kernel-"));
     t.after(() => rmSync(dir, { recursive: true, force: true }));

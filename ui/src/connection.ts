@@ -1,6 +1,13 @@
 // Where the API is and how to authenticate: from the desktop shell inside Tauri, otherwise from
-// `?api=<url>&token=<token>` in the location, the browser's storage, or the connect form.
+// a link (`#api=<url>&token=<token>`, or the older `?api=<url>&token=<token>`), the browser's
+// storage, or the connect form.
+//
+// A link is a request, not an order: a crafted link could point the page at a server that then
+// receives everything typed here (credential values in Create and Rotate). So the page reads a
+// link once at load and strips it from the address bar and the history before anything else,
+// and `decideLink` says whether it may be used as is or the user must confirm it first.
 import { desktopConnection, inDesktop } from "./desktop";
+import { normalizeUrl } from "./remotes";
 
 export type Mode = "embedded" | "attached" | "browser" | "remote";
 
@@ -10,20 +17,128 @@ export interface Connection {
   mode: Mode;
 }
 
+/** An API and token as a link or the browser's storage gives them. */
+export interface Link {
+  url: string;
+  token: string;
+}
+
+/** A link the user must confirm before the page uses it. */
+export interface LinkQuestion {
+  /** What the link asks for (its URL checked and normalized). */
+  link: Link;
+  /** The connection this browser already has, if any. */
+  saved: Link | null;
+  /** The link names the saved server with another token. */
+  sameServer: boolean;
+}
+
+/** What to do with a link, given the saved connection. */
+export type LinkDecision =
+  /** Connect to the link's API without asking (and remember it). */
+  | { action: "use"; link: Link }
+  /** Show where the link wants to connect; only an explicit yes uses it. */
+  | { action: "ask"; question: LinkQuestion }
+  /** No link, or one that cannot be used (`reason` says why); start as if there were none. */
+  | { action: "ignore"; reason: string | null };
+
+/** What the page starts with. */
+export type Start =
+  /** A connection, or `null` for the connect form; `note` says why a link was not used. */
+  | { kind: "connected"; conn: Connection | null; note: string | null }
+  /** A link to confirm first. */
+  | { kind: "ask"; question: LinkQuestion };
+
 const STORAGE_KEY = "hypedeck.connection";
 
 /**
- * The connection the page starts with, or `null` in a browser that has none yet (show the
- * form). Rejects if the desktop shell reports an error.
+ * The connection the page starts with, given the link it was opened with (see `takeLink`).
+ * Rejects if the desktop shell reports an error. The desktop window ignores links.
  */
-export async function initialConnection(): Promise<Connection | null> {
+export async function initialConnection(link: Link | null): Promise<Start> {
   if (inDesktop()) {
-    return desktopConnection();
+    return { kind: "connected", conn: await desktopConnection(), note: null };
   }
-  return fromLocation() ?? fromStorage();
+  const saved = fromStorage();
+  const decision = decideLink(saved, link);
+  switch (decision.action) {
+    case "use":
+      return { kind: "connected", conn: rememberBrowserConnection(decision.link.url, decision.link.token), note: null };
+    case "ask":
+      return { kind: "ask", question: decision.question };
+    case "ignore":
+      return { kind: "connected", conn: saved && browserConnection(saved), note: decision.reason };
+  }
 }
 
-/** Remembers a browser connection (from the form) for the next visit. */
+/**
+ * Whether a link may be used without asking. Asked: a link to another server than the saved
+ * one, or to the saved server with another token; with nothing saved, a link to any host
+ * that is not this machine's loopback. Used as is: the saved connection itself, or, with
+ * nothing saved, a loopback API (what `hypedeck serve` runs; a page on the web cannot receive
+ * what is sent there, and the header always shows the URL in use). Pure.
+ */
+export function decideLink(saved: Link | null, link: Link | null): LinkDecision {
+  if (link === null) {
+    return { action: "ignore", reason: null };
+  }
+  let url: string;
+  try {
+    url = normalizeUrl(link.url);
+  } catch (e) {
+    return { action: "ignore", reason: `the link's API URL is unusable: ${e instanceof Error ? e.message : String(e)}` };
+  }
+  const wanted: Link = { url, token: link.token.trim() };
+  if (saved === null) {
+    return isLoopback(url) ? { action: "use", link: wanted } : { action: "ask", question: { link: wanted, saved: null, sameServer: false } };
+  }
+  const sameServer = sameUrl(saved.url, url);
+  if (sameServer && saved.token === wanted.token) {
+    return { action: "use", link: wanted };
+  }
+  return { action: "ask", question: { link: wanted, saved, sameServer } };
+}
+
+/**
+ * The link in a page address: `api` and `token` from the fragment (preferred: browsers never
+ * send it to the server hosting the page) or the query, and the address without them (`null`
+ * when there is nothing to strip). A lone `token` or `api` is stripped too. Pure.
+ */
+export function readLink(href: string): { link: Link | null; stripped: string | null } {
+  const address = new URL(href);
+  const fragment = new URLSearchParams(address.hash.replace(/^#/, ""));
+  const inFragment = fragment.has("api") || fragment.has("token");
+  const inQuery = address.searchParams.has("api") || address.searchParams.has("token");
+  if (!inFragment && !inQuery) {
+    return { link: null, stripped: null };
+  }
+  const from = inFragment ? fragment : address.searchParams;
+  const api = from.get("api");
+  const token = from.get("token");
+  const link = api && token !== null ? { url: api, token } : null;
+  address.searchParams.delete("api");
+  address.searchParams.delete("token");
+  if (inFragment) {
+    fragment.delete("api");
+    fragment.delete("token");
+    address.hash = fragment.toString();
+  }
+  return { link, stripped: address.href };
+}
+
+/**
+ * Reads the link this page was opened with and removes it from the address bar and the
+ * history entry at once, whatever is decided about it later. Call once, before rendering.
+ */
+export function takeLink(): Link | null {
+  const { link, stripped } = readLink(window.location.href);
+  if (stripped !== null) {
+    window.history.replaceState(window.history.state, "", stripped);
+  }
+  return link;
+}
+
+/** Remembers a browser connection (from the form or a confirmed link) for the next visit. */
 export function rememberBrowserConnection(url: string, token: string): Connection {
   const conn: Connection = { url: url.trim(), token: token.trim(), mode: "browser" };
   try {
@@ -32,6 +147,11 @@ export function rememberBrowserConnection(url: string, token: string): Connectio
     // Storage can be disabled; the connection still works for this page.
   }
   return conn;
+}
+
+/** The browser connection for a saved (or kept) API and token. */
+export function browserConnection(link: Link): Connection {
+  return { url: link.url, token: link.token, mode: "browser" };
 }
 
 /** Forgets the stored browser connection. */
@@ -43,21 +163,21 @@ export function forgetBrowserConnection(): void {
   }
 }
 
-function fromLocation(): Connection | null {
-  const url = new URL(window.location.href);
-  const api = url.searchParams.get("api");
-  const token = url.searchParams.get("token");
-  if (!api || token === null) {
-    return null;
-  }
-  // Keep the token out of the address bar and the history once it is read.
-  url.searchParams.delete("api");
-  url.searchParams.delete("token");
-  window.history.replaceState(null, "", url);
-  return rememberBrowserConnection(api, token);
+/** True for an API on this machine's loopback (`localhost`, `*.localhost`, 127/8, `[::1]`). */
+export function isLoopback(url: string): boolean {
+  const host = new URL(url).hostname;
+  return host === "localhost" || host.endsWith(".localhost") || host === "[::1]" || /^127\.\d+\.\d+\.\d+$/.test(host);
 }
 
-function fromStorage(): Connection | null {
+function sameUrl(a: string, b: string): boolean {
+  try {
+    return new URL(normalizeUrl(a)).href === new URL(normalizeUrl(b)).href;
+  } catch {
+    return false;
+  }
+}
+
+function fromStorage(): Link | null {
   try {
     const raw = localStorage.getItem(STORAGE_KEY);
     if (raw === null) {
@@ -72,7 +192,7 @@ function fromStorage(): Connection | null {
       typeof value.url === "string" &&
       typeof value.token === "string"
     ) {
-      return { url: value.url, token: value.token, mode: "browser" };
+      return { url: value.url, token: value.token };
     }
   } catch {
     // Corrupt or unavailable storage: ask again.

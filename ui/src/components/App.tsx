@@ -1,9 +1,19 @@
-// The page: find the API (desktop shell, URL, storage or the connect form), then the instances
-// list, one instance's details, the create dialog, images and volumes, routed by the location hash.
+// The page: find the API (desktop shell, a link (confirmed when it points elsewhere), storage or
+// the connect form), then the instances list, one instance's details, the create dialog, images
+// and volumes, routed by the location hash.
 import { useCallback, useEffect, useMemo, useRef, useState } from "react";
 
 import { client, createHello, problem, systemChecks, type Problem } from "../api";
-import { forgetBrowserConnection, initialConnection, rememberBrowserConnection, type Connection } from "../connection";
+import {
+  browserConnection,
+  forgetBrowserConnection,
+  initialConnection,
+  rememberBrowserConnection,
+  type Connection,
+  type Link,
+  type LinkQuestion,
+  type Start,
+} from "../connection";
 import { DesktopError, inDesktop, shell } from "../desktop";
 import { BackendsContext, SettingsContext, useBackends, useInstances, useNow, useRoute, useShortcuts } from "../hooks";
 import { applyTheme, DEFAULT_SETTINGS, loadSettings, type Settings } from "../prefs";
@@ -13,6 +23,7 @@ import { CreateDialog } from "./CreateDialog";
 import { ImagesView } from "./ImagesView";
 import { InstanceDetails } from "./InstanceDetails";
 import { InstanceList } from "./InstanceList";
+import { LinkConfirm } from "./LinkConfirm";
 import { SettingsView } from "./SettingsView";
 import { SetupCheck } from "./SetupCheck";
 import { VolumesView } from "./VolumesView";
@@ -225,12 +236,16 @@ function Workspace({
   );
 }
 
-export function App({ onFirstPaint }: { onFirstPaint: () => void }) {
+/** `link`: the API and token the page was opened with (already off the address bar), if any. */
+export function App({ link, onFirstPaint }: { link: Link | null; onFirstPaint: () => void }) {
   // `home`: this computer's engine (or the browser's API); `conn`: the one shown, home or a remote.
   const [home, setHome] = useState<Connection | null | undefined>(undefined);
   const [conn, setConnState] = useState<Connection | null | undefined>(undefined);
   const [remoteId, setRemoteId] = useState<string | null>(null);
   const [bootProblem, setBootProblem] = useState<Problem | null>(null);
+  // A link to confirm before anything is sent anywhere, and why a link was not used.
+  const [question, setQuestion] = useState<LinkQuestion | null>(null);
+  const [linkNote, setLinkNote] = useState<string | null>(null);
   const [settings, setSettings] = useState<Settings>(DEFAULT_SETTINGS);
   useEffect(() => {
     loadSettings().then(
@@ -246,19 +261,30 @@ export function App({ onFirstPaint }: { onFirstPaint: () => void }) {
     setConnState(c);
     setRemoteId(null);
   };
+  // Also called for a link that arrives while the page is open: it replaces any open question.
+  const start = (s: Start): void => {
+    if (s.kind === "ask") {
+      setLinkNote(null);
+      setQuestion(s.question);
+      return;
+    }
+    setQuestion(null);
+    setLinkNote(s.note);
+    setConn(s.conn);
+  };
 
   useEffect(() => {
-    initialConnection().then(setConn, (e: unknown) => {
+    initialConnection(link).then(start, (e: unknown) => {
       setConn(null);
       // Inside the desktop app: the shell could not start or find the engine (e.g. no keychain).
       setBootProblem(e instanceof DesktopError ? { code: "engine_unavailable", message: e.message } : problem(e, ""));
     });
-  }, []);
+  }, [link]);
   useEffect(() => {
     requestAnimationFrame(() => onFirstPaint());
   }, [onFirstPaint]);
 
-  const mode = bootProblem ? "unavailable" : conn === undefined ? "connecting" : (conn?.mode ?? "browser");
+  const mode = bootProblem ? "unavailable" : question ? "confirm link" : conn === undefined ? "connecting" : (conn?.mode ?? "browser");
   return (
     <>
       <header className="bar">
@@ -296,6 +322,11 @@ export function App({ onFirstPaint }: { onFirstPaint: () => void }) {
         </div>
       </header>
       <main>
+        {linkNote && (
+          <p id="link-ignored" className="hint warn" role="status">
+            The link this page was opened with was not used: {linkNote}
+          </p>
+        )}
         {bootProblem ? (
           <>
             <Banner problem={bootProblem} />
@@ -304,10 +335,10 @@ export function App({ onFirstPaint }: { onFirstPaint: () => void }) {
                 load={localChecks}
                 continueLabel="Start Hypedeck"
                 onContinue={() => {
-                  initialConnection().then(
-                    (c) => {
+                  initialConnection(null).then(
+                    (s) => {
                       setBootProblem(null);
-                      setConn(c);
+                      start(s);
                     },
                     (e: unknown) => setBootProblem(e instanceof DesktopError ? { code: "engine_unavailable", message: e.message } : problem(e, "")),
                   );
@@ -315,6 +346,18 @@ export function App({ onFirstPaint }: { onFirstPaint: () => void }) {
               />
             )}
           </>
+        ) : question ? (
+          <LinkConfirm
+            question={question}
+            onConnect={() => {
+              setQuestion(null);
+              setConn(rememberBrowserConnection(question.link.url, question.link.token));
+            }}
+            onKeep={() => {
+              setQuestion(null);
+              setConn(question.saved && browserConnection(question.saved));
+            }}
+          />
         ) : conn === undefined ? (
           <p className="empty" aria-busy="true">
             Connecting…

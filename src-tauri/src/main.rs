@@ -21,6 +21,8 @@
 //! - `settings()` → `{settings, path, data_dir, restart_needed, load_error}`;
 //!   `save_settings({settings})` → the same, or `{message, fields: [{field, message}]}`;
 //! - `first_paint()` → records the time from process start to the first paint, once;
+//! - `local_api({method, path, body})` → `{status, body}`: the requests that may set secret
+//!   references, sent to this computer's engine over its Unix socket (see `local.rs`);
 //! - `remotes()`, `remote_add({name, url, key})`, `remote_remove({id})` → the remote servers
 //!   (keys in the OS keychain, never in a file); `remote_connection({id})` → `{url, token,
 //!   mode: "remote"}`; `health({id})` → `{latency_ms, problem}` for a remote, or for this
@@ -30,6 +32,7 @@
 
 mod api;
 mod link;
+mod local;
 mod notify;
 mod prefs;
 mod remotes;
@@ -59,6 +62,17 @@ async fn connection(link: tauri::State<'_, EngineLink>) -> Result<Connection, St
 }
 
 /// The remote servers.
+/// A request that may set secret references, over the engine's Unix socket.
+#[tauri::command]
+async fn local_api(
+    link: tauri::State<'_, EngineLink>,
+    method: String,
+    path: String,
+    body: Option<String>,
+) -> Result<local::LocalAnswer, String> {
+    local::request(&link, &method, &path, body).await
+}
+
 #[tauri::command]
 async fn remotes(
     remotes: tauri::State<'_, Remotes>,
@@ -225,6 +239,7 @@ fn main() -> ExitCode {
         })
         .invoke_handler(tauri::generate_handler![
             connection,
+            local_api,
             notify_rotation_failed,
             notify_credential_blocked,
             notify_network_blocked,

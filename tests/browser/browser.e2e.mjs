@@ -447,7 +447,27 @@ describe("web UI in a browser", () => {
     assert.equal(await page.locator("#error").isVisible(), false);
   });
 
-  test("a credential rotated to a keychain item picked in the page: the host resolves it, the page never sees it", async (t) => {
+  test("in a browser the keychain picker is refused: references are for the user at this machine", async (t) => {
+    const created = await engine.client.instances.create({
+      name: "browser-no-refs",
+      image: "docker.io/library/alpine:latest",
+      env: { AGENT_TOKEN: "tok-no-refs" },
+      network: { enabled: true, egress: { enabled: true } },
+      credentials: { AGENT_TOKEN: { source: { env: "AGENT_TOKEN" }, inject: [{ hosts: ["api.example.com"], as: { header: "Authorization", format: "Bearer ${value}" } }] } },
+    });
+    t.after(() => engine.client.instances.delete(created.id));
+    await waitFor(async () => (await engine.client.instances.get(created.id)).state === "Running", "the VM to run");
+    const { page } = await openPage(t, { api: engine.url, token: engine.token });
+    await page.evaluate((id) => (window.location.hash = `#/instances/${id}`), created.id);
+    await page.click("#rotate-keychain-AGENT_TOKEN-open");
+    const refused = page.locator(".keychain-error");
+    await refused.waitFor();
+    assert.match(await refused.textContent(), /only by the user at this machine/);
+  });
+
+  test("a credential rotated to a keychain item picked in the page (engine opted in to HTTP references): the host resolves it, the page never sees it", async (t) => {
+    const engine = await startFakeEngine("browser-refs", { HYPEDECK_ALLOW_HTTP_SECRET_REFERENCES: "1" });
+    t.after(() => engine.stop());
     const service = `hypedeck-browser-picker-${process.pid}`;
     const value = "sk-from-the-keychain-picker";
     execFileSync("secret-tool", ["store", "--label", "picker test", "service", service, "username", "bot"], { input: value });
@@ -459,7 +479,7 @@ describe("web UI in a browser", () => {
       network: { enabled: true, egress: { enabled: true } },
       credentials: { AGENT_TOKEN: { source: { env: "AGENT_TOKEN" }, inject: [{ hosts: ["api.example.com"], as: { header: "Authorization", format: "Bearer ${value}" } }] } },
     });
-    t.after(() => engine.client.instances.delete(created.id));
+    // The instance goes with the engine when the test ends.
     await waitFor(async () => (await engine.client.instances.get(created.id)).state === "Running", "the VM to run");
     const { page } = await openPage(t, { api: engine.url, token: engine.token });
     await page.evaluate((id) => (window.location.hash = `#/instances/${id}`), created.id);

@@ -3,6 +3,7 @@
 // and the binaries in APP_BIN (the desktop app) and HYPEDECK_FAKE_BIN (`hypedeck` built with
 // --features fake-hypervisor). tests/desktop/run.sh sets all of that up.
 import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
 import { chmodSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import path from "node:path";
@@ -237,6 +238,23 @@ describe("desktop window", () => {
     assert.equal(after.state, "Running");
     await app.execute(() => window.scrollTo(0, 0));
     await screenshot(app, "desktop-rotation.png");
+
+    // A secret reference typed in the window: the window is the user at this machine, so the
+    // shell sends the rotation over the engine's Unix socket and the engine runs it. The same
+    // request over HTTP (any token holder) is refused.
+    await assert.rejects(
+      engine.client.instances.update(created.id, { env: { AGENT_TOKEN: "cmd:echo tok-over-http" } }),
+      /only by the user at this machine/,
+    );
+    await field.setValue("cmd:echo tok-from-the-window");
+    await app.$("#rotate-submit").click();
+    await waitFor(async () => {
+      if (await app.$("#rotate-error").isDisplayed()) throw new Error(`the window says: ${await app.$("#rotate-error").getText()}`);
+      return (await engine.client.instances.get(created.id)).env.AGENT_TOKEN === "cmd:echo tok-from-the-window";
+    }, "the window's reference rotation");
+    const [status] = await engine.client.get(`/instances/${created.id}/credentials`);
+    assert.equal(status.reference_kind, "cmd");
+    assert.equal(status.fingerprint, createHash("sha256").update("tok-from-the-window").digest("hex").slice(0, 8));
 
     // A key the policies do not name: the API's 400, with the allowed keys, shown inline.
     await app.$("#rotate-paste").setValue("PORT=8080");

@@ -2,15 +2,27 @@
 import Hypeman, { APIConnectionError, APIError } from "@onkernel/hypeman";
 
 import type { Connection } from "./connection";
+import { desktopFetch, inDesktop } from "./desktop";
 import { allowedKeysFrom, PROBE_BODY, PROBE_KEY } from "./forms";
 import type { Backend, Problem, SystemChecks } from "./model";
 
 export type { Problem } from "./model";
 export type Instance = Hypeman.Instance;
 
-/** An SDK client for the connection. The UI polls, so it never retries on its own. */
+/**
+ * An SDK client for the connection. The UI polls, so it never retries on its own. In the
+ * desktop window on this computer's engine, the requests that may set secret references go
+ * through the shell to the engine's Unix socket ([`desktopFetch`]).
+ */
 export function client(conn: Connection): Hypeman {
-  return new Hypeman({ baseURL: conn.url, apiKey: conn.token, maxRetries: 0, timeout: 10_000 });
+  const local = inDesktop() && (conn.mode === "embedded" || conn.mode === "attached");
+  return new Hypeman({
+    baseURL: conn.url,
+    apiKey: conn.token,
+    maxRetries: 0,
+    timeout: 10_000,
+    ...(local ? { fetch: desktopFetch() } : {}),
+  });
 }
 
 /**

@@ -77,3 +77,49 @@ export async function shell<T>(command: string, args?: Record<string, unknown>):
     throw new DesktopError(typeof e === "string" ? e : String(e));
   }
 }
+
+/**
+ * Whether `method path` may set or use secret references, so it goes to this computer's engine
+ * over its Unix socket through the shell (`local_api`) instead of HTTP. Must match the shell's
+ * own list (`src-tauri/src/local.rs`).
+ */
+export function goesLocal(method: string, path: string): boolean {
+  const parts = path.replace(/^\//, "").split("/");
+  const plain = (s: string | undefined) => !!s && !/[?#%.]/.test(s);
+  switch (method.toUpperCase()) {
+    case "POST":
+      return (
+        (parts.length === 1 && parts[0] === "instances") ||
+        (parts.length === 5 && parts[0] === "instances" && plain(parts[1]) && parts[2] === "credentials" && plain(parts[3]) && parts[4] === "resolve")
+      );
+    case "PATCH":
+      return parts.length === 2 && parts[0] === "instances" && plain(parts[1]);
+    case "GET":
+      return parts.join("/") === "system/keychain/items";
+    default:
+      return false;
+  }
+}
+
+/**
+ * A `fetch` for the SDK in the desktop window on this computer's engine: requests that may set
+ * secret references (create, rotate, re-resolve, the keychain picker) go through the shell to
+ * the engine's Unix socket, where the engine knows the user at this machine is asking; the
+ * rest goes over HTTP as usual.
+ */
+export function desktopFetch(base: typeof fetch = fetch): typeof fetch {
+  return async (input, init) => {
+    const href = typeof input === "string" ? input : input instanceof URL ? input.href : input.url;
+    const url = new URL(href);
+    const method = (init?.method ?? "GET").toUpperCase();
+    if (url.search !== "" || !goesLocal(method, url.pathname)) {
+      return base(input, init);
+    }
+    const body = typeof init?.body === "string" ? init.body : undefined;
+    const answer = await shell<{ status: number; body: string }>("local_api", { method, path: url.pathname, body });
+    return new Response(answer.status === 204 || answer.body === "" ? null : answer.body, {
+      status: answer.status,
+      headers: { "content-type": "application/json" },
+    });
+  };
+}

@@ -42,7 +42,9 @@ pub async fn request(
     body: Option<String>,
 ) -> Result<LocalAnswer, String> {
     if !allowed(method, path) {
-        return Err(format!("{method} {path} does not go through the local socket"));
+        return Err(format!(
+            "{method} {path} does not go through the local socket"
+        ));
     }
     let connection = link.connection().await?;
     if connection.mode == crate::link::Mode::Remote {

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use hypedeck_guest_init::agent_proto::{
@@ -215,8 +215,23 @@ pub fn transport(channel: AgentChannel) -> Box<dyn Transport> {
     }
 }
 
+/// Exec output queued for one session's client before the session is ended: a client that
+/// reads slower than the guest writes (a stalled WebSocket) cannot grow the engine's memory.
+/// One connection carries every session, so the reader never waits on one of them.
+pub const MAX_QUEUED_OUTPUT: usize = 8 << 20;
+
+/// What ends a session whose client fell [`MAX_QUEUED_OUTPUT`] behind.
+pub const OUTPUT_OVERRUN: &str = "exec session ended: the client read its output too slowly (8 MiB were waiting); the process was killed";
+
+#[derive(Debug)]
+struct SessionTx {
+    tx: mpsc::UnboundedSender<AgentEvent>,
+    /// Output bytes sent to the client's queue and not yet taken.
+    queued: Arc<AtomicUsize>,
+}
+
 enum Waiter {
-    Session(mpsc::UnboundedSender<AgentEvent>),
+    Session(SessionTx),
     Stat(oneshot::Sender<PathInfo>),
     Pong(oneshot::Sender<()>),
 }
@@ -315,7 +330,14 @@ impl AgentLink {
     pub async fn open(self: &Arc<Self>, request: &OpenRequest) -> Result<ExecSession, String> {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::unbounded_channel();
-        self.waiters_lock().insert(id, Waiter::Session(tx));
+        let queued = Arc::new(AtomicUsize::new(0));
+        self.waiters_lock().insert(
+            id,
+            Waiter::Session(SessionTx {
+                tx,
+                queued: queued.clone(),
+            }),
+        );
         let json = serde_json::to_vec(request).map_err(|e| e.to_string())?;
         if let Err(e) = self.send(Kind::Open, id, &json).await {
             self.waiters_lock().remove(&id);
@@ -325,6 +347,7 @@ impl AgentLink {
             id,
             link: self.clone(),
             events: rx,
+            queued,
             ended: false,
         })
     }
@@ -383,16 +406,30 @@ async fn read_loop(
                     let _ = tx.send(info);
                 }
             }
-            (Kind::Stdout | Kind::Stderr, Some(Waiter::Session(tx))) => {
+            (Kind::Stdout | Kind::Stderr, Some(Waiter::Session(s))) => {
+                let queued = s.queued.fetch_add(payload.len(), Ordering::AcqRel) + payload.len();
+                if queued > MAX_QUEUED_OUTPUT {
+                    // The client stopped reading: end the session (and its process) rather
+                    // than hold the guest's output without bound.
+                    if let Some(Waiter::Session(s)) = waiters.remove(&session) {
+                        let _ = s.tx.send(AgentEvent::Error(OUTPUT_OVERRUN.into()));
+                    }
+                    drop(waiters);
+                    let link = link.clone();
+                    tokio::spawn(async move {
+                        let _ = link.send(Kind::Signal, session, &9i32.to_be_bytes()).await;
+                    });
+                    continue;
+                }
                 let event = if kind == Kind::Stdout {
                     AgentEvent::Stdout(payload.to_vec())
                 } else {
                     AgentEvent::Stderr(payload.to_vec())
                 };
-                let _ = tx.send(event);
+                let _ = s.tx.send(event);
             }
             (Kind::Exit | Kind::Error, Some(Waiter::Session(_))) => {
-                if let Some(Waiter::Session(tx)) = waiters.remove(&session) {
+                if let Some(Waiter::Session(SessionTx { tx, .. })) = waiters.remove(&session) {
                     let event = if kind == Kind::Exit && payload.len() == 4 {
                         AgentEvent::Exit(i32::from_be_bytes([
                             payload[0], payload[1], payload[2], payload[3],
@@ -409,8 +446,8 @@ async fn read_loop(
     closed.store(true, Ordering::Relaxed);
     if let Some(link) = link.upgrade() {
         for (_, waiter) in link.waiters_lock().drain() {
-            if let Waiter::Session(tx) = waiter {
-                let _ = tx.send(AgentEvent::Error(why.clone()));
+            if let Waiter::Session(s) = waiter {
+                let _ = s.tx.send(AgentEvent::Error(why.clone()));
             }
         }
     }
@@ -421,8 +458,9 @@ async fn read_loop(
 pub struct ExecSession {
     id: u32,
     link: Arc<AgentLink>,
-    /// Output and the end, in order.
-    pub events: mpsc::UnboundedReceiver<AgentEvent>,
+    /// Output and the end, in order (bounded by [`MAX_QUEUED_OUTPUT`] of output).
+    events: mpsc::UnboundedReceiver<AgentEvent>,
+    queued: Arc<AtomicUsize>,
     ended: bool,
 }
 
@@ -430,6 +468,9 @@ impl ExecSession {
     /// Next event; `None` only if the link dropped the session without a word.
     pub async fn next(&mut self) -> Option<AgentEvent> {
         let event = self.events.recv().await;
+        if let Some(AgentEvent::Stdout(b) | AgentEvent::Stderr(b)) = &event {
+            self.queued.fetch_sub(b.len(), Ordering::AcqRel);
+        }
         if matches!(
             event,
             Some(AgentEvent::Exit(_) | AgentEvent::Error(_)) | None
@@ -672,5 +713,106 @@ mod transport_tests {
             .await
             .expect_err("never ready");
         assert!(e.contains("refused"), "{e}");
+    }
+
+    /// An agent that answers pings and, for an opened session, writes `flood` bytes of stdout
+    /// in 64 KiB frames and then exits 0; it reports every signal it receives.
+    async fn flooding_agent(
+        dir: &std::path::Path,
+        flood: usize,
+    ) -> (PathBuf, tokio::sync::mpsc::UnboundedReceiver<i32>) {
+        let path = dir.join("agent.sock");
+        let listener = tokio::net::UnixListener::bind(&path).expect("bind");
+        let (signals, received) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = listener.accept().await {
+                let signals = signals.clone();
+                tokio::spawn(async move {
+                    let (mut r, w) = s.into_split();
+                    let w = Arc::new(Mutex::new(w));
+                    loop {
+                        let mut len = [0u8; 4];
+                        if r.read_exact(&mut len).await.is_err() {
+                            return;
+                        }
+                        let mut body = vec![0u8; body_len(len).expect("len")];
+                        if r.read_exact(&mut body).await.is_err() {
+                            return;
+                        }
+                        let (kind, session, payload) = split_body(&body).expect("frame");
+                        match kind {
+                            Kind::Ping => {
+                                let _ = w
+                                    .lock()
+                                    .await
+                                    .write_all(&encode(Kind::Pong, session, payload))
+                                    .await;
+                            }
+                            Kind::Open => {
+                                let w = w.clone();
+                                tokio::spawn(async move {
+                                    let chunk = vec![b'x'; 64 * 1024];
+                                    let mut sent = 0;
+                                    while sent < flood {
+                                        let frame = encode(Kind::Stdout, session, &chunk);
+                                        if w.lock().await.write_all(&frame).await.is_err() {
+                                            return;
+                                        }
+                                        sent += chunk.len();
+                                    }
+                                    let exit = encode(Kind::Exit, session, &0i32.to_be_bytes());
+                                    let _ = w.lock().await.write_all(&exit).await;
+                                });
+                            }
+                            Kind::Signal => {
+                                let signal = i32::from_be_bytes(payload.try_into().expect("i32"));
+                                let _ = signals.send(signal);
+                            }
+                            _ => {}
+                        }
+                    }
+                });
+            }
+        });
+        (path, received)
+    }
+
+    /// A client that stops reading (a stalled WebSocket) while the guest floods stdout: the
+    /// engine holds at most [`MAX_QUEUED_OUTPUT`] for it, then ends the session with a clear
+    /// message and kills the process; it does not queue all 32 MiB.
+    #[tokio::test]
+    async fn a_client_that_stops_reading_gets_its_session_ended_not_unbounded_memory() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (socket, mut signals) = flooding_agent(dir.path(), 32 << 20).await;
+        let link = AgentLink::connect(&SerialSocket(socket), Duration::from_secs(5))
+            .await
+            .expect("link");
+        let mut session = link
+            .open(&OpenRequest {
+                command: vec!["yes".into()],
+                env: Vec::new(),
+                cwd: String::new(),
+                tty: false,
+                rows: 0,
+                cols: 0,
+            })
+            .await
+            .expect("open");
+        // The client reads nothing while the guest writes.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let mut output = 0;
+        let end = loop {
+            match session.next().await {
+                Some(AgentEvent::Stdout(b) | AgentEvent::Stderr(b)) => output += b.len(),
+                other => break other,
+            }
+        };
+        assert!(
+            matches!(&end, Some(AgentEvent::Error(m)) if m == OUTPUT_OVERRUN),
+            "{end:?} after {output} bytes"
+        );
+        assert!(output <= MAX_QUEUED_OUTPUT, "{output} bytes were queued");
+        let killed = tokio::time::timeout(Duration::from_secs(5), signals.recv()).await;
+        assert_eq!(killed.ok().flatten(), Some(9), "the process was killed");
     }
 }

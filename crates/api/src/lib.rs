@@ -14,6 +14,7 @@ mod auth;
 mod body;
 mod error;
 mod limits;
+mod logtail;
 mod routes;
 
 use std::sync::Arc;

@@ -22,14 +22,45 @@ pub struct BootMarkers {
 impl BootMarkers {
     /// Scans a serial log from byte `offset` (where the current run's output starts). A
     /// missing log means no markers.
+    #[cfg(test)]
     pub fn read_from(serial_log: &Path, offset: u64) -> BootMarkers {
-        let Some(text) = crate::lifecycle::log_since(serial_log, offset, u64::MAX) else {
-            return BootMarkers::default();
+        let mut markers = BootMarkers::default();
+        markers.scan(serial_log, offset);
+        markers
+    }
+
+    /// Scans a serial log from byte `from` to its end, adding what it finds to `self`, and
+    /// returns where the scan stopped: the next scan of the same run starts there, so every
+    /// byte a guest writes is read once however often the state is asked for. Streams with a
+    /// fixed buffer; a marker cut by a chunk boundary (or by the end of what was written so
+    /// far) is found by starting each scan a marker's length early.
+    pub fn scan(&mut self, serial_log: &Path, from: u64) -> u64 {
+        use std::io::{Read as _, Seek as _};
+        const OVERLAP: u64 = (PROGRAM_START_MARKER.len() as u64) - 1;
+        let start = from.saturating_sub(OVERLAP);
+        let Ok(mut file) = std::fs::File::open(serial_log) else {
+            return from;
         };
-        BootMarkers {
-            program_started: text.contains(PROGRAM_START_MARKER),
-            agent_ready: text.contains(AGENT_READY_MARKER),
+        if file.seek(std::io::SeekFrom::Start(start)).is_err() {
+            return from;
         }
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut carry: Vec<u8> = Vec::new();
+        let mut at = start;
+        loop {
+            let n = match file.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            at += n as u64;
+            carry.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&carry);
+            self.program_started |= text.contains(PROGRAM_START_MARKER);
+            self.agent_ready |= text.contains(AGENT_READY_MARKER);
+            let keep = carry.len().saturating_sub(OVERLAP as usize);
+            carry.drain(..keep);
+        }
+        at.max(from)
     }
 
     /// Both markers are there: nothing about this run's boot can change any more.
@@ -143,5 +174,33 @@ mod tests {
         );
         assert!(BootMarkers::read_from(&log, offset).agent_ready);
         assert!(BootMarkers::read_from(&log, 0).complete());
+    }
+
+    /// Markers are found once each, by scans that each read only what was added since the
+    /// previous one, also when a marker is cut between two scans.
+    #[test]
+    fn scans_read_each_byte_once_and_find_markers_cut_between_scans() {
+        use std::io::Write as _;
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("app.log");
+        let mut f = std::fs::File::create(&log).unwrap();
+        f.write_all(&vec![b'.'; 3 << 20]).unwrap();
+        let mut markers = BootMarkers::default();
+        let scanned = markers.scan(&log, 0);
+        assert_eq!(scanned, 3 << 20);
+        assert_eq!(markers, BootMarkers::default());
+        f.write_all(b"\nHYPEMAN-PROG").unwrap();
+        let again = markers.scan(&log, scanned);
+        assert_eq!(again, (3 << 20) + 13);
+        assert!(!markers.program_started);
+        f.write_all(b"RAM-START ts=1\nHYPEMAN-AGENT-READY ts=2\n")
+            .unwrap();
+        markers.scan(&log, again);
+        assert!(markers.complete(), "{markers:?}");
+        // A log that does not exist yet: nothing, and the scan stays where it was.
+        assert_eq!(
+            BootMarkers::default().scan(&dir.path().join("missing.log"), 7),
+            7
+        );
     }
 }

@@ -127,21 +127,13 @@ impl Engine {
         }
     }
 
-    /// The current run's boot markers: from the cache once complete, else read from the
-    /// console log after the run's offset.
+    /// The current run's boot markers (see [`crate::runtime::Runtime::markers`]).
     fn boot_markers(&self, record: &InstanceRecord, id: &InstanceId) -> BootMarkers {
-        if let Some(m) = self.runtime.markers(&record.id, record.log_offset) {
-            return m;
-        }
-        let markers = BootMarkers::read_from(
-            &self.paths.instance_logs(id).join("app.log"),
+        self.runtime.markers(
+            &record.id,
             record.log_offset,
-        );
-        if markers.complete() {
-            self.runtime
-                .set_markers(&record.id, record.log_offset, markers);
-        }
-        markers
+            &self.paths.instance_logs(id).join("app.log"),
+        )
     }
 
     /// A run that ended without `stop` (the program exited, the VMM died): record its exit and

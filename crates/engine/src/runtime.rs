@@ -15,9 +15,18 @@ use crate::derive::BootMarkers;
 pub(crate) struct Runtime {
     vms: Mutex<HashMap<String, Arc<dyn Vm>>>,
     agents: Mutex<HashMap<String, Arc<AgentLink>>>,
-    /// Boot markers of a run, by instance id and the run's log offset: once a run showed
-    /// both, its console log is not read again.
-    markers: Mutex<HashMap<String, (u64, BootMarkers)>>,
+    /// Boot markers of a run, by instance id: the run's log offset, how far its console log
+    /// was scanned, and what was found. Each byte is scanned once; once a run showed both
+    /// markers its log is not read again.
+    markers: Mutex<HashMap<String, MarkerScan>>,
+}
+
+/// How far one run's console log was scanned for boot markers.
+#[derive(Debug, Clone, Copy)]
+struct MarkerScan {
+    log_offset: u64,
+    scanned: u64,
+    markers: BootMarkers,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -64,16 +73,32 @@ impl Runtime {
         lock(&self.agents).insert(id.to_string(), link);
     }
 
-    /// The complete boot markers seen for the run whose console output starts at `offset`.
-    pub(crate) fn markers(&self, id: &str, offset: u64) -> Option<BootMarkers> {
-        lock(&self.markers)
+    /// The boot markers of the run whose console output starts at `offset`, scanning only
+    /// what `serial_log` gained since the last call.
+    pub(crate) fn markers(
+        &self,
+        id: &str,
+        offset: u64,
+        serial_log: &std::path::Path,
+    ) -> BootMarkers {
+        let known = lock(&self.markers)
             .get(id)
-            .filter(|(o, _)| *o == offset)
-            .map(|(_, m)| *m)
-    }
-
-    /// Remembers a run's complete boot markers.
-    pub(crate) fn set_markers(&self, id: &str, offset: u64, markers: BootMarkers) {
-        lock(&self.markers).insert(id.to_string(), (offset, markers));
+            .filter(|s| s.log_offset == offset)
+            .copied();
+        let mut scan = known.unwrap_or(MarkerScan {
+            log_offset: offset,
+            scanned: offset,
+            markers: BootMarkers::default(),
+        });
+        if scan.markers.complete() {
+            return scan.markers;
+        }
+        // A log that shrank was rotated or cut: start this run's scan again.
+        if std::fs::metadata(serial_log).is_ok_and(|m| m.len() < scan.scanned) {
+            scan.scanned = offset;
+        }
+        scan.scanned = scan.markers.scan(serial_log, scan.scanned);
+        lock(&self.markers).insert(id.to_string(), scan);
+        scan.markers
     }
 }

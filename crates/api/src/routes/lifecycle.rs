@@ -231,36 +231,26 @@ async fn logs(
         .engine
         .log_path(&id, source)
         .map_err(|e| ApiError::from_engine("read logs of instance", e))?;
-    let text = match tokio::fs::read(&path).await {
-        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+    let filter = source == LogSource::App;
+    let read = {
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || {
+            crate::logtail::tail(&path, tail, |l| !(filter && hidden(l)), follow)
+        })
+        .await
+    };
+    let (initial, offset) = match read {
+        Ok(Ok(found)) => found,
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(ApiError::new(ErrorCode::LogNotFound, "log file not found"));
         }
-        Err(_) => {
+        _ => {
             return Err(ApiError::new(
                 ErrorCode::InternalError,
                 "failed to read logs",
             ));
         }
     };
-    let filter = source == LogSource::App;
-    let complete = text.ends_with('\n');
-    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
-    // An unterminated last line is still being written; follow mode picks it up whole.
-    let mut offset = text.len() as u64;
-    if follow
-        && !complete
-        && let Some(last) = lines.pop()
-    {
-        offset -= last.len() as u64;
-    }
-    let lines: Vec<String> = lines
-        .into_iter()
-        .filter(|l| !(filter && hidden(l)))
-        .collect();
-    let start = lines.len().saturating_sub(tail);
-    let initial: Vec<String> = lines[start..].to_vec();
-
     let stream = async_stream(initial, follow.then_some((path, offset)), filter);
     Ok(Sse::new(stream).into_response_with_headers())
 }
@@ -278,35 +268,37 @@ fn async_stream(
                 return;
             }
         }
-        let Some((path, mut offset)) = follow else {
+        let Some((path, offset)) = follow else {
             return;
         };
-        let mut pending = String::new();
+        let mut follower = crate::logtail::Follower::new(offset);
         loop {
             if tx.is_closed() {
                 return;
             }
-            if let Ok(bytes) = tokio::fs::read(&path).await {
-                let len = bytes.len() as u64;
-                if len < offset {
-                    offset = 0; // truncated or rotated
+            let read = {
+                let path = path.clone();
+                tokio::task::spawn_blocking(move || {
+                    let lines = follower.step(&path);
+                    (follower, lines)
+                })
+                .await
+            };
+            let Ok((next, lines)) = read else { return };
+            follower = next;
+            let more = !lines.is_empty();
+            for line in lines {
+                if filter && hidden(&line) {
+                    continue;
                 }
-                if len > offset {
-                    pending.push_str(&String::from_utf8_lossy(&bytes[offset as usize..]));
-                    offset = len;
-                    while let Some(i) = pending.find('\n') {
-                        let line: String = pending.drain(..=i).collect();
-                        let line = line.trim_end_matches(['\n', '\r']).to_string();
-                        if filter && hidden(&line) {
-                            continue;
-                        }
-                        if tx.send(line).await.is_err() {
-                            return;
-                        }
-                    }
+                if tx.send(line).await.is_err() {
+                    return;
                 }
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            // Caught up: wait for more; behind: read on at once.
+            if !more {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
         }
     });
     tokio_stream_from(rx)

@@ -44,6 +44,10 @@ pub struct DaemonOptions {
     pub allow_http_secret_references: bool,
 }
 
+/// The console log size at which an instance's `app.log` is rotated, e.g. `64MB` (default
+/// [`hypedeck_engine::DEFAULT_CONSOLE_LOG_MAX`]).
+pub const CONSOLE_LOG_MAX_ENV: &str = "HYPEDECK_CONSOLE_LOG_MAX";
+
 /// Set to `1`, like `hypedeck serve --allow-http-secret-references`.
 pub const HTTP_SECRET_REFERENCES_ENV: &str = "HYPEDECK_ALLOW_HTTP_SECRET_REFERENCES";
 
@@ -110,6 +114,8 @@ pub struct Daemon {
     shutdown: Option<tokio::sync::watch::Sender<bool>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     local_task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    /// Rotates console logs over their cap.
+    housekeeping: tokio::task::JoinHandle<()>,
     paths: Paths,
     _lock: EngineLock,
 }
@@ -132,6 +138,7 @@ impl Daemon {
         if let Some(task) = self.local_task.take() {
             let _ = task.await;
         }
+        self.housekeeping.abort();
         let _ = std::fs::remove_file(self.paths.engine_endpoint());
         let _ = std::fs::remove_file(self.paths.api_socket());
         result
@@ -143,6 +150,7 @@ impl Drop for Daemon {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(true);
         }
+        self.housekeeping.abort();
     }
 }
 
@@ -382,7 +390,15 @@ pub async fn start(options: DaemonOptions) -> Result<Daemon, DaemonError> {
         tracing::warn!("{warning}");
         eprintln!("{warning}");
     }
+    if let Ok(text) = std::env::var(CONSOLE_LOG_MAX_ENV) {
+        let bytes = hypedeck_model::size::parse_size(&text).map_err(|e| {
+            DaemonError::Unsupported(format!("{CONSOLE_LOG_MAX_ENV}={text:?}: {e}"))
+        })?;
+        engine.set_console_log_max(bytes);
+    }
     engine.reconcile().await?;
+    let engine = Arc::new(engine);
+    let housekeeping = engine.spawn_console_rotation();
 
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
@@ -423,7 +439,7 @@ pub async fn start(options: DaemonOptions) -> Result<Daemon, DaemonError> {
         ))
     };
     let state = ApiState {
-        engine: Arc::new(engine),
+        engine,
         token: token.clone(),
     };
     let app = hypedeck_api::router(state.clone());
@@ -464,6 +480,7 @@ pub async fn start(options: DaemonOptions) -> Result<Daemon, DaemonError> {
         shutdown: Some(tx),
         task: Some(task),
         local_task,
+        housekeeping,
         paths,
         _lock: lock,
     })

@@ -17,6 +17,7 @@
 mod agent;
 mod boot;
 pub mod checks;
+mod console;
 mod create;
 pub mod credentials;
 mod delete;
@@ -53,6 +54,7 @@ use hypedeck_secrets::{SecretError, SecretStore};
 use hypedeck_store::{Paths, StoreError};
 
 pub use agent::{AgentEvent, ExecSession};
+pub use console::DEFAULT_CONSOLE_LOG_MAX;
 pub use credentials::Caller;
 pub use hypedeck_guest_init::agent_proto::{OpenRequest, PathInfo};
 pub use images::{HELLO_IMAGE, PullCredentials};
@@ -236,6 +238,8 @@ pub struct Engine {
     networks: Arc<network::Networks>,
     /// Parsed metadata, re-read only when a file changes (listing is a `stat` per instance).
     records: Arc<records::Records>,
+    /// Console logs are rotated beyond this size (see `console.rs`).
+    console_log_max: std::sync::atomic::AtomicU64,
 }
 
 impl Engine {
@@ -254,6 +258,7 @@ impl Engine {
             pulls: Mutex::new(Vec::new()),
             networks: Arc::default(),
             records: Arc::new(records::Records::new(config.paths)),
+            console_log_max: std::sync::atomic::AtomicU64::new(console::DEFAULT_CONSOLE_LOG_MAX),
         }
     }
 

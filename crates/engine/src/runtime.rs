@@ -60,6 +60,21 @@ impl Runtime {
         lock(&self.markers).remove(id);
     }
 
+    /// Ids of the instances with a VMM.
+    pub(crate) fn running_ids(&self) -> Vec<String> {
+        lock(&self.vms).keys().cloned().collect()
+    }
+
+    /// The run's console output moved (its log was rotated): the run now starts at `to`,
+    /// with the markers already found kept.
+    pub(crate) fn rebase_markers(&self, id: &str, from: u64, to: u64) {
+        let mut markers = lock(&self.markers);
+        if let Some(scan) = markers.get_mut(id).filter(|s| s.log_offset == from) {
+            scan.log_offset = to;
+            scan.scanned = to;
+        }
+    }
+
     /// The instance's open agent link.
     pub(crate) fn agent(&self, id: &str) -> Option<Arc<AgentLink>> {
         lock(&self.agents)

@@ -1014,3 +1014,39 @@ async fn a_create_cancelled_while_booting_leaves_nothing() {
     let again = r.engine.create(agent_spec("agent-1")).await.unwrap();
     assert_eq!(again.state, InstanceState::Running);
 }
+
+/// A guest that fills its console log past the cap: the log is copied to `app.log.1` and
+/// truncated, the run's offset moves to 0, and the instance stays Running (its boot markers
+/// are kept). Before the cap, app.log grew without bound.
+#[tokio::test]
+async fn a_console_log_past_its_cap_is_rotated_and_the_instance_stays_running() {
+    let r = rig();
+    let i = r.engine.create(agent_spec("chatty")).await.unwrap();
+    assert_eq!(i.state, InstanceState::Running);
+    let id = hypedeck_model::InstanceId::parse(&i.id).unwrap();
+    let log = r.paths.instance_logs(&id).join("app.log");
+    {
+        use std::io::Write as _;
+        let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+        f.write_all(&vec![b'x'; 3 << 20]).unwrap();
+    }
+    r.engine.set_console_log_max(1 << 20);
+    assert_eq!(r.engine.rotate_console_logs().await, 1);
+    assert_eq!(std::fs::metadata(&log).unwrap().len(), 0);
+    assert!(
+        std::fs::metadata(log.with_extension("log.1"))
+            .unwrap()
+            .len()
+            >= 3 << 20
+    );
+    let got = r.engine.get(&i.id).await.unwrap();
+    assert_eq!(
+        got.state,
+        InstanceState::Running,
+        "the boot markers were kept"
+    );
+    let ops = std::fs::read_to_string(r.paths.instance_logs(&id).join("hypeman.log")).unwrap();
+    assert!(ops.contains("console log rotated"), "{ops}");
+    // Under the cap: nothing to do.
+    assert_eq!(r.engine.rotate_console_logs().await, 0);
+}

@@ -101,32 +101,28 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
-/// Origins browsers may call the API from: the desktop window (Tauri's own origins), pages
-/// served from this machine's loopback (the UI in a browser, `vite preview`), and whatever
-/// `HYPEDECK_CORS_ORIGINS` adds (comma-separated, exact). Auth is a bearer token, never a
-/// cookie, so CORS is not the lock; it keeps other web pages from even trying.
+/// Origins browsers may call the API from: the desktop window (Tauri's own origins), the web
+/// UI's own servers on this machine (`npm run dev:ui` on port 1420, `vite preview` of `ui/dist`
+/// on 4173), and whatever `HYPEDECK_CORS_ORIGINS` adds (comma-separated, exact). Not every
+/// loopback page: a guest's forwarded port is a loopback page too. Auth is a bearer token,
+/// never a cookie, so CORS is not the lock; it keeps other pages from even trying.
 pub const CORS_ORIGINS_ENV: &str = "HYPEDECK_CORS_ORIGINS";
+
+/// The web UI's own origins (see [`CORS_ORIGINS_ENV`]).
+pub const UI_ORIGINS: [&str; 4] = [
+    "http://127.0.0.1:1420",
+    "http://localhost:1420",
+    "http://127.0.0.1:4173",
+    "http://localhost:4173",
+];
 
 /// Whether a browser page at `origin` may call the API (see [`CORS_ORIGINS_ENV`]).
 pub fn origin_allowed(origin: &str, extra: &[String]) -> bool {
-    if matches!(
+    matches!(
         origin,
         "tauri://localhost" | "http://tauri.localhost" | "https://tauri.localhost"
-    ) || extra.iter().any(|o| o == origin)
-    {
-        return true;
-    }
-    let Some(rest) = origin
-        .strip_prefix("http://")
-        .or_else(|| origin.strip_prefix("https://"))
-    else {
-        return false;
-    };
-    let host = match rest.rsplit_once(':') {
-        Some((host, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => host,
-        _ => rest,
-    };
-    matches!(host, "localhost" | "127.0.0.1" | "[::1]")
+    ) || UI_ORIGINS.contains(&origin)
+        || extra.iter().any(|o| o == origin)
 }
 
 fn cors() -> CorsLayer {

@@ -112,6 +112,8 @@ bench: deps-bench guest-init
 	  node tests/bench/ports-bench.mjs
 	PATH="$(CURDIR)/.ci/tools/bin:$$PATH" scripts/test-session.sh env HYPEDECK_BIN=target/release/hypedeck \
 	  BENCH_OUT=$(CURDIR)/BENCHMARKS.md node tests/bench/exec-bench.mjs
+	PATH="$(CURDIR)/.ci/tools/bin:$$PATH" scripts/test-session.sh env HYPEDECK_BIN=target/release/hypedeck \
+	  BENCH_OUT=$(CURDIR)/BENCHMARKS.md node tests/bench/flood-bench.mjs
 	scripts/test-session.sh env HYPEDECK_BIN=target/release/hypedeck BENCH_OUT=$(CURDIR)/BENCHMARKS.md \
 	  node tests/bench/boot-bench.mjs
 	scripts/test-session.sh env HYPEDECK_BIN=target/release/hypedeck BENCH_OUT=$(CURDIR)/BENCHMARKS.md \

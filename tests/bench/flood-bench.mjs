@@ -20,7 +20,6 @@ const FLOOD_MIB = Number(process.env.FLOOD_MIB ?? 256);
 const CONSOLE_MIB = Number(process.env.CONSOLE_MIB ?? 512);
 
 const rssMiB = (pid) => Number(readFileSync(`/proc/${pid}/status`, "utf8").match(/VmRSS:\s+(\d+) kB/)[1]) / 1024;
-const daemonPid = (dataDir) => Number(JSON.parse(readFileSync(path.join(dataDir, "engine.json"), "utf8")).pid);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /** Samples `pid`'s RSS every 100 ms while `work` runs; resolves with [result, peak MiB]. */
@@ -65,8 +64,8 @@ function stalledExec(url, token, id, command, pauseMs) {
 
 async function measure(bin, label) {
   process.env.HYPEDECK_BIN = bin;
-  return withVm({ name: "bench-flood", cmd: ["sleep", "3600"] }, async ({ server, client, vm, accel }) => {
-    const pid = daemonPid(server.dataDir);
+  return withVm({ name: "bench-flood", cmd: ["sleep", "3600"] }, async ({ server, client, vm, accel, dataDir }) => {
+    const pid = server.pid;
     const token = client.apiKey;
     await stalledExec(server.url, token, vm.id, ["true"], 0); // the agent link
     await sleep(500);
@@ -75,8 +74,8 @@ async function measure(bin, label) {
       stalledExec(server.url, token, vm.id, ["sh", "-c", `dd if=/dev/zero bs=65536 count=${FLOOD_MIB * 16} 2>/dev/null`], 20_000));
     const how = ended.bytes >= FLOOD_MIB * 1024 * 1024 ? `all ${FLOOD_MIB} MiB delivered` : `ended after ${(ended.bytes / 1048576).toFixed(1)} MiB: ${ended.last.slice(0, 120)}`;
 
-    const log = path.join(server.dataDir, "instances", vm.id, "logs", "app.log");
-    const chunk = Buffer.alloc(64 << 20, "y");
+    const log = path.join(dataDir, "instances", vm.id, "logs", "app.log");
+    const chunk = Buffer.from(`${"y".repeat(99)}\n`.repeat((64 << 20) / 100));
     for (let i = 0; i < CONSOLE_MIB / 64; i++) appendFileSync(log, chunk);
     appendFileSync(log, "the last line\n");
     await sleep(200);
@@ -84,7 +83,9 @@ async function measure(bin, label) {
     const [, logsPeak] = await peakDuring(pid, async () => {
       for (let i = 0; i < 5; i++) {
         const res = await fetch(`${server.url}/instances/${vm.id}/logs?tail=100`, { headers: { authorization: `Bearer ${token}` } });
-        await res.text();
+        for await (const _ of res.body) {
+          // drained
+        }
       }
     });
     await sleep(3000);
@@ -96,7 +97,9 @@ async function measure(bin, label) {
   });
 }
 
+const now = path.resolve(process.env.HYPEDECK_BIN ?? "target/debug/hypedeck");
+const before = process.env.HYPEDECK_BIN_BEFORE ? path.resolve(process.env.HYPEDECK_BIN_BEFORE) : null;
 const rows = [];
-if (process.env.HYPEDECK_BIN_BEFORE) rows.push(...(await measure(path.resolve(process.env.HYPEDECK_BIN_BEFORE), "before")));
-rows.push(...(await measure(path.resolve(process.env.HYPEDECK_BIN ?? "target/debug/hypedeck"), "this build")));
+if (before) rows.push(...(await measure(before, "before")));
+rows.push(...(await measure(now, "this build")));
 report("A flooding guest and the engine's memory", process.env.BENCH_CONTEXT ?? "", rows);

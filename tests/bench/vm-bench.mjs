@@ -6,7 +6,7 @@ import path from "node:path";
 import { deleteAll, newDataDir, startRegistry, startServer } from "../vm/harness.mjs";
 
 /**
- * Runs `fn({server, client, vm, accel})` with the VM up; `accel` is "KVM" or "TCG". `env` is
+ * Runs `fn({server, client, vm, accel, dataDir})` with the VM up; `accel` is "KVM" or "TCG". `env` is
  * the engine's extra environment.
  */
 export async function withVm(body, fn, { env = {} } = {}) {
@@ -26,7 +26,7 @@ export async function withVm(body, fn, { env = {} } = {}) {
     await client.instances.wait(vm.id, { state: "Running", timeout: "240s" }, { timeout: 250_000 });
     const log = server.output();
     const accel = /using TCG/.test(log) ? "TCG" : /hardware acceleration/.test(log) ? "KVM" : "see engine log";
-    return await fn({ server, client, vm, accel });
+    return await fn({ server, client, vm, accel, dataDir });
   } finally {
     await deleteAll(client);
     await server.stop();

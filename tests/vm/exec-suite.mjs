@@ -4,6 +4,7 @@
 import { test, describe, before } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
+import net from "node:net";
 import path from "node:path";
 import { execWs, startServer } from "./harness.mjs";
 import { vmSuite } from "./suite.mjs";
@@ -108,6 +109,46 @@ export function execSuite({ channel, env = {}, standby = true }) {
     });
 
     if (!standby) {
+      // The vsock port is reachable by any process on a host with kernel vsock; only the
+      // engine knows the instance's agent key, and a link that does not start with it is
+      // closed by the guest before anything runs.
+      test("a vsock link without the instance's agent key is closed and runs nothing", { timeout: 60_000 }, async () => {
+        const frame = (kind, session, payload) => {
+          const body = Buffer.concat([Buffer.from([kind]), Buffer.from([0, 0, 0, session]), payload]);
+          const len = Buffer.alloc(4);
+          len.writeUInt32BE(body.length);
+          return Buffer.concat([len, body]);
+        };
+        const attempt = (first) =>
+          new Promise((resolve, reject) => {
+            const socket = net.connect(path.join(dataDir, "instances", running.id, "run", "vsock.sock"));
+            let got = Buffer.alloc(0);
+            let connected = false;
+            socket.on("connect", () => socket.write("CONNECT 1024\n"));
+            socket.on("data", (d) => {
+              got = Buffer.concat([got, d]);
+              if (!connected && got.includes(0x0a)) {
+                connected = true;
+                assert.match(got.toString("latin1"), /^OK /);
+                got = got.subarray(got.indexOf(0x0a) + 1);
+                const open = frame(10, 7, Buffer.from(JSON.stringify({ command: ["sh", "-c", "touch /tmp/no-key; echo ran"] })));
+                socket.write(first ? Buffer.concat([first, open]) : open);
+              }
+            });
+            socket.on("close", () => resolve(got));
+            socket.on("error", reject);
+            setTimeout(() => socket.destroy(), 5_000);
+          });
+        const wrongKey = await attempt(frame(3, 0, Buffer.from("0".repeat(64))));
+        const noKey = await attempt(null);
+        assert.equal(noKey.length, 0, "the agent answered a link without the key");
+        assert.equal(wrongKey.length, 0, "the agent answered a link with a wrong key");
+        assert.deepEqual(await exec(running.id, { command: ["sh", "-c", "test -e /tmp/no-key && echo ran || echo nothing"] }), {
+          output: "nothing\n",
+          exitCode: 0,
+        });
+      });
+
       test("standby is refused with a clear 400 and the instance keeps running", async () => {
         await assert.rejects(
           client.instances.standby(running.id),

@@ -253,10 +253,12 @@ impl std::fmt::Debug for AgentLink {
 }
 
 impl AgentLink {
-    /// Connects and pings until the agent answers or `wait` runs out.
+    /// Connects and pings until the agent answers or `wait` runs out. With `key`, every
+    /// connection first says [`Kind::Hello`] with it (a vsock agent serves nothing else).
     pub async fn connect(
         transport: &dyn Transport,
         wait: Duration,
+        key: Option<&str>,
     ) -> Result<Arc<AgentLink>, String> {
         let deadline = tokio::time::Instant::now() + wait;
         let mut last;
@@ -274,6 +276,16 @@ impl AgentLink {
                         Arc::downgrade(&link),
                         link.closed.clone(),
                     ));
+                    if let Some(key) = key
+                        && link.send(Kind::Hello, 0, key.as_bytes()).await.is_err()
+                    {
+                        last = "the agent closed the link".to_string();
+                        if tokio::time::Instant::now() >= deadline {
+                            return Err(last);
+                        }
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                        continue;
+                    }
                     // The guest may not have opened its port yet: ping a few times.
                     for _ in 0..4 {
                         let (tx, rx) = oneshot::channel();
@@ -555,7 +567,15 @@ impl Engine {
                     .join("agent.sock"),
             ),
         };
-        let link = AgentLink::connect(transport(channel).as_ref(), wait)
+        let key = std::fs::read_to_string(
+            self.paths
+                .instance_runtime(
+                    &hypedeck_model::InstanceId::parse(id).map_err(|_| EngineError::NotFound)?,
+                )
+                .join(crate::provision::AGENT_KEY_FILE),
+        )
+        .ok();
+        let link = AgentLink::connect(transport(channel).as_ref(), wait, key.as_deref())
             .await
             .map_err(|e| EngineError::Agent(format!("guest agent unavailable: {e}")))?;
         self.runtime.set_agent(id, link.clone());
@@ -672,7 +692,7 @@ mod transport_tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let socket = hybrid_server(dir.path(), Some("OK 1073741824\n")).await;
         let t = transport(AgentChannel::HybridVsock { socket, port: 1024 });
-        let link = AgentLink::connect(t.as_ref(), Duration::from_secs(5))
+        let link = AgentLink::connect(t.as_ref(), Duration::from_secs(5), None)
             .await
             .expect("link");
         assert!(!link.is_closed());
@@ -709,7 +729,7 @@ mod transport_tests {
             socket: dir.path().join("vsock.sock"),
             port: 1024,
         });
-        let e = AgentLink::connect(t.as_ref(), Duration::from_millis(300))
+        let e = AgentLink::connect(t.as_ref(), Duration::from_millis(300), None)
             .await
             .expect_err("never ready");
         assert!(e.contains("refused"), "{e}");
@@ -784,7 +804,7 @@ mod transport_tests {
     async fn a_client_that_stops_reading_gets_its_session_ended_not_unbounded_memory() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (socket, mut signals) = flooding_agent(dir.path(), 32 << 20).await;
-        let link = AgentLink::connect(&SerialSocket(socket), Duration::from_secs(5))
+        let link = AgentLink::connect(&SerialSocket(socket), Duration::from_secs(5), None)
             .await
             .expect("link");
         let mut session = link

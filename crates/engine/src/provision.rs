@@ -13,6 +13,26 @@ use hypedeck_store::InstanceRecord;
 
 use crate::{Engine, EngineError};
 
+/// The instance's agent key, in its runtime dir: what the engine says first on a vsock link
+/// to the guest agent. Made at the first boot and kept for the instance's life (a restored
+/// guest still knows the key it booted with).
+pub const AGENT_KEY_FILE: &str = "agent.key";
+
+/// The instance's agent key, made on first use.
+fn agent_key(runtime_dir: &Path) -> Result<String, EngineError> {
+    let path = runtime_dir.join(AGENT_KEY_FILE);
+    if let Ok(key) = std::fs::read_to_string(&path)
+        && key.len() == 64
+    {
+        return Ok(key);
+    }
+    let mut random = [0u8; 32];
+    getrandom::fill(&mut random).map_err(|_| EngineError::Task)?;
+    let key: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    hypedeck_store::write_atomic(&path, key.as_bytes())?;
+    Ok(key)
+}
+
 /// How long create waits for an image pull before answering `image_not_ready` (the pull goes
 /// on). Upstream waits 5 s; a local engine can afford more, kept under the SDKs' 60 s timeout.
 pub const IMAGE_WAIT: std::time::Duration = std::time::Duration::from_secs(45);
@@ -282,6 +302,7 @@ impl Engine {
             ca_cert_pem,
             volumes: guest_volumes,
             skip_agent: record.skip_guest_agent,
+            agent_key: Some(agent_key(&runtime_dir)?),
         };
         let config_disk = dir.join("config.img");
         let bytes = config.to_disk().map_err(|e| {

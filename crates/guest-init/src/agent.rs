@@ -58,6 +58,11 @@ impl Link {
     }
 }
 
+/// Constant-time equality (the key is a secret).
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// Polls `fd` for `events` up to `ms`; true when ready (and not hung up).
 fn wait(fd: i32, events: libc::c_short, ms: i32) -> bool {
     let mut p = libc::pollfd {
@@ -83,29 +88,38 @@ type Sessions = Arc<Mutex<HashMap<u32, Session>>>;
 /// Serves the host forever: a virtio-serial port (one persistent link, re-used by each new
 /// host connection), a vsock listener (every accepted connection is a link), or both.
 /// `base_env` is the program's environment (exec sessions inherit it).
-pub fn run(serial: Option<File>, vsock: Option<OwnedFd>, base_env: Vec<(String, String)>) -> ! {
+/// `key`: what a vsock link must present first (a [`Kind::Hello`] frame) to be served.
+pub fn run(
+    serial: Option<File>,
+    vsock: Option<OwnedFd>,
+    base_env: Vec<(String, String)>,
+    key: Option<String>,
+) -> ! {
     // A host that went away must not kill the agent when a session writes to its link.
     // SAFETY: setting a signal disposition.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
     let env = Arc::new(base_env);
+    let key = Arc::new(key);
     if let Some(listener) = vsock {
         let env = env.clone();
         if serial.is_some() {
-            std::thread::spawn(move || accept_loop(listener, env));
+            std::thread::spawn(move || accept_loop(listener, env, key));
         } else {
-            accept_loop(listener, env)
+            accept_loop(listener, env, key)
         }
     }
     if let Some(port) = serial {
+        // The virtio-serial port is the VMM's own socket on the host, private to the engine's
+        // user: no key asked.
         loop {
-            serve_link(&port, &env, true);
+            serve_link(&port, &env, true, None);
         }
     }
     std::process::exit(1)
 }
 
 /// Accepts host connections on the vsock listener, one thread per link.
-fn accept_loop(listener: OwnedFd, env: Arc<Vec<(String, String)>>) -> ! {
+fn accept_loop(listener: OwnedFd, env: Arc<Vec<(String, String)>>, key: Arc<Option<String>>) -> ! {
     loop {
         // SAFETY: accept4 on our listening socket; null address pointers are allowed.
         let fd = unsafe {
@@ -123,14 +137,19 @@ fn accept_loop(listener: OwnedFd, env: Arc<Vec<(String, String)>>) -> ! {
         // SAFETY: accept4 returned a new descriptor we now own.
         let conn = unsafe { File::from_raw_fd(fd) };
         let env = env.clone();
-        std::thread::spawn(move || serve_link(&conn, &env, false));
+        let key = key.clone();
+        std::thread::spawn(move || serve_link(&conn, &env, false, key.as_deref()));
     }
 }
 
 /// Serves one link until it ends. A virtio-serial port (`persistent`) never ends: a host that
 /// left takes its sessions with it and the port waits for the next host. A socket ends at EOF
 /// (its sessions are killed).
-fn serve_link(port: &File, base_env: &[(String, String)], persistent: bool) {
+///
+/// With `key`, the link's first frame must be [`Kind::Hello`] carrying it; anything else
+/// closes the link before a byte is answered.
+fn serve_link(port: &File, base_env: &[(String, String)], persistent: bool, key: Option<&str>) {
+    let mut greeted = key.is_none();
     let fd = port.as_raw_fd();
     // SAFETY: fcntl on an fd we own.
     unsafe {
@@ -209,7 +228,18 @@ fn serve_link(port: &File, base_env: &[(String, String)], persistent: bool) {
                 break;
             }
             let body: Vec<u8> = buf.drain(..4 + len).skip(4).collect();
-            if let Ok((kind, session, payload)) = split_body(&body) {
+            let Ok((kind, session, payload)) = split_body(&body) else {
+                continue;
+            };
+            if !greeted {
+                if kind == Kind::Hello && key.is_some_and(|k| same(k.as_bytes(), payload)) {
+                    greeted = true;
+                    continue;
+                }
+                drop_all(&sessions);
+                return;
+            }
+            if kind != Kind::Hello {
                 handle(kind, session, payload, &link, &sessions, base_env);
             }
         }

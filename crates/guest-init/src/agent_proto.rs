@@ -27,6 +27,10 @@ pub enum Kind {
     Ping = 1,
     /// guest → host: yes.
     Pong = 2,
+    /// host → guest, first on a vsock link: the instance's agent key (its bytes). A vsock
+    /// link that does not start with the right key is closed: any process on a host with
+    /// kernel vsock can reach a guest's port, only the engine knows the key.
+    Hello = 3,
     /// host → guest: start a process (JSON [`OpenRequest`]).
     Open = 10,
     /// host → guest: bytes for the process's stdin (or its terminal).
@@ -57,6 +61,7 @@ impl Kind {
         Some(match b {
             1 => Kind::Ping,
             2 => Kind::Pong,
+            3 => Kind::Hello,
             10 => Kind::Open,
             11 => Kind::Stdin,
             12 => Kind::StdinEof,

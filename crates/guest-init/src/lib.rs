@@ -72,6 +72,10 @@ pub struct GuestConfig {
     /// Do not start the exec agent (`skip_guest_agent`): the instance is Running without it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub skip_agent: bool,
+    /// The key a vsock link must present first ([`agent_proto::Kind::Hello`]); `None`: any
+    /// link is served (older engines).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_key: Option<String>,
 }
 
 /// One volume as init mounts it.
@@ -378,6 +382,7 @@ mod tests {
                 overlay_device: Some(disk_device(4)),
             }],
             skip_agent: true,
+            agent_key: None,
         };
         assert_eq!(disk_device(4), "/dev/vde");
         let disk = c.to_disk().unwrap();

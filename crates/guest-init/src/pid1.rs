@@ -598,7 +598,12 @@ fn start_agent(config: &GuestConfig) -> bool {
                     libc::_exit(1);
                 }
             }
-            crate::agent::run(serial, vsock.map(|(fd, _)| fd), env)
+            crate::agent::run(
+                serial,
+                vsock.map(|(fd, _)| fd),
+                env,
+                config.agent_key.clone(),
+            )
         }
         pid if pid < 0 => {
             log("agent", "fork failed; exec is unavailable");

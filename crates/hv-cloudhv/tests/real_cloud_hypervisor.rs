@@ -77,6 +77,7 @@ async fn spec(dir: &Path) -> VmSpec {
         ca_cert_pem: None,
         volumes: vec![],
         skip_agent: false,
+        agent_key: None,
     };
     let cfg = dir.join("config.img");
     std::fs::write(&cfg, config.to_disk().unwrap()).unwrap();

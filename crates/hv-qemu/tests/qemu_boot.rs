@@ -101,6 +101,7 @@ async fn prepare_with(argv: &[&str], env: &[&str], dhcp: bool) -> Vm {
         ca_cert_pem: None,
         volumes: vec![],
         skip_agent: false,
+        agent_key: None,
     };
     let cfg = dir.path().join("config.img");
     std::fs::write(&cfg, config.to_disk().unwrap()).unwrap();

@@ -74,7 +74,9 @@ impl Engine {
                 has_snapshot: false,
             };
         };
-        let has_snapshot = dir_has_entries(&self.paths.instance_dir(&id).join("snapshots/latest"));
+        let has_snapshot = self.runtime.has_snapshot(&record.id, || {
+            dir_has_entries(&self.paths.instance_dir(&id).join("snapshots/latest"))
+        });
         let vmm = match self.runtime.vm(&record.id) {
             None => None,
             Some(vm) => {

@@ -19,6 +19,11 @@ pub(crate) struct Runtime {
     /// was scanned, and what was found. Each byte is scanned once; once a run showed both
     /// markers its log is not read again.
     markers: Mutex<HashMap<String, MarkerScan>>,
+    /// Whether an instance has a saved snapshot, as last seen on disk; dropped whenever this
+    /// engine saves or removes one (only this engine writes them).
+    snapshots: Mutex<HashMap<String, bool>>,
+    /// Counts snapshot changes: a disk check that raced a change is not remembered.
+    snapshot_changes: std::sync::atomic::AtomicU64,
 }
 
 /// How far one run's console log was scanned for boot markers.
@@ -58,6 +63,30 @@ impl Runtime {
     pub(crate) fn forget(&self, id: &str) {
         self.ended(id);
         lock(&self.markers).remove(id);
+        self.snapshot_changed(id);
+    }
+
+    /// Whether the instance has a snapshot: remembered, or `on_disk()` once.
+    pub(crate) fn has_snapshot(&self, id: &str, on_disk: impl FnOnce() -> bool) -> bool {
+        use std::sync::atomic::Ordering;
+        if let Some(known) = lock(&self.snapshots).get(id) {
+            return *known;
+        }
+        let before = self.snapshot_changes.load(Ordering::Acquire);
+        let found = on_disk();
+        let mut known = lock(&self.snapshots);
+        if self.snapshot_changes.load(Ordering::Acquire) == before {
+            known.insert(id.to_string(), found);
+        }
+        found
+    }
+
+    /// The instance's snapshot was saved or removed: look at the disk again next time.
+    pub(crate) fn snapshot_changed(&self, id: &str) {
+        let mut known = lock(&self.snapshots);
+        self.snapshot_changes
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        known.remove(id);
     }
 
     /// Ids of the instances with a VMM.

@@ -40,10 +40,12 @@ impl Engine {
         self.ops_log(&record.id, "standby requested");
         let dir = self.snapshot_dir(&record.id)?;
         let _ = std::fs::remove_dir_all(&dir);
-        if let Err(e) = vm.save_and_exit(&dir).await {
+        let saved = vm.save_and_exit(&dir).await;
+        if saved.is_err() {
             let _ = std::fs::remove_dir_all(&dir);
-            return Err(e.into());
         }
+        self.runtime.snapshot_changed(&record.id);
+        saved?;
         self.runtime.ended(&record.id);
         self.unregister_egress(&record.id).await;
         self.detach_network(&record.id).await;
@@ -81,6 +83,7 @@ impl Engine {
         if let Err(e) = std::fs::remove_dir_all(&dir) {
             tracing::warn!(error = %e, id = %record.id, "could not remove the used snapshot");
         }
+        self.runtime.snapshot_changed(&record.id);
         self.ops_log(&record.id, "vm restored");
         let observed = self.observe(&mut record).await;
         self.render(&record, &observed).await

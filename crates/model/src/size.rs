@@ -88,6 +88,10 @@ pub fn format_size(bytes: u64) -> String {
         (KIB, "KB"),
     ] {
         if bytes > unit {
+            if bytes.is_multiple_of(unit) {
+                // Whole units (most sizes): the same text, without float formatting.
+                return format!("{}.0 {name}", bytes / unit);
+            }
             // Same arithmetic as upstream: whole units plus the remainder as a fraction.
             let value = (bytes / unit) as f64 + (bytes % unit) as f64 / unit as f64;
             return format!("{value:.1} {name}");
@@ -164,6 +168,35 @@ pub fn parse_disk_io(input: &str) -> Result<u64, SizeError> {
 
 #[cfg(test)]
 mod tests {
+
+    /// Whole units take a shortcut; its text is exactly upstream's float arithmetic's.
+    #[test]
+    fn whole_units_format_like_the_float_arithmetic() {
+        for unit in [KIB, MIB, GIB, TIB, PIB, EIB] {
+            for q in [2u64, 3, 10, 1023, 1024, 4096, 1 << 20] {
+                let Some(bytes) = q.checked_mul(unit) else {
+                    continue;
+                };
+                let float = {
+                    let (unit, name) = [
+                        (EIB, "EB"),
+                        (PIB, "PB"),
+                        (TIB, "TB"),
+                        (GIB, "GB"),
+                        (MIB, "MB"),
+                        (KIB, "KB"),
+                    ]
+                    .into_iter()
+                    .find(|(u, _)| bytes > *u)
+                    .unwrap();
+                    let value = (bytes / unit) as f64 + (bytes % unit) as f64 / unit as f64;
+                    format!("{value:.1} {name}")
+                };
+                assert_eq!(format_size(bytes), float, "{bytes}");
+            }
+        }
+    }
+
     use super::*;
 
     proptest::proptest! {

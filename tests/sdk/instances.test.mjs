@@ -141,7 +141,8 @@ describe("hypedeck serve with the fake hypervisor", () => {
     });
     const walk = (dir) => readdirSync(dir).flatMap((n) => {
       const p = path.join(dir, n);
-      return statSync(p).isDirectory() ? walk(p) : [p];
+      const st = statSync(p);
+      return st.isDirectory() ? walk(p) : st.isFile() ? [p] : []; // not the engine's socket
     });
     for (const file of walk(server.dataDir)) {
       assert.ok(!readFileSync(file).toString().includes("sk-sdk-must-not-be-on-disk"), file);

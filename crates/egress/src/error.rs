@@ -47,6 +47,10 @@ pub enum EgressError {
     /// A "test credential" request was made but failed on the way (connect, TLS, timeout).
     #[error("the test request failed: {0}")]
     TestFailed(String),
+    /// The leak guard could not be built for the rule set (values too large to search for);
+    /// the whole rule set was rejected and the old one kept.
+    #[error("failed to build the leak guard for these credentials")]
+    LeakGuard,
     /// A rule cannot be applied; the whole rule set was rejected and the old one kept.
     #[error("invalid inject rule {index}: {reason}")]
     InvalidRule {

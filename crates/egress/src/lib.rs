@@ -61,7 +61,7 @@ pub use serve::TestOutcome;
 pub use upstream::{DestinationFilter, UpstreamTrust};
 pub use usage::{
     Outcome, REASON_HOST_NOT_ALLOWED, REASON_LEAK, REASON_NAME_MISMATCH, REASON_PLAIN_HTTP,
-    UsageEvent, UsageSink, fingerprint,
+    UsageEvent, UsageSink, WITHHELD_HOST, fingerprint,
 };
 
 /// The port the guest connects to for the proxy (upstream's default), on the proxy address its

@@ -13,7 +13,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use hypedeck_secrets::Sensitive;
 
 use crate::EgressError;
-use crate::leak::{Guard, MIN_GUARDED_LEN};
+use crate::leak::{LeakCheck, LeakGuard, MIN_GUARDED_LEN};
 
 /// One header to set on HTTPS requests to matching hosts.
 ///
@@ -144,8 +144,9 @@ impl CompiledRule {
 pub(crate) struct RuleSet {
     rules: Vec<CompiledRule>,
     pub(crate) credentials: Vec<CredentialInfo>,
-    /// Leak guards for credentials with a host list and a value long enough to look for.
-    guards: Vec<Guard>,
+    /// The leak guard: the values of credentials with a host list and a value long enough to
+    /// look for (`None`: no such credential).
+    guard: Option<LeakGuard>,
     /// Increments on every `set_rules` of the instance; 0 = never set.
     pub(crate) generation: u64,
 }
@@ -193,28 +194,28 @@ impl RuleSet {
                 hosts,
             });
         }
-        let guards = credentials
+        let guarded: Vec<(usize, &[u8])> = credentials
             .iter()
             .zip(&secrets)
             .enumerate()
             .filter(|(_, (c, secret))| c.hosts.is_some() && secret.len() >= MIN_GUARDED_LEN)
-            .map(|(i, (_, secret))| Guard::new(i, secret.as_bytes()))
+            .map(|(i, (_, secret))| (i, secret.as_bytes()))
             .collect();
+        let guard = LeakGuard::new(&guarded).map_err(|_| EgressError::LeakGuard)?;
         Ok(RuleSet {
             rules: compiled,
             credentials,
-            guards,
+            guard,
             generation,
         })
     }
 
-    /// Leak guards of the credentials `host` may not receive.
-    pub(crate) fn guards_against(&self, host: &str) -> Vec<Guard> {
-        self.guards
-            .iter()
-            .filter(|g| !self.credentials[g.credential].allowed(host))
-            .cloned()
-            .collect()
+    /// The leak guard for requests to `host`: it looks for the credentials `host` may not
+    /// receive. `None` (and no cost) when there are none.
+    pub(crate) fn guards_against(&self, host: &str) -> Option<LeakCheck> {
+        let guard = self.guard.as_ref()?;
+        let forbidden = self.credentials.iter().map(|c| !c.allowed(host)).collect();
+        LeakCheck::new(guard, forbidden)
     }
 
     /// Credentials injected for `host` (a plain-HTTP request there would carry none).
@@ -397,5 +398,9 @@ mod tests {
         let set = RuleSet::compile(&[r], 1).expect("valid");
         let text = format!("{set:?}");
         assert!(!text.contains("sk-test-123"), "{text}");
+        // Nor as the list of its bytes (the leak guard's needles).
+        let bytes = format!("{:?}", &b"sk-test-123"[..6]);
+        assert!(!text.contains(&bytes[1..bytes.len() - 1]), "{text}");
+        assert!(text.contains("LeakGuard"), "{text}");
     }
 }

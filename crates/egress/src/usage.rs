@@ -25,7 +25,8 @@ pub enum Outcome {
     Test,
     /// Not injected, and the request was refused or forwarded without it (`reason` says which).
     Blocked,
-    /// A request carried the real value (or its base64) to a host it is not for; refused.
+    /// A request carried the real value (or an encoding of it) to a host it is not for;
+    /// refused.
     LeakBlocked,
 }
 
@@ -62,8 +63,14 @@ pub const REASON_HOST_NOT_ALLOWED: &str =
 pub const REASON_NAME_MISMATCH: &str =
     "not injected: the TLS server name and the Host header must both name the tunnel's host";
 /// Reason: a request carried a real credential value to a host it is not for.
-pub const REASON_LEAK: &str =
-    "the request carried this credential's real value (or its base64) to a host it is not for";
+pub const REASON_LEAK: &str = concat!(
+    "the request carried this credential's real value (or an encoding of it) ",
+    "to a host it is not for"
+);
+
+/// The `host` of an event whose destination name itself carried the value: the name is the
+/// leak, so it is kept out of the trail and the logs.
+pub const WITHHELD_HOST: &str = "(withheld: the name carried the value)";
 
 /// Where the proxy puts the trail. Called on the proxy's tasks: must not block for long.
 pub trait UsageSink: Send + Sync + fmt::Debug {

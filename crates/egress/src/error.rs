@@ -16,6 +16,13 @@ pub enum EgressError {
     /// The secret store holding the CA key failed (not "missing": a missing key regenerates).
     #[error("failed to access the egress ca key")]
     CaKeyStore(#[source] hypedeck_secrets::SecretError),
+    /// The secret store holding the fingerprint key failed (not "missing": a missing key is
+    /// made).
+    #[error("failed to access the credential fingerprint key")]
+    FingerprintKeyStore(#[source] hypedeck_secrets::SecretError),
+    /// The system's random number generator failed.
+    #[error("no randomness available for a new key")]
+    Random,
     /// rcgen could not generate or sign a certificate.
     #[error("failed to generate a certificate")]
     GenerateCert(#[source] rcgen::Error),

@@ -12,8 +12,8 @@ use std::net::IpAddr;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use hypedeck_secrets::Sensitive;
 
-use crate::EgressError;
 use crate::leak::{LeakCheck, LeakGuard, MIN_GUARDED_LEN};
+use crate::{EgressError, Fingerprinter};
 
 /// One header to set on HTTPS requests to matching hosts.
 ///
@@ -38,7 +38,7 @@ pub struct InjectRule {
 #[derive(Debug)]
 pub(crate) struct CredentialInfo {
     pub(crate) name: String,
-    /// [`crate::fingerprint`] of its value.
+    /// The fingerprint of its value.
     pub(crate) fingerprint: String,
     /// What the guest holds instead of the value.
     mock: String,
@@ -153,7 +153,12 @@ pub(crate) struct RuleSet {
 
 impl RuleSet {
     /// Checks every rule; one bad rule rejects the set (the error names its index only).
-    pub(crate) fn compile(rules: &[InjectRule], generation: u64) -> Result<RuleSet, EgressError> {
+    /// Values are fingerprinted with `fingerprints`.
+    pub(crate) fn compile(
+        rules: &[InjectRule],
+        generation: u64,
+        fingerprints: &Fingerprinter,
+    ) -> Result<RuleSet, EgressError> {
         let mut compiled = Vec::with_capacity(rules.len());
         let mut credentials: Vec<CredentialInfo> = Vec::new();
         let mut secrets: Vec<&str> = Vec::new();
@@ -173,7 +178,7 @@ impl RuleSet {
                 None => {
                     credentials.push(CredentialInfo {
                         name: rule.credential.clone(),
-                        fingerprint: crate::fingerprint(rule.secret.expose()),
+                        fingerprint: fingerprints.fingerprint(rule.secret.expose()),
                         mock: format!("mock-{}", rule.credential),
                         hosts: Some(Vec::new()),
                     });
@@ -326,6 +331,10 @@ mod tests {
         assert_eq!(canonical_host(&longest).as_deref(), Some(longest.as_str()));
     }
 
+    fn fp() -> Fingerprinter {
+        Fingerprinter::from_key(&[1; 32])
+    }
+
     fn rule(header: &str, value: &str, hosts: Option<&[&str]>) -> InjectRule {
         InjectRule {
             header: header.into(),
@@ -346,6 +355,7 @@ mod tests {
                 rule("X-None", "nowhere", Some(&[])),
             ],
             1,
+            &fp(),
         )
         .expect("valid rules");
 
@@ -374,14 +384,15 @@ mod tests {
                 rule("X-Key", "sk-secret\r\nInjected: 1", None),
             ],
             1,
+            &fp(),
         )
         .expect_err("newline in value");
         let text = format!("{err} {err:?}");
         assert!(text.contains("rule 1"), "{text}");
         assert!(!text.contains("sk-secret"), "{text}");
 
-        assert!(RuleSet::compile(&[rule("Bad Header", "v", None)], 1).is_err());
-        assert!(RuleSet::compile(&[rule("", "v", None)], 1).is_err());
+        assert!(RuleSet::compile(&[rule("Bad Header", "v", None)], 1, &fp()).is_err());
+        assert!(RuleSet::compile(&[rule("", "v", None)], 1, &fp()).is_err());
     }
 
     #[test]
@@ -395,7 +406,7 @@ mod tests {
         assert!(!text.contains("sk-test-123"), "{text}");
         assert!(text.contains("<redacted>"), "{text}");
 
-        let set = RuleSet::compile(&[r], 1).expect("valid");
+        let set = RuleSet::compile(&[r], 1, &fp()).expect("valid");
         let text = format!("{set:?}");
         assert!(!text.contains("sk-test-123"), "{text}");
         // Nor as the list of its bytes (the leak guard's needles).

@@ -1,19 +1,12 @@
 //! The credential usage trail: one [`UsageEvent`] per injection (and per attempt the proxy
 //! blocked), handed to the [`UsageSink`] the proxy was built with. Events carry a credential's
-//! name and the fingerprint of its value ([`fingerprint`]), never the value.
+//! name and the fingerprint of its value ([`Fingerprinter`](crate::Fingerprinter)), never the
+//! value.
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
-
-/// The fingerprint of a credential value: the first 8 hex digits of its SHA-256. Enough to tell
-/// two values apart at a glance; far too little to recover or confirm a guess of a real key.
-pub fn fingerprint(value: &str) -> String {
-    let digest = Sha256::digest(value.as_bytes());
-    digest[..4].iter().map(|b| format!("{b:02x}")).collect()
-}
 
 /// What happened to a credential on one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,7 +31,8 @@ pub struct UsageEvent {
     pub time: OffsetDateTime,
     /// The credential (its key in the instance's `credentials`).
     pub credential: String,
-    /// [`fingerprint`] of the value in force.
+    /// The fingerprint of the value in force ([`Fingerprinter`](crate::Fingerprinter)): 16
+    /// hex digits.
     pub fingerprint: String,
     /// Destination host (canonical).
     pub host: String,
@@ -83,19 +77,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn fingerprints_are_8_hex_of_sha256() {
-        // sha256("abc") = ba7816bf…
-        assert_eq!(fingerprint("abc"), "ba7816bf");
-        assert_ne!(fingerprint("sk-1"), fingerprint("sk-2"));
-        assert_eq!(fingerprint("sk-1").len(), 8);
-    }
-
-    #[test]
     fn events_serialize_without_empty_fields() {
         let e = UsageEvent {
             time: OffsetDateTime::UNIX_EPOCH,
             credential: "OPENAI_KEY".into(),
-            fingerprint: "ba7816bf".into(),
+            fingerprint: "ba7816bf8f01cfea".into(),
             host: "api.openai.com".into(),
             method: "POST".into(),
             status: Some(200),
@@ -106,7 +92,7 @@ mod tests {
         assert_eq!(
             json,
             serde_json::json!({"time": "1970-01-01T00:00:00Z", "credential": "OPENAI_KEY",
-                "fingerprint": "ba7816bf", "host": "api.openai.com", "method": "POST",
+                "fingerprint": "ba7816bf8f01cfea", "host": "api.openai.com", "method": "POST",
                 "status": 200, "outcome": "injected"})
         );
         assert_eq!(serde_json::from_value::<UsageEvent>(json).unwrap(), e);

@@ -10,7 +10,7 @@ use base64::Engine as _;
 use bytes::Bytes;
 use common::*;
 use http::StatusCode;
-use hypedeck_egress::{Outcome, UsageEvent, UsageSink, fingerprint};
+use hypedeck_egress::{Fingerprinter, Outcome, UsageEvent, UsageSink};
 
 const SECRET: &str = "sk-fixture-0123456789abcdef";
 const ROTATED: &str = "sk-fixture-rotated-9876543210";
@@ -32,10 +32,23 @@ impl Trail {
     }
 }
 
+/// The data dir's fingerprints, as the daemon would hand them to the proxy.
+fn fingerprints() -> Fingerprinter {
+    Fingerprinter::from_key(&[0x42; 32])
+}
+
+fn fingerprint(value: &str) -> String {
+    fingerprints().fingerprint(value)
+}
+
 async fn world_with_trail() -> (World, Arc<Trail>, reqwest::Client) {
     let trail = Arc::new(Trail::default());
     let sink = trail.clone();
-    let world = World::with(move |o| o.usage = Some(sink)).await;
+    let world = World::with(move |o| {
+        o.usage = Some(sink);
+        o.fingerprints = Some(fingerprints());
+    })
+    .await;
     let addr = world.proxy.listen("vm-1", None).await.unwrap();
     world
         .proxy
@@ -111,6 +124,7 @@ async fn each_injection_is_recorded_with_host_status_and_fingerprint_never_the_v
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].fingerprint, fingerprint(ROTATED));
     assert_ne!(fingerprint(ROTATED), fingerprint(SECRET));
+    assert_eq!(events[0].fingerprint.len(), 16);
     assert_eq!(events[0].method, "POST");
     let json = serde_json::to_string(&events).unwrap();
     assert!(!json.contains(SECRET) && !json.contains(ROTATED), "{json}");
@@ -472,6 +486,41 @@ async fn test_credential_requests_go_through_the_same_rules_from_the_host() {
             .await
             .is_err()
     );
+}
+
+#[tokio::test]
+async fn fingerprints_are_keyed_and_a_proxy_without_a_key_makes_its_own() {
+    let world = World::new().await;
+    world.proxy.attach("vm-1");
+    world
+        .proxy
+        .set_rules(
+            "vm-1",
+            vec![credential(
+                "K",
+                "Authorization",
+                SECRET,
+                SECRET,
+                Some(&[API]),
+            )],
+        )
+        .unwrap();
+    let outcome = world
+        .proxy
+        .test_request("vm-1", &world.https_url(API, "/"))
+        .await
+        .unwrap();
+    let (_, own) = &outcome.injected[0];
+    assert_eq!(own.len(), 16, "{own}");
+    assert!(own.bytes().all(|b| b.is_ascii_hexdigit()), "{own}");
+    // Not the data dir's key, and not an unkeyed hash anyone could recompute from a guess.
+    assert_ne!(*own, fingerprint(SECRET));
+    use sha2::Digest;
+    let plain: String = sha2::Sha256::digest(SECRET.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert!(!plain.starts_with(&own[..8]), "{own}");
 }
 
 #[tokio::test]

@@ -4,7 +4,6 @@
 // --features fake-hypervisor). tests/desktop/run.sh sets all of that up.
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { createHash } from "node:crypto";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -12,6 +11,7 @@ import { after, before, describe, test } from "node:test";
 import { chromium } from "playwright-core";
 
 import { startFakeEngine, waitFor } from "../desktop/fake-engine.mjs";
+import { assertKeyedFingerprint } from "../fingerprint.mjs";
 
 const UI_URL = process.env.UI_URL ?? "http://127.0.0.1:4173/";
 const CHROMIUM = process.env.CHROMIUM_BIN ?? "/usr/bin/chromium";
@@ -481,6 +481,8 @@ describe("web UI in a browser", () => {
     });
     // The instance goes with the engine when the test ends.
     await waitFor(async () => (await engine.client.instances.get(created.id)).state === "Running", "the VM to run");
+    const [initial] = await engine.client.get(`/instances/${created.id}/credentials`);
+    assertKeyedFingerprint(initial.fingerprint, "tok-before-picker");
     const { page } = await openPage(t, { api: engine.url, token: engine.token });
     await page.evaluate((id) => (window.location.hash = `#/instances/${id}`), created.id);
     await page.click("#rotate-keychain-AGENT_TOKEN-open");
@@ -496,10 +498,17 @@ describe("web UI in a browser", () => {
     const after = await engine.client.instances.get(created.id);
     assert.equal(after.env.AGENT_TOKEN, `keychain:${service}/bot`, "the API shows the reference");
     const [status] = await engine.client.get(`/instances/${created.id}/credentials`);
-    assert.equal(status.fingerprint, createHash("sha256").update(value).digest("hex").slice(0, 8));
+    assertKeyedFingerprint(status.fingerprint, value);
+    assert.notEqual(status.fingerprint, initial.fingerprint, "the fingerprint did not follow the rotation");
     assert.equal(status.reference_kind, "keychain");
     const card = page.locator('#credentials-card [data-credential="AGENT_TOKEN"]');
     await card.locator('[data-field="fingerprint"]', { hasText: status.fingerprint }).waitFor({ timeout: 10_000 });
     assert.ok(!(await page.locator("body").innerText()).includes(value), "the value is on the page");
+    // The reference resolved to exactly the keychain item: the same value set as a literal has
+    // the same fingerprint.
+    await engine.client.instances.update(created.id, { env: { AGENT_TOKEN: value } });
+    const [literal] = await engine.client.get(`/instances/${created.id}/credentials`);
+    assert.equal(literal.reference, undefined);
+    assert.equal(literal.fingerprint, status.fingerprint);
   });
 });

@@ -10,10 +10,10 @@ import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { chromium } from "playwright-core";
 
-import { createHash } from "node:crypto";
 import { createServer as createHttpsServer } from "node:https";
 
 import { deleteAll, execWs, freePort, makeTestPki, newDataDir, startRegistry, startServer } from "../vm/harness.mjs";
+import { assertKeyedFingerprint } from "../fingerprint.mjs";
 
 const UI_URL = process.env.UI_URL ?? "http://127.0.0.1:4173/";
 const CHROMIUM = process.env.CHROMIUM_BIN ?? "/usr/bin/chromium";
@@ -272,7 +272,6 @@ describe("web UI on real VMs", () => {
   });
 
   test("credentials card: fingerprint, last use, the trail, a blocked leak raised, rotation and a test request", async (t) => {
-    const fp = (v) => createHash("sha256").update(v).digest("hex").slice(0, 8);
     const port = upstream.address().port;
     const [first, second] = ["sk-card-first-value", "sk-card-second-value"];
     // The guest calls its credential host every second, and every 4 s tries to send a real
@@ -293,10 +292,15 @@ describe("web UI on real VMs", () => {
     url.searchParams.set("token", token);
     url.hash = `#/instances/${created.id}`;
     await page.goto(url.href);
+    // The fingerprint the API reports for the value in force (the engine's), which the card
+    // shows, and which the trail's events (the proxy's) must carry to count as "current".
+    const fingerprint = async () => (await server.client().get(`/instances/${created.id}/credentials`))[0].fingerprint;
+    const fpFirst = await fingerprint();
+    assertKeyedFingerprint(fpFirst, first);
     const card = page.locator('#credentials-card [data-credential="OPENAI_KEY"]');
     await card.waitFor({ timeout: 60_000 });
-    assert.equal(await card.locator('[data-field="fingerprint"]').textContent(), fp(first));
-    await card.locator('[data-field="last-used"]', { hasText: `→ localhost, 200, fingerprint ${fp(first)} (current)` }).waitFor({ timeout: 180_000 });
+    assert.equal(await card.locator('[data-field="fingerprint"]').textContent(), fpFirst);
+    await card.locator('[data-field="last-used"]', { hasText: `→ localhost, 200, fingerprint ${fpFirst} (current)` }).waitFor({ timeout: 180_000 });
     await page.locator('#credential-trail li[data-outcome="injected"]').first().waitFor();
     // The leak attempt after the page loaded: refused, in the trail, and raised.
     await page.locator(".credential-alert", { hasText: "tried to send the real OPENAI_KEY to 127.0.0.1; Hypedeck blocked it." }).waitFor({ timeout: 30_000 });
@@ -306,14 +310,17 @@ describe("web UI on real VMs", () => {
     await page.locator('#rotate-form input[data-key="OPENAI_KEY"]').fill(second);
     await page.click("#rotate-submit");
     await page.locator("#rotate-result").waitFor({ timeout: 15_000 });
-    await card.locator('[data-field="fingerprint"]', { hasText: fp(second) }).waitFor({ timeout: 15_000 });
-    await card.locator('[data-field="last-used"]', { hasText: `fingerprint ${fp(second)} (current)` }).waitFor({ timeout: 30_000 });
+    const fpSecond = await fingerprint();
+    assertKeyedFingerprint(fpSecond, second);
+    assert.notEqual(fpSecond, fpFirst, "the fingerprint did not follow the rotation");
+    await card.locator('[data-field="fingerprint"]', { hasText: fpSecond }).waitFor({ timeout: 15_000 });
+    await card.locator('[data-field="last-used"]', { hasText: `fingerprint ${fpSecond} (current)` }).waitFor({ timeout: 30_000 });
     assert.notEqual(await card.locator('[data-field="first-use"]').textContent(), "not yet");
 
     // Test credential: a request from the host through the same rules.
     await page.fill("#credential-test-url", `https://localhost:${port}/`);
     await page.click("#credential-test");
-    await page.locator("#credential-test-result", { hasText: `200 from localhost:${port} with OPENAI_KEY (${fp(second)})` }).waitFor({ timeout: 30_000 });
+    await page.locator("#credential-test-result", { hasText: `200 from localhost:${port} with OPENAI_KEY (${fpSecond})` }).waitFor({ timeout: 30_000 });
     await page.locator('#credential-trail li[data-outcome="test"]').first().waitFor({ timeout: 10_000 });
     const text = await page.locator("body").innerText();
     assert.ok(!text.includes(first) && !text.includes(second), "a credential value is on the page");

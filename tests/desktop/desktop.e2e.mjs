@@ -3,7 +3,6 @@
 // and the binaries in APP_BIN (the desktop app) and HYPEDECK_FAKE_BIN (`hypedeck` built with
 // --features fake-hypervisor). tests/desktop/run.sh sets all of that up.
 import assert from "node:assert/strict";
-import { createHash } from "node:crypto";
 import { chmodSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import path from "node:path";
@@ -19,6 +18,7 @@ import {
   startFakeEngine,
   waitFor,
 } from "./fake-engine.mjs";
+import { assertKeyedFingerprint } from "../fingerprint.mjs";
 
 const APP = binary("APP_BIN", "target/debug/hypedeck-desktop");
 const FAKE = binary("HYPEDECK_FAKE_BIN");
@@ -236,6 +236,8 @@ describe("desktop window", () => {
     assert.equal(after.env.AGENT_TOKEN === "tok-desktop-rotated", true, "the engine did not get the new value");
     assert.equal(after.started_at, running.started_at);
     assert.equal(after.state, "Running");
+    const [{ fingerprint: rotatedFingerprint }] = await engine.client.get(`/instances/${created.id}/credentials`);
+    assertKeyedFingerprint(rotatedFingerprint, "tok-desktop-rotated");
     await app.execute(() => window.scrollTo(0, 0));
     await screenshot(app, "desktop-rotation.png");
 
@@ -254,7 +256,14 @@ describe("desktop window", () => {
     }, "the window's reference rotation");
     const [status] = await engine.client.get(`/instances/${created.id}/credentials`);
     assert.equal(status.reference_kind, "cmd");
-    assert.equal(status.fingerprint, createHash("sha256").update("tok-from-the-window").digest("hex").slice(0, 8));
+    assertKeyedFingerprint(status.fingerprint, "tok-from-the-window");
+    assert.notEqual(status.fingerprint, rotatedFingerprint, "the fingerprint did not follow the rotation");
+    // The command printed exactly that value: the same value set as a literal has the same
+    // fingerprint.
+    await engine.client.instances.update(created.id, { env: { AGENT_TOKEN: "tok-from-the-window" } });
+    const [literal] = await engine.client.get(`/instances/${created.id}/credentials`);
+    assert.equal(literal.reference, undefined);
+    assert.equal(literal.fingerprint, status.fingerprint);
 
     // A key the policies do not name: the API's 400, with the allowed keys, shown inline.
     await app.$("#rotate-paste").setValue("PORT=8080");

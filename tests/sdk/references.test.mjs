@@ -80,7 +80,7 @@ test("references: refused over HTTP, set by the user at this machine over the Un
       spawnSync(FAKE_BIN, ["--data-dir", server.dataDir, "rotate", "mine", "OPENAI_KEY", ...args], { input, encoding: "utf8" });
     let out = rotate([], "sk-from-stdin\n");
     assert.equal(out.status, 0, out.stderr);
-    assert.match(out.stdout, /^rotated OPENAI_KEY of mine \(fingerprint [0-9a-f]+\)/);
+    assert.match(out.stdout, /^rotated OPENAI_KEY of mine \(fingerprint [0-9a-f]{16}\)/);
     assert.ok(!out.stdout.includes("sk-from-stdin"));
     assert.equal((await client.instances.get("mine")).env.OPENAI_KEY, "sk-from-stdin");
     out = rotate(["--from", "cmd:echo sk-from-cli"]);

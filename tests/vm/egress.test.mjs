@@ -11,6 +11,7 @@ import { connect as tlsConnect } from "node:tls";
 import path from "node:path";
 import Hypeman from "@onkernel/hypeman";
 import { startRegistry, startServer, newDataDir, waitFor, logLines, deleteAll, makeTestPki } from "./harness.mjs";
+import { assertKeyedFingerprint } from "../fingerprint.mjs";
 
 const BIN = path.resolve(process.env.HYPEDECK_BIN ?? "target/debug/hypedeck");
 const SECRETS = ["sk-egress-first-value", "sk-egress-rotated-value", "real-token-never-in-guest"];
@@ -222,7 +223,6 @@ describe("egress proxy with credential injection", () => {
 
   test("the trail shows each use and its fingerprint; leaks and plain HTTP are blocked; a command supplies the value", async () => {
     const port = upstream.address().port;
-    const fp = (v) => createHash("sha256").update(v).digest("hex").slice(0, 8);
     const [first, second] = ["sk-trail-from-command", "sk-trail-rotated-value"];
     const H = `https://localhost:${port}/`;
     const O = `https://127.0.0.1:${port}/`;
@@ -264,10 +264,16 @@ describe("egress proxy with credential injection", () => {
     const byOutcome = (o) => events.filter((e) => e.outcome === o);
     const injected = byOutcome("injected");
     assert.ok(injected.length >= 1);
+    // The fingerprint the API reports for the value in force (the engine's) is the one the
+    // proxy recorded for the requests that carried it.
+    const [{ fingerprint: fpFirst }] = await client.get(`/instances/${created.id}/credentials`);
+    assertKeyedFingerprint(fpFirst, first);
     assert.deepEqual(
       [injected.at(-1).credential, injected.at(-1).host, injected.at(-1).status, injected.at(-1).fingerprint, injected.at(-1).method],
-      ["OPENAI_KEY", "localhost", 200, fp(first), "GET"]);
-    assert.deepEqual([byOutcome("leak_blocked")[0].host, byOutcome("leak_blocked")[0].method], ["127.0.0.1", "POST"]);
+      ["OPENAI_KEY", "localhost", 200, fpFirst, "GET"]);
+    assert.deepEqual(
+      [byOutcome("leak_blocked")[0].host, byOutcome("leak_blocked")[0].method, byOutcome("leak_blocked")[0].fingerprint],
+      ["127.0.0.1", "POST", fpFirst]);
     assert.ok(byOutcome("blocked").some((e) => e.host === "localhost" && e.reason === "plain http to a credential host is refused; use https"));
     assert.ok(byOutcome("blocked").some((e) => e.host === "127.0.0.1" && e.status === 200 && e.reason.startsWith("host not allowed")));
     // Newest first.
@@ -279,26 +285,32 @@ describe("egress proxy with credential injection", () => {
       const [c] = await client.get(`/instances/${created.id}/credentials`);
       return c.first_use_of_current && c;
     }, "a request with the rotated value", 60_000);
-    assert.equal(status.fingerprint, fp(second));
-    assert.equal(status.first_use_of_current.fingerprint, fp(second));
-    assert.equal(status.last_used.fingerprint, fp(second));
+    const fpSecond = status.fingerprint;
+    assertKeyedFingerprint(fpSecond, second);
+    assert.notEqual(fpSecond, fpFirst, "the fingerprint did not follow the rotation");
+    assert.equal(status.first_use_of_current.fingerprint, fpSecond);
+    assert.equal(status.last_used.fingerprint, fpSecond);
     assert.equal(status.reference, `cmd:printf ${second}`);
     assert.ok(status.first_use_of_current.time > status.rotated_at || status.first_use_of_current.time.slice(0, 19) >= status.rotated_at.slice(0, 19));
     assert.ok(status.blocked >= 3, JSON.stringify(status));
 
     // Test credential: from the host, through the same rules; recorded as a test.
     const tested = await client.post(`/instances/${created.id}/credentials/test`, { body: { url: H } });
-    assert.deepEqual(tested, { status: 200, injected: [["OPENAI_KEY", fp(second)]] });
+    assert.deepEqual(tested, { status: 200, injected: [["OPENAI_KEY", fpSecond]] });
     assert.ok(seen.some((s) => s.agent === "hypedeck-credential-test" && s.authorization === `Bearer ${second}`));
     const latest = await client.get(path_, { query: { limit: 5 } });
-    assert.ok(latest.some((e) => e.outcome === "test" && e.fingerprint === fp(second)));
+    assert.ok(latest.some((e) => e.outcome === "test" && e.fingerprint === fpSecond));
     await assert.rejects(client.post(`/instances/${created.id}/credentials/test`, { body: { url: O } }), (e) =>
       e instanceof Hypeman.BadRequestError && /no credential of this instance is injected for 127\.0\.0\.1/.test(e.error.message));
 
     // No value in the trail file.
     const trailFile = readFileSync(path.join(dataDir, "instances", created.id, "credentials.jsonl"), "utf8");
     assert.ok(trailFile.includes("leak_blocked"));
-    for (const v of [first, second]) assert.ok(!trailFile.includes(v), "a value in the trail file");
+    for (const v of [first, second]) {
+      assert.ok(!trailFile.includes(v), "a value in the trail file");
+      // Nor an unkeyed hash anyone could test guesses against.
+      assert.ok(!trailFile.includes(createHash("sha256").update(v).digest("hex").slice(0, 8)), "an unkeyed hash in the trail file");
+    }
     await client.instances.delete(created.id);
   });
 

@@ -5,7 +5,7 @@ import { describeUse, fingerprintLabel, newRefusals, refusalText, type UsageEven
 const at = (time: string, outcome: UsageEvent["outcome"], extra: Partial<UsageEvent> = {}): UsageEvent => ({
   time,
   credential: "OPENAI",
-  fingerprint: "a1b2c3d4",
+  fingerprint: "a1b2c3d4e5f60718",
   host: "api.openai.com",
   method: "GET",
   status: 200,
@@ -16,10 +16,10 @@ const at = (time: string, outcome: UsageEvent["outcome"], extra: Partial<UsageEv
 describe("credential trail words", () => {
   test("a use says when, where, the status and which value", () => {
     const now = Date.parse("2026-11-29T10:00:12Z");
-    expect(describeUse(at("2026-11-29T10:00:00Z", "injected"), "a1b2c3d4", now)).toBe("12s ago → api.openai.com, 200, fingerprint a1b2c3d4 (current)");
+    expect(describeUse(at("2026-11-29T10:00:00Z", "injected"), "a1b2c3d4e5f60718", now)).toBe("12s ago → api.openai.com, 200, fingerprint a1b2c3d4e5f60718 (current)");
     const { status: _unused, ...unsent } = at("2026-11-29T09:58:12Z", "injected");
-    expect(describeUse(unsent, "ffff0000", now)).toBe(
-      "2m 0s ago → api.openai.com, not sent, fingerprint a1b2c3d4 (previous)",
+    expect(describeUse(unsent, "ffff0000ffff0000", now)).toBe(
+      "2m 0s ago → api.openai.com, not sent, fingerprint a1b2c3d4e5f60718 (previous)",
     );
     expect(fingerprintLabel("x", null)).toBe("x (previous)");
   });

@@ -75,12 +75,12 @@ export function outcomeLabel(o: Outcome): string {
   return OUTCOME_LABEL[o];
 }
 
-/** `"a1b2c3d4 (current)"` or `"… (previous)"`. */
+/** `"a1b2c3d4e5f60718 (current)"` or `"… (previous)"`. */
 export function fingerprintLabel(fp: string, current: string | null): string {
   return `${fp} (${fp === current ? "current" : "previous"})`;
 }
 
-/** `"12s ago → api.openai.com, 200, fingerprint a1b2c3d4 (current)"`. */
+/** `"12s ago → api.openai.com, 200, fingerprint a1b2c3d4e5f60718 (current)"`. */
 export function describeUse(e: UsageEvent, current: string | null, now: number): string {
   const status = e.status === undefined ? "not sent" : String(e.status);
   return `${duration(e.time, now)} ago → ${e.host}, ${status}, fingerprint ${fingerprintLabel(e.fingerprint, current)}`;

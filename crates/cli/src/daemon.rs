@@ -1,7 +1,8 @@
 //! Starting the engine + API for a data dir, or finding the one already running.
 //!
-//! Invariants: one engine per data dir (the store's lock); the API token lives only in the OS
-//! keychain (account `api-token/<data dir>`); the advertised endpoint file holds no secret.
+//! Invariants: one engine per data dir (the store's lock); the API token and the key of
+//! credential fingerprints live only in the OS keychain (accounts `api-token/<data dir>` and
+//! `fingerprint-key/<data dir>`); the advertised endpoint file holds no secret.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -174,6 +175,20 @@ pub fn load_or_create_token(
     Ok(ApiToken::new(token))
 }
 
+/// The fingerprints of credential values for `data_dir`: HMAC-SHA256 under a key kept in the
+/// keychain, made on first use. One per data dir, shared by the egress proxy (trail events) and
+/// the engine (the API's credential list), so both give a value the same fingerprint.
+pub fn load_or_create_fingerprints(
+    store: &dyn SecretStore,
+    data_dir: &Path,
+) -> Result<hypedeck_egress::Fingerprinter, DaemonError> {
+    let account = format!("fingerprint-key/{}", canonical(data_dir).display());
+    hypedeck_egress::Fingerprinter::load_or_create(store, &account).map_err(|e| match e {
+        hypedeck_egress::EgressError::FingerprintKeyStore(source) => DaemonError::Keychain(source),
+        other => DaemonError::Unsupported(format!("credential fingerprint key: {other}")),
+    })
+}
+
 /// Replaces the API token of `data_dir` in the keychain with a fresh one (for when no engine
 /// serves it; a running engine rotates with `POST /system/token/rotate`). Returns the new token.
 pub fn rotate_stored_token(
@@ -286,6 +301,7 @@ async fn start_egress(
     paths: &Paths,
     keychain: Arc<dyn SecretStore>,
     data_dir: &Path,
+    fingerprints: hypedeck_egress::Fingerprinter,
 ) -> Result<hypedeck_egress::EgressProxy, DaemonError> {
     let cert = paths.egress_ca_cert();
     hypedeck_store::create_private_dir(cert.parent().unwrap_or(paths.root()))?;
@@ -328,6 +344,7 @@ async fn start_egress(
         allow_loopback: std::env::var("HYPEDECK_EGRESS_ALLOW_LOOPBACK").is_ok_and(|v| v == "1"),
         destinations: Some(destinations),
         usage: Some(Arc::new(trail)),
+        fingerprints: Some(fingerprints),
         ..hypedeck_egress::ProxyOptions::default()
     };
     hypedeck_egress::EgressProxy::with_options(ca, trust, options)
@@ -356,6 +373,13 @@ pub async fn start(options: DaemonOptions) -> Result<Daemon, DaemonError> {
             .await
             .map_err(|_| DaemonError::Random)??
     };
+    let fingerprints = {
+        let keychain = keychain.clone();
+        let dir = options.data_dir.clone();
+        tokio::task::spawn_blocking(move || load_or_create_fingerprints(keychain.as_ref(), &dir))
+            .await
+            .map_err(|_| DaemonError::Random)??
+    };
     let guest = match options.hypervisor {
         HypervisorChoice::Fake => None,
         HypervisorChoice::Auto => {
@@ -366,7 +390,13 @@ pub async fn start(options: DaemonOptions) -> Result<Daemon, DaemonError> {
             .map_err(|e| DaemonError::Unsupported(format!("HYPEDECK_REGISTRY_MIRRORS: {e}")))?;
             let images = hypedeck_images::ImageStore::open_with(paths.images(), 1, mirrors)
                 .map_err(|e| DaemonError::Unsupported(format!("open the image cache: {e}")))?;
-            let egress = start_egress(&paths, keychain.clone(), &options.data_dir).await?;
+            let egress = start_egress(
+                &paths,
+                keychain.clone(),
+                &options.data_dir,
+                fingerprints.clone(),
+            )
+            .await?;
             Some(GuestRuntime {
                 images: Arc::new(images),
                 system_dir: paths.system(),
@@ -380,6 +410,7 @@ pub async fn start(options: DaemonOptions) -> Result<Daemon, DaemonError> {
         hypervisor,
         alternatives: alternative_hypervisors(options.hypervisor),
         guest,
+        fingerprints,
     });
     // Resolving a secret reference runs what the user's 1Password, keychain or shell can: only
     // for the user at this machine (the Unix socket), unless HTTP clients were let in.
@@ -484,4 +515,47 @@ pub async fn start(options: DaemonOptions) -> Result<Daemon, DaemonError> {
         paths,
         _lock: lock,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use hypedeck_secrets::MemoryStore;
+
+    #[test]
+    fn fingerprints_have_one_key_per_data_dir_kept_only_in_the_keychain() {
+        let store = MemoryStore::new();
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        let first = load_or_create_fingerprints(&store, a.path()).unwrap();
+        let again = load_or_create_fingerprints(&store, a.path()).unwrap();
+        assert_eq!(first.fingerprint("sk-1"), again.fingerprint("sk-1"));
+        let other = load_or_create_fingerprints(&store, b.path()).unwrap();
+        assert_ne!(first.fingerprint("sk-1"), other.fingerprint("sk-1"));
+        let account = format!("fingerprint-key/{}", canonical(a.path()).display());
+        let key = store
+            .get(&account)
+            .unwrap()
+            .expect("the key is in the keychain");
+        assert_eq!(key.expose().len(), 64);
+        // Nothing of it in the data dir.
+        let mut stack = vec![a.path().to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else {
+                    let bytes = std::fs::read(&path).unwrap();
+                    assert!(
+                        !String::from_utf8_lossy(&bytes).contains(key.expose().as_str()),
+                        "{}",
+                        path.display()
+                    );
+                }
+            }
+        }
+    }
 }

@@ -16,6 +16,13 @@ pub enum EgressError {
     /// The secret store holding the CA key failed (not "missing": a missing key regenerates).
     #[error("failed to access the egress ca key")]
     CaKeyStore(#[source] hypedeck_secrets::SecretError),
+    /// The secret store holding the fingerprint key failed (not "missing": a missing key is
+    /// made).
+    #[error("failed to access the credential fingerprint key")]
+    FingerprintKeyStore(#[source] hypedeck_secrets::SecretError),
+    /// The system's random number generator failed.
+    #[error("no randomness available for a new key")]
+    Random,
     /// rcgen could not generate or sign a certificate.
     #[error("failed to generate a certificate")]
     GenerateCert(#[source] rcgen::Error),
@@ -47,6 +54,10 @@ pub enum EgressError {
     /// A "test credential" request was made but failed on the way (connect, TLS, timeout).
     #[error("the test request failed: {0}")]
     TestFailed(String),
+    /// The leak guard could not be built for the rule set (values too large to search for);
+    /// the whole rule set was rejected and the old one kept.
+    #[error("failed to build the leak guard for these credentials")]
+    LeakGuard,
     /// A rule cannot be applied; the whole rule set was rejected and the old one kept.
     #[error("invalid inject rule {index}: {reason}")]
     InvalidRule {

@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
-use crate::leak::{Guard, Scanner};
+use crate::leak::{LeakCheck, Scanner};
 use crate::upstream::{BoxError, RequestBody};
 
 /// The error that ends a guarded body.
@@ -32,7 +32,7 @@ pub(crate) struct GuardedBody {
 impl GuardedBody {
     pub(crate) fn new(
         inner: RequestBody,
-        guards: Vec<Guard>,
+        guards: LeakCheck,
         found: Arc<OnceLock<usize>>,
         on_found: Box<dyn FnOnce(usize) + Send + Sync>,
     ) -> Self {

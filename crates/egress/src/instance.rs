@@ -17,6 +17,7 @@ pub(crate) struct Shared {
     pub(crate) ca: CertificateAuthority,
     pub(crate) dialer: Dialer,
     pub(crate) usage: Option<Arc<dyn UsageSink>>,
+    pub(crate) fingerprints: crate::Fingerprinter,
 }
 
 /// Decides whether an instance may reach a host (name or address, canonical), beyond the

@@ -15,6 +15,9 @@
 //!   (a loopback listener) is for tests and benchmarks only.
 //! - [`InjectRule`]: a header, its final value (a [`Sensitive`](hypedeck_secrets::Sensitive))
 //!   and host patterns; [`EgressProxy::set_rules`] swaps an instance's whole set.
+//! - [`Fingerprinter`]: keyed fingerprints of credential values (HMAC-SHA256 under a
+//!   per-data-dir key kept in a [`SecretStore`](hypedeck_secrets::SecretStore)) for the usage
+//!   trail; the daemon shares one with the engine ([`ProxyOptions::fingerprints`]).
 //!
 //! # Protocol (mirrors upstream Hypeman's `lib/egressproxy`)
 //!
@@ -42,6 +45,7 @@
 
 mod ca;
 mod error;
+mod fingerprint;
 mod guarded;
 mod instance;
 mod leak;
@@ -54,6 +58,7 @@ mod usage;
 
 pub use ca::{CA_COMMON_NAME, CertificateAuthority};
 pub use error::EgressError;
+pub use fingerprint::Fingerprinter;
 pub use instance::HostCheck;
 pub use proxy::{EgressProxy, ProxyOptions};
 pub use rules::InjectRule;
@@ -61,7 +66,7 @@ pub use serve::TestOutcome;
 pub use upstream::{DestinationFilter, UpstreamTrust};
 pub use usage::{
     Outcome, REASON_HOST_NOT_ALLOWED, REASON_LEAK, REASON_NAME_MISMATCH, REASON_PLAIN_HTTP,
-    UsageEvent, UsageSink, fingerprint,
+    UsageEvent, UsageSink, WITHHELD_HOST,
 };
 
 /// The port the guest connects to for the proxy (upstream's default), on the proxy address its

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::ca::CertificateAuthority;
 use crate::error::EgressError;
+use crate::fingerprint::Fingerprinter;
 use crate::instance::{HostCheck, HostCheckSlot, Instance, Shared};
 use crate::rules::{InjectRule, RuleSet};
 use crate::serve::TestOutcome;
@@ -39,6 +40,10 @@ pub struct ProxyOptions {
     pub connect_timeout: Duration,
     /// Where the credential usage trail goes (`None`: nowhere).
     pub usage: Option<Arc<dyn UsageSink>>,
+    /// Fingerprints of credential values in the trail and in "test credential" answers: the
+    /// data dir's, shared with the engine so both report the same fingerprint for a value.
+    /// `None`: a random key for this proxy alone.
+    pub fingerprints: Option<Fingerprinter>,
 }
 
 impl Default for ProxyOptions {
@@ -49,6 +54,7 @@ impl Default for ProxyOptions {
             destinations: None,
             connect_timeout: Duration::from_secs(15),
             usage: None,
+            fingerprints: None,
         }
     }
 }
@@ -96,11 +102,16 @@ impl EgressProxy {
             options.destinations,
             options.connect_timeout,
         )?;
+        let fingerprints = match options.fingerprints {
+            Some(fingerprints) => fingerprints,
+            None => Fingerprinter::random()?,
+        };
         Ok(EgressProxy {
             shared: Arc::new(Shared {
                 ca,
                 dialer,
                 usage: options.usage,
+                fingerprints,
             }),
             instances: Mutex::new(HashMap::new()),
             shutdown: CancellationToken::new(),
@@ -225,7 +236,7 @@ impl EgressProxy {
             .ok_or_else(|| EgressError::NotAttached(instance_id.to_string()))?;
         // Under the map lock, so generations of one instance are strictly increasing.
         let generation = attached.instance.rules.load().generation + 1;
-        let set = RuleSet::compile(&rules, generation)?;
+        let set = RuleSet::compile(&rules, generation, &attached.instance.shared.fingerprints)?;
         attached.instance.rules.store(Arc::new(set));
         tracing::info!(
             instance = instance_id,

@@ -12,8 +12,8 @@ use std::net::IpAddr;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use hypedeck_secrets::Sensitive;
 
-use crate::EgressError;
-use crate::leak::{Guard, MIN_GUARDED_LEN};
+use crate::leak::{LeakCheck, LeakGuard, MIN_GUARDED_LEN};
+use crate::{EgressError, Fingerprinter};
 
 /// One header to set on HTTPS requests to matching hosts.
 ///
@@ -38,7 +38,7 @@ pub struct InjectRule {
 #[derive(Debug)]
 pub(crate) struct CredentialInfo {
     pub(crate) name: String,
-    /// [`crate::fingerprint`] of its value.
+    /// The fingerprint of its value.
     pub(crate) fingerprint: String,
     /// What the guest holds instead of the value.
     mock: String,
@@ -144,15 +144,21 @@ impl CompiledRule {
 pub(crate) struct RuleSet {
     rules: Vec<CompiledRule>,
     pub(crate) credentials: Vec<CredentialInfo>,
-    /// Leak guards for credentials with a host list and a value long enough to look for.
-    guards: Vec<Guard>,
+    /// The leak guard: the values of credentials with a host list and a value long enough to
+    /// look for (`None`: no such credential).
+    guard: Option<LeakGuard>,
     /// Increments on every `set_rules` of the instance; 0 = never set.
     pub(crate) generation: u64,
 }
 
 impl RuleSet {
     /// Checks every rule; one bad rule rejects the set (the error names its index only).
-    pub(crate) fn compile(rules: &[InjectRule], generation: u64) -> Result<RuleSet, EgressError> {
+    /// Values are fingerprinted with `fingerprints`.
+    pub(crate) fn compile(
+        rules: &[InjectRule],
+        generation: u64,
+        fingerprints: &Fingerprinter,
+    ) -> Result<RuleSet, EgressError> {
         let mut compiled = Vec::with_capacity(rules.len());
         let mut credentials: Vec<CredentialInfo> = Vec::new();
         let mut secrets: Vec<&str> = Vec::new();
@@ -172,7 +178,7 @@ impl RuleSet {
                 None => {
                     credentials.push(CredentialInfo {
                         name: rule.credential.clone(),
-                        fingerprint: crate::fingerprint(rule.secret.expose()),
+                        fingerprint: fingerprints.fingerprint(rule.secret.expose()),
                         mock: format!("mock-{}", rule.credential),
                         hosts: Some(Vec::new()),
                     });
@@ -193,28 +199,28 @@ impl RuleSet {
                 hosts,
             });
         }
-        let guards = credentials
+        let guarded: Vec<(usize, &[u8])> = credentials
             .iter()
             .zip(&secrets)
             .enumerate()
             .filter(|(_, (c, secret))| c.hosts.is_some() && secret.len() >= MIN_GUARDED_LEN)
-            .map(|(i, (_, secret))| Guard::new(i, secret.as_bytes()))
+            .map(|(i, (_, secret))| (i, secret.as_bytes()))
             .collect();
+        let guard = LeakGuard::new(&guarded).map_err(|_| EgressError::LeakGuard)?;
         Ok(RuleSet {
             rules: compiled,
             credentials,
-            guards,
+            guard,
             generation,
         })
     }
 
-    /// Leak guards of the credentials `host` may not receive.
-    pub(crate) fn guards_against(&self, host: &str) -> Vec<Guard> {
-        self.guards
-            .iter()
-            .filter(|g| !self.credentials[g.credential].allowed(host))
-            .cloned()
-            .collect()
+    /// The leak guard for requests to `host`: it looks for the credentials `host` may not
+    /// receive. `None` (and no cost) when there are none.
+    pub(crate) fn guards_against(&self, host: &str) -> Option<LeakCheck> {
+        let guard = self.guard.as_ref()?;
+        let forbidden = self.credentials.iter().map(|c| !c.allowed(host)).collect();
+        LeakCheck::new(guard, forbidden)
     }
 
     /// Credentials injected for `host` (a plain-HTTP request there would carry none).
@@ -325,6 +331,10 @@ mod tests {
         assert_eq!(canonical_host(&longest).as_deref(), Some(longest.as_str()));
     }
 
+    fn fp() -> Fingerprinter {
+        Fingerprinter::from_key(&[1; 32])
+    }
+
     fn rule(header: &str, value: &str, hosts: Option<&[&str]>) -> InjectRule {
         InjectRule {
             header: header.into(),
@@ -345,6 +355,7 @@ mod tests {
                 rule("X-None", "nowhere", Some(&[])),
             ],
             1,
+            &fp(),
         )
         .expect("valid rules");
 
@@ -373,14 +384,15 @@ mod tests {
                 rule("X-Key", "sk-secret\r\nInjected: 1", None),
             ],
             1,
+            &fp(),
         )
         .expect_err("newline in value");
         let text = format!("{err} {err:?}");
         assert!(text.contains("rule 1"), "{text}");
         assert!(!text.contains("sk-secret"), "{text}");
 
-        assert!(RuleSet::compile(&[rule("Bad Header", "v", None)], 1).is_err());
-        assert!(RuleSet::compile(&[rule("", "v", None)], 1).is_err());
+        assert!(RuleSet::compile(&[rule("Bad Header", "v", None)], 1, &fp()).is_err());
+        assert!(RuleSet::compile(&[rule("", "v", None)], 1, &fp()).is_err());
     }
 
     #[test]
@@ -394,8 +406,12 @@ mod tests {
         assert!(!text.contains("sk-test-123"), "{text}");
         assert!(text.contains("<redacted>"), "{text}");
 
-        let set = RuleSet::compile(&[r], 1).expect("valid");
+        let set = RuleSet::compile(&[r], 1, &fp()).expect("valid");
         let text = format!("{set:?}");
         assert!(!text.contains("sk-test-123"), "{text}");
+        // Nor as the list of its bytes (the leak guard's needles).
+        let bytes = format!("{:?}", &b"sk-test-123"[..6]);
+        assert!(!text.contains(&bytes[1..bytes.len() - 1]), "{text}");
+        assert!(text.contains("LeakGuard"), "{text}");
     }
 }

@@ -5,9 +5,10 @@
 //!
 //! Responses the proxy makes itself are short fixed texts (never a header, never a value).
 //!
-//! Every request also goes past the credential checks: a real credential value (or its base64)
-//! headed for a host that credential is not for is refused (the leak guard), plain HTTP to a
-//! credential's host is refused, and each injection or refusal lands in the usage trail.
+//! Every request also goes past the credential checks: a real credential value (or an encoding
+//! of it, see [`crate::leak`]) headed for a host that credential is not for is refused (the
+//! leak guard), plain HTTP to a credential's host is refused, and each injection or refusal
+//! lands in the usage trail.
 
 use std::convert::Infallible;
 use std::sync::{Arc, OnceLock};
@@ -29,12 +30,12 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::guarded::GuardedBody;
 use crate::instance::Instance;
-use crate::leak;
+use crate::leak::LeakCheck;
 use crate::rules::{RuleSet, canonical_host};
 use crate::upstream::{BoxError, DialError, RequestBody, Target};
 use crate::usage::{
     Outcome, REASON_HOST_NOT_ALLOWED, REASON_LEAK, REASON_NAME_MISMATCH, REASON_PLAIN_HTTP,
-    UsageEvent,
+    UsageEvent, WITHHELD_HOST,
 };
 
 /// What the guest gets when a credential would go with a request whose names disagree.
@@ -104,6 +105,9 @@ async fn connect(mut req: Request<Incoming>, instance: Arc<Instance>) -> Respons
     else {
         return text(StatusCode::BAD_REQUEST, "CONNECT needs host:port");
     };
+    if leaky_name(&instance, &instance.rules.load(), &host, &Method::CONNECT) {
+        return text(StatusCode::FORBIDDEN, LEAK_RESPONSE);
+    }
     if !instance.may_reach(&host, port) {
         return text(StatusCode::FORBIDDEN, NOT_ALLOWED_RESPONSE);
     }
@@ -231,6 +235,14 @@ pub(crate) async fn transparent_connection<S>(
         }
     };
     let sni = start.client_hello().server_name().and_then(canonical_host);
+    let rules = instance.rules.load_full();
+    if [&name, &sni]
+        .into_iter()
+        .flatten()
+        .any(|n| leaky_name(&instance, &rules, n, &Method::CONNECT))
+    {
+        return;
+    }
     let host = match (name, sni) {
         (Some(name), Some(sni)) if name == sni => name,
         (Some(name), Some(sni)) => {
@@ -354,7 +366,14 @@ impl Tunnel {
         let rules = self.instance.rules.load_full();
         // The leak guard reads what the guest wrote, before anything is injected.
         let guards = rules.guards_against(host);
-        if let Some(refused) = leaky_head(&self.instance, &rules, &guards, &parts, host, &method) {
+        if let Some(refused) = leaky_head(
+            &self.instance,
+            &rules,
+            guards.as_ref(),
+            &parts,
+            host,
+            &method,
+        ) {
             return refused;
         }
         let mocks = rules.mocks_sent_elsewhere(host, &parts.headers);
@@ -478,39 +497,40 @@ fn host_agrees(headers: &HeaderMap, host: &str) -> bool {
         .is_some_and(|h| h == host)
 }
 
-/// The 403 for a request whose line or headers carry a guarded value (recorded), if it does.
+/// The 403 for a request whose target or headers carry a guarded value (recorded), if it does.
 fn leaky_head(
     instance: &Instance,
     rules: &RuleSet,
-    guards: &[leak::Guard],
+    guards: Option<&LeakCheck>,
     parts: &http::request::Parts,
     host: &str,
     method: &Method,
 ) -> Option<Response<ProxyBody>> {
-    let credential = leak_in_head(guards, parts)?;
+    let guards = guards?;
+    let uri = parts.uri.to_string();
+    let credential = guards.find_in_head(uri.as_bytes(), &parts.headers)?;
     instance.record_leak(rules, credential, host, method);
     Some(text(StatusCode::FORBIDDEN, LEAK_RESPONSE))
 }
 
-/// The credential whose value the request line or headers carry, if any guard finds one.
-fn leak_in_head(guards: &[leak::Guard], parts: &http::request::Parts) -> Option<usize> {
-    if guards.is_empty() {
-        return None;
-    }
-    let uri = parts.uri.to_string();
-    leak::find(guards, uri.as_bytes()).or_else(|| {
-        parts
-            .headers
-            .values()
-            .find_map(|v| leak::find(guards, v.as_bytes()))
-    })
+/// Whether the destination name itself carries a value it may not receive (the name would go
+/// to a resolver, and on to whoever serves its domain). Recorded, with the name withheld.
+fn leaky_name(instance: &Instance, rules: &RuleSet, name: &str, method: &Method) -> bool {
+    let Some(credential) = rules
+        .guards_against(name)
+        .and_then(|check| check.find(name.as_bytes()))
+    else {
+        return false;
+    };
+    instance.record_leak(rules, credential, WITHHELD_HOST, method);
+    true
 }
 
 /// The guest's body, through the leak guard when there is anything to guard against. When the
 /// guard trips, the attempt is recorded and the cell says which credential stopped it.
 fn guarded(
     body: Incoming,
-    guards: Vec<leak::Guard>,
+    guards: Option<LeakCheck>,
     instance: &Arc<Instance>,
     rules: &Arc<RuleSet>,
     host: &str,
@@ -518,9 +538,9 @@ fn guarded(
 ) -> (RequestBody, Arc<OnceLock<usize>>) {
     let found = Arc::new(OnceLock::new());
     let body = body.map_err(|e| Box::new(e) as BoxError).boxed();
-    if guards.is_empty() {
+    let Some(guards) = guards else {
         return (body, found);
-    }
+    };
     let (instance, rules, host, method) = (
         instance.clone(),
         rules.clone(),
@@ -595,12 +615,15 @@ async fn forward_plain(
     }) else {
         return text(StatusCode::BAD_REQUEST, "invalid destination host");
     };
+    let rules = instance.rules.load_full();
+    let method = parts.method.clone();
+    if leaky_name(instance, &rules, &host, &method) {
+        return text(StatusCode::FORBIDDEN, LEAK_RESPONSE);
+    }
     if !instance.may_reach(&host, port) {
         return text(StatusCode::FORBIDDEN, NOT_ALLOWED_RESPONSE);
     }
     strip_hop_by_hop(&mut parts.headers);
-    let rules = instance.rules.load_full();
-    let method = parts.method.clone();
     // Credentials go over HTTPS only: plain HTTP to a credential's host is refused outright.
     let for_host = rules.credentials_for(&host);
     if !for_host.is_empty() {
@@ -618,7 +641,7 @@ async fn forward_plain(
         return text(StatusCode::FORBIDDEN, REASON_PLAIN_HTTP);
     }
     let guards = rules.guards_against(&host);
-    if let Some(refused) = leaky_head(instance, &rules, &guards, &parts, &host, &method) {
+    if let Some(refused) = leaky_head(instance, &rules, guards.as_ref(), &parts, &host, &method) {
         return refused;
     }
     if !parts.headers.contains_key(header::HOST) {

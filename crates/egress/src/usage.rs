@@ -1,19 +1,12 @@
 //! The credential usage trail: one [`UsageEvent`] per injection (and per attempt the proxy
 //! blocked), handed to the [`UsageSink`] the proxy was built with. Events carry a credential's
-//! name and the fingerprint of its value ([`fingerprint`]), never the value.
+//! name and the fingerprint of its value ([`Fingerprinter`](crate::Fingerprinter)), never the
+//! value.
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
-
-/// The fingerprint of a credential value: the first 8 hex digits of its SHA-256. Enough to tell
-/// two values apart at a glance; far too little to recover or confirm a guess of a real key.
-pub fn fingerprint(value: &str) -> String {
-    let digest = Sha256::digest(value.as_bytes());
-    digest[..4].iter().map(|b| format!("{b:02x}")).collect()
-}
 
 /// What happened to a credential on one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,7 +18,8 @@ pub enum Outcome {
     Test,
     /// Not injected, and the request was refused or forwarded without it (`reason` says which).
     Blocked,
-    /// A request carried the real value (or its base64) to a host it is not for; refused.
+    /// A request carried the real value (or an encoding of it) to a host it is not for;
+    /// refused.
     LeakBlocked,
 }
 
@@ -37,7 +31,8 @@ pub struct UsageEvent {
     pub time: OffsetDateTime,
     /// The credential (its key in the instance's `credentials`).
     pub credential: String,
-    /// [`fingerprint`] of the value in force.
+    /// The fingerprint of the value in force ([`Fingerprinter`](crate::Fingerprinter)): 16
+    /// hex digits.
     pub fingerprint: String,
     /// Destination host (canonical).
     pub host: String,
@@ -62,8 +57,14 @@ pub const REASON_HOST_NOT_ALLOWED: &str =
 pub const REASON_NAME_MISMATCH: &str =
     "not injected: the TLS server name and the Host header must both name the tunnel's host";
 /// Reason: a request carried a real credential value to a host it is not for.
-pub const REASON_LEAK: &str =
-    "the request carried this credential's real value (or its base64) to a host it is not for";
+pub const REASON_LEAK: &str = concat!(
+    "the request carried this credential's real value (or an encoding of it) ",
+    "to a host it is not for"
+);
+
+/// The `host` of an event whose destination name itself carried the value: the name is the
+/// leak, so it is kept out of the trail and the logs.
+pub const WITHHELD_HOST: &str = "(withheld: the name carried the value)";
 
 /// Where the proxy puts the trail. Called on the proxy's tasks: must not block for long.
 pub trait UsageSink: Send + Sync + fmt::Debug {
@@ -76,19 +77,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn fingerprints_are_8_hex_of_sha256() {
-        // sha256("abc") = ba7816bf…
-        assert_eq!(fingerprint("abc"), "ba7816bf");
-        assert_ne!(fingerprint("sk-1"), fingerprint("sk-2"));
-        assert_eq!(fingerprint("sk-1").len(), 8);
-    }
-
-    #[test]
     fn events_serialize_without_empty_fields() {
         let e = UsageEvent {
             time: OffsetDateTime::UNIX_EPOCH,
             credential: "OPENAI_KEY".into(),
-            fingerprint: "ba7816bf".into(),
+            fingerprint: "ba7816bf8f01cfea".into(),
             host: "api.openai.com".into(),
             method: "POST".into(),
             status: Some(200),
@@ -99,7 +92,7 @@ mod tests {
         assert_eq!(
             json,
             serde_json::json!({"time": "1970-01-01T00:00:00Z", "credential": "OPENAI_KEY",
-                "fingerprint": "ba7816bf", "host": "api.openai.com", "method": "POST",
+                "fingerprint": "ba7816bf8f01cfea", "host": "api.openai.com", "method": "POST",
                 "status": 200, "outcome": "injected"})
         );
         assert_eq!(serde_json::from_value::<UsageEvent>(json).unwrap(), e);

@@ -10,7 +10,7 @@ use base64::Engine as _;
 use bytes::Bytes;
 use common::*;
 use http::StatusCode;
-use hypedeck_egress::{Outcome, UsageEvent, UsageSink, fingerprint};
+use hypedeck_egress::{Fingerprinter, Outcome, UsageEvent, UsageSink};
 
 const SECRET: &str = "sk-fixture-0123456789abcdef";
 const ROTATED: &str = "sk-fixture-rotated-9876543210";
@@ -32,10 +32,23 @@ impl Trail {
     }
 }
 
+/// The data dir's fingerprints, as the daemon would hand them to the proxy.
+fn fingerprints() -> Fingerprinter {
+    Fingerprinter::from_key(&[0x42; 32])
+}
+
+fn fingerprint(value: &str) -> String {
+    fingerprints().fingerprint(value)
+}
+
 async fn world_with_trail() -> (World, Arc<Trail>, reqwest::Client) {
     let trail = Arc::new(Trail::default());
     let sink = trail.clone();
-    let world = World::with(move |o| o.usage = Some(sink)).await;
+    let world = World::with(move |o| {
+        o.usage = Some(sink);
+        o.fingerprints = Some(fingerprints());
+    })
+    .await;
     let addr = world.proxy.listen("vm-1", None).await.unwrap();
     world
         .proxy
@@ -111,6 +124,7 @@ async fn each_injection_is_recorded_with_host_status_and_fingerprint_never_the_v
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].fingerprint, fingerprint(ROTATED));
     assert_ne!(fingerprint(ROTATED), fingerprint(SECRET));
+    assert_eq!(events[0].fingerprint.len(), 16);
     assert_eq!(events[0].method, "POST");
     let json = serde_json::to_string(&events).unwrap();
     assert!(!json.contains(SECRET) && !json.contains(ROTATED), "{json}");
@@ -255,6 +269,179 @@ async fn the_real_value_to_another_host_is_blocked_wherever_it_hides() {
     assert!(!json.contains(SECRET), "{json}");
 }
 
+/// Percent-encodes every byte of `s`.
+fn percent_all(s: &str) -> String {
+    s.bytes().map(|b| format!("%{b:02X}")).collect()
+}
+
+fn hex(s: &str) -> String {
+    s.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tokio::test]
+async fn the_real_value_is_blocked_in_names_targets_pieces_and_encodings() {
+    const PHRASE: &str = "correct horse battery staple";
+    let (world, trail, client) = world_with_trail().await;
+    world
+        .proxy
+        .set_rules(
+            "vm-1",
+            vec![
+                credential(
+                    "OPENAI_KEY",
+                    "Authorization",
+                    &format!("Bearer {SECRET}"),
+                    SECRET,
+                    Some(&[API]),
+                ),
+                credential("PHRASE", "X-Phrase", PHRASE, PHRASE, Some(&[API])),
+            ],
+        )
+        .unwrap();
+    let url = |path: &str| world.https_url(OTHER, path);
+    let (first, second) = SECRET.split_at(11);
+    let attempts: Vec<(&str, &str, reqwest::RequestBuilder)> = vec![
+        (
+            "header name",
+            "OPENAI_KEY",
+            client.get(url("/")).header(format!("x-{SECRET}"), "1"),
+        ),
+        (
+            "path, partly percent-encoded",
+            "OPENAI_KEY",
+            client.get(url(&format!("/files/{}/x", SECRET.replace('-', "%2D")))),
+        ),
+        (
+            "query, percent-encoded",
+            "OPENAI_KEY",
+            client.get(url(&format!("/?a=1&key={}", percent_all(SECRET)))),
+        ),
+        (
+            "query, + for space",
+            "PHRASE",
+            client.get(url("/search?q=correct+horse+battery+staple")),
+        ),
+        (
+            "split across two headers",
+            "OPENAI_KEY",
+            client
+                .get(url("/"))
+                .header("x-a", first)
+                .header("x-b", second),
+        ),
+        (
+            "split across instances of one header",
+            "OPENAI_KEY",
+            client
+                .get(url("/"))
+                .header("x-part", first)
+                .header("accept", "*/*")
+                .header("x-part", second),
+        ),
+        (
+            "split between a name and its value",
+            "OPENAI_KEY",
+            client.get(url("/")).header(format!("x-{first}"), second),
+        ),
+        (
+            "hex in a header",
+            "OPENAI_KEY",
+            client.get(url("/")).header("x-id", hex(SECRET)),
+        ),
+        (
+            "uppercase hex in the query",
+            "OPENAI_KEY",
+            client.get(url(&format!("/?id={}", hex(SECRET).to_uppercase()))),
+        ),
+        (
+            "percent-encoded form body",
+            "OPENAI_KEY",
+            client
+                .post(url("/echo-body"))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(format!("a=1&leak={}", SECRET.replace('-', "%2d"))),
+        ),
+        (
+            "hex body",
+            "OPENAI_KEY",
+            client.post(url("/echo-body")).body(hex(SECRET)),
+        ),
+    ];
+    let mut missed = Vec::new();
+    for (what, credential, attempt) in attempts {
+        let status = attempt.send().await.unwrap().status().as_u16();
+        let events = trail.take();
+        let blocked = status == 403
+            && events.len() == 1
+            && events[0].outcome == Outcome::LeakBlocked
+            && events[0].credential == credential
+            && events[0].host == OTHER;
+        if !blocked {
+            missed.push(format!("{what}: {status}, {} events", events.len()));
+        }
+    }
+
+    // A CONNECT whose host name carries the value: refused before the name is resolved, and
+    // the name kept out of the trail.
+    let addr = world.proxy.address("vm-1").unwrap();
+    let authority = format!("{SECRET}.{OTHER}:{}", world.https.port());
+    match connect_raw(addr, &authority).await {
+        Err(resp) if resp.status() == StatusCode::FORBIDDEN => {}
+        Err(resp) => missed.push(format!("connect host: {}", resp.status())),
+        Ok(_) => missed.push("connect host: tunnel opened".into()),
+    }
+    let events = trail.take();
+    let withheld = events.len() == 1
+        && events[0].outcome == Outcome::LeakBlocked
+        && events[0].host == hypedeck_egress::WITHHELD_HOST
+        && events[0].method == "CONNECT";
+    if !withheld {
+        missed.push(format!("connect host: events {events:?}"));
+    }
+
+    // The same for a connection the sandbox network intercepted, by the name the guest
+    // resolved or by its TLS server name.
+    let leaky_name = format!("{SECRET}.{OTHER}");
+    let dialled: std::net::SocketAddr = "198.18.0.7:443".parse().unwrap();
+    let ca = world.proxy.ca_pem();
+    for (resolved, sni) in [
+        (Some(leaky_name.clone()), leaky_name.as_str()),
+        (None, leaky_name.as_str()),
+    ] {
+        let (guest, ours) = tokio::io::duplex(64 * 1024);
+        world
+            .proxy
+            .serve_transparent("vm-1", ours, dialled, resolved.clone());
+        if tls_http(guest, sni, &ca, true).await.is_ok() {
+            missed.push(format!("intercepted {resolved:?}: handshake went through"));
+        }
+        let events = trail.take();
+        if !(events.len() == 1 && events[0].host == hypedeck_egress::WITHHELD_HOST) {
+            missed.push(format!("intercepted {resolved:?}: events {events:?}"));
+        }
+    }
+    assert!(missed.is_empty(), "not blocked: {missed:#?}");
+
+    // Its own host may receive all of it; other hosts get clean traffic through.
+    let resp = client
+        .get(world.https_url(API, &format!("/?key={}", percent_all(SECRET))))
+        .header("x-a", first)
+        .header("x-b", second)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let resp = client
+        .get(url("/?q=correct+horse+battery&x=100%25"))
+        .header("x-a", first)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let json = serde_json::to_string(&trail.take()).unwrap();
+    assert!(!json.contains(SECRET) && !json.contains(first), "{json}");
+}
+
 #[tokio::test]
 async fn test_credential_requests_go_through_the_same_rules_from_the_host() {
     let (world, trail, _client) = world_with_trail().await;
@@ -299,6 +486,41 @@ async fn test_credential_requests_go_through_the_same_rules_from_the_host() {
             .await
             .is_err()
     );
+}
+
+#[tokio::test]
+async fn fingerprints_are_keyed_and_a_proxy_without_a_key_makes_its_own() {
+    let world = World::new().await;
+    world.proxy.attach("vm-1");
+    world
+        .proxy
+        .set_rules(
+            "vm-1",
+            vec![credential(
+                "K",
+                "Authorization",
+                SECRET,
+                SECRET,
+                Some(&[API]),
+            )],
+        )
+        .unwrap();
+    let outcome = world
+        .proxy
+        .test_request("vm-1", &world.https_url(API, "/"))
+        .await
+        .unwrap();
+    let (_, own) = &outcome.injected[0];
+    assert_eq!(own.len(), 16, "{own}");
+    assert!(own.bytes().all(|b| b.is_ascii_hexdigit()), "{own}");
+    // Not the data dir's key, and not an unkeyed hash anyone could recompute from a guess.
+    assert_ne!(*own, fingerprint(SECRET));
+    use sha2::Digest;
+    let plain: String = sha2::Sha256::digest(SECRET.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert!(!plain.starts_with(&own[..8]), "{own}");
 }
 
 #[tokio::test]

@@ -281,7 +281,7 @@ impl Engine {
             let secret_ref = record.secret_env.get(source);
             let fingerprint = values
                 .get(source)
-                .map(|v| hypedeck_egress::fingerprint(v.expose()));
+                .map(|v| self.fingerprints.fingerprint(v.expose()));
             let mine = || events.iter().filter(|e| &e.credential == name);
             let used = |e: &&UsageEvent| matches!(e.outcome, Outcome::Injected | Outcome::Test);
             let hosts = if policy.inject.iter().any(|i| i.hosts.is_none()) {

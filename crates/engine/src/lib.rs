@@ -212,6 +212,9 @@ pub struct EngineConfig {
     pub alternatives: Vec<(HypervisorKind, MaybeBackend)>,
     /// Images and boot assets for real guests (`None`: fake-hypervisor tests).
     pub guest: Option<GuestRuntime>,
+    /// Fingerprints of credential values: the data dir's key, the same the egress proxy
+    /// fingerprints its trail events with (tests: any key).
+    pub fingerprints: hypedeck_egress::Fingerprinter,
 }
 
 /// The instance manager.
@@ -240,6 +243,8 @@ pub struct Engine {
     records: Arc<records::Records>,
     /// Console logs are rotated beyond this size (see `console.rs`).
     console_log_max: std::sync::atomic::AtomicU64,
+    /// Fingerprints of credential values (the data dir's key).
+    fingerprints: hypedeck_egress::Fingerprinter,
 }
 
 impl Engine {
@@ -259,6 +264,7 @@ impl Engine {
             networks: Arc::default(),
             records: Arc::new(records::Records::new(config.paths)),
             console_log_max: std::sync::atomic::AtomicU64::new(console::DEFAULT_CONSOLE_LOG_MAX),
+            fingerprints: config.fingerprints,
         }
     }
 

@@ -29,6 +29,7 @@ fn rig() -> Rig {
         hypervisor: Ok(fake.clone()),
         alternatives: Vec::new(),
         guest: None,
+        fingerprints: hypedeck_egress::Fingerprinter::from_key(&[7; 32]),
     });
     Rig {
         _dir: dir,
@@ -218,6 +219,7 @@ async fn no_hypervisor_is_a_clear_error_and_writes_nothing() {
         hypervisor: Err("the QEMU backend is not built yet".into()),
         alternatives: Vec::new(),
         guest: None,
+        fingerprints: hypedeck_egress::Fingerprinter::from_key(&[7; 32]),
     });
     let err = engine
         .create(spec(json!({"name": "a", "image": "alpine"})))
@@ -357,6 +359,7 @@ async fn state_is_derived_on_read_and_survives_an_engine_restart() {
         hypervisor: Ok(r.fake.clone()),
         alternatives: Vec::new(),
         guest: None,
+        fingerprints: hypedeck_egress::Fingerprinter::from_key(&[7; 32]),
     });
     assert_eq!(
         engine2.get(&i.id).await.unwrap().state,
@@ -451,6 +454,7 @@ async fn a_failed_metadata_write_rolls_the_rotation_back() {
         hypervisor: Ok(FakeHypervisor::new()),
         alternatives: Vec::new(),
         guest: None,
+        fingerprints: hypedeck_egress::Fingerprinter::from_key(&[7; 32]),
     });
     let i = engine.create(agent_spec("agent-1")).await.unwrap();
     let metadata = paths.instance_metadata(&hypedeck_model::InstanceId::parse(&i.id).unwrap());
@@ -490,6 +494,7 @@ async fn a_keychain_failure_on_the_second_key_rotates_nothing() {
         hypervisor: Ok(FakeHypervisor::new()),
         alternatives: Vec::new(),
         guest: None,
+        fingerprints: hypedeck_egress::Fingerprinter::from_key(&[7; 32]),
     });
     let inject = |host: &str| json!([{"hosts": [host], "as": {"header": "Authorization", "format": "Bearer ${value}"}}]);
     let i = engine
@@ -791,6 +796,7 @@ fn multi_backend_engine(
             ),
         ],
         guest: None,
+        fingerprints: hypedeck_egress::Fingerprinter::from_key(&[7; 32]),
     })
 }
 
@@ -959,6 +965,7 @@ async fn reconcile_removes_what_a_crash_left_half_written_and_keeps_the_rest() {
         hypervisor: Ok(r.fake.clone()),
         alternatives: Vec::new(),
         guest: None,
+        fingerprints: hypedeck_egress::Fingerprinter::from_key(&[7; 32]),
     });
     engine.reconcile().await.unwrap();
     assert!(!half_dir.exists());

@@ -1,6 +1,6 @@
 //! Credential checks (Hypedeck extensions; clients of upstream servers get a 404):
 //! - `GET /instances/{id}/credentials` → each credential's env var, hosts, headers, current
-//!   `fingerprint` (8 hex of SHA-256 of the value), `rotated_at`, `reference` (when the value
+//!   `fingerprint` (16 hex of HMAC-SHA256 of the value under the data dir's key), `rotated_at`, `reference` (when the value
 //!   comes from `op://`, `keychain:` or `cmd:`), `last_used`, `first_use_of_current` and the
 //!   number of `blocked` attempts;
 //! - `GET /instances/{id}/credentials/events?limit=&credential=` → the usage trail, newest

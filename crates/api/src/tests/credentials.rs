@@ -11,12 +11,22 @@ fn rig_with_engine() -> (Rig, Arc<Engine>) {
         hypervisor: Ok(FakeHypervisor::new()),
         alternatives: Vec::new(),
         guest: None,
+        fingerprints: fingerprints(),
     }));
     let app = router(ApiState {
         engine: engine.clone(),
         token: ApiToken::new(Sensitive::new(TOKEN.to_string())),
     });
     (Rig { dir, app }, engine)
+}
+
+/// The rig engine's fingerprints (a daemon loads its key from the keychain).
+fn fingerprints() -> hypedeck_egress::Fingerprinter {
+    hypedeck_egress::Fingerprinter::from_key(&[9; 32])
+}
+
+fn fingerprint(value: &str) -> String {
+    fingerprints().fingerprint(value)
 }
 
 fn agent(value: &str) -> Value {
@@ -43,10 +53,13 @@ async fn credentials_show_fingerprints_and_rotation_never_values() {
     assert_eq!(first["env"], "OPENAI_KEY");
     assert_eq!(first["hosts"], json!(["api.openai.com"]));
     assert_eq!(first["headers"], json!(["Authorization"]));
-    assert_eq!(
+    assert_eq!(first["fingerprint"], fingerprint("sk-real-123"));
+    // Keyed: the engine's key, not a hash of the value alone.
+    assert_ne!(
         first["fingerprint"],
-        hypedeck_egress::fingerprint("sk-real-123")
+        hypedeck_egress::Fingerprinter::from_key(&[8; 32]).fingerprint("sk-real-123")
     );
+    assert_eq!(first["fingerprint"].as_str().unwrap().len(), 16);
     assert_eq!(first["last_used"], Value::Null);
     assert_eq!(first["blocked"], 0);
     assert!(!a.text.contains("sk-real-123"), "{}", a.text);
@@ -62,10 +75,8 @@ async fn credentials_show_fingerprints_and_rotation_never_values() {
         .await;
     assert_eq!(p.status, StatusCode::OK, "{}", p.text);
     let a = r.authed("GET", "/instances/agent/credentials", None).await;
-    assert_eq!(
-        a.json[0]["fingerprint"],
-        hypedeck_egress::fingerprint("sk-new-456")
-    );
+    assert_eq!(a.json[0]["fingerprint"], fingerprint("sk-new-456"));
+    assert_ne!(fingerprint("sk-new-456"), fingerprint("sk-real-123"));
     assert!(a.json[0]["rotated_at"].as_str().unwrap() > rotated_at.as_str());
 
     // The trail is empty (no proxy here) and its query is checked.
@@ -160,19 +171,13 @@ async fn secret_references_are_set_only_by_the_user_at_this_machine() {
     let a = r.authed("GET", "/instances/agent/credentials", None).await;
     assert_eq!(a.json[0]["reference"], "cmd:echo sk-from-command");
     assert_eq!(a.json[0]["reference_kind"], "cmd");
-    assert_eq!(
-        a.json[0]["fingerprint"],
-        hypedeck_egress::fingerprint("sk-from-command")
-    );
+    assert_eq!(a.json[0]["fingerprint"], fingerprint("sk-from-command"));
     // Re-resolve: same command, same value, a new rotation time.
     let again = r
         .authed("POST", "/instances/agent/credentials/OPENAI/resolve", None)
         .await;
     assert_eq!(again.status, StatusCode::OK, "{}", again.text);
-    assert_eq!(
-        again.json[0]["fingerprint"],
-        hypedeck_egress::fingerprint("sk-from-command")
-    );
+    assert_eq!(again.json[0]["fingerprint"], fingerprint("sk-from-command"));
     // A failing reference is a 400 naming it, and nothing changes.
     let bad = r
         .authed(
@@ -191,10 +196,7 @@ async fn secret_references_are_set_only_by_the_user_at_this_machine() {
         bad.text
     );
     let a = r.authed("GET", "/instances/agent/credentials", None).await;
-    assert_eq!(
-        a.json[0]["fingerprint"],
-        hypedeck_egress::fingerprint("sk-from-command")
-    );
+    assert_eq!(a.json[0]["fingerprint"], fingerprint("sk-from-command"));
     // A literal replaces the reference.
     let p = r
         .authed(

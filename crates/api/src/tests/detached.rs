@@ -28,6 +28,7 @@ async fn a_create_whose_client_gives_up_still_completes() {
         hypervisor: Ok(fake),
         alternatives: Vec::new(),
         guest: None,
+        fingerprints: hypedeck_egress::Fingerprinter::from_key(&[7; 32]),
     }));
     let app = router(ApiState {
         engine: engine.clone(),

@@ -25,6 +25,7 @@ async fn hypervisors_lists_backends_and_unavailable_ones_are_not_supported() {
             ),
         ],
         guest: None,
+        fingerprints: hypedeck_egress::Fingerprinter::from_key(&[7; 32]),
     });
     let r = Rig {
         dir,

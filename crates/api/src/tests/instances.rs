@@ -315,6 +315,7 @@ async fn an_unreachable_keychain_is_a_clear_error_never_plaintext() {
         hypervisor: Ok(FakeHypervisor::new()),
         alternatives: Vec::new(),
         guest: None,
+        fingerprints: hypedeck_egress::Fingerprinter::from_key(&[7; 32]),
     });
     let r = Rig {
         dir,

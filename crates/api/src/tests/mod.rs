@@ -44,6 +44,7 @@ fn rig_with(hypervisor: Result<Arc<dyn hypedeck_hypervisor::Hypervisor>, String>
         hypervisor,
         alternatives: Vec::new(),
         guest: None,
+        fingerprints: hypedeck_egress::Fingerprinter::from_key(&[7; 32]),
     });
     let app = router(ApiState {
         engine: Arc::new(engine),

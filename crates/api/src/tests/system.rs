@@ -68,6 +68,7 @@ async fn token_rotation_takes_effect_at_once_and_a_failed_store_changes_nothing(
         hypervisor: Ok(FakeHypervisor::new()),
         alternatives: Vec::new(),
         guest: None,
+        fingerprints: hypedeck_egress::Fingerprinter::from_key(&[7; 32]),
     });
     let token = ApiToken::new(Sensitive::new(TOKEN.to_string()))
         .persisted_with(Arc::new(|_| Err("the keychain is locked".to_string())));

@@ -10,7 +10,7 @@ import { request as httpRequest } from "node:http";
 import { connect as tlsConnect } from "node:tls";
 import path from "node:path";
 import Hypeman from "@onkernel/hypeman";
-import { startRegistry, startServer, newDataDir, waitFor, logLines, deleteAll, makeTestPki } from "./harness.mjs";
+import { startRegistry, startServer, newDataDir, waitFor, logLines, deleteAll, makeTestPki, localClient } from "./harness.mjs";
 import { assertKeyedFingerprint } from "../fingerprint.mjs";
 
 const BIN = path.resolve(process.env.HYPEDECK_BIN ?? "target/debug/hypedeck");
@@ -237,7 +237,10 @@ describe("egress proxy with credential injection", () => {
       "echo PROBES-DONE",
       `while true; do curl -s -o /dev/null --max-time 20 -H 'X-Req: trail-loop' ${H}; sleep 1; done`,
     ].join("; ");
-    const created = await client.instances.create({
+    // References are the local user's: set over the engine's Unix socket (over HTTP they are
+    // refused; tests/sdk/references.test.mjs).
+    const local = localClient(dataDir, client.apiKey);
+    const created = await local.instances.create({
       name: "trail", image: `${registry.host}/vm/curl:1`, vcpus: 1, size: "256MB", cmd: [script],
       env: { OPENAI_KEY: `cmd:printf ${first}` },
       network: { enabled: true, egress: { enabled: true } },
@@ -280,7 +283,7 @@ describe("egress proxy with credential injection", () => {
     assert.ok(events[0].time >= events.at(-1).time);
 
     // Rotation: the very next request carries (and records) the new fingerprint.
-    await client.instances.update(created.id, { env: { OPENAI_KEY: `cmd:printf ${second}` } });
+    await local.instances.update(created.id, { env: { OPENAI_KEY: `cmd:printf ${second}` } });
     const status = await waitFor(async () => {
       const [c] = await client.get(`/instances/${created.id}/credentials`);
       return c.first_use_of_current && c;

@@ -2,6 +2,7 @@
 // `hypedeck serve` (the shipped binary, QEMU backend) on a fresh data dir.
 import { spawn, execFileSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import http from "node:http";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -179,4 +180,30 @@ export function execWs(url, token, id, request, input = []) {
     ws.on("close", () => resolve({ output: Buffer.concat(chunks).toString(), exitCode }));
     ws.on("error", reject);
   });
+}
+
+/**
+ * A Hypeman client over the engine's Unix socket (`<dataDir>/api.sock`): the user at this
+ * machine, who may set secret references (op://, keychain:, cmd:); over HTTP they are refused.
+ */
+export function localClient(dataDir, token, options = {}) {
+  const socketPath = path.join(dataDir, "api.sock");
+  const fetchOverSocket = (url, init = {}) =>
+    new Promise((resolve, reject) => {
+      const u = new URL(url);
+      const headers = {};
+      new Headers(init.headers).forEach((v, k) => (headers[k] = v));
+      const req = http.request({ socketPath, method: init.method ?? "GET", path: u.pathname + u.search, headers }, (res) => {
+        const chunks = [];
+        res.on("data", (c) => chunks.push(c));
+        res.on("end", () => {
+          const flat = Object.entries(res.headers).map(([k, v]) => [k, Array.isArray(v) ? v.join(", ") : String(v)]);
+          resolve(new Response(res.statusCode === 204 ? null : Buffer.concat(chunks), { status: res.statusCode, headers: flat }));
+        });
+      });
+      req.on("error", reject);
+      init.signal?.addEventListener("abort", () => req.destroy(new Error("aborted")));
+      req.end(init.body ?? undefined);
+    });
+  return new Hypeman({ baseURL: "http://localhost", apiKey: token, maxRetries: 0, timeout: 120_000, fetch: fetchOverSocket, ...options });
 }

@@ -70,7 +70,8 @@ pub fn tail(
                 body = &[];
             }
         }
-        let lines: Vec<String> = if body.is_empty() && (terminated || follow) {
+        let lines: Vec<String> = if body.is_empty() {
+            // Nothing, or one empty line ("\n").
             if terminated && from < bytes.len() {
                 vec![String::new()]
             } else {
@@ -179,6 +180,9 @@ mod tests {
         );
         let (_d, p) = file(b"");
         assert_eq!(tail(&p, 5, all, true).unwrap(), (Vec::new(), 0));
+        assert_eq!(tail(&p, 5, all, false).unwrap(), (Vec::new(), 0));
+        let (_d, p) = file(b"\n");
+        assert_eq!(tail(&p, 5, all, false).unwrap().0, vec![""]);
         let (_d, p) = file(b"a\n\nb\n");
         assert_eq!(tail(&p, 5, all, false).unwrap().0, vec!["a", "", "b"]);
         // Hidden lines do not count toward n.

@@ -81,15 +81,22 @@ pub struct EngineLink {
     data_dir: Option<PathBuf>,
     /// Where to serve (settings); `None`: 4973, or any free port if that is taken.
     listen: Option<SocketAddr>,
+    /// Console log cap (settings); `None`: the engine's default.
+    console_log_max: Option<u64>,
     link: Mutex<Option<Link>>,
 }
 
 impl EngineLink {
     /// A link for `data_dir` (`None`: the platform has no data dir and none was configured).
-    pub fn new(data_dir: Option<PathBuf>, listen: Option<SocketAddr>) -> Self {
+    pub fn new(
+        data_dir: Option<PathBuf>,
+        listen: Option<SocketAddr>,
+        console_log_max: Option<u64>,
+    ) -> Self {
         EngineLink {
             data_dir,
             listen,
+            console_log_max,
             link: Mutex::new(None),
         }
     }
@@ -105,7 +112,7 @@ impl EngineLink {
             .data_dir
             .as_deref()
             .ok_or_else(|| "cannot determine a data dir; set HYPEDECK_DATA_DIR".to_string())?;
-        let made = establish(dir, self.listen).await?;
+        let made = establish(dir, self.listen, self.console_log_max).await?;
         let connection = made.connection();
         *link = Some(made);
         Ok(connection)
@@ -117,16 +124,25 @@ impl EngineLink {
     }
 }
 
-async fn establish(dir: &Path, listen: Option<SocketAddr>) -> Result<Link, String> {
+async fn establish(
+    dir: &Path,
+    listen: Option<SocketAddr>,
+    console_log_max: Option<u64>,
+) -> Result<Link, String> {
     if let Some(endpoint) = Endpoint::find(dir) {
         return attach(dir, endpoint).await;
     }
     let preferred = SocketAddr::from((Ipv4Addr::LOCALHOST, PREFERRED_PORT));
-    let started = match start(dir, listen.unwrap_or(preferred)).await {
+    let started = match start(dir, listen.unwrap_or(preferred), console_log_max).await {
         // The default port is a preference; an address from the settings is not.
         Err(DaemonError::Bind { addr, .. }) if listen.is_none() => {
             tracing::info!(%addr, "port taken; serving on any free port");
-            start(dir, SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await
+            start(
+                dir,
+                SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+                console_log_max,
+            )
+            .await
         }
         other => other,
     };
@@ -149,13 +165,18 @@ async fn establish(dir: &Path, listen: Option<SocketAddr>) -> Result<Link, Strin
     }
 }
 
-async fn start(dir: &Path, listen: SocketAddr) -> Result<Daemon, DaemonError> {
+async fn start(
+    dir: &Path,
+    listen: SocketAddr,
+    console_log_max: Option<u64>,
+) -> Result<Daemon, DaemonError> {
     daemon::start(DaemonOptions {
         data_dir: dir.to_path_buf(),
         listen,
         hypervisor: HypervisorChoice::Auto,
         // The window sets references through the shell and the engine's Unix socket.
         allow_http_secret_references: false,
+        console_log_max,
     })
     .await
 }
@@ -217,7 +238,7 @@ mod tests {
 
     #[tokio::test]
     async fn without_a_data_dir_the_link_explains_itself() {
-        let link = EngineLink::new(None, None);
+        let link = EngineLink::new(None, None, None);
         let err = link.connection().await.unwrap_err();
         assert!(err.contains("HYPEDECK_DATA_DIR"), "{err}");
     }

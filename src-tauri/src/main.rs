@@ -223,7 +223,11 @@ fn main() -> ExitCode {
                 .build(),
         )
         .plugin(tauri_plugin_notification::init())
-        .manage(EngineLink::new(data_dir.clone(), listen))
+        .manage(EngineLink::new(
+            data_dir.clone(),
+            listen,
+            prefs.started_with().console_log_max_bytes(),
+        ))
         .manage(Remotes::new(data_dir))
         .manage(prefs)
         .manage(FirstPaint::new(clock))

@@ -93,7 +93,14 @@ impl Prefs {
     }
 
     fn view(&self, saved: Settings) -> PrefsView {
-        let at_start = |s: &Settings| (s.data_dir.clone(), s.kernel_deb.clone(), s.listen.clone());
+        let at_start = |s: &Settings| {
+            (
+                s.data_dir.clone(),
+                s.kernel_deb.clone(),
+                s.listen.clone(),
+                s.console_log_max.clone(),
+            )
+        };
         PrefsView {
             restart_needed: at_start(&saved) != at_start(&self.started_with),
             settings: saved,

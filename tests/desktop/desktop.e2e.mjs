@@ -377,11 +377,13 @@ describe("desktop window", () => {
     // Bad values: each error lands next to its field, nothing is written.
     await app.$("#settings-data-dir").setValue("relative/dir");
     await app.$("#settings-listen").setValue("localhost");
+    await app.$("#settings-console-log-max").setValue("1KB");
     await app.$("#settings-save").click();
     const dataError = app.$('.field-error[data-field="data_dir"]');
     await dataError.waitForDisplayed({ timeout: 10_000 });
     assert.equal(await dataError.getText(), "relative/dir is not an absolute path");
     assert.equal(await app.$('.field-error[data-field="listen"]').getText(), '"localhost" is not an address like 127.0.0.1:4973');
+    assert.equal(await app.$('.field-error[data-field="console_log_max"]').getText(), "1KB is less than 64KB");
     const file = path.join(configDir, "settings.json");
     assert.equal(existsSync(file), false);
 
@@ -389,6 +391,7 @@ describe("desktop window", () => {
     const newData = path.join(configDir, "data");
     await retype(app, "#settings-data-dir", newData);
     await retype(app, "#settings-listen", "127.0.0.1:4999");
+    await retype(app, "#settings-console-log-max", "256MB");
     await app.$("#settings-default-memory").setValue("768MB");
     await app.$("#settings-theme").selectByAttribute("value", "dark");
     await app.$("#settings-save").click();
@@ -407,6 +410,7 @@ describe("desktop window", () => {
       data_dir: newData,
       default_memory: "768MB",
       listen: "127.0.0.1:4999",
+      console_log_max: "256MB",
       theme: "dark",
     });
     assert.equal(await app.execute(() => document.documentElement.dataset.theme), "dark");

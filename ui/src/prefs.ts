@@ -17,6 +17,7 @@ export interface Settings {
   data_dir?: string;
   kernel_deb?: string;
   listen?: string;
+  console_log_max?: string;
 }
 
 /** What the settings page shows besides the values. */
@@ -74,7 +75,7 @@ export function problemsOf(s: Settings): FieldProblem[] {
 /** Drops empty optional fields (an empty input means "the default"). */
 export function normalized(s: Settings): Settings {
   const out: Settings = { theme: s.theme };
-  for (const k of ["default_hypervisor", "default_memory", "data_dir", "kernel_deb", "listen"] as const) {
+  for (const k of ["default_hypervisor", "default_memory", "data_dir", "kernel_deb", "listen", "console_log_max"] as const) {
     const v = s[k]?.trim();
     if (v) out[k] = v;
   }

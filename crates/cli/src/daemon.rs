@@ -43,6 +43,8 @@ pub struct DaemonOptions {
     /// Accept secret references (`op://`, `keychain:`, `cmd:`) from HTTP clients too, not only
     /// from the user at this machine (the engine's Unix socket). Off unless asked for.
     pub allow_http_secret_references: bool,
+    /// Console log cap in bytes (`None`: `HYPEDECK_CONSOLE_LOG_MAX`, else the default).
+    pub console_log_max: Option<u64>,
 }
 
 /// The console log size at which an instance's `app.log` is rotated, e.g. `64MB` (default
@@ -421,7 +423,9 @@ pub async fn start(options: DaemonOptions) -> Result<Daemon, DaemonError> {
         tracing::warn!("{warning}");
         eprintln!("{warning}");
     }
-    if let Ok(text) = std::env::var(CONSOLE_LOG_MAX_ENV) {
+    if let Some(bytes) = options.console_log_max {
+        engine.set_console_log_max(bytes);
+    } else if let Ok(text) = std::env::var(CONSOLE_LOG_MAX_ENV) {
         let bytes = hypedeck_model::size::parse_size(&text).map_err(|e| {
             DaemonError::Unsupported(format!("{CONSOLE_LOG_MAX_ENV}={text:?}: {e}"))
         })?;

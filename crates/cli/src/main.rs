@@ -100,6 +100,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 hypervisor,
                 allow_http_secret_references: allow_http_secret_references
                     || std::env::var(daemon::HTTP_SECRET_REFERENCES_ENV).is_ok_and(|v| v == "1"),
+                console_log_max: None,
             })
             .await
             .map_err(|e| {

@@ -56,6 +56,10 @@ pub struct Settings {
     /// Where the app's engine serves the API, e.g. `127.0.0.1:4973`. Applies at start.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub listen: Option<String>,
+    /// The size past which an instance's console log is rotated, e.g. `64MB` (at least
+    /// `64KB`). Applies at start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub console_log_max: Option<String>,
     /// UI theme.
     pub theme: Theme,
 }
@@ -172,12 +176,29 @@ impl Settings {
                 format!("{listen:?} is not an address like 127.0.0.1:4973"),
             );
         }
+        if let Some(cap) = &self.console_log_max {
+            match hypedeck_model::size::parse_size(cap) {
+                Ok(bytes) if bytes >= 64 << 10 => {}
+                Ok(_) => bad("console_log_max", format!("{cap} is less than 64KB")),
+                Err(e) => bad(
+                    "console_log_max",
+                    format!("{cap:?} is not a size like 64MB or 1GB ({e})"),
+                ),
+            }
+        }
         out
     }
 
     /// The listen address, when set and valid.
     pub fn listen_addr(&self) -> Option<SocketAddr> {
         self.listen.as_deref().and_then(|l| l.parse().ok())
+    }
+
+    /// The console log cap in bytes, when set and valid.
+    pub fn console_log_max_bytes(&self) -> Option<u64> {
+        self.console_log_max
+            .as_deref()
+            .and_then(|c| hypedeck_model::size::parse_size(c).ok())
     }
 }
 
@@ -261,6 +282,7 @@ mod tests {
             default_memory: Some("2GB".into()),
             kernel_deb: None,
             listen: Some("127.0.0.1:5000".into()),
+            console_log_max: Some("256MB".into()),
             theme: Theme::Dark,
         };
         save(&path, &s).unwrap();
@@ -272,6 +294,7 @@ mod tests {
             assert_eq!(mode & 0o777, 0o600);
         }
         assert_eq!(s.listen_addr(), Some("127.0.0.1:5000".parse().unwrap()));
+        assert_eq!(s.console_log_max_bytes(), Some(256 << 20));
     }
 
     #[test]
@@ -287,6 +310,7 @@ mod tests {
             default_memory: Some("lots".into()),
             kernel_deb: Some(dir.path().join("missing.deb")),
             listen: Some("localhost".into()),
+            console_log_max: Some("1KB".into()),
             theme: Theme::Light,
         };
         let fields: Vec<_> = s.problems().iter().map(|p| p.field).collect();
@@ -298,7 +322,8 @@ mod tests {
                 "default_vcpus",
                 "default_memory",
                 "kernel_deb",
-                "listen"
+                "listen",
+                "console_log_max"
             ]
         );
         let err = save(&path, &s).unwrap_err().to_string();

@@ -62,7 +62,7 @@ export function SettingsView({
     setDraft((d) => (d ? { ...d, [k]: v } : d));
     if (k === "theme") applyTheme(v as Theme);
   };
-  const text = (k: "default_memory" | "data_dir" | "kernel_deb" | "listen") => ({
+  const text = (k: "default_memory" | "data_dir" | "kernel_deb" | "listen" | "console_log_max") => ({
     id: `settings-${k.replaceAll("_", "-")}`,
     value: draft[k] ?? "",
     onChange: (e: { target: { value: string } }) => set(k, e.target.value || undefined),
@@ -163,6 +163,9 @@ export function SettingsView({
             </Field>
             <Field label="API address" field="listen" errors={errors} hint="Where this computer's engine serves the Hypeman API. Empty: 127.0.0.1:4973, or any free port.">
               <input {...text("listen")} placeholder="127.0.0.1:4973" />
+            </Field>
+            <Field label="Console log size" field="console_log_max" errors={errors} hint="Past this size an instance's console log is moved to app.log.1 and started afresh, so a chatty guest cannot fill the disk. Empty: 64MB.">
+              <input {...text("console_log_max")} placeholder="64MB" />
             </Field>
           </>
         )}

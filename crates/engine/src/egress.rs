@@ -87,14 +87,37 @@ impl Engine {
             None
         };
         self.vault.refresh_references(record).await;
+        self.set_rules(&proxy, record, "load the instance's rules")
+            .await?;
+        Ok(true)
+    }
+
+    /// Rebuilds an attached instance's proxy rules from the keychain (a rotation, or its
+    /// rollback). Nothing to do without egress.
+    pub(crate) async fn reload_egress_rules(
+        &self,
+        record: &InstanceRecord,
+    ) -> Result<(), EngineError> {
+        match self.egress_proxy() {
+            Some(proxy) if record.network.egress.enabled => {
+                self.set_rules(&proxy, record, "swap the instance's rules")
+                    .await
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The instance's rules, built from its credential values, swapped into the proxy.
+    async fn set_rules(
+        &self,
+        proxy: &EgressProxy,
+        record: &InstanceRecord,
+        what: &'static str,
+    ) -> Result<(), EngineError> {
         let values = self.vault.read(record).await?;
         proxy
             .set_rules(&record.id, build_rules(record, &values))
-            .map_err(|source| EngineError::Egress {
-                what: "load the instance's rules",
-                source,
-            })?;
-        Ok(true)
+            .map_err(|source| EngineError::Egress { what, source })
     }
 
     /// Forgets the instance's listener and rules (stop, standby, delete).

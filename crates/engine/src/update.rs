@@ -8,26 +8,6 @@ use hypedeck_model::{Instance, Rejection};
 use crate::{Engine, EngineError};
 
 impl Engine {
-    /// Rebuilds an attached instance's proxy rules from the keychain.
-    async fn reload_egress_rules(
-        &self,
-        record: &hypedeck_store::InstanceRecord,
-    ) -> Result<(), EngineError> {
-        let Some(proxy) = self.egress_proxy() else {
-            return Ok(());
-        };
-        if !record.network.egress.enabled {
-            return Ok(());
-        }
-        let values = self.vault.read(record).await?;
-        proxy
-            .set_rules(&record.id, crate::egress::build_rules(record, &values))
-            .map_err(|source| EngineError::Egress {
-                what: "swap the instance's rules",
-                source,
-            })
-    }
-
     /// Applies a validated update. Order (upstream `lib/instances/update.go`): key checks (400)
     /// before the state check (409); a merge, never a delete; keychain first, metadata second,
     /// keychain rolled back if metadata cannot be written.

@@ -118,6 +118,14 @@ impl EgressProxy {
         })
     }
 
+    /// Waits until the trail holds every event recorded so far ([`UsageSink::settle`]), so a
+    /// read after a request (or a credential test) sees it. Blocking.
+    pub fn settle_usage(&self) {
+        if let Some(sink) = &self.shared.usage {
+            sink.settle();
+        }
+    }
+
     /// The CA certificate PEM the guest must trust.
     pub fn ca_pem(&self) -> String {
         self.shared.ca.cert_pem()

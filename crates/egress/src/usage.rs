@@ -70,6 +70,11 @@ pub const WITHHELD_HOST: &str = "(withheld: the name carried the value)";
 pub trait UsageSink: Send + Sync + fmt::Debug {
     /// Records `event` for `instance`.
     fn record(&self, instance: &str, event: UsageEvent);
+
+    /// Returns once every event recorded before the call can be read back (a sink that writes
+    /// in the background waits for its writer, within a bound). Blocking: call it off the
+    /// async workers.
+    fn settle(&self) {}
 }
 
 #[cfg(test)]

@@ -251,7 +251,7 @@ impl Engine {
 
     /// The instance's usage trail, newest first: at most `limit` events (capped at
     /// [`MAX_EVENTS`]), of one credential when `credential` is given.
-    pub fn credential_events(
+    pub async fn credential_events(
         &self,
         id_or_name: &str,
         credential: Option<&str>,
@@ -259,11 +259,26 @@ impl Engine {
     ) -> Result<Vec<UsageEvent>, EngineError> {
         let record = self.resolve(id_or_name)?;
         let id = InstanceId::parse(&record.id).map_err(|_| EngineError::NotFound)?;
-        let mut events = crate::trail::read(&self.paths, &id);
+        let mut events = self.trail(id).await?;
         events.retain(|e| credential.is_none_or(|c| e.credential == c));
         events.reverse();
         events.truncate(limit.min(MAX_EVENTS));
         Ok(events)
+    }
+
+    /// The instance's trail, oldest first, with every event the proxy recorded before the call
+    /// (a read right after a request or a credential test sees it).
+    async fn trail(&self, id: InstanceId) -> Result<Vec<UsageEvent>, EngineError> {
+        let proxy = self.egress_proxy();
+        let paths = self.paths.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Some(proxy) = proxy {
+                proxy.settle_usage();
+            }
+            crate::trail::read(&paths, &id)
+        })
+        .await
+        .map_err(|_| EngineError::Task)
     }
 
     /// Every credential of the instance with its fingerprint, rotation time and use.
@@ -274,7 +289,7 @@ impl Engine {
         let record = self.resolve(id_or_name)?;
         let id = InstanceId::parse(&record.id).map_err(|_| EngineError::NotFound)?;
         let values = self.vault.read(&record).await?;
-        let events = crate::trail::read(&self.paths, &id);
+        let events = self.trail(id).await?;
         let mut out = Vec::new();
         for (name, policy) in &record.credentials {
             let source = &policy.source.env;

@@ -12,6 +12,8 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use hypedeck_egress::{UsageEvent, UsageSink};
 use hypedeck_model::InstanceId;
@@ -23,17 +25,34 @@ pub const TRAIL_MAX_BYTES: u64 = 256 * 1024;
 /// Events waiting for the writer.
 const QUEUE: usize = 4096;
 
+/// How long [`CredentialTrail::settle`] waits for the writer at most (a stuck disk must not
+/// hang a read of the trail).
+const SETTLE_MAX: Duration = Duration::from_secs(2);
+
 /// The proxy's sink: queues events for the writer thread.
 #[derive(Debug)]
 pub struct CredentialTrail {
     tx: SyncSender<(String, UsageEvent)>,
     dropped: AtomicU64,
+    /// Events queued so far (the writer's progress is in `written`).
+    queued: AtomicU64,
+    written: Arc<Written>,
+}
+
+/// The writer's count of events handled (written or not), and a wake-up for
+/// [`CredentialTrail::settle`].
+#[derive(Debug, Default)]
+struct Written {
+    count: Mutex<u64>,
+    changed: Condvar,
 }
 
 impl CredentialTrail {
     /// Starts the writer thread for the data dir's instances.
     pub fn start(paths: Paths) -> std::io::Result<CredentialTrail> {
         let (tx, rx) = sync_channel::<(String, UsageEvent)>(QUEUE);
+        let written = Arc::new(Written::default());
+        let progress = written.clone();
         std::thread::Builder::new()
             .name("credential-trail".into())
             .spawn(move || {
@@ -42,26 +61,57 @@ impl CredentialTrail {
                         // A deleted instance's directory is gone: nothing to record.
                         tracing::debug!(%instance, %error, "credential event not written");
                     }
+                    let mut count = progress.count.lock().unwrap_or_else(|p| p.into_inner());
+                    *count += 1;
+                    progress.changed.notify_all();
                 }
             })?;
         Ok(CredentialTrail {
             tx,
             dropped: AtomicU64::new(0),
+            queued: AtomicU64::new(0),
+            written,
         })
     }
 }
 
 impl UsageSink for CredentialTrail {
     fn record(&self, instance: &str, event: UsageEvent) {
+        // Counted before the send, so the writer's count never passes it.
+        self.queued.fetch_add(1, Ordering::SeqCst);
         match self.tx.try_send((instance.to_string(), event)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
+                self.queued.fetch_sub(1, Ordering::SeqCst);
                 let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
                 if n == 1 || n.is_multiple_of(1000) {
                     tracing::warn!(dropped = n, "credential trail queue full; events dropped");
                 }
             }
-            Err(TrySendError::Disconnected(_)) => {}
+            Err(TrySendError::Disconnected(_)) => {
+                self.queued.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+    }
+
+    fn settle(&self) {
+        let target = self.queued.load(Ordering::SeqCst);
+        let deadline = Instant::now() + SETTLE_MAX;
+        let mut count = self.written.count.lock().unwrap_or_else(|p| p.into_inner());
+        while *count < target {
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                tracing::warn!(
+                    behind = target - *count,
+                    "credential trail writer is behind"
+                );
+                return;
+            };
+            count = self
+                .written
+                .changed
+                .wait_timeout(count, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
         }
     }
 }
@@ -172,5 +222,25 @@ mod tests {
         assert!(append(&paths, id.as_str(), &event(200)).is_err());
         assert!(!paths.instance_dir(&id).exists());
         assert!(append(&paths, "../escape", &event(200)).is_err());
+    }
+
+    #[test]
+    fn settle_makes_every_recorded_event_readable() {
+        use hypedeck_egress::UsageSink;
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::new(dir.path());
+        let id = InstanceId::parse("abcdefghijklmnopqrstuvwx").unwrap();
+        std::fs::create_dir_all(paths.instance_dir(&id)).unwrap();
+        let trail = CredentialTrail::start(paths.clone()).unwrap();
+        for round in 0..20u16 {
+            for i in 0..50 {
+                trail.record(id.as_str(), event(100 + round * 50 + i));
+            }
+            trail.settle();
+            // Every event recorded before the call, the newest included, reads back.
+            let events = read(&paths, &id);
+            assert_eq!(events.len(), usize::from(round + 1) * 50);
+            assert_eq!(events.last().unwrap().status, Some(100 + round * 50 + 49));
+        }
     }
 }

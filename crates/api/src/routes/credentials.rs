@@ -71,6 +71,7 @@ async fn events(
     state
         .engine
         .credential_events(&id, credential.as_deref(), limit)
+        .await
         .map(Json)
         .map_err(|e| ApiError::from_engine("read the credential trail", e))
 }

@@ -8,13 +8,33 @@
 //! [`Records::remove`] holds the instance's lock (or owns a create that no one can see yet).
 
 use std::collections::HashMap;
-use std::sync::{RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 
 use hypedeck_store::{InstanceRecord, Paths};
 
 use crate::EngineError;
+use crate::render::Rendered;
 
-type Map = HashMap<String, InstanceRecord>;
+type Map = HashMap<String, Arc<Entry>>;
+
+/// One instance's record as last written, and its wire form as last rendered from it. A save
+/// replaces the whole entry, so a rendering never outlives the record it came from.
+#[derive(Debug)]
+pub(crate) struct Entry {
+    pub(crate) record: InstanceRecord,
+    /// Filled by [`crate::Engine::list_json`]; valid while the observed state and the vault
+    /// generation it was made with still hold.
+    pub(crate) rendered: Mutex<Option<Rendered>>,
+}
+
+impl Entry {
+    fn new(record: InstanceRecord) -> Arc<Entry> {
+        Arc::new(Entry {
+            record,
+            rendered: Mutex::new(None),
+        })
+    }
+}
 
 /// Every instance's record, by id.
 #[derive(Debug)]
@@ -47,7 +67,7 @@ impl Records {
             for record in InstanceRecord::load_all(&self.paths)? {
                 match record {
                     Ok(r) => {
-                        loaded.insert(r.id.clone(), r);
+                        loaded.insert(r.id.clone(), Entry::new(r));
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "skipping unreadable instance metadata")
@@ -62,21 +82,35 @@ impl Records {
 
     /// Every record, oldest first.
     pub(crate) fn all(&self) -> Result<Vec<InstanceRecord>, EngineError> {
+        Ok(self
+            .entries()?
+            .into_iter()
+            .map(|e| e.record.clone())
+            .collect())
+    }
+
+    /// Every entry, oldest first: shared, not copied (a list reads a thousand of them).
+    pub(crate) fn entries(&self) -> Result<Vec<Arc<Entry>>, EngineError> {
         let map = self.loaded()?;
-        let mut out: Vec<InstanceRecord> = map.iter().flat_map(|m| m.values().cloned()).collect();
-        out.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        let mut out: Vec<Arc<Entry>> = map.iter().flat_map(|m| m.values().cloned()).collect();
+        out.sort_by(|a, b| {
+            (a.record.created_at, &a.record.id).cmp(&(b.record.created_at, &b.record.id))
+        });
         Ok(out)
     }
 
     /// The record of instance `id`.
     pub(crate) fn get(&self, id: &str) -> Result<Option<InstanceRecord>, EngineError> {
-        Ok(self.loaded()?.as_ref().and_then(|m| m.get(id).cloned()))
+        Ok(self
+            .loaded()?
+            .as_ref()
+            .and_then(|m| m.get(id).map(|e| e.record.clone())))
     }
 
     fn put(&self, record: &InstanceRecord) {
         let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
         if let Some(map) = map.as_mut() {
-            map.insert(record.id.clone(), record.clone());
+            map.insert(record.id.clone(), Entry::new(record.clone()));
         }
     }
 

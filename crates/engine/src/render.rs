@@ -5,10 +5,51 @@ use hypedeck_model::size::{format_rate, format_size};
 use hypedeck_model::{Instance, InstanceGpu, InstanceNetwork};
 use hypedeck_store::InstanceRecord;
 
+use std::sync::Arc;
+
 use crate::query::Observed;
+use crate::records::Entry;
 use crate::{Engine, EngineError};
 
+/// An instance's wire JSON, and the observation and vault generation it was rendered with
+/// (the record is the [`Entry`]'s own).
+#[derive(Debug)]
+pub(crate) struct Rendered {
+    observed: Observed,
+    vault: u64,
+    json: Arc<[u8]>,
+}
+
 impl Engine {
+    /// The entry's wire JSON for `observed`: the one rendered last time when nothing it
+    /// depends on changed since (the record, the observation, the credential values), else
+    /// rendered now and kept.
+    pub(crate) async fn render_json(
+        &self,
+        entry: &Entry,
+        observed: Observed,
+    ) -> Result<Arc<[u8]>, EngineError> {
+        // Read before the values: a change while rendering leaves a rendering that is
+        // already stale, never one that looks current.
+        let vault = self.vault.generation();
+        {
+            let rendered = entry.rendered.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(r) = rendered.as_ref()
+                && r.vault == vault
+                && r.observed == observed
+            {
+                return Ok(r.json.clone());
+            }
+        }
+        let json: Arc<[u8]> = instance_json(&self.render(&entry.record, &observed).await?)?.into();
+        *entry.rendered.lock().unwrap_or_else(|p| p.into_inner()) = Some(Rendered {
+            observed,
+            vault,
+            json: json.clone(),
+        });
+        Ok(json)
+    }
+
     pub(crate) async fn render(
         &self,
         record: &InstanceRecord,
@@ -93,4 +134,11 @@ impl Engine {
             }),
         })
     }
+}
+
+/// `instance` as the API sends it.
+pub(crate) fn instance_json(instance: &Instance) -> Result<Vec<u8>, EngineError> {
+    serde_json::to_vec(instance).map_err(|_| EngineError::Corrupt {
+        what: format!("instance {} (as JSON)", instance.id),
+    })
 }

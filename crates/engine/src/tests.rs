@@ -1057,3 +1057,116 @@ async fn a_console_log_past_its_cap_is_rotated_and_the_instance_stays_running() 
     // Under the cap: nothing to do.
     assert_eq!(r.engine.rotate_console_logs().await, 0);
 }
+
+/// `GET /instances` reuses each instance's JSON from the last list; whatever the JSON shows
+/// (the record, the observed state, a credential value) changing makes it render again, so the
+/// list always says what `GET /instances/{id}` says.
+#[tokio::test]
+async fn the_list_reuses_a_rendering_only_while_what_it_shows_is_unchanged() {
+    let r = rig();
+    let agent = r.engine.create(agent_spec("agent-1")).await.unwrap();
+    let plain = r
+        .engine
+        .create(spec(
+            json!({"name": "plain", "image": "alpine", "tags": {"team": "a"}}),
+        ))
+        .await
+        .unwrap();
+    let engine = &r.engine;
+    let listed = || async {
+        let json = engine.list_json(&ListFilter::default()).await.unwrap();
+        let list: Vec<hypedeck_model::Instance> = serde_json::from_slice(&json).unwrap();
+        for instance in &list {
+            assert_eq!(instance, &engine.get(&instance.id).await.unwrap());
+        }
+        (json, list)
+    };
+    let (first, list) = listed().await;
+    assert_eq!(list.len(), 2);
+    assert_eq!(
+        listed().await.0,
+        first,
+        "an unchanged list is the same bytes"
+    );
+    let entry = |id: &str| {
+        let entries = engine.records.entries().unwrap();
+        entries.into_iter().find(|e| e.record.id == id).unwrap()
+    };
+    assert!(entry(&agent.id).rendered.lock().unwrap().is_some(), "kept");
+
+    // A rotation (keychain and record).
+    let update = |body: serde_json::Value| {
+        serde_json::from_value::<UpdateInstanceRequest>(body)
+            .unwrap()
+            .validate()
+            .unwrap()
+    };
+    engine
+        .update(
+            &agent.id,
+            update(json!({"env": {"OUTBOUND_OPENAI_KEY": "sk-rotated-9"}})),
+        )
+        .await
+        .unwrap();
+    let (_, list) = listed().await;
+    assert_eq!(
+        list[0].env.as_ref().unwrap()["OUTBOUND_OPENAI_KEY"],
+        "sk-rotated-9"
+    );
+
+    // A value that changed in the keychain alone (a reference re-resolved at start).
+    let account = format!("instance/{}/env/OUTBOUND_OPENAI_KEY", agent.id);
+    r.secrets
+        .set(
+            &account,
+            &hypedeck_secrets::Sensitive::new("sk-from-reference".into()),
+        )
+        .unwrap();
+    engine.vault.flush(&agent.id);
+    let (_, list) = listed().await;
+    assert_eq!(
+        list[0].env.as_ref().unwrap()["OUTBOUND_OPENAI_KEY"],
+        "sk-from-reference"
+    );
+
+    // The observed state alone (the VM exits), then the end of the run recorded.
+    r.fake.crash(&plain.id);
+    let (_, list) = listed().await;
+    assert_eq!(list[1].state, InstanceState::Stopped);
+    assert!(list[1].stopped_at.is_some() && list[1].exit_message.is_some());
+
+    // Filters apply to what is reused.
+    let stopped = engine
+        .list_json(&ListFilter {
+            state: Some(InstanceState::Stopped),
+            ..ListFilter::default()
+        })
+        .await
+        .unwrap();
+    let stopped: Vec<hypedeck_model::Instance> = serde_json::from_slice(&stopped).unwrap();
+    assert_eq!(
+        stopped.iter().map(|i| &i.name).collect::<Vec<_>>(),
+        ["plain"]
+    );
+    let none = engine
+        .list_json(&ListFilter {
+            tags: [("team".to_string(), "b".to_string())].into(),
+            ..ListFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(none, b"[]");
+
+    // A policy change (the record alone).
+    engine
+        .update(
+            &agent.id,
+            update(json!({"restart_policy": {"policy": "always"}})),
+        )
+        .await
+        .unwrap();
+    let (_, list) = listed().await;
+    assert_eq!(list[0].restart_policy, Some(json!({"policy": "always"})));
+    engine.delete(&plain.id).await.unwrap();
+    assert_eq!(listed().await.1.len(), 1);
+}

@@ -8,7 +8,7 @@
 //! error or a log line.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use hypedeck_secrets::{SecretError, SecretStore, Sensitive};
@@ -27,6 +27,9 @@ pub(crate) struct Vault {
     cache: Mutex<HashMap<String, Values>>,
     /// Whether HTTP clients may set secret references (an explicit opt-in).
     http_references: AtomicBool,
+    /// Bumped whenever a value may have changed (every [`Vault::flush`]): what was rendered
+    /// from the values of an older generation is stale.
+    generation: AtomicU64,
 }
 
 /// What a successful [`Vault::write`] replaced, so a later failure of the same verb can put
@@ -45,7 +48,14 @@ impl Vault {
             store,
             cache: Mutex::new(HashMap::new()),
             http_references: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
         }
+    }
+
+    /// The values' generation: it changes whenever a value may have (read it before reading
+    /// the values it is to vouch for).
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
     }
 
     fn cache(&self) -> MutexGuard<'_, HashMap<String, Values>> {
@@ -155,6 +165,7 @@ impl Vault {
     /// Drops the instance's cached values.
     pub(crate) fn flush(&self, id: &str) {
         self.cache().remove(id);
+        self.generation.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Lets (or stops) HTTP clients set secret references.

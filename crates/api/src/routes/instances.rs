@@ -2,7 +2,7 @@
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -34,15 +34,16 @@ fn list_filter(pairs: Vec<(String, String)>) -> Result<ListFilter, ApiError> {
 async fn list(
     State(state): State<ApiState>,
     query: super::ListQuery,
-) -> Result<Json<Vec<Instance>>, ApiError> {
+) -> Result<impl IntoResponse, ApiError> {
     let pairs = super::list_query(query)?;
     let filter = list_filter(pairs)?;
-    let instances = state
+    // The engine's JSON array as is: it reuses each unchanged instance's rendering.
+    let json = state
         .engine
-        .list(&filter)
+        .list_json(&filter)
         .await
         .map_err(|e| ApiError::from_engine("list instances", e))?;
-    Ok(Json(instances))
+    Ok(([(header::CONTENT_TYPE, "application/json")], json))
 }
 
 async fn create(

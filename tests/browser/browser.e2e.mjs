@@ -8,71 +8,22 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
-import { chromium } from "playwright-core";
 
 import { startFakeEngine, waitFor } from "../desktop/fake-engine.mjs";
+import { RESULTS, UI_URL, row, runningInstance as harnessRunningInstance, browserUi } from "./harness.mjs";
 import { assertKeyedFingerprint } from "../fingerprint.mjs";
 
-const UI_URL = process.env.UI_URL ?? "http://127.0.0.1:4173/";
-const CHROMIUM = process.env.CHROMIUM_BIN ?? "/usr/bin/chromium";
-const RESULTS = path.resolve("test-results");
-
+const ui = browserUi("browser");
 let browser;
 let engine;
-
 before(async () => {
-  engine = await startFakeEngine("browser");
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: [
-      "--headless",
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-dev-shm-usage",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-      "--no-first-run",
-    ],
-  });
+  await ui.start();
+  ({ browser, engine } = ui);
 });
+after(() => ui.stop());
 
-after(async () => {
-  await browser?.close();
-  await engine?.stop();
-});
-
-/** A fresh page (own storage) that records every request it sends to the API. */
-async function openPage(t, query) {
-  const context = await browser.newContext({ viewport: { width: 1100, height: 720 } });
-  t.after(() => context.close());
-  const page = await context.newPage();
-  const apiCalls = [];
-  page.on("request", (r) => {
-    if (r.url().startsWith(engine.url)) apiCalls.push(`${r.method()} ${new URL(r.url()).pathname}`);
-  });
-  const url = new URL(UI_URL);
-  for (const [k, v] of Object.entries(query ?? {})) url.searchParams.set(k, v);
-  await page.goto(url.href);
-  return { page, apiCalls };
-}
-
-const row = (page, id) => page.locator(`tr[data-instance-id="${id}"]`);
-
-async function runningInstance(name) {
-  const created = await engine.client.instances.create({
-    name,
-    image: "docker.io/library/alpine:latest",
-    vcpus: 1,
-    size: "1GB",
-  });
-  await waitFor(
-    async () => (await engine.client.instances.get(created.id)).state === "Running",
-    `${name} to run`,
-  );
-  return created;
-}
+const openPage = (t, query) => ui.openPage(t, query);
+const runningInstance = (name) => harnessRunningInstance(engine, name);
 
 describe("web UI in a browser", () => {
   test("lists the engine's instances from ?api=&token= and only reads while listing", async (t) => {

@@ -8,6 +8,8 @@
 #   HYPEDECK_BIN       the shipped `hypedeck` (QEMU backend)  (default target/debug/hypedeck)
 #   TAURI_DRIVER_PORT  tauri-driver's port        (default 4444; WebKitWebDriver gets +1)
 #   UI_PORT            `vite preview` port        (default 4173)
+#   SUITES             which to run, of "desktop browser vm" (default all three)
+#   BROWSER_FILES      the browser suite's files  (default browser.e2e.mjs and ui-*.e2e.mjs)
 # Screenshots go to test-results/. Everything started here is stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -61,11 +63,22 @@ pids+=($!)
 wait_port "$TAURI_DRIVER_PORT"
 wait_port "$UI_PORT"
 
+SUITES="${SUITES:-desktop browser vm}"
 status=0
-echo "== desktop suite (real Tauri window via tauri-driver)"
-node --test --test-concurrency=1 tests/desktop/desktop.e2e.mjs || status=1
-echo "== browser suite (headless Chromium against vite preview)"
-node --test --test-concurrency=1 tests/browser/browser.e2e.mjs || status=1
-echo "== browser suite on real VMs (headless Chromium, hypedeck serve with QEMU)"
-node --test --test-concurrency=1 tests/browser/vm.e2e.mjs || status=1
+if [[ " $SUITES " == *" desktop "* ]]; then
+  echo "== desktop suite (real Tauri window via tauri-driver)"
+  node --test --test-concurrency=1 tests/desktop/desktop.e2e.mjs || status=1
+fi
+if [[ " $SUITES " == *" browser "* ]]; then
+  echo "== browser suites (headless Chromium against vite preview)"
+  # browser.e2e.mjs and every tests/browser/ui-*.e2e.mjs (one area of the UI each), one file
+  # at a time: each starts its own fake engine and browser.
+  shopt -s nullglob
+  read -r -a files <<<"${BROWSER_FILES:-tests/browser/browser.e2e.mjs $(echo tests/browser/ui-*.e2e.mjs)}"
+  node --test --test-concurrency=1 "${files[@]}" || status=1
+fi
+if [[ " $SUITES " == *" vm "* ]]; then
+  echo "== browser suite on real VMs (headless Chromium, hypedeck serve with QEMU)"
+  node --test --test-concurrency=1 tests/browser/vm.e2e.mjs || status=1
+fi
 exit "$status"

@@ -17,6 +17,7 @@
 mod agent;
 mod boot;
 pub mod checks;
+mod command;
 mod console;
 mod create;
 pub mod credentials;
@@ -54,6 +55,7 @@ use hypedeck_secrets::{SecretError, SecretStore};
 use hypedeck_store::{Paths, StoreError};
 
 pub use agent::{AgentEvent, ExecSession};
+pub use command::{LaunchCommand, Origin as CommandOrigin, Part as CommandPart};
 pub use console::DEFAULT_CONSOLE_LOG_MAX;
 pub use credentials::Caller;
 pub use hypedeck_guest_init::agent_proto::{OpenRequest, PathInfo};

@@ -18,6 +18,7 @@ pub fn routes() -> Router<ApiState> {
     Router::new()
         .route("/instances", get(list).post(create))
         .route("/instances/{id}", get(get_one).patch(update).delete(delete))
+        .route("/instances/{id}/command", get(command))
 }
 
 /// Parses `?state=Running&tags[team]=a` like upstream's validator.
@@ -78,6 +79,18 @@ async fn get_one(
         .await
         .map_err(|e| ApiError::from_engine("get instance", e))?;
     Ok(Json(instance))
+}
+
+/// Hypedeck: what the instance runs (its image's Entrypoint/Cmd, its overrides, the argv).
+async fn command(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<hypedeck_engine::LaunchCommand>, ApiError> {
+    state
+        .engine
+        .command(&id)
+        .map(Json)
+        .map_err(|e| ApiError::from_engine("get the instance's command", e))
 }
 
 async fn update(

@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import net from "node:net";
 import path from "node:path";
-import { execWs, startServer } from "./harness.mjs";
+import { execWs, startServer, waitFor } from "./harness.mjs";
 import { vmSuite } from "./suite.mjs";
 
 /**
@@ -156,6 +156,34 @@ export function execSuite({ channel, env = {}, standby = true }) {
         );
         assert.equal((await client.instances.get(running.id)).state, "Running");
         assert.deepEqual(await exec(running.id, { command: ["echo", "still"] }), { output: "still\n", exitCode: 0 });
+      });
+    }
+
+    if (standby) {
+      // While saved the guest's clock stands still; after a restore the engine sets it to the
+      // host's through the agent (without that it runs behind by the time spent in standby).
+      test("after a restore the guest's clock is within 2 s of the host's", { timeout: 240_000 }, async () => {
+        const skew = async () => {
+          const before = Date.now() / 1000;
+          const { output, exitCode } = await exec(running.id, { command: ["date", "+%s"] });
+          const after = Date.now() / 1000;
+          assert.equal(exitCode, 0, output);
+          const guest = Number(output.trim());
+          // `date +%s` truncates to the second: compare with the host's window around the call.
+          return guest < before - 1 ? before - 1 - guest : guest > after ? guest - after : 0;
+        };
+        assert.ok((await skew()) <= 2, "the guest's clock was off before standby");
+        await client.instances.standby(running.id);
+        const saved = Date.now();
+        // Long enough that a clock left standing would be far off.
+        await new Promise((r) => setTimeout(r, 12_000));
+        await client.instances.restore(running.id);
+        // The engine sets the clock in the background once the agent answers again.
+        let off = Infinity;
+        await waitFor(async () => (off = await skew()) <= 2, "the guest's clock to be set", 30_000).catch(() => {});
+        assert.ok(off <= 2, `the guest's clock is ${off.toFixed(1)} s off the host's after ${((Date.now() - saved) / 1000).toFixed(0)} s in standby`);
+        const log = readFileSync(path.join(dataDir, "instances", running.id, "logs", "hypeman.log"), "utf8");
+        assert.match(log, /guest clock set to the host's/);
       });
     }
 

@@ -234,6 +234,7 @@ enum Waiter {
     Session(SessionTx),
     Stat(oneshot::Sender<PathInfo>),
     Pong(oneshot::Sender<()>),
+    Clock(oneshot::Sender<Result<(), String>>),
 }
 
 /// One live connection to a guest's agent.
@@ -364,6 +365,25 @@ impl AgentLink {
         })
     }
 
+    /// Sets the guest's wall clock to `time`.
+    pub async fn set_clock(&self, time: std::time::SystemTime) -> Result<(), String> {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.waiters_lock().insert(id, Waiter::Clock(tx));
+        let payload = hypedeck_guest_init::agent_proto::clock_payload(time);
+        if let Err(e) = self.send(Kind::SetClock, id, &payload).await {
+            self.waiters_lock().remove(&id);
+            return Err(format!("send to the agent: {e}"));
+        }
+        match tokio::time::timeout(Duration::from_secs(10), rx).await {
+            Ok(Ok(answer)) => answer,
+            _ => {
+                self.waiters_lock().remove(&id);
+                Err("the agent did not answer".into())
+            }
+        }
+    }
+
     /// Describes a path in the guest.
     pub async fn stat(&self, request: &StatRequest) -> Result<PathInfo, String> {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
@@ -410,6 +430,15 @@ async fn read_loop(
             (Kind::Pong, Some(Waiter::Pong(_))) => {
                 if let Some(Waiter::Pong(tx)) = waiters.remove(&session) {
                     let _ = tx.send(());
+                }
+            }
+            (Kind::ClockSet, Some(Waiter::Clock(_))) => {
+                if let Some(Waiter::Clock(tx)) = waiters.remove(&session) {
+                    let _ = tx.send(if payload.is_empty() {
+                        Ok(())
+                    } else {
+                        Err(String::from_utf8_lossy(payload).into_owned())
+                    });
                 }
             }
             (Kind::StatResult, Some(Waiter::Stat(_))) => {
@@ -556,6 +585,19 @@ impl Engine {
         if let Some(link) = self.runtime.agent(id) {
             return Ok(link);
         }
+        let (transport, key) = self.agent_transport(id)?;
+        let link = AgentLink::connect(transport.as_ref(), wait, key.as_deref())
+            .await
+            .map_err(|e| EngineError::Agent(format!("guest agent unavailable: {e}")))?;
+        self.runtime.set_agent(id, link.clone());
+        Ok(link)
+    }
+
+    /// How to reach instance `id`'s agent, and the key it wants first.
+    fn agent_transport(
+        &self,
+        id: &str,
+    ) -> Result<(Box<dyn Transport>, Option<String>), EngineError> {
         let channel = match self.runtime.vm(id) {
             Some(vm) => vm.agent_channel(),
             None => AgentChannel::Serial(
@@ -575,11 +617,7 @@ impl Engine {
                 .join(crate::provision::AGENT_KEY_FILE),
         )
         .ok();
-        let link = AgentLink::connect(transport(channel).as_ref(), wait, key.as_deref())
-            .await
-            .map_err(|e| EngineError::Agent(format!("guest agent unavailable: {e}")))?;
-        self.runtime.set_agent(id, link.clone());
-        Ok(link)
+        Ok((transport(channel), key))
     }
 
     /// The record of `id_or_name` if it is Running; 409 with upstream's text otherwise.
@@ -614,6 +652,46 @@ impl Engine {
     /// Checks the instance is Running before a WebSocket upgrade (the 409 must precede it).
     pub async fn exec_precheck(&self, id_or_name: &str) -> Result<(), EngineError> {
         self.running(id_or_name).await.map(|_| ())
+    }
+
+    /// Sets a restored guest's wall clock to the host's (while the instance was saved its
+    /// clock stood still), in the background: the agent answers once the guest runs again.
+    /// The outcome goes to the operations log. A guest without an agent keeps its clock.
+    pub(crate) fn sync_guest_clock(&self, record: &hypedeck_store::InstanceRecord) {
+        if record.skip_guest_agent {
+            return;
+        }
+        let Ok((transport, key)) = self.agent_transport(&record.id) else {
+            return;
+        };
+        let (runtime, paths, id) = (self.runtime.clone(), self.paths.clone(), record.id.clone());
+        tokio::spawn(async move {
+            let result = match AgentLink::connect(
+                transport.as_ref(),
+                Duration::from_secs(30),
+                key.as_deref(),
+            )
+            .await
+            {
+                Ok(link) => {
+                    let set = link.set_clock(std::time::SystemTime::now()).await;
+                    // Kept for exec when this VM still runs and has no link yet.
+                    if runtime.vm(&id).is_some() && runtime.agent(&id).is_none() {
+                        runtime.set_agent(&id, link);
+                    }
+                    set
+                }
+                Err(e) => Err(e),
+            };
+            let message = match result {
+                Ok(()) => "guest clock set to the host's".to_string(),
+                Err(e) => {
+                    tracing::warn!(%id, error = %e, "guest clock not set after restore");
+                    format!("guest clock not set after restore: {e}")
+                }
+            };
+            crate::boot::append_ops_log(&paths, &id, &message);
+        });
     }
 
     /// Describes a path in a running instance (`GET /instances/{id}/stat`).

@@ -89,20 +89,25 @@ impl Engine {
 
     /// Appends a line to the instance's `hypeman.log` (operations log; never secrets).
     pub(crate) fn ops_log(&self, id: &str, message: &str) {
-        let Ok(id) = hypedeck_model::InstanceId::parse(id) else {
-            return;
-        };
-        let path = self.paths.instance_logs(&id).join("hypeman.log");
-        let now = OffsetDateTime::now_utc()
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default();
-        use std::io::Write;
-        if let Ok(mut f) = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-        {
-            let _ = writeln!(f, "{now} [INFO] {message}");
-        }
+        append_ops_log(&self.paths, id, message);
+    }
+}
+
+/// Appends a line to instance `id`'s `hypeman.log` (see [`Engine::ops_log`]).
+pub(crate) fn append_ops_log(paths: &hypedeck_store::Paths, id: &str, message: &str) {
+    let Ok(id) = hypedeck_model::InstanceId::parse(id) else {
+        return;
+    };
+    let path = paths.instance_logs(&id).join("hypeman.log");
+    let now = OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    use std::io::Write;
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        let _ = writeln!(f, "{now} [INFO] {message}");
     }
 }

@@ -85,6 +85,7 @@ impl Engine {
         }
         self.runtime.snapshot_changed(&record.id);
         self.ops_log(&record.id, "vm restored");
+        self.sync_guest_clock(&record);
         let observed = self.observe(&mut record).await;
         self.render(&record, &observed).await
     }

@@ -312,6 +312,13 @@ fn handle(
                 unsafe { libc::kill(-s.pid, sig) };
             }
         }
+        Kind::SetClock => {
+            let reply = match hypedeck_guest_init::agent_proto::parse_clock_payload(payload) {
+                Some((secs, nanos)) => set_clock(secs, nanos).err().unwrap_or_default(),
+                None => "bad clock payload".to_string(),
+            };
+            link.send(Kind::ClockSet, session, reply.as_bytes());
+        }
         Kind::Stat => {
             let info = match serde_json::from_slice::<StatRequest>(payload) {
                 Ok(req) => stat(&req),
@@ -324,6 +331,29 @@ fn handle(
             link.send(Kind::StatResult, session, &json);
         }
         _ => {}
+    }
+}
+
+/// Sets `CLOCK_REALTIME`.
+// `time_t` and `c_long` are `i64` here but narrower on 32-bit targets.
+#[allow(clippy::useless_conversion, clippy::unnecessary_fallible_conversions)]
+fn set_clock(secs: i64, nanos: u32) -> Result<(), String> {
+    let ts = libc::timespec {
+        tv_sec: secs
+            .try_into()
+            .map_err(|_| "time out of range".to_string())?,
+        tv_nsec: nanos
+            .try_into()
+            .map_err(|_| "time out of range".to_string())?,
+    };
+    // SAFETY: clock_settime reads a valid timespec.
+    if unsafe { libc::clock_settime(libc::CLOCK_REALTIME, &ts) } == 0 {
+        Ok(())
+    } else {
+        Err(format!(
+            "set the clock: {}",
+            std::io::Error::last_os_error()
+        ))
     }
 }
 

@@ -43,6 +43,10 @@ pub enum Kind {
     Signal = 14,
     /// host → guest: describe a path (JSON [`StatRequest`]); answered by `StatResult`.
     Stat = 15,
+    /// host → guest: set the wall clock (`CLOCK_REALTIME`) to `i64 BE` seconds · `u32 BE`
+    /// nanoseconds since the Unix epoch (after a restore the guest's clock runs behind by the
+    /// time it spent saved); answered by `ClockSet`.
+    SetClock = 16,
     /// guest → host: output on stdout (or the terminal).
     Stdout = 20,
     /// guest → host: output on stderr.
@@ -53,6 +57,8 @@ pub enum Kind {
     Error = 23,
     /// guest → host: JSON [`PathInfo`].
     StatResult = 24,
+    /// guest → host: the answer to `SetClock`: empty when the clock was set, else why not.
+    ClockSet = 25,
 }
 
 impl Kind {
@@ -68,11 +74,13 @@ impl Kind {
             13 => Kind::Resize,
             14 => Kind::Signal,
             15 => Kind::Stat,
+            16 => Kind::SetClock,
             20 => Kind::Stdout,
             21 => Kind::Stderr,
             22 => Kind::Exit,
             23 => Kind::Error,
             24 => Kind::StatResult,
+            25 => Kind::ClockSet,
             _ => return None,
         })
     }
@@ -186,5 +194,49 @@ mod tests {
                 assert_eq!(k as u8, b);
             }
         }
+    }
+}
+
+/// The `SetClock` payload for `time` (a time before the epoch is the epoch).
+pub fn clock_payload(time: std::time::SystemTime) -> [u8; 12] {
+    let since = time
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let mut out = [0u8; 12];
+    out[..8].copy_from_slice(
+        &i64::try_from(since.as_secs())
+            .unwrap_or(i64::MAX)
+            .to_be_bytes(),
+    );
+    out[8..].copy_from_slice(&since.subsec_nanos().to_be_bytes());
+    out
+}
+
+/// Seconds and nanoseconds from a `SetClock` payload, if it is one.
+pub fn parse_clock_payload(payload: &[u8]) -> Option<(i64, u32)> {
+    let secs = i64::from_be_bytes(payload.get(..8)?.try_into().ok()?);
+    let nanos = u32::from_be_bytes(payload.get(8..12)?.try_into().ok()?);
+    (payload.len() == 12 && secs >= 0 && nanos < 1_000_000_000).then_some((secs, nanos))
+}
+
+#[cfg(test)]
+mod clock_tests {
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn the_clock_payload_round_trips_and_bad_ones_are_refused() {
+        let t = UNIX_EPOCH + Duration::new(1_796_000_000, 123_456_789);
+        assert_eq!(
+            parse_clock_payload(&clock_payload(t)),
+            Some((1_796_000_000, 123_456_789))
+        );
+        assert_eq!(parse_clock_payload(&[0; 11]), None);
+        assert_eq!(parse_clock_payload(&[0; 13]), None);
+        let mut bad_nanos = clock_payload(t);
+        bad_nanos[8..].copy_from_slice(&1_000_000_000u32.to_be_bytes());
+        assert_eq!(parse_clock_payload(&bad_nanos), None);
+        assert_eq!(Kind::from_byte(16), Some(Kind::SetClock));
+        assert_eq!(Kind::from_byte(25), Some(Kind::ClockSet));
     }
 }

@@ -65,8 +65,9 @@ pub use rules::InjectRule;
 pub use serve::TestOutcome;
 pub use upstream::{DestinationFilter, UpstreamTrust};
 pub use usage::{
-    Outcome, REASON_HOST_NOT_ALLOWED, REASON_LEAK, REASON_NAME_MISMATCH, REASON_PLAIN_HTTP,
-    UsageEvent, UsageSink, WITHHELD_HOST,
+    Outcome, REASON_DESTINATION_REFUSED, REASON_HOST_NOT_ALLOWED, REASON_LEAK,
+    REASON_NAME_MISMATCH, REASON_PLAIN_HTTP, REASON_UPSTREAM_CLOSED, REASON_UPSTREAM_EXCHANGE,
+    REASON_UPSTREAM_UNREACHABLE, UsageEvent, UsageSink, WITHHELD_HOST,
 };
 
 /// The port the guest connects to for the proxy (upstream's default), on the proxy address its

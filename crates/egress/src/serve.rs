@@ -34,8 +34,9 @@ use crate::leak::LeakCheck;
 use crate::rules::{RuleSet, canonical_host};
 use crate::upstream::{BoxError, DialError, RequestBody, Target};
 use crate::usage::{
-    Outcome, REASON_HOST_NOT_ALLOWED, REASON_LEAK, REASON_NAME_MISMATCH, REASON_PLAIN_HTTP,
-    UsageEvent, WITHHELD_HOST,
+    Outcome, REASON_DESTINATION_REFUSED, REASON_HOST_NOT_ALLOWED, REASON_LEAK,
+    REASON_NAME_MISMATCH, REASON_PLAIN_HTTP, REASON_UPSTREAM_CLOSED, REASON_UPSTREAM_EXCHANGE,
+    REASON_UPSTREAM_UNREACHABLE, UsageEvent, WITHHELD_HOST,
 };
 
 /// What the guest gets when a credential would go with a request whose names disagree.
@@ -113,7 +114,25 @@ async fn connect(mut req: Request<Incoming>, instance: Arc<Instance>) -> Respons
     }
     let addrs = match instance.shared.dialer.resolve(&host, port).await {
         Ok(addrs) => addrs,
-        Err(error) => return dial_failure(&instance, &host, &error),
+        Err(error) => {
+            // The guest's requests never get to be made: the credentials that were to go to
+            // this host record the failure, so the trail shows why the guest saw a 502.
+            let (response, reason) = dial_failure(&instance, &host, &error);
+            let rules = instance.rules.load_full();
+            let status = response.status().as_u16();
+            for credential in rules.apply(&host, &mut HeaderMap::new()) {
+                instance.record(
+                    &rules,
+                    credential,
+                    &host,
+                    &Method::CONNECT,
+                    Some(status),
+                    Outcome::Failed,
+                    reason,
+                );
+            }
+            return response;
+        }
     };
     let tls = match instance.shared.ca.server_config(&host) {
         Ok(config) => config,
@@ -402,13 +421,16 @@ impl Tunnel {
         parts.version = Version::HTTP_11;
         let (body, found) = guarded(body, guards, &self.instance, &rules, host, &method);
         let request = Request::from_parts(parts, body);
-        let response = send(&self.upstream, &self.instance, &self.target, request).await;
+        let (response, failed) = send(&self.upstream, &self.instance, &self.target, request).await;
         if found.get().is_some() {
             return text(StatusCode::FORBIDDEN, LEAK_RESPONSE);
         }
         let response = cut_if_found(response, found);
         let status = response.status().as_u16();
-        let injected_events = injected.iter().map(|&c| (c, Outcome::Injected, None));
+        let injected_events = injected.iter().map(|&c| match failed {
+            Some(reason) => (c, Outcome::Failed, Some(reason)),
+            None => (c, Outcome::Injected, None),
+        });
         let mock_events = mocks
             .into_iter()
             .map(|c| (c, Outcome::Blocked, Some(REASON_HOST_NOT_ALLOWED)));
@@ -662,9 +684,9 @@ async fn forward_plain(
             addrs,
             tls: false,
         },
-        Err(error) => return dial_failure(instance, &host, &error),
+        Err(error) => return dial_failure(instance, &host, &error).0,
     };
-    let response = send(slot, instance, &target, request).await;
+    let (response, _) = send(slot, instance, &target, request).await;
     if found.get().is_some() {
         return text(StatusCode::FORBIDDEN, LEAK_RESPONSE);
     }
@@ -689,12 +711,13 @@ struct Upstream {
 /// Sends `request` to `target` over the connection in `slot` (opening one if there is none,
 /// it is closed, or it goes elsewhere) and turns the answer into the guest's response. A
 /// reused connection that turns out dead before the request was written is replaced once.
+/// With the response, why the upstream gave none (the response is then the proxy's 502).
 async fn send(
     slot: &Mutex<Option<Upstream>>,
     instance: &Instance,
     target: &Target,
     mut request: Request<RequestBody>,
-) -> Response<ProxyBody> {
+) -> (Response<ProxyBody>, Option<&'static str>) {
     let mut slot = slot.lock().await;
     let mut retried = false;
     loop {
@@ -717,7 +740,10 @@ async fn send(
         };
         if upstream.sender.ready().await.is_err() {
             if fresh || retried {
-                return text(StatusCode::BAD_GATEWAY, "upstream connection failed");
+                return (
+                    text(StatusCode::BAD_GATEWAY, "upstream connection failed"),
+                    Some(REASON_UPSTREAM_CLOSED),
+                );
             }
             retried = true;
             continue;
@@ -725,7 +751,7 @@ async fn send(
         match upstream.sender.try_send_request(request).await {
             Ok(response) => {
                 *slot = Some(upstream);
-                return guest_response(response);
+                return (guest_response(response), None);
             }
             Err(mut error) => match error.take_message() {
                 Some(unsent) if !fresh && !retried => {
@@ -735,7 +761,10 @@ async fn send(
                 _ => {
                     let error = error.into_error();
                     tracing::warn!(instance = %instance.id, host = %target.host, %error, "upstream request failed");
-                    return text(StatusCode::BAD_GATEWAY, "upstream request failed");
+                    return (
+                        text(StatusCode::BAD_GATEWAY, "upstream request failed"),
+                        Some(REASON_UPSTREAM_EXCHANGE),
+                    );
                 }
             },
         }
@@ -749,11 +778,21 @@ fn guest_response(response: Response<Incoming>) -> Response<ProxyBody> {
     Response::from_parts(parts, body.map_err(|e| Box::new(e) as BoxError).boxed())
 }
 
-fn dial_failure(instance: &Instance, host: &str, error: &DialError) -> Response<ProxyBody> {
+fn dial_failure(
+    instance: &Instance,
+    host: &str,
+    error: &DialError,
+) -> (Response<ProxyBody>, Option<&'static str>) {
     tracing::warn!(instance = %instance.id, %host, error = %ErrorChain(error), "upstream unreachable");
     match error {
-        DialError::Forbidden => text(StatusCode::FORBIDDEN, "destination not allowed"),
-        _ => text(StatusCode::BAD_GATEWAY, "upstream connect failed"),
+        DialError::Forbidden => (
+            text(StatusCode::FORBIDDEN, "destination not allowed"),
+            Some(REASON_DESTINATION_REFUSED),
+        ),
+        _ => (
+            text(StatusCode::BAD_GATEWAY, "upstream connect failed"),
+            Some(REASON_UPSTREAM_UNREACHABLE),
+        ),
     }
 }
 

@@ -21,6 +21,9 @@ pub enum Outcome {
     /// A request carried the real value (or an encoding of it) to a host it is not for;
     /// refused.
     LeakBlocked,
+    /// The request was to carry it, but the upstream could not be reached or the exchange
+    /// broke (the guest got a 502 from the proxy; `reason` says which step failed).
+    Failed,
 }
 
 /// One entry of the trail.
@@ -61,6 +64,21 @@ pub const REASON_LEAK: &str = concat!(
     "the request carried this credential's real value (or an encoding of it) ",
     "to a host it is not for"
 );
+
+/// Reason (failed): the upstream could not be resolved, connected to or its TLS handshake
+/// failed.
+pub const REASON_UPSTREAM_UNREACHABLE: &str =
+    "the upstream could not be reached (name, connection or TLS failed); the guest got a 502";
+/// Reason (failed): the destination is one the sandbox may not reach (the host's own
+/// addresses, private ranges).
+pub const REASON_DESTINATION_REFUSED: &str =
+    "the destination address is one the sandbox may not reach; the guest got a 403";
+/// Reason (failed): the upstream connection closed before the request could be sent.
+pub const REASON_UPSTREAM_CLOSED: &str =
+    "the upstream connection closed before the request was sent; the guest got a 502";
+/// Reason (failed): the upstream connection broke during the exchange.
+pub const REASON_UPSTREAM_EXCHANGE: &str =
+    "the upstream connection broke during the exchange; the guest got a 502";
 
 /// The `host` of an event whose destination name itself carried the value: the name is the
 /// leak, so it is kept out of the trail and the logs.

@@ -576,3 +576,48 @@ async fn injection_needs_the_tls_name_and_host_header_to_agree_with_the_tunnel()
     );
     assert!(!format!("{events:?}").contains(SECRET));
 }
+
+#[tokio::test]
+async fn a_request_whose_upstream_is_down_is_recorded_as_failed_with_the_502() {
+    let trail = Arc::new(Trail::default());
+    let sink = trail.clone();
+    let world = World::with(move |o| {
+        o.usage = Some(sink);
+        o.fingerprints = Some(fingerprints());
+    })
+    .await;
+    let addr = world.proxy.listen("vm-1", None).await.unwrap();
+    world
+        .proxy
+        .set_rules(
+            "vm-1",
+            vec![credential(
+                "OPENAI_KEY",
+                "Authorization",
+                &format!("Bearer {SECRET}"),
+                SECRET,
+                Some(&[DOWN]),
+            )],
+        )
+        .unwrap();
+    let client = world.client(addr);
+    let (status, _) = get_text(
+        &client,
+        &world.https_url(DOWN, "/v1"),
+        Some("Bearer mock-OPENAI_KEY"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    let events = trail.take();
+    assert_eq!(events.len(), 1, "{events:?}");
+    let e = &events[0];
+    assert_eq!(
+        (e.outcome, e.status, e.host.as_str(), e.method.as_str()),
+        (Outcome::Failed, Some(502), DOWN, "GET")
+    );
+    assert_eq!(
+        e.reason.as_deref(),
+        Some(hypedeck_egress::REASON_UPSTREAM_UNREACHABLE)
+    );
+    assert_eq!(e.fingerprint, fingerprint(SECRET));
+}

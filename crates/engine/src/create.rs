@@ -30,11 +30,9 @@ impl Engine {
         };
         check_capabilities(&spec, hypervisor.kind(), hypervisor.capabilities())?;
 
-        let _create = self.create_lock.lock().await;
-        if self.records()?.iter().any(|r| r.name == spec.name) {
-            return Err(EngineError::NameConflict(spec.name.clone()));
-        }
-        self.check_volume_attachments(&spec.volumes)?;
+        // A taken name is refused before a reference runs anything (checked again below,
+        // under the create lock).
+        self.check_name_free(&spec.name)?;
         let id = new_id()?;
         // The instance's own lock for the whole create: a verb that finds the record on disk
         // (a DELETE while the VM boots) waits until the create is done with it.
@@ -52,6 +50,12 @@ impl Engine {
                 r.reference = crate::credentials::reference_kind(v).map(|_| v.clone());
             }
         }
+        // The create lock covers what makes creates conflict (the name, a read-write volume)
+        // until the record that claims them is stored; not the image wait or the boot, so one
+        // slow create never holds up another.
+        let claim = self.create_lock.lock().await;
+        self.check_name_free(&spec.name)?;
+        self.check_volume_attachments(&spec.volumes)?;
         // From here on everything the create acquires (keychain items, directory, egress,
         // network, VMM) is undone on failure or cancellation, and the lock is held until it is.
         let accounts: Vec<String> = secrets.iter().map(|(a, _)| a.clone()).collect();
@@ -59,7 +63,11 @@ impl Engine {
         let created = async {
             // Secrets first: if the keychain is unavailable nothing else has happened yet.
             let _ = self.vault.write(id.as_str(), secrets).await?;
-            self.persist_and_boot(record).await
+            self.records.create(&record)?;
+            drop(claim);
+            self.boot(&mut record).await?;
+            let observed = self.observe(&mut record).await;
+            self.render(&record, &observed).await
         };
         match created.await {
             Ok(instance) => {
@@ -73,11 +81,11 @@ impl Engine {
         }
     }
 
-    async fn persist_and_boot(&self, mut record: InstanceRecord) -> Result<Instance, EngineError> {
-        self.records.create(&record)?;
-        self.boot(&mut record).await?;
-        let observed = self.observe(&mut record).await;
-        self.render(&record, &observed).await
+    fn check_name_free(&self, name: &str) -> Result<(), EngineError> {
+        if self.records()?.iter().any(|r| r.name == name) {
+            return Err(EngineError::NameConflict(name.to_string()));
+        }
+        Ok(())
     }
 }
 

@@ -157,6 +157,14 @@ impl Engine {
         vmm: Option<VmmState>,
         has_snapshot: bool,
     ) -> Observed {
+        if vmm.is_none() && self.runtime.is_creating(&record.id) {
+            // Its create is still getting the image or the disks ready.
+            return Observed {
+                state: InstanceState::Created,
+                state_error: None,
+                has_snapshot,
+            };
+        }
         let markers = self.boot_markers(record, id);
         Observed {
             state: derive_state(vmm, markers, record.skip_guest_agent, has_snapshot),

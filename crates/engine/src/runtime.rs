@@ -2,7 +2,7 @@
 //! live guest-agent link, and the boot markers already seen for the current run. A VM's end
 //! drops its agent link with it, so no link outlives the VM it spoke to.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use hypedeck_hypervisor::Vm;
@@ -24,6 +24,9 @@ pub(crate) struct Runtime {
     snapshots: Mutex<HashMap<String, bool>>,
     /// Counts snapshot changes: a disk check that raced a change is not remembered.
     snapshot_changes: std::sync::atomic::AtomicU64,
+    /// Instances whose create is under way (waiting for the image, building disks, booting):
+    /// listed as Created, not Stopped, until the create commits or is undone.
+    creating: Mutex<HashSet<String>>,
 }
 
 /// How far one run's console log was scanned for boot markers.
@@ -59,9 +62,24 @@ impl Runtime {
         lock(&self.vms).remove(id)
     }
 
+    /// Marks (or unmarks) the instance's create as under way.
+    pub(crate) fn set_creating(&self, id: &str, creating: bool) {
+        if creating {
+            lock(&self.creating).insert(id.to_string());
+        } else {
+            lock(&self.creating).remove(id);
+        }
+    }
+
+    /// Whether the instance's create is under way.
+    pub(crate) fn is_creating(&self, id: &str) -> bool {
+        lock(&self.creating).contains(id)
+    }
+
     /// Forgets everything about a deleted instance.
     pub(crate) fn forget(&self, id: &str) {
         self.ended(id);
+        self.set_creating(id, false);
         lock(&self.markers).remove(id);
         self.snapshot_changed(id);
     }

@@ -70,6 +70,7 @@ impl Engine {
         lock: tokio::sync::OwnedMutexGuard<()>,
     ) -> Staged {
         let mut staged = self.stage(id.as_str());
+        self.runtime.set_creating(id.as_str(), true);
         if let Some(parts) = staged.parts.as_mut() {
             parts.created = Some(Created {
                 dir: self.paths.instance_dir(id),
@@ -86,7 +87,11 @@ impl Engine {
 impl Staged {
     /// The instance runs: keep everything.
     pub(crate) fn commit(mut self) {
-        self.parts = None;
+        if let Some(parts) = self.parts.take()
+            && parts.created.is_some()
+        {
+            parts.runtime.set_creating(&parts.id, false);
+        }
     }
 
     /// Undoes everything the stage may have acquired, newest first.

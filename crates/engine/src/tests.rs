@@ -615,6 +615,8 @@ async fn a_delete_during_a_create_waits_and_then_deletes_everything() {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
     let id = id.expect("the create's record");
+    // Not Stopped: it is being created.
+    assert_eq!(engine.get(&id).await.unwrap().state, InstanceState::Created);
     engine.delete(&id).await.unwrap();
     let created = creating.await.unwrap().unwrap();
     assert_eq!(created.id, id);
@@ -1169,4 +1171,47 @@ async fn the_list_reuses_a_rendering_only_while_what_it_shows_is_unchanged() {
     assert_eq!(list[0].restart_policy, Some(json!({"policy": "always"})));
     engine.delete(&plain.id).await.unwrap();
     assert_eq!(listed().await.1.len(), 1);
+}
+
+/// The create lock covers the name and volume claims, not the boot: while one create is
+/// slow to boot, another is stored and listed at once.
+#[tokio::test]
+async fn a_slow_create_does_not_hold_up_another() {
+    let r = rig();
+    r.fake.set_script(Script {
+        start_delay: std::time::Duration::from_secs(30),
+        ..Script::default()
+    });
+    let engine = Arc::new(r.engine);
+    let spawn = |name: &'static str| {
+        let engine = engine.clone();
+        tokio::spawn(async move { engine.create(agent_spec(name)).await })
+    };
+    let listed = |n: usize| {
+        let engine = engine.clone();
+        async move {
+            for _ in 0..500 {
+                let all = engine.list(&ListFilter::default()).await.unwrap();
+                if all.len() == n {
+                    return all;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            panic!("{n} instances were never listed");
+        }
+    };
+    let first = spawn("slow-1");
+    listed(1).await;
+    let second = spawn("slow-2");
+    // Both are being created at once; before, the second waited for the first's boot.
+    let both = listed(2).await;
+    assert!(
+        both.iter().all(|i| i.state == InstanceState::Created),
+        "{both:?}"
+    );
+    // A third with a taken name is still refused while the first boots.
+    let err = engine.create(agent_spec("slow-1")).await.unwrap_err();
+    assert!(matches!(err, EngineError::NameConflict(_)), "{err}");
+    first.abort();
+    second.abort();
 }

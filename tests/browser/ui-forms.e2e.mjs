@@ -300,4 +300,24 @@ describe("create form", () => {
     assert.ok(created);
     await ui.engine.client.instances.delete(created.id);
   });
+
+  test("an image with nothing to run is caught before sending, and a Command fixes it", async (t) => {
+    const { page, apiCalls } = await openForm(t);
+    const empty = "docker.io/library/scratchy:1";
+    await stubImage(page, empty, { entrypoint: null, cmd: null });
+    await page.fill("#create-image", empty);
+    await page.fill("#create-name", "nothing-to-run");
+    await page.locator("#create-image-command", { hasText: "The image runs Entrypoint none, Cmd none." }).waitFor();
+    assert.equal(await page.locator("#will-run-warning").innerText(), "Nothing to run: the image has no Entrypoint or Cmd. Give a Command.");
+    await page.click("#create-submit");
+    const cmd = page.locator('.field-error[data-field="cmd"]');
+    await cmd.waitFor();
+    assert.equal(await cmd.innerText(), "The image has no Entrypoint or Cmd: give a Command");
+    assert.equal(await focused(page), "create-cmd");
+    assert.deepEqual(writes(apiCalls), []);
+    await page.fill("#create-cmd", "/bin/true");
+    assert.equal(await cmd.count(), 0);
+    assert.equal(await page.locator("#will-run-argv").innerText(), "/bin/true");
+    assert.equal(await page.locator("#will-run-warning").count(), 0);
+  });
 });

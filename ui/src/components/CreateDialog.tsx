@@ -258,8 +258,12 @@ export function CreateDialog({ api, onClose, onCreated }: { api: Hypeman; onClos
 
   const submit = async (): Promise<void> => {
     const { body, errors: local } = buildCreateBody(draft, backend);
+    // With the image's own command known, "nothing to run" is caught here too.
+    if (lookup?.state === "known" && !local.cmd && !local.entrypoint && willRun(lookup, shellWords(draft.entrypoint).words, shellWords(draft.cmd).words)?.length === 0) {
+      local.cmd = "The image has no Entrypoint or Cmd: give a Command";
+    }
     setErrors(local);
-    if (!body) {
+    if (!body || Object.keys(local).length > 0) {
       setFocusTick((t) => t + 1);
       return;
     }
@@ -276,8 +280,9 @@ export function CreateDialog({ api, onClose, onCreated }: { api: Hypeman; onClos
       if (currentImage.current === body.image) fail("image", explainPull(problem(e, ""), body.image));
       return;
     }
+    // Now pulled, the image's own command is known: ask for it (a pull's answer may not carry it).
     if (currentImage.current === body.image && pulled.status === "ready") {
-      setLookup({ state: "known", entrypoint: pulled.entrypoint ?? [], cmd: pulled.cmd ?? [] });
+      void lookUpImage(api, body.image, abort.current.signal).then((l) => currentImage.current === body.image && setLookup(l));
     }
     try {
       setBusy("creating");

@@ -216,7 +216,8 @@ export function CreateDialog({ api, onClose, onCreated }: { api: Hypeman; onClos
 
   const focusField = (field: Field): void => {
     const id = inputId(field, draftRef.current);
-    const el = id ? document.getElementById(id) : document.getElementById("create-summary");
+    // A field without an input on screen (a form-wide error, a hidden hypervisor choice): the summary.
+    const el = (id ? document.getElementById(id) : null) ?? document.getElementById("create-summary");
     if (!el) return;
     el.closest("details")?.setAttribute("open", "");
     el.scrollIntoView({ block: "center" });
@@ -378,14 +379,16 @@ export function CreateDialog({ api, onClose, onCreated }: { api: Hypeman; onClos
                     <span className="label">Variable in the sandbox</span>
                     <input id={`cred-key-${i}`} value={c.key} placeholder="OPENAI_API_KEY" spellCheck={false} {...aria("key")} onChange={(e) => setCred(i, { key: e.target.value })} />
                   </label>
-                  <label>
-                    <span className="label" title="Or a reference resolved on the engine's machine: op://vault/item/field, keychain:service/account, cmd:gh auth token">
-                      Real key
-                    </span>
-                    <input id={`cred-value-${i}`} type="password" autoComplete="off" value={c.value} {...aria("value")} onChange={(e) => setCred(i, { value: e.target.value })} />
-                  </label>
-                  <KeychainPicker api={api} id={`cred-keychain-${String(i)}`} onPick={(reference) => setCred(i, { value: reference })} />
-                  <p className="hint">Kept in the keychain, never shown again. Or a reference: op://vault/item/field, keychain:service/account, cmd:gh auth token.</p>
+                  <div className="cred-value">
+                    <label>
+                      <span className="label" title="Or a reference resolved on the engine's machine: op://vault/item/field, keychain:service/account, cmd:gh auth token">
+                        Real key
+                      </span>
+                      <input id={`cred-value-${i}`} type="password" autoComplete="off" value={c.value} {...aria("value")} onChange={(e) => setCred(i, { value: e.target.value })} />
+                    </label>
+                    <KeychainPicker api={api} id={`cred-keychain-${String(i)}`} onPick={(reference) => setCred(i, { value: reference })} />
+                    <p className="hint">Kept in the keychain, never shown again. Or a reference: op://vault/item/field, keychain:service/account, cmd:gh auth token.</p>
+                  </div>
                 </div>
                 <label>
                   <span className="label">Send it only to</span>

@@ -46,7 +46,8 @@ async function stubImage(page, name, config) {
     "access-control-allow-methods": "GET, POST, OPTIONS",
   };
   const image = { name, status: "ready", digest: `sha256:${"ab".repeat(32)}`, created_at: new Date().toISOString(), ...config };
-  const stub = { lookups: 0, pulls: 0 };
+  // `stub.image.status` may be changed by the test (e.g. "pulling", then "ready").
+  const stub = { lookups: 0, pulls: 0, image };
   await page.route(
     (url) => url.href.startsWith(ui.engine.url) && (url.pathname === "/images" || decodeURIComponent(url.pathname) === `/images/${name}`),
     async (route) => {
@@ -58,7 +59,7 @@ async function stubImage(page, name, config) {
       } else {
         stub.lookups++;
       }
-      return route.fulfill({ status: request.method() === "POST" ? 202 : 200, headers: { ...cors, "content-type": "application/json" }, json: image });
+      return route.fulfill({ status: request.method() === "POST" ? 202 : 200, headers: { ...cors, "content-type": "application/json" }, json: stub.image });
     },
   );
   return stub;
@@ -319,5 +320,25 @@ describe("create form", () => {
     assert.equal(await cmd.count(), 0);
     assert.equal(await page.locator("#will-run-argv").innerText(), "/bin/true");
     assert.equal(await page.locator("#will-run-warning").count(), 0);
+  });
+
+  test("changing the image during its pull takes the pull bar away and creates nothing", async (t) => {
+    const { page, apiCalls } = await openForm(t);
+    const slow = "docker.io/library/slowpoke:1";
+    const stub = await stubImage(page, slow, { entrypoint: null, cmd: ["/bin/sh"], status: "pulling", bytes_done: 1024, bytes_total: 4096 });
+    await page.fill("#create-image", slow);
+    await page.fill("#create-name", "never-created");
+    await page.click("#create-submit");
+    await page.locator('.pull[data-status="pulling"]').waitFor();
+    assert.equal(await page.locator("#create-submit").innerText(), "Pulling image…");
+    await page.fill("#create-image", ALPINE);
+    assert.equal(await page.locator(".pull").count(), 0);
+    // The pull finishes after the change: no bar comes back, and no create goes out.
+    stub.image = { ...stub.image, status: "ready" };
+    await page.locator("#create-submit", { hasText: /^Create$/ }).waitFor();
+    await new Promise((r) => setTimeout(r, 800));
+    assert.equal(await page.locator(".pull").count(), 0);
+    assert.ok(!apiCalls.includes("POST /instances"), apiCalls.join(", "));
+    assert.equal((await ui.engine.client.instances.list()).filter((i) => i.name === "never-created").length, 0);
   });
 });

@@ -315,6 +315,9 @@ describe("the create form explains before sending", () => {
     expect(imageProblem("docker.io/library/alpine:latest")).toBeNull();
     expect(imageProblem("localhost:5000/vm/curl:1")).toBeNull();
     expect(imageProblem("Registry.Example.com/team/app:V1")).toBeNull();
+    expect(imageProblem("MyRegistry/app")).toBeNull();
+    expect(imageProblem("alpine@sha256:" + "a".repeat(64))).toBeNull();
+    expect(imageProblem("Alpine")).toBe('Image names are lowercase: "alpine"');
     expect(imageProblem("")).toContain("Choose an image");
     expect(imageProblem("alpine latest")).toContain("no spaces");
     expect(imageProblem("docker.io/Library/Alpine:latest")).toBe('Image names are lowercase: "docker.io/library/alpine:latest"');

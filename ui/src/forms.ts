@@ -191,8 +191,9 @@ export function imageProblem(raw: string): string | null {
   if (image === "") return "Choose an image, e.g. docker.io/library/alpine:latest";
   if (/\s/.test(image)) return "An image reference has no spaces, e.g. docker.io/library/alpine:latest";
   const [first, ...rest] = image.split("@")[0]!.split("/");
-  // docker's rule: the first component is a registry when it has a dot, a colon or is localhost.
-  const path = first && rest.length && (/[.:]/.test(first) || first === "localhost") ? rest.join("/") : [first, ...rest].join("/");
+  // docker's rule: the first component is a registry when it has a dot, a colon or a capital
+  // letter, or is localhost.
+  const path = first && rest.length && (/[.:A-Z]/.test(first) || first === "localhost") ? rest.join("/") : [first, ...rest].join("/");
   const repository = path.replace(/:[^/]*$/, "");
   if (/[A-Z]/.test(repository)) return `Image names are lowercase: ${JSON.stringify(image.replace(repository, repository.toLowerCase()))}`;
   return null;

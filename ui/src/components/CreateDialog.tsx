@@ -281,8 +281,13 @@ export function CreateDialog({ api, onClose, onCreated }: { api: Hypeman; onClos
       if (currentImage.current === body.image) fail("image", explainPull(problem(e, ""), body.image));
       return;
     }
+    // The image was changed during the pull: the form no longer says to create this one.
+    if (currentImage.current !== body.image) {
+      setBusy("");
+      return;
+    }
     // Now pulled, the image's own command is known: ask for it (a pull's answer may not carry it).
-    if (currentImage.current === body.image && pulled.status === "ready") {
+    if (pulled.status === "ready") {
       void lookUpImage(api, body.image, abort.current.signal).then((l) => currentImage.current === body.image && setLookup(l));
     }
     try {

@@ -1,7 +1,8 @@
-// Pure form logic: the create form → an `InstanceCreateParams` body (with the mistakes we can
-// see before sending), API errors → the field they belong to, the new-volume form, and the
-// rotation form (which keys rotate, paste parsing, what to send). Vitest covers all of it
-// (forms.test.ts).
+// Pure form logic: the create form → an `InstanceCreateParams` body with every mistake we can
+// see before sending (name, memory size, image, tags, command, credentials), API errors → the
+// field they belong to and a plain sentence (`explain`), what an instance will run (`willRun`,
+// Docker's rules) and its traps, the new-volume form, and the rotation form (which keys rotate,
+// paste parsing, what to send). Vitest covers all of it (forms.test.ts).
 import type Hypeman from "@onkernel/hypeman";
 
 import type { BackendCaps, Problem } from "./model";

@@ -2,7 +2,19 @@ import { describe, expect, test } from "vitest";
 
 import {
   allowedKeysFrom,
+  argvWarning,
   buildCreateBody,
+  credentialProblem,
+  explain,
+  explainPull,
+  fieldRank,
+  imageProblem,
+  memoryProblem,
+  NAME_PATTERN,
+  nameProblem,
+  shellQuote,
+  suggestName,
+  willRun,
   buildVolumeParams,
   emptyCredential,
   emptyDraft,
@@ -274,5 +286,153 @@ describe("hypervisor", () => {
       "network",
     );
     expect(fieldOf({ code: "not_supported", message: "hypervisor vz is not available on this host: only on macOS" }, d)).toBe("hypervisor");
+  });
+});
+
+describe("the create form explains before sending", () => {
+  test("the name rule is upstream's regex, and each mistake says what to write", () => {
+    // The OpenAPI spec's CreateInstanceRequest.name pattern, character for character.
+    expect(NAME_PATTERN.source).toBe("^[a-z0-9]([a-z0-9-]*[a-z0-9])?$");
+    for (const ok of ["a", "my-agent-1", "0x", "a".repeat(63)]) expect(nameProblem(ok)).toBeNull();
+    expect(nameProblem("")).toBe("Give the instance a name, e.g. my-agent");
+    expect(nameProblem("My_Agent")).toBe('Use lowercase letters, digits and dashes only (not capital letters). Try "my-agent".');
+    expect(nameProblem("my agent!")).toBe('Use lowercase letters, digits and dashes only (not spaces, "!"). Try "my-agent".');
+    expect(nameProblem("-web-")).toBe('A name cannot start or end with a dash. Try "web".');
+    expect(nameProblem("a".repeat(64))).toBe("A name has at most 63 characters; this one has 64");
+    expect(suggestName("  Web Server__2 ")).toBe("web-server-2");
+    expect(suggestName("!!!")).toBe("");
+  });
+
+  test("memory uses upstream's size syntax, bits are refused, and 64MB is the least", () => {
+    for (const ok of ["512MB", "1GB", "2g", "1 GiB", "1073741824", "64mb"]) expect(memoryProblem(ok)).toBeNull();
+    expect(memoryProblem("lots")).toBe('"lots" is not a size like 1GB or 512MB');
+    expect(memoryProblem("1.5GB")).toBe('"1.5GB" is not a size like 1GB or 512MB');
+    expect(memoryProblem("512Mb")).toBe("512Mb is in bits; write 512MB for bytes");
+    expect(memoryProblem("16MB")).toBe("16MB is less than 64MB, too little to boot");
+  });
+
+  test("image references: spaces and capitals in the repository are caught", () => {
+    expect(imageProblem("docker.io/library/alpine:latest")).toBeNull();
+    expect(imageProblem("localhost:5000/vm/curl:1")).toBeNull();
+    expect(imageProblem("Registry.Example.com/team/app:V1")).toBeNull();
+    expect(imageProblem("MyRegistry/app")).toBeNull();
+    expect(imageProblem("alpine@sha256:" + "a".repeat(64))).toBeNull();
+    expect(imageProblem("Alpine")).toBe('Image names are lowercase: "alpine"');
+    expect(imageProblem("")).toContain("Choose an image");
+    expect(imageProblem("alpine latest")).toContain("no spaces");
+    expect(imageProblem("docker.io/Library/Alpine:latest")).toBe('Image names are lowercase: "docker.io/library/alpine:latest"');
+  });
+
+  test("tags follow the API's character rules", () => {
+    expect(buildCreateBody(draft({ tags: "team=ml, owner=a@b.c" })).body?.tags).toEqual({ team: "ml", owner: "a@b.c" });
+    expect(buildCreateBody(draft({ tags: "bad key!=x" })).errors.tags).toBe('The tag key "bad key!" can only use letters, digits, spaces and _ . : / = + @ -');
+    expect(buildCreateBody(draft({ tags: "k=v;rm" })).errors.tags).toContain('The value of tag "k"');
+  });
+
+  test("every mistake at once, in the form's order", () => {
+    const { body, errors } = buildCreateBody(draft({ name: "My_Agent", memory: "lots", tags: "bad key!=x", env: "oops", cmd: "echo 'x" }));
+    expect(body).toBeNull();
+    expect(Object.keys(errors).sort((a, b) => fieldRank(a as never) - fieldRank(b as never))).toEqual(["name", "memory", "cmd", "env", "tags"]);
+    expect(errors.memory).toBe('"lots" is not a size like 1GB or 512MB');
+    expect(errors.cmd).toBe("The command has an unclosed ' quote");
+    expect(fieldRank("credentials.1")).toBeGreaterThan(fieldRank("credentials.0"));
+    expect(fieldRank("credentials.9")).toBeLessThan(fieldRank("cmd"));
+  });
+
+  test("a credential's mistake names the input it is about", () => {
+    const c = (over: object) => ({ ...emptyCredential(), key: "K", value: "v", ...over });
+    expect(credentialProblem(c({}), [], {})).toBeNull();
+    expect(credentialProblem(c({ key: "" }), [], {})?.part).toBe("key");
+    expect(credentialProblem(c({ key: "1K" }), [], {})?.part).toBe("key");
+    expect(credentialProblem(c({}), ["K"], {})).toEqual({ part: "key", message: "K is used by two credentials" });
+    expect(credentialProblem(c({ sourceEnv: "a-b" }), [], {})?.part).toBe("source");
+    expect(credentialProblem(c({ value: "" }), [], {})?.part).toBe("value");
+    expect(credentialProblem(c({ value: "", sourceEnv: "FROM_ENV" }), [], { FROM_ENV: "x" })).toBeNull();
+    expect(credentialProblem(c({ format: "Bearer" }), [], {})?.part).toBe("format");
+    expect(credentialProblem(c({ header: " " }), [], {})?.part).toBe("header");
+  });
+
+  test("an entrypoint override is sent as words", () => {
+    expect(buildCreateBody(draft({ entrypoint: "/bin/sh -c", cmd: "'echo hi'" })).body).toMatchObject({ entrypoint: ["/bin/sh", "-c"], cmd: ["echo hi"] });
+    expect(buildCreateBody(draft({})).body).not.toHaveProperty("entrypoint");
+    expect(buildCreateBody(draft({ entrypoint: '"oops' })).errors.entrypoint).toBe('The entrypoint has an unclosed " quote');
+  });
+});
+
+describe("the API's errors in plain words", () => {
+  const d = draft({ name: "Bad_Name", memory: "lots" });
+  const say = (code: string, message: string, over: Partial<CreateDraft> = {}) => explain({ code, message }, { ...d, ...over });
+
+  test("known answers become sentences on their field", () => {
+    expect(say("name_conflict", 'instance name "dup" already exists')).toEqual({ field: "name", message: 'An instance named "dup" already exists. Choose another name.' });
+    expect(
+      say("Bad Request", 'request body has an error: doesn\'t match schema #/components/schemas/CreateInstanceRequest: Error at "/name": string doesn\'t match the regular expression "^[a-z0-9]([a-z0-9-]*[a-z0-9])?$"'),
+    ).toEqual({ field: "name", message: 'Use lowercase letters, digits and dashes only (not capital letters). Try "bad-name".' });
+    expect(say("invalid_size", 'invalid size format: strconv.UnmarshalText: parsing "lots": invalid syntax')).toEqual({ field: "memory", message: '"lots" is not a size like 1GB or 512MB' });
+    expect(say("invalid_size", 'invalid size format: strconv.UnmarshalText: parsing "1Gb": unit with capital unit prefix and lower case unit (b) - bits, not bytes').message).toBe(
+      "1Gb is in bits; write 1GB for bytes",
+    );
+    expect(say("invalid_request", "invalid request: vcpus 99 exceeds maximum allowed 16 per instance")).toEqual({ field: "vcpus", message: "This server allows at most 16 vCPUs per instance" });
+    expect(say("invalid_request", "invalid request: total memory 64.0 GB exceeds the maximum of 32.0 GB per instance")).toEqual({
+      field: "memory",
+      message: "This server allows at most 32 GB of memory per instance",
+    });
+    expect(say("Bad Request", 'request body has an error: doesn\'t match schema #/components/schemas/CreateInstanceRequest: Error at "/tags": property "a b!": string doesn\'t match the regular expression "^[A-Za-z0-9 _.:/=+@-]+$"')).toEqual({
+      field: "tags",
+      message: 'The tag "a b!" can only use letters, digits, spaces and _ . : / = + @ -',
+    });
+    expect(say("invalid_name", "invalid image reference", { image: "Not Valid" })).toEqual({ field: "image", message: '"Not Valid" is not an image reference like docker.io/library/alpine:latest' });
+    expect(say("port_in_use", "host port 8080/tcp is already in use")).toEqual({ field: "ports", message: "Host port 8080/tcp is already in use. Choose another host port." });
+    expect(say("invalid_request", "invalid request: no command to run: the image has no Entrypoint or Cmd and none was given")).toEqual({
+      field: "cmd",
+      message: "The image has no Entrypoint or Cmd: give a Command",
+    });
+    // No regex, no OpenAPI path, no Go function in any of them.
+    for (const m of [say("invalid_size", 'invalid size format: strconv.UnmarshalText: parsing "lots": invalid syntax').message]) expect(m).not.toMatch(/strconv|#\/components|\^\[/);
+  });
+
+  test("an unknown answer keeps the server's words and code", () => {
+    expect(say("insufficient_quota", "quota of 3 instances reached")).toEqual({ field: "form", message: "quota of 3 instances reached (insufficient_quota)" });
+    expect(say("invalid_request", "invalid request: env.FOO is reserved")).toEqual({ field: "env", message: "invalid request: env.FOO is reserved (invalid_request)" });
+  });
+
+  test("pull failures", () => {
+    expect(explainPull({ code: "image_pull_failed", message: "manifest unknown" }, "x:1")).toBe("Could not pull x:1: manifest unknown");
+    expect(explainPull({ code: "dependency_missing", message: "no image cache" }, "x:1")).toBe("This server cannot pull images: no image cache");
+    expect(explainPull({ code: "teapot", message: "short and stout" }, "x:1")).toBe("Could not pull x:1: short and stout (teapot)");
+  });
+});
+
+describe("what will run", () => {
+  const image = { entrypoint: ["/bin/sh", "-c"], cmd: ["sleep infinity"] };
+
+  test("Docker's rules: Command replaces Cmd; an Entrypoint override drops the image's Cmd", () => {
+    expect(willRun(image, [], [])).toEqual(["/bin/sh", "-c", "sleep infinity"]);
+    expect(willRun(image, [], ["echo hi"])).toEqual(["/bin/sh", "-c", "echo hi"]);
+    expect(willRun(image, ["/bin/echo"], [])).toEqual(["/bin/echo"]);
+    expect(willRun(image, ["/bin/echo"], ["a", "b"])).toEqual(["/bin/echo", "a", "b"]);
+    expect(willRun({ entrypoint: null, cmd: ["/bin/sh"] }, [], [])).toEqual(["/bin/sh"]);
+    expect(willRun({}, [], [])).toEqual([]);
+    // Not known yet: only an Entrypoint override makes the argv certain.
+    expect(willRun(null, [], ["echo"])).toBeNull();
+    expect(willRun(null, ["/bin/true"], [])).toEqual(["/bin/true"]);
+  });
+
+  test("the idle-shell trap is named, with the fix", () => {
+    const argv = willRun(image, [], ["sh", "-c", "echo hi; sleep 1"])!;
+    expect(shellQuote(argv)).toBe("/bin/sh -c sh -c 'echo hi; sleep 1'");
+    expect(argvWarning(argv)).toBe(
+      `/bin/sh -c runs only "sh"; the words after it become its $0, $1…, so this starts an idle shell. Write the Command as one quoted word: 'echo hi; sleep 1'.`,
+    );
+    expect(argvWarning(["/bin/sh", "-c", "echo", "hello"])).toContain('runs only "echo"');
+    expect(argvWarning(["/bin/sh", "-c", "echo hi; sleep 1"])).toBeNull();
+    expect(argvWarning(["sh", "-c", "echo $0", "name"])).toBeNull();
+    expect(argvWarning(["/usr/bin/python3", "-c", "x", "y"])).toBeNull();
+    expect(argvWarning([])).toContain("Nothing to run");
+  });
+
+  test("shell quoting round-trips through shellWords", () => {
+    const words = ["sh", "-c", "it's a \"test\"", "", "plain/path:1"];
+    expect(shellWords(shellQuote(words)).words).toEqual(words);
   });
 });

@@ -1,7 +1,8 @@
-// Pure form logic: the create form → an `InstanceCreateParams` body (with the mistakes we can
-// see before sending), API errors → the field they belong to, the new-volume form, and the
-// rotation form (which keys rotate, paste parsing, what to send). Vitest covers all of it
-// (forms.test.ts).
+// Pure form logic: the create form → an `InstanceCreateParams` body with every mistake we can
+// see before sending (name, memory size, image, tags, command, credentials), API errors → the
+// field they belong to and a plain sentence (`explain`), what an instance will run (`willRun`,
+// Docker's rules) and its traps, the new-volume form, and the rotation form (which keys rotate,
+// paste parsing, what to send). Vitest covers all of it (forms.test.ts).
 import type Hypeman from "@onkernel/hypeman";
 
 import type { BackendCaps, Problem } from "./model";
@@ -33,6 +34,8 @@ export interface CreateDraft {
   memory: string;
   /** Overrides the image's CMD, as shell words (`sh -c 'echo hi'`); empty: the image's. */
   cmd: string;
+  /** Overrides the image's ENTRYPOINT (and so drops its CMD), as shell words; empty: the image's. */
+  entrypoint: string;
   /** `KEY=value` lines. */
   env: string;
   /** `key=value` lines or comma separated. */
@@ -60,6 +63,7 @@ export function emptyDraft(): CreateDraft {
     vcpus: "",
     memory: "",
     cmd: "",
+    entrypoint: "",
     env: "",
     tags: "",
     ports: "",
@@ -79,6 +83,7 @@ export type Field =
   | "vcpus"
   | "memory"
   | "cmd"
+  | "entrypoint"
   | "env"
   | "tags"
   | "ports"
@@ -90,6 +95,114 @@ export type Field =
 export type FieldErrors = Partial<Record<Field, string>>;
 
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+/** The fields in the order the create form shows them: the first bad one gets the focus. */
+export const FIELD_ORDER: readonly string[] = ["image", "name", "vcpus", "memory", "hypervisor", "credentials", "cmd", "entrypoint", "env", "tags", "volumes", "ports", "network", "form"];
+
+/** Where `field` comes in the form (credentials by row), for sorting errors the way the eye reads. */
+export function fieldRank(field: Field): number {
+  const m = /^credentials\.(\d+)$/.exec(field);
+  const base = FIELD_ORDER.indexOf(m ? "credentials" : field);
+  return (base < 0 ? FIELD_ORDER.length : base) * 1000 + (m ? Number(m[1]) : 0);
+}
+
+/** What a field is called in sentences and in the error summary. */
+export function fieldLabel(field: Field): string {
+  const m = /^credentials\.(\d+)$/.exec(field);
+  if (m) return `Credential ${Number(m[1]) + 1}`;
+  const labels: Record<string, string> = {
+    image: "Image",
+    name: "Name",
+    vcpus: "vCPUs",
+    memory: "Memory",
+    hypervisor: "Hypervisor",
+    cmd: "Command",
+    entrypoint: "Entrypoint",
+    env: "Environment",
+    tags: "Tags",
+    volumes: "Volumes",
+    ports: "Forwarded ports",
+    network: "Network",
+    form: "Create",
+  };
+  return labels[field] ?? field;
+}
+
+/** Upstream's rule for instance names (`CreateInstanceRequest.name` in the OpenAPI spec). */
+export const NAME_PATTERN = /^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/;
+export const NAME_MAX = 63;
+/** The name rule in words, shown under the name field. */
+export const NAME_RULE = "Lowercase letters, digits and dashes; it starts and ends with a letter or digit (at most 63 characters).";
+
+/** A name that follows the rule, made from `name` (`My_Agent 2` → `my-agent-2`), or "" if none. */
+export function suggestName(name: string): string {
+  return name
+    .trim()
+    .toLowerCase()
+    .replace(/[^a-z0-9-]+/g, "-")
+    .replace(/-{2,}/g, "-")
+    .replace(/^-+|-+$/g, "")
+    .slice(0, NAME_MAX)
+    .replace(/-+$/, "");
+}
+
+/** Why `name` is not a valid instance name, in a sentence; null when it is. */
+export function nameProblem(raw: string): string | null {
+  const name = raw.trim();
+  if (name === "") return "Give the instance a name, e.g. my-agent";
+  if (name.length > NAME_MAX) return `A name has at most ${NAME_MAX} characters; this one has ${name.length}`;
+  if (NAME_PATTERN.test(name)) return null;
+  const suggestion = suggestName(name);
+  const tryIt = suggestion && suggestion !== name ? ` Try "${suggestion}".` : "";
+  if (/^[a-z0-9-]+$/.test(name)) return `A name cannot start or end with a dash.${tryIt}`;
+  const bad = [...new Set(name.replace(/[a-z0-9-]/g, ""))];
+  const what = bad.some((c) => /[A-Z]/.test(c))
+    ? "capital letters"
+    : bad.map((c) => (c === " " ? "spaces" : `"${c}"`)).join(", ");
+  return `Use lowercase letters, digits and dashes only (not ${what}).${tryIt}`;
+}
+
+const SIZE = /^(\d+)\s*([a-z]*)$/i;
+const SIZE_UNIT: Record<string, number> = { "": 1, b: 1, k: 1024, kb: 1024, kib: 1024, m: 1024 ** 2, mb: 1024 ** 2, mib: 1024 ** 2, g: 1024 ** 3, gb: 1024 ** 3, gib: 1024 ** 3, t: 1024 ** 4, tb: 1024 ** 4, tib: 1024 ** 4 };
+
+/** Bytes of a memory size in upstream's syntax (`1GB`, `512mb`, `2G`; binary units), or null. */
+export function sizeBytesOf(text: string): number | null {
+  const m = SIZE.exec(text.trim());
+  if (!m || /^[KMGT]b$/.test(m[2]!)) return null;
+  const unit = SIZE_UNIT[m[2]!.toLowerCase()];
+  return unit === undefined ? null : Number(m[1]) * unit;
+}
+
+/**
+ * Why `text` is not a memory size a VM can boot with; null when it is. The Settings page checks
+ * its default memory with the same words.
+ */
+export function memoryProblem(text: string): string | null {
+  const size = text.trim();
+  if (/^\d+\s*[KMGT]b$/.test(size)) return `${size} is in bits; write ${size.slice(0, -1)}B for bytes`;
+  const bytes = sizeBytesOf(size);
+  if (bytes === null) return `${JSON.stringify(text)} is not a size like 1GB or 512MB`;
+  if (bytes < 64 * 1024 ** 2) return `${size} is less than 64MB, too little to boot`;
+  return null;
+}
+
+/** Why `image` is not an OCI reference the server will take (the obvious cases); null otherwise. */
+export function imageProblem(raw: string): string | null {
+  const image = raw.trim();
+  if (image === "") return "Choose an image, e.g. docker.io/library/alpine:latest";
+  if (/\s/.test(image)) return "An image reference has no spaces, e.g. docker.io/library/alpine:latest";
+  const [first, ...rest] = image.split("@")[0]!.split("/");
+  // docker's rule: the first component is a registry when it has a dot, a colon or a capital
+  // letter, or is localhost.
+  const path = first && rest.length && (/[.:A-Z]/.test(first) || first === "localhost") ? rest.join("/") : [first, ...rest].join("/");
+  const repository = path.replace(/:[^/]*$/, "");
+  if (/[A-Z]/.test(repository)) return `Image names are lowercase: ${JSON.stringify(image.replace(repository, repository.toLowerCase()))}`;
+  return null;
+}
+
+const TAG_KEY = /^[A-Za-z0-9 _.:/=+@-]+$/;
+const TAG_VALUE = /^[A-Za-z0-9 _.:/=+@-]*$/;
+const TAG_CHARS = "letters, digits, spaces and _ . : / = + @ -";
 
 /**
  * Parses `KEY=value` lines (blank lines and `#` comments skipped; `export ` prefixes and one
@@ -161,8 +274,14 @@ export function parseTags(text: string): { tags: Record<string, string>; error: 
     const eq = item.indexOf("=");
     const key = (eq < 0 ? item : item.slice(0, eq)).trim();
     if (key === "") return { tags, error: `${JSON.stringify(item)} has no key` };
-    tags[key] = eq < 0 ? "" : item.slice(eq + 1).trim();
+    const value = eq < 0 ? "" : item.slice(eq + 1).trim();
+    if (!TAG_KEY.test(key)) return { tags, error: `The tag key ${JSON.stringify(key)} can only use ${TAG_CHARS}` };
+    if (!TAG_VALUE.test(value)) return { tags, error: `The value of tag ${JSON.stringify(key)} can only use ${TAG_CHARS}` };
+    if (key.length > 128) return { tags, error: `The tag key ${JSON.stringify(key.slice(0, 20))}… is longer than 128 characters` };
+    if (value.length > 256) return { tags, error: `The value of tag ${JSON.stringify(key)} is longer than 256 characters` };
+    tags[key] = value;
   }
+  if (Object.keys(tags).length > 50) return { tags, error: `At most 50 tags; there are ${Object.keys(tags).length}` };
   return { tags, error: null };
 }
 
@@ -247,6 +366,27 @@ export function parseHosts(text: string): string[] {
     .filter((h) => h !== "");
 }
 
+/** Which input of a credential row a mistake is about. */
+export type CredentialPart = "key" | "source" | "value" | "format" | "header";
+
+/**
+ * The first mistake in one credential row, in plain words, and which input it is about; null
+ * when the row is fine. `declared` are the names of the rows above it, `env` the Environment
+ * field's variables (a row may take its value from one of them).
+ */
+export function credentialProblem(c: CredentialDraft, declared: readonly string[], env: Record<string, string>): { part: CredentialPart; message: string } | null {
+  const key = c.key.trim();
+  const source = c.sourceEnv.trim() || key;
+  if (key === "") return { part: "key", message: "Name the variable the program reads the key from, e.g. OPENAI_API_KEY" };
+  if (!ENV_NAME.test(key)) return { part: "key", message: `${JSON.stringify(key)} is not a variable name: use letters, digits and _, not starting with a digit` };
+  if (declared.includes(key)) return { part: "key", message: `${key} is used by two credentials` };
+  if (!ENV_NAME.test(source)) return { part: "source", message: `${JSON.stringify(source)} is not a variable name: use letters, digits and _` };
+  if (c.value.trim() === "" && !(source in env)) return { part: "value", message: "Paste the real key (the program only ever sees a placeholder)" };
+  if (!c.format.includes("${value}")) return { part: "format", message: "The format must contain ${value}, where the real key goes" };
+  if (c.header.trim() === "") return { part: "header", message: "Name the header that carries the key, e.g. Authorization" };
+  return null;
+}
+
 /**
  * The create body for a draft, or the errors to show next to each field. `backend` is what
  * the chosen backend supports, when the server says (Hypedeck's `/hypervisors`). Only mistakes
@@ -257,8 +397,10 @@ export function buildCreateBody(draft: CreateDraft, backend?: BackendCaps): { bo
   const errors: FieldErrors = {};
   const image = draft.image.trim();
   const name = draft.name.trim();
-  if (image === "") errors.image = "Choose an image, e.g. docker.io/library/alpine:latest";
-  if (name === "") errors.name = "Give the instance a name";
+  const imageError = imageProblem(image);
+  if (imageError) errors.image = imageError;
+  const nameError = nameProblem(name);
+  if (nameError) errors.name = nameError;
 
   let vcpus: number | undefined;
   if (draft.vcpus.trim() !== "") {
@@ -266,8 +408,14 @@ export function buildCreateBody(draft: CreateDraft, backend?: BackendCaps): { bo
     if (!Number.isInteger(vcpus) || vcpus < 1) errors.vcpus = "A whole number of vCPUs, 1 or more";
   }
   const memory = draft.memory.trim().replace(/\s+/g, "");
+  if (memory !== "") {
+    const memoryError = memoryProblem(memory);
+    if (memoryError) errors.memory = memoryError;
+  }
   const cmd = shellWords(draft.cmd);
-  if (cmd.error) errors.cmd = cmd.error;
+  if (cmd.error) errors.cmd = `The command has an ${cmd.error}`;
+  const entrypoint = shellWords(draft.entrypoint);
+  if (entrypoint.error) errors.entrypoint = `The entrypoint has an ${entrypoint.error}`;
 
   const parsedEnv = parseEnvLines(draft.env);
   if (parsedEnv.error) errors.env = parsedEnv.error;
@@ -284,20 +432,8 @@ export function buildCreateBody(draft: CreateDraft, backend?: BackendCaps): { bo
   for (const [i, c] of draft.credentials.entries()) {
     const key = c.key.trim();
     const source = c.sourceEnv.trim() || key;
-    const field: Field = `credentials.${i}`;
-    if (!ENV_NAME.test(key)) {
-      errors[field] = "The env var name the guest sees, e.g. OPENAI_API_KEY";
-    } else if (key in credentials) {
-      errors[field] = `${key} is declared twice`;
-    } else if (!ENV_NAME.test(source)) {
-      errors[field] = "The source env var must be a valid variable name";
-    } else if (c.value.trim() === "" && !(source in env)) {
-      errors[field] = "Paste the real value; the guest only ever sees a mock";
-    } else if (!c.format.includes("${value}")) {
-      errors[field] = "The format must contain ${value}";
-    } else if (c.header.trim() === "") {
-      errors[field] = "Which header carries the credential, e.g. Authorization";
-    }
+    const problem = credentialProblem(c, Object.keys(credentials), env);
+    if (problem) errors[`credentials.${i}`] = problem.message;
     if (c.value !== "") env[source] = c.value;
     const hosts = parseHosts(c.hosts);
     credentials[key] = {
@@ -325,6 +461,7 @@ export function buildCreateBody(draft: CreateDraft, backend?: BackendCaps): { bo
   if (vcpus !== undefined) body.vcpus = vcpus;
   if (memory !== "") body.size = memory;
   if (cmd.words.length) body.cmd = cmd.words;
+  if (entrypoint.words.length) body.entrypoint = entrypoint.words;
   if (Object.keys(env).length) body.env = env;
   if (Object.keys(parsedTags.tags).length) body.tags = parsedTags.tags;
   if (parsedVolumes.volumes.length) body.volumes = parsedVolumes.volumes;
@@ -351,17 +488,19 @@ export function fieldOf(problem: Problem, draft: CreateDraft): Field {
   if (problem.code === "port_in_use" || /\bports\[/.test(m) || /^port forwarding/.test(m)) return "ports";
   if (problem.code === "not_supported" && /^egress enforcement/.test(m)) return "network";
   if (/^hypervisor \S+ is not available/.test(m)) return "hypervisor";
+  if (/no command to run/.test(m)) return "cmd";
   const credential = /credentials\["([^"]*)"\]/.exec(m);
   if (credential) {
     const i = draft.credentials.findIndex((c) => c.key.trim() === credential[1]);
     return i >= 0 ? `credentials.${i}` : "form";
   }
   const schemaField = /Error at "\/([a-z_]+)/.exec(m)?.[1];
-  const word = schemaField ?? /\b(image|name|vcpus|size|memory|cmd|env|tags|network|credentials)\b/.exec(m)?.[1];
+  const word = schemaField ?? /\b(image|name|vcpus|size|memory|cmd|entrypoint|env|tags|network|credentials)\b/.exec(m)?.[1];
   switch (word) {
     case "image":
     case "name":
     case "cmd":
+    case "entrypoint":
     case "vcpus":
     case "env":
     case "tags":
@@ -375,6 +514,140 @@ export function fieldOf(problem: Problem, draft: CreateDraft): Field {
     default:
       return "form";
   }
+}
+
+const capitalize = (text: string): string => text.charAt(0).toUpperCase() + text.slice(1);
+/** `"32.0 GB"` → `"32 GB"`. */
+const plainSize = (text: string): string => text.replace(/\.0 /, " ");
+
+/**
+ * An API error as a plain sentence next to the field it is about. Known codes and messages
+ * (upstream's and Hypedeck's) are translated; anything else keeps the server's own words and
+ * code, so nothing is lost.
+ */
+export function explain(problem: Problem, draft: CreateDraft): { field: Field; message: string } {
+  const m = problem.message;
+  const field = fieldOf(problem, draft);
+  const at = (f: Field, message: string) => ({ field: f, message });
+
+  // The OpenAPI schema check: `… Error at "/name": string doesn't match the regular expression "…"`.
+  const schema = /Error at "\/([^"]*)": (.*)$/.exec(m);
+  if (schema) {
+    const [path = "", detail = ""] = [schema[1], schema[2]];
+    const top = path.split("/")[0]!;
+    if (top === "name") return at("name", nameProblem(draft.name) ?? `The server refused the name: ${detail}`);
+    if (top === "vcpus") return at("vcpus", "A whole number of vCPUs, 1 or more");
+    if (top === "tags") {
+      const key = /property "([^"]*)"/.exec(detail)?.[1] ?? path.split("/")[1];
+      return at("tags", key !== undefined ? `The tag ${JSON.stringify(key)} can only use ${TAG_CHARS}` : `Tags can only use ${TAG_CHARS}`);
+    }
+    if (top === "hypervisor") return at("hypervisor", "This server does not know that hypervisor");
+    if (/property "[^"]*" is missing/.test(detail)) return at(field, `${fieldLabel(field)} is required`);
+    return at(field, `The server refused ${fieldLabel(field).toLowerCase()}: ${detail}`);
+  }
+
+  switch (problem.code) {
+    case "name_conflict":
+    case "already_exists": {
+      const name = /name "([^"]*)"/.exec(m)?.[1] ?? draft.name.trim();
+      return at("name", `An instance named "${name}" already exists. Choose another name.`);
+    }
+    case "invalid_size": {
+      const input = /parsing "([^"]*)"/.exec(m)?.[1] ?? draft.memory.trim();
+      return at("memory", /bits/.test(m) ? `${input} is in bits; write ${input.slice(0, -1)}B for bytes` : `${JSON.stringify(input)} is not a size like 1GB or 512MB`);
+    }
+    case "invalid_name":
+      if (/image reference/.test(m)) return at("image", `${JSON.stringify(draft.image.trim())} is not an image reference like docker.io/library/alpine:latest`);
+      break;
+    case "image_not_ready":
+      return at("image", "The image is still being pulled. Try again in a moment.");
+    case "port_in_use":
+      return at("ports", `${capitalize(m)}. Choose another host port.`);
+    case "insufficient_resources":
+      return at(field, `Not enough free resources on the host: ${m}`);
+    case "secrets_unavailable":
+      return at(field === "form" ? "form" : field, `The keychain cannot be reached, so credentials cannot be stored: ${m}`);
+    case "unreachable":
+      return at("form", `Cannot reach the server. ${capitalize(m)}`);
+    case "Unauthorized":
+    case "http_401":
+      return at("form", "The server refused the API token. Reconnect with a valid token.");
+    case "not_supported":
+      return at(field, `${capitalize(m)}.`);
+  }
+  const vcpus = /vcpus (\d+) exceeds maximum allowed (\d+)/.exec(m);
+  if (vcpus) return at("vcpus", `This server allows at most ${vcpus[2]} vCPUs per instance`);
+  const memory = /total memory (.+) exceeds the maximum of (.+) per instance/.exec(m);
+  if (memory) return at("memory", `This server allows at most ${plainSize(memory[2]!)} of memory per instance`);
+  if (/no command to run/.test(m)) return at("cmd", "The image has no Entrypoint or Cmd: give a Command");
+  if (problem.code === "dependency_missing" && field === "form" && /image/.test(m)) return at("image", `This server cannot pull images: ${m}`);
+  return at(field, `${m} (${problem.code})`);
+}
+
+/** A failed image pull (`POST /images`, then following it) as a plain sentence for the image field. */
+export function explainPull(problem: Problem, image: string): string {
+  const m = problem.message;
+  switch (problem.code) {
+    case "image_pull_failed":
+      return `Could not pull ${image}: ${m}`;
+    case "invalid_name":
+    case "Bad Request":
+      return `${JSON.stringify(image)} is not an image reference like docker.io/library/alpine:latest`;
+    case "not_found":
+      return `${image} was not found in its registry`;
+    case "rate_limited":
+      return `The registry is limiting pulls right now; try again later or log in to the registry (${m})`;
+    case "dependency_missing":
+      return `This server cannot pull images: ${m}`;
+    case "unreachable":
+      return `Cannot reach the server to pull ${image}. ${capitalize(m)}`;
+  }
+  return `Could not pull ${image}: ${m} (${problem.code})`;
+}
+
+// ---- What will run ----
+
+/** An image's own start command, as `GET /images/{name}` reports it. */
+export interface ImageCommand {
+  entrypoint?: string[] | null;
+  cmd?: string[] | null;
+}
+
+/**
+ * The argv an instance runs, with Docker's rules (and the engine's, `resolve_argv`): an
+ * Entrypoint override drops the image's Cmd; a Command replaces the image's Cmd. `image` null:
+ * not known yet, so the argv is known only when the Entrypoint is overridden.
+ */
+export function willRun(image: ImageCommand | null, entrypoint: string[], cmd: string[]): string[] | null {
+  if (entrypoint.length) return [...entrypoint, ...cmd];
+  if (!image) return null;
+  return [...(image.entrypoint ?? []), ...(cmd.length ? cmd : (image.cmd ?? []))];
+}
+
+const SHELLS = new Set(["sh", "bash", "ash", "dash", "zsh", "ksh"]);
+
+/**
+ * What looks wrong in an argv, in a sentence; null when nothing does. The usual trap: a shell's
+ * `-c` runs only the next word, so `/bin/sh -c sh -c 'echo hi'` (an image Entrypoint of
+ * `/bin/sh -c` plus a Command of `sh -c '…'`) starts an idle shell.
+ */
+export function argvWarning(argv: string[]): string | null {
+  if (argv.length === 0) return "Nothing to run: the image has no Entrypoint or Cmd. Give a Command.";
+  const shell = argv[0]!.split("/").pop()!;
+  const script = argv[2] ?? "";
+  // `sh -c 'a script' name args` is fine; a one-word script with more words after it is the trap.
+  if (SHELLS.has(shell) && argv[1] === "-c" && argv.length > 3 && !/\s/.test(script)) {
+    const idle = SHELLS.has(script.split("/").pop()!);
+    const rest = idle ? argv.slice(argv[3] === "-c" ? 4 : 3) : argv.slice(2);
+    const fix = rest.length ? ` Write the Command as one quoted word: ${shellQuote([rest.join(" ")])}.` : "";
+    return `${argv[0]} -c runs only ${JSON.stringify(script)}; the words after it become its $0, $1…${idle ? ", so this starts an idle shell" : ""}.${fix}`;
+  }
+  return null;
+}
+
+/** Words as a shell would need them typed: plain words as they are, others in single quotes. */
+export function shellQuote(words: readonly string[]): string {
+  return words.map((w) => (w !== "" && /^[A-Za-z0-9_@%+=:,./-]+$/.test(w) ? w : `'${w.replace(/'/g, `'\\''`)}'`)).join(" ");
 }
 
 // ---- Volumes ----

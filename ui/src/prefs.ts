@@ -4,7 +4,7 @@
 import { invoke } from "@tauri-apps/api/core";
 
 import { inDesktop, shell } from "./desktop";
-import type { CreateDraft } from "./forms";
+import { memoryProblem, type CreateDraft } from "./forms";
 
 export type Theme = "system" | "light" | "dark";
 
@@ -49,8 +49,6 @@ export class SettingsError extends Error {
 export const DEFAULT_SETTINGS: Settings = { theme: "system" };
 export const HYPERVISORS = ["qemu", "cloud-hypervisor", "vz"] as const;
 const STORAGE_KEY = "hypedeck.settings";
-const SIZE = /^(\d+)\s*(b|k|kb|kib|m|mb|mib|g|gb|gib|t|tb|tib)?$/i;
-const UNIT: Record<string, number> = { "": 1, b: 1, k: 1024, kb: 1024, kib: 1024, m: 1024 ** 2, mb: 1024 ** 2, mib: 1024 ** 2, g: 1024 ** 3, gb: 1024 ** 3, gib: 1024 ** 3, t: 1024 ** 4, tb: 1024 ** 4, tib: 1024 ** 4 };
 
 /** The rules the page can check itself (the shell checks the rest, and these again). */
 export function problemsOf(s: Settings): FieldProblem[] {
@@ -63,11 +61,9 @@ export function problemsOf(s: Settings): FieldProblem[] {
     out.push({ field: "default_vcpus", message: `${String(s.default_vcpus)} is not between 1 and 64` });
   }
   if (s.default_memory !== undefined) {
-    const m = SIZE.exec(s.default_memory.trim());
-    if (!m) out.push({ field: "default_memory", message: `${JSON.stringify(s.default_memory)} is not a size like 1GB or 512MB` });
-    else if (Number(m[1]) * (UNIT[(m[2] ?? "").toLowerCase()] ?? 1) < 64 * 1024 ** 2) {
-      out.push({ field: "default_memory", message: `${s.default_memory} is less than 64MB, too little to boot` });
-    }
+    // The create form's own check, so a default it would refuse is refused here too.
+    const message = memoryProblem(s.default_memory);
+    if (message) out.push({ field: "default_memory", message });
   }
   return out;
 }

@@ -25,3 +25,24 @@ export async function pullImage(
 export class ImagePullError extends Error {
   override name = "image_pull_failed";
 }
+
+/** What the create form knows about an image's own command. */
+export type ImageLookup =
+  | { state: "looking" }
+  | { state: "known"; entrypoint: string[]; cmd: string[] }
+  /** Not pulled yet (or the server cannot say): known after the pull. */
+  | { state: "unknown" };
+
+/**
+ * The image's Entrypoint and Cmd when the server has it ready (`GET /images/{name}`); "unknown"
+ * for an image not pulled yet, still pulling, or a server that cannot tell.
+ */
+export async function lookUpImage(api: Hypeman, name: string, signal: AbortSignal): Promise<ImageLookup> {
+  try {
+    const image = await api.images.get(name, { signal, maxRetries: 0 });
+    if (image.status !== "ready") return { state: "unknown" };
+    return { state: "known", entrypoint: image.entrypoint ?? [], cmd: image.cmd ?? [] };
+  } catch {
+    return { state: "unknown" };
+  }
+}

@@ -85,15 +85,27 @@ function Environment({ env, credentialKeys, onCredentials }: { env: Record<strin
   );
 }
 
+/** One part of the command (entrypoint or cmd) and where it comes from. */
+function CommandPart({ part, imageKnown }: { part: EffectiveCommand["entrypoint"]; imageKnown: boolean }) {
+  if (part.from === "image" && !imageKnown) return <span className="muted">unknown until the image is on this machine (from the image)</span>;
+  return (
+    <>
+      {part.value.length ? <code>{commandLine(part.value)}</code> : <span className="muted">none</span>} <span className="muted">({originText(part.from)})</span>
+    </>
+  );
+}
+
 /** What runs: the command line and where each part comes from. */
 function CommandCard({ command }: { command: EffectiveCommand }) {
   const line = commandLine(command.argv);
+  // `argv` is empty only when the image's config is not available here.
+  const imageKnown = command.argv.length > 0;
   return (
     <div className="card" id="command-card">
       <h3>Command</h3>
       <dl>
         <Item label="Runs" field="command">
-          {command.argv.length ? (
+          {imageKnown ? (
             <span className="copyable">
               <code className="command-line">{line}</code>
               <CopyButton text={line} label="command" />
@@ -103,15 +115,17 @@ function CommandCard({ command }: { command: EffectiveCommand }) {
           )}
         </Item>
         <Item label="Entrypoint" field="entrypoint">
-          {command.entrypoint.value.length ? <code>{commandLine(command.entrypoint.value)}</code> : <span className="muted">none</span>}{" "}
-          <span className="muted">({originText(command.entrypoint.from)})</span>
+          <CommandPart part={command.entrypoint} imageKnown={imageKnown} />
         </Item>
         <Item label="Arguments (cmd)" field="cmd">
-          {command.cmd.value.length ? <code>{commandLine(command.cmd.value)}</code> : <span className="muted">none</span>}{" "}
-          <span className="muted">({originText(command.cmd.from)})</span>
+          <CommandPart part={command.cmd} imageKnown={imageKnown} />
         </Item>
         <Item label="Working directory" field="working_dir">
-          {command.working_dir ? <code>{command.working_dir}</code> : <span className="muted">/ (the image sets none)</span>}
+          {command.working_dir ? (
+            <code>{command.working_dir}</code>
+          ) : (
+            <span className="muted">{imageKnown ? "/ (the image sets none)" : "unknown until the image is on this machine"}</span>
+          )}
         </Item>
       </dl>
     </div>

@@ -107,6 +107,19 @@ describe("instance details page", () => {
     assert.deepEqual(await selectedTabs(page), ["overview"]);
     assert.equal(await page.evaluate(() => document.activeElement?.id), "detail-tab-overview");
 
+    // The dark theme: the selected tab is drawn in the panel's colour, like the cards.
+    const dark = await openInstance(t, created.id, { colorScheme: "dark" });
+    await dark.page.locator("#overview-card").waitFor();
+    const [tabBg, cardBg, bodyBg] = await dark.page.evaluate(() => [
+      getComputedStyle(document.querySelector(".detail-tab.on")).backgroundColor,
+      getComputedStyle(document.querySelector("#overview-card")).backgroundColor,
+      getComputedStyle(document.body).backgroundColor,
+    ]);
+    assert.equal(tabBg, cardBg);
+    assert.notEqual(cardBg, "rgb(255, 255, 255)", "the dark theme is not applied");
+    assert.notEqual(tabBg, bodyBg);
+    await shot(dark.page, "details-overview-dark.png");
+
     // The selected tab is kept for a reload of the same page.
     await page.click("#detail-tab-terminal");
     await page.reload();
@@ -128,6 +141,30 @@ describe("instance details page", () => {
     assert.deepEqual(apiCalls.filter((c) => !c.startsWith("GET ") && !c.startsWith("OPTIONS ")), [], apiCalls.join(", "));
     assert.ok(apiCalls.includes(`GET /instances/${created.id}/credentials`), apiCalls.join(", "));
     assert.deepEqual(consoleErrors, []);
+  });
+
+  test("a server without Hypedeck's credential list (upstream): the keys come from the probe PATCH, refused whole", async (t) => {
+    const created = await withCredential("details-upstream");
+    t.after(() => ui.engine.client.instances.delete(created.id));
+    const { page, apiCalls } = await ui.openConnected(t);
+    const answered = [];
+    await page.route(`${ui.engine.url}/instances/${created.id}/credentials`, (route) =>
+      answered.push(route.request().method()) &&
+      route.fulfill({ status: 404, contentType: "application/json", headers: { "access-control-allow-origin": "*" }, body: '{"code":"not_found","message":"no matching operation was found"}' }),
+    );
+    await page.locator("#conn-mode", { hasText: "browser" }).waitFor();
+    await page.evaluate((i) => (window.location.hash = `#/instances/${i}`), created.id);
+    await page.locator('#rotate-form input[data-key="AGENT_TOKEN"]').waitFor({ timeout: 10_000 });
+    assert.ok(answered.includes("GET"), answered.join(", "));
+    assert.ok(apiCalls.includes(`PATCH /instances/${created.id}`), apiCalls.join(", "));
+    assert.equal(await page.locator("#rotate-form input[data-key]").count(), 1);
+    assert.equal(await page.locator('#env-list [data-env="AGENT_TOKEN"]').getAttribute("data-kind"), "credential");
+    // The probe changed nothing.
+    const after = await ui.engine.client.instances.get(created.id);
+    assert.deepEqual(Object.keys(after.env).sort(), ["AGENT_TOKEN", "GREETING"]);
+    assert.equal(after.env.AGENT_TOKEN, SECRET);
+    await page.click("#detail-tab-credentials");
+    assert.match(await page.locator("#detail-panel-credentials").innerText(), /This server does not report how its credentials are used/);
   });
 
   test("Overview: the rotation card only with credentials; the Environment card never shows a credential's value", async (t) => {

@@ -76,6 +76,9 @@ export function CredentialsPanel({ api, instance, now, version }: { api: Hypeman
     };
   }, [refresh, version]);
 
+  // A test's result is about the state it ran in.
+  useEffect(() => setTestResult(null), [instance.state]);
+
   useEffect(() => {
     const host = creds?.flatMap((c) => c.hosts ?? [])[0];
     if (host && !testUrl) setTestUrl(`https://${host.replace(/^\*\./, "api.")}/`);

@@ -61,6 +61,9 @@ export function NetworkPanel({ api, instance, now }: { api: Hypeman; instance: I
     }
   }, [api, instance.id, instance.name]);
 
+  // "Allowed …" is about the run it was said in.
+  useEffect(() => setStatus(null), [instance.state]);
+
   useEffect(() => {
     let live = true;
     const tick = (): void => {

@@ -146,7 +146,7 @@ export function RotateForm({
               {known && fingerprint && (
                 <span className="muted" data-field="current-fingerprint">
                   {" "}
-                  now fingerprint <code>{fingerprint}</code>
+                  current value&apos;s fingerprint <code>{fingerprint}</code>
                 </span>
               )}
               {!known && <span className="warn"> is not a credential of this instance</span>}

@@ -391,6 +391,24 @@ describe("instance details page", () => {
     assert.equal(await page.locator("#error").isVisible(), false);
   });
 
+  test("logs: one click away, and they follow the instance into its next run", async (t) => {
+    const created = await runningInstance(ui.engine, "details-logs");
+    t.after(() => ui.engine.client.instances.delete(created.id));
+    const { page } = await openInstance(t, created.id);
+    await page.click("#detail-tab-logs");
+    // The fake has no guest console; the engine's operations log has a line per boot.
+    await page.selectOption("#logs-source", "hypeman");
+    const starts = page.locator("#log-lines .log-line", { hasText: "vm started" });
+    await starts.first().waitFor({ timeout: 10_000 });
+    assert.equal(await starts.count(), 1);
+    await ui.engine.client.instances.stop(created.id);
+    await page.locator('#instance-view .detail-head .badge[data-state="Stopped"]').waitFor({ timeout: 15_000 });
+    await ui.engine.client.instances.start(created.id, {});
+    await page.locator('#instance-view .detail-head .badge[data-state="Running"]').waitFor({ timeout: 15_000 });
+    await waitFor(async () => (await starts.count()) === 2, "the second run's start in the log");
+    assert.equal(await page.locator("#logs-status").getAttribute("data-status"), "following");
+  });
+
   test("the Run box runs the line in /bin/sh -c and echoes it above the output", async (t) => {
     const created = await runningInstance(ui.engine, "details-run");
     t.after(() => ui.engine.client.instances.delete(created.id));

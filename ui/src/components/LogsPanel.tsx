@@ -8,7 +8,8 @@ import { problem, type Problem } from "../api";
 const MAX_LINES = 5000;
 type Source = "app" | "hypeman";
 
-export function LogsPanel({ api, id, name }: { api: Hypeman; id: string; name: string }) {
+/** `run`: the instance's `started_at`; a new run reconnects (and clears an old error). */
+export function LogsPanel({ api, id, name, run }: { api: Hypeman; id: string; name: string; run: string | null }) {
   const [source, setSource] = useState<Source>("app");
   const [lines, setLines] = useState<string[]>([]);
   const [paused, setPaused] = useState(false);
@@ -59,7 +60,7 @@ export function LogsPanel({ api, id, name }: { api: Hypeman; id: string; name: s
       abort.abort();
       window.clearTimeout(flush);
     };
-  }, [api, id, source, generation]);
+  }, [api, id, source, generation, run]);
 
   // Resuming shows what arrived while paused.
   useEffect(() => {

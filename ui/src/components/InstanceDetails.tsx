@@ -447,7 +447,7 @@ function Details({ api, conn, instance, now, onBack, onChanged, onProblem }: Pro
         </>,
       )}
 
-      {panel("logs", <LogsPanel api={api} id={instance.id} name={instance.name} run={instance.started_at ?? null} />)}
+      {panel("logs", <LogsPanel api={api} id={instance.id} name={instance.name} run={instance.started_at ?? null} visible={shown === "logs"} />)}
 
       {panel(
         "terminal",

@@ -8,8 +8,11 @@ import { problem, type Problem } from "../api";
 const MAX_LINES = 5000;
 type Source = "app" | "hypeman";
 
-/** `run`: the instance's `started_at`; a new run reconnects (and clears an old error). */
-export function LogsPanel({ api, id, name, run }: { api: Hypeman; id: string; name: string; run: string | null }) {
+/**
+ * `run`: the instance's `started_at`; a new run reconnects (and clears an old error). `visible`:
+ * whether its tab is shown (lines keep arriving while hidden; showing it scrolls to the end).
+ */
+export function LogsPanel({ api, id, name, run, visible = true }: { api: Hypeman; id: string; name: string; run: string | null; visible?: boolean }) {
   const [source, setSource] = useState<Source>("app");
   const [lines, setLines] = useState<string[]>([]);
   const [paused, setPaused] = useState(false);
@@ -78,8 +81,8 @@ export function LogsPanel({ api, id, name, run }: { api: Hypeman; id: string; na
 
   useEffect(() => {
     const el = view.current;
-    if (el && !paused) el.scrollTop = el.scrollHeight;
-  }, [shown, paused]);
+    if (el && !paused && visible) el.scrollTop = el.scrollHeight;
+  }, [shown, paused, visible]);
 
   const download = (): void => {
     const blob = new Blob([[...lines, ...buffer.current].join("\n") + "\n"], { type: "text/plain" });

@@ -453,6 +453,7 @@ describe("web UI in a browser", () => {
     assert.notEqual(status.fingerprint, initial.fingerprint, "the fingerprint did not follow the rotation");
     assert.equal(status.reference_kind, "keychain");
     const card = page.locator('#credentials-card [data-credential="AGENT_TOKEN"]');
+    await page.click("#detail-tab-credentials");
     await card.locator('[data-field="fingerprint"]', { hasText: status.fingerprint }).waitFor({ timeout: 10_000 });
     assert.ok(!(await page.locator("body").innerText()).includes(value), "the value is on the page");
     // The reference resolved to exactly the keychain item: the same value set as a literal has

@@ -127,7 +127,8 @@ describe("web UI on real VMs", () => {
     assert.match(await page.locator('[data-action="start"]').getAttribute("title"), /Only a stopped instance starts/);
     assert.equal(await page.locator('[data-action="stop"]').isEnabled(), true);
 
-    // The guest's console arrives over SSE.
+    // The guest's console arrives over SSE (the Logs tab).
+    await page.click("#detail-tab-logs");
     await page.locator("#log-lines", { hasText: "ui-vm is up" }).waitFor({ timeout: 60_000 });
     // Search narrows the lines; pause holds them; download saves what arrived.
     await page.fill("#logs-search", "ui-vm is up");
@@ -144,7 +145,8 @@ describe("web UI on real VMs", () => {
     const saved = await download.path();
     assert.match((await import("node:fs")).readFileSync(saved, "utf8"), /ui-vm is up/);
 
-    // Rotate: the form lists exactly the credential's source key.
+    // Rotate (on the Overview): the form lists exactly the credential's source key.
+    await page.click("#detail-tab-overview");
     const field = page.locator('#rotate-form input[data-key="AGENT_TOKEN"]');
     await field.waitFor();
     assert.equal(await page.locator("#rotate-form input[data-key]").count(), 1);
@@ -161,7 +163,8 @@ describe("web UI on real VMs", () => {
     await shot(page, "browser-details.png");
 
     // Run a one-shot command, then use the terminal (a TTY exec session over the WebSocket,
-    // authenticated with the token as a subprotocol).
+    // authenticated with the token as a subprotocol), on the Terminal tab.
+    await page.click("#detail-tab-terminal");
     await page.fill("#run-command", "sh -c 'echo ui-exec-$((6*7)); exit 5'");
     await page.click("#run-submit");
     await page.locator("#run-exit", { hasText: "exit code 5" }).waitFor({ timeout: 30_000 });
@@ -175,6 +178,7 @@ describe("web UI on real VMs", () => {
     await shot(page, "browser-terminal.png");
 
     // A key the policies do not name: the API's 400 with the allowed list, inline.
+    await page.click("#detail-tab-overview");
     await page.fill("#rotate-paste", "PORT=8080");
     await page.click("#rotate-submit");
     await page.locator("#rotate-error").waitFor({ timeout: 15_000 });
@@ -215,10 +219,12 @@ describe("web UI on real VMs", () => {
     await page.locator('[data-action="start"]:not([disabled])').waitFor({ timeout: 10_000 });
     assert.equal(await page.locator('[data-action="stop"]').isDisabled(), true);
     assert.equal((await server.client().instances.get(id)).state, "Stopped");
-    // A rotation now is the API's 409, shown inline.
+    // A rotation now is the API's 409; the page says why before sending it: Rotate is
+    // disabled with the reason.
     await page.locator('#rotate-form input[data-key="AGENT_TOKEN"]').fill("tok-browser-late");
-    await page.click("#rotate-submit");
-    await page.locator("#rotate-error", { hasText: "invalid_state" }).waitFor({ timeout: 15_000 });
+    assert.equal(await page.locator("#rotate-submit").isDisabled(), true);
+    assert.equal(await page.locator("#rotate-refused").textContent(), "Rotation applies live to a running instance; this one is Stopped. Start it first.");
+    await assert.rejects(server.client().instances.update(id, { env: { AGENT_TOKEN: "tok-browser-late" } }), (e) => e.status === 409 && /invalid_state/.test(JSON.stringify(e.error)));
 
     // Delete asks first, then the list is empty again.
     page.once("dialog", (d) => d.accept());
@@ -262,6 +268,7 @@ describe("web UI on real VMs", () => {
     const view = page.locator("#instance-view");
     await view.waitFor({ timeout: 120_000 });
     await page.locator('#instance-view .detail-head .badge[data-state="Running"]').waitFor({ timeout: 90_000 });
+    await page.click("#detail-tab-logs");
     await page.locator("#log-lines", { hasText: "Hello from a Hypedeck sandbox!" }).waitFor({ timeout: 60_000 });
     const id = await view.getAttribute("data-instance-id");
     const hello = await server.client().instances.get(id);
@@ -298,6 +305,7 @@ describe("web UI on real VMs", () => {
     const fpFirst = await fingerprint();
     assertKeyedFingerprint(fpFirst, first);
     const card = page.locator('#credentials-card [data-credential="OPENAI_KEY"]');
+    await page.click("#detail-tab-credentials", { timeout: 60_000 });
     await card.waitFor({ timeout: 60_000 });
     assert.equal(await card.locator('[data-field="fingerprint"]').textContent(), fpFirst);
     await card.locator('[data-field="last-used"]', { hasText: `→ localhost, 200, fingerprint ${fpFirst} (current)` }).waitFor({ timeout: 180_000 });
@@ -306,10 +314,12 @@ describe("web UI on real VMs", () => {
     await page.locator(".credential-alert", { hasText: "tried to send the real OPENAI_KEY to 127.0.0.1; Hypedeck blocked it." }).waitFor({ timeout: 30_000 });
     await page.locator('#credential-trail li[data-outcome="leak_blocked"]').first().waitFor();
 
-    // Rotate in the form: the card's fingerprint follows and the first request with it shows.
+    // Rotate in the form (Overview): the card's fingerprint follows and the first request with it shows.
+    await page.click("#detail-tab-overview");
     await page.locator('#rotate-form input[data-key="OPENAI_KEY"]').fill(second);
     await page.click("#rotate-submit");
     await page.locator("#rotate-result").waitFor({ timeout: 15_000 });
+    await page.click("#detail-tab-credentials");
     const fpSecond = await fingerprint();
     assertKeyedFingerprint(fpSecond, second);
     assert.notEqual(fpSecond, fpFirst, "the fingerprint did not follow the rotation");
@@ -345,6 +355,7 @@ describe("web UI on real VMs", () => {
     url.hash = `#/instances/${created.id}`;
     await page.goto(url.href);
     const card = page.locator("#network-card");
+    await page.click("#detail-tab-network", { timeout: 60_000 });
     await card.waitFor({ timeout: 60_000 });
     await card.locator("#network-allow-list", { hasText: "elsewhere.test" }).waitFor();
     const blockedName = card.locator("#network-blocked li", { hasText: "blocked.test" });

@@ -5,6 +5,8 @@ import type { Connection } from "./connection";
 import { desktopFetch, inDesktop } from "./desktop";
 import { allowedKeysFrom, PROBE_BODY, PROBE_KEY } from "./forms";
 import type { Backend, Problem, SystemChecks } from "./model";
+import type { EffectiveCommand } from "./details";
+import { credentials, type CredentialStatus } from "./trail";
 
 export type { Problem } from "./model";
 export type Instance = Hypeman.Instance;
@@ -57,12 +59,41 @@ export function problem(error: unknown, url: string): Problem {
   return { code: "error", message: String(error) };
 }
 
+/** What the page knows about an instance's credentials before anything is rotated. */
+export interface RotationKeys {
+  /** The env keys `PATCH /instances/{id}` accepts (credentials' `source.env`); `[]`: none. */
+  keys: string[];
+  /** The current value's fingerprint per env key (Hypedeck servers only). */
+  fingerprints: Record<string, string | null>;
+  /** Whether the server reports credential status (Hypedeck's extension). */
+  reported: boolean;
+}
+
 /**
  * The env keys `PATCH /instances/{id}` accepts for this instance (its credential policies'
- * `source.env`), asked of the API itself so it works against any Hypeman server: a probe that
- * is always refused whole (see `PROBE_BODY`). Resolves `[]` when nothing rotates.
+ * `source.env`). Hypedeck's `GET /instances/{id}/credentials` names them without an error; only
+ * servers without it (upstream Hypeman, 404) get the probe PATCH, which is always refused whole
+ * (see `PROBE_BODY`) and whose 400 lists them.
  */
+export async function rotationKeys(api: Hypeman, id: string): Promise<RotationKeys> {
+  const listed = await credentials(api, id);
+  if (listed !== null) {
+    return { keys: credentialKeys(listed), fingerprints: Object.fromEntries(listed.map((c) => [c.env, c.fingerprint])), reported: true };
+  }
+  return { keys: await probeKeys(api, id), fingerprints: {}, reported: false };
+}
+
+/** `rotationKeys`' keys: `[]` when nothing rotates. */
 export async function rotatableKeys(api: Hypeman, id: string): Promise<string[]> {
+  return (await rotationKeys(api, id)).keys;
+}
+
+/** The distinct env keys credentials take their values from, in the API's order. */
+export function credentialKeys(list: readonly Pick<CredentialStatus, "env">[]): string[] {
+  return [...new Set(list.map((c) => c.env))];
+}
+
+async function probeKeys(api: Hypeman, id: string): Promise<string[]> {
   try {
     await api.instances.update(id, PROBE_BODY);
   } catch (e) {
@@ -73,6 +104,19 @@ export async function rotatableKeys(api: Hypeman, id: string): Promise<string[]>
   }
   // A server that accepted the probe: nothing we can tell (and nothing was set to a value).
   return [];
+}
+
+/**
+ * What the instance runs (Hypedeck's `GET /instances/{id}/command`); null from servers without
+ * it (upstream Hypeman), where the page does not say.
+ */
+export async function effectiveCommand(api: Hypeman, id: string): Promise<EffectiveCommand | null> {
+  try {
+    return await api.get<EffectiveCommand>(`/instances/${encodeURIComponent(id)}/command`);
+  } catch (e) {
+    if (e instanceof APIError && e.status === 404) return null;
+    throw e;
+  }
 }
 
 /**

@@ -13,6 +13,18 @@ export interface ExecRequest {
   timeout?: number;
 }
 
+/** The shell the Run box runs its line in (what the page says it does). */
+export const RUN_SHELL: readonly string[] = ["/bin/sh", "-c"];
+
+/**
+ * The exec request for one line typed in the Run box: the guest's shell runs it, so pipes,
+ * quotes, `$VAR` and `&&` work as in a terminal. An empty line is an error to show.
+ */
+export function shellRun(text: string): { request: ExecRequest; error: null } | { request: null; error: string } {
+  if (text.trim() === "") return { request: null, error: "Type a command to run, e.g. ls -la /" };
+  return { request: { command: [...RUN_SHELL, text] }, error: null };
+}
+
 /** `ws(s)://…/instances/<id>/exec` for an API base URL. */
 export function execUrl(apiUrl: string, id: string): string {
   const url = new URL(apiUrl);

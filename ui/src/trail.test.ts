@@ -1,6 +1,6 @@
 import { describe, expect, test } from "vitest";
 
-import { describeUse, fingerprintLabel, newRefusals, refusalText, type UsageEvent } from "./trail";
+import { credentialTitle, describeUse, fingerprintLabel, injectionText, newRefusals, refusalText, type UsageEvent } from "./trail";
 
 const at = (time: string, outcome: UsageEvent["outcome"], extra: Partial<UsageEvent> = {}): UsageEvent => ({
   time,
@@ -34,5 +34,17 @@ describe("credential trail words", () => {
     expect(newRefusals(list, "2026-11-29T10:00:01Z").map((e) => e.outcome)).toEqual(["leak_blocked"]);
     expect(refusalText("agent", list[0]!)).toBe("agent tried to send the real OPENAI to evil.example; Hypedeck blocked it.");
     expect(refusalText("agent", list[2]!)).toBe("agent: OPENAI was not sent to api.openai.com (host not allowed).");
+  });
+});
+
+describe("credentials in plain words", () => {
+  test("the env var is named only when it differs from the credential's name", () => {
+    expect(credentialTitle({ name: "OPENAI_KEY", env: "OPENAI_KEY" })).toBe("OPENAI_KEY");
+    expect(credentialTitle({ name: "OPENAI", env: "OPENAI_KEY" })).toBe("OPENAI (value of OPENAI_KEY)");
+  });
+
+  test("where the proxy puts a credential", () => {
+    expect(injectionText({ headers: ["Authorization"], hosts: ["api.openai.com"] })).toBe("Sent as the Authorization header to api.openai.com");
+    expect(injectionText({ headers: ["Authorization", "X-Key"], hosts: null })).toBe("Sent as the Authorization, X-Key headers to every host");
   });
 });

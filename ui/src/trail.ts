@@ -99,3 +99,18 @@ export function refusalText(instance: string, e: UsageEvent): string {
     ? `${instance} tried to send the real ${e.credential} to ${e.host}; Hypedeck blocked it.`
     : `${instance}: ${e.credential} was not sent to ${e.host} (${e.reason ?? "blocked"}).`;
 }
+
+/**
+ * A credential's name in plain words: its name, and the env var its value comes from only when
+ * that is another name (`"OPENAI"` + `OPENAI_KEY` → `"OPENAI (value of OPENAI_KEY)"`).
+ */
+export function credentialTitle(c: Pick<CredentialStatus, "name" | "env">): string {
+  return c.name === c.env ? c.name : `${c.name} (value of ${c.env})`;
+}
+
+/** Where the proxy puts it: `"Sent as the Authorization header to api.example.com"`. */
+export function injectionText(c: Pick<CredentialStatus, "headers" | "hosts">): string {
+  const headers = c.headers.length === 0 ? "no header" : c.headers.length === 1 ? `the ${c.headers[0]!} header` : `the ${c.headers.join(", ")} headers`;
+  const hosts = c.hosts === null ? "every host" : c.hosts.length === 0 ? "no host" : c.hosts.join(", ");
+  return `Sent as ${headers} to ${hosts}`;
+}

@@ -11,9 +11,11 @@ import { notifyCredentialBlocked } from "../desktop";
 import type { Instance } from "../model";
 import {
   credentials as loadCredentials,
+  credentialTitle,
   describeUse,
   events as loadEvents,
   fingerprintLabel,
+  injectionText,
   newRefusals,
   outcomeLabel,
   refusalText,
@@ -74,6 +76,9 @@ export function CredentialsPanel({ api, instance, now, version }: { api: Hypeman
     };
   }, [refresh, version]);
 
+  // A test's result is about the state it ran in.
+  useEffect(() => setTestResult(null), [instance.state]);
+
   useEffect(() => {
     const host = creds?.flatMap((c) => c.hosts ?? [])[0];
     if (host && !testUrl) setTestUrl(`https://${host.replace(/^\*\./, "api.")}/`);
@@ -105,6 +110,7 @@ export function CredentialsPanel({ api, instance, now, version }: { api: Hypeman
   return (
     <div className="card credentials" id="credentials-card">
       <h3>Credentials in use</h3>
+      <p className="muted">The guest only ever sees a placeholder; the proxy puts the real value on its requests.</p>
       {alerts.map((a, i) => (
         <p key={i} className="alert bad credential-alert" role="alert">
           {a}
@@ -115,10 +121,13 @@ export function CredentialsPanel({ api, instance, now, version }: { api: Hypeman
         return (
           <div key={c.name} className="credential" data-credential={c.name}>
             <div className="credential-head">
-              <strong>{c.name}</strong> <span className="muted">from {c.env}</span>
+              <strong data-field="title">{credentialTitle(c)}</strong>{" "}
+              <span className="muted" data-field="injection">
+                {injectionText(c)}
+              </span>
             </div>
             <dl>
-              <dt>Fingerprint</dt>
+              <dt title="A keyed hash of the value in force: it changes when the value does, and does not reveal it">Fingerprint</dt>
               <dd>
                 <code className="fingerprint" data-field="fingerprint">
                   {current ?? "no value"}
@@ -128,8 +137,6 @@ export function CredentialsPanel({ api, instance, now, version }: { api: Hypeman
               <dd data-field="rotated">
                 {c.rotated_at ? `${duration(c.rotated_at, now)} ago (${when(c.rotated_at)})` : "—"}
               </dd>
-              <dt>Hosts</dt>
-              <dd>{c.hosts ? c.hosts.join(", ") : "every host"}</dd>
               <dt>Last used</dt>
               <dd data-field="last-used">{c.last_used ? describeUse(c.last_used, current, now) : "not yet"}</dd>
               <dt>New value first used</dt>
@@ -176,7 +183,10 @@ export function CredentialsPanel({ api, instance, now, version }: { api: Hypeman
           runTest();
         }}
       >
-        <input id="credential-test-url" type="url" value={testUrl} onChange={(e) => setTestUrl(e.target.value)} aria-label="URL to test" />
+        <input id="credential-test-url" type="url" value={testUrl} onChange={(e) => {
+            setTestUrl(e.target.value);
+            setTestResult(null);
+          }} aria-label="URL to test" />
         <button id="credential-test" type="submit" disabled={busy || !testUrl}>
           Test credential
         </button>

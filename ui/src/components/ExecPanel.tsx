@@ -1,47 +1,48 @@
-// A shell in the instance: a terminal (TerminalView, loaded on first use: xterm.js is most
-// of the bundle) and "Run command" for one-shot commands with their output.
+// A shell in the instance: "Run a command" for one-shot lines (run by the guest's /bin/sh -c,
+// echoed above their output) and a terminal (TerminalView, loaded on first use: xterm.js is
+// most of the bundle).
 
 const TerminalView = lazy(() => import("./TerminalView"));
 import { lazy, Suspense, useEffect, useRef, useState } from "react";
 
 import type { Connection } from "../connection";
-import { openExec, type ExecSocket } from "../exec";
-import { shellWords } from "../forms";
+import { openExec, RUN_SHELL, shellRun, type ExecSocket } from "../exec";
 
 function RunCommand({ conn, id }: { conn: Connection; id: string }) {
   const [command, setCommand] = useState("");
+  // The line that ran (echoed above its output), its output and how it ended.
+  const [ran, setRan] = useState<string | null>(null);
   const [output, setOutput] = useState("");
   const [exit, setExit] = useState<string | null>(null);
+  const [invalid, setInvalid] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
   const session = useRef<ExecSocket | null>(null);
   useEffect(() => () => session.current?.close(), []);
 
   const run = (): void => {
-    const { words, error } = shellWords(command);
-    if (error || words.length === 0) {
-      setExit(error ?? "enter a command");
+    const { request, error } = shellRun(command);
+    if (error !== null) {
+      setInvalid(error);
       return;
     }
+    session.current?.close();
     setBusy(true);
+    setRan(command);
     setOutput("");
     setExit(null);
+    setInvalid(null);
     const decoder = new TextDecoder();
-    session.current = openExec(
-      conn,
-      id,
-      { command: words },
-      {
-        output: (bytes) => setOutput((o) => o + decoder.decode(bytes, { stream: true })),
-        exit: (code) => {
-          setExit(`exit code ${code}`);
-          setBusy(false);
-        },
-        closed: (reason) => {
-          setExit(reason);
-          setBusy(false);
-        },
+    session.current = openExec(conn, id, request, {
+      output: (bytes) => setOutput((o) => o + decoder.decode(bytes, { stream: true })),
+      exit: (code) => {
+        setExit(`exit code ${code}`);
+        setBusy(false);
       },
-    );
+      closed: (reason) => {
+        setExit(reason);
+        setBusy(false);
+      },
+    });
     session.current.endInput();
   };
 
@@ -54,8 +55,22 @@ function RunCommand({ conn, id }: { conn: Connection; id: string }) {
         run();
       }}
     >
+      <label htmlFor="run-command" className="run-label">
+        Run a command <span id="run-shell" className="muted">runs in <code>{RUN_SHELL.join(" ")}</code>, so pipes and $VARS work</span>
+      </label>
       <div className="toolbar">
-        <input id="run-command" value={command} placeholder="ls -la /app" spellCheck={false} aria-label="Command" onChange={(e) => setCommand(e.target.value)} />
+        <input
+          id="run-command"
+          value={command}
+          placeholder="env | grep PATH"
+          spellCheck={false}
+          autoComplete="off"
+          aria-describedby="run-shell"
+          onChange={(e) => {
+            setCommand(e.target.value);
+            setInvalid(null);
+          }}
+        />
         <button id="run-submit" type="submit" className="primary" disabled={busy}>
           {busy ? "Running…" : "Run"}
         </button>
@@ -65,7 +80,19 @@ function RunCommand({ conn, id }: { conn: Connection; id: string }) {
           </span>
         )}
       </div>
-      {(output || exit) && <pre id="run-output">{output}</pre>}
+      {invalid && (
+        <p id="run-invalid" className="inline-error" role="alert">
+          {invalid}
+        </p>
+      )}
+      {ran !== null && (
+        <div className="run-result">
+          <pre id="run-echo" className="run-echo" aria-label="Command that ran">
+            $ {ran}
+          </pre>
+          <pre id="run-output">{output}</pre>
+        </div>
+      )}
     </form>
   );
 }
@@ -73,15 +100,27 @@ function RunCommand({ conn, id }: { conn: Connection; id: string }) {
 export function ExecPanel({ conn, id, running }: { conn: Connection; id: string; running: boolean }) {
   const [open, setOpen] = useState(false);
   if (!running) {
-    return <p className="muted">A shell is available while the instance runs.</p>;
+    return (
+      <p id="shell-unavailable" className="muted">
+        Commands and the terminal are available while the instance runs.
+      </p>
+    );
   }
   return (
     <>
       <RunCommand conn={conn} id={id} />
       {open ? (
-        <Suspense fallback={<p className="muted">Loading the terminal…</p>}>
-          <TerminalView conn={conn} id={id} />
-        </Suspense>
+        // Escape belongs to the program in the terminal (vi, less…), not to the page's "back".
+        <div
+          className="terminal-host"
+          onKeyDown={(e) => {
+            if (e.key === "Escape") e.stopPropagation();
+          }}
+        >
+          <Suspense fallback={<p className="muted">Loading the terminal…</p>}>
+            <TerminalView conn={conn} id={id} />
+          </Suspense>
+        </div>
       ) : (
         <button id="terminal-open" type="button" onClick={() => setOpen(true)}>
           Open terminal

@@ -1,17 +1,33 @@
-// One instance: every field of the Hypeman Instance, human-readable, with copy buttons; exit
-// and state errors up front; lifecycle buttons; credential rotation; logs.
-import { useState, type ReactNode } from "react";
+// One instance: the header (name, state, lifecycle buttons, exit and state errors) over tabs —
+// Overview (every field of the Hypeman Instance, what runs, and credential rotation when the
+// instance has credentials), Logs, Terminal, Credentials and Network. The selected tab is kept in
+// the history entry, so reload and back keep it. Tabs follow the WAI-ARIA tabs pattern.
+import { useEffect, useRef, useState, type KeyboardEvent, type ReactNode } from "react";
 import type Hypeman from "@onkernel/hypeman";
 
-import type { Problem } from "../api";
+import { effectiveCommand, problem, rotationKeys, type Problem, type RotationKeys } from "../api";
 import type { Connection } from "../connection";
+import {
+  commandLine,
+  detailTabs,
+  envEntries,
+  originText,
+  TAB_LABEL,
+  tabAfterKey,
+  tabOrDefault,
+  type DetailTab,
+  type EffectiveCommand,
+} from "../details";
 import { duration, tagLabels, uptime, when, type Instance, type Verb } from "../model";
-import { Actions, Copyable, StateBadge } from "./common";
+import { Actions, Copyable, CopyButton, StateBadge } from "./common";
 import { CredentialsPanel } from "./CredentialsPanel";
 import { NetworkPanel } from "./NetworkPanel";
 import { ExecPanel } from "./ExecPanel";
 import { LogsPanel } from "./LogsPanel";
 import { RotateForm } from "./RotateForm";
+
+/** The history entry's field that keeps the selected tab. */
+const TAB_STATE = "hypedeckDetailTab";
 
 function Item({ label, children, field }: { label: string; children: ReactNode; field: string }) {
   return (
@@ -24,28 +40,44 @@ function Item({ label, children, field }: { label: string; children: ReactNode; 
 
 const dash = (v: string | number | null | undefined): string => (v === null || v === undefined || v === "" ? "—" : String(v));
 
-/** The Instance with credential-looking env values replaced, for the raw view. */
-function redacted(instance: Instance): Instance {
+/** The Instance for the raw view: no env value at all (credentials or not). */
+function redacted(instance: Instance, credentialKeys: readonly string[] | null): Instance {
   if (!instance.env) return instance;
-  const env = Object.fromEntries(Object.keys(instance.env).map((k) => [k, "<hidden: reveal in Environment>"]));
+  const env = Object.fromEntries(
+    envEntries(instance.env, credentialKeys).map((e) => [
+      e.key,
+      e.kind === "credential" ? "<credential: see the Credentials tab>" : e.kind === "plain" ? "<hidden: reveal on the Environment card>" : "<hidden>",
+    ]),
+  );
   return { ...instance, env };
 }
 
-function Environment({ env }: { env: Record<string, string> | undefined }) {
-  const entries = Object.entries(env ?? {}).sort(([a], [b]) => a.localeCompare(b));
+function Environment({ env, credentialKeys, onCredentials }: { env: Record<string, string> | undefined; credentialKeys: readonly string[] | null; onCredentials: () => void }) {
+  const entries = envEntries(env, credentialKeys);
   if (entries.length === 0) return <p className="muted">No environment variables.</p>;
   return (
-    <dl className="env">
-      {entries.map(([k, v]) => (
-        <div key={k} className="env-row">
+    <dl className="env" id="env-list">
+      {entries.map((e) => (
+        <div key={e.key} className="env-row" data-env={e.key} data-kind={e.kind}>
           <dt>
-            <code>{k}</code>
+            <code>{e.key}</code>
           </dt>
           <dd>
-            <details>
-              <summary>hidden — reveal</summary>
-              <code className="env-value">{v}</code>
-            </details>
+            {e.kind === "plain" ? (
+              <details>
+                <summary>hidden — reveal</summary>
+                <code className="env-value">{e.value}</code>
+              </details>
+            ) : e.kind === "credential" ? (
+              <span className="muted">
+                credential —{" "}
+                <button type="button" className="link env-credential" onClick={onCredentials}>
+                  see Credentials tab
+                </button>
+              </span>
+            ) : (
+              <span className="muted">hidden</span>
+            )}
           </dd>
         </div>
       ))}
@@ -53,15 +85,97 @@ function Environment({ env }: { env: Record<string, string> | undefined }) {
   );
 }
 
-export function InstanceDetails({
-  api,
-  conn,
-  instance,
-  now,
-  onBack,
-  onChanged,
-  onProblem,
-}: {
+/** One part of the command (entrypoint or cmd) and where it comes from. */
+function CommandPart({ part, imageKnown }: { part: EffectiveCommand["entrypoint"]; imageKnown: boolean }) {
+  if (part.from === "image" && !imageKnown) return <span className="muted">unknown until the image is on this machine (from the image)</span>;
+  return (
+    <>
+      {part.value.length ? <code>{commandLine(part.value)}</code> : <span className="muted">none</span>} <span className="muted">({originText(part.from)})</span>
+    </>
+  );
+}
+
+/** What runs: the command line and where each part comes from. */
+function CommandCard({ command }: { command: EffectiveCommand }) {
+  const line = commandLine(command.argv);
+  // `argv` is empty only when the image's config is not available here.
+  const imageKnown = command.argv.length > 0;
+  return (
+    <div className="card" id="command-card">
+      <h3>Command</h3>
+      <dl>
+        <Item label="Runs" field="command">
+          {imageKnown ? (
+            <span className="copyable">
+              <code className="command-line">{line}</code>
+              <CopyButton text={line} label="command" />
+            </span>
+          ) : (
+            <span className="muted">not known yet: the image is not on this machine</span>
+          )}
+        </Item>
+        <Item label="Entrypoint" field="entrypoint">
+          <CommandPart part={command.entrypoint} imageKnown={imageKnown} />
+        </Item>
+        <Item label="Arguments (cmd)" field="cmd">
+          <CommandPart part={command.cmd} imageKnown={imageKnown} />
+        </Item>
+        <Item label="Working directory" field="working_dir">
+          {command.working_dir ? (
+            <code>{command.working_dir}</code>
+          ) : (
+            <span className="muted">{imageKnown ? "/ (the image sets none)" : "unknown until the image is on this machine"}</span>
+          )}
+        </Item>
+      </dl>
+    </div>
+  );
+}
+
+/** The instance's effective command (null: the server does not say; undefined: loading). */
+function useCommand(api: Hypeman, id: string, state: string): EffectiveCommand | null | undefined {
+  const [command, setCommand] = useState<EffectiveCommand | null | undefined>(undefined);
+  useEffect(() => {
+    let live = true;
+    effectiveCommand(api, id).then(
+      (c) => live && setCommand(c),
+      () => live && setCommand(null),
+    );
+    return () => {
+      live = false;
+    };
+    // A pull finishing or a restart may change what is known.
+  }, [api, id, state]);
+  return command;
+}
+
+/** The instance's credential keys; reloaded after each rotation (fingerprints change). */
+function useCredentialKeys(api: Hypeman, id: string, version: number): { info: RotationKeys | null; failure: Problem | null } {
+  const [info, setInfo] = useState<RotationKeys | null>(null);
+  const [failure, setFailure] = useState<Problem | null>(null);
+  useEffect(() => {
+    let live = true;
+    rotationKeys(api, id).then(
+      (k) => {
+        if (!live) return;
+        setInfo(k);
+        setFailure(null);
+      },
+      (e: unknown) => live && setFailure(problem(e, "")),
+    );
+    return () => {
+      live = false;
+    };
+  }, [api, id, version]);
+  return { info, failure };
+}
+
+function initialTab(tabs: readonly DetailTab[]): DetailTab {
+  const state: unknown = window.history.state;
+  return tabOrDefault(typeof state === "object" && state !== null && TAB_STATE in state ? (state as Record<string, unknown>)[TAB_STATE] : null, tabs);
+}
+
+interface Props {
   api: Hypeman;
   conn: Connection;
   instance: Instance;
@@ -69,11 +183,58 @@ export function InstanceDetails({
   onBack: () => void;
   onChanged: (verb?: Verb) => void;
   onProblem: (p: Problem) => void;
-}) {
+}
+
+/** Each instance gets a fresh page: no note, tab or typed value carries over to another. */
+export function InstanceDetails(props: Props) {
+  return <Details key={props.instance.id} {...props} />;
+}
+
+function Details({ api, conn, instance, now, onBack, onChanged, onProblem }: Props) {
   const net = instance.network;
-  // Bumped by a rotation, so the credentials card reloads at once.
+  // Bumped by a rotation, so the credential cards reload at once.
   const [rotations, setRotations] = useState(0);
+  const { info: creds, failure: credsFailure } = useCredentialKeys(api, instance.id, rotations);
+  const command = useCommand(api, instance.id, instance.state);
+  const tabs = detailTabs(net?.enabled ?? false);
+  const [tab, setTab] = useState<DetailTab>(() => initialTab(tabs));
+  const shown: DetailTab = tabs.includes(tab) ? tab : "overview";
+  const tabRefs = useRef<Partial<Record<DetailTab, HTMLButtonElement | null>>>({});
   const exited = instance.exit_code !== null && instance.exit_code !== undefined;
+  const hasCredentials = (creds?.keys.length ?? 0) > 0;
+
+  const select = (next: DetailTab, focus = false): void => {
+    setTab(next);
+    try {
+      const state: unknown = window.history.state;
+      window.history.replaceState({ ...(typeof state === "object" && state !== null ? state : {}), [TAB_STATE]: next }, "");
+    } catch {
+      // A history that refuses state: the tab is still selected, just not kept.
+    }
+    if (focus) tabRefs.current[next]?.focus();
+  };
+  const onTabKey = (e: KeyboardEvent<HTMLButtonElement>): void => {
+    const next = tabAfterKey(tabs, shown, e.key);
+    if (next) {
+      e.preventDefault();
+      select(next, true);
+    }
+  };
+
+  const panel = (id: DetailTab, children: ReactNode): ReactNode => (
+    <div
+      role="tabpanel"
+      id={`detail-panel-${id}`}
+      aria-labelledby={`detail-tab-${id}`}
+      className="detail-panel"
+      data-tab={id}
+      hidden={shown !== id}
+      tabIndex={0}
+    >
+      {children}
+    </div>
+  );
+
   return (
     <section id="instance-view" data-instance-id={instance.id} aria-label={`Instance ${instance.name}`}>
       <div className="detail-head">
@@ -99,167 +260,237 @@ export function InstanceDetails({
         </div>
       )}
 
-      <div className="grid">
-        <div className="card">
-          <h3>Overview</h3>
-          <dl>
-            <Item label="ID" field="id">
-              <Copyable value={instance.id} label="ID" />
-            </Item>
-            <Item label="Image" field="image">
-              <code>{instance.image}</code>
-            </Item>
-            <Item label="State" field="state">
-              {instance.state}
-            </Item>
-            <Item label="Hypervisor" field="hypervisor">
-              {dash(instance.hypervisor)}
-            </Item>
-            <Item label="Created" field="created_at">
-              {when(instance.created_at)} <span className="muted">({duration(instance.created_at, now)} ago)</span>
-            </Item>
-            <Item label="Started" field="started_at">
-              {when(instance.started_at)}
-            </Item>
-            <Item label="Uptime" field="uptime">
-              {uptime(instance, now)}
-            </Item>
-            <Item label="Stopped" field="stopped_at">
-              {when(instance.stopped_at)}
-            </Item>
-            <Item label="Exit code" field="exit_code">
-              {dash(instance.exit_code)}
-            </Item>
-            <Item label="Exit message" field="exit_message">
-              {dash(instance.exit_message)}
-            </Item>
-            <Item label="State error" field="state_error">
-              {dash(instance.state_error)}
-            </Item>
-            <Item label="Snapshot" field="has_snapshot">
-              {instance.has_snapshot ? "yes (standby snapshot on disk)" : "no"}
-            </Item>
-          </dl>
-        </div>
-
-        <div className="card" id="rotate-card">
-          <h3>Rotate credentials</h3>
-          <RotateForm
-            key={instance.id}
-            api={api}
-            instance={instance}
-            onRotated={() => {
-              setRotations((n) => n + 1);
-              onChanged();
+      <div role="tablist" aria-label={`${instance.name} sections`} className="detail-tabs" id="detail-tabs">
+        {tabs.map((t) => (
+          <button
+            key={t}
+            ref={(el) => {
+              tabRefs.current[t] = el;
             }}
-          />
-        </div>
-        <CredentialsPanel api={api} instance={instance} now={now} version={rotations} />
-        <NetworkPanel api={api} instance={instance} now={now} />
-        <div className="card">
-          <h3>Resources</h3>
-          <dl>
-            <Item label="vCPUs" field="vcpus">
-              {dash(instance.vcpus)}
-            </Item>
-            <Item label="Memory" field="size">
-              {dash(instance.size)}
-            </Item>
-            <Item label="Hotplug memory" field="hotplug_size">
-              {dash(instance.hotplug_size)}
-            </Item>
-            <Item label="Overlay disk" field="overlay_size">
-              {dash(instance.overlay_size)}
-            </Item>
-            <Item label="Disk I/O limit" field="disk_io_bps">
-              {instance.disk_io_bps ?? "unlimited"}
-            </Item>
-            <Item label="GPU" field="gpu">
-              {instance.gpu?.profile ? `${instance.gpu.profile}${instance.gpu.mdev_uuid ? ` (${instance.gpu.mdev_uuid})` : ""}` : "none"}
-            </Item>
-          </dl>
-          <h3>Network</h3>
-          <dl>
-            <Item label="Network" field="network.enabled">
-              {net?.enabled ? (net.name ?? "default") : "disabled"}
-            </Item>
-            <Item label="IP" field="network.ip">
-              <Copyable value={net?.ip} label="IP" />
-            </Item>
-            <Item label="MAC" field="network.mac">
-              <Copyable value={net?.mac} label="MAC" />
-            </Item>
-            <Item label="Ports" field="ports">
-              {instance.ports?.length ? (
-                <ul className="ports">
-                  {instance.ports.map((p) => (
-                    <li key={`${p.protocol}/${p.host_port}`} data-port={p.host_port}>
-                      {p.protocol === "tcp" ? (
-                        <a href={`http://127.0.0.1:${p.host_port}/`} target="_blank" rel="noreferrer" title="Open in the browser">
-                          127.0.0.1:{p.host_port}
-                        </a>
-                      ) : (
-                        <code>127.0.0.1:{p.host_port}</code>
-                      )}{" "}
-                      → {p.guest_port}/{p.protocol}
-                    </li>
-                  ))}
-                </ul>
-              ) : (
-                "none"
-              )}
-            </Item>
-            <Item label="Bandwidth" field="network.bandwidth">
-              {net?.bandwidth_download || net?.bandwidth_upload
-                ? `↓ ${dash(net.bandwidth_download)} · ↑ ${dash(net.bandwidth_upload)}`
-                : "unlimited"}
-            </Item>
-          </dl>
-        </div>
-
-        <div className="card">
-          <h3>Tags</h3>
-          {tagLabels(instance.tags).length ? (
-            <p>
-              {tagLabels(instance.tags).map((t) => (
-                <span key={t} className="tag">
-                  {t}
-                </span>
-              ))}
-            </p>
-          ) : (
-            <p className="muted">No tags.</p>
-          )}
-          <h3>Volumes</h3>
-          {instance.volumes?.length ? (
-            <ul className="volumes">
-              {instance.volumes.map((v) => (
-                <li key={`${v.volume_id}:${v.mount_path}`}>
-                  <code>{v.volume_id}</code> → <code>{v.mount_path}</code> {v.readonly ? "(read-only)" : "(read-write)"}
-                  {v.overlay ? ` overlay ${dash(v.overlay_size)}` : ""}
-                </li>
-              ))}
-            </ul>
-          ) : (
-            <p className="muted">No volumes.</p>
-          )}
-          <h3>Environment</h3>
-          <Environment env={instance.env} />
-        </div>
-
+            type="button"
+            role="tab"
+            id={`detail-tab-${t}`}
+            data-tab={t}
+            aria-selected={shown === t}
+            aria-controls={`detail-panel-${t}`}
+            tabIndex={shown === t ? 0 : -1}
+            className={shown === t ? "detail-tab on" : "detail-tab"}
+            onClick={() => select(t)}
+            onKeyDown={onTabKey}
+          >
+            {TAB_LABEL[t]}
+          </button>
+        ))}
       </div>
 
-      <section id="shell" className="card shell" aria-label="Shell">
-        <h3>Shell</h3>
-        <ExecPanel key={instance.id} conn={conn} id={instance.id} running={instance.state === "Running"} />
-      </section>
+      {panel(
+        "overview",
+        <>
+          {hasCredentials && creds && (
+            <div className="card" id="rotate-card">
+              <h3>Rotate credentials</h3>
+              <RotateForm
+                api={api}
+                instance={instance}
+                keys={creds.keys}
+                fingerprints={creds.fingerprints}
+                onRotated={() => {
+                  setRotations((n) => n + 1);
+                  onChanged();
+                }}
+              />
+            </div>
+          )}
+          <div className="detail-columns">
+            <div className="detail-column">
+              <div className="card" id="overview-card">
+                <h3>Instance</h3>
+                <dl>
+                  <Item label="ID" field="id">
+                    <Copyable value={instance.id} label="ID" />
+                  </Item>
+                  <Item label="Image" field="image">
+                    <code>{instance.image}</code>
+                  </Item>
+                  <Item label="State" field="state">
+                    {instance.state}
+                  </Item>
+                  <Item label="Hypervisor" field="hypervisor">
+                    {dash(instance.hypervisor)}
+                  </Item>
+                  <Item label="Created" field="created_at">
+                    {when(instance.created_at)} <span className="muted">({duration(instance.created_at, now)} ago)</span>
+                  </Item>
+                  <Item label="Started" field="started_at">
+                    {when(instance.started_at)}
+                  </Item>
+                  <Item label="Uptime" field="uptime">
+                    {uptime(instance, now)}
+                  </Item>
+                  <Item label="Stopped" field="stopped_at">
+                    {when(instance.stopped_at)}
+                  </Item>
+                  <Item label="Exit code" field="exit_code">
+                    {dash(instance.exit_code)}
+                  </Item>
+                  <Item label="Exit message" field="exit_message">
+                    {dash(instance.exit_message)}
+                  </Item>
+                  <Item label="State error" field="state_error">
+                    {dash(instance.state_error)}
+                  </Item>
+                  <Item label="Snapshot" field="has_snapshot">
+                    {instance.has_snapshot ? "yes (standby snapshot on disk)" : "no"}
+                  </Item>
+                </dl>
+              </div>
+              {command && <CommandCard command={command} />}
+              <div className="card">
+                <h3>Tags</h3>
+                {tagLabels(instance.tags).length ? (
+                  <p>
+                    {tagLabels(instance.tags).map((t) => (
+                      <span key={t} className="tag">
+                        {t}
+                      </span>
+                    ))}
+                  </p>
+                ) : (
+                  <p className="muted">No tags.</p>
+                )}
+                <h3>Volumes</h3>
+                {instance.volumes?.length ? (
+                  <ul className="volumes">
+                    {instance.volumes.map((v) => (
+                      <li key={`${v.volume_id}:${v.mount_path}`}>
+                        <code>{v.volume_id}</code> → <code>{v.mount_path}</code> {v.readonly ? "(read-only)" : "(read-write)"}
+                        {v.overlay ? ` overlay ${dash(v.overlay_size)}` : ""}
+                      </li>
+                    ))}
+                  </ul>
+                ) : (
+                  <p className="muted">No volumes.</p>
+                )}
+              </div>
+            </div>
+            <div className="detail-column">
+              <div className="card">
+                <h3>Resources</h3>
+                <dl>
+                  <Item label="vCPUs" field="vcpus">
+                    {dash(instance.vcpus)}
+                  </Item>
+                  <Item label="Memory" field="size">
+                    {dash(instance.size)}
+                  </Item>
+                  <Item label="Hotplug memory" field="hotplug_size">
+                    {dash(instance.hotplug_size)}
+                  </Item>
+                  <Item label="Overlay disk" field="overlay_size">
+                    {dash(instance.overlay_size)}
+                  </Item>
+                  <Item label="Disk I/O limit" field="disk_io_bps">
+                    {instance.disk_io_bps ?? "unlimited"}
+                  </Item>
+                  <Item label="GPU" field="gpu">
+                    {instance.gpu?.profile ? `${instance.gpu.profile}${instance.gpu.mdev_uuid ? ` (${instance.gpu.mdev_uuid})` : ""}` : "none"}
+                  </Item>
+                </dl>
+                <h3>Network</h3>
+                <dl>
+                  <Item label="Network" field="network.enabled">
+                    {net?.enabled ? (net.name ?? "default") : "disabled"}
+                  </Item>
+                  <Item label="IP" field="network.ip">
+                    <Copyable value={net?.ip} label="IP" />
+                  </Item>
+                  <Item label="MAC" field="network.mac">
+                    <Copyable value={net?.mac} label="MAC" />
+                  </Item>
+                  <Item label="Ports" field="ports">
+                    {instance.ports?.length ? (
+                      <ul className="ports">
+                        {instance.ports.map((p) => (
+                          <li key={`${p.protocol}/${p.host_port}`} data-port={p.host_port}>
+                            {p.protocol === "tcp" ? (
+                              <a href={`http://127.0.0.1:${p.host_port}/`} target="_blank" rel="noreferrer" title="Open in the browser">
+                                127.0.0.1:{p.host_port}
+                              </a>
+                            ) : (
+                              <code>127.0.0.1:{p.host_port}</code>
+                            )}{" "}
+                            → {p.guest_port}/{p.protocol}
+                          </li>
+                        ))}
+                      </ul>
+                    ) : (
+                      "none"
+                    )}
+                  </Item>
+                  <Item label="Bandwidth" field="network.bandwidth">
+                    {net?.bandwidth_download || net?.bandwidth_upload
+                      ? `↓ ${dash(net.bandwidth_download)} · ↑ ${dash(net.bandwidth_upload)}`
+                      : "unlimited"}
+                  </Item>
+                </dl>
+              </div>
+              <div className="card" id="env-card">
+                <h3>Environment</h3>
+                <Environment env={instance.env} credentialKeys={creds?.keys ?? null} onCredentials={() => select("credentials", true)} />
+              </div>
+            </div>
+          </div>
+          <details className="card raw">
+            <summary>Raw JSON (environment values hidden)</summary>
+            <pre>{JSON.stringify(redacted(instance, creds?.keys ?? null), null, 2)}</pre>
+          </details>
+        </>,
+      )}
 
-      <LogsPanel key={instance.id} api={api} id={instance.id} name={instance.name} />
+      {panel("logs", <LogsPanel api={api} id={instance.id} name={instance.name} run={instance.started_at ?? null} visible={shown === "logs"} />)}
 
-      <details className="card raw">
-        <summary>Raw JSON (environment values hidden)</summary>
-        <pre>{JSON.stringify(redacted(instance), null, 2)}</pre>
-      </details>
+      {panel(
+        "terminal",
+        <section id="shell" className="card shell" aria-label="Shell">
+          <h3>Shell</h3>
+          <ExecPanel conn={conn} id={instance.id} running={instance.state === "Running"} />
+        </section>,
+      )}
+
+      {panel(
+        "credentials",
+        credsFailure ? (
+          <p id="credentials-error" className="inline-error card" role="alert">
+            Cannot tell which credentials this instance has: <strong>{credsFailure.code}</strong> {credsFailure.message}
+          </p>
+        ) : creds === null ? (
+          <p className="muted card" aria-busy="true">
+            Reading credential policies…
+          </p>
+        ) : !hasCredentials ? (
+          <p id="credentials-none" className="muted card">
+            This instance has no credentials. Credentials are declared when an instance is created: the guest gets a placeholder, and the
+            host&apos;s proxy puts the real value on requests to the hosts you name.
+          </p>
+        ) : (
+          <>
+            <p className="hint credentials-rotate-hint">
+              Values are rotated on the{" "}
+              <button type="button" className="link" id="credentials-to-rotate" onClick={() => select("overview", true)}>
+                Overview tab
+              </button>
+              ; each one takes effect without a restart.
+            </p>
+            {creds.reported ? (
+              <CredentialsPanel api={api} instance={instance} now={now} version={rotations} />
+            ) : (
+              <p className="muted card">This server does not report how its credentials are used (a Hypedeck extension).</p>
+            )}
+          </>
+        ),
+      )}
+
+      {tabs.includes("network") && panel("network", <NetworkPanel api={api} instance={instance} now={now} />)}
     </section>
   );
 }

@@ -8,7 +8,11 @@ import { problem, type Problem } from "../api";
 const MAX_LINES = 5000;
 type Source = "app" | "hypeman";
 
-export function LogsPanel({ api, id, name }: { api: Hypeman; id: string; name: string }) {
+/**
+ * `run`: the instance's `started_at`; a new run reconnects (and clears an old error). `visible`:
+ * whether its tab is shown (lines keep arriving while hidden; showing it scrolls to the end).
+ */
+export function LogsPanel({ api, id, name, run, visible = true }: { api: Hypeman; id: string; name: string; run: string | null; visible?: boolean }) {
   const [source, setSource] = useState<Source>("app");
   const [lines, setLines] = useState<string[]>([]);
   const [paused, setPaused] = useState(false);
@@ -59,7 +63,7 @@ export function LogsPanel({ api, id, name }: { api: Hypeman; id: string; name: s
       abort.abort();
       window.clearTimeout(flush);
     };
-  }, [api, id, source, generation]);
+  }, [api, id, source, generation, run]);
 
   // Resuming shows what arrived while paused.
   useEffect(() => {
@@ -77,8 +81,8 @@ export function LogsPanel({ api, id, name }: { api: Hypeman; id: string; name: s
 
   useEffect(() => {
     const el = view.current;
-    if (el && !paused) el.scrollTop = el.scrollHeight;
-  }, [shown, paused]);
+    if (el && !paused && visible) el.scrollTop = el.scrollHeight;
+  }, [shown, paused, visible]);
 
   const download = (): void => {
     const blob = new Blob([[...lines, ...buffer.current].join("\n") + "\n"], { type: "text/plain" });

@@ -61,6 +61,9 @@ export function NetworkPanel({ api, instance, now }: { api: Hypeman; instance: I
     }
   }, [api, instance.id, instance.name]);
 
+  // "Allowed …" is about the run it was said in.
+  useEffect(() => setStatus(null), [instance.state]);
+
   useEffect(() => {
     let live = true;
     const tick = (): void => {
@@ -74,7 +77,21 @@ export function NetworkPanel({ api, instance, now }: { api: Hypeman; instance: I
     };
   }, [refresh]);
 
-  if (!instance.network?.enabled || events === null || events === undefined) return null;
+  if (!instance.network?.enabled) return <p className="muted card">This instance has no network.</p>;
+  if (events === undefined) {
+    return (
+      <p className="muted card" aria-busy="true">
+        Reading the network log…
+      </p>
+    );
+  }
+  if (events === null) {
+    return (
+      <p id="network-unreported" className="muted card">
+        This server does not report what the sandbox network decided (a Hypedeck extension).
+      </p>
+    );
+  }
   const blocks: Blocked[] = blocked(events);
   const egress = policy?.egress ?? false;
   const allow = (name: string): void => {

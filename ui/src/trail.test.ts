@@ -1,6 +1,6 @@
 import { describe, expect, test } from "vitest";
 
-import { credentialTitle, describeUse, fingerprintLabel, injectionText, newRefusals, refusalText, type UsageEvent } from "./trail";
+import { credentialTitle, describeUse, fingerprintLabel, injectionText, newRefusals, outcomeLabel, refusalText, type UsageEvent } from "./trail";
 
 const at = (time: string, outcome: UsageEvent["outcome"], extra: Partial<UsageEvent> = {}): UsageEvent => ({
   time,
@@ -34,6 +34,12 @@ describe("credential trail words", () => {
     expect(newRefusals(list, "2026-11-29T10:00:01Z").map((e) => e.outcome)).toEqual(["leak_blocked"]);
     expect(refusalText("agent", list[0]!)).toBe("agent tried to send the real OPENAI to evil.example; Hypedeck blocked it.");
     expect(refusalText("agent", list[2]!)).toBe("agent: OPENAI was not sent to api.openai.com (host not allowed).");
+  });
+
+  test("a request whose upstream failed is in the trail in words, and is no refusal", () => {
+    const failed = at("2026-11-29T10:00:04Z", "failed", { status: 502, reason: "the upstream could not be reached" });
+    expect(outcomeLabel(failed.outcome)).toBe("upstream failed");
+    expect(newRefusals([failed], null)).toEqual([]);
   });
 });
 

@@ -5,7 +5,8 @@ import Hypeman, { APIError } from "@onkernel/hypeman";
 
 import { duration } from "./model";
 
-export type Outcome = "injected" | "test" | "blocked" | "leak_blocked";
+/** `failed`: the request was to carry it, but the upstream could not be reached (the guest got a 502). */
+export type Outcome = "injected" | "test" | "blocked" | "leak_blocked" | "failed";
 
 export interface UsageEvent {
   time: string;
@@ -69,6 +70,7 @@ const OUTCOME_LABEL: Record<Outcome, string> = {
   test: "test",
   blocked: "blocked",
   leak_blocked: "leak blocked",
+  failed: "upstream failed",
 };
 
 export function outcomeLabel(o: Outcome): string {

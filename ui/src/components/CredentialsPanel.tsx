@@ -33,6 +33,7 @@ const OUTCOME_BADGE: Record<UsageEvent["outcome"], string> = {
   test: "badge-busy",
   blocked: "badge-parked",
   leak_blocked: "badge-bad",
+  failed: "badge-bad",
 };
 
 export function CredentialsPanel({ api, instance, now, version }: { api: Hypeman; instance: Instance; now: number; version: number }) {

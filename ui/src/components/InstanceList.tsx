@@ -425,7 +425,7 @@ export function InstanceList({
       {!loaded ? (
         problem ? (
           <div id="list-problem" className="empty" role="alert">
-            <p>{tokenRefused ? "The API refused this page's token." : "The instances could not be loaded."}</p>
+            <p>{tokenRefused ? "The API refused the token in use." : "The instances could not be loaded."}</p>
             <p className="muted">
               {problem.code}: {problem.message}
               {tokenRefused ? "" : " Trying again every 2 s."}

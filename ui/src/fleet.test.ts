@@ -54,6 +54,6 @@ describe("pull progress", () => {
   });
   test("no total: what arrived so far, no made-up percent", () => {
     expect(pullProgress(2048, 0)).toEqual({ percent: null, text: "2.0 KiB so far" });
-    expect(pullProgress(null, null)).toEqual({ percent: null, text: "starting" });
+    expect(pullProgress(null, null)).toEqual({ percent: null, text: "" });
   });
 });

@@ -76,9 +76,12 @@ export function usageText(n: number): string {
   return n === 0 ? "not in use" : `in use by ${n} instance${n === 1 ? "" : "s"}`;
 }
 
-/** A pull's progress: `{percent, text}` ("12.0 MiB of 48.0 MiB (25%)"); percent null when unknown. */
+/**
+ * A pull's progress: `{percent, text}` ("12 MiB of 48 MiB (25%)"); percent null and text empty
+ * when the engine does not say (Hypedeck reports bytes only until the image's config arrives).
+ */
 export function pullProgress(done: number | null | undefined, total: number | null | undefined): { percent: number | null; text: string } {
-  if (!total || total <= 0) return { percent: null, text: done ? `${bytes(done)} so far` : "starting" };
+  if (!total || total <= 0) return { percent: null, text: done ? `${bytes(done)} so far` : "" };
   const d = Math.max(0, Math.min(done ?? 0, total));
   const percent = Math.floor((d / total) * 100);
   return { percent, text: `${bytes(d)} of ${bytes(total)} (${percent}%)` };

@@ -158,7 +158,10 @@ export function useNow(ms: number): number {
   return now;
 }
 
-/** Single-key shortcuts that fire when no text field has the focus (Escape always fires). */
+/**
+ * Single-key shortcuts that fire when no text field has the focus and no modal dialog
+ * (`aria-modal="true"`) is open; Escape always fires.
+ */
 export function useShortcuts(map: Record<string, () => void>): void {
   const ref = useRef(map);
   ref.current = map;
@@ -168,6 +171,8 @@ export function useShortcuts(map: Record<string, () => void>): void {
       const target = e.target as HTMLElement | null;
       const typing = target !== null && (target.isContentEditable || ["INPUT", "TEXTAREA", "SELECT"].includes(target.tagName));
       if (typing && e.key !== "Escape") return;
+      // Behind a modal dialog only Escape (which closes the create form) reaches the page.
+      if (e.key !== "Escape" && document.querySelector('[aria-modal="true"]')) return;
       const fn = ref.current[e.key];
       if (fn) {
         e.preventDefault();

@@ -11,16 +11,18 @@ import { bytes, when, type Instance } from "../model";
 import { ConfirmDialog } from "./common";
 import type { Image } from "./images";
 
-/** A pull in flight: status, bytes so far of the total and the percent, and a progress bar. */
+/** A pull in flight: its status, bytes so far of the total and the percent (when the engine says), and a bar. */
 function PullStatus({ image }: { image: Image }) {
   const p = pullProgress(image.bytes_done, image.bytes_total);
   return (
     <div className="pull" data-status={image.status}>
       <span className="pull-text">
         {image.status}
-        {image.queue_position ? ` (queue ${image.queue_position})` : ""} — {p.text}
+        {image.queue_position ? ` (queue ${image.queue_position})` : ""}
+        {p.text ? ` — ${p.text}` : ""}
       </span>
-      <progress max={100} value={p.percent ?? undefined} aria-label={`Pull of ${image.name}`} aria-valuetext={p.text} />
+      {/* No value: an indeterminate bar, for a pull whose size the engine does not report. */}
+      <progress max={100} value={p.percent ?? undefined} aria-label={`Pull of ${image.name}`} aria-valuetext={p.text || image.status} />
     </div>
   );
 }

@@ -272,6 +272,7 @@ describe("the instance list, images, connecting and accessibility", () => {
     await refused.waitFor({ timeout: 10_000 });
     assert.match(await refused.innerText(), /The API refused the token in use\.[\s\S]*invalid token/);
     assert.equal(await page.locator("#loading").count(), 0);
+    await assertAccessible(page, "the list with a refused token");
     await shot(page, "ui-fleet-wrong-token.png");
 
     // Enter another token: the connect form, with the URL kept and the token empty.
@@ -289,6 +290,7 @@ describe("the instance list, images, connecting and accessibility", () => {
     assert.equal(await error.textContent(), `${new URL(ui.engine.url).host} refused this token (401). Run \`hypedeck token\` on the machine running it and paste what it prints.`);
     assert.equal(await page.locator("#connect-token").getAttribute("aria-invalid"), "true");
     assert.equal(await page.locator("#instances-view").count(), 0);
+    await assertAccessible(page, "the connect form with an error");
     // Nowhere to connect: named too.
     await page.fill("#connect-api", "http://127.0.0.1:9");
     await page.fill("#connect-token", "hdk_any");

@@ -1,6 +1,6 @@
 import { describe, expect, test } from "vitest";
 
-import { decideLink, readLink, type Link } from "./connection";
+import { connectProblem, decideLink, readLink, refusedToken, type Link } from "./connection";
 
 const local: Link = { url: "http://127.0.0.1:4973", token: "hdk_local" };
 
@@ -90,5 +90,24 @@ describe("a link in the address", () => {
     expect(readLink("http://h/")).toEqual({ link: null, stripped: null });
     expect(readLink("http://h/#/instances/abc")).toEqual({ link: null, stripped: null });
     expect(readLink("http://h/?x=1#/new")).toEqual({ link: null, stripped: null });
+    expect(readLink("http://h/#/new?image=alpine%3A3")).toEqual({ link: null, stripped: null });
+  });
+});
+
+describe("a connection that does not work says why", () => {
+  test("a refused token is recognised however the server spells it", () => {
+    expect(refusedToken({ code: "Unauthorized", message: "invalid token" })).toBe(true);
+    expect(refusedToken({ code: "http_401", message: "x" })).toBe(true);
+    expect(refusedToken({ code: "unreachable", message: "x" })).toBe(false);
+    expect(refusedToken(null)).toBe(false);
+  });
+
+  test("the connect form names the host and the fix", () => {
+    expect(connectProblem("http://127.0.0.1:4973", { code: "http_401", message: "invalid token" })).toBe(
+      "127.0.0.1:4973 refused this token (401). Run `hypedeck token` on the machine running it and paste what it prints.",
+    );
+    expect(connectProblem("http://127.0.0.1:1", { code: "unreachable", message: "fetch failed" })).toMatch(/^Cannot reach 127\.0\.0\.1:1: is `hypedeck serve` running there/);
+    expect(connectProblem("https://h.example", { code: "timeout", message: "" })).toMatch(/^h\.example did not answer within 5 s/);
+    expect(connectProblem("https://h.example", { code: "http_500", message: "boom" })).toBe("h.example answered with http_500: boom");
   });
 });

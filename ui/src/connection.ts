@@ -7,7 +7,8 @@
 // link once at load and strips it from the address bar and the history before anything else,
 // and `decideLink` says whether it may be used as is or the user must confirm it first.
 import { desktopConnection, inDesktop } from "./desktop";
-import { normalizeUrl } from "./remotes";
+import type { Problem } from "./model";
+import { checkHealth, hostOf, normalizeUrl } from "./remotes";
 
 export type Mode = "embedded" | "attached" | "browser" | "remote";
 
@@ -50,6 +51,8 @@ export type Start =
   | { kind: "ask"; question: LinkQuestion };
 
 const STORAGE_KEY = "hypedeck.connection";
+/** The API URL of the last connection the user changed away from (no token), for the form. */
+const LAST_URL_KEY = "hypedeck.last-api";
 
 /**
  * The connection the page starts with, given the link it was opened with (see `takeLink`).
@@ -154,13 +157,60 @@ export function browserConnection(link: Link): Connection {
   return { url: link.url, token: link.token, mode: "browser" };
 }
 
-/** Forgets the stored browser connection. */
-export function forgetBrowserConnection(): void {
+/**
+ * Forgets the stored browser connection's token; its URL (`url`, if given) stays for the connect
+ * form (`lastBrowserUrl`).
+ */
+export function forgetBrowserConnection(url?: string): void {
   try {
     localStorage.removeItem(STORAGE_KEY);
+    if (url) localStorage.setItem(LAST_URL_KEY, url);
   } catch {
     // Nothing stored.
   }
+}
+
+/** The URL the connect form starts with: the last one changed away from, or empty. */
+export function lastBrowserUrl(): string {
+  try {
+    return localStorage.getItem(LAST_URL_KEY) ?? "";
+  } catch {
+    return "";
+  }
+}
+
+/** True for the API's answer to a missing or wrong token (401; upstream spells the code `Unauthorized`). */
+export function refusedToken(p: Problem | null): boolean {
+  return p !== null && /^(unauthorized|http_401)$/i.test(p.code);
+}
+
+/** What the connect form says when `url` with this token does not work (a 401, no answer…). Pure. */
+export function connectProblem(url: string, p: Problem): string {
+  const host = hostOf(url);
+  if (refusedToken(p)) {
+    return `${host} refused this token (401). Run \`hypedeck token\` on the machine running it and paste what it prints.`;
+  }
+  if (p.code === "timeout") return `${host} did not answer within 5 s. Is the URL right, and is the engine running?`;
+  if (p.code === "unreachable") return `Cannot reach ${host}: is \`hypedeck serve\` running there, and does it allow this page's origin (HYPEDECK_CORS_ORIGINS)?`;
+  return `${host} answered with ${p.code}: ${p.message}`;
+}
+
+/**
+ * Checks an API URL and token from the connect form before the page uses them: null when an
+ * authenticated call works, otherwise the sentence to show.
+ */
+export async function checkBrowserConnection(url: string, token: string): Promise<string | null> {
+  let base: string;
+  try {
+    base = normalizeUrl(url);
+  } catch (e) {
+    return e instanceof Error ? e.message : String(e);
+  }
+  if (token.trim() === "") return "The token is empty.";
+  const health = await checkHealth({ url: base, token: token.trim(), mode: "browser" }, null);
+  if (health.problem === null) return null;
+  const p = health.problem.code === "unauthorized" ? { code: "http_401", message: health.problem.message } : health.problem;
+  return connectProblem(base, p);
 }
 
 /** True for an API on this machine's loopback (`localhost`, `*.localhost`, 127/8, `[::1]`). */

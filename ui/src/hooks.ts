@@ -81,13 +81,17 @@ export function useInstances(api: Hypeman, url: string): InstancesFeed {
   return { ...state, refresh };
 }
 
-/** The app's settings as the page uses them (create form defaults, theme). */
-export const SettingsContext = createContext<Settings>(DEFAULT_SETTINGS);
+/**
+ * The app's settings as the page uses them (create form defaults, theme), plus the image the
+ * create form starts with when it was opened from an image's Run button (`#/new?image=…`).
+ */
+export type PageDefaults = Settings & { image?: string };
+export const SettingsContext = createContext<PageDefaults>(DEFAULT_SETTINGS);
 
 export type Route =
   | { view: "list" }
   | { view: "instance"; id: string }
-  | { view: "new" }
+  | { view: "new"; image?: string }
   | { view: "images" }
   | { view: "volumes" }
   | { view: "setup" }
@@ -100,6 +104,10 @@ export function parseRoute(hash: string): Route {
     if (id) return { view: "instance", id };
   }
   if (path === "new") return { view: "new" };
+  if (path.startsWith("new?")) {
+    const image = new URLSearchParams(path.slice("new?".length)).get("image")?.trim();
+    return image ? { view: "new", image } : { view: "new" };
+  }
   if (path === "images") return { view: "images" };
   if (path === "volumes") return { view: "volumes" };
   if (path === "setup") return { view: "setup" };
@@ -114,7 +122,7 @@ export function routeHash(route: Route): string {
     case "instance":
       return `#/instances/${encodeURIComponent(route.id)}`;
     case "new":
-      return "#/new";
+      return route.image ? `#/new?${new URLSearchParams({ image: route.image }).toString()}` : "#/new";
     case "images":
       return "#/images";
     case "volumes":
@@ -150,7 +158,10 @@ export function useNow(ms: number): number {
   return now;
 }
 
-/** Single-key shortcuts that fire when no text field has the focus (Escape always fires). */
+/**
+ * Single-key shortcuts that fire when no text field has the focus and no modal dialog
+ * (`aria-modal="true"`) is open; Escape always fires.
+ */
 export function useShortcuts(map: Record<string, () => void>): void {
   const ref = useRef(map);
   ref.current = map;
@@ -160,6 +171,8 @@ export function useShortcuts(map: Record<string, () => void>): void {
       const target = e.target as HTMLElement | null;
       const typing = target !== null && (target.isContentEditable || ["INPUT", "TEXTAREA", "SELECT"].includes(target.tagName));
       if (typing && e.key !== "Escape") return;
+      // Behind a modal dialog only Escape (which closes the create form) reaches the page.
+      if (e.key !== "Escape" && document.querySelector('[aria-modal="true"]')) return;
       const fn = ref.current[e.key];
       if (fn) {
         e.preventDefault();

@@ -21,5 +21,7 @@ describe("settings rules", () => {
     expect(normalized({ theme: "system", default_memory: "  ", listen: "", data_dir: " /data " })).toEqual({ theme: "system", data_dir: "/data" });
     expect(draftDefaults({ theme: "system", default_vcpus: 2, default_memory: "2GB", default_hypervisor: "qemu" })).toEqual({ vcpus: "2", memory: "2GB", hypervisor: "qemu" });
     expect(draftDefaults({ theme: "system" })).toEqual({});
+    // Opened from an image's Run button.
+    expect(draftDefaults({ theme: "system", default_vcpus: 2, image: "alpine:3" })).toEqual({ vcpus: "2", image: "alpine:3" });
   });
 });

@@ -127,8 +127,9 @@ export function applyTheme(theme: Theme): void {
 }
 
 /** The create form's starting values from the settings. */
-export function draftDefaults(s: Settings): Partial<CreateDraft> {
+export function draftDefaults(s: Settings & { image?: string }): Partial<CreateDraft> {
   const out: Partial<CreateDraft> = {};
+  if (s.image) out.image = s.image;
   if (s.default_vcpus !== undefined) out.vcpus = String(s.default_vcpus);
   if (s.default_memory) out.memory = s.default_memory;
   if (s.default_hypervisor) out.hypervisor = s.default_hypervisor;

@@ -1,13 +1,15 @@
 // The page: find the API (desktop shell, a link (confirmed when it points elsewhere), storage or
 // the connect form), then the instances list, one instance's details, the create dialog, images
 // and volumes, routed by the location hash.
-import { useCallback, useEffect, useMemo, useRef, useState } from "react";
+import { useCallback, useContext, useEffect, useMemo, useRef, useState, type ReactNode } from "react";
 
 import { client, createHello, problem, systemChecks, type Problem } from "../api";
 import {
   browserConnection,
+  checkBrowserConnection,
   forgetBrowserConnection,
   initialConnection,
+  lastBrowserUrl,
   rememberBrowserConnection,
   type Connection,
   type Link,
@@ -41,35 +43,90 @@ function Banner({ problem: p }: { problem: Problem | null }) {
   );
 }
 
-function ConnectForm({ onConnect }: { onConnect: (c: Connection) => void }) {
-  const [api, setApi] = useState("");
+/**
+ * The API URL and token for a browser. Both are checked with an authenticated call before the
+ * page uses them, so a wrong token is said here, not left to an endless "Loading…".
+ */
+function ConnectForm({ initialUrl, onConnect }: { initialUrl: string; onConnect: (c: Connection) => void }) {
+  const [api, setApi] = useState(initialUrl);
   const [token, setToken] = useState("");
+  const [error, setError] = useState<string | null>(null);
+  const [busy, setBusy] = useState(false);
+  const submit = async (): Promise<void> => {
+    setBusy(true);
+    setError(null);
+    try {
+      const wrong = await checkBrowserConnection(api, token);
+      if (wrong !== null) {
+        setError(wrong);
+        return;
+      }
+      onConnect(rememberBrowserConnection(api, token));
+      setToken("");
+    } finally {
+      setBusy(false);
+    }
+  };
   return (
     <form
       id="connect"
       className="card connect"
+      aria-labelledby="connect-title"
       onSubmit={(e) => {
         e.preventDefault();
-        onConnect(rememberBrowserConnection(api, token));
-        setToken("");
+        void submit();
       }}
     >
-      <h2>Connect to a Hypeman API</h2>
+      <h2 id="connect-title">Connect to a Hypeman API</h2>
       <label>
         API URL
-        <input id="connect-api" name="api" type="url" required autoFocus placeholder="http://127.0.0.1:4973" value={api} onChange={(e) => setApi(e.target.value)} />
+        <input
+          id="connect-api"
+          name="api"
+          type="url"
+          required
+          autoFocus={initialUrl === ""}
+          placeholder="http://127.0.0.1:4973"
+          value={api}
+          onChange={(e) => setApi(e.target.value)}
+        />
       </label>
       <label>
         Token
-        <input id="connect-token" name="token" type="password" required autoComplete="off" value={token} onChange={(e) => setToken(e.target.value)} />
+        <input
+          id="connect-token"
+          name="token"
+          type="password"
+          required
+          autoFocus={initialUrl !== ""}
+          autoComplete="off"
+          aria-invalid={error !== null}
+          aria-describedby={error ? "connect-error" : "connect-hint"}
+          value={token}
+          onChange={(e) => setToken(e.target.value)}
+        />
       </label>
-      <p className="hint">
+      <p id="connect-hint" className="hint">
         Run <code>hypedeck token</code> to print the token of a local engine.
       </p>
-      <button type="submit" className="primary">
-        Connect
+      {error && (
+        <p id="connect-error" className="alert bad" role="alert">
+          {error}
+        </p>
+      )}
+      <button type="submit" className="primary" disabled={busy}>
+        {busy ? "Connecting…" : "Connect"}
       </button>
     </form>
+  );
+}
+
+/** A top navigation tab; the current one is `aria-current="page"`. */
+function Tab({ id, href, on, children }: { id?: string; href: string; on: boolean; children: ReactNode }) {
+  return (
+    <a id={id} href={href} className={on ? "tab on" : "tab"} aria-current={on ? "page" : undefined}>
+      {children}
+    </a>
   );
 }
 
@@ -78,11 +135,14 @@ function Workspace({
   canRotate,
   onToken,
   onSettings,
+  onReconnect,
 }: {
   conn: Connection;
   canRotate: boolean;
   onToken: (token: string) => void;
   onSettings: (s: Settings) => void;
+  /** Back to the connect form (browser mode, this browser's API). */
+  onReconnect: (() => void) | null;
 }) {
   const api = useMemo(() => client(conn), [conn]);
   const feed = useInstances(api, conn.url);
@@ -93,6 +153,7 @@ function Workspace({
   const [actionProblem, setActionProblem] = useState<Problem | null>(null);
   const [notice, setNotice] = useState<string | null>(null);
   const search = useRef<HTMLInputElement>(null);
+  const settings = useContext(SettingsContext);
   const now = useNow(1000);
   // First run: while the engine says something is missing, the setup screen comes first.
   const [firstChecks, setFirstChecks] = useState<SystemChecks | null>(null);
@@ -143,24 +204,34 @@ function Workspace({
     feed.refresh();
   };
 
+  // What the page shows: the setup screen comes first while something is missing.
+  const shown = firstChecks ? "setup" : route.view;
+  const listChanged = useCallback(
+    (summary: string): void => {
+      setNotice(summary);
+      feed.refresh();
+    },
+    [feed.refresh],
+  );
+
   return (
     <BackendsContext.Provider value={backends}>
       <nav className="tabs" aria-label="Views">
-        <a href="#/" className={route.view === "list" || route.view === "instance" ? "tab on" : "tab"}>
+        <Tab href="#/" on={shown === "list" || shown === "instance" || shown === "new"}>
           Instances <span className="count">{feed.list.length}</span>
-        </a>
-        <a href="#/images" className={route.view === "images" ? "tab on" : "tab"}>
+        </Tab>
+        <Tab href="#/images" on={shown === "images"}>
           Images
-        </a>
-        <a href="#/volumes" className={route.view === "volumes" ? "tab on" : "tab"}>
+        </Tab>
+        <Tab href="#/volumes" on={shown === "volumes"}>
           Volumes
-        </a>
-        <a id="setup-tab" href="#/setup" className={route.view === "setup" || firstChecks ? "tab on" : "tab"}>
+        </Tab>
+        <Tab id="setup-tab" href="#/setup" on={shown === "setup"}>
           Setup
-        </a>
-        <a id="settings-tab" href="#/settings" className={route.view === "settings" ? "tab on" : "tab"}>
+        </Tab>
+        <Tab id="settings-tab" href="#/settings" on={shown === "settings"}>
           Settings
-        </a>
+        </Tab>
         <span className="spacer" />
         <button id="new-instance" type="button" className="primary" title="New instance (n)" onClick={() => go({ view: "new" })}>
           New instance
@@ -184,7 +255,7 @@ function Workspace({
       ) : route.view === "settings" ? (
         <SettingsView api={api} canRotate={canRotate} onSaved={onSettings} onToken={onToken} />
       ) : route.view === "images" ? (
-        <ImagesView api={api} />
+        <ImagesView api={api} instances={feed.list} instancesLoaded={feed.loaded} onRun={(image) => go({ view: "new", image })} />
       ) : route.view === "volumes" ? (
         <VolumesView api={api} />
       ) : route.view === "instance" ? (
@@ -208,8 +279,13 @@ function Workspace({
         )
       ) : (
         <InstanceList
+          api={api}
           list={feed.list}
           loaded={feed.loaded}
+          problem={feed.problem}
+          onChanged={listChanged}
+          onProblem={setActionProblem}
+          onReconnect={onReconnect}
           now={feed.at}
           filter={filter}
           sort={sort}
@@ -223,17 +299,26 @@ function Workspace({
         />
       )}
       {route.view === "new" && (
-        <CreateDialog
-          api={api}
-          onClose={() => go({ view: "list" })}
-          onCreated={(i) => {
-            feed.refresh();
-            go({ view: "instance", id: i.id });
-          }}
-        />
+        // Opened from an image's Run button: the form starts with that image.
+        <SettingsContext.Provider value={route.image ? { ...settings, image: route.image } : settings}>
+          <CreateDialog
+            api={api}
+            onClose={() => go({ view: "list" })}
+            onCreated={(i) => {
+              feed.refresh();
+              go({ view: "instance", id: i.id });
+            }}
+          />
+        </SettingsContext.Provider>
       )}
     </BackendsContext.Provider>
   );
+}
+
+/** The first Tab stop: straight to the list's current row (or its search box). */
+function skipToList(): void {
+  if (!document.querySelector("#instances-view")) window.location.hash = "#/";
+  window.setTimeout(() => (document.querySelector<HTMLElement>('#instances tr[tabindex="0"]') ?? document.querySelector<HTMLElement>("#filter-text"))?.focus(), 0);
 }
 
 /** `link`: the API and token the page was opened with (already off the address bar), if any. */
@@ -273,6 +358,16 @@ export function App({ link, onFirstPaint }: { link: Link | null; onFirstPaint: (
     setConn(s.conn);
   };
 
+  // The connect form's URL: the one changed away from ("Change" keeps it), also after a reload.
+  const [formUrl, setFormUrl] = useState(lastBrowserUrl);
+  const change = (): void => {
+    if (conn) {
+      forgetBrowserConnection(conn.url);
+      setFormUrl(conn.url);
+    }
+    setConn(null);
+  };
+
   useEffect(() => {
     initialConnection(link).then(start, (e: unknown) => {
       setConn(null);
@@ -288,6 +383,11 @@ export function App({ link, onFirstPaint }: { link: Link | null; onFirstPaint: (
   return (
     <>
       <header className="bar">
+        {conn && (
+          <button id="skip-to-list" type="button" className="skip-link" onClick={skipToList}>
+            Skip to the instances
+          </button>
+        )}
         <h1>Hypedeck</h1>
         <span className="spacer" />
         <div className="conn" aria-label="Connection">
@@ -311,10 +411,7 @@ export function App({ link, onFirstPaint }: { link: Link | null; onFirstPaint: (
               id="disconnect"
               type="button"
               className="link"
-              onClick={() => {
-                forgetBrowserConnection();
-                setConn(null);
-              }}
+              onClick={change}
             >
               Change
             </button>
@@ -363,7 +460,7 @@ export function App({ link, onFirstPaint }: { link: Link | null; onFirstPaint: (
             Connecting…
           </p>
         ) : conn === null ? (
-          <ConnectForm onConnect={setConn} />
+          <ConnectForm key={formUrl} initialUrl={formUrl} onConnect={setConn} />
         ) : (
           <SettingsContext.Provider value={settings}>
             <Workspace
@@ -371,6 +468,7 @@ export function App({ link, onFirstPaint }: { link: Link | null; onFirstPaint: (
               conn={conn}
               canRotate={remoteId === null}
               onSettings={setSettings}
+              onReconnect={conn.mode === "browser" && remoteId === null ? change : null}
               onToken={(token) => {
                 // This computer's engine switched tokens: keep using it with the new one.
                 const next = conn.mode === "browser" ? rememberBrowserConnection(conn.url, token) : { ...conn, token };

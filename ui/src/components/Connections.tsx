@@ -1,9 +1,10 @@
 // The connection switcher in the header: this computer (or the browser's API) plus any number
 // of remote Hypeman servers, an "Add remote" form, and the current connection's health.
-import { useCallback, useEffect, useState } from "react";
+import { useCallback, useEffect, useRef, useState } from "react";
 
 import type { Connection } from "../connection";
 import { addRemote, checkHealth, listRemotes, removeRemote, remoteConnection, type Health, type Remote } from "../remotes";
+import { usePopover } from "./common";
 
 const HEALTH_EVERY_MS = 10_000;
 
@@ -25,6 +26,14 @@ export function Connections({
   const [draft, setDraft] = useState({ name: "", url: "", key: "" });
   const [error, setError] = useState<string | null>(null);
   const [health, setHealth] = useState<Health | null>(null);
+  // The "Add remote" popover closes on Escape (focus back on its button) and outside clicks.
+  const popover = useRef<HTMLFormElement>(null);
+  const opener = useRef<HTMLButtonElement>(null);
+  const closeForm = useCallback(() => setAdding(false), []);
+  usePopover(adding, popover, opener, closeForm);
+  useEffect(() => {
+    if (adding) popover.current?.querySelector<HTMLInputElement>("input")?.focus();
+  }, [adding]);
 
   const reload = useCallback(async () => {
     try {
@@ -68,6 +77,7 @@ export function Connections({
       const r = await addRemote(draft.name, draft.url, draft.key);
       setDraft({ name: "", url: "", key: "" });
       setAdding(false);
+      opener.current?.focus();
       await reload();
       await switchTo(r.id);
     } catch (e) {
@@ -106,7 +116,15 @@ export function Connections({
       >
         {healthText}
       </span>
-      <button id="remote-new" type="button" className="link" onClick={() => setAdding((a) => !a)}>
+      <button
+        id="remote-new"
+        ref={opener}
+        type="button"
+        className="link"
+        aria-expanded={adding}
+        aria-controls={adding ? "remote-form" : undefined}
+        onClick={() => setAdding((a) => !a)}
+      >
         Add remote
       </button>
       {remoteId !== null && (
@@ -117,22 +135,32 @@ export function Connections({
       {adding && (
         <form
           id="remote-form"
+          ref={popover}
           className="remote-form"
+          aria-label="Add a remote Hypeman server"
           onSubmit={(e) => {
             e.preventDefault();
             void save();
           }}
         >
-          <input id="remote-name" placeholder="Name" value={draft.name} onChange={(e) => setDraft({ ...draft, name: e.target.value })} />
-          <input id="remote-url" placeholder="https://hypeman.example.com" value={draft.url} onChange={(e) => setDraft({ ...draft, url: e.target.value })} />
-          <input
-            id="remote-key"
-            type="password"
-            autoComplete="off"
-            placeholder="API key"
-            value={draft.key}
-            onChange={(e) => setDraft({ ...draft, key: e.target.value })}
-          />
+          <label>
+            Name
+            <input id="remote-name" placeholder="lab" value={draft.name} onChange={(e) => setDraft({ ...draft, name: e.target.value })} />
+          </label>
+          <label>
+            API URL
+            <input id="remote-url" placeholder="https://hypeman.example.com" value={draft.url} onChange={(e) => setDraft({ ...draft, url: e.target.value })} />
+          </label>
+          <label>
+            API key
+            <input
+              id="remote-key"
+              type="password"
+              autoComplete="off"
+              value={draft.key}
+              onChange={(e) => setDraft({ ...draft, key: e.target.value })}
+            />
+          </label>
           <button id="remote-save" type="submit" className="primary">
             Add
           </button>

@@ -1,21 +1,57 @@
-// Images on the engine, with a pull form; pulls in flight show their progress.
-import { useCallback, useState } from "react";
+// Images on the engine, with a pull form; pulls in flight show their bytes and percent. Each
+// image says how many instances use it (from the instance list), runs (the create form with
+// that image) and deletes after a question that names the instances using it.
+import { useCallback, useMemo, useState } from "react";
 import type Hypeman from "@onkernel/hypeman";
 
 import { problem } from "../api";
+import { imageUsage, normalizeImage, pullProgress, usageText } from "../fleet";
 import { usePolled } from "../hooks";
-import { bytes, when } from "../model";
-import { PullProgress } from "./CreateDialog";
+import { bytes, when, type Instance } from "../model";
+import { ConfirmDialog } from "./common";
 import type { Image } from "./images";
 
-export function ImagesView({ api }: { api: Hypeman }) {
+/** A pull in flight: its status, bytes so far of the total and the percent (when the engine says), and a bar. */
+function PullStatus({ image }: { image: Image }) {
+  const p = pullProgress(image.bytes_done, image.bytes_total);
+  return (
+    <div className="pull" data-status={image.status}>
+      <span className="pull-text">
+        {image.status}
+        {image.queue_position ? ` (queue ${image.queue_position})` : ""}
+        {p.text ? ` — ${p.text}` : ""}
+      </span>
+      {/* No value: an indeterminate bar, for a pull whose size the engine does not report. */}
+      <progress max={100} value={p.percent ?? undefined} aria-label={`Pull of ${image.name}`} aria-valuetext={p.text || image.status} />
+    </div>
+  );
+}
+
+export function ImagesView({
+  api,
+  instances,
+  instancesLoaded,
+  onRun,
+}: {
+  api: Hypeman;
+  /** The instance list, to say which images are in use. */
+  instances: readonly Instance[];
+  instancesLoaded: boolean;
+  /** Opens the create form with this image. */
+  onRun: (image: string) => void;
+}) {
   const [name, setName] = useState("");
   const [pullError, setPullError] = useState<string | null>(null);
+  const [asking, setAsking] = useState<Image | null>(null);
+  const [deleting, setDeleting] = useState<string | null>(null);
+  const [rowError, setRowError] = useState<{ image: string; text: string } | null>(null);
   const list = useCallback(async () => (await api.images.list()) as Image[], [api]);
   // Pulls in flight are followed closely, so their progress moves.
   const { value: images, failure, reload: load } = usePolled(list, (all) =>
     all?.some((i) => i.status !== "ready" && i.status !== "failed") ? 500 : 3000,
   );
+  const uses = useMemo(() => imageUsage(instances), [instances]);
+  const usersOf = (image: Image): Instance[] => instances.filter((i) => normalizeImage(i.image) === normalizeImage(image.name));
 
   const startPull = async (): Promise<void> => {
     setPullError(null);
@@ -29,6 +65,21 @@ export function ImagesView({ api }: { api: Hypeman }) {
     }
   };
 
+  const remove = async (image: Image): Promise<void> => {
+    setDeleting(image.name);
+    setRowError(null);
+    try {
+      await api.images.delete(image.name);
+      await load();
+    } catch (e) {
+      const p = problem(e, "");
+      setRowError({ image: image.name, text: `${p.code}: ${p.message}` });
+    } finally {
+      setDeleting(null);
+    }
+  };
+
+  const asked = asking ? usersOf(asking) : [];
   return (
     <section id="images-view" aria-label="Images">
       <form
@@ -38,10 +89,21 @@ export function ImagesView({ api }: { api: Hypeman }) {
           void startPull();
         }}
       >
-        <input id="pull-name" value={name} placeholder="docker.io/library/alpine:latest" aria-label="Image to pull" spellCheck={false} onChange={(e) => setName(e.target.value)} />
-        <button id="pull-submit" type="submit" className="primary" disabled={name.trim() === ""}>
+        <input
+          id="pull-name"
+          value={name}
+          placeholder="docker.io/library/alpine:latest"
+          aria-label="Image to pull"
+          aria-describedby="pull-hint"
+          spellCheck={false}
+          onChange={(e) => setName(e.target.value)}
+        />
+        <button id="pull-submit" type="submit" className="primary" disabled={name.trim() === ""} aria-describedby="pull-hint">
           Pull
         </button>
+        <span id="pull-hint" className="hint">
+          {name.trim() === "" ? "Type an image reference to pull it." : "Pulled on the engine's machine."}
+        </span>
         {pullError && (
           <span className="inline-error" role="alert">
             {pullError}
@@ -54,13 +116,15 @@ export function ImagesView({ api }: { api: Hypeman }) {
         </p>
       )}
       {images === null ? (
-        <p className="empty" aria-busy="true">
-          Loading images…
-        </p>
+        failure ? null : (
+          <p className="empty" aria-busy="true">
+            Loading images…
+          </p>
+        )
       ) : images.length === 0 ? (
         <p className="empty">No images yet. Pull one above, or create an instance and its image is pulled for you.</p>
       ) : (
-        <table id="images-table">
+        <table id="images-table" aria-label="Images">
           <thead>
             <tr>
               <th>Name</th>
@@ -68,22 +132,89 @@ export function ImagesView({ api }: { api: Hypeman }) {
               <th className="num">Size</th>
               <th>Digest</th>
               <th>Pulled</th>
+              <th>Used by</th>
+              <th>
+                <span className="sr-only">Actions</span>
+              </th>
             </tr>
           </thead>
           <tbody>
-            {images.map((i) => (
-              <tr key={i.name} data-image={i.name}>
-                <td>{i.name}</td>
-                <td>{i.status === "ready" || i.status === "failed" ? <span title={i.error ?? ""}>{i.status}</span> : <PullProgress image={i} />}</td>
-                <td className="num">{bytes(i.size_bytes)}</td>
-                <td>
-                  <code title={i.digest}>{i.digest.slice(0, 19)}</code>
-                </td>
-                <td>{when(i.created_at)}</td>
-              </tr>
-            ))}
+            {images.map((i) => {
+              const n = uses.get(normalizeImage(i.name)) ?? 0;
+              const ready = i.status === "ready";
+              const whyId = `image-run-why-${i.digest || i.name}`.replace(/[^a-zA-Z0-9_-]/g, "-");
+              return (
+                <tr key={i.name} data-image={i.name}>
+                  <td>{i.name}</td>
+                  <td>{ready || i.status === "failed" ? <span title={i.error ?? ""}>{i.status}</span> : <PullStatus image={i} />}</td>
+                  <td className="num">{bytes(i.size_bytes)}</td>
+                  <td>
+                    <code title={i.digest}>{i.digest.slice(0, 19)}</code>
+                  </td>
+                  <td>{when(i.created_at)}</td>
+                  <td className="usage" data-uses={instancesLoaded ? n : undefined}>
+                    {instancesLoaded ? usageText(n) : "…"}
+                  </td>
+                  <td className="row-actions image-actions">
+                    {!ready && (
+                      <span id={whyId} className="sr-only">
+                        Only a ready image runs
+                      </span>
+                    )}
+                    <button
+                      type="button"
+                      data-image-action="run"
+                      className="primary"
+                      disabled={!ready}
+                      aria-describedby={ready ? undefined : whyId}
+                      aria-label={`Run ${i.name}`}
+                      onClick={() => onRun(i.name)}
+                    >
+                      Run
+                    </button>
+                    <button
+                      type="button"
+                      data-image-action="delete"
+                      className="danger"
+                      disabled={deleting !== null}
+                      aria-label={`Delete ${i.name}`}
+                      onClick={() => setAsking(i)}
+                    >
+                      {deleting === i.name ? "Deleting…" : "Delete"}
+                    </button>
+                    {rowError?.image === i.name && (
+                      <span className="inline-error" role="alert">
+                        {rowError.text}
+                      </span>
+                    )}
+                  </td>
+                </tr>
+              );
+            })}
           </tbody>
         </table>
+      )}
+      {asking && (
+        <ConfirmDialog
+          id="image-delete-confirm"
+          title={`Delete ${asking.name}?`}
+          confirmLabel="Delete image"
+          danger
+          onCancel={() => setAsking(null)}
+          onConfirm={() => {
+            const image = asking;
+            setAsking(null);
+            void remove(image);
+          }}
+        >
+          {asked.length > 0 ? (
+            <p id="image-delete-users">
+              {usageText(asked.length).replace(/^in use/, "It is in use")}: {asked.map((i) => i.name).join(", ")}. Creating another instance from it pulls it again.
+            </p>
+          ) : (
+            <p id="image-delete-users">No instance uses it. Creating an instance from it later pulls it again.</p>
+          )}
+        </ConfirmDialog>
       )}
     </section>
   );

@@ -39,7 +39,7 @@ export function SetupCheck({
   return (
     <section id="setup" className="setup" aria-busy={busy}>
       <h2>Set up this computer</h2>
-      <p className="muted">
+      <p id="setup-summary" className="muted">
         {result === null
           ? "Checking what Hypedeck needs…"
           : missing > 0
@@ -74,7 +74,7 @@ export function SetupCheck({
           {busy ? "Checking…" : "Re-check"}
         </button>
         {onContinue && (
-          <button id="setup-continue" type="button" className="primary" disabled={result === null || missing > 0} onClick={onContinue}>
+          <button id="setup-continue" type="button" className="primary" disabled={result === null || missing > 0} aria-describedby="setup-summary" onClick={onContinue}>
             {continueLabel}
           </button>
         )}

@@ -1,5 +1,6 @@
-// Small building blocks: the state badge, copy buttons, the lifecycle buttons and field errors.
-import { useContext, useState, type ReactNode } from "react";
+// Small building blocks: the state badge, copy buttons, the lifecycle buttons, field errors,
+// and focus handling for dialogs and popovers (`useDialogFocus`, `usePopover`, `ConfirmDialog`).
+import { useContext, useEffect, useId, useRef, useState, type ReactNode, type RefObject } from "react";
 import type Hypeman from "@onkernel/hypeman";
 
 import { problem, type Problem } from "../api";
@@ -96,9 +97,139 @@ export async function runVerb(api: Hypeman, id: string, verb: Verb): Promise<voi
   }
 }
 
+const FOCUSABLE = 'a[href], button:not([disabled]), input:not([disabled]):not([type="hidden"]), select:not([disabled]), textarea:not([disabled]), [tabindex]:not([tabindex="-1"])';
+
+/** The elements in `root` that Tab stops at, in order. */
+export function focusables(root: HTMLElement): HTMLElement[] {
+  return Array.from(root.querySelectorAll<HTMLElement>(FOCUSABLE)).filter((e) => e.getClientRects().length > 0);
+}
+
+/**
+ * A modal dialog's focus: on open, the focus moves into `ref` (its `[autofocus]`/`data-autofocus`
+ * element, else its first focusable one); Tab and Shift+Tab cycle inside it; Escape calls
+ * `onClose`; on close, the focus returns to what had it before (the button that opened it).
+ * Use with `role="dialog" aria-modal="true"` and an `aria-labelledby` on the container.
+ */
+export function useDialogFocus(ref: RefObject<HTMLElement | null>, onClose: () => void): void {
+  const close = useRef(onClose);
+  close.current = onClose;
+  useEffect(() => {
+    const root = ref.current;
+    if (!root) return;
+    const opener = document.activeElement instanceof HTMLElement ? document.activeElement : null;
+    const first = root.querySelector<HTMLElement>("[data-autofocus]") ?? focusables(root)[0] ?? root;
+    if (first === root && !root.hasAttribute("tabindex")) root.tabIndex = -1;
+    first.focus();
+    const onKey = (e: KeyboardEvent): void => {
+      if (e.key === "Escape") {
+        e.preventDefault();
+        e.stopPropagation();
+        close.current();
+        return;
+      }
+      if (e.key !== "Tab") return;
+      const items = focusables(root);
+      if (items.length === 0) {
+        e.preventDefault();
+        return;
+      }
+      const [head, tail] = [items[0]!, items[items.length - 1]!];
+      const at = document.activeElement;
+      if (e.shiftKey && (at === head || !root.contains(at))) {
+        e.preventDefault();
+        tail.focus();
+      } else if (!e.shiftKey && (at === tail || !root.contains(at))) {
+        e.preventDefault();
+        head.focus();
+      }
+    };
+    // Capture: the dialog sees Escape before the page's shortcuts do.
+    document.addEventListener("keydown", onKey, true);
+    return () => {
+      document.removeEventListener("keydown", onKey, true);
+      if (opener?.isConnected) opener.focus();
+    };
+  }, [ref]);
+}
+
+/**
+ * A non-modal popover (`ref`) opened by a button (`opener`): Escape or a click or focus outside
+ * both closes it (`onClose`), and Escape puts the focus back on the opener.
+ */
+export function usePopover(open: boolean, ref: RefObject<HTMLElement | null>, opener: RefObject<HTMLElement | null>, onClose: () => void): void {
+  const close = useRef(onClose);
+  close.current = onClose;
+  useEffect(() => {
+    if (!open) return;
+    const inside = (t: EventTarget | null): boolean => t instanceof Node && (ref.current?.contains(t) === true || opener.current?.contains(t) === true);
+    const onKey = (e: KeyboardEvent): void => {
+      if (e.key !== "Escape") return;
+      e.preventDefault();
+      e.stopPropagation();
+      close.current();
+      opener.current?.focus();
+    };
+    const onPointer = (e: Event): void => {
+      if (!inside(e.target)) close.current();
+    };
+    document.addEventListener("keydown", onKey, true);
+    document.addEventListener("pointerdown", onPointer, true);
+    document.addEventListener("focusin", onPointer, true);
+    return () => {
+      document.removeEventListener("keydown", onKey, true);
+      document.removeEventListener("pointerdown", onPointer, true);
+      document.removeEventListener("focusin", onPointer, true);
+    };
+  }, [open, ref, opener]);
+}
+
+/**
+ * A modal question with a confirm and a cancel button (focus trapped, Escape cancels, the focus
+ * goes back to the opener). The cancel button has the focus first: a stray Enter does nothing
+ * destructive.
+ */
+export function ConfirmDialog({
+  id,
+  title,
+  children,
+  confirmLabel,
+  danger = false,
+  onConfirm,
+  onCancel,
+}: {
+  id: string;
+  title: string;
+  children?: ReactNode;
+  confirmLabel: string;
+  danger?: boolean;
+  onConfirm: () => void;
+  onCancel: () => void;
+}) {
+  const ref = useRef<HTMLDivElement>(null);
+  const titleId = useId();
+  useDialogFocus(ref, onCancel);
+  return (
+    <div className="overlay" onMouseDown={(e) => e.target === e.currentTarget && onCancel()}>
+      <div id={id} ref={ref} className="dialog confirm" role="dialog" aria-modal="true" aria-labelledby={titleId}>
+        <h2 id={titleId}>{title}</h2>
+        {children}
+        <div className="form-actions">
+          <button type="button" data-autofocus data-confirm="cancel" onClick={onCancel}>
+            Cancel
+          </button>
+          <button type="button" data-confirm="ok" className={danger ? "danger-solid" : "primary"} onClick={onConfirm}>
+            {confirmLabel}
+          </button>
+        </div>
+      </div>
+    </div>
+  );
+}
+
 /**
  * Start / Stop / Standby / Restore / Delete for one instance, each disabled (with the reason as
- * its tooltip) when the state does not allow it. Delete asks first.
+ * its tooltip and its accessible description) when the state does not allow it. Delete asks
+ * first.
  */
 export function Actions({
   api,
@@ -115,6 +246,7 @@ export function Actions({
 }) {
   const [busy, setBusy] = useState<Verb | null>(null);
   const backend = backendFor(useContext(BackendsContext), instance.hypervisor);
+  const uid = useId();
   const act = async (verb: Verb): Promise<void> => {
     if (verb === "delete" && !window.confirm(`Delete ${instance.name}? Its disks and logs are removed.`)) return;
     setBusy(verb);
@@ -131,14 +263,21 @@ export function Actions({
     <div className={compact ? "actions compact" : "actions"} role="group" aria-label="Lifecycle">
       {VERBS.map((verb) => {
         const a = availability(instance.state, verb, backend);
+        const why = !a.enabled && a.reason ? `${uid}-${verb}-why` : undefined;
         return (
           <span key={verb} className="action-wrap" title={a.reason}>
+            {why && (
+              <span id={why} className="sr-only">
+                {a.reason}
+              </span>
+            )}
             <button
               type="button"
               className={verb === "delete" ? "danger" : verb === "start" || verb === "restore" ? "primary" : ""}
               data-action={verb}
               disabled={!a.enabled || busy !== null}
               aria-label={`${VERB_LABEL[verb]} ${instance.name}`}
+              aria-describedby={why}
               title={a.reason}
               onClick={(e) => {
                 e.stopPropagation();

@@ -72,6 +72,22 @@ const focused = (page) => page.evaluate(() => document.activeElement?.id ?? "");
 const writes = (calls) => calls.filter((c) => !c.startsWith("GET ") && !c.startsWith("OPTIONS "));
 
 describe("create form", () => {
+  test("the dialog keeps the focus inside, closes on Escape and gives it back to New instance", async (t) => {
+    const { page } = await openForm(t);
+    assert.equal(await focused(page), "create-image");
+    const inside = () => page.evaluate(() => document.getElementById("create-form").contains(document.activeElement));
+    // Backwards from the first field wraps to the dialog's last control, not the page behind.
+    await page.keyboard.press("Shift+Tab");
+    assert.ok(await inside(), "Shift+Tab left the dialog");
+    for (let i = 0; i < 60; i++) {
+      await page.keyboard.press("Tab");
+      assert.ok(await inside(), `Tab ${i + 1} left the dialog`);
+    }
+    await page.keyboard.press("Escape");
+    await page.locator("#create-form").waitFor({ state: "detached" });
+    assert.equal(await focused(page), "new-instance");
+  });
+
   test("every mistake is shown after one click, before any request, with the first bad field focused", async (t) => {
     const { page, apiCalls } = await openForm(t);
     // The name rule is there before any mistake, under the field (and read with it).

@@ -32,6 +32,7 @@ import { BackendsContext, SettingsContext } from "../hooks";
 import { draftDefaults } from "../prefs";
 import { backendFor, bytes, limitsOf, percent, type Instance } from "../model";
 import { lookUpImage, pullImage, type Image, type ImageLookup } from "./images";
+import { useDialogFocus } from "./common";
 import { KeychainPicker } from "./KeychainPicker";
 
 /** The input a field's error focuses (credentials: the row's input the mistake is about). */
@@ -180,8 +181,10 @@ export function CreateDialog({ api, onClose, onCreated }: { api: Hypeman; onClos
   const draftRef = useRef(draft);
   draftRef.current = draft;
 
+  // Focus inside while open (the image field first), Escape closes, focus back to the opener.
+  const dialog = useRef<HTMLFormElement>(null);
+  useDialogFocus(dialog, onClose);
   useEffect(() => {
-    first.current?.focus();
     const controller = abort.current;
     return () => controller.abort();
   }, []);
@@ -308,6 +311,7 @@ export function CreateDialog({ api, onClose, onCreated }: { api: Hypeman; onClos
     <div className="overlay" role="presentation" onMouseDown={(e) => e.target === e.currentTarget && onClose()}>
       <form
         id="create-form"
+        ref={dialog}
         className="dialog"
         role="dialog"
         aria-modal="true"
@@ -324,6 +328,7 @@ export function CreateDialog({ api, onClose, onCreated }: { api: Hypeman; onClos
             <input
               id="create-image"
               ref={first}
+              data-autofocus
               value={draft.image}
               placeholder="docker.io/library/alpine:latest"
               spellCheck={false}

@@ -53,6 +53,20 @@ fn to_info(image: Image) -> ImageInfo {
     }
 }
 
+/// `image` on the wire; a pull under way (its config is in, its layers are coming) with its
+/// bytes so far.
+fn info_with_progress(store: &hypedeck_images::ImageStore, image: Image) -> ImageInfo {
+    let progress = (image.status != hypedeck_images::ImageStatus::Ready)
+        .then(|| store.progress(&image.digest))
+        .flatten();
+    let mut info = to_info(image);
+    if let Some(progress) = progress {
+        info.bytes_done = Some(progress.bytes_done);
+        info.bytes_total = Some(progress.bytes_total);
+    }
+    info
+}
+
 /// What a pull in flight looks like on the wire (the cache has no record until it is ready).
 fn pending_info(name: &str, progress: &hypedeck_images::PullProgress) -> ImageInfo {
     ImageInfo {
@@ -85,11 +99,11 @@ impl Engine {
 
     /// Every cached image.
     pub fn list_images(&self) -> Result<Vec<ImageInfo>, EngineError> {
-        Ok(self
-            .image_store()?
+        let store = self.image_store()?;
+        Ok(store
             .list()
             .into_iter()
-            .map(to_info)
+            .map(|image| info_with_progress(store, image))
             .collect())
     }
 
@@ -101,7 +115,7 @@ impl Engine {
                 .map_err(|_| EngineError::InvalidImageReference)?;
         }
         if let Some(image) = store.get(name) {
-            return Ok(to_info(image));
+            return Ok(info_with_progress(store, image));
         }
         // A pull this engine started and that is still running (or just failed).
         let pulls = self.pulls.lock().unwrap_or_else(|p| p.into_inner());

@@ -42,6 +42,11 @@ fn fingerprint(value: &str) -> String {
 }
 
 async fn world_with_trail() -> (World, Arc<Trail>, reqwest::Client) {
+    world_with_trail_for(API).await
+}
+
+/// A proxy whose one credential (`OPENAI_KEY`) is for `host`, its trail, and a guest client.
+async fn world_with_trail_for(host: &str) -> (World, Arc<Trail>, reqwest::Client) {
     let trail = Arc::new(Trail::default());
     let sink = trail.clone();
     let world = World::with(move |o| {
@@ -59,7 +64,7 @@ async fn world_with_trail() -> (World, Arc<Trail>, reqwest::Client) {
                 "Authorization",
                 &format!("Bearer {SECRET}"),
                 SECRET,
-                Some(&[API]),
+                Some(&[host]),
             )],
         )
         .unwrap();
@@ -579,28 +584,7 @@ async fn injection_needs_the_tls_name_and_host_header_to_agree_with_the_tunnel()
 
 #[tokio::test]
 async fn a_request_whose_upstream_is_down_is_recorded_as_failed_with_the_502() {
-    let trail = Arc::new(Trail::default());
-    let sink = trail.clone();
-    let world = World::with(move |o| {
-        o.usage = Some(sink);
-        o.fingerprints = Some(fingerprints());
-    })
-    .await;
-    let addr = world.proxy.listen("vm-1", None).await.unwrap();
-    world
-        .proxy
-        .set_rules(
-            "vm-1",
-            vec![credential(
-                "OPENAI_KEY",
-                "Authorization",
-                &format!("Bearer {SECRET}"),
-                SECRET,
-                Some(&[DOWN]),
-            )],
-        )
-        .unwrap();
-    let client = world.client(addr);
+    let (world, trail, client) = world_with_trail_for(DOWN).await;
     let (status, _) = get_text(
         &client,
         &world.https_url(DOWN, "/v1"),

@@ -102,7 +102,7 @@ export function rotationRefusal(state: State): string | null {
   const fix: Partial<Record<State, string>> = {
     Stopped: "Start it first.",
     Standby: "Restore it first.",
-    Paused: "Resume it first.",
+    Paused: "It is paused only while a standby is being saved; wait a moment.",
     Shutdown: "Start it again first.",
     Created: "Wait until it boots.",
     Unknown: "Its state could not be read; try again when it shows Running.",

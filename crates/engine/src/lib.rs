@@ -36,6 +36,7 @@ mod records;
 mod render;
 mod resources;
 mod runtime;
+mod snapshots;
 mod staged;
 mod standby;
 pub mod trail;
@@ -64,6 +65,7 @@ pub use lifecycle::{MAX_WAIT, STOP_TIMEOUT, StartOverrides, WaitOutcome};
 pub use network::{FLOW_LOG_ENTRIES, NetworkPolicy};
 pub use provision::{GuestRuntime, IMAGE_WAIT};
 pub use query::ListFilter;
+pub use snapshots::SnapshotFilter;
 pub use volumes::{MAX_ARCHIVE_BYTES, MAX_VOLUME_GB};
 
 /// Errors of engine verbs. Messages are short and never contain secret values.

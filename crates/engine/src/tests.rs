@@ -8,7 +8,7 @@ use hypedeck_store::Paths;
 use serde_json::json;
 
 use crate::fake::{FakeHypervisor, Script};
-use crate::{Engine, EngineConfig, EngineError, ListFilter};
+use crate::{Engine, EngineConfig, EngineError, ListFilter, SnapshotFilter};
 
 struct Rig {
     _dir: tempfile::TempDir,
@@ -1214,4 +1214,183 @@ async fn a_slow_create_does_not_hold_up_another() {
     assert!(matches!(err, EngineError::NameConflict(_)), "{err}");
     first.abort();
     second.abort();
+}
+
+/// Stopped snapshots: the overlay as it was, restored whole; the states and names each verb
+/// refuses, with upstream's codes.
+#[tokio::test]
+async fn a_stopped_snapshot_restores_the_disks_as_they_were() {
+    use hypedeck_model::{
+        CreateSnapshotRequest, ErrorCode, RestoreSnapshotRequest, SnapshotKind, SnapshotTargetState,
+    };
+    let r = rig();
+    let i = r.engine.create(agent_spec("snap-1")).await.unwrap();
+    let other = r
+        .engine
+        .create(spec(json!({"name": "other", "image": "alpine"})))
+        .await
+        .unwrap();
+    let code = |e: EngineError| match e {
+        EngineError::Rejected(r) => r.code,
+        other => panic!("{other}"),
+    };
+    let stopped = |name: Option<&str>| CreateSnapshotRequest {
+        kind: Some(SnapshotKind::Stopped),
+        name: name.map(str::to_string),
+        tags: Some([("phase".to_string(), "before".to_string())].into()),
+        compression: None,
+    };
+    // Running: a Stopped snapshot is refused; a Standby one is not served yet.
+    let err = r
+        .engine
+        .create_snapshot(&i.id, stopped(None))
+        .await
+        .unwrap_err();
+    assert_eq!(code(err), ErrorCode::Conflict);
+    let err = r
+        .engine
+        .create_snapshot(
+            &i.id,
+            CreateSnapshotRequest {
+                kind: Some(SnapshotKind::Standby),
+                ..stopped(None)
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code(err), ErrorCode::NotImplemented);
+
+    r.engine.stop(&i.id).await.unwrap();
+    let id = hypedeck_model::InstanceId::parse(&i.id).unwrap();
+    let overlay = r.paths.instance_dir(&id).join("overlay.ext4");
+    std::fs::write(&overlay, b"the disk before").unwrap();
+    let snap = r
+        .engine
+        .create_snapshot("snap-1", stopped(Some("before")))
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            snap.kind,
+            snap.name.as_deref(),
+            snap.source_instance_id.as_str(),
+            snap.source_instance_name.as_str()
+        ),
+        (
+            SnapshotKind::Stopped,
+            Some("before"),
+            i.id.as_str(),
+            "snap-1"
+        )
+    );
+    assert!(snap.size_bytes > 0);
+    let err = r
+        .engine
+        .create_snapshot(&i.id, stopped(Some("before")))
+        .await
+        .unwrap_err();
+    assert_eq!(code(err), ErrorCode::Conflict);
+    // Names are unique per source instance only.
+    r.engine.stop(&other.id).await.unwrap();
+    let theirs = r
+        .engine
+        .create_snapshot(&other.id, stopped(Some("before")))
+        .await
+        .unwrap();
+    assert_eq!(r.engine.get_snapshot(&snap.id).unwrap(), snap);
+    let only = |f: SnapshotFilter| r.engine.list_snapshots(&f).unwrap().len();
+    assert_eq!(only(SnapshotFilter::default()), 2);
+    assert_eq!(
+        only(SnapshotFilter {
+            source_instance_id: Some(i.id.clone()),
+            ..SnapshotFilter::default()
+        }),
+        1
+    );
+    assert_eq!(
+        only(SnapshotFilter {
+            kind: Some(SnapshotKind::Standby),
+            ..SnapshotFilter::default()
+        }),
+        0
+    );
+    assert_eq!(
+        only(SnapshotFilter {
+            tags: [("phase".into(), "before".into())].into(),
+            ..SnapshotFilter::default()
+        }),
+        2
+    );
+    assert_eq!(
+        only(SnapshotFilter {
+            name: Some("after".into()),
+            ..SnapshotFilter::default()
+        }),
+        0
+    );
+
+    // The disk changes; the restore brings it back, whole.
+    std::fs::write(&overlay, b"the disk after something went wrong").unwrap();
+    let err = r
+        .engine
+        .restore_snapshot(&other.id, &snap.id, RestoreSnapshotRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        code(err),
+        ErrorCode::InvalidRequest,
+        "another instance's snapshot"
+    );
+    let err = r
+        .engine
+        .restore_snapshot(
+            &i.id,
+            &snap.id,
+            RestoreSnapshotRequest {
+                target_state: Some(SnapshotTargetState::Standby),
+                target_hypervisor: None,
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code(err), ErrorCode::InvalidRequest);
+    let restored = r
+        .engine
+        .restore_snapshot(&i.id, &snap.id, RestoreSnapshotRequest::default())
+        .await
+        .unwrap();
+    assert_eq!(restored.state, InstanceState::Stopped);
+    assert_eq!(std::fs::read(&overlay).unwrap(), b"the disk before");
+    // Running target: restored, then started.
+    let running = r
+        .engine
+        .restore_snapshot(
+            &i.id,
+            &snap.id,
+            RestoreSnapshotRequest {
+                target_state: Some(SnapshotTargetState::Running),
+                target_hypervisor: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(running.state, InstanceState::Running);
+    let err = r
+        .engine
+        .restore_snapshot(&i.id, &snap.id, RestoreSnapshotRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(code(err), ErrorCode::InvalidState, "not while it runs");
+
+    r.engine.delete_snapshot(&snap.id).unwrap();
+    assert_eq!(
+        code(r.engine.get_snapshot(&snap.id).unwrap_err()),
+        ErrorCode::NotFound
+    );
+    assert_eq!(
+        code(r.engine.delete_snapshot(&snap.id).unwrap_err()),
+        ErrorCode::NotFound
+    );
+    r.engine.delete_snapshot(&theirs.id).unwrap();
+    assert_eq!(only(SnapshotFilter::default()), 0);
 }

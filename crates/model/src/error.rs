@@ -44,6 +44,9 @@ pub enum ErrorCode {
     NotFound,
     /// `already_exists`.
     AlreadyExists,
+    /// `conflict` (409): a snapshot whose source is in the wrong state, or whose name its
+    /// source instance already uses.
+    Conflict,
     /// `name_conflict`.
     NameConflict,
     /// `ambiguous`.
@@ -91,6 +94,7 @@ impl ErrorCode {
             ErrorCode::InvalidTimeout => "invalid_timeout",
             ErrorCode::NotFound => "not_found",
             ErrorCode::AlreadyExists => "already_exists",
+            ErrorCode::Conflict => "conflict",
             ErrorCode::NameConflict => "name_conflict",
             ErrorCode::PortInUse => "port_in_use",
             ErrorCode::Ambiguous => "ambiguous",
@@ -130,6 +134,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => 429,
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::InvalidState
+            | ErrorCode::Conflict
             | ErrorCode::Ambiguous
             | ErrorCode::InsufficientResources
             | ErrorCode::PortInUse => 409,

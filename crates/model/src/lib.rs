@@ -17,6 +17,7 @@ pub mod reference;
 pub mod request;
 pub mod schema;
 pub mod size;
+pub mod snapshot;
 pub mod spec;
 pub mod state;
 pub mod validate;
@@ -33,6 +34,9 @@ pub use request::{
     CreateInstanceRequest, CreateVolumeRequest, CredentialInject, CredentialInjectAs,
     CredentialPolicy, CredentialSource, EgressEnforcement, EgressRequest, GpuRequest,
     NetworkRequest, PortMapping, UpdateInstanceRequest,
+};
+pub use snapshot::{
+    CreateSnapshotRequest, RestoreSnapshotRequest, Snapshot, SnapshotKind, SnapshotTargetState,
 };
 pub use spec::{EgressMode, InstanceSpec, NetworkSpec};
 pub use state::{InstanceState, TransitionError};

@@ -500,6 +500,52 @@ pub fn standby_instance_request() -> Schema {
     )
 }
 
+/// `#/components/schemas/CreateSnapshotRequest`.
+pub fn create_snapshot_request() -> Schema {
+    object(
+        vec![
+            ("compression", snapshot_compression()),
+            ("kind", string_enum(&["Standby", "Stopped"])),
+            (
+                "name",
+                Schema::Str {
+                    max_len: Some(63),
+                    pattern: Some(Pattern {
+                        matches: crate::validate::is_valid_name_pattern,
+                        text: NAME_PATTERN,
+                    }),
+                    one_of: None,
+                },
+            ),
+            ("tags", tags()),
+        ],
+        &["kind"],
+    )
+}
+
+/// `#/components/schemas/RestoreSnapshotRequest`.
+pub fn restore_snapshot_request() -> Schema {
+    object(
+        vec![
+            (
+                "target_hypervisor",
+                string_enum(&[
+                    "cloud-hypervisor",
+                    "firecracker",
+                    "qemu",
+                    "qemu-microvm",
+                    "vz",
+                ]),
+            ),
+            (
+                "target_state",
+                string_enum(&["Stopped", "Standby", "Running"]),
+            ),
+        ],
+        &[],
+    )
+}
+
 /// Checks `body` against the component schema `name`, returning upstream's first error.
 pub fn check_body(name: &str, schema: &Schema, body: &Value) -> Result<(), Rejection> {
     check(schema, body, "").map_err(|(pointer, reason)| {

@@ -79,6 +79,16 @@ impl Paths {
         self.instance_dir(id).join("credentials.jsonl")
     }
 
+    /// Snapshots, one directory each: `snapshot.json` and `guest/` (the saved files).
+    pub fn snapshots(&self) -> PathBuf {
+        self.root.join("snapshots")
+    }
+
+    /// One snapshot's directory (`id` is a validated snapshot id).
+    pub fn snapshot_dir(&self, id: &InstanceId) -> PathBuf {
+        self.snapshots().join(id.as_str())
+    }
+
     /// Image cache.
     pub fn images(&self) -> PathBuf {
         self.root.join("images")

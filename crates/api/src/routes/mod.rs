@@ -8,6 +8,7 @@ pub mod instances;
 pub mod lifecycle;
 pub mod meta;
 pub mod network;
+pub mod snapshots;
 pub mod system;
 pub mod unsupported;
 pub mod volumes;

@@ -1,5 +1,5 @@
 //! Operations of upstream's spec that Hypedeck does not serve: builds, builders, devices,
-//! ingresses, pushes, snapshots, forks, auto-standby, stats, memory reclaim and hot volume
+//! ingresses, pushes, forks, snapshot schedules, auto-standby, stats, memory reclaim and hot volume
 //! attach. They need the token like every other route, then answer 501 `not_implemented`
 //! naming the operation, so an SDK call fails fast and says why (instead of a 404 that reads
 //! like a missing resource).
@@ -17,20 +17,16 @@ use crate::error::ApiError;
 pub const UNSUPPORTED: &[(&str, &[&str], &str)] = &[
     ("/resources/memory/reclaim", &["POST"], "memory reclaim"),
     ("/instances/{id}/fork", &["POST"], "forking instances"),
-    ("/instances/{id}/snapshots", &["POST"], "snapshots"),
     (
         "/instances/{id}/snapshot-schedule",
         &["GET", "PUT", "DELETE"],
         "snapshot schedules",
     ),
     (
-        "/instances/{id}/snapshots/{snapshot_id}/restore",
+        "/snapshots/{snapshot_id}/fork",
         &["POST"],
-        "snapshots",
+        "forking snapshots",
     ),
-    ("/snapshots", &["GET"], "snapshots"),
-    ("/snapshots/{snapshot_id}", &["GET", "DELETE"], "snapshots"),
-    ("/snapshots/{snapshot_id}/fork", &["POST"], "snapshots"),
     (
         "/instances/{id}/auto-standby/status",
         &["GET"],

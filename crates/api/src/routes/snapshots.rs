@@ -1,0 +1,131 @@
+//! Snapshots: `POST /instances/{id}/snapshots`, `GET /snapshots`, `GET`/`DELETE
+//! /snapshots/{id}`, `POST /instances/{id}/snapshots/{snapshot_id}/restore`. Forks and
+//! schedules are still in `unsupported.rs`.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use hypedeck_engine::{EngineError, SnapshotFilter};
+use hypedeck_model::schema::{create_snapshot_request, restore_snapshot_request};
+use hypedeck_model::{
+    CreateSnapshotRequest, ErrorCode, Instance, RestoreSnapshotRequest, Snapshot, SnapshotKind,
+};
+
+use crate::error::ApiError;
+use crate::{ApiState, body};
+
+/// Snapshot routes (all need auth).
+pub fn routes() -> Router<ApiState> {
+    Router::new()
+        .route("/instances/{id}/snapshots", post(create))
+        .route(
+            "/instances/{id}/snapshots/{snapshot_id}/restore",
+            post(restore),
+        )
+        .route("/snapshots", get(list))
+        .route("/snapshots/{snapshot_id}", get(get_one).delete(delete))
+}
+
+async fn create(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    let request: CreateSnapshotRequest = body::parse(
+        &headers,
+        &bytes,
+        "CreateSnapshotRequest",
+        &create_snapshot_request(),
+    )?;
+    let snapshot = super::detached(&state.engine, |e| async move {
+        e.create_snapshot(&id, request).await
+    })
+    .await
+    .map_err(|e| {
+        // A taken name is a conflict here (upstream: 409), not the 400 of other `already_exists`.
+        let taken = matches!(&e, EngineError::Rejected(r) if r.code == ErrorCode::AlreadyExists);
+        let error = ApiError::from_engine("create snapshot", e);
+        if taken { error.with_status(409) } else { error }
+    })?;
+    Ok((StatusCode::CREATED, Json(snapshot)))
+}
+
+/// `?source_instance_id=&kind=&name=&tags[k]=v` (all ANDed).
+async fn list(
+    State(state): State<ApiState>,
+    query: super::ListQuery,
+) -> Result<Json<Vec<Snapshot>>, ApiError> {
+    let pairs = super::list_query(query)?;
+    let kind = match super::query_param(&pairs, "kind").as_deref() {
+        None => None,
+        Some("Standby") => Some(SnapshotKind::Standby),
+        Some("Stopped") => Some(SnapshotKind::Stopped),
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "parameter \"kind\" in query has an error: value is not one of the allowed values [\"Standby\",\"Stopped\"]: {other:?}"
+            )));
+        }
+    };
+    let filter = SnapshotFilter {
+        source_instance_id: super::query_param(&pairs, "source_instance_id"),
+        kind,
+        name: super::query_param(&pairs, "name"),
+        tags: super::tag_filter(&pairs)?,
+    };
+    state
+        .engine
+        .list_snapshots(&filter)
+        .map(Json)
+        .map_err(|e| ApiError::from_engine("list snapshots", e))
+}
+
+async fn get_one(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<Snapshot>, ApiError> {
+    state
+        .engine
+        .get_snapshot(&id)
+        .map(Json)
+        .map_err(|e| ApiError::from_engine("get snapshot", e))
+}
+
+async fn delete(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state
+        .engine
+        .delete_snapshot(&id)
+        .map_err(|e| ApiError::from_engine("delete snapshot", e))?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn restore(
+    State(state): State<ApiState>,
+    Path((id, snapshot_id)): Path<(String, String)>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Result<Json<Instance>, ApiError> {
+    // An empty body is an empty request (every field is optional).
+    let request: RestoreSnapshotRequest = if bytes.is_empty() {
+        RestoreSnapshotRequest::default()
+    } else {
+        body::parse(
+            &headers,
+            &bytes,
+            "RestoreSnapshotRequest",
+            &restore_snapshot_request(),
+        )?
+    };
+    super::detached(&state.engine, |e| async move {
+        e.restore_snapshot(&id, &snapshot_id, request).await
+    })
+    .await
+    .map(Json)
+    .map_err(|e| ApiError::from_engine("restore snapshot", e))
+}

@@ -1,0 +1,464 @@
+//! Snapshots (upstream's `/snapshots` and `/instances/{id}/snapshots`): saved copies of an
+//! instance that it can be restored to.
+//!
+//! This first increment serves kind `Stopped`: the disks of a Stopped instance (its overlay;
+//! the image's root disk is read-only and pinned by digest, and volumes are their own
+//! resources). Kind `Standby` (the whole VM) and forks still answer 501.
+//!
+//! On disk: `snapshots/<id>/snapshot.json` (the API's [`Snapshot`]) and `snapshots/<id>/guest/`
+//! (the saved files). A snapshot is built under a temporary name and renamed into place, so a
+//! crash never leaves a half-written one that lists. Overlays are copied with a reflink where
+//! the filesystem has them, else sparsely (only the data regions).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use hypedeck_model::{
+    CreateSnapshotRequest, ErrorCode, Instance, InstanceId, InstanceState, Rejection,
+    RestoreSnapshotRequest, Snapshot, SnapshotKind, SnapshotTargetState,
+};
+use time::OffsetDateTime;
+
+use crate::{Engine, EngineError, StartOverrides};
+
+/// The file of an instance's disks a snapshot keeps.
+const OVERLAY: &str = "overlay.ext4";
+/// The instance's record as it was, in the snapshot's `guest/`.
+const RECORD: &str = "metadata.json";
+
+/// `GET /snapshots` filters (all must match).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SnapshotFilter {
+    /// Only snapshots of this instance (its id).
+    pub source_instance_id: Option<String>,
+    /// Only this kind.
+    pub kind: Option<SnapshotKind>,
+    /// Only the snapshot with this name.
+    pub name: Option<String>,
+    /// Only snapshots carrying every one of these tags.
+    pub tags: BTreeMap<String, String>,
+}
+
+fn rejected(code: ErrorCode, message: impl Into<String>) -> EngineError {
+    EngineError::Rejected(Rejection::new(code, message))
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> EngineError {
+    let what = what.into();
+    move |source| EngineError::Io { what, source }
+}
+
+impl Engine {
+    /// Takes a snapshot of instance `id_or_name` (`POST /instances/{id}/snapshots`).
+    pub async fn create_snapshot(
+        &self,
+        id_or_name: &str,
+        request: CreateSnapshotRequest,
+    ) -> Result<Snapshot, EngineError> {
+        let kind = request
+            .kind
+            .ok_or_else(|| rejected(ErrorCode::InvalidRequest, "request body is required"))?;
+        let compressed = request
+            .compression
+            .as_ref()
+            .and_then(|c| c.get("enabled"))
+            .and_then(serde_json::Value::as_bool)
+            == Some(true);
+        if kind == SnapshotKind::Stopped && compressed {
+            return Err(rejected(
+                ErrorCode::InvalidRequest,
+                "invalid request: compression is only supported for standby snapshots",
+            ));
+        }
+        let (_guard, record, observed) = self.lock_and_observe(id_or_name).await?;
+        // Upstream's order: writable volumes, then the name, then the state.
+        if let Some(v) = record.volumes.iter().find(|v| v.readonly != Some(true)) {
+            return Err(rejected(
+                ErrorCode::NotSupported,
+                format!(
+                    "operation not supported: snapshot requires readonly volume attachments: operation not supported: cannot fork instance with writable volume {:?} mounted at {:?}; use readonly+overlay for safe concurrent forks",
+                    v.volume_id, v.mount_path
+                ),
+            ));
+        }
+        if let Some(name) = &request.name
+            && self
+                .snapshots_of(&record.id)?
+                .iter()
+                .any(|s| s.name.as_ref() == Some(name))
+        {
+            return Err(rejected(
+                ErrorCode::Conflict,
+                format!(
+                    "instance already exists: snapshot name already exists: snapshot name {name:?} already exists for source instance {}",
+                    record.id
+                ),
+            ));
+        }
+        match (kind, observed.state) {
+            (SnapshotKind::Stopped, InstanceState::Stopped) => {}
+            (SnapshotKind::Stopped, other) => {
+                return Err(rejected(
+                    ErrorCode::Conflict,
+                    format!(
+                        "invalid state transition: stopped snapshot requires source in Stopped, got {other}"
+                    ),
+                ));
+            }
+            (SnapshotKind::Standby, InstanceState::Running | InstanceState::Standby) => {
+                return Err(rejected(
+                    ErrorCode::NotImplemented,
+                    "Standby snapshots are not implemented yet: stop the instance and take a Stopped snapshot",
+                ));
+            }
+            (SnapshotKind::Standby, other) => {
+                return Err(rejected(
+                    ErrorCode::Conflict,
+                    format!(
+                        "invalid state transition: standby snapshot requires source in Running or Standby, got {other}"
+                    ),
+                ));
+            }
+        }
+        let id = crate::create::new_id()?;
+        let instance_dir = self
+            .paths
+            .instance_dir(&InstanceId::parse(&record.id).map_err(|_| EngineError::NotFound)?);
+        let root = self.paths.snapshots();
+        std::fs::create_dir_all(&root).map_err(io("create the snapshots directory"))?;
+        // Built under a temporary name, renamed into place when whole.
+        let building = root.join(format!(".building-{id}"));
+        let result = async {
+            let guest = building.join("guest");
+            std::fs::create_dir_all(&guest).map_err(io("create the snapshot's directory"))?;
+            // The instance's settings then (no secret: credential values stay in the keychain).
+            hypedeck_store::write_json(&guest.join(RECORD), &record)?;
+            let source = instance_dir.join(OVERLAY);
+            if source.exists() {
+                let target = guest.join(OVERLAY);
+                tokio::task::spawn_blocking(move || copy_file(&source, &target))
+                    .await
+                    .map_err(|_| EngineError::Task)?
+                    .map_err(io("copy the instance's overlay disk"))?;
+            }
+            let snapshot = Snapshot {
+                id: id.to_string(),
+                name: request.name.clone(),
+                kind,
+                tags: request.tags.clone().unwrap_or_default(),
+                source_instance_id: record.id.clone(),
+                source_instance_name: record.name.clone(),
+                source_hypervisor: record.hypervisor,
+                created_at: OffsetDateTime::now_utc(),
+                size_bytes: apparent_bytes(&guest),
+                compression_state: "none".into(),
+                compression_error: None,
+                compressed_size_bytes: None,
+                uncompressed_size_bytes: None,
+            };
+            hypedeck_store::write_json(&building.join("snapshot.json"), &snapshot)?;
+            std::fs::rename(&building, self.paths.snapshot_dir(&id))
+                .map_err(io("store the snapshot"))?;
+            Ok(snapshot)
+        }
+        .await;
+        if result.is_err() {
+            let _ = std::fs::remove_dir_all(&building);
+        } else {
+            self.ops_log(&record.id, &format!("snapshot {id} taken (kind {kind})"));
+        }
+        result
+    }
+
+    /// Every snapshot matching `filter`, by id (`GET /snapshots`).
+    pub fn list_snapshots(&self, filter: &SnapshotFilter) -> Result<Vec<Snapshot>, EngineError> {
+        Ok(self
+            .all_snapshots()?
+            .into_iter()
+            .filter(|s| {
+                filter
+                    .source_instance_id
+                    .as_ref()
+                    .is_none_or(|i| &s.source_instance_id == i)
+                    && filter.kind.is_none_or(|k| s.kind == k)
+                    && filter
+                        .name
+                        .as_ref()
+                        .is_none_or(|n| s.name.as_ref() == Some(n))
+                    && filter.tags.iter().all(|(k, v)| s.tags.get(k) == Some(v))
+            })
+            .collect())
+    }
+
+    /// One snapshot by id (`GET /snapshots/{id}`).
+    pub fn get_snapshot(&self, id: &str) -> Result<Snapshot, EngineError> {
+        let not_found = || rejected(ErrorCode::NotFound, "snapshot not found");
+        let id = InstanceId::parse(id).map_err(|_| not_found())?;
+        read_snapshot(&self.paths.snapshot_dir(&id)).ok_or_else(not_found)
+    }
+
+    /// Deletes a snapshot (`DELETE /snapshots/{id}`).
+    pub fn delete_snapshot(&self, id: &str) -> Result<(), EngineError> {
+        let snapshot = self.get_snapshot(id)?;
+        let id = InstanceId::parse(&snapshot.id).map_err(|_| EngineError::NotFound)?;
+        std::fs::remove_dir_all(self.paths.snapshot_dir(&id)).map_err(io("remove the snapshot"))?;
+        Ok(())
+    }
+
+    /// Puts instance `id_or_name` back to snapshot `snapshot_id` of it
+    /// (`POST /instances/{id}/snapshots/{snapshot_id}/restore`).
+    pub async fn restore_snapshot(
+        &self,
+        id_or_name: &str,
+        snapshot_id: &str,
+        request: RestoreSnapshotRequest,
+    ) -> Result<Instance, EngineError> {
+        let snapshot = self
+            .get_snapshot(snapshot_id)
+            .map_err(|_| rejected(ErrorCode::NotFound, "instance or snapshot not found"))?;
+        let target = {
+            let (_guard, record, observed) =
+                self.lock_and_observe(id_or_name)
+                    .await
+                    .map_err(|e| match e {
+                        EngineError::NotFound => {
+                            rejected(ErrorCode::NotFound, "instance or snapshot not found")
+                        }
+                        other => other,
+                    })?;
+            if snapshot.source_instance_id != record.id {
+                return Err(rejected(
+                    ErrorCode::InvalidRequest,
+                    format!(
+                        "invalid request: snapshot {} belongs to instance {}",
+                        snapshot.id, snapshot.source_instance_id
+                    ),
+                ));
+            }
+            // Upstream refuses Running only; any state with a live VM is refused here (its
+            // disks would change under it).
+            if self.runtime.vm(&record.id).is_some() || observed.state == InstanceState::Running {
+                return Err(rejected(
+                    ErrorCode::InvalidState,
+                    format!(
+                        "invalid state transition: cannot restore snapshot while source is {}",
+                        observed.state
+                    ),
+                ));
+            }
+            let target = request.target_state.unwrap_or(match snapshot.kind {
+                SnapshotKind::Standby => SnapshotTargetState::Running,
+                SnapshotKind::Stopped => SnapshotTargetState::Stopped,
+            });
+            if snapshot.kind == SnapshotKind::Stopped && target == SnapshotTargetState::Standby {
+                return Err(rejected(
+                    ErrorCode::InvalidRequest,
+                    format!(
+                        "invalid request: invalid target_state \"{target:?}\" for snapshot kind {}",
+                        snapshot.kind
+                    ),
+                ));
+            }
+            let mut restored = record.clone();
+            if let Some(kind) = request.target_hypervisor {
+                if snapshot.kind == SnapshotKind::Standby {
+                    return Err(rejected(
+                        ErrorCode::InvalidRequest,
+                        "invalid request: target_hypervisor is only allowed for stopped snapshots",
+                    ));
+                }
+                if self.backend(kind).is_err() {
+                    let name = serde_json::to_value(kind)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default();
+                    return Err(rejected(
+                        ErrorCode::InvalidRequest,
+                        format!("invalid request: unsupported target hypervisor {name:?}"),
+                    ));
+                }
+            }
+            let id = InstanceId::parse(&record.id).map_err(|_| EngineError::NotFound)?;
+            let snap_id = InstanceId::parse(&snapshot.id).map_err(|_| EngineError::NotFound)?;
+            let saved_dir = self.paths.snapshot_dir(&snap_id).join("guest");
+            // The settings revert to the snapshot's (its id and name stay; the credential
+            // values in force stay, as the keychain keeps one value per key).
+            if let Ok(then) = hypedeck_store::InstanceRecord::load(&saved_dir.join(RECORD)) {
+                restored = hypedeck_store::InstanceRecord {
+                    id: record.id.clone(),
+                    name: record.name.clone(),
+                    secret_env: record.secret_env.clone(),
+                    ..then
+                };
+            }
+            if let Some(kind) = request.target_hypervisor {
+                restored.hypervisor = kind;
+            }
+            restored.started_at = None;
+            restored.stopped_at = None;
+            restored.exit_code = None;
+            restored.exit_message = None;
+            // A saved VM of the instance (Standby) belonged to the disks being replaced.
+            let standby = self.paths.instance_dir(&id).join("snapshots");
+            if standby.exists() {
+                std::fs::remove_dir_all(&standby)
+                    .map_err(io("discard the instance's standby state"))?;
+                self.runtime.snapshot_changed(&record.id);
+            }
+            let saved = saved_dir.join(OVERLAY);
+            let overlay = self.paths.instance_dir(&id).join(OVERLAY);
+            if saved.exists() {
+                // Copied beside the overlay, then renamed over it: whole or not at all.
+                let staging = overlay.with_extension("ext4.restoring");
+                let _ = std::fs::remove_file(&staging);
+                let copy_to = staging.clone();
+                tokio::task::spawn_blocking(move || copy_file(&saved, &copy_to))
+                    .await
+                    .map_err(|_| EngineError::Task)?
+                    .map_err(io("copy the snapshot's overlay disk"))?;
+                std::fs::rename(&staging, &overlay).map_err(io("restore the overlay disk"))?;
+            } else {
+                // Taken before the first boot: the next boot makes a fresh overlay.
+                let _ = std::fs::remove_file(&overlay);
+            }
+            self.records.save(&restored)?;
+            self.ops_log(&record.id, &format!("restored to snapshot {}", snapshot.id));
+            target
+        };
+        match target {
+            SnapshotTargetState::Running => self.start(id_or_name, StartOverrides::default()).await,
+            _ => self.get(id_or_name).await,
+        }
+    }
+
+    fn snapshots_of(&self, instance_id: &str) -> Result<Vec<Snapshot>, EngineError> {
+        self.list_snapshots(&SnapshotFilter {
+            source_instance_id: Some(instance_id.to_string()),
+            ..SnapshotFilter::default()
+        })
+    }
+
+    fn all_snapshots(&self) -> Result<Vec<Snapshot>, EngineError> {
+        let root = self.paths.snapshots();
+        let entries = match std::fs::read_dir(&root) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io("read the snapshots directory")(e)),
+        };
+        let mut out: Vec<Snapshot> = entries
+            .flatten()
+            .filter(|e| InstanceId::parse(&e.file_name().to_string_lossy()).is_ok())
+            .filter_map(|e| read_snapshot(&e.path()))
+            .collect();
+        // Upstream lists in directory order: ascending id.
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(out)
+    }
+}
+
+fn read_snapshot(dir: &Path) -> Option<Snapshot> {
+    let bytes = std::fs::read(dir.join("snapshot.json")).ok()?;
+    match serde_json::from_slice(&bytes) {
+        Ok(s) => Some(s),
+        Err(error) => {
+            tracing::warn!(dir = %dir.display(), %error, "skipping an unreadable snapshot");
+            None
+        }
+    }
+}
+
+/// The apparent size of the files under `dir` (upstream's `size_bytes`).
+fn apparent_bytes(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack: Vec<PathBuf> = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            match entry.metadata() {
+                Ok(m) if m.is_dir() => stack.push(entry.path()),
+                Ok(m) => total += m.len(),
+                Err(_) => {}
+            }
+        }
+    }
+    total
+}
+
+/// Copies `from` to a new file `to`: a reflink (shared extents, copy-on-write) where the
+/// filesystem has them, else only the data regions, leaving holes as holes.
+pub(crate) fn copy_file(from: &Path, to: &Path) -> std::io::Result<()> {
+    use rustix::fs::SeekFrom;
+    let src = std::fs::File::open(from)?;
+    let dst = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(to)?;
+    let done = (|| {
+        if rustix::fs::ioctl_ficlone(&dst, &src).is_ok() {
+            return Ok(());
+        }
+        let len = src.metadata()?.len();
+        dst.set_len(len)?;
+        let mut at = 0u64;
+        while at < len {
+            // The next data region [start, end); none left: the rest is a hole.
+            let start = match rustix::fs::seek(&src, SeekFrom::Data(at)) {
+                Ok(start) => start,
+                Err(rustix::io::Errno::NXIO) => break,
+                Err(e) => return Err(e.into()),
+            };
+            let end = rustix::fs::seek(&src, SeekFrom::Hole(start))?.min(len);
+            let (mut off_in, mut off_out) = (start, start);
+            while off_in < end {
+                let chunk = usize::try_from(end - off_in).unwrap_or(usize::MAX);
+                let n = rustix::fs::copy_file_range(
+                    &src,
+                    Some(&mut off_in),
+                    &dst,
+                    Some(&mut off_out),
+                    chunk,
+                )?;
+                if n == 0 {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "the file shrank while it was copied",
+                    ));
+                }
+            }
+            at = end;
+        }
+        dst.sync_all()
+    })();
+    if done.is_err() {
+        let _ = std::fs::remove_file(to);
+    }
+    done
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Seek, Write};
+
+    #[test]
+    fn a_sparse_file_is_copied_with_its_data_and_its_holes() {
+        let dir = tempfile::tempdir().unwrap();
+        let from = dir.path().join("from");
+        let mut f = std::fs::File::create(&from).unwrap();
+        f.write_all(b"head").unwrap();
+        f.seek(std::io::SeekFrom::Start(64 << 20)).unwrap();
+        f.write_all(b"middle").unwrap();
+        f.set_len(256 << 20).unwrap();
+        drop(f);
+        let to = dir.path().join("to");
+        copy_file(&from, &to).unwrap();
+        let (a, b) = (std::fs::read(&from).unwrap(), std::fs::read(&to).unwrap());
+        assert_eq!(a.len(), b.len());
+        assert!(a == b, "the copy differs");
+        use std::os::unix::fs::MetadataExt;
+        // Holes stay holes: far less than the 256 MiB length is allocated.
+        assert!(std::fs::metadata(&to).unwrap().blocks() * 512 < 8 << 20);
+        // It never overwrites.
+        assert!(copy_file(&from, &to).is_err());
+        assert!(std::fs::read(&to).unwrap() == a);
+    }
+}

@@ -1,0 +1,104 @@
+//! Snapshots (upstream's `Snapshot`, `CreateSnapshotRequest`, `RestoreSnapshotRequest`): a
+//! saved copy of an instance's disks (kind `Stopped`) or of its whole VM (kind `Standby`).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::HypervisorKind;
+
+/// What a snapshot captured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SnapshotKind {
+    /// The whole VM (memory and devices) and its disks, taken from a Running or Standby
+    /// instance; restores to Running by default.
+    Standby,
+    /// The disks of a Stopped instance; restores to Stopped by default.
+    Stopped,
+}
+
+impl std::fmt::Display for SnapshotKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SnapshotKind::Standby => "Standby",
+            SnapshotKind::Stopped => "Stopped",
+        })
+    }
+}
+
+/// Where a restore (or a fork) leaves the instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SnapshotTargetState {
+    /// Stopped.
+    Stopped,
+    /// Standby (a Standby snapshot only).
+    Standby,
+    /// Running.
+    Running,
+}
+
+/// A snapshot as the API returns it (and as `snapshot.json` keeps it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Its id (24 lowercase alphanumerics, like an instance's).
+    pub id: String,
+    /// Optional name, unique per source instance.
+    pub name: Option<String>,
+    /// What it captured.
+    pub kind: SnapshotKind,
+    /// User tags (omitted when none, like upstream).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+    /// The instance it was taken from (its id then).
+    pub source_instance_id: String,
+    /// That instance's name then.
+    pub source_instance_name: String,
+    /// That instance's hypervisor then.
+    pub source_hypervisor: HypervisorKind,
+    /// When it was taken.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// The apparent size of its files (a sparse overlay counts its whole length, like
+    /// upstream).
+    pub size_bytes: u64,
+    /// Compression of its memory file (Hypedeck does not compress yet: `none`).
+    pub compression_state: String,
+    /// Why compression failed (always `null` here).
+    #[serde(default)]
+    pub compression_error: Option<String>,
+    /// The compressed memory file's size (always `null` here).
+    #[serde(default)]
+    pub compressed_size_bytes: Option<u64>,
+    /// The memory file's size before compression (always `null` here).
+    #[serde(default)]
+    pub uncompressed_size_bytes: Option<u64>,
+}
+
+/// `POST /instances/{id}/snapshots`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct CreateSnapshotRequest {
+    /// What to capture (required).
+    pub kind: Option<SnapshotKind>,
+    /// Optional name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Optional tags.
+    #[serde(default)]
+    pub tags: Option<BTreeMap<String, String>>,
+    /// Compression settings (checked against the schema; not applied yet).
+    #[serde(default)]
+    pub compression: Option<serde_json::Value>,
+}
+
+/// `POST /instances/{id}/snapshots/{snapshot_id}/restore`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct RestoreSnapshotRequest {
+    /// Where to leave the instance (default: Running for Standby snapshots, Stopped for
+    /// Stopped ones).
+    #[serde(default)]
+    pub target_state: Option<SnapshotTargetState>,
+    /// Another hypervisor (Stopped snapshots only).
+    #[serde(default)]
+    pub target_hypervisor: Option<HypervisorKind>,
+}

@@ -107,6 +107,18 @@ fn object(properties: Vec<(&'static str, Schema)>, required: &'static [&'static 
     }
 }
 
+/// An instance's or a snapshot's name: at most 63 of `[a-z0-9-]`, no dash at either end.
+fn name() -> Schema {
+    Schema::Str {
+        max_len: Some(63),
+        pattern: Some(Pattern {
+            matches: crate::validate::is_valid_name_pattern,
+            text: NAME_PATTERN,
+        }),
+        one_of: None,
+    }
+}
+
 fn map_of(values: Schema) -> Schema {
     Schema::Object {
         properties: vec![],
@@ -338,17 +350,7 @@ pub fn create_instance_request() -> Schema {
             ("hotplug_size", string()),
             ("hypervisor", string_enum(HYPERVISORS)),
             ("image", string()),
-            (
-                "name",
-                Schema::Str {
-                    max_len: Some(63),
-                    pattern: Some(Pattern {
-                        matches: crate::validate::is_valid_name_pattern,
-                        text: NAME_PATTERN,
-                    }),
-                    one_of: None,
-                },
-            ),
+            ("name", name()),
             (
                 "network",
                 object(
@@ -506,17 +508,7 @@ pub fn create_snapshot_request() -> Schema {
         vec![
             ("compression", snapshot_compression()),
             ("kind", string_enum(&["Standby", "Stopped"])),
-            (
-                "name",
-                Schema::Str {
-                    max_len: Some(63),
-                    pattern: Some(Pattern {
-                        matches: crate::validate::is_valid_name_pattern,
-                        text: NAME_PATTERN,
-                    }),
-                    one_of: None,
-                },
-            ),
+            ("name", name()),
             ("tags", tags()),
         ],
         &["kind"],

@@ -598,25 +598,14 @@ impl Engine {
         &self,
         id: &str,
     ) -> Result<(Box<dyn Transport>, Option<String>), EngineError> {
+        let run = self.paths.instance_runtime(
+            &hypedeck_model::InstanceId::parse(id).map_err(|_| EngineError::NotFound)?,
+        );
         let channel = match self.runtime.vm(id) {
             Some(vm) => vm.agent_channel(),
-            None => AgentChannel::Serial(
-                self.paths
-                    .instance_runtime(
-                        &hypedeck_model::InstanceId::parse(id)
-                            .map_err(|_| EngineError::NotFound)?,
-                    )
-                    .join("agent.sock"),
-            ),
+            None => AgentChannel::Serial(run.join("agent.sock")),
         };
-        let key = std::fs::read_to_string(
-            self.paths
-                .instance_runtime(
-                    &hypedeck_model::InstanceId::parse(id).map_err(|_| EngineError::NotFound)?,
-                )
-                .join(crate::provision::AGENT_KEY_FILE),
-        )
-        .ok();
+        let key = std::fs::read_to_string(run.join(crate::provision::AGENT_KEY_FILE)).ok();
         Ok((transport(channel), key))
     }
 

@@ -69,22 +69,20 @@ impl Engine {
     /// Derives the state of one instance now, recording the end of a run that ended on its
     /// own (see [`Self::settle_if_exited`]).
     pub(crate) async fn observe(&self, record: &mut InstanceRecord) -> Observed {
+        if let Some(observed) = self.observe_shared(record).await {
+            return observed;
+        }
+        // No VMM, and a run that ended unrecorded: record its end, then derive.
+        self.settle_if_exited(record);
         let Ok(id) = InstanceId::parse(&record.id) else {
             return invalid_id();
         };
         let has_snapshot = self.snapshot_flag(&id);
-        let vmm = match self.vmm_state(record, has_snapshot).await {
-            Ok(vmm) => vmm,
-            Err(unknown) => return unknown,
-        };
-        if vmm.is_none() {
-            self.settle_if_exited(record);
-        }
-        self.derived(record, &id, vmm, has_snapshot)
+        self.derived(record, &id, None, has_snapshot)
     }
 
-    /// Like [`Self::observe`] for a record that is shared, not owned: `None` when the run
-    /// ended and is not yet recorded (the caller observes a copy instead).
+    /// [`Self::observe`] for a record that is shared, not owned: `None` when the run ended and
+    /// is not yet recorded (the caller observes a copy instead, which records it).
     async fn observe_shared(&self, record: &InstanceRecord) -> Option<Observed> {
         let Ok(id) = InstanceId::parse(&record.id) else {
             return Some(invalid_id());

@@ -434,6 +434,11 @@ impl Engine {
 /// The keychain service Hypedeck's own items live under (token, CA key, credential values).
 pub const KEYCHAIN_SERVICE: &str = "hypedeck";
 
+/// A refusal with upstream's `code` and `message` (the API answers it as it is).
+pub(crate) fn rejected(code: hypedeck_model::ErrorCode, message: impl Into<String>) -> EngineError {
+    EngineError::Rejected(hypedeck_model::Rejection::new(code, message))
+}
+
 /// Keychain account of one credential-backed env var.
 fn secret_account(instance_id: &str, key: &str) -> String {
     format!("instance/{instance_id}/env/{key}")

@@ -55,8 +55,17 @@ fn disk_total(path: &std::path::Path) -> u64 {
         .unwrap_or(0)
 }
 
-/// Allocated size (not apparent size) of everything under `dir`.
-fn allocated_bytes(dir: &std::path::Path) -> u64 {
+/// How [`dir_bytes`] counts a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Measure {
+    /// The blocks it holds on disk (a sparse file counts its data).
+    Allocated,
+    /// Its length.
+    Apparent,
+}
+
+/// The size of everything under `dir`, counted by `measure`.
+pub(crate) fn dir_bytes(dir: &std::path::Path, measure: Measure) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
     };
@@ -65,10 +74,11 @@ fn allocated_bytes(dir: &std::path::Path) -> u64 {
         .map(|e| {
             let path = e.path();
             match e.metadata() {
-                Ok(m) if m.is_dir() => allocated_bytes(&path),
+                Ok(m) if m.is_dir() => dir_bytes(&path, measure),
                 #[cfg(unix)]
-                Ok(m) => std::os::unix::fs::MetadataExt::blocks(&m) * 512,
-                #[cfg(not(unix))]
+                Ok(m) if measure == Measure::Allocated => {
+                    std::os::unix::fs::MetadataExt::blocks(&m) * 512
+                }
                 Ok(m) => m.len(),
                 Err(_) => 0,
             }
@@ -114,12 +124,12 @@ impl Engine {
         let threads = std::thread::available_parallelism()
             .map(|n| n.get() as u64)
             .unwrap_or(1);
-        let images_bytes = allocated_bytes(&self.paths.images());
+        let images_bytes = dir_bytes(&self.paths.images(), Measure::Allocated);
         let breakdown = DiskBreakdown {
             images_bytes: images_bytes as i64,
             oci_cache_bytes: 0,
             volumes_bytes: 0,
-            overlays_bytes: allocated_bytes(&self.paths.instances()) as i64,
+            overlays_bytes: dir_bytes(&self.paths.instances(), Measure::Allocated) as i64,
         };
         Ok(Resources {
             cpu: status("cpu", threads, cpu, CPU_RATIO, "host"),

@@ -11,15 +11,16 @@
 //! the filesystem has them, else sparsely (only the data regions).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use hypedeck_model::{
-    CreateSnapshotRequest, ErrorCode, Instance, InstanceId, InstanceState, Rejection,
-    RestoreSnapshotRequest, Snapshot, SnapshotKind, SnapshotTargetState,
+    CreateSnapshotRequest, ErrorCode, Instance, InstanceId, InstanceState, RestoreSnapshotRequest,
+    Snapshot, SnapshotKind, SnapshotTargetState,
 };
 use time::OffsetDateTime;
 
-use crate::{Engine, EngineError, StartOverrides};
+use crate::resources::{Measure, dir_bytes};
+use crate::{Engine, EngineError, StartOverrides, rejected};
 
 /// The file of an instance's disks a snapshot keeps.
 const OVERLAY: &str = "overlay.ext4";
@@ -37,10 +38,6 @@ pub struct SnapshotFilter {
     pub name: Option<String>,
     /// Only snapshots carrying every one of these tags.
     pub tags: BTreeMap<String, String>,
-}
-
-fn rejected(code: ErrorCode, message: impl Into<String>) -> EngineError {
-    EngineError::Rejected(Rejection::new(code, message))
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> EngineError {
@@ -150,7 +147,8 @@ impl Engine {
                 source_instance_name: record.name.clone(),
                 source_hypervisor: record.hypervisor,
                 created_at: OffsetDateTime::now_utc(),
-                size_bytes: apparent_bytes(&guest),
+                // Upstream's `size_bytes`: apparent sizes (a sparse overlay counts its length).
+                size_bytes: dir_bytes(&guest, Measure::Apparent),
                 compression_state: "none".into(),
                 compression_error: None,
                 compressed_size_bytes: None,
@@ -365,22 +363,6 @@ fn read_snapshot(dir: &Path) -> Option<Snapshot> {
             None
         }
     }
-}
-
-/// The apparent size of the files under `dir` (upstream's `size_bytes`).
-fn apparent_bytes(dir: &Path) -> u64 {
-    let mut total = 0;
-    let mut stack: Vec<PathBuf> = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            match entry.metadata() {
-                Ok(m) if m.is_dir() => stack.push(entry.path()),
-                Ok(m) => total += m.len(),
-                Err(_) => {}
-            }
-        }
-    }
-    total
 }
 
 /// Copies `from` to a new file `to`: a reflink (shared extents, copy-on-write) where the

@@ -18,7 +18,7 @@ use hypedeck_store::InstanceRecord;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::{Engine, EngineError};
+use crate::{Engine, EngineError, rejected};
 
 /// Largest volume, in GiB.
 pub const MAX_VOLUME_GB: i64 = 1024;
@@ -42,10 +42,6 @@ struct VolumeRecord {
 
 fn invalid(message: impl std::fmt::Display) -> EngineError {
     EngineError::Rejected(Rejection::invalid_request(message))
-}
-
-fn rejected(code: ErrorCode, message: String) -> EngineError {
-    EngineError::Rejected(Rejection::new(code, message))
 }
 
 fn not_found(id: &str) -> EngineError {

@@ -111,17 +111,13 @@ async fn restore(
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Result<Json<Instance>, ApiError> {
-    // An empty body is an empty request (every field is optional).
-    let request: RestoreSnapshotRequest = if bytes.is_empty() {
-        RestoreSnapshotRequest::default()
-    } else {
-        body::parse(
-            &headers,
-            &bytes,
-            "RestoreSnapshotRequest",
-            &restore_snapshot_request(),
-        )?
-    };
+    // The body is required (upstream's validator refuses a missing one), its fields optional.
+    let request: RestoreSnapshotRequest = body::parse(
+        &headers,
+        &bytes,
+        "RestoreSnapshotRequest",
+        &restore_snapshot_request(),
+    )?;
     super::detached(&state.engine, |e| async move {
         e.restore_snapshot(&id, &snapshot_id, request).await
     })

@@ -25,6 +25,7 @@ mod instances;
 mod layers;
 mod lifecycle;
 mod meta;
+mod snapshots;
 mod system;
 mod unsupported;
 mod volumes;

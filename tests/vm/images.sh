@@ -37,6 +37,6 @@ for lib in $(ldd "$(command -v curl)" | grep -o '/[^ ]*'); do
   mkdir -p "$curlroot$(dirname "$lib")"; cp -L "$lib" "$curlroot$lib"
 done
 cp /bin/busybox "$curlroot/bin/busybox"
-for a in sh env cat echo sleep ip awk grep; do ln -sf busybox "$curlroot/bin/$a"; done
+for a in sh env cat echo sleep ip awk grep hostname sync; do ln -sf busybox "$curlroot/bin/$a"; done
 "$here/build-image.sh" "$curlroot" "$registry" vm/curl:1 \
   '{"Entrypoint":["/bin/sh","-c"],"Cmd":["env"],"Env":["PATH=/usr/bin:/bin"]}'

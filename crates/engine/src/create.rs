@@ -191,5 +191,6 @@ fn build_record(
         exit_code: None,
         exit_message: None,
         log_offset: 0,
+        forked_from: None,
     }
 }

@@ -26,6 +26,7 @@ mod derive;
 mod egress;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
+mod fork;
 mod images;
 mod lifecycle;
 mod network;
@@ -334,6 +335,7 @@ impl Engine {
         // Uploads are per request: whatever a crash left behind is garbage.
         let _ = std::fs::remove_dir_all(self.paths.root().join("uploads"));
         self.remove_crash_leftovers();
+        self.remove_partial_snapshots().await;
         for record in self.records.all()? {
             let Ok(id) = hypedeck_model::InstanceId::parse(&record.id) else {
                 continue;

@@ -101,6 +101,7 @@ impl Engine {
             phase_durations_ms: None,
             platform: record.platform.clone(),
             ports: (!record.ports.is_empty()).then(|| record.ports.clone()),
+            forked_from: record.forked_from.clone(),
             restart_policy: record.policies.get("restart_policy").cloned(),
             restart_status: None,
             size: Some(format_size(record.memory_bytes)),

@@ -23,7 +23,7 @@ use crate::resources::{Measure, dir_bytes};
 use crate::{Engine, EngineError, StartOverrides, rejected};
 
 /// The file of an instance's disks a snapshot keeps.
-const OVERLAY: &str = "overlay.ext4";
+pub(crate) const OVERLAY: &str = "overlay.ext4";
 /// The instance's record as it was, in the snapshot's `guest/`.
 const RECORD: &str = "metadata.json";
 
@@ -69,15 +69,7 @@ impl Engine {
         }
         let (_guard, record, observed) = self.lock_and_observe(id_or_name).await?;
         // Upstream's order: writable volumes, then the name, then the state.
-        if let Some(v) = record.volumes.iter().find(|v| v.readonly != Some(true)) {
-            return Err(rejected(
-                ErrorCode::NotSupported,
-                format!(
-                    "operation not supported: snapshot requires readonly volume attachments: operation not supported: cannot fork instance with writable volume {:?} mounted at {:?}; use readonly+overlay for safe concurrent forks",
-                    v.volume_id, v.mount_path
-                ),
-            ));
-        }
+        writable_volumes(&record, "snapshot requires readonly volume attachments: ")?;
         if let Some(name) = &request.name
             && self
                 .snapshots_of(&record.id)?
@@ -125,11 +117,25 @@ impl Engine {
         std::fs::create_dir_all(&root).map_err(io("create the snapshots directory"))?;
         // Built under a temporary name, renamed into place when whole.
         let building = root.join(format!(".building-{id}"));
+        // The snapshot keeps its own copies of the credential values (a fork of it works
+        // after the instance is deleted or rotated), under accounts its record names.
+        let mut saved = record.clone();
+        let mut pairs = Vec::new();
+        for (key, secret) in saved.secret_env.iter_mut() {
+            let account = snapshot_account(id.as_str(), key);
+            pairs.push((
+                std::mem::replace(&mut secret.keychain_account, account.clone()),
+                account,
+            ));
+        }
+        let mut written = None;
         let result = async {
             let guest = building.join("guest");
             std::fs::create_dir_all(&guest).map_err(io("create the snapshot's directory"))?;
             // The instance's settings then (no secret: credential values stay in the keychain).
-            hypedeck_store::write_json(&guest.join(RECORD), &record)?;
+            // Written before the values are copied, so a crash's leftovers name them.
+            hypedeck_store::write_json(&guest.join(RECORD), &saved)?;
+            written = Some(self.vault.copy(id.as_str(), pairs).await?);
             let source = instance_dir.join(OVERLAY);
             if source.exists() {
                 let target = guest.join(OVERLAY);
@@ -161,6 +167,9 @@ impl Engine {
         }
         .await;
         if result.is_err() {
+            if let Some(written) = written {
+                self.vault.undo(written).await;
+            }
             let _ = std::fs::remove_dir_all(&building);
         } else {
             self.ops_log(&record.id, &format!("snapshot {id} taken (kind {kind})"));
@@ -195,12 +204,34 @@ impl Engine {
         read_snapshot(&self.paths.snapshot_dir(&id)).ok_or_else(not_found)
     }
 
-    /// Deletes a snapshot (`DELETE /snapshots/{id}`).
-    pub fn delete_snapshot(&self, id: &str) -> Result<(), EngineError> {
+    /// Deletes a snapshot and its keychain copies (`DELETE /snapshots/{id}`).
+    pub async fn delete_snapshot(&self, id: &str) -> Result<(), EngineError> {
         let snapshot = self.get_snapshot(id)?;
         let id = InstanceId::parse(&snapshot.id).map_err(|_| EngineError::NotFound)?;
-        std::fs::remove_dir_all(self.paths.snapshot_dir(&id)).map_err(io("remove the snapshot"))?;
+        let dir = self.paths.snapshot_dir(&id);
+        let accounts = owned_accounts(&dir, id.as_str());
+        std::fs::remove_dir_all(&dir).map_err(io("remove the snapshot"))?;
+        self.vault.forget(id.as_str(), accounts).await;
         Ok(())
+    }
+
+    /// Removes the snapshots a crash left half-built, with their keychain copies.
+    pub(crate) async fn remove_partial_snapshots(&self) {
+        let Ok(entries) = std::fs::read_dir(self.paths.snapshots()) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(id) = name.strip_prefix(".building-") else {
+                continue;
+            };
+            let accounts = owned_accounts(&entry.path(), id);
+            match std::fs::remove_dir_all(entry.path()) {
+                Ok(()) => tracing::warn!(%id, "removed a snapshot a crash left half-built"),
+                Err(e) => tracing::error!(%id, error = %e, "cannot remove a half-built snapshot"),
+            }
+            self.vault.forget(id, accounts).await;
+        }
     }
 
     /// Puts instance `id_or_name` back to snapshot `snapshot_id` of it
@@ -244,38 +275,9 @@ impl Engine {
                     ),
                 ));
             }
-            let target = request.target_state.unwrap_or(match snapshot.kind {
-                SnapshotKind::Standby => SnapshotTargetState::Running,
-                SnapshotKind::Stopped => SnapshotTargetState::Stopped,
-            });
-            if snapshot.kind == SnapshotKind::Stopped && target == SnapshotTargetState::Standby {
-                return Err(rejected(
-                    ErrorCode::InvalidRequest,
-                    format!(
-                        "invalid request: invalid target_state \"{target:?}\" for snapshot kind {}",
-                        snapshot.kind
-                    ),
-                ));
-            }
+            let target =
+                self.snapshot_target(&snapshot, request.target_state, request.target_hypervisor)?;
             let mut restored = record.clone();
-            if let Some(kind) = request.target_hypervisor {
-                if snapshot.kind == SnapshotKind::Standby {
-                    return Err(rejected(
-                        ErrorCode::InvalidRequest,
-                        "invalid request: target_hypervisor is only allowed for stopped snapshots",
-                    ));
-                }
-                if self.backend(kind).is_err() {
-                    let name = serde_json::to_value(kind)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_string))
-                        .unwrap_or_default();
-                    return Err(rejected(
-                        ErrorCode::InvalidRequest,
-                        format!("invalid request: unsupported target hypervisor {name:?}"),
-                    ));
-                }
-            }
             let id = InstanceId::parse(&record.id).map_err(|_| EngineError::NotFound)?;
             let snap_id = InstanceId::parse(&snapshot.id).map_err(|_| EngineError::NotFound)?;
             let saved_dir = self.paths.snapshot_dir(&snap_id).join("guest");
@@ -329,6 +331,48 @@ impl Engine {
         }
     }
 
+    /// The state a restore or fork of `snapshot` leaves its instance in, checked with the
+    /// hypervisor asked for (upstream's rules and 400s).
+    pub(crate) fn snapshot_target(
+        &self,
+        snapshot: &Snapshot,
+        target_state: Option<SnapshotTargetState>,
+        target_hypervisor: Option<hypedeck_model::HypervisorKind>,
+    ) -> Result<SnapshotTargetState, EngineError> {
+        let target = target_state.unwrap_or(match snapshot.kind {
+            SnapshotKind::Standby => SnapshotTargetState::Running,
+            SnapshotKind::Stopped => SnapshotTargetState::Stopped,
+        });
+        if snapshot.kind == SnapshotKind::Stopped && target == SnapshotTargetState::Standby {
+            return Err(rejected(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "invalid request: invalid target_state \"{target:?}\" for snapshot kind {}",
+                    snapshot.kind
+                ),
+            ));
+        }
+        if let Some(kind) = target_hypervisor {
+            if snapshot.kind == SnapshotKind::Standby {
+                return Err(rejected(
+                    ErrorCode::InvalidRequest,
+                    "invalid request: target_hypervisor is only allowed for stopped snapshots",
+                ));
+            }
+            if self.backend(kind).is_err() {
+                let name = serde_json::to_value(kind)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default();
+                return Err(rejected(
+                    ErrorCode::InvalidRequest,
+                    format!("invalid request: unsupported target hypervisor {name:?}"),
+                ));
+            }
+        }
+        Ok(target)
+    }
+
     fn snapshots_of(&self, instance_id: &str) -> Result<Vec<Snapshot>, EngineError> {
         self.list_snapshots(&SnapshotFilter {
             source_instance_id: Some(instance_id.to_string()),
@@ -352,6 +396,56 @@ impl Engine {
         out.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(out)
     }
+}
+
+/// Refuses an instance with a writable volume: a copy of its disks would share the volume
+/// with the original (upstream's 501, its message after `prefix`).
+pub(crate) fn writable_volumes(
+    record: &hypedeck_store::InstanceRecord,
+    prefix: &str,
+) -> Result<(), EngineError> {
+    match record.volumes.iter().find(|v| v.readonly != Some(true)) {
+        Some(v) => Err(rejected(
+            ErrorCode::NotSupported,
+            format!(
+                "operation not supported: {prefix}operation not supported: cannot fork instance with writable volume {:?} mounted at {:?}; use readonly+overlay for safe concurrent forks",
+                v.volume_id, v.mount_path
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The keychain account of a snapshot's copy of credential `key`.
+fn snapshot_account(snapshot_id: &str, key: &str) -> String {
+    format!("snapshot/{snapshot_id}/env/{key}")
+}
+
+/// The keychain accounts snapshot `id` (its directory `dir`) owns: its record's, when they
+/// are its own copies (a snapshot from before it kept copies names the instance's).
+fn owned_accounts(dir: &Path, id: &str) -> Vec<String> {
+    let prefix = snapshot_account(id, "");
+    hypedeck_store::InstanceRecord::load(&dir.join("guest").join(RECORD))
+        .map(|r| {
+            r.secret_env
+                .into_values()
+                .map(|s| s.keychain_account)
+                .filter(|a| a.starts_with(&prefix))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A snapshot's saved record (its settings when it was taken, its credential accounts).
+pub(crate) fn saved_record(
+    paths: &hypedeck_store::Paths,
+    snapshot: &Snapshot,
+) -> Result<(hypedeck_store::InstanceRecord, std::path::PathBuf), EngineError> {
+    let id = InstanceId::parse(&snapshot.id).map_err(|_| EngineError::NotFound)?;
+    let guest = paths.snapshot_dir(&id).join("guest");
+    let record =
+        hypedeck_store::InstanceRecord::load(&guest.join(RECORD)).map_err(EngineError::from)?;
+    Ok((record, guest.join(OVERLAY)))
 }
 
 fn read_snapshot(dir: &Path) -> Option<Snapshot> {

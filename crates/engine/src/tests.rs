@@ -1382,15 +1382,180 @@ async fn a_stopped_snapshot_restores_the_disks_as_they_were() {
         .unwrap_err();
     assert_eq!(code(err), ErrorCode::InvalidState, "not while it runs");
 
-    r.engine.delete_snapshot(&snap.id).unwrap();
+    r.engine.delete_snapshot(&snap.id).await.unwrap();
     assert_eq!(
         code(r.engine.get_snapshot(&snap.id).unwrap_err()),
         ErrorCode::NotFound
     );
     assert_eq!(
-        code(r.engine.delete_snapshot(&snap.id).unwrap_err()),
+        code(r.engine.delete_snapshot(&snap.id).await.unwrap_err()),
         ErrorCode::NotFound
     );
-    r.engine.delete_snapshot(&theirs.id).unwrap();
+    r.engine.delete_snapshot(&theirs.id).await.unwrap();
     assert_eq!(only(SnapshotFilter::default()), 0);
+}
+
+/// A fork is a new instance with the source's disk and settings under its own identity, and
+/// its own keychain copies: rotating one never changes another, and a snapshot's copies
+/// outlive its instance.
+#[tokio::test]
+async fn a_fork_has_its_own_disk_identity_and_credentials() {
+    use hypedeck_model::{
+        CreateSnapshotRequest, ErrorCode, ForkInstanceRequest, ForkSnapshotRequest, InstanceId,
+        SnapshotKind, SnapshotTargetState,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let paths = Paths::new(dir.path());
+    let store = Arc::new(ScriptedStore::default());
+    let engine = Engine::new(EngineConfig {
+        paths: paths.clone(),
+        secrets: store.clone(),
+        hypervisor: Ok(FakeHypervisor::new()),
+        alternatives: Vec::new(),
+        guest: None,
+        fingerprints: hypedeck_egress::Fingerprinter::from_key(&[7; 32]),
+    });
+    let code = |e: EngineError| match e {
+        EngineError::Rejected(r) => (r.code, r.message),
+        other => panic!("{other}"),
+    };
+    let key = |instance: &hypedeck_model::Instance| {
+        instance.env.as_ref().unwrap()["OUTBOUND_OPENAI_KEY"].clone()
+    };
+    let overlay = |id: &str| {
+        paths
+            .instance_dir(&InstanceId::parse(id).unwrap())
+            .join("overlay.ext4")
+    };
+    let fork = |name: &str| ForkInstanceRequest {
+        name: name.into(),
+        ..ForkInstanceRequest::default()
+    };
+    let src = engine.create(agent_spec("src")).await.unwrap();
+    let (c, message) = code(engine.fork_instance("src", fork("kid")).await.unwrap_err());
+    assert_eq!(c, ErrorCode::InvalidState, "{message}");
+    engine.stop("src").await.unwrap();
+    std::fs::write(overlay(&src.id), b"the parent's disk").unwrap();
+    let snap = engine
+        .create_snapshot(
+            "src",
+            CreateSnapshotRequest {
+                kind: Some(SnapshotKind::Stopped),
+                name: Some("base".into()),
+                ..CreateSnapshotRequest::default()
+            },
+        )
+        .await
+        .unwrap();
+
+    let kid = engine.fork_instance("src", fork("kid")).await.unwrap();
+    assert_ne!(kid.id, src.id);
+    assert_eq!(kid.state, InstanceState::Stopped, "the source's state");
+    assert_eq!(
+        kid.forked_from
+            .as_ref()
+            .map(|o| (&o.source_instance_id, o.snapshot_id.is_none())),
+        Some((&src.id, true))
+    );
+    assert_eq!(key(&kid), "sk-real-123");
+    assert_eq!(
+        kid.network.as_ref().unwrap().ip,
+        None,
+        "its own, at its first boot"
+    );
+    assert_eq!(
+        std::fs::read(overlay(&kid.id)).unwrap(),
+        b"the parent's disk"
+    );
+    // Its own disk: writes diverge.
+    std::fs::write(overlay(&kid.id), b"the kid's disk").unwrap();
+    assert_eq!(
+        std::fs::read(overlay(&src.id)).unwrap(),
+        b"the parent's disk"
+    );
+    let (c, message) = code(engine.fork_instance("src", fork("kid")).await.unwrap_err());
+    assert_eq!(
+        (c, message.as_str()),
+        (
+            ErrorCode::NameConflict,
+            "instance already exists: instance name 'kid' already exists"
+        )
+    );
+
+    // Both run; each has its own network identity and its own credential.
+    let kid = engine.start("kid", Default::default()).await.unwrap();
+    let src = engine.start("src", Default::default()).await.unwrap();
+    let net = |i: &hypedeck_model::Instance| i.network.as_ref().unwrap().clone();
+    assert_ne!(net(&kid).ip, net(&src).ip);
+    assert_ne!(net(&kid).mac, net(&src).mac);
+    let rotate = |v: &str| {
+        serde_json::from_value::<UpdateInstanceRequest>(json!({"env": {"OUTBOUND_OPENAI_KEY": v}}))
+            .unwrap()
+            .validate()
+            .unwrap()
+    };
+    engine.update("kid", rotate("sk-kid")).await.unwrap();
+    assert_eq!(key(&engine.get("src").await.unwrap()), "sk-real-123");
+    engine.update("src", rotate("sk-src")).await.unwrap();
+    assert_eq!(key(&engine.get("kid").await.unwrap()), "sk-kid");
+
+    // A snapshot keeps its own copy: its fork has the value of its time, even after the
+    // source is rotated and deleted.
+    engine.delete("src").await.unwrap();
+    let (c, _) = code(
+        engine
+            .fork_snapshot(
+                &snap.id,
+                ForkSnapshotRequest {
+                    name: "kid".into(),
+                    ..ForkSnapshotRequest::default()
+                },
+            )
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(c, ErrorCode::Conflict, "a snapshot fork's taken name");
+    let again = engine
+        .fork_snapshot(
+            &snap.id,
+            ForkSnapshotRequest {
+                name: "again".into(),
+                target_state: Some(SnapshotTargetState::Running),
+                target_hypervisor: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.state, InstanceState::Running);
+    assert_eq!(key(&again), "sk-real-123");
+    assert_eq!(
+        again
+            .forked_from
+            .as_ref()
+            .and_then(|o| o.snapshot_id.as_ref()),
+        Some(&snap.id)
+    );
+    assert_eq!(
+        std::fs::read(overlay(&again.id)).unwrap(),
+        b"the parent's disk"
+    );
+
+    // A keychain that fails during the copy leaves no fork behind.
+    *store.ok_writes.lock().unwrap() = Some(0);
+    engine.stop("kid").await.unwrap();
+    let entries_before = format!("{:?}", store.inner);
+    let err = engine
+        .fork_instance("kid", fork("broken"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, EngineError::Secrets(_)), "{err:?}");
+    assert!(engine.resolve("broken").is_err());
+    assert_eq!(std::fs::read_dir(paths.instances()).unwrap().count(), 2);
+    assert_eq!(format!("{:?}", store.inner), entries_before);
+
+    // Deleting everything leaves the keychain empty: the snapshot's copies go with it.
+    engine.delete_snapshot(&snap.id).await.unwrap();
+    engine.delete("kid").await.unwrap();
+    engine.delete("again").await.unwrap();
+    assert_eq!(format!("{:?}", store.inner), "MemoryStore { entries: 0 }");
 }

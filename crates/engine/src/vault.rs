@@ -137,6 +137,45 @@ impl Vault {
         })
     }
 
+    /// Copies each `(from, to)` account's value into `to`, for `owner` (a fork's or a
+    /// snapshot's id): all or none, like [`Vault::write`]. An account without a value is
+    /// skipped. The values never leave the blocking task.
+    pub(crate) async fn copy(
+        &self,
+        owner: &str,
+        pairs: Vec<(String, String)>,
+    ) -> Result<Written, EngineError> {
+        let result = self
+            .blocking(move |store| {
+                let mut previous = Vec::with_capacity(pairs.len());
+                for (from, to) in &pairs {
+                    let step = store.get(from).and_then(|value| match value {
+                        None => Ok(None),
+                        Some(value) => store
+                            .get(to)
+                            .and_then(|old| store.set(to, &value).map(|()| Some(old))),
+                    });
+                    match step {
+                        Ok(None) => {}
+                        Ok(Some(old)) => previous.push((to.clone(), old)),
+                        Err(e) => {
+                            if let Err(undo) = put_back(store, &previous) {
+                                tracing::error!(error = %undo, "could not roll back keychain values");
+                            }
+                            return Err(e);
+                        }
+                    }
+                }
+                Ok(previous)
+            })
+            .await;
+        self.flush(owner);
+        Ok(Written {
+            id: owner.to_string(),
+            previous: result?,
+        })
+    }
+
     /// Puts back what `written` replaced (a later step of the same verb failed).
     pub(crate) async fn undo(&self, written: Written) {
         let Written { id, previous } = written;
@@ -314,6 +353,37 @@ mod tests {
         vault.undo(written).await;
         assert_eq!(store.0.get("a").unwrap().unwrap().expose(), "a-old");
         assert!(store.0.get("b").unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_copy_makes_separate_entries_whole_or_not_at_all() {
+        let store = Arc::new(FailsOn(MemoryStore::new(), "fork/c"));
+        store.0.set("src/a", &v("a-value")).unwrap();
+        store.0.set("src/c", &v("c-value")).unwrap();
+        let vault = Vault::new(store.clone());
+
+        // "src/b" has no value (skipped); "fork/c" fails: nothing of the copy stays.
+        let pairs = |c: bool| {
+            let mut p: Vec<(String, String)> = vec![
+                ("src/a".into(), "fork/a".into()),
+                ("src/b".into(), "fork/b".into()),
+            ];
+            if c {
+                p.push(("src/c".into(), "fork/c".into()));
+            }
+            p
+        };
+        assert!(vault.copy("fork", pairs(true)).await.is_err());
+        assert!(store.0.get("fork/a").unwrap().is_none());
+
+        let written = vault.copy("fork", pairs(false)).await.unwrap();
+        assert_eq!(store.0.get("fork/a").unwrap().unwrap().expose(), "a-value");
+        assert!(store.0.get("fork/b").unwrap().is_none());
+        // Separate entries: changing the copy leaves the source alone.
+        store.0.set("fork/a", &v("rotated")).unwrap();
+        assert_eq!(store.0.get("src/a").unwrap().unwrap().expose(), "a-value");
+        vault.undo(written).await;
+        assert!(store.0.get("fork/a").unwrap().is_none());
     }
 
     /// Only the user at this machine may have references resolved, unless the engine opted in

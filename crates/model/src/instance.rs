@@ -186,6 +186,9 @@ pub struct Instance {
     /// Human-readable exit description (`"killed by signal 9 (killed)"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_message: Option<String>,
+    /// Hypedeck extension: what this instance was forked from (omitted when not a fork).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forked_from: Option<crate::ForkOrigin>,
     /// GPU facts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu: Option<InstanceGpu>,

@@ -36,7 +36,8 @@ pub use request::{
     NetworkRequest, PortMapping, UpdateInstanceRequest,
 };
 pub use snapshot::{
-    CreateSnapshotRequest, RestoreSnapshotRequest, Snapshot, SnapshotKind, SnapshotTargetState,
+    CreateSnapshotRequest, ForkInstanceRequest, ForkOrigin, ForkSnapshotRequest,
+    RestoreSnapshotRequest, Snapshot, SnapshotKind, SnapshotTargetState,
 };
 pub use spec::{EgressMode, InstanceSpec, NetworkSpec};
 pub use state::{InstanceState, TransitionError};

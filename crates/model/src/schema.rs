@@ -519,23 +519,51 @@ pub fn create_snapshot_request() -> Schema {
 pub fn restore_snapshot_request() -> Schema {
     object(
         vec![
-            (
-                "target_hypervisor",
-                string_enum(&[
-                    "cloud-hypervisor",
-                    "firecracker",
-                    "qemu",
-                    "qemu-microvm",
-                    "vz",
-                ]),
-            ),
-            (
-                "target_state",
-                string_enum(&["Stopped", "Standby", "Running"]),
-            ),
+            ("target_hypervisor", hypervisor_name()),
+            ("target_state", target_state()),
         ],
         &[],
     )
+}
+
+/// `#/components/schemas/ForkInstanceRequest`.
+pub fn fork_instance_request() -> Schema {
+    object(
+        vec![
+            ("from_running", Schema::Bool),
+            ("name", name()),
+            ("target_state", target_state()),
+        ],
+        &["name"],
+    )
+}
+
+/// `#/components/schemas/ForkSnapshotRequest`.
+pub fn fork_snapshot_request() -> Schema {
+    object(
+        vec![
+            ("name", name()),
+            ("target_hypervisor", hypervisor_name()),
+            ("target_state", target_state()),
+        ],
+        &["name"],
+    )
+}
+
+/// `SnapshotTargetState` / `ForkTargetState`.
+fn target_state() -> Schema {
+    string_enum(&["Stopped", "Standby", "Running"])
+}
+
+/// A hypervisor's name as requests give it.
+fn hypervisor_name() -> Schema {
+    string_enum(&[
+        "cloud-hypervisor",
+        "firecracker",
+        "qemu",
+        "qemu-microvm",
+        "vz",
+    ])
 }
 
 /// Checks `body` against the component schema `name`, returning upstream's first error.

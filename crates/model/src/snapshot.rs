@@ -102,3 +102,41 @@ pub struct RestoreSnapshotRequest {
     #[serde(default)]
     pub target_hypervisor: Option<HypervisorKind>,
 }
+
+/// `POST /instances/{id}/fork`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ForkInstanceRequest {
+    /// The fork's name (required; the instance name rule).
+    pub name: String,
+    /// Allow forking a Running source (upstream: standby, fork, restore).
+    #[serde(default)]
+    pub from_running: bool,
+    /// Where to leave the fork (default: the source's state).
+    #[serde(default)]
+    pub target_state: Option<SnapshotTargetState>,
+}
+
+/// `POST /snapshots/{id}/fork`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ForkSnapshotRequest {
+    /// The new instance's name (required; the instance name rule).
+    pub name: String,
+    /// Where to leave it (default: Running for Standby snapshots, Stopped for Stopped ones).
+    #[serde(default)]
+    pub target_state: Option<SnapshotTargetState>,
+    /// Another hypervisor (Stopped snapshots only).
+    #[serde(default)]
+    pub target_hypervisor: Option<HypervisorKind>,
+}
+
+/// Hypedeck extension on a forked instance (`Instance.forked_from`): what it was forked from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForkOrigin {
+    /// The instance forked (or whose snapshot was forked), its id then.
+    pub source_instance_id: String,
+    /// That instance's name then.
+    pub source_instance_name: String,
+    /// The snapshot forked, when the fork was made from one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_id: Option<String>,
+}

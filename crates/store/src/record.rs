@@ -140,6 +140,9 @@ pub struct InstanceRecord {
     /// Policies kept verbatim until their features land.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub policies: BTreeMap<String, serde_json::Value>,
+    /// What the instance was forked from, if it is a fork.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forked_from: Option<hypedeck_model::ForkOrigin>,
     /// Creation time.
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
@@ -356,6 +359,7 @@ mod tests {
             exit_code: None,
             exit_message: None,
             log_offset: 0,
+            forked_from: None,
         }
     }
 

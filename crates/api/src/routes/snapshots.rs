@@ -1,6 +1,7 @@
-//! Snapshots: `POST /instances/{id}/snapshots`, `GET /snapshots`, `GET`/`DELETE
-//! /snapshots/{id}`, `POST /instances/{id}/snapshots/{snapshot_id}/restore`. Forks and
-//! schedules are still in `unsupported.rs`.
+//! Snapshots and forks: `POST /instances/{id}/snapshots`, `GET /snapshots`, `GET`/`DELETE
+//! /snapshots/{id}`, `POST /instances/{id}/snapshots/{snapshot_id}/restore`,
+//! `POST /instances/{id}/fork`, `POST /snapshots/{id}/fork`. Schedules are still in
+//! `unsupported.rs`.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -9,9 +10,12 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use hypedeck_engine::{EngineError, SnapshotFilter};
-use hypedeck_model::schema::{create_snapshot_request, restore_snapshot_request};
+use hypedeck_model::schema::{
+    create_snapshot_request, fork_instance_request, fork_snapshot_request, restore_snapshot_request,
+};
 use hypedeck_model::{
-    CreateSnapshotRequest, ErrorCode, Instance, RestoreSnapshotRequest, Snapshot, SnapshotKind,
+    CreateSnapshotRequest, ErrorCode, ForkInstanceRequest, ForkSnapshotRequest, Instance,
+    RestoreSnapshotRequest, Snapshot, SnapshotKind,
 };
 
 use crate::error::ApiError;
@@ -27,6 +31,8 @@ pub fn routes() -> Router<ApiState> {
         )
         .route("/snapshots", get(list))
         .route("/snapshots/{snapshot_id}", get(get_one).delete(delete))
+        .route("/instances/{id}/fork", post(fork_instance))
+        .route("/snapshots/{snapshot_id}/fork", post(fork_snapshot))
 }
 
 async fn create(
@@ -45,12 +51,7 @@ async fn create(
         e.create_snapshot(&id, request).await
     })
     .await
-    .map_err(|e| {
-        // A taken name is a conflict here (upstream: 409), not the 400 of other `already_exists`.
-        let taken = matches!(&e, EngineError::Rejected(r) if r.code == ErrorCode::AlreadyExists);
-        let error = ApiError::from_engine("create snapshot", e);
-        if taken { error.with_status(409) } else { error }
-    })?;
+    .map_err(|e| ApiError::from_engine("create snapshot", e))?;
     Ok((StatusCode::CREATED, Json(snapshot)))
 }
 
@@ -98,10 +99,12 @@ async fn delete(
     State(state): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    state
-        .engine
-        .delete_snapshot(&id)
-        .map_err(|e| ApiError::from_engine("delete snapshot", e))?;
+    super::detached(
+        &state.engine,
+        |e| async move { e.delete_snapshot(&id).await },
+    )
+    .await
+    .map_err(|e| ApiError::from_engine("delete snapshot", e))?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -124,4 +127,49 @@ async fn restore(
     .await
     .map(Json)
     .map_err(|e| ApiError::from_engine("restore snapshot", e))
+}
+
+async fn fork_instance(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    let request: ForkInstanceRequest = body::parse(
+        &headers,
+        &bytes,
+        "ForkInstanceRequest",
+        &fork_instance_request(),
+    )?;
+    let instance = super::detached(&state.engine, |e| async move {
+        e.fork_instance(&id, request).await
+    })
+    .await
+    .map_err(|e| {
+        // A taken name is 409 here (upstream), where a create's `name_conflict` is 400.
+        let taken = matches!(&e, EngineError::Rejected(r) if r.code == ErrorCode::NameConflict);
+        let error = ApiError::from_engine("fork instance", e);
+        if taken { error.with_status(409) } else { error }
+    })?;
+    Ok((StatusCode::CREATED, Json(instance)))
+}
+
+async fn fork_snapshot(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    let request: ForkSnapshotRequest = body::parse(
+        &headers,
+        &bytes,
+        "ForkSnapshotRequest",
+        &fork_snapshot_request(),
+    )?;
+    let instance = super::detached(&state.engine, |e| async move {
+        e.fork_snapshot(&id, request).await
+    })
+    .await
+    .map_err(|e| ApiError::from_engine("fork snapshot", e))?;
+    Ok((StatusCode::CREATED, Json(instance)))
 }

@@ -76,3 +76,155 @@ async fn snapshot_routes_answer_with_upstreams_codes() {
     let s = r.authed("GET", &format!("/snapshots/{id}"), None).await;
     assert_eq!(s.json, error("not_found", "snapshot not found"));
 }
+
+#[tokio::test]
+async fn fork_routes_answer_with_upstreams_codes() {
+    let r = rig();
+    let a = r
+        .authed(
+            "POST",
+            "/instances",
+            Some(json!({"name": "src", "image": "alpine", "tags": {"team": "a"}})),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
+    let s = r
+        .authed("POST", "/instances/src/fork", Some(json!({"name": "kid"})))
+        .await;
+    assert_eq!(
+        s.json,
+        error(
+            "invalid_state",
+            "invalid state transition: cannot fork from state Running (set from_running=true to allow standby+restore flow)"
+        )
+    );
+    assert_eq!(s.status, StatusCode::CONFLICT);
+    let s = r.authed("POST", "/instances/src/fork", None).await;
+    assert_eq!(s.status, StatusCode::BAD_REQUEST, "{}", s.text);
+    let s = r
+        .authed(
+            "POST",
+            "/instances/src/fork",
+            Some(json!({"name": "Bad_Name"})),
+        )
+        .await;
+    assert_eq!(s.status, StatusCode::BAD_REQUEST, "{}", s.text);
+    let s = r
+        .authed("POST", "/instances/nope/fork", Some(json!({"name": "kid"})))
+        .await;
+    assert_eq!(s.json, error("not_found", "instance not found"));
+    // From Standby: the disks only, to a Stopped fork; what would carry the memory is 501.
+    let s = r.authed("POST", "/instances/src/standby", None).await;
+    assert_eq!(s.json["state"], "Standby", "{}", s.text);
+    let s = r
+        .authed("POST", "/instances/src/fork", Some(json!({"name": "asleep"})))
+        .await;
+    assert_eq!(
+        (s.status, s.json["code"].as_str()),
+        (StatusCode::NOT_IMPLEMENTED, Some("not_implemented"))
+    );
+    let s = r
+        .authed(
+            "POST",
+            "/instances/src/fork",
+            Some(json!({"name": "asleep", "target_state": "Stopped"})),
+        )
+        .await;
+    assert_eq!(
+        (s.status, s.json["state"].as_str()),
+        (StatusCode::CREATED, Some("Stopped")),
+        "{}",
+        s.text
+    );
+    assert_eq!(s.json["has_snapshot"], false);
+    let s = r.authed("DELETE", "/instances/asleep", None).await;
+    assert_eq!(s.status, StatusCode::NO_CONTENT);
+    let s = r.authed("POST", "/instances/src/restore", None).await;
+    assert_eq!(s.status, StatusCode::OK, "{}", s.text);
+    let s = r.authed("POST", "/instances/src/stop", None).await;
+    assert_eq!(s.status, StatusCode::OK, "{}", s.text);
+
+    let s = r
+        .authed("POST", "/instances/src/fork", Some(json!({"name": "kid"})))
+        .await;
+    assert_eq!(s.status, StatusCode::CREATED, "{}", s.text);
+    let src = &a.json;
+    assert_ne!(s.json["id"], src["id"]);
+    assert_eq!(s.json["name"], "kid");
+    // The source's state by default, its settings, and where it came from.
+    assert_eq!(s.json["state"], "Stopped");
+    assert_eq!(s.json["tags"], json!({"team": "a"}));
+    assert_eq!(
+        s.json["forked_from"],
+        json!({"source_instance_id": src["id"], "source_instance_name": "src"})
+    );
+    assert_eq!(s.json["started_at"], Value::Null);
+    // A taken name: 409 `name_conflict` here (a create's is 400).
+    let s = r
+        .authed("POST", "/instances/src/fork", Some(json!({"name": "kid"})))
+        .await;
+    assert_eq!(s.status, StatusCode::CONFLICT);
+    assert_eq!(
+        s.json,
+        error(
+            "name_conflict",
+            "instance already exists: instance name 'kid' already exists"
+        )
+    );
+
+    let s = r
+        .authed(
+            "POST",
+            "/instances/src/snapshots",
+            Some(json!({"kind": "Stopped", "name": "base"})),
+        )
+        .await;
+    assert_eq!(s.status, StatusCode::CREATED, "{}", s.text);
+    let sid = s.json["id"].as_str().unwrap().to_string();
+    let fork = format!("/snapshots/{sid}/fork");
+    // A taken name is 409 `conflict` for a snapshot fork (upstream), checked before the rest.
+    let s = r
+        .authed(
+            "POST",
+            &fork,
+            Some(json!({"name": "kid", "target_state": "Standby"})),
+        )
+        .await;
+    assert_eq!(
+        (s.status, s.json["code"].as_str()),
+        (StatusCode::CONFLICT, Some("conflict"))
+    );
+    let s = r
+        .authed(
+            "POST",
+            &fork,
+            Some(json!({"name": "kid2", "target_state": "Standby"})),
+        )
+        .await;
+    assert_eq!(
+        s.json,
+        error(
+            "invalid_request",
+            "invalid request: invalid target_state \"Standby\" for snapshot kind Stopped"
+        )
+    );
+    let s = r
+        .authed(
+            "POST",
+            "/snapshots/aaaaaaaaaaaaaaaaaaaaaaaa/fork",
+            Some(json!({"name": "x"})),
+        )
+        .await;
+    assert_eq!(s.json, error("not_found", "snapshot not found"));
+    let s = r
+        .authed(
+            "POST",
+            &fork,
+            Some(json!({"name": "kid2", "target_state": "Running"})),
+        )
+        .await;
+    assert_eq!(s.status, StatusCode::CREATED, "{}", s.text);
+    assert_eq!(s.json["state"], "Running");
+    assert_eq!(s.json["forked_from"]["snapshot_id"], json!(sid));
+    assert_eq!(s.json["forked_from"]["source_instance_name"], "src");
+}

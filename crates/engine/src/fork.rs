@@ -1,0 +1,309 @@
+//! Forks (upstream's `POST /instances/{id}/fork` and `POST /snapshots/{id}/fork`): a new
+//! instance made from an instance's or a snapshot's disks, with its own identity.
+//!
+//! What a fork gets: a new id and the name asked for; its own copy of the overlay disk (a
+//! reflink where the filesystem has them, else a sparse copy); its own keychain entries, copies
+//! of the source's credential values (never shared: rotating one leaves the other alone); the
+//! source's settings (image digest, resources, env, credential policies, egress rules, tags,
+//! read-only volumes). What it does not get: the source's network identity (a fork's MAC, IP
+//! and vsock CID come from its own id at its first boot, its hostname is its name), its logs,
+//! its forwarded host ports (two instances cannot hold one port; Hypedeck's extension), its
+//! run times and exit. `forked_from` says where it came from.
+//!
+//! This increment forks Stopped instances and Stopped snapshots (a cold boot of the copy), and
+//! Standby instances to a Stopped fork (their disks, not their memory); a fork that would
+//! carry the VM's memory (a Running source, or a Standby one to Running or Standby) answers 501
+//! until that lands.
+
+use std::path::Path;
+
+use hypedeck_model::{
+    ErrorCode, ForkInstanceRequest, ForkOrigin, ForkSnapshotRequest, HypervisorKind, Instance,
+    InstanceId, InstanceState, SnapshotKind, SnapshotTargetState,
+};
+use hypedeck_store::InstanceRecord;
+use time::OffsetDateTime;
+
+use crate::snapshots::{OVERLAY, copy_file, saved_record, writable_volumes};
+use crate::{Engine, EngineError, StartOverrides, rejected, secret_account};
+
+/// How long a fork asked to be left in Standby may take to boot before it is saved.
+const BOOT_BEFORE_STANDBY: std::time::Duration = std::time::Duration::from_secs(240);
+
+/// What a fork is made from.
+struct Source<'a> {
+    record: &'a InstanceRecord,
+    overlay: &'a Path,
+    origin: ForkOrigin,
+    hypervisor: Option<HypervisorKind>,
+    /// The code of a taken name (upstream: `name_conflict` for instance forks, `conflict` for
+    /// snapshot forks).
+    name_taken: ErrorCode,
+}
+
+impl Engine {
+    /// Forks instance `id_or_name` into a new instance (`POST /instances/{id}/fork`).
+    pub async fn fork_instance(
+        &self,
+        id_or_name: &str,
+        request: ForkInstanceRequest,
+    ) -> Result<Instance, EngineError> {
+        let (guard, record, observed) =
+            self.lock_and_observe(id_or_name)
+                .await
+                .map_err(|e| match e {
+                    EngineError::NotFound => rejected(ErrorCode::NotFound, "instance not found"),
+                    other => other,
+                })?;
+        // Upstream's order: the target state (derived from the source's), then the source's
+        // state, then volumes, then the name.
+        let state = observed.state;
+        let target = match (request.target_state, state) {
+            (Some(target), _) => target,
+            (None, InstanceState::Running) => SnapshotTargetState::Running,
+            (None, InstanceState::Standby) => SnapshotTargetState::Standby,
+            (None, InstanceState::Stopped) => SnapshotTargetState::Stopped,
+            (None, other) => {
+                return Err(rejected(
+                    ErrorCode::InvalidState,
+                    format!(
+                        "invalid state transition: cannot derive fork target state from source state {other}"
+                    ),
+                ));
+            }
+        };
+        match state {
+            InstanceState::Stopped => {}
+            // Upstream's Standby fork to Stopped: the disks as the save left them (flushed by
+            // QEMU, like a power cut for the guest's filesystem), without the memory.
+            InstanceState::Standby if target == SnapshotTargetState::Stopped => {}
+            InstanceState::Running if !request.from_running => {
+                return Err(rejected(
+                    ErrorCode::InvalidState,
+                    "invalid state transition: cannot fork from state Running (set from_running=true to allow standby+restore flow)",
+                ));
+            }
+            InstanceState::Running | InstanceState::Standby => {
+                return Err(rejected(
+                    ErrorCode::NotImplemented,
+                    format!(
+                        "forking a {state} instance (its memory too) is not implemented yet: stop it and fork it, or fork a Stopped snapshot of it"
+                    ),
+                ));
+            }
+            other => {
+                return Err(rejected(
+                    ErrorCode::InvalidState,
+                    format!(
+                        "invalid state transition: cannot fork from state {other} (must be Stopped or Standby, or Running with from_running=true)"
+                    ),
+                ));
+            }
+        }
+        writable_volumes(&record, "")?;
+        let id = InstanceId::parse(&record.id).map_err(|_| EngineError::NotFound)?;
+        let overlay = self.paths.instance_dir(&id).join(OVERLAY);
+        // The source's lock is held while its disk is copied: nothing starts it meanwhile.
+        let fork = self
+            .materialize_fork(
+                &request.name,
+                Source {
+                    record: &record,
+                    overlay: &overlay,
+                    origin: ForkOrigin {
+                        source_instance_id: record.id.clone(),
+                        source_instance_name: record.name.clone(),
+                        snapshot_id: None,
+                    },
+                    hypervisor: None,
+                    name_taken: ErrorCode::NameConflict,
+                },
+            )
+            .await?;
+        drop(guard);
+        self.ops_log(
+            &record.id,
+            &format!("forked into {} ({})", fork.name, fork.id),
+        );
+        self.apply_fork_target(&fork, target).await
+    }
+
+    /// Makes a new instance from snapshot `snapshot_id` (`POST /snapshots/{id}/fork`).
+    pub async fn fork_snapshot(
+        &self,
+        snapshot_id: &str,
+        request: ForkSnapshotRequest,
+    ) -> Result<Instance, EngineError> {
+        let snapshot = self.get_snapshot(snapshot_id)?;
+        let (record, overlay) = saved_record(&self.paths, &snapshot)?;
+        writable_volumes(&record, "snapshot requires readonly volume attachments: ")?;
+        // Upstream checks the name before the target state and hypervisor.
+        self.fork_name_free(&request.name, ErrorCode::Conflict)?;
+        let target =
+            self.snapshot_target(&snapshot, request.target_state, request.target_hypervisor)?;
+        if snapshot.kind == SnapshotKind::Standby {
+            return Err(rejected(
+                ErrorCode::NotImplemented,
+                "forking a Standby snapshot is not implemented yet",
+            ));
+        }
+        let fork = self
+            .materialize_fork(
+                &request.name,
+                Source {
+                    record: &record,
+                    overlay: &overlay,
+                    origin: ForkOrigin {
+                        source_instance_id: snapshot.source_instance_id.clone(),
+                        source_instance_name: snapshot.source_instance_name.clone(),
+                        snapshot_id: Some(snapshot.id.clone()),
+                    },
+                    hypervisor: request.target_hypervisor,
+                    name_taken: ErrorCode::Conflict,
+                },
+            )
+            .await?;
+        self.apply_fork_target(&fork, target).await
+    }
+
+    fn fork_name_free(&self, name: &str, code: ErrorCode) -> Result<(), EngineError> {
+        if self.records()?.iter().any(|r| r.name == name) {
+            return Err(rejected(
+                code,
+                format!("instance already exists: instance name '{name}' already exists"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Stores the fork of `source` as a Stopped instance named `name`: its record, its
+    /// keychain copies and its overlay, all or nothing (a create's stage undoes a failure).
+    async fn materialize_fork(
+        &self,
+        name: &str,
+        source: Source<'_>,
+    ) -> Result<InstanceRecord, EngineError> {
+        let id = crate::create::new_id()?;
+        let instance_lock = self.lock_for(id.as_str()).lock_owned().await;
+        let claim = self.create_lock.lock().await;
+        self.fork_name_free(name, source.name_taken)?;
+        let record = fork_record(source.record, &id, name, source.origin, source.hypervisor);
+        let pairs: Vec<(String, String)> = source
+            .record
+            .secret_env
+            .iter()
+            .filter_map(|(key, from)| {
+                let to = record.secret_env.get(key)?;
+                Some((from.keychain_account.clone(), to.keychain_account.clone()))
+            })
+            .collect();
+        let accounts = pairs.iter().map(|(_, to)| to.clone()).collect();
+        let staged = self.stage_create(&id, accounts, instance_lock);
+        let made = async {
+            // The stage forgets the fork's accounts on failure: nothing to undo here.
+            let _ = self.vault.copy(id.as_str(), pairs).await?;
+            self.records.create(&record)?;
+            drop(claim);
+            if source.overlay.exists() {
+                let (from, to) = (
+                    source.overlay.to_path_buf(),
+                    self.paths.instance_dir(&id).join(OVERLAY),
+                );
+                tokio::task::spawn_blocking(move || copy_file(&from, &to))
+                    .await
+                    .map_err(|_| EngineError::Task)?
+                    .map_err(|source| EngineError::Io {
+                        what: "copy the overlay disk".into(),
+                        source,
+                    })?;
+            }
+            let origin = record.forked_from.as_ref();
+            self.ops_log(
+                id.as_str(),
+                &match origin.and_then(|o| o.snapshot_id.as_ref()) {
+                    Some(snapshot) => format!("forked from snapshot {snapshot}"),
+                    None => format!(
+                        "forked from instance {}",
+                        origin
+                            .map(|o| o.source_instance_name.as_str())
+                            .unwrap_or("?")
+                    ),
+                },
+            );
+            Ok::<(), EngineError>(())
+        };
+        match made.await {
+            Ok(()) => {
+                staged.commit();
+                Ok(record)
+            }
+            Err(e) => {
+                staged.release().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Leaves a new (Stopped) fork in `target`. When that fails the fork is deleted, as
+    /// upstream does, and the failure returned.
+    async fn apply_fork_target(
+        &self,
+        fork: &InstanceRecord,
+        target: SnapshotTargetState,
+    ) -> Result<Instance, EngineError> {
+        let applied = async {
+            match target {
+                SnapshotTargetState::Stopped => self.get(&fork.id).await,
+                SnapshotTargetState::Running => {
+                    self.start(&fork.id, StartOverrides::default()).await
+                }
+                SnapshotTargetState::Standby => {
+                    self.start(&fork.id, StartOverrides::default()).await?;
+                    self.wait(&fork.id, InstanceState::Running, BOOT_BEFORE_STANDBY)
+                        .await?;
+                    self.standby(&fork.id).await
+                }
+            }
+        };
+        match applied.await {
+            Ok(instance) => Ok(instance),
+            Err(e) => {
+                tracing::warn!(id = %fork.id, error = %e, "a fork could not reach its target state; deleting it");
+                if let Err(delete) = self.delete(&fork.id).await {
+                    tracing::error!(id = %fork.id, error = %delete, "could not delete a failed fork");
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+/// The fork's record: the source's settings under a new identity.
+fn fork_record(
+    source: &InstanceRecord,
+    id: &InstanceId,
+    name: &str,
+    origin: ForkOrigin,
+    hypervisor: Option<HypervisorKind>,
+) -> InstanceRecord {
+    let mut record = source.clone();
+    record.id = id.to_string();
+    record.name = name.to_string();
+    record.hypervisor = hypervisor.unwrap_or(source.hypervisor);
+    record.created_at = OffsetDateTime::now_utc();
+    record.started_at = None;
+    record.stopped_at = None;
+    record.exit_code = None;
+    record.exit_message = None;
+    record.log_offset = 0;
+    // Its own network identity, derived from its id at its first boot.
+    record.network.ip = None;
+    record.network.mac = None;
+    record.network.proxy_port = None;
+    record.ports = Vec::new();
+    for (key, secret) in record.secret_env.iter_mut() {
+        secret.keychain_account = secret_account(id.as_str(), key);
+    }
+    record.forked_from = Some(origin);
+    record
+}

@@ -63,11 +63,11 @@ describe("instance details page", () => {
     const tablist = page.locator('#detail-tabs[role="tablist"]');
     await tablist.waitFor();
     const tabs = tablist.locator('[role="tab"]');
-    assert.deepEqual(await tabs.allTextContents(), ["Overview", "Logs", "Terminal", "Credentials", "Network"]);
+    assert.deepEqual(await tabs.allTextContents(), ["Overview", "Logs", "Terminal", "Credentials", "Snapshots", "Network"]);
     assert.deepEqual(await selectedTabs(page), ["overview"]);
     assert.deepEqual(await visiblePanels(page), ["overview"]);
     // Each tab controls its panel, and the panel is labelled by its tab.
-    for (const id of ["overview", "logs", "terminal", "credentials", "network"]) {
+    for (const id of ["overview", "logs", "terminal", "credentials", "snapshots", "network"]) {
       const tab = page.locator(`#detail-tab-${id}`);
       assert.equal(await tab.getAttribute("aria-controls"), `detail-panel-${id}`);
       assert.equal(await page.locator(`#detail-panel-${id}`).getAttribute("aria-labelledby"), `detail-tab-${id}`);

@@ -31,7 +31,7 @@ export function ForkDialog({
 }: {
   api: Hypeman;
   source: ForkSource;
-  /** The names of the instances that exist (a fork needs a free one). */
+  /** The names of the instances that exist (a fork needs a free one); read when the dialog opens. */
   taken: readonly string[];
   onClose: () => void;
   onForked: (fork: Instance) => void;
@@ -41,7 +41,9 @@ export function ForkDialog({
   const sourceName = source.kind === "instance" ? source.instance.name : source.snapshot.source_instance_name;
   const targets: TargetState[] = source.kind === "instance" ? forkTargets(source.instance.state) : snapshotTargets(source.snapshot.kind);
   const running = source.kind === "instance" && source.instance.state === "Running";
-  const [name, setName] = useState(() => suggestForkName(sourceName, taken));
+  // The names known when the dialog opened; one taken since is the server's to refuse.
+  const [known] = useState(taken);
+  const [name, setName] = useState(() => suggestForkName(sourceName, known));
   const [target, setTarget] = useState<TargetState>(targets[0]!);
   const [fromRunning, setFromRunning] = useState(true);
   const [nameError, setNameError] = useState<string | null>(null);
@@ -50,11 +52,11 @@ export function ForkDialog({
   useDialogFocus(ref, () => !busy && onClose());
 
   const submit = async (): Promise<void> => {
-    const wrong = forkNameProblem(name, taken);
+    const wrong = forkNameProblem(name, known);
     setNameError(wrong);
     setFormError(null);
     if (wrong) {
-      document.getElementById(`${uid}-name`)?.focus();
+      document.getElementById("fork-name")?.focus();
       return;
     }
     setBusy(true);
@@ -68,7 +70,7 @@ export function ForkDialog({
       const explained = explainSnapshotProblem(problem(e, ""), name);
       if (explained.field === "name") {
         setNameError(explained.message);
-        document.getElementById(`${uid}-name`)?.focus();
+        document.getElementById("fork-name")?.focus();
       } else setFormError(explained.message);
     } finally {
       setBusy(false);
@@ -116,7 +118,7 @@ export function ForkDialog({
           <label>
             <span className="label">Name of the new instance</span>
             <input
-              id={`${uid}-name`}
+              id="fork-name"
               data-field="fork-name"
               value={name}
               data-autofocus

@@ -577,7 +577,7 @@ function Details({ api, conn, instance, instances, now, onBack, onOpen, onChange
 
       {panel(
         "snapshots",
-        <SnapshotsPanel api={api} instance={instance} instances={instances} visible={shown === "snapshots"} onChanged={() => onChanged()} onOpen={onOpen} />,
+        <SnapshotsPanel api={api} instance={instance} instances={instances} visible={shown === "snapshots"} now={now} onChanged={() => onChanged()} onOpen={onOpen} />,
       )}
 
       {tabs.includes("network") && panel("network", <NetworkPanel api={api} instance={instance} now={now} />)}

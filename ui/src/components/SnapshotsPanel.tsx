@@ -247,6 +247,9 @@ function RestoreDialog({
   );
 }
 
+/** `snapshot before-upgrade` / `an unnamed snapshot`, in a sentence. */
+const called = (s: Snapshot): string => (s.name ? `snapshot ${s.name}` : "an unnamed snapshot");
+
 type Question = { kind: "restore"; snapshot: Snapshot } | { kind: "fork"; snapshot: Snapshot } | { kind: "delete"; snapshot: Snapshot };
 
 export function SnapshotsPanel({
@@ -254,6 +257,7 @@ export function SnapshotsPanel({
   instance,
   instances,
   visible,
+  now,
   onChanged,
   onOpen,
 }: {
@@ -262,6 +266,7 @@ export function SnapshotsPanel({
   /** Every instance (a fork needs a free name). */
   instances: readonly Instance[];
   visible: boolean;
+  now: number;
   /** After a restore: the instance changed. */
   onChanged: () => void;
   /** Opens an instance's page (a new fork's). */
@@ -286,7 +291,7 @@ export function SnapshotsPanel({
     setRowError(null);
     try {
       await api.snapshots.delete(s.id);
-      setNote(`Snapshot ${snapshotLabel(s)} deleted`);
+      setNote(`Deleted ${called(s)}`);
       await reload();
     } catch (e) {
       setRowError({ id: s.id, message: explainSnapshotProblem(problem(e, "")).message });
@@ -301,7 +306,7 @@ export function SnapshotsPanel({
         api={api}
         instance={instance}
         onTaken={(s) => {
-          setNote(`Snapshot ${snapshotLabel(s)} taken (${bytes(s.size_bytes)})`);
+          setNote(`Took ${called(s)} (${bytes(s.size_bytes)})`);
           void reload();
         }}
       />
@@ -363,7 +368,7 @@ export function SnapshotsPanel({
                       {bytes(s.size_bytes)}
                     </td>
                     <td data-field="created_at">
-                      {when(s.created_at)} <span className="muted">({duration(s.created_at, Date.now())} ago)</span>
+                      {when(s.created_at)} <span className="muted">({duration(s.created_at, now)} ago)</span>
                     </td>
                     <td className="tags" data-field="tags">
                       {tagLabels(s.tags).map((t) => (
@@ -430,7 +435,7 @@ export function SnapshotsPanel({
           onClose={() => setQuestion(null)}
           onRestored={(target) => {
             setQuestion(null);
-            setNote(`${instance.name} restored to snapshot ${snapshotLabel(question.snapshot)} (${target})`);
+            setNote(`Restored ${instance.name} to ${called(question.snapshot)}; it is ${target} now`);
             onChanged();
             void reload();
           }}

@@ -208,6 +208,7 @@ describe("snapshots and forks", () => {
     assert.deepEqual(await page.locator("#restore-target option").evaluateAll((os) => os.map((o) => o.value)), ["Stopped", "Running"]);
     assert.equal(await page.locator("#restore-target").inputValue(), "Stopped");
     await assertAccessible(page, "the restore dialog");
+    await shot(page, "snapshots-restore-dialog.png");
     // Escape cancels, nothing is sent.
     await page.keyboard.press("Escape");
     await dialog.waitFor({ state: "detached" });
@@ -266,6 +267,7 @@ describe("snapshots and forks", () => {
     assert.equal(await page.locator("#fork-target").inputValue(), "Stopped");
     assert.equal(await page.locator("#fork-running-note").count(), 0);
     await assertAccessible(page, "the fork dialog");
+    await shot(page, "snapshots-fork-dialog.png");
     // The source's own name is taken: said before anything is sent.
     await name.fill("fork-src");
     await page.click("#fork-submit");
@@ -284,6 +286,7 @@ describe("snapshots and forks", () => {
     assert.equal(await origin.innerText(), "fork-src");
     assert.equal(await origin.locator("a").getAttribute("href"), `#/instances/${src.id}`);
     assert.equal(await page.locator("#instance-missing").count(), 0);
+    await shot(page, "snapshots-fork-overview.png");
 
     // The list row of the fork says it too; the source's does not.
     await page.evaluate(() => (window.location.hash = "#/"));
@@ -296,6 +299,13 @@ describe("snapshots and forks", () => {
     await row(page, child.id).click();
     await page.locator('[data-field="forked_from"] a').click();
     await page.locator(`#instance-view[data-instance-id="${src.id}"]`).waitFor();
+
+    // The source deleted: the fork still says where it came from, without a link.
+    await api().instances.delete(src.id);
+    await page.evaluate((i) => (window.location.hash = `#/instances/${i}`), child.id);
+    await page.locator('[data-field="forked_from"]', { hasText: "(deleted)" }).waitFor({ timeout: 10_000 });
+    assert.equal(await page.locator('[data-field="forked_from"]').innerText(), "fork-src (deleted)");
+    assert.equal(await page.locator('[data-field="forked_from"] a').count(), 0);
   });
 
   test("fork a snapshot: the fork's page names the snapshot; a name taken meanwhile shows the server's answer", async (t) => {
@@ -331,6 +341,11 @@ describe("snapshots and forks", () => {
     assert.equal(await page.locator('[data-field="forked_from"]').innerText(), "snapfork-src, snapshot base");
     // The snapshot is still there, untouched.
     assert.equal((await api().snapshots.get(snap.id)).id, snap.id);
+    // Once it is deleted, the fork's page names it by its id.
+    await api().snapshots.delete(snap.id);
+    await page.reload();
+    await page.locator(`[data-field="forked_from"] code[title="${snap.id}"]`).waitFor({ timeout: 10_000 });
+    assert.equal(await page.locator('[data-field="forked_from"]').innerText(), `snapfork-src, snapshot ${snap.id.slice(0, 8)}`);
   });
 
   test("fork a running instance: the dialog explains from_running and shows the server's answer", async (t) => {
@@ -347,6 +362,7 @@ describe("snapshots and forks", () => {
     assert.equal(await page.locator("#fork-from-running").isChecked(), true);
     assert.equal(await page.locator("#fork-target").inputValue(), "Running");
     await assertAccessible(page, "the fork dialog of a running instance");
+    await shot(page, "snapshots-fork-running.png");
 
     // Without from_running: the server's 409, explained.
     await page.locator("#fork-from-running").uncheck();

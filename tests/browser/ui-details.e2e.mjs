@@ -221,7 +221,7 @@ describe("instance details page", () => {
     t.after(() => ui.engine.client.instances.delete(noNet.id));
     await page.evaluate((i) => (window.location.hash = `#/instances/${i}`), noNet.id);
     await page.locator(`#instance-view[data-instance-id="${noNet.id}"]`).waitFor();
-    assert.deepEqual(await page.locator('#detail-tabs [role="tab"]').allTextContents(), ["Overview", "Logs", "Terminal", "Credentials"]);
+    assert.deepEqual(await page.locator('#detail-tabs [role="tab"]').allTextContents(), ["Overview", "Logs", "Terminal", "Credentials", "Snapshots"]);
   });
 
   test("rotation: notes expire on edit and state change; a stopped instance's Rotate is disabled with the reason", async (t) => {

@@ -84,19 +84,6 @@ function bytes(n) {
   return `${v.toFixed(v < 10 ? 1 : 0)} ${units[u]}`;
 }
 
-/**
- * Whether this engine forks (`POST /instances/{id}/fork` answers 404 for an unknown instance);
- * the fork tests need it and are skipped, saying why, on an engine without it.
- */
-async function forksSupported() {
-  const r = await fetch(`${ui.engine.url}/instances/no-such-instance/fork`, {
-    method: "POST",
-    headers: { Authorization: `Bearer ${ui.engine.token}`, "Content-Type": "application/json" },
-    body: JSON.stringify({ name: "probe-fork" }),
-  });
-  return r.status === 404;
-}
-
 describe("snapshots and forks", () => {
   test("a snapshot of a stopped instance: taken from the tab, listed newest first with kind, size and tags; names are checked", async (t) => {
     const src = await stoppedInstance("snap-take");
@@ -214,7 +201,20 @@ describe("snapshots and forks", () => {
     await dialog.waitFor({ state: "detached" });
     assert.ok(!apiCalls.some((c) => c.endsWith("/restore")), apiCalls.join(", "));
 
+    // The instance starts (another client) while the dialog is open: the server's 409, in plain words.
     await snapshotRow(page, snap.id).locator('[data-action="restore-snapshot"]').click();
+    await api().instances.start(src.id, {});
+    await waitFor(async () => (await stateOf(src.id)) === "Running", "snap-restore to run");
+    await page.click("#restore-confirm");
+    await page.locator("#restore-error").waitFor({ timeout: 10_000 });
+    assert.equal(await page.locator("#restore-error").innerText(), "Stop the instance before restoring a snapshot onto it (it is Running).");
+    await dialog.locator('[data-confirm="cancel"]').click();
+    await api().instances.stop(src.id);
+    const restoreButton = snapshotRow(page, snap.id).locator('[data-action="restore-snapshot"]');
+    await waitFor(async () => (await stateOf(src.id)) === "Stopped" && (await restoreButton.isEnabled()), "Restore to be enabled again", 10_000);
+    bodies.length = 0;
+
+    await restoreButton.click();
     await page.selectOption("#restore-target", "Running");
     await page.click("#restore-confirm");
     await dialog.waitFor({ state: "detached", timeout: 15_000 });
@@ -252,7 +252,6 @@ describe("snapshots and forks", () => {
   });
 
   test("fork an instance: the new page says where it comes from, so does its list row", async (t) => {
-    if (!(await forksSupported())) return t.skip("this engine does not fork yet");
     const src = await stoppedInstance("fork-src");
     const made = [src];
     cleanup(t, { instances: made });
@@ -309,7 +308,6 @@ describe("snapshots and forks", () => {
   });
 
   test("fork a snapshot: the fork's page names the snapshot; a name taken meanwhile shows the server's answer", async (t) => {
-    if (!(await forksSupported())) return t.skip("this engine does not fork yet");
     const src = await stoppedInstance("snapfork-src");
     const made = [src];
     cleanup(t, { instances: made, snapshotsOf: [src.id] });
@@ -349,7 +347,6 @@ describe("snapshots and forks", () => {
   });
 
   test("fork a running instance: the dialog explains from_running and shows the server's answer", async (t) => {
-    if (!(await forksSupported())) return t.skip("this engine does not fork yet");
     const src = await runningInstance(ui.engine, "fork-running");
     const made = [src];
     cleanup(t, { instances: made });

@@ -51,7 +51,8 @@ describe("snapshots", () => {
   test("a Stopped snapshot needs a stopped instance, and says so", () => {
     expect(snapshotRefusal("Stopped")).toBeNull();
     expect(snapshotRefusal("Running")).toBe("Stop the instance to take a Stopped snapshot (it is Running)");
-    expect(snapshotRefusal("Standby")).toMatch(/^Stop the instance to take a Stopped snapshot/);
+    expect(snapshotRefusal("Initializing")).toBe("Stop the instance to take a Stopped snapshot (it is Initializing)");
+    expect(snapshotRefusal("Standby")).toBe("Restore the instance, then stop it, to take a Stopped snapshot (it is in standby)");
   });
 
   test("a restore needs an instance without a VM", () => {

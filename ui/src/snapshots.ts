@@ -36,6 +36,8 @@ export function kindText(kind: SnapshotKind): string {
  */
 export function snapshotRefusal(state: State): string | null {
   if (state === "Stopped") return null;
+  // A standby instance cannot be stopped as it is: it is restored first.
+  if (state === "Standby") return "Restore the instance, then stop it, to take a Stopped snapshot (it is in standby)";
   return `Stop the instance to take a Stopped snapshot (it is ${state})`;
 }
 

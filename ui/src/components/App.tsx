@@ -199,6 +199,9 @@ function Workspace({
   const selected: Instance | undefined = route.view === "instance" ? feed.list.find((i) => i.id === route.id || i.name === route.id) : undefined;
   // An instance just made here (created or forked): "Loading…" until the list has it, not "deleted".
   const [expected, setExpected] = useState<string | null>(null);
+  useEffect(() => {
+    if (expected !== null && selected?.id === expected) setExpected(null);
+  }, [expected, selected?.id]);
   const openNew = (id: string): void => {
     setExpected(id);
     feed.refresh();

@@ -4,8 +4,8 @@ import { commandLine, detailTabs, envEntries, originText, rotationRefusal, shell
 
 describe("details page", () => {
   test("the Network tab exists only for an instance with a network", () => {
-    expect(detailTabs(false)).toEqual(["overview", "logs", "terminal", "credentials"]);
-    expect(detailTabs(true)).toEqual(["overview", "logs", "terminal", "credentials", "network"]);
+    expect(detailTabs(false)).toEqual(["overview", "logs", "terminal", "credentials", "snapshots"]);
+    expect(detailTabs(true)).toEqual(["overview", "logs", "terminal", "credentials", "snapshots", "network"]);
   });
 
   test("a remembered tab is used only if the page has it", () => {

@@ -3,20 +3,24 @@
 // cannot run now. No React, no I/O.
 import type { State } from "./model";
 
-/** The page's tabs, in order. New ones (Stats, Snapshots…) are added here and in the page. */
-export type DetailTab = "overview" | "logs" | "terminal" | "credentials" | "network";
+/** The page's tabs, in order. New ones (Stats…) are added here and in the page. */
+export type DetailTab = "overview" | "logs" | "terminal" | "credentials" | "snapshots" | "network";
 
 export const TAB_LABEL: Record<DetailTab, string> = {
   overview: "Overview",
   logs: "Logs",
   terminal: "Terminal",
   credentials: "Credentials",
+  snapshots: "Snapshots",
   network: "Network",
 };
 
-/** The tabs an instance's page shows: Network only for an instance with a network. */
+/**
+ * The tabs an instance's page shows: Network only for an instance with a network, last, so the
+ * other tabs keep their places from one instance to the next.
+ */
 export function detailTabs(networkEnabled: boolean): DetailTab[] {
-  const tabs: DetailTab[] = ["overview", "logs", "terminal", "credentials"];
+  const tabs: DetailTab[] = ["overview", "logs", "terminal", "credentials", "snapshots"];
   if (networkEnabled) tabs.push("network");
   return tabs;
 }

@@ -197,6 +197,16 @@ function Workspace({
   }, [notice]);
 
   const selected: Instance | undefined = route.view === "instance" ? feed.list.find((i) => i.id === route.id || i.name === route.id) : undefined;
+  // An instance just made here (created or forked): "Loading…" until the list has it, not "deleted".
+  const [expected, setExpected] = useState<string | null>(null);
+  useEffect(() => {
+    if (expected !== null && selected?.id === expected) setExpected(null);
+  }, [expected, selected?.id]);
+  const openNew = (id: string): void => {
+    setExpected(id);
+    feed.refresh();
+    go({ view: "instance", id });
+  };
   const changed = (verb?: Verb, instance?: Instance): void => {
     setActionProblem(null);
     if (verb) setNotice(`${instance?.name ?? "Instance"}: ${verb} done`);
@@ -264,14 +274,16 @@ function Workspace({
             api={api}
             conn={conn}
             instance={selected}
+            instances={feed.list}
             now={now}
             onBack={() => go({ view: "list" })}
+            onOpen={openNew}
             onChanged={(verb) => changed(verb, selected)}
             onProblem={setActionProblem}
           />
         ) : (
           <div id="instance-missing" className="empty">
-            <p>{feed.loaded ? `No instance ${route.id}; it may have been deleted.` : "Loading…"}</p>
+            <p>{feed.loaded && expected !== route.id ? `No instance ${route.id}; it may have been deleted.` : "Loading…"}</p>
             <button type="button" onClick={() => go({ view: "list" })}>
               Back to instances
             </button>
@@ -304,10 +316,7 @@ function Workspace({
           <CreateDialog
             api={api}
             onClose={() => go({ view: "list" })}
-            onCreated={(i) => {
-              feed.refresh();
-              go({ view: "instance", id: i.id });
-            }}
+            onCreated={(i) => openNew(i.id)}
           />
         </SettingsContext.Provider>
       )}

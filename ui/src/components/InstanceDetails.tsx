@@ -1,7 +1,8 @@
 // One instance: the header (name, state, lifecycle buttons, exit and state errors) over tabs —
-// Overview (every field of the Hypeman Instance, what runs, and credential rotation when the
-// instance has credentials), Logs, Terminal, Credentials and Network. The selected tab is kept in
-// the history entry, so reload and back keep it. Tabs follow the WAI-ARIA tabs pattern.
+// Overview (every field of the Hypeman Instance, where a fork comes from, what runs, and
+// credential rotation when the instance has credentials), Logs, Terminal, Credentials, Snapshots
+// and Network. The Fork button sits with the lifecycle buttons. The selected tab is kept in the
+// history entry, so reload and back keep it. Tabs follow the WAI-ARIA tabs pattern.
 import { useEffect, useRef, useState, type KeyboardEvent, type ReactNode } from "react";
 import type Hypeman from "@onkernel/hypeman";
 
@@ -18,9 +19,12 @@ import {
   type DetailTab,
   type EffectiveCommand,
 } from "../details";
-import { duration, tagLabels, uptime, when, type Instance, type Verb } from "../model";
+import { duration, shortId, tagLabels, uptime, when, type Instance, type Verb } from "../model";
+import { forkedFrom, forkPlan, snapshotLabel, type ForkedFrom } from "../snapshots";
 import { Actions, Copyable, CopyButton, StateBadge } from "./common";
 import { CredentialsPanel } from "./CredentialsPanel";
+import { ForkDialog } from "./ForkDialog";
+import { SnapshotsPanel } from "./SnapshotsPanel";
 import { NetworkPanel } from "./NetworkPanel";
 import { ExecPanel } from "./ExecPanel";
 import { LogsPanel } from "./LogsPanel";
@@ -170,6 +174,44 @@ function useCredentialKeys(api: Hypeman, id: string, version: number): { info: R
   return { info, failure };
 }
 
+/** "Forked from web" (a link while web exists), and the snapshot's name when made from one. */
+function ForkOrigin({ api, from, instances }: { api: Hypeman; from: ForkedFrom; instances: readonly Instance[] }) {
+  const source = instances.find((i) => i.id === from.source_instance_id);
+  const [snapshot, setSnapshot] = useState<string | null>(null);
+  useEffect(() => {
+    const id = from.snapshot_id;
+    if (!id) return;
+    let live = true;
+    api.snapshots.get(id).then(
+      (s) => live && setSnapshot(snapshotLabel(s)),
+      // Deleted since (or unreadable): its id says which it was.
+      () => live && setSnapshot(null),
+    );
+    return () => {
+      live = false;
+    };
+  }, [api, from.snapshot_id]);
+  return (
+    <span id="forked-from">
+      {source ? (
+        <a href={`#/instances/${encodeURIComponent(source.id)}`} title={source.id}>
+          {from.source_instance_name}
+        </a>
+      ) : (
+        <>
+          {from.source_instance_name} <span className="muted">(deleted)</span>
+        </>
+      )}
+      {from.snapshot_id && (
+        <>
+          {", snapshot "}
+          <span data-snapshot-id={from.snapshot_id}>{snapshot ?? <code title={from.snapshot_id}>{shortId(from.snapshot_id)}</code>}</span>
+        </>
+      )}
+    </span>
+  );
+}
+
 function initialTab(tabs: readonly DetailTab[]): DetailTab {
   const state: unknown = window.history.state;
   return tabOrDefault(typeof state === "object" && state !== null && TAB_STATE in state ? (state as Record<string, unknown>)[TAB_STATE] : null, tabs);
@@ -179,8 +221,12 @@ interface Props {
   api: Hypeman;
   conn: Connection;
   instance: Instance;
+  /** Every instance (fork names must be free; a fork's source is linked while it exists). */
+  instances: readonly Instance[];
   now: number;
   onBack: () => void;
+  /** Opens another instance's page (a new fork's, or a fork's source). */
+  onOpen: (id: string) => void;
   onChanged: (verb?: Verb) => void;
   onProblem: (p: Problem) => void;
 }
@@ -190,7 +236,7 @@ export function InstanceDetails(props: Props) {
   return <Details key={props.instance.id} {...props} />;
 }
 
-function Details({ api, conn, instance, now, onBack, onChanged, onProblem }: Props) {
+function Details({ api, conn, instance, instances, now, onBack, onOpen, onChanged, onProblem }: Props) {
   const net = instance.network;
   // Bumped by a rotation, so the credential cards reload at once.
   const [rotations, setRotations] = useState(0);
@@ -202,6 +248,9 @@ function Details({ api, conn, instance, now, onBack, onChanged, onProblem }: Pro
   const tabRefs = useRef<Partial<Record<DetailTab, HTMLButtonElement | null>>>({});
   const exited = instance.exit_code !== null && instance.exit_code !== undefined;
   const hasCredentials = (creds?.keys.length ?? 0) > 0;
+  const origin = forkedFrom(instance);
+  const fork = forkPlan(instance.state);
+  const [forking, setForking] = useState(false);
 
   const select = (next: DetailTab, focus = false): void => {
     setTab(next);
@@ -244,8 +293,39 @@ function Details({ api, conn, instance, now, onBack, onChanged, onProblem }: Pro
         <h2 id="detail-name">{instance.name}</h2>
         <StateBadge state={instance.state} />
         <span className="spacer" />
+        <span className="action-wrap" title={fork.reason}>
+          {!fork.enabled && (
+            <span id="fork-why" className="sr-only">
+              {fork.reason}
+            </span>
+          )}
+          <button
+            id="fork-instance"
+            type="button"
+            data-action="fork"
+            disabled={!fork.enabled}
+            aria-label={`Fork ${instance.name}`}
+            aria-describedby={fork.enabled ? undefined : "fork-why"}
+            title={fork.reason}
+            onClick={() => setForking(true)}
+          >
+            Fork
+          </button>
+        </span>
         <Actions api={api} instance={instance} onDone={onChanged} onProblem={onProblem} />
       </div>
+      {forking && (
+        <ForkDialog
+          api={api}
+          source={{ kind: "instance", instance }}
+          taken={instances.map((i) => i.name)}
+          onClose={() => setForking(false)}
+          onForked={(f) => {
+            setForking(false);
+            onOpen(f.id);
+          }}
+        />
+      )}
 
       {instance.state_error && (
         <div id="detail-state-error" className="alert bad" role="alert">
@@ -309,6 +389,11 @@ function Details({ api, conn, instance, now, onBack, onChanged, onProblem }: Pro
                   <Item label="ID" field="id">
                     <Copyable value={instance.id} label="ID" />
                   </Item>
+                  {origin && (
+                    <Item label="Forked from" field="forked_from">
+                      <ForkOrigin api={api} from={origin} instances={instances} />
+                    </Item>
+                  )}
                   <Item label="Image" field="image">
                     <code>{instance.image}</code>
                   </Item>
@@ -488,6 +573,11 @@ function Details({ api, conn, instance, now, onBack, onChanged, onProblem }: Pro
             )}
           </>
         ),
+      )}
+
+      {panel(
+        "snapshots",
+        <SnapshotsPanel api={api} instance={instance} instances={instances} visible={shown === "snapshots"} now={now} onChanged={() => onChanged()} onOpen={onOpen} />,
       )}
 
       {tabs.includes("network") && panel("network", <NetworkPanel api={api} instance={instance} now={now} />)}

@@ -25,6 +25,7 @@ import {
   type State,
   type Verb,
 } from "../model";
+import { forkedFrom, forkNote } from "../snapshots";
 import { ConfirmDialog, runVerb, StateBadge } from "./common";
 
 const COLUMNS: { key: SortKey | null; label: string; className: string }[] = [
@@ -68,6 +69,7 @@ const Row = memo(function Row({
     ? { verb: "start", label: "Start", ...start }
     : { verb: "stop", label: "Stop", ...availability(instance.state, "stop") };
   const whyId = `row-why-${instance.id}`;
+  const origin = forkedFrom(instance);
   return (
     <tr
       data-instance-id={instance.id}
@@ -96,7 +98,14 @@ const Row = memo(function Row({
           onChange={(e) => onSelect(instance.id, e.target.checked)}
         />
       </td>
-      <td className="name">{instance.name}</td>
+      <td className="name">
+        {instance.name}
+        {origin && (
+          <span className="fork-of muted" data-field="forked_from" title={`Forked from ${origin.source_instance_name}${origin.snapshot_id ? ` (snapshot ${origin.snapshot_id})` : ""}`}>
+            {forkNote(origin)}
+          </span>
+        )}
+      </td>
       <td className="state">
         <StateBadge state={instance.state} title={instance.state_error ?? instance.exit_message ?? null} />
       </td>

@@ -1,0 +1,388 @@
+// Snapshots and forks in headless Chromium against a fake-backed `hypedeck serve`: the
+// Snapshots tab takes a snapshot of a stopped instance (listed with kind and size, newest
+// first), refuses with its reason on a running one, restores (with the state asked for) and
+// deletes; the Fork button and a snapshot's Fork make a new instance whose page and list row say
+// where it comes from; the server's refusals are shown in plain words; axe-core finds no WCAG 2
+// A/AA violation on the tab and its dialogs. Run by tests/desktop/run.sh (SUITES=browser).
+import assert from "node:assert/strict";
+import { mkdirSync } from "node:fs";
+import { createRequire } from "node:module";
+import path from "node:path";
+import { after, before, describe, test } from "node:test";
+
+import { waitFor } from "../desktop/fake-engine.mjs";
+import { RESULTS, browserUi, row, runningInstance } from "./harness.mjs";
+
+const require = createRequire(import.meta.url);
+const AXE = require.resolve("axe-core/axe.min.js");
+
+const ui = browserUi("snapshots");
+before(() => ui.start());
+after(() => ui.stop());
+
+/** Runs axe-core on the page (WCAG 2 A and AA rules) and fails with every violation named. */
+async function assertAccessible(page, what) {
+  if (!(await page.evaluate(() => "axe" in window))) await page.addScriptTag({ path: AXE });
+  const violations = await page.evaluate(async () => {
+    const r = await window.axe.run(document, { runOnly: { type: "tag", values: ["wcag2a", "wcag2aa"] } });
+    return r.violations.map((v) => `${v.id} (${v.impact}): ${v.help}\n${v.nodes.map((n) => `    ${n.target.join(" ")}: ${n.failureSummary?.replaceAll("\n", " ")}`).join("\n")}`);
+  });
+  assert.deepEqual(violations, [], `${what}:\n${violations.join("\n")}`);
+}
+
+async function shot(page, name) {
+  mkdirSync(RESULTS, { recursive: true });
+  await page.screenshot({ path: path.join(RESULTS, name), fullPage: true });
+}
+
+const api = () => ui.engine.client;
+const stateOf = async (id) => (await api().instances.get(id)).state;
+const snapshotsOf = (id) => api().snapshots.list({ source_instance_id: id });
+
+/** Deletes what a test made (instances and snapshots), whatever it did with them. */
+function cleanup(t, { instances = [], snapshotsOf: sources = [] }) {
+  t.after(async () => {
+    for (const id of sources) for (const s of await snapshotsOf(id).catch(() => [])) await api().snapshots.delete(s.id).catch(() => {});
+    for (const i of instances) await api().instances.delete(typeof i === "string" ? i : i.id).catch(() => {});
+  });
+}
+
+/** A Stopped instance on the fake backend. */
+async function stoppedInstance(name) {
+  const created = await runningInstance(ui.engine, name);
+  await api().instances.stop(created.id);
+  await waitFor(async () => (await stateOf(created.id)) === "Stopped", `${name} to stop`);
+  return created;
+}
+
+/** A connected page showing instance `id`'s `tab`, its API calls, POST bodies and console errors. */
+async function openTab(t, id, tab = "snapshots", options) {
+  const { page, apiCalls } = await ui.openConnected(t, options);
+  const bodies = [];
+  page.on("request", (r) => r.method() === "POST" && r.url().startsWith(ui.engine.url) && bodies.push({ path: new URL(r.url()).pathname, body: r.postData() }));
+  const consoleErrors = [];
+  page.on("pageerror", (e) => consoleErrors.push(e.message));
+  await page.locator("#conn-mode", { hasText: "browser" }).waitFor();
+  await page.evaluate((i) => (window.location.hash = `#/instances/${i}`), id);
+  await page.locator(`#instance-view[data-instance-id="${id}"]`).waitFor({ timeout: 10_000 });
+  if (tab !== "overview") await page.click(`#detail-tab-${tab}`);
+  return { page, apiCalls, bodies, consoleErrors };
+}
+
+const snapshotRow = (page, id) => page.locator(`#snapshots-table tr[data-snapshot-id="${id}"]`);
+
+/** `bytes()` of ui/src/model.ts, to check the size cell against the API's `size_bytes`. */
+function bytes(n) {
+  if (n < 1024) return `${n} B`;
+  const units = ["KiB", "MiB", "GiB", "TiB"];
+  let v = n;
+  let u = -1;
+  do {
+    v /= 1024;
+    u += 1;
+  } while (v >= 1024 && u < units.length - 1);
+  return `${v.toFixed(v < 10 ? 1 : 0)} ${units[u]}`;
+}
+
+describe("snapshots and forks", () => {
+  test("a snapshot of a stopped instance: taken from the tab, listed newest first with kind, size and tags; names are checked", async (t) => {
+    const src = await stoppedInstance("snap-take");
+    cleanup(t, { instances: [src], snapshotsOf: [src.id] });
+    const { page, apiCalls, bodies, consoleErrors } = await openTab(t, src.id);
+
+    await page.locator("#snapshots-empty").waitFor({ timeout: 10_000 });
+    const take = page.locator("#snapshot-take");
+    assert.equal(await take.isEnabled(), true);
+    assert.equal(await take.getAttribute("aria-describedby"), null);
+
+    // A name the rule refuses is said before anything is sent.
+    await page.fill("#snapshot-name", "Before Upgrade");
+    await take.click();
+    assert.match(await page.locator("#snapshot-name-error").innerText(), /lowercase letters, digits and dashes/);
+    assert.equal(await page.locator("#snapshot-name").getAttribute("aria-invalid"), "true");
+    assert.ok(!apiCalls.includes(`POST /instances/${src.id}/snapshots`), apiCalls.join(", "));
+
+    // A named, tagged snapshot.
+    await page.fill("#snapshot-name", "before-upgrade");
+    await page.fill("#snapshot-tags", "reason=test");
+    await take.click();
+    await page.locator('#snapshots-table tr[data-snapshot-name="before-upgrade"]').waitFor({ timeout: 10_000 });
+    const [named] = await snapshotsOf(src.id);
+    assert.equal(named.name, "before-upgrade");
+    assert.equal(named.kind, "Stopped");
+    assert.deepEqual(named.tags, { reason: "test" });
+    assert.deepEqual(JSON.parse(bodies.find((b) => b.path === `/instances/${src.id}/snapshots`).body), { kind: "Stopped", name: "before-upgrade", tags: { reason: "test" } });
+    const first = snapshotRow(page, named.id);
+    assert.equal(await first.locator('[data-field="kind"]').getAttribute("data-kind"), "Stopped");
+    assert.equal(await first.locator('[data-field="kind"]').innerText(), "Stopped (disks)");
+    assert.equal(await first.locator('[data-field="size"]').innerText(), bytes(named.size_bytes));
+    assert.equal(await first.locator('[data-field="tags"]').innerText(), "reason=test");
+    assert.match(await page.locator("#snapshots-note").innerText(), /^Took snapshot before-upgrade \(\d/);
+    // The form is empty again.
+    assert.equal(await page.locator("#snapshot-name").inputValue(), "");
+
+    // The same name again: the server's 409, in plain words, on the name.
+    await page.fill("#snapshot-name", "before-upgrade");
+    await take.click();
+    await page.locator("#snapshot-name-error").waitFor({ timeout: 10_000 });
+    assert.equal(await page.locator("#snapshot-name-error").innerText(), 'This instance already has a snapshot named "before-upgrade". Choose another name.');
+    assert.equal((await snapshotsOf(src.id)).length, 1);
+
+    // An unnamed one comes first (newest first).
+    await page.fill("#snapshot-name", "");
+    await take.click();
+    await waitFor(async () => (await page.locator("#snapshots-table tbody tr").count()) === 2, "two rows");
+    const listed = await snapshotsOf(src.id);
+    assert.equal(listed.length, 2);
+    const unnamed = listed.find((s) => s.name === null);
+    assert.ok(unnamed, JSON.stringify(listed));
+    const ids = await page.locator("#snapshots-table tbody tr").evaluateAll((rs) => rs.map((r) => r.dataset.snapshotId));
+    assert.deepEqual(ids, [unnamed.id, named.id]);
+    assert.match(await snapshotRow(page, unnamed.id).locator(".snapshot-name").innerText(), /^unnamed/);
+    assert.match(await page.locator("#snapshots-summary").innerText(), /2 \(/);
+
+    await assertAccessible(page, "the Snapshots tab with two snapshots");
+    await shot(page, "snapshots-tab.png");
+    const dark = await openTab(t, src.id, "snapshots", { colorScheme: "dark" });
+    await snapshotRow(dark.page, named.id).waitFor({ timeout: 10_000 });
+    await assertAccessible(dark.page, "the Snapshots tab in dark");
+    assert.deepEqual(consoleErrors, []);
+  });
+
+  test("on a running instance, Take and Restore are disabled and say why", async (t) => {
+    const src = await stoppedInstance("snap-running");
+    cleanup(t, { instances: [src], snapshotsOf: [src.id] });
+    const snap = await api().instances.snapshots.create(src.id, { kind: "Stopped", name: "cold" });
+    await api().instances.start(src.id, {});
+    await waitFor(async () => (await stateOf(src.id)) === "Running", "snap-running to run");
+    const { page, apiCalls } = await openTab(t, src.id);
+
+    await snapshotRow(page, snap.id).waitFor({ timeout: 10_000 });
+    const take = page.locator("#snapshot-take");
+    assert.equal(await take.isDisabled(), true);
+    assert.equal(await take.getAttribute("aria-describedby"), "snapshot-take-why");
+    assert.equal(await page.locator("#snapshot-take-why").innerText(), "Stop the instance to take a Stopped snapshot (it is Running)");
+
+    const restore = snapshotRow(page, snap.id).locator('[data-action="restore-snapshot"]');
+    assert.equal(await restore.isDisabled(), true);
+    const why = await restore.getAttribute("aria-describedby");
+    assert.ok(why);
+    assert.equal(await page.locator(`[id="${why}"]`).textContent(), "Stop the instance to restore a snapshot onto it (it is Running)");
+    // Fork and Delete stay available.
+    assert.equal(await snapshotRow(page, snap.id).locator('[data-action="fork-snapshot"]').isEnabled(), true);
+    assert.equal(await snapshotRow(page, snap.id).locator('[data-action="delete-snapshot"]').isEnabled(), true);
+    await assertAccessible(page, "the Snapshots tab of a running instance");
+
+    // Once stopped, both come back.
+    await api().instances.stop(src.id);
+    await waitFor(async () => (await take.isEnabled()) && (await restore.isEnabled()), "Take and Restore to be enabled", 10_000);
+    assert.equal(await page.locator("#snapshot-take-why").count(), 0);
+    assert.ok(!apiCalls.some((c) => c.startsWith("POST /instances/") && c.includes("/snapshots")), apiCalls.join(", "));
+  });
+
+  test("restore: the dialog says the disks go back, the state asked for is sent, the instance ends in it", async (t) => {
+    const src = await stoppedInstance("snap-restore");
+    cleanup(t, { instances: [src], snapshotsOf: [src.id] });
+    const snap = await api().instances.snapshots.create(src.id, { kind: "Stopped", name: "good" });
+    const { page, apiCalls, bodies } = await openTab(t, src.id);
+
+    await snapshotRow(page, snap.id).locator('[data-action="restore-snapshot"]').click();
+    const dialog = page.locator("#restore-dialog");
+    await dialog.waitFor();
+    assert.match(await dialog.innerText(), /disks go back to how they were/);
+    // The focus is on Cancel: a stray Enter does nothing.
+    assert.equal(await page.evaluate(() => document.activeElement?.dataset.confirm), "cancel");
+    assert.deepEqual(await page.locator("#restore-target option").evaluateAll((os) => os.map((o) => o.value)), ["Stopped", "Running"]);
+    assert.equal(await page.locator("#restore-target").inputValue(), "Stopped");
+    await assertAccessible(page, "the restore dialog");
+    await shot(page, "snapshots-restore-dialog.png");
+    // Escape cancels, nothing is sent.
+    await page.keyboard.press("Escape");
+    await dialog.waitFor({ state: "detached" });
+    assert.ok(!apiCalls.some((c) => c.endsWith("/restore")), apiCalls.join(", "));
+
+    // The instance starts (another client) while the dialog is open: the server's 409, in plain words.
+    await snapshotRow(page, snap.id).locator('[data-action="restore-snapshot"]').click();
+    await api().instances.start(src.id, {});
+    await waitFor(async () => (await stateOf(src.id)) === "Running", "snap-restore to run");
+    await page.click("#restore-confirm");
+    await page.locator("#restore-error").waitFor({ timeout: 10_000 });
+    assert.equal(await page.locator("#restore-error").innerText(), "Stop the instance before restoring a snapshot onto it (it is Running).");
+    await dialog.locator('[data-confirm="cancel"]').click();
+    await api().instances.stop(src.id);
+    const restoreButton = snapshotRow(page, snap.id).locator('[data-action="restore-snapshot"]');
+    await waitFor(async () => (await stateOf(src.id)) === "Stopped" && (await restoreButton.isEnabled()), "Restore to be enabled again", 10_000);
+    bodies.length = 0;
+
+    await restoreButton.click();
+    await page.selectOption("#restore-target", "Running");
+    await page.click("#restore-confirm");
+    await dialog.waitFor({ state: "detached", timeout: 15_000 });
+    const sent = bodies.find((b) => b.path === `/instances/${src.id}/snapshots/${snap.id}/restore`);
+    assert.ok(sent, JSON.stringify(bodies));
+    assert.deepEqual(JSON.parse(sent.body), { target_state: "Running" });
+    await waitFor(async () => (await stateOf(src.id)) === "Running", "the restored instance to run");
+    assert.match(await page.locator("#snapshots-note").innerText(), /^Restored snap-restore to snapshot good; it is Running now$/);
+    // The page follows: now running, Restore is refused.
+    await waitFor(async () => await snapshotRow(page, snap.id).locator('[data-action="restore-snapshot"]').isDisabled(), "Restore to be disabled", 10_000);
+  });
+
+  test("delete: asked first, then gone from the tab and from the API", async (t) => {
+    const src = await stoppedInstance("snap-delete");
+    cleanup(t, { instances: [src], snapshotsOf: [src.id] });
+    const keep = await api().instances.snapshots.create(src.id, { kind: "Stopped", name: "keep" });
+    const gone = await api().instances.snapshots.create(src.id, { kind: "Stopped", name: "gone" });
+    const { page, apiCalls } = await openTab(t, src.id);
+
+    await snapshotRow(page, gone.id).locator('[data-action="delete-snapshot"]').click();
+    const confirm = page.locator("#snapshot-delete-confirm");
+    await confirm.waitFor();
+    assert.match(await confirm.innerText(), /Delete snapshot gone\?/);
+    await assertAccessible(page, "the delete confirmation");
+    await confirm.locator('[data-confirm="cancel"]').click();
+    assert.ok(!apiCalls.includes(`DELETE /snapshots/${gone.id}`), apiCalls.join(", "));
+
+    await snapshotRow(page, gone.id).locator('[data-action="delete-snapshot"]').click();
+    await confirm.locator('[data-confirm="ok"]').click();
+    await snapshotRow(page, gone.id).waitFor({ state: "detached", timeout: 10_000 });
+    await assert.rejects(api().snapshots.get(gone.id), (e) => e.status === 404);
+    assert.deepEqual((await snapshotsOf(src.id)).map((s) => s.id), [keep.id]);
+    assert.equal(await snapshotRow(page, keep.id).count(), 1);
+    assert.equal(await page.locator("#snapshots-note").innerText(), "Deleted snapshot gone");
+  });
+
+  test("fork an instance: the new page says where it comes from, so does its list row", async (t) => {
+    const src = await stoppedInstance("fork-src");
+    const made = [src];
+    cleanup(t, { instances: made });
+    const { page, bodies } = await openTab(t, src.id, "overview");
+
+    await page.click("#fork-instance");
+    const dialog = page.locator("#fork-dialog");
+    await dialog.waitFor();
+    const name = dialog.locator("#fork-name");
+    assert.equal(await name.inputValue(), "fork-src-fork");
+    assert.equal(await page.evaluate(() => document.activeElement?.dataset.field), "fork-name");
+    assert.equal(await page.locator("#fork-target").inputValue(), "Stopped");
+    assert.equal(await page.locator("#fork-running-note").count(), 0);
+    await assertAccessible(page, "the fork dialog");
+    await shot(page, "snapshots-fork-dialog.png");
+    // The source's own name is taken: said before anything is sent.
+    await name.fill("fork-src");
+    await page.click("#fork-submit");
+    assert.equal(await dialog.locator('p.field-error[data-field="fork-name"]').innerText(), 'An instance named "fork-src" already exists. Choose another name.');
+    assert.equal(bodies.filter((b) => b.path.endsWith("/fork")).length, 0);
+
+    await name.fill("fork-child");
+    await page.click("#fork-submit");
+    const child = await waitFor(async () => (await api().instances.list()).find((i) => i.name === "fork-child"), "the fork to exist");
+    made.push(child);
+    assert.deepEqual(JSON.parse(bodies.find((b) => b.path === `/instances/${src.id}/fork`).body), { name: "fork-child", target_state: "Stopped" });
+    assert.equal(child.forked_from?.source_instance_id, src.id);
+    // The new instance's page opens, and says where it comes from.
+    await page.locator(`#instance-view[data-instance-id="${child.id}"]`).waitFor({ timeout: 10_000 });
+    const origin = page.locator('[data-field="forked_from"]');
+    assert.equal(await origin.innerText(), "fork-src");
+    assert.equal(await origin.locator("a").getAttribute("href"), `#/instances/${src.id}`);
+    assert.equal(await page.locator("#instance-missing").count(), 0);
+    await shot(page, "snapshots-fork-overview.png");
+
+    // The list row of the fork says it too; the source's does not.
+    await page.evaluate(() => (window.location.hash = "#/"));
+    await row(page, child.id).waitFor();
+    assert.equal(await row(page, child.id).locator('[data-field="forked_from"]').innerText(), "fork of fork-src");
+    assert.equal(await row(page, src.id).locator('[data-field="forked_from"]').count(), 0);
+    await assertAccessible(page, "the list with a fork");
+
+    // The source link goes to the source.
+    await row(page, child.id).click();
+    await page.locator('[data-field="forked_from"] a').click();
+    await page.locator(`#instance-view[data-instance-id="${src.id}"]`).waitFor();
+
+    // The source deleted: the fork still says where it came from, without a link.
+    await api().instances.delete(src.id);
+    await page.evaluate((i) => (window.location.hash = `#/instances/${i}`), child.id);
+    await page.locator('[data-field="forked_from"]', { hasText: "(deleted)" }).waitFor({ timeout: 10_000 });
+    assert.equal(await page.locator('[data-field="forked_from"]').innerText(), "fork-src (deleted)");
+    assert.equal(await page.locator('[data-field="forked_from"] a').count(), 0);
+  });
+
+  test("fork a snapshot: the fork's page names the snapshot; a name taken meanwhile shows the server's answer", async (t) => {
+    const src = await stoppedInstance("snapfork-src");
+    const made = [src];
+    cleanup(t, { instances: made, snapshotsOf: [src.id] });
+    const snap = await api().instances.snapshots.create(src.id, { kind: "Stopped", name: "base" });
+    const { page, bodies } = await openTab(t, src.id);
+
+    await snapshotRow(page, snap.id).locator('[data-action="fork-snapshot"]').click();
+    const dialog = page.locator("#fork-dialog");
+    await dialog.waitFor();
+    assert.equal(await dialog.getAttribute("data-source"), "snapshot");
+    assert.deepEqual(await page.locator("#fork-target option").evaluateAll((os) => os.map((o) => o.value)), ["Stopped", "Running"]);
+    // Another client takes the name while the dialog is open: the server refuses, in plain words.
+    const other = await api().instances.create({ name: "snapfork-taken", image: "docker.io/library/alpine:latest", vcpus: 1, size: "1GB" });
+    made.push(other);
+    await dialog.locator("#fork-name").fill("snapfork-taken");
+    await page.click("#fork-submit");
+    const error = dialog.locator('p.field-error[data-field="fork-name"]');
+    await error.waitFor({ timeout: 10_000 });
+    assert.equal(await error.innerText(), 'An instance named "snapfork-taken" already exists. Choose another name.');
+    assert.ok(bodies.some((b) => b.path === `/snapshots/${snap.id}/fork`), JSON.stringify(bodies));
+
+    await dialog.locator("#fork-name").fill("snapfork-child");
+    await page.click("#fork-submit");
+    const child = await waitFor(async () => (await api().instances.list()).find((i) => i.name === "snapfork-child"), "the fork to exist");
+    made.push(child);
+    assert.deepEqual(child.forked_from, { source_instance_id: src.id, source_instance_name: "snapfork-src", snapshot_id: snap.id });
+    await page.locator(`#instance-view[data-instance-id="${child.id}"]`).waitFor({ timeout: 10_000 });
+    await page.locator('[data-field="forked_from"] [data-snapshot-id]', { hasText: "base" }).waitFor({ timeout: 10_000 });
+    assert.equal(await page.locator('[data-field="forked_from"]').innerText(), "snapfork-src, snapshot base");
+    // The snapshot is still there, untouched.
+    assert.equal((await api().snapshots.get(snap.id)).id, snap.id);
+    // Once it is deleted, the fork's page names it by its id.
+    await api().snapshots.delete(snap.id);
+    await page.reload();
+    await page.locator(`[data-field="forked_from"] code[title="${snap.id}"]`).waitFor({ timeout: 10_000 });
+    assert.equal(await page.locator('[data-field="forked_from"]').innerText(), `snapfork-src, snapshot ${snap.id.slice(0, 8)}`);
+  });
+
+  test("fork a running instance: the dialog explains from_running and shows the server's answer", async (t) => {
+    const src = await runningInstance(ui.engine, "fork-running");
+    const made = [src];
+    cleanup(t, { instances: made });
+    const { page, bodies } = await openTab(t, src.id, "overview");
+
+    await page.click("#fork-instance");
+    const dialog = page.locator("#fork-dialog");
+    await dialog.waitFor();
+    assert.match(await page.locator("#fork-running-note").innerText(), /fork-running is running/);
+    assert.equal(await page.locator("#fork-from-running").isChecked(), true);
+    assert.equal(await page.locator("#fork-target").inputValue(), "Running");
+    await assertAccessible(page, "the fork dialog of a running instance");
+    await shot(page, "snapshots-fork-running.png");
+
+    // Without from_running: the server's 409, explained.
+    await page.locator("#fork-from-running").uncheck();
+    await page.click("#fork-submit");
+    await page.locator("#fork-error").waitFor({ timeout: 10_000 });
+    assert.match(await page.locator("#fork-error").innerText(), /^The instance is running: fork it with “from running”/);
+    assert.equal(JSON.parse(bodies.filter((b) => b.path.endsWith("/fork")).at(-1).body).from_running, false);
+
+    // With it: whatever the engine answers is shown (a 501 for now), or the fork opens.
+    await page.locator("#fork-from-running").check();
+    await page.click("#fork-submit");
+    await waitFor(
+      async () => (await page.locator("#fork-error", { hasText: "Not available on this engine yet:" }).count()) === 1 || (await api().instances.list()).some((i) => i.name === "fork-running-fork"),
+      "an answer to the running fork",
+    );
+    const child = (await api().instances.list()).find((i) => i.name === "fork-running-fork");
+    if (child) {
+      made.push(child);
+      await page.locator(`#instance-view[data-instance-id="${child.id}"]`).waitFor({ timeout: 10_000 });
+    } else {
+      assert.match(await page.locator("#fork-error").innerText(), /^Not available on this engine yet: .+\.$/);
+    }
+    assert.equal(JSON.parse(bodies.filter((b) => b.path.endsWith("/fork")).at(-1).body).from_running, true);
+    assert.equal(await stateOf(src.id), "Running");
+  });
+});

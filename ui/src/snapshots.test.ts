@@ -1,0 +1,155 @@
+import { describe, expect, test } from "vitest";
+
+import type { Instance } from "./model";
+import {
+  defaultSnapshotTarget,
+  explainSnapshotProblem,
+  forkedFrom,
+  forkNameProblem,
+  forkNote,
+  forkPlan,
+  forkTargets,
+  kindText,
+  restoreRefusal,
+  snapshotLabel,
+  snapshotNameProblem,
+  snapshotRefusal,
+  snapshotTargets,
+  sortSnapshots,
+  suggestForkName,
+  type Snapshot,
+} from "./snapshots";
+
+const snap = (id: string, created_at: string, extra: Partial<Snapshot> = {}): Snapshot => ({
+  id,
+  created_at,
+  kind: "Stopped",
+  size_bytes: 1024,
+  source_hypervisor: "qemu",
+  source_instance_id: "src",
+  source_instance_name: "web",
+  ...extra,
+});
+
+const instance = (extra: Record<string, unknown> = {}): Instance => ({ id: "i1", name: "web", image: "alpine", state: "Stopped", created_at: "2026-12-06T10:00:00Z", ...extra }) as Instance;
+
+describe("snapshots", () => {
+  test("the list is newest first, ties by id (newest id first), and the input is left alone", () => {
+    const list = [snap("a", "2026-12-06T10:00:00Z"), snap("c", "2026-12-06T12:00:00Z"), snap("b", "2026-12-06T10:00:00Z")];
+    expect(sortSnapshots(list).map((s) => s.id)).toEqual(["c", "b", "a"]);
+    expect(list.map((s) => s.id)).toEqual(["a", "c", "b"]);
+  });
+
+  test("labels: the name or unnamed; what each kind keeps", () => {
+    expect(snapshotLabel({ name: "before-upgrade" })).toBe("before-upgrade");
+    expect(snapshotLabel({ name: null })).toBe("unnamed");
+    expect(snapshotLabel({})).toBe("unnamed");
+    expect(kindText("Stopped")).toBe("Stopped (disks)");
+    expect(kindText("Standby")).toBe("Standby (disks and memory)");
+  });
+
+  test("a Stopped snapshot needs a stopped instance, and says so", () => {
+    expect(snapshotRefusal("Stopped")).toBeNull();
+    expect(snapshotRefusal("Running")).toBe("Stop the instance to take a Stopped snapshot (it is Running)");
+    expect(snapshotRefusal("Initializing")).toBe("Stop the instance to take a Stopped snapshot (it is Initializing)");
+    expect(snapshotRefusal("Standby")).toBe("Restore the instance, then stop it, to take a Stopped snapshot (it is in standby)");
+  });
+
+  test("a restore needs an instance without a VM", () => {
+    expect(restoreRefusal("Stopped")).toBeNull();
+    expect(restoreRefusal("Standby")).toBeNull();
+    for (const s of ["Running", "Initializing", "Paused", "Shutdown", "Created", "Unknown"] as const) {
+      expect(restoreRefusal(s)).toBe(`Stop the instance to restore a snapshot onto it (it is ${s})`);
+    }
+  });
+
+  test("target states: a Stopped snapshot ends Stopped by default or Running; a Standby one Running by default", () => {
+    expect(snapshotTargets("Stopped")).toEqual(["Stopped", "Running"]);
+    expect(defaultSnapshotTarget("Stopped")).toBe("Stopped");
+    expect(snapshotTargets("Standby")).toEqual(["Running", "Standby", "Stopped"]);
+    expect(defaultSnapshotTarget("Standby")).toBe("Running");
+  });
+
+  test("a fork defaults to the source's state; a running source needs from_running; other states cannot fork", () => {
+    expect(forkTargets("Stopped")[0]).toBe("Stopped");
+    expect(forkTargets("Standby")[0]).toBe("Standby");
+    expect(forkTargets("Running")[0]).toBe("Running");
+    expect(forkPlan("Stopped")).toMatchObject({ enabled: true, fromRunning: false });
+    expect(forkPlan("Standby")).toMatchObject({ enabled: true, fromRunning: false });
+    expect(forkPlan("Running")).toMatchObject({ enabled: true, fromRunning: true });
+    expect(forkPlan("Initializing")).toEqual({
+      enabled: false,
+      reason: "Only a stopped, standby or running instance can be forked (this one is Initializing)",
+      fromRunning: false,
+    });
+  });
+
+  test("names: a snapshot's is optional, a fork's is required, follows the rule and is free", () => {
+    expect(snapshotNameProblem("")).toBeNull();
+    expect(snapshotNameProblem("  ")).toBeNull();
+    expect(snapshotNameProblem("before-upgrade")).toBeNull();
+    expect(snapshotNameProblem("Before Upgrade")).toMatch(/lowercase letters, digits and dashes/);
+    expect(snapshotNameProblem("-x")).toMatch(/cannot start or end with a dash/);
+    expect(forkNameProblem("", [])).toMatch(/Give the instance a name/);
+    expect(forkNameProblem("web-fork", ["web", "web-fork"])).toBe('An instance named "web-fork" already exists. Choose another name.');
+    expect(forkNameProblem("web-fork", ["web"])).toBeNull();
+    expect(forkNameProblem("a".repeat(64), [])).toMatch(/at most 63/);
+  });
+
+  test("a suggested fork name is free and fits the rule", () => {
+    expect(suggestForkName("web", ["web"])).toBe("web-fork");
+    expect(suggestForkName("web", ["web", "web-fork", "web-fork-2"])).toBe("web-fork-3");
+    const long = suggestForkName("a".repeat(63), []);
+    expect(long.length).toBeLessThanOrEqual(63);
+    expect(forkNameProblem(long, [])).toBeNull();
+  });
+
+  test("forked_from is read only when well formed", () => {
+    expect(forkedFrom(instance())).toBeNull();
+    expect(forkedFrom(instance({ forked_from: null }))).toBeNull();
+    expect(forkedFrom(instance({ forked_from: { source_instance_id: 3 } }))).toBeNull();
+    expect(forkedFrom(instance({ forked_from: { source_instance_id: "s", source_instance_name: "web" } }))).toEqual({ source_instance_id: "s", source_instance_name: "web" });
+    expect(forkedFrom(instance({ forked_from: { source_instance_id: "s", source_instance_name: "web", snapshot_id: "snap1" } }))).toEqual({
+      source_instance_id: "s",
+      source_instance_name: "web",
+      snapshot_id: "snap1",
+    });
+    expect(forkNote({ source_instance_id: "s", source_instance_name: "web" })).toBe("fork of web");
+  });
+
+  test("the server's errors become sentences; unknown ones keep the server's words and code", () => {
+    const ex = (code: string, message: string, name?: string) => explainSnapshotProblem({ code, message }, name);
+    expect(ex("conflict", "instance already exists: snapshot name already exists: snapshot name \"nightly\" already exists for source instance abc")).toEqual({
+      field: "name",
+      message: 'This instance already has a snapshot named "nightly". Choose another name.',
+    });
+    expect(ex("conflict", "invalid state transition: stopped snapshot requires source in Stopped, got Running")).toEqual({
+      field: "form",
+      message: "Stop the instance first: a Stopped snapshot copies the disks of a stopped instance (it is Running).",
+    });
+    expect(ex("invalid_state", "invalid state transition: cannot restore snapshot while source is Running").message).toBe(
+      "Stop the instance before restoring a snapshot onto it (it is Running).",
+    );
+    expect(ex("name_conflict", "instance already exists: instance name 'web-2' already exists")).toEqual({
+      field: "name",
+      message: 'An instance named "web-2" already exists. Choose another name.',
+    });
+    expect(ex("conflict", "instance already exists: instance name 'web-3' already exists").message).toBe('An instance named "web-3" already exists. Choose another name.');
+    expect(ex("invalid_state", "invalid state transition: cannot fork from state Running (set from_running=true to allow standby+restore flow)").message).toMatch(
+      /^The instance is running: fork it with “from running”/,
+    );
+    expect(ex("not_implemented", "forking a running instance is not implemented yet")).toEqual({
+      field: "form",
+      message: "Not available on this engine yet: forking a running instance is not implemented yet.",
+    });
+    expect(ex("not_found", "snapshot not found").message).toBe("The snapshot no longer exists: it may have been deleted.");
+    expect(ex("invalid_request", 'invalid request: invalid target_state "Standby" for snapshot kind Stopped').message).toBe(
+      "A Stopped snapshot cannot end in Standby: choose another state.",
+    );
+    expect(ex("Bad Request", 'request body has an error: doesn\'t match schema: Error at "/name": string doesn\'t match the regular expression', "Web")).toEqual({
+      field: "name",
+      message: expect.stringMatching(/lowercase letters/) as string,
+    });
+    expect(ex("internal_error", "failed to fork snapshot")).toEqual({ field: "form", message: "failed to fork snapshot (internal_error)" });
+  });
+});

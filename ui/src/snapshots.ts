@@ -1,0 +1,192 @@
+// Pure logic of snapshots and forks: the order and labels of the Snapshots tab, when an instance
+// may be snapshotted, restored or forked (and why not), the target states each call accepts and
+// its default, name checks, where a fork comes from (Hypedeck's `forked_from` extension), and
+// the API's snapshot and fork errors as plain sentences. No React, no I/O (snapshots.test.ts).
+import type Hypeman from "@onkernel/hypeman";
+
+import { nameProblem } from "./forms";
+import type { Instance, Problem, State } from "./model";
+
+export type Snapshot = Hypeman.Snapshot;
+export type SnapshotKind = Hypeman.SnapshotKind;
+/** A state a restore or a fork may leave its instance in. */
+export type TargetState = "Stopped" | "Standby" | "Running";
+
+/** Newest first; the same `created_at` falls back to the id (newest id first), so polls keep the order. */
+export function sortSnapshots(list: readonly Snapshot[]): Snapshot[] {
+  return [...list].sort((a, b) => {
+    const byTime = (Date.parse(b.created_at) || 0) - (Date.parse(a.created_at) || 0);
+    return byTime !== 0 ? byTime : b.id.localeCompare(a.id);
+  });
+}
+
+/** The snapshot's name, or `"unnamed"`. */
+export function snapshotLabel(s: Pick<Snapshot, "name">): string {
+  return s.name ? s.name : "unnamed";
+}
+
+/** What a kind keeps, for the table and the dialogs. */
+export function kindText(kind: SnapshotKind): string {
+  return kind === "Stopped" ? "Stopped (disks)" : "Standby (disks and memory)";
+}
+
+/**
+ * Why a Stopped snapshot cannot be taken of an instance in `state`, or null when it can (the
+ * engine copies the disks of a stopped instance only).
+ */
+export function snapshotRefusal(state: State): string | null {
+  if (state === "Stopped") return null;
+  // A standby instance cannot be stopped as it is: it is restored first.
+  if (state === "Standby") return "Restore the instance, then stop it, to take a Stopped snapshot (it is in standby)";
+  return `Stop the instance to take a Stopped snapshot (it is ${state})`;
+}
+
+/**
+ * Why a snapshot cannot be restored onto an instance in `state`, or null when it can: the disks
+ * are replaced, so no VM may be using them (only Stopped and Standby have none).
+ */
+export function restoreRefusal(state: State): string | null {
+  if (state === "Stopped" || state === "Standby") return null;
+  return `Stop the instance to restore a snapshot onto it (it is ${state})`;
+}
+
+/** The states a restore or a fork of a snapshot of `kind` may end in, the default first. */
+export function snapshotTargets(kind: SnapshotKind): TargetState[] {
+  return kind === "Stopped" ? ["Stopped", "Running"] : ["Running", "Standby", "Stopped"];
+}
+
+/** The state a restore or a fork of a snapshot of `kind` ends in when none is asked for. */
+export function defaultSnapshotTarget(kind: SnapshotKind): TargetState {
+  return snapshotTargets(kind)[0]!;
+}
+
+/** Whether an instance in `state` can be forked, how, and why not. */
+export interface ForkPlan {
+  enabled: boolean;
+  /** The tooltip and accessible description when disabled. */
+  reason: string;
+  /** A running source needs `from_running` (saved to standby, copied, resumed). */
+  fromRunning: boolean;
+}
+
+export function forkPlan(state: State): ForkPlan {
+  switch (state) {
+    case "Stopped":
+    case "Standby":
+      return { enabled: true, reason: "Copy this instance into a new one", fromRunning: false };
+    case "Running":
+      return { enabled: true, reason: "Copy this running instance into a new one", fromRunning: true };
+    default:
+      return { enabled: false, reason: `Only a stopped, standby or running instance can be forked (this one is ${state})`, fromRunning: false };
+  }
+}
+
+/** The states a fork of an instance in `state` may end in; the first is the default (the source's own state). */
+export function forkTargets(state: State): TargetState[] {
+  switch (state) {
+    case "Running":
+      return ["Running", "Standby", "Stopped"];
+    case "Standby":
+      return ["Standby", "Running", "Stopped"];
+    default:
+      return ["Stopped", "Running"];
+  }
+}
+
+/** A snapshot name: optional, else the instance name rule. */
+export function snapshotNameProblem(raw: string): string | null {
+  if (raw.trim() === "") return null;
+  return nameProblem(raw);
+}
+
+/** A fork's name: the instance name rule, and not one of `taken` (the instances' names). */
+export function forkNameProblem(raw: string, taken: readonly string[]): string | null {
+  const rule = nameProblem(raw);
+  if (rule) return rule;
+  const name = raw.trim();
+  return taken.includes(name) ? `An instance named "${name}" already exists. Choose another name.` : null;
+}
+
+/** `"web-fork"`, then `"web-fork-2"`…: a free name for a fork of `source` (at most 63 characters). */
+export function suggestForkName(source: string, taken: readonly string[]): string {
+  const base = `${source.slice(0, 63 - "-fork-99".length).replace(/-+$/, "")}-fork`;
+  let name = base;
+  for (let n = 2; taken.includes(name); n++) name = `${base}-${String(n)}`;
+  return name;
+}
+
+/** Hypedeck's `forked_from` extension on an Instance made by a fork. */
+export interface ForkedFrom {
+  source_instance_id: string;
+  source_instance_name: string;
+  /** Only when the fork was made from a snapshot. */
+  snapshot_id?: string;
+}
+
+/** Where an instance was forked from, or null (not a fork, or a server without the extension). */
+export function forkedFrom(instance: Instance): ForkedFrom | null {
+  const raw: unknown = (instance as Instance & { forked_from?: unknown }).forked_from;
+  if (typeof raw !== "object" || raw === null) return null;
+  const f = raw as Record<string, unknown>;
+  if (typeof f.source_instance_id !== "string" || typeof f.source_instance_name !== "string") return null;
+  const out: ForkedFrom = { source_instance_id: f.source_instance_id, source_instance_name: f.source_instance_name };
+  if (typeof f.snapshot_id === "string" && f.snapshot_id !== "") out.snapshot_id = f.snapshot_id;
+  return out;
+}
+
+/** `"fork of web"`, for the instance list. */
+export function forkNote(from: ForkedFrom): string {
+  return `fork of ${from.source_instance_name}`;
+}
+
+/** What a snapshot or fork error is about: the name field, or the form as a whole. */
+export type SnapshotField = "name" | "form";
+
+const capitalize = (text: string): string => text.charAt(0).toUpperCase() + text.slice(1);
+
+/**
+ * A snapshot, restore or fork error as a plain sentence, next to the name field when it is
+ * about the name. Known codes and messages are translated (like the create form's `explain`);
+ * anything else keeps the server's words and code.
+ */
+export function explainSnapshotProblem(problem: Problem, name = ""): { field: SnapshotField; message: string } {
+  const m = problem.message;
+  const at = (field: SnapshotField, message: string) => ({ field, message });
+  // The OpenAPI schema check: `… Error at "/name": string doesn't match the regular expression "…"`.
+  const schema = /Error at "\/([^"]*)": (.*)$/.exec(m);
+  if (schema?.[1] === "name") return at("name", nameProblem(name) ?? `The server refused the name: ${schema[2] ?? ""}`);
+
+  const snapshotName = /snapshot name "([^"]*)" already exists/.exec(m);
+  if (snapshotName) return at("name", `This instance already has a snapshot named "${snapshotName[1]}". Choose another name.`);
+  const instanceName = /instance name '([^']*)' already exists/.exec(m);
+  if (instanceName || problem.code === "name_conflict") {
+    return at("name", `An instance named "${instanceName?.[1] ?? name.trim()}" already exists. Choose another name.`);
+  }
+  const needsStopped = /stopped snapshot requires source in Stopped, got (\w+)/.exec(m);
+  if (needsStopped) return at("form", `Stop the instance first: a Stopped snapshot copies the disks of a stopped instance (it is ${needsStopped[1]}).`);
+  const restoreWhile = /cannot restore snapshot while source is (\w+)/.exec(m);
+  if (restoreWhile) return at("form", `Stop the instance before restoring a snapshot onto it (it is ${restoreWhile[1]}).`);
+  if (/cannot fork from state Running \(set from_running/.test(m)) {
+    return at("form", "The instance is running: fork it with “from running” (it is saved to standby, copied and resumed), or stop it first.");
+  }
+  const belongs = /snapshot (\S+) belongs to instance (\S+)/.exec(m);
+  if (belongs) return at("form", "This snapshot belongs to another instance: fork it instead of restoring it.");
+  const target = /invalid target_state "(\w+)" for snapshot kind (\w+)/.exec(m);
+  if (target) return at("form", `A ${target[2]} snapshot cannot end in ${target[1]}: choose another state.`);
+
+  switch (problem.code) {
+    case "not_found":
+      return at("form", /snapshot/.test(m) ? "The snapshot no longer exists: it may have been deleted." : "The instance no longer exists: it may have been deleted.");
+    case "not_implemented":
+    case "not_supported":
+      return at("form", `Not available on this engine yet: ${m}.`);
+    case "unreachable":
+      return at("form", `Cannot reach the server. ${capitalize(m)}`);
+    case "Unauthorized":
+    case "http_401":
+      return at("form", "The server refused the API token. Reconnect with a valid token.");
+    case "insufficient_resources":
+      return at("form", `Not enough free resources on the host: ${m}`);
+  }
+  return at("form", `${m} (${problem.code})`);
+}

@@ -117,7 +117,11 @@ async fn fork_routes_answer_with_upstreams_codes() {
     let s = r.authed("POST", "/instances/src/standby", None).await;
     assert_eq!(s.json["state"], "Standby", "{}", s.text);
     let s = r
-        .authed("POST", "/instances/src/fork", Some(json!({"name": "asleep"})))
+        .authed(
+            "POST",
+            "/instances/src/fork",
+            Some(json!({"name": "asleep"})),
+        )
         .await;
     assert_eq!(
         (s.status, s.json["code"].as_str()),

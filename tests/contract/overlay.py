@@ -12,13 +12,9 @@ Differences added, each one what upstream's server itself does:
   * log streams (`text/event-stream`, `schema: {type: string}` = the whole body is text):
     schemathesis checks each event against that schema, so it gets upstream's event shape
     instead, stricter than the file: every event is `data: <JSON-encoded string>` (§3.1).
-Two restrictions: the log stream's `follow` parameter is left out; a followed stream never
+One restriction: the log stream's `follow` parameter is left out; a followed stream never
 ends by design (tests/vm and the API unit tests cover it), and schemathesis would wait out its
-request timeout on each one. And what carries a VM's memory is not served yet (it answers 501
-`not_implemented`, like the operations dropped below; docs/design/snapshots.md, issue 22):
-the snapshot create request's `kind` is narrowed to `Stopped`, and the instance fork request
-to `from_running: false` with a required `target_state: Stopped` (a fork of a Standby source
-to its default target, Standby, would carry the memory).
+request timeout on each one.
 Nothing else is changed: response bodies, status codes of handlers and content types are
 checked against upstream's file as it is.
 """
@@ -91,14 +87,6 @@ def main():
                 responses[400] = error
         if not any(m in item for m in METHODS):
             del spec["paths"][path]
-    request = spec["components"]["schemas"].get("CreateSnapshotRequest")
-    if request is not None:
-        request["properties"]["kind"] = {"type": "string", "enum": ["Stopped"]}
-    request = spec["components"]["schemas"].get("ForkInstanceRequest")
-    if request is not None:
-        request["properties"]["from_running"] = {"type": "boolean", "enum": [False]}
-        request["properties"]["target_state"] = {"type": "string", "enum": ["Stopped"]}
-        request["required"] = sorted(set(request.get("required", [])) | {"target_state"})
     with open(out, "w") as f:
         yaml.safe_dump(spec, f, sort_keys=False)
     print(f"overlay: {kept} operations checked, {len(dropped)} not implemented by Hypedeck:")

@@ -3,13 +3,15 @@
 // address and MAC; and each has its own credential: a rotation of one fork reaches the real
 // egress proxy for that fork only (a local HTTPS upstream sees which guest sent what, by a
 // header the guest sets to its hostname). Also upstream's 409 for a Running source without
-// `from_running`. See docs/design/snapshots.md.
+// `from_running`. A fork of a running VM (`from_running`) continues its memory: its program
+// keeps counting from the parent's number in one process, while the guest learns its own
+// hostname, address and MAC and gets fresh entropy. See docs/design/snapshots.md.
 import { test, before, after, describe } from "node:test";
 import assert from "node:assert/strict";
 import { rmSync } from "node:fs";
 import { createServer } from "node:https";
 import path from "node:path";
-import { startRegistry, startServer, newDataDir, waitFor, logLines, deleteAll, makeTestPki } from "./harness.mjs";
+import { startRegistry, startServer, newDataDir, waitFor, logLines, deleteAll, makeTestPki, execWs } from "./harness.mjs";
 
 const BIN = path.resolve(process.env.HYPEDECK_BIN ?? "target/debug/hypedeck");
 const BOOT = { state: "Running", timeout: "240s" };
@@ -128,5 +130,69 @@ describe("forks", () => {
 
     for (const i of [a, b, parent]) await client.instances.delete(i.id);
     await client.snapshots.delete(snap.id);
+  });
+
+  test("a fork of a running VM continues its program under its own identity", { timeout: 900_000 }, async () => {
+    const port = upstream.address().port;
+    // One process that counts in memory and calls the upstream as whoever the guest now is.
+    const script = [
+      "i=0",
+      `while true; do i=$((i+1)); echo "count=$i pid=$$"; curl -sS -o /dev/null --max-time 5 -H "X-From: $(hostname)" https://localhost:${port}/; sleep 1; done`,
+    ].join("; ");
+    const parent = await client.instances.create({
+      name: "runner",
+      image: `${registry.host}/vm/curl:1`,
+      vcpus: 1,
+      size: "256MB",
+      env: { OPENAI_KEY: FIRST },
+      network: { enabled: true, egress: { enabled: true } },
+      credentials: { OPENAI_KEY: { source: { env: "OPENAI_KEY" }, inject: [{ hosts: ["localhost"], as: { header: "Authorization", format: "Bearer ${value}" } }] } },
+      cmd: [script],
+    }, { timeout: 240_000 });
+    await client.instances.wait(parent.id, BOOT, { timeout: 250_000 });
+    const counts = async (id) => (await logLines(client, id)).filter((l) => l.startsWith("count=")).map((l) => {
+      const [, n, pid] = l.match(/^count=(\d+) pid=(\d+)$/);
+      return { n: Number(n), pid };
+    });
+    await waitFor(async () => (await counts(parent.id)).length >= 3, "the parent counting", 120_000);
+
+    const kid = await client.instances.fork(parent.id, { name: "runner-kid", from_running: true });
+    assert.equal(kid.state, "Running", "a fork of a running VM runs by default");
+    assert.deepEqual(kid.forked_from, { source_instance_id: parent.id, source_instance_name: "runner" });
+    assert.equal((await client.instances.get(parent.id)).state, "Running", "the parent runs again");
+
+    // The fork's program goes on from where the parent's was, in the same process.
+    const parentCounts = await counts(parent.id);
+    await waitFor(async () => (await counts(kid.id)).length >= 2, "the fork counting", 120_000);
+    const kidCounts = await counts(kid.id);
+    assert.ok(kidCounts[0].n > 1, `the fork started counting again: ${JSON.stringify(kidCounts.slice(0, 3))}`);
+    assert.equal(kidCounts[0].pid, parentCounts[0].pid, "another process");
+    // The parent never restarted either.
+    await waitFor(async () => (await counts(parent.id)).length > parentCounts.length, "the parent counting on", 60_000);
+    const again = await counts(parent.id);
+    assert.ok(again.every((c, i) => i === 0 || c.n === again[i - 1].n + 1), `the parent's count restarted: ${again.map((c) => c.n)}`);
+
+    // Who the fork is now: its name, its address and MAC (what the API says), its own calls.
+    const sh = async (id, line) => {
+      const { output, exitCode } = await execWs(server.url, client.apiKey, id, { command: ["/bin/busybox", "sh", "-c", line] });
+      assert.equal(exitCode, 0, output);
+      return output.trim();
+    };
+    const net = (await client.instances.get(kid.id)).network;
+    const parentNet = (await client.instances.get(parent.id)).network;
+    assert.notEqual(net.ip, parentNet.ip);
+    assert.notEqual(net.mac, parentNet.mac);
+    assert.equal(await sh(kid.id, "hostname"), "runner-kid");
+    assert.equal(await sh(parent.id, "hostname"), "runner");
+    assert.equal(await sh(kid.id, "ip -4 -o addr show eth0 | awk '{print $4}'; cat /sys/class/net/eth0/address"), `${net.ip}/24\n${net.mac}`);
+    await waitFor(() => requestsFrom("runner-kid").length >= 2, "requests from the fork, as the fork", 60_000);
+    assert.ok(requestsFrom("runner-kid").every((s) => s.authorization === `Bearer ${FIRST}`), JSON.stringify(requestsFrom("runner-kid")));
+    // Fresh entropy: the two kernels' random streams no longer agree.
+    const random = "busybox head -c 16 /dev/urandom | busybox od -An -tx1";
+    assert.notEqual(await sh(kid.id, random), await sh(parent.id, random));
+    const ops = await logLines(client, kid.id, { source: "hypeman" });
+    assert.ok(ops.some((l) => l.includes(`guest reidentified as runner-kid (${net.ip}, ${net.mac})`)), ops.join("\n"));
+
+    for (const i of [kid, parent]) await client.instances.delete(i.id);
   });
 });

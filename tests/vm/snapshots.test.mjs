@@ -1,11 +1,13 @@
 // Real VMs: a Stopped snapshot keeps the instance's disk as it was; restoring it brings back
 // what the guest had written then, and what it wrote after is gone. The refusals carry
-// upstream's codes and texts (409 `conflict` while running or for a taken name, 501 for the
-// Standby kind this increment does not serve, 400 for another instance's snapshot, 409
-// `invalid_state` for a restore while running); see docs/design/snapshots.md.
+// upstream's codes and texts (409 `conflict` while running or for a taken name, 400 for
+// another instance's snapshot, 409 `invalid_state` for a restore while running). A Standby
+// snapshot keeps the whole VM: a program counting in memory and on disk goes back to the
+// snapshot's number, in the same process, with the disk agreeing. See
+// docs/design/snapshots.md.
 import { test, describe } from "node:test";
 import assert from "node:assert/strict";
-import { execWs } from "./harness.mjs";
+import { execWs, logLines, waitFor } from "./harness.mjs";
 import { vmSuite } from "./suite.mjs";
 
 const BOOT = { state: "Running", timeout: "240s" };
@@ -32,7 +34,6 @@ describe("snapshots", () => {
 
     await assert.rejects(client.instances.snapshots.create(vm.id, { kind: "Stopped" }), (e) =>
       e.status === 409 && e.error.code === "conflict" && e.error.message === "invalid state transition: stopped snapshot requires source in Stopped, got Running");
-    await assert.rejects(client.instances.snapshots.create(vm.id, { kind: "Standby" }), (e) => e.status === 501 && e.error.code === "not_implemented");
 
     await client.instances.stop(vm.id);
     const snap = await client.instances.snapshots.create(vm.id, { kind: "Stopped", name: "before", tags: { step: "1" } });
@@ -69,5 +70,58 @@ describe("snapshots", () => {
     await assert.rejects(client.snapshots.get(snap.id), (e) => e.status === 404);
     await client.instances.delete(vm.id);
     await client.instances.delete(other.id);
+  });
+
+  test("a Standby snapshot of a running guest brings back its memory and its disk", { timeout: 600_000 }, async () => {
+    const counter = "i=0; while true; do i=$((i+1)); echo $i > /root/count; echo \"count=$i pid=$$\"; sleep 1; done";
+    const vm = await client.instances.create({
+      name: "counter", image: `${registry.host}/vm/busybox:1`, vcpus: 1, size: "256MB",
+      entrypoint: ["/bin/sh", "-c"], cmd: [counter],
+    });
+    await client.instances.wait(vm.id, BOOT, { timeout: 250_000 });
+    const counts = async (since = 0) => (await logLines(client, vm.id)).slice(since).filter((l) => l.startsWith("count=")).map((l) => {
+      const [, n, pid] = l.match(/^count=(\d+) pid=(\d+)$/);
+      return { n: Number(n), pid };
+    });
+    await waitFor(async () => (await counts()).length >= 3, "counting", 120_000);
+
+    // Taken while it runs: standby, copy, restore; it goes on counting.
+    const snap = await client.instances.snapshots.create(vm.id, { kind: "Standby", name: "at-three" });
+    assert.equal(snap.kind, "Standby");
+    const atSnapshot = (await counts()).at(-1).n;
+    assert.equal((await client.instances.get(vm.id)).state, "Running");
+    await waitFor(async () => (await counts()).at(-1).n >= atSnapshot + 4, "counting on after the snapshot", 120_000);
+    const before = await counts();
+    const pid = before[0].pid;
+    assert.ok(before.every((c) => c.pid === pid), "one process until now");
+    await client.instances.stop(vm.id);
+
+    // Restored (to Running, the kind's default): the count goes back to the snapshot's,
+    // in the same process, and the disk says the same.
+    const mark = (await logLines(client, vm.id)).length;
+    const restored = await client.instances.snapshots.restore(snap.id, { id: vm.id });
+    assert.equal(restored.state, "Running");
+    await waitFor(async () => (await counts(mark)).length >= 2, "counting after the restore", 120_000);
+    const after = await counts(mark);
+    assert.equal(after[0].pid, pid, "the program restarted");
+    assert.ok(after[0].n <= atSnapshot + 1 && after[0].n < before.at(-1).n, `resumed at ${after[0].n}; the snapshot was at ${atSnapshot}, the stop at ${before.at(-1).n}`);
+    const { output } = await execWs(server.url, client.apiKey, vm.id, { command: ["/bin/sh", "-c", "cat /root/count"] });
+    const onDisk = Number(output.trim());
+    const inMemory = (await counts(mark)).at(-1).n;
+    assert.ok(Math.abs(onDisk - inMemory) <= 2 && onDisk < before.at(-1).n, `disk ${onDisk}, memory ${inMemory}, before ${before.at(-1).n}`);
+
+    // A fork of the snapshot counts on from the same number, as another guest.
+    const fork = await client.snapshots.fork(snap.id, { name: "counter-fork" });
+    assert.equal(fork.state, "Running");
+    await waitFor(async () => (await logLines(client, fork.id)).some((l) => l.startsWith("count=")), "the fork counting", 120_000);
+    const forkFirst = (await logLines(client, fork.id)).find((l) => l.startsWith("count="));
+    assert.match(forkFirst, new RegExp(`^count=\\d+ pid=${pid}$`));
+    assert.ok(Number(forkFirst.match(/count=(\d+)/)[1]) <= atSnapshot + 1, forkFirst);
+    const { output: host } = await execWs(server.url, client.apiKey, fork.id, { command: ["/bin/sh", "-c", "hostname"] });
+    assert.equal(host.trim(), "counter-fork");
+
+    await client.instances.delete(fork.id);
+    await client.snapshots.delete(snap.id);
+    await client.instances.delete(vm.id);
   });
 });

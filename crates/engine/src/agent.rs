@@ -234,7 +234,8 @@ enum Waiter {
     Session(SessionTx),
     Stat(oneshot::Sender<PathInfo>),
     Pong(oneshot::Sender<()>),
-    Clock(oneshot::Sender<Result<(), String>>),
+    /// A request answered by empty text (done) or why not (`SetClock`, `Reidentify`).
+    Answer(oneshot::Sender<Result<(), String>>),
 }
 
 /// One live connection to a guest's agent.
@@ -367,11 +368,25 @@ impl AgentLink {
 
     /// Sets the guest's wall clock to `time`.
     pub async fn set_clock(&self, time: std::time::SystemTime) -> Result<(), String> {
+        let payload = hypedeck_guest_init::agent_proto::clock_payload(time);
+        self.request(Kind::SetClock, &payload).await
+    }
+
+    /// Tells a forked guest who it now is (see `Kind::Reidentify`).
+    pub async fn reidentify(
+        &self,
+        identity: &hypedeck_guest_init::agent_proto::Identity,
+    ) -> Result<(), String> {
+        let json = serde_json::to_vec(identity).map_err(|e| e.to_string())?;
+        self.request(Kind::Reidentify, &json).await
+    }
+
+    /// Sends a request the guest answers with empty text (done) or why not.
+    async fn request(&self, kind: Kind, payload: &[u8]) -> Result<(), String> {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        self.waiters_lock().insert(id, Waiter::Clock(tx));
-        let payload = hypedeck_guest_init::agent_proto::clock_payload(time);
-        if let Err(e) = self.send(Kind::SetClock, id, &payload).await {
+        self.waiters_lock().insert(id, Waiter::Answer(tx));
+        if let Err(e) = self.send(kind, id, payload).await {
             self.waiters_lock().remove(&id);
             return Err(format!("send to the agent: {e}"));
         }
@@ -432,8 +447,8 @@ async fn read_loop(
                     let _ = tx.send(());
                 }
             }
-            (Kind::ClockSet, Some(Waiter::Clock(_))) => {
-                if let Some(Waiter::Clock(tx)) = waiters.remove(&session) {
+            (Kind::ClockSet | Kind::Reidentified, Some(Waiter::Answer(_))) => {
+                if let Some(Waiter::Answer(tx)) = waiters.remove(&session) {
                     let _ = tx.send(if payload.is_empty() {
                         Ok(())
                     } else {
@@ -581,7 +596,11 @@ fn without_agent_refused(
 impl Engine {
     /// The live agent link of a running instance, connecting (and waiting up to `wait` for
     /// the agent) when there is none.
-    async fn agent_link(&self, id: &str, wait: Duration) -> Result<Arc<AgentLink>, EngineError> {
+    pub(crate) async fn agent_link(
+        &self,
+        id: &str,
+        wait: Duration,
+    ) -> Result<Arc<AgentLink>, EngineError> {
         if let Some(link) = self.runtime.agent(id) {
             return Ok(link);
         }

@@ -175,6 +175,8 @@ fn build_record(
             ip: None,
             mac: None,
             proxy_port: None,
+            subnet: None,
+            pinned: None,
         },
         volumes: spec.volumes.clone(),
         gpu_profile: spec.gpu_profile.clone(),

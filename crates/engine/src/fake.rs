@@ -42,7 +42,21 @@ impl Default for Script {
 struct FakeVmState {
     state: VmmState,
     alive: bool,
+    /// The control-only agent of a restored VM (see [`FakeHypervisor::reidentified`]).
+    agent: Option<tokio::task::JoinHandle<()>>,
 }
+
+impl FakeVmState {
+    fn end(&mut self) {
+        self.alive = false;
+        if let Some(agent) = self.agent.take() {
+            agent.abort();
+        }
+    }
+}
+
+/// `Reidentify` requests the fake's agents answered: `(instance id, the identity as JSON)`.
+type Reidentified = Arc<Mutex<Vec<(String, serde_json::Value)>>>;
 
 /// The fake backend. Clone the `Arc` into a new engine to simulate an engine restart with
 /// VMMs that kept running.
@@ -52,6 +66,7 @@ pub struct FakeHypervisor {
     script: Mutex<Script>,
     /// Another backend's identity (`None`: QEMU with everything the engine uses).
     posing_as: Option<(HypervisorKind, Capabilities)>,
+    reidentified: Reidentified,
 }
 
 impl FakeHypervisor {
@@ -93,6 +108,16 @@ impl FakeHypervisor {
         ids
     }
 
+    /// The `Reidentify` requests restored VMs were sent, oldest first: a restored fake VM has
+    /// an agent that answers the control requests (ping, clock, identity) and refuses to run
+    /// programs; a booted one has none.
+    pub fn reidentified(&self) -> Vec<(String, serde_json::Value)> {
+        self.reidentified
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// Simulates the VMM process dying on its own.
     pub fn crash(&self, instance_id: &str) {
         if let Some(vm) = self
@@ -101,7 +126,58 @@ impl FakeHypervisor {
             .unwrap_or_else(|p| p.into_inner())
             .get(instance_id)
         {
-            vm.lock().unwrap_or_else(|p| p.into_inner()).alive = false;
+            vm.lock().unwrap_or_else(|p| p.into_inner()).end();
+        }
+    }
+}
+
+/// Serves a control-only agent on `socket` (what a restored guest's agent answers).
+fn serve_agent(socket: &Path, id: &str, log: Reidentified) -> Option<tokio::task::JoinHandle<()>> {
+    let _ = std::fs::remove_file(socket);
+    let listener = tokio::net::UnixListener::bind(socket).ok()?;
+    let id = id.to_string();
+    Some(tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(agent_link(stream, id.clone(), log.clone()));
+        }
+    }))
+}
+
+async fn agent_link(mut stream: tokio::net::UnixStream, id: String, log: Reidentified) {
+    use hypedeck_guest_init::agent_proto::{Kind, body_len, encode, split_body};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    loop {
+        let mut len = [0u8; 4];
+        if stream.read_exact(&mut len).await.is_err() {
+            return;
+        }
+        let Ok(n) = body_len(len) else { return };
+        let mut body = vec![0u8; n];
+        if stream.read_exact(&mut body).await.is_err() {
+            return;
+        }
+        let Ok((kind, session, payload)) = split_body(&body) else {
+            continue;
+        };
+        let reply = match kind {
+            Kind::Ping => encode(Kind::Pong, session, b""),
+            Kind::SetClock => encode(Kind::ClockSet, session, b""),
+            Kind::Reidentify => {
+                let identity = serde_json::from_slice(payload).unwrap_or_default();
+                log.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push((id.clone(), identity));
+                encode(Kind::Reidentified, session, b"")
+            }
+            Kind::Open => encode(
+                Kind::Error,
+                session,
+                b"the fake hypervisor runs no programs",
+            ),
+            _ => continue,
+        };
+        if stream.write_all(&reply).await.is_err() {
+            return;
         }
     }
 }
@@ -158,6 +234,7 @@ impl Hypervisor for FakeHypervisor {
         let vm = Arc::new(Mutex::new(FakeVmState {
             state: VmmState::Running,
             alive: true,
+            agent: None,
         }));
         self.vms
             .lock()
@@ -177,9 +254,11 @@ impl Hypervisor for FakeHypervisor {
                 detail: "no saved state".into(),
             });
         }
+        let agent = spec.runtime_dir.join("agent.sock");
         let vm = Arc::new(Mutex::new(FakeVmState {
             state: VmmState::Running,
             alive: true,
+            agent: serve_agent(&agent, &spec.instance_id, self.reidentified.clone()),
         }));
         self.vms
             .lock()
@@ -215,7 +294,8 @@ impl Hypervisor for FakeHypervisor {
 struct FakeVm {
     inner: Arc<Mutex<FakeVmState>>,
     query_fails: bool,
-    /// Where an agent would listen (the fake has none: connecting fails like a dead guest).
+    /// Where its agent listens (a booted fake VM has none: connecting fails like a dead
+    /// guest's).
     agent: PathBuf,
 }
 
@@ -240,13 +320,13 @@ impl Vm for FakeVm {
     async fn request_shutdown(&self) -> Result<(), HypervisorError> {
         self.with(|v| {
             v.state = VmmState::Shutdown;
-            v.alive = false;
+            v.end();
         });
         Ok(())
     }
 
     async fn kill(&self) -> Result<(), HypervisorError> {
-        self.with(|v| v.alive = false);
+        self.with(FakeVmState::end);
         Ok(())
     }
 
@@ -261,7 +341,7 @@ impl Vm for FakeVm {
     async fn save_and_exit(&self, dir: &Path) -> Result<(), HypervisorError> {
         std::fs::create_dir_all(dir).map_err(HypervisorError::Start)?;
         std::fs::write(dir.join("memory.bin"), b"fake vm state").map_err(HypervisorError::Start)?;
-        self.with(|v| v.alive = false);
+        self.with(FakeVmState::end);
         Ok(())
     }
 }

@@ -10,12 +10,16 @@
 //! its forwarded host ports (two instances cannot hold one port; Hypedeck's extension), its
 //! run times and exit. `forked_from` says where it came from.
 //!
-//! This increment forks Stopped instances and Stopped snapshots (a cold boot of the copy), and
-//! Standby instances to a Stopped fork (their disks, not their memory); a fork that would
-//! carry the VM's memory (a Running source, or a Standby one to Running or Standby) answers 501
-//! until that lands.
+//! A fork of a Standby VM (or of a Running one with `from_running`: it is put in standby,
+//! forked and restored) continues the VM's memory: it gets a hard link of the saved state,
+//! the agent key the saved guest knows, the boot markers of the run it continues, and its
+//! parent's subnet with an address and MAC of its own; when it is restored the guest is told
+//! its new name, address and MAC and gets fresh entropy (`Reidentify`, see standby.rs) before
+//! the engine lets anything else talk to it. A guest without the agent (`skip_guest_agent`)
+//! cannot be told: it keeps its parent's hostname, address and MAC, which its own private
+//! network then serves. A fork to `Stopped` takes the disks only.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use hypedeck_model::{
     ErrorCode, ForkInstanceRequest, ForkOrigin, ForkSnapshotRequest, HypervisorKind, Instance,
@@ -24,7 +28,9 @@ use hypedeck_model::{
 use hypedeck_store::InstanceRecord;
 use time::OffsetDateTime;
 
-use crate::snapshots::{OVERLAY, copy_file, saved_record, writable_volumes};
+use crate::snapshots::{
+    OVERLAY, STANDBY, copy_file, copy_if_there, link_dir, saved_record, writable_volumes,
+};
 use crate::{Engine, EngineError, StartOverrides, rejected, secret_account};
 
 /// How long a fork asked to be left in Standby may take to boot before it is saved.
@@ -34,11 +40,21 @@ const BOOT_BEFORE_STANDBY: std::time::Duration = std::time::Duration::from_secs(
 struct Source<'a> {
     record: &'a InstanceRecord,
     overlay: &'a Path,
+    /// A saved VM (its memory, the identity its guest has), when the fork continues it.
+    saved: Option<Saved>,
     origin: ForkOrigin,
     hypervisor: Option<HypervisorKind>,
     /// The code of a taken name (upstream: `name_conflict` for instance forks, `conflict` for
     /// snapshot forks).
     name_taken: ErrorCode,
+}
+
+/// A saved VM a fork continues.
+struct Saved {
+    /// The directory with the VMM's state and `identity.json`.
+    dir: PathBuf,
+    /// The agent key the saved guest knows.
+    agent_key: PathBuf,
 }
 
 impl Engine {
@@ -72,23 +88,13 @@ impl Engine {
                 ));
             }
         };
-        match state {
-            InstanceState::Stopped => {}
-            // Upstream's Standby fork to Stopped: the disks as the save left them (flushed by
-            // QEMU, like a power cut for the guest's filesystem), without the memory.
-            InstanceState::Standby if target == SnapshotTargetState::Stopped => {}
-            InstanceState::Running if !request.from_running => {
+        let from_running = match state {
+            InstanceState::Stopped | InstanceState::Standby => false,
+            InstanceState::Running if request.from_running => true,
+            InstanceState::Running => {
                 return Err(rejected(
                     ErrorCode::InvalidState,
                     "invalid state transition: cannot fork from state Running (set from_running=true to allow standby+restore flow)",
-                ));
-            }
-            InstanceState::Running | InstanceState::Standby => {
-                return Err(rejected(
-                    ErrorCode::NotImplemented,
-                    format!(
-                        "forking a {state} instance (its memory too) is not implemented yet: stop it and fork it, or fork a Stopped snapshot of it"
-                    ),
                 ));
             }
             other => {
@@ -99,17 +105,35 @@ impl Engine {
                     ),
                 ));
             }
-        }
+        };
+        // The fork continues the VM's memory unless it is to be Stopped (then: the disks, as
+        // upstream does for a Standby source).
+        let with_memory = state != InstanceState::Stopped && target != SnapshotTargetState::Stopped;
         writable_volumes(&record, "")?;
+        // A taken name is refused before a running source is disturbed (checked again when
+        // the fork is stored).
+        self.fork_name_free(&request.name, ErrorCode::NameConflict)?;
+        let mut record = record;
+        if from_running {
+            self.standby_locked(&mut record).await?;
+        }
         let id = InstanceId::parse(&record.id).map_err(|_| EngineError::NotFound)?;
         let overlay = self.paths.instance_dir(&id).join(OVERLAY);
-        // The source's lock is held while its disk is copied: nothing starts it meanwhile.
-        let fork = self
+        let saved = with_memory.then(|| Saved {
+            dir: self.paths.instance_dir(&id).join("snapshots/latest"),
+            agent_key: self
+                .paths
+                .instance_runtime(&id)
+                .join(crate::provision::AGENT_KEY_FILE),
+        });
+        // The source's lock is held while its disks are copied: nothing starts it meanwhile.
+        let made = self
             .materialize_fork(
                 &request.name,
                 Source {
                     record: &record,
                     overlay: &overlay,
+                    saved,
                     origin: ForkOrigin {
                         source_instance_id: record.id.clone(),
                         source_instance_name: record.name.clone(),
@@ -119,7 +143,15 @@ impl Engine {
                     name_taken: ErrorCode::NameConflict,
                 },
             )
-            .await?;
+            .await;
+        if from_running && let Err(e) = self.restore_locked(&mut record).await {
+            // The source comes first: without it running again the fork is not wanted.
+            if let Ok(fork) = &made {
+                let _ = self.delete(&fork.id).await;
+            }
+            return Err(e);
+        }
+        let fork = made?;
         drop(guard);
         self.ops_log(
             &record.id,
@@ -141,18 +173,20 @@ impl Engine {
         self.fork_name_free(&request.name, ErrorCode::Conflict)?;
         let target =
             self.snapshot_target(&snapshot, request.target_state, request.target_hypervisor)?;
-        if snapshot.kind == SnapshotKind::Standby {
-            return Err(rejected(
-                ErrorCode::NotImplemented,
-                "forking a Standby snapshot is not implemented yet",
-            ));
-        }
+        let snap_dir = overlay.parent().map(Path::to_path_buf).unwrap_or_default();
+        let saved = (snapshot.kind == SnapshotKind::Standby
+            && target != SnapshotTargetState::Stopped)
+            .then(|| Saved {
+                dir: snap_dir.join(STANDBY),
+                agent_key: snap_dir.join(crate::provision::AGENT_KEY_FILE),
+            });
         let fork = self
             .materialize_fork(
                 &request.name,
                 Source {
                     record: &record,
                     overlay: &overlay,
+                    saved,
                     origin: ForkOrigin {
                         source_instance_id: snapshot.source_instance_id.clone(),
                         source_instance_name: snapshot.source_instance_name.clone(),
@@ -187,7 +221,11 @@ impl Engine {
         let instance_lock = self.lock_for(id.as_str()).lock_owned().await;
         let claim = self.create_lock.lock().await;
         self.fork_name_free(name, source.name_taken)?;
-        let record = fork_record(source.record, &id, name, source.origin, source.hypervisor);
+        let mut record = fork_record(source.record, &id, name, source.origin, source.hypervisor);
+        if source.saved.is_some() {
+            // Its programs were given the parent's gateway, DNS and proxy addresses.
+            record.network.subnet = Some(crate::provision::subnet_octet(source.record));
+        }
         let pairs: Vec<(String, String)> = source
             .record
             .secret_env
@@ -217,6 +255,9 @@ impl Engine {
                         source,
                     })?;
             }
+            if let Some(saved) = &source.saved {
+                self.adopt_saved_vm(&id, saved).await?;
+            }
             let origin = record.forked_from.as_ref();
             self.ops_log(
                 id.as_str(),
@@ -244,7 +285,61 @@ impl Engine {
         }
     }
 
-    /// Leaves a new (Stopped) fork in `target`. When that fails the fork is deleted, as
+    /// Gives new instance `id` the saved VM it continues: the VMM's state (hard links; the
+    /// saved files are never written again), the agent key its guest knows, and the boot
+    /// markers of the run it continues (its console log is new). It is then Standby.
+    async fn adopt_saved_vm(&self, id: &InstanceId, saved: &Saved) -> Result<(), EngineError> {
+        let to = self.paths.instance_dir(id).join("snapshots/latest");
+        let (from, dir) = (saved.dir.clone(), to.clone());
+        tokio::task::spawn_blocking(move || link_dir(&from, &dir))
+            .await
+            .map_err(|_| EngineError::Task)?
+            .map_err(|source| EngineError::Io {
+                what: "copy the saved VM".into(),
+                source,
+            })?;
+        let runtime = self.paths.instance_runtime(id);
+        hypedeck_store::create_private_dir(&runtime)?;
+        copy_if_there(
+            &saved.agent_key,
+            &runtime.join(crate::provision::AGENT_KEY_FILE),
+        )?;
+        // A new log: its run starts at 0, so the record's `log_offset` (0) stays right.
+        self.replay_boot_markers(id)?;
+        self.runtime.snapshot_changed(id.as_str());
+        Ok(())
+    }
+
+    /// Appends the boot markers of a run that a restored VM continues to instance `id`'s
+    /// console log (the guest printed them into another log, or before it was cut), and
+    /// returns where they start: the run's `log_offset`. They are hidden from `GET /logs`.
+    pub(crate) fn replay_boot_markers(&self, id: &InstanceId) -> Result<u64, EngineError> {
+        use std::io::Write as _;
+        let logs = self.paths.instance_logs(id);
+        hypedeck_store::create_private_dir(&logs)?;
+        let path = logs.join("app.log");
+        let io = |source| EngineError::Io {
+            what: "write the console log".into(),
+            source,
+        };
+        let mut log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io)?;
+        let start = log.metadata().map_err(io)?.len();
+        let ts = OffsetDateTime::now_utc().unix_timestamp();
+        write!(
+            log,
+            "{} ts={ts} mode=exec\n{} ts={ts}\n",
+            crate::derive::PROGRAM_START_MARKER,
+            crate::derive::AGENT_READY_MARKER
+        )
+        .map_err(io)?;
+        Ok(start)
+    }
+
+    /// Leaves a new fork (Stopped, or Standby when it continues a saved VM) in `target`. When that fails the fork is deleted, as
     /// upstream does, and the failure returned.
     async fn apply_fork_target(
         &self,
@@ -252,8 +347,11 @@ impl Engine {
         target: SnapshotTargetState,
     ) -> Result<Instance, EngineError> {
         let applied = async {
+            let standby = crate::derive::dir_has_entries(&self.snapshot_dir(&fork.id)?);
             match target {
                 SnapshotTargetState::Stopped => self.get(&fork.id).await,
+                SnapshotTargetState::Standby if standby => self.get(&fork.id).await,
+                SnapshotTargetState::Running if standby => self.restore(&fork.id).await,
                 SnapshotTargetState::Running => {
                     self.start(&fork.id, StartOverrides::default()).await
                 }
@@ -306,4 +404,12 @@ fn fork_record(
     }
     record.forked_from = Some(origin);
     record
+}
+
+/// A hypervisor's name as the API spells it.
+pub(crate) fn hypervisor_name(kind: HypervisorKind) -> String {
+    serde_json::to_value(kind)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
 }

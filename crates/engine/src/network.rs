@@ -195,7 +195,7 @@ impl Engine {
         record: &InstanceRecord,
         link: NetworkLink,
     ) -> Result<(), EngineError> {
-        let (net, prefix) = crate::provision::network_identity(&record.id);
+        let (net, prefix) = crate::provision::instance_identity(record);
         let log = self.networks.log(&record.id);
         let allow = self
             .networks

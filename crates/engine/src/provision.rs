@@ -58,8 +58,46 @@ fn id_hash(id: &str) -> u64 {
 /// Deterministic per-instance network identity and prefix length. Every instance has a
 /// sandbox network of its own, so only its MAC and subnet need to look distinct.
 pub fn network_identity(id: &str) -> (NetSpec, u8) {
+    identity_in(id, None)
+}
+
+/// [`network_identity`] of an instance: in the subnet it inherited, if it did (a fork of a
+/// running or standby VM keeps its parent's subnet, gateway and DNS, with an address and MAC
+/// of its own: host `16 + h % 200`, never the `.15` every subnet's first guest has).
+pub(crate) fn instance_identity(record: &InstanceRecord) -> (NetSpec, u8) {
+    let (mut net, prefix) = identity_in(&record.id, record.network.subnet);
+    if let Some(pinned) = &record.network.pinned
+        && let Some((subnet, _)) = pinned.ip.rsplit_once('.')
+    {
+        net.subnet = format!("{subnet}.0/24");
+        net.gateway = format!("{subnet}.2");
+        net.dns = format!("{subnet}.3");
+        net.guest_ip = pinned.ip.clone();
+        net.mac = pinned.mac.clone();
+    }
+    (net, prefix)
+}
+
+/// The third octet of `record`'s sandbox subnet (inherited or derived from its id).
+pub(crate) fn subnet_octet(record: &InstanceRecord) -> u8 {
+    let pinned = record
+        .network
+        .pinned
+        .as_ref()
+        .and_then(|p| p.ip.split('.').nth(2)?.parse().ok());
+    pinned
+        .or(record.network.subnet)
+        .unwrap_or((id_hash(&record.id) % 250) as u8 + 1)
+}
+
+fn identity_in(id: &str, inherited: Option<u8>) -> (NetSpec, u8) {
     let h = id_hash(id);
-    let subnet = (h % 250) as u8 + 1;
+    let subnet = inherited.unwrap_or((h % 250) as u8 + 1);
+    let host = if inherited.is_some() {
+        16 + (h >> 40) % 200
+    } else {
+        15
+    };
     let mac = format!(
         "02:00:00:{:02x}:{:02x}:{:02x}",
         (h >> 8) as u8,
@@ -72,7 +110,7 @@ pub fn network_identity(id: &str) -> (NetSpec, u8) {
             subnet: format!("10.100.{subnet}.0/24"),
             gateway: format!("10.100.{subnet}.2"),
             dns: format!("10.100.{subnet}.3"),
-            guest_ip: format!("10.100.{subnet}.15"),
+            guest_ip: format!("10.100.{subnet}.{host}"),
             restrict: false,
             guest_forwards: Vec::new(),
             host_forwards: Vec::new(),
@@ -141,7 +179,7 @@ impl Engine {
         let runtime_dir = self.paths.instance_runtime(&id);
         hypedeck_store::create_private_dir(&logs)?;
         hypedeck_store::create_private_dir(&runtime_dir)?;
-        let (mut net, prefix) = network_identity(&record.id);
+        let (mut net, prefix) = instance_identity(record);
         let mut guest_env = guest_env;
         let mut ca_cert_pem = None;
         if self.guest.is_some() && self.register_egress(record).await? {

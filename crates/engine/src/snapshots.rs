@@ -26,6 +26,9 @@ use crate::{Engine, EngineError, StartOverrides, rejected};
 pub(crate) const OVERLAY: &str = "overlay.ext4";
 /// The instance's record as it was, in the snapshot's `guest/`.
 const RECORD: &str = "metadata.json";
+/// A Standby snapshot's saved VM (the instance's `snapshots/latest/` then), in `guest/`.
+pub(crate) const STANDBY: &str = "standby";
+use crate::provision::AGENT_KEY_FILE;
 
 /// `GET /snapshots` filters (all must match).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -67,7 +70,7 @@ impl Engine {
                 "invalid request: compression is only supported for standby snapshots",
             ));
         }
-        let (_guard, record, observed) = self.lock_and_observe(id_or_name).await?;
+        let (_guard, mut record, observed) = self.lock_and_observe(id_or_name).await?;
         // Upstream's order: writable volumes, then the name, then the state.
         writable_volumes(&record, "snapshot requires readonly volume attachments: ")?;
         if let Some(name) = &request.name
@@ -95,10 +98,15 @@ impl Engine {
                 ));
             }
             (SnapshotKind::Standby, InstanceState::Running | InstanceState::Standby) => {
-                return Err(rejected(
-                    ErrorCode::NotImplemented,
-                    "Standby snapshots are not implemented yet: stop the instance and take a Stopped snapshot",
-                ));
+                if !self.backend(record.hypervisor)?.capabilities().snapshot {
+                    return Err(rejected(
+                        ErrorCode::NotSupported,
+                        format!(
+                            "operation not supported: snapshot is not supported for hypervisor {}",
+                            crate::fork::hypervisor_name(record.hypervisor)
+                        ),
+                    ));
+                }
             }
             (SnapshotKind::Standby, other) => {
                 return Err(rejected(
@@ -109,10 +117,14 @@ impl Engine {
                 ));
             }
         }
+        // A Standby snapshot of a Running instance: standby, copy, restore (upstream's way).
+        let running = kind == SnapshotKind::Standby && observed.state == InstanceState::Running;
+        if running {
+            self.standby_locked(&mut record).await?;
+        }
         let id = crate::create::new_id()?;
-        let instance_dir = self
-            .paths
-            .instance_dir(&InstanceId::parse(&record.id).map_err(|_| EngineError::NotFound)?);
+        let instance_id = InstanceId::parse(&record.id).map_err(|_| EngineError::NotFound)?;
+        let instance_dir = self.paths.instance_dir(&instance_id);
         let root = self.paths.snapshots();
         std::fs::create_dir_all(&root).map_err(io("create the snapshots directory"))?;
         // Built under a temporary name, renamed into place when whole.
@@ -144,6 +156,21 @@ impl Engine {
                     .map_err(|_| EngineError::Task)?
                     .map_err(io("copy the instance's overlay disk"))?;
             }
+            if kind == SnapshotKind::Standby {
+                // The saved VM (links: never written again) and the agent key its guest knows.
+                let (from, to) = (instance_dir.join("snapshots/latest"), guest.join(STANDBY));
+                tokio::task::spawn_blocking(move || link_dir(&from, &to))
+                    .await
+                    .map_err(|_| EngineError::Task)?
+                    .map_err(io("keep the saved VM"))?;
+                copy_if_there(
+                    &self
+                        .paths
+                        .instance_runtime(&instance_id)
+                        .join(AGENT_KEY_FILE),
+                    &guest.join(AGENT_KEY_FILE),
+                )?;
+            }
             let snapshot = Snapshot {
                 id: id.to_string(),
                 name: request.name.clone(),
@@ -173,6 +200,13 @@ impl Engine {
             let _ = std::fs::remove_dir_all(&building);
         } else {
             self.ops_log(&record.id, &format!("snapshot {id} taken (kind {kind})"));
+        }
+        if running && let Err(e) = self.restore_locked(&mut record).await {
+            tracing::error!(id = %record.id, error = %e, "the instance did not run again after its snapshot");
+            return Err(match result {
+                Ok(_) => e,
+                Err(first) => EngineError::Agent(format!("{first}; and then: {e}")),
+            });
         }
         result
     }
@@ -305,6 +339,23 @@ impl Engine {
                     .map_err(io("discard the instance's standby state"))?;
                 self.runtime.snapshot_changed(&record.id);
             }
+            if snapshot.kind == SnapshotKind::Standby && target != SnapshotTargetState::Stopped {
+                // The snapshot's saved VM becomes the instance's, with the key its guest
+                // knows and the boot markers of the run it continues.
+                let (from, to) = (saved_dir.join(STANDBY), standby.join("latest"));
+                tokio::task::spawn_blocking(move || link_dir(&from, &to))
+                    .await
+                    .map_err(|_| EngineError::Task)?
+                    .map_err(io("restore the saved VM"))?;
+                let runtime = self.paths.instance_runtime(&id);
+                hypedeck_store::create_private_dir(&runtime)?;
+                copy_if_there(
+                    &saved_dir.join(AGENT_KEY_FILE),
+                    &runtime.join(AGENT_KEY_FILE),
+                )?;
+                restored.log_offset = self.replay_boot_markers(&id)?;
+                self.runtime.snapshot_changed(&record.id);
+            }
             let saved = saved_dir.join(OVERLAY);
             let overlay = self.paths.instance_dir(&id).join(OVERLAY);
             if saved.exists() {
@@ -323,6 +374,10 @@ impl Engine {
             }
             self.records.save(&restored)?;
             self.ops_log(&record.id, &format!("restored to snapshot {}", snapshot.id));
+            if snapshot.kind == SnapshotKind::Standby && target == SnapshotTargetState::Running {
+                self.restore_locked(&mut restored).await?;
+                return self.get(&record.id).await;
+            }
             target
         };
         match target {
@@ -456,6 +511,36 @@ fn read_snapshot(dir: &Path) -> Option<Snapshot> {
             tracing::warn!(dir = %dir.display(), %error, "skipping an unreadable snapshot");
             None
         }
+    }
+}
+
+/// Fills new directory `to` with the files of `from`: hard links where they can be (a saved
+/// VM's files are never written again: a new standby writes a new directory), else copies.
+pub(crate) fn link_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        if !entry.file_type()?.is_file() {
+            continue;
+        }
+        let target = to.join(entry.file_name());
+        if std::fs::hard_link(entry.path(), &target).is_err() {
+            copy_file(&entry.path(), &target)?;
+        }
+    }
+    Ok(())
+}
+
+/// Copies small file `from` to `to` (atomically), if `from` exists (a VM booted without a
+/// guest, as the fake hypervisor's are, has no agent key).
+pub(crate) fn copy_if_there(from: &Path, to: &Path) -> Result<(), EngineError> {
+    match std::fs::read(from) {
+        Ok(bytes) => Ok(hypedeck_store::write_atomic(to, &bytes)?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(EngineError::Io {
+            what: format!("read {}", from.display()),
+            source,
+        }),
     }
 }
 

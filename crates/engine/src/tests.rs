@@ -1240,25 +1240,13 @@ async fn a_stopped_snapshot_restores_the_disks_as_they_were() {
         tags: Some([("phase".to_string(), "before".to_string())].into()),
         compression: None,
     };
-    // Running: a Stopped snapshot is refused; a Standby one is not served yet.
+    // Running: a Stopped snapshot is refused.
     let err = r
         .engine
         .create_snapshot(&i.id, stopped(None))
         .await
         .unwrap_err();
     assert_eq!(code(err), ErrorCode::Conflict);
-    let err = r
-        .engine
-        .create_snapshot(
-            &i.id,
-            CreateSnapshotRequest {
-                kind: Some(SnapshotKind::Standby),
-                ..stopped(None)
-            },
-        )
-        .await
-        .unwrap_err();
-    assert_eq!(code(err), ErrorCode::NotImplemented);
 
     r.engine.stop(&i.id).await.unwrap();
     let id = hypedeck_model::InstanceId::parse(&i.id).unwrap();
@@ -1558,4 +1546,243 @@ async fn a_fork_has_its_own_disk_identity_and_credentials() {
     engine.delete("kid").await.unwrap();
     engine.delete("again").await.unwrap();
     assert_eq!(format!("{:?}", store.inner), "MemoryStore { entries: 0 }");
+}
+
+/// A fork of a running or standby VM continues its memory: the source is saved (and restored
+/// when it was running), the fork restored from a link of the saved state, and its guest told
+/// its own name and address (same subnet) with fresh entropy before anything else.
+#[tokio::test]
+async fn a_fork_of_a_running_vm_continues_its_memory_under_its_own_identity() {
+    use hypedeck_model::{ErrorCode, ForkInstanceRequest, SnapshotTargetState};
+    let r = rig();
+    let src = r.engine.create(agent_spec("src")).await.unwrap();
+    let fork =
+        |name: &str, from_running: bool, target: Option<SnapshotTargetState>| ForkInstanceRequest {
+            name: name.into(),
+            from_running,
+            target_state: target,
+        };
+    let kid = r
+        .engine
+        .fork_instance("src", fork("kid", true, None))
+        .await
+        .unwrap();
+    assert_eq!(
+        kid.state,
+        InstanceState::Running,
+        "default target: the source's state"
+    );
+    assert_eq!(
+        r.engine.get("src").await.unwrap().state,
+        InstanceState::Running,
+        "the source runs again"
+    );
+    assert_eq!(r.fake.running().len(), 2);
+    let told = r.fake.reidentified();
+    assert_eq!(told.len(), 1, "{told:?}");
+    let (id, identity) = &told[0];
+    assert_eq!(id, &kid.id);
+    let (src_net, kid_net) = (src.network.clone().unwrap(), kid.network.clone().unwrap());
+    assert_eq!(identity["hostname"], "kid");
+    assert_eq!(identity["network"]["ip"], json!(kid_net.ip));
+    assert_eq!(identity["network"]["mac"], json!(kid_net.mac));
+    assert_eq!(identity["entropy"].as_str().unwrap().len(), 128);
+    // Same subnet (its programs keep their gateway, DNS and proxy), its own address and MAC.
+    let subnet = |ip: &Option<String>| {
+        ip.as_deref()
+            .unwrap()
+            .rsplit_once('.')
+            .unwrap()
+            .0
+            .to_string()
+    };
+    assert_eq!(subnet(&kid_net.ip), subnet(&src_net.ip));
+    assert_ne!(kid_net.ip, src_net.ip);
+    assert_ne!(kid_net.mac, src_net.mac);
+    assert_eq!(
+        identity["network"]["gateway"],
+        json!(format!("{}.2", subnet(&src_net.ip)))
+    );
+
+    // From Standby: the fork stays Standby by default and is told who it is when restored.
+    r.engine.standby("kid").await.unwrap();
+    let grandkid = r
+        .engine
+        .fork_instance("kid", fork("grandkid", false, None))
+        .await
+        .unwrap();
+    assert_eq!(grandkid.state, InstanceState::Standby);
+    assert_eq!(grandkid.has_snapshot, Some(true));
+    assert_eq!(r.fake.reidentified().len(), 1, "not before it runs");
+    let running = r.engine.restore("grandkid").await.unwrap();
+    assert_eq!(
+        running.state,
+        InstanceState::Running,
+        "the run's markers came along"
+    );
+    assert_eq!(r.fake.reidentified()[1].1["hostname"], "grandkid");
+    // Restoring the parent itself needs no new identity.
+    r.engine.restore("kid").await.unwrap();
+    assert_eq!(r.fake.reidentified().len(), 2);
+
+    // To Stopped: the disks only.
+    r.engine.standby("kid").await.unwrap();
+    let cold = r
+        .engine
+        .fork_instance(
+            "kid",
+            fork("cold", false, Some(SnapshotTargetState::Stopped)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (cold.state, cold.has_snapshot),
+        (InstanceState::Stopped, Some(false))
+    );
+
+    // A guest without an agent cannot learn who it is: it keeps its parent's address and
+    // MAC (served as they are), and nothing is sent to it.
+    let mut blind = agent_spec("blind");
+    blind.skip_guest_agent = true;
+    let parent = r.engine.create(blind).await.unwrap();
+    let blind_kid = r
+        .engine
+        .fork_instance("blind", fork("blind-kid", true, None))
+        .await
+        .unwrap();
+    assert_eq!(blind_kid.state, InstanceState::Running);
+    assert_eq!(blind_kid.network, parent.network);
+    assert_eq!(r.fake.reidentified().len(), 2);
+    assert_eq!(
+        r.engine.get("blind").await.unwrap().state,
+        InstanceState::Running
+    );
+}
+
+/// A Standby snapshot keeps the whole VM: taken from a Running instance (standby, copy,
+/// restore) or a Standby one, restored in place (the guest is the instance's own: no new
+/// identity), and forked (the fork's guest is told who it is).
+#[tokio::test]
+async fn a_standby_snapshot_keeps_the_vm_and_forks_of_it_are_reidentified() {
+    use hypedeck_model::{
+        CreateSnapshotRequest, ErrorCode, ForkSnapshotRequest, HypervisorKind,
+        RestoreSnapshotRequest, SnapshotKind, SnapshotTargetState,
+    };
+    let r = rig();
+    let src = r.engine.create(agent_spec("src")).await.unwrap();
+    let standby = |name: &str| CreateSnapshotRequest {
+        kind: Some(SnapshotKind::Standby),
+        name: Some(name.into()),
+        ..CreateSnapshotRequest::default()
+    };
+    let live = r
+        .engine
+        .create_snapshot("src", standby("live"))
+        .await
+        .unwrap();
+    assert_eq!(live.kind, SnapshotKind::Standby);
+    assert_eq!(
+        r.engine.get("src").await.unwrap().state,
+        InstanceState::Running,
+        "running again"
+    );
+    let saved = |sid: &str| {
+        r.paths
+            .snapshot_dir(&hypedeck_model::InstanceId::parse(sid).unwrap())
+            .join("guest/standby/memory.bin")
+    };
+    assert!(saved(&live.id).is_file());
+    r.engine.standby("src").await.unwrap();
+    let asleep = r
+        .engine
+        .create_snapshot("src", standby("asleep"))
+        .await
+        .unwrap();
+    assert_eq!(
+        r.engine.get("src").await.unwrap().state,
+        InstanceState::Standby,
+        "left as it was"
+    );
+    assert!(saved(&asleep.id).is_file());
+
+    // In place, to Running (the default for the kind): the instance's own guest, no new
+    // identity; the snapshot stays usable.
+    let back = r
+        .engine
+        .restore_snapshot(&src.id, &live.id, RestoreSnapshotRequest::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        back.state,
+        InstanceState::Running,
+        "the run's markers came back"
+    );
+    assert!(r.fake.reidentified().is_empty());
+    assert!(saved(&live.id).is_file());
+    let err = r
+        .engine
+        .fork_snapshot(
+            &live.id,
+            ForkSnapshotRequest {
+                name: "other-hv".into(),
+                target_state: None,
+                target_hypervisor: Some(HypervisorKind::CloudHypervisor),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, EngineError::Rejected(rej) if rej.code == ErrorCode::InvalidRequest),
+        "{err:?}"
+    );
+
+    // Forks of it: Running by default (told who they are), Standby, or Stopped (disks only).
+    let fork = |name: &str, target: Option<SnapshotTargetState>| ForkSnapshotRequest {
+        name: name.into(),
+        target_state: target,
+        target_hypervisor: None,
+    };
+    let a = r
+        .engine
+        .fork_snapshot(&live.id, fork("a", None))
+        .await
+        .unwrap();
+    assert_eq!(a.state, InstanceState::Running);
+    let told = r.fake.reidentified();
+    assert_eq!((told.len(), told[0].0.as_str()), (1, a.id.as_str()));
+    assert_eq!(told[0].1["hostname"], "a");
+    let b = r
+        .engine
+        .fork_snapshot(&asleep.id, fork("b", Some(SnapshotTargetState::Standby)))
+        .await
+        .unwrap();
+    assert_eq!(
+        (b.state, b.has_snapshot),
+        (InstanceState::Standby, Some(true))
+    );
+    let c = r
+        .engine
+        .fork_snapshot(&asleep.id, fork("c", Some(SnapshotTargetState::Stopped)))
+        .await
+        .unwrap();
+    assert_eq!(
+        (c.state, c.has_snapshot),
+        (InstanceState::Stopped, Some(false))
+    );
+    assert_eq!(
+        r.engine.restore("b").await.unwrap().state,
+        InstanceState::Running
+    );
+    assert_eq!(r.fake.reidentified()[1].1["hostname"], "b");
+
+    // Deleting the snapshots leaves the instances (their links) whole.
+    r.engine.delete_snapshot(&live.id).await.unwrap();
+    r.engine.delete_snapshot(&asleep.id).await.unwrap();
+    for name in ["src", "a", "b"] {
+        assert_eq!(
+            r.engine.get(name).await.unwrap().state,
+            InstanceState::Running,
+            "{name}"
+        );
+    }
 }

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hypedeck_guest_init::agent_proto::{
-    Kind, OpenRequest, PathInfo, StatRequest, body_len, encode, split_body,
+    Identity, Kind, OpenRequest, PathInfo, StatRequest, body_len, encode, split_body,
 };
 
 /// How the agent writes to the host: whole frames, one at a time.
@@ -319,6 +319,13 @@ fn handle(
             };
             link.send(Kind::ClockSet, session, reply.as_bytes());
         }
+        Kind::Reidentify => {
+            let reply = match serde_json::from_slice::<Identity>(payload) {
+                Ok(identity) => reidentify(&identity).err().unwrap_or_default(),
+                Err(e) => format!("bad identity: {e}"),
+            };
+            link.send(Kind::Reidentified, session, reply.as_bytes());
+        }
         Kind::Stat => {
             let info = match serde_json::from_slice::<StatRequest>(payload) {
                 Ok(req) => stat(&req),
@@ -355,6 +362,139 @@ fn set_clock(secs: i64, nanos: u32) -> Result<(), String> {
             std::io::Error::last_os_error()
         ))
     }
+}
+
+/// Makes this guest the fork it now is: its new MAC and address on eth0 (same subnet, so the
+/// gateway, DNS and proxy its programs were given stay right), its default route again, its
+/// hostname, and fresh entropy in the kernel's pool followed by a reseed. Every step is tried;
+/// the failures are reported together. (PID 1's child: root with every capability, chrooted
+/// in the image's root, which has the kernel's /dev.)
+fn reidentify(identity: &Identity) -> Result<(), String> {
+    let mut failed = Vec::new();
+    if let Some(net) = &identity.network
+        && let Err(e) = renumber(net)
+    {
+        failed.push(e);
+    }
+    let name = identity.hostname.as_bytes();
+    // SAFETY: pointer and length describe a valid buffer.
+    if unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) } != 0 {
+        failed.push(format!("sethostname: {}", std::io::Error::last_os_error()));
+    }
+    let _ = std::fs::write("/etc/hostname", format!("{}\n", identity.hostname));
+    if let Err(e) = reseed(&identity.entropy) {
+        failed.push(e);
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(failed.join("; "))
+    }
+}
+
+fn renumber(net: &hypedeck_guest_init::agent_proto::IdentityNetwork) -> Result<(), String> {
+    use crate::pid1::{ifreq, ipv4, link_up, sockaddr};
+    let mac: Vec<u8> = net
+        .mac
+        .split(':')
+        .filter_map(|h| u8::from_str_radix(h, 16).ok())
+        .collect();
+    let (Some(ip), Some(gw), 6) = (ipv4(&net.ip), ipv4(&net.gateway), mac.len()) else {
+        return Err("bad address in the identity".into());
+    };
+    let os = |what: &str| format!("{what}: {}", std::io::Error::last_os_error());
+    // SAFETY: plain socket(2) call; closed below.
+    let sock = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0) };
+    if sock < 0 {
+        return Err(os("socket"));
+    }
+    let result = (|| {
+        let mut req = ifreq("eth0");
+        // SAFETY: ifru_hwaddr is the member SIOCSIFHWADDR reads; sa_data holds the 6 bytes.
+        unsafe {
+            req.ifr_ifru.ifru_hwaddr.sa_family = libc::ARPHRD_ETHER;
+            for (d, b) in req.ifr_ifru.ifru_hwaddr.sa_data.iter_mut().zip(&mac) {
+                *d = *b as libc::c_char;
+            }
+            if libc::ioctl(sock, libc::SIOCSIFHWADDR as _, &req) != 0 {
+                return Err(os("set the MAC address"));
+            }
+        }
+        let mask: u32 = if net.prefix == 0 {
+            0
+        } else {
+            u32::MAX << (32 - u32::from(net.prefix.min(32)))
+        };
+        let mut addr = ifreq("eth0");
+        addr.ifr_ifru.ifru_addr = sockaddr(ip);
+        let mut netmask = ifreq("eth0");
+        netmask.ifr_ifru.ifru_netmask = sockaddr(mask.to_be_bytes());
+        // SAFETY: valid ifreq structs for the address/netmask ioctls.
+        unsafe {
+            if libc::ioctl(sock, libc::SIOCSIFADDR as _, &addr) != 0
+                || libc::ioctl(sock, libc::SIOCSIFNETMASK as _, &netmask) != 0
+            {
+                return Err(os("set the address"));
+            }
+        }
+        link_up(sock, "eth0");
+        // Replacing the address drops the routes through it: the default route comes back.
+        // SAFETY: rtentry is plain old data; all-zero is valid.
+        let mut route: libc::rtentry = unsafe { std::mem::zeroed() };
+        route.rt_dst = sockaddr([0, 0, 0, 0]);
+        route.rt_genmask = sockaddr([0, 0, 0, 0]);
+        route.rt_gateway = sockaddr(gw);
+        route.rt_flags = libc::RTF_UP | libc::RTF_GATEWAY;
+        // SAFETY: valid rtentry for SIOCADDRT.
+        if unsafe { libc::ioctl(sock, libc::SIOCADDRT as _, &route) } != 0
+            && std::io::Error::last_os_error().raw_os_error() != Some(libc::EEXIST)
+        {
+            return Err(os("restore the default route"));
+        }
+        Ok(())
+    })();
+    // SAFETY: closing the socket opened above.
+    unsafe { libc::close(sock) };
+    result
+}
+
+/// `RNDADDENTROPY` with the host's bytes (credited), then `RNDRESEEDCRNG`: the fork's
+/// `getrandom`/`/dev/urandom` output diverges from its parent's from here on.
+fn reseed(hex: &str) -> Result<(), String> {
+    let bytes: Vec<u8> = (0..hex.len() / 2)
+        .filter_map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok())
+        .collect();
+    if bytes.len() < 16 {
+        return Err("too little entropy in the identity".into());
+    }
+    // struct rand_pool_info { int entropy_count; int buf_size; __u32 buf[]; }
+    let mut info: Vec<u8> = Vec::with_capacity(8 + bytes.len());
+    info.extend_from_slice(&i32::try_from(bytes.len() * 8).unwrap_or(0).to_ne_bytes());
+    info.extend_from_slice(&i32::try_from(bytes.len()).unwrap_or(0).to_ne_bytes());
+    info.extend_from_slice(&bytes);
+    // Aligned for the kernel's view of the struct (ints, then u32 words).
+    let mut words = vec![0u32; info.len().div_ceil(4)];
+    for (i, chunk) in info.chunks(4).enumerate() {
+        let mut w = [0u8; 4];
+        w[..chunk.len()].copy_from_slice(chunk);
+        words[i] = u32::from_ne_bytes(w);
+    }
+    let random = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/urandom")
+        .map_err(|e| format!("open /dev/urandom: {e}"))?;
+    // _IOW('R', 0x03, int[2]) and _IO('R', 0x07).
+    const RNDADDENTROPY: libc::c_ulong = 0x4008_5203;
+    const RNDRESEEDCRNG: libc::c_ulong = 0x5207;
+    // SAFETY: `words` holds a whole rand_pool_info for the ioctl to read.
+    if unsafe { libc::ioctl(random.as_raw_fd(), RNDADDENTROPY as _, words.as_ptr()) } != 0 {
+        return Err(format!("add entropy: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: RNDRESEEDCRNG takes no argument.
+    if unsafe { libc::ioctl(random.as_raw_fd(), RNDRESEEDCRNG as _, 0) } != 0 {
+        return Err(format!("reseed: {}", std::io::Error::last_os_error()));
+    }
+    Ok(())
 }
 
 fn stat(req: &StatRequest) -> PathInfo {

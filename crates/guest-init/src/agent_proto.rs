@@ -47,6 +47,10 @@ pub enum Kind {
     /// nanoseconds since the Unix epoch (after a restore the guest's clock runs behind by the
     /// time it spent saved); answered by `ClockSet`.
     SetClock = 16,
+    /// host → guest: this VM is a fork of the VM whose memory it continues (JSON
+    /// [`Identity`]): take its name and network identity, and mix fresh entropy into the
+    /// kernel's random pool; answered by `Reidentified`.
+    Reidentify = 17,
     /// guest → host: output on stdout (or the terminal).
     Stdout = 20,
     /// guest → host: output on stderr.
@@ -59,6 +63,9 @@ pub enum Kind {
     StatResult = 24,
     /// guest → host: the answer to `SetClock`: empty when the clock was set, else why not.
     ClockSet = 25,
+    /// guest → host: the answer to `Reidentify`: empty when every step worked, else what
+    /// failed.
+    Reidentified = 26,
 }
 
 impl Kind {
@@ -75,12 +82,14 @@ impl Kind {
             14 => Kind::Signal,
             15 => Kind::Stat,
             16 => Kind::SetClock,
+            17 => Kind::Reidentify,
             20 => Kind::Stdout,
             21 => Kind::Stderr,
             22 => Kind::Exit,
             23 => Kind::Error,
             24 => Kind::StatResult,
             25 => Kind::ClockSet,
+            26 => Kind::Reidentified,
             _ => return None,
         })
     }
@@ -210,6 +219,32 @@ pub fn clock_payload(time: std::time::SystemTime) -> [u8; 12] {
     );
     out[8..].copy_from_slice(&since.subsec_nanos().to_be_bytes());
     out
+}
+
+/// Who a forked guest now is (the `Reidentify` payload).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    /// Its hostname (the instance's name).
+    pub hostname: String,
+    /// Its network identity on `eth0`, when it has a network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<IdentityNetwork>,
+    /// Bytes from the host's random source, hex: mixed into the kernel's pool, which is then
+    /// reseeded (the fork's `/dev/urandom` no longer repeats its parent's).
+    pub entropy: String,
+}
+
+/// A forked guest's new address (same subnet, gateway and DNS as its parent's).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentityNetwork {
+    /// MAC address of `eth0`, `02:..`.
+    pub mac: String,
+    /// IPv4 address.
+    pub ip: String,
+    /// Prefix length.
+    pub prefix: u8,
+    /// Default gateway.
+    pub gateway: String,
 }
 
 /// Seconds and nanoseconds from a `SetClock` payload, if it is one.

@@ -253,12 +253,12 @@ fn set_hostname(name: &str) {
     let _ = fs::write("/newroot/etc/hostname", format!("{name}\n"));
 }
 
-fn ipv4(text: &str) -> Option<[u8; 4]> {
+pub(crate) fn ipv4(text: &str) -> Option<[u8; 4]> {
     let parts: Vec<u8> = text.split('.').filter_map(|p| p.parse().ok()).collect();
     (parts.len() == 4).then(|| [parts[0], parts[1], parts[2], parts[3]])
 }
 
-fn sockaddr(addr: [u8; 4]) -> libc::sockaddr {
+pub(crate) fn sockaddr(addr: [u8; 4]) -> libc::sockaddr {
     let sin = libc::sockaddr_in {
         sin_family: libc::AF_INET as libc::sa_family_t,
         sin_port: 0,
@@ -272,7 +272,7 @@ fn sockaddr(addr: [u8; 4]) -> libc::sockaddr {
     unsafe { std::mem::transmute::<libc::sockaddr_in, libc::sockaddr>(sin) }
 }
 
-fn ifreq(name: &str) -> libc::ifreq {
+pub(crate) fn ifreq(name: &str) -> libc::ifreq {
     // SAFETY: ifreq is plain old data; all-zero is a valid value.
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
     for (dst, src) in req
@@ -285,7 +285,7 @@ fn ifreq(name: &str) -> libc::ifreq {
     req
 }
 
-fn link_up(sock: c_int, name: &str) {
+pub(crate) fn link_up(sock: c_int, name: &str) {
     let mut req = ifreq(name);
     // SAFETY: req is a valid ifreq; SIOCGIFFLAGS/SIOCSIFFLAGS read and write ifru_flags.
     unsafe {

@@ -21,7 +21,8 @@ use std::path::{Path, PathBuf};
 pub use lock::{EngineLock, LockHolder};
 pub use paths::{DATA_DIR_ENV, Paths, default_data_dir};
 pub use record::{
-    EgressRecord, InstanceRecord, NetworkRecord, RecordCache, SCHEMA_VERSION, SecretRef,
+    EgressRecord, InstanceRecord, NetworkRecord, PinnedAddress, RecordCache, SCHEMA_VERSION,
+    SecretRef,
 };
 
 /// Errors of the store.

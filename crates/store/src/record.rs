@@ -68,6 +68,24 @@ pub struct NetworkRecord {
     /// own network stack, never through a host port).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxy_port: Option<u16>,
+    /// The sandbox subnet's third octet when the instance keeps the one of the VM whose memory
+    /// it continues (a fork of a running or standby VM: its programs were given that subnet's
+    /// gateway, DNS and proxy addresses); `None`: derived from the id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet: Option<u8>,
+    /// The address and MAC the guest keeps because it cannot be told another: a fork of a
+    /// saved VM without the guest agent (`skip_guest_agent`) continues with its parent's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pinned: Option<PinnedAddress>,
+}
+
+/// A guest address the engine serves as it is (see [`NetworkRecord::pinned`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PinnedAddress {
+    /// IPv4 address (in a `10.100.N.0/24` sandbox subnet).
+    pub ip: String,
+    /// MAC address.
+    pub mac: String,
 }
 
 /// One instance's metadata.

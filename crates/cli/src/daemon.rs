@@ -117,8 +117,8 @@ pub struct Daemon {
     shutdown: Option<tokio::sync::watch::Sender<bool>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     local_task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
-    /// Rotates console logs over their cap.
-    housekeeping: tokio::task::JoinHandle<()>,
+    /// Rotates console logs over their cap; runs due snapshot schedules.
+    housekeeping: Vec<tokio::task::JoinHandle<()>>,
     paths: Paths,
     _lock: EngineLock,
 }
@@ -141,7 +141,7 @@ impl Daemon {
         if let Some(task) = self.local_task.take() {
             let _ = task.await;
         }
-        self.housekeeping.abort();
+        self.housekeeping.iter().for_each(tokio::task::JoinHandle::abort);
         let _ = std::fs::remove_file(self.paths.engine_endpoint());
         let _ = std::fs::remove_file(self.paths.api_socket());
         result
@@ -153,7 +153,7 @@ impl Drop for Daemon {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(true);
         }
-        self.housekeeping.abort();
+        self.housekeeping.iter().for_each(tokio::task::JoinHandle::abort);
     }
 }
 
@@ -433,7 +433,10 @@ pub async fn start(options: DaemonOptions) -> Result<Daemon, DaemonError> {
     }
     engine.reconcile().await?;
     let engine = Arc::new(engine);
-    let housekeeping = engine.spawn_console_rotation();
+    let housekeeping = vec![
+        engine.spawn_console_rotation(),
+        engine.spawn_snapshot_schedules(),
+    ];
 
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await

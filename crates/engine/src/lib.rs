@@ -37,6 +37,7 @@ mod records;
 mod render;
 mod resources;
 mod runtime;
+mod schedules;
 mod snapshots;
 mod staged;
 mod standby;
@@ -235,6 +236,8 @@ pub struct Engine {
     runtime: Arc<runtime::Runtime>,
     /// Serializes creates so names stay unique.
     create_lock: tokio::sync::Mutex<()>,
+    /// Serializes schedule writes (PUT, DELETE, the runner).
+    schedules: tokio::sync::Mutex<()>,
     /// Claims volume ids (create); imports run outside it.
     volume_lock: tokio::sync::Mutex<()>,
     /// Per-instance locks for mutating verbs.
@@ -263,6 +266,7 @@ impl Engine {
             alternatives: config.alternatives,
             guest: config.guest,
             create_lock: tokio::sync::Mutex::new(()),
+            schedules: tokio::sync::Mutex::new(()),
             volume_lock: tokio::sync::Mutex::new(()),
             locks: Mutex::new(HashMap::new()),
             pulls: Mutex::new(Vec::new()),

@@ -55,15 +55,11 @@ fn id_hash(id: &str) -> u64 {
     })
 }
 
-/// Deterministic per-instance network identity and prefix length. Every instance has a
-/// sandbox network of its own, so only its MAC and subnet need to look distinct.
-pub fn network_identity(id: &str) -> (NetSpec, u8) {
-    identity_in(id, None)
-}
-
-/// [`network_identity`] of an instance: in the subnet it inherited, if it did (a fork of a
-/// running or standby VM keeps its parent's subnet, gateway and DNS, with an address and MAC
-/// of its own: host `16 + h % 200`, never the `.15` every subnet's first guest has).
+/// Deterministic network identity and prefix length of an instance. Every instance has a
+/// sandbox network of its own, so only its MAC and subnet need to look distinct: both come
+/// from its id, unless it inherited a subnet (a fork of a running or standby VM keeps its
+/// parent's subnet, gateway and DNS, with an address and MAC of its own: host `16 + h % 200`,
+/// never the `.15` of a subnet's own guest) or keeps a pinned address.
 pub(crate) fn instance_identity(record: &InstanceRecord) -> (NetSpec, u8) {
     let (mut net, prefix) = identity_in(&record.id, record.network.subnet);
     if let Some(pinned) = &record.network.pinned
@@ -391,14 +387,14 @@ impl Engine {
 mod tests {
     #[test]
     fn network_identity_is_stable_and_well_formed() {
-        let (a, prefix) = super::network_identity("tz4a98xxat96iws9zmbrgj3a");
-        let (b, _) = super::network_identity("tz4a98xxat96iws9zmbrgj3a");
+        let (a, prefix) = super::identity_in("tz4a98xxat96iws9zmbrgj3a", None);
+        let (b, _) = super::identity_in("tz4a98xxat96iws9zmbrgj3a", None);
         assert_eq!(a, b);
         assert_eq!(prefix, 24);
         assert!(a.mac.starts_with("02:00:00:"));
         assert_eq!(a.mac.len(), 17);
         assert!(a.guest_ip.starts_with("10.100.") && a.guest_ip.ends_with(".15"));
-        let (c, _) = super::network_identity("aaaaaaaaaaaaaaaaaaaaaaaa");
+        let (c, _) = super::identity_in("aaaaaaaaaaaaaaaaaaaaaaaa", None);
         assert_ne!(a.mac, c.mac);
     }
 }

@@ -1553,7 +1553,7 @@ async fn a_fork_has_its_own_disk_identity_and_credentials() {
 /// its own name and address (same subnet) with fresh entropy before anything else.
 #[tokio::test]
 async fn a_fork_of_a_running_vm_continues_its_memory_under_its_own_identity() {
-    use hypedeck_model::{ErrorCode, ForkInstanceRequest, SnapshotTargetState};
+    use hypedeck_model::{ForkInstanceRequest, SnapshotTargetState};
     let r = rig();
     let src = r.engine.create(agent_spec("src")).await.unwrap();
     let fork =
@@ -1785,4 +1785,108 @@ async fn a_standby_snapshot_keeps_the_vm_and_forks_of_it_are_reidentified() {
             "{name}"
         );
     }
+}
+
+/// A snapshot schedule takes Standby snapshots of a running instance (Stopped ones of a
+/// stopped one) when due, on its grid, keeps its newest `max_count` (never pruning manual
+/// snapshots), and outlives its instance only while it has snapshots to prune.
+#[tokio::test]
+async fn snapshot_schedules_take_prune_and_outlive_their_instance_until_done() {
+    use hypedeck_model::{
+        CreateSnapshotRequest, ErrorCode, SetSnapshotScheduleRequest, SnapshotKind,
+        SnapshotRetentionRequest,
+    };
+    let r = rig();
+    let src = r.engine.create(agent_spec("src")).await.unwrap();
+    let set = |interval: &str| SetSnapshotScheduleRequest {
+        interval: interval.into(),
+        name_prefix: Some("nightly".into()),
+        metadata: Some([("team".to_string(), "a".to_string())].into()),
+        retention: SnapshotRetentionRequest {
+            max_count: Some(2),
+            max_age: None,
+        },
+    };
+    let code = |e: EngineError| match e {
+        EngineError::Rejected(r) => (r.code, r.message),
+        other => panic!("{other}"),
+    };
+    // Upstream's checks and texts, in its order.
+    for (request, message) in [
+        (SetSnapshotScheduleRequest { interval: "often".into(), ..set("1h") }, "interval must be a valid duration"),
+        (SetSnapshotScheduleRequest { retention: SnapshotRetentionRequest::default(), ..set("1h") }, "retention must include max_count or max_age"),
+        (SetSnapshotScheduleRequest { retention: SnapshotRetentionRequest { max_count: None, max_age: Some("old".into()) }, ..set("1h") }, "retention.max_age must be a valid duration"),
+        (set("30s"), "invalid request: interval must be at least 1m0s"),
+        (SetSnapshotScheduleRequest { retention: SnapshotRetentionRequest { max_count: None, max_age: Some("-1h".into()) }, ..set("1h") }, "invalid request: retention.max_age must be >= 0"),
+        (SetSnapshotScheduleRequest { retention: SnapshotRetentionRequest { max_count: Some(0), max_age: None }, ..set("1h") }, "invalid request: retention.max_count or retention.max_age must be set"),
+    ] {
+        let (c, m) = code(r.engine.set_snapshot_schedule("src", request).await.unwrap_err());
+        assert_eq!((c, m.as_str()), (ErrorCode::InvalidRequest, message));
+    }
+    let (c, m) = code(r.engine.set_snapshot_schedule("nope", set("1h")).await.unwrap_err());
+    assert_eq!((c, m.as_str()), (ErrorCode::NotFound, "instance not found"));
+    let (c, m) = code(r.engine.get_snapshot_schedule("src").unwrap_err());
+    assert_eq!((c, m.as_str()), (ErrorCode::NotFound, "snapshot schedule not found"));
+
+    let before = time::OffsetDateTime::now_utc();
+    let schedule = r.engine.set_snapshot_schedule("src", set("1h")).await.unwrap();
+    assert_eq!(schedule.interval, "1h0m0s");
+    assert_eq!((schedule.retention.max_count, schedule.retention.max_age.clone()), (2, None));
+    let due = schedule.next_run_at;
+    assert!(due >= before + time::Duration::hours(1) && due <= before + time::Duration::minutes(66));
+    assert_eq!(r.engine.get_snapshot_schedule(&src.id).unwrap(), schedule);
+    // The same interval again keeps the due time; another one moves it.
+    assert_eq!(r.engine.set_snapshot_schedule("src", set("1h")).await.unwrap().next_run_at, due);
+    assert_eq!(r.engine.run_snapshot_schedules(due - time::Duration::seconds(1)).await, 0);
+
+    let manual = r
+        .engine
+        .create_snapshot("src", CreateSnapshotRequest { kind: Some(SnapshotKind::Standby), ..Default::default() })
+        .await
+        .unwrap();
+    let scheduled = || {
+        r.engine
+            .list_snapshots(&SnapshotFilter {
+                tags: [("hypeman.scheduled".to_string(), "true".to_string())].into(),
+                ..SnapshotFilter::default()
+            })
+            .unwrap()
+    };
+    assert_eq!(r.engine.run_snapshot_schedules(due).await, 1);
+    let taken = scheduled();
+    assert_eq!(taken.len(), 1);
+    assert_eq!(taken[0].kind, SnapshotKind::Standby);
+    assert_eq!(
+        taken[0].name.as_deref(),
+        Some(format!(
+            "nightly-{:04}{:02}{:02}-{:02}{:02}{:02}",
+            due.year(), u8::from(due.month()), due.day(), due.hour(), due.minute(), due.second()
+        ).as_str())
+    );
+    assert_eq!(taken[0].tags["team"], "a");
+    assert_eq!(taken[0].tags["hypeman.schedule_instance_id"], src.id);
+    let after = r.engine.get_snapshot_schedule("src").unwrap();
+    assert_eq!(after.last_snapshot_id.as_ref(), Some(&taken[0].id));
+    assert_eq!((after.last_run_at, after.next_run_at), (Some(due), due + time::Duration::hours(1)));
+    assert_eq!(r.engine.get("src").await.unwrap().state, InstanceState::Running);
+
+    // Three hours late: one run, back on the grid; then a stopped instance gets a Stopped one.
+    let late = due + time::Duration::hours(3) + time::Duration::seconds(5);
+    assert_eq!(r.engine.run_snapshot_schedules(late).await, 1);
+    assert_eq!(r.engine.get_snapshot_schedule("src").unwrap().next_run_at, due + time::Duration::hours(4));
+    r.engine.stop("src").await.unwrap();
+    assert_eq!(r.engine.run_snapshot_schedules(due + time::Duration::hours(4)).await, 1);
+    let kept = scheduled();
+    assert_eq!(kept.len(), 2, "the newest two are kept");
+    assert!(kept.iter().any(|s| s.kind == SnapshotKind::Stopped));
+    assert!(!kept.iter().any(|s| s.id == taken[0].id), "the oldest was pruned");
+    assert!(r.engine.get_snapshot(&manual.id).is_ok(), "a manual snapshot is never pruned");
+
+    // Its instance deleted, the schedule stays until its snapshots need no more pruning.
+    r.engine.delete("src").await.unwrap();
+    assert!(r.engine.get_snapshot_schedule(&src.id).is_ok());
+    assert_eq!(r.engine.run_snapshot_schedules(due + time::Duration::hours(5)).await, 1);
+    let (c, _) = code(r.engine.get_snapshot_schedule(&src.id).unwrap_err());
+    assert_eq!(c, ErrorCode::NotFound);
+    assert_eq!(scheduled().len(), 2);
 }

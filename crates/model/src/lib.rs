@@ -17,6 +17,7 @@ pub mod reference;
 pub mod request;
 pub mod schema;
 pub mod size;
+pub mod duration;
 pub mod snapshot;
 pub mod spec;
 pub mod state;
@@ -37,7 +38,8 @@ pub use request::{
 };
 pub use snapshot::{
     CreateSnapshotRequest, ForkInstanceRequest, ForkOrigin, ForkSnapshotRequest,
-    RestoreSnapshotRequest, Snapshot, SnapshotKind, SnapshotTargetState,
+    RestoreSnapshotRequest, SetSnapshotScheduleRequest, Snapshot, SnapshotKind,
+    SnapshotRetention, SnapshotRetentionRequest, SnapshotSchedule, SnapshotTargetState,
 };
 pub use spec::{EgressMode, InstanceSpec, NetworkSpec};
 pub use state::{InstanceState, TransitionError};

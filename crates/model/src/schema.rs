@@ -550,6 +550,29 @@ pub fn fork_snapshot_request() -> Schema {
     )
 }
 
+/// `#/components/schemas/SetSnapshotScheduleRequest`.
+pub fn set_snapshot_schedule_request() -> Schema {
+    object(
+        vec![
+            ("interval", string()),
+            ("metadata", tags()),
+            // Nullable in the spec: checked by the engine (which says what is wrong).
+            ("name_prefix", Schema::Any),
+            (
+                "retention",
+                object(
+                    vec![
+                        ("max_age", string()),
+                        ("max_count", Schema::Int { min: Some(0), max: None }),
+                    ],
+                    &[],
+                ),
+            ),
+        ],
+        &["interval", "retention"],
+    )
+}
+
 /// `SnapshotTargetState` / `ForkTargetState`.
 fn target_state() -> Schema {
     string_enum(&["Stopped", "Standby", "Running"])

@@ -140,3 +140,71 @@ pub struct ForkOrigin {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot_id: Option<String>,
 }
+
+/// `PUT /instances/{id}/snapshot-schedule`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct SetSnapshotScheduleRequest {
+    /// How often (a Go duration, at least `1m`).
+    pub interval: String,
+    /// Names are `<prefix>-<UTC YYYYMMDD-HHMMSS>` (default prefix `scheduled`).
+    #[serde(default)]
+    pub name_prefix: Option<String>,
+    /// Tags every scheduled snapshot gets.
+    #[serde(default)]
+    pub metadata: Option<BTreeMap<String, String>>,
+    /// Which scheduled snapshots are kept.
+    pub retention: SnapshotRetentionRequest,
+}
+
+/// `SnapshotScheduleRetention` as a request gives it.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct SnapshotRetentionRequest {
+    /// Keep at most this many (the newest).
+    #[serde(default)]
+    pub max_count: Option<i64>,
+    /// Delete those older than this (a Go duration).
+    #[serde(default)]
+    pub max_age: Option<String>,
+}
+
+/// An instance's snapshot schedule as the API returns it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotSchedule {
+    /// The instance.
+    pub instance_id: String,
+    /// How often (Go's `Duration.String()`, e.g. `"1h0m0s"`).
+    pub interval: String,
+    /// The name prefix (`null` when the default is used).
+    pub name_prefix: Option<String>,
+    /// Tags every scheduled snapshot gets (omitted when none).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, String>,
+    /// Which scheduled snapshots are kept.
+    pub retention: SnapshotRetention,
+    /// When the next one is due.
+    #[serde(with = "time::serde::rfc3339")]
+    pub next_run_at: OffsetDateTime,
+    /// When the last one was attempted.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_run_at: Option<OffsetDateTime>,
+    /// The last one taken.
+    pub last_snapshot_id: Option<String>,
+    /// Why the last one failed.
+    pub last_error: Option<String>,
+    /// When the schedule was first set.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// When it was last set.
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+/// `SnapshotScheduleRetention` as the API returns it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotRetention {
+    /// Keep at most this many (0: no count limit).
+    pub max_count: u64,
+    /// Delete those older than this (omitted when there is no age limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<String>,
+}

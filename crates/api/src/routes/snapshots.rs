@@ -1,7 +1,7 @@
 //! Snapshots and forks: `POST /instances/{id}/snapshots`, `GET /snapshots`, `GET`/`DELETE
 //! /snapshots/{id}`, `POST /instances/{id}/snapshots/{snapshot_id}/restore`,
-//! `POST /instances/{id}/fork`, `POST /snapshots/{id}/fork`. Schedules are still in
-//! `unsupported.rs`.
+//! `POST /instances/{id}/fork`, `POST /snapshots/{id}/fork`, and
+//! `GET|PUT|DELETE /instances/{id}/snapshot-schedule`.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -11,11 +11,13 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use hypedeck_engine::{EngineError, SnapshotFilter};
 use hypedeck_model::schema::{
-    create_snapshot_request, fork_instance_request, fork_snapshot_request, restore_snapshot_request,
+    create_snapshot_request, fork_instance_request, fork_snapshot_request,
+    restore_snapshot_request, set_snapshot_schedule_request,
 };
 use hypedeck_model::{
     CreateSnapshotRequest, ErrorCode, ForkInstanceRequest, ForkSnapshotRequest, Instance,
-    RestoreSnapshotRequest, Snapshot, SnapshotKind,
+    RestoreSnapshotRequest, SetSnapshotScheduleRequest, Snapshot, SnapshotKind,
+    SnapshotSchedule,
 };
 
 use crate::error::ApiError;
@@ -33,6 +35,10 @@ pub fn routes() -> Router<ApiState> {
         .route("/snapshots/{snapshot_id}", get(get_one).delete(delete))
         .route("/instances/{id}/fork", post(fork_instance))
         .route("/snapshots/{snapshot_id}/fork", post(fork_snapshot))
+        .route(
+            "/instances/{id}/snapshot-schedule",
+            get(get_schedule).put(set_schedule).delete(delete_schedule),
+        )
 }
 
 async fn create(
@@ -172,4 +178,47 @@ async fn fork_snapshot(
     .await
     .map_err(|e| ApiError::from_engine("fork snapshot", e))?;
     Ok((StatusCode::CREATED, Json(instance)))
+}
+
+async fn get_schedule(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<SnapshotSchedule>, ApiError> {
+    state
+        .engine
+        .get_snapshot_schedule(&id)
+        .map(Json)
+        .map_err(|e| ApiError::from_engine("get snapshot schedule", e))
+}
+
+async fn set_schedule(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Result<Json<SnapshotSchedule>, ApiError> {
+    let request: SetSnapshotScheduleRequest = body::parse(
+        &headers,
+        &bytes,
+        "SetSnapshotScheduleRequest",
+        &set_snapshot_schedule_request(),
+    )?;
+    super::detached(&state.engine, |e| async move {
+        e.set_snapshot_schedule(&id, request).await
+    })
+    .await
+    .map(Json)
+    .map_err(|e| ApiError::from_engine("set snapshot schedule", e))
+}
+
+async fn delete_schedule(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    super::detached(&state.engine, |e| async move {
+        e.delete_snapshot_schedule(&id).await
+    })
+    .await
+    .map_err(|e| ApiError::from_engine("delete snapshot schedule", e))?;
+    Ok(StatusCode::NO_CONTENT)
 }

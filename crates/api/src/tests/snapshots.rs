@@ -113,20 +113,24 @@ async fn fork_routes_answer_with_upstreams_codes() {
         .authed("POST", "/instances/nope/fork", Some(json!({"name": "kid"})))
         .await;
     assert_eq!(s.json, error("not_found", "instance not found"));
-    // From Standby: the disks only, to a Stopped fork; what would carry the memory is 501.
+    // From Standby: a Standby fork by default (the saved VM too), or its disks only.
     let s = r.authed("POST", "/instances/src/standby", None).await;
     assert_eq!(s.json["state"], "Standby", "{}", s.text);
     let s = r
         .authed(
             "POST",
             "/instances/src/fork",
-            Some(json!({"name": "asleep"})),
+            Some(json!({"name": "saved"})),
         )
         .await;
     assert_eq!(
-        (s.status, s.json["code"].as_str()),
-        (StatusCode::NOT_IMPLEMENTED, Some("not_implemented"))
+        (s.status, s.json["state"].as_str(), s.json["has_snapshot"].as_bool()),
+        (StatusCode::CREATED, Some("Standby"), Some(true)),
+        "{}",
+        s.text
     );
+    let s = r.authed("DELETE", "/instances/saved", None).await;
+    assert_eq!(s.status, StatusCode::NO_CONTENT);
     let s = r
         .authed(
             "POST",
@@ -231,4 +235,48 @@ async fn fork_routes_answer_with_upstreams_codes() {
     assert_eq!(s.json["state"], "Running");
     assert_eq!(s.json["forked_from"]["snapshot_id"], json!(sid));
     assert_eq!(s.json["forked_from"]["source_instance_name"], "src");
+}
+
+#[tokio::test]
+async fn snapshot_schedule_routes_answer_in_upstreams_shape() {
+    let r = rig();
+    let a = r
+        .authed("POST", "/instances", Some(json!({"name": "sched", "image": "alpine"})))
+        .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
+    let path = "/instances/sched/snapshot-schedule";
+    let s = r.authed("GET", path, None).await;
+    assert_eq!(s.json, error("not_found", "snapshot schedule not found"));
+    let s = r.authed("PUT", path, None).await;
+    assert_eq!(s.status, StatusCode::BAD_REQUEST);
+    let s = r
+        .authed("PUT", path, Some(json!({"interval": "90s", "retention": {}})))
+        .await;
+    assert_eq!(
+        s.json,
+        error("invalid_request", "retention must include max_count or max_age")
+    );
+    let s = r
+        .authed(
+            "PUT",
+            path,
+            Some(json!({"interval": "90m", "retention": {"max_age": "48h"}})),
+        )
+        .await;
+    assert_eq!(s.status, StatusCode::OK, "{}", s.text);
+    let body = s.json.as_object().unwrap();
+    assert_eq!(body["interval"], "1h30m0s");
+    assert_eq!(body["retention"], json!({"max_count": 0, "max_age": "48h0m0s"}));
+    assert_eq!(
+        (&body["name_prefix"], &body["last_run_at"], &body["last_snapshot_id"], &body["last_error"]),
+        (&Value::Null, &Value::Null, &Value::Null, &Value::Null)
+    );
+    assert!(!body.contains_key("metadata"), "omitted when empty");
+    assert_eq!(body["instance_id"], a.json["id"]);
+    let s = r.authed("GET", path, None).await;
+    assert_eq!(s.json.as_object().unwrap(), body);
+    let s = r.authed("DELETE", path, None).await;
+    assert_eq!(s.status, StatusCode::NO_CONTENT);
+    let s = r.authed("DELETE", path, None).await;
+    assert_eq!(s.json, error("not_found", "snapshot schedule not found"));
 }

@@ -1,8 +1,9 @@
 // Snapshots and forks in headless Chromium against a fake-backed `hypedeck serve`: the
-// Snapshots tab takes a snapshot of a stopped instance (listed with kind and size, newest
-// first), refuses with its reason on a running one, restores (with the state asked for) and
-// deletes; the Fork button and a snapshot's Fork make a new instance whose page and list row say
-// where it comes from; the server's refusals are shown in plain words; axe-core finds no WCAG 2
+// Snapshots tab takes a Stopped snapshot of a stopped instance and a Standby one of a running
+// instance (listed with kind and size, newest first; the instance keeps running), refuses a kind
+// the state cannot take with its reason, restores (with the states the kind allows) and deletes;
+// the Snapshot button opens the take form; the Fork button and a snapshot's Fork make a new
+// instance whose page and list row say where it comes from; the server's refusals are shown in plain words; axe-core finds no WCAG 2
 // A/AA violation on the tab and its dialogs. Run by tests/desktop/run.sh (SUITES=browser).
 import assert from "node:assert/strict";
 import { mkdirSync } from "node:fs";
@@ -149,7 +150,54 @@ describe("snapshots and forks", () => {
     assert.deepEqual(consoleErrors, []);
   });
 
-  test("on a running instance, Take and Restore are disabled and say why", async (t) => {
+  test("a Standby snapshot of a running instance: the default kind, progress while it is taken, listed; the instance keeps running", async (t) => {
+    const src = await runningInstance(ui.engine, "snap-hot");
+    cleanup(t, { instances: [src], snapshotsOf: [src.id] });
+    const { page, bodies, consoleErrors } = await openTab(t, src.id);
+
+    await page.locator("#snapshots-empty").waitFor({ timeout: 10_000 });
+    // Standby is offered first for a running instance, and says what it does.
+    assert.equal(await page.locator("#snapshot-kind-standby").isChecked(), true);
+    assert.equal(await page.locator("#snapshot-kind-stopped").isChecked(), false);
+    assert.equal(await page.locator('label:has(#snapshot-kind-standby)').innerText(), "Standby (disks and memory)");
+    assert.equal(await page.locator("#snapshot-kind-hint").innerText(), "The VM is paused and saved, then resumes; it keeps running.");
+    assert.equal(await page.locator("#snapshot-kind").getAttribute("aria-describedby"), "snapshot-kind-hint");
+    const take = page.locator("#snapshot-take");
+    assert.equal(await take.isEnabled(), true);
+    assert.equal(await take.getAttribute("aria-describedby"), null);
+
+    // The engine's answer is held back a moment, so the progress can be seen (and checked).
+    let release;
+    const held = new Promise((resolve) => (release = resolve));
+    await page.route(`${ui.engine.url}/instances/${src.id}/snapshots`, async (route) => {
+      if (route.request().method() === "POST") await held;
+      await route.continue();
+    });
+    await page.fill("#snapshot-name", "hot");
+    await take.click();
+    await page.locator("#snapshot-take", { hasText: "Taking snapshot…" }).waitFor();
+    assert.equal(await take.isDisabled(), true);
+    assert.equal(await page.locator("#snapshot-form").getAttribute("aria-busy"), "true");
+    assert.equal(await page.locator("#snapshot-kind-stopped").isDisabled(), true);
+    await assertAccessible(page, "the take form while a Standby snapshot is taken");
+    release();
+
+    await page.locator('#snapshots-table tr[data-snapshot-name="hot"]').waitFor({ timeout: 15_000 });
+    const [hot] = await snapshotsOf(src.id);
+    assert.equal(hot.kind, "Standby");
+    assert.deepEqual(JSON.parse(bodies.find((b) => b.path === `/instances/${src.id}/snapshots`).body), { kind: "Standby", name: "hot" });
+    const listed = snapshotRow(page, hot.id).locator('[data-field="kind"]');
+    assert.equal(await listed.getAttribute("data-kind"), "Standby");
+    assert.equal(await listed.innerText(), "Standby (disks and memory)");
+    assert.equal(await take.innerText(), "Take snapshot");
+    // The VM was saved and resumed: the instance runs again.
+    assert.equal(await stateOf(src.id), "Running");
+    assert.match(await page.locator("#snapshots-note").innerText(), /^Took snapshot hot \(\d/);
+    await assertAccessible(page, "the Snapshots tab of a running instance with a Standby snapshot");
+    assert.deepEqual(consoleErrors, []);
+  });
+
+  test("on a running instance, the Stopped kind and Restore are disabled and say why", async (t) => {
     const src = await stoppedInstance("snap-running");
     cleanup(t, { instances: [src], snapshotsOf: [src.id] });
     const snap = await api().instances.snapshots.create(src.id, { kind: "Stopped", name: "cold" });
@@ -159,9 +207,15 @@ describe("snapshots and forks", () => {
 
     await snapshotRow(page, snap.id).waitFor({ timeout: 10_000 });
     const take = page.locator("#snapshot-take");
+    assert.equal(await take.isEnabled(), true);
+    // The Stopped kind, chosen with the keyboard: the submit is refused, with the reason.
+    await page.locator("#snapshot-kind-standby").focus();
+    await page.keyboard.press("ArrowDown");
+    assert.equal(await page.locator("#snapshot-kind-stopped").isChecked(), true);
     assert.equal(await take.isDisabled(), true);
     assert.equal(await take.getAttribute("aria-describedby"), "snapshot-take-why");
     assert.equal(await page.locator("#snapshot-take-why").innerText(), "Stop the instance to take a Stopped snapshot (it is Running)");
+    assert.match(await page.locator("#snapshot-kind-hint").innerText(), /^A copy of the disks and settings/);
 
     const restore = snapshotRow(page, snap.id).locator('[data-action="restore-snapshot"]');
     assert.equal(await restore.isDisabled(), true);
@@ -171,13 +225,58 @@ describe("snapshots and forks", () => {
     // Fork and Delete stay available.
     assert.equal(await snapshotRow(page, snap.id).locator('[data-action="fork-snapshot"]').isEnabled(), true);
     assert.equal(await snapshotRow(page, snap.id).locator('[data-action="delete-snapshot"]').isEnabled(), true);
-    await assertAccessible(page, "the Snapshots tab of a running instance");
+    await assertAccessible(page, "the Snapshots tab of a running instance, Stopped kind chosen");
 
-    // Once stopped, both come back.
+    // Once stopped, both come back (the kind chosen stays chosen).
     await api().instances.stop(src.id);
     await waitFor(async () => (await take.isEnabled()) && (await restore.isEnabled()), "Take and Restore to be enabled", 10_000);
+    assert.equal(await page.locator("#snapshot-kind-stopped").isChecked(), true);
     assert.equal(await page.locator("#snapshot-take-why").count(), 0);
+    // Standby, on the stopped instance: refused with its own reason.
+    await page.locator("#snapshot-kind-standby").check();
+    assert.equal(await take.isDisabled(), true);
+    assert.equal(await page.locator("#snapshot-take-why").innerText(), "A Standby snapshot needs the instance running or in standby (it is Stopped)");
+    await assertAccessible(page, "the Snapshots tab of a stopped instance, Standby kind chosen");
     assert.ok(!apiCalls.some((c) => c.startsWith("POST /instances/") && c.includes("/snapshots")), apiCalls.join(", "));
+  });
+
+  test("restore a Standby snapshot onto a stopped instance: memory and disks, the targets of the kind; ends in Standby", async (t) => {
+    const src = await runningInstance(ui.engine, "snap-warm");
+    cleanup(t, { instances: [src], snapshotsOf: [src.id] });
+    const snap = await api().instances.snapshots.create(src.id, { kind: "Standby", name: "warm" });
+    await waitFor(async () => (await stateOf(src.id)) === "Running", "snap-warm to run again");
+    await api().instances.stop(src.id);
+    await waitFor(async () => (await stateOf(src.id)) === "Stopped", "snap-warm to stop");
+    const { page, bodies } = await openTab(t, src.id);
+
+    const restoreButton = snapshotRow(page, snap.id).locator('[data-action="restore-snapshot"]');
+    await restoreButton.waitFor({ timeout: 10_000 });
+    await waitFor(async () => await restoreButton.isEnabled(), "Restore to be enabled", 10_000);
+    await restoreButton.click();
+    const dialog = page.locator("#restore-dialog");
+    await dialog.waitFor();
+    assert.match(await dialog.innerText(), /snap-warm's memory and disks go back to how they were/);
+    assert.deepEqual(await page.locator("#restore-target option").evaluateAll((os) => os.map((o) => o.value)), ["Running", "Standby", "Stopped"]);
+    assert.equal(await page.locator("#restore-target").inputValue(), "Running");
+    const hint = dialog.locator('[data-field="restore-target-hint"]');
+    assert.match(await hint.innerText(), /^It resumes from the saved moment/);
+    await page.selectOption("#restore-target", "Standby");
+    assert.match(await hint.innerText(), /saved in standby/);
+    assert.equal(await page.locator("#restore-target").getAttribute("aria-describedby"), await hint.getAttribute("id"));
+    await assertAccessible(page, "the restore dialog of a Standby snapshot");
+    await shot(page, "snapshots-restore-standby.png");
+
+    await page.click("#restore-confirm");
+    await dialog.waitFor({ state: "detached", timeout: 15_000 });
+    const sent = bodies.find((b) => b.path === `/instances/${src.id}/snapshots/${snap.id}/restore`);
+    assert.ok(sent, JSON.stringify(bodies));
+    assert.deepEqual(JSON.parse(sent.body), { target_state: "Standby" });
+    await waitFor(async () => (await stateOf(src.id)) === "Standby", "the restored instance to be in standby");
+    assert.equal(await page.locator("#snapshots-note").innerText(), "Restored snap-warm to snapshot warm; it is Standby now");
+    // In standby, the take form offers a Standby snapshot again.
+    await waitFor(async () => await page.locator("#snapshot-kind-standby").isChecked(), "the Standby kind to be offered", 10_000);
+    assert.match(await page.locator("#snapshot-kind-hint").innerText(), /stays in standby/);
+    assert.equal(await page.locator("#snapshot-take").isEnabled(), true);
   });
 
   test("restore: the dialog says the disks go back, the state asked for is sent, the instance ends in it", async (t) => {
@@ -346,6 +445,78 @@ describe("snapshots and forks", () => {
     assert.equal(await page.locator('[data-field="forked_from"]').innerText(), `snapfork-src, snapshot ${snap.id.slice(0, 8)}`);
   });
 
+  test("fork a Standby snapshot from its row: Running by default, and the fork's page opens", async (t) => {
+    const src = await runningInstance(ui.engine, "warmfork-src");
+    const made = [src];
+    cleanup(t, { instances: made, snapshotsOf: [src.id] });
+    const snap = await api().instances.snapshots.create(src.id, { kind: "Standby", name: "warm" });
+    const { page, bodies } = await openTab(t, src.id);
+
+    await snapshotRow(page, snap.id).locator('[data-action="fork-snapshot"]').click();
+    const dialog = page.locator("#fork-dialog");
+    await dialog.waitFor();
+    assert.match(await dialog.innerText(), /from the memory and disks this snapshot saved/);
+    assert.deepEqual(await page.locator("#fork-target option").evaluateAll((os) => os.map((o) => o.value)), ["Running", "Standby", "Stopped"]);
+    assert.equal(await page.locator("#fork-target").inputValue(), "Running");
+    assert.match(await dialog.locator('[data-field="fork-target-hint"]').innerText(), /^It resumes from the saved moment/);
+    assert.equal(await page.locator("#fork-running-note").count(), 0);
+    await assertAccessible(page, "the fork dialog of a Standby snapshot");
+
+    await page.click("#fork-submit");
+    const child = await waitFor(async () => (await api().instances.list()).find((i) => i.name === "warmfork-src-fork"), "the fork to exist");
+    made.push(child);
+    assert.deepEqual(JSON.parse(bodies.find((b) => b.path === `/snapshots/${snap.id}/fork`).body), { name: "warmfork-src-fork", target_state: "Running" });
+    await page.locator(`#instance-view[data-instance-id="${child.id}"]`).waitFor({ timeout: 10_000 });
+    await page.locator('[data-field="forked_from"] [data-snapshot-id]', { hasText: "warm" }).waitFor({ timeout: 10_000 });
+    assert.equal(await stateOf(child.id), "Running");
+    assert.equal(await stateOf(src.id), "Running");
+  });
+
+  test("the Snapshot button opens the Snapshots tab with the focus in the take form; a standby instance forks to Standby by default", async (t) => {
+    const src = await runningInstance(ui.engine, "snap-button");
+    const made = [src];
+    cleanup(t, { instances: made, snapshotsOf: [src.id] });
+    const { page } = await openTab(t, src.id, "overview");
+
+    const button = page.locator("#snapshot-instance");
+    assert.equal(await button.innerText(), "Snapshot");
+    assert.equal(await page.locator("#detail-panel-snapshots").isHidden(), true);
+    // With the keyboard: Enter on the button.
+    await button.focus();
+    await page.keyboard.press("Enter");
+    await page.locator("#detail-panel-snapshots").waitFor({ state: "visible" });
+    assert.equal(await page.locator("#detail-tab-snapshots").getAttribute("aria-selected"), "true");
+    await waitFor(async () => (await page.evaluate(() => document.activeElement?.closest("form")?.id)) === "snapshot-form", "the focus in the take form", 5_000);
+    assert.equal(await page.evaluate(() => document.activeElement?.id), "snapshot-kind-standby");
+    // From there, Tab goes on through the form.
+    await page.keyboard.press("Tab");
+    assert.equal(await page.evaluate(() => document.activeElement?.id), "snapshot-name");
+    await assertAccessible(page, "the Snapshots tab opened by the Snapshot button");
+
+    // Again from another tab: the focus comes back into the form.
+    await page.click("#detail-tab-overview");
+    await button.click();
+    await waitFor(async () => (await page.evaluate(() => document.activeElement?.id)) === "snapshot-kind-standby", "the focus in the take form again", 5_000);
+
+    // A standby instance: its fork stays in standby unless asked otherwise.
+    await api().instances.standby(src.id);
+    await waitFor(async () => (await stateOf(src.id)) === "Standby", "snap-button to be in standby");
+    await page.locator('#instance-view .detail-head [data-state="Standby"]').waitFor({ timeout: 10_000 });
+    await page.click("#fork-instance");
+    const dialog = page.locator("#fork-dialog");
+    await dialog.waitFor();
+    assert.deepEqual(await page.locator("#fork-target option").evaluateAll((os) => os.map((o) => o.value)), ["Standby", "Running", "Stopped"]);
+    assert.equal(await page.locator("#fork-target").inputValue(), "Standby");
+    assert.match(await dialog.innerText(), /copy of snap-button's memory, disks and settings/);
+    assert.equal(await page.locator("#fork-running-note").count(), 0);
+    await assertAccessible(page, "the fork dialog of a standby instance");
+    await page.click("#fork-submit");
+    const child = await waitFor(async () => (await api().instances.list()).find((i) => i.name === "snap-button-fork"), "the standby fork");
+    made.push(child);
+    await page.locator(`#instance-view[data-instance-id="${child.id}"]`).waitFor({ timeout: 10_000 });
+    assert.equal(await stateOf(child.id), "Standby");
+  });
+
   test("fork a running instance: the dialog explains from_running, and with it the fork runs", async (t) => {
     const src = await runningInstance(ui.engine, "fork-running");
     const made = [src];
@@ -355,7 +526,10 @@ describe("snapshots and forks", () => {
     await page.click("#fork-instance");
     const dialog = page.locator("#fork-dialog");
     await dialog.waitFor();
-    assert.match(await page.locator("#fork-running-note").innerText(), /fork-running is running/);
+    assert.match(
+      await page.locator("#fork-running-note").innerText(),
+      /^fork-running is running\. The instance is paused and saved for a moment, then resumes; the fork continues from the same point with its own name and address\./,
+    );
     assert.equal(await page.locator("#fork-from-running").isChecked(), true);
     assert.equal(await page.locator("#fork-target").inputValue(), "Running");
     await assertAccessible(page, "the fork dialog of a running instance");

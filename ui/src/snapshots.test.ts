@@ -2,21 +2,27 @@ import { describe, expect, test } from "vitest";
 
 import type { Instance } from "./model";
 import {
+  defaultSnapshotKind,
   defaultSnapshotTarget,
   explainSnapshotProblem,
   forkedFrom,
   forkNameProblem,
+  forkCarries,
   forkNote,
   forkPlan,
   forkTargets,
   kindText,
   restoreRefusal,
+  restoreWhat,
+  SNAPSHOT_KINDS,
   snapshotLabel,
   snapshotNameProblem,
   snapshotRefusal,
   snapshotTargets,
   sortSnapshots,
   suggestForkName,
+  takeHint,
+  targetHint,
   type Snapshot,
 } from "./snapshots";
 
@@ -48,11 +54,40 @@ describe("snapshots", () => {
     expect(kindText("Standby")).toBe("Standby (disks and memory)");
   });
 
+  test("the take form offers Standby while there is a VM to save, Stopped otherwise", () => {
+    expect(SNAPSHOT_KINDS).toEqual(["Standby", "Stopped"]);
+    expect(defaultSnapshotKind("Running")).toBe("Standby");
+    expect(defaultSnapshotKind("Standby")).toBe("Standby");
+    expect(defaultSnapshotKind("Stopped")).toBe("Stopped");
+    for (const s of ["Initializing", "Paused", "Shutdown", "Created", "Unknown"] as const) expect(defaultSnapshotKind(s)).toBe("Stopped");
+  });
+
   test("a Stopped snapshot needs a stopped instance, and says so", () => {
     expect(snapshotRefusal("Stopped")).toBeNull();
+    expect(snapshotRefusal("Stopped", "Stopped")).toBeNull();
+    expect(snapshotRefusal("Running", "Stopped")).toBe("Stop the instance to take a Stopped snapshot (it is Running)");
     expect(snapshotRefusal("Running")).toBe("Stop the instance to take a Stopped snapshot (it is Running)");
-    expect(snapshotRefusal("Initializing")).toBe("Stop the instance to take a Stopped snapshot (it is Initializing)");
-    expect(snapshotRefusal("Standby")).toBe("Restore the instance, then stop it, to take a Stopped snapshot (it is in standby)");
+    expect(snapshotRefusal("Initializing", "Stopped")).toBe("Stop the instance to take a Stopped snapshot (it is Initializing)");
+    expect(snapshotRefusal("Standby", "Stopped")).toBe("Restore the instance, then stop it, to take a Stopped snapshot (it is in standby)");
+  });
+
+  test("a Standby snapshot needs a running or standby instance, and says so", () => {
+    expect(snapshotRefusal("Running", "Standby")).toBeNull();
+    expect(snapshotRefusal("Standby", "Standby")).toBeNull();
+    expect(snapshotRefusal("Stopped", "Standby")).toBe("A Standby snapshot needs the instance running or in standby (it is Stopped)");
+    for (const s of ["Initializing", "Paused", "Shutdown", "Created", "Unknown"] as const) {
+      expect(snapshotRefusal(s, "Standby")).toBe(`A Standby snapshot needs the instance running or in standby (it is ${s})`);
+    }
+    // The default kind of every state is one the state can take, but for states with no snapshot at all.
+    for (const s of ["Running", "Standby", "Stopped"] as const) expect(snapshotRefusal(s, defaultSnapshotKind(s))).toBeNull();
+  });
+
+  test("the kind's line says what taking it does in the instance's state", () => {
+    expect(takeHint("Running", "Standby")).toBe("The VM is paused and saved, then resumes; it keeps running.");
+    expect(takeHint("Standby", "Standby")).toMatch(/stays in standby/);
+    expect(takeHint("Stopped", "Standby")).toMatch(/memory/);
+    expect(takeHint("Stopped", "Stopped")).toMatch(/^A copy of the disks and settings/);
+    expect(takeHint("Running", "Stopped")).toBe(takeHint("Stopped", "Stopped"));
   });
 
   test("a restore needs an instance without a VM", () => {
@@ -63,17 +98,38 @@ describe("snapshots", () => {
     }
   });
 
-  test("target states: a Stopped snapshot ends Stopped by default or Running; a Standby one Running by default", () => {
+  test("target states: a Stopped snapshot ends Stopped by default or Running; a Standby one Running by default, Standby or Stopped", () => {
     expect(snapshotTargets("Stopped")).toEqual(["Stopped", "Running"]);
     expect(defaultSnapshotTarget("Stopped")).toBe("Stopped");
     expect(snapshotTargets("Standby")).toEqual(["Running", "Standby", "Stopped"]);
     expect(defaultSnapshotTarget("Standby")).toBe("Running");
   });
 
+  test("a restore says what comes back per kind, and what each target state means", () => {
+    expect(restoreWhat("Standby", "web")).toBe("web's memory and disks");
+    expect(restoreWhat("Stopped", "web")).toBe("web's disks");
+    for (const kind of ["Standby", "Stopped"] as const) {
+      const hints = snapshotTargets(kind).map((t) => targetHint(kind, t));
+      expect(new Set(hints).size).toBe(hints.length);
+    }
+    expect(targetHint("Standby", "Running")).toMatch(/^It resumes from the saved moment/);
+    expect(targetHint("Standby", "Standby")).toMatch(/standby/);
+    expect(targetHint("Standby", "Stopped")).toMatch(/memory is dropped/);
+    expect(targetHint("Stopped", "Running")).toBe("It boots afresh from the disks.");
+    expect(targetHint("Stopped", "Stopped")).toMatch(/stays stopped/);
+  });
+
   test("a fork defaults to the source's state; a running source needs from_running; other states cannot fork", () => {
     expect(forkTargets("Stopped")[0]).toBe("Stopped");
     expect(forkTargets("Standby")[0]).toBe("Standby");
     expect(forkTargets("Running")[0]).toBe("Running");
+    expect(forkTargets("Standby")).toEqual(["Standby", "Running", "Stopped"]);
+    expect(forkTargets("Running")).toEqual(["Running", "Standby", "Stopped"]);
+    expect(forkTargets("Stopped")).toEqual(["Stopped", "Running"]);
+    // A running or standby source carries its memory, like a Standby snapshot; a stopped one its disks.
+    expect(forkCarries("Running")).toBe("Standby");
+    expect(forkCarries("Standby")).toBe("Standby");
+    expect(forkCarries("Stopped")).toBe("Stopped");
     expect(forkPlan("Stopped")).toMatchObject({ enabled: true, fromRunning: false });
     expect(forkPlan("Standby")).toMatchObject({ enabled: true, fromRunning: false });
     expect(forkPlan("Running")).toMatchObject({ enabled: true, fromRunning: true });
@@ -127,6 +183,11 @@ describe("snapshots", () => {
       field: "form",
       message: "Stop the instance first: a Stopped snapshot copies the disks of a stopped instance (it is Running).",
     });
+    expect(ex("conflict", "invalid state transition: standby snapshot requires source in Running or Standby, got Stopped")).toEqual({
+      field: "form",
+      message: "A Standby snapshot needs the instance running or in standby (it is Stopped).",
+    });
+    expect(ex("invalid_request", "invalid request: target_hypervisor is only allowed for stopped snapshots").message).toMatch(/only on the hypervisor it was taken on/);
     expect(ex("invalid_state", "invalid state transition: cannot restore snapshot while source is Running").message).toBe(
       "Stop the instance before restoring a snapshot onto it (it is Running).",
     );

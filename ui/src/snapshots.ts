@@ -30,15 +30,65 @@ export function kindText(kind: SnapshotKind): string {
   return kind === "Stopped" ? "Stopped (disks)" : "Standby (disks and memory)";
 }
 
+/** The kinds a snapshot may be taken of, in the order the form offers them. */
+export const SNAPSHOT_KINDS: readonly SnapshotKind[] = ["Standby", "Stopped"];
+
 /**
- * Why a Stopped snapshot cannot be taken of an instance in `state`, or null when it can (the
- * engine copies the disks of a stopped instance only).
+ * The kind the take form offers first for an instance in `state`: Standby (memory too) while a
+ * VM is there to save (Running or Standby), Stopped (the disks) otherwise.
  */
-export function snapshotRefusal(state: State): string | null {
+export function defaultSnapshotKind(state: State): SnapshotKind {
+  return state === "Running" || state === "Standby" ? "Standby" : "Stopped";
+}
+
+/**
+ * Why a snapshot of `kind` cannot be taken of an instance in `state`, or null when it can: the
+ * engine copies the disks of a stopped instance (Stopped), or the saved VM of a running one
+ * (paused, saved, copied and resumed) or of one in standby (Standby).
+ */
+export function snapshotRefusal(state: State, kind: SnapshotKind = "Stopped"): string | null {
+  if (kind === "Standby") {
+    if (state === "Running" || state === "Standby") return null;
+    return `A Standby snapshot needs the instance running or in standby (it is ${state})`;
+  }
   if (state === "Stopped") return null;
   // A standby instance cannot be stopped as it is: it is restored first.
   if (state === "Standby") return "Restore the instance, then stop it, to take a Stopped snapshot (it is in standby)";
   return `Stop the instance to take a Stopped snapshot (it is ${state})`;
+}
+
+/** One line under the kind choice: what taking a snapshot of `kind` does to an instance in `state`. */
+export function takeHint(state: State, kind: SnapshotKind): string {
+  if (kind === "Stopped") return "A copy of the disks and settings; the VM's memory is not kept.";
+  if (state === "Running") return "The VM is paused and saved, then resumes; it keeps running.";
+  if (state === "Standby") return "The saved VM is copied as it is; the instance stays in standby.";
+  return "A copy of the disks and of the saved VM's memory.";
+}
+
+/**
+ * What a restore of a snapshot of `kind` puts back, as the start of a sentence that goes on with
+ * " go back to how they were at <time>".
+ */
+export function restoreWhat(kind: SnapshotKind, instance: string): string {
+  return kind === "Standby" ? `${instance}'s memory and disks` : `${instance}'s disks`;
+}
+
+/**
+ * What the instance (or a fork) is like when a restore or a fork that carries `kind`'s contents
+ * (a Standby snapshot, or a running or standby instance: memory and disks) ends in `target`.
+ */
+export function targetHint(kind: SnapshotKind, target: TargetState): string {
+  if (kind === "Standby") {
+    switch (target) {
+      case "Running":
+        return "It resumes from the saved moment: the programs that ran then carry on.";
+      case "Standby":
+        return "It is saved in standby, ready to resume from the saved moment.";
+      case "Stopped":
+        return "The saved memory is dropped: the next start boots afresh from the disks.";
+    }
+  }
+  return target === "Running" ? "It boots afresh from the disks." : "It stays stopped until you start it.";
 }
 
 /**
@@ -60,12 +110,17 @@ export function defaultSnapshotTarget(kind: SnapshotKind): TargetState {
   return snapshotTargets(kind)[0]!;
 }
 
+/** What a fork of an instance in `state` carries: memory and disks (like a Standby snapshot) while it has a VM, else the disks. */
+export function forkCarries(state: State): SnapshotKind {
+  return state === "Running" || state === "Standby" ? "Standby" : "Stopped";
+}
+
 /** Whether an instance in `state` can be forked, how, and why not. */
 export interface ForkPlan {
   enabled: boolean;
   /** The tooltip and accessible description when disabled. */
   reason: string;
-  /** A running source needs `from_running` (saved to standby, copied, resumed). */
+  /** A running source is forked `from_running` (paused and saved, copied, resumed). */
   fromRunning: boolean;
 }
 
@@ -164,13 +219,18 @@ export function explainSnapshotProblem(problem: Problem, name = ""): { field: Sn
   }
   const needsStopped = /stopped snapshot requires source in Stopped, got (\w+)/.exec(m);
   if (needsStopped) return at("form", `Stop the instance first: a Stopped snapshot copies the disks of a stopped instance (it is ${needsStopped[1]}).`);
+  const needsVm = /standby snapshot requires source in Running or Standby, got (\w+)/.exec(m);
+  if (needsVm) return at("form", `A Standby snapshot needs the instance running or in standby (it is ${needsVm[1]}).`);
   const restoreWhile = /cannot restore snapshot while source is (\w+)/.exec(m);
   if (restoreWhile) return at("form", `Stop the instance before restoring a snapshot onto it (it is ${restoreWhile[1]}).`);
   if (/cannot fork from state Running \(set from_running/.test(m)) {
-    return at("form", "The instance is running: fork it with “from running” (it is saved to standby, copied and resumed), or stop it first.");
+    return at("form", "The instance is running: fork it with “from running” (it is paused and saved for a moment, then resumes), or stop it first.");
   }
   const belongs = /snapshot (\S+) belongs to instance (\S+)/.exec(m);
   if (belongs) return at("form", "This snapshot belongs to another instance: fork it instead of restoring it.");
+  if (/target_hypervisor is only allowed for stopped snapshots/.test(m)) {
+    return at("form", "A Standby snapshot keeps its VM's memory, so it runs only on the hypervisor it was taken on.");
+  }
   const target = /invalid target_state "(\w+)" for snapshot kind (\w+)/.exec(m);
   if (target) return at("form", `A ${target[2]} snapshot cannot end in ${target[1]}: choose another state.`);
 

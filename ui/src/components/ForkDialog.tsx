@@ -1,7 +1,8 @@
 // Fork an instance, or a snapshot, into a new instance: its name (checked like the create form's,
 // and against the instances that exist) and the state it ends in (by default the source's own,
-// or the snapshot kind's). A running source is forked "from running" (saved to standby, copied,
-// resumed), which the dialog explains; whatever the server answers is shown in plain words.
+// or the snapshot kind's), with what that state means. A running source is forked "from
+// running" (paused and saved for a moment, then resumed; the fork carries on from the same
+// point), which the dialog says; whatever the server answers is shown in plain words.
 import { useId, useRef, useState } from "react";
 import type Hypeman from "@onkernel/hypeman";
 
@@ -10,8 +11,10 @@ import { NAME_RULE } from "../forms";
 import { when, type Instance } from "../model";
 import {
   explainSnapshotProblem,
+  forkCarries,
   forkNameProblem,
   forkTargets,
+  targetHint,
   snapshotLabel,
   snapshotTargets,
   suggestForkName,
@@ -41,6 +44,8 @@ export function ForkDialog({
   const sourceName = source.kind === "instance" ? source.instance.name : source.snapshot.source_instance_name;
   const targets: TargetState[] = source.kind === "instance" ? forkTargets(source.instance.state) : snapshotTargets(source.snapshot.kind);
   const running = source.kind === "instance" && source.instance.state === "Running";
+  // Memory and disks (a Standby snapshot, a running or standby instance), or the disks.
+  const carries = source.kind === "instance" ? forkCarries(source.instance.state) : source.snapshot.kind;
   // The names known when the dialog opened; one taken since is the server's to refuse.
   const [known] = useState(taken);
   const [name, setName] = useState(() => suggestForkName(sourceName, known));
@@ -99,14 +104,14 @@ export function ForkDialog({
         <h2 id={`${uid}-title`}>{title}</h2>
         <p id={`${uid}-what`} className="hint">
           {source.kind === "instance"
-            ? `A new instance with a copy of ${sourceName}'s disks and settings, and its own ID, address and logs. ${sourceName} itself is not changed.`
-            : `A new instance from the disks this snapshot saved (${when(source.snapshot.created_at)}). The snapshot and ${sourceName} are not changed.`}
+            ? `A new instance with a copy of ${sourceName}'s ${carries === "Standby" ? "memory, disks" : "disks"} and settings, and its own ID, address and logs. ${sourceName} itself is not changed.`
+            : `A new instance from the ${carries === "Standby" ? "memory and disks" : "disks"} this snapshot saved (${when(source.snapshot.created_at)}). The snapshot and ${sourceName} are not changed.`}
         </p>
         {running && (
-          <div id="fork-running-note" className="alert warn" role="note">
+          <div id="fork-running-note" className="alert off" role="note">
             <p>
-              {sourceName} is running. Forking a running sandbox saves it to standby, copies it and resumes it; this engine may not offer that yet, and
-              says so if it does not. Stopping {sourceName} first and forking the stopped instance always works.
+              {sourceName} is running. The instance is paused and saved for a moment, then resumes; the fork continues from the same point with its own
+              name and address.
             </p>
             <label className="check">
               <input id="fork-from-running" type="checkbox" checked={fromRunning} disabled={busy} onChange={(e) => setFromRunning(e.target.checked)} />
@@ -145,7 +150,13 @@ export function ForkDialog({
         </div>
         <label>
           <span className="label">Afterwards the new instance is</span>
-          <select id="fork-target" value={target} disabled={busy} onChange={(e) => setTarget(e.target.value as TargetState)}>
+          <select
+            id="fork-target"
+            value={target}
+            disabled={busy}
+            aria-describedby={`${uid}-target`}
+            onChange={(e) => setTarget(e.target.value as TargetState)}
+          >
             {targets.map((t, n) => (
               <option key={t} value={t}>
                 {t}
@@ -154,6 +165,9 @@ export function ForkDialog({
             ))}
           </select>
         </label>
+        <p id={`${uid}-target`} className="hint" data-field="fork-target-hint">
+          {targetHint(carries, target)}
+        </p>
         {formError && (
           <p id="fork-error" className="alert bad" role="alert">
             {formError}

@@ -1,7 +1,8 @@
 // One instance: the header (name, state, lifecycle buttons, exit and state errors) over tabs —
 // Overview (every field of the Hypeman Instance, where a fork comes from, what runs, and
 // credential rotation when the instance has credentials), Logs, Terminal, Credentials, Snapshots
-// and Network. The Fork button sits with the lifecycle buttons. The selected tab is kept in the
+// and Network. The Snapshot button (to the Snapshots tab's take form) and the Fork button sit
+// with the lifecycle buttons. The selected tab is kept in the
 // history entry, so reload and back keep it. Tabs follow the WAI-ARIA tabs pattern.
 import { useEffect, useRef, useState, type KeyboardEvent, type ReactNode } from "react";
 import type Hypeman from "@onkernel/hypeman";
@@ -251,6 +252,8 @@ function Details({ api, conn, instance, instances, now, onBack, onOpen, onChange
   const origin = forkedFrom(instance);
   const fork = forkPlan(instance.state);
   const [forking, setForking] = useState(false);
+  // Bumped by the Snapshot button: the Snapshots tab's take form takes the focus.
+  const [focusTake, setFocusTake] = useState(0);
 
   const select = (next: DetailTab, focus = false): void => {
     setTab(next);
@@ -293,6 +296,20 @@ function Details({ api, conn, instance, instances, now, onBack, onOpen, onChange
         <h2 id="detail-name">{instance.name}</h2>
         <StateBadge state={instance.state} />
         <span className="spacer" />
+        <button
+          id="snapshot-instance"
+          type="button"
+          data-action="snapshot"
+          aria-label={`Snapshot ${instance.name}`}
+          aria-controls="detail-panel-snapshots"
+          title="Take a snapshot on the Snapshots tab"
+          onClick={() => {
+            select("snapshots");
+            setFocusTake((n) => n + 1);
+          }}
+        >
+          Snapshot
+        </button>
         <span className="action-wrap" title={fork.reason}>
           {!fork.enabled && (
             <span id="fork-why" className="sr-only">
@@ -577,7 +594,16 @@ function Details({ api, conn, instance, instances, now, onBack, onOpen, onChange
 
       {panel(
         "snapshots",
-        <SnapshotsPanel api={api} instance={instance} instances={instances} visible={shown === "snapshots"} now={now} onChanged={() => onChanged()} onOpen={onOpen} />,
+        <SnapshotsPanel
+          api={api}
+          instance={instance}
+          instances={instances}
+          visible={shown === "snapshots"}
+          now={now}
+          focusTake={focusTake}
+          onChanged={() => onChanged()}
+          onOpen={onOpen}
+        />,
       )}
 
       {tabs.includes("network") && panel("network", <NetworkPanel api={api} instance={instance} now={now} />)}

@@ -1,8 +1,10 @@
-// The Snapshots tab of an instance: take a Stopped snapshot (optional name and tags; disabled,
-// with the reason, unless the instance is stopped), and its snapshots newest first with kind,
-// size, time and tags; each one restores (a dialog that says the disks go back, and the state
-// to end in), forks into a new instance, or is deleted (asked first). The list is read while the
-// tab is shown, every few seconds and after each change.
+// The Snapshots tab of an instance: take a snapshot of either kind — Standby (memory and disks,
+// of a running or standby instance) or Stopped (disks, of a stopped one); the kind follows the
+// state until one is chosen, and the submit is disabled with the reason when the kind cannot be
+// taken now — with an optional name and tags; and its snapshots newest first with kind, size,
+// time and tags; each one restores (a dialog that says what goes back, and the state to end in),
+// forks into a new instance, or is deleted (asked first). The list is read while the tab is
+// shown, every few seconds and after each change.
 import { useCallback, useEffect, useId, useRef, useState } from "react";
 import type Hypeman from "@onkernel/hypeman";
 
@@ -15,10 +17,16 @@ import {
   restoreRefusal,
   snapshotLabel,
   snapshotNameProblem,
+  defaultSnapshotKind,
+  restoreWhat,
+  SNAPSHOT_KINDS,
   snapshotRefusal,
   snapshotTargets,
   sortSnapshots,
+  takeHint,
+  targetHint,
   type Snapshot,
+  type SnapshotKind,
   type TargetState,
 } from "../snapshots";
 import { ConfirmDialog, useDialogFocus } from "./common";
@@ -47,17 +55,28 @@ function useSnapshots(api: Hypeman, id: string, visible: boolean): { list: Snaps
   return { list, failure, reload };
 }
 
-/** The take-a-snapshot form. */
-function TakeForm({ api, instance, onTaken }: { api: Hypeman; instance: Instance; onTaken: (s: Snapshot) => void }) {
+/** The take-a-snapshot form: the kind (Standby or Stopped), an optional name and tags. */
+function TakeForm({ api, instance, focusRequest, onTaken }: { api: Hypeman; instance: Instance; focusRequest: number; onTaken: (s: Snapshot) => void }) {
   const [name, setName] = useState("");
   const [tags, setTags] = useState("");
+  // null: the default for the instance's state, which follows the state until a kind is chosen.
+  const [chosen, setChosen] = useState<SnapshotKind | null>(null);
   const [nameError, setNameError] = useState<string | null>(null);
   const [tagsError, setTagsError] = useState<string | null>(null);
   const [formError, setFormError] = useState<string | null>(null);
-  const [busy, setBusy] = useState(false);
-  const refusal = snapshotRefusal(instance.state);
+  // The kind being taken: the form keeps it while the engine saves and resumes the VM, whatever
+  // state the instance passes through meanwhile.
+  const [busy, setBusy] = useState<SnapshotKind | null>(null);
+  const kind = busy ?? chosen ?? defaultSnapshotKind(instance.state);
+  const refusal = busy ? null : snapshotRefusal(instance.state, kind);
+  const kindRefs = useRef<Partial<Record<SnapshotKind, HTMLInputElement | null>>>({});
   // An error about the last try is about the state it was made in.
   useEffect(() => setFormError(null), [instance.state]);
+  // The instance page's Snapshot button: the first control of the form takes the focus.
+  useEffect(() => {
+    if (focusRequest > 0) kindRefs.current[kind]?.focus();
+    // Only a new request moves the focus, not a change of kind (so `kind` is left out).
+  }, [focusRequest]);
 
   const take = async (): Promise<void> => {
     const wrongName = snapshotNameProblem(name);
@@ -65,10 +84,10 @@ function TakeForm({ api, instance, onTaken }: { api: Hypeman; instance: Instance
     setNameError(wrongName);
     setTagsError(parsed.error);
     setFormError(null);
-    if (wrongName || parsed.error) return;
-    setBusy(true);
+    if (wrongName || parsed.error || refusal) return;
+    setBusy(kind);
     try {
-      const body: Parameters<Hypeman["instances"]["snapshots"]["create"]>[1] = { kind: "Stopped" };
+      const body: Parameters<Hypeman["instances"]["snapshots"]["create"]>[1] = { kind };
       if (name.trim() !== "") body.name = name.trim();
       if (Object.keys(parsed.tags).length) body.tags = parsed.tags;
       const taken = await api.instances.snapshots.create(instance.id, body, { timeout: CREATE_TIMEOUT_MS });
@@ -80,7 +99,7 @@ function TakeForm({ api, instance, onTaken }: { api: Hypeman; instance: Instance
       if (explained.field === "name") setNameError(explained.message);
       else setFormError(explained.message);
     } finally {
-      setBusy(false);
+      setBusy(null);
     }
   };
 
@@ -93,6 +112,8 @@ function TakeForm({ api, instance, onTaken }: { api: Hypeman; instance: Instance
       id="snapshot-form"
       className="card snapshot-form"
       aria-labelledby="snapshot-form-title"
+      aria-busy={busy !== null}
+      data-kind={kind}
       noValidate
       onSubmit={(e) => {
         e.preventDefault();
@@ -100,7 +121,35 @@ function TakeForm({ api, instance, onTaken }: { api: Hypeman; instance: Instance
       }}
     >
       <h3 id="snapshot-form-title">Take a snapshot</h3>
-      <p className="hint">A Stopped snapshot is a copy of {instance.name}&apos;s disks and settings. Restore it here later, or fork it into a new instance.</p>
+      <p className="hint">A snapshot keeps {instance.name} as it is now: restore it here later, or fork it into a new instance.</p>
+      <fieldset id="snapshot-kind" className="snapshot-kind" aria-describedby="snapshot-kind-hint">
+        <legend>Kind</legend>
+        <div className="snapshot-kind-options">
+          {SNAPSHOT_KINDS.map((k) => (
+            <label key={k} className="check">
+              <input
+                ref={(el) => {
+                  kindRefs.current[k] = el;
+                }}
+                type="radio"
+                name="snapshot-kind"
+                id={`snapshot-kind-${k.toLowerCase()}`}
+                value={k}
+                checked={kind === k}
+                disabled={busy !== null}
+                onChange={() => {
+                  setChosen(k);
+                  setFormError(null);
+                }}
+              />
+              {kindText(k)}
+            </label>
+          ))}
+        </div>
+        <p id="snapshot-kind-hint" className="hint">
+          {takeHint(instance.state, kind)}
+        </p>
+      </fieldset>
       <div className="snapshot-fields">
         <div className={nameError ? "field invalid" : "field"}>
           <label>
@@ -152,11 +201,11 @@ function TakeForm({ api, instance, onTaken }: { api: Hypeman; instance: Instance
           id="snapshot-take"
           type="submit"
           className="primary"
-          disabled={refusal !== null || busy}
+          disabled={refusal !== null || busy !== null}
           aria-describedby={describe(refusal !== null && "snapshot-take-why")}
-          title={refusal ?? "Copy the disks now"}
+          title={refusal ?? (kind === "Standby" ? "Save the VM's memory and disks now" : "Copy the disks now")}
         >
-          {busy ? "Taking…" : "Take snapshot"}
+          {busy ? "Taking snapshot…" : "Take snapshot"}
         </button>
       </div>
       {refusal && (
@@ -215,12 +264,18 @@ function RestoreDialog({
           Restore {instance.name} to {snapshot.name ? `“${snapshot.name}”` : "this snapshot"}?
         </h2>
         <p id={`${uid}-what`}>
-          {instance.name}&apos;s disks go back to how they were at {when(snapshot.created_at)}: everything written since is lost. Its settings go back too
-          (credential values stay as they are now). The snapshot is kept.
+          {restoreWhat(snapshot.kind, instance.name)} go back to how they were at {when(snapshot.created_at)}: everything written since is lost. Its
+          settings go back too (credential values stay as they are now). The snapshot is kept.
         </p>
         <label>
           <span className="label">Afterwards {instance.name} is</span>
-          <select id="restore-target" value={target} disabled={busy} onChange={(e) => setTarget(e.target.value as TargetState)}>
+          <select
+            id="restore-target"
+            value={target}
+            disabled={busy}
+            aria-describedby={`${uid}-target`}
+            onChange={(e) => setTarget(e.target.value as TargetState)}
+          >
             {targets.map((t, n) => (
               <option key={t} value={t}>
                 {t}
@@ -229,6 +284,9 @@ function RestoreDialog({
             ))}
           </select>
         </label>
+        <p id={`${uid}-target`} className="hint" data-field="restore-target-hint">
+          {targetHint(snapshot.kind, target)}
+        </p>
         {error && (
           <p id="restore-error" className="alert bad" role="alert">
             {error}
@@ -260,9 +318,12 @@ export function SnapshotsPanel({
   now,
   onChanged,
   onOpen,
+  focusTake = 0,
 }: {
   api: Hypeman;
   instance: Instance;
+  /** Bumped to move the focus into the take form (the instance page's Snapshot button). */
+  focusTake?: number;
   /** Every instance (a fork needs a free name). */
   instances: readonly Instance[];
   visible: boolean;
@@ -305,6 +366,7 @@ export function SnapshotsPanel({
       <TakeForm
         api={api}
         instance={instance}
+        focusRequest={focusTake}
         onTaken={(s) => {
           setNote(`Took ${called(s)} (${bytes(s.size_bytes)})`);
           void reload();

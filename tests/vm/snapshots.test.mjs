@@ -120,6 +120,24 @@ describe("snapshots", () => {
     const { output: host } = await execWs(server.url, client.apiKey, fork.id, { command: ["/bin/sh", "-c", "hostname"] });
     assert.equal(host.trim(), "counter-fork");
 
+    // Compressed (zstd, in the background): a fork of it still counts on from its number.
+    const beforePacked = (await counts(mark)).at(-1).n;
+    const packed = await client.instances.snapshots.create(vm.id, { kind: "Standby", name: "packed", compression: { enabled: true, algorithm: "zstd", level: 3 } });
+    assert.deepEqual([packed.compression_state, packed.compression], ["compressing", { enabled: true, algorithm: "zstd", level: 3 }]);
+    const compressed = await waitFor(async () => {
+      const s = await client.snapshots.get(packed.id);
+      return s.compression_state !== "compressing" && s;
+    }, "the compression", 240_000);
+    assert.equal(compressed.compression_state, "compressed", JSON.stringify(compressed));
+    assert.ok(compressed.compressed_size_bytes < compressed.uncompressed_size_bytes / 2, JSON.stringify(compressed));
+    const atPacked = (await counts(mark)).at(-1).n;
+    const unpacked = await client.snapshots.fork(packed.id, { name: "counter-unpacked" });
+    await waitFor(async () => (await logLines(client, unpacked.id)).some((l) => l.startsWith("count=")), "the unpacked fork counting", 120_000);
+    const firstUnpacked = Number((await logLines(client, unpacked.id)).find((l) => l.startsWith("count=")).match(/count=(\d+)/)[1]);
+    assert.ok(firstUnpacked >= beforePacked && firstUnpacked <= atPacked + 1, `${firstUnpacked} vs ${beforePacked}..${atPacked}`);
+
+    await client.instances.delete(unpacked.id);
+    await client.snapshots.delete(packed.id);
     await client.instances.delete(fork.id);
     await client.snapshots.delete(snap.id);
     await client.instances.delete(vm.id);

@@ -141,7 +141,9 @@ impl Daemon {
         if let Some(task) = self.local_task.take() {
             let _ = task.await;
         }
-        self.housekeeping.iter().for_each(tokio::task::JoinHandle::abort);
+        self.housekeeping
+            .iter()
+            .for_each(tokio::task::JoinHandle::abort);
         let _ = std::fs::remove_file(self.paths.engine_endpoint());
         let _ = std::fs::remove_file(self.paths.api_socket());
         result
@@ -153,7 +155,9 @@ impl Drop for Daemon {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(true);
         }
-        self.housekeeping.iter().for_each(tokio::task::JoinHandle::abort);
+        self.housekeeping
+            .iter()
+            .for_each(tokio::task::JoinHandle::abort);
     }
 }
 

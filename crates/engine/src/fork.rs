@@ -291,13 +291,16 @@ impl Engine {
     async fn adopt_saved_vm(&self, id: &InstanceId, saved: &Saved) -> Result<(), EngineError> {
         let to = self.paths.instance_dir(id).join("snapshots/latest");
         let (from, dir) = (saved.dir.clone(), to.clone());
-        tokio::task::spawn_blocking(move || link_dir(&from, &dir))
-            .await
-            .map_err(|_| EngineError::Task)?
-            .map_err(|source| EngineError::Io {
-                what: "copy the saved VM".into(),
-                source,
-            })?;
+        tokio::task::spawn_blocking(move || {
+            link_dir(&from, &dir)?;
+            crate::compression::ensure_raw_memory(&dir)
+        })
+        .await
+        .map_err(|_| EngineError::Task)?
+        .map_err(|source| EngineError::Io {
+            what: "copy the saved VM".into(),
+            source,
+        })?;
         let runtime = self.paths.instance_runtime(id);
         hypedeck_store::create_private_dir(&runtime)?;
         copy_if_there(

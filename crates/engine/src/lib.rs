@@ -18,6 +18,7 @@ mod agent;
 mod boot;
 pub mod checks;
 mod command;
+mod compression;
 mod console;
 mod create;
 pub mod credentials;

@@ -72,7 +72,8 @@ impl Stored {
             metadata: self.metadata.clone(),
             retention: SnapshotRetention {
                 max_count: self.max_count,
-                max_age: (self.max_age_ns > 0).then(|| go_format(Duration::from_nanos(self.max_age_ns))),
+                max_age: (self.max_age_ns > 0)
+                    .then(|| go_format(Duration::from_nanos(self.max_age_ns))),
             },
             next_run_at: self.next_run_at,
             last_run_at: self.last_run_at,
@@ -147,8 +148,8 @@ impl Engine {
         request: SetSnapshotScheduleRequest,
     ) -> Result<SnapshotSchedule, EngineError> {
         // Upstream's order of checks.
-        let interval =
-            parse_signed(&request.interval).ok_or_else(|| invalid("interval must be a valid duration"))?;
+        let interval = parse_signed(&request.interval)
+            .ok_or_else(|| invalid("interval must be a valid duration"))?;
         if request.retention.max_count.is_none() && request.retention.max_age.is_none() {
             return Err(invalid("retention must include max_count or max_age"));
         }
@@ -295,8 +296,7 @@ impl Engine {
             }
             let left = self.prune_scheduled(&schedule, now).await;
             // A schedule whose instance is gone stays while it has snapshots to prune.
-            let done = left == 0
-                || (schedule.max_age_ns == 0 && left as u64 <= schedule.max_count);
+            let done = left == 0 || (schedule.max_age_ns == 0 && left as u64 <= schedule.max_count);
             if !exists
                 && done
                 && let Ok(path) = self.schedule_path(&owner)
@@ -356,7 +356,10 @@ impl Engine {
         let Ok(all) = self.list_snapshots(&crate::SnapshotFilter {
             tags: [
                 (SCHEDULED_TAG.to_string(), "true".to_string()),
-                (SCHEDULE_INSTANCE_TAG.to_string(), schedule.instance_id.clone()),
+                (
+                    SCHEDULE_INSTANCE_TAG.to_string(),
+                    schedule.instance_id.clone(),
+                ),
             ]
             .into(),
             ..crate::SnapshotFilter::default()
@@ -365,8 +368,8 @@ impl Engine {
         };
         let mut scheduled = all;
         scheduled.sort_by(|a, b| b.created_at.cmp(&a.created_at));
-        let oldest_kept = (schedule.max_age_ns > 0)
-            .then(|| now - Duration::from_nanos(schedule.max_age_ns));
+        let oldest_kept =
+            (schedule.max_age_ns > 0).then(|| now - Duration::from_nanos(schedule.max_age_ns));
         let mut left = 0;
         for (i, snapshot) in scheduled.iter().enumerate() {
             let too_many = schedule.max_count > 0 && i as u64 >= schedule.max_count;
@@ -399,7 +402,9 @@ impl Engine {
                 let Some(engine) = engine.upgrade() else {
                     return;
                 };
-                engine.run_snapshot_schedules(OffsetDateTime::now_utc()).await;
+                engine
+                    .run_snapshot_schedules(OffsetDateTime::now_utc())
+                    .await;
             }
         })
     }

@@ -58,19 +58,27 @@ impl Engine {
         let kind = request
             .kind
             .ok_or_else(|| rejected(ErrorCode::InvalidRequest, "request body is required"))?;
-        let compressed = request
-            .compression
-            .as_ref()
-            .and_then(|c| c.get("enabled"))
-            .and_then(serde_json::Value::as_bool)
-            == Some(true);
-        if kind == SnapshotKind::Stopped && compressed {
+        // Checked even when disabled, as upstream converts it.
+        let asked = crate::compression::parse(request.compression.as_ref())?;
+        if kind == SnapshotKind::Stopped && asked.is_some_and(|c| c.enabled) {
             return Err(rejected(
                 ErrorCode::InvalidRequest,
                 "invalid request: compression is only supported for standby snapshots",
             ));
         }
         let (_guard, mut record, observed) = self.lock_and_observe(id_or_name).await?;
+        // The request's setting, else the instance's policy (upstream's precedence).
+        let compression = match asked {
+            Some(c) => Some(c),
+            None => crate::compression::parse(
+                record
+                    .policies
+                    .get("snapshot_policy")
+                    .and_then(|p| p.get("compression")),
+            )
+            .unwrap_or(None),
+        }
+        .filter(|c| c.enabled && kind == SnapshotKind::Standby);
         // Upstream's order: writable volumes, then the name, then the state.
         writable_volumes(&record, "snapshot requires readonly volume attachments: ")?;
         if let Some(name) = &request.name
@@ -159,10 +167,15 @@ impl Engine {
             if kind == SnapshotKind::Standby {
                 // The saved VM (links: never written again) and the agent key its guest knows.
                 let (from, to) = (instance_dir.join("snapshots/latest"), guest.join(STANDBY));
-                tokio::task::spawn_blocking(move || link_dir(&from, &to))
-                    .await
-                    .map_err(|_| EngineError::Task)?
-                    .map_err(io("keep the saved VM"))?;
+                tokio::task::spawn_blocking(move || {
+                    link_dir(&from, &to)?;
+                    // (A standby compressed in place is kept plain here; compression is the
+                    // snapshot's own setting.)
+                    crate::compression::ensure_raw_memory(&to)
+                })
+                .await
+                .map_err(|_| EngineError::Task)?
+                .map_err(io("keep the saved VM"))?;
                 copy_if_there(
                     &self
                         .paths
@@ -182,8 +195,14 @@ impl Engine {
                 created_at: OffsetDateTime::now_utc(),
                 // Upstream's `size_bytes`: apparent sizes (a sparse overlay counts its length).
                 size_bytes: dir_bytes(&guest, Measure::Apparent),
-                compression_state: "none".into(),
+                compression_state: if compression.is_some() {
+                    "compressing"
+                } else {
+                    "none"
+                }
+                .into(),
                 compression_error: None,
+                compression: compression.and_then(|c| serde_json::to_value(c).ok()),
                 compressed_size_bytes: None,
                 uncompressed_size_bytes: None,
             };
@@ -200,6 +219,9 @@ impl Engine {
             let _ = std::fs::remove_dir_all(&building);
         } else {
             self.ops_log(&record.id, &format!("snapshot {id} taken (kind {kind})"));
+            if let Some(how) = compression {
+                self.compress_snapshot(&id, how);
+            }
         }
         if running && let Err(e) = self.restore_locked(&mut record).await {
             tracing::error!(id = %record.id, error = %e, "the instance did not run again after its snapshot");
@@ -343,10 +365,13 @@ impl Engine {
                 // The snapshot's saved VM becomes the instance's, with the key its guest
                 // knows and the boot markers of the run it continues.
                 let (from, to) = (saved_dir.join(STANDBY), standby.join("latest"));
-                tokio::task::spawn_blocking(move || link_dir(&from, &to))
-                    .await
-                    .map_err(|_| EngineError::Task)?
-                    .map_err(io("restore the saved VM"))?;
+                tokio::task::spawn_blocking(move || {
+                    link_dir(&from, &to)?;
+                    crate::compression::ensure_raw_memory(&to)
+                })
+                .await
+                .map_err(|_| EngineError::Task)?
+                .map_err(io("restore the saved VM"))?;
                 let runtime = self.paths.instance_runtime(&id);
                 hypedeck_store::create_private_dir(&runtime)?;
                 copy_if_there(
@@ -426,6 +451,37 @@ impl Engine {
             }
         }
         Ok(target)
+    }
+
+    /// Compresses a new Standby snapshot's memory in the background: its JSON says
+    /// `compressing`, then `compressed` with the sizes, or `error` with why. A restore or a
+    /// fork meanwhile uses whichever file is whole (they are replaced by rename).
+    fn compress_snapshot(&self, id: &InstanceId, how: crate::compression::Compression) {
+        let dir = self.paths.snapshot_dir(id);
+        tokio::task::spawn_blocking(move || {
+            let standby = dir.join("guest").join(STANDBY);
+            let result = crate::compression::compress_memory(&standby, how);
+            let Some(mut snapshot) = read_snapshot(&dir) else {
+                return; // deleted meanwhile
+            };
+            match result {
+                Ok((compressed, uncompressed)) => {
+                    snapshot.compression_state = "compressed".into();
+                    snapshot.compressed_size_bytes = Some(compressed);
+                    snapshot.uncompressed_size_bytes = Some(uncompressed);
+                    snapshot.size_bytes = dir_bytes(&dir.join("guest"), Measure::Apparent);
+                }
+                Err(e) => {
+                    snapshot.compression_state = "error".into();
+                    snapshot.compression_error = Some(format!("compress the saved memory: {e}"));
+                }
+            }
+            if dir.exists()
+                && let Err(e) = hypedeck_store::write_json(&dir.join("snapshot.json"), &snapshot)
+            {
+                tracing::warn!(snapshot = %snapshot.id, error = %e, "could not record the compression");
+            }
+        });
     }
 
     fn snapshots_of(&self, instance_id: &str) -> Result<Vec<Snapshot>, EngineError> {

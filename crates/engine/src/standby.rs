@@ -8,12 +8,12 @@
 use std::path::{Path, PathBuf};
 
 use hypedeck_guest_init::agent_proto::{Identity, IdentityNetwork};
-use hypedeck_model::{Instance, InstanceId, InstanceState};
+use hypedeck_model::{ErrorCode, Instance, InstanceId, InstanceState, StandbyInstanceRequest};
 use hypedeck_store::InstanceRecord;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::{Engine, EngineError};
+use crate::{Engine, EngineError, rejected};
 
 /// Who a saved guest is, next to its saved state.
 pub(crate) const IDENTITY_FILE: &str = "identity.json";
@@ -62,9 +62,46 @@ impl Engine {
 
     /// Running -> Standby: pause, save memory and devices, end the VMM. Standby is a no-op.
     pub async fn standby(&self, id_or_name: &str) -> Result<Instance, EngineError> {
+        self.standby_with(id_or_name, StandbyInstanceRequest::default())
+            .await
+    }
+
+    /// [`Engine::standby`] with upstream's options: the saved memory is compressed after
+    /// `compression_delay` (in the background, under the instance's lock, so a restore waits
+    /// for it and then decompresses). With options a Standby instance is not a no-op (409, as
+    /// upstream).
+    pub async fn standby_with(
+        &self,
+        id_or_name: &str,
+        request: StandbyInstanceRequest,
+    ) -> Result<Instance, EngineError> {
+        let asked = crate::compression::parse(request.compression.as_ref())?;
+        let delay = match &request.compression_delay {
+            None => None,
+            Some(text) => {
+                let parsed = hypedeck_model::duration::parse_signed(text).ok_or_else(|| {
+                    rejected(
+                        ErrorCode::InvalidCompressionDelay,
+                        format!(
+                            "compression_delay must be a valid duration: time: invalid duration {text:?}"
+                        ),
+                    )
+                })?;
+                if parsed.negative && !parsed.magnitude.is_zero() {
+                    return Err(rejected(
+                        ErrorCode::InvalidCompressionDelay,
+                        "compression_delay cannot be negative",
+                    ));
+                }
+                Some(parsed.magnitude)
+            }
+        };
+        let with_options = request.compression.is_some() || request.compression_delay.is_some();
         let (_guard, mut record, observed) = self.lock_and_observe(id_or_name).await?;
         match observed.state {
-            InstanceState::Standby => return self.render(&record, &observed).await,
+            InstanceState::Standby if !with_options => {
+                return self.render(&record, &observed).await;
+            }
             InstanceState::Running => {}
             other => {
                 return Err(EngineError::InvalidState(format!(
@@ -73,8 +110,69 @@ impl Engine {
             }
         }
         self.standby_locked(&mut record).await?;
+        let policy = record.policies.get("snapshot_policy");
+        let compression = match asked {
+            Some(c) => Some(c),
+            None => {
+                crate::compression::parse(policy.and_then(|p| p.get("compression"))).unwrap_or(None)
+            }
+        }
+        .filter(|c| c.enabled);
+        if let Some(how) = compression {
+            let delay = delay
+                .or_else(|| {
+                    policy
+                        .and_then(|p| p.get("standby_compression_delay"))
+                        .and_then(serde_json::Value::as_str)
+                        .and_then(hypedeck_model::duration::parse)
+                })
+                .unwrap_or_default();
+            self.compress_standby_later(&record.id, how, delay);
+        }
         let observed = self.observe(&mut record).await;
         self.render(&record, &observed).await
+    }
+
+    /// Compresses instance `id`'s saved memory after `delay`, if it is still in the same
+    /// standby then (under its lock: a restore waits, then decompresses).
+    fn compress_standby_later(
+        &self,
+        id: &str,
+        how: crate::compression::Compression,
+        delay: std::time::Duration,
+    ) {
+        let Ok(dir) = self.snapshot_dir(id) else {
+            return;
+        };
+        let lock = self.lock_for(id);
+        let (paths, id) = (self.paths.clone(), id.to_string());
+        let saved_at = std::fs::metadata(dir.join(IDENTITY_FILE))
+            .and_then(|m| m.modified())
+            .ok();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _guard = lock.lock().await;
+            let same = std::fs::metadata(dir.join(IDENTITY_FILE))
+                .and_then(|m| m.modified())
+                .ok();
+            if same.is_none() || same != saved_at {
+                return; // restored (or saved again) meanwhile
+            }
+            let result = tokio::task::spawn_blocking({
+                let dir = dir.clone();
+                move || crate::compression::compress_memory(&dir, how)
+            })
+            .await;
+            let message = match result {
+                Ok(Ok((small, big))) => format!(
+                    "saved memory compressed ({:?}): {small} of {big} bytes",
+                    how.algorithm
+                ),
+                Ok(Err(e)) => format!("saved memory not compressed: {e}"),
+                Err(_) => "saved memory not compressed: the task failed".into(),
+            };
+            crate::boot::append_ops_log(&paths, &id, &message);
+        });
     }
 
     /// Saves a Running instance's VM (the caller holds its lock and checked its state).
@@ -146,6 +244,15 @@ impl Engine {
         self.check_ports_free(record).await?;
         self.ops_log(&record.id, "restore requested");
         let dir = self.snapshot_dir(&record.id)?;
+        // A standby compressed in place is decompressed first (QEMU reads a plain stream).
+        let plain = dir.clone();
+        tokio::task::spawn_blocking(move || crate::compression::ensure_raw_memory(&plain))
+            .await
+            .map_err(|_| EngineError::Task)?
+            .map_err(|source| EngineError::Io {
+                what: "decompress the saved memory".into(),
+                source,
+            })?;
         let mut now = GuestIdentity::of(record);
         let then = GuestIdentity::saved_in(&dir);
         if let Some(then) = &then

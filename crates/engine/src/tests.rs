@@ -1813,35 +1813,120 @@ async fn snapshot_schedules_take_prune_and_outlive_their_instance_until_done() {
     };
     // Upstream's checks and texts, in its order.
     for (request, message) in [
-        (SetSnapshotScheduleRequest { interval: "often".into(), ..set("1h") }, "interval must be a valid duration"),
-        (SetSnapshotScheduleRequest { retention: SnapshotRetentionRequest::default(), ..set("1h") }, "retention must include max_count or max_age"),
-        (SetSnapshotScheduleRequest { retention: SnapshotRetentionRequest { max_count: None, max_age: Some("old".into()) }, ..set("1h") }, "retention.max_age must be a valid duration"),
-        (set("30s"), "invalid request: interval must be at least 1m0s"),
-        (SetSnapshotScheduleRequest { retention: SnapshotRetentionRequest { max_count: None, max_age: Some("-1h".into()) }, ..set("1h") }, "invalid request: retention.max_age must be >= 0"),
-        (SetSnapshotScheduleRequest { retention: SnapshotRetentionRequest { max_count: Some(0), max_age: None }, ..set("1h") }, "invalid request: retention.max_count or retention.max_age must be set"),
+        (
+            SetSnapshotScheduleRequest {
+                interval: "often".into(),
+                ..set("1h")
+            },
+            "interval must be a valid duration",
+        ),
+        (
+            SetSnapshotScheduleRequest {
+                retention: SnapshotRetentionRequest::default(),
+                ..set("1h")
+            },
+            "retention must include max_count or max_age",
+        ),
+        (
+            SetSnapshotScheduleRequest {
+                retention: SnapshotRetentionRequest {
+                    max_count: None,
+                    max_age: Some("old".into()),
+                },
+                ..set("1h")
+            },
+            "retention.max_age must be a valid duration",
+        ),
+        (
+            set("30s"),
+            "invalid request: interval must be at least 1m0s",
+        ),
+        (
+            SetSnapshotScheduleRequest {
+                retention: SnapshotRetentionRequest {
+                    max_count: None,
+                    max_age: Some("-1h".into()),
+                },
+                ..set("1h")
+            },
+            "invalid request: retention.max_age must be >= 0",
+        ),
+        (
+            SetSnapshotScheduleRequest {
+                retention: SnapshotRetentionRequest {
+                    max_count: Some(0),
+                    max_age: None,
+                },
+                ..set("1h")
+            },
+            "invalid request: retention.max_count or retention.max_age must be set",
+        ),
     ] {
-        let (c, m) = code(r.engine.set_snapshot_schedule("src", request).await.unwrap_err());
+        let (c, m) = code(
+            r.engine
+                .set_snapshot_schedule("src", request)
+                .await
+                .unwrap_err(),
+        );
         assert_eq!((c, m.as_str()), (ErrorCode::InvalidRequest, message));
     }
-    let (c, m) = code(r.engine.set_snapshot_schedule("nope", set("1h")).await.unwrap_err());
+    let (c, m) = code(
+        r.engine
+            .set_snapshot_schedule("nope", set("1h"))
+            .await
+            .unwrap_err(),
+    );
     assert_eq!((c, m.as_str()), (ErrorCode::NotFound, "instance not found"));
     let (c, m) = code(r.engine.get_snapshot_schedule("src").unwrap_err());
-    assert_eq!((c, m.as_str()), (ErrorCode::NotFound, "snapshot schedule not found"));
+    assert_eq!(
+        (c, m.as_str()),
+        (ErrorCode::NotFound, "snapshot schedule not found")
+    );
 
     let before = time::OffsetDateTime::now_utc();
-    let schedule = r.engine.set_snapshot_schedule("src", set("1h")).await.unwrap();
+    let schedule = r
+        .engine
+        .set_snapshot_schedule("src", set("1h"))
+        .await
+        .unwrap();
     assert_eq!(schedule.interval, "1h0m0s");
-    assert_eq!((schedule.retention.max_count, schedule.retention.max_age.clone()), (2, None));
+    assert_eq!(
+        (
+            schedule.retention.max_count,
+            schedule.retention.max_age.clone()
+        ),
+        (2, None)
+    );
     let due = schedule.next_run_at;
-    assert!(due >= before + time::Duration::hours(1) && due <= before + time::Duration::minutes(66));
+    assert!(
+        due >= before + time::Duration::hours(1) && due <= before + time::Duration::minutes(66)
+    );
     assert_eq!(r.engine.get_snapshot_schedule(&src.id).unwrap(), schedule);
     // The same interval again keeps the due time; another one moves it.
-    assert_eq!(r.engine.set_snapshot_schedule("src", set("1h")).await.unwrap().next_run_at, due);
-    assert_eq!(r.engine.run_snapshot_schedules(due - time::Duration::seconds(1)).await, 0);
+    assert_eq!(
+        r.engine
+            .set_snapshot_schedule("src", set("1h"))
+            .await
+            .unwrap()
+            .next_run_at,
+        due
+    );
+    assert_eq!(
+        r.engine
+            .run_snapshot_schedules(due - time::Duration::seconds(1))
+            .await,
+        0
+    );
 
     let manual = r
         .engine
-        .create_snapshot("src", CreateSnapshotRequest { kind: Some(SnapshotKind::Standby), ..Default::default() })
+        .create_snapshot(
+            "src",
+            CreateSnapshotRequest {
+                kind: Some(SnapshotKind::Standby),
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
     let scheduled = || {
@@ -1858,35 +1943,222 @@ async fn snapshot_schedules_take_prune_and_outlive_their_instance_until_done() {
     assert_eq!(taken[0].kind, SnapshotKind::Standby);
     assert_eq!(
         taken[0].name.as_deref(),
-        Some(format!(
-            "nightly-{:04}{:02}{:02}-{:02}{:02}{:02}",
-            due.year(), u8::from(due.month()), due.day(), due.hour(), due.minute(), due.second()
-        ).as_str())
+        Some(
+            format!(
+                "nightly-{:04}{:02}{:02}-{:02}{:02}{:02}",
+                due.year(),
+                u8::from(due.month()),
+                due.day(),
+                due.hour(),
+                due.minute(),
+                due.second()
+            )
+            .as_str()
+        )
     );
     assert_eq!(taken[0].tags["team"], "a");
     assert_eq!(taken[0].tags["hypeman.schedule_instance_id"], src.id);
     let after = r.engine.get_snapshot_schedule("src").unwrap();
     assert_eq!(after.last_snapshot_id.as_ref(), Some(&taken[0].id));
-    assert_eq!((after.last_run_at, after.next_run_at), (Some(due), due + time::Duration::hours(1)));
-    assert_eq!(r.engine.get("src").await.unwrap().state, InstanceState::Running);
+    assert_eq!(
+        (after.last_run_at, after.next_run_at),
+        (Some(due), due + time::Duration::hours(1))
+    );
+    assert_eq!(
+        r.engine.get("src").await.unwrap().state,
+        InstanceState::Running
+    );
 
     // Three hours late: one run, back on the grid; then a stopped instance gets a Stopped one.
     let late = due + time::Duration::hours(3) + time::Duration::seconds(5);
     assert_eq!(r.engine.run_snapshot_schedules(late).await, 1);
-    assert_eq!(r.engine.get_snapshot_schedule("src").unwrap().next_run_at, due + time::Duration::hours(4));
+    assert_eq!(
+        r.engine.get_snapshot_schedule("src").unwrap().next_run_at,
+        due + time::Duration::hours(4)
+    );
     r.engine.stop("src").await.unwrap();
-    assert_eq!(r.engine.run_snapshot_schedules(due + time::Duration::hours(4)).await, 1);
+    assert_eq!(
+        r.engine
+            .run_snapshot_schedules(due + time::Duration::hours(4))
+            .await,
+        1
+    );
     let kept = scheduled();
     assert_eq!(kept.len(), 2, "the newest two are kept");
     assert!(kept.iter().any(|s| s.kind == SnapshotKind::Stopped));
-    assert!(!kept.iter().any(|s| s.id == taken[0].id), "the oldest was pruned");
-    assert!(r.engine.get_snapshot(&manual.id).is_ok(), "a manual snapshot is never pruned");
+    assert!(
+        !kept.iter().any(|s| s.id == taken[0].id),
+        "the oldest was pruned"
+    );
+    assert!(
+        r.engine.get_snapshot(&manual.id).is_ok(),
+        "a manual snapshot is never pruned"
+    );
 
     // Its instance deleted, the schedule stays until its snapshots need no more pruning.
     r.engine.delete("src").await.unwrap();
     assert!(r.engine.get_snapshot_schedule(&src.id).is_ok());
-    assert_eq!(r.engine.run_snapshot_schedules(due + time::Duration::hours(5)).await, 1);
+    assert_eq!(
+        r.engine
+            .run_snapshot_schedules(due + time::Duration::hours(5))
+            .await,
+        1
+    );
     let (c, _) = code(r.engine.get_snapshot_schedule(&src.id).unwrap_err());
     assert_eq!(c, ErrorCode::NotFound);
     assert_eq!(scheduled().len(), 2);
+}
+
+/// Compression of saved memory: a Standby snapshot's (in the background: `compressing`, then
+/// `compressed` with both sizes) and a standby's own (after its delay, under the instance's
+/// lock); restores and forks decompress first. Upstream's checks and codes.
+#[tokio::test]
+async fn saved_memory_is_compressed_in_the_background_and_decompressed_for_use() {
+    use hypedeck_model::{
+        CreateSnapshotRequest, ErrorCode, ForkSnapshotRequest, SnapshotKind, StandbyInstanceRequest,
+    };
+    let r = rig();
+    r.engine.create(agent_spec("src")).await.unwrap();
+    let code = |e: EngineError| match e {
+        EngineError::Rejected(r) => (r.code, r.message),
+        other => panic!("{other}"),
+    };
+    let snap = |kind, compression: serde_json::Value| CreateSnapshotRequest {
+        kind: Some(kind),
+        compression: Some(compression),
+        ..CreateSnapshotRequest::default()
+    };
+    let (c, m) = code(
+        r.engine
+            .create_snapshot(
+                "src",
+                snap(SnapshotKind::Standby, json!({"enabled": false, "level": 0})),
+            )
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(
+        (c, m.as_str()),
+        (
+            ErrorCode::InvalidSnapshotCompression,
+            "level must be between 1 and 19 for zstd, got 0"
+        )
+    );
+    let (c, _) = code(
+        r.engine
+            .create_snapshot("src", snap(SnapshotKind::Stopped, json!({"enabled": true})))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(c, ErrorCode::InvalidRequest);
+
+    let taken = r
+        .engine
+        .create_snapshot(
+            "src",
+            snap(
+                SnapshotKind::Standby,
+                json!({"enabled": true, "algorithm": "lz4"}),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(taken.compression_state, "compressing");
+    assert_eq!(
+        taken.compression,
+        Some(json!({"enabled": true, "algorithm": "lz4", "level": 0}))
+    );
+    let mut done = taken.clone();
+    for _ in 0..100 {
+        done = r.engine.get_snapshot(&taken.id).unwrap();
+        if done.compression_state != "compressing" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(done.compression_state, "compressed", "{done:?}");
+    assert_eq!(
+        done.uncompressed_size_bytes,
+        Some(b"fake vm state".len() as u64)
+    );
+    assert!(done.compressed_size_bytes.is_some());
+    let standby = r
+        .paths
+        .snapshot_dir(&hypedeck_model::InstanceId::parse(&taken.id).unwrap())
+        .join("guest/standby");
+    assert!(standby.join("memory.bin.lz4").is_file() && !standby.join("memory.bin").exists());
+    // A fork of it gets the plain memory back.
+    let fork = r
+        .engine
+        .fork_snapshot(
+            &taken.id,
+            ForkSnapshotRequest {
+                name: "from-lz4".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(fork.state, InstanceState::Running);
+
+    // A standby compressed in place after its delay; restoring decompresses.
+    let options =
+        |compression: Option<serde_json::Value>, delay: Option<&str>| StandbyInstanceRequest {
+            compression,
+            compression_delay: delay.map(str::to_string),
+        };
+    let (c, m) = code(
+        r.engine
+            .standby_with("src", options(None, Some("soon")))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(
+        (c, m.as_str()),
+        (
+            ErrorCode::InvalidCompressionDelay,
+            "compression_delay must be a valid duration: time: invalid duration \"soon\""
+        )
+    );
+    let (c, m) = code(
+        r.engine
+            .standby_with("src", options(None, Some("-1s")))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(
+        (c, m.as_str()),
+        (
+            ErrorCode::InvalidCompressionDelay,
+            "compression_delay cannot be negative"
+        )
+    );
+    let asleep = r
+        .engine
+        .standby_with("src", options(Some(json!({"enabled": true})), Some("0s")))
+        .await
+        .unwrap();
+    assert_eq!(asleep.state, InstanceState::Standby);
+    let src_id = hypedeck_model::InstanceId::parse(&asleep.id).unwrap();
+    let latest = r.paths.instance_dir(&src_id).join("snapshots/latest");
+    for _ in 0..100 {
+        if latest.join("memory.bin.zst").is_file() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(latest.join("memory.bin.zst").is_file() && !latest.join("memory.bin").exists());
+    // With options, a Standby instance is not a no-op (upstream's 409).
+    assert!(matches!(
+        r.engine
+            .standby_with("src", options(Some(json!({"enabled": true})), None))
+            .await
+            .unwrap_err(),
+        EngineError::InvalidState(_)
+    ));
+    assert_eq!(
+        r.engine.restore("src").await.unwrap().state,
+        InstanceState::Running
+    );
+    assert!(!latest.exists());
 }

@@ -66,7 +66,9 @@ pub fn parse_signed(text: &str) -> Option<GoDuration> {
         nanos = nanos.checked_add(part)?;
     }
     // Go's limit: about 290 years.
-    let nanos = u64::try_from(nanos).ok().filter(|n| *n <= i64::MAX as u64)?;
+    let nanos = u64::try_from(nanos)
+        .ok()
+        .filter(|n| *n <= i64::MAX as u64)?;
     Some(GoDuration {
         negative,
         magnitude: Duration::from_nanos(nanos),

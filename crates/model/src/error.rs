@@ -40,6 +40,10 @@ pub enum ErrorCode {
     InvalidPlatform,
     /// `invalid_timeout`.
     InvalidTimeout,
+    /// `invalid_snapshot_compression` (400): a compression setting out of range.
+    InvalidSnapshotCompression,
+    /// `invalid_compression_delay` (400): a standby's compression delay is no duration.
+    InvalidCompressionDelay,
     /// `not_found`.
     NotFound,
     /// `already_exists`.
@@ -92,6 +96,8 @@ impl ErrorCode {
             ErrorCode::InvalidBandwidthUpload => "invalid_bandwidth_upload",
             ErrorCode::InvalidPlatform => "invalid_platform",
             ErrorCode::InvalidTimeout => "invalid_timeout",
+            ErrorCode::InvalidSnapshotCompression => "invalid_snapshot_compression",
+            ErrorCode::InvalidCompressionDelay => "invalid_compression_delay",
             ErrorCode::NotFound => "not_found",
             ErrorCode::AlreadyExists => "already_exists",
             ErrorCode::Conflict => "conflict",
@@ -125,6 +131,8 @@ impl ErrorCode {
             | ErrorCode::InvalidBandwidthUpload
             | ErrorCode::InvalidPlatform
             | ErrorCode::InvalidTimeout
+            | ErrorCode::InvalidSnapshotCompression
+            | ErrorCode::InvalidCompressionDelay
             | ErrorCode::AlreadyExists
             | ErrorCode::NameConflict
             | ErrorCode::ImageNotReady => 400,

@@ -10,6 +10,7 @@
 //! - image references ([`mod@reference`]).
 
 pub mod allow;
+pub mod duration;
 pub mod error;
 pub mod id;
 pub mod instance;
@@ -17,7 +18,6 @@ pub mod reference;
 pub mod request;
 pub mod schema;
 pub mod size;
-pub mod duration;
 pub mod snapshot;
 pub mod spec;
 pub mod state;
@@ -38,8 +38,8 @@ pub use request::{
 };
 pub use snapshot::{
     CreateSnapshotRequest, ForkInstanceRequest, ForkOrigin, ForkSnapshotRequest,
-    RestoreSnapshotRequest, SetSnapshotScheduleRequest, Snapshot, SnapshotKind,
-    SnapshotRetention, SnapshotRetentionRequest, SnapshotSchedule, SnapshotTargetState,
+    RestoreSnapshotRequest, SetSnapshotScheduleRequest, Snapshot, SnapshotKind, SnapshotRetention,
+    SnapshotRetentionRequest, SnapshotSchedule, SnapshotTargetState, StandbyInstanceRequest,
 };
 pub use spec::{EgressMode, InstanceSpec, NetworkSpec};
 pub use state::{InstanceState, TransitionError};

@@ -563,7 +563,13 @@ pub fn set_snapshot_schedule_request() -> Schema {
                 object(
                     vec![
                         ("max_age", string()),
-                        ("max_count", Schema::Int { min: Some(0), max: None }),
+                        (
+                            "max_count",
+                            Schema::Int {
+                                min: Some(0),
+                                max: None,
+                            },
+                        ),
                     ],
                     &[],
                 ),

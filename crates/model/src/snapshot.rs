@@ -62,15 +62,18 @@ pub struct Snapshot {
     /// The apparent size of its files (a sparse overlay counts its whole length, like
     /// upstream).
     pub size_bytes: u64,
-    /// Compression of its memory file (Hypedeck does not compress yet: `none`).
+    /// Compression of its memory file: `none`, `compressing`, `compressed` or `error`.
     pub compression_state: String,
-    /// Why compression failed (always `null` here).
+    /// Why compression failed.
     #[serde(default)]
     pub compression_error: Option<String>,
-    /// The compressed memory file's size (always `null` here).
+    /// The compression asked for (`{enabled, algorithm, level}`; omitted when none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<serde_json::Value>,
+    /// The compressed memory file's size.
     #[serde(default)]
     pub compressed_size_bytes: Option<u64>,
-    /// The memory file's size before compression (always `null` here).
+    /// The memory file's size before compression.
     #[serde(default)]
     pub uncompressed_size_bytes: Option<u64>,
 }
@@ -86,7 +89,7 @@ pub struct CreateSnapshotRequest {
     /// Optional tags.
     #[serde(default)]
     pub tags: Option<BTreeMap<String, String>>,
-    /// Compression settings (checked against the schema; not applied yet).
+    /// Compression of a Standby snapshot's memory (`{enabled, algorithm, level}`).
     #[serde(default)]
     pub compression: Option<serde_json::Value>,
 }
@@ -207,4 +210,16 @@ pub struct SnapshotRetention {
     /// Delete those older than this (omitted when there is no age limit).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_age: Option<String>,
+}
+
+/// `POST /instances/{id}/standby` (optional body).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct StandbyInstanceRequest {
+    /// Compression of the saved memory (`{enabled, algorithm, level}`).
+    #[serde(default)]
+    pub compression: Option<serde_json::Value>,
+    /// How long after the standby to compress (a Go duration; default the instance's
+    /// `snapshot_policy.standby_compression_delay`, else at once).
+    #[serde(default)]
+    pub compression_delay: Option<String>,
 }

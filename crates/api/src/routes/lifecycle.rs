@@ -76,19 +76,23 @@ async fn standby(
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Result<Json<Instance>, ApiError> {
-    // The body is optional (upstream replaces an empty body by `{}`); compression options are
-    // accepted and not applied yet.
-    if !bytes.iter().all(u8::is_ascii_whitespace) {
-        let _: serde_json::Value = body::parse(
-            &headers,
-            &bytes,
-            "StandbyInstanceRequest",
-            &hypedeck_model::schema::standby_instance_request(),
-        )?;
-    }
-    let instance = super::detached(&state.engine, |e| async move { e.standby(&id).await })
-        .await
-        .map_err(|e| ApiError::from_engine("standby instance", e))?;
+    // The body is optional (upstream replaces an empty body by `{}`).
+    let request: hypedeck_model::StandbyInstanceRequest =
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            hypedeck_model::StandbyInstanceRequest::default()
+        } else {
+            body::parse(
+                &headers,
+                &bytes,
+                "StandbyInstanceRequest",
+                &hypedeck_model::schema::standby_instance_request(),
+            )?
+        };
+    let instance = super::detached(&state.engine, |e| async move {
+        e.standby_with(&id, request).await
+    })
+    .await
+    .map_err(|e| ApiError::from_engine("standby instance", e))?;
     Ok(Json(instance))
 }
 

@@ -16,8 +16,7 @@ use hypedeck_model::schema::{
 };
 use hypedeck_model::{
     CreateSnapshotRequest, ErrorCode, ForkInstanceRequest, ForkSnapshotRequest, Instance,
-    RestoreSnapshotRequest, SetSnapshotScheduleRequest, Snapshot, SnapshotKind,
-    SnapshotSchedule,
+    RestoreSnapshotRequest, SetSnapshotScheduleRequest, Snapshot, SnapshotKind, SnapshotSchedule,
 };
 
 use crate::error::ApiError;

@@ -124,7 +124,11 @@ async fn fork_routes_answer_with_upstreams_codes() {
         )
         .await;
     assert_eq!(
-        (s.status, s.json["state"].as_str(), s.json["has_snapshot"].as_bool()),
+        (
+            s.status,
+            s.json["state"].as_str(),
+            s.json["has_snapshot"].as_bool()
+        ),
         (StatusCode::CREATED, Some("Standby"), Some(true)),
         "{}",
         s.text
@@ -241,7 +245,11 @@ async fn fork_routes_answer_with_upstreams_codes() {
 async fn snapshot_schedule_routes_answer_in_upstreams_shape() {
     let r = rig();
     let a = r
-        .authed("POST", "/instances", Some(json!({"name": "sched", "image": "alpine"})))
+        .authed(
+            "POST",
+            "/instances",
+            Some(json!({"name": "sched", "image": "alpine"})),
+        )
         .await;
     assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
     let path = "/instances/sched/snapshot-schedule";
@@ -250,11 +258,18 @@ async fn snapshot_schedule_routes_answer_in_upstreams_shape() {
     let s = r.authed("PUT", path, None).await;
     assert_eq!(s.status, StatusCode::BAD_REQUEST);
     let s = r
-        .authed("PUT", path, Some(json!({"interval": "90s", "retention": {}})))
+        .authed(
+            "PUT",
+            path,
+            Some(json!({"interval": "90s", "retention": {}})),
+        )
         .await;
     assert_eq!(
         s.json,
-        error("invalid_request", "retention must include max_count or max_age")
+        error(
+            "invalid_request",
+            "retention must include max_count or max_age"
+        )
     );
     let s = r
         .authed(
@@ -266,9 +281,17 @@ async fn snapshot_schedule_routes_answer_in_upstreams_shape() {
     assert_eq!(s.status, StatusCode::OK, "{}", s.text);
     let body = s.json.as_object().unwrap();
     assert_eq!(body["interval"], "1h30m0s");
-    assert_eq!(body["retention"], json!({"max_count": 0, "max_age": "48h0m0s"}));
     assert_eq!(
-        (&body["name_prefix"], &body["last_run_at"], &body["last_snapshot_id"], &body["last_error"]),
+        body["retention"],
+        json!({"max_count": 0, "max_age": "48h0m0s"})
+    );
+    assert_eq!(
+        (
+            &body["name_prefix"],
+            &body["last_run_at"],
+            &body["last_snapshot_id"],
+            &body["last_error"]
+        ),
         (&Value::Null, &Value::Null, &Value::Null, &Value::Null)
     );
     assert!(!body.contains_key("metadata"), "omitted when empty");
@@ -279,4 +302,58 @@ async fn snapshot_schedule_routes_answer_in_upstreams_shape() {
     assert_eq!(s.status, StatusCode::NO_CONTENT);
     let s = r.authed("DELETE", path, None).await;
     assert_eq!(s.json, error("not_found", "snapshot schedule not found"));
+}
+
+#[tokio::test]
+async fn compression_settings_are_checked_with_upstreams_codes() {
+    let r = rig();
+    let a = r
+        .authed(
+            "POST",
+            "/instances",
+            Some(json!({"name": "zip", "image": "alpine"})),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
+    let s = r
+        .authed(
+            "POST",
+            "/instances/zip/standby",
+            Some(json!({"compression": {"enabled": true, "algorithm": "lz4", "level": 12}})),
+        )
+        .await;
+    assert_eq!(
+        s.json,
+        error(
+            "invalid_snapshot_compression",
+            "level must be between 0 and 9 for lz4, got 12"
+        )
+    );
+    let s = r
+        .authed(
+            "POST",
+            "/instances/zip/standby",
+            Some(json!({"compression_delay": "-5m"})),
+        )
+        .await;
+    assert_eq!(
+        s.json,
+        error(
+            "invalid_compression_delay",
+            "compression_delay cannot be negative"
+        )
+    );
+    let s = r
+        .authed(
+            "POST",
+            "/instances/zip/snapshots",
+            Some(json!({"kind": "Standby", "compression": {"enabled": true}})),
+        )
+        .await;
+    assert_eq!(s.status, StatusCode::CREATED, "{}", s.text);
+    assert_eq!(s.json["compression_state"], "compressing");
+    assert_eq!(
+        s.json["compression"],
+        json!({"enabled": true, "algorithm": "zstd", "level": 1})
+    );
 }

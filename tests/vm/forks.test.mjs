@@ -54,6 +54,18 @@ async function said(id, key, since = 0) {
 
 const requestsFrom = (name) => seen.filter((s) => s.from === name);
 
+/** A curl guest running `script` whose OPENAI_KEY is injected for https://localhost. */
+const withCredential = (name, script) => ({
+  name,
+  image: `${registry.host}/vm/curl:1`,
+  vcpus: 1,
+  size: "256MB",
+  env: { OPENAI_KEY: FIRST },
+  network: { enabled: true, egress: { enabled: true } },
+  credentials: { OPENAI_KEY: { source: { env: "OPENAI_KEY" }, inject: [{ hosts: ["localhost"], as: { header: "Authorization", format: "Bearer ${value}" } }] } },
+  cmd: [script],
+});
+
 describe("forks", () => {
   test("forks boot from the parent's disk with their own identity, disk and credentials", { timeout: 900_000 }, async () => {
     const port = upstream.address().port;
@@ -66,16 +78,7 @@ describe("forks", () => {
       "hostname > /root/mark && sync",
       `while true; do curl -sS -o /dev/null --max-time 20 -H "X-From: $(hostname)" https://localhost:${port}/; sleep 1; done`,
     ].join("; ");
-    const parent = await client.instances.create({
-      name: "parent",
-      image: `${registry.host}/vm/curl:1`,
-      vcpus: 1,
-      size: "256MB",
-      env: { OPENAI_KEY: FIRST },
-      network: { enabled: true, egress: { enabled: true } },
-      credentials: { OPENAI_KEY: { source: { env: "OPENAI_KEY" }, inject: [{ hosts: ["localhost"], as: { header: "Authorization", format: "Bearer ${value}" } }] } },
-      cmd: [script],
-    }, { timeout: 240_000 });
+    const parent = await client.instances.create(withCredential("parent", script), { timeout: 240_000 });
     assert.equal(await said(parent.id, "mark"), "none");
     await waitFor(() => requestsFrom("parent").length > 0, "a request from the parent", 120_000);
 
@@ -139,16 +142,7 @@ describe("forks", () => {
       "i=0",
       `while true; do i=$((i+1)); echo "count=$i pid=$$"; curl -sS -o /dev/null --max-time 5 -H "X-From: $(hostname)" https://localhost:${port}/; sleep 1; done`,
     ].join("; ");
-    const parent = await client.instances.create({
-      name: "runner",
-      image: `${registry.host}/vm/curl:1`,
-      vcpus: 1,
-      size: "256MB",
-      env: { OPENAI_KEY: FIRST },
-      network: { enabled: true, egress: { enabled: true } },
-      credentials: { OPENAI_KEY: { source: { env: "OPENAI_KEY" }, inject: [{ hosts: ["localhost"], as: { header: "Authorization", format: "Bearer ${value}" } }] } },
-      cmd: [script],
-    }, { timeout: 240_000 });
+    const parent = await client.instances.create(withCredential("runner", script), { timeout: 240_000 });
     await client.instances.wait(parent.id, BOOT, { timeout: 250_000 });
     const counts = async (id) => (await logLines(client, id)).filter((l) => l.startsWith("count=")).map((l) => {
       const [, n, pid] = l.match(/^count=(\d+) pid=(\d+)$/);

@@ -29,7 +29,7 @@ use hypedeck_store::InstanceRecord;
 use time::OffsetDateTime;
 
 use crate::snapshots::{
-    OVERLAY, STANDBY, copy_file, copy_if_there, link_dir, saved_record, writable_volumes,
+    OVERLAY, STANDBY, copy_file, copy_if_there, link_saved_vm, saved_record, writable_volumes,
 };
 use crate::{Engine, EngineError, StartOverrides, rejected, secret_account};
 
@@ -290,17 +290,12 @@ impl Engine {
     /// markers of the run it continues (its console log is new). It is then Standby.
     async fn adopt_saved_vm(&self, id: &InstanceId, saved: &Saved) -> Result<(), EngineError> {
         let to = self.paths.instance_dir(id).join("snapshots/latest");
-        let (from, dir) = (saved.dir.clone(), to.clone());
-        tokio::task::spawn_blocking(move || {
-            link_dir(&from, &dir)?;
-            crate::compression::ensure_raw_memory(&dir)
-        })
-        .await
-        .map_err(|_| EngineError::Task)?
-        .map_err(|source| EngineError::Io {
-            what: "copy the saved VM".into(),
-            source,
-        })?;
+        link_saved_vm(saved.dir.clone(), to)
+            .await
+            .map_err(|source| EngineError::Io {
+                what: "copy the saved VM".into(),
+                source,
+            })?;
         let runtime = self.paths.instance_runtime(id);
         hypedeck_store::create_private_dir(&runtime)?;
         copy_if_there(

@@ -11,7 +11,7 @@
 //! the filesystem has them, else sparsely (only the data regions).
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use hypedeck_model::{
     CreateSnapshotRequest, ErrorCode, Instance, InstanceId, InstanceState, RestoreSnapshotRequest,
@@ -166,16 +166,11 @@ impl Engine {
             }
             if kind == SnapshotKind::Standby {
                 // The saved VM (links: never written again) and the agent key its guest knows.
-                let (from, to) = (instance_dir.join("snapshots/latest"), guest.join(STANDBY));
-                tokio::task::spawn_blocking(move || {
-                    link_dir(&from, &to)?;
-                    // (A standby compressed in place is kept plain here; compression is the
-                    // snapshot's own setting.)
-                    crate::compression::ensure_raw_memory(&to)
-                })
-                .await
-                .map_err(|_| EngineError::Task)?
-                .map_err(io("keep the saved VM"))?;
+                // (A standby compressed in place is kept plain here; compression is the
+                // snapshot's own setting.)
+                link_saved_vm(instance_dir.join("snapshots/latest"), guest.join(STANDBY))
+                    .await
+                    .map_err(io("keep the saved VM"))?;
                 copy_if_there(
                     &self
                         .paths
@@ -364,14 +359,9 @@ impl Engine {
             if snapshot.kind == SnapshotKind::Standby && target != SnapshotTargetState::Stopped {
                 // The snapshot's saved VM becomes the instance's, with the key its guest
                 // knows and the boot markers of the run it continues.
-                let (from, to) = (saved_dir.join(STANDBY), standby.join("latest"));
-                tokio::task::spawn_blocking(move || {
-                    link_dir(&from, &to)?;
-                    crate::compression::ensure_raw_memory(&to)
-                })
-                .await
-                .map_err(|_| EngineError::Task)?
-                .map_err(io("restore the saved VM"))?;
+                link_saved_vm(saved_dir.join(STANDBY), standby.join("latest"))
+                    .await
+                    .map_err(io("restore the saved VM"))?;
                 let runtime = self.paths.instance_runtime(&id);
                 hypedeck_store::create_private_dir(&runtime)?;
                 copy_if_there(
@@ -585,6 +575,17 @@ pub(crate) fn link_dir(from: &Path, to: &Path) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Gives directory `to` the saved VM in `from` (links, see [`link_dir`]), its memory plain
+/// (decompressed when it was compressed), off the async workers.
+pub(crate) async fn link_saved_vm(from: PathBuf, to: PathBuf) -> std::io::Result<()> {
+    tokio::task::spawn_blocking(move || {
+        link_dir(&from, &to)?;
+        crate::compression::ensure_raw_memory(&to)
+    })
+    .await
+    .unwrap_or_else(|_| Err(std::io::Error::other("the copy task failed")))
 }
 
 /// Copies small file `from` to `to` (atomically), if `from` exists (a VM booted without a

@@ -110,31 +110,10 @@ impl Vault {
         id: &str,
         batch: Vec<(String, Sensitive<String>)>,
     ) -> Result<Written, EngineError> {
-        let result = self
-            .blocking(move |store| {
-                let mut previous = Vec::with_capacity(batch.len());
-                for (account, value) in &batch {
-                    let step = store
-                        .get(account)
-                        .and_then(|old| store.set(account, value).map(|()| old));
-                    match step {
-                        Ok(old) => previous.push((account.clone(), old)),
-                        Err(e) => {
-                            if let Err(undo) = put_back(store, &previous) {
-                                tracing::error!(error = %undo, "could not roll back keychain values");
-                            }
-                            return Err(e);
-                        }
-                    }
-                }
-                Ok(previous)
-            })
-            .await;
-        self.flush(id);
-        Ok(Written {
-            id: id.to_string(),
-            previous: result?,
+        self.set_all(id, batch, |_, (account, value)| {
+            Ok(Some((account.clone(), value.clone())))
         })
+        .await
     }
 
     /// Copies each `(from, to)` account's value into `to`, for `owner` (a fork's or a
@@ -145,19 +124,36 @@ impl Vault {
         owner: &str,
         pairs: Vec<(String, String)>,
     ) -> Result<Written, EngineError> {
+        self.set_all(owner, pairs, |store, (from, to)| {
+            Ok(store.get(from)?.map(|value| (to.clone(), value)))
+        })
+        .await
+    }
+
+    /// Sets, for each item, the account and value `target` names (none: skipped), all or
+    /// none: when one fails, those set before it are put back. `owner`'s cache is dropped.
+    async fn set_all<T: Send + Sync + 'static>(
+        &self,
+        owner: &str,
+        items: Vec<T>,
+        target: fn(
+            &dyn SecretStore,
+            &T,
+        ) -> Result<Option<(String, Sensitive<String>)>, SecretError>,
+    ) -> Result<Written, EngineError> {
         let result = self
             .blocking(move |store| {
-                let mut previous = Vec::with_capacity(pairs.len());
-                for (from, to) in &pairs {
-                    let step = store.get(from).and_then(|value| match value {
+                let mut previous = Vec::with_capacity(items.len());
+                for item in &items {
+                    let step = target(store, item).and_then(|t| match t {
                         None => Ok(None),
-                        Some(value) => store
-                            .get(to)
-                            .and_then(|old| store.set(to, &value).map(|()| Some(old))),
+                        Some((account, value)) => store
+                            .get(&account)
+                            .and_then(|old| store.set(&account, &value).map(|()| Some((account, old)))),
                     });
                     match step {
                         Ok(None) => {}
-                        Ok(Some(old)) => previous.push((to.clone(), old)),
+                        Ok(Some(replaced)) => previous.push(replaced),
                         Err(e) => {
                             if let Err(undo) = put_back(store, &previous) {
                                 tracing::error!(error = %undo, "could not roll back keychain values");

@@ -393,7 +393,7 @@ fn reidentify(identity: &Identity) -> Result<(), String> {
 }
 
 fn renumber(net: &hypedeck_guest_init::agent_proto::IdentityNetwork) -> Result<(), String> {
-    use crate::pid1::{ifreq, ipv4, link_up, sockaddr};
+    use crate::pid1::{ifreq, ipv4};
     let mac: Vec<u8> = net
         .mac
         .split(':')
@@ -420,38 +420,7 @@ fn renumber(net: &hypedeck_guest_init::agent_proto::IdentityNetwork) -> Result<(
                 return Err(os("set the MAC address"));
             }
         }
-        let mask: u32 = if net.prefix == 0 {
-            0
-        } else {
-            u32::MAX << (32 - u32::from(net.prefix.min(32)))
-        };
-        let mut addr = ifreq("eth0");
-        addr.ifr_ifru.ifru_addr = sockaddr(ip);
-        let mut netmask = ifreq("eth0");
-        netmask.ifr_ifru.ifru_netmask = sockaddr(mask.to_be_bytes());
-        // SAFETY: valid ifreq structs for the address/netmask ioctls.
-        unsafe {
-            if libc::ioctl(sock, libc::SIOCSIFADDR as _, &addr) != 0
-                || libc::ioctl(sock, libc::SIOCSIFNETMASK as _, &netmask) != 0
-            {
-                return Err(os("set the address"));
-            }
-        }
-        link_up(sock, "eth0");
-        // Replacing the address drops the routes through it: the default route comes back.
-        // SAFETY: rtentry is plain old data; all-zero is valid.
-        let mut route: libc::rtentry = unsafe { std::mem::zeroed() };
-        route.rt_dst = sockaddr([0, 0, 0, 0]);
-        route.rt_genmask = sockaddr([0, 0, 0, 0]);
-        route.rt_gateway = sockaddr(gw);
-        route.rt_flags = libc::RTF_UP | libc::RTF_GATEWAY;
-        // SAFETY: valid rtentry for SIOCADDRT.
-        if unsafe { libc::ioctl(sock, libc::SIOCADDRT as _, &route) } != 0
-            && std::io::Error::last_os_error().raw_os_error() != Some(libc::EEXIST)
-        {
-            return Err(os("restore the default route"));
-        }
-        Ok(())
+        crate::pid1::address_eth0(sock, ip, net.prefix, gw)
     })();
     // SAFETY: closing the socket opened above.
     unsafe { libc::close(sock) };

@@ -332,6 +332,24 @@ fn setup_network(net: &GuestNetwork) {
             None => log("network", "dhcp: no answer; using the static address"),
         }
     }
+    let addressed = address_eth0(sock, ip, prefix, gw);
+    // SAFETY: closing the socket we opened.
+    unsafe { libc::close(sock) };
+    if let Err(e) = addressed {
+        log("network", &format!("configuring eth0 failed: {e}"));
+    }
+    let _ = fs::write("/newroot/etc/resolv.conf", format!("nameserver {dns}\n"));
+}
+
+/// Gives eth0 address `ip`/`prefix`, brings it up, and routes everything via `gw` (a default
+/// route that is still there is fine: replacing an address may or may not drop it).
+pub(crate) fn address_eth0(
+    sock: c_int,
+    ip: [u8; 4],
+    prefix: u8,
+    gw: [u8; 4],
+) -> Result<(), String> {
+    let os = |what: &str| format!("{what}: {}", std::io::Error::last_os_error());
     let mask: u32 = if prefix == 0 {
         0
     } else {
@@ -342,10 +360,13 @@ fn setup_network(net: &GuestNetwork) {
     let mut mreq = ifreq("eth0");
     mreq.ifr_ifru.ifru_netmask = sockaddr(mask.to_be_bytes());
     // SAFETY: valid ifreq structs for the address/netmask ioctls.
-    let ok = unsafe {
-        libc::ioctl(sock, libc::SIOCSIFADDR as _, &req) == 0
-            && libc::ioctl(sock, libc::SIOCSIFNETMASK as _, &mreq) == 0
-    };
+    unsafe {
+        if libc::ioctl(sock, libc::SIOCSIFADDR as _, &req) != 0
+            || libc::ioctl(sock, libc::SIOCSIFNETMASK as _, &mreq) != 0
+        {
+            return Err(os("set the address"));
+        }
+    }
     link_up(sock, "eth0");
     // SAFETY: rtentry is plain old data; all-zero is valid.
     let mut route: libc::rtentry = unsafe { std::mem::zeroed() };
@@ -354,19 +375,12 @@ fn setup_network(net: &GuestNetwork) {
     route.rt_gateway = sockaddr(gw);
     route.rt_flags = libc::RTF_UP | libc::RTF_GATEWAY;
     // SAFETY: valid rtentry for SIOCADDRT.
-    let routed = unsafe { libc::ioctl(sock, libc::SIOCADDRT as _, &route) == 0 };
-    // SAFETY: closing the socket we opened.
-    unsafe { libc::close(sock) };
-    if !(ok && routed) {
-        log(
-            "network",
-            &format!(
-                "configuring eth0 failed: {}",
-                std::io::Error::last_os_error()
-            ),
-        );
+    if unsafe { libc::ioctl(sock, libc::SIOCADDRT as _, &route) } != 0
+        && std::io::Error::last_os_error().raw_os_error() != Some(libc::EEXIST)
+    {
+        return Err(os("add the default route"));
     }
-    let _ = fs::write("/newroot/etc/resolv.conf", format!("nameserver {dns}\n"));
+    Ok(())
 }
 
 /// The MAC address of `name`.

@@ -45,7 +45,17 @@ async function timed(f, id) {
   return { ms, result };
 }
 
-const rows = { cold: [], snap: [], snapSize: [], memory: [], fork: [], pause: [], snapFork: [], restore: [], stoppedFork: [] };
+const rows = { cold: [], snap: [], snapSize: [], memory: [], fork: [], pause: [], snapFork: [], restore: [], stoppedFork: [], zstd: [], zstdSize: [], lz4: [], lz4Size: [] };
+
+/** ms until snapshot `id`'s compression is done, and its compressed size. */
+async function compressed(id, t0) {
+  for (;;) {
+    const s = await client.snapshots.get(id);
+    if (s.compression_state === "compressed") return { ms: performance.now() - t0, bytes: s.compressed_size_bytes };
+    if (s.compression_state !== "compressing") throw new Error(`compression ended ${s.compression_state}: ${s.compression_error}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
 try {
   // A first create pulls the image and builds the initramfs: not timed.
   const warm = await client.instances.create(body("warm"));
@@ -61,6 +71,15 @@ try {
     rows.snap.push(performance.now() - t0);
     rows.snapSize.push(snap.size_bytes);
     rows.memory.push(statSync(path.join(dataDir, "snapshots", snap.id, "guest", "standby", "memory.bin")).size);
+
+    for (const algorithm of ["zstd", "lz4"]) {
+      t0 = performance.now();
+      const packed = await client.instances.snapshots.create(parent.id, { kind: "Standby", compression: { enabled: true, algorithm } });
+      const done = await compressed(packed.id, t0);
+      rows[algorithm].push(done.ms);
+      rows[`${algorithm}Size`].push(done.bytes);
+      await client.snapshots.delete(packed.id);
+    }
 
     // The parent is paused for the save and the restore; the fork runs when both are done.
     const fork = await timed(() => client.instances.fork(parent.id, { name: `fork-${run}`, from_running: true }), (i) => i.id);
@@ -91,6 +110,8 @@ try {
     ["create → Running (cold boot, image cached)", fmt(rows.cold), "the baseline"],
     ["Standby snapshot of the running guest", fmt(rows.snap), "standby + copy + restore; the guest runs on"],
     ["its size (`size_bytes`)", mib(median(rows.snapSize)), `apparent; the saved memory is ${mib(median(rows.memory))}, a hard link of the standby file`],
+    ["Standby snapshot compressed with zstd (until `compressed`)", fmt(rows.zstd), `memory ${mib(median(rows.zstdSize))} (pure-Rust encoder, zstd level 1 speed)`],
+    ["Standby snapshot compressed with lz4 (until `compressed`)", fmt(rows.lz4), `memory ${mib(median(rows.lz4Size))}`],
     ["fork of the running guest (`from_running`) → Running", fmt(rows.fork), `${(median(rows.fork) / median(rows.cold)).toFixed(2)}× the cold boot; reidentified, exec answers`],
     ["the parent's pause during that fork", rows.pause.length ? fmt(rows.pause) : "n/a", "from `standby requested` to `vm restored` in its hypeman.log"],
     ["fork of the Standby snapshot → Running", fmt(rows.snapFork), `${(median(rows.snapFork) / median(rows.cold)).toFixed(2)}× the cold boot`],

@@ -90,6 +90,9 @@ describe("snapshots", () => {
     assert.equal(snap.kind, "Standby");
     const atSnapshot = (await counts()).at(-1).n;
     assert.equal((await client.instances.get(vm.id)).state, "Running");
+    // An exec right after the resume finds the agent (the clock sync shares its one link).
+    const right = await execWs(server.url, client.apiKey, vm.id, { command: ["/bin/true"] });
+    assert.equal(right.exitCode, 0, JSON.stringify(right));
     await waitFor(async () => (await counts()).at(-1).n >= atSnapshot + 4, "counting on after the snapshot", 120_000);
     const before = await counts();
     const pid = before[0].pid;

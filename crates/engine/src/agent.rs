@@ -604,6 +604,12 @@ impl Engine {
         if let Some(link) = self.runtime.agent(id) {
             return Ok(link);
         }
+        let connecting = self.runtime.connect_lock(id);
+        let _connecting = connecting.lock().await;
+        // Another caller may have connected while this one waited.
+        if let Some(link) = self.runtime.agent(id) {
+            return Ok(link);
+        }
         let (transport, key) = self.agent_transport(id)?;
         let link = AgentLink::connect(transport.as_ref(), wait, key.as_deref())
             .await
@@ -663,43 +669,25 @@ impl Engine {
     }
 
     /// Sets a restored guest's wall clock to the host's (while the instance was saved its
-    /// clock stood still), in the background: the agent answers once the guest runs again.
-    /// The outcome goes to the operations log. A guest without an agent keeps its clock.
-    pub(crate) fn sync_guest_clock(&self, record: &hypedeck_store::InstanceRecord) {
+    /// clock stood still), through the instance's shared agent link, which stays open for
+    /// exec. The outcome goes to the operations log; a failure is not the restore's. A guest
+    /// without an agent keeps its clock.
+    pub(crate) async fn sync_guest_clock(&self, record: &hypedeck_store::InstanceRecord) {
         if record.skip_guest_agent {
             return;
         }
-        let Ok((transport, key)) = self.agent_transport(&record.id) else {
-            return;
+        let result = match self.agent_link(&record.id, Duration::from_secs(10)).await {
+            Ok(link) => link.set_clock(std::time::SystemTime::now()).await,
+            Err(e) => Err(e.to_string()),
         };
-        let (runtime, paths, id) = (self.runtime.clone(), self.paths.clone(), record.id.clone());
-        tokio::spawn(async move {
-            let result = match AgentLink::connect(
-                transport.as_ref(),
-                Duration::from_secs(30),
-                key.as_deref(),
-            )
-            .await
-            {
-                Ok(link) => {
-                    let set = link.set_clock(std::time::SystemTime::now()).await;
-                    // Kept for exec when this VM still runs and has no link yet.
-                    if runtime.vm(&id).is_some() && runtime.agent(&id).is_none() {
-                        runtime.set_agent(&id, link);
-                    }
-                    set
-                }
-                Err(e) => Err(e),
-            };
-            let message = match result {
-                Ok(()) => "guest clock set to the host's".to_string(),
-                Err(e) => {
-                    tracing::warn!(%id, error = %e, "guest clock not set after restore");
-                    format!("guest clock not set after restore: {e}")
-                }
-            };
-            crate::boot::append_ops_log(&paths, &id, &message);
-        });
+        let message = match result {
+            Ok(()) => "guest clock set to the host's".to_string(),
+            Err(e) => {
+                tracing::warn!(id = %record.id, error = %e, "guest clock not set after restore");
+                format!("guest clock not set after restore: {e}")
+            }
+        };
+        self.ops_log(&record.id, &message);
     }
 
     /// Describes a path in a running instance (`GET /instances/{id}/stat`).

@@ -15,6 +15,9 @@ use crate::derive::BootMarkers;
 pub(crate) struct Runtime {
     vms: Mutex<HashMap<String, Arc<dyn Vm>>>,
     agents: Mutex<HashMap<String, Arc<AgentLink>>>,
+    /// One connect at a time per instance: a VM's agent port takes one link (a second
+    /// connect while the first is being made would fail with EAGAIN).
+    connecting: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Boot markers of a run, by instance id: the run's log offset, how far its console log
     /// was scanned, and what was found. Each byte is scanned once; once a run showed both
     /// markers its log is not read again.
@@ -128,6 +131,11 @@ impl Runtime {
             .get(id)
             .filter(|l| !l.is_closed())
             .cloned()
+    }
+
+    /// The lock a connect to the instance's agent holds.
+    pub(crate) fn connect_lock(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        lock(&self.connecting).entry(id.to_string()).or_default().clone()
     }
 
     /// Keeps `link` as the instance's agent link.

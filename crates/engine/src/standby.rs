@@ -295,7 +295,7 @@ impl Engine {
         }
         self.runtime.snapshot_changed(&record.id);
         self.ops_log(&record.id, "vm restored");
-        self.sync_guest_clock(record);
+        self.sync_guest_clock(record).await;
         Ok(())
     }
 

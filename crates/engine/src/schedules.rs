@@ -166,7 +166,7 @@ impl Engine {
                 go_format(MIN_INTERVAL)
             )));
         }
-        let prefix = request.name_prefix.clone().filter(|p| !p.is_empty());
+        let prefix = request.name_prefix.clone();
         if let Some(prefix) = &prefix {
             if prefix.len() > 47 {
                 return Err(invalid(

@@ -271,6 +271,15 @@ async fn snapshot_schedule_routes_answer_in_upstreams_shape() {
             "retention must include max_count or max_age"
         )
     );
+    // An empty prefix breaks the name rule (the schema's pattern), like any other.
+    let s = r
+        .authed(
+            "PUT",
+            path,
+            Some(json!({"interval": "90m", "name_prefix": "", "retention": {"max_count": 1}})),
+        )
+        .await;
+    assert_eq!(s.status, StatusCode::BAD_REQUEST, "{}", s.text);
     let s = r
         .authed(
             "PUT",

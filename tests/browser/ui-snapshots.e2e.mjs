@@ -3,8 +3,10 @@
 // instance (listed with kind and size, newest first; the instance keeps running), refuses a kind
 // the state cannot take with its reason, restores (with the states the kind allows) and deletes;
 // the Snapshot button opens the take form; the Fork button and a snapshot's Fork make a new
-// instance whose page and list row say where it comes from; the server's refusals are shown in plain words; axe-core finds no WCAG 2
-// A/AA violation on the tab and its dialogs. Run by tests/desktop/run.sh (SUITES=browser).
+// instance whose page and list row say where it comes from; the server's refusals are shown in plain words; the schedule is
+// set, edited and removed from the tab (checked client-side, the server's refusals translated;
+// the snapshots stay) and the snapshots it took are marked; axe-core finds no WCAG 2 A/AA
+// violation on the tab and its dialogs. Run by tests/desktop/run.sh (SUITES=browser).
 import assert from "node:assert/strict";
 import { mkdirSync } from "node:fs";
 import { createRequire } from "node:module";
@@ -554,5 +556,177 @@ describe("snapshots and forks", () => {
     assert.equal(await stateOf(child.id), "Running");
     assert.equal(JSON.parse(bodies.filter((b) => b.path.endsWith("/fork")).at(-1).body).from_running, true);
     assert.equal(await stateOf(src.id), "Running");
+  });
+
+  test("a snapshot schedule: refused client-side, set through the form, edited, a server refusal translated", async (t) => {
+    const src = await stoppedInstance("sched-set");
+    cleanup(t, { instances: [src], snapshotsOf: [src.id] });
+    t.after(() => api().instances.snapshotSchedule.delete(src.id).catch(() => {}));
+    const { page, apiCalls, consoleErrors } = await openTab(t, src.id);
+    const puts = [];
+    page.on("request", (r) => r.method() === "PUT" && r.url().startsWith(ui.engine.url) && puts.push({ path: new URL(r.url()).pathname, body: r.postData() }));
+    const schedulePath = `/instances/${src.id}/snapshot-schedule`;
+
+    await page.locator("#schedule-none").waitFor({ timeout: 10_000 });
+    assert.match(await page.locator("#schedule-none").innerText(), /^No schedule: snapshots of sched-set are taken only by hand/);
+    assert.deepEqual(await page.locator("#schedule-every option").evaluateAll((os) => os.map((o) => o.value)), ["15m", "1h", "6h", "24h", "custom"]);
+    await assertAccessible(page, "the schedule form");
+
+    // Every mistake at once, nothing sent: an interval under a minute, no limit, a bad prefix.
+    await page.selectOption("#schedule-every", "custom");
+    await page.fill("#schedule-custom", "30s");
+    await page.fill("#schedule-keep", "");
+    await page.fill("#schedule-prefix", "Nightly");
+    await page.click("#schedule-save");
+    assert.equal(await page.locator("#schedule-interval-error").innerText(), "The interval is at least 1 minute (1m); 30s is 30 seconds");
+    assert.equal(await page.locator("#schedule-custom").getAttribute("aria-invalid"), "true");
+    assert.equal(await page.locator("#schedule-custom").getAttribute("aria-describedby"), "schedule-custom-hint schedule-interval-error");
+    assert.match(await page.locator("#schedule-retention-error").innerText(), /how many snapshots to keep/);
+    assert.match(await page.locator("#schedule-retention").getAttribute("aria-describedby"), /schedule-retention-error/);
+    assert.match(await page.locator("#schedule-prefix-error").innerText(), /lowercase letters, digits and dashes/);
+    assert.equal(await page.locator("#schedule-prefix").getAttribute("aria-describedby"), "schedule-prefix-hint schedule-prefix-error");
+    await assertAccessible(page, "the schedule form with errors");
+    assert.equal(puts.length, 0, JSON.stringify(puts));
+    assert.ok(!apiCalls.includes(`PUT ${schedulePath}`), apiCalls.join(", "));
+    // An edited field loses its error.
+    await page.fill("#schedule-custom", "1m");
+    assert.equal(await page.locator("#schedule-interval-error").count(), 0);
+
+    // Every hour, keep 5, delete after 48h, prefix nightly.
+    await page.selectOption("#schedule-every", "1h");
+    assert.equal(await page.locator("#schedule-custom").count(), 0);
+    await page.fill("#schedule-keep", "5");
+    await page.fill("#schedule-max-age", "48h");
+    await page.fill("#schedule-prefix", "nightly");
+    await page.click("#schedule-save");
+    await page.locator("#schedule-summary").waitFor({ timeout: 10_000 });
+    assert.equal(await page.locator("#schedule-summary").innerText(), "Every 1 hour, keeps the newest 5 and deletes those older than 2 days.");
+    assert.deepEqual(JSON.parse(puts.at(-1).body), { interval: "1h", retention: { max_count: 5, max_age: "48h" }, name_prefix: "nightly" });
+    const set = await api().instances.snapshotSchedule.get(src.id);
+    assert.equal(set.interval, "1h0m0s");
+    assert.deepEqual(set.retention, { max_count: 5, max_age: "48h0m0s" });
+    assert.equal(set.name_prefix, "nightly");
+    // The next run: an interval from now, plus the engine's jitter (up to 5 minutes).
+    assert.equal(await page.locator("#schedule-next").getAttribute("data-at"), set.next_run_at);
+    assert.match(await page.locator("#schedule-next").innerText(), /^in (59m \d+s|1h [0-5]m) \(/);
+    assert.equal(await page.locator("#schedule-last").getAttribute("data-result"), "never");
+    assert.equal(await page.locator("#schedule-last").innerText(), "Not run yet");
+    assert.equal(await page.locator("#schedule-names").innerText(), "nightly-YYYYMMDD-HHMMSS");
+    assert.match(await page.locator("#snapshots-note").innerText(), /^Schedule set: Every 1 hour/);
+    await assertAccessible(page, "the schedule set");
+    await shot(page, "snapshots-schedule.png");
+
+    // Edit: the same form, prefilled; Cancel leaves it as it was.
+    await page.click("#schedule-edit");
+    assert.equal(await page.locator("#schedule-form").getAttribute("data-mode"), "edit");
+    assert.equal(await page.locator("#schedule-every").inputValue(), "1h");
+    assert.equal(await page.locator("#schedule-keep").inputValue(), "5");
+    assert.equal(await page.locator("#schedule-max-age").inputValue(), "48h0m0s");
+    assert.equal(await page.locator("#schedule-prefix").inputValue(), "nightly");
+    await page.click("#schedule-cancel");
+    await page.locator("#schedule-summary").waitFor();
+    await page.click("#schedule-edit");
+    await page.selectOption("#schedule-every", "6h");
+    await page.fill("#schedule-keep", "");
+    await page.click("#schedule-save");
+    await page.locator("#schedule-summary", { hasText: "Every 6 hours" }).waitFor({ timeout: 10_000 });
+    assert.equal(await page.locator("#schedule-summary").innerText(), "Every 6 hours, deletes those older than 2 days.");
+    const edited = await api().instances.snapshotSchedule.get(src.id);
+    assert.equal(edited.interval, "6h0m0s");
+    assert.deepEqual(edited.retention, { max_count: 0, max_age: "48h0m0s" });
+
+    // The server's own refusal, translated: the request is changed on its way to one only the
+    // server sees (an interval under a minute).
+    await page.route(`${ui.engine.url}${schedulePath}`, async (route) => {
+      const r = route.request();
+      if (r.method() !== "PUT") return route.continue();
+      await route.continue({ postData: JSON.stringify({ ...JSON.parse(r.postData()), interval: "30s" }) });
+    });
+    const answer = page.waitForResponse((r) => r.request().method() === "PUT" && new URL(r.url()).pathname === schedulePath);
+    await page.click("#schedule-edit");
+    await page.selectOption("#schedule-every", "24h");
+    await page.click("#schedule-save");
+    const refused = await answer;
+    assert.equal(refused.status(), 400);
+    assert.deepEqual(await refused.json(), { code: "invalid_request", message: "invalid request: interval must be at least 1m0s" });
+    await page.locator("#schedule-interval-error").waitFor({ timeout: 10_000 });
+    assert.equal(await page.locator("#schedule-interval-error").innerText(), "The server refused the interval: it is at least 1 minute (1m).");
+    assert.equal(await page.locator("#schedule-every").getAttribute("aria-describedby"), "schedule-interval-error");
+    assert.equal((await api().instances.snapshotSchedule.get(src.id)).interval, "6h0m0s");
+    await assertAccessible(page, "the schedule form with the server's refusal");
+    assert.deepEqual(consoleErrors, []);
+  });
+
+  test("scheduled snapshots are marked; removing the schedule asks first and keeps the snapshots", async (t) => {
+    const src = await stoppedInstance("sched-remove");
+    cleanup(t, { instances: [src], snapshotsOf: [src.id] });
+    t.after(() => api().instances.snapshotSchedule.delete(src.id).catch(() => {}));
+    const manual = await api().instances.snapshots.create(src.id, { kind: "Stopped", name: "by-hand" });
+    const scheduled = await api().instances.snapshots.create(src.id, {
+      kind: "Stopped",
+      name: "scheduled-20261206-100000",
+      tags: { "hypeman.scheduled": "true", "hypeman.schedule_instance_id": src.id },
+    });
+    await api().instances.snapshotSchedule.update(src.id, { interval: "24h", retention: { max_count: 3 } });
+    const { page, apiCalls } = await openTab(t, src.id);
+
+    await snapshotRow(page, scheduled.id).waitFor({ timeout: 10_000 });
+    const mark = snapshotRow(page, scheduled.id).locator('[data-field="scheduled"]');
+    assert.equal(await mark.innerText(), "scheduled");
+    assert.equal(await mark.getAttribute("title"), "Taken by the snapshot schedule");
+    assert.equal(await snapshotRow(page, manual.id).locator('[data-field="scheduled"]').count(), 0);
+    await page.locator("#schedule-summary").waitFor({ timeout: 10_000 });
+    assert.equal(await page.locator("#schedule-summary").innerText(), "Every 1 day, keeps the newest 3.");
+    await assertAccessible(page, "a scheduled snapshot and the schedule");
+
+    // A last run (the engine's answer amended, as a run is a minute away at best): the snapshot
+    // it took links to its row; a failed one says why.
+    const schedulePath = `${ui.engine.url}/instances/${src.id}/snapshot-schedule`;
+    let lastRun = { last_run_at: new Date(Date.now() - 90_000).toISOString(), last_snapshot_id: scheduled.id, last_error: null };
+    await page.route(schedulePath, async (route) => {
+      if (route.request().method() !== "GET") return route.continue();
+      const response = await route.fetch();
+      await route.fulfill({ response, json: { ...(await response.json()), ...lastRun } });
+    });
+    const link = page.locator("#schedule-last button.link");
+    await link.waitFor({ timeout: 10_000 });
+    assert.equal(await page.locator("#schedule-last").getAttribute("data-result"), "took");
+    assert.match(await page.locator("#schedule-last").innerText(), /\(1m \d+s ago\): took snapshot scheduled-20261206-100000$/);
+    await link.click();
+    assert.equal(await page.evaluate(() => document.activeElement?.dataset.snapshotId), scheduled.id);
+    assert.equal(await snapshotRow(page, scheduled.id).getAttribute("class"), "shown");
+    lastRun = { ...lastRun, last_snapshot_id: null, last_error: "invalid state transition: scheduled snapshot requires source in Running, Standby, or Stopped, got Paused" };
+    await page.locator("#schedule-last-error").waitFor({ timeout: 10_000 });
+    assert.match(await page.locator("#schedule-last-error").innerText(), /^failed: invalid state transition: .* got Paused$/);
+    await assertAccessible(page, "the schedule's last runs");
+    await page.unroute(schedulePath);
+
+    // Remove: asked first; Cancel keeps it.
+    await page.click("#schedule-remove");
+    const dialog = page.locator("#schedule-remove-confirm");
+    await dialog.waitFor();
+    assert.match(await dialog.innerText(), /The snapshots it took stay \(1 now\)/);
+    assert.equal(await page.evaluate(() => document.activeElement?.dataset.confirm), "cancel");
+    await assertAccessible(page, "the remove-schedule dialog");
+    await page.keyboard.press("Escape");
+    await dialog.waitFor({ state: "detached" });
+    assert.ok(!apiCalls.includes(`DELETE /instances/${src.id}/snapshot-schedule`), apiCalls.join(", "));
+    assert.equal((await api().instances.snapshotSchedule.get(src.id)).interval, "24h0m0s");
+
+    await page.click("#schedule-remove");
+    await dialog.locator('[data-confirm="ok"]').click();
+    await page.locator("#schedule-none").waitFor({ timeout: 10_000 });
+    assert.equal(await page.locator("#snapshots-note").innerText(), "Removed the schedule; its snapshots stay");
+    const gone = await api().instances.snapshotSchedule.get(src.id).then(
+      () => null,
+      (e) => e,
+    );
+    assert.equal(gone?.status, 404);
+    assert.equal(gone.error?.code, "not_found");
+    const left = (await snapshotsOf(src.id)).map((s) => s.id).sort();
+    assert.deepEqual(left, [manual.id, scheduled.id].sort());
+    assert.equal(await page.locator("#snapshots-table tbody tr").count(), 2);
+    assert.equal(await snapshotRow(page, scheduled.id).locator('[data-field="scheduled"]').count(), 1);
+    await assertAccessible(page, "the Snapshots tab after the schedule was removed");
   });
 });

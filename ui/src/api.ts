@@ -158,3 +158,16 @@ export async function createHello(api: Hypeman, taken: readonly string[]): Promi
   for (let n = 2; taken.includes(name); n++) name = `hello-${String(n)}`;
   return api.instances.create({ name, image: HELLO_IMAGE, size: "256MB", vcpus: 1 }, { timeout: CREATE_TIMEOUT_MS });
 }
+
+/**
+ * The instance's snapshot schedule (upstream's `GET /instances/{id}/snapshot-schedule`); null
+ * when it has none (404 `not_found`).
+ */
+export async function snapshotSchedule(api: Hypeman, id: string): Promise<Hypeman.SnapshotSchedule | null> {
+  try {
+    return await api.instances.snapshotSchedule.get(id);
+  } catch (e) {
+    if (e instanceof APIError && e.status === 404 && problem(e, "").code === "not_found" && /schedule/.test(problem(e, "").message)) return null;
+    throw e;
+  }
+}

@@ -3,8 +3,9 @@
 // state until one is chosen, and the submit is disabled with the reason when the kind cannot be
 // taken now — with an optional name and tags; and its snapshots newest first with kind, size,
 // time and tags; each one restores (a dialog that says what goes back, and the state to end in),
-// forks into a new instance, or is deleted (asked first). The list is read while the tab is
-// shown, every few seconds and after each change.
+// forks into a new instance, or is deleted (asked first); those a schedule took are marked. Below,
+// the snapshot schedule (ScheduleCard). The list is read while the tab is shown, every few
+// seconds and after each change.
 import { useCallback, useEffect, useId, useRef, useState } from "react";
 import type Hypeman from "@onkernel/hypeman";
 
@@ -29,8 +30,10 @@ import {
   type SnapshotKind,
   type TargetState,
 } from "../snapshots";
+import { isScheduled } from "../schedule";
 import { ConfirmDialog, useDialogFocus } from "./common";
 import { ForkDialog } from "./ForkDialog";
+import { ScheduleCard } from "./ScheduleCard";
 
 const POLL_MS = 3000;
 
@@ -338,6 +341,8 @@ export function SnapshotsPanel({
   const [note, setNote] = useState<string | null>(null);
   const [rowError, setRowError] = useState<{ id: string; message: string } | null>(null);
   const [deleting, setDeleting] = useState<string | null>(null);
+  // The row the schedule's "last run" link points at, highlighted for a moment.
+  const [shown, setShown] = useState<string | null>(null);
   const restoreWhy = restoreRefusal(instance.state);
   const total = (list ?? []).reduce((n, s) => n + s.size_bytes, 0);
 
@@ -346,6 +351,21 @@ export function SnapshotsPanel({
     const t = window.setTimeout(() => setNote(null), 6000);
     return () => window.clearTimeout(t);
   }, [note]);
+
+  useEffect(() => {
+    if (!shown) return;
+    const t = window.setTimeout(() => setShown(null), 4000);
+    return () => window.clearTimeout(t);
+  }, [shown]);
+
+  /** Scrolls to a snapshot's row and moves the focus there. */
+  const showRow = (id: string): void => {
+    const row = document.querySelector<HTMLTableRowElement>(`#snapshots-table tr[data-snapshot-id="${CSS.escape(id)}"]`);
+    if (!row) return;
+    row.scrollIntoView({ block: "center" });
+    row.focus();
+    setShown(id);
+  };
 
   const remove = async (s: Snapshot): Promise<void> => {
     setDeleting(s.id);
@@ -419,9 +439,20 @@ export function SnapshotsPanel({
                 const label = snapshotLabel(s);
                 const whyId = `snapshot-restore-why-${s.id}`;
                 return (
-                  <tr key={s.id} data-snapshot-id={s.id} data-snapshot-name={s.name ?? ""}>
+                  <tr
+                    key={s.id}
+                    data-snapshot-id={s.id}
+                    data-snapshot-name={s.name ?? ""}
+                    tabIndex={-1}
+                    className={shown === s.id ? "shown" : undefined}
+                  >
                     <td className="snapshot-name">
                       {s.name ? <span>{s.name}</span> : <span className="muted">unnamed</span>} <code className="muted" title={s.id}>{s.id.slice(0, 8)}</code>
+                      {isScheduled(s) && (
+                        <span className="scheduled-mark" data-field="scheduled" title="Taken by the snapshot schedule">
+                          scheduled
+                        </span>
+                      )}
                     </td>
                     <td data-field="kind" data-kind={s.kind}>
                       {kindText(s.kind)}
@@ -488,6 +519,7 @@ export function SnapshotsPanel({
           </table>
         )}
       </section>
+      <ScheduleCard api={api} instance={instance} visible={visible} now={now} snapshots={list} onNote={setNote} onShow={showRow} />
 
       {question?.kind === "restore" && (
         <RestoreDialog

@@ -135,7 +135,10 @@ impl Runtime {
 
     /// The lock a connect to the instance's agent holds.
     pub(crate) fn connect_lock(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
-        lock(&self.connecting).entry(id.to_string()).or_default().clone()
+        lock(&self.connecting)
+            .entry(id.to_string())
+            .or_default()
+            .clone()
     }
 
     /// Keeps `link` as the instance's agent link.

@@ -367,7 +367,7 @@ impl Engine {
             return 0;
         };
         let mut scheduled = all;
-        scheduled.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        scheduled.sort_by_key(|s| std::cmp::Reverse(s.created_at));
         let oldest_kept =
             (schedule.max_age_ns > 0).then(|| now - Duration::from_nanos(schedule.max_age_ns));
         let mut left = 0;

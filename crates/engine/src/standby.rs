@@ -32,7 +32,7 @@ impl GuestIdentity {
         let (net, prefix) = crate::provision::instance_identity(record);
         GuestIdentity {
             hostname: record.name.clone(),
-            network: record.network.enabled.then(|| IdentityNetwork {
+            network: record.network.enabled.then_some(IdentityNetwork {
                 mac: net.mac,
                 ip: net.guest_ip,
                 prefix,

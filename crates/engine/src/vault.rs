@@ -19,6 +19,10 @@ use crate::credentials::Caller;
 
 type Values = BTreeMap<String, Sensitive<String>>;
 
+/// What [`Vault::set_all`] sets for one item: an account and its value (none: skip it).
+type Target<T> =
+    fn(&dyn SecretStore, &T) -> Result<Option<(String, Sensitive<String>)>, SecretError>;
+
 /// Credential values of every instance, by keychain account.
 #[derive(Debug)]
 pub(crate) struct Vault {
@@ -136,10 +140,7 @@ impl Vault {
         &self,
         owner: &str,
         items: Vec<T>,
-        target: fn(
-            &dyn SecretStore,
-            &T,
-        ) -> Result<Option<(String, Sensitive<String>)>, SecretError>,
+        target: Target<T>,
     ) -> Result<Written, EngineError> {
         let result = self
             .blocking(move |store| {

@@ -15,7 +15,7 @@
 import { test, describe, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
-import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -43,6 +43,20 @@ function fuzz(server, filter, work) {
   ]).toString();
   // Every run must still drop what Hypedeck does not serve, and check the rest.
   assert.match(overlay, /overlay: (\d+) operations checked, (\d+) not implemented/);
+  // One restriction: a `tags` filter (a deepObject query object) that schemathesis makes
+  // invalid by its types (a boolean value, …) reaches the server as plain strings, which are
+  // valid (`tags[__main__]=false`): its "schema-violating request accepted" is about its own
+  // serialization. So the lists with that filter are not held to negative_data_rejection;
+  // the filter's rules (names, values, at most 50) have API tests (routes::tests, instances).
+  writeFileSync(
+    path.join(work, "schemathesis.toml"),
+    [
+      "[[operations]]",
+      'include-name-regex = "^GET /(instances|images|snapshots)$"',
+      "checks.negative_data_rejection.enabled = false",
+      "",
+    ].join("\n"),
+  );
   const args = [
     "run", spec,
     "--url", server.url,

@@ -69,6 +69,10 @@ pub(crate) fn tag_filter(query: &[(String, String)]) -> Result<BTreeMap<String, 
             if tags.insert(tag.to_string(), value.clone()).is_some() {
                 return Err(refuse(format!("property {tag:?} is given more than once")));
             }
+            // The `Tags` schema's `maxProperties`.
+            if tags.len() > 50 {
+                return Err(refuse("maximum number of properties is 50".into()));
+            }
         }
     }
     Ok(tags)

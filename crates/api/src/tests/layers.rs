@@ -214,7 +214,25 @@ async fn fuzzing_findings_stay_fixed() {
         .map(|v| v["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["b"]);
-    for uri in ["/volumes", "/images", "/instances"] {
+    // The `Tags` schema's maxProperties: 50 pairs match, a 51st is refused.
+    let many = |n: usize| {
+        (0..n)
+            .map(|i| format!("tags[k{i}]=v"))
+            .collect::<Vec<_>>()
+            .join("&")
+    };
+    let fifty = r
+        .authed("GET", &format!("/volumes?{}", many(50)), None)
+        .await;
+    assert_eq!(fifty.status, StatusCode::OK, "{}", fifty.text);
+    let too_many = r
+        .authed("GET", &format!("/snapshots?{}", many(51)), None)
+        .await;
+    assert_eq!(
+        too_many.json["message"],
+        "parameter \"tags\" in query has an error: maximum number of properties is 50"
+    );
+    for uri in ["/volumes", "/images", "/instances", "/snapshots"] {
         let bad = r
             .authed("GET", &format!("{uri}?tags[te%24m]=y"), None)
             .await;

@@ -222,10 +222,28 @@ impl Engine {
         let claim = self.create_lock.lock().await;
         self.fork_name_free(name, source.name_taken)?;
         let mut record = fork_record(source.record, &id, name, source.origin, source.hypervisor);
-        if source.saved.is_some() {
-            // Its programs were given the parent's gateway, DNS and proxy addresses.
-            record.network.subnet = Some(crate::provision::subnet_octet(source.record));
-        }
+        // The parent's subnet (a fork continuing memory has programs that were given its
+        // gateway, DNS and proxy addresses), with an address no instance in it has: parent and
+        // forks never share one. Its MAC comes from its own id.
+        let octet = crate::provision::subnet_octet(source.record);
+        let used: std::collections::HashSet<String> = self
+            .records()?
+            .iter()
+            .filter(|r| crate::provision::subnet_octet(r) == octet)
+            .map(|r| crate::provision::instance_identity(r).0.guest_ip)
+            .collect();
+        let ip = (16..=250u8)
+            .map(|host| format!("10.100.{octet}.{host}"))
+            .find(|ip| !used.contains(ip))
+            .ok_or_else(|| {
+                rejected(
+                    ErrorCode::InsufficientResources,
+                    "no address is left in the parent's sandbox subnet for another fork",
+                )
+            })?;
+        let mac = crate::provision::instance_identity(&record).0.mac;
+        record.network.subnet = Some(octet);
+        record.network.pinned = Some(hypedeck_store::PinnedAddress { ip, mac });
         let pairs: Vec<(String, String)> = source
             .record
             .secret_env

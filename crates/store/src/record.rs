@@ -73,8 +73,10 @@ pub struct NetworkRecord {
     /// gateway, DNS and proxy addresses); `None`: derived from the id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subnet: Option<u8>,
-    /// The address and MAC the guest keeps because it cannot be told another: a fork of a
-    /// saved VM without the guest agent (`skip_guest_agent`) continues with its parent's.
+    /// The address and MAC the engine gives this guest instead of the ones derived from its
+    /// id: a fork's (an address allocated in its parent's subnet, so parent and forks never
+    /// share one), or, for a fork of a saved VM without the guest agent
+    /// (`skip_guest_agent`), its parent's, which it keeps because it cannot be told another.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pinned: Option<PinnedAddress>,
 }

@@ -79,10 +79,15 @@ export async function startEmptyRegistry() {
   };
 }
 
+/**
+ * `hypedeck serve` on `dataDir`. Templates are off unless `env` turns them on
+ * (`HYPEDECK_TEMPLATES: "auto"`): each first start of a shape would boot one more VM in the
+ * background, and the suites other than templates.test.mjs test cold boots.
+ */
 export async function startServer(bin, dataDir, env = {}) {
   const child = spawn(bin, ["--data-dir", dataDir, "serve", "--listen", "127.0.0.1:0"], {
     stdio: ["ignore", "pipe", "pipe"],
-    env: { ...process.env, HYPEDECK_LOG: "info", ...env },
+    env: { ...process.env, HYPEDECK_LOG: "info", HYPEDECK_TEMPLATES: "off", ...env },
   });
   let output = "";
   child.stdout.on("data", (d) => (output += d));

@@ -82,6 +82,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(routes::credentials::routes())
         .merge(routes::network::routes())
         .merge(routes::snapshots::routes())
+        .merge(routes::templates::routes())
         .merge(routes::unsupported::routes())
         .layer(axum::middleware::from_fn_with_state(
             state.token.clone(),

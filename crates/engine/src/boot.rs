@@ -79,12 +79,76 @@ impl Engine {
         self.serve_network_before_start(record, hypervisor.as_ref(), &spec)
             .await?;
         let vm: Arc<dyn hypedeck_hypervisor::Vm> = Arc::from(match snapshot {
-            None => hypervisor.start(&spec).await?,
+            None => self.start_vm(record, hypervisor, &spec).await?,
             Some(dir) => hypervisor.restore(&spec, dir).await?,
         });
         // Registered at once: from here the stage's release kills it.
         self.runtime.started(&record.id, vm.clone());
         self.attach_network(record, vm.as_ref()).await
+    }
+
+    /// Starts `spec`'s VM: from its template when there is one (`templates.rs`), else cold,
+    /// asking for the template to be made in the background. A template that fails to start
+    /// is reported in `hypeman.log` and the VM boots cold.
+    async fn start_vm(
+        &self,
+        record: &mut InstanceRecord,
+        hypervisor: Arc<dyn hypedeck_hypervisor::Hypervisor>,
+        spec: &hypedeck_hypervisor::VmSpec,
+    ) -> Result<Box<dyn hypedeck_hypervisor::Vm>, EngineError> {
+        record.template_id = None;
+        let key = if self.guest.is_some()
+            && self.templates.enabled()
+            && hypervisor.capabilities().templates
+        {
+            hypervisor.template_key(spec).await
+        } else {
+            None
+        };
+        let Some(key) = key else {
+            return Ok(hypervisor.start(spec).await?);
+        };
+        if let Some(dir) = self.templates.ready(&key) {
+            match hypervisor
+                .start_from_template(spec, &crate::templates::saved_dir(&dir))
+                .await
+            {
+                Ok(vm) => {
+                    self.templates.used(&key);
+                    self.ops_log(&record.id, &format!("starting from template {key}"));
+                    record.template_id = Some(key);
+                    return Ok(vm);
+                }
+                Err(e) => {
+                    tracing::warn!(id = %record.id, template = %key, error = %e, "starting from a template failed; booting cold");
+                    self.ops_log(
+                        &record.id,
+                        &format!("starting from template {key} failed ({e}); booting cold"),
+                    );
+                }
+            }
+        } else {
+            let info = crate::templates::TemplateInfo {
+                id: key.clone(),
+                status: "building".into(),
+                error: None,
+                image: record.image.clone(),
+                image_digest: record.image_digest.clone().unwrap_or_default(),
+                hypervisor: hypervisor.kind().as_str().to_string(),
+                vcpus: record.vcpus,
+                memory_bytes: record.memory_bytes,
+                overlay_bytes: record.overlay_bytes,
+                network: spec.network.is_some(),
+                created_at: None,
+                build_ms: None,
+                disk_bytes: None,
+                starts: 0,
+                last_used_at: None,
+            };
+            self.templates
+                .build_in_background(hypervisor.clone(), key, spec, info);
+        }
+        Ok(hypervisor.start(spec).await?)
     }
 
     /// Appends a line to the instance's `hypeman.log` (operations log; never secrets).

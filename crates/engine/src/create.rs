@@ -194,5 +194,6 @@ fn build_record(
         exit_message: None,
         log_offset: 0,
         forked_from: None,
+        template_id: None,
     }
 }

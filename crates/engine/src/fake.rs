@@ -206,6 +206,7 @@ impl Hypervisor for FakeHypervisor {
             snapshot: true,
             port_forwarding: true,
             egress_enforcement: true,
+            templates: false,
             ..Capabilities::default()
         }
     }

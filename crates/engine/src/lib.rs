@@ -42,6 +42,7 @@ mod schedules;
 mod snapshots;
 mod staged;
 mod standby;
+mod templates;
 pub mod trail;
 mod update;
 mod vault;
@@ -69,6 +70,7 @@ pub use network::{FLOW_LOG_ENTRIES, NetworkPolicy};
 pub use provision::{GuestRuntime, IMAGE_WAIT};
 pub use query::ListFilter;
 pub use snapshots::SnapshotFilter;
+pub use templates::TemplateInfo;
 pub use volumes::{MAX_ARCHIVE_BYTES, MAX_VOLUME_GB};
 
 /// Errors of engine verbs. Messages are short and never contain secret values.
@@ -254,11 +256,14 @@ pub struct Engine {
     console_log_max: std::sync::atomic::AtomicU64,
     /// Fingerprints of credential values (the data dir's key).
     fingerprints: hypedeck_egress::Fingerprinter,
+    /// VM templates: made and used by starts (`boot.rs`).
+    templates: Arc<templates::Templates>,
 }
 
 impl Engine {
     /// An engine over a data dir. Call [`Engine::reconcile`] once before serving.
     pub fn new(config: EngineConfig) -> Engine {
+        let templates = Arc::new(templates::Templates::new(config.paths.templates()));
         Engine {
             paths: config.paths.clone(),
             vault: Arc::new(vault::Vault::new(config.secrets)),
@@ -275,6 +280,7 @@ impl Engine {
             records: Arc::new(records::Records::new(config.paths)),
             console_log_max: std::sync::atomic::AtomicU64::new(console::DEFAULT_CONSOLE_LOG_MAX),
             fingerprints: config.fingerprints,
+            templates,
         }
     }
 
@@ -341,6 +347,12 @@ impl Engine {
         let _ = std::fs::remove_dir_all(self.paths.root().join("uploads"));
         self.remove_crash_leftovers();
         self.remove_partial_snapshots().await;
+        if let Some(guest) = &self.guest {
+            let hypervisor = self.hypervisor.as_ref().ok().map(|h| h.as_ref());
+            self.templates
+                .sweep(hypervisor, |digest| guest.images.get(digest).is_some())
+                .await;
+        }
         for record in self.records.all()? {
             let Ok(id) = hypedeck_model::InstanceId::parse(&record.id) else {
                 continue;

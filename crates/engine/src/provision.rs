@@ -117,6 +117,13 @@ fn identity_in(id: &str, inherited: Option<u8>) -> (NetSpec, u8) {
 
 /// Deterministic guest vsock CID (>= 0x1000, far from the reserved 0-2 and from small CIDs
 /// other VMMs on the host tend to pick).
+/// 64 bytes of host randomness, hex.
+fn entropy_hex() -> Result<String, EngineError> {
+    let mut bytes = [0u8; 64];
+    getrandom::fill(&mut bytes).map_err(|_| EngineError::Task)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 pub fn vsock_cid(id: &str) -> u32 {
     ((id_hash(id) >> 32) as u32 % 0x7fff_0000) + 0x1000
 }
@@ -332,11 +339,16 @@ impl Engine {
                 // The engine's stack owns the subnet on every backend (its DHCP server hands
                 // out this same address to a guest that asks).
                 dhcp: false,
+                // A VM started from a template wakes with the template's MAC.
+                mac: Some(n.mac.clone()),
             }),
             ca_cert_pem,
             volumes: guest_volumes,
             skip_agent: record.skip_guest_agent,
             agent_key: Some(agent_key(&runtime_dir)?),
+            // A VM started from a template wakes with the template's clock and random state.
+            host_time_ns: Some(time::OffsetDateTime::now_utc().unix_timestamp_nanos()),
+            entropy: Some(entropy_hex()?),
         };
         let config_disk = dir.join("config.img");
         let bytes = config.to_disk().map_err(|e| {

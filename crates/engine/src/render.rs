@@ -102,6 +102,7 @@ impl Engine {
             platform: record.platform.clone(),
             ports: (!record.ports.is_empty()).then(|| record.ports.clone()),
             forked_from: record.forked_from.clone(),
+            template_id: record.template_id.clone(),
             restart_policy: record.policies.get("restart_policy").cloned(),
             restart_status: None,
             size: Some(format_size(record.memory_bytes)),

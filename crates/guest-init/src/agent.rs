@@ -344,7 +344,7 @@ fn handle(
 /// Sets `CLOCK_REALTIME`.
 // `time_t` and `c_long` are `i64` here but narrower on 32-bit targets.
 #[allow(clippy::useless_conversion, clippy::unnecessary_fallible_conversions)]
-fn set_clock(secs: i64, nanos: u32) -> Result<(), String> {
+pub(crate) fn set_clock(secs: i64, nanos: u32) -> Result<(), String> {
     let ts = libc::timespec {
         tv_sec: secs
             .try_into()
@@ -393,35 +393,21 @@ fn reidentify(identity: &Identity) -> Result<(), String> {
 }
 
 fn renumber(net: &hypedeck_guest_init::agent_proto::IdentityNetwork) -> Result<(), String> {
-    use crate::pid1::{ifreq, ipv4};
-    let mac: Vec<u8> = net
-        .mac
-        .split(':')
-        .filter_map(|h| u8::from_str_radix(h, 16).ok())
-        .collect();
-    let (Some(ip), Some(gw), 6) = (ipv4(&net.ip), ipv4(&net.gateway), mac.len()) else {
+    use crate::pid1::ipv4;
+    let (Some(ip), Some(gw), Some(mac)) = (
+        ipv4(&net.ip),
+        ipv4(&net.gateway),
+        crate::pid1::parse_mac(&net.mac),
+    ) else {
         return Err("bad address in the identity".into());
     };
-    let os = |what: &str| format!("{what}: {}", std::io::Error::last_os_error());
     // SAFETY: plain socket(2) call; closed below.
     let sock = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0) };
     if sock < 0 {
-        return Err(os("socket"));
+        return Err(format!("socket: {}", std::io::Error::last_os_error()));
     }
-    let result = (|| {
-        let mut req = ifreq("eth0");
-        // SAFETY: ifru_hwaddr is the member SIOCSIFHWADDR reads; sa_data holds the 6 bytes.
-        unsafe {
-            req.ifr_ifru.ifru_hwaddr.sa_family = libc::ARPHRD_ETHER;
-            for (d, b) in req.ifr_ifru.ifru_hwaddr.sa_data.iter_mut().zip(&mac) {
-                *d = *b as libc::c_char;
-            }
-            if libc::ioctl(sock, libc::SIOCSIFHWADDR as _, &req) != 0 {
-                return Err(os("set the MAC address"));
-            }
-        }
-        crate::pid1::address_eth0(sock, ip, net.prefix, gw)
-    })();
+    let result = crate::pid1::set_mac(sock, "eth0", mac)
+        .and_then(|()| crate::pid1::address_eth0(sock, ip, net.prefix, gw));
     // SAFETY: closing the socket opened above.
     unsafe { libc::close(sock) };
     result
@@ -429,7 +415,7 @@ fn renumber(net: &hypedeck_guest_init::agent_proto::IdentityNetwork) -> Result<(
 
 /// `RNDADDENTROPY` with the host's bytes (credited), then `RNDRESEEDCRNG`: the fork's
 /// `getrandom`/`/dev/urandom` output diverges from its parent's from here on.
-fn reseed(hex: &str) -> Result<(), String> {
+pub(crate) fn reseed(hex: &str) -> Result<(), String> {
     let bytes: Vec<u8> = (0..hex.len() / 2)
         .filter_map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok())
         .collect();

@@ -30,6 +30,11 @@ pub const CONTROL_PORT: &str = "hypedeck.ctl";
 pub const CONTROL_TERM: &str = "TERM";
 /// Size of the raw config disk (the JSON must fit, NUL padding follows).
 pub const CONFIG_DISK_BYTES: usize = 1 << 20;
+/// Kernel argument of a template VM: init stops before the config disk and waits for one.
+pub const TEMPLATE_ARG: &str = "hypedeck.template=1";
+/// Serial-log marker a template VM prints once its kernel is up and init waits for a config:
+/// the moment its state is saved.
+pub const TEMPLATE_READY: &str = "HYPEDECK-TEMPLATE-READY";
 
 /// Static network settings for the guest's first NIC.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,6 +51,10 @@ pub struct GuestNetwork {
     /// serves its own subnet); the static values are the fallback when nobody answers.
     #[serde(default)]
     pub dhcp: bool,
+    /// The NIC's MAC, set by init when the NIC has another one (a VM started from a template
+    /// has the template's MAC in its device state).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
 }
 
 /// What init needs to run the program.
@@ -76,6 +85,14 @@ pub struct GuestConfig {
     /// link is served (older engines).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_key: Option<String>,
+    /// The host's time when the config was written (Unix nanoseconds). Init sets the clock to
+    /// it when the guest's is behind (a VM started from a template wakes with the template's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_time_ns: Option<i128>,
+    /// Host randomness (hex) init mixes into the kernel's pool before anything else runs: a VM
+    /// started from a template must not draw what its siblings draw.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entropy: Option<String>,
 }
 
 /// One volume as init mounts it.
@@ -371,6 +388,7 @@ mod tests {
                 gateway: "10.0.2.2".into(),
                 dns: "10.0.2.3".into(),
                 dhcp: true,
+                mac: Some("02:00:00:00:00:07".into()),
             }),
             ca_cert_pem: Some(
                 "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n".into(),
@@ -383,6 +401,8 @@ mod tests {
             }],
             skip_agent: true,
             agent_key: None,
+            host_time_ns: None,
+            entropy: None,
         };
         assert_eq!(disk_device(4), "/dev/vde");
         let disk = c.to_disk().unwrap();

@@ -126,6 +126,84 @@ fn wait_for(path: &str, timeout: Duration) -> bool {
     false
 }
 
+/// Whether this boot makes a template (kernel argument [`TEMPLATE_ARG`]).
+fn template_boot() -> bool {
+    fs::read_to_string("/proc/cmdline").is_ok_and(|c| {
+        c.split_whitespace()
+            .any(|a| a == hypedeck_guest_init::TEMPLATE_ARG)
+    })
+}
+
+/// A template VM: once the disks are there, say so on the console (the host saves the VM
+/// then) and wait for a config to appear on `/dev/vdc`. The template's config disk is all
+/// zeroes; a VM started from the template has its own there. Reads bypass the page cache,
+/// and afterwards every disk's cached blocks are dropped: the kernel read their first
+/// sectors (partition scan) when they were the template's files.
+fn wait_as_template() {
+    for disk in ["/dev/vda", "/dev/vdb", "/dev/vdc"] {
+        if !wait_for(disk, Duration::from_secs(10)) {
+            fatal(&format!("{disk} did not appear"));
+        }
+    }
+    println!("{}", hypedeck_guest_init::TEMPLATE_READY);
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open("/dev/vdc")
+        .unwrap_or_else(|e| fatal(&format!("open /dev/vdc: {e}")));
+    // O_DIRECT wants an aligned buffer: one 4 KiB block inside a larger allocation.
+    let mut raw = vec![0u8; 8192];
+    let offset = raw.as_ptr().align_offset(4096);
+    // A template whose host went away before saving it must not wait forever. A VM started
+    // from the template finds its config at the first read, whatever its clock says.
+    let waiting = std::time::Instant::now();
+    loop {
+        use std::os::unix::fs::FileExt;
+        let block = &mut raw[offset..offset + 4096];
+        match file.read_at(block, 0) {
+            Ok(n) if n > 0 && block[0] != 0 => break,
+            Ok(_) if waiting.elapsed() > Duration::from_secs(120) => {
+                fatal("the template was not saved in time")
+            }
+            Ok(_) => {}
+            Err(e) => fatal(&format!("read /dev/vdc: {e}")),
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    drop(file);
+    const BLKFLSBUF: libc::c_ulong = 0x1261;
+    for disk in ["/dev/vda", "/dev/vdb", "/dev/vdc"] {
+        if let Ok(f) = fs::File::open(disk) {
+            use std::os::fd::AsRawFd;
+            // SAFETY: BLKFLSBUF takes no argument.
+            unsafe { libc::ioctl(f.as_raw_fd(), BLKFLSBUF as _, 0) };
+        }
+    }
+    log("init", "started from a template");
+}
+
+/// Sets the clock to the host's time from the config when the guest's is behind it, and mixes
+/// the host's randomness into the kernel's pool.
+fn apply_host_state(config: &GuestConfig) {
+    if let Some(ns) = config.host_time_ns {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i128);
+        if ns > now {
+            let (secs, nanos) = (ns / 1_000_000_000, (ns % 1_000_000_000) as u32);
+            if let Err(e) = crate::agent::set_clock(secs as i64, nanos) {
+                log("init", &e);
+            }
+        }
+    }
+    if let Some(hex) = &config.entropy
+        && let Err(e) = crate::agent::reseed(hex)
+    {
+        log("init", &e);
+    }
+}
+
 fn read_config() -> GuestConfig {
     if !wait_for("/dev/vdc", Duration::from_secs(10)) {
         fatal("config disk /dev/vdc did not appear");
@@ -304,6 +382,13 @@ fn setup_network(net: &GuestNetwork) {
         return;
     }
     link_up(sock, "lo");
+    // A VM started from a template has the template's MAC in its NIC's state.
+    if let Some(mac) = net.mac.as_deref().and_then(parse_mac)
+        && hwaddr(sock, "eth0") != Some(mac)
+        && let Err(e) = set_mac(sock, "eth0", mac)
+    {
+        log("network", &e);
+    }
     let (Some(mut ip), Some(mut gw)) = (ipv4(&net.ip), ipv4(&net.gateway)) else {
         log("network", "invalid address in config");
         return;
@@ -379,6 +464,34 @@ pub(crate) fn address_eth0(
         && std::io::Error::last_os_error().raw_os_error() != Some(libc::EEXIST)
     {
         return Err(os("add the default route"));
+    }
+    Ok(())
+}
+
+/// `aa:bb:cc:dd:ee:ff` as bytes.
+pub(crate) fn parse_mac(text: &str) -> Option<[u8; 6]> {
+    let bytes: Vec<u8> = text
+        .split(':')
+        .map(|h| u8::from_str_radix(h, 16).ok())
+        .collect::<Option<_>>()?;
+    bytes.try_into().ok()
+}
+
+/// Gives interface `name` the MAC `mac` (while it is down or up: virtio-net allows both).
+pub(crate) fn set_mac(sock: c_int, name: &str, mac: [u8; 6]) -> Result<(), String> {
+    let mut req = ifreq(name);
+    // SAFETY: ifru_hwaddr is the member SIOCSIFHWADDR reads; sa_data holds the 6 bytes.
+    unsafe {
+        req.ifr_ifru.ifru_hwaddr.sa_family = libc::ARPHRD_ETHER;
+        for (d, b) in req.ifr_ifru.ifru_hwaddr.sa_data.iter_mut().zip(&mac) {
+            *d = *b as libc::c_char;
+        }
+        if libc::ioctl(sock, libc::SIOCSIFHWADDR as _, &req) != 0 {
+            return Err(format!(
+                "set the MAC address: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
     }
     Ok(())
 }
@@ -855,7 +968,11 @@ pub fn run() -> ! {
     setup_console();
     log("init", "starting hypedeck guest init");
     load_modules();
+    if template_boot() {
+        wait_as_template();
+    }
     let config = read_config();
+    apply_host_state(&config);
     mount_root(&config);
     mount_volumes(&config);
     set_hostname(&config.hostname);

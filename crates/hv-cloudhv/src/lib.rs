@@ -49,6 +49,7 @@ pub const CAPABILITIES: Capabilities = Capabilities {
     gpu: false,
     port_forwarding: true,
     egress_enforcement: true,
+    templates: false,
 };
 
 /// Environment variable naming the `cloud-hypervisor` binary.

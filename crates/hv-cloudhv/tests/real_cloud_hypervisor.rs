@@ -78,6 +78,8 @@ async fn spec(dir: &Path) -> VmSpec {
         volumes: vec![],
         skip_agent: false,
         agent_key: None,
+        host_time_ns: None,
+        entropy: None,
     };
     let cfg = dir.join("config.img");
     std::fs::write(&cfg, config.to_disk().unwrap()).unwrap();

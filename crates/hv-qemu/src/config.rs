@@ -117,8 +117,42 @@ fn q(path: &Path) -> String {
     path.display().to_string().replace(',', ",,")
 }
 
+/// A VM whose RAM is a file: a template being made (`shared`: the guest's writes go to the
+/// file) or a VM started from one (private: unchanged pages stay the file's page-cache pages,
+/// shared by every VM started from it; written ones are copied).
+#[derive(Debug, Clone, Copy)]
+pub struct TemplateMemory<'a> {
+    /// The template's RAM file.
+    pub path: &'a Path,
+    /// Map it shared (making the template) or private (starting from it).
+    pub shared: bool,
+}
+
+/// The id QEMU gives a board's RAM when no backend is named. A template's file backend takes
+/// this id, so a VM started from a template saves and restores like any other (same RAM block
+/// name in the migration stream).
+fn default_ram_id(arch: Arch) -> &'static str {
+    match arch {
+        Arch::X86_64 => "pc.ram",
+        Arch::Aarch64 => "mach-virt.ram",
+    }
+}
+
 /// Builds the full argv (without the binary) for `spec`.
 pub fn argv(spec: &VmSpec, accel: Accel, arch: Arch, vsock: &VsockMode) -> Vec<String> {
+    argv_with(spec, accel, arch, vsock, None)
+}
+
+/// [`argv`], for a template being made or a VM started from one. Template VMs boot with
+/// [`hypedeck_guest_init::TEMPLATE_ARG`] (a VM started from one keeps the kernel's command
+/// line of its template; its own is the same).
+pub fn argv_with(
+    spec: &VmSpec,
+    accel: Accel,
+    arch: Arch,
+    vsock: &VsockMode,
+    template: Option<TemplateMemory<'_>>,
+) -> Vec<String> {
     let files = RuntimeFiles::in_dir(&spec.runtime_dir);
     let mib = |b: u64| b.div_ceil(1 << 20);
     let mut a: Vec<String> = Vec::new();
@@ -130,9 +164,26 @@ pub fn argv(spec: &VmSpec, accel: Accel, arch: Arch, vsock: &VsockMode) -> Vec<S
             spec.instance_id, spec.instance_id
         ),
     ]);
-    match arch {
-        Arch::X86_64 => push(&["-machine", "q35"]),
-        Arch::Aarch64 => push(&["-machine", "virt"]),
+    let board = match arch {
+        Arch::X86_64 => "q35",
+        Arch::Aarch64 => "virt",
+    };
+    match template {
+        None => push(&["-machine", board]),
+        Some(memory) => {
+            let id = default_ram_id(arch);
+            push(&[
+                "-machine",
+                &format!("{board},memory-backend={id}"),
+                "-object",
+                &format!(
+                    "memory-backend-file,id={id},size={}M,mem-path={},share={}",
+                    mib(spec.memory_bytes),
+                    q(memory.path),
+                    if memory.shared { "on" } else { "off" }
+                ),
+            ]);
+        }
     }
     match accel {
         Accel::Kvm => push(&["-accel", "kvm", "-cpu", "host"]),
@@ -172,9 +223,13 @@ pub fn argv(spec: &VmSpec, accel: Accel, arch: Arch, vsock: &VsockMode) -> Vec<S
     ]);
     push(&["-kernel", &spec.kernel.display().to_string()]);
     push(&["-initrd", &spec.initrd.display().to_string()]);
-    let cmdline = format!("console={} {}", arch.console(), spec.kernel_args)
+    let mut cmdline = format!("console={} {}", arch.console(), spec.kernel_args)
         .trim()
         .to_string();
+    if template.is_some() {
+        cmdline.push(' ');
+        cmdline.push_str(hypedeck_guest_init::TEMPLATE_ARG);
+    }
     push(&["-append", &cmdline]);
     push(&[
         "-chardev",
@@ -345,6 +400,66 @@ mod tests {
 -qmp unix:/data/instances/tz4a98xxat96iws9zmbrgj3a/run/qmp.sock,server=on,wait=off \
 -pidfile /data/instances/tz4a98xxat96iws9zmbrgj3a/run/qemu.pid -daemonize";
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn template_vms_have_file_backed_ram_under_the_default_id() {
+        let s = spec();
+        let file = PathBuf::from("/data/templates/k/memory.ram");
+        let making = argv_with(
+            &s,
+            Accel::Tcg,
+            Arch::X86_64,
+            &VsockMode::Off,
+            Some(TemplateMemory {
+                path: &file,
+                shared: true,
+            }),
+        )
+        .join(" ");
+        assert!(
+            making.contains(
+                "-machine q35,memory-backend=pc.ram -object memory-backend-file,id=pc.ram,\
+size=1024M,mem-path=/data/templates/k/memory.ram,share=on"
+            ),
+            "{making}"
+        );
+        assert!(
+            making.contains("-append console=ttyS0 quiet panic=-1 hypedeck.template=1"),
+            "{making}"
+        );
+        let clone = argv_with(
+            &s,
+            Accel::Tcg,
+            Arch::Aarch64,
+            &VsockMode::Off,
+            Some(TemplateMemory {
+                path: &file,
+                shared: false,
+            }),
+        )
+        .join(" ");
+        assert!(
+            clone.contains(
+                "-machine virt,memory-backend=mach-virt.ram -object \
+memory-backend-file,id=mach-virt.ram,size=1024M,mem-path=/data/templates/k/memory.ram,share=off"
+            ),
+            "{clone}"
+        );
+        // Apart from the RAM and the kernel argument, the device model is the same.
+        let plain = argv(&s, Accel::Tcg, Arch::X86_64, &VsockMode::Off);
+        let without: Vec<String> = making
+            .replace(
+                " -object memory-backend-file,id=pc.ram,size=1024M,\
+mem-path=/data/templates/k/memory.ram,share=on",
+                "",
+            )
+            .replace(",memory-backend=pc.ram", "")
+            .replace(" hypedeck.template=1", "")
+            .split(' ')
+            .map(String::from)
+            .collect();
+        assert_eq!(without.join(" "), plain.join(" "));
     }
 
     #[test]

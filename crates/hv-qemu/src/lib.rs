@@ -26,7 +26,7 @@ use hypedeck_hypervisor::{
 use hypedeck_model::HypervisorKind;
 use tokio::io::AsyncWriteExt;
 
-pub use config::{Accel, Arch, RuntimeFiles, VsockMode};
+pub use config::{Accel, Arch, RuntimeFiles, TemplateMemory, VsockMode};
 
 /// What the QEMU backend supports.
 pub const CAPABILITIES: Capabilities = Capabilities {
@@ -39,6 +39,7 @@ pub const CAPABILITIES: Capabilities = Capabilities {
     gpu: false,
     port_forwarding: true,
     egress_enforcement: true,
+    templates: false,
 };
 
 const QMP_TIMEOUT: Duration = Duration::from_millis(2000);
@@ -63,6 +64,8 @@ pub struct QemuHypervisor {
     accel: tokio::sync::OnceCell<Accel>,
     forced_accel: Option<Accel>,
     vsock: VsockMode,
+    /// `--version`'s first line: a template is only used by the QEMU that made it.
+    version: String,
 }
 
 impl QemuHypervisor {
@@ -86,10 +89,18 @@ impl QemuHypervisor {
                 "{binary} was not found (install the Debian package {package})"
             ));
         }
-        if let Ok(out) = std::process::Command::new(&binary)
+        let version = std::process::Command::new(&binary)
             .arg("--version")
             .output()
-            && let Some((major, minor)) = parse_version(&String::from_utf8_lossy(&out.stdout))
+            .map(|out| {
+                String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .to_string()
+            })
+            .unwrap_or_default();
+        if let Some((major, minor)) = parse_version(&version)
             && (major, minor) < MIN_VERSION
         {
             return Err(format!(
@@ -109,6 +120,7 @@ impl QemuHypervisor {
             accel: tokio::sync::OnceCell::new(),
             forced_accel,
             vsock: vsock_mode()?,
+            version,
         })
     }
 
@@ -258,6 +270,8 @@ impl Hypervisor for QemuHypervisor {
             vsock: self.vsock != VsockMode::Off,
             // QEMU cannot migrate a vhost-user-vsock device.
             snapshot: !matches!(self.vsock, VsockMode::VhostUser(_)),
+            // The same: and its guest memory is a memfd of its own.
+            templates: !matches!(self.vsock, VsockMode::VhostUser(_)),
             ..CAPABILITIES
         }
     }
@@ -266,21 +280,7 @@ impl Hypervisor for QemuHypervisor {
         std::fs::create_dir_all(&spec.runtime_dir).map_err(HypervisorError::Start)?;
         let accel = self.accel(&spec.kernel, &spec.initrd).await;
         let argv = config::argv(spec, accel, self.arch, &self.vsock);
-        let files = RuntimeFiles::in_dir(&spec.runtime_dir);
-        let channel = self.prepare_channel(spec, &files).await?;
-        let pid = match process::spawn(&self.binary, &argv, &files).await {
-            Ok(pid) => pid,
-            Err(e) => {
-                vsock::stop_daemon(&files);
-                return Err(e);
-            }
-        };
-        Ok(Box::new(QemuVm {
-            files,
-            pid,
-            dir: spec.runtime_dir.clone(),
-            channel,
-        }))
+        Ok(Box::new(self.spawn(spec, &argv).await?))
     }
 
     async fn attach(
@@ -326,15 +326,7 @@ impl Hypervisor for QemuHypervisor {
             "-incoming".to_string(),
             format!("exec:cat {}", shell_quote(&state)),
         ]);
-        let files = RuntimeFiles::in_dir(&spec.runtime_dir);
-        let channel = self.prepare_channel(spec, &files).await?;
-        let pid = process::spawn(&self.binary, &argv, &files).await?;
-        let vm = QemuVm {
-            files,
-            pid,
-            dir: spec.runtime_dir.clone(),
-            channel,
-        };
+        let vm = self.spawn(spec, &argv).await?;
         let resumed = match wait_migration(&vm.files, MIGRATE_TIMEOUT).await {
             Ok(()) => qmp::execute(&vm.files.qmp, "cont", None, QMP_TIMEOUT)
                 .await
@@ -350,9 +342,231 @@ impl Hypervisor for QemuHypervisor {
         }
         Ok(Box::new(vm))
     }
+
+    async fn template_key(&self, spec: &VmSpec) -> Option<String> {
+        // Volumes change the device model; hotplug memory and vhost-user-vsock the memory's.
+        if spec.disks.len() != 3
+            || spec.hotplug_bytes > 0
+            || matches!(self.vsock, VsockMode::VhostUser(_))
+        {
+            return None;
+        }
+        use sha2::Digest;
+        let accel = self.accel(&spec.kernel, &spec.initrd).await;
+        let mut hash = sha2::Sha256::new();
+        let mut field = |name: &str, value: &str| {
+            hash.update(name.as_bytes());
+            hash.update([0]);
+            hash.update(value.as_bytes());
+            hash.update([0xff]);
+        };
+        field("format", TEMPLATE_FORMAT);
+        field("qemu", &self.version);
+        field("binary", &self.binary);
+        field("arch", self.arch.binary());
+        field("accel", &format!("{accel:?}"));
+        field(
+            "vsock",
+            match self.vsock {
+                VsockMode::Off => "off",
+                VsockMode::Kernel => "kernel",
+                VsockMode::VhostUser(_) => "vhost-user",
+            },
+        );
+        field("vcpus", &spec.vcpus.to_string());
+        field("memory", &spec.memory_bytes.to_string());
+        field("kernel_args", &spec.kernel_args);
+        field("network", &spec.network.is_some().to_string());
+        // The files the guest has read by the time it is saved: by path (each is named by its
+        // content or version) and, in case one is replaced in place, by size and mtime.
+        for (name, path) in [
+            ("kernel", &spec.kernel),
+            ("initrd", &spec.initrd),
+            ("rootfs", &spec.disks[0].path),
+        ] {
+            let meta = std::fs::metadata(path).ok()?;
+            let mtime = meta
+                .modified()
+                .ok()
+                .and_then(|m| m.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_nanos());
+            field(name, &format!("{} {} {mtime}", path.display(), meta.len()));
+        }
+        // Every disk's capacity and mode is in the devices' saved state.
+        for (i, disk) in spec.disks.iter().enumerate() {
+            let len = std::fs::metadata(&disk.path).ok()?.len();
+            field(&format!("disk{i}"), &format!("{len} {}", disk.readonly));
+        }
+        let digest = hash.finalize();
+        Some(digest.iter().take(16).map(|b| format!("{b:02x}")).collect())
+    }
+
+    async fn make_template(&self, spec: &VmSpec, dir: &Path) -> Result<(), HypervisorError> {
+        let fail = |detail: String| HypervisorError::Operation {
+            operation: "make template",
+            detail,
+        };
+        std::fs::create_dir_all(&spec.runtime_dir).map_err(HypervisorError::Start)?;
+        std::fs::create_dir_all(dir).map_err(HypervisorError::Start)?;
+        let memory = dir.join(TEMPLATE_MEMORY_FILE);
+        let accel = self.accel(&spec.kernel, &spec.initrd).await;
+        let argv = config::argv_with(
+            spec,
+            accel,
+            self.arch,
+            &self.vsock,
+            Some(TemplateMemory {
+                path: &memory,
+                shared: true,
+            }),
+        );
+        let vm = self.spawn(spec, &argv).await?;
+        let saved = async {
+            wait_for_console(&vm, &spec.serial_log, hypedeck_guest_init::TEMPLATE_READY).await?;
+            // The stream then carries the devices only: the RAM stays in the shared file.
+            set_ignore_shared(&vm.files, true).await?;
+            qmp::execute(&vm.files.qmp, "stop", None, QMP_TIMEOUT).await?;
+            let state = dir.join(TEMPLATE_STATE_FILE);
+            let uri = format!("exec:cat > {}", shell_quote(&state));
+            qmp::execute(
+                &vm.files.qmp,
+                "migrate",
+                Some(serde_json::json!({ "uri": uri })),
+                QMP_TIMEOUT,
+            )
+            .await?;
+            wait_migration(&vm.files, MIGRATE_TIMEOUT).await
+        }
+        .await;
+        let _ = vm.kill().await;
+        saved.map_err(fail)
+    }
+
+    async fn start_from_template(
+        &self,
+        spec: &VmSpec,
+        dir: &Path,
+    ) -> Result<Box<dyn Vm>, HypervisorError> {
+        let fail = |detail: String| HypervisorError::Operation {
+            operation: "start from template",
+            detail,
+        };
+        let (memory, state) = (
+            dir.join(TEMPLATE_MEMORY_FILE),
+            dir.join(TEMPLATE_STATE_FILE),
+        );
+        if !memory.is_file() || !state.is_file() {
+            return Err(fail("the template is incomplete".into()));
+        }
+        std::fs::create_dir_all(&spec.runtime_dir).map_err(HypervisorError::Start)?;
+        let accel = self.accel(&spec.kernel, &spec.initrd).await;
+        let mut argv = config::argv_with(
+            spec,
+            accel,
+            self.arch,
+            &self.vsock,
+            Some(TemplateMemory {
+                path: &memory,
+                shared: false,
+            }),
+        );
+        argv.extend(["-S", "-incoming", "defer"].map(String::from));
+        let vm = self.spawn(spec, &argv).await?;
+        let started = async {
+            set_ignore_shared(&vm.files, true).await?;
+            let uri = format!("exec:cat {}", shell_quote(&state));
+            qmp::execute(
+                &vm.files.qmp,
+                "migrate-incoming",
+                Some(serde_json::json!({ "uri": uri })),
+                QMP_TIMEOUT,
+            )
+            .await?;
+            wait_migration(&vm.files, MIGRATE_TIMEOUT).await?;
+            // Its own saves (standby, snapshots) are whole: the RAM is its own from here.
+            set_ignore_shared(&vm.files, false).await?;
+            qmp::execute(&vm.files.qmp, "cont", None, QMP_TIMEOUT)
+                .await
+                .map(|_| ())
+        }
+        .await;
+        if let Err(detail) = started {
+            let _ = vm.kill().await;
+            return Err(fail(detail));
+        }
+        Ok(Box::new(vm))
+    }
+}
+
+/// What a template's saved devices are made with; a change names other templates.
+const TEMPLATE_FORMAT: &str = "1";
+/// A template's RAM (a sparse file of the VM's memory size).
+pub const TEMPLATE_MEMORY_FILE: &str = "memory.ram";
+/// A template's saved devices (the migration stream without the RAM).
+pub const TEMPLATE_STATE_FILE: &str = "state.bin";
+/// How long a template VM may take to boot to its wait.
+const TEMPLATE_BOOT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Turns `x-ignore-shared` on or off. On: RAM in a shared file is left out of the migration stream (the
+/// template's side), and expected in the file (the started VM's side: its mapping of the same
+/// file is private, but the stream has no pages for it either way).
+async fn set_ignore_shared(files: &RuntimeFiles, on: bool) -> Result<(), String> {
+    qmp::execute(
+        &files.qmp,
+        "migrate-set-capabilities",
+        Some(serde_json::json!({
+            "capabilities": [{ "capability": "x-ignore-shared", "state": on }]
+        })),
+        QMP_TIMEOUT,
+    )
+    .await
+    .map(|_| ())
+}
+
+/// Waits until `marker` is on the VM's console, or its VMM ended, or the boot took too long.
+async fn wait_for_console(vm: &QemuVm, log: &Path, marker: &str) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + TEMPLATE_BOOT_TIMEOUT;
+    loop {
+        let text = std::fs::read(log).unwrap_or_default();
+        if String::from_utf8_lossy(&text).contains(marker) {
+            return Ok(());
+        }
+        if !vm.is_alive().await {
+            let last = String::from_utf8_lossy(&text)
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("")
+                .to_string();
+            return Err(format!("the template VM ended before it was ready: {last}"));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err("the template VM did not get ready in time".into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 impl QemuHypervisor {
+    /// Starts QEMU with `argv` for `spec` (after what its agent channel needs).
+    async fn spawn(&self, spec: &VmSpec, argv: &[String]) -> Result<QemuVm, HypervisorError> {
+        let files = RuntimeFiles::in_dir(&spec.runtime_dir);
+        let channel = self.prepare_channel(spec, &files).await?;
+        let pid = match process::spawn(&self.binary, argv, &files).await {
+            Ok(pid) => pid,
+            Err(e) => {
+                vsock::stop_daemon(&files);
+                return Err(e);
+            }
+        };
+        Ok(QemuVm {
+            files,
+            pid,
+            dir: spec.runtime_dir.clone(),
+            channel,
+        })
+    }
+
     /// Starts what the agent channel needs before QEMU (the vhost-user daemon) and records
     /// the channel for re-attach.
     async fn prepare_channel(

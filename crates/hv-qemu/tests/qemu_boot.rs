@@ -97,11 +97,14 @@ async fn prepare_with(argv: &[&str], env: &[&str], dhcp: bool) -> Vm {
             gateway: "10.100.9.2".into(),
             dns: "10.100.9.3".into(),
             dhcp,
+            mac: None,
         }),
         ca_cert_pem: None,
         volumes: vec![],
         skip_agent: false,
         agent_key: None,
+        host_time_ns: None,
+        entropy: None,
     };
     let cfg = dir.path().join("config.img");
     std::fs::write(&cfg, config.to_disk().unwrap()).unwrap();

@@ -53,6 +53,7 @@ pub const CAPABILITIES: Capabilities = Capabilities {
     gpu: false,
     port_forwarding: true,
     egress_enforcement: true,
+    templates: false,
 };
 
 /// Environment variable naming the helper binary (default: `hypedeck-vz` next to the

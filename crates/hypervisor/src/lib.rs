@@ -39,6 +39,9 @@ pub struct Capabilities {
     /// Egress can be confined to [`NetSpec::guest_forwards`] ([`NetSpec::restrict`]), which the
     /// credential-injecting proxy relies on.
     pub egress_enforcement: bool,
+    /// VMs start from templates: a booted VM saved once, whose memory the VMs started from it
+    /// share copy-on-write ([`Hypervisor::template_key`]).
+    pub templates: bool,
 }
 
 /// How the guest NIC's frames reach the engine ([`Vm::network_link`]).
@@ -218,6 +221,42 @@ pub trait Hypervisor: Send + Sync + std::fmt::Debug {
         spec: &VmSpec,
         dir: &std::path::Path,
     ) -> Result<Box<dyn Vm>, HypervisorError>;
+
+    /// Names the template a VM of `spec` can start from: equal keys mean the same device
+    /// model, memory size, kernel, initramfs, root disk and VMM, so a template made for one
+    /// spec serves the other. `None`: `spec` cannot start from a template (volumes, hotplug
+    /// memory, or a backend without [`Capabilities::templates`]).
+    async fn template_key(&self, _spec: &VmSpec) -> Option<String> {
+        None
+    }
+
+    /// Boots `spec` as a template into `dir`: the guest stops before reading its config disk
+    /// (`spec`'s must be all zeroes), and the VM is saved there and ended. Nothing of any
+    /// instance is in it. On error nothing is left running.
+    async fn make_template(
+        &self,
+        _spec: &VmSpec,
+        _dir: &std::path::Path,
+    ) -> Result<(), HypervisorError> {
+        Err(HypervisorError::Unsupported {
+            kind: self.kind(),
+            operation: "templates",
+        })
+    }
+
+    /// Starts `spec` from the template in `dir` (made for a spec with the same
+    /// [`Hypervisor::template_key`]) and resumes it: the guest reads `spec`'s config disk and
+    /// boots on as a cold boot does. On error nothing is left running.
+    async fn start_from_template(
+        &self,
+        _spec: &VmSpec,
+        _dir: &std::path::Path,
+    ) -> Result<Box<dyn Vm>, HypervisorError> {
+        Err(HypervisorError::Unsupported {
+            kind: self.kind(),
+            operation: "templates",
+        })
+    }
 }
 
 /// Control of one running VMM.

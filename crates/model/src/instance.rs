@@ -189,6 +189,9 @@ pub struct Instance {
     /// Hypedeck extension: what this instance was forked from (omitted when not a fork).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forked_from: Option<crate::ForkOrigin>,
+    /// Hypedeck extension: the template this run started from (omitted after a cold boot).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_id: Option<String>,
     /// GPU facts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu: Option<InstanceGpu>,

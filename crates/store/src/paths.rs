@@ -99,6 +99,11 @@ impl Paths {
         self.root.join("egress").join("ca.crt")
     }
 
+    /// VM templates, one directory each (named by the backend's template key).
+    pub fn templates(&self) -> PathBuf {
+        self.root.join("templates")
+    }
+
     /// Kernel, initramfs and other system files.
     pub fn system(&self) -> PathBuf {
         self.root.join("system")

@@ -163,6 +163,9 @@ pub struct InstanceRecord {
     /// What the instance was forked from, if it is a fork.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forked_from: Option<hypedeck_model::ForkOrigin>,
+    /// The template the current run started from (`None`: a cold boot, or a restore).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_id: Option<String>,
     /// Creation time.
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
@@ -380,6 +383,7 @@ mod tests {
             exit_message: None,
             log_offset: 0,
             forked_from: None,
+            template_id: None,
         }
     }
 

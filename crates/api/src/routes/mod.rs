@@ -10,6 +10,7 @@ pub mod meta;
 pub mod network;
 pub mod snapshots;
 pub mod system;
+pub mod templates;
 pub mod unsupported;
 pub mod volumes;
 

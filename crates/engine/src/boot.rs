@@ -97,10 +97,7 @@ impl Engine {
         spec: &hypedeck_hypervisor::VmSpec,
     ) -> Result<Box<dyn hypedeck_hypervisor::Vm>, EngineError> {
         record.template_id = None;
-        let key = if self.guest.is_some()
-            && self.templates.enabled()
-            && hypervisor.capabilities().templates
-        {
+        let key = if self.templates.enabled() && hypervisor.capabilities().templates {
             hypervisor.template_key(spec).await
         } else {
             None

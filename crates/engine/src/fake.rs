@@ -25,6 +25,10 @@ pub struct Script {
     pub query_fails: bool,
     /// Take this long to start (a slow boot, for races with other verbs).
     pub start_delay: std::time::Duration,
+    /// Offer templates: one key per vCPU count and memory size.
+    pub templates: bool,
+    /// Fail `start_from_template`.
+    pub fail_template_start: bool,
 }
 
 impl Default for Script {
@@ -34,6 +38,8 @@ impl Default for Script {
             markers: 2,
             query_fails: false,
             start_delay: std::time::Duration::ZERO,
+            templates: false,
+            fail_template_start: false,
         }
     }
 }
@@ -206,7 +212,7 @@ impl Hypervisor for FakeHypervisor {
             snapshot: true,
             port_forwarding: true,
             egress_enforcement: true,
-            templates: false,
+            templates: self.script().templates,
             ..Capabilities::default()
         }
     }
@@ -246,6 +252,31 @@ impl Hypervisor for FakeHypervisor {
             query_fails: script.query_fails,
             agent: spec.runtime_dir.join("agent.sock"),
         }))
+    }
+
+    async fn template_key(&self, spec: &VmSpec) -> Option<String> {
+        self.script()
+            .templates
+            .then(|| format!("{:04x}{:012x}", spec.vcpus, spec.memory_bytes >> 20))
+    }
+
+    async fn make_template(&self, _spec: &VmSpec, dir: &Path) -> Result<(), HypervisorError> {
+        std::fs::create_dir_all(dir).map_err(HypervisorError::Start)?;
+        std::fs::write(dir.join("memory.ram"), b"fake template").map_err(HypervisorError::Start)
+    }
+
+    async fn start_from_template(
+        &self,
+        spec: &VmSpec,
+        dir: &Path,
+    ) -> Result<Box<dyn Vm>, HypervisorError> {
+        if self.script().fail_template_start || !dir.join("memory.ram").is_file() {
+            return Err(HypervisorError::Operation {
+                operation: "start from template",
+                detail: "scripted failure".into(),
+            });
+        }
+        self.start(spec).await
     }
 
     async fn restore(&self, spec: &VmSpec, dir: &Path) -> Result<Box<dyn Vm>, HypervisorError> {

@@ -246,9 +246,10 @@ impl Templates {
                 .await
                 .map_err(|e| e.to_string())?;
             // Only the saved VM stays: the placeholders and the run dir go.
-            for name in ["overlay.img", "config.img", "console.log"] {
-                let _ = std::fs::remove_file(work.join(name));
+            for i in 1..template.disks.len() {
+                let _ = std::fs::remove_file(work.join(format!("disk{i}.img")));
             }
+            let _ = std::fs::remove_file(work.join("console.log"));
             let _ = std::fs::remove_dir_all(work.join("run"));
             info.status = "ready".into();
             info.created_at = Some(OffsetDateTime::now_utc());
@@ -318,24 +319,24 @@ fn template_spec(spec: &VmSpec, key: &str, work: &Path) -> std::io::Result<VmSpe
         std::fs::File::create(&path)?.set_len(len)?;
         Ok(path)
     };
-    let len = |i: usize| std::fs::metadata(&spec.disks[i].path).map(|m| m.len());
-    let disks = vec![
-        DiskSpec {
-            path: spec.disks[0].path.clone(),
-            readonly: spec.disks[0].readonly,
+    // The root disk is shared (read-only, the image's); the others (overlay, config) are
+    // zero-filled files of their sizes.
+    let mut disks = Vec::new();
+    for (i, disk) in spec.disks.iter().enumerate() {
+        let path = if i == 0 {
+            disk.path.clone()
+        } else {
+            sized(
+                &format!("disk{i}.img"),
+                std::fs::metadata(&disk.path)?.len(),
+            )?
+        };
+        disks.push(DiskSpec {
+            path,
+            readonly: disk.readonly,
             io_bps: 0,
-        },
-        DiskSpec {
-            path: sized("overlay.img", len(1)?)?,
-            readonly: spec.disks[1].readonly,
-            io_bps: 0,
-        },
-        DiskSpec {
-            path: sized("config.img", len(2)?)?,
-            readonly: spec.disks[2].readonly,
-            io_bps: 0,
-        },
-    ];
+        });
+    }
     let id = format!("template-{}", &key[..key.len().min(12)]);
     Ok(VmSpec {
         instance_id: id.clone(),

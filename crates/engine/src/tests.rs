@@ -2162,3 +2162,94 @@ async fn saved_memory_is_compressed_in_the_background_and_decompressed_for_use()
     );
     assert!(!latest.exists());
 }
+
+#[tokio::test]
+async fn a_first_start_makes_a_template_that_later_starts_of_its_shape_use() {
+    use hypedeck_model::ErrorCode;
+    let r = rig();
+    r.fake.set_script(Script {
+        templates: true,
+        ..Script::default()
+    });
+    let first = r.engine.create(agent_spec("first")).await.unwrap();
+    assert_eq!(
+        first.template_id, None,
+        "the first start of a shape boots cold"
+    );
+    let ready = async {
+        loop {
+            if let Some(t) = r
+                .engine
+                .templates()
+                .into_iter()
+                .find(|t| t.status == "ready")
+            {
+                return t;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    };
+    let template = tokio::time::timeout(std::time::Duration::from_secs(10), ready)
+        .await
+        .expect("a template is made in the background");
+    assert_eq!(template.vcpus, 2);
+    assert_eq!(template.memory_bytes, 1 << 30);
+    assert!(template.created_at.is_some());
+    assert_eq!(r.engine.templates().len(), 1);
+
+    let second = r.engine.create(agent_spec("second")).await.unwrap();
+    assert_eq!(second.template_id.as_deref(), Some(template.id.as_str()));
+    assert_eq!(second.state, InstanceState::Running);
+    assert_eq!(r.engine.templates()[0].starts, 1);
+    // Another shape has no template yet: it boots cold and asks for its own.
+    let mut small = agent_spec("small");
+    small.vcpus = 1;
+    assert_eq!(r.engine.create(small).await.unwrap().template_id, None);
+
+    // A template that fails to start: the instance boots cold, and its log says why.
+    r.fake.set_script(Script {
+        templates: true,
+        fail_template_start: true,
+        ..Script::default()
+    });
+    let third = r.engine.create(agent_spec("third")).await.unwrap();
+    assert_eq!(third.template_id, None);
+    assert_eq!(third.state, InstanceState::Running);
+    let log = std::fs::read_to_string(
+        r.engine
+            .log_path("third", crate::LogSource::Hypeman)
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(
+        log.contains(&format!("starting from template {} failed", template.id)),
+        "{log}"
+    );
+    assert!(log.contains("booting cold"), "{log}");
+
+    // A restart is a fresh boot, so it starts from the template too; `template_id` says what
+    // the current run started from.
+    r.fake.set_script(Script {
+        templates: true,
+        ..Script::default()
+    });
+    r.engine.stop("third").await.unwrap();
+    let again = r.engine.start("third", Default::default()).await.unwrap();
+    assert_eq!(again.template_id.as_deref(), Some(template.id.as_str()));
+    r.fake.set_script(Script::default());
+    r.engine.stop("third").await.unwrap();
+    let cold = r.engine.start("third", Default::default()).await.unwrap();
+    assert_eq!(cold.template_id, None);
+
+    r.engine.delete_template(&template.id).unwrap();
+    for id in [template.id.as_str(), "not-hex", "../x"] {
+        match r.engine.delete_template(id) {
+            Err(EngineError::Rejected(rej)) => {
+                assert_eq!(rej.code, ErrorCode::NotFound);
+                assert_eq!(rej.message, "template not found");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(r.engine.templates().iter().all(|t| t.id != template.id));
+}

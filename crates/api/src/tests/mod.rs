@@ -27,6 +27,7 @@ mod lifecycle;
 mod meta;
 mod snapshots;
 mod system;
+mod templates;
 mod unsupported;
 mod volumes;
 

@@ -37,7 +37,7 @@ export function launchChromium() {
  *   before(() => ui.start());
  *   after(() => ui.stop());
  */
-export function browserUi(name) {
+export function browserUi(name, env = {}) {
   const ui = {
     engine: null,
     browser: null,
@@ -63,7 +63,7 @@ export function browserUi(name) {
       return ui.openPage(t, { api: ui.engine.url, token: ui.engine.token }, options);
     },
     async start() {
-      ui.engine = await startFakeEngine(name);
+      ui.engine = await startFakeEngine(name, env);
       ui.browser = await launchChromium();
     },
     async stop() {

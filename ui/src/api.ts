@@ -4,7 +4,7 @@ import Hypeman, { APIConnectionError, APIError } from "@onkernel/hypeman";
 import type { Connection } from "./connection";
 import { desktopFetch, inDesktop } from "./desktop";
 import { allowedKeysFrom, PROBE_BODY, PROBE_KEY } from "./forms";
-import type { Backend, Problem, SystemChecks } from "./model";
+import type { Backend, Problem, SystemChecks, Template } from "./model";
 import type { EffectiveCommand } from "./details";
 import { credentials, type CredentialStatus } from "./trail";
 
@@ -130,6 +130,21 @@ export async function hypervisors(api: Hypeman): Promise<Backend[] | null> {
     if (e instanceof APIError && e.status === 404) return null;
     throw e;
   }
+}
+
+/** The engine's VM templates (Hypedeck's `GET /templates`); null from servers without them. */
+export async function templates(api: Hypeman): Promise<Template[] | null> {
+  try {
+    return await api.get<Template[]>("/templates");
+  } catch (e) {
+    if (e instanceof APIError && e.status === 404) return null;
+    throw e;
+  }
+}
+
+/** Removes a template (`DELETE /templates/{id}`): the next start of its shape boots cold. */
+export async function deleteTemplate(api: Hypeman, id: string): Promise<void> {
+  await api.delete(`/templates/${encodeURIComponent(id)}`);
 }
 
 /**

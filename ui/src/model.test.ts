@@ -16,6 +16,8 @@ import {
   sortInstances,
   STATES,
   tagLabels,
+  templateOf,
+  templateShape,
   tone,
   uptime,
   VERBS,
@@ -225,5 +227,19 @@ describe("backends", () => {
     );
     expect(limitsOf({ kind: "qemu", capabilities: all })).toBe("");
     expect(limitsOf({ kind: "x", capabilities: { ...all, hotplug_memory: false } })).toBe("No memory hotplug on x");
+  });
+});
+
+describe("templates", () => {
+  test("a template's shape reads as vCPUs and memory", () => {
+    expect(templateShape({ vcpus: 1, memory_bytes: 256 * 2 ** 20 })).toBe("1 vCPU · 256 MiB");
+    expect(templateShape({ vcpus: 4, memory_bytes: 2 ** 30 })).toBe("4 vCPUs · 1.0 GiB");
+  });
+
+  test("template_id is read only when it is a non-empty string", () => {
+    expect(templateOf({ template_id: "0123456789abcdef" })).toBe("0123456789abcdef");
+    expect(templateOf({})).toBeNull();
+    expect(templateOf({ template_id: "" })).toBeNull();
+    expect(templateOf({ template_id: 7 })).toBeNull();
   });
 });

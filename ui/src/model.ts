@@ -67,6 +67,8 @@ export interface Capabilities {
   gpu: boolean;
   port_forwarding: boolean;
   egress_enforcement: boolean;
+  /** VMs start from templates (absent from engines before templates). */
+  templates?: boolean;
 }
 
 /** One setup check (Hypedeck's `GET /system/checks`, or the desktop shell's own). */
@@ -91,6 +93,36 @@ export function checksOf(checks: SystemCheck[]): SystemChecks {
 }
 
 /** One backend of the engine: available with capabilities, or not with the reason. */
+/** A VM template (Hypedeck's `GET /templates`): instances of its shape start from it. */
+export interface Template {
+  id: string;
+  status: "building" | "ready" | "failed";
+  error?: string;
+  image: string;
+  image_digest: string;
+  hypervisor: string;
+  vcpus: number;
+  memory_bytes: number;
+  overlay_bytes: number;
+  network: boolean;
+  created_at: string | null;
+  build_ms?: number;
+  disk_bytes?: number;
+  starts: number;
+  last_used_at: string | null;
+}
+
+/** "1 vCPU · 256 MiB" */
+export function templateShape(t: Pick<Template, "vcpus" | "memory_bytes">): string {
+  return `${t.vcpus} vCPU${t.vcpus === 1 ? "" : "s"} · ${bytes(t.memory_bytes)}`;
+}
+
+/** The id of the template an instance's current run started from (Hypedeck extension), if any. */
+export function templateOf(instance: object): string | null {
+  const raw: unknown = (instance as { template_id?: unknown }).template_id;
+  return typeof raw === "string" && raw !== "" ? raw : null;
+}
+
 export interface Backend {
   kind: string;
   default: boolean;

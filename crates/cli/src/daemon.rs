@@ -293,7 +293,17 @@ fn select_hypervisor(
                 .map(|q| Arc::new(q) as Arc<dyn Hypervisor>))
         }
         #[cfg(feature = "fake-hypervisor")]
-        HypervisorChoice::Fake => Ok(Ok(hypedeck_engine::fake::FakeHypervisor::new())),
+        HypervisorChoice::Fake => {
+            let fake = hypedeck_engine::fake::FakeHypervisor::new();
+            // UI suites: templates (one per vCPU count and memory size) when asked.
+            if std::env::var_os("HYPEDECK_FAKE_TEMPLATES").is_some() {
+                fake.set_script(hypedeck_engine::fake::Script {
+                    templates: true,
+                    ..Default::default()
+                });
+            }
+            Ok(Ok(fake))
+        }
         #[cfg(not(feature = "fake-hypervisor"))]
         HypervisorChoice::Fake => Err(DaemonError::Unsupported(
             "the fake hypervisor is only in test builds (feature fake-hypervisor)".into(),

@@ -1,13 +1,14 @@
 // Images on the engine, with a pull form; pulls in flight show their bytes and percent. Each
 // image says how many instances use it (from the instance list), runs (the create form with
-// that image) and deletes after a question that names the instances using it.
+// that image) and deletes after a question that names the instances using it. Below, the VM
+// templates instances start from (Hypedeck engines only): shape, status, starts, size, delete.
 import { useCallback, useMemo, useState } from "react";
 import type Hypeman from "@onkernel/hypeman";
 
-import { problem } from "../api";
+import { deleteTemplate, problem, templates as listTemplates } from "../api";
 import { imageUsage, normalizeImage, pullProgress, usageText } from "../fleet";
 import { usePolled } from "../hooks";
-import { bytes, when, type Instance } from "../model";
+import { bytes, shortId, templateShape, when, type Instance, type Template } from "../model";
 import { ConfirmDialog } from "./common";
 import type { Image } from "./images";
 
@@ -24,6 +25,100 @@ function PullStatus({ image }: { image: Image }) {
       {/* No value: an indeterminate bar, for a pull whose size the engine does not report. */}
       <progress max={100} value={p.percent ?? undefined} aria-label={`Pull of ${image.name}`} aria-valuetext={p.text || image.status} />
     </div>
+  );
+}
+
+/**
+ * The engine's VM templates. Hidden on servers without them (upstream Hypeman). A template is
+ * cheap to make again, so Delete asks nothing.
+ */
+function TemplatesSection({ api }: { api: Hypeman }) {
+  const list = useCallback(() => listTemplates(api), [api]);
+  const { value, failure, reload } = usePolled(list, (all) => (all?.some((t) => t.status === "building") ? 1000 : 5000));
+  const [deleting, setDeleting] = useState<string | null>(null);
+  const [rowError, setRowError] = useState<{ id: string; text: string } | null>(null);
+  if (value === null && !failure) return null;
+  const remove = async (t: Template): Promise<void> => {
+    setDeleting(t.id);
+    setRowError(null);
+    try {
+      await deleteTemplate(api, t.id);
+      await reload();
+    } catch (e) {
+      const p = problem(e, "");
+      setRowError({ id: t.id, text: `${p.code}: ${p.message}` });
+    } finally {
+      setDeleting(null);
+    }
+  };
+  return (
+    <section id="templates" aria-labelledby="templates-title">
+      <h2 id="templates-title">Templates</h2>
+      <p className="hint" id="templates-hint">
+        A template is a VM of one image and shape, booted until it waits for its configuration and saved. Instances of that shape start from it
+        instead of booting, sharing its unchanged memory. The first start of a shape makes one in the background; it never holds an instance&apos;s
+        environment or credentials.
+      </p>
+      {failure && (
+        <p className="inline-error" role="alert">
+          <strong>{failure.code}</strong> {failure.message}
+        </p>
+      )}
+      {value && value.length === 0 && <p className="empty">No templates yet. Start an instance and one is made for its image and shape.</p>}
+      {value && value.length > 0 && (
+        <table id="templates-table" aria-label="Templates" aria-describedby="templates-hint">
+          <thead>
+            <tr>
+              <th>Image</th>
+              <th>Shape</th>
+              <th>Status</th>
+              <th className="num">Starts</th>
+              <th className="num">On disk</th>
+              <th>Made</th>
+              <th>
+                <span className="sr-only">Actions</span>
+              </th>
+            </tr>
+          </thead>
+          <tbody>
+            {value.map((t) => (
+              <tr key={t.id} data-template={t.id} data-status={t.status}>
+                <td>
+                  {t.image} <code title={t.id}>{shortId(t.id)}</code>
+                </td>
+                <td>{templateShape(t)}</td>
+                <td>{t.status === "failed" ? <span title={t.error ?? ""}>failed: {t.error}</span> : t.status}</td>
+                <td className="num">{t.starts}</td>
+                <td className="num">{bytes(t.disk_bytes)}</td>
+                <td>
+                  {when(t.created_at)}
+                  {t.build_ms !== undefined ? ` (${(t.build_ms / 1000).toFixed(1)} s)` : ""}
+                </td>
+                <td className="row-actions">
+                  {t.status !== "building" && (
+                    <button
+                      type="button"
+                      data-template-action="delete"
+                      className="danger"
+                      disabled={deleting !== null}
+                      aria-label={`Delete the template of ${t.image} (${templateShape(t)})`}
+                      onClick={() => void remove(t)}
+                    >
+                      {deleting === t.id ? "Deleting…" : "Delete"}
+                    </button>
+                  )}
+                  {rowError?.id === t.id && (
+                    <span className="inline-error" role="alert">
+                      {rowError.text}
+                    </span>
+                  )}
+                </td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      )}
+    </section>
   );
 }
 
@@ -216,6 +311,7 @@ export function ImagesView({
           )}
         </ConfirmDialog>
       )}
+      <TemplatesSection api={api} />
     </section>
   );
 }

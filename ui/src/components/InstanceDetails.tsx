@@ -20,7 +20,7 @@ import {
   type DetailTab,
   type EffectiveCommand,
 } from "../details";
-import { duration, shortId, tagLabels, uptime, when, type Instance, type Verb } from "../model";
+import { duration, shortId, tagLabels, templateOf, uptime, when, type Instance, type Verb } from "../model";
 import { forkedFrom, forkPlan, snapshotLabel, type ForkedFrom } from "../snapshots";
 import { Actions, Copyable, CopyButton, StateBadge } from "./common";
 import { CredentialsPanel } from "./CredentialsPanel";
@@ -414,6 +414,13 @@ function Details({ api, conn, instance, instances, now, onBack, onOpen, onChange
                   <Item label="Image" field="image">
                     <code>{instance.image}</code>
                   </Item>
+                  {templateOf(instance) && (
+                    <Item label="Started from" field="template_id">
+                      <span title="This run restored a booted VM of its image and shape instead of booting (see Images → Templates)">
+                        template <code>{shortId(templateOf(instance) ?? "")}</code>
+                      </span>
+                    </Item>
+                  )}
                   <Item label="State" field="state">
                     {instance.state}
                   </Item>

@@ -767,3 +767,140 @@ mod version_tests {
         assert_eq!(super::parse_version("something else"), None);
     }
 }
+
+#[cfg(test)]
+mod template_key_tests {
+    use std::path::Path;
+
+    use hypedeck_hypervisor::{DiskSpec, Hypervisor, VmSpec};
+
+    use super::*;
+
+    fn qemu(version: &str, vsock: VsockMode) -> QemuHypervisor {
+        QemuHypervisor {
+            binary: "qemu-system-x86_64".into(),
+            arch: Arch::X86_64,
+            accel: tokio::sync::OnceCell::new(),
+            forced_accel: Some(Accel::Tcg),
+            vsock,
+            version: version.into(),
+        }
+    }
+
+    fn file(dir: &Path, name: &str, bytes: &[u8]) -> std::path::PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    fn spec(dir: &Path) -> VmSpec {
+        let disk = |name: &str, readonly: bool| DiskSpec {
+            path: dir.join(name),
+            readonly,
+            io_bps: 0,
+        };
+        VmSpec {
+            instance_id: "tz4a98xxat96iws9zmbrgj3a".into(),
+            runtime_dir: dir.join("run"),
+            vcpus: 1,
+            memory_bytes: 256 << 20,
+            hotplug_bytes: 0,
+            kernel: dir.join("vmlinuz"),
+            initrd: dir.join("initrd.img"),
+            kernel_args: "quiet panic=-1".into(),
+            disks: vec![
+                disk("rootfs.ext4", true),
+                disk("overlay.ext4", false),
+                disk("config.img", true),
+            ],
+            serial_log: dir.join("app.log"),
+            network: None,
+            vsock_cid: 7,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_key_changes_with_whatever_the_saved_guest_depends_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for (name, bytes) in [
+            ("vmlinuz", &b"kernel"[..]),
+            ("initrd.img", b"initrd"),
+            ("rootfs.ext4", b"root"),
+            ("overlay.ext4", &[0u8; 64][..]),
+            ("config.img", &[0u8; 32][..]),
+        ] {
+            file(d, name, bytes);
+        }
+        let q = qemu("QEMU emulator version 7.2.22", VsockMode::Off);
+        let base = q.template_key(&spec(d)).await.expect("a key");
+        assert_eq!(base.len(), 32);
+        // Another instance of the same shape (own id, dirs, identity) has the same key.
+        let mut other = spec(d);
+        other.instance_id = "aaaaaaaaaaaaaaaaaaaaaaaa".into();
+        other.runtime_dir = d.join("elsewhere");
+        other.vsock_cid = 99;
+        other.disks[1].io_bps = 1 << 20;
+        assert_eq!(q.template_key(&other).await.as_deref(), Some(base.as_str()));
+
+        let mut changed = Vec::new();
+        let mut s = spec(d);
+        s.memory_bytes = 512 << 20;
+        changed.push(("memory", q.template_key(&s).await));
+        let mut s = spec(d);
+        s.vcpus = 2;
+        changed.push(("vcpus", q.template_key(&s).await));
+        let mut s = spec(d);
+        s.network = Some(hypedeck_hypervisor::NetSpec {
+            mac: "02:00:00:00:00:02".into(),
+            subnet: "10.100.1.0/24".into(),
+            gateway: "10.100.1.2".into(),
+            dns: "10.100.1.3".into(),
+            guest_ip: "10.100.1.15".into(),
+            restrict: false,
+            guest_forwards: Vec::new(),
+            host_forwards: Vec::new(),
+        });
+        changed.push(("a NIC", q.template_key(&s).await));
+        changed.push((
+            "the QEMU version",
+            qemu("QEMU emulator version 8.2.0", VsockMode::Off)
+                .template_key(&spec(d))
+                .await,
+        ));
+        changed.push((
+            "the vsock mode",
+            qemu("QEMU emulator version 7.2.22", VsockMode::Kernel)
+                .template_key(&spec(d))
+                .await,
+        ));
+        file(d, "overlay.ext4", &[0u8; 128]);
+        changed.push(("the overlay size", q.template_key(&spec(d)).await));
+        file(d, "overlay.ext4", &[0u8; 64]);
+        file(d, "initrd.img", b"another init");
+        changed.push(("the initramfs", q.template_key(&spec(d)).await));
+        file(d, "initrd.img", b"initrd");
+        let mut s = spec(d);
+        s.disks[0].path = file(d, "other-rootfs.ext4", b"root");
+        changed.push(("the image", q.template_key(&s).await));
+        for (what, key) in changed {
+            let key = key.unwrap_or_else(|| panic!("{what}: no key"));
+            assert_ne!(key, base, "{what} did not change the key");
+        }
+
+        // Shapes that cannot start from a template have no key.
+        let mut s = spec(d);
+        s.hotplug_bytes = 1 << 30;
+        assert_eq!(q.template_key(&s).await, None, "hotplug memory");
+        let mut s = spec(d);
+        s.disks.push(s.disks[1].clone());
+        assert_eq!(q.template_key(&s).await, None, "a volume");
+        let vhost = qemu(
+            "QEMU emulator version 7.2.22",
+            VsockMode::VhostUser("vhost-device-vsock".into()),
+        );
+        assert_eq!(vhost.template_key(&spec(d)).await, None, "vhost-user vsock");
+        std::fs::remove_file(d.join("vmlinuz")).unwrap();
+        assert_eq!(q.template_key(&spec(d)).await, None, "a missing kernel");
+    }
+}

@@ -171,9 +171,15 @@ describe("templates", () => {
 
     // Standby and restore of a VM started from a template.
     await client.instances.standby(a.id, {});
+    // The saved VM names its versioned machine type, and the restore boots that one (a newer
+    // QEMU keeps older machine types, so the save outlives an upgrade).
+    const machine = readFileSync(path.join(dataDir, "instances", a.id, "snapshots", "latest", "machine"), "utf8");
+    assert.match(machine, /^pc-q35-\d+\.\d+$/);
     const lines = (await logLines(client, a.id)).length;
     await client.instances.restore(a.id);
     await client.instances.wait(a.id, BOOT, { timeout: 250_000 });
+    const pid = readFileSync(path.join(dataDir, "instances", a.id, "run", "qemu.pid"), "utf8").trim();
+    assert.ok(readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").includes(machine), "the restore runs the saved machine type");
     const after = requestsFrom("tpl-a").length;
     await waitFor(() => requestsFrom("tpl-a").length > after, "tpl-a calling on after its restore", 120_000);
     assert.equal(requestsFrom("tpl-a").at(-1).authorization, "Bearer sk-a-rotated");

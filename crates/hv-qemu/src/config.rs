@@ -40,6 +40,29 @@ impl Arch {
         }
     }
 
+    /// The board's machine type alias (the newest version of it in this QEMU).
+    pub fn board(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "q35",
+            Arch::Aarch64 => "virt",
+        }
+    }
+
+    /// The versioned machine type `-machine help` (its text in `help`) says the board's alias
+    /// stands for (`pc-q35-7.2`), so a saved VM can be restored by a newer QEMU with the
+    /// machine it was saved with.
+    pub fn versioned_machine(self, help: &str) -> Option<String> {
+        help.lines().find_map(|line| {
+            let mut words = line.split_whitespace();
+            (words.next() == Some(self.board()))
+                .then(|| line.split("(alias of ").nth(1)?.split(')').next())
+                .flatten()
+                .map(str::trim)
+                .filter(|m| valid_machine(m))
+                .map(String::from)
+        })
+    }
+
     /// The guest's serial console device.
     pub fn console(self) -> &'static str {
         match self {
@@ -112,6 +135,16 @@ pub enum VsockMode {
     VhostUser(PathBuf),
 }
 
+/// Whether `name` can be a machine type (`pc-q35-7.2`, `virt-8.0`): what a saved VM's file may
+/// name, nothing that could be another option.
+pub fn valid_machine(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
+}
+
 /// Escapes a value for QEMU's `key=value,…` option syntax (commas are doubled).
 fn q(path: &Path) -> String {
     path.display().to_string().replace(',', ",,")
@@ -140,17 +173,19 @@ fn default_ram_id(arch: Arch) -> &'static str {
 
 /// Builds the full argv (without the binary) for `spec`.
 pub fn argv(spec: &VmSpec, accel: Accel, arch: Arch, vsock: &VsockMode) -> Vec<String> {
-    argv_with(spec, accel, arch, vsock, None)
+    argv_with(spec, accel, arch, vsock, None, None)
 }
 
-/// [`argv`], for a template being made or a VM started from one. Template VMs boot with
-/// [`hypedeck_guest_init::TEMPLATE_ARG`] (a VM started from one keeps the kernel's command
-/// line of its template; its own is the same).
+/// [`argv`] with a versioned machine type (`pc-q35-7.2`; `None`: the board's alias, `q35`,
+/// which names the newest version of this QEMU), for a template being made or a VM started
+/// from one. Template VMs boot with [`hypedeck_guest_init::TEMPLATE_ARG`] (a VM started from
+/// one keeps the kernel's command line of its template; its own is the same).
 pub fn argv_with(
     spec: &VmSpec,
     accel: Accel,
     arch: Arch,
     vsock: &VsockMode,
+    machine: Option<&str>,
     template: Option<TemplateMemory<'_>>,
 ) -> Vec<String> {
     let files = RuntimeFiles::in_dir(&spec.runtime_dir);
@@ -164,10 +199,7 @@ pub fn argv_with(
             spec.instance_id, spec.instance_id
         ),
     ]);
-    let board = match arch {
-        Arch::X86_64 => "q35",
-        Arch::Aarch64 => "virt",
-    };
+    let board = machine.unwrap_or(arch.board());
     match template {
         None => push(&["-machine", board]),
         Some(memory) => {
@@ -411,6 +443,7 @@ mod tests {
             Accel::Tcg,
             Arch::X86_64,
             &VsockMode::Off,
+            None,
             Some(TemplateMemory {
                 path: &file,
                 shared: true,
@@ -433,6 +466,7 @@ size=1024M,mem-path=/data/templates/k/memory.ram,share=on"
             Accel::Tcg,
             Arch::Aarch64,
             &VsockMode::Off,
+            None,
             Some(TemplateMemory {
                 path: &file,
                 shared: false,
@@ -460,6 +494,43 @@ mem-path=/data/templates/k/memory.ram,share=on",
             .map(String::from)
             .collect();
         assert_eq!(without.join(" "), plain.join(" "));
+    }
+
+    #[test]
+    fn the_machine_type_is_pinned_to_the_version_its_alias_names() {
+        let help = "Supported machines are:\n\
+microvm              microvm (i386)\n\
+pc                   Standard PC (i440FX + PIIX, 1996) (alias of pc-i440fx-7.2)\n\
+q35                  Standard PC (Q35 + ICH9, 2009) (alias of pc-q35-7.2)\n\
+pc-q35-7.2           Standard PC (Q35 + ICH9, 2009)\n";
+        assert_eq!(
+            Arch::X86_64.versioned_machine(help).as_deref(),
+            Some("pc-q35-7.2")
+        );
+        let arm = "virt                 QEMU 8.0 ARM Virtual Machine (alias of virt-8.0)\n";
+        assert_eq!(
+            Arch::Aarch64.versioned_machine(arm).as_deref(),
+            Some("virt-8.0")
+        );
+        assert_eq!(Arch::X86_64.versioned_machine("q35 no alias here"), None);
+        assert_eq!(
+            Arch::X86_64.versioned_machine("q35  x (alias of pc,q35 -x)"),
+            None,
+            "not a machine name"
+        );
+        let pinned = argv_with(
+            &spec(),
+            Accel::Tcg,
+            Arch::X86_64,
+            &VsockMode::Off,
+            Some("pc-q35-7.1"),
+            None,
+        )
+        .join(" ");
+        assert!(
+            pinned.contains("-machine pc-q35-7.1 -accel tcg"),
+            "{pinned}"
+        );
     }
 
     #[test]

@@ -66,6 +66,8 @@ pub struct QemuHypervisor {
     vsock: VsockMode,
     /// `--version`'s first line: a template is only used by the QEMU that made it.
     version: String,
+    /// The versioned machine type VMs boot with (`pc-q35-7.2`), recorded with every saved VM.
+    machine: String,
 }
 
 impl QemuHypervisor {
@@ -109,6 +111,12 @@ impl QemuHypervisor {
                 MIN_VERSION.0, MIN_VERSION.1
             ));
         }
+        let machine = std::process::Command::new(&binary)
+            .args(["-machine", "help"])
+            .output()
+            .ok()
+            .and_then(|out| arch.versioned_machine(&String::from_utf8_lossy(&out.stdout)))
+            .unwrap_or_else(|| arch.board().to_string());
         let forced_accel = match std::env::var("HYPEDECK_ACCEL").ok().as_deref() {
             Some("kvm") => Some(Accel::Kvm),
             Some("tcg") => Some(Accel::Tcg),
@@ -121,6 +129,7 @@ impl QemuHypervisor {
             forced_accel,
             vsock: vsock_mode()?,
             version,
+            machine,
         })
     }
 
@@ -279,8 +288,15 @@ impl Hypervisor for QemuHypervisor {
     async fn start(&self, spec: &VmSpec) -> Result<Box<dyn Vm>, HypervisorError> {
         std::fs::create_dir_all(&spec.runtime_dir).map_err(HypervisorError::Start)?;
         let accel = self.accel(&spec.kernel, &spec.initrd).await;
-        let argv = config::argv(spec, accel, self.arch, &self.vsock);
-        Ok(Box::new(self.spawn(spec, &argv).await?))
+        let argv = config::argv_with(
+            spec,
+            accel,
+            self.arch,
+            &self.vsock,
+            Some(&self.machine),
+            None,
+        );
+        Ok(Box::new(self.spawn(spec, &argv, &self.machine).await?))
     }
 
     async fn attach(
@@ -320,13 +336,16 @@ impl Hypervisor for QemuHypervisor {
             });
         }
         let accel = self.accel(&spec.kernel, &spec.initrd).await;
-        let mut argv = config::argv(spec, accel, self.arch, &self.vsock);
+        // The machine it was saved with (a newer QEMU keeps older machine types); saves of
+        // engines before this was recorded ran the board's newest version, which is ours.
+        let machine = saved_machine(dir).unwrap_or_else(|| self.machine.clone());
+        let mut argv = config::argv_with(spec, accel, self.arch, &self.vsock, Some(&machine), None);
         argv.extend([
             "-S".to_string(),
             "-incoming".to_string(),
             format!("exec:cat {}", shell_quote(&state)),
         ]);
-        let vm = self.spawn(spec, &argv).await?;
+        let vm = self.spawn(spec, &argv, &machine).await?;
         let resumed = match wait_migration(&vm.files, MIGRATE_TIMEOUT).await {
             Ok(()) => qmp::execute(&vm.files.qmp, "cont", None, QMP_TIMEOUT)
                 .await
@@ -415,12 +434,13 @@ impl Hypervisor for QemuHypervisor {
             accel,
             self.arch,
             &self.vsock,
+            Some(&self.machine),
             Some(TemplateMemory {
                 path: &memory,
                 shared: true,
             }),
         );
-        let vm = self.spawn(spec, &argv).await?;
+        let vm = self.spawn(spec, &argv, &self.machine).await?;
         let saved = async {
             wait_for_console(&vm, &spec.serial_log, hypedeck_guest_init::TEMPLATE_READY).await?;
             // The stream then carries the devices only: the RAM stays in the shared file.
@@ -465,13 +485,14 @@ impl Hypervisor for QemuHypervisor {
             accel,
             self.arch,
             &self.vsock,
+            Some(&self.machine),
             Some(TemplateMemory {
                 path: &memory,
                 shared: false,
             }),
         );
         argv.extend(["-S", "-incoming", "defer"].map(String::from));
-        let vm = self.spawn(spec, &argv).await?;
+        let vm = self.spawn(spec, &argv, &self.machine).await?;
         let started = async {
             set_ignore_shared(&vm.files, true).await?;
             let uri = format!("exec:cat {}", shell_quote(&state));
@@ -548,9 +569,17 @@ async fn wait_for_console(vm: &QemuVm, log: &Path, marker: &str) -> Result<(), S
 }
 
 impl QemuHypervisor {
-    /// Starts QEMU with `argv` for `spec` (after what its agent channel needs).
-    async fn spawn(&self, spec: &VmSpec, argv: &[String]) -> Result<QemuVm, HypervisorError> {
+    /// Starts QEMU with `argv` for `spec` (after what its agent channel needs), recording the
+    /// machine type it runs for its saves.
+    async fn spawn(
+        &self,
+        spec: &VmSpec,
+        argv: &[String],
+        machine: &str,
+    ) -> Result<QemuVm, HypervisorError> {
         let files = RuntimeFiles::in_dir(&spec.runtime_dir);
+        std::fs::write(spec.runtime_dir.join(MACHINE_FILE), machine)
+            .map_err(HypervisorError::Start)?;
         let channel = self.prepare_channel(spec, &files).await?;
         let pid = match process::spawn(&self.binary, argv, &files).await {
             Ok(pid) => pid,
@@ -595,6 +624,15 @@ impl QemuHypervisor {
 
 /// File holding a saved VM state inside a snapshot dir.
 pub const SNAPSHOT_FILE: &str = "memory.bin";
+/// The machine type a VM runs (in its runtime dir) and was saved with (in a saved VM's dir).
+pub const MACHINE_FILE: &str = "machine";
+
+/// The machine type a saved VM in `dir` was saved with, if recorded and well formed.
+fn saved_machine(dir: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(dir.join(MACHINE_FILE)).ok()?;
+    let name = text.trim();
+    config::valid_machine(name).then(|| name.to_string())
+}
 
 const MIGRATE_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -744,6 +782,9 @@ impl Vm for QemuVm {
             let _ = qmp::execute(&self.files.qmp, "cont", None, QMP_TIMEOUT).await;
             return Err(fail(detail));
         }
+        if let Some(machine) = saved_machine(&self.dir) {
+            std::fs::write(dir.join(MACHINE_FILE), machine).map_err(|e| fail(e.to_string()))?;
+        }
         self.kill().await
     }
 }
@@ -784,6 +825,7 @@ mod template_key_tests {
             forced_accel: Some(Accel::Tcg),
             vsock,
             version: version.into(),
+            machine: "pc-q35-7.2".into(),
         }
     }
 

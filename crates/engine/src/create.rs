@@ -175,7 +175,6 @@ fn build_record(
             ip: None,
             mac: None,
             proxy_port: None,
-            subnet: None,
             pinned: None,
         },
         volumes: spec.volumes.clone(),

@@ -242,7 +242,6 @@ impl Engine {
                 )
             })?;
         let mac = crate::provision::instance_identity(&record).0.mac;
-        record.network.subnet = Some(octet);
         record.network.pinned = Some(hypedeck_store::PinnedAddress { ip, mac });
         let pairs: Vec<(String, String)> = source
             .record

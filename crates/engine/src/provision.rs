@@ -57,11 +57,10 @@ fn id_hash(id: &str) -> u64 {
 
 /// Deterministic network identity and prefix length of an instance. Every instance has a
 /// sandbox network of its own, so only its MAC and subnet need to look distinct: both come
-/// from its id, unless it inherited a subnet (a fork of a running or standby VM keeps its
-/// parent's subnet, gateway and DNS, with an address and MAC of its own: host `16 + h % 200`,
-/// never the `.15` of a subnet's own guest) or keeps a pinned address.
+/// from its id (the guest is `.15`), unless it has a pinned address: a fork keeps its
+/// parent's subnet, gateway and DNS with an address allocated there (`.16` and up).
 pub(crate) fn instance_identity(record: &InstanceRecord) -> (NetSpec, u8) {
-    let (mut net, prefix) = identity_in(&record.id, record.network.subnet);
+    let (mut net, prefix) = identity_in(&record.id);
     if let Some(pinned) = &record.network.pinned
         && let Some((subnet, _)) = pinned.ip.rsplit_once('.')
     {
@@ -74,26 +73,25 @@ pub(crate) fn instance_identity(record: &InstanceRecord) -> (NetSpec, u8) {
     (net, prefix)
 }
 
-/// The third octet of `record`'s sandbox subnet (inherited or derived from its id).
+/// The third octet of `record`'s sandbox subnet (its pinned address's, or its id's).
 pub(crate) fn subnet_octet(record: &InstanceRecord) -> u8 {
-    let pinned = record
+    record
         .network
         .pinned
         .as_ref()
-        .and_then(|p| p.ip.split('.').nth(2)?.parse().ok());
-    pinned
-        .or(record.network.subnet)
-        .unwrap_or((id_hash(&record.id) % 250) as u8 + 1)
+        .and_then(|p| p.ip.split('.').nth(2)?.parse().ok())
+        .unwrap_or_else(|| id_subnet(id_hash(&record.id)))
 }
 
-fn identity_in(id: &str, inherited: Option<u8>) -> (NetSpec, u8) {
+/// The subnet octet an id hash names (1..=250).
+fn id_subnet(h: u64) -> u8 {
+    (h % 250) as u8 + 1
+}
+
+fn identity_in(id: &str) -> (NetSpec, u8) {
     let h = id_hash(id);
-    let subnet = inherited.unwrap_or((h % 250) as u8 + 1);
-    let host = if inherited.is_some() {
-        16 + (h >> 40) % 200
-    } else {
-        15
-    };
+    let subnet = id_subnet(h);
+    let host = 15;
     let mac = format!(
         "02:00:00:{:02x}:{:02x}:{:02x}",
         (h >> 8) as u8,
@@ -115,8 +113,6 @@ fn identity_in(id: &str, inherited: Option<u8>) -> (NetSpec, u8) {
     )
 }
 
-/// Deterministic guest vsock CID (>= 0x1000, far from the reserved 0-2 and from small CIDs
-/// other VMMs on the host tend to pick).
 /// 64 bytes of host randomness, hex.
 fn entropy_hex() -> Result<String, EngineError> {
     let mut bytes = [0u8; 64];
@@ -124,6 +120,8 @@ fn entropy_hex() -> Result<String, EngineError> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
+/// Deterministic guest vsock CID (>= 0x1000, far from the reserved 0-2 and from small CIDs
+/// other VMMs on the host tend to pick).
 pub fn vsock_cid(id: &str) -> u32 {
     ((id_hash(id) >> 32) as u32 % 0x7fff_0000) + 0x1000
 }
@@ -399,14 +397,14 @@ impl Engine {
 mod tests {
     #[test]
     fn network_identity_is_stable_and_well_formed() {
-        let (a, prefix) = super::identity_in("tz4a98xxat96iws9zmbrgj3a", None);
-        let (b, _) = super::identity_in("tz4a98xxat96iws9zmbrgj3a", None);
+        let (a, prefix) = super::identity_in("tz4a98xxat96iws9zmbrgj3a");
+        let (b, _) = super::identity_in("tz4a98xxat96iws9zmbrgj3a");
         assert_eq!(a, b);
         assert_eq!(prefix, 24);
         assert!(a.mac.starts_with("02:00:00:"));
         assert_eq!(a.mac.len(), 17);
         assert!(a.guest_ip.starts_with("10.100.") && a.guest_ip.ends_with(".15"));
-        let (c, _) = super::identity_in("aaaaaaaaaaaaaaaaaaaaaaaa", None);
+        let (c, _) = super::identity_in("aaaaaaaaaaaaaaaaaaaaaaaa");
         assert_ne!(a.mac, c.mac);
     }
 }

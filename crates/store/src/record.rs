@@ -68,11 +68,6 @@ pub struct NetworkRecord {
     /// own network stack, never through a host port).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxy_port: Option<u16>,
-    /// The sandbox subnet's third octet when the instance keeps the one of the VM whose memory
-    /// it continues (a fork of a running or standby VM: its programs were given that subnet's
-    /// gateway, DNS and proxy addresses); `None`: derived from the id.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub subnet: Option<u8>,
     /// The address and MAC the engine gives this guest instead of the ones derived from its
     /// id: a fork's (an address allocated in its parent's subnet, so parent and forks never
     /// share one), or, for a fork of a saved VM without the guest agent

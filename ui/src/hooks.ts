@@ -191,13 +191,15 @@ export interface Polled<T> {
   failure: Problem | null;
   /** Fetches now. */
   reload: () => Promise<void>;
+  /** Replaces the value until the next fetch (what a write just made true). */
+  set: (value: T) => void;
 }
 
 /**
  * `fetch()` now and every `everyMs` (or every `everyMs(lastValue)`), for as long as the
- * component lives.
+ * component lives and `active` holds (a hidden tab does not poll).
  */
-export function usePolled<T>(fetch: () => Promise<T>, everyMs: number | ((value: T | null) => number)): Polled<T> {
+export function usePolled<T>(fetch: () => Promise<T>, everyMs: number | ((value: T | null) => number), active = true): Polled<T> {
   const [value, setValue] = useState<T | null>(null);
   const [failure, setFailure] = useState<Problem | null>(null);
   const reload = useCallback(async () => {
@@ -210,11 +212,12 @@ export function usePolled<T>(fetch: () => Promise<T>, everyMs: number | ((value:
   }, [fetch]);
   const interval = typeof everyMs === "function" ? everyMs(value) : everyMs;
   useEffect(() => {
+    if (!active) return;
     void reload();
     const t = window.setInterval(() => void reload(), interval);
     return () => window.clearInterval(t);
-  }, [reload, interval]);
-  return { value, failure, reload };
+  }, [reload, interval, active]);
+  return { value, failure, reload, set: setValue };
 }
 
 /** The backends of the connected engine, fetched once per client (null: unknown). */

@@ -3,10 +3,10 @@
 // delete them, a name prefix); with one, what it does in words, the next run, the last run's
 // result (the snapshot it took, shown in the table, or its error), Edit (the same form,
 // prefilled) and Remove (asked first; the snapshots stay). Read while the tab is shown.
-import { useCallback, useEffect, useState } from "react";
+import { useCallback, useState } from "react";
 import type Hypeman from "@onkernel/hypeman";
 
-import { problem, snapshotSchedule, type Problem } from "../api";
+import { problem, snapshotSchedule } from "../api";
 import { duration, when, type Instance } from "../model";
 import {
   checkSchedule,
@@ -24,29 +24,18 @@ import {
   type ScheduleForm,
 } from "../schedule";
 import { snapshotLabel, type Snapshot } from "../snapshots";
+import { usePolled } from "../hooks";
 import { ConfirmDialog } from "./common";
 
 const POLL_MS = 3000;
 
 /** The schedule, read while `visible` (undefined: not read yet; null: none). */
 function useSchedule(api: Hypeman, id: string, visible: boolean) {
-  const [schedule, setSchedule] = useState<Schedule | null | undefined>(undefined);
-  const [failure, setFailure] = useState<Problem | null>(null);
-  const reload = useCallback(async () => {
-    try {
-      setSchedule(await snapshotSchedule(api, id));
-      setFailure(null);
-    } catch (e) {
-      setFailure(problem(e, ""));
-    }
-  }, [api, id]);
-  useEffect(() => {
-    if (!visible) return;
-    void reload();
-    const t = window.setInterval(() => void reload(), POLL_MS);
-    return () => window.clearInterval(t);
-  }, [reload, visible]);
-  return { schedule, setSchedule, failure, reload };
+  // Wrapped, so "none" (null) is not "not read yet" (the poll's null).
+  const fetch = useCallback(async () => ({ schedule: await snapshotSchedule(api, id) }), [api, id]);
+  const { value, failure, reload, set } = usePolled(fetch, POLL_MS, visible);
+  const setSchedule = useCallback((schedule: Schedule | null) => set({ schedule }), [set]);
+  return { schedule: value === null ? undefined : value.schedule, setSchedule, failure, reload };
 }
 
 const describe = (...ids: (string | false | null | undefined)[]): string | undefined => {

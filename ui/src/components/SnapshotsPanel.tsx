@@ -30,6 +30,7 @@ import {
   type SnapshotKind,
   type TargetState,
 } from "../snapshots";
+import { usePolled } from "../hooks";
 import { isScheduled } from "../schedule";
 import { ConfirmDialog, useDialogFocus } from "./common";
 import { ForkDialog } from "./ForkDialog";
@@ -39,22 +40,8 @@ const POLL_MS = 3000;
 
 /** This instance's snapshots, newest first, read while `visible` (null: not read yet). */
 function useSnapshots(api: Hypeman, id: string, visible: boolean): { list: Snapshot[] | null; failure: Problem | null; reload: () => Promise<void> } {
-  const [list, setList] = useState<Snapshot[] | null>(null);
-  const [failure, setFailure] = useState<Problem | null>(null);
-  const reload = useCallback(async () => {
-    try {
-      setList(sortSnapshots(await api.snapshots.list({ source_instance_id: id })));
-      setFailure(null);
-    } catch (e) {
-      setFailure(problem(e, ""));
-    }
-  }, [api, id]);
-  useEffect(() => {
-    if (!visible) return;
-    void reload();
-    const t = window.setInterval(() => void reload(), POLL_MS);
-    return () => window.clearInterval(t);
-  }, [reload, visible]);
+  const fetch = useCallback(async () => sortSnapshots(await api.snapshots.list({ source_instance_id: id })), [api, id]);
+  const { value: list, failure, reload } = usePolled(fetch, POLL_MS, visible);
   return { list, failure, reload };
 }
 

@@ -450,6 +450,7 @@ pub async fn start(options: DaemonOptions) -> Result<Daemon, DaemonError> {
     let housekeeping = vec![
         engine.spawn_console_rotation(),
         engine.spawn_snapshot_schedules(),
+        engine.spawn_stats_sampler(),
     ];
 
     let listener = tokio::net::TcpListener::bind(options.listen)

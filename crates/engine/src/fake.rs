@@ -366,6 +366,11 @@ impl Vm for FakeVm {
         self.with(|v| v.alive)
     }
 
+    /// A fake VM's process is the one it lives in: its stats are this process's.
+    fn process_id(&self) -> Option<u32> {
+        self.with(|v| v.alive).then(std::process::id)
+    }
+
     fn agent_channel(&self) -> AgentChannel {
         AgentChannel::Serial(self.agent.clone())
     }

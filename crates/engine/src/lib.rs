@@ -42,6 +42,7 @@ mod schedules;
 mod snapshots;
 mod staged;
 mod standby;
+mod stats;
 mod templates;
 pub mod trail;
 mod update;
@@ -258,6 +259,8 @@ pub struct Engine {
     fingerprints: hypedeck_egress::Fingerprinter,
     /// VM templates: made and used by starts (`boot.rs`).
     templates: Arc<templates::Templates>,
+    /// Recent resource samples of every VM (`stats.rs`).
+    samples: stats::Samples,
 }
 
 impl Engine {
@@ -281,6 +284,7 @@ impl Engine {
             console_log_max: std::sync::atomic::AtomicU64::new(console::DEFAULT_CONSOLE_LOG_MAX),
             fingerprints: config.fingerprints,
             templates,
+            samples: stats::Samples::default(),
         }
     }
 

@@ -54,6 +54,8 @@ pub(crate) struct Networks {
     flows: Mutex<HashMap<String, FlowLog>>,
     /// Each instance's live allow-list, shared with its stack and its proxy check.
     allow: Mutex<HashMap<String, SharedAllowList>>,
+    /// What each instance's NIC moved, across its stacks in this engine.
+    traffic: Mutex<HashMap<String, Arc<hypedeck_netstack::Traffic>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -101,6 +103,15 @@ impl Networks {
     pub(crate) fn forget(&self, id: &str) {
         lock(&self.flows).remove(id);
         lock(&self.allow).remove(id);
+        lock(&self.traffic).remove(id);
+    }
+
+    /// The instance's traffic counters (made on first use).
+    pub(crate) fn traffic(&self, id: &str) -> Arc<hypedeck_netstack::Traffic> {
+        lock(&self.traffic)
+            .entry(id.to_string())
+            .or_default()
+            .clone()
     }
 
     /// The instance's shared allow-list, set to `list`.
@@ -265,6 +276,7 @@ impl Engine {
             events: Some(Arc::new(move |event| record_into(&log, event))),
             allow,
             max_tcp_flows: hypedeck_netstack::MAX_TCP_FLOWS,
+            traffic: self.networks.traffic(&record.id),
         };
         #[cfg(target_os = "linux")]
         let mut vhost_user = None;

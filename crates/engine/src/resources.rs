@@ -25,7 +25,7 @@ fn status(kind: &str, capacity: u64, allocated: u64, ratio: f64, source: &str) -
     }
 }
 
-fn mem_total() -> u64 {
+pub(crate) fn mem_total() -> u64 {
     std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|t| {

@@ -2253,3 +2253,62 @@ async fn a_first_start_makes_a_template_that_later_starts_of_its_shape_use() {
     }
     assert!(r.engine.templates().iter().all(|t| t.id != template.id));
 }
+
+#[tokio::test]
+async fn stats_come_from_the_vmm_process_and_history_keeps_samples_while_it_runs() {
+    let r = rig();
+    let i = r
+        .engine
+        .create(spec(
+            json!({"name": "busy", "image": "alpine", "vcpus": 3, "size": "1GB"}),
+        ))
+        .await
+        .unwrap();
+    // The fake's VM is this test process: its counters are real.
+    let s = r.engine.stats("busy").await.unwrap();
+    assert_eq!(s.instance_id, i.id);
+    assert_eq!(s.instance_name, "busy");
+    assert_eq!(s.allocated_vcpus, 3);
+    assert_eq!(s.allocated_memory_bytes, 1 << 30);
+    assert!(
+        s.memory_rss_bytes > 0 && s.memory_vms_bytes >= s.memory_rss_bytes,
+        "{s:?}"
+    );
+    let ratio = s.memory_utilization_ratio.unwrap();
+    assert!(
+        (ratio - s.memory_rss_bytes as f64 / (1u64 << 30) as f64).abs() < 0.01,
+        "{s:?}"
+    );
+    assert_eq!(
+        (s.network_rx_bytes, s.network_tx_bytes),
+        (0, 0),
+        "no network on the fake"
+    );
+
+    assert!(r.engine.stats_history("busy").unwrap().samples.is_empty());
+    r.engine.sample_stats().await;
+    r.engine.sample_stats().await;
+    let h = r.engine.stats_history("busy").unwrap();
+    assert_eq!(h.samples.len(), 2);
+    assert_eq!(h.interval_ms, 2000);
+    assert!(h.samples[0].at_ms <= h.samples[1].at_ms);
+    assert!(h.samples[1].cpu_seconds >= h.samples[0].cpu_seconds);
+    let fleet = r.engine.fleet_stats().unwrap();
+    assert_eq!(fleet.instances.len(), 1);
+    assert_eq!(fleet.instances[0].samples.len(), 2);
+    assert_eq!(fleet.guest_memory_allocated_bytes, 1 << 30);
+    assert!(fleet.host_cpus >= 1);
+
+    // Stopped: upstream's zeros, and the history is dropped at the next round.
+    r.engine.stop("busy").await.unwrap();
+    let s = r.engine.stats("busy").await.unwrap();
+    assert_eq!((s.cpu_seconds, s.memory_rss_bytes), (0.0, 0));
+    assert_eq!(s.memory_utilization_ratio, Some(0.0));
+    r.engine.sample_stats().await;
+    assert!(r.engine.stats_history("busy").unwrap().samples.is_empty());
+    assert!(r.engine.fleet_stats().unwrap().instances.is_empty());
+    assert!(matches!(
+        r.engine.stats("nope").await,
+        Err(EngineError::NotFound)
+    ));
+}

@@ -393,6 +393,10 @@ impl Vm for CloudHypervisorVm {
         self.alive()
     }
 
+    fn process_id(&self) -> Option<u32> {
+        Some(self.pid)
+    }
+
     fn agent_channel(&self) -> AgentChannel {
         AgentChannel::HybridVsock {
             socket: self.files.vsock.clone(),

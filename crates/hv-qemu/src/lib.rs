@@ -627,6 +627,17 @@ pub const SNAPSHOT_FILE: &str = "memory.bin";
 /// The machine type a VM runs (in its runtime dir) and was saved with (in a saved VM's dir).
 pub const MACHINE_FILE: &str = "machine";
 
+/// The guest's reads and writes over every disk of a `query-blockstats` answer.
+fn sum_blockstats(stats: &serde_json::Value) -> hypedeck_hypervisor::DiskIo {
+    let mut io = hypedeck_hypervisor::DiskIo::default();
+    for device in stats.as_array().into_iter().flatten() {
+        let field = |name: &str| device["stats"][name].as_u64().unwrap_or(0);
+        io.read_bytes += field("rd_bytes");
+        io.write_bytes += field("wr_bytes");
+    }
+    io
+}
+
 /// The machine type a saved VM in `dir` was saved with, if recorded and well formed.
 fn saved_machine(dir: &Path) -> Option<String> {
     let text = std::fs::read_to_string(dir.join(MACHINE_FILE)).ok()?;
@@ -747,6 +758,17 @@ impl Vm for QemuVm {
         alive
     }
 
+    fn process_id(&self) -> Option<u32> {
+        Some(self.pid)
+    }
+
+    async fn disk_io(&self) -> Option<hypedeck_hypervisor::DiskIo> {
+        let stats = qmp::execute(&self.files.qmp, "query-blockstats", None, QMP_TIMEOUT)
+            .await
+            .ok()?;
+        Some(sum_blockstats(&stats))
+    }
+
     fn agent_channel(&self) -> AgentChannel {
         self.channel.clone()
     }
@@ -791,6 +813,18 @@ impl Vm for QemuVm {
 
 #[cfg(test)]
 mod version_tests {
+    #[test]
+    fn blockstats_are_summed_over_the_disks() {
+        let answer = serde_json::json!([
+            {"device": "", "qdev": "/machine/peripheral-anon/device[0]/virtio-backend",
+             "stats": {"rd_bytes": 1000, "wr_bytes": 0, "rd_operations": 3}},
+            {"device": "", "stats": {"rd_bytes": 24, "wr_bytes": 4096}},
+            {"device": "odd"}
+        ]);
+        let io = super::sum_blockstats(&answer);
+        assert_eq!((io.read_bytes, io.write_bytes), (1024, 4096));
+    }
+
     #[test]
     fn versions_parse_from_qemu_banners() {
         let debian =

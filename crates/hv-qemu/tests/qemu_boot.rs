@@ -191,6 +191,7 @@ fn net_config(
         dial_overrides: overrides.iter().copied().collect(),
         events: None,
         allow: Default::default(),
+        traffic: Default::default(),
         max_tcp_flows: hypedeck_netstack::MAX_TCP_FLOWS,
     }
 }

@@ -406,6 +406,10 @@ impl Vm for VzVm {
         pidfile::is_held(&self.files.pidfile)
     }
 
+    fn process_id(&self) -> Option<u32> {
+        Some(self.pid)
+    }
+
     fn agent_channel(&self) -> AgentChannel {
         AgentChannel::HybridVsock {
             socket: self.files.vsock.clone(),

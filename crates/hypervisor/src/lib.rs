@@ -60,6 +60,15 @@ pub enum NetworkLink {
     VhostUser(PathBuf),
 }
 
+/// Bytes a guest moved through its virtual disks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct DiskIo {
+    /// Read by the guest.
+    pub read_bytes: u64,
+    /// Written by the guest.
+    pub write_bytes: u64,
+}
+
 /// What the VMM itself reports (before boot markers refine Running into Initializing).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VmmState {
@@ -274,6 +283,18 @@ pub trait Vm: Send + Sync + std::fmt::Debug {
 
     /// Whether the VMM process is still alive.
     async fn is_alive(&self) -> bool;
+
+    /// The process whose CPU and memory are this VM's (the VMM, or the helper that hosts the
+    /// framework's VM), for stats. `None`: not known.
+    fn process_id(&self) -> Option<u32> {
+        None
+    }
+
+    /// What the guest has read from and written to its disks since the VMM started. `None`:
+    /// the backend does not count it.
+    async fn disk_io(&self) -> Option<DiskIo> {
+        None
+    }
 
     /// Where the host reaches this VM's exec agent.
     fn agent_channel(&self) -> AgentChannel;

@@ -110,3 +110,125 @@ mod tests {
         );
     }
 }
+
+/// What a process has used, as the kernel counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize)]
+pub struct Usage {
+    /// CPU time in user and kernel mode, all threads (seconds).
+    pub cpu_seconds: f64,
+    /// Resident set size (bytes).
+    pub rss_bytes: u64,
+    /// Virtual memory size (bytes).
+    pub vms_bytes: u64,
+}
+
+/// The CPU and memory `pid` has used (`/proc/<pid>/stat` and `statm` on Linux,
+/// `proc_pidinfo` on macOS). `None`: the process is gone (or this OS has no way).
+#[cfg(target_os = "linux")]
+pub fn usage(pid: u32) -> Option<Usage> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    parse_usage(&stat, &statm, clock_ticks(), page_size())
+}
+
+#[cfg(target_os = "linux")]
+fn clock_ticks() -> f64 {
+    // SAFETY: sysconf only reads a configuration value.
+    #[allow(unsafe_code)]
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks > 0 { ticks as f64 } else { 100.0 }
+}
+
+#[cfg(target_os = "linux")]
+fn page_size() -> u64 {
+    // SAFETY: sysconf only reads a configuration value.
+    #[allow(unsafe_code)]
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(size).ok().filter(|s| *s > 0).unwrap_or(4096)
+}
+
+/// `utime` and `stime` (fields 14 and 15 of `stat`, counted after the parenthesised name, which
+/// may hold spaces) and `statm`'s size and resident pages.
+#[cfg(any(target_os = "linux", test))]
+fn parse_usage(stat: &str, statm: &str, ticks: f64, page: u64) -> Option<Usage> {
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    // After the name: state is field 3, so utime (14) and stime (15) are at 11 and 12.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    let mut pages = statm.split_whitespace().map(|f| f.parse::<u64>().ok());
+    let size = pages.next()??;
+    let resident = pages.next()??;
+    Some(Usage {
+        cpu_seconds: (utime + stime) as f64 / ticks,
+        rss_bytes: resident * page,
+        vms_bytes: size * page,
+    })
+}
+
+/// See the Linux version.
+#[cfg(target_os = "macos")]
+pub fn usage(pid: u32) -> Option<Usage> {
+    let pid = valid(pid)?;
+    // SAFETY: proc_taskinfo is plain old data; proc_pidinfo fills at most `size` bytes of it.
+    #[allow(unsafe_code)]
+    unsafe {
+        let mut info: libc::proc_taskinfo = std::mem::zeroed();
+        let size = std::mem::size_of::<libc::proc_taskinfo>() as libc::c_int;
+        let got = libc::proc_pidinfo(
+            pid,
+            libc::PROC_PIDTASKINFO,
+            0,
+            (&mut info as *mut libc::proc_taskinfo).cast(),
+            size,
+        );
+        if got != size {
+            return None;
+        }
+        // Mach absolute time units; on Apple silicon they are not nanoseconds.
+        let mut timebase: libc::mach_timebase_info = std::mem::zeroed();
+        libc::mach_timebase_info(&mut timebase);
+        let ratio = if timebase.denom == 0 {
+            1.0
+        } else {
+            f64::from(timebase.numer) / f64::from(timebase.denom)
+        };
+        Some(Usage {
+            cpu_seconds: (info.pti_total_user + info.pti_total_system) as f64 * ratio / 1e9,
+            rss_bytes: info.pti_resident_size,
+            vms_bytes: info.pti_virtual_size,
+        })
+    }
+}
+
+/// See the Linux version.
+#[cfg(not(any(target_os = "linux", target_os = "macos")))]
+pub fn usage(_pid: u32) -> Option<Usage> {
+    None
+}
+
+#[cfg(test)]
+mod usage_tests {
+    #[test]
+    fn stat_and_statm_give_cpu_seconds_and_memory() {
+        // A name with spaces and parentheses, as a process may set.
+        let stat = "4242 (qemu (sys) x) S 1 4242 4242 0 -1 4194624 5000 0 12 0 250 130 0 0 20 0 \
+                    3 0 1234 4330745856 108237 18446744073709551615";
+        let usage =
+            super::parse_usage(stat, "1057311 108237 2000 700 0 300000 0\n", 100.0, 4096).unwrap();
+        assert!((usage.cpu_seconds - 3.8).abs() < 1e-9, "{usage:?}");
+        assert_eq!(usage.rss_bytes, 108_237 * 4096);
+        assert_eq!(usage.vms_bytes, 1_057_311 * 4096);
+        assert_eq!(super::parse_usage("garbage", "1 2", 100.0, 4096), None);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn this_process_has_used_something() {
+        let usage = super::usage(std::process::id()).unwrap();
+        assert!(
+            usage.rss_bytes > 0 && usage.vms_bytes >= usage.rss_bytes,
+            "{usage:?}"
+        );
+        assert_eq!(super::usage(u32::MAX), None);
+    }
+}

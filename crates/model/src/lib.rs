@@ -21,6 +21,7 @@ pub mod size;
 pub mod snapshot;
 pub mod spec;
 pub mod state;
+pub mod stats;
 pub mod validate;
 
 pub use allow::AllowList;
@@ -43,6 +44,7 @@ pub use snapshot::{
 };
 pub use spec::{EgressMode, InstanceSpec, NetworkSpec};
 pub use state::{InstanceState, TransitionError};
+pub use stats::{FleetStats, InstanceStats, StatsHistory, StatsSample};
 pub use validate::Rejection;
 
 #[cfg(test)]

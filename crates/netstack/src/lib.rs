@@ -154,6 +154,53 @@ pub struct NetConfig {
     /// The names the guest may reach, replaceable while the stack runs (PATCH): names off the
     /// list answer NXDOMAIN, and a flow must go to an address an allowed name resolved to.
     pub allow: hypedeck_model::allow::SharedAllowList,
+    /// What the guest's NIC moved, counted by the stack (shared with whoever reads stats).
+    pub traffic: Arc<Traffic>,
+}
+
+/// The bytes of Ethernet frames a guest's NIC sent and received, and when it last did either.
+/// Counted by the stack as frames cross the link; kept by the owner across restarts of the
+/// stack, so totals cover the instance's runs in this engine.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    from_guest: std::sync::atomic::AtomicU64,
+    to_guest: std::sync::atomic::AtomicU64,
+    last_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Traffic {
+    fn count(
+        counter: &std::sync::atomic::AtomicU64,
+        last: &std::sync::atomic::AtomicU64,
+        n: usize,
+    ) {
+        use std::sync::atomic::Ordering::Relaxed;
+        counter.fetch_add(n as u64, Relaxed);
+        last.store(now_ms(), Relaxed);
+    }
+
+    pub(crate) fn sent_by_guest(&self, n: usize) {
+        Traffic::count(&self.from_guest, &self.last_ms, n);
+    }
+
+    pub(crate) fn sent_to_guest(&self, n: usize) {
+        Traffic::count(&self.to_guest, &self.last_ms, n);
+    }
+
+    /// Bytes the guest transmitted.
+    pub fn tx_bytes(&self) -> u64 {
+        self.from_guest.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Bytes the guest received.
+    pub fn rx_bytes(&self) -> u64 {
+        self.to_guest.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// When a frame last crossed the link (Unix ms; 0: never).
+    pub fn last_ms(&self) -> u64 {
+        self.last_ms.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 impl std::fmt::Debug for NetConfig {

@@ -487,6 +487,7 @@ impl Stack {
 
     /// One frame from the guest.
     fn ingress(&mut self, frame: Vec<u8>) {
+        self.cfg.traffic.sent_by_guest(frame.len());
         let Ok(eth) = EthernetFrame::new_checked(&frame[..]) else {
             return;
         };
@@ -1181,7 +1182,10 @@ impl Stack {
         let mut rest = Vec::new();
         for frame in pending.by_ref() {
             match frames.tx.try_reserve() {
-                Ok(permit) => permit.send(frame),
+                Ok(permit) => {
+                    self.cfg.traffic.sent_to_guest(frame.len());
+                    permit.send(frame);
+                }
                 Err(_) => {
                     rest.push(frame);
                     break;

@@ -206,6 +206,7 @@ fn config(
             dial_overrides: overrides,
             events: Some(Arc::new(move |e| sink.lock().unwrap().push(e))),
             allow: Default::default(),
+            traffic: Default::default(),
             max_tcp_flows: hypedeck_netstack::MAX_TCP_FLOWS,
         },
         events,

@@ -9,6 +9,7 @@ pub mod lifecycle;
 pub mod meta;
 pub mod network;
 pub mod snapshots;
+pub mod stats;
 pub mod system;
 pub mod templates;
 pub mod unsupported;

@@ -1,5 +1,5 @@
 //! Operations of upstream's spec that Hypedeck does not serve: builds, builders, devices,
-//! ingresses, pushes, auto-standby, stats, memory reclaim and hot volume
+//! ingresses, pushes, auto-standby, memory reclaim and hot volume
 //! attach. They need the token like every other route, then answer 501 `not_implemented`
 //! naming the operation, so an SDK call fails fast and says why (instead of a 404 that reads
 //! like a missing resource).
@@ -26,7 +26,6 @@ pub const UNSUPPORTED: &[(&str, &[&str], &str)] = &[
         &["POST"],
         "auto-standby",
     ),
-    ("/instances/{id}/stats", &["GET"], "instance stats"),
     (
         "/instances/{id}/volumes/{volume_id}",
         &["POST", "DELETE"],

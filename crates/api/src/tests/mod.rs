@@ -26,6 +26,7 @@ mod layers;
 mod lifecycle;
 mod meta;
 mod snapshots;
+mod stats;
 mod system;
 mod templates;
 mod unsupported;

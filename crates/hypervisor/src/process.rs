@@ -165,8 +165,10 @@ fn parse_usage(stat: &str, statm: &str, ticks: f64, page: u64) -> Option<Usage> 
     })
 }
 
-/// See the Linux version.
+/// See the Linux version. (`mach_timebase_info` is deprecated in `libc` in favour of the `mach2`
+/// crate; one call does not warrant the dependency.)
 #[cfg(target_os = "macos")]
+#[allow(deprecated)]
 pub fn usage(pid: u32) -> Option<Usage> {
     let pid = valid(pid)?;
     // SAFETY: proc_taskinfo is plain old data; proc_pidinfo fills at most `size` bytes of it.

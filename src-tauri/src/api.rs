@@ -90,6 +90,27 @@ impl Api {
             .map_err(|e| format!("list instances: unexpected answer: {}", sentence(&e)))
     }
 
+    /// `GET /stats` (a Hypedeck extension): `None` from servers without it.
+    pub async fn fleet_stats(&self) -> Result<Option<hypedeck_model::FleetStats>, String> {
+        let response = self
+            .http
+            .get(format!("{}/stats", self.url))
+            .bearer_auth(&self.token)
+            .timeout(LIST_TIMEOUT)
+            .send()
+            .await
+            .map_err(|e| format!("read stats: {}", sentence(&e)))?;
+        if response.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let response = checked("read stats", response).await?;
+        response
+            .json()
+            .await
+            .map(Some)
+            .map_err(|e| format!("read stats: unexpected answer: {}", sentence(&e)))
+    }
+
     /// `POST /instances/{id}/stop`. The caller bounds how long it waits.
     pub async fn stop(&self, id: &str) -> Result<(), String> {
         let what = format!("stop {id}");

@@ -158,6 +158,58 @@ pub fn count_label(count: usize) -> String {
     format!("{count} running")
 }
 
+/// The tray's memory line and one line per sandbox, biggest first (at most `max`): `"Sandboxes
+/// use 1.2 GiB of 15.6 GiB"`, `"web: 512.0 MiB (42%)"`. Sizes are binary units, as the window's.
+pub fn memory_lines(stats: &hypedeck_model::FleetStats, max: usize) -> (String, Vec<String>) {
+    let total = stats.guest_memory_rss_bytes;
+    let summary = if stats.host_memory_bytes > 0 {
+        format!(
+            "Sandboxes use {} of {}",
+            binary_size(total),
+            binary_size(stats.host_memory_bytes)
+        )
+    } else {
+        format!("Sandboxes use {}", binary_size(total))
+    };
+    let mut each: Vec<(u64, &str)> = stats
+        .instances
+        .iter()
+        .map(|i| {
+            let rss = i.samples.last().map_or(0, |s| s.memory_rss_bytes);
+            (rss, i.instance_name.as_str())
+        })
+        .collect();
+    each.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
+    let lines = each
+        .into_iter()
+        .take(max)
+        .map(|(rss, name)| {
+            let share = if total > 0 {
+                (rss as f64 * 100.0 / total as f64).round() as u64
+            } else {
+                0
+            };
+            format!("{}: {} ({share}%)", one_line(name), binary_size(rss))
+        })
+        .collect();
+    (summary, lines)
+}
+
+/// `1536` → `"1.5 KiB"`; below 1 KiB, bytes.
+fn binary_size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
 /// The tray's tooltip: `"Hypedeck — 2 running"`.
 pub fn tray_tooltip(count: usize) -> String {
     format!("Hypedeck — {}", count_label(count))
@@ -331,6 +383,48 @@ mod tests {
         let body = e.body();
         assert_eq!(body.chars().count(), MAX_TEXT_CHARS);
         assert!(body.ends_with('…'));
+    }
+
+    #[test]
+    fn tray_memory_lines_name_each_sandbox_biggest_first() {
+        let history = |name: &str, rss: u64| hypedeck_model::StatsHistory {
+            instance_id: format!("id-{name}"),
+            instance_name: name.into(),
+            interval_ms: 2000,
+            allocated_vcpus: 1,
+            allocated_memory_bytes: 1 << 30,
+            samples: vec![hypedeck_model::StatsSample {
+                at_ms: 1,
+                cpu_seconds: 1.0,
+                memory_rss_bytes: rss,
+                network_rx_bytes: 0,
+                network_tx_bytes: 0,
+                disk_read_bytes: 0,
+                disk_write_bytes: 0,
+            }],
+        };
+        let stats = hypedeck_model::FleetStats {
+            host_memory_bytes: 16 << 30,
+            host_cpus: 8,
+            guest_memory_rss_bytes: (512 << 20) + (1536 << 20),
+            guest_memory_allocated_bytes: 3 << 30,
+            instances: vec![history("web", 512 << 20), history("db\nx", 1536 << 20)],
+        };
+        let (summary, lines) = memory_lines(&stats, 5);
+        assert_eq!(summary, "Sandboxes use 2.0 GiB of 16.0 GiB");
+        assert_eq!(lines, ["db x: 1.5 GiB (75%)", "web: 512.0 MiB (25%)"]);
+        let (_, first) = memory_lines(&stats, 1);
+        assert_eq!(first.len(), 1);
+        let none = hypedeck_model::FleetStats {
+            host_memory_bytes: 0,
+            guest_memory_rss_bytes: 0,
+            instances: Vec::new(),
+            ..stats
+        };
+        assert_eq!(
+            memory_lines(&none, 5),
+            ("Sandboxes use 0 B".to_string(), vec![])
+        );
     }
 
     #[test]

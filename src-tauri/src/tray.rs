@@ -1,5 +1,6 @@
-//! The tray (menu-bar) icon: how many instances run, a way back to the window, and the two ways
-//! to quit.
+//! The tray (menu-bar) icon: how many instances run, how much of the host's memory the
+//! sandboxes use (and each one's share, in a submenu), a way back to the window, and the two
+//! ways to quit.
 //!
 //! Invariants:
 //! - The tray is optional. When it cannot be made (no tray library, no tray host) the app logs a
@@ -12,10 +13,11 @@
 
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use tauri::menu::{Menu, MenuEvent, MenuItem, PredefinedMenuItem};
+use tauri::menu::{Menu, MenuEvent, MenuItem, PredefinedMenuItem, Submenu};
 use tauri::tray::{TrayIcon, TrayIconBuilder};
 use tauri::{AppHandle, Manager, Runtime};
 
@@ -31,11 +33,19 @@ const MENU_COUNT: &str = "count";
 const MENU_OPEN: &str = "open";
 const MENU_QUIT: &str = "quit";
 const MENU_QUIT_STOP: &str = "quit-stop";
+const MENU_MEMORY: &str = "memory";
+const MENU_SHARES: &str = "shares";
+/// Sandboxes named in the memory submenu (the biggest).
+pub const SHARES_SHOWN: usize = 8;
 
 /// The tray icon and the menu item that shows the count. Tauri-managed when the tray exists.
 pub struct Tray<R: Runtime> {
     icon: TrayIcon<R>,
     count: MenuItem<R>,
+    memory: MenuItem<R>,
+    shares: Submenu<R>,
+    /// The lines the submenu shows (rebuilt only when they change).
+    shown: Mutex<Vec<String>>,
     quit: MenuItem<R>,
     quit_stop: MenuItem<R>,
     stopping: AtomicBool,
@@ -85,10 +95,38 @@ impl<R: Runtime> Tray<R> {
             tracing::debug!("tray tooltip: {e}");
         }
     }
+
+    /// Shows the sandboxes' memory (`summary`) and each one's share (`lines`).
+    pub fn set_memory(&self, summary: &str, lines: &[String]) {
+        if self.stopping.load(Ordering::Relaxed) {
+            return;
+        }
+        if let Err(e) = self.memory.set_text(summary) {
+            tracing::debug!("tray memory: {e}");
+        }
+        let mut shown = self.shown.lock().unwrap_or_else(|p| p.into_inner());
+        if *shown == lines {
+            return;
+        }
+        let rebuilt = (|| -> tauri::Result<()> {
+            while self.shares.remove_at(0)?.is_some() {}
+            for line in lines {
+                let item = MenuItem::new(self.icon.app_handle(), line, false, None::<&str>)?;
+                self.shares.append(&item)?;
+            }
+            self.shares.set_enabled(!lines.is_empty())
+        })();
+        match rebuilt {
+            Ok(()) => *shown = lines.to_vec(),
+            Err(e) => tracing::debug!("tray memory shares: {e}"),
+        }
+    }
 }
 
 fn build<R: Runtime>(app: &AppHandle<R>) -> tauri::Result<Tray<R>> {
     let count = MenuItem::with_id(app, MENU_COUNT, status::count_label(0), false, None::<&str>)?;
+    let memory = MenuItem::with_id(app, MENU_MEMORY, "Sandboxes use 0 B", false, None::<&str>)?;
+    let shares = Submenu::with_id_and_items(app, MENU_SHARES, "Memory by sandbox", false, &[])?;
     let open = MenuItem::with_id(app, MENU_OPEN, "Open Hypedeck", true, None::<&str>)?;
     let quit = MenuItem::with_id(
         app,
@@ -105,7 +143,12 @@ fn build<R: Runtime>(app: &AppHandle<R>) -> tauri::Result<Tray<R>> {
         None::<&str>,
     )?;
     let separator = PredefinedMenuItem::separator(app)?;
-    let menu = Menu::with_items(app, &[&count, &open, &separator, &quit, &quit_stop])?;
+    let menu = Menu::with_items(
+        app,
+        &[
+            &count, &memory, &shares, &open, &separator, &quit, &quit_stop,
+        ],
+    )?;
 
     let mut builder = TrayIconBuilder::with_id(TRAY_ID)
         .menu(&menu)
@@ -118,6 +161,9 @@ fn build<R: Runtime>(app: &AppHandle<R>) -> tauri::Result<Tray<R>> {
     Ok(Tray {
         icon,
         count,
+        memory,
+        shares,
+        shown: Mutex::new(Vec::new()),
         quit,
         quit_stop,
         stopping: AtomicBool::new(false),

@@ -16,7 +16,7 @@ use tokio::time::MissedTickBehavior;
 use crate::api::Api;
 use crate::link::EngineLink;
 use crate::notify;
-use crate::status::Watch;
+use crate::status::{self, Watch};
 use crate::tray::Tray;
 
 /// Time between two instance lists.
@@ -76,6 +76,17 @@ async fn run<R: Runtime>(app: AppHandle<R>) {
             tracing::info!(running, "running instances");
             if let Some(tray) = app.try_state::<Tray<R>>() {
                 tray.set_count(running);
+            }
+        }
+        // The sandboxes' memory for the tray (engines without `/stats` leave it as it is).
+        if let Some(tray) = app.try_state::<Tray<R>>() {
+            match api.fleet_stats().await {
+                Ok(Some(stats)) => {
+                    let (summary, lines) = status::memory_lines(&stats, crate::tray::SHARES_SHOWN);
+                    tray.set_memory(&summary, &lines);
+                }
+                Ok(None) => {}
+                Err(e) => tracing::debug!("{e}"),
             }
         }
         for exit in seen.exits {

@@ -5,7 +5,8 @@
 // the Snapshot button opens the take form; the Fork button and a snapshot's Fork make a new
 // instance whose page and list row say where it comes from; the server's refusals are shown in plain words; the schedule is
 // set, edited and removed from the tab (checked client-side, the server's refusals translated;
-// the snapshots stay) and the snapshots it took are marked; axe-core finds no WCAG 2 A/AA
+// the snapshots stay) and the snapshots it took are marked, without the schedule's own
+// `hypeman.*` tags; axe-core finds no WCAG 2 A/AA
 // violation on the tab and its dialogs. Run by tests/desktop/run.sh (SUITES=browser).
 import assert from "node:assert/strict";
 import { mkdirSync } from "node:fs";
@@ -675,6 +676,8 @@ describe("snapshots and forks", () => {
     assert.equal(await mark.innerText(), "scheduled");
     assert.equal(await mark.getAttribute("title"), "Taken by the snapshot schedule");
     assert.equal(await snapshotRow(page, manual.id).locator('[data-field="scheduled"]').count(), 0);
+    // The schedule's own tags (hypeman.*) are not shown.
+    assert.equal(await snapshotRow(page, scheduled.id).locator('[data-field="tags"]').innerText(), "");
     await page.locator("#schedule-summary").waitFor({ timeout: 10_000 });
     assert.equal(await page.locator("#schedule-summary").innerText(), "Every 1 day, keeps the newest 3.");
     await assertAccessible(page, "a scheduled snapshot and the schedule");

@@ -23,6 +23,7 @@ import {
   suggestForkName,
   takeHint,
   targetHint,
+  userTags,
   type Snapshot,
 } from "./snapshots";
 
@@ -171,6 +172,14 @@ describe("snapshots", () => {
       snapshot_id: "snap1",
     });
     expect(forkNote({ source_instance_id: "s", source_instance_name: "web" })).toBe("fork of web");
+  });
+
+  test("the tags shown are the user's: hypeman.* ones are left out", () => {
+    expect(userTags(undefined)).toEqual({});
+    expect(userTags({})).toEqual({});
+    expect(userTags({ "hypeman.scheduled": "true", "hypeman.schedule_instance_id": "abc", team: "a", env: "" })).toEqual({ team: "a", env: "" });
+    // Only the prefix with its dot: a key that merely starts with "hypeman" is the user's.
+    expect(userTags({ hypeman: "x", "hypeman-ish": "y", "x.hypeman.y": "z" })).toEqual({ hypeman: "x", "hypeman-ish": "y", "x.hypeman.y": "z" });
   });
 
   test("the server's errors become sentences; unknown ones keep the server's words and code", () => {

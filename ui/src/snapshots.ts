@@ -1,7 +1,8 @@
 // Pure logic of snapshots and forks: the order and labels of the Snapshots tab, when an instance
 // may be snapshotted, restored or forked (and why not), the target states each call accepts and
-// its default, name checks, where a fork comes from (Hypedeck's `forked_from` extension), and
-// the API's snapshot and fork errors as plain sentences. No React, no I/O (snapshots.test.ts).
+// its default, name checks, the tags a user sees, where a fork comes from (Hypedeck's
+// `forked_from` extension), and the API's snapshot and fork errors as plain sentences. No React,
+// no I/O (snapshots.test.ts).
 import type Hypeman from "@onkernel/hypeman";
 
 import { nameProblem } from "./forms";
@@ -146,6 +147,14 @@ export function forkTargets(state: State): TargetState[] {
     default:
       return ["Stopped", "Running"];
   }
+}
+
+/** Tags whose key starts with this are Hypedeck's or upstream's own (a schedule's `hypeman.scheduled`). */
+export const INTERNAL_TAG_PREFIX = "hypeman.";
+
+/** A snapshot's tags without the internal ones (`hypeman.*`): those the user gave. */
+export function userTags(tags: Record<string, string> | undefined): Record<string, string> {
+  return Object.fromEntries(Object.entries(tags ?? {}).filter(([k]) => !k.startsWith(INTERNAL_TAG_PREFIX)));
 }
 
 /** A snapshot name: optional, else the instance name rule. */

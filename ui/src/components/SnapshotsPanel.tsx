@@ -2,8 +2,9 @@
 // of a running or standby instance) or Stopped (disks, of a stopped one); the kind follows the
 // state until one is chosen, and the submit is disabled with the reason when the kind cannot be
 // taken now — with an optional name and tags; and its snapshots newest first with kind, size,
-// time and tags; each one restores (a dialog that says what goes back, and the state to end in),
-// forks into a new instance, or is deleted (asked first); those a schedule took are marked. Below,
+// time and the user's tags (not the internal `hypeman.*` ones); each one restores (a dialog
+// that says what goes back, and the state to end in), forks into a new instance, or is deleted
+// (asked first); those a schedule took are marked. Below,
 // the snapshot schedule (ScheduleCard). The list is read while the tab is shown, every few
 // seconds and after each change.
 import { useCallback, useEffect, useId, useRef, useState } from "react";
@@ -26,6 +27,7 @@ import {
   sortSnapshots,
   takeHint,
   targetHint,
+  userTags,
   type Snapshot,
   type SnapshotKind,
   type TargetState,
@@ -451,7 +453,7 @@ export function SnapshotsPanel({
                       {when(s.created_at)} <span className="muted">({duration(s.created_at, now)} ago)</span>
                     </td>
                     <td className="tags" data-field="tags">
-                      {tagLabels(s.tags).map((t) => (
+                      {tagLabels(userTags(s.tags)).map((t) => (
                         <span key={t} className="tag">
                           {t}
                         </span>

@@ -1,11 +1,15 @@
 // Snapshots and forks in headless Chromium against a fake-backed `hypedeck serve`: the
 // Snapshots tab takes a Stopped snapshot of a stopped instance and a Standby one of a running
-// instance (listed with kind and size, newest first; the instance keeps running), refuses a kind
+// instance (listed with kind and size, newest first; the instance keeps running), a Standby one
+// with its memory compressed (the level checked client-side and by the server; the row shows
+// the compression under way, its sizes, or why it failed; none offered nor sent for Stopped),
+// shows only the user's tags (not the internal `hypeman.*` ones), refuses a kind
 // the state cannot take with its reason, restores (with the states the kind allows) and deletes;
 // the Snapshot button opens the take form; the Fork button and a snapshot's Fork make a new
 // instance whose page and list row say where it comes from; the server's refusals are shown in plain words; the schedule is
 // set, edited and removed from the tab (checked client-side, the server's refusals translated;
-// the snapshots stay) and the snapshots it took are marked; axe-core finds no WCAG 2 A/AA
+// the snapshots stay) and the snapshots it took are marked, without the schedule's own
+// `hypeman.*` tags; axe-core finds no WCAG 2 A/AA
 // violation on the tab and its dialogs. Run by tests/desktop/run.sh (SUITES=browser).
 import assert from "node:assert/strict";
 import { mkdirSync } from "node:fs";
@@ -196,6 +200,176 @@ describe("snapshots and forks", () => {
     assert.equal(await stateOf(src.id), "Running");
     assert.match(await page.locator("#snapshots-note").innerText(), /^Took snapshot hot \(\d/);
     await assertAccessible(page, "the Snapshots tab of a running instance with a Standby snapshot");
+    assert.deepEqual(consoleErrors, []);
+  });
+
+  test("a compressed Standby snapshot: the options, the level checked client-side and by the server, the body sent, the sizes once compressed", async (t) => {
+    const src = await runningInstance(ui.engine, "snap-zip");
+    cleanup(t, { instances: [src], snapshotsOf: [src.id] });
+    const { page, apiCalls, bodies, consoleErrors } = await openTab(t, src.id);
+    const createPath = `/instances/${src.id}/snapshots`;
+    const posts = () => bodies.filter((b) => b.path === createPath);
+
+    await page.locator("#snapshots-empty").waitFor({ timeout: 10_000 });
+    assert.equal(await page.locator("#snapshot-kind-standby").isChecked(), true);
+    // Off by default, the algorithm and level shown only once it is checked.
+    const compress = page.locator("#snapshot-compress");
+    assert.equal(await compress.isChecked(), false);
+    assert.equal(await page.locator('label:has(#snapshot-compress)').innerText(), "Compress the saved memory");
+    assert.equal(await compress.getAttribute("aria-describedby"), "snapshot-compress-hint");
+    assert.equal(await page.locator("#snapshot-compression-algorithm").count(), 0);
+    assert.equal(await page.locator("#snapshot-compression-level").count(), 0);
+    await compress.check();
+    const algorithm = page.locator("#snapshot-compression-algorithm");
+    const level = page.locator("#snapshot-compression-level");
+    const levelHint = page.locator("#snapshot-compression-level-hint");
+    assert.deepEqual(await algorithm.locator("option").evaluateAll((os) => os.map((o) => o.value)), ["zstd", "lz4"]);
+    assert.equal(await algorithm.inputValue(), "zstd");
+    assert.equal(await level.inputValue(), "");
+    assert.equal(await level.getAttribute("placeholder"), "1");
+    assert.match(await levelHint.innerText(), /^1–19 for zstd; empty: 1, the engine's default\./);
+    assert.equal(await level.getAttribute("aria-describedby"), "snapshot-compression-level-hint");
+    await page.selectOption("#snapshot-compression-algorithm", "lz4");
+    assert.match(await levelHint.innerText(), /^0–9 for lz4; empty: 0, the engine's default\./);
+    assert.equal(await level.getAttribute("placeholder"), "0");
+    await assertAccessible(page, "the take form with the compression options open");
+    await shot(page, "snapshots-compression.png");
+
+    // Out of range for the algorithm: said on the field, nothing sent.
+    await page.fill("#snapshot-compression-level", "12");
+    await page.click("#snapshot-take");
+    const levelError = page.locator("#snapshot-compression-level-error");
+    assert.equal(await levelError.innerText(), "The level must be between 0 and 9 for lz4, got 12");
+    assert.equal(await levelError.getAttribute("role"), "alert");
+    assert.equal(await level.getAttribute("aria-invalid"), "true");
+    assert.equal(await level.getAttribute("aria-describedby"), "snapshot-compression-level-hint snapshot-compression-level-error");
+    await page.selectOption("#snapshot-compression-algorithm", "zstd");
+    assert.equal(await levelError.count(), 0, "a new algorithm clears the error");
+    await page.fill("#snapshot-compression-level", "0");
+    await page.click("#snapshot-take");
+    assert.equal(await levelError.innerText(), "The level must be between 1 and 19 for zstd, got 0");
+    await assertAccessible(page, "the take form with a level out of range");
+    assert.equal(posts().length, 0, JSON.stringify(bodies));
+    assert.ok(!apiCalls.includes(`POST ${createPath}`), apiCalls.join(", "));
+    await page.fill("#snapshot-compression-level", "3");
+    assert.equal(await levelError.count(), 0, "an edited level loses its error");
+    assert.equal(await level.getAttribute("aria-invalid"), "false");
+
+    // Hidden (not disabled) for the Stopped kind; back on Standby, the choice is as it was.
+    await page.locator("#snapshot-kind-stopped").check();
+    assert.equal(await page.locator("#snapshot-compression").count(), 0);
+    assert.equal(await compress.count(), 0);
+    await page.locator("#snapshot-kind-standby").check();
+    assert.equal(await compress.isChecked(), true);
+    assert.equal(await algorithm.inputValue(), "zstd");
+    assert.equal(await level.inputValue(), "3");
+
+    // The server's own refusal, on the level: the request is changed on its way to one only the
+    // server sees (level 0 for zstd).
+    const url = `${ui.engine.url}${createPath}`;
+    await page.route(url, async (route) => {
+      const r = route.request();
+      if (r.method() !== "POST") return route.continue();
+      const sent = JSON.parse(r.postData());
+      await route.continue({ postData: JSON.stringify({ ...sent, compression: { ...sent.compression, level: 0 } }) });
+    });
+    const answer = page.waitForResponse((r) => r.request().method() === "POST" && new URL(r.url()).pathname === createPath);
+    await page.fill("#snapshot-name", "zipped");
+    await page.click("#snapshot-take");
+    const refused = await answer;
+    assert.equal(refused.status(), 400);
+    assert.deepEqual(await refused.json(), { code: "invalid_snapshot_compression", message: "level must be between 1 and 19 for zstd, got 0" });
+    await levelError.waitFor({ timeout: 10_000 });
+    assert.equal(await levelError.innerText(), "The server refused the level: it must be between 1 and 19 for zstd, got 0.");
+    assert.equal(await level.getAttribute("aria-invalid"), "true");
+    assert.equal(await page.locator("#snapshot-error").count(), 0);
+    assert.deepEqual(await snapshotsOf(src.id), []);
+    await page.unroute(url);
+
+    // zstd level 3: the body says so, the row shows the compression under way or done, and
+    // once done the sizes the API reports.
+    await page.click("#snapshot-take");
+    await page.locator('#snapshots-table tr[data-snapshot-name="zipped"]').waitFor({ timeout: 15_000 });
+    assert.deepEqual(JSON.parse(posts().at(-1).body), { kind: "Standby", name: "zipped", compression: { enabled: true, algorithm: "zstd", level: 3 } });
+    const done = await waitFor(async () => {
+      const [s] = await snapshotsOf(src.id);
+      return s?.compression_state === "compressed" ? s : null;
+    }, "the snapshot to be compressed");
+    assert.deepEqual(done.compression, { enabled: true, algorithm: "zstd", level: 3 });
+    assert.ok(done.compressed_size_bytes > 0 && done.uncompressed_size_bytes > 0, JSON.stringify(done));
+    const cell = snapshotRow(page, done.id).locator('[data-field="compression"]');
+    await snapshotRow(page, done.id).locator('[data-field="compression"][data-state="compressed"]').waitFor({ timeout: 10_000 });
+    const sizes = `${bytes(done.compressed_size_bytes)} of ${bytes(done.uncompressed_size_bytes)}`;
+    assert.equal(await cell.innerText(), `zstd · ${sizes}`);
+    assert.equal(await cell.getAttribute("title"), `The saved memory, compressed with zstd level 3: ${sizes}`);
+    assert.equal(await cell.getAttribute("aria-busy"), null);
+    await waitFor(
+      async () => (await snapshotRow(page, done.id).locator('[data-field="size"]').getAttribute("title")) === `${done.size_bytes} bytes`,
+      "the size after compression",
+      10_000,
+    );
+    assert.equal(await stateOf(src.id), "Running");
+    await assertAccessible(page, "the Snapshots tab with a compressed snapshot");
+    await shot(page, "snapshots-compressed.png");
+    assert.deepEqual(consoleErrors, []);
+  });
+
+  test("a stopped instance's form has no compression, and sends none; the table shows a compression under way or failed; hypeman.* tags are not shown", async (t) => {
+    const src = await stoppedInstance("snap-zip-cold");
+    cleanup(t, { instances: [src], snapshotsOf: [src.id] });
+    const tagged = await api().instances.snapshots.create(src.id, { kind: "Stopped", name: "tagged", tags: { "hypeman.scheduled": "true", team: "a" } });
+    assert.deepEqual(tagged.tags, { "hypeman.scheduled": "true", team: "a" });
+    const { page, bodies, consoleErrors } = await openTab(t, src.id);
+    const createPath = `/instances/${src.id}/snapshots`;
+
+    // Only the user's tag; the schedule's mark stays.
+    await snapshotRow(page, tagged.id).waitFor({ timeout: 10_000 });
+    assert.equal(await snapshotRow(page, tagged.id).locator('[data-field="tags"]').innerText(), "team=a");
+    assert.equal(await snapshotRow(page, tagged.id).locator('[data-field="scheduled"]').innerText(), "scheduled");
+    assert.equal(await snapshotRow(page, tagged.id).locator('[data-field="compression"]').count(), 0);
+
+    // Stopped, the default here: no compression offered. Checked on Standby, then Stopped again: none sent.
+    assert.equal(await page.locator("#snapshot-kind-stopped").isChecked(), true);
+    assert.equal(await page.locator("#snapshot-compression").count(), 0);
+    await page.locator("#snapshot-kind-standby").check();
+    await page.locator("#snapshot-compress").check();
+    await page.fill("#snapshot-compression-level", "5");
+    await page.locator("#snapshot-kind-stopped").check();
+    assert.equal(await page.locator("#snapshot-compress").count(), 0);
+    await page.fill("#snapshot-name", "cold");
+    await page.click("#snapshot-take");
+    await page.locator('#snapshots-table tr[data-snapshot-name="cold"]').waitFor({ timeout: 10_000 });
+    assert.deepEqual(JSON.parse(bodies.filter((b) => b.path === createPath).at(-1).body), { kind: "Stopped", name: "cold" });
+    const cold = (await snapshotsOf(src.id)).find((s) => s.name === "cold");
+    assert.equal(cold.compression_state, "none");
+
+    // A compression under way, then failed (the engine's list amended: the fake compresses in a moment).
+    let amend = { compression_state: "compressing", compression: { enabled: true, algorithm: "lz4", level: 0 } };
+    const isList = (u) => u.href.startsWith(ui.engine.url) && u.pathname === "/snapshots";
+    await page.route(isList, async (route) => {
+      if (route.request().method() !== "GET") return route.continue();
+      const response = await route.fetch();
+      const list = await response.json();
+      await route.fulfill({ response, json: list.map((s) => (s.id === cold.id ? { ...s, ...amend } : s)) });
+    });
+    const cell = snapshotRow(page, cold.id).locator('[data-field="compression"]');
+    await cell.waitFor({ timeout: 10_000 });
+    assert.equal(await cell.getAttribute("data-state"), "compressing");
+    assert.equal(await cell.innerText(), "compressing…");
+    assert.equal(await cell.getAttribute("aria-busy"), "true");
+    assert.equal(await cell.getAttribute("title"), "The saved memory is being compressed (lz4 level 0)");
+    await assertAccessible(page, "a snapshot being compressed");
+
+    const why = "compress the saved memory: No space left on device (os error 28)";
+    amend = { compression_state: "error", compression_error: why, compression: { enabled: true, algorithm: "lz4", level: 0 } };
+    await snapshotRow(page, cold.id).locator('[data-field="compression"][data-state="error"]').waitFor({ timeout: 10_000 });
+    assert.equal(await cell.getAttribute("title"), why);
+    assert.equal(await cell.getAttribute("aria-busy"), null);
+    assert.equal(await cell.textContent(), `compression failed: ${why}`);
+    assert.equal(await cell.locator(".sr-only").textContent(), `: ${why}`);
+    await assertAccessible(page, "a snapshot whose compression failed");
+    await shot(page, "snapshots-compression-states.png");
+    await page.unroute(isList);
     assert.deepEqual(consoleErrors, []);
   });
 
@@ -490,7 +664,9 @@ describe("snapshots and forks", () => {
     assert.equal(await page.locator("#detail-tab-snapshots").getAttribute("aria-selected"), "true");
     await waitFor(async () => (await page.evaluate(() => document.activeElement?.closest("form")?.id)) === "snapshot-form", "the focus in the take form", 5_000);
     assert.equal(await page.evaluate(() => document.activeElement?.id), "snapshot-kind-standby");
-    // From there, Tab goes on through the form.
+    // From there, Tab goes on through the form: the Standby kind's compression, then the name.
+    await page.keyboard.press("Tab");
+    assert.equal(await page.evaluate(() => document.activeElement?.id), "snapshot-compress");
     await page.keyboard.press("Tab");
     assert.equal(await page.evaluate(() => document.activeElement?.id), "snapshot-name");
     await assertAccessible(page, "the Snapshots tab opened by the Snapshot button");
@@ -675,6 +851,8 @@ describe("snapshots and forks", () => {
     assert.equal(await mark.innerText(), "scheduled");
     assert.equal(await mark.getAttribute("title"), "Taken by the snapshot schedule");
     assert.equal(await snapshotRow(page, manual.id).locator('[data-field="scheduled"]').count(), 0);
+    // The schedule's own tags (hypeman.*) are not shown.
+    assert.equal(await snapshotRow(page, scheduled.id).locator('[data-field="tags"]').innerText(), "");
     await page.locator("#schedule-summary").waitFor({ timeout: 10_000 });
     assert.equal(await page.locator("#schedule-summary").innerText(), "Every 1 day, keeps the newest 3.");
     await assertAccessible(page, "a scheduled snapshot and the schedule");

@@ -2,6 +2,11 @@ import { describe, expect, test } from "vitest";
 
 import type { Instance } from "./model";
 import {
+  COMPRESSION_ALGORITHMS,
+  compressionLevelHint,
+  compressionLevelProblem,
+  compressionLevels,
+  compressionView,
   defaultSnapshotKind,
   defaultSnapshotTarget,
   explainSnapshotProblem,
@@ -14,7 +19,9 @@ import {
   kindText,
   restoreRefusal,
   restoreWhat,
+  NO_COMPRESSION,
   SNAPSHOT_KINDS,
+  snapshotBody,
   snapshotLabel,
   snapshotNameProblem,
   snapshotRefusal,
@@ -23,6 +30,7 @@ import {
   suggestForkName,
   takeHint,
   targetHint,
+  userTags,
   type Snapshot,
 } from "./snapshots";
 
@@ -173,6 +181,87 @@ describe("snapshots", () => {
     expect(forkNote({ source_instance_id: "s", source_instance_name: "web" })).toBe("fork of web");
   });
 
+  test("compression levels: the engine's ranges and defaults, zstd first", () => {
+    expect(COMPRESSION_ALGORITHMS).toEqual(["zstd", "lz4"]);
+    expect(compressionLevels("zstd")).toEqual({ min: 1, max: 19, default: 1 });
+    expect(compressionLevels("lz4")).toEqual({ min: 0, max: 9, default: 0 });
+    expect(compressionLevelHint("zstd")).toMatch(/^1–19 for zstd; empty: 1, the engine's default\./);
+    expect(compressionLevelHint("lz4")).toMatch(/^0–9 for lz4; empty: 0, the engine's default\./);
+  });
+
+  test("a compression level is checked with the engine's range and words; empty is the default", () => {
+    for (const ok of ["", "  ", "1", "3", "19", " 7 "]) expect(compressionLevelProblem("zstd", ok)).toBeNull();
+    for (const ok of ["", "0", "9"]) expect(compressionLevelProblem("lz4", ok)).toBeNull();
+    expect(compressionLevelProblem("zstd", "0")).toBe("The level must be between 1 and 19 for zstd, got 0");
+    expect(compressionLevelProblem("zstd", "20")).toBe("The level must be between 1 and 19 for zstd, got 20");
+    expect(compressionLevelProblem("lz4", "12")).toBe("The level must be between 0 and 9 for lz4, got 12");
+    expect(compressionLevelProblem("lz4", "-1")).toBe("The level must be between 0 and 9 for lz4, got -1");
+    // The same level may suit one algorithm and not the other.
+    expect(compressionLevelProblem("zstd", "12")).toBeNull();
+    expect(compressionLevelProblem("lz4", "0")).toBeNull();
+    expect(compressionLevelProblem("zstd", "2.5")).toBe('The level must be a whole number between 1 and 19 for zstd, got "2.5"');
+    expect(compressionLevelProblem("lz4", "fast")).toBe('The level must be a whole number between 0 and 9 for lz4, got "fast"');
+  });
+
+  test("the take body: name and tags when given, compression only when checked and the kind is Standby", () => {
+    expect(snapshotBody("Stopped", "", {})).toEqual({ kind: "Stopped" });
+    expect(snapshotBody("Standby", " hot ", { reason: "test" })).toEqual({ kind: "Standby", name: "hot", tags: { reason: "test" } });
+    expect(snapshotBody("Standby", "", {}, NO_COMPRESSION)).toEqual({ kind: "Standby" });
+    expect(snapshotBody("Standby", "", {}, { enabled: false, algorithm: "lz4", level: "3" })).toEqual({ kind: "Standby" });
+    expect(snapshotBody("Standby", "", {}, { enabled: true, algorithm: "zstd", level: "3" })).toEqual({
+      kind: "Standby",
+      compression: { enabled: true, algorithm: "zstd", level: 3 },
+    });
+    // An empty level is left to the engine (zstd 1, lz4 0); a level of 0 is sent.
+    expect(snapshotBody("Standby", "", {}, { enabled: true, algorithm: "zstd", level: " " })).toEqual({ kind: "Standby", compression: { enabled: true, algorithm: "zstd" } });
+    expect(snapshotBody("Standby", "", {}, { enabled: true, algorithm: "lz4", level: "0" })).toEqual({ kind: "Standby", compression: { enabled: true, algorithm: "lz4", level: 0 } });
+    // Never for Stopped, which the engine refuses.
+    expect(snapshotBody("Stopped", "cold", {}, { enabled: true, algorithm: "zstd", level: "3" })).toEqual({ kind: "Stopped", name: "cold" });
+  });
+
+  test("a snapshot's compression: under way, done with the sizes, failed with why; nothing when none", () => {
+    const standby = (extra: Partial<Snapshot>) => snap("s", "2026-12-06T10:00:00Z", { kind: "Standby", ...extra });
+    expect(compressionView(standby({}))).toBeNull();
+    expect(compressionView(standby({ compression_state: "none" }))).toBeNull();
+    expect(compressionView(standby({ compression_state: "compressing", compression: { enabled: true, algorithm: "lz4", level: 0 } }))).toEqual({
+      state: "compressing",
+      text: "compressing…",
+      title: "The saved memory is being compressed (lz4 level 0)",
+      detail: null,
+    });
+    const done = compressionView(
+      standby({
+        compression_state: "compressed",
+        compression: { enabled: true, algorithm: "zstd", level: 3 },
+        compressed_size_bytes: 51_275_366,
+        uncompressed_size_bytes: 97_411_891,
+      }),
+    );
+    expect(done).toEqual({
+      state: "compressed",
+      text: "zstd · 49 MiB of 93 MiB",
+      title: "The saved memory, compressed with zstd level 3: 49 MiB of 93 MiB",
+      detail: null,
+    });
+    // Sizes not (yet) known, and no setting recorded: zstd, the engine's default.
+    expect(compressionView(standby({ compression_state: "compressed" }))?.text).toBe("zstd · — of —");
+    expect(compressionView(standby({ compression_state: "error", compression_error: "compress the saved memory: no space left on device" }))).toEqual({
+      state: "error",
+      text: "compression failed",
+      title: "compress the saved memory: no space left on device",
+      detail: "compress the saved memory: no space left on device",
+    });
+    expect(compressionView(standby({ compression_state: "error", compression_error: null }))?.detail).toBe("no reason given");
+  });
+
+  test("the tags shown are the user's: hypeman.* ones are left out", () => {
+    expect(userTags(undefined)).toEqual({});
+    expect(userTags({})).toEqual({});
+    expect(userTags({ "hypeman.scheduled": "true", "hypeman.schedule_instance_id": "abc", team: "a", env: "" })).toEqual({ team: "a", env: "" });
+    // Only the prefix with its dot: a key that merely starts with "hypeman" is the user's.
+    expect(userTags({ hypeman: "x", "hypeman-ish": "y", "x.hypeman.y": "z" })).toEqual({ hypeman: "x", "hypeman-ish": "y", "x.hypeman.y": "z" });
+  });
+
   test("the server's errors become sentences; unknown ones keep the server's words and code", () => {
     const ex = (code: string, message: string, name?: string) => explainSnapshotProblem({ code, message }, name);
     expect(ex("conflict", "instance already exists: snapshot name already exists: snapshot name \"nightly\" already exists for source instance abc")).toEqual({
@@ -210,6 +299,22 @@ describe("snapshots", () => {
     expect(ex("Bad Request", 'request body has an error: doesn\'t match schema: Error at "/name": string doesn\'t match the regular expression', "Web")).toEqual({
       field: "name",
       message: expect.stringMatching(/lowercase letters/) as string,
+    });
+    // Compression: a level out of range is put on the level field; Stopped with compression, on the form.
+    expect(ex("invalid_snapshot_compression", "level must be between 1 and 19 for zstd, got 0")).toEqual({
+      field: "level",
+      message: "The server refused the level: it must be between 1 and 19 for zstd, got 0.",
+    });
+    expect(ex("invalid_snapshot_compression", "level must be between 0 and 9 for lz4, got 12").message).toBe(
+      "The server refused the level: it must be between 0 and 9 for lz4, got 12.",
+    );
+    expect(ex("invalid_snapshot_compression", 'algorithm must be one of zstd or lz4, got "gzip"')).toEqual({
+      field: "level",
+      message: 'The server refused the compression: algorithm must be one of zstd or lz4, got "gzip".',
+    });
+    expect(ex("invalid_request", "invalid request: compression is only supported for standby snapshots")).toEqual({
+      field: "form",
+      message: "Only a Standby snapshot can be compressed (its memory is what is compressed): choose Standby, or take it without compression.",
     });
     expect(ex("internal_error", "failed to fork snapshot")).toEqual({ field: "form", message: "failed to fork snapshot (internal_error)" });
   });

@@ -1,14 +1,20 @@
 // Pure logic of snapshots and forks: the order and labels of the Snapshots tab, when an instance
 // may be snapshotted, restored or forked (and why not), the target states each call accepts and
-// its default, name checks, where a fork comes from (Hypedeck's `forked_from` extension), and
-// the API's snapshot and fork errors as plain sentences. No React, no I/O (snapshots.test.ts).
+// its default, name checks, the take form's compression (levels, their check, the body sent) and
+// a snapshot's compression state, the tags a user sees, where a fork comes from (Hypedeck's
+// `forked_from` extension), and the API's snapshot and fork errors as plain sentences. No React,
+// no I/O (snapshots.test.ts).
 import type Hypeman from "@onkernel/hypeman";
 
 import { nameProblem } from "./forms";
-import type { Instance, Problem, State } from "./model";
+import { bytes, type Instance, type Problem, type State } from "./model";
 
 export type Snapshot = Hypeman.Snapshot;
 export type SnapshotKind = Hypeman.SnapshotKind;
+/** The body of `POST /instances/{id}/snapshots`. */
+export type SnapshotBody = Hypeman.Instances.SnapshotCreateParams;
+/** How a Standby snapshot's memory may be compressed. */
+export type CompressionAlgorithm = NonNullable<Hypeman.SnapshotCompressionConfig["algorithm"]>;
 /** A state a restore or a fork may leave its instance in. */
 export type TargetState = "Stopped" | "Standby" | "Running";
 
@@ -148,6 +154,107 @@ export function forkTargets(state: State): TargetState[] {
   }
 }
 
+/** The algorithms the take form offers, the engine's default (zstd) first. */
+export const COMPRESSION_ALGORITHMS: readonly CompressionAlgorithm[] = ["zstd", "lz4"];
+
+/** The levels the engine accepts for `algorithm`, and the one it uses when none is given. */
+export function compressionLevels(algorithm: CompressionAlgorithm): { min: number; max: number; default: number } {
+  return algorithm === "lz4" ? { min: 0, max: 9, default: 0 } : { min: 1, max: 19, default: 1 };
+}
+
+/** The line under the level field: its range for `algorithm` and what an empty one means. */
+export function compressionLevelHint(algorithm: CompressionAlgorithm): string {
+  const r = compressionLevels(algorithm);
+  return `${r.min}–${r.max} for ${algorithm}; empty: ${r.default}, the engine's default. Higher is smaller but slower.`;
+}
+
+/**
+ * What is wrong with the level typed for `algorithm`, or null when it is fine (empty: the
+ * engine's default). The range and the words are the engine's (`level must be between 1 and 19
+ * for zstd, got 0`).
+ */
+export function compressionLevelProblem(algorithm: CompressionAlgorithm, raw: string): string | null {
+  const text = raw.trim();
+  if (text === "") return null;
+  const r = compressionLevels(algorithm);
+  if (!/^[+-]?\d+$/.test(text)) return `The level must be a whole number between ${r.min} and ${r.max} for ${algorithm}, got "${text}"`;
+  const level = Number(text);
+  if (level < r.min || level > r.max) return `The level must be between ${r.min} and ${r.max} for ${algorithm}, got ${level}`;
+  return null;
+}
+
+/** The take form's compression choice. */
+export interface CompressionChoice {
+  /** "Compress the saved memory" checked. */
+  enabled: boolean;
+  algorithm: CompressionAlgorithm;
+  /** As typed; empty: the engine's default. */
+  level: string;
+}
+
+/** The take form's compression before anything is chosen: off (zstd, the default level, if turned on). */
+export const NO_COMPRESSION: CompressionChoice = { enabled: false, algorithm: "zstd", level: "" };
+
+/**
+ * The body the take form sends: the kind, the name and tags when given, and `compression`
+ * only for a Standby snapshot with compression checked (the engine refuses it for Stopped).
+ * The level is left out when empty, so the engine uses its default; it is checked first
+ * (`compressionLevelProblem`).
+ */
+export function snapshotBody(kind: SnapshotKind, name: string, tags: Record<string, string>, compression: CompressionChoice = NO_COMPRESSION): SnapshotBody {
+  const body: SnapshotBody = { kind };
+  if (name.trim() !== "") body.name = name.trim();
+  if (Object.keys(tags).length) body.tags = tags;
+  if (kind === "Standby" && compression.enabled) {
+    body.compression = { enabled: true, algorithm: compression.algorithm };
+    if (compression.level.trim() !== "") body.compression.level = Number(compression.level.trim());
+  }
+  return body;
+}
+
+/** A snapshot's compression, for its row: what the cell says, its tooltip, and whether it is under way. */
+export interface CompressionView {
+  state: "compressing" | "compressed" | "error";
+  /** `compressing…`, `zstd · 49 MiB of 93 MiB`, `compression failed`. */
+  text: string;
+  title: string;
+  /** More words for a screen reader after `text` (the error), or null. */
+  detail: string | null;
+}
+
+/** How a snapshot's memory compression is shown, or null when it was not asked for (`none` or absent). */
+export function compressionView(s: Snapshot): CompressionView | null {
+  const algorithm = s.compression?.algorithm ?? "zstd";
+  const level = typeof s.compression?.level === "number" ? ` level ${s.compression.level}` : "";
+  switch (s.compression_state) {
+    case "compressing":
+      return { state: "compressing", text: "compressing…", title: `The saved memory is being compressed (${algorithm}${level})`, detail: null };
+    case "compressed": {
+      const sizes = `${bytes(s.compressed_size_bytes)} of ${bytes(s.uncompressed_size_bytes)}`;
+      return {
+        state: "compressed",
+        text: `${algorithm} · ${sizes}`,
+        title: `The saved memory, compressed with ${algorithm}${level}: ${sizes}`,
+        detail: null,
+      };
+    }
+    case "error": {
+      const why = s.compression_error?.trim() || "no reason given";
+      return { state: "error", text: "compression failed", title: why, detail: why };
+    }
+    default:
+      return null;
+  }
+}
+
+/** Tags whose key starts with this are Hypedeck's or upstream's own (a schedule's `hypeman.scheduled`). */
+export const INTERNAL_TAG_PREFIX = "hypeman.";
+
+/** A snapshot's tags without the internal ones (`hypeman.*`): those the user gave. */
+export function userTags(tags: Record<string, string> | undefined): Record<string, string> {
+  return Object.fromEntries(Object.entries(tags ?? {}).filter(([k]) => !k.startsWith(INTERNAL_TAG_PREFIX)));
+}
+
 /** A snapshot name: optional, else the instance name rule. */
 export function snapshotNameProblem(raw: string): string | null {
   if (raw.trim() === "") return null;
@@ -194,8 +301,8 @@ export function forkNote(from: ForkedFrom): string {
   return `fork of ${from.source_instance_name}`;
 }
 
-/** What a snapshot or fork error is about: the name field, or the form as a whole. */
-export type SnapshotField = "name" | "form";
+/** What a snapshot or fork error is about: the name field, the compression level, or the form as a whole. */
+export type SnapshotField = "name" | "level" | "form";
 
 const capitalize = (text: string): string => text.charAt(0).toUpperCase() + text.slice(1);
 
@@ -216,6 +323,14 @@ export function explainSnapshotProblem(problem: Problem, name = ""): { field: Sn
   const instanceName = /instance name '([^']*)' already exists/.exec(m);
   if (instanceName || problem.code === "name_conflict") {
     return at("name", `An instance named "${instanceName?.[1] ?? name.trim()}" already exists. Choose another name.`);
+  }
+  if (problem.code === "invalid_snapshot_compression") {
+    const level = /level must be (between \d+ and \d+ for \w+, got -?\d+)/.exec(m);
+    if (level) return at("level", `The server refused the level: it must be ${level[1] ?? ""}.`);
+    return at("level", `The server refused the compression: ${m}.`);
+  }
+  if (/compression is only supported for standby snapshots/.test(m)) {
+    return at("form", "Only a Standby snapshot can be compressed (its memory is what is compressed): choose Standby, or take it without compression.");
   }
   const needsStopped = /stopped snapshot requires source in Stopped, got (\w+)/.exec(m);
   if (needsStopped) return at("form", `Stop the instance first: a Stopped snapshot copies the disks of a stopped instance (it is ${needsStopped[1]}).`);

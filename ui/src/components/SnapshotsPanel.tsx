@@ -1,9 +1,11 @@
 // The Snapshots tab of an instance: take a snapshot of either kind — Standby (memory and disks,
-// of a running or standby instance) or Stopped (disks, of a stopped one); the kind follows the
-// state until one is chosen, and the submit is disabled with the reason when the kind cannot be
-// taken now — with an optional name and tags; and its snapshots newest first with kind, size,
-// time and tags; each one restores (a dialog that says what goes back, and the state to end in),
-// forks into a new instance, or is deleted (asked first); those a schedule took are marked. Below,
+// of a running or standby instance, its memory optionally compressed: zstd or lz4, at a level)
+// or Stopped (disks, of a stopped one); the kind follows the state until one is chosen, and the
+// submit is disabled with the reason when the kind cannot be taken now — with an optional name
+// and tags; and its snapshots newest first with kind, size (and the memory's compression: under
+// way, its sizes, or why it failed), time and the user's tags (not the internal `hypeman.*`
+// ones); each one restores (a dialog that says what goes back, and the state to end in), forks
+// into a new instance, or is deleted (asked first); those a schedule took are marked. Below,
 // the snapshot schedule (ScheduleCard). The list is read while the tab is shown, every few
 // seconds and after each change.
 import { useCallback, useEffect, useId, useRef, useState } from "react";
@@ -13,19 +15,29 @@ import { CREATE_TIMEOUT_MS, problem, type Problem } from "../api";
 import { parseTags } from "../forms";
 import { bytes, duration, tagLabels, when, type Instance } from "../model";
 import {
+  COMPRESSION_ALGORITHMS,
+  compressionLevelHint,
+  compressionLevelProblem,
+  compressionLevels,
+  compressionView,
   explainSnapshotProblem,
   kindText,
   restoreRefusal,
   snapshotLabel,
   snapshotNameProblem,
   defaultSnapshotKind,
+  NO_COMPRESSION,
   restoreWhat,
   SNAPSHOT_KINDS,
+  snapshotBody,
   snapshotRefusal,
   snapshotTargets,
   sortSnapshots,
   takeHint,
   targetHint,
+  userTags,
+  type CompressionAlgorithm,
+  type CompressionChoice,
   type Snapshot,
   type SnapshotKind,
   type TargetState,
@@ -45,7 +57,7 @@ function useSnapshots(api: Hypeman, id: string, visible: boolean): { list: Snaps
   return { list, failure, reload };
 }
 
-/** The take-a-snapshot form: the kind (Standby or Stopped), an optional name and tags. */
+/** The take-a-snapshot form: the kind (Standby or Stopped), the memory's compression (Standby only), an optional name and tags. */
 function TakeForm({ api, instance, focusRequest, onTaken }: { api: Hypeman; instance: Instance; focusRequest: number; onTaken: (s: Snapshot) => void }) {
   const [name, setName] = useState("");
   const [tags, setTags] = useState("");
@@ -53,6 +65,9 @@ function TakeForm({ api, instance, focusRequest, onTaken }: { api: Hypeman; inst
   const [chosen, setChosen] = useState<SnapshotKind | null>(null);
   const [nameError, setNameError] = useState<string | null>(null);
   const [tagsError, setTagsError] = useState<string | null>(null);
+  // Kept while the kind is Stopped (hidden, not sent), so choosing Standby again brings it back.
+  const [compression, setCompression] = useState<CompressionChoice>(NO_COMPRESSION);
+  const [levelError, setLevelError] = useState<string | null>(null);
   const [formError, setFormError] = useState<string | null>(null);
   // The kind being taken: the form keeps it while the engine saves and resumes the VM, whatever
   // state the instance passes through meanwhile.
@@ -71,15 +86,16 @@ function TakeForm({ api, instance, focusRequest, onTaken }: { api: Hypeman; inst
   const take = async (): Promise<void> => {
     const wrongName = snapshotNameProblem(name);
     const parsed = parseTags(tags);
+    const compressed = kind === "Standby" && compression.enabled;
+    const wrongLevel = compressed ? compressionLevelProblem(compression.algorithm, compression.level) : null;
     setNameError(wrongName);
     setTagsError(parsed.error);
+    setLevelError(wrongLevel);
     setFormError(null);
-    if (wrongName || parsed.error || refusal) return;
+    if (wrongName || parsed.error || wrongLevel || refusal) return;
     setBusy(kind);
     try {
-      const body: Parameters<Hypeman["instances"]["snapshots"]["create"]>[1] = { kind };
-      if (name.trim() !== "") body.name = name.trim();
-      if (Object.keys(parsed.tags).length) body.tags = parsed.tags;
+      const body = snapshotBody(kind, name, parsed.tags, compression);
       const taken = await api.instances.snapshots.create(instance.id, body, { timeout: CREATE_TIMEOUT_MS });
       setName("");
       setTags("");
@@ -87,6 +103,7 @@ function TakeForm({ api, instance, focusRequest, onTaken }: { api: Hypeman; inst
     } catch (e) {
       const explained = explainSnapshotProblem(problem(e, ""), name);
       if (explained.field === "name") setNameError(explained.message);
+      else if (explained.field === "level" && compressed) setLevelError(explained.message);
       else setFormError(explained.message);
     } finally {
       setBusy(null);
@@ -96,6 +113,11 @@ function TakeForm({ api, instance, focusRequest, onTaken }: { api: Hypeman; inst
   const describe = (...ids: (string | false | null)[]): string | undefined => {
     const list = ids.filter((i): i is string => typeof i === "string");
     return list.length ? list.join(" ") : undefined;
+  };
+  const choose = (patch: Partial<CompressionChoice>): void => {
+    setCompression((c) => ({ ...c, ...patch }));
+    setLevelError(null);
+    setFormError(null);
   };
   return (
     <form
@@ -140,6 +162,70 @@ function TakeForm({ api, instance, focusRequest, onTaken }: { api: Hypeman; inst
           {takeHint(instance.state, kind)}
         </p>
       </fieldset>
+      {kind === "Standby" && (
+        <div id="snapshot-compression" className="snapshot-compression">
+          <label className="check">
+            <input
+              id="snapshot-compress"
+              type="checkbox"
+              checked={compression.enabled}
+              disabled={busy !== null}
+              aria-describedby="snapshot-compress-hint"
+              onChange={(e) => choose({ enabled: e.target.checked })}
+            />
+            Compress the saved memory
+          </label>
+          <p id="snapshot-compress-hint" className="hint">
+            Compressed in the background once the snapshot is taken: smaller on disk; a restore or a fork decompresses it first.
+          </p>
+          {compression.enabled && (
+            <div className="snapshot-compression-fields">
+              <div className="field">
+                <label>
+                  <span className="label">Algorithm</span>
+                  <select
+                    id="snapshot-compression-algorithm"
+                    value={compression.algorithm}
+                    disabled={busy !== null}
+                    onChange={(e) => choose({ algorithm: e.target.value as CompressionAlgorithm })}
+                  >
+                    {COMPRESSION_ALGORITHMS.map((a) => (
+                      <option key={a} value={a}>
+                        {a}
+                      </option>
+                    ))}
+                  </select>
+                </label>
+              </div>
+              <div className={levelError ? "field invalid" : "field"}>
+                <label>
+                  <span className="label">Level (optional)</span>
+                  <input
+                    id="snapshot-compression-level"
+                    value={compression.level}
+                    placeholder={String(compressionLevels(compression.algorithm).default)}
+                    inputMode="numeric"
+                    spellCheck={false}
+                    autoComplete="off"
+                    disabled={busy !== null}
+                    aria-invalid={levelError ? "true" : "false"}
+                    aria-describedby={describe("snapshot-compression-level-hint", levelError !== null && "snapshot-compression-level-error")}
+                    onChange={(e) => choose({ level: e.target.value })}
+                  />
+                </label>
+                <p id="snapshot-compression-level-hint" className="hint">
+                  {compressionLevelHint(compression.algorithm)}
+                </p>
+                {levelError && (
+                  <p id="snapshot-compression-level-error" className="field-error" role="alert">
+                    {levelError}
+                  </p>
+                )}
+              </div>
+            </div>
+          )}
+        </div>
+      )}
       <div className="snapshot-fields">
         <div className={nameError ? "field invalid" : "field"}>
           <label>
@@ -425,6 +511,7 @@ export function SnapshotsPanel({
               {list.map((s) => {
                 const label = snapshotLabel(s);
                 const whyId = `snapshot-restore-why-${s.id}`;
+                const packed = compressionView(s);
                 return (
                   <tr
                     key={s.id}
@@ -446,12 +533,24 @@ export function SnapshotsPanel({
                     </td>
                     <td className="num" data-field="size" title={`${s.size_bytes} bytes`}>
                       {bytes(s.size_bytes)}
+                      {packed && (
+                        <span
+                          className={packed.state === "error" ? "compression bad" : packed.state === "compressing" ? "compression muted" : "compression"}
+                          data-field="compression"
+                          data-state={packed.state}
+                          aria-busy={packed.state === "compressing" ? "true" : undefined}
+                          title={packed.title}
+                        >
+                          {packed.text}
+                          {packed.detail && <span className="sr-only">: {packed.detail}</span>}
+                        </span>
+                      )}
                     </td>
                     <td data-field="created_at">
                       {when(s.created_at)} <span className="muted">({duration(s.created_at, now)} ago)</span>
                     </td>
                     <td className="tags" data-field="tags">
-                      {tagLabels(s.tags).map((t) => (
+                      {tagLabels(userTags(s.tags)).map((t) => (
                         <span key={t} className="tag">
                           {t}
                         </span>

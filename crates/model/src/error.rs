@@ -42,6 +42,10 @@ pub enum ErrorCode {
     InvalidTimeout,
     /// `invalid_snapshot_compression` (400): a compression setting out of range.
     InvalidSnapshotCompression,
+    /// `invalid_auto_standby` (400): an auto-standby port out of range.
+    InvalidAutoStandby,
+    /// `instance_in_standby` (409): a hold asked of an instance in standby.
+    InstanceInStandby,
     /// `invalid_compression_delay` (400): a standby's compression delay is no duration.
     InvalidCompressionDelay,
     /// `not_found`.
@@ -97,6 +101,8 @@ impl ErrorCode {
             ErrorCode::InvalidPlatform => "invalid_platform",
             ErrorCode::InvalidTimeout => "invalid_timeout",
             ErrorCode::InvalidSnapshotCompression => "invalid_snapshot_compression",
+            ErrorCode::InvalidAutoStandby => "invalid_auto_standby",
+            ErrorCode::InstanceInStandby => "instance_in_standby",
             ErrorCode::InvalidCompressionDelay => "invalid_compression_delay",
             ErrorCode::NotFound => "not_found",
             ErrorCode::AlreadyExists => "already_exists",
@@ -132,6 +138,7 @@ impl ErrorCode {
             | ErrorCode::InvalidPlatform
             | ErrorCode::InvalidTimeout
             | ErrorCode::InvalidSnapshotCompression
+            | ErrorCode::InvalidAutoStandby
             | ErrorCode::InvalidCompressionDelay
             | ErrorCode::AlreadyExists
             | ErrorCode::NameConflict
@@ -145,6 +152,7 @@ impl ErrorCode {
             | ErrorCode::Conflict
             | ErrorCode::Ambiguous
             | ErrorCode::InsufficientResources
+            | ErrorCode::InstanceInStandby
             | ErrorCode::PortInUse => 409,
             ErrorCode::NotSupported | ErrorCode::NotImplemented => 501,
             ErrorCode::DependencyMissing | ErrorCode::InternalError => 500,

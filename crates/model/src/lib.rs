@@ -10,6 +10,7 @@
 //! - image references ([`mod@reference`]).
 
 pub mod allow;
+pub mod autostandby;
 pub mod duration;
 pub mod error;
 pub mod id;

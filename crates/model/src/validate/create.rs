@@ -239,7 +239,12 @@ impl CreateInstanceRequest {
             ("restart_policy", &self.restart_policy),
         ] {
             if let Some(v) = value {
-                policies.insert(key.to_string(), v.clone());
+                let v = if key == "auto_standby" {
+                    crate::autostandby::normalize(v)?
+                } else {
+                    v.clone()
+                };
+                policies.insert(key.to_string(), v);
             }
         }
 

@@ -26,7 +26,12 @@ impl UpdateInstanceRequest {
             ("restart_policy", &self.restart_policy),
         ] {
             if let Some(v) = value {
-                policies.insert(key.to_string(), v.clone());
+                let v = if key == "auto_standby" {
+                    crate::autostandby::normalize(v)?
+                } else {
+                    v.clone()
+                };
+                policies.insert(key.to_string(), v);
             }
         }
         let allow = match self

@@ -451,6 +451,7 @@ pub async fn start(options: DaemonOptions) -> Result<Daemon, DaemonError> {
         engine.spawn_console_rotation(),
         engine.spawn_snapshot_schedules(),
         engine.spawn_stats_sampler(),
+        engine.spawn_auto_standby(),
     ];
 
     let listener = tokio::net::TcpListener::bind(options.listen)

@@ -363,6 +363,7 @@ impl AgentLink {
             events: rx,
             queued,
             ended: false,
+            activity: None,
         })
     }
 
@@ -518,6 +519,8 @@ pub struct ExecSession {
     events: mpsc::UnboundedReceiver<AgentEvent>,
     queued: Arc<AtomicUsize>,
     ended: bool,
+    /// Keeps the instance awake for auto-standby while the session lives.
+    pub(crate) activity: Option<crate::autostandby::ExecGuard>,
 }
 
 impl ExecSession {
@@ -640,7 +643,11 @@ impl Engine {
         id_or_name: &str,
     ) -> Result<hypedeck_store::InstanceRecord, EngineError> {
         let mut record = self.resolve(id_or_name)?;
-        let state = self.observe(&mut record).await.state;
+        let mut state = self.observe(&mut record).await.state;
+        // An exec wakes an instance auto-standby put to sleep.
+        if self.wake_if_asleep(&record.id, state).await {
+            state = self.observe(&mut record).await.state;
+        }
         if state != InstanceState::Running {
             return Err(EngineError::Rejected(Rejection::new(
                 ErrorCode::InvalidState,
@@ -660,7 +667,9 @@ impl Engine {
         let record = self.running(id_or_name).await?;
         without_agent_refused(&record, "exec")?;
         let link = self.agent_link(&record.id, wait_for_agent).await?;
-        link.open(request).await.map_err(EngineError::Agent)
+        let mut session = link.open(request).await.map_err(EngineError::Agent)?;
+        session.activity = Some(self.exec_activity(&record.id));
+        Ok(session)
     }
 
     /// Checks the instance is Running before a WebSocket upgrade (the 409 must precede it).

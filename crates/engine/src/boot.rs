@@ -31,6 +31,7 @@ impl Engine {
     /// persisted. The caller holds the instance lock (or owns a new instance).
     pub(crate) async fn boot(&self, record: &mut InstanceRecord) -> Result<(), EngineError> {
         let hypervisor = self.backend(record.hypervisor)?;
+        self.end_sleep(&record.id);
         self.check_ports_free(record).await?;
         self.launch(record, hypervisor, None).await?;
         record.started_at = Some(OffsetDateTime::now_utc());

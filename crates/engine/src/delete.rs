@@ -31,6 +31,7 @@ impl Engine {
         self.unregister_egress(&record.id).await;
         self.detach_network(&record.id).await;
         self.forget_network(&record.id);
+        self.forget_auto_standby(&record.id);
         let accounts: Vec<String> = record
             .secret_env
             .values()

@@ -15,6 +15,7 @@
 //! - credential source values are kept in the [`SecretStore`] and in memory only.
 
 mod agent;
+mod autostandby;
 mod boot;
 pub mod checks;
 mod command;
@@ -261,6 +262,8 @@ pub struct Engine {
     templates: Arc<templates::Templates>,
     /// Recent resource samples of every VM (`stats.rs`).
     samples: stats::Samples,
+    /// The auto-standby controller's state, sleepers and exec counts (`autostandby.rs`).
+    auto_standby: autostandby::AutoStandby,
 }
 
 impl Engine {
@@ -285,6 +288,7 @@ impl Engine {
             fingerprints: config.fingerprints,
             templates,
             samples: stats::Samples::default(),
+            auto_standby: autostandby::AutoStandby::default(),
         }
     }
 

@@ -56,6 +56,8 @@ pub(crate) struct Networks {
     allow: Mutex<HashMap<String, SharedAllowList>>,
     /// What each instance's NIC moved, across its stacks in this engine.
     traffic: Mutex<HashMap<String, Arc<hypedeck_netstack::Traffic>>>,
+    /// Forwarded-port listeners held for an instance's next stack (its VM slept meanwhile).
+    parked: Mutex<HashMap<String, Vec<std::net::TcpListener>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -104,6 +106,36 @@ impl Networks {
         lock(&self.flows).remove(id);
         lock(&self.allow).remove(id);
         lock(&self.traffic).remove(id);
+        lock(&self.parked).remove(id);
+    }
+
+    /// Keeps `listeners` (bound to the instance's forwarded ports) for its next stack.
+    pub(crate) fn park(&self, id: &str, listeners: Vec<std::net::TcpListener>) {
+        if !listeners.is_empty() {
+            lock(&self.parked)
+                .entry(id.to_string())
+                .or_default()
+                .extend(listeners);
+        }
+    }
+
+    /// The host ports parked for the instance.
+    pub(crate) fn parked_ports(&self, id: &str) -> Vec<u16> {
+        lock(&self.parked)
+            .get(id)
+            .map(|l| {
+                l.iter()
+                    .filter_map(|l| l.local_addr().ok().map(|a| a.port()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Serves `stream` (accepted for the instance elsewhere) as a connection to `guest_port`.
+    pub(crate) fn inject(&self, id: &str, stream: tokio::net::TcpStream, guest_port: u16) -> bool {
+        lock(&self.running)
+            .get(id)
+            .is_some_and(|r| r.network.inject(stream, guest_port))
     }
 
     /// The instance's traffic counters (made on first use).
@@ -301,7 +333,10 @@ impl Engine {
                 ));
             }
         };
-        let network = Network::start(config, transport)
+        let parked = lock(&self.networks.parked)
+            .remove(&record.id)
+            .unwrap_or_default();
+        let network = Network::start_with(config, transport, parked)
             .await
             .map_err(|e| match e {
                 NetError::PortInUse { port, .. } => EngineError::Rejected(Rejection::new(

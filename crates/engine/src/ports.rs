@@ -62,7 +62,11 @@ impl Engine {
                 return Err(in_use(&port, &format!(" by instance {:?}", other.name)));
             }
         }
-        if let Some(port) = record.ports.iter().find(|p| !bindable(p)) {
+        // Ports held for the instance while it slept are its own.
+        let parked = self.networks.parked_ports(&record.id);
+        let held =
+            |p: &PortForward| p.protocol == PortProtocol::Tcp && parked.contains(&p.host_port);
+        if let Some(port) = record.ports.iter().find(|p| !held(p) && !bindable(p)) {
             return Err(in_use(port, " on 127.0.0.1 by another program"));
         }
         Ok(())

@@ -241,6 +241,7 @@ impl Engine {
         record: &mut InstanceRecord,
     ) -> Result<(), EngineError> {
         let hypervisor = self.backend(record.hypervisor)?;
+        self.end_sleep(&record.id);
         self.check_ports_free(record).await?;
         self.ops_log(&record.id, "restore requested");
         let dir = self.snapshot_dir(&record.id)?;

@@ -2312,3 +2312,143 @@ async fn stats_come_from_the_vmm_process_and_history_keeps_samples_while_it_runs
         Err(EngineError::NotFound)
     ));
 }
+
+#[tokio::test]
+async fn an_idle_instance_goes_to_standby_and_a_connection_to_its_port_wakes_it() {
+    use hypedeck_model::ErrorCode;
+    use time::OffsetDateTime;
+    let Rig {
+        _dir,
+        engine,
+        paths,
+        ..
+    } = rig();
+    let engine = Arc::new(engine);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let i = engine
+        .create(spec(json!({"name": "sleepy", "image": "alpine",
+            "network": {"enabled": true},
+            "ports": [{"host_port": port, "guest_port": 80}],
+            "auto_standby": {"enabled": true, "idle_timeout": "30s"}})))
+        .await
+        .unwrap();
+    assert_eq!(
+        i.auto_standby,
+        Some(json!({"enabled": true, "idle_timeout": "30s"}))
+    );
+    let status = engine.auto_standby_status("sleepy").await.unwrap();
+    assert_eq!(
+        (status.status.as_str(), status.reason.as_str()),
+        ("idle_countdown", "idle_timeout_not_elapsed")
+    );
+    assert!(status.eligible && status.enabled && status.configured && !status.asleep);
+
+    // The countdown starts at the first look, and a hold pushes the standby past it.
+    let t0 = OffsetDateTime::now_utc();
+    engine.run_auto_standby(t0).await;
+    let status = engine.auto_standby_status("sleepy").await.unwrap();
+    assert_eq!(status.idle_since, Some(t0));
+    assert_eq!(
+        status.next_standby_at,
+        Some(t0 + time::Duration::seconds(30))
+    );
+    let held = engine.hold_auto_standby("sleepy").await.unwrap();
+    let hold = held.hold_until.expect("a hold");
+    assert!(hold > t0 + time::Duration::seconds(29));
+    engine
+        .run_auto_standby(t0 + time::Duration::seconds(31))
+        .await;
+    if hold > t0 + time::Duration::seconds(31) {
+        assert_eq!(
+            engine.get("sleepy").await.unwrap().state,
+            InstanceState::Running
+        );
+    }
+    // Past the hold: standby, asleep.
+    engine
+        .run_auto_standby(hold + time::Duration::seconds(1))
+        .await;
+    let asleep = async {
+        loop {
+            let s = engine.auto_standby_status("sleepy").await.unwrap();
+            if s.asleep {
+                return s;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+    let s = tokio::time::timeout(std::time::Duration::from_secs(10), asleep)
+        .await
+        .expect("auto-standby put it to sleep");
+    assert_eq!(
+        (s.status.as_str(), s.reason.as_str()),
+        ("ineligible", "instance_not_running")
+    );
+    assert_eq!(
+        engine.get("sleepy").await.unwrap().state,
+        InstanceState::Standby
+    );
+    let log = std::fs::read_to_string(
+        engine
+            .log_path("sleepy", crate::LogSource::Hypeman)
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(log.contains("idle: auto-standby"), "{log}");
+    match engine.hold_auto_standby("sleepy").await {
+        Err(EngineError::Rejected(r)) => {
+            assert_eq!(r.code, ErrorCode::InstanceInStandby);
+            assert_eq!(
+                r.message,
+                "instance is in standby; restore it before connecting"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // The engine holds the forwarded port while it sleeps; a connection wakes it.
+    let connect = tokio::net::TcpStream::connect(("127.0.0.1", port)).await;
+    assert!(connect.is_ok(), "the port is held, not refused");
+    let awake = async {
+        while engine.get("sleepy").await.unwrap().state != InstanceState::Running {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), awake)
+        .await
+        .expect("the connection woke it");
+    assert!(!engine.auto_standby_status("sleepy").await.unwrap().asleep);
+    let id = hypedeck_model::InstanceId::parse(&i.id).unwrap();
+    assert!(!paths.instance_dir(&id).join("asleep").exists());
+
+    // Turned off: disabled, and nothing happens however long it idles.
+    engine
+        .update(
+            "sleepy",
+            serde_json::from_value::<UpdateInstanceRequest>(
+                json!({"auto_standby": {"enabled": false}}),
+            )
+            .unwrap()
+            .validate()
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let s = engine.auto_standby_status("sleepy").await.unwrap();
+    assert_eq!(
+        (s.status.as_str(), s.reason.as_str()),
+        ("disabled", "policy_disabled")
+    );
+    engine
+        .run_auto_standby(OffsetDateTime::now_utc() + time::Duration::days(1))
+        .await;
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert_eq!(
+        engine.get("sleepy").await.unwrap().state,
+        InstanceState::Running
+    );
+}

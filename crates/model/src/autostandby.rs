@@ -38,7 +38,11 @@ impl AutoStandbyPolicy {
             value
                 .get(key)
                 .and_then(|v| v.as_array())
-                .map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|s| s.as_str().map(String::from))
+                        .collect()
+                })
                 .unwrap_or_default()
         };
         Some(AutoStandbyPolicy {
@@ -90,7 +94,7 @@ pub fn normalize(value: &serde_json::Value) -> Result<serde_json::Value, Rejecti
         .unwrap_or("");
     if timeout.is_empty() {
         return Err(bad(
-            "auto_standby.idle_timeout is required when enabled".into(),
+            "auto_standby.idle_timeout is required when enabled".into()
         ));
     }
     let Some(parsed) = crate::duration::parse_signed(timeout) else {
@@ -222,16 +226,32 @@ pub struct AutoStandbyStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_timeout: Option<String>,
     /// Since when it has been idle.
-    #[serde(default, with = "time::serde::rfc3339::option", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub idle_since: Option<time::OffsetDateTime>,
     /// The last activity seen.
-    #[serde(default, with = "time::serde::rfc3339::option", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub last_inbound_activity_at: Option<time::OffsetDateTime>,
     /// When standby is due, while counting down.
-    #[serde(default, with = "time::serde::rfc3339::option", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub next_standby_at: Option<time::OffsetDateTime>,
     /// A hold in force.
-    #[serde(default, with = "time::serde::rfc3339::option", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub hold_until: Option<time::OffsetDateTime>,
     /// Time left before standby (Go duration).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -288,12 +308,16 @@ mod tests {
             message(json!({"enabled": true, "idle_timeout": "0s"})),
             "invalid request: auto_standby.idle_timeout must be positive"
         );
-        assert!(message(json!({"enabled": true, "idle_timeout": "soon"}))
-            .starts_with("invalid request: auto_standby.idle_timeout must be a valid duration"));
+        assert!(
+            message(json!({"enabled": true, "idle_timeout": "soon"}))
+                .starts_with("invalid request: auto_standby.idle_timeout must be a valid duration")
+        );
         assert!(message(json!({"enabled": true, "idle_timeout": "1m", "ignore_source_cidrs": ["10.0.0.0"]}))
             .starts_with("invalid request: auto_standby.ignore_source_cidrs contains invalid CIDR \"10.0.0.0\""));
         assert_eq!(
-            message(json!({"enabled": true, "idle_timeout": "1m", "ignore_destination_ports": [0]})),
+            message(
+                json!({"enabled": true, "idle_timeout": "1m", "ignore_destination_ports": [0]})
+            ),
             "invalid request: auto_standby.ignore_destination_ports must not contain 0"
         );
     }
@@ -310,6 +334,9 @@ mod tests {
         assert!(!p.counts("192.168.4.2".parse().unwrap(), 8080));
         assert!(!p.counts("::ffff:192.168.4.2".parse().unwrap(), 8080));
         assert!(p.counts("192.169.0.1".parse().unwrap(), 8080));
-        assert_eq!(AutoStandbyPolicy::from_value(&json!({"idle_timeout": "5m"})), None);
+        assert_eq!(
+            AutoStandbyPolicy::from_value(&json!({"idle_timeout": "5m"})),
+            None
+        );
     }
 }

@@ -166,6 +166,16 @@ pub struct Traffic {
     from_guest: std::sync::atomic::AtomicU64,
     to_guest: std::sync::atomic::AtomicU64,
     last_ms: std::sync::atomic::AtomicU64,
+    connections: std::sync::Mutex<Connections>,
+}
+
+/// The TCP connections a guest has open through its stack now.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Connections {
+    /// Connections to forwarded ports: the client's address and the guest port.
+    pub inbound: Vec<(SocketAddr, u16)>,
+    /// Connections the guest opened (to the internet, or to the proxy).
+    pub outbound: usize,
 }
 
 impl Traffic {
@@ -200,6 +210,18 @@ impl Traffic {
     /// When a frame last crossed the link (Unix ms; 0: never).
     pub fn last_ms(&self) -> u64 {
         self.last_ms.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The guest's open TCP connections, as its stack last saw them (none once it stopped).
+    pub fn connections(&self) -> Connections {
+        self.connections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn set_connections(&self, connections: Connections) {
+        *self.connections.lock().unwrap_or_else(|p| p.into_inner()) = connections;
     }
 }
 
@@ -283,6 +305,7 @@ pub enum NetError {
 pub struct Network {
     cancel: tokio_util::sync::CancellationToken,
     task: Option<tokio::task::JoinHandle<()>>,
+    inject: tokio::sync::mpsc::Sender<(tokio::net::TcpStream, u16)>,
 }
 
 impl Drop for Network {
@@ -295,6 +318,17 @@ impl Network {
     /// Binds the forwarded ports, then runs the stack on `transport` until stopped or until
     /// the VMM closes its end. Must be called inside a Tokio runtime.
     pub async fn start(config: NetConfig, transport: Transport) -> Result<Network, NetError> {
+        Network::start_with(config, transport, Vec::new()).await
+    }
+
+    /// [`Network::start`], taking over `bound`: TCP listeners already bound to forwarded host
+    /// ports (whoever held them while the VM slept). Connections waiting in their backlog
+    /// are served, not refused.
+    pub async fn start_with(
+        config: NetConfig,
+        transport: Transport,
+        mut bound: Vec<std::net::TcpListener>,
+    ) -> Result<Network, NetError> {
         let mut listeners = Vec::new();
         for fwd in &config.forwards {
             let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, fwd.host_port));
@@ -302,7 +336,18 @@ impl Network {
                 port: fwd.host_port,
                 source,
             };
-            let listener = if fwd.udp {
+            let taken = (!fwd.udp)
+                .then(|| {
+                    bound
+                        .iter()
+                        .position(|l| l.local_addr().is_ok_and(|a| a.port() == fwd.host_port))
+                })
+                .flatten()
+                .map(|i| bound.swap_remove(i));
+            let listener = if let Some(std) = taken {
+                std.set_nonblocking(true).map_err(in_use)?;
+                stack::Listener::Tcp(tokio::net::TcpListener::from_std(std).map_err(in_use)?)
+            } else if fwd.udp {
                 stack::Listener::Udp(tokio::net::UdpSocket::bind(addr).await.map_err(in_use)?)
             } else {
                 stack::Listener::Tcp(bind_forward(addr).map_err(in_use)?)
@@ -310,11 +355,26 @@ impl Network {
             listeners.push((listener, fwd.guest_port));
         }
         let cancel = tokio_util::sync::CancellationToken::new();
-        let task = tokio::spawn(stack::run(config, transport, listeners, cancel.clone()));
+        let (inject, injected) = tokio::sync::mpsc::channel(64);
+        let task = tokio::spawn(stack::run(
+            config,
+            transport,
+            listeners,
+            injected,
+            cancel.clone(),
+        ));
         Ok(Network {
             cancel,
             task: Some(task),
+            inject,
         })
+    }
+
+    /// Serves `stream`, a connection accepted on a forwarded host port by someone else (the
+    /// listener that held the port while the VM slept), as a connection to `guest_port`.
+    /// `false`: the stack is gone.
+    pub fn inject(&self, stream: tokio::net::TcpStream, guest_port: u16) -> bool {
+        self.inject.try_send((stream, guest_port)).is_ok()
     }
 
     /// Connects to a VMM's stream socket (QEMU `-netdev stream,server=on`), retrying for up to

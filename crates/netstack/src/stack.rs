@@ -142,6 +142,8 @@ impl AsyncWrite for Pipe {
 /// One TCP socket of the stack and its pipe to a host connection (or the proxy).
 struct Flow {
     key: Option<FlowKey>,
+    /// A connection to a forwarded port: the client and the guest port.
+    inbound: Option<(SocketAddr, u16)>,
     /// The flow number its `allowed` event carried (outbound flows).
     id: Option<u64>,
     /// Guest → host bytes.
@@ -231,6 +233,8 @@ impl Wake for LoopWaker {
 
 struct Stack {
     cfg: NetConfig,
+    /// The connections last told to the owner.
+    published: crate::Connections,
     iface: Interface,
     sockets: SocketSet<'static>,
     dev: Queues,
@@ -270,9 +274,29 @@ pub(crate) async fn run(
     cfg: NetConfig,
     transport: Transport,
     listeners: Vec<(Listener, u16)>,
+    mut injected: mpsc::Receiver<(TcpStream, u16)>,
     cancel: CancellationToken,
 ) {
     let (events_tx, mut events) = mpsc::channel::<Event>(1024);
+    {
+        let events = events_tx.clone();
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = cancel.cancelled() => return,
+                    got = injected.recv() => match got {
+                        Some((stream, guest_port)) => {
+                            if events.send(Event::Inbound { stream, guest_port }).await.is_err() {
+                                return;
+                            }
+                        }
+                        None => return,
+                    },
+                }
+            }
+        });
+    }
     for (listener, guest_port) in listeners {
         let events = events_tx.clone();
         let cancel = cancel.clone();
@@ -347,6 +371,10 @@ pub(crate) async fn run(
         }
     }
     cancel.cancel();
+    stack
+        .cfg
+        .traffic
+        .set_connections(crate::Connections::default());
     tracing::info!(instance = %stack.cfg.instance_id, "sandbox network down");
 }
 
@@ -386,6 +414,7 @@ impl Stack {
         let notify = Arc::new(Notify::new());
         let waker = Waker::from(Arc::new(LoopWaker(notify.clone())));
         Stack {
+            published: crate::Connections::default(),
             cfg,
             iface,
             sockets: SocketSet::new(Vec::new()),
@@ -695,6 +724,19 @@ impl Stack {
         let mut flow = flow(Some(key), io);
         flow.id = id;
         self.flows.insert(handle, flow);
+        self.publish_connections();
+    }
+
+    /// Tells the owner which TCP connections are open (auto-standby's activity).
+    fn publish_connections(&mut self) {
+        let connections = crate::Connections {
+            inbound: self.flows.values().filter_map(|f| f.inbound).collect(),
+            outbound: self.flows.values().filter(|f| f.key.is_some()).count(),
+        };
+        if connections != self.published {
+            self.cfg.traffic.set_connections(connections.clone());
+            self.published = connections;
+        }
     }
 
     fn handle(&mut self, event: Event) {
@@ -735,7 +777,13 @@ impl Stack {
                 }
                 let handle = self.sockets.add(socket);
                 let _ = stream.set_nodelay(true);
-                self.flows.insert(handle, flow(None, Pipe::Host(stream)));
+                let peer = stream
+                    .peer_addr()
+                    .unwrap_or_else(|_| SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
+                let mut inbound = flow(None, Pipe::Host(stream));
+                inbound.inbound = Some((peer, guest_port));
+                self.flows.insert(handle, inbound);
+                self.publish_connections();
             }
             Event::InboundDatagram {
                 socket,
@@ -1173,6 +1221,9 @@ impl Stack {
             self.sockets.remove(handle);
             moved = true;
         }
+        if moved {
+            self.publish_connections();
+        }
         moved
     }
 
@@ -1219,6 +1270,7 @@ fn new_socket() -> tcp::Socket<'static> {
 fn flow(key: Option<FlowKey>, io: Pipe) -> Flow {
     Flow {
         key,
+        inbound: None,
         id: None,
         sent: 0,
         received: 0,

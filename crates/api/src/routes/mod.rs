@@ -1,5 +1,6 @@
 //! One module per resource.
 
+pub mod autostandby;
 pub mod credentials;
 pub mod exec;
 pub mod hypervisors;

@@ -16,6 +16,7 @@ use tower::ServiceExt;
 
 use crate::{ApiState, ApiToken, router};
 
+mod autostandby;
 mod credentials;
 mod detached;
 mod exec;

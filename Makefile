@@ -127,6 +127,8 @@ bench: deps-bench guest-init
 	$(CARGO) build --locked --release -p hypedeck-cli --features fake-hypervisor --target-dir target/fake
 	scripts/test-session.sh env HYPEDECK_FAKE_BIN=target/fake/release/hypedeck BENCH_OUT=$(CURDIR)/BENCHMARKS.md \
 	  node tests/bench/scale-bench.mjs
+	scripts/test-session.sh env HYPEDECK_FAKE_BIN=target/fake/release/hypedeck BENCH_OUT=$(CURDIR)/BENCHMARKS.md \
+	  node tests/bench/stats-bench.mjs
 	$(MAKE) bench-net
 
 # The guest network from inside real guests (root: network namespaces, as netns-test), this

@@ -84,6 +84,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(routes::snapshots::routes())
         .merge(routes::templates::routes())
         .merge(routes::stats::routes())
+        .merge(routes::stats::reclaim_routes())
         .merge(routes::autostandby::routes())
         .merge(routes::unsupported::routes())
         .layer(axum::middleware::from_fn_with_state(

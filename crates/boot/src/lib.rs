@@ -25,7 +25,19 @@ pub const GUEST_MODULES: &[&str] = &[
     "overlay",
     "button",
     "evdev",
+    // Memory back to the host: ballooning and free page reporting.
+    "virtio_balloon",
 ];
+
+/// A cached kernel's list of the modules it was unpacked with: a cache made for another list
+/// is unpacked again.
+const MODULES_LIST: &str = "guest-modules";
+
+fn unpacked(dir: &Path) -> bool {
+    dir.join("vmlinuz").is_file()
+        && std::fs::read_to_string(dir.join(MODULES_LIST))
+            .is_ok_and(|list| list == GUEST_MODULES.join("\n"))
+}
 
 /// Errors preparing boot assets.
 #[derive(Debug, thiserror::Error)]
@@ -309,7 +321,7 @@ pub async fn ensure_kernel(system: &Path) -> Result<(PathBuf, String), BootError
         None => {
             let package = apt_kernel_package(&work).await?;
             let version = package.trim_start_matches("linux-image-").to_string();
-            if kernels.join(&version).join("vmlinuz").is_file() {
+            if unpacked(&kernels.join(&version)) {
                 let _ = std::fs::remove_dir_all(&work);
                 return Ok((kernels.join(&version), version));
             }
@@ -346,7 +358,7 @@ pub async fn ensure_kernel(system: &Path) -> Result<(PathBuf, String), BootError
         })
         .unwrap_or_default();
     let target = kernels.join(&version);
-    if !target.join("vmlinuz").is_file() {
+    if !unpacked(&target) {
         let staging = work.join("out");
         std::fs::create_dir_all(staging.join("modules")).map_err(io("stage the kernel"))?;
         std::fs::copy(&vmlinuz, staging.join("vmlinuz")).map_err(io("copy the kernel"))?;
@@ -360,6 +372,8 @@ pub async fn ensure_kernel(system: &Path) -> Result<(PathBuf, String), BootError
             )
             .map_err(io("copy a module"))?;
         }
+        std::fs::write(staging.join(MODULES_LIST), GUEST_MODULES.join("\n"))
+            .map_err(io("list the modules"))?;
         let _ = std::fs::remove_dir_all(&target);
         std::fs::rename(&staging, &target).map_err(io("install the kernel"))?;
     }

@@ -452,6 +452,7 @@ pub async fn start(options: DaemonOptions) -> Result<Daemon, DaemonError> {
         engine.spawn_snapshot_schedules(),
         engine.spawn_stats_sampler(),
         engine.spawn_auto_standby(),
+        engine.spawn_memory_reconciler(),
     ];
 
     let listener = tokio::net::TcpListener::bind(options.listen)

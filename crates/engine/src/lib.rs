@@ -35,6 +35,7 @@ mod network;
 mod ports;
 mod provision;
 mod query;
+mod reclaim;
 mod records;
 mod render;
 mod resources;
@@ -264,6 +265,8 @@ pub struct Engine {
     samples: stats::Samples,
     /// The auto-standby controller's state, sleepers and exec counts (`autostandby.rs`).
     auto_standby: autostandby::AutoStandby,
+    /// The memory reclaim hold and the balloons the engine moved (`reclaim.rs`).
+    reclaim: reclaim::Reclaim,
 }
 
 impl Engine {
@@ -289,6 +292,7 @@ impl Engine {
             templates,
             samples: stats::Samples::default(),
             auto_standby: autostandby::AutoStandby::default(),
+            reclaim: reclaim::Reclaim::default(),
         }
     }
 

@@ -171,23 +171,39 @@ fn default_ram_id(arch: Arch) -> &'static str {
     }
 }
 
-/// Builds the full argv (without the binary) for `spec`.
-pub fn argv(spec: &VmSpec, accel: Accel, arch: Arch, vsock: &VsockMode) -> Vec<String> {
-    argv_with(spec, accel, arch, vsock, None, None)
+/// What a VM gets beyond `spec`: the choices a saved VM must be restored with.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Boot<'a> {
+    /// A versioned machine type (`pc-q35-7.2`); `None`: the board's alias (`q35`), which
+    /// names the newest version of this QEMU.
+    pub machine: Option<&'a str>,
+    /// RAM in a template's file.
+    pub template: Option<TemplateMemory<'a>>,
+    /// A virtio balloon with free page reporting (memory back to the host), which VMs saved
+    /// before it existed must be restored without.
+    pub balloon: bool,
 }
 
-/// [`argv`] with a versioned machine type (`pc-q35-7.2`; `None`: the board's alias, `q35`,
-/// which names the newest version of this QEMU), for a template being made or a VM started
-/// from one. Template VMs boot with [`hypedeck_guest_init::TEMPLATE_ARG`] (a VM started from
-/// one keeps the kernel's command line of its template; its own is the same).
+/// Builds the full argv (without the binary) for `spec`.
+pub fn argv(spec: &VmSpec, accel: Accel, arch: Arch, vsock: &VsockMode) -> Vec<String> {
+    argv_with(spec, accel, arch, vsock, Boot::default())
+}
+
+/// [`argv`] with [`Boot`]'s choices. Template VMs boot with
+/// [`hypedeck_guest_init::TEMPLATE_ARG`] (a VM started from one keeps the kernel's command
+/// line of its template; its own is the same).
 pub fn argv_with(
     spec: &VmSpec,
     accel: Accel,
     arch: Arch,
     vsock: &VsockMode,
-    machine: Option<&str>,
-    template: Option<TemplateMemory<'_>>,
+    boot: Boot<'_>,
 ) -> Vec<String> {
+    let Boot {
+        machine,
+        template,
+        balloon,
+    } = boot;
     let files = RuntimeFiles::in_dir(&spec.runtime_dir);
     let mib = |b: u64| b.div_ceil(1 << 20);
     let mut a: Vec<String> = Vec::new();
@@ -299,6 +315,14 @@ pub fn argv_with(
         push(&[
             "-device",
             &format!("virtio-net-pci,netdev=net0,mac={}", net.mac),
+        ]);
+    }
+    if balloon {
+        // Free pages the guest reports are given back to the host; under memory pressure the
+        // guest takes ballooned pages back before it kills anything.
+        push(&[
+            "-device",
+            "virtio-balloon-pci,id=balloon0,free-page-reporting=on,deflate-on-oom=on",
         ]);
     }
     push(&["-device", "virtio-serial-pci"]);
@@ -443,11 +467,13 @@ mod tests {
             Accel::Tcg,
             Arch::X86_64,
             &VsockMode::Off,
-            None,
-            Some(TemplateMemory {
-                path: &file,
-                shared: true,
-            }),
+            Boot {
+                template: Some(TemplateMemory {
+                    path: &file,
+                    shared: true,
+                }),
+                ..Boot::default()
+            },
         )
         .join(" ");
         assert!(
@@ -466,11 +492,13 @@ size=1024M,mem-path=/data/templates/k/memory.ram,share=on"
             Accel::Tcg,
             Arch::Aarch64,
             &VsockMode::Off,
-            None,
-            Some(TemplateMemory {
-                path: &file,
-                shared: false,
-            }),
+            Boot {
+                template: Some(TemplateMemory {
+                    path: &file,
+                    shared: false,
+                }),
+                ..Boot::default()
+            },
         )
         .join(" ");
         assert!(
@@ -523,12 +551,22 @@ pc-q35-7.2           Standard PC (Q35 + ICH9, 2009)\n";
             Accel::Tcg,
             Arch::X86_64,
             &VsockMode::Off,
-            Some("pc-q35-7.1"),
-            None,
+            Boot {
+                machine: Some("pc-q35-7.1"),
+                balloon: true,
+                ..Boot::default()
+            },
         )
         .join(" ");
         assert!(
             pinned.contains("-machine pc-q35-7.1 -accel tcg"),
+            "{pinned}"
+        );
+        assert!(
+            pinned.contains(
+                "-device virtio-balloon-pci,id=balloon0,free-page-reporting=on,deflate-on-oom=on \
+-device virtio-serial-pci"
+            ),
             "{pinned}"
         );
     }

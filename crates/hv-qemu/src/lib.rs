@@ -26,7 +26,7 @@ use hypedeck_hypervisor::{
 use hypedeck_model::HypervisorKind;
 use tokio::io::AsyncWriteExt;
 
-pub use config::{Accel, Arch, RuntimeFiles, TemplateMemory, VsockMode};
+pub use config::{Accel, Arch, Boot, RuntimeFiles, TemplateMemory, VsockMode};
 
 /// What the QEMU backend supports.
 pub const CAPABILITIES: Capabilities = Capabilities {
@@ -288,15 +288,9 @@ impl Hypervisor for QemuHypervisor {
     async fn start(&self, spec: &VmSpec) -> Result<Box<dyn Vm>, HypervisorError> {
         std::fs::create_dir_all(&spec.runtime_dir).map_err(HypervisorError::Start)?;
         let accel = self.accel(&spec.kernel, &spec.initrd).await;
-        let argv = config::argv_with(
-            spec,
-            accel,
-            self.arch,
-            &self.vsock,
-            Some(&self.machine),
-            None,
-        );
-        Ok(Box::new(self.spawn(spec, &argv, &self.machine).await?))
+        let boot = self.boot();
+        let argv = config::argv_with(spec, accel, self.arch, &self.vsock, boot);
+        Ok(Box::new(self.spawn(spec, &argv, boot).await?))
     }
 
     async fn attach(
@@ -339,13 +333,19 @@ impl Hypervisor for QemuHypervisor {
         // The machine it was saved with (a newer QEMU keeps older machine types); saves of
         // engines before this was recorded ran the board's newest version, which is ours.
         let machine = saved_machine(dir).unwrap_or_else(|| self.machine.clone());
-        let mut argv = config::argv_with(spec, accel, self.arch, &self.vsock, Some(&machine), None);
+        let boot = Boot {
+            machine: Some(&machine),
+            template: None,
+            // Saved before VMs had a balloon: restored without one (the devices must match).
+            balloon: dir.join(BALLOON_FILE).exists(),
+        };
+        let mut argv = config::argv_with(spec, accel, self.arch, &self.vsock, boot);
         argv.extend([
             "-S".to_string(),
             "-incoming".to_string(),
             format!("exec:cat {}", shell_quote(&state)),
         ]);
-        let vm = self.spawn(spec, &argv, &machine).await?;
+        let vm = self.spawn(spec, &argv, boot).await?;
         let resumed = match wait_migration(&vm.files, MIGRATE_TIMEOUT).await {
             Ok(()) => qmp::execute(&vm.files.qmp, "cont", None, QMP_TIMEOUT)
                 .await
@@ -434,13 +434,15 @@ impl Hypervisor for QemuHypervisor {
             accel,
             self.arch,
             &self.vsock,
-            Some(&self.machine),
-            Some(TemplateMemory {
-                path: &memory,
-                shared: true,
-            }),
+            Boot {
+                template: Some(TemplateMemory {
+                    path: &memory,
+                    shared: true,
+                }),
+                ..self.boot()
+            },
         );
-        let vm = self.spawn(spec, &argv, &self.machine).await?;
+        let vm = self.spawn(spec, &argv, self.boot()).await?;
         let saved = async {
             wait_for_console(&vm, &spec.serial_log, hypedeck_guest_init::TEMPLATE_READY).await?;
             // The stream then carries the devices only: the RAM stays in the shared file.
@@ -485,14 +487,16 @@ impl Hypervisor for QemuHypervisor {
             accel,
             self.arch,
             &self.vsock,
-            Some(&self.machine),
-            Some(TemplateMemory {
-                path: &memory,
-                shared: false,
-            }),
+            Boot {
+                template: Some(TemplateMemory {
+                    path: &memory,
+                    shared: false,
+                }),
+                ..self.boot()
+            },
         );
         argv.extend(["-S", "-incoming", "defer"].map(String::from));
-        let vm = self.spawn(spec, &argv, &self.machine).await?;
+        let vm = self.spawn(spec, &argv, self.boot()).await?;
         let started = async {
             set_ignore_shared(&vm.files, true).await?;
             let uri = format!("exec:cat {}", shell_quote(&state));
@@ -520,7 +524,7 @@ impl Hypervisor for QemuHypervisor {
 }
 
 /// What a template's saved devices are made with; a change names other templates.
-const TEMPLATE_FORMAT: &str = "1";
+const TEMPLATE_FORMAT: &str = "2";
 /// A template's RAM (a sparse file of the VM's memory size).
 pub const TEMPLATE_MEMORY_FILE: &str = "memory.ram";
 /// A template's saved devices (the migration stream without the RAM).
@@ -569,17 +573,35 @@ async fn wait_for_console(vm: &QemuVm, log: &Path, marker: &str) -> Result<(), S
 }
 
 impl QemuHypervisor {
-    /// Starts QEMU with `argv` for `spec` (after what its agent channel needs), recording the
-    /// machine type it runs for its saves.
+    /// What new VMs boot with.
+    fn boot(&self) -> Boot<'_> {
+        Boot {
+            machine: Some(&self.machine),
+            template: None,
+            balloon: true,
+        }
+    }
+
+    /// Starts QEMU with `argv` for `spec` (after what its agent channel needs), recording what
+    /// its saves must be restored with (its machine type, its balloon).
     async fn spawn(
         &self,
         spec: &VmSpec,
         argv: &[String],
-        machine: &str,
+        boot: Boot<'_>,
     ) -> Result<QemuVm, HypervisorError> {
         let files = RuntimeFiles::in_dir(&spec.runtime_dir);
-        std::fs::write(spec.runtime_dir.join(MACHINE_FILE), machine)
-            .map_err(HypervisorError::Start)?;
+        std::fs::write(
+            spec.runtime_dir.join(MACHINE_FILE),
+            boot.machine.unwrap_or(self.arch.board()),
+        )
+        .map_err(HypervisorError::Start)?;
+        let balloon = spec.runtime_dir.join(BALLOON_FILE);
+        if boot.balloon {
+            std::fs::write(&balloon, b"").map_err(HypervisorError::Start)?;
+        } else {
+            let _ = std::fs::remove_file(&balloon);
+        }
         let channel = self.prepare_channel(spec, &files).await?;
         let pid = match process::spawn(&self.binary, argv, &files).await {
             Ok(pid) => pid,
@@ -626,6 +648,8 @@ impl QemuHypervisor {
 pub const SNAPSHOT_FILE: &str = "memory.bin";
 /// The machine type a VM runs (in its runtime dir) and was saved with (in a saved VM's dir).
 pub const MACHINE_FILE: &str = "machine";
+/// Present when a VM has a balloon (in its runtime dir, and in the dir of a VM saved with one).
+pub const BALLOON_FILE: &str = "balloon";
 
 /// The guest's reads and writes over every disk of a `query-blockstats` answer.
 fn sum_blockstats(stats: &serde_json::Value) -> hypedeck_hypervisor::DiskIo {
@@ -762,6 +786,37 @@ impl Vm for QemuVm {
         Some(self.pid)
     }
 
+    async fn memory_target(&self) -> Option<u64> {
+        if !self.dir.join(BALLOON_FILE).exists() {
+            return None;
+        }
+        let answer = qmp::execute(&self.files.qmp, "query-balloon", None, QMP_TIMEOUT)
+            .await
+            .ok()?;
+        answer.get("actual")?.as_u64()
+    }
+
+    async fn set_memory_target(&self, bytes: u64) -> Result<(), HypervisorError> {
+        let fail = |detail: String| HypervisorError::Operation {
+            operation: "balloon",
+            detail,
+        };
+        if !self.dir.join(BALLOON_FILE).exists() {
+            return Err(fail(
+                "this VM has no balloon (saved before VMs had one)".into(),
+            ));
+        }
+        qmp::execute(
+            &self.files.qmp,
+            "balloon",
+            Some(serde_json::json!({ "value": bytes })),
+            QMP_TIMEOUT,
+        )
+        .await
+        .map(|_| ())
+        .map_err(fail)
+    }
+
     async fn disk_io(&self) -> Option<hypedeck_hypervisor::DiskIo> {
         let stats = qmp::execute(&self.files.qmp, "query-blockstats", None, QMP_TIMEOUT)
             .await
@@ -806,6 +861,9 @@ impl Vm for QemuVm {
         }
         if let Some(machine) = saved_machine(&self.dir) {
             std::fs::write(dir.join(MACHINE_FILE), machine).map_err(|e| fail(e.to_string()))?;
+        }
+        if self.dir.join(BALLOON_FILE).exists() {
+            std::fs::write(dir.join(BALLOON_FILE), b"").map_err(|e| fail(e.to_string()))?;
         }
         self.kill().await
     }

@@ -296,6 +296,21 @@ pub trait Vm: Send + Sync + std::fmt::Debug {
         None
     }
 
+    /// The guest memory the balloon leaves the guest (its RAM minus the inflated balloon).
+    /// `None`: no balloon.
+    async fn memory_target(&self) -> Option<u64> {
+        None
+    }
+
+    /// Inflates or deflates the balloon so the guest keeps `bytes` of its RAM; returns once
+    /// the request is delivered (the guest gives pages back at its own pace).
+    async fn set_memory_target(&self, _bytes: u64) -> Result<(), HypervisorError> {
+        Err(HypervisorError::Operation {
+            operation: "balloon",
+            detail: "this VM has no balloon".into(),
+        })
+    }
+
     /// Where the host reaches this VM's exec agent.
     fn agent_channel(&self) -> AgentChannel;
 

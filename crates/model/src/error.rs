@@ -42,6 +42,8 @@ pub enum ErrorCode {
     InvalidTimeout,
     /// `invalid_snapshot_compression` (400): a compression setting out of range.
     InvalidSnapshotCompression,
+    /// `bad_request` (400): upstream's code for a bad memory reclaim.
+    BadRequest,
     /// `invalid_auto_standby` (400): an auto-standby port out of range.
     InvalidAutoStandby,
     /// `instance_in_standby` (409): a hold asked of an instance in standby.
@@ -102,6 +104,7 @@ impl ErrorCode {
             ErrorCode::InvalidTimeout => "invalid_timeout",
             ErrorCode::InvalidSnapshotCompression => "invalid_snapshot_compression",
             ErrorCode::InvalidAutoStandby => "invalid_auto_standby",
+            ErrorCode::BadRequest => "bad_request",
             ErrorCode::InstanceInStandby => "instance_in_standby",
             ErrorCode::InvalidCompressionDelay => "invalid_compression_delay",
             ErrorCode::NotFound => "not_found",
@@ -139,6 +142,7 @@ impl ErrorCode {
             | ErrorCode::InvalidTimeout
             | ErrorCode::InvalidSnapshotCompression
             | ErrorCode::InvalidAutoStandby
+            | ErrorCode::BadRequest
             | ErrorCode::InvalidCompressionDelay
             | ErrorCode::AlreadyExists
             | ErrorCode::NameConflict

@@ -15,6 +15,7 @@ pub mod duration;
 pub mod error;
 pub mod id;
 pub mod instance;
+pub mod reclaim;
 pub mod reference;
 pub mod request;
 pub mod schema;

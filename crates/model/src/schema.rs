@@ -550,6 +550,26 @@ pub fn fork_snapshot_request() -> Schema {
     )
 }
 
+/// `#/components/schemas/MemoryReclaimRequest`.
+pub fn memory_reclaim_request() -> Schema {
+    object(
+        vec![
+            ("reclaim_bytes", int_range(0, None)),
+            ("hold_for", string()),
+            ("dry_run", Schema::Bool),
+            (
+                "reason",
+                Schema::Str {
+                    max_len: Some(256),
+                    pattern: None,
+                    one_of: None,
+                },
+            ),
+        ],
+        &["reclaim_bytes"],
+    )
+}
+
 /// `#/components/schemas/SetSnapshotScheduleRequest`.
 pub fn set_snapshot_schedule_request() -> Schema {
     object(

@@ -49,3 +49,28 @@ async fn fleet(State(state): State<ApiState>) -> Result<Json<FleetStats>, ApiErr
         .map(Json)
         .map_err(|e| ApiError::from_engine("read stats", e))
 }
+
+/// `POST /resources/memory/reclaim` (upstream's; see the engine's `reclaim.rs`).
+pub fn reclaim_routes() -> Router<ApiState> {
+    Router::new().route("/resources/memory/reclaim", axum::routing::post(reclaim))
+}
+
+async fn reclaim(
+    State(state): State<ApiState>,
+    headers: axum::http::HeaderMap,
+    bytes: axum::body::Bytes,
+) -> Result<Json<hypedeck_model::reclaim::MemoryReclaimResponse>, ApiError> {
+    let request: hypedeck_model::reclaim::MemoryReclaimRequest = crate::body::parse(
+        &headers,
+        &bytes,
+        "MemoryReclaimRequest",
+        &hypedeck_model::schema::memory_reclaim_request(),
+    )?;
+    super::detached(
+        &state.engine,
+        |e| async move { e.reclaim_memory(request).await },
+    )
+    .await
+    .map(Json)
+    .map_err(|e| ApiError::from_engine("reclaim memory", e))
+}

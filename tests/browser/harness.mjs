@@ -2,6 +2,8 @@
 // (playwright-core) for the file's tests, a fresh page per test, and small lookups. Needs a
 // D-Bus session with an unlocked Secret Service and HYPEDECK_FAKE_BIN; tests/desktop/run.sh
 // sets all of that up and serves ui/dist at UI_URL.
+import assert from "node:assert/strict";
+import { createRequire } from "node:module";
 import path from "node:path";
 import { chromium } from "playwright-core";
 
@@ -91,4 +93,16 @@ export async function runningInstance(engine, name, extra = {}) {
     `${name} to run`,
   );
   return created;
+}
+
+const AXE = createRequire(import.meta.url).resolve("axe-core/axe.min.js");
+
+/** Runs axe-core on the page (WCAG 2 A and AA rules) and fails with every violation named. */
+export async function assertAccessible(page, what) {
+  if (!(await page.evaluate(() => "axe" in window))) await page.addScriptTag({ path: AXE });
+  const violations = await page.evaluate(async () => {
+    const r = await window.axe.run(document, { runOnly: { type: "tag", values: ["wcag2a", "wcag2aa"] } });
+    return r.violations.map((v) => `${v.id} (${v.impact}): ${v.help}\n${v.nodes.map((n) => `    ${n.target.join(" ")}: ${n.failureSummary?.replaceAll("\n", " ")}`).join("\n")}`);
+  });
+  assert.deepEqual(violations, [], `${what}:\n${violations.join("\n")}`);
 }

@@ -8,31 +8,18 @@ import { execFileSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { mkdirSync, rmSync } from "node:fs";
 import http from "node:http";
-import { createRequire } from "node:module";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { gzipSync } from "node:zlib";
 
 import { waitFor } from "../desktop/fake-engine.mjs";
 import { newDataDir, startServer } from "../vm/harness.mjs";
-import { RESULTS, browserUi, row, runningInstance } from "./harness.mjs";
+import { RESULTS, browserUi, row, runningInstance, assertAccessible } from "./harness.mjs";
 
-const require = createRequire(import.meta.url);
-const AXE = require.resolve("axe-core/axe.min.js");
 
 const ui = browserUi("ui-fleet");
 before(() => ui.start());
 after(() => ui.stop());
-
-/** Runs axe-core on the page (WCAG 2 A and AA rules) and fails with every violation named. */
-async function assertAccessible(page, what) {
-  if (!(await page.evaluate(() => "axe" in window))) await page.addScriptTag({ path: AXE });
-  const violations = await page.evaluate(async () => {
-    const r = await window.axe.run(document, { runOnly: { type: "tag", values: ["wcag2a", "wcag2aa"] } });
-    return r.violations.map((v) => `${v.id} (${v.impact}): ${v.help}\n${v.nodes.map((n) => `    ${n.target.join(" ")}: ${n.failureSummary?.replaceAll("\n", " ")}`).join("\n")}`);
-  });
-  assert.deepEqual(violations, [], `${what}:\n${violations.join("\n")}`);
-}
 
 /** What has the keyboard focus: `#id`, `row:<instance id>` or the tag name. */
 const focused = (page) =>

@@ -9,9 +9,8 @@
 import { test, before, after, describe } from "node:test";
 import assert from "node:assert/strict";
 import { rmSync } from "node:fs";
-import { createServer } from "node:https";
 import path from "node:path";
-import { startRegistry, startServer, newDataDir, waitFor, logLines, deleteAll, makeTestPki, execWs } from "./harness.mjs";
+import { startRegistry, startServer, newDataDir, waitFor, logLines, deleteAll, execWs, startRecordingUpstream } from "./harness.mjs";
 
 const BIN = path.resolve(process.env.HYPEDECK_BIN ?? "target/debug/hypedeck");
 const BOOT = { state: "Running", timeout: "240s" };
@@ -19,15 +18,10 @@ const FIRST = "sk-fork-parent-value";
 const ROTATED = "sk-fork-a-rotated-value";
 
 let registry, dataDir, server, client, upstream, pki;
-const seen = []; // {from (the guest's hostname), authorization}
 
 before(async () => {
-  pki = makeTestPki("hypedeck-fork-pki-");
-  upstream = createServer({ cert: pki.cert, key: pki.key }, (req, res) => {
-    seen.push({ from: req.headers["x-from"] ?? null, authorization: req.headers.authorization ?? null });
-    res.end("ok\n");
-  });
-  await new Promise((r) => upstream.listen(0, "127.0.0.1", r));
+  upstream = await startRecordingUpstream("hypedeck-fork-pki-");
+  pki = upstream.pki;
   registry = await startRegistry();
   dataDir = newDataDir();
   server = await startServer(BIN, dataDir, { HYPEDECK_EGRESS_EXTRA_CA: pki.ca, HYPEDECK_EGRESS_ALLOW_LOOPBACK: "1" });
@@ -40,7 +34,6 @@ after(async () => {
   await registry?.stop();
   upstream?.close();
   if (dataDir) rmSync(dataDir, { recursive: true, force: true });
-  if (pki) rmSync(pki.dir, { recursive: true, force: true });
 });
 
 /** The last `key=value` line the program printed, by key (its newest run's). */
@@ -52,7 +45,7 @@ async function said(id, key, since = 0) {
   }, `${key}= in the log of ${id}`, 250_000);
 }
 
-const requestsFrom = (name) => seen.filter((s) => s.from === name);
+const requestsFrom = (name) => upstream.requestsFrom(name);
 
 /** A curl guest running `script` whose OPENAI_KEY is injected for https://localhost. */
 const withCredential = (name, script) => ({
@@ -68,7 +61,7 @@ const withCredential = (name, script) => ({
 
 describe("forks", () => {
   test("forks boot from the parent's disk with their own identity, disk and credentials", { timeout: 900_000 }, async () => {
-    const port = upstream.address().port;
+    const port = upstream.port();
     // Prints what the disk held and who it is, marks the disk as its own, then keeps calling
     // the upstream through the proxy, saying who it is.
     const script = [
@@ -136,7 +129,7 @@ describe("forks", () => {
   });
 
   test("a fork of a running VM continues its program under its own identity", { timeout: 900_000 }, async () => {
-    const port = upstream.address().port;
+    const port = upstream.port();
     // One process that counts in memory and calls the upstream as whoever the guest now is.
     const script = [
       "i=0",

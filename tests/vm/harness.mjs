@@ -212,3 +212,29 @@ export function localClient(dataDir, token, options = {}) {
     });
   return new Hypeman({ baseURL: "http://localhost", apiKey: token, maxRetries: 0, timeout: 120_000, fetch: fetchOverSocket, ...options });
 }
+
+/**
+ * An HTTPS upstream on 127.0.0.1 (its own test CA, `pki.ca` for the egress proxy) that records
+ * every request's `X-From` (the guest's hostname, which guests set) and `Authorization` (what
+ * the proxy injected). `requestsFrom(name)` lists one guest's.
+ */
+export async function startRecordingUpstream(prefix) {
+  const { createServer } = await import("node:https");
+  const pki = makeTestPki(prefix);
+  const seen = [];
+  const server = createServer({ cert: pki.cert, key: pki.key }, (req, res) => {
+    seen.push({ from: req.headers["x-from"] ?? null, authorization: req.headers.authorization ?? null });
+    res.end("ok\n");
+  });
+  await new Promise((r) => server.listen(0, "127.0.0.1", r));
+  return {
+    pki,
+    seen,
+    port: () => server.address().port,
+    requestsFrom: (name) => seen.filter((s) => s.from === name),
+    close() {
+      server.close();
+      rmSync(pki.dir, { recursive: true, force: true });
+    },
+  };
+}

@@ -10,23 +10,17 @@ import { test, before, after, describe } from "node:test";
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { readFileSync, rmSync } from "node:fs";
-import { createServer } from "node:https";
 import path from "node:path";
-import { startRegistry, startServer, newDataDir, waitFor, logLines, deleteAll, makeTestPki, execWs, waitStopped } from "./harness.mjs";
+import { startRegistry, startServer, newDataDir, waitFor, logLines, deleteAll, execWs, waitStopped, startRecordingUpstream } from "./harness.mjs";
 
 const BIN = path.resolve(process.env.HYPEDECK_BIN ?? "target/debug/hypedeck");
 const BOOT = { state: "Running", timeout: "240s" };
 
 let registry, dataDir, server, client, upstream, pki;
-const seen = []; // {from (the guest's hostname), authorization}
 
 before(async () => {
-  pki = makeTestPki("hypedeck-template-pki-");
-  upstream = createServer({ cert: pki.cert, key: pki.key }, (req, res) => {
-    seen.push({ from: req.headers["x-from"] ?? null, authorization: req.headers.authorization ?? null });
-    res.end("ok\n");
-  });
-  await new Promise((r) => upstream.listen(0, "127.0.0.1", r));
+  upstream = await startRecordingUpstream("hypedeck-template-pki-");
+  pki = upstream.pki;
   registry = await startRegistry();
   dataDir = newDataDir();
   server = await startServer(BIN, dataDir, {
@@ -43,7 +37,6 @@ after(async () => {
   await registry?.stop();
   upstream?.close();
   if (dataDir) rmSync(dataDir, { recursive: true, force: true });
-  if (pki) rmSync(pki.dir, { recursive: true, force: true });
 });
 
 async function api(method, route) {
@@ -60,12 +53,12 @@ async function said(id, key, since = 0) {
   }, `${key}= in the log of ${id}`, 250_000);
 }
 
-const requestsFrom = (name) => seen.filter((s) => s.from === name);
+const requestsFrom = (name) => upstream.requestsFrom(name);
 const sha256 = (file) => createHash("sha256").update(readFileSync(file)).digest("hex");
 
 /** A curl guest saying who it is, then calling the upstream with its injected OPENAI_KEY. */
 function sandbox(name, { mark, key, cmd }) {
-  const port = upstream.address().port;
+  const port = upstream.port();
   const bb = "/bin/busybox";
   const script = cmd ?? [
     "echo \"mark=$MARK\"",

@@ -428,21 +428,17 @@ impl Hypervisor for QemuHypervisor {
         std::fs::create_dir_all(&spec.runtime_dir).map_err(HypervisorError::Start)?;
         std::fs::create_dir_all(dir).map_err(HypervisorError::Start)?;
         let memory = dir.join(TEMPLATE_MEMORY_FILE);
-        let accel = self.accel(&spec.kernel, &spec.initrd).await;
-        let argv = config::argv_with(
-            spec,
-            accel,
-            self.arch,
-            &self.vsock,
-            Boot {
-                template: Some(TemplateMemory {
-                    path: &memory,
-                    shared: true,
-                }),
-                ..self.boot()
-            },
-        );
-        let vm = self.spawn(spec, &argv, self.boot()).await?;
+        let argv = self.template_argv(spec, &memory, true).await;
+        let vm = self
+            .spawn(
+                spec,
+                &argv,
+                Boot {
+                    balloon: false,
+                    ..self.boot()
+                },
+            )
+            .await?;
         let saved = async {
             wait_for_console(&vm, &spec.serial_log, hypedeck_guest_init::TEMPLATE_READY).await?;
             // The stream then carries the devices only: the RAM stays in the shared file.
@@ -481,22 +477,18 @@ impl Hypervisor for QemuHypervisor {
             return Err(fail("the template is incomplete".into()));
         }
         std::fs::create_dir_all(&spec.runtime_dir).map_err(HypervisorError::Start)?;
-        let accel = self.accel(&spec.kernel, &spec.initrd).await;
-        let mut argv = config::argv_with(
-            spec,
-            accel,
-            self.arch,
-            &self.vsock,
-            Boot {
-                template: Some(TemplateMemory {
-                    path: &memory,
-                    shared: false,
-                }),
-                ..self.boot()
-            },
-        );
+        let mut argv = self.template_argv(spec, &memory, false).await;
         argv.extend(["-S", "-incoming", "defer"].map(String::from));
-        let vm = self.spawn(spec, &argv, self.boot()).await?;
+        let vm = self
+            .spawn(
+                spec,
+                &argv,
+                Boot {
+                    balloon: false,
+                    ..self.boot()
+                },
+            )
+            .await?;
         let started = async {
             set_ignore_shared(&vm.files, true).await?;
             let uri = format!("exec:cat {}", shell_quote(&state));
@@ -524,7 +516,7 @@ impl Hypervisor for QemuHypervisor {
 }
 
 /// What a template's saved devices are made with; a change names other templates.
-const TEMPLATE_FORMAT: &str = "2";
+const TEMPLATE_FORMAT: &str = "3";
 /// A template's RAM (a sparse file of the VM's memory size).
 pub const TEMPLATE_MEMORY_FILE: &str = "memory.ram";
 /// A template's saved devices (the migration stream without the RAM).
@@ -573,6 +565,30 @@ async fn wait_for_console(vm: &QemuVm, log: &Path, marker: &str) -> Result<(), S
 }
 
 impl QemuHypervisor {
+    /// The argv of a template being made (`shared`) or of a VM started from one.
+    async fn template_argv(&self, spec: &VmSpec, memory: &Path, shared: bool) -> Vec<String> {
+        let accel = self.accel(&spec.kernel, &spec.initrd).await;
+        let template = Some(TemplateMemory {
+            path: memory,
+            shared,
+        });
+        config::argv_with(
+            spec,
+            accel,
+            self.arch,
+            &self.vsock,
+            Boot {
+                template,
+                // No balloon: QEMU 7.2 gives a discarded page of a file-backed RAM block back by
+                // punching a hole in the file, even for a private mapping, so free page
+                // reporting or ballooning in one VM would zero pages of the template under
+                // every other VM started from it (the template test caught it).
+                balloon: false,
+                ..self.boot()
+            },
+        )
+    }
+
     /// What new VMs boot with.
     fn boot(&self) -> Boot<'_> {
         Boot {

@@ -1,8 +1,11 @@
 // Resource use in headless Chromium against a fake-backed `hypedeck serve`, whose VMs report the
 // engine process's own pid (real, non-zero CPU seconds and RSS, sampled every 2 s): the instance
 // page's Stats tab draws CPU, memory, network and disk from `GET /instances/{id}/stats/history`
-// and says in text what the engine's samples say; a stopped instance gets a sentence instead.
-// axe-core finds no WCAG 2 A/AA violation in light and dark.
+// and says in text what the engine's samples say; a stopped instance gets a sentence instead; the
+// list draws a CPU sparkline per running instance from one `GET /stats` poll; the header sums the
+// sandboxes' memory and names each one's share; servers without these extensions get no header
+// summary and no CPU column, and the tab keeps its own history of upstream's
+// `GET /instances/{id}/stats`. axe-core finds no WCAG 2 A/AA violation in light and dark.
 // Run by tests/desktop/run.sh (SUITES=browser); screenshots go to test-results/ui-stats-*.png.
 import assert from "node:assert/strict";
 import { mkdirSync } from "node:fs";
@@ -11,7 +14,7 @@ import path from "node:path";
 import { after, before, describe, test } from "node:test";
 
 import { waitFor } from "../desktop/fake-engine.mjs";
-import { RESULTS, browserUi, runningInstance } from "./harness.mjs";
+import { RESULTS, browserUi, row, runningInstance } from "./harness.mjs";
 
 const require = createRequire(import.meta.url);
 const AXE = require.resolve("axe-core/axe.min.js");
@@ -223,5 +226,111 @@ describe("resource use", () => {
     await waitFor(() => canvas.evaluate((c) => !c.isConnected), "the plot to be made again");
     await waitFor(async () => (await colours()).pixels.includes(hex("#4b5bdc")), "the light line colour");
     await assertAccessible(page, "the Stats tab switched to light");
+  });
+
+  test("the list draws a CPU sparkline per running instance from one GET /stats poll; the header sums the sandboxes' memory", async (t) => {
+    const a = await runningInstance(ui.engine, "spark-a");
+    const b = await runningInstance(ui.engine, "spark-b");
+    const off = await runningInstance(ui.engine, "spark-off");
+    cleanup(t, [a, b, off]);
+    await ui.engine.client.instances.stop(off.id);
+    await samples(a.id, 3);
+    await samples(b.id, 3);
+
+    for (const scheme of ["light", "dark"]) {
+      const { page, apiCalls } = await ui.openConnected(t, { colorScheme: scheme });
+      await row(page, off.id).waitFor({ timeout: 10_000 });
+      const spark = row(page, a.id).locator('svg.spark[role="img"]');
+      await spark.waitFor({ timeout: 10_000 });
+      assert.match(await spark.getAttribute("aria-label"), /^CPU of spark-a, last minute: [\d.]+% now$/);
+      await waitFor(async () => Number(await spark.getAttribute("data-spark-points")) >= 2, "a line of two points");
+      assert.match(await spark.locator("path").getAttribute("d"), /^M[\d.]+,[\d.]+(L[\d.]+,[\d.]+)+/);
+      await row(page, b.id).locator("svg.spark").waitFor();
+      assert.equal(await row(page, off.id).locator("svg.spark").count(), 0, "no sparkline for a stopped instance");
+      assert.equal(await page.locator("#instances-table th.cpu").textContent(), "CPU");
+      // The column fits: the table does not overflow the window.
+      const overflow = await page.evaluate(() => document.querySelector("#instances-table").getBoundingClientRect().right - document.documentElement.clientWidth);
+      assert.ok(overflow <= 0, `the table is ${overflow}px too wide`);
+
+      // The header: the guests' resident memory of the host's, and each one's share.
+      const summary = (await page.locator("#host-summary-text").textContent()).trim();
+      const m = /^Sandboxes: ([\d.]+ (?:B|KiB|MiB|GiB)) of ([\d.]+ (?:MiB|GiB|TiB))$/.exec(summary);
+      assert.ok(m, summary);
+      const fleet = await api("/stats");
+      assert.ok(Math.abs(parseBytes(m[2]) - fleet.host_memory_bytes) / fleet.host_memory_bytes < 0.06, `${m[2]} vs ${fleet.host_memory_bytes}`);
+      assert.ok(parseBytes(m[1]) > 0);
+      const bar = page.locator("#host-summary .host-bar > span");
+      const titles = await bar.evaluateAll((s) => s.map((x) => x.title));
+      for (const name of ["spark-a", "spark-b"]) assert.ok(titles.some((x) => x.startsWith(`${name}: `)), titles.join(" | "));
+      assert.ok(!titles.some((x) => x.startsWith("spark-off")), titles.join(" | "));
+      await page.click("#host-summary-button");
+      assert.equal(await page.getAttribute("#host-summary-button", "aria-expanded"), "true");
+      const shares = page.locator("#host-shares li");
+      await shares.first().waitFor();
+      const listed = (await shares.allTextContents()).map((s) => s.trim());
+      for (const name of ["spark-a", "spark-b"]) {
+        assert.ok(
+          listed.some((s) => new RegExp(`^${name}: [\\d.]+ (KiB|MiB|GiB), [\\d.]+% of sandboxes' memory, [\\d.]+% of the host's$`).test(s)),
+          listed.join(" | "),
+        );
+      }
+      assert.ok(!listed.some((s) => s.startsWith("spark-off")), listed.join(" | "));
+      await shot(page, `list-${scheme}`);
+      await assertAccessible(page, `the list with sparklines and the open summary (${scheme})`);
+      // Escape closes the popover, gives the focus back, and leaves the page where it is.
+      await page.keyboard.press("Escape");
+      await page.locator("#host-panel").waitFor({ state: "detached" });
+      assert.equal(await page.getAttribute("#host-summary-button", "aria-expanded"), "false");
+      assert.equal(await page.evaluate(() => document.activeElement?.id), "host-summary-button");
+      assert.equal(await page.locator("#instances-view").isVisible(), true);
+
+      // One poll of GET /stats every 2 s for the whole list, and no request per row.
+      const start = apiCalls.length;
+      await page.waitForTimeout(4_500);
+      const since = apiCalls.slice(start);
+      const polls = since.filter((c) => c === "GET /stats").length;
+      assert.ok(polls >= 2 && polls <= 3, `${polls} polls of GET /stats: ${since.join(", ")}`);
+      assert.deepEqual(
+        since.filter((c) => /\/instances\/[^/]+\/stats/.test(c)),
+        [],
+      );
+    }
+  });
+
+  test("servers without the extensions: no summary, no CPU column, no error; the tab keeps its own history of upstream's stats", async (t) => {
+    const web = await runningInstance(ui.engine, "stats-upstream");
+    cleanup(t, [web]);
+    const { page, apiCalls } = await ui.openConnected(t, {}).then(async (opened) => {
+      // Answer like upstream Hypeman: 404 for Hypedeck's routes (with CORS, as the server would).
+      await opened.page.route(/\/(stats|stats\/history)$/, (route) =>
+        route.request().method() === "OPTIONS" || route.request().url().endsWith(`/instances/${web.id}/stats`)
+          ? route.continue()
+          : route.fulfill({
+              status: 404,
+              contentType: "application/json",
+              headers: { "access-control-allow-origin": "*" },
+              body: JSON.stringify({ code: "not_found", message: "no such route" }),
+            }),
+      );
+      await opened.page.reload();
+      return opened;
+    });
+    await row(page, web.id).waitFor({ timeout: 10_000 });
+    await page.waitForTimeout(2_500);
+    assert.ok(apiCalls.includes("GET /stats"), apiCalls.join(", "));
+    assert.equal(await page.locator("#host-summary").count(), 0);
+    assert.equal(await page.locator("#instances-table th.cpu").count(), 0);
+    assert.equal(await page.locator("svg.spark").count(), 0);
+    assert.equal(await page.locator("#banner:visible, .banner:visible").count(), 0);
+
+    await page.evaluate((i) => (window.location.hash = `#/instances/${i}`), web.id);
+    await page.click("#detail-tab-stats");
+    await waitFor(async () => Number(await page.locator("#chart-cpu").getAttribute("data-points").catch(() => 0)) >= 2, "two samples kept by the page", 20_000);
+    assert.ok(apiCalls.includes(`GET /instances/${web.id}/stats`), apiCalls.join(", "));
+    assert.match(await page.locator("#stats-source").textContent(), /Sampled by this page/);
+    assert.match(await page.locator("#chart-disk").textContent(), /does not count the bytes guests read and write/);
+    assert.equal(await page.locator("#stats-error").count(), 0);
+    await assertAccessible(page, "the Stats tab kept by the page");
+    await shot(page, "upstream");
   });
 });

@@ -183,6 +183,11 @@ function Workspace({
 
   useShortcuts({
     "/": () => {
+      // On the list the search box takes the focus at once; elsewhere once the list is shown.
+      if (route.view === "list" && search.current) {
+        search.current.focus();
+        return;
+      }
       if (route.view !== "list") go({ view: "list" });
       window.setTimeout(() => search.current?.focus(), 0);
     },

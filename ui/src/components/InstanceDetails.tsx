@@ -1,9 +1,9 @@
 // One instance: the header (name, state, lifecycle buttons, exit and state errors) over tabs —
 // Overview (every field of the Hypeman Instance, where a fork comes from, what runs, and
 // credential rotation when the instance has credentials), Logs, Terminal, Credentials, Snapshots,
-// Stats (CPU, memory, network and disk graphs) and Network. The Snapshot button (to the Snapshots tab's take form) and the Fork button sit
-// with the lifecycle buttons. The selected tab is kept in the
-// history entry, so reload and back keep it. Tabs follow the WAI-ARIA tabs pattern.
+// Stats (CPU, memory, network and disk graphs) and Network. The Snapshot button (to the
+// Snapshots tab's take form) and the Fork button sit with the lifecycle buttons. The selected tab
+// is kept in the history entry, so reload and back keep it. Tabs follow the WAI-ARIA tabs pattern.
 import { lazy, Suspense, useEffect, useRef, useState, type KeyboardEvent, type ReactNode } from "react";
 import type Hypeman from "@onkernel/hypeman";
 

@@ -55,10 +55,10 @@ describe("web UI in a browser", () => {
     mkdirSync(RESULTS, { recursive: true });
     await page.screenshot({ path: path.join(RESULTS, "browser.png") });
 
-    // The UI lists; it creates nothing (only GET /instances, the backends, the setup checks and
-    // CORS preflights went out).
+    // The UI lists; it creates nothing (only GET /instances, the backends, the setup checks, the
+    // fleet's resource use and CORS preflights went out).
     assert.ok(apiCalls.includes("GET /instances"), apiCalls.join(", "));
-    const writes = apiCalls.filter((c) => !/^(GET|OPTIONS) \/(instances|hypervisors|system\/checks)$/.test(c));
+    const writes = apiCalls.filter((c) => !/^(GET|OPTIONS) \/(instances|hypervisors|system\/checks|stats)$/.test(c));
     assert.deepEqual(writes, []);
     assert.equal((await engine.client.instances.list()).length, 2);
   });

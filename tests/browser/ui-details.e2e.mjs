@@ -63,11 +63,11 @@ describe("instance details page", () => {
     const tablist = page.locator('#detail-tabs[role="tablist"]');
     await tablist.waitFor();
     const tabs = tablist.locator('[role="tab"]');
-    assert.deepEqual(await tabs.allTextContents(), ["Overview", "Logs", "Terminal", "Credentials", "Snapshots", "Network"]);
+    assert.deepEqual(await tabs.allTextContents(), ["Overview", "Logs", "Terminal", "Credentials", "Snapshots", "Stats", "Network"]);
     assert.deepEqual(await selectedTabs(page), ["overview"]);
     assert.deepEqual(await visiblePanels(page), ["overview"]);
     // Each tab controls its panel, and the panel is labelled by its tab.
-    for (const id of ["overview", "logs", "terminal", "credentials", "snapshots", "network"]) {
+    for (const id of ["overview", "logs", "terminal", "credentials", "snapshots", "stats", "network"]) {
       const tab = page.locator(`#detail-tab-${id}`);
       assert.equal(await tab.getAttribute("aria-controls"), `detail-panel-${id}`);
       assert.equal(await page.locator(`#detail-panel-${id}`).getAttribute("aria-labelledby"), `detail-tab-${id}`);
@@ -221,7 +221,7 @@ describe("instance details page", () => {
     t.after(() => ui.engine.client.instances.delete(noNet.id));
     await page.evaluate((i) => (window.location.hash = `#/instances/${i}`), noNet.id);
     await page.locator(`#instance-view[data-instance-id="${noNet.id}"]`).waitFor();
-    assert.deepEqual(await page.locator('#detail-tabs [role="tab"]').allTextContents(), ["Overview", "Logs", "Terminal", "Credentials", "Snapshots"]);
+    assert.deepEqual(await page.locator('#detail-tabs [role="tab"]').allTextContents(), ["Overview", "Logs", "Terminal", "Credentials", "Snapshots", "Stats"]);
   });
 
   test("rotation: notes expire on edit and state change; a stopped instance's Rotate is disabled with the reason", async (t) => {

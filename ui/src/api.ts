@@ -6,6 +6,7 @@ import { desktopFetch, inDesktop } from "./desktop";
 import { allowedKeysFrom, PROBE_BODY, PROBE_KEY } from "./forms";
 import type { Backend, Problem, SystemChecks, Template } from "./model";
 import type { EffectiveCommand } from "./details";
+import type { FleetStats, StatsHistory } from "./stats";
 import { credentials, type CredentialStatus } from "./trail";
 
 export type { Problem } from "./model";
@@ -183,6 +184,29 @@ export async function snapshotSchedule(api: Hypeman, id: string): Promise<Hypema
     return await api.instances.snapshotSchedule.get(id);
   } catch (e) {
     if (e instanceof APIError && e.status === 404 && problem(e, "").code === "not_found" && /schedule/.test(problem(e, "").message)) return null;
+    throw e;
+  }
+}
+
+/**
+ * An instance's recent resource use (Hypedeck's `GET /instances/{id}/stats/history`); null from
+ * servers without it (upstream Hypeman), where the page keeps its own from `GET /instances/{id}/stats`.
+ */
+export async function statsHistory(api: Hypeman, id: string): Promise<StatsHistory | null> {
+  try {
+    return await api.get<StatsHistory>(`/instances/${encodeURIComponent(id)}/stats/history`);
+  } catch (e) {
+    if (e instanceof APIError && e.status === 404) return null;
+    throw e;
+  }
+}
+
+/** The host's and every running instance's resource use (Hypedeck's `GET /stats`); null from servers without it. */
+export async function fleetStats(api: Hypeman): Promise<FleetStats | null> {
+  try {
+    return await api.get<FleetStats>("/stats");
+  } catch (e) {
+    if (e instanceof APIError && e.status === 404) return null;
     throw e;
   }
 }

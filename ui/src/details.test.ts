@@ -3,13 +3,14 @@ import { describe, expect, test } from "vitest";
 import { commandLine, detailTabs, envEntries, originText, rotationRefusal, shellQuote, tabAfterKey, tabOrDefault } from "./details";
 
 describe("details page", () => {
-  test("the Network tab exists only for an instance with a network", () => {
-    expect(detailTabs(false)).toEqual(["overview", "logs", "terminal", "credentials", "snapshots"]);
-    expect(detailTabs(true)).toEqual(["overview", "logs", "terminal", "credentials", "snapshots", "network"]);
+  test("the Network tab exists only for an instance with a network, after Stats", () => {
+    expect(detailTabs(false)).toEqual(["overview", "logs", "terminal", "credentials", "snapshots", "stats"]);
+    expect(detailTabs(true)).toEqual(["overview", "logs", "terminal", "credentials", "snapshots", "stats", "network"]);
   });
 
   test("a remembered tab is used only if the page has it", () => {
     expect(tabOrDefault("logs", detailTabs(false))).toBe("logs");
+    expect(tabOrDefault("stats", detailTabs(false))).toBe("stats");
     expect(tabOrDefault("network", detailTabs(false))).toBe("overview");
     expect(tabOrDefault(3, detailTabs(true))).toBe("overview");
     expect(tabOrDefault(null, detailTabs(true))).toBe("overview");

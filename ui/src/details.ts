@@ -3,8 +3,8 @@
 // cannot run now. No React, no I/O.
 import type { State } from "./model";
 
-/** The page's tabs, in order. New ones (Stats…) are added here and in the page. */
-export type DetailTab = "overview" | "logs" | "terminal" | "credentials" | "snapshots" | "network";
+/** The page's tabs, in order. New ones are added here and in the page. */
+export type DetailTab = "overview" | "logs" | "terminal" | "credentials" | "snapshots" | "stats" | "network";
 
 export const TAB_LABEL: Record<DetailTab, string> = {
   overview: "Overview",
@@ -12,6 +12,7 @@ export const TAB_LABEL: Record<DetailTab, string> = {
   terminal: "Terminal",
   credentials: "Credentials",
   snapshots: "Snapshots",
+  stats: "Stats",
   network: "Network",
 };
 
@@ -20,7 +21,7 @@ export const TAB_LABEL: Record<DetailTab, string> = {
  * other tabs keep their places from one instance to the next.
  */
 export function detailTabs(networkEnabled: boolean): DetailTab[] {
-  const tabs: DetailTab[] = ["overview", "logs", "terminal", "credentials", "snapshots"];
+  const tabs: DetailTab[] = ["overview", "logs", "terminal", "credentials", "snapshots", "stats"];
   if (networkEnabled) tabs.push("network");
   return tabs;
 }

@@ -1,11 +1,12 @@
-// React hooks shared by the views: polling the instance list, the hash route, a ticking clock,
-// and global keyboard shortcuts.
+// React hooks shared by the views: polling the instance list and the fleet's resource use, the
+// hash route, a ticking clock, and global keyboard shortcuts.
 import { createContext, useCallback, useEffect, useRef, useState } from "react";
 import type Hypeman from "@onkernel/hypeman";
 
-import { hypervisors, problem, type Problem } from "./api";
+import { fleetStats, hypervisors, problem, type Problem } from "./api";
 import type { Backend, Instance } from "./model";
 import { DEFAULT_SETTINGS, type Settings } from "./prefs";
+import type { FleetStats } from "./stats";
 
 export const REFRESH_MS = 2000;
 
@@ -237,4 +238,22 @@ export function useBackends(api: Hypeman): readonly Backend[] | null {
     };
   }, [api]);
   return backends;
+}
+
+/**
+ * The host's and every running instance's resource use (`GET /stats`): polled once for the
+ * window (the header's summary and the list's sparklines share it); null while unknown, when the
+ * last poll failed, and from servers without it (upstream Hypeman).
+ */
+export const FleetStatsContext = createContext<FleetStats | null>(null);
+
+/** How often a server that answered 404 to `GET /stats` is asked again. */
+const FLEET_UNSUPPORTED_MS = 60_000;
+
+/** Polls `GET /stats` every REFRESH_MS while there is a client (see FleetStatsContext). */
+export function useFleetStats(api: Hypeman | null): FleetStats | null {
+  const fetch = useCallback(async () => ({ api, fleet: api ? await fleetStats(api) : null }), [api]);
+  const { value, failure } = usePolled(fetch, (v) => (v !== null && v.api === api && v.fleet === null ? FLEET_UNSUPPORTED_MS : REFRESH_MS), api !== null);
+  // A value fetched from another connection's server is not this one's.
+  return failure || value === null || value.api !== api ? null : value.fleet;
 }

@@ -1,6 +1,7 @@
 // The page: find the API (desktop shell, a link (confirmed when it points elsewhere), storage or
 // the connect form), then the instances list, one instance's details, the create dialog, images
-// and volumes, routed by the location hash.
+// and volumes, routed by the location hash. The header sums the sandboxes' memory from
+// `GET /stats`, polled once here and shared with the list (`FleetStatsContext`).
 import { useCallback, useContext, useEffect, useMemo, useRef, useState, type ReactNode } from "react";
 
 import { client, createHello, problem, systemChecks, type Problem } from "../api";
@@ -17,11 +18,12 @@ import {
   type Start,
 } from "../connection";
 import { DesktopError, inDesktop, shell } from "../desktop";
-import { BackendsContext, SettingsContext, useBackends, useInstances, useNow, useRoute, useShortcuts } from "../hooks";
+import { BackendsContext, FleetStatsContext, SettingsContext, useBackends, useFleetStats, useInstances, useNow, useRoute, useShortcuts } from "../hooks";
 import { applyTheme, DEFAULT_SETTINGS, loadSettings, type Settings } from "../prefs";
 import { checksOf, DEFAULT_SORT, NO_FILTER, type Filter, type Instance, type Sort, type SystemCheck, type SystemChecks, type Verb } from "../model";
 import { Connections } from "./Connections";
 import { CreateDialog } from "./CreateDialog";
+import { HostSummary } from "./HostSummary";
 import { ImagesView } from "./ImagesView";
 import { InstanceDetails } from "./InstanceDetails";
 import { InstanceList } from "./InstanceList";
@@ -181,6 +183,11 @@ function Workspace({
 
   useShortcuts({
     "/": () => {
+      // On the list the search box takes the focus at once; elsewhere once the list is shown.
+      if (route.view === "list" && search.current) {
+        search.current.focus();
+        return;
+      }
       if (route.view !== "list") go({ view: "list" });
       window.setTimeout(() => search.current?.focus(), 0);
     },
@@ -388,6 +395,10 @@ export function App({ link, onFirstPaint }: { link: Link | null; onFirstPaint: (
     requestAnimationFrame(() => onFirstPaint());
   }, [onFirstPaint]);
 
+  // The fleet's resource use, polled once here for the header's summary and the list's sparklines.
+  const statsApi = useMemo(() => (conn ? client(conn) : null), [conn]);
+  const fleet = useFleetStats(statsApi);
+
   const mode = bootProblem ? "unavailable" : question ? "confirm link" : conn === undefined ? "connecting" : (conn?.mode ?? "browser");
   return (
     <>
@@ -398,6 +409,7 @@ export function App({ link, onFirstPaint }: { link: Link | null; onFirstPaint: (
           </button>
         )}
         <h1>Hypedeck</h1>
+        {conn && fleet && <HostSummary fleet={fleet} />}
         <span className="spacer" />
         <div className="conn" aria-label="Connection">
           <span id="conn-mode" className="mode" data-mode={conn?.mode ?? "none"}>
@@ -472,19 +484,21 @@ export function App({ link, onFirstPaint }: { link: Link | null; onFirstPaint: (
           <ConnectForm key={formUrl} initialUrl={formUrl} onConnect={setConn} />
         ) : (
           <SettingsContext.Provider value={settings}>
-            <Workspace
-              key={`${conn.url} ${conn.mode} ${remoteId ?? "home"}`}
-              conn={conn}
-              canRotate={remoteId === null}
-              onSettings={setSettings}
-              onReconnect={conn.mode === "browser" && remoteId === null ? change : null}
-              onToken={(token) => {
-                // This computer's engine switched tokens: keep using it with the new one.
-                const next = conn.mode === "browser" ? rememberBrowserConnection(conn.url, token) : { ...conn, token };
-                setHome(next);
-                setConnState(next);
-              }}
-            />
+            <FleetStatsContext.Provider value={fleet}>
+              <Workspace
+                key={`${conn.url} ${conn.mode} ${remoteId ?? "home"}`}
+                conn={conn}
+                canRotate={remoteId === null}
+                onSettings={setSettings}
+                onReconnect={conn.mode === "browser" && remoteId === null ? change : null}
+                onToken={(token) => {
+                  // This computer's engine switched tokens: keep using it with the new one.
+                  const next = conn.mode === "browser" ? rememberBrowserConnection(conn.url, token) : { ...conn, token };
+                  setHome(next);
+                  setConnState(next);
+                }}
+              />
+            </FleetStatsContext.Provider>
           </SettingsContext.Provider>
         )}
       </main>

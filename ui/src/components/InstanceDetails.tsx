@@ -1,10 +1,10 @@
 // One instance: the header (name, state, lifecycle buttons, exit and state errors) over tabs —
 // Overview (every field of the Hypeman Instance, where a fork comes from, what runs, and
-// credential rotation when the instance has credentials), Logs, Terminal, Credentials, Snapshots
-// and Network. The Snapshot button (to the Snapshots tab's take form) and the Fork button sit
-// with the lifecycle buttons. The selected tab is kept in the
-// history entry, so reload and back keep it. Tabs follow the WAI-ARIA tabs pattern.
-import { useEffect, useRef, useState, type KeyboardEvent, type ReactNode } from "react";
+// credential rotation when the instance has credentials), Logs, Terminal, Credentials, Snapshots,
+// Stats (CPU, memory, network and disk graphs) and Network. The Snapshot button (to the
+// Snapshots tab's take form) and the Fork button sit with the lifecycle buttons. The selected tab
+// is kept in the history entry, so reload and back keep it. Tabs follow the WAI-ARIA tabs pattern.
+import { lazy, Suspense, useEffect, useRef, useState, type KeyboardEvent, type ReactNode } from "react";
 import type Hypeman from "@onkernel/hypeman";
 
 import { effectiveCommand, problem, rotationKeys, type Problem, type RotationKeys } from "../api";
@@ -30,6 +30,9 @@ import { NetworkPanel } from "./NetworkPanel";
 import { ExecPanel } from "./ExecPanel";
 import { LogsPanel } from "./LogsPanel";
 import { RotateForm } from "./RotateForm";
+
+// The Stats tab's charts (uPlot) load when the tab is first opened.
+const StatsPanel = lazy(() => import("./StatsPanel"));
 
 /** The history entry's field that keeps the selected tab. */
 const TAB_STATE = "hypedeckDetailTab";
@@ -611,6 +614,15 @@ function Details({ api, conn, instance, instances, now, onBack, onOpen, onChange
           onChanged={() => onChanged()}
           onOpen={onOpen}
         />,
+      )}
+
+      {panel(
+        "stats",
+        shown === "stats" && (
+          <Suspense fallback={<p className="muted card" aria-busy="true">Loading charts…</p>}>
+            <StatsPanel api={api} instance={instance} />
+          </Suspense>
+        ),
       )}
 
       {tabs.includes("network") && panel("network", <NetworkPanel api={api} instance={instance} now={now} />)}

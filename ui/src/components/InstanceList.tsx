@@ -2,13 +2,15 @@
 // start / stop / delete; each row's actions show on hover and focus. Keyboard: Down from the
 // search box enters the list, Up/Down/Home/End move between rows, Enter opens, Space selects;
 // the list is one Tab stop (roving tabindex) and so are the state chips. Rows are memoized, so
-// a poll re-renders only what changed.
-import { memo, useCallback, useEffect, useLayoutEffect, useMemo, useRef, useState, type KeyboardEvent, type RefObject } from "react";
+// a poll re-renders only what changed. With servers that report resource use (`GET /stats`,
+// polled once for the window), a CPU column draws each running instance's last minute.
+import { memo, useCallback, useContext, useEffect, useLayoutEffect, useMemo, useRef, useState, type KeyboardEvent, type RefObject } from "react";
 import type Hypeman from "@onkernel/hypeman";
 
 import { problem as problemOf, type Problem } from "../api";
 import { refusedToken } from "../connection";
 import { bulkPlan, bulkSummary } from "../fleet";
+import { FleetStatsContext } from "../hooks";
 import {
   availability,
   countByState,
@@ -26,6 +28,7 @@ import {
   type Verb,
 } from "../model";
 import { forkedFrom, forkNote } from "../snapshots";
+import { cpuLine, percentText, sparkLabel, sparkPath } from "../stats";
 import { ConfirmDialog, runVerb, StateBadge } from "./common";
 
 const COLUMNS: { key: SortKey | null; label: string; className: string }[] = [
@@ -34,6 +37,8 @@ const COLUMNS: { key: SortKey | null; label: string; className: string }[] = [
   { key: "image", label: "Image", className: "image" },
   { key: "vcpus", label: "vCPUs", className: "vcpus num" },
   { key: "memory", label: "Memory", className: "memory num" },
+  // Only from servers that report resource use (`GET /stats`).
+  { key: null, label: "CPU", className: "cpu" },
   { key: null, label: "IP", className: "ip" },
   { key: "uptime", label: "Uptime", className: "uptime num" },
   { key: null, label: "Tags", className: "tags" },
@@ -41,8 +46,33 @@ const COLUMNS: { key: SortKey | null; label: string; className: string }[] = [
 
 type RowVerb = "start" | "stop" | "delete";
 
+const SPARK_W = 44;
+const SPARK_H = 16;
+
+/**
+ * An instance's CPU over the last minute (0–100% of its vCPUs) as a small inline SVG, with the
+ * latest value beside it: cheap enough for a row each (one path, no layout of its own).
+ */
+const Sparkline = memo(function Sparkline({ name, values }: { name: string; values: readonly (number | null)[] }) {
+  const label = sparkLabel(name, values);
+  let now: number | null = null;
+  for (let i = values.length - 1; i >= 0 && now === null; i--) now = values[i] ?? null;
+  return (
+    <span className="spark-cell" title={label}>
+      <svg className="spark" width={SPARK_W} height={SPARK_H} viewBox={`0 0 ${SPARK_W} ${SPARK_H}`} role="img" aria-label={label} data-spark-points={values.filter((v) => v !== null).length}>
+        <line className="spark-base" x1="0" y1={SPARK_H - 0.5} x2={SPARK_W} y2={SPARK_H - 0.5} />
+        <path d={sparkPath(values, SPARK_W, SPARK_H - 2)} transform="translate(0 1)" />
+      </svg>
+      <span className="spark-now" aria-hidden="true">
+        {percentText(now)}
+      </span>
+    </span>
+  );
+});
+
 const Row = memo(function Row({
   instance,
+  cpu,
   now,
   active,
   selected,
@@ -53,6 +83,8 @@ const Row = memo(function Row({
   onFocusRow,
 }: {
   instance: Instance;
+  /** CPU % over the last minute; undefined: no CPU column; null: nothing to draw (no VMM). */
+  cpu: readonly (number | null)[] | null | undefined;
   now: number;
   /** The row the list's one Tab stop is on; its controls are Tab stops too. */
   active: boolean;
@@ -114,6 +146,7 @@ const Row = memo(function Row({
       </td>
       <td className="vcpus num">{instance.vcpus ?? "—"}</td>
       <td className="memory num">{instance.size ?? "—"}</td>
+      {cpu !== undefined && <td className="cpu">{cpu && cpu.length > 0 ? <Sparkline name={instance.name} values={cpu} /> : null}</td>}
       <td className="ip">{instance.network?.ip ?? "—"}</td>
       <td className="uptime num">{uptime(instance, now)}</td>
       <td className="tags">
@@ -210,6 +243,10 @@ export function InstanceList({
   searchRef: RefObject<HTMLInputElement | null>;
 }) {
   const shown = useMemo(() => sortInstances(filterInstances(list, filter), sort, now), [list, filter, sort, now]);
+  // Every running instance's CPU line from the one `GET /stats` poll (null: the server lacks it).
+  const fleet = useContext(FleetStatsContext);
+  const cpuLines = useMemo(() => (fleet ? new Map(fleet.instances.map((h) => [h.instance_id, cpuLine(h)])) : null), [fleet]);
+  const columns = cpuLines ? COLUMNS : COLUMNS.filter((c) => c.className !== "cpu");
   const counts = useMemo(() => countByState(list), [list]);
   const body = useRef<HTMLTableSectionElement>(null);
   const chips = useRef<HTMLDivElement>(null);
@@ -482,7 +519,7 @@ export function InstanceList({
                     onChange={(e) => setSelected(e.target.checked ? new Set([...selected, ...shownIds]) : new Set([...selected].filter((id) => !shownIds.includes(id))))}
                   />
                 </th>
-                {COLUMNS.map((c) => (
+                {columns.map((c) => (
                   <th
                     key={c.label}
                     className={c.className}
@@ -508,6 +545,7 @@ export function InstanceList({
                 <Row
                   key={i.id}
                   instance={i}
+                  cpu={cpuLines ? (cpuLines.get(i.id) ?? null) : undefined}
                   now={now}
                   active={i.id === active}
                   selected={selected.has(i.id)}

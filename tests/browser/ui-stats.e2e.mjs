@@ -9,28 +9,16 @@
 // Run by tests/desktop/run.sh (SUITES=browser); screenshots go to test-results/ui-stats-*.png.
 import assert from "node:assert/strict";
 import { mkdirSync } from "node:fs";
-import { createRequire } from "node:module";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 
 import { waitFor } from "../desktop/fake-engine.mjs";
-import { RESULTS, browserUi, row, runningInstance } from "./harness.mjs";
+import { RESULTS, browserUi, row, runningInstance, assertAccessible } from "./harness.mjs";
 
-const require = createRequire(import.meta.url);
-const AXE = require.resolve("axe-core/axe.min.js");
 
 const ui = browserUi("ui-stats");
 before(() => ui.start());
 after(() => ui.stop());
-
-async function assertAccessible(page, what) {
-  if (!(await page.evaluate(() => "axe" in window))) await page.addScriptTag({ path: AXE });
-  const violations = await page.evaluate(async () => {
-    const r = await window.axe.run(document, { runOnly: { type: "tag", values: ["wcag2a", "wcag2aa"] } });
-    return r.violations.map((v) => `${v.id} (${v.impact}): ${v.help}\n${v.nodes.map((n) => `    ${n.target.join(" ")}: ${n.failureSummary?.replaceAll("\n", " ")}`).join("\n")}`);
-  });
-  assert.deepEqual(violations, [], `${what}:\n${violations.join("\n")}`);
-}
 
 async function shot(page, name) {
   mkdirSync(RESULTS, { recursive: true });

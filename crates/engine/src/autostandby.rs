@@ -115,9 +115,10 @@ fn policy_of(record: &InstanceRecord) -> Option<AutoStandbyPolicy> {
         .and_then(AutoStandbyPolicy::from_value)
 }
 
-/// Go's `Duration.String()` of a non-negative span.
+/// Go's `Duration.String()` of a non-negative span, in whole seconds (`"4m10s"`).
 fn go(d: time::Duration) -> String {
-    hypedeck_model::duration::format(d.try_into().unwrap_or(Duration::ZERO))
+    let d: Duration = d.try_into().unwrap_or(Duration::ZERO);
+    hypedeck_model::duration::format(Duration::from_secs(d.as_secs()))
 }
 
 impl Engine {

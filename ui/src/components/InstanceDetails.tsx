@@ -22,6 +22,7 @@ import {
 } from "../details";
 import { duration, shortId, tagLabels, templateOf, uptime, when, type Instance, type Verb } from "../model";
 import { forkedFrom, forkPlan, snapshotLabel, type ForkedFrom } from "../snapshots";
+import { AutoStandbyCard } from "./AutoStandbyCard";
 import { Actions, Copyable, CopyButton, StateBadge } from "./common";
 import { CredentialsPanel } from "./CredentialsPanel";
 import { ForkDialog } from "./ForkDialog";
@@ -486,6 +487,7 @@ function Details({ api, conn, instance, instances, now, onBack, onOpen, onChange
               </div>
             </div>
             <div className="detail-column">
+              <AutoStandbyCard api={api} instance={instance} />
               <div className="card">
                 <h3>Resources</h3>
                 <dl>

@@ -57,7 +57,8 @@ describe("auto-standby", () => {
     const card = page.locator("#auto-standby-card");
     await card.waitFor();
     await page.locator("#auto-standby-title", { hasText: "Idle" }).waitFor();
-    assert.match(await page.locator("#auto-standby-text").textContent(), /^Nothing uses it: standby in \d+m\d+s\.$/);
+    // Before the controller's first look it says the timeout; then it counts down.
+    await page.locator("#auto-standby-text", { hasText: /^Nothing uses it: standby in \d+m\d+s\.$/ }).waitFor({ timeout: 10_000 });
     await page.click("#auto-standby-hold");
     await page.locator("#auto-standby-note", { hasText: "Held until" }).waitFor();
     assert.ok((await status(idle.id)).hold_until, "the server has the hold");

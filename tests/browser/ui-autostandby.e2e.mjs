@@ -75,7 +75,11 @@ describe("auto-standby", () => {
     await assertAccessible(page, "the card of an asleep instance");
     await page.screenshot({ path: path.join(RESULTS, "ui-autostandby-asleep.png"), fullPage: true });
 
-    // The engine holds the port: a connection wakes it, and the card follows.
+    // The engine holds the port: a connection wakes it, and the card follows. (With a longer
+    // timeout first, so it stays awake long enough to be seen: the policy changes while it
+    // sleeps, and it sleeps on.)
+    await api().instances.update(sleepy.id, { auto_standby: { enabled: true, idle_timeout: "1h" } });
+    assert.equal((await status(sleepy.id)).asleep, true);
     const socket = connect(port, "127.0.0.1");
     await new Promise((r, j) => socket.once("connect", r).once("error", j));
     socket.destroy();

@@ -64,6 +64,17 @@ export function browserUi(name, env = {}) {
     openConnected(t, options) {
       return ui.openPage(t, { api: ui.engine.url, token: ui.engine.token }, options);
     },
+    /** A connected page showing instance `id`, its API calls and console errors. */
+    async openInstance(t, id, options) {
+      const { page, apiCalls } = await ui.openConnected(t, options);
+      const consoleErrors = [];
+      page.on("console", (m) => m.type() === "error" && consoleErrors.push(`${m.text()} @ ${m.location()?.url ?? ""}`));
+      page.on("pageerror", (e) => consoleErrors.push(e.message));
+      await page.locator("#conn-mode", { hasText: "browser" }).waitFor();
+      await page.evaluate((i) => (window.location.hash = `#/instances/${i}`), id);
+      await page.locator(`#instance-view[data-instance-id="${id}"]`).waitFor({ timeout: 10_000 });
+      return { page, apiCalls, consoleErrors };
+    },
     async start() {
       ui.engine = await startFakeEngine(name, env);
       ui.browser = await launchChromium();

@@ -31,14 +31,6 @@ async function freePort() {
     });
   });
 }
-async function openInstance(t, id) {
-  const { page } = await ui.openConnected(t);
-  await page.locator("#conn-mode", { hasText: "browser" }).waitFor();
-  await page.evaluate((i) => (window.location.hash = `#/instances/${i}`), id);
-  await page.locator(`#instance-view[data-instance-id="${id}"]`).waitFor({ timeout: 10_000 });
-  return page;
-}
-
 describe("auto-standby", () => {
   test("the card counts down, holds, says asleep and follows a wake-up", async (t) => {
     const idle = await runningInstance(ui.engine, "idle", { network: { enabled: true }, auto_standby: { enabled: true, idle_timeout: "1h" } });
@@ -53,7 +45,7 @@ describe("auto-standby", () => {
       for (const i of [idle, sleepy, plain]) await api().instances.delete(i.id).catch(() => {});
     });
 
-    let page = await openInstance(t, idle.id);
+    let page = (await ui.openInstance(t, idle.id)).page;
     const card = page.locator("#auto-standby-card");
     await card.waitFor();
     await page.locator("#auto-standby-title", { hasText: "Idle" }).waitFor();
@@ -67,7 +59,7 @@ describe("auto-standby", () => {
     await page.screenshot({ path: path.join(RESULTS, "ui-autostandby-idle.png"), fullPage: true });
 
     await waitFor(async () => (await status(sleepy.id)).asleep, "sleepy to fall asleep", 20_000);
-    page = await openInstance(t, sleepy.id);
+    page = (await ui.openInstance(t, sleepy.id)).page;
     await page.locator('#auto-standby-card[data-asleep="true"]').waitFor();
     assert.equal((await page.locator("#auto-standby-title").textContent()).trim(), "Asleep");
     assert.match(await page.locator("#auto-standby-text").textContent(), /A connection to a forwarded port or an exec wakes it\./);
@@ -85,7 +77,7 @@ describe("auto-standby", () => {
     socket.destroy();
     await page.locator('#auto-standby-card[data-asleep="false"]').waitFor({ timeout: 20_000 });
 
-    page = await openInstance(t, plain.id);
+    page = (await ui.openInstance(t, plain.id)).page;
     await page.locator('dd[data-field="image"]').waitFor();
     await new Promise((r) => setTimeout(r, 2500));
     assert.equal(await page.locator("#auto-standby-card").count(), 0, "no policy, no card");

@@ -28,18 +28,6 @@ const withCredential = (name, extra = {}) =>
     ...extra,
   });
 
-/** A connected page, its API calls and console errors, showing instance `id`. */
-async function openInstance(t, id, options) {
-  const { page, apiCalls } = await ui.openConnected(t, options);
-  const consoleErrors = [];
-  page.on("console", (m) => m.type() === "error" && consoleErrors.push(`${m.text()} @ ${m.location()?.url ?? ""}`));
-  page.on("pageerror", (e) => consoleErrors.push(e.message));
-  await page.locator("#conn-mode", { hasText: "browser" }).waitFor();
-  await page.evaluate((i) => (window.location.hash = `#/instances/${i}`), id);
-  await page.locator(`#instance-view[data-instance-id="${id}"]`).waitFor({ timeout: 10_000 });
-  return { page, apiCalls, consoleErrors };
-}
-
 async function shot(page, name) {
   mkdirSync(RESULTS, { recursive: true });
   await page.screenshot({ path: path.join(RESULTS, name), fullPage: true });
@@ -58,7 +46,7 @@ describe("instance details page", () => {
   test("tabs: click and arrow keys switch panels, aria-selected follows, reload keeps the tab", async (t) => {
     const created = await withCredential("details-tabs");
     t.after(() => ui.engine.client.instances.delete(created.id));
-    const { page } = await openInstance(t, created.id);
+    const { page } = await ui.openInstance(t, created.id);
 
     const tablist = page.locator('#detail-tabs[role="tablist"]');
     await tablist.waitFor();
@@ -108,7 +96,7 @@ describe("instance details page", () => {
     assert.equal(await page.evaluate(() => document.activeElement?.id), "detail-tab-overview");
 
     // The dark theme: the selected tab is drawn in the panel's colour, like the cards.
-    const dark = await openInstance(t, created.id, { colorScheme: "dark" });
+    const dark = await ui.openInstance(t, created.id, { colorScheme: "dark" });
     await dark.page.locator("#overview-card").waitFor();
     const [tabBg, cardBg, bodyBg] = await dark.page.evaluate(() => [
       getComputedStyle(document.querySelector(".detail-tab.on")).backgroundColor,
@@ -131,7 +119,7 @@ describe("instance details page", () => {
   test("opening a details page sends no PATCH and logs no console error", async (t) => {
     const created = await withCredential("details-quiet");
     t.after(() => ui.engine.client.instances.delete(created.id));
-    const { page, apiCalls, consoleErrors } = await openInstance(t, created.id);
+    const { page, apiCalls, consoleErrors } = await ui.openInstance(t, created.id);
     // The page knows the credential keys (the rotation form) and has read its cards.
     await page.locator('#rotate-form input[data-key="AGENT_TOKEN"]').waitFor({ timeout: 10_000 });
     await waitFor(() => apiCalls.includes(`GET /instances/${created.id}/credentials/events`), "the credential trail to be read");
@@ -173,7 +161,7 @@ describe("instance details page", () => {
     const plain = await runningInstance(ui.engine, "details-plain", { env: { GREETING: "hello-plain-value" } });
     t.after(() => ui.engine.client.instances.delete(plain.id));
 
-    const { page } = await openInstance(t, withCreds.id);
+    const { page } = await ui.openInstance(t, withCreds.id);
     await page.locator('#rotate-card #rotate-form input[data-key="AGENT_TOKEN"]').waitFor({ timeout: 10_000 });
     // The rotation card comes first on the Overview.
     const first = await page.locator("#detail-panel-overview > *").first().getAttribute("id");
@@ -227,7 +215,7 @@ describe("instance details page", () => {
   test("rotation: notes expire on edit and state change; a stopped instance's Rotate is disabled with the reason", async (t) => {
     const created = await withCredential("details-rotate");
     t.after(() => ui.engine.client.instances.delete(created.id));
-    const { page } = await openInstance(t, created.id);
+    const { page } = await ui.openInstance(t, created.id);
     const field = page.locator('#rotate-form input[data-key="AGENT_TOKEN"]');
     await field.waitFor({ timeout: 10_000 });
     // No "Reveal" that would reveal nothing: Show appears with a typed value and shows it.
@@ -279,7 +267,7 @@ describe("instance details page", () => {
   test("rotation offers the allowed keys for a pasted one, and a refusal says which keys rotate", async (t) => {
     const created = await withCredential("details-keys");
     t.after(() => ui.engine.client.instances.delete(created.id));
-    const { page } = await openInstance(t, created.id);
+    const { page } = await ui.openInstance(t, created.id);
     await page.locator('#rotate-form input[data-key="AGENT_TOKEN"]').waitFor({ timeout: 10_000 });
 
     // A pasted key that is not a credential: marked, with the allowed keys offered.
@@ -317,7 +305,7 @@ describe("instance details page", () => {
     t.after(() => ui.engine.client.instances.delete(a.id));
     const b = await withCredential("details-note-b");
     t.after(() => ui.engine.client.instances.delete(b.id));
-    const { page } = await openInstance(t, a.id);
+    const { page } = await ui.openInstance(t, a.id);
     await page.locator('#rotate-form input[data-key="AGENT_TOKEN"]').fill("tok-note-a");
     await page.click("#rotate-submit");
     await page.locator("#rotate-result").waitFor({ timeout: 10_000 });
@@ -341,7 +329,7 @@ describe("instance details page", () => {
     const partial = await runningInstance(ui.engine, "details-command-partial", { cmd: ["sleep", "600"] });
     t.after(() => ui.engine.client.instances.delete(partial.id));
     const expected = await commandEndpoint(known.id);
-    const { page, consoleErrors } = await openInstance(t, known.id);
+    const { page, consoleErrors } = await ui.openInstance(t, known.id);
     await page.locator('[data-field="hypervisor"]').waitFor();
     if (expected === null) {
       // A server without Hypedeck's command extension: no card, nothing made up.
@@ -394,7 +382,7 @@ describe("instance details page", () => {
   test("logs: one click away, and they follow the instance into its next run", async (t) => {
     const created = await runningInstance(ui.engine, "details-logs");
     t.after(() => ui.engine.client.instances.delete(created.id));
-    const { page } = await openInstance(t, created.id);
+    const { page } = await ui.openInstance(t, created.id);
     await page.click("#detail-tab-logs");
     // The fake has no guest console; the engine's operations log has a line per boot.
     await page.selectOption("#logs-source", "hypeman");
@@ -412,7 +400,7 @@ describe("instance details page", () => {
   test("the Run box runs the line in /bin/sh -c and echoes it above the output", async (t) => {
     const created = await runningInstance(ui.engine, "details-run");
     t.after(() => ui.engine.client.instances.delete(created.id));
-    const { page } = await openInstance(t, created.id);
+    const { page } = await ui.openInstance(t, created.id);
     const sent = [];
     page.on("websocket", (ws) => {
       if (!ws.url().endsWith(`/instances/${created.id}/exec`)) return;

@@ -55,17 +55,9 @@ function cpuRates(h) {
   return out;
 }
 
-async function openInstance(t, id, options) {
-  const { page, apiCalls } = await ui.openConnected(t, options);
-  await page.locator("#conn-mode", { hasText: "browser" }).waitFor();
-  await page.evaluate((i) => (window.location.hash = `#/instances/${i}`), id);
-  await page.locator(`#instance-view[data-instance-id="${id}"]`).waitFor({ timeout: 10_000 });
-  return { page, apiCalls };
-}
-
 /** The Stats tab of `id` with its four charts drawn from at least `points` points each. */
 async function openStats(t, id, options, points = 3) {
-  const opened = await openInstance(t, id, options);
+  const opened = await ui.openInstance(t, id, options);
   await opened.page.click("#detail-tab-stats");
   await opened.page.locator('figure.chart[data-chart="disk"]').waitFor({ timeout: 10_000 });
   await waitFor(

@@ -24,14 +24,6 @@ async function templates() {
   return res.json();
 }
 
-async function openInstance(t, id) {
-  const { page } = await ui.openConnected(t);
-  await page.locator("#conn-mode", { hasText: "browser" }).waitFor();
-  await page.evaluate((i) => (window.location.hash = `#/instances/${i}`), id);
-  await page.locator(`#instance-view[data-instance-id="${id}"]`).waitFor({ timeout: 10_000 });
-  return page;
-}
-
 describe("templates", () => {
   test("the Images tab lists templates, an instance says it started from one, Delete removes it", async (t) => {
     const cold = await runningInstance(ui.engine, "tpl-first", { vcpus: 2, size: "512MB" });
@@ -43,12 +35,12 @@ describe("templates", () => {
     assert.equal((await ui.engine.client.instances.get(warm.id)).template_id, made.id);
 
     // The Overview of each says how its run started.
-    let page = await openInstance(t, warm.id);
+    let page = (await ui.openInstance(t, warm.id)).page;
     const field = page.locator('dd[data-field="template_id"]');
     await field.waitFor();
     assert.equal((await field.textContent()).trim(), `template ${made.id.slice(0, 8)}`);
     await assertAccessible(page, "overview of an instance started from a template");
-    page = await openInstance(t, cold.id);
+    page = (await ui.openInstance(t, cold.id)).page;
     await page.locator('dd[data-field="image"]').waitFor();
     assert.equal(await page.locator('dd[data-field="template_id"]').count(), 0, "a cold boot names no template");
 

@@ -24,7 +24,9 @@ if [[ ${2:-} == --boot-hello ]]; then
   export HYPEDECK_CONFIG_DIR=$data/config
   mkdir -p "$HYPEDECK_CONFIG_DIR"
   echo "{\"listen\": \"127.0.0.1:$port\"}" >"$HYPEDECK_CONFIG_DIR/settings.json"
-  NO_AT_BRIDGE=1 HYPEDECK_DATA_DIR=$data/data "$image" >"$data/app.log" 2>&1 &
+  # No templates: this check is about the AppImage's environment; a template build would boot a
+  # second VM beside hello (templates have their own suite).
+  NO_AT_BRIDGE=1 HYPEDECK_TEMPLATES=off HYPEDECK_DATA_DIR=$data/data "$image" >"$data/app.log" 2>&1 &
   app=$!
   trap 'kill $app 2>/dev/null; wait $app 2>/dev/null || true; rm -rf "$data"' EXIT
   url=http://127.0.0.1:$port
@@ -34,7 +36,8 @@ if [[ ${2:-} == --boot-hello ]]; then
   api -X POST "$url/system/samples/hello" | grep -q '"status":"ready"' || fail "the hello sample was not built"
   id=$(api -X POST "$url/instances" -d '{"name":"hello","image":"hypedeck.local/samples/hello:1","vcpus":1,"size":"256MB"}' |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["id"])') || fail "create failed: $(tail "$data/app.log")"
-  state=$(api "$url/instances/$id/wait?state=Running&timeout=240s")
+  state=$(api "$url/instances/$id/wait?state=Running&timeout=240s") ||
+    fail "waiting for hello failed: $(tail "$data/app.log")"
   grep -q '"state":"Running"' <<<"$state" || fail "hello did not reach Running: $state"
   greeted=0
   for _ in $(seq 1 60); do
@@ -44,8 +47,13 @@ if [[ ${2:-} == --boot-hello ]]; then
     sleep 0.5
   done
   ((greeted)) || fail "hello did not greet"
-  qemu=$(pgrep -f "qemu-system.*$id" | head -1)
-  [[ -n $qemu ]] || fail "no QEMU runs for $id"
+  qemu=
+  for _ in $(seq 1 20); do
+    qemu=$(pgrep -f "qemu-system.*$id" | head -1) || qemu=
+    [[ -n $qemu ]] && break
+    sleep 0.5
+  done
+  [[ -n $qemu ]] || fail "no QEMU runs for $id: $(api "$url/instances/$id" || true); $(tail "$data/app.log")"
   if libpath_into_appimage "$qemu"; then fail "QEMU inherited a library path into the AppImage"; fi
   [[ $(api -o /dev/null -w '%{http_code}' -X DELETE "$url/instances/$id") == 204 ]] || fail "delete failed"
   echo "check-appimage: the AppImage's window booted the hello sandbox under the host's QEMU"

@@ -30,7 +30,7 @@ use hypedeck_model::{ErrorCode, InstanceState, PortProtocol};
 use hypedeck_store::InstanceRecord;
 use time::OffsetDateTime;
 
-use crate::{Engine, EngineError, rejected};
+use crate::{Engine, EngineError, lock, rejected};
 
 /// How often the controller looks.
 pub const TICK: Duration = Duration::from_secs(1);
@@ -64,10 +64,6 @@ pub(crate) struct AutoStandby {
     states: Mutex<HashMap<String, State>>,
     sleepers: Mutex<HashMap<String, Sleeper>>,
     execs: Mutex<HashMap<String, Arc<AtomicI64>>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Counts an exec session as activity for as long as it lives.

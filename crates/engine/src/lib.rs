@@ -470,6 +470,12 @@ pub(crate) fn rejected(code: hypedeck_model::ErrorCode, message: impl Into<Strin
     EngineError::Rejected(hypedeck_model::Rejection::new(code, message))
 }
 
+/// Locks one of the owners' std mutexes. Only whole inserts, removes and replacements happen
+/// under them, so a poisoned one is still consistent.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Keychain account of one credential-backed env var.
 fn secret_account(instance_id: &str, key: &str) -> String {
     format!("instance/{instance_id}/env/{key}")

@@ -5,7 +5,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hypedeck_hypervisor::{Hypervisor, NetworkLink, Vm, VmSpec};
@@ -16,7 +16,7 @@ use hypedeck_netstack::{
 };
 use hypedeck_store::InstanceRecord;
 
-use crate::{Engine, EngineError};
+use crate::{Engine, EngineError, lock};
 
 /// `GET /instances/{id}/network/policy`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -58,11 +58,6 @@ pub(crate) struct Networks {
     traffic: Mutex<HashMap<String, Arc<hypedeck_netstack::Traffic>>>,
     /// Forwarded-port listeners held for an instance's next stack (its VM slept meanwhile).
     parked: Mutex<HashMap<String, Vec<std::net::TcpListener>>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Only whole inserts and removes happen under these locks: a poisoned one is consistent.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Networks {

@@ -17,7 +17,7 @@ use hypedeck_model::reclaim::{MemoryReclaimAction, MemoryReclaimRequest, MemoryR
 use hypedeck_model::{ErrorCode, InstanceState};
 use time::OffsetDateTime;
 
-use crate::{Engine, EngineError, rejected};
+use crate::{Engine, EngineError, lock, rejected};
 
 const FLOOR_PERCENT: u64 = 50;
 const FLOOR_MIN: u64 = 512 << 20;
@@ -34,10 +34,6 @@ pub(crate) struct Reclaim {
     hold: Mutex<Option<(u64, OffsetDateTime)>>,
     /// VMs whose balloon the engine moved (the reconciler deflates only those).
     ballooned: Mutex<HashMap<String, ()>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 struct Candidate {
@@ -93,18 +89,6 @@ fn step(current: u64, planned: u64, floor: u64, assigned: u64) -> u64 {
 
 fn int(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
-}
-
-/// `MemAvailable` and `MemTotal` of the host (Linux; zeros elsewhere).
-fn host_memory() -> (u64, u64) {
-    let text = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let field = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .map_or(0, |kb| kb * 1024)
-    };
-    (field("MemAvailable:"), field("MemTotal:"))
 }
 
 impl Engine {
@@ -201,7 +185,7 @@ impl Engine {
             .map(|c| (c.assigned, c.headroom))
             .collect();
         let targets = plan(&shape, requested);
-        let (available, total) = host_memory();
+        let (total, available) = crate::resources::host_memory();
         let mut response = MemoryReclaimResponse {
             requested_reclaim_bytes: request.reclaim_bytes,
             planned_reclaim_bytes: 0,

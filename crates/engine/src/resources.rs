@@ -25,16 +25,21 @@ fn status(kind: &str, capacity: u64, allocated: u64, ratio: f64, source: &str) -
     }
 }
 
+/// The host's `MemTotal` and `MemAvailable` in bytes (`/proc/meminfo`; zeros where there is
+/// none).
+pub(crate) fn host_memory() -> (u64, u64) {
+    let text = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
+    };
+    (field("MemTotal:"), field("MemAvailable:"))
+}
+
 pub(crate) fn mem_total() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find_map(|l| l.strip_prefix("MemTotal:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .map(|kb| kb * 1024)
-        .unwrap_or(0)
+    host_memory().0
 }
 
 /// Bytes of the filesystem holding `path` (via `df`, which every Linux and macOS host has).

@@ -3,12 +3,13 @@
 //! drops its agent link with it, so no link outlives the VM it spoke to.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use hypedeck_hypervisor::Vm;
 
 use crate::agent::AgentLink;
 use crate::derive::BootMarkers;
+use crate::lock;
 
 /// Running VMs and what hangs off them.
 #[derive(Debug, Default)]
@@ -38,11 +39,6 @@ struct MarkerScan {
     log_offset: u64,
     scanned: u64,
     markers: BootMarkers,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Only whole inserts and removes happen under these locks: a poisoned one is consistent.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Runtime {

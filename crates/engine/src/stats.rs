@@ -29,12 +29,8 @@ pub(crate) struct Samples {
 }
 
 impl Samples {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, VecDeque<StatsSample>>> {
-        self.rings.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     fn push(&self, id: &str, sample: StatsSample) {
-        let mut rings = self.lock();
+        let mut rings = crate::lock(&self.rings);
         let ring = rings.entry(id.to_string()).or_default();
         if ring.len() >= KEEP {
             ring.pop_front();
@@ -44,7 +40,7 @@ impl Samples {
 
     /// The last `n` samples of `id`, oldest first.
     fn last(&self, id: &str, n: usize) -> Vec<StatsSample> {
-        self.lock()
+        crate::lock(&self.rings)
             .get(id)
             .map(|r| r.iter().skip(r.len().saturating_sub(n)).copied().collect())
             .unwrap_or_default()
@@ -52,7 +48,7 @@ impl Samples {
 
     /// Forgets instances that no longer have a VMM.
     fn retain(&self, ids: &[String]) {
-        self.lock().retain(|id, _| ids.contains(id));
+        crate::lock(&self.rings).retain(|id, _| ids.contains(id));
     }
 }
 

@@ -99,7 +99,7 @@ impl Templates {
     }
 
     fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<String, TemplateInfo>> {
-        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+        crate::lock(&self.pending)
     }
 
     /// A ready template's directory.
@@ -254,7 +254,10 @@ impl Templates {
             info.status = "ready".into();
             info.created_at = Some(OffsetDateTime::now_utc());
             info.build_ms = Some(started.elapsed().as_millis() as u64);
-            info.disk_bytes = Some(allocated_bytes(&saved));
+            info.disk_bytes = Some(crate::resources::dir_bytes(
+                &saved,
+                crate::resources::Measure::Allocated,
+            ));
             let bytes = serde_json::to_vec_pretty(&info).map_err(|e| e.to_string())?;
             hypedeck_store::write_atomic(&work.join(INFO), &bytes).map_err(|e| e.to_string())?;
             std::fs::rename(&work, self.dir.join(key)).map_err(|e| e.to_string())
@@ -289,18 +292,6 @@ fn read_info(path: &Path) -> Option<TemplateInfo> {
 
 fn valid_key(key: &str) -> bool {
     !key.is_empty() && key.len() <= 64 && key.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
-/// Blocks allocated under `dir` (sparse files count what they hold).
-fn allocated_bytes(dir: &Path) -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.metadata().ok())
-        .map(|m| m.blocks() * 512)
-        .sum()
 }
 
 /// Kills the VMM of a build that did not finish (found by its run dir, as after a restart).

@@ -445,15 +445,12 @@ impl Hypervisor for QemuHypervisor {
             set_ignore_shared(&vm.files, true).await?;
             qmp::execute(&vm.files.qmp, "stop", None, QMP_TIMEOUT).await?;
             let state = dir.join(TEMPLATE_STATE_FILE);
-            let uri = format!("exec:cat > {}", shell_quote(&state));
-            qmp::execute(
-                &vm.files.qmp,
+            migrate(
+                &vm.files,
                 "migrate",
-                Some(serde_json::json!({ "uri": uri })),
-                QMP_TIMEOUT,
+                &format!("exec:cat > {}", shell_quote(&state)),
             )
-            .await?;
-            wait_migration(&vm.files, MIGRATE_TIMEOUT).await
+            .await
         }
         .await;
         let _ = vm.kill().await;
@@ -492,14 +489,7 @@ impl Hypervisor for QemuHypervisor {
         let started = async {
             set_ignore_shared(&vm.files, true).await?;
             let uri = format!("exec:cat {}", shell_quote(&state));
-            qmp::execute(
-                &vm.files.qmp,
-                "migrate-incoming",
-                Some(serde_json::json!({ "uri": uri })),
-                QMP_TIMEOUT,
-            )
-            .await?;
-            wait_migration(&vm.files, MIGRATE_TIMEOUT).await?;
+            migrate(&vm.files, "migrate-incoming", &uri).await?;
             // Its own saves (standby, snapshots) are whole: the RAM is its own from here.
             set_ignore_shared(&vm.files, false).await?;
             qmp::execute(&vm.files.qmp, "cont", None, QMP_TIMEOUT)
@@ -691,6 +681,19 @@ fn shell_quote(path: &Path) -> String {
     format!("'{}'", path.display().to_string().replace('\'', "'\\''"))
 }
 
+/// Starts a migration to (`migrate`) or from (`migrate-incoming`) `uri` and waits until it
+/// completed (or failed).
+async fn migrate(files: &RuntimeFiles, command: &str, uri: &str) -> Result<(), String> {
+    qmp::execute(
+        &files.qmp,
+        command,
+        Some(serde_json::json!({ "uri": uri })),
+        QMP_TIMEOUT,
+    )
+    .await?;
+    wait_migration(files, MIGRATE_TIMEOUT).await
+}
+
 /// Polls `query-migrate` until the migration completed (or failed).
 async fn wait_migration(files: &RuntimeFiles, timeout: Duration) -> Result<(), String> {
     let deadline = tokio::time::Instant::now() + timeout;
@@ -859,17 +862,7 @@ impl Vm for QemuVm {
             .await
             .map_err(fail)?;
         let uri = format!("exec:cat > {}", shell_quote(&state));
-        let saved = match qmp::execute(
-            &self.files.qmp,
-            "migrate",
-            Some(serde_json::json!({ "uri": uri })),
-            QMP_TIMEOUT,
-        )
-        .await
-        {
-            Ok(_) => wait_migration(&self.files, MIGRATE_TIMEOUT).await,
-            Err(e) => Err(e),
-        };
+        let saved = migrate(&self.files, "migrate", &uri).await;
         if let Err(detail) = saved {
             let _ = std::fs::remove_file(&state);
             let _ = qmp::execute(&self.files.qmp, "cont", None, QMP_TIMEOUT).await;

@@ -13,7 +13,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 
 import { deleteAll, newDataDir, startRegistry, startServer } from "../vm/harness.mjs";
-import { report } from "./report.mjs";
+import { median, msRange, report } from "./report.mjs";
 
 const BIN = path.resolve(process.env.HYPEDECK_BIN ?? "target/release/hypedeck");
 const RUNS = Number(process.env.BENCH_BOOTS ?? 5);
@@ -22,8 +22,7 @@ const BODY = { vcpus: 1, size: "256MB", entrypoint: ["/bin/sh", "-c", "while tru
 /** Resident set of process `pid` in MiB. */
 const rssMiB = (pid) => Number(readFileSync(`/proc/${pid}/status`, "utf8").match(/VmRSS:\s+(\d+) kB/)[1]) / 1024;
 
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-const fmt = (xs) => `${Math.round(median(xs))} ms (min ${Math.round(Math.min(...xs))}, max ${Math.round(Math.max(...xs))})`;
+const fmt = msRange;
 
 /** The argv of the QEMU running instance `id`, without what only a daemon needs. */
 function qemuArgv(dataDir, id, serialLog, scratch) {

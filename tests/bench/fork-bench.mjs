@@ -11,14 +11,13 @@ import { statSync } from "node:fs";
 import { rmSync } from "node:fs";
 
 import { deleteAll, execWs, newDataDir, startRegistry, startServer } from "../vm/harness.mjs";
-import { report } from "./report.mjs";
+import { median, msRange, report } from "./report.mjs";
 
 const BIN = path.resolve(process.env.HYPEDECK_BIN ?? "target/release/hypedeck");
 const RUNS = Number(process.env.BENCH_FORKS ?? 3);
 const BOOT = { state: "Running", timeout: "240s" };
 
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-const fmt = (xs) => `${Math.round(median(xs))} ms (min ${Math.round(Math.min(...xs))}, max ${Math.round(Math.max(...xs))})`;
+const fmt = msRange;
 const mib = (bytes) => `${(bytes / 2 ** 20).toFixed(1)} MiB`;
 
 const registry = await startRegistry();

@@ -13,7 +13,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 
 import { newDataDir, startRegistry, startServer } from "../vm/harness.mjs";
-import { report } from "./report.mjs";
+import { median, report } from "./report.mjs";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, "../..");
@@ -21,7 +21,6 @@ const BIN = path.resolve(process.env.HYPEDECK_BIN ?? "target/release/hypedeck");
 const RUNS = Number(process.env.BENCH_RUNS ?? 3);
 const CACHE = path.join(root, ".bench-cache");
 
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const secs = (xs) => `${(median(xs) / 1000).toFixed(2)} s (min ${(Math.min(...xs) / 1000).toFixed(2)})`;
 const sh = (cmd, args, opts = {}) => execFileSync(cmd, args, { stdio: ["ignore", "pipe", "inherit"], ...opts }).toString();
 

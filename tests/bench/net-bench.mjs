@@ -26,6 +26,7 @@ import { execFileSync, spawn } from "node:child_process";
 import { appendFileSync, existsSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { cpus, networkInterfaces } from "node:os";
 import path from "node:path";
+import { median } from "./report.mjs";
 
 const MIB = Number(process.env.BENCH_MIB ?? 64);
 const RUNS = Number(process.env.BENCH_RUNS ?? 5);
@@ -87,7 +88,6 @@ if (process.argv[2] === "serve") {
 // ---- the benchmark (in `hdh`) --------------------------------------------------------------
 const { deleteAll, execWs, freePort, newDataDir, startRegistry, startServer, waitFor } = await import("../vm/harness.mjs");
 
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /** What a binary is: its checkout's commit (and whether crates/ had uncommitted changes), profile. */

@@ -6,13 +6,12 @@
 import { createServer } from "node:http";
 
 import { freePort } from "../vm/harness.mjs";
-import { report } from "./report.mjs";
+import { median, report } from "./report.mjs";
 import { withVm } from "./vm-bench.mjs";
 
 const MIB = Number(process.env.BENCH_MIB ?? 64);
 const RUNS = Number(process.env.BENCH_RUNS ?? 5);
 
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 /** Downloads `url` to nowhere; resolves with MiB/s. */
 async function download(url) {

@@ -15,3 +15,9 @@ export function report(title, context, rows) {
   if (process.env.BENCH_OUT) appendFileSync(process.env.BENCH_OUT, `${out}\n`);
   console.log(out);
 }
+
+/** The median of `xs` (the upper one of an even count). */
+export const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+/** `"423 ms (min 414, max 453)"` of millisecond samples. */
+export const msRange = (xs) => `${Math.round(median(xs))} ms (min ${Math.round(Math.min(...xs))}, max ${Math.round(Math.max(...xs))})`;

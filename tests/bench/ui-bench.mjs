@@ -12,7 +12,7 @@ import path from "node:path";
 import { chromium } from "playwright-core";
 
 import { freshDataDir, startFakeEngine, waitFor } from "../desktop/fake-engine.mjs";
-import { report } from "./report.mjs";
+import { median, report } from "./report.mjs";
 
 const APP = path.resolve(process.env.APP_BIN ?? "target/release/hypedeck-desktop");
 const CHROMIUM = process.env.CHROMIUM_BIN ?? "/usr/bin/chromium";
@@ -20,7 +20,6 @@ const LAUNCHES = Number(process.env.BENCH_LAUNCHES ?? 7);
 const INSTANCES = Number(process.env.BENCH_INSTANCES ?? 1000);
 const PAGE_LOADS = Number(process.env.BENCH_PAGE_LOADS ?? 5);
 
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const fmt = (x) => x.toFixed(0);
 
 /** Starts the app on a fresh data dir until it reports its first paint; returns the ms. */

@@ -9,12 +9,11 @@ import { rmSync } from "node:fs";
 import { request } from "node:http";
 
 import { deleteAll, freePort, newDataDir, startRegistry, startServer, waitFor } from "../vm/harness.mjs";
-import { report } from "./report.mjs";
+import { median, msRange, report } from "./report.mjs";
 
 const BIN = path.resolve(process.env.HYPEDECK_BIN ?? "target/release/hypedeck");
 const RUNS = Number(process.env.BENCH_WAKES ?? 5);
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-const fmt = (xs) => `${Math.round(median(xs))} ms (min ${Math.round(Math.min(...xs))}, max ${Math.round(Math.max(...xs))})`;
+const fmt = msRange;
 
 /** ms from the request to the first byte of the answer. */
 function firstByte(port) {

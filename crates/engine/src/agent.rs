@@ -382,6 +382,24 @@ impl AgentLink {
         self.request(Kind::Reidentify, &json).await
     }
 
+    /// Has the guest mount a disk just attached (see `Kind::Mount`).
+    pub async fn mount(
+        &self,
+        request: &hypedeck_guest_init::agent_proto::MountRequest,
+    ) -> Result<(), String> {
+        let json = serde_json::to_vec(request).map_err(|e| e.to_string())?;
+        self.request(Kind::Mount, &json).await
+    }
+
+    /// Has the guest unmount a volume (see `Kind::Unmount`).
+    pub async fn unmount(&self, mount_path: &str) -> Result<(), String> {
+        let request = hypedeck_guest_init::agent_proto::UnmountRequest {
+            mount_path: mount_path.to_string(),
+        };
+        let json = serde_json::to_vec(&request).map_err(|e| e.to_string())?;
+        self.request(Kind::Unmount, &json).await
+    }
+
     /// Sends a request the guest answers with empty text (done) or why not.
     async fn request(&self, kind: Kind, payload: &[u8]) -> Result<(), String> {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
@@ -448,7 +466,10 @@ async fn read_loop(
                     let _ = tx.send(());
                 }
             }
-            (Kind::ClockSet | Kind::Reidentified, Some(Waiter::Answer(_))) => {
+            (
+                Kind::ClockSet | Kind::Reidentified | Kind::Mounted | Kind::Unmounted,
+                Some(Waiter::Answer(_)),
+            ) => {
                 if let Some(Waiter::Answer(tx)) = waiters.remove(&session) {
                     let _ = tx.send(if payload.is_empty() {
                         Ok(())

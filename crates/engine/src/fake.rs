@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use hypedeck_hypervisor::{
-    AgentChannel, Capabilities, Hypervisor, HypervisorError, Vm, VmSpec, VmmState,
+    AgentChannel, Capabilities, DiskSpec, Hypervisor, HypervisorError, Vm, VmSpec, VmmState,
 };
 use hypedeck_model::HypervisorKind;
 
@@ -48,8 +48,11 @@ impl Default for Script {
 struct FakeVmState {
     state: VmmState,
     alive: bool,
-    /// The control-only agent of a restored VM (see [`FakeHypervisor::reidentified`]).
+    /// The control-only agent of a restored VM, or of a booted one that got to its agent
+    /// (see [`FakeHypervisor::reidentified`]).
     agent: Option<tokio::task::JoinHandle<()>>,
+    /// Serials of its disks (see [`FakeHypervisor::disks`]).
+    disks: Vec<String>,
 }
 
 impl FakeVmState {
@@ -61,8 +64,9 @@ impl FakeVmState {
     }
 }
 
-/// `Reidentify` requests the fake's agents answered: `(instance id, the identity as JSON)`.
-type Reidentified = Arc<Mutex<Vec<(String, serde_json::Value)>>>;
+/// Control requests the fake's agents answered: `(instance id, request, its JSON)`, the
+/// request being `reidentify`, `mount` or `unmount`.
+type Reidentified = Arc<Mutex<Vec<(String, &'static str, serde_json::Value)>>>;
 
 /// The fake backend. Clone the `Arc` into a new engine to simulate an engine restart with
 /// VMMs that kept running.
@@ -118,10 +122,29 @@ impl FakeHypervisor {
     /// an agent that answers the control requests (ping, clock, identity) and refuses to run
     /// programs; a booted one has none.
     pub fn reidentified(&self) -> Vec<(String, serde_json::Value)> {
+        self.control_requests("reidentify")
+    }
+
+    /// The `Mount` (`"mount"`) or `Unmount` (`"unmount"`) requests the fake's guests were
+    /// sent, oldest first.
+    pub fn control_requests(&self, kind: &str) -> Vec<(String, serde_json::Value)> {
         self.reidentified
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .clone()
+            .iter()
+            .filter(|(_, k, _)| *k == kind)
+            .map(|(id, _, v)| (id.clone(), v.clone()))
+            .collect()
+    }
+
+    /// The serials of the disks a fake VM has (attached at boot or since), in order.
+    pub fn disks(&self, instance_id: &str) -> Vec<String> {
+        self.vms
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(instance_id)
+            .map(|v| v.lock().unwrap_or_else(|p| p.into_inner()).disks.clone())
+            .unwrap_or_default()
     }
 
     /// Simulates the VMM process dying on its own.
@@ -168,12 +191,17 @@ async fn agent_link(mut stream: tokio::net::UnixStream, id: String, log: Reident
         let reply = match kind {
             Kind::Ping => encode(Kind::Pong, session, b""),
             Kind::SetClock => encode(Kind::ClockSet, session, b""),
-            Kind::Reidentify => {
-                let identity = serde_json::from_slice(payload).unwrap_or_default();
+            Kind::Reidentify | Kind::Mount | Kind::Unmount => {
+                let (name, answer) = match kind {
+                    Kind::Reidentify => ("reidentify", Kind::Reidentified),
+                    Kind::Mount => ("mount", Kind::Mounted),
+                    _ => ("unmount", Kind::Unmounted),
+                };
+                let request = serde_json::from_slice(payload).unwrap_or_default();
                 log.lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .push((id.clone(), identity));
-                encode(Kind::Reidentified, session, b"")
+                    .push((id.clone(), name, request));
+                encode(answer, session, b"")
             }
             Kind::Open => encode(
                 Kind::Error,
@@ -186,6 +214,10 @@ async fn agent_link(mut stream: tokio::net::UnixStream, id: String, log: Reident
             return;
         }
     }
+}
+
+fn disk_serials(spec: &VmSpec) -> Vec<String> {
+    spec.disks.iter().filter_map(|d| d.serial.clone()).collect()
 }
 
 fn append(path: &Path, line: &str) -> std::io::Result<()> {
@@ -213,6 +245,7 @@ impl Hypervisor for FakeHypervisor {
             port_forwarding: true,
             egress_enforcement: true,
             templates: self.script().templates,
+            hotplug_disks: true,
             ..Capabilities::default()
         }
     }
@@ -238,10 +271,17 @@ impl Hypervisor for FakeHypervisor {
             append(&spec.serial_log, &format!("HYPEMAN-AGENT-READY ts={ts}"))
                 .map_err(HypervisorError::Start)?;
         }
+        let agent = spec.runtime_dir.join("agent.sock");
         let vm = Arc::new(Mutex::new(FakeVmState {
             state: VmmState::Running,
             alive: true,
-            agent: None,
+            // A guest whose agent is up answers control requests (it runs no programs).
+            agent: if script.markers >= 2 {
+                serve_agent(&agent, &spec.instance_id, self.reidentified.clone())
+            } else {
+                None
+            },
+            disks: disk_serials(spec),
         }));
         self.vms
             .lock()
@@ -291,6 +331,7 @@ impl Hypervisor for FakeHypervisor {
             state: VmmState::Running,
             alive: true,
             agent: serve_agent(&agent, &spec.instance_id, self.reidentified.clone()),
+            disks: disk_serials(spec),
         }));
         self.vms
             .lock()
@@ -373,6 +414,27 @@ impl Vm for FakeVm {
 
     fn agent_channel(&self) -> AgentChannel {
         AgentChannel::Serial(self.agent.clone())
+    }
+
+    async fn attach_disk(&self, disk: &DiskSpec) -> Result<(), HypervisorError> {
+        let serial = disk.serial.clone().unwrap_or_default();
+        self.with(|v| {
+            if v.disks.contains(&serial) {
+                return Err(HypervisorError::Operation {
+                    operation: "attach disk",
+                    detail: format!("a disk with serial {serial} is attached already"),
+                });
+            }
+            v.disks.push(serial);
+            Ok(())
+        })
+    }
+
+    async fn detach_disk(&self, serial: &str) -> Result<(), HypervisorError> {
+        // An engine without a guest (the fake's) gives VMs no disks at boot: a volume attached
+        // at create is not listed, and detaching it succeeds.
+        self.with(|v| v.disks.retain(|d| d != serial));
+        Ok(())
     }
 
     async fn save_and_exit(&self, dir: &Path) -> Result<(), HypervisorError> {

@@ -13,6 +13,10 @@ use hypedeck_store::InstanceRecord;
 
 use crate::{Engine, EngineError};
 
+/// The guest kernel's command line: quiet, reboot on panic (the VMM exits), and memory plugged
+/// after boot (`hotplug_size`) online at once, movable so it can be unplugged again.
+const KERNEL_ARGS: &str = "quiet panic=-1 memhp_default_state=online_movable";
+
 /// The instance's agent key, in its runtime dir: what the engine says first on a vsock link
 /// to the guest agent. Made at the first boot and kept for the instance's life (a restored
 /// guest still knows the key it booted with).
@@ -211,7 +215,7 @@ impl Engine {
                 hotplug_bytes: record.hotplug_bytes,
                 kernel: self.paths.system().join("kernel/vmlinuz"),
                 initrd: self.paths.system().join("initrd/initrd.img"),
-                kernel_args: "quiet panic=-1".into(),
+                kernel_args: KERNEL_ARGS.into(),
                 disks: Vec::new(),
                 serial_log: logs.join("app.log"),
                 network,
@@ -288,6 +292,7 @@ impl Engine {
                 path: base,
                 readonly,
                 io_bps: record.disk_io_bps,
+                serial: Some(crate::volumes::disk_serial(&v.volume_id, false)),
             });
             let overlay_device = if v.overlay == Some(true) {
                 let upper = dir
@@ -307,6 +312,7 @@ impl Engine {
                     path: upper,
                     readonly: false,
                     io_bps: record.disk_io_bps,
+                    serial: Some(crate::volumes::disk_serial(&v.volume_id, true)),
                 });
                 Some(device)
             } else {
@@ -365,22 +371,25 @@ impl Engine {
             hotplug_bytes: record.hotplug_bytes,
             kernel: assets.kernel,
             initrd: assets.initrd,
-            kernel_args: "quiet panic=-1".into(),
+            kernel_args: KERNEL_ARGS.into(),
             disks: vec![
                 DiskSpec {
                     path: guest.images.rootfs_path(&image),
                     readonly: true,
                     io_bps: io,
+                    serial: None,
                 },
                 DiskSpec {
                     path: overlay,
                     readonly: false,
                     io_bps: io,
+                    serial: None,
                 },
                 DiskSpec {
                     path: config_disk,
                     readonly: true,
                     io_bps: 0,
+                    serial: None,
                 },
             ]
             .into_iter()

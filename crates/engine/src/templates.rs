@@ -326,6 +326,7 @@ fn template_spec(spec: &VmSpec, key: &str, work: &Path) -> std::io::Result<VmSpe
             path,
             readonly: disk.readonly,
             io_bps: 0,
+            serial: None,
         });
     }
     let id = format!("template-{}", &key[..key.len().min(12)]);

@@ -2452,3 +2452,113 @@ async fn an_idle_instance_goes_to_standby_and_a_connection_to_its_port_wakes_it(
         InstanceState::Running
     );
 }
+
+/// Hot volume attach and detach: a running instance gets the disk and the guest mounts it by
+/// its serial; upstream's rules (sharing, paths, one attachment per instance) hold; a stopped
+/// instance's attachment waits for its next start; detach unmounts, then removes the disk.
+#[tokio::test]
+async fn volumes_attach_to_and_detach_from_running_and_stopped_instances() {
+    let r = rig();
+    let new_volume = |name: &'static str| {
+        let request = serde_json::from_value(json!({"name": name, "size_gb": 1})).unwrap();
+        r.engine.create_volume(request, None)
+    };
+    let data = new_volume("data").await.unwrap();
+    let web = r
+        .engine
+        .create(spec(json!({"name": "web", "image": "alpine"})))
+        .await
+        .unwrap();
+    async fn attach_to(
+        engine: &Engine,
+        instance: &str,
+        volume: &str,
+        path: &str,
+        readonly: bool,
+    ) -> Result<hypedeck_model::Instance, EngineError> {
+        let request = serde_json::from_value(json!({"mount_path": path, "readonly": readonly}))
+            .unwrap();
+        engine.attach_volume(instance, volume, request).await
+    }
+    let attach = |instance, volume, path, readonly| attach_to(&r.engine, instance, volume, path, readonly);
+    let code = |e: EngineError| match e {
+        EngineError::Rejected(r) => r.code.as_str().to_string(),
+        other => format!("{other:?}"),
+    };
+
+    // By name; the guest is told to mount the disk with the volume's serial.
+    let attached = attach("web", "data", "/mnt/data", false).await.unwrap();
+    let volumes = attached.volumes.unwrap();
+    assert_eq!(volumes.len(), 1);
+    assert_eq!(
+        (volumes[0].volume_id.as_str(), volumes[0].mount_path.as_str()),
+        (data.id.as_str(), "/mnt/data")
+    );
+    let serial = crate::volumes::disk_serial(&data.id, false);
+    assert_eq!(r.fake.disks(&web.id), vec![serial.clone()]);
+    let mounts = r.fake.control_requests("mount");
+    assert_eq!(mounts.len(), 1);
+    assert_eq!(mounts[0].1["serial"], json!(serial));
+    assert_eq!(mounts[0].1["mount_path"], json!("/mnt/data"));
+    let got = r.engine.get_volume(&data.id).unwrap();
+    assert_eq!(got.attachments.len(), 1);
+    assert_eq!(got.attachments[0].instance_id, web.id);
+
+    // Upstream's rules.
+    assert_eq!(
+        code(attach("web", &data.id, "/mnt/other", false).await.unwrap_err()),
+        "invalid_state",
+        "attached twice"
+    );
+    let other = new_volume("other").await.unwrap();
+    assert_eq!(
+        code(attach("web", &other.id, "/mnt/data", false).await.unwrap_err()),
+        "invalid_request",
+        "a path taken"
+    );
+    assert_eq!(
+        code(attach("web", &other.id, "/etc", false).await.unwrap_err()),
+        "invalid_request"
+    );
+    assert_eq!(
+        code(attach("web", "missing", "/mnt/x", false).await.unwrap_err()),
+        "not_found"
+    );
+    r.engine
+        .create(spec(json!({"name": "api", "image": "alpine"})))
+        .await
+        .unwrap();
+    assert_eq!(
+        code(attach("api", &data.id, "/mnt/data", true).await.unwrap_err()),
+        "invalid_state",
+        "shared while attached read-write elsewhere"
+    );
+    assert_eq!(
+        code(r.engine.delete_volume(&data.id).await.unwrap_err()),
+        "invalid_state",
+        "an attached volume cannot be deleted"
+    );
+
+    // Detach: unmounted in the guest, then the disk goes.
+    let detached = r.engine.detach_volume("web", "data").await.unwrap();
+    assert!(detached.volumes.unwrap_or_default().is_empty());
+    assert!(r.fake.disks(&web.id).is_empty());
+    let unmounts = r.fake.control_requests("unmount");
+    assert_eq!(unmounts.len(), 1);
+    assert_eq!(unmounts[0].1["mount_path"], json!("/mnt/data"));
+    assert_eq!(
+        code(r.engine.detach_volume("web", "data").await.unwrap_err()),
+        "not_found",
+        "not attached"
+    );
+    assert!(r.engine.get_volume(&data.id).unwrap().attachments.is_empty());
+
+    // Stopped: only the record changes (the next start mounts it); no guest is asked.
+    r.engine.stop("web").await.unwrap();
+    let stopped = attach("web", &data.id, "/mnt/data", true).await.unwrap();
+    assert_eq!(stopped.volumes.unwrap().len(), 1);
+    assert_eq!(r.fake.control_requests("mount").len(), 1);
+    r.engine.detach_volume("web", &data.id).await.unwrap();
+    assert_eq!(r.fake.control_requests("unmount").len(), 1);
+    r.engine.delete_volume(&data.id).await.unwrap();
+}

@@ -66,6 +66,16 @@ impl Drop for RemoveOnDrop {
     }
 }
 
+/// The serial of a volume's disk in an instance (`overlay`: the instance's own upper disk over
+/// it), by which the guest finds a disk attached while it runs: `v`/`o` and 16 hex digits of
+/// the volume id's FNV-1a hash (a virtio-blk serial holds 20 bytes; ids hold 64).
+pub(crate) fn disk_serial(volume_id: &str, overlay: bool) -> String {
+    let hash = volume_id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("{}{hash:016x}", if overlay { 'o' } else { 'v' })
+}
+
 fn attachments_of(id: &str, records: &[InstanceRecord]) -> Vec<VolumeAttachment> {
     let mut out = Vec::new();
     for r in records {
@@ -312,5 +322,225 @@ impl Engine {
             }
         }
         Ok(())
+    }
+}
+
+/// Why a backend refused to attach or detach a disk, as the API's 409.
+fn disk_refused(what: &str, e: hypedeck_hypervisor::HypervisorError) -> EngineError {
+    match e {
+        hypedeck_hypervisor::HypervisorError::Operation { detail, .. } => {
+            rejected(ErrorCode::InvalidState, format!("cannot {what}: {detail}"))
+        }
+        other => EngineError::Hypervisor(other),
+    }
+}
+
+impl Engine {
+    /// A volume by id, else by name (upstream's order).
+    fn find_volume(&self, id_or_name: &str) -> Result<VolumeRecord, EngineError> {
+        match self.load_volume(id_or_name) {
+            Err(EngineError::Rejected(r)) if r.code == ErrorCode::NotFound => {}
+            other => return other,
+        }
+        let named: Vec<Volume> = self
+            .list_volumes()?
+            .into_iter()
+            .filter(|v| v.name == id_or_name)
+            .collect();
+        match named.as_slice() {
+            [one] => self.load_volume(&one.id),
+            [] => Err(not_found(id_or_name)),
+            _ => Err(EngineError::Ambiguous),
+        }
+    }
+
+    /// Whether a verb on the volumes of an instance in `state` runs on the live VM (Running),
+    /// only changes what its next boot mounts (Stopped), or cannot run (409).
+    fn volume_change_is_live(
+        &self,
+        record: &InstanceRecord,
+        state: hypedeck_model::InstanceState,
+        verb: &str,
+    ) -> Result<bool, EngineError> {
+        use hypedeck_model::InstanceState;
+        match state {
+            InstanceState::Stopped => Ok(false),
+            InstanceState::Running => {
+                let backend = self.backend(record.hypervisor)?;
+                if !backend.capabilities().hotplug_disks {
+                    return Err(rejected(
+                        ErrorCode::NotSupported,
+                        format!(
+                            "{verb} a running instance is not supported by the {} backend; stop the instance first",
+                            record.hypervisor
+                        ),
+                    ));
+                }
+                Ok(true)
+            }
+            other => Err(rejected(
+                ErrorCode::InvalidState,
+                format!(
+                    "cannot {verb} an instance in state {other}; it must be Running or Stopped"
+                ),
+            )),
+        }
+    }
+
+    /// Attaches volume `volume` (id or name) to instance `id_or_name` at the request's path.
+    /// A running instance gets the disk at once and the guest mounts it before this returns;
+    /// a stopped one mounts it at its next start. Upstream's rules: a volume is shared only
+    /// when every attachment is read-only, at most 23 volume disks, no system directories.
+    pub async fn attach_volume(
+        &self,
+        id_or_name: &str,
+        volume: &str,
+        request: hypedeck_model::AttachVolumeRequest,
+    ) -> Result<hypedeck_model::Instance, EngineError> {
+        let (_guard, mut record, observed) = self.lock_and_observe(id_or_name).await?;
+        let found = self.find_volume(volume)?;
+        let mount = VolumeMount {
+            volume_id: found.id.clone(),
+            mount_path: request.mount_path,
+            readonly: request.readonly,
+            overlay: None,
+            overlay_size: None,
+        };
+        if let Some(existing) = record.volumes.iter().find(|v| v.volume_id == found.id) {
+            return Err(rejected(
+                ErrorCode::InvalidState,
+                format!(
+                    "volume {} is already attached to this instance at {}",
+                    found.id, existing.mount_path
+                ),
+            ));
+        }
+        hypedeck_model::validate::volumes::check_attachment(&record.volumes, &mount)
+            .map_err(EngineError::Rejected)?;
+        let live = self.volume_change_is_live(&record, observed.state, "attach a volume to")?;
+        // Held from the sharing check until the record claims the volume, as at create.
+        let _claim = self.create_lock.lock().await;
+        self.check_volume_attachments(std::slice::from_ref(&mount))?;
+        let serial = disk_serial(&found.id, false);
+        let vm = if live {
+            let vm = self.runtime.vm(&record.id).ok_or_else(|| {
+                EngineError::InvalidState("the instance's VM is gone".into())
+            })?;
+            let disk = hypedeck_hypervisor::DiskSpec {
+                path: self.volume_disk(&found.id)?,
+                readonly: mount.readonly.unwrap_or(false),
+                io_bps: record.disk_io_bps,
+                serial: Some(serial.clone()),
+            };
+            vm.attach_disk(&disk)
+                .await
+                .map_err(|e| disk_refused("attach the volume", e))?;
+            let mounted = async {
+                let link = self
+                    .agent_link(&record.id, std::time::Duration::from_secs(10))
+                    .await?;
+                link.mount(&hypedeck_guest_init::agent_proto::MountRequest {
+                    serial: serial.clone(),
+                    mount_path: mount.mount_path.clone(),
+                    readonly: mount.readonly.unwrap_or(false),
+                })
+                .await
+                .map_err(|e| EngineError::Agent(format!("the guest could not mount the volume: {e}")))
+            }
+            .await;
+            if let Err(e) = mounted {
+                if let Err(d) = vm.detach_disk(&serial).await {
+                    tracing::error!(error = %d, id = %record.id, "could not detach a volume the guest did not mount");
+                }
+                return Err(e);
+            }
+            Some(vm)
+        } else {
+            None
+        };
+        record.volumes.push(mount.clone());
+        if let Err(e) = self.records.save(&record) {
+            if let Some(vm) = vm {
+                if let Some(link) = self.runtime.agent(&record.id) {
+                    let _ = link.unmount(&mount.mount_path).await;
+                }
+                let _ = vm.detach_disk(&serial).await;
+            }
+            return Err(e);
+        }
+        self.ops_log(
+            &record.id,
+            &format!(
+                "volume {} attached at {}{}{}",
+                found.id,
+                mount.mount_path,
+                if mount.readonly == Some(true) { " (read-only)" } else { "" },
+                if live { "" } else { " (mounted at the next start)" }
+            ),
+        );
+        let observed = self.observe(&mut record).await;
+        self.render(&record, &observed).await
+    }
+
+    /// Detaches volume `volume` (id or name) from instance `id_or_name`. A running guest
+    /// unmounts it first (a volume in use stays attached: 409); a stopped instance just no
+    /// longer mounts it.
+    pub async fn detach_volume(
+        &self,
+        id_or_name: &str,
+        volume: &str,
+    ) -> Result<hypedeck_model::Instance, EngineError> {
+        let (_guard, mut record, observed) = self.lock_and_observe(id_or_name).await?;
+        let volume_id = match record.volumes.iter().find(|v| v.volume_id == volume) {
+            Some(v) => v.volume_id.clone(),
+            None => self.find_volume(volume)?.id,
+        };
+        let Some(pos) = record.volumes.iter().position(|v| v.volume_id == volume_id) else {
+            return Err(rejected(
+                ErrorCode::NotFound,
+                format!("volume {volume_id} is not attached to instance {}", record.id),
+            ));
+        };
+        let mount = record.volumes[pos].clone();
+        let live = self.volume_change_is_live(&record, observed.state, "detach a volume from")?;
+        if live {
+            if mount.overlay == Some(true) {
+                return Err(rejected(
+                    ErrorCode::InvalidState,
+                    format!(
+                        "volume {volume_id} is mounted with an overlay, which stays until the guest stops; stop the instance to detach it"
+                    ),
+                ));
+            }
+            let vm = self.runtime.vm(&record.id).ok_or_else(|| {
+                EngineError::InvalidState("the instance's VM is gone".into())
+            })?;
+            let link = self
+                .agent_link(&record.id, std::time::Duration::from_secs(10))
+                .await?;
+            link.unmount(&mount.mount_path).await.map_err(|e| {
+                rejected(ErrorCode::InvalidState, format!("cannot detach volume {volume_id}: {e}"))
+            })?;
+            let serial = disk_serial(&volume_id, false);
+            if let Err(e) = vm.detach_disk(&serial).await {
+                // Mounted again, so the guest and the record agree.
+                let _ = link
+                    .mount(&hypedeck_guest_init::agent_proto::MountRequest {
+                        serial,
+                        mount_path: mount.mount_path.clone(),
+                        readonly: mount.readonly.unwrap_or(false),
+                    })
+                    .await;
+                return Err(disk_refused("detach the volume", e));
+            }
+        }
+        record.volumes.remove(pos);
+        self.records.save(&record)?;
+        self.ops_log(
+            &record.id,
+            &format!("volume {volume_id} detached from {}", mount.mount_path),
+        );
+        let observed = self.observe(&mut record).await;
+        self.render(&record, &observed).await
     }
 }

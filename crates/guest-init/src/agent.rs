@@ -20,7 +20,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hypedeck_guest_init::agent_proto::{
-    Identity, Kind, OpenRequest, PathInfo, StatRequest, body_len, encode, split_body,
+    Identity, Kind, MountRequest, OpenRequest, PathInfo, StatRequest, UnmountRequest, body_len,
+    encode, split_body,
 };
 
 /// How the agent writes to the host: whole frames, one at a time.
@@ -326,6 +327,25 @@ fn handle(
             };
             link.send(Kind::Reidentified, session, reply.as_bytes());
         }
+        Kind::Mount => {
+            // The disk may take a moment to appear: the other sessions go on meanwhile.
+            let request = serde_json::from_slice::<MountRequest>(payload);
+            let link = link.clone();
+            std::thread::spawn(move || {
+                let reply = match request {
+                    Ok(req) => mount_volume(&req).err().unwrap_or_default(),
+                    Err(e) => format!("bad mount request: {e}"),
+                };
+                link.send(Kind::Mounted, session, reply.as_bytes());
+            });
+        }
+        Kind::Unmount => {
+            let reply = match serde_json::from_slice::<UnmountRequest>(payload) {
+                Ok(req) => unmount_volume(&req).err().unwrap_or_default(),
+                Err(e) => format!("bad unmount request: {e}"),
+            };
+            link.send(Kind::Unmounted, session, reply.as_bytes());
+        }
         Kind::Stat => {
             let info = match serde_json::from_slice::<StatRequest>(payload) {
                 Ok(req) => stat(&req),
@@ -339,6 +359,89 @@ fn handle(
         }
         _ => {}
     }
+}
+
+/// How long a disk attached while the guest runs may take to appear.
+const DISK_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// The block device whose serial is `serial` (`/dev/vdX`), if there is one.
+fn disk_with_serial(serial: &str) -> Option<String> {
+    std::fs::read_dir("/sys/block").ok()?.flatten().find_map(|e| {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let found = std::fs::read_to_string(e.path().join("serial")).ok()?;
+        (found.trim_end_matches(['\0', '\n']) == serial).then(|| format!("/dev/{name}"))
+    })
+}
+
+/// Mounts the disk with the request's serial at its path: ext4, read-write or read-only with
+/// `noload` (a shared disk is never written, not even its journal), as at boot. (The agent is
+/// PID 1's child, root in the image's root, which has the kernel's `/dev` and `/sys`.)
+fn mount_volume(req: &MountRequest) -> Result<(), String> {
+    if !req.mount_path.starts_with('/') || req.mount_path.contains('\0') {
+        return Err("the mount path must be absolute".into());
+    }
+    let deadline = std::time::Instant::now() + DISK_WAIT;
+    let device = loop {
+        if let Some(d) = disk_with_serial(&req.serial)
+            && std::path::Path::new(&d).exists()
+        {
+            break d;
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(format!(
+                "the disk did not appear in the guest within {} s",
+                DISK_WAIT.as_secs()
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    std::fs::create_dir_all(&req.mount_path)
+        .map_err(|e| format!("create {}: {e}", req.mount_path))?;
+    let (flags, data) = if req.readonly {
+        (libc::MS_RDONLY, "noload")
+    } else {
+        (0, "")
+    };
+    let c = |s: &str| std::ffi::CString::new(s).map_err(|_| "bad path".to_string());
+    let (src, dst, fstype, data) = (c(&device)?, c(&req.mount_path)?, c("ext4")?, c(data)?);
+    // SAFETY: valid NUL-terminated strings that outlive the call.
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            dst.as_ptr(),
+            fstype.as_ptr(),
+            flags,
+            data.as_ptr().cast(),
+        )
+    };
+    if rc != 0 {
+        return Err(format!(
+            "mount {device} at {}: {}",
+            req.mount_path,
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
+
+/// Flushes and unmounts a volume; a volume still in use (open files, a process's working
+/// directory) stays mounted and the answer says so.
+fn unmount_volume(req: &UnmountRequest) -> Result<(), String> {
+    let path = std::ffi::CString::new(req.mount_path.as_str()).map_err(|_| "bad path".to_string())?;
+    // SAFETY: sync(2) takes no arguments; umount2 gets a valid NUL-terminated path.
+    unsafe { libc::sync() };
+    if unsafe { libc::umount2(path.as_ptr(), 0) } == 0 {
+        return Ok(());
+    }
+    let err = std::io::Error::last_os_error();
+    Err(match err.raw_os_error() {
+        Some(libc::EBUSY) => format!(
+            "{} is in use in the guest (a process has files or its working directory there)",
+            req.mount_path
+        ),
+        Some(libc::EINVAL) => format!("nothing is mounted at {}", req.mount_path),
+        _ => format!("unmount {}: {err}", req.mount_path),
+    })
 }
 
 /// Sets `CLOCK_REALTIME`.

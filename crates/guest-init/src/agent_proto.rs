@@ -51,6 +51,12 @@ pub enum Kind {
     /// [`Identity`]): take its name and network identity, and mix fresh entropy into the
     /// kernel's random pool; answered by `Reidentified`.
     Reidentify = 17,
+    /// host → guest: mount the disk just attached (JSON [`MountRequest`]); answered by
+    /// `Mounted`.
+    Mount = 18,
+    /// host → guest: unmount a volume before its disk is detached (JSON [`UnmountRequest`]);
+    /// answered by `Unmounted`.
+    Unmount = 19,
     /// guest → host: output on stdout (or the terminal).
     Stdout = 20,
     /// guest → host: output on stderr.
@@ -66,6 +72,10 @@ pub enum Kind {
     /// guest → host: the answer to `Reidentify`: empty when every step worked, else what
     /// failed.
     Reidentified = 26,
+    /// guest → host: the answer to `Mount`: empty when mounted, else why not.
+    Mounted = 27,
+    /// guest → host: the answer to `Unmount`: empty when unmounted, else why not.
+    Unmounted = 28,
 }
 
 impl Kind {
@@ -83,6 +93,8 @@ impl Kind {
             15 => Kind::Stat,
             16 => Kind::SetClock,
             17 => Kind::Reidentify,
+            18 => Kind::Mount,
+            19 => Kind::Unmount,
             20 => Kind::Stdout,
             21 => Kind::Stderr,
             22 => Kind::Exit,
@@ -90,6 +102,8 @@ impl Kind {
             24 => Kind::StatResult,
             25 => Kind::ClockSet,
             26 => Kind::Reidentified,
+            27 => Kind::Mounted,
+            28 => Kind::Unmounted,
             _ => return None,
         })
     }
@@ -245,6 +259,24 @@ pub struct IdentityNetwork {
     pub prefix: u8,
     /// Default gateway.
     pub gateway: String,
+}
+
+/// A volume to mount while the guest runs (the `Mount` payload).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountRequest {
+    /// The serial of its disk (`/sys/block/vdX/serial`).
+    pub serial: String,
+    /// Absolute path in the guest (created when missing).
+    pub mount_path: String,
+    /// Mount read-only (with `noload`, like at boot).
+    pub readonly: bool,
+}
+
+/// A volume to unmount (the `Unmount` payload).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnmountRequest {
+    /// Where it is mounted.
+    pub mount_path: String,
 }
 
 /// Seconds and nanoseconds from a `SetClock` payload, if it is one.

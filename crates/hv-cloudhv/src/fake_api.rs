@@ -34,11 +34,13 @@ pub fn spec() -> VmSpec {
                 path: PathBuf::from("/data/images/abc/rootfs.ext4"),
                 readonly: true,
                 io_bps: 0,
+                serial: None,
             },
             DiskSpec {
                 path: PathBuf::from("/data/i/x/overlay,1.ext4"),
                 readonly: false,
                 io_bps: 100 << 20,
+                serial: None,
             },
         ],
         serial_log: PathBuf::from("/data/instances/x/logs/app.log"),

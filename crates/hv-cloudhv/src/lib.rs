@@ -50,6 +50,7 @@ pub const CAPABILITIES: Capabilities = Capabilities {
     port_forwarding: true,
     egress_enforcement: true,
     templates: false,
+    hotplug_disks: false,
 };
 
 /// Environment variable naming the `cloud-hypervisor` binary.

@@ -171,6 +171,94 @@ fn default_ram_id(arch: Arch) -> &'static str {
     }
 }
 
+/// Where a VM's volume disks sit and what memory was plugged into it after boot: what its
+/// saves must be restored with (`layout.json` in its runtime dir and in each save).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Layout {
+    /// PCIe root ports (`hp0`, `hp1`, …) that take disks while the VM runs. 0: a VM saved
+    /// before they existed, whose volume disks sit on the root bus and stay there.
+    pub ports: u32,
+    /// The serial of the disk on each port; `None`: free. Shorter than `ports` when the last
+    /// ports are free.
+    #[serde(default)]
+    pub slots: Vec<Option<String>>,
+    /// Memory plugged as a DIMM after boot (`hotplug_size`), in bytes; 0: none.
+    #[serde(default)]
+    pub dimm_bytes: u64,
+}
+
+/// Root ports a new VM gets at least: disks attached at boot take the first, the others take
+/// disks while it runs.
+pub const MIN_PORTS: u32 = 8;
+/// The most root ports (three functions-of-eight slots on the root bus).
+pub const MAX_PORTS: u32 = 24;
+/// The id of the memory backend and DIMM plugged after boot (the same at every restore).
+pub const DIMM_MEMORY_ID: &str = "hpmem0";
+/// See [`DIMM_MEMORY_ID`].
+pub const DIMM_ID: &str = "dimm0";
+
+impl Layout {
+    /// A new VM's layout: its serial-named disks on the first ports, in order; `dimm_bytes` of
+    /// memory to plug after boot.
+    pub fn fresh(spec: &VmSpec, dimm_bytes: u64) -> Layout {
+        let slots: Vec<Option<String>> = spec
+            .disks
+            .iter()
+            .filter_map(|d| d.serial.clone().filter(|s| valid_serial(s)).map(Some))
+            .collect();
+        Layout {
+            ports: (slots.len() as u32).clamp(MIN_PORTS, MAX_PORTS),
+            slots,
+            dimm_bytes,
+        }
+    }
+
+    /// The port of the disk with `serial`, if it has one.
+    pub fn port_of(&self, serial: &str) -> Option<u32> {
+        self.slots
+            .iter()
+            .position(|s| s.as_deref() == Some(serial))
+            .map(|p| p as u32)
+    }
+
+    /// The first free port, if any.
+    pub fn free_port(&self) -> Option<u32> {
+        (0..self.ports).find(|&p| self.slots.get(p as usize).is_none_or(|s| s.is_none()))
+    }
+
+    /// Puts the disk with `serial` on `port`.
+    pub fn take(&mut self, port: u32, serial: &str) {
+        let p = port as usize;
+        if self.slots.len() <= p {
+            self.slots.resize(p + 1, None);
+        }
+        self.slots[p] = Some(serial.to_string());
+    }
+
+    /// Frees the port of the disk with `serial`.
+    pub fn release(&mut self, serial: &str) {
+        for s in &mut self.slots {
+            if s.as_deref() == Some(serial) {
+                *s = None;
+            }
+        }
+        while self.slots.last().is_some_and(|s| s.is_none()) {
+            self.slots.pop();
+        }
+    }
+}
+
+/// Whether `serial` can be a virtio-blk serial here (the guest reads at most 20 bytes; nothing
+/// that could end QEMU's option).
+pub fn valid_serial(serial: &str) -> bool {
+    (1..=20).contains(&serial.len()) && serial.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+/// The QEMU id of the disk device with `serial`.
+pub fn disk_device_id(serial: &str) -> String {
+    format!("vd-{serial}")
+}
+
 /// What a VM gets beyond `spec`: the choices a saved VM must be restored with.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Boot<'a> {
@@ -182,6 +270,9 @@ pub struct Boot<'a> {
     /// A virtio balloon with free page reporting (memory back to the host), which VMs saved
     /// before it existed must be restored without.
     pub balloon: bool,
+    /// Root ports, the disks on them and the DIMM; `None`: none of them (a VM saved before
+    /// they existed).
+    pub layout: Option<&'a Layout>,
 }
 
 /// Builds the full argv (without the binary) for `spec`.
@@ -203,7 +294,10 @@ pub fn argv_with(
         machine,
         template,
         balloon,
+        layout,
     } = boot;
+    let empty = Layout::default();
+    let layout = layout.unwrap_or(&empty);
     let files = RuntimeFiles::in_dir(&spec.runtime_dir);
     let mib = |b: u64| b.div_ceil(1 << 20);
     let mut a: Vec<String> = Vec::new();
@@ -284,6 +378,32 @@ pub fn argv_with(
         &format!("file,id=serial0,path={},append=on", q(&spec.serial_log)),
     ]);
     push(&["-serial", "chardev:serial0"]);
+    if layout.dimm_bytes > 0 {
+        // Plugged after the first boot (see `Layout::dimm_bytes`): cold-plugged at a restore.
+        push(&[
+            "-object",
+            &format!(
+                "memory-backend-ram,id={DIMM_MEMORY_ID},size={}M",
+                mib(layout.dimm_bytes)
+            ),
+            "-device",
+            &format!("pc-dimm,id={DIMM_ID},memdev={DIMM_MEMORY_ID}"),
+        ]);
+    }
+    // Root ports before the disks, at fixed addresses (functions of slots 0x10-0x12), so the
+    // devices QEMU places itself keep their slots whatever the ports hold.
+    for p in 0..layout.ports {
+        let function = p % 8;
+        push(&[
+            "-device",
+            &format!(
+                "pcie-root-port,id=hp{p},bus=pcie.0,chassis={},addr=0x{:x}.{function}{},io-reserve=0",
+                p + 1,
+                0x10 + p / 8,
+                if function == 0 { ",multifunction=on" } else { "" }
+            ),
+        ]);
+    }
     for (i, disk) in spec.disks.iter().enumerate() {
         let mut drive = format!(
             "file={},if=none,id=disk{i},format=raw,cache=writeback",
@@ -301,7 +421,14 @@ pub fn argv_with(
             ));
         }
         push(&["-drive", &drive]);
-        push(&["-device", &format!("virtio-blk-pci,drive=disk{i}")]);
+        let mut device = format!("virtio-blk-pci,drive=disk{i}");
+        if let Some(serial) = disk.serial.as_deref().filter(|s| valid_serial(s)) {
+            device.push_str(&format!(",id={},serial={serial}", disk_device_id(serial)));
+            if let Some(port) = layout.port_of(serial) {
+                device.push_str(&format!(",bus=hp{port}"));
+            }
+        }
+        push(&["-device", &device]);
     }
     if let Some(net) = &spec.network {
         // Every frame goes to the engine's userspace stack, which decides every flow (policy,
@@ -403,11 +530,13 @@ mod tests {
                     path: PathBuf::from("/data/images/abc/rootfs.ext4"),
                     readonly: true,
                     io_bps: 0,
+                    serial: None,
                 },
                 DiskSpec {
                     path: PathBuf::from("/data/i/x/overlay,1.ext4"),
                     readonly: false,
                     io_bps: 100 << 20,
+                    serial: None,
                 },
             ],
             serial_log: PathBuf::from("/data/instances/x/logs/app.log"),
@@ -522,6 +651,69 @@ mem-path=/data/templates/k/memory.ram,share=on",
             .map(String::from)
             .collect();
         assert_eq!(without.join(" "), plain.join(" "));
+    }
+
+    #[test]
+    fn volume_disks_sit_on_root_ports_that_a_restore_puts_back() {
+        let mut s = spec();
+        s.disks.push(DiskSpec {
+            path: PathBuf::from("/data/volumes/a/data.raw"),
+            readonly: true,
+            io_bps: 0,
+            serial: Some("v0123456789abcdef".into()),
+        });
+        s.disks.push(DiskSpec {
+            path: PathBuf::from("/data/volumes/b/data.raw"),
+            readonly: false,
+            io_bps: 0,
+            serial: Some("bad,serial".into()),
+        });
+        let fresh = Layout::fresh(&s, 0);
+        assert_eq!(fresh.ports, MIN_PORTS);
+        assert_eq!(fresh.slots, vec![Some("v0123456789abcdef".to_string())], "a bad serial is dropped");
+        let boot = |layout| {
+            argv_with(
+                &s,
+                Accel::Tcg,
+                Arch::X86_64,
+                &VsockMode::Off,
+                Boot {
+                    layout,
+                    ..Boot::default()
+                },
+            )
+            .join(" ")
+        };
+        let a = boot(Some(&fresh));
+        assert!(
+            a.contains("-device pcie-root-port,id=hp0,bus=pcie.0,chassis=1,addr=0x10.0,multifunction=on,io-reserve=0 -device pcie-root-port,id=hp1,bus=pcie.0,chassis=2,addr=0x10.1,io-reserve=0"),
+            "{a}"
+        );
+        assert!(a.contains("id=hp7,bus=pcie.0,chassis=8,addr=0x10.7,io-reserve=0 -drive"), "{a}");
+        assert!(!a.contains("id=hp8"), "{a}");
+        assert!(
+            a.contains("-device virtio-blk-pci,drive=disk2,id=vd-v0123456789abcdef,serial=v0123456789abcdef,bus=hp0"),
+            "{a}"
+        );
+        assert!(a.contains("-device virtio-blk-pci,drive=disk3 "), "{a}");
+        // A disk attached later on port 5, and a DIMM: the restore's argv puts both back.
+        let mut later = fresh.clone();
+        later.release("v0123456789abcdef");
+        later.take(5, "v0123456789abcdef");
+        later.dimm_bytes = 256 << 20;
+        assert_eq!(later.free_port(), Some(0));
+        let r = boot(Some(&later));
+        assert!(r.contains(",serial=v0123456789abcdef,bus=hp5"), "{r}");
+        assert!(
+            r.contains("-object memory-backend-ram,id=hpmem0,size=256M -device pc-dimm,id=dimm0,memdev=hpmem0"),
+            "{r}"
+        );
+        // A VM saved before layouts: no ports, its volume disks on the root bus.
+        let old = boot(None);
+        assert!(!old.contains("pcie-root-port") && !old.contains("pc-dimm"), "{old}");
+        assert!(old.contains(",serial=v0123456789abcdef -drive") || old.contains(",serial=v0123456789abcdef -device"), "{old}");
+        let json = serde_json::to_string(&later).unwrap();
+        assert_eq!(serde_json::from_str::<Layout>(&json).unwrap(), later);
     }
 
     #[test]

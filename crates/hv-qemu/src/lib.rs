@@ -21,12 +21,13 @@ use std::time::Duration;
 
 use hypedeck_guest_init::agent_proto::AGENT_VSOCK_PORT;
 use hypedeck_hypervisor::{
-    AgentChannel, Capabilities, Hypervisor, HypervisorError, NetworkLink, Vm, VmSpec, VmmState,
+    AgentChannel, Capabilities, DiskSpec, Hypervisor, HypervisorError, NetworkLink, Vm, VmSpec,
+    VmmState,
 };
 use hypedeck_model::HypervisorKind;
 use tokio::io::AsyncWriteExt;
 
-pub use config::{Accel, Arch, Boot, RuntimeFiles, TemplateMemory, VsockMode};
+pub use config::{Accel, Arch, Boot, Layout, RuntimeFiles, TemplateMemory, VsockMode};
 
 /// What the QEMU backend supports.
 pub const CAPABILITIES: Capabilities = Capabilities {
@@ -40,6 +41,7 @@ pub const CAPABILITIES: Capabilities = Capabilities {
     port_forwarding: true,
     egress_enforcement: true,
     templates: false,
+    hotplug_disks: true,
 };
 
 const QMP_TIMEOUT: Duration = Duration::from_millis(2000);
@@ -288,9 +290,25 @@ impl Hypervisor for QemuHypervisor {
     async fn start(&self, spec: &VmSpec) -> Result<Box<dyn Vm>, HypervisorError> {
         std::fs::create_dir_all(&spec.runtime_dir).map_err(HypervisorError::Start)?;
         let accel = self.accel(&spec.kernel, &spec.initrd).await;
-        let boot = self.boot();
+        let mut layout = Layout::fresh(spec, 0);
+        let boot = Boot {
+            layout: Some(&layout),
+            ..self.boot()
+        };
         let argv = config::argv_with(spec, accel, self.arch, &self.vsock, boot);
-        Ok(Box::new(self.spawn(spec, &argv, boot).await?))
+        let vm = self.spawn(spec, &argv, boot).await?;
+        if spec.hotplug_bytes > 0 {
+            // Like upstream: the VM boots with `size` and gets `hotplug_size` more right
+            // away, best effort (the guest onlines it, `memhp_default_state`).
+            match plug_dimm(&vm.files, spec.hotplug_bytes).await {
+                Ok(()) => {
+                    layout.dimm_bytes = spec.hotplug_bytes;
+                    write_layout(&spec.runtime_dir, Some(&layout)).map_err(HypervisorError::Start)?;
+                }
+                Err(e) => tracing::warn!(instance = %spec.instance_id, "hotplug memory: {e}"),
+            }
+        }
+        Ok(Box::new(vm))
     }
 
     async fn attach(
@@ -333,11 +351,17 @@ impl Hypervisor for QemuHypervisor {
         // The machine it was saved with (a newer QEMU keeps older machine types); saves of
         // engines before this was recorded ran the board's newest version, which is ours.
         let machine = saved_machine(dir).unwrap_or_else(|| self.machine.clone());
+        // Saved before VMs had root ports for disks: restored without them.
+        let layout = read_layout(dir).map_err(|detail| HypervisorError::Operation {
+            operation: "restore",
+            detail,
+        })?;
         let boot = Boot {
             machine: Some(&machine),
             template: None,
             // Saved before VMs had a balloon: restored without one (the devices must match).
             balloon: dir.join(BALLOON_FILE).exists(),
+            layout: layout.as_ref(),
         };
         let mut argv = config::argv_with(spec, accel, self.arch, &self.vsock, boot);
         argv.extend([
@@ -428,17 +452,9 @@ impl Hypervisor for QemuHypervisor {
         std::fs::create_dir_all(&spec.runtime_dir).map_err(HypervisorError::Start)?;
         std::fs::create_dir_all(dir).map_err(HypervisorError::Start)?;
         let memory = dir.join(TEMPLATE_MEMORY_FILE);
-        let argv = self.template_argv(spec, &memory, true).await;
-        let vm = self
-            .spawn(
-                spec,
-                &argv,
-                Boot {
-                    balloon: false,
-                    ..self.boot()
-                },
-            )
-            .await?;
+        let layout = Layout::fresh(spec, 0);
+        let (argv, boot) = self.template_argv(spec, &memory, true, &layout).await;
+        let vm = self.spawn(spec, &argv, boot).await?;
         let saved = async {
             wait_for_console(&vm, &spec.serial_log, hypedeck_guest_init::TEMPLATE_READY).await?;
             // The stream then carries the devices only: the RAM stays in the shared file.
@@ -474,18 +490,10 @@ impl Hypervisor for QemuHypervisor {
             return Err(fail("the template is incomplete".into()));
         }
         std::fs::create_dir_all(&spec.runtime_dir).map_err(HypervisorError::Start)?;
-        let mut argv = self.template_argv(spec, &memory, false).await;
+        let layout = Layout::fresh(spec, 0);
+        let (mut argv, boot) = self.template_argv(spec, &memory, false, &layout).await;
         argv.extend(["-S", "-incoming", "defer"].map(String::from));
-        let vm = self
-            .spawn(
-                spec,
-                &argv,
-                Boot {
-                    balloon: false,
-                    ..self.boot()
-                },
-            )
-            .await?;
+        let vm = self.spawn(spec, &argv, boot).await?;
         let started = async {
             set_ignore_shared(&vm.files, true).await?;
             let uri = format!("exec:cat {}", shell_quote(&state));
@@ -506,7 +514,7 @@ impl Hypervisor for QemuHypervisor {
 }
 
 /// What a template's saved devices are made with; a change names other templates.
-const TEMPLATE_FORMAT: &str = "3";
+const TEMPLATE_FORMAT: &str = "4";
 /// A template's RAM (a sparse file of the VM's memory size).
 pub const TEMPLATE_MEMORY_FILE: &str = "memory.ram";
 /// A template's saved devices (the migration stream without the RAM).
@@ -555,36 +563,42 @@ async fn wait_for_console(vm: &QemuVm, log: &Path, marker: &str) -> Result<(), S
 }
 
 impl QemuHypervisor {
-    /// The argv of a template being made (`shared`) or of a VM started from one.
-    async fn template_argv(&self, spec: &VmSpec, memory: &Path, shared: bool) -> Vec<String> {
+    /// The argv of a template being made (`shared`) or of a VM started from one, and what it
+    /// boots with.
+    async fn template_argv<'a>(
+        &'a self,
+        spec: &VmSpec,
+        memory: &'a Path,
+        shared: bool,
+        layout: &'a Layout,
+    ) -> (Vec<String>, Boot<'a>) {
         let accel = self.accel(&spec.kernel, &spec.initrd).await;
-        let template = Some(TemplateMemory {
-            path: memory,
-            shared,
-        });
-        config::argv_with(
-            spec,
-            accel,
-            self.arch,
-            &self.vsock,
-            Boot {
-                template,
-                // No balloon: QEMU 7.2 gives a discarded page of a file-backed RAM block back by
-                // punching a hole in the file, even for a private mapping, so free page
-                // reporting or ballooning in one VM would zero pages of the template under
-                // every other VM started from it (the template test caught it).
-                balloon: false,
-                ..self.boot()
-            },
+        let boot = Boot {
+            template: Some(TemplateMemory {
+                path: memory,
+                shared,
+            }),
+            // No balloon: QEMU 7.2 gives a discarded page of a file-backed RAM block back by
+            // punching a hole in the file, even for a private mapping, so free page
+            // reporting or ballooning in one VM would zero pages of the template under
+            // every other VM started from it (the template test caught it).
+            balloon: false,
+            layout: Some(layout),
+            ..self.boot()
+        };
+        (
+            config::argv_with(spec, accel, self.arch, &self.vsock, boot),
+            boot,
         )
     }
 
-    /// What new VMs boot with.
+    /// What new VMs boot with (their [`Layout`] is their own).
     fn boot(&self) -> Boot<'_> {
         Boot {
             machine: Some(&self.machine),
             template: None,
             balloon: true,
+            layout: None,
         }
     }
 
@@ -608,6 +622,7 @@ impl QemuHypervisor {
         } else {
             let _ = std::fs::remove_file(&balloon);
         }
+        write_layout(&spec.runtime_dir, boot.layout).map_err(HypervisorError::Start)?;
         let channel = self.prepare_channel(spec, &files).await?;
         let pid = match process::spawn(&self.binary, argv, &files).await {
             Ok(pid) => pid,
@@ -656,6 +671,69 @@ pub const SNAPSHOT_FILE: &str = "memory.bin";
 pub const MACHINE_FILE: &str = "machine";
 /// Present when a VM has a balloon (in its runtime dir, and in the dir of a VM saved with one).
 pub const BALLOON_FILE: &str = "balloon";
+/// A VM's [`Layout`] (in its runtime dir, and in the dir of a VM saved with one).
+pub const LAYOUT_FILE: &str = "layout.json";
+
+/// Writes `layout` into `dir` (atomically), or removes it (`None`: a VM without root ports).
+fn write_layout(dir: &Path, layout: Option<&Layout>) -> std::io::Result<()> {
+    let path = dir.join(LAYOUT_FILE);
+    match layout {
+        Some(layout) => {
+            let tmp = dir.join(format!("{LAYOUT_FILE}.tmp"));
+            std::fs::write(&tmp, serde_json::to_vec(layout).map_err(std::io::Error::other)?)?;
+            std::fs::rename(tmp, path)
+        }
+        None => match std::fs::remove_file(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        },
+    }
+}
+
+/// The [`Layout`] in `dir`; `None` when it has none (a VM saved before layouts existed).
+fn read_layout(dir: &Path) -> Result<Option<Layout>, String> {
+    match std::fs::read(dir.join(LAYOUT_FILE)) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| format!("the saved VM's {LAYOUT_FILE} is unreadable: {e}")),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("read {LAYOUT_FILE}: {e}")),
+    }
+}
+
+/// Plugs a DIMM of `bytes` into a running VM.
+async fn plug_dimm(files: &RuntimeFiles, bytes: u64) -> Result<(), String> {
+    use config::{DIMM_ID, DIMM_MEMORY_ID};
+    qmp::execute(
+        &files.qmp,
+        "object-add",
+        Some(serde_json::json!({
+            "qom-type": "memory-backend-ram", "id": DIMM_MEMORY_ID, "size": bytes
+        })),
+        QMP_TIMEOUT,
+    )
+    .await?;
+    let plugged = qmp::execute(
+        &files.qmp,
+        "device_add",
+        Some(serde_json::json!({ "driver": "pc-dimm", "id": DIMM_ID, "memdev": DIMM_MEMORY_ID })),
+        QMP_TIMEOUT,
+    )
+    .await;
+    if plugged.is_err() {
+        let _ = qmp::execute(
+            &files.qmp,
+            "object-del",
+            Some(serde_json::json!({ "id": DIMM_MEMORY_ID })),
+            QMP_TIMEOUT,
+        )
+        .await;
+    }
+    plugged.map(|_| ())
+}
+
+/// How long a guest may take to let go of a disk being detached.
+const DETACH_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The guest's reads and writes over every disk of a `query-blockstats` answer.
 fn sum_blockstats(stats: &serde_json::Value) -> hypedeck_hypervisor::DiskIo {
@@ -730,6 +808,46 @@ impl QemuVm {
     /// The runtime dir.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Asks the guest to eject device `id` and waits until QEMU removed it.
+    async fn remove_disk_device(&self, id: &str) -> Result<(), String> {
+        match qmp::execute(
+            &self.files.qmp,
+            "device_del",
+            Some(serde_json::json!({ "id": id })),
+            QMP_TIMEOUT,
+        )
+        .await
+        {
+            Ok(_) => {}
+            // Already gone (an earlier detach that timed out and then completed).
+            Err(e) if e.contains("not found") => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        let deadline = tokio::time::Instant::now() + DETACH_TIMEOUT;
+        loop {
+            let children = qmp::execute(
+                &self.files.qmp,
+                "qom-list",
+                Some(serde_json::json!({ "path": "/machine/peripheral" })),
+                QMP_TIMEOUT,
+            )
+            .await?;
+            let present = children
+                .as_array()
+                .is_some_and(|c| c.iter().any(|p| p.get("name").and_then(|n| n.as_str()) == Some(id)));
+            if !present {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(format!(
+                    "the guest did not release the disk within {} s",
+                    DETACH_TIMEOUT.as_secs()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }
 
@@ -843,6 +961,113 @@ impl Vm for QemuVm {
         Some(sum_blockstats(&stats))
     }
 
+    async fn attach_disk(&self, disk: &DiskSpec) -> Result<(), HypervisorError> {
+        let fail = |detail: String| HypervisorError::Operation {
+            operation: "attach disk",
+            detail,
+        };
+        let serial = disk
+            .serial
+            .as_deref()
+            .filter(|s| config::valid_serial(s))
+            .ok_or_else(|| fail("the disk has no serial".into()))?;
+        let mut layout = read_layout(&self.dir)
+            .map_err(fail)?
+            .filter(|l| l.ports > 0)
+            .ok_or_else(|| {
+                fail("this VM was saved before disks could be attached while it runs; stop and start it first".into())
+            })?;
+        if layout.port_of(serial).is_some() {
+            return Err(fail(format!("a disk with serial {serial} is attached already")));
+        }
+        let port = layout.free_port().ok_or_else(|| {
+            fail(format!(
+                "all {} disk ports of this VM are taken; stop and start it to attach more",
+                layout.ports
+            ))
+        })?;
+        let node = format!("vn-{serial}");
+        qmp::execute(
+            &self.files.qmp,
+            "blockdev-add",
+            Some(serde_json::json!({
+                "driver": "raw", "node-name": node, "read-only": disk.readonly,
+                "file": {"driver": "file", "filename": disk.path.display().to_string()}
+            })),
+            QMP_TIMEOUT,
+        )
+        .await
+        .map_err(fail)?;
+        let id = config::disk_device_id(serial);
+        let added = async {
+            qmp::execute(
+                &self.files.qmp,
+                "device_add",
+                Some(serde_json::json!({
+                    "driver": "virtio-blk-pci", "id": id, "drive": node,
+                    "bus": format!("hp{port}"), "serial": serial
+                })),
+                QMP_TIMEOUT,
+            )
+            .await?;
+            if disk.io_bps > 0 {
+                // Sustained limit with a 4x burst, like the disks attached at boot.
+                qmp::execute(
+                    &self.files.qmp,
+                    "block_set_io_throttle",
+                    Some(serde_json::json!({
+                        "id": id, "bps": disk.io_bps, "bps_max": disk.io_bps.saturating_mul(4),
+                        "bps_rd": 0, "bps_wr": 0, "iops": 0, "iops_rd": 0, "iops_wr": 0
+                    })),
+                    QMP_TIMEOUT,
+                )
+                .await?;
+            }
+            Ok::<(), String>(())
+        }
+        .await;
+        if let Err(detail) = added {
+            let _ = self.remove_disk_device(&id).await;
+            let _ = qmp::execute(
+                &self.files.qmp,
+                "blockdev-del",
+                Some(serde_json::json!({ "node-name": node })),
+                QMP_TIMEOUT,
+            )
+            .await;
+            return Err(fail(detail));
+        }
+        layout.take(port, serial);
+        write_layout(&self.dir, Some(&layout)).map_err(|e| fail(e.to_string()))
+    }
+
+    async fn detach_disk(&self, serial: &str) -> Result<(), HypervisorError> {
+        let fail = |detail: String| HypervisorError::Operation {
+            operation: "detach disk",
+            detail,
+        };
+        let mut layout = read_layout(&self.dir)
+            .map_err(fail)?
+            .filter(|l| l.port_of(serial).is_some())
+            .ok_or_else(|| {
+                fail("this disk cannot be detached while the VM runs (it was saved before disks could be); stop the instance first".into())
+            })?;
+        self.remove_disk_device(&config::disk_device_id(serial))
+            .await
+            .map_err(fail)?;
+        // A disk attached while the VM ran has a block node of its own; one attached at boot
+        // went with its device.
+        let _ = qmp::execute(
+            &self.files.qmp,
+            "blockdev-del",
+            Some(serde_json::json!({ "node-name": format!("vn-{serial}") })),
+            QMP_TIMEOUT,
+        )
+        .await;
+        layout.release(serial);
+        write_layout(&self.dir, Some(&layout)).map_err(|e| fail(e.to_string()))
+    }
+
     fn agent_channel(&self) -> AgentChannel {
         self.channel.clone()
     }
@@ -874,6 +1099,8 @@ impl Vm for QemuVm {
         if self.dir.join(BALLOON_FILE).exists() {
             std::fs::write(dir.join(BALLOON_FILE), b"").map_err(|e| fail(e.to_string()))?;
         }
+        let layout = read_layout(&self.dir).map_err(fail)?;
+        write_layout(dir, layout.as_ref()).map_err(|e| fail(e.to_string()))?;
         self.kill().await
     }
 }
@@ -941,6 +1168,7 @@ mod template_key_tests {
             path: dir.join(name),
             readonly,
             io_bps: 0,
+            serial: None,
         };
         VmSpec {
             instance_id: "tz4a98xxat96iws9zmbrgj3a".into(),

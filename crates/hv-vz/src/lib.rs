@@ -54,6 +54,7 @@ pub const CAPABILITIES: Capabilities = Capabilities {
     port_forwarding: true,
     egress_enforcement: true,
     templates: false,
+    hotplug_disks: false,
 };
 
 /// Environment variable naming the helper binary (default: `hypedeck-vz` next to the

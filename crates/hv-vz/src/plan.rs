@@ -349,11 +349,13 @@ mod tests {
                     path: PathBuf::from("/data/images/abc/rootfs.ext4"),
                     readonly: true,
                     io_bps: 0,
+                    serial: None,
                 },
                 DiskSpec {
                     path: PathBuf::from("/data/i/x/overlay.ext4"),
                     readonly: false,
                     io_bps: 0,
+                    serial: None,
                 },
             ],
             serial_log: PathBuf::from("/data/instances/x/logs/app.log"),

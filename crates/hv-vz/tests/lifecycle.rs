@@ -309,6 +309,7 @@ impl Fixture {
                 path: d.join("rootfs.ext4"),
                 readonly: true,
                 io_bps: 0,
+                serial: None,
             }],
             serial_log: d.join("app.log"),
             network: Some(NetSpec {

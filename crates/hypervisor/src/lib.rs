@@ -42,6 +42,9 @@ pub struct Capabilities {
     /// VMs start from templates: a booted VM saved once, whose memory the VMs started from it
     /// share copy-on-write ([`Hypervisor::template_key`]).
     pub templates: bool,
+    /// Disks are attached to and detached from running VMs ([`Vm::attach_disk`]); disks with
+    /// a [`DiskSpec::serial`] show it to the guest (`/sys/block/vdX/serial`).
+    pub hotplug_disks: bool,
 }
 
 /// How the guest NIC's frames reach the engine ([`Vm::network_link`]).
@@ -91,6 +94,10 @@ pub struct DiskSpec {
     pub readonly: bool,
     /// Sustained I/O limit in bytes per second (0 = none).
     pub io_bps: u64,
+    /// What the guest reads in `/sys/block/vdX/serial` (at most 20 ASCII letters and digits),
+    /// by which it finds a disk attached while it runs. Backends with
+    /// [`Capabilities::hotplug_disks`] show it and name the disk by it.
+    pub serial: Option<String>,
 }
 
 /// User-mode (unprivileged) networking of one VM.
@@ -308,6 +315,25 @@ pub trait Vm: Send + Sync + std::fmt::Debug {
         Err(HypervisorError::Operation {
             operation: "balloon",
             detail: "this VM has no balloon".into(),
+        })
+    }
+
+    /// Attaches `disk` (which has a [`DiskSpec::serial`]) to the running VM; returns once the
+    /// VMM has the device (the guest sees it shortly after). Its saves are restored with it
+    /// when the restore's spec lists it. Requires [`Capabilities::hotplug_disks`].
+    async fn attach_disk(&self, _disk: &DiskSpec) -> Result<(), HypervisorError> {
+        Err(HypervisorError::Operation {
+            operation: "attach disk",
+            detail: "this backend cannot attach disks to a running VM".into(),
+        })
+    }
+
+    /// Detaches the disk with `serial` (attached at boot or by [`Vm::attach_disk`]); returns
+    /// once the guest let it go and the VMM removed it.
+    async fn detach_disk(&self, _serial: &str) -> Result<(), HypervisorError> {
+        Err(HypervisorError::Operation {
+            operation: "detach disk",
+            detail: "this backend cannot detach disks from a running VM".into(),
         })
     }
 

@@ -35,7 +35,7 @@ pub use instance::{
     VolumeAttachment, VolumeMount,
 };
 pub use request::{
-    CreateInstanceRequest, CreateVolumeRequest, CredentialInject, CredentialInjectAs,
+    AttachVolumeRequest, CreateInstanceRequest, CreateVolumeRequest, CredentialInject, CredentialInjectAs,
     CredentialPolicy, CredentialSource, EgressEnforcement, EgressRequest, GpuRequest,
     NetworkRequest, PortMapping, UpdateInstanceRequest,
 };

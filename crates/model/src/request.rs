@@ -221,6 +221,16 @@ pub struct UpdateInstanceRequest {
     pub network: Option<NetworkUpdate>,
 }
 
+/// `POST /instances/{id}/volumes/{volumeId}` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachVolumeRequest {
+    /// Where the volume is mounted in the guest.
+    pub mount_path: String,
+    /// Mount read-only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readonly: Option<bool>,
+}
+
 /// `POST /volumes` body (and the query of `POST /volumes/from-archive`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreateVolumeRequest {

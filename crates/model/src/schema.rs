@@ -768,6 +768,14 @@ fn check(schema: &Schema, value: &Value, at: &str) -> Result<(), (String, String
 }
 
 /// `#/components/schemas/CreateVolumeRequest`.
+/// `AttachVolumeRequest`.
+pub fn attach_volume_request() -> Schema {
+    object(
+        vec![("mount_path", string()), ("readonly", Schema::Bool)],
+        &["mount_path"],
+    )
+}
+
 pub fn create_volume_request() -> Schema {
     object(
         vec![

@@ -1,6 +1,5 @@
 //! Operations of upstream's spec that Hypedeck does not serve: builds, builders, devices,
-//! ingresses, pushes and hot volume
-//! attach. They need the token like every other route, then answer 501 `not_implemented`
+//! ingresses and pushes. They need the token like every other route, then answer 501 `not_implemented`
 //! naming the operation, so an SDK call fails fast and says why (instead of a 404 that reads
 //! like a missing resource).
 
@@ -15,11 +14,6 @@ use crate::error::ApiError;
 
 /// `(path, methods, feature)` for every upstream operation Hypedeck does not serve.
 pub const UNSUPPORTED: &[(&str, &[&str], &str)] = &[
-    (
-        "/instances/{id}/volumes/{volume_id}",
-        &["POST", "DELETE"],
-        "attaching volumes to a created instance",
-    ),
     ("/devices", &["GET", "POST"], "device passthrough"),
     ("/devices/available", &["GET"], "device passthrough"),
     ("/devices/{id}", &["GET", "DELETE"], "device passthrough"),

@@ -1,4 +1,6 @@
-//! `/volumes`: list, create (empty or from a tar archive), get, delete.
+//! `/volumes`: list, create (empty or from a tar archive), get, delete; and
+//! `/instances/{id}/volumes/{volumeId}`: attach to and detach from an instance (running or
+//! stopped).
 
 use std::collections::BTreeMap;
 
@@ -10,8 +12,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::StreamExt;
 use hypedeck_engine::MAX_ARCHIVE_BYTES;
-use hypedeck_model::schema::create_volume_request;
-use hypedeck_model::{CreateVolumeRequest, ErrorCode, Volume};
+use hypedeck_model::schema::{attach_volume_request, create_volume_request};
+use hypedeck_model::{AttachVolumeRequest, CreateVolumeRequest, ErrorCode, Volume};
 
 use crate::error::ApiError;
 use crate::routes::query_param;
@@ -23,6 +25,42 @@ pub fn routes() -> Router<ApiState> {
         .route("/volumes", get(list).post(create))
         .route("/volumes/from-archive", post(from_archive))
         .route("/volumes/{id}", get(get_one).delete(delete))
+        .route(
+            "/instances/{id}/volumes/{volume_id}",
+            post(attach).delete(detach),
+        )
+}
+
+async fn attach(
+    State(state): State<ApiState>,
+    Path((id, volume_id)): Path<(String, String)>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Result<Json<hypedeck_model::Instance>, ApiError> {
+    let request: AttachVolumeRequest = body::parse(
+        &headers,
+        &bytes,
+        "AttachVolumeRequest",
+        &attach_volume_request(),
+    )?;
+    super::detached(&state.engine, |e| async move {
+        e.attach_volume(&id, &volume_id, request).await
+    })
+    .await
+    .map(Json)
+    .map_err(|e| ApiError::from_engine("attach volume", e))
+}
+
+async fn detach(
+    State(state): State<ApiState>,
+    Path((id, volume_id)): Path<(String, String)>,
+) -> Result<Json<hypedeck_model::Instance>, ApiError> {
+    super::detached(&state.engine, |e| async move {
+        e.detach_volume(&id, &volume_id).await
+    })
+    .await
+    .map(Json)
+    .map_err(|e| ApiError::from_engine("detach volume", e))
 }
 
 /// `?tags[k]=v` filters (ANDed), like instances.

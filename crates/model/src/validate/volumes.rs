@@ -26,6 +26,14 @@ pub(super) fn check_volumes(mounts: &[VolumeMount]) -> Result<Vec<VolumeMount>, 
     Ok(mounts.to_vec())
 }
 
+/// Checks `new` as one more mount after `existing` (valid already): the device budget, its
+/// path's rules, and a path no other mount has.
+pub fn check_attachment(existing: &[VolumeMount], new: &VolumeMount) -> Result<(), Rejection> {
+    let mut all = existing.to_vec();
+    all.push(new.clone());
+    check_volumes(&all).map(|_| ())
+}
+
 const SYSTEM_DIRS: [&str; 15] = [
     "/", "/bin", "/boot", "/dev", "/etc", "/lib", "/lib64", "/proc", "/root", "/run", "/sbin",
     "/sys", "/tmp", "/usr", "/var",

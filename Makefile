@@ -130,6 +130,8 @@ bench: deps-bench guest-init
 	  BENCH_OUT=$(CURDIR)/BENCHMARKS.md node tests/bench/template-bench.mjs
 	PATH="$(CURDIR)/.ci/tools/bin:$$PATH" scripts/test-session.sh env HYPEDECK_BIN=target/release/hypedeck \
 	  BENCH_OUT=$(CURDIR)/BENCHMARKS.md node tests/bench/wake-bench.mjs
+	PATH="$(CURDIR)/.ci/tools/bin:$$PATH" scripts/test-session.sh env HYPEDECK_BIN=target/release/hypedeck \
+	  BENCH_OUT=$(CURDIR)/BENCHMARKS.md node tests/bench/reclaim-bench.mjs
 	scripts/test-session.sh env HYPEDECK_BIN=target/release/hypedeck OHA=.bench-cache/oha/bin/oha \
 	  MITMDUMP=.bench-venv/bin/mitmdump BENCH_OUT=$(CURDIR)/BENCHMARKS.md node tests/bench/proxy-bench.mjs
 	$(CARGO) build --locked --release -p hypedeck-cli --features fake-hypervisor --target-dir target/fake

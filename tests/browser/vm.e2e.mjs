@@ -2,7 +2,8 @@
 // create an instance from the form (its image pulled from a registry on 127.0.0.1), see it
 // reach Running, follow its log, rotate its credential, see the API's 400 for a disallowed key
 // and a 409-free rotation, see a field error from the API, then stop and delete it, all by
-// clicking. Needs HYPEDECK_BIN, a D-Bus session with an unlocked Secret Service and the UI at
+// clicking; and the Stats tab of a guest burning CPU (four charts, non-zero CPU and memory).
+// Needs HYPEDECK_BIN, a D-Bus session with an unlocked Secret Service and the UI at
 // UI_URL (tests/desktop/run.sh sets all of that up). Screenshots go to test-results/.
 import assert from "node:assert/strict";
 import { mkdirSync, rmSync } from "node:fs";
@@ -389,5 +390,56 @@ describe("web UI on real VMs", () => {
     await card.scrollIntoViewIfNeeded();
     await shot(page, "browser-network.png");
     await server.client().instances.delete(created.id);
+  });
+
+  test("stats tab: a guest burning CPU draws four charts with real CPU and memory", async (t) => {
+    // A busy loop in the guest: the VMM's CPU time grows whatever the accelerator (TCG too).
+    const created = await server.client().instances.create({
+      name: "burn", image: `${registry.host}/vm/busybox:1`, vcpus: 1, size: "256MB",
+      entrypoint: ["/bin/sh", "-c"], cmd: ["while true; do :; done"],
+    }, { timeout: 240_000 });
+    t.after(() => server.client().instances.delete(created.id).catch(() => {}));
+    const context = await browser.newContext({ viewport: { width: 1280, height: 1100 } });
+    t.after(() => context.close());
+    const page = await context.newPage();
+    const pageErrors = [];
+    page.on("pageerror", (e) => pageErrors.push(e.message));
+    const url = new URL(UI_URL);
+    url.searchParams.set("api", server.url);
+    url.searchParams.set("token", token);
+    url.hash = `#/instances/${created.id}`;
+    await page.goto(url.href);
+    await page.locator('#instance-view .detail-head .badge[data-state="Running"]').waitFor({ timeout: 120_000 });
+    await page.click("#detail-tab-stats");
+    await page.locator('figure.chart[data-chart="disk"]').waitFor({ timeout: 30_000 });
+    // Samples every 2 s: all four charts with at least three points.
+    await page.waitForFunction(
+      () => {
+        const points = [...document.querySelectorAll("figure.chart[data-points]")].map((f) => Number(f.dataset.points));
+        return points.length === 4 && points.every((n) => n >= 3);
+      },
+      null,
+      { timeout: 90_000, polling: 500 },
+    );
+    assert.deepEqual(await page.locator("figure.chart").evaluateAll((fs) => fs.map((f) => f.dataset.chart)), ["cpu", "memory", "network", "disk"]);
+
+    // The CPU text and the hover readout say a non-zero share; memory is resident and non-zero.
+    const cpuText = (await page.locator('#chart-cpu [data-field="now"]').textContent()).trim();
+    const cpu = /^([\d.]+)% of 1 vCPU$/.exec(cpuText);
+    assert.ok(cpu, cpuText);
+    assert.ok(Number(cpu[1]) > 0, `CPU ${cpuText}`);
+    const plot = await page.locator("#chart-cpu .u-over").boundingBox();
+    await page.mouse.move(plot.x + plot.width - 3, plot.y + plot.height / 2);
+    await page.waitForFunction(() => /· CPU [\d.]+%$/.test(document.querySelector("#chart-cpu .chart-readout")?.textContent ?? ""), null, { timeout: 10_000 });
+    const readout = await page.locator("#chart-cpu .chart-readout").textContent();
+    const shown = /· CPU ([\d.]+)%$/.exec(readout);
+    assert.ok(shown && Number(shown[1]) > 0, `CPU readout ${readout}`);
+    assert.ok(Number(await page.locator("#chart-memory").getAttribute("data-now")) > 0, "the memory chart's latest RSS");
+    const memText = (await page.locator('#chart-memory [data-field="now"]').textContent()).trim();
+    const mem = /^([\d.]+) (B|KiB|MiB|GiB) resident of .+ allocated/.exec(memText);
+    assert.ok(mem && Number(mem[1]) > 0, `memory ${memText}`);
+    assert.match(await page.locator("#chart-memory .chart-readout").textContent(), /· RSS [\d.]+ (KiB|MiB|GiB)$/);
+    assert.deepEqual(pageErrors, []);
+    await shot(page, "vm-stats.png");
   });
 });

@@ -1,9 +1,10 @@
 // One instance: the header (name, state, lifecycle buttons, exit and state errors) over tabs —
-// Overview (every field of the Hypeman Instance, where a fork comes from, what runs, and
-// credential rotation when the instance has credentials), Logs, Terminal, Credentials, Snapshots,
-// Stats (CPU, memory, network and disk graphs) and Network. The Snapshot button (to the
-// Snapshots tab's take form) and the Fork button sit with the lifecycle buttons. The selected tab
-// is kept in the history entry, so reload and back keep it. Tabs follow the WAI-ARIA tabs pattern.
+// Overview (every field of the Hypeman Instance, where a fork comes from, what runs, its volumes
+// with attach and detach, and credential rotation when the instance has credentials), Logs,
+// Terminal, Credentials, Snapshots, Stats (CPU, memory, network and disk graphs) and Network.
+// The Snapshot button (to the Snapshots tab's take form) and the Fork button sit with the
+// lifecycle buttons. The selected tab is kept in the history entry, so reload and back keep it.
+// Tabs follow the WAI-ARIA tabs pattern.
 import { lazy, Suspense, useEffect, useRef, useState, type KeyboardEvent, type ReactNode } from "react";
 import type Hypeman from "@onkernel/hypeman";
 
@@ -27,6 +28,7 @@ import { Actions, Copyable, CopyButton, StateBadge } from "./common";
 import { CredentialsPanel } from "./CredentialsPanel";
 import { ForkDialog } from "./ForkDialog";
 import { SnapshotsPanel } from "./SnapshotsPanel";
+import { VolumesCard } from "./VolumesCard";
 import { NetworkPanel } from "./NetworkPanel";
 import { ExecPanel } from "./ExecPanel";
 import { LogsPanel } from "./LogsPanel";
@@ -471,20 +473,8 @@ function Details({ api, conn, instance, instances, now, onBack, onOpen, onChange
                 ) : (
                   <p className="muted">No tags.</p>
                 )}
-                <h3>Volumes</h3>
-                {instance.volumes?.length ? (
-                  <ul className="volumes">
-                    {instance.volumes.map((v) => (
-                      <li key={`${v.volume_id}:${v.mount_path}`}>
-                        <code>{v.volume_id}</code> → <code>{v.mount_path}</code> {v.readonly ? "(read-only)" : "(read-write)"}
-                        {v.overlay ? ` overlay ${dash(v.overlay_size)}` : ""}
-                      </li>
-                    ))}
-                  </ul>
-                ) : (
-                  <p className="muted">No volumes.</p>
-                )}
               </div>
+              <VolumesCard api={api} instance={instance} onChanged={() => onChanged()} />
             </div>
             <div className="detail-column">
               <AutoStandbyCard api={api} instance={instance} />

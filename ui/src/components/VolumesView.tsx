@@ -1,5 +1,6 @@
 // Volumes on the engine: a form that creates one (empty, or filled from a .tar.gz), and the
-// list with what each is attached to; an attached volume cannot be deleted.
+// list with what each is attached to (each attachment with Detach); an attached volume cannot
+// be deleted.
 import { useCallback, useState } from "react";
 import type Hypeman from "@onkernel/hypeman";
 
@@ -8,21 +9,68 @@ import { buildVolumeParams } from "../forms";
 import { usePolled } from "../hooks";
 import { shortId, volumeDeletion, when, type Volume } from "../model";
 
+type VolumeAttachment = NonNullable<Volume["attachments"]>[number];
+
 /** Uploading an archive can take a while; the client's default is 10 s. */
 const ARCHIVE_TIMEOUT_MS = 10 * 60_000;
+
+/** One attachment of a volume, with Detach (the API says when the instance cannot: 409 inline). */
+function Attachment({ api, volume, attachment: a, onDetached }: { api: Hypeman; volume: Volume; attachment: VolumeAttachment; onDetached: () => void }) {
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState<Problem | null>(null);
+  const errorId = `attachment-error-${volume.id}-${a.instance_id}`;
+  const detach = async (): Promise<void> => {
+    setBusy(true);
+    setError(null);
+    try {
+      await api.instances.volumes.detach(volume.id, { id: a.instance_id });
+      onDetached();
+    } catch (e) {
+      setError(problem(e, ""));
+    } finally {
+      setBusy(false);
+    }
+  };
+  return (
+    <li data-instance-id={a.instance_id}>
+      <span>
+        <a href={`#/instances/${encodeURIComponent(a.instance_id)}`} title={a.instance_id}>
+          {shortId(a.instance_id)}
+        </a>{" "}
+        → <code>{a.mount_path}</code> <span className="muted">{a.readonly ? "ro" : "rw"}</span>
+      </span>
+      <button
+        type="button"
+        data-action="detach-volume"
+        disabled={busy}
+        aria-label={`Detach ${volume.name} from instance ${shortId(a.instance_id)} (${a.mount_path})`}
+        aria-describedby={error ? errorId : undefined}
+        title="Running or stopped instances only; a running guest unmounts it first"
+        onClick={() => void detach()}
+      >
+        {busy ? "Detaching…" : "Detach"}
+      </button>
+      {error && (
+        <span id={errorId} className="inline-error" role="alert">
+          {error.message} ({error.code})
+        </span>
+      )}
+    </li>
+  );
+}
 
 function VolumeRow({
   api,
   volume,
   error,
-  onDeleted,
+  onChanged,
   onError,
 }: {
   api: Hypeman;
   volume: Volume;
   /** The last delete of this volume failed with this. */
   error: Problem | null;
-  onDeleted: () => void;
+  onChanged: () => void;
   onError: (p: Problem | null) => void;
 }) {
   const [busy, setBusy] = useState(false);
@@ -35,7 +83,7 @@ function VolumeRow({
     setBusy(true);
     try {
       await api.volumes.delete(volume.id);
-      onDeleted();
+      onChanged();
     } catch (e) {
       onError(problem(e, ""));
     } finally {
@@ -54,12 +102,7 @@ function VolumeRow({
         {attachments.length ? (
           <ul className="attachments">
             {attachments.map((a) => (
-              <li key={`${a.instance_id}:${a.mount_path}`} data-instance-id={a.instance_id}>
-                <a href={`#/instances/${encodeURIComponent(a.instance_id)}`} title={a.instance_id}>
-                  {shortId(a.instance_id)}
-                </a>{" "}
-                → <code>{a.mount_path}</code> <span className="muted">{a.readonly ? "ro" : "rw"}</span>
-              </li>
+              <Attachment key={`${a.instance_id}:${a.mount_path}`} api={api} volume={volume} attachment={a} onDetached={onChanged} />
             ))}
           </ul>
         ) : (
@@ -190,7 +233,7 @@ export function VolumesView({ api }: { api: Hypeman }) {
                 api={api}
                 volume={v}
                 error={deleteError?.id === v.id ? deleteError.problem : null}
-                onDeleted={() => void load()}
+                onChanged={() => void load()}
                 onError={(p) => setDeleteError(p && { id: v.id, problem: p })}
               />
             ))}

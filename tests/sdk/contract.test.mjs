@@ -48,12 +48,21 @@ function fuzz(server, filter, work) {
   // valid (`tags[__main__]=false`): its "schema-violating request accepted" is about its own
   // serialization. So the lists with that filter are not held to negative_data_rejection;
   // the filter's rules (names, values, at most 50) have API tests (routes::tests, instances).
+  // And: a snapshot schedule, a snapshot and a volume attachment are resources of their own
+  // (made by PUT …/snapshot-schedule, POST …/snapshots and POST …/volumes/{volumeId}), not
+  // parts of the instance POST /instances makes; upstream answers 404 for them on a fresh
+  // instance too. Schemathesis's stateful phase infers links from POST /instances to them and
+  // reads that 404 as "created resource not found" (ST302) when its seed takes such a link.
   writeFileSync(
     path.join(work, "schemathesis.toml"),
     [
       "[[operations]]",
       'include-name-regex = "^GET /(instances|images|snapshots)$"',
       "checks.negative_data_rejection.enabled = false",
+      "",
+      "[[operations]]",
+      'include-name-regex = "^((GET|DELETE) /instances/\\{id\\}/snapshot-schedule|POST /instances/\\{id\\}/snapshots/\\{snapshotId\\}/restore|(POST|DELETE) /instances/\\{id\\}/volumes/\\{volumeId\\})$"',
+      "checks.ensure_resource_availability.enabled = false",
       "",
     ].join("\n"),
   );
@@ -112,8 +121,8 @@ describe("contract (schemathesis, upstream's openapi.yaml)", { timeout: 30 * 60_
     try {
       // POST /volumes/from-archive takes application/gzip, which schemathesis cannot
       // generate (the API unit tests and tests/vm/volumes.test.mjs cover it); GET
-      // /instances/{id}/stat asks the guest agent, which the fake hypervisor's VMs do not
-      // have (tests/vm/exec.test.mjs covers it against real guests).
+      // /instances/{id}/stat asks the guest agent, whose files the fake hypervisor's VMs do
+      // not have (tests/vm/exec.test.mjs covers it against real guests).
       const result = await fuzz(server, [
         "--exclude-path-regex", "^/images",
         "--exclude-path", "/volumes/from-archive",

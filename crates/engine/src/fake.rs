@@ -208,6 +208,11 @@ async fn agent_link(mut stream: tokio::net::UnixStream, id: String, log: Reident
                 session,
                 b"the fake hypervisor runs no programs",
             ),
+            Kind::Stat => encode(
+                Kind::StatResult,
+                session,
+                br#"{"exists":false,"error":"the fake hypervisor's guests have no files"}"#,
+            ),
             _ => continue,
         };
         if stream.write_all(&reply).await.is_err() {

@@ -2476,11 +2476,12 @@ async fn volumes_attach_to_and_detach_from_running_and_stopped_instances() {
         path: &str,
         readonly: bool,
     ) -> Result<hypedeck_model::Instance, EngineError> {
-        let request = serde_json::from_value(json!({"mount_path": path, "readonly": readonly}))
-            .unwrap();
+        let request =
+            serde_json::from_value(json!({"mount_path": path, "readonly": readonly})).unwrap();
         engine.attach_volume(instance, volume, request).await
     }
-    let attach = |instance, volume, path, readonly| attach_to(&r.engine, instance, volume, path, readonly);
+    let attach =
+        |instance, volume, path, readonly| attach_to(&r.engine, instance, volume, path, readonly);
     let code = |e: EngineError| match e {
         EngineError::Rejected(r) => r.code.as_str().to_string(),
         other => format!("{other:?}"),
@@ -2491,7 +2492,10 @@ async fn volumes_attach_to_and_detach_from_running_and_stopped_instances() {
     let volumes = attached.volumes.unwrap();
     assert_eq!(volumes.len(), 1);
     assert_eq!(
-        (volumes[0].volume_id.as_str(), volumes[0].mount_path.as_str()),
+        (
+            volumes[0].volume_id.as_str(),
+            volumes[0].mount_path.as_str()
+        ),
         (data.id.as_str(), "/mnt/data")
     );
     let serial = crate::volumes::disk_serial(&data.id, false);
@@ -2506,13 +2510,21 @@ async fn volumes_attach_to_and_detach_from_running_and_stopped_instances() {
 
     // Upstream's rules.
     assert_eq!(
-        code(attach("web", &data.id, "/mnt/other", false).await.unwrap_err()),
+        code(
+            attach("web", &data.id, "/mnt/other", false)
+                .await
+                .unwrap_err()
+        ),
         "invalid_state",
         "attached twice"
     );
     let other = new_volume("other").await.unwrap();
     assert_eq!(
-        code(attach("web", &other.id, "/mnt/data", false).await.unwrap_err()),
+        code(
+            attach("web", &other.id, "/mnt/data", false)
+                .await
+                .unwrap_err()
+        ),
         "invalid_request",
         "a path taken"
     );
@@ -2529,7 +2541,11 @@ async fn volumes_attach_to_and_detach_from_running_and_stopped_instances() {
         .await
         .unwrap();
     assert_eq!(
-        code(attach("api", &data.id, "/mnt/data", true).await.unwrap_err()),
+        code(
+            attach("api", &data.id, "/mnt/data", true)
+                .await
+                .unwrap_err()
+        ),
         "invalid_state",
         "shared while attached read-write elsewhere"
     );
@@ -2551,7 +2567,13 @@ async fn volumes_attach_to_and_detach_from_running_and_stopped_instances() {
         "not_found",
         "not attached"
     );
-    assert!(r.engine.get_volume(&data.id).unwrap().attachments.is_empty());
+    assert!(
+        r.engine
+            .get_volume(&data.id)
+            .unwrap()
+            .attachments
+            .is_empty()
+    );
 
     // Stopped: only the record changes (the next start mounts it); no guest is asked.
     r.engine.stop("web").await.unwrap();

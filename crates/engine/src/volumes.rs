@@ -423,9 +423,10 @@ impl Engine {
         self.check_volume_attachments(std::slice::from_ref(&mount))?;
         let serial = disk_serial(&found.id, false);
         let vm = if live {
-            let vm = self.runtime.vm(&record.id).ok_or_else(|| {
-                EngineError::InvalidState("the instance's VM is gone".into())
-            })?;
+            let vm = self
+                .runtime
+                .vm(&record.id)
+                .ok_or_else(|| EngineError::InvalidState("the instance's VM is gone".into()))?;
             let disk = hypedeck_hypervisor::DiskSpec {
                 path: self.volume_disk(&found.id)?,
                 readonly: mount.readonly.unwrap_or(false),
@@ -445,7 +446,9 @@ impl Engine {
                     readonly: mount.readonly.unwrap_or(false),
                 })
                 .await
-                .map_err(|e| EngineError::Agent(format!("the guest could not mount the volume: {e}")))
+                .map_err(|e| {
+                    EngineError::Agent(format!("the guest could not mount the volume: {e}"))
+                })
             }
             .await;
             if let Err(e) = mounted {
@@ -474,8 +477,16 @@ impl Engine {
                 "volume {} attached at {}{}{}",
                 found.id,
                 mount.mount_path,
-                if mount.readonly == Some(true) { " (read-only)" } else { "" },
-                if live { "" } else { " (mounted at the next start)" }
+                if mount.readonly == Some(true) {
+                    " (read-only)"
+                } else {
+                    ""
+                },
+                if live {
+                    ""
+                } else {
+                    " (mounted at the next start)"
+                }
             ),
         );
         let observed = self.observe(&mut record).await;
@@ -498,7 +509,10 @@ impl Engine {
         let Some(pos) = record.volumes.iter().position(|v| v.volume_id == volume_id) else {
             return Err(rejected(
                 ErrorCode::NotFound,
-                format!("volume {volume_id} is not attached to instance {}", record.id),
+                format!(
+                    "volume {volume_id} is not attached to instance {}",
+                    record.id
+                ),
             ));
         };
         let mount = record.volumes[pos].clone();
@@ -512,14 +526,18 @@ impl Engine {
                     ),
                 ));
             }
-            let vm = self.runtime.vm(&record.id).ok_or_else(|| {
-                EngineError::InvalidState("the instance's VM is gone".into())
-            })?;
+            let vm = self
+                .runtime
+                .vm(&record.id)
+                .ok_or_else(|| EngineError::InvalidState("the instance's VM is gone".into()))?;
             let link = self
                 .agent_link(&record.id, std::time::Duration::from_secs(10))
                 .await?;
             link.unmount(&mount.mount_path).await.map_err(|e| {
-                rejected(ErrorCode::InvalidState, format!("cannot detach volume {volume_id}: {e}"))
+                rejected(
+                    ErrorCode::InvalidState,
+                    format!("cannot detach volume {volume_id}: {e}"),
+                )
             })?;
             let serial = disk_serial(&volume_id, false);
             if let Err(e) = vm.detach_disk(&serial).await {

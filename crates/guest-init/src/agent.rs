@@ -366,11 +366,14 @@ const DISK_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// The block device whose serial is `serial` (`/dev/vdX`), if there is one.
 fn disk_with_serial(serial: &str) -> Option<String> {
-    std::fs::read_dir("/sys/block").ok()?.flatten().find_map(|e| {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let found = std::fs::read_to_string(e.path().join("serial")).ok()?;
-        (found.trim_end_matches(['\0', '\n']) == serial).then(|| format!("/dev/{name}"))
-    })
+    std::fs::read_dir("/sys/block")
+        .ok()?
+        .flatten()
+        .find_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let found = std::fs::read_to_string(e.path().join("serial")).ok()?;
+            (found.trim_end_matches(['\0', '\n']) == serial).then(|| format!("/dev/{name}"))
+        })
 }
 
 /// Mounts the disk with the request's serial at its path: ext4, read-write or read-only with
@@ -427,7 +430,8 @@ fn mount_volume(req: &MountRequest) -> Result<(), String> {
 /// Flushes and unmounts a volume; a volume still in use (open files, a process's working
 /// directory) stays mounted and the answer says so.
 fn unmount_volume(req: &UnmountRequest) -> Result<(), String> {
-    let path = std::ffi::CString::new(req.mount_path.as_str()).map_err(|_| "bad path".to_string())?;
+    let path =
+        std::ffi::CString::new(req.mount_path.as_str()).map_err(|_| "bad path".to_string())?;
     // SAFETY: sync(2) takes no arguments; umount2 gets a valid NUL-terminated path.
     unsafe { libc::sync() };
     if unsafe { libc::umount2(path.as_ptr(), 0) } == 0 {

@@ -400,7 +400,11 @@ pub fn argv_with(
                 "pcie-root-port,id=hp{p},bus=pcie.0,chassis={},addr=0x{:x}.{function}{},io-reserve=0",
                 p + 1,
                 0x10 + p / 8,
-                if function == 0 { ",multifunction=on" } else { "" }
+                if function == 0 {
+                    ",multifunction=on"
+                } else {
+                    ""
+                }
             ),
         ]);
     }
@@ -670,7 +674,11 @@ mem-path=/data/templates/k/memory.ram,share=on",
         });
         let fresh = Layout::fresh(&s, 0);
         assert_eq!(fresh.ports, MIN_PORTS);
-        assert_eq!(fresh.slots, vec![Some("v0123456789abcdef".to_string())], "a bad serial is dropped");
+        assert_eq!(
+            fresh.slots,
+            vec![Some("v0123456789abcdef".to_string())],
+            "a bad serial is dropped"
+        );
         let boot = |layout| {
             argv_with(
                 &s,
@@ -689,7 +697,10 @@ mem-path=/data/templates/k/memory.ram,share=on",
             a.contains("-device pcie-root-port,id=hp0,bus=pcie.0,chassis=1,addr=0x10.0,multifunction=on,io-reserve=0 -device pcie-root-port,id=hp1,bus=pcie.0,chassis=2,addr=0x10.1,io-reserve=0"),
             "{a}"
         );
-        assert!(a.contains("id=hp7,bus=pcie.0,chassis=8,addr=0x10.7,io-reserve=0 -drive"), "{a}");
+        assert!(
+            a.contains("id=hp7,bus=pcie.0,chassis=8,addr=0x10.7,io-reserve=0 -drive"),
+            "{a}"
+        );
         assert!(!a.contains("id=hp8"), "{a}");
         assert!(
             a.contains("-device virtio-blk-pci,drive=disk2,id=vd-v0123456789abcdef,serial=v0123456789abcdef,bus=hp0"),
@@ -710,8 +721,15 @@ mem-path=/data/templates/k/memory.ram,share=on",
         );
         // A VM saved before layouts: no ports, its volume disks on the root bus.
         let old = boot(None);
-        assert!(!old.contains("pcie-root-port") && !old.contains("pc-dimm"), "{old}");
-        assert!(old.contains(",serial=v0123456789abcdef -drive") || old.contains(",serial=v0123456789abcdef -device"), "{old}");
+        assert!(
+            !old.contains("pcie-root-port") && !old.contains("pc-dimm"),
+            "{old}"
+        );
+        assert!(
+            old.contains(",serial=v0123456789abcdef -drive")
+                || old.contains(",serial=v0123456789abcdef -device"),
+            "{old}"
+        );
         let json = serde_json::to_string(&later).unwrap();
         assert_eq!(serde_json::from_str::<Layout>(&json).unwrap(), later);
     }

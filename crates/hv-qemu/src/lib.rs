@@ -303,7 +303,8 @@ impl Hypervisor for QemuHypervisor {
             match plug_dimm(&vm.files, spec.hotplug_bytes).await {
                 Ok(()) => {
                     layout.dimm_bytes = spec.hotplug_bytes;
-                    write_layout(&spec.runtime_dir, Some(&layout)).map_err(HypervisorError::Start)?;
+                    write_layout(&spec.runtime_dir, Some(&layout))
+                        .map_err(HypervisorError::Start)?;
                 }
                 Err(e) => tracing::warn!(instance = %spec.instance_id, "hotplug memory: {e}"),
             }
@@ -680,7 +681,10 @@ fn write_layout(dir: &Path, layout: Option<&Layout>) -> std::io::Result<()> {
     match layout {
         Some(layout) => {
             let tmp = dir.join(format!("{LAYOUT_FILE}.tmp"));
-            std::fs::write(&tmp, serde_json::to_vec(layout).map_err(std::io::Error::other)?)?;
+            std::fs::write(
+                &tmp,
+                serde_json::to_vec(layout).map_err(std::io::Error::other)?,
+            )?;
             std::fs::rename(tmp, path)
         }
         None => match std::fs::remove_file(path) {
@@ -834,9 +838,10 @@ impl QemuVm {
                 QMP_TIMEOUT,
             )
             .await?;
-            let present = children
-                .as_array()
-                .is_some_and(|c| c.iter().any(|p| p.get("name").and_then(|n| n.as_str()) == Some(id)));
+            let present = children.as_array().is_some_and(|c| {
+                c.iter()
+                    .any(|p| p.get("name").and_then(|n| n.as_str()) == Some(id))
+            });
             if !present {
                 return Ok(());
             }
@@ -978,7 +983,9 @@ impl Vm for QemuVm {
                 fail("this VM was saved before disks could be attached while it runs; stop and start it first".into())
             })?;
         if layout.port_of(serial).is_some() {
-            return Err(fail(format!("a disk with serial {serial} is attached already")));
+            return Err(fail(format!(
+                "a disk with serial {serial} is attached already"
+            )));
         }
         let port = layout.free_port().ok_or_else(|| {
             fail(format!(

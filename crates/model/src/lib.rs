@@ -35,9 +35,9 @@ pub use instance::{
     VolumeAttachment, VolumeMount,
 };
 pub use request::{
-    AttachVolumeRequest, CreateInstanceRequest, CreateVolumeRequest, CredentialInject, CredentialInjectAs,
-    CredentialPolicy, CredentialSource, EgressEnforcement, EgressRequest, GpuRequest,
-    NetworkRequest, PortMapping, UpdateInstanceRequest,
+    AttachVolumeRequest, CreateInstanceRequest, CreateVolumeRequest, CredentialInject,
+    CredentialInjectAs, CredentialPolicy, CredentialSource, EgressEnforcement, EgressRequest,
+    GpuRequest, NetworkRequest, PortMapping, UpdateInstanceRequest,
 };
 pub use snapshot::{
     CreateSnapshotRequest, ForkInstanceRequest, ForkOrigin, ForkSnapshotRequest,

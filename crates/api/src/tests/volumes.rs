@@ -66,7 +66,11 @@ async fn volume_archives_are_streamed_checked_and_never_left_behind() {
 async fn volumes_attach_and_detach_through_the_api() {
     let r = rig();
     let created = r
-        .authed("POST", "/volumes", Some(json!({"name": "data", "size_gb": 1})))
+        .authed(
+            "POST",
+            "/volumes",
+            Some(json!({"name": "data", "size_gb": 1})),
+        )
         .await;
     assert_eq!(created.status, StatusCode::CREATED);
     let vol = created.json["id"].as_str().unwrap().to_string();
@@ -126,7 +130,11 @@ async fn volumes_attach_and_detach_through_the_api() {
 
     let detached = r.authed("DELETE", &path, None).await;
     assert_eq!(detached.status, StatusCode::OK, "{}", detached.json);
-    assert!(detached.json.get("volumes").is_none_or(|v| v == &json!([])), "{}", detached.json);
+    assert!(
+        detached.json.get("volumes").is_none_or(|v| v == &json!([])),
+        "{}",
+        detached.json
+    );
     let gone = r.authed("DELETE", &path, None).await;
     assert_eq!(gone.status, StatusCode::NOT_FOUND);
     assert_eq!(gone.json["code"], "not_found");

@@ -66,17 +66,25 @@ async function shot(page, name) {
   await page.screenshot({ path: path.join(RESULTS, name) });
 }
 
+/** A page of the UI on `server` (at `hash`, e.g. an instance's), closed when `t` ends, and the
+ * page errors it raised. */
+async function openUi(t, { height = 900, hash } = {}) {
+  const context = await browser.newContext({ viewport: { width: 1280, height } });
+  t.after(() => context.close());
+  const page = await context.newPage();
+  const pageErrors = [];
+  page.on("pageerror", (e) => pageErrors.push(e.message));
+  const url = new URL(UI_URL);
+  url.searchParams.set("api", server.url);
+  url.searchParams.set("token", token);
+  if (hash) url.hash = hash;
+  await page.goto(url.href);
+  return { page, pageErrors };
+}
+
 describe("web UI on real VMs", () => {
   test("create, run, follow logs, rotate, refuse a bad key, stop and delete — by clicking", async (t) => {
-    const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
-    t.after(() => context.close());
-    const page = await context.newPage();
-    const pageErrors = [];
-    page.on("pageerror", (e) => pageErrors.push(e.message));
-    const url = new URL(UI_URL);
-    url.searchParams.set("api", server.url);
-    url.searchParams.set("token", token);
-    await page.goto(url.href);
+    const { page, pageErrors } = await openUi(t);
     await page.locator("#empty").waitFor({ timeout: 15_000 });
 
     // Create from the form: image from the loopback registry, a long-running command, and a
@@ -257,13 +265,7 @@ describe("web UI on real VMs", () => {
   });
 
   test("one click to a first sandbox: the hello sample is built locally, boots and greets", async (t) => {
-    const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
-    t.after(() => context.close());
-    const page = await context.newPage();
-    const url = new URL(UI_URL);
-    url.searchParams.set("api", server.url);
-    url.searchParams.set("token", token);
-    await page.goto(url.href);
+    const { page } = await openUi(t);
     await page.locator("#empty").waitFor({ timeout: 15_000 });
     await page.click("#hello");
     const view = page.locator("#instance-view");
@@ -292,14 +294,7 @@ describe("web UI on real VMs", () => {
       network: { enabled: true, egress: { enabled: true } },
       credentials: { OPENAI_KEY: { source: { env: "OPENAI_KEY" }, inject: [{ hosts: ["localhost"], as: { header: "Authorization", format: "Bearer ${value}" } }] } },
     }, { timeout: 240_000 });
-    const context = await browser.newContext({ viewport: { width: 1280, height: 1100 } });
-    t.after(() => context.close());
-    const page = await context.newPage();
-    const url = new URL(UI_URL);
-    url.searchParams.set("api", server.url);
-    url.searchParams.set("token", token);
-    url.hash = `#/instances/${created.id}`;
-    await page.goto(url.href);
+    const { page } = await openUi(t, { height: 1100, hash: `#/instances/${created.id}` });
     // The fingerprint the API reports for the value in force (the engine's), which the card
     // shows, and which the trail's events (the proxy's) must carry to count as "current".
     const fingerprint = async () => (await server.client().get(`/instances/${created.id}/credentials`))[0].fingerprint;
@@ -347,14 +342,7 @@ describe("web UI on real VMs", () => {
       name: "net-card", image: `${registry.host}/vm/curl:1`, vcpus: 1, size: "256MB", cmd: [script],
       network: { enabled: true, egress: { allow: ["elsewhere.test"] } },
     }, { timeout: 240_000 });
-    const context = await browser.newContext({ viewport: { width: 1280, height: 1400 } });
-    t.after(() => context.close());
-    const page = await context.newPage();
-    const url = new URL(UI_URL);
-    url.searchParams.set("api", server.url);
-    url.searchParams.set("token", token);
-    url.hash = `#/instances/${created.id}`;
-    await page.goto(url.href);
+    const { page } = await openUi(t, { height: 1400, hash: `#/instances/${created.id}` });
     const card = page.locator("#network-card");
     await page.click("#detail-tab-network", { timeout: 60_000 });
     await card.waitFor({ timeout: 60_000 });
@@ -399,16 +387,7 @@ describe("web UI on real VMs", () => {
       entrypoint: ["/bin/sh", "-c"], cmd: ["while true; do :; done"],
     }, { timeout: 240_000 });
     t.after(() => server.client().instances.delete(created.id).catch(() => {}));
-    const context = await browser.newContext({ viewport: { width: 1280, height: 1100 } });
-    t.after(() => context.close());
-    const page = await context.newPage();
-    const pageErrors = [];
-    page.on("pageerror", (e) => pageErrors.push(e.message));
-    const url = new URL(UI_URL);
-    url.searchParams.set("api", server.url);
-    url.searchParams.set("token", token);
-    url.hash = `#/instances/${created.id}`;
-    await page.goto(url.href);
+    const { page, pageErrors } = await openUi(t, { height: 1100, hash: `#/instances/${created.id}` });
     await page.locator('#instance-view .detail-head .badge[data-state="Running"]').waitFor({ timeout: 120_000 });
     await page.click("#detail-tab-stats");
     await page.locator('figure.chart[data-chart="disk"]').waitFor({ timeout: 30_000 });

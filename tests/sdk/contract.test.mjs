@@ -61,7 +61,7 @@ function fuzz(server, filter, work) {
       "checks.negative_data_rejection.enabled = false",
       "",
       "[[operations]]",
-      'include-name-regex = "^((GET|DELETE) /instances/\\{id\\}/snapshot-schedule|POST /instances/\\{id\\}/snapshots/\\{snapshotId\\}/restore|(POST|DELETE) /instances/\\{id\\}/volumes/\\{volumeId\\})$"',
+      'include-name-regex = "^((GET|DELETE) /instances/[{]id[}]/snapshot-schedule|POST /instances/[{]id[}]/snapshots/[{]snapshotId[}]/restore|(POST|DELETE) /instances/[{]id[}]/volumes/[{]volumeId[}])$"',
       "checks.ensure_resource_availability.enabled = false",
       "",
     ].join("\n"),

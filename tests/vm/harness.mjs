@@ -238,3 +238,13 @@ export async function startRecordingUpstream(prefix) {
     },
   };
 }
+
+/** The API error an SDK call fails with, as `{status, code, message}` (fails when it succeeds). */
+export async function apiError(promise) {
+  try {
+    await promise;
+  } catch (e) {
+    return { status: e.status, ...e.error };
+  }
+  throw new Error("expected an error");
+}

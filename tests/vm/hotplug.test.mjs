@@ -11,7 +11,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 
-import { execWs } from "./harness.mjs";
+import { apiError, execWs } from "./harness.mjs";
 import { vmSuite } from "./suite.mjs";
 
 const BOOT = { state: "Running", timeout: "240s" };
@@ -40,15 +40,6 @@ async function sh(id, line) {
   const { output, exitCode } = await exec(id, line);
   assert.equal(exitCode, 0, `${line}: ${output}`);
   return output.trim();
-}
-
-async function apiError(promise) {
-  try {
-    await promise;
-  } catch (e) {
-    return { status: e.status, ...e.error };
-  }
-  assert.fail("expected an error");
 }
 
 async function sleeper(name, extra = {}) {

@@ -6,7 +6,7 @@ import { execFileSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { logLines, waitStopped } from "./harness.mjs";
+import { apiError, logLines, waitStopped } from "./harness.mjs";
 import { vmSuite } from "./suite.mjs";
 
 
@@ -46,15 +46,6 @@ async function run(name, script, volumes) {
   const lines = await logLines(client, created.id);
   assert.equal(done.exit_code, 0, lines.join("\n"));
   return { instance: done, lines };
-}
-
-async function apiError(promise) {
-  try {
-    await promise;
-  } catch (e) {
-    return { status: e.status, ...e.error };
-  }
-  assert.fail("expected an error");
 }
 
 describe("volumes", () => {

@@ -378,8 +378,7 @@ impl AgentLink {
         &self,
         identity: &hypedeck_guest_init::agent_proto::Identity,
     ) -> Result<(), String> {
-        let json = serde_json::to_vec(identity).map_err(|e| e.to_string())?;
-        self.request(Kind::Reidentify, &json).await
+        self.request_json(Kind::Reidentify, identity).await
     }
 
     /// Has the guest mount a disk just attached (see `Kind::Mount`).
@@ -387,8 +386,7 @@ impl AgentLink {
         &self,
         request: &hypedeck_guest_init::agent_proto::MountRequest,
     ) -> Result<(), String> {
-        let json = serde_json::to_vec(request).map_err(|e| e.to_string())?;
-        self.request(Kind::Mount, &json).await
+        self.request_json(Kind::Mount, request).await
     }
 
     /// Has the guest unmount a volume (see `Kind::Unmount`).
@@ -396,8 +394,13 @@ impl AgentLink {
         let request = hypedeck_guest_init::agent_proto::UnmountRequest {
             mount_path: mount_path.to_string(),
         };
-        let json = serde_json::to_vec(&request).map_err(|e| e.to_string())?;
-        self.request(Kind::Unmount, &json).await
+        self.request_json(Kind::Unmount, &request).await
+    }
+
+    /// [`AgentLink::request`] with `value` as its JSON payload.
+    async fn request_json(&self, kind: Kind, value: &impl serde::Serialize) -> Result<(), String> {
+        let json = serde_json::to_vec(value).map_err(|e| e.to_string())?;
+        self.request(kind, &json).await
     }
 
     /// Sends a request the guest answers with empty text (done) or why not.

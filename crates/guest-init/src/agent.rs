@@ -321,29 +321,25 @@ fn handle(
             link.send(Kind::ClockSet, session, reply.as_bytes());
         }
         Kind::Reidentify => {
-            let reply = match serde_json::from_slice::<Identity>(payload) {
-                Ok(identity) => reidentify(&identity).err().unwrap_or_default(),
-                Err(e) => format!("bad identity: {e}"),
-            };
+            let reply = answer(payload, "identity", |identity: Identity| {
+                reidentify(&identity)
+            });
             link.send(Kind::Reidentified, session, reply.as_bytes());
         }
         Kind::Mount => {
             // The disk may take a moment to appear: the other sessions go on meanwhile.
-            let request = serde_json::from_slice::<MountRequest>(payload);
-            let link = link.clone();
+            let (payload, link) = (payload.to_vec(), link.clone());
             std::thread::spawn(move || {
-                let reply = match request {
-                    Ok(req) => mount_volume(&req).err().unwrap_or_default(),
-                    Err(e) => format!("bad mount request: {e}"),
-                };
+                let reply = answer(&payload, "mount request", |req: MountRequest| {
+                    mount_volume(&req)
+                });
                 link.send(Kind::Mounted, session, reply.as_bytes());
             });
         }
         Kind::Unmount => {
-            let reply = match serde_json::from_slice::<UnmountRequest>(payload) {
-                Ok(req) => unmount_volume(&req).err().unwrap_or_default(),
-                Err(e) => format!("bad unmount request: {e}"),
-            };
+            let reply = answer(payload, "unmount request", |req: UnmountRequest| {
+                unmount_volume(&req)
+            });
             link.send(Kind::Unmounted, session, reply.as_bytes());
         }
         Kind::Stat => {
@@ -358,6 +354,19 @@ fn handle(
             link.send(Kind::StatResult, session, &json);
         }
         _ => {}
+    }
+}
+
+/// Runs `f` on the JSON `payload` and gives the answer frame's text: empty when it worked, else
+/// why not.
+fn answer<T: serde::de::DeserializeOwned>(
+    payload: &[u8],
+    what: &str,
+    f: impl FnOnce(T) -> Result<(), String>,
+) -> String {
+    match serde_json::from_slice::<T>(payload) {
+        Ok(request) => f(request).err().unwrap_or_default(),
+        Err(e) => format!("bad {what}: {e}"),
     }
 }
 

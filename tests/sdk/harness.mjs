@@ -1,7 +1,7 @@
 // Starts a real `hypedeck serve` on a fresh data dir and a free loopback port, and hands the
 // official Hypeman SDK a client for it. Needs a keychain (Secret Service) in the session.
 import { spawn, execFileSync } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { appendFileSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import Hypeman from "@onkernel/hypeman";
@@ -19,11 +19,18 @@ export async function startServer({ bin, args = [], env = {}, listen = "127.0.0.
   const dataDir = given ?? mkdtempSync(path.join(tmpdir(), "hypedeck-sdk-"));
   const child = spawn(bin, ["--data-dir", dataDir, "serve", "--listen", listen, ...args], {
     stdio: ["ignore", "pipe", "pipe"],
-    env: { ...process.env, HYPEDECK_LOG: "warn", ...env },
+    env: { ...process.env, HYPEDECK_LOG: process.env.HYPEDECK_SERVER_LOG_LEVEL ?? "warn", ...env },
   });
   let output = "";
-  child.stdout.on("data", (d) => (output += d));
-  child.stderr.on("data", (d) => (output += d));
+  // HYPEDECK_SERVER_LOG=<file>: the server's output goes there too, as it comes (for a run
+  // that hangs; HYPEDECK_SERVER_LOG_LEVEL=debug says more).
+  const log = process.env.HYPEDECK_SERVER_LOG;
+  const keep = (d) => {
+    output += d;
+    if (log) appendFileSync(log, d);
+  };
+  child.stdout.on("data", keep);
+  child.stderr.on("data", keep);
   const exited = new Promise((resolve) => child.on("exit", resolve));
   const url = await waitFor(async () => {
     if (child.exitCode !== null) throw new Error(`serve exited: ${output}`);

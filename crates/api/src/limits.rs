@@ -44,9 +44,11 @@ fn too_large() -> Response {
 /// Applies the size and time bounds.
 pub async fn bound(request: Request, next: Next) -> Response {
     let (method, path) = (request.method().clone(), request.uri().path().to_string());
+    tracing::debug!(%method, %path, "request");
     if streaming(&method, &path) {
         return next.run(request).await;
     }
+    let started = std::time::Instant::now();
     let declared = request
         .headers()
         .get(CONTENT_LENGTH)
@@ -79,5 +81,9 @@ pub async fn bound(request: Request, next: Next) -> Response {
     if response.status() == StatusCode::PAYLOAD_TOO_LARGE && !json {
         return too_large();
     }
+    tracing::debug!(
+        %method, %path, status = response.status().as_u16(),
+        ms = started.elapsed().as_millis() as u64, "answered"
+    );
     response
 }

@@ -178,6 +178,12 @@ impl Client {
         self.put("vm.resize", Some(&body), CONTROL_TIMEOUT).await
     }
 
+    /// `PUT vm.resize {desired_balloon}`: inflates or deflates the balloon to `bytes`.
+    pub async fn resize_balloon(&self, bytes: u64) -> Result<(), HypervisorError> {
+        let body = json!({ "desired_balloon": bytes });
+        self.put("vm.resize", Some(&body), CONTROL_TIMEOUT).await
+    }
+
     async fn put(
         &self,
         endpoint: &'static str,

@@ -87,6 +87,21 @@ pub struct VmConfig {
     /// virtio-vsock.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vsock: Option<VsockConfig>,
+    /// virtio-balloon: memory the guest frees goes back to the host (free page reporting), and
+    /// `vm.resize {desired_balloon}` takes more for a while.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balloon: Option<BalloonConfig>,
+}
+
+/// `BalloonConfig`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BalloonConfig {
+    /// Bytes the balloon holds at boot.
+    pub size: u64,
+    /// Under memory pressure the guest takes ballooned pages back before it kills anything.
+    pub deflate_on_oom: bool,
+    /// The guest reports the pages it frees, and the host drops them.
+    pub free_page_reporting: bool,
 }
 
 /// `CpusConfig`.
@@ -283,6 +298,11 @@ pub fn vm_config(spec: &VmSpec) -> VmConfig {
             cid: spec.vsock_cid,
             socket: path(&files.vsock),
         }),
+        balloon: Some(BalloonConfig {
+            size: 0,
+            deflate_on_oom: true,
+            free_page_reporting: true,
+        }),
     }
 }
 
@@ -353,6 +373,11 @@ mod tests {
   "vsock": {
     "cid": 4660,
     "socket": "/data/instances/tz4a98xxat96iws9zmbrgj3a/run/vsock.sock"
+  },
+  "balloon": {
+    "size": 0,
+    "deflate_on_oom": true,
+    "free_page_reporting": true
   }
 }"#
         .replace("CONSOLE", console);

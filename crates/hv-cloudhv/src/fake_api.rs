@@ -92,6 +92,8 @@ struct Vm {
     config: Option<Value>,
     state: &'static str,
     memory_actual: u64,
+    /// Bytes the balloon holds (`vm.resize {desired_balloon}`).
+    balloon: u64,
     serial: Option<std::fs::File>,
 }
 
@@ -345,7 +347,7 @@ async fn handle(
                         json!({
                             "config": config,
                             "state": vm.state,
-                            "memory_actual_size": vm.memory_actual,
+                            "memory_actual_size": vm.memory_actual - vm.balloon,
                         })
                         .to_string(),
                     ),
@@ -550,6 +552,17 @@ async fn handle(
             let Some(config) = vm.config.clone() else {
                 return not_created("The VM could not be resized");
             };
+            if let Some(balloon) = body["desired_balloon"].as_u64() {
+                if config["balloon"].is_null() {
+                    return (
+                        500,
+                        vm_error("The VM could not be resized", "No balloon device"),
+                        After::Nothing,
+                    );
+                }
+                vm.balloon = balloon.min(vm.memory_actual);
+                return ok;
+            }
             let Some(desired) = body["desired_ram"].as_u64() else {
                 return ok;
             };

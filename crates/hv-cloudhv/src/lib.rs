@@ -398,6 +398,32 @@ impl Vm for CloudHypervisorVm {
         Some(self.pid)
     }
 
+    async fn memory_target(&self) -> Option<u64> {
+        let info = self.client.info().await.ok()?;
+        info.pointer("/config/balloon")?;
+        info.get("memory_actual_size")?.as_u64()
+    }
+
+    async fn set_memory_target(&self, bytes: u64) -> Result<(), HypervisorError> {
+        let info = self.client.info().await?;
+        if info.pointer("/config/balloon").is_none_or(|b| b.is_null()) {
+            return Err(HypervisorError::Operation {
+                operation: "balloon",
+                detail: "this VM has no balloon (saved before VMs had one)".into(),
+            });
+        }
+        // The guest's RAM now (boot size plus what was hotplugged), less what it keeps.
+        let ram = info
+            .pointer("/config/memory/size")
+            .and_then(|v| v.as_u64())
+            .unwrap_or(0)
+            + info
+                .pointer("/config/memory/hotplugged_size")
+                .and_then(|v| v.as_u64())
+                .unwrap_or(0);
+        self.client.resize_balloon(ram.saturating_sub(bytes)).await
+    }
+
     fn agent_channel(&self) -> AgentChannel {
         AgentChannel::HybridVsock {
             socket: self.files.vsock.clone(),

@@ -108,6 +108,25 @@ async fn start_boots_through_the_api_and_kill_cleans_up() {
     );
 }
 
+/// The balloon: VMs boot with one (free page reporting, deflate on OOM); a memory target
+/// inflates it to what the guest must give back, and `memory_target` reads what it keeps.
+#[tokio::test]
+async fn a_memory_target_inflates_the_balloon() {
+    let s = setup("");
+    let vm = s.ch.start(&s.spec).await.unwrap();
+    let ram = s.spec.memory_bytes;
+    assert_eq!(vm.memory_target().await, Some(ram));
+    vm.set_memory_target(ram - (256 << 20)).await.unwrap();
+    assert_eq!(vm.memory_target().await, Some(ram - (256 << 20)));
+    vm.set_memory_target(ram).await.unwrap();
+    assert_eq!(vm.memory_target().await, Some(ram));
+    let direct = CloudHypervisorVm::attach(&s.spec.runtime_dir).unwrap();
+    let info = direct.client().info().await.unwrap();
+    assert_eq!(info["config"]["balloon"]["free_page_reporting"], true);
+    assert_eq!(info["config"]["balloon"]["deflate_on_oom"], true);
+    vm.kill().await.unwrap();
+}
+
 #[tokio::test]
 async fn attach_finds_the_vmm_again_and_controls_it() {
     let s = setup("");

@@ -2,10 +2,12 @@
 //! for a data dir. Both `hypedeck serve` and the desktop app use it, so there is one way to
 //! run an engine.
 
+pub mod client;
 pub mod daemon;
 #[cfg(unix)]
 pub mod local;
 pub mod settings;
+pub mod verbs;
 
 /// A process that holds credential values, the API token and the egress CA key writes no core
 /// file (a crash would put them on disk), and on Linux is not dumpable: other processes of the

@@ -6,7 +6,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use hypedeck_cli::client::{Api, CliError};
 use hypedeck_cli::daemon::{self, DaemonOptions, Endpoint, HypervisorChoice};
+use hypedeck_cli::verbs::{self, Format};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -18,6 +20,13 @@ struct Cli {
     /// Data dir (default: the platform data dir, or $HYPEDECK_DATA_DIR).
     #[arg(long, global = true)]
     data_dir: Option<PathBuf>,
+    /// The Hypeman server for the API verbs (default: $HYPEMAN_BASE_URL, then `base_url` in
+    /// ~/.config/hypeman/cli.yaml, then the engine running for the data dir).
+    #[arg(long, global = true, value_name = "URL")]
+    base_url: Option<String>,
+    /// Output of the API verbs: tables and lines (auto) or the API's JSON (json).
+    #[arg(long, global = true, value_enum, default_value = "auto")]
+    format: Format,
     #[command(subcommand)]
     command: Command,
 }
@@ -72,6 +81,284 @@ enum Command {
     /// Check what running a sandbox needs from this machine (hypervisor, KVM, guest kernel,
     /// guest init, keychain) and print how to fix what is missing. Exits 1 if anything is.
     Doctor,
+    /// List instances (running ones; all with -a).
+    Ps {
+        /// Show all instances (default: running only).
+        #[arg(short, long)]
+        all: bool,
+        /// Only display instance IDs.
+        #[arg(short, long)]
+        quiet: bool,
+        /// Filter instances by state (e.g. Running, Stopped, Standby).
+        #[arg(long)]
+        state: Option<String>,
+        /// Filter by tag key-value pair (KEY=VALUE, can be repeated).
+        #[arg(long = "tag", alias = "metadata", value_name = "KEY=VALUE")]
+        tags: Vec<String>,
+    },
+    /// Show an instance's details (JSON).
+    Inspect {
+        /// Instance id, name or id prefix.
+        instance: String,
+    },
+    /// Stop a running instance.
+    Stop {
+        /// Instance id, name or id prefix.
+        instance: String,
+    },
+    /// Start a stopped instance.
+    Start {
+        /// Instance id, name or id prefix.
+        instance: String,
+        /// Override the image's entrypoint for this run (repeat for more arguments).
+        #[arg(long)]
+        entrypoint: Vec<String>,
+        /// Override the image's CMD for this run (repeat for more arguments).
+        #[arg(long)]
+        cmd: Vec<String>,
+    },
+    /// Put an instance into standby (pause and snapshot).
+    Standby {
+        /// Instance id, name or id prefix.
+        instance: String,
+    },
+    /// Restore an instance from standby.
+    Restore {
+        /// Instance id, name or id prefix.
+        instance: String,
+    },
+    /// Remove one or more instances.
+    Rm {
+        /// Instance ids, names or id prefixes.
+        instances: Vec<String>,
+        /// Force removal of running instances.
+        #[arg(short, long)]
+        force: bool,
+        /// Remove all instances (stopped only, unless --force).
+        #[arg(long)]
+        all: bool,
+    },
+    /// Wait for an instance to reach a state.
+    Wait {
+        /// Instance id, name or id prefix.
+        instance: String,
+        /// Target state: Created, Initializing, Running, Paused, Shutdown, Stopped or Standby.
+        #[arg(long)]
+        state: String,
+        /// Maximum duration to wait (e.g. "30s", "2m").
+        #[arg(long)]
+        timeout: Option<String>,
+    },
+    /// Fetch the logs of an instance.
+    Logs {
+        /// Instance id, name or id prefix.
+        instance: String,
+        /// Follow log output.
+        #[arg(short, long)]
+        follow: bool,
+        /// Number of lines to show from the end of the logs.
+        #[arg(long)]
+        tail: Option<u32>,
+        /// Log source: app (default), vmm or hypeman (operations log).
+        #[arg(short, long)]
+        source: Option<String>,
+    },
+    /// Create and start a new instance from an image (pulled first when the server lacks it);
+    /// prints its id.
+    Run(Box<RunArgs>),
+    /// Pull an image and wait until it is ready.
+    Pull {
+        /// Image reference (e.g. docker.io/library/alpine:latest).
+        image: String,
+    },
+    /// Update mutable instance configuration.
+    #[command(subcommand)]
+    Update(UpdateCommand),
+    /// Volumes: attach to and detach from instances.
+    #[command(subcommand)]
+    Volume(VolumeCommand),
+    /// Check the server's health.
+    Health,
+    /// Show the server's resources and their allocations (JSON).
+    Resources,
+}
+
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// Image reference.
+    image: String,
+    /// Instance name (generated from the image when not given).
+    #[arg(long)]
+    name: Option<String>,
+    /// Set an environment variable (KEY=VALUE, can be repeated).
+    #[arg(short, long = "env", value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    /// Credential policy map as JSON (keyed by guest-visible env var).
+    #[arg(long, value_name = "JSON")]
+    credentials_json: Option<String>,
+    /// Base memory size (e.g. "1GB", "512MB").
+    #[arg(long)]
+    memory: Option<String>,
+    /// Number of virtual CPUs.
+    #[arg(long)]
+    cpus: Option<u32>,
+    /// Writable overlay disk size (e.g. "10GB").
+    #[arg(long)]
+    overlay_size: Option<String>,
+    /// Additional memory for hotplug (e.g. "1GB").
+    #[arg(long)]
+    hotplug_size: Option<String>,
+    /// Enable the network (default: true).
+    #[arg(long, action = clap::ArgAction::Set, value_name = "BOOL")]
+    network: Option<bool>,
+    /// Hypervisor backend: qemu, cloud-hypervisor or vz.
+    #[arg(long)]
+    hypervisor: Option<String>,
+    /// Disk I/O rate limit (e.g. "100MB/s").
+    #[arg(long)]
+    disk_io: Option<String>,
+    /// Enable host-mediated outbound egress policy.
+    #[arg(long)]
+    network_egress_enabled: bool,
+    /// Egress enforcement mode: all or http_https_only.
+    #[arg(long)]
+    network_egress_mode: Option<String>,
+    /// Enable automatic standby when idle.
+    #[arg(long)]
+    auto_standby_enabled: bool,
+    /// How long the instance must be idle before entering standby (e.g. "10m").
+    #[arg(long)]
+    auto_standby_idle_timeout: Option<String>,
+    /// Skip the guest agent (exec and stat will not work).
+    #[arg(long)]
+    skip_guest_agent: bool,
+    /// Override the image's entrypoint (repeat for more arguments).
+    #[arg(long)]
+    entrypoint: Vec<String>,
+    /// Override the image's CMD (repeat for more arguments).
+    #[arg(long)]
+    cmd: Vec<String>,
+    /// Tag (KEY=VALUE, can be repeated).
+    #[arg(
+        short = 'l',
+        long = "tag",
+        alias = "metadata",
+        value_name = "KEY=VALUE"
+    )]
+    tags: Vec<String>,
+    /// Attach a volume at creation (volume-id:/mount/path[:ro[:overlay=SIZE]], repeatable).
+    #[arg(short, long = "volume", value_name = "SPEC")]
+    volumes: Vec<String>,
+}
+
+impl RunArgs {
+    /// The `CreateInstanceRequest` these flags say (without the image).
+    fn body(&self) -> Result<serde_json::Value, CliError> {
+        use serde_json::json;
+        let mut body = json!({});
+        if let Some(n) = &self.name {
+            body["name"] = json!(n);
+        }
+        let env = verbs::key_values(&self.env, "env var");
+        if !env.is_empty() {
+            body["env"] = serde_json::Value::Object(env);
+        }
+        if let Some(c) = &self.credentials_json {
+            body["credentials"] = serde_json::from_str(c)
+                .map_err(|e| CliError::Usage(format!("--credentials-json is not JSON: {e}")))?;
+        }
+        for (key, value) in [
+            ("size", &self.memory),
+            ("overlay_size", &self.overlay_size),
+            ("hotplug_size", &self.hotplug_size),
+            ("hypervisor", &self.hypervisor),
+            ("disk_io_bps", &self.disk_io),
+        ] {
+            if let Some(v) = value {
+                body[key] = json!(v);
+            }
+        }
+        if let Some(c) = self.cpus {
+            body["vcpus"] = json!(c);
+        }
+        if self.network.is_some() || self.network_egress_enabled {
+            body["network"] = json!({ "enabled": self.network.unwrap_or(true) });
+        }
+        if self.network_egress_enabled || self.network_egress_mode.is_some() {
+            let mut egress = json!({ "enabled": self.network_egress_enabled });
+            if let Some(mode) = &self.network_egress_mode {
+                egress["enforcement"] = json!({ "mode": mode });
+            }
+            body["network"]["egress"] = egress;
+        }
+        if self.auto_standby_enabled || self.auto_standby_idle_timeout.is_some() {
+            let mut policy = json!({ "enabled": self.auto_standby_enabled });
+            if let Some(t) = &self.auto_standby_idle_timeout {
+                policy["idle_timeout"] = json!(t);
+            }
+            body["auto_standby"] = policy;
+        }
+        if self.skip_guest_agent {
+            body["skip_guest_agent"] = json!(true);
+        }
+        if !self.entrypoint.is_empty() {
+            body["entrypoint"] = json!(self.entrypoint);
+        }
+        if !self.cmd.is_empty() {
+            body["cmd"] = json!(self.cmd);
+        }
+        let tags = verbs::key_values(&self.tags, "tag");
+        if !tags.is_empty() {
+            body["tags"] = serde_json::Value::Object(tags);
+        }
+        if !self.volumes.is_empty() {
+            let mounts: Result<Vec<_>, _> =
+                self.volumes.iter().map(|v| verbs::volume_spec(v)).collect();
+            body["volumes"] = json!(mounts?);
+        }
+        Ok(body)
+    }
+}
+
+#[derive(Subcommand, Debug)]
+enum UpdateCommand {
+    /// Rotate the values of credentials bound to the instance's egress (KEY=VALUE puts the
+    /// secret in argv and shell history: prefer `hypedeck rotate`, which reads it from stdin).
+    EgressCredentials {
+        /// Instance id, name or id prefix.
+        instance: String,
+        /// A bound credential's new value (KEY=VALUE, can be repeated).
+        #[arg(short, long = "env", value_name = "KEY=VALUE")]
+        env: Vec<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum VolumeCommand {
+    /// Attach a volume to an instance (running or stopped).
+    Attach {
+        /// Volume id or name.
+        volume: String,
+        /// Instance id, name or id prefix.
+        #[arg(short, long)]
+        instance: String,
+        /// Where it is mounted in the guest.
+        #[arg(short, long)]
+        mount_path: String,
+        /// Mount read-only.
+        #[arg(long)]
+        readonly: bool,
+    },
+    /// Detach a volume from an instance.
+    Detach {
+        /// Volume id or name.
+        volume: String,
+        /// Instance id, name or id prefix.
+        #[arg(short, long)]
+        instance: String,
+    },
+    /// List volumes (JSON).
+    Ls,
 }
 
 fn data_dir(cli: &Cli) -> anyhow::Result<PathBuf> {
@@ -79,6 +366,110 @@ fn data_dir(cli: &Cli) -> anyhow::Result<PathBuf> {
         Some(d) => Ok(d.clone()),
         None => hypedeck_store::default_data_dir()
             .context("cannot determine a data dir; pass --data-dir"),
+    }
+}
+
+/// The Hypeman CLI verbs; `None` for hypedeck's own commands.
+async fn api_verb(cli: &Cli, dir: &std::path::Path) -> Option<Result<(), CliError>> {
+    let api = || hypedeck_cli::client::resolve(cli.base_url.as_deref(), dir).and_then(Api::new);
+    let format = cli.format;
+    let run = async {
+        let api = api()?;
+        match &cli.command {
+            Command::Ps {
+                all,
+                quiet,
+                state,
+                tags,
+            } => verbs::ps(&api, format, *all, *quiet, state.as_deref(), tags).await,
+            Command::Inspect { instance } => verbs::inspect(&api, instance).await,
+            Command::Stop { instance } => {
+                verbs::lifecycle(&api, format, "stop", instance, None).await
+            }
+            Command::Start {
+                instance,
+                entrypoint,
+                cmd,
+            } => {
+                let body = verbs::start_body(entrypoint, cmd);
+                verbs::lifecycle(&api, format, "start", instance, Some(body)).await
+            }
+            Command::Standby { instance } => {
+                verbs::lifecycle(&api, format, "standby", instance, None).await
+            }
+            Command::Restore { instance } => {
+                verbs::lifecycle(&api, format, "restore", instance, None).await
+            }
+            Command::Rm {
+                instances,
+                force,
+                all,
+            } => verbs::rm(&api, instances, *force, *all).await,
+            Command::Wait {
+                instance,
+                state,
+                timeout,
+            } => verbs::wait(&api, format, instance, state, timeout.as_deref()).await,
+            Command::Logs {
+                instance,
+                follow,
+                tail,
+                source,
+            } => verbs::logs(&api, instance, *follow, *tail, source.as_deref()).await,
+            Command::Run(args) => verbs::run(&api, format, &args.image, args.body()?).await,
+            Command::Pull { image } => verbs::pull(&api, format, image).await.and_then(|img| {
+                if format == Format::Json {
+                    println!("{}", serde_json::to_string_pretty(&img).unwrap_or_default());
+                } else {
+                    println!("{}", img["name"].as_str().unwrap_or(image));
+                }
+                Ok(())
+            }),
+            Command::Update(UpdateCommand::EgressCredentials { instance, env }) => {
+                let env = verbs::key_values(env, "env var");
+                verbs::update_credentials(&api, format, instance, env).await
+            }
+            Command::Volume(VolumeCommand::Attach {
+                volume,
+                instance,
+                mount_path,
+                readonly,
+            }) => {
+                verbs::volume_attachment(
+                    &api,
+                    format,
+                    volume,
+                    instance,
+                    Some((mount_path, *readonly)),
+                )
+                .await
+            }
+            Command::Volume(VolumeCommand::Detach { volume, instance }) => {
+                verbs::volume_attachment(&api, format, volume, instance, None).await
+            }
+            Command::Volume(VolumeCommand::Ls) => verbs::show(&api, "/volumes").await,
+            Command::Health => verbs::show(&api, "/health").await,
+            Command::Resources => verbs::show(&api, "/resources").await,
+            _ => unreachable!("not an API verb"),
+        }
+    };
+    match cli.command {
+        Command::Ps { .. }
+        | Command::Inspect { .. }
+        | Command::Stop { .. }
+        | Command::Start { .. }
+        | Command::Standby { .. }
+        | Command::Restore { .. }
+        | Command::Rm { .. }
+        | Command::Wait { .. }
+        | Command::Logs { .. }
+        | Command::Run(_)
+        | Command::Pull { .. }
+        | Command::Update(_)
+        | Command::Volume(_)
+        | Command::Health
+        | Command::Resources => Some(run.await),
+        _ => None,
     }
 }
 
@@ -175,6 +566,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        _ => unreachable!("API verbs run in api_verb"),
     }
 }
 
@@ -330,6 +722,21 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let verb = runtime.block_on(async {
+        match data_dir(&cli) {
+            Ok(dir) => api_verb(&cli, &dir).await,
+            Err(e) => Some(Err(CliError::Usage(format!("{e:#}")))),
+        }
+    });
+    if let Some(result) = verb {
+        return match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("hypedeck: {e}");
+                ExitCode::from(e.exit_code())
+            }
+        };
+    }
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

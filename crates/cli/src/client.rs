@@ -1,0 +1,331 @@
+//! The CLI's side of the Hypeman API: which server it talks to, and requests whose failures
+//! are one clear line with a documented exit code.
+//!
+//! The server, like upstream's `hypeman` CLI: `--base-url`, else `HYPEMAN_BASE_URL`, else
+//! `base_url` in `~/.config/hypeman/cli.yaml`; the key `HYPEMAN_API_KEY`, else `api_key` in that
+//! file. Without a configured server, the engine running for the data dir (its advertised
+//! loopback URL) with the token from the OS keychain. Nothing configured and nothing running is
+//! a message saying how to get either.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+/// Exit codes (documented in `hypedeck help` and the README).
+pub mod exit {
+    /// The API refused the request for another reason, or it failed.
+    pub const FAILED: u8 = 1;
+    /// Bad usage (clap's own code for usage errors too).
+    pub const USAGE: u8 = 2;
+    /// The instance, image, volume or snapshot does not exist (404).
+    pub const NOT_FOUND: u8 = 3;
+    /// The resource is not in a state that allows it, or a name is taken (409).
+    pub const CONFLICT: u8 = 4;
+    /// No server to talk to, or it could not be reached.
+    pub const UNREACHABLE: u8 = 5;
+}
+
+/// A CLI failure, printed as one line.
+#[derive(Debug)]
+pub enum CliError {
+    /// Bad usage, with what to type instead.
+    Usage(String),
+    /// The API answered with an error.
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// Its `code`.
+        code: String,
+        /// Its `message`.
+        message: String,
+    },
+    /// No server, or it did not answer.
+    Unreachable(String),
+    /// Anything else (a malformed answer, local I/O).
+    Other(String),
+}
+
+impl CliError {
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Usage(_) => exit::USAGE,
+            CliError::Api { status: 404, .. } => exit::NOT_FOUND,
+            CliError::Api { status: 409, .. } => exit::CONFLICT,
+            CliError::Api { .. } | CliError::Other(_) => exit::FAILED,
+            CliError::Unreachable(_) => exit::UNREACHABLE,
+        }
+    }
+}
+
+impl std::fmt::Display for CliError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CliError::Usage(m) | CliError::Unreachable(m) | CliError::Other(m) => f.write_str(m),
+            CliError::Api { code, message, .. } => write!(f, "{code}: {message}"),
+        }
+    }
+}
+
+/// Where requests go.
+#[derive(Clone)]
+pub struct Target {
+    /// Base URL without a trailing slash.
+    pub base_url: String,
+    /// Bearer token.
+    api_key: String,
+    /// The engine of this machine's data dir (not a configured server).
+    pub local: bool,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target")
+            .field("base_url", &self.base_url)
+            .field("api_key", &"<redacted>")
+            .field("local", &self.local)
+            .finish()
+    }
+}
+
+/// `base_url` and `api_key` of upstream's `~/.config/hypeman/cli.yaml` (flat `key: value`
+/// lines; quotes around a value are dropped).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ConfigFile {
+    /// `base_url`.
+    pub base_url: Option<String>,
+    /// `api_key`.
+    pub api_key: Option<String>,
+}
+
+impl ConfigFile {
+    /// Parses the file's text.
+    pub fn parse(text: &str) -> ConfigFile {
+        let mut out = ConfigFile::default();
+        for line in text.lines() {
+            let line = line.split(" #").next().unwrap_or("").trim();
+            let Some((key, value)) = line.split_once(':') else {
+                continue;
+            };
+            let value = value
+                .trim()
+                .trim_matches(|c| c == '"' || c == '\'')
+                .to_string();
+            if value.is_empty() {
+                continue;
+            }
+            match key.trim() {
+                "base_url" => out.base_url = Some(value),
+                "api_key" => out.api_key = Some(value),
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// The file upstream's CLI reads, if the home dir is known.
+    pub fn path() -> Option<PathBuf> {
+        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config/hypeman/cli.yaml"))
+    }
+
+    fn load() -> ConfigFile {
+        Self::path()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .map(|t| ConfigFile::parse(&t))
+            .unwrap_or_default()
+    }
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// Resolves the server (see the module docs). `base_url_flag` is `--base-url`.
+pub fn resolve(base_url_flag: Option<&str>, data_dir: &Path) -> Result<Target, CliError> {
+    let file = ConfigFile::load();
+    let configured = base_url_flag
+        .map(str::to_string)
+        .or_else(|| env("HYPEMAN_BASE_URL"))
+        .or(file.base_url);
+    let key = env("HYPEMAN_API_KEY").or(file.api_key);
+    if let Some(base) = configured {
+        return Ok(Target {
+            base_url: base.trim_end_matches('/').to_string(),
+            api_key: key.unwrap_or_default(),
+            local: false,
+        });
+    }
+    let Some(endpoint) = crate::daemon::Endpoint::find(data_dir) else {
+        return Err(CliError::Unreachable(format!(
+            "no Hypeman server: set HYPEMAN_BASE_URL and HYPEMAN_API_KEY, or start the engine for {} (`hypedeck serve` or the desktop app)",
+            data_dir.display()
+        )));
+    };
+    let api_key = match key {
+        Some(k) => k,
+        None => {
+            let keychain = crate::daemon::open_keychain()
+                .map_err(|e| CliError::Other(format!("open the keychain: {e:#}")))?;
+            crate::daemon::load_or_create_token(keychain.as_ref(), data_dir)
+                .map_err(|e| CliError::Other(format!("read the API token: {e:#}")))?
+                .expose()
+                .clone()
+        }
+    };
+    Ok(Target {
+        base_url: endpoint.url.trim_end_matches('/').to_string(),
+        api_key,
+        local: true,
+    })
+}
+
+/// Percent-encodes one path segment (ids, names, image references).
+pub fn segment(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A client for one [`Target`].
+#[derive(Debug, Clone)]
+pub struct Api {
+    http: reqwest::Client,
+    target: Target,
+}
+
+impl Api {
+    /// A client for `target`.
+    pub fn new(target: Target) -> Result<Api, CliError> {
+        let http = reqwest::Client::builder()
+            .build()
+            .map_err(|e| CliError::Other(format!("HTTP client: {e}")))?;
+        Ok(Api { http, target })
+    }
+
+    /// The target.
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    /// A request builder for `method` `path` (which starts with `/`), authorized.
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let mut builder = self
+            .http
+            .request(method, format!("{}{path}", self.target.base_url));
+        if !self.target.api_key.is_empty() {
+            builder = builder.bearer_auth(&self.target.api_key);
+        }
+        builder
+    }
+
+    /// Sends `builder` and checks the status: the response on success, else the API's
+    /// `{code, message}` as a [`CliError`].
+    pub async fn send(
+        &self,
+        builder: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, CliError> {
+        let response = builder.send().await.map_err(|e| self.transport(e))?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        let text = |k: &str| body.get(k).and_then(Value::as_str).map(str::to_string);
+        Err(CliError::Api {
+            status,
+            code: text("code").unwrap_or_else(|| status.to_string()),
+            message: text("message").unwrap_or_else(|| "no message".into()),
+        })
+    }
+
+    /// `method` `path` with an optional JSON body; the answer's JSON (`Null` for none).
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, CliError> {
+        let mut builder = self.request(method, path);
+        if let Some(body) = body {
+            builder = builder.json(body);
+        }
+        let response = self.send(builder).await?;
+        let bytes = response.bytes().await.map_err(|e| self.transport(e))?;
+        if bytes.is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_slice(&bytes)
+            .map_err(|e| CliError::Other(format!("the server's answer is not JSON: {e}")))
+    }
+
+    /// `GET path`.
+    pub async fn get(&self, path: &str) -> Result<Value, CliError> {
+        self.call(reqwest::Method::GET, path, None).await
+    }
+
+    fn transport(&self, e: reqwest::Error) -> CliError {
+        if e.is_connect() || e.is_timeout() {
+            CliError::Unreachable(format!("cannot reach {}: {e}", self.target.base_url))
+        } else {
+            CliError::Other(format!("request to {} failed: {e}", self.target.base_url))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_config_file_is_read_like_upstreams() {
+        let c = ConfigFile::parse(
+            "# hypeman\nbase_url: \"https://hypeman.example.com\"\napi_key: 'k1' # mine\nother: x\n",
+        );
+        assert_eq!(c.base_url.as_deref(), Some("https://hypeman.example.com"));
+        assert_eq!(c.api_key.as_deref(), Some("k1"));
+        assert_eq!(ConfigFile::parse("base_url:\n"), ConfigFile::default());
+    }
+
+    #[test]
+    fn errors_map_to_documented_exit_codes() {
+        let api = |status| CliError::Api {
+            status,
+            code: "x".into(),
+            message: "y".into(),
+        };
+        assert_eq!(api(404).exit_code(), exit::NOT_FOUND);
+        assert_eq!(api(409).exit_code(), exit::CONFLICT);
+        assert_eq!(api(400).exit_code(), exit::FAILED);
+        assert_eq!(CliError::Usage("u".into()).exit_code(), exit::USAGE);
+        assert_eq!(
+            CliError::Unreachable("u".into()).exit_code(),
+            exit::UNREACHABLE
+        );
+        assert_eq!(api(404).to_string(), "x: y");
+    }
+
+    #[test]
+    fn segments_are_percent_encoded() {
+        assert_eq!(
+            segment("docker.io/library/alpine:latest"),
+            "docker.io%2Flibrary%2Falpine%3Alatest"
+        );
+        assert_eq!(segment("web-1"), "web-1");
+    }
+
+    #[test]
+    fn a_target_never_prints_its_key() {
+        let t = Target {
+            base_url: "http://x".into(),
+            api_key: "hdk_secret".into(),
+            local: false,
+        };
+        assert!(!format!("{t:?}").contains("hdk_secret"));
+    }
+}

@@ -130,6 +130,17 @@ describe("the hypeman CLI verbs", () => {
     await client.volumes.delete(vol.id);
   });
 
+  test("completions load in bash and the man page names the verbs", () => {
+    const r = spawnSync("bash", ["-c", `source <("${CLI}" completion bash) && complete -p hypedeck && COMP_WORDS=(hypedeck up); COMP_CWORD=1; _hypedeck hypedeck up hypedeck && echo "\${COMPREPLY[*]}"`], { encoding: "utf8" });
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /complete .* -F _hypedeck hypedeck/);
+    assert.match(r.stdout.trim().split("\n").at(-1), /\bupdate\b/);
+    const man = spawnSync(CLI, ["man"], { encoding: "utf8" });
+    assert.equal(man.status, 0, man.stderr);
+    assert.match(man.stdout, /^\.TH hypedeck 1/m);
+    for (const verb of ["ps", "run", "logs", "rm", "wait", "update", "volume"]) assert.match(man.stdout, new RegExp(`\\b${verb}\\b`), verb);
+  });
+
   test("without HYPEMAN_BASE_URL it finds the data dir's engine and its token in the keychain", async () => {
     await client.instances.create({ name: "local", image: "docker.io/library/alpine:latest" });
     const r = cli(["--data-dir", server.dataDir, "ps", "-q"], { HYPEMAN_BASE_URL: null, HYPEMAN_API_KEY: null });

@@ -111,10 +111,10 @@ enum Command {
         /// Instance id, name or id prefix.
         instance: String,
         /// Override the image's entrypoint for this run (repeat for more arguments).
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         entrypoint: Vec<String>,
         /// Override the image's CMD for this run (repeat for more arguments).
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         cmd: Vec<String>,
     },
     /// Put an instance into standby (pause and snapshot).
@@ -177,6 +177,14 @@ enum Command {
     /// Volumes: attach to and detach from instances.
     #[command(subcommand)]
     Volume(VolumeCommand),
+    /// Print a shell completion script (bash, zsh, fish, elvish or powershell), e.g.
+    /// `source <(hypedeck completion bash)`.
+    Completion {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `hypedeck man | man -l -`.
+    Man,
     /// Check the server's health.
     Health,
     /// Show the server's resources and their allocations (JSON).
@@ -233,10 +241,10 @@ struct RunArgs {
     #[arg(long)]
     skip_guest_agent: bool,
     /// Override the image's entrypoint (repeat for more arguments).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     entrypoint: Vec<String>,
     /// Override the image's CMD (repeat for more arguments).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     cmd: Vec<String>,
     /// Tag (KEY=VALUE, can be repeated).
     #[arg(
@@ -559,6 +567,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             key,
             from,
         } => rotate(&dir, &instance, &key, from).await,
+        Command::Completion { shell } => {
+            use clap::CommandFactory as _;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "hypedeck",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
+        Command::Man => {
+            use clap::CommandFactory as _;
+            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+            Ok(())
+        }
         Command::Status => {
             match Endpoint::find(&dir) {
                 Some(e) => println!("running: {} (pid {})", e.url, e.pid),

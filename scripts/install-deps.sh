@@ -25,7 +25,7 @@ if [ "$purpose" = test ]; then
   pkgs+=(xvfb xauth webkit2gtk-driver dbus dbus-x11 gnome-keyring libsecret-tools keyutils
          chromium fonts-dejavu-core imagemagick x11-utils
          busybox-static docker-registry cpio jq openssl python3 python3-venv iproute2
-         squashfs-tools patchelf debootstrap)
+         squashfs-tools patchelf debootstrap tmux)
 fi
 
 if [ "$bench" = 1 ]; then

@@ -112,10 +112,13 @@ describe("the hypeman CLI verbs", () => {
     assert.equal(rotated.err, "Updated OUTBOUND_KEY on agent\n");
     const after = await client.get(`/instances/${agent.id}/credentials`);
     assert.notEqual(after[0].fingerprint, before[0].fingerprint, "the value in force changed");
+    const shown = cli(["credentials", "agent"]);
+    assert.equal(shown.code, 0, shown.err);
+    assert.match(shown.out.trimEnd(), new RegExp(`^ENV\\s+FINGERPRINT\\s+HOSTS\\s+ROTATED\\s+LAST USED\\nOUTBOUND_KEY\\s+${after[0].fingerprint}\\s+api\\.example\\.com\\s+\\d+ seconds ago\\s+never$`));
     const unbound = cli(["update", "egress-credentials", "agent", "-e", "PATH=/x"]);
     assert.equal(unbound.code, 1);
     assert.match(unbound.err, /^hypedeck: invalid_request: /);
-    for (const r of [rotated, unbound]) assert.doesNotMatch(r.out + r.err, /sk-new-456|sk-old-123/);
+    for (const r of [rotated, unbound, shown]) assert.doesNotMatch(r.out + r.err, /sk-new-456|sk-old-123/);
 
     const vol = await client.volumes.create({ name: "data", size_gb: 1 });
     const attached = cli(["volume", "attach", "data", "-i", "agent", "-m", "/mnt/data", "--readonly"]);

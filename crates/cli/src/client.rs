@@ -43,6 +43,8 @@ pub enum CliError {
     Unreachable(String),
     /// Anything else (a malformed answer, local I/O).
     Other(String),
+    /// `exec`'s command ended with this code (passed through, nothing printed).
+    Exit(i32),
 }
 
 impl CliError {
@@ -54,6 +56,7 @@ impl CliError {
             CliError::Api { status: 409, .. } => exit::CONFLICT,
             CliError::Api { .. } | CliError::Other(_) => exit::FAILED,
             CliError::Unreachable(_) => exit::UNREACHABLE,
+            CliError::Exit(code) => u8::try_from(*code).unwrap_or(exit::FAILED),
         }
     }
 }
@@ -63,6 +66,7 @@ impl std::fmt::Display for CliError {
         match self {
             CliError::Usage(m) | CliError::Unreachable(m) | CliError::Other(m) => f.write_str(m),
             CliError::Api { code, message, .. } => write!(f, "{code}: {message}"),
+            CliError::Exit(code) => write!(f, "exit code {code}"),
         }
     }
 }
@@ -211,6 +215,11 @@ impl Api {
     /// The target.
     pub fn target(&self) -> &Target {
         &self.target
+    }
+
+    /// The bearer token, if any (for the exec WebSocket's handshake).
+    pub fn api_key(&self) -> Option<&str> {
+        Some(self.target.api_key.as_str()).filter(|k| !k.is_empty())
     }
 
     /// A request builder for `method` `path` (which starts with `/`), authorized.

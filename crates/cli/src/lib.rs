@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod daemon;
+pub mod exec;
 #[cfg(unix)]
 pub mod local;
 pub mod settings;

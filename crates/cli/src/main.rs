@@ -185,6 +185,38 @@ enum Command {
     },
     /// Print the man page (roff), e.g. `hypedeck man | man -l -`.
     Man,
+    /// Execute a command in a running instance (exits with its exit code).
+    Exec {
+        /// Instance id, name or id prefix.
+        instance: String,
+        /// The command and its arguments (after `--`; default /bin/sh).
+        #[arg(last = true)]
+        command: Vec<String>,
+        /// Interactive terminal (`-it`, `-i` or `-t` too).
+        #[arg(short = 'i', long = "it")]
+        it: bool,
+        /// Interactive terminal (with `-i`: `-it`).
+        #[arg(short = 't', hide = true)]
+        t: bool,
+        /// No terminal.
+        #[arg(short = 'T', long = "no-tty", conflicts_with_all = ["it", "t"])]
+        no_tty: bool,
+        /// Set an environment variable (KEY=VALUE, can be repeated).
+        #[arg(short, long = "env", value_name = "KEY=VALUE")]
+        env: Vec<String>,
+        /// Working directory inside the instance.
+        #[arg(long)]
+        cwd: Option<String>,
+        /// Execution timeout in seconds (0: none).
+        #[arg(long, default_value_t = 0)]
+        timeout: u32,
+    },
+    /// A Hypedeck addition: an instance's credentials with the fingerprint of each value in
+    /// force, when it was rotated and last used (never the values).
+    Credentials {
+        /// Instance id, name or id prefix.
+        instance: String,
+    },
     /// Check the server's health.
     Health,
     /// Show the server's resources and their allocations (JSON).
@@ -425,13 +457,12 @@ async fn api_verb(cli: &Cli, dir: &std::path::Path) -> Option<Result<(), CliErro
                 source,
             } => verbs::logs(&api, instance, *follow, *tail, source.as_deref()).await,
             Command::Run(args) => verbs::run(&api, format, &args.image, args.body()?).await,
-            Command::Pull { image } => verbs::pull(&api, format, image).await.and_then(|img| {
+            Command::Pull { image } => verbs::pull(&api, format, image).await.map(|img| {
                 if format == Format::Json {
                     println!("{}", serde_json::to_string_pretty(&img).unwrap_or_default());
                 } else {
                     println!("{}", img["name"].as_str().unwrap_or(image));
                 }
-                Ok(())
             }),
             Command::Update(UpdateCommand::EgressCredentials { instance, env }) => {
                 let env = verbs::key_values(env, "env var");
@@ -456,6 +487,36 @@ async fn api_verb(cli: &Cli, dir: &std::path::Path) -> Option<Result<(), CliErro
                 verbs::volume_attachment(&api, format, volume, instance, None).await
             }
             Command::Volume(VolumeCommand::Ls) => verbs::show(&api, "/volumes").await,
+            Command::Exec {
+                instance,
+                command,
+                it,
+                t,
+                no_tty,
+                env,
+                cwd,
+                timeout,
+            } => {
+                let request = hypedeck_cli::exec::ExecRequest {
+                    command: command.clone(),
+                    tty: if *no_tty {
+                        Some(false)
+                    } else if *it || *t {
+                        Some(true)
+                    } else {
+                        None
+                    },
+                    env: verbs::key_values(env, "env var"),
+                    cwd: cwd.clone(),
+                    timeout: *timeout,
+                };
+                let code = hypedeck_cli::exec::exec(&api, instance, request).await?;
+                if code != 0 {
+                    return Err(CliError::Exit(code));
+                }
+                Ok(())
+            }
+            Command::Credentials { instance } => verbs::credentials(&api, format, instance).await,
             Command::Health => verbs::show(&api, "/health").await,
             Command::Resources => verbs::show(&api, "/resources").await,
             _ => unreachable!("not an API verb"),
@@ -475,6 +536,8 @@ async fn api_verb(cli: &Cli, dir: &std::path::Path) -> Option<Result<(), CliErro
         | Command::Pull { .. }
         | Command::Update(_)
         | Command::Volume(_)
+        | Command::Exec { .. }
+        | Command::Credentials { .. }
         | Command::Health
         | Command::Resources => Some(run.await),
         _ => None,
@@ -752,8 +815,13 @@ fn main() -> ExitCode {
         }
     });
     if let Some(result) = verb {
+        // An exec's stdin reader may still be blocked in read(2) on a terminal: do not wait.
+        runtime.shutdown_background();
         return match result {
             Ok(()) => ExitCode::SUCCESS,
+            Err(CliError::Exit(code)) => {
+                ExitCode::from(u8::try_from(code).unwrap_or(hypedeck_cli::client::exit::FAILED))
+            }
             Err(e) => {
                 eprintln!("hypedeck: {e}");
                 ExitCode::from(e.exit_code())

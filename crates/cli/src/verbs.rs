@@ -388,78 +388,6 @@ pub async fn show(api: &Api, path: &str) -> Result<(), CliError> {
     print_json(&api.get(path).await?)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tables_pad_every_column_but_the_last() {
-        let t = table(
-            &["ID", "NAME", "CREATED"],
-            &[vec!["abc".into(), "web".into(), "1 minute ago".into()]],
-        );
-        assert_eq!(t, "ID    NAME   CREATED\nabc   web    1 minute ago");
-    }
-
-    #[test]
-    fn ages_read_like_upstreams() {
-        let now = time::OffsetDateTime::parse(
-            "2026-12-07T12:00:00Z",
-            &time::format_description::well_known::Rfc3339,
-        )
-        .unwrap();
-        assert_eq!(time_ago("2026-12-07T11:59:48Z", now), "12 seconds ago");
-        assert_eq!(time_ago("2026-12-07T11:59:00Z", now), "1 minute ago");
-        assert_eq!(time_ago("2026-12-07T09:00:00Z", now), "3 hours ago");
-        assert_eq!(time_ago("2026-12-05T12:00:00Z", now), "2 days ago");
-        assert_eq!(time_ago("junk", now), "N/A");
-    }
-
-    #[test]
-    fn log_events_are_json_strings() {
-        assert_eq!(
-            sse_data(b"data: \"hello \\\"x\\\"\"\n").as_deref(),
-            Some("hello \"x\"")
-        );
-        assert_eq!(sse_data(b"\n"), None);
-        assert_eq!(sse_data(b"event: x\n"), None);
-    }
-
-    #[test]
-    fn volume_specs_read_like_upstreams() {
-        assert_eq!(
-            volume_spec("data:/mnt/data").unwrap(),
-            json!({"volume_id": "data", "mount_path": "/mnt/data"})
-        );
-        assert_eq!(
-            volume_spec("seed:/d:ro:overlay=1GB").unwrap(),
-            json!({"volume_id": "seed", "mount_path": "/d", "readonly": true, "overlay": true, "overlay_size": "1GB"})
-        );
-        for bad in ["data", ":/d", "data:", "data:/d:rw"] {
-            assert!(matches!(volume_spec(bad), Err(CliError::Usage(_))), "{bad}");
-        }
-    }
-
-    #[test]
-    fn generated_names_follow_the_image() {
-        let n = generated_name("docker.io/library/nginx:1.27");
-        assert!(
-            n.starts_with("nginx-") && n.len() == "nginx-".len() + 4,
-            "{n}"
-        );
-        assert!(generated_name("alpine@sha256:abc").starts_with("alpine-"));
-    }
-
-    #[test]
-    fn start_takes_overrides_only_when_given() {
-        assert_eq!(start_body(&[], &[]), json!({}));
-        assert_eq!(
-            start_body(&["/bin/sh".into()], &["-c".into(), "x".into()]),
-            json!({"entrypoint": ["/bin/sh"], "cmd": ["-c", "x"]})
-        );
-    }
-}
-
 /// `volume-id:/mount/path[:ro[:overlay=SIZE]]` (upstream's `--volume`) as a `VolumeMount`.
 pub fn volume_spec(spec: &str) -> Result<Value, CliError> {
     let bad = |why: &str| {
@@ -642,4 +570,129 @@ pub async fn volume_attachment(
         None => eprintln!("Detached {volume} from {}", text(&answer, "name")),
     }
     Ok(())
+}
+
+/// `credentials`: each credential's env var, the fingerprint of the value in force, when it
+/// was rotated and last used (never a value: the API has none to give).
+pub async fn credentials(api: &Api, format: Format, instance: &str) -> Result<(), CliError> {
+    let list = api
+        .get(&format!("{}/credentials", instance_path(instance)))
+        .await?;
+    if format == Format::Json {
+        return print_json(&list);
+    }
+    let now = time::OffsetDateTime::now_utc();
+    let when = |v: Option<&Value>| {
+        v.and_then(Value::as_str)
+            .map_or_else(|| "never".to_string(), |t| time_ago(t, now))
+    };
+    let rows: Vec<Vec<String>> = list
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            vec![
+                text(c, "env"),
+                c.get("fingerprint")
+                    .and_then(Value::as_str)
+                    .unwrap_or("-")
+                    .to_string(),
+                c.get("hosts").and_then(Value::as_array).map_or_else(
+                    || "any host".to_string(),
+                    |h| {
+                        h.iter()
+                            .filter_map(Value::as_str)
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    },
+                ),
+                when(c.get("rotated_at")),
+                when(c.pointer("/last_used/time")),
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        eprintln!("No credentials.");
+        return Ok(());
+    }
+    println!(
+        "{}",
+        table(
+            &["ENV", "FINGERPRINT", "HOSTS", "ROTATED", "LAST USED"],
+            &rows
+        )
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_pad_every_column_but_the_last() {
+        let t = table(
+            &["ID", "NAME", "CREATED"],
+            &[vec!["abc".into(), "web".into(), "1 minute ago".into()]],
+        );
+        assert_eq!(t, "ID    NAME   CREATED\nabc   web    1 minute ago");
+    }
+
+    #[test]
+    fn ages_read_like_upstreams() {
+        let now = time::OffsetDateTime::parse(
+            "2026-12-07T12:00:00Z",
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap();
+        assert_eq!(time_ago("2026-12-07T11:59:48Z", now), "12 seconds ago");
+        assert_eq!(time_ago("2026-12-07T11:59:00Z", now), "1 minute ago");
+        assert_eq!(time_ago("2026-12-07T09:00:00Z", now), "3 hours ago");
+        assert_eq!(time_ago("2026-12-05T12:00:00Z", now), "2 days ago");
+        assert_eq!(time_ago("junk", now), "N/A");
+    }
+
+    #[test]
+    fn log_events_are_json_strings() {
+        assert_eq!(
+            sse_data(b"data: \"hello \\\"x\\\"\"\n").as_deref(),
+            Some("hello \"x\"")
+        );
+        assert_eq!(sse_data(b"\n"), None);
+        assert_eq!(sse_data(b"event: x\n"), None);
+    }
+
+    #[test]
+    fn volume_specs_read_like_upstreams() {
+        assert_eq!(
+            volume_spec("data:/mnt/data").unwrap(),
+            json!({"volume_id": "data", "mount_path": "/mnt/data"})
+        );
+        assert_eq!(
+            volume_spec("seed:/d:ro:overlay=1GB").unwrap(),
+            json!({"volume_id": "seed", "mount_path": "/d", "readonly": true, "overlay": true, "overlay_size": "1GB"})
+        );
+        for bad in ["data", ":/d", "data:", "data:/d:rw"] {
+            assert!(matches!(volume_spec(bad), Err(CliError::Usage(_))), "{bad}");
+        }
+    }
+
+    #[test]
+    fn generated_names_follow_the_image() {
+        let n = generated_name("docker.io/library/nginx:1.27");
+        assert!(
+            n.starts_with("nginx-") && n.len() == "nginx-".len() + 4,
+            "{n}"
+        );
+        assert!(generated_name("alpine@sha256:abc").starts_with("alpine-"));
+    }
+
+    #[test]
+    fn start_takes_overrides_only_when_given() {
+        assert_eq!(start_body(&[], &[]), json!({}));
+        assert_eq!(
+            start_body(&["/bin/sh".into()], &["-c".into(), "x".into()]),
+            json!({"entrypoint": ["/bin/sh"], "cmd": ["-c", "x"]})
+        );
+    }
 }

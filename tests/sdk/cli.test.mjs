@@ -133,6 +133,41 @@ describe("the hypeman CLI verbs", () => {
     await client.volumes.delete(vol.id);
   });
 
+  test("volume, snapshot, fork and stats verbs (images: tests/vm/cli.test.mjs)", async () => {
+    const made = cli(["volume", "create", "--name", "cache", "--size", "1", "--id", "cache-vol"]);
+    assert.equal(made.code, 0, made.err);
+    assert.equal(made.out, "cache-vol\n");
+    const vols = cli(["volume", "ls"]);
+    assert.match(vols.out, /^ID\s+NAME\s+SIZE\s+ATTACHMENTS\s+CREATED\ncache-vol\s+cache\s+1 GB\s+0\s+\d+ seconds ago\n$/);
+    assert.equal(cli(["volumes", "list", "-q"]).out, "cache-vol\n");
+    assert.equal(JSON.parse(cli(["volume", "get", "cache-vol"]).out).name, "cache");
+
+    const src = await client.instances.create({ name: "src", image: "docker.io/library/alpine:latest" });
+    const snap = cli(["snapshot", "create", "src", "--kind", "Standby", "--name", "first"]);
+    assert.equal(snap.code, 0, snap.err);
+    const snapId = snap.out.trim();
+    assert.match(cli(["snapshot", "ls"]).out, new RegExp(`^ID\\s+NAME\\s+KIND\\s+SOURCE\\s+CREATED\\n${snapId}\\s+first\\s+Standby\\s+src\\s`));
+    const fork = cli(["fork", "src", "src-copy", "--from-running", "--target-state", "Stopped"]);
+    assert.equal(fork.code, 0, fork.err);
+    const copy = await client.instances.get(fork.out.trim());
+    assert.deepEqual([copy.name, copy.state], ["src-copy", "Stopped"]);
+    assert.equal(cli(["fork", "src", "src-copy"]).code, 4, "a taken name (or a running source) is a conflict");
+    await client.instances.stop(src.id);
+    const restored = cli(["snapshot", "restore", "src", snapId, "--target-state", "Stopped"]);
+    assert.equal(restored.code, 0, restored.err);
+    assert.equal(restored.out.trim(), src.id);
+    assert.equal(cli(["snapshot", "rm", snapId]).out, `${snapId}\n`);
+    assert.equal(cli(["snapshot", "get", snapId]).code, 3);
+
+    await client.instances.start(src.id, {});
+    const stats = cli(["stats", "src"]);
+    assert.equal(stats.code, 0, stats.err);
+    assert.match(stats.out, /^CPU SECONDS\s+MEMORY \(RSS\)\s+ALLOCATED\s+NET RX\s+NET TX\s+VCPUS\n[\d.]+\s+[\d.]+ MiB\s+1024\.0 MiB\s/);
+    assert.equal(JSON.parse(cli(["stats", "src", "--format", "json"]).out).allocated_vcpus, 2);
+    for (const i of await client.instances.list()) await client.instances.delete(i.id);
+    assert.equal(cli(["volume", "rm", "cache-vol"]).code, 0);
+  });
+
   test("completions load in bash and the man page names the verbs", () => {
     const r = spawnSync("bash", ["-c", `source <("${CLI}" completion bash) && complete -p hypedeck && COMP_WORDS=(hypedeck up); COMP_CWORD=1; _hypedeck hypedeck up hypedeck && echo "\${COMPREPLY[*]}"`], { encoding: "utf8" });
     assert.equal(r.status, 0, r.stderr);

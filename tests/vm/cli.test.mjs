@@ -33,6 +33,9 @@ describe("the CLI on real guests", () => {
     const id = run.out.trim();
     assert.match(id, /^[a-z0-9]{24}$/);
     assert.match(run.err, /Creating instance counter\.\.\./);
+    const images = cli(["image", "ls"]);
+    assert.match(images.out, new RegExp(`^NAME\\s+PLATFORM\\s+STATUS\\s+DIGEST\\s+SIZE\\s+CREATED\\n${image.replace(/[.:/]/g, "\\$&")}\\s+linux/amd64\\s+ready\\s+sha256:`, "m"), images.out);
+    assert.equal(JSON.parse(cli(["image", "get", image]).out).status, "ready");
     const waited = cli(["wait", "counter", "--state", "Running", "--timeout", "240s"]);
     assert.equal(waited.out, "Running\n", waited.err);
     const ps = cli(["ps", "--tag", "suite=cli"]);

@@ -174,9 +174,33 @@ enum Command {
     /// Update mutable instance configuration.
     #[command(subcommand)]
     Update(UpdateCommand),
-    /// Volumes: attach to and detach from instances.
-    #[command(subcommand)]
+    /// Volumes.
+    #[command(subcommand, alias = "volumes")]
     Volume(VolumeCommand),
+    /// Images.
+    #[command(subcommand, alias = "images")]
+    Image(ImageCommand),
+    /// Snapshots.
+    #[command(subcommand, alias = "snapshots")]
+    Snapshot(SnapshotCommand),
+    /// Fork an instance into a new one.
+    Fork {
+        /// Source instance id, name or id prefix.
+        source: String,
+        /// The fork's name.
+        name: String,
+        /// Fork a running source (it is saved and resumed around the fork).
+        #[arg(long)]
+        from_running: bool,
+        /// The fork's state: Running, Standby or Stopped (default: the source's).
+        #[arg(long)]
+        target_state: Option<String>,
+    },
+    /// Resource use of an instance (CPU, memory, network).
+    Stats {
+        /// Instance id, name or id prefix.
+        instance: String,
+    },
     /// Print a shell completion script (bash, zsh, fish, elvish or powershell), e.g.
     /// `source <(hypedeck completion bash)`.
     Completion {
@@ -397,8 +421,106 @@ enum VolumeCommand {
         #[arg(short, long)]
         instance: String,
     },
-    /// List volumes (JSON).
-    Ls,
+    /// List volumes.
+    #[command(alias = "ls")]
+    List {
+        /// Only display volume IDs.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Create an empty volume; prints its id.
+    Create {
+        /// Name.
+        #[arg(long)]
+        name: String,
+        /// Size in GB.
+        #[arg(long)]
+        size: u32,
+        /// Id (generated when not given).
+        #[arg(long)]
+        id: Option<String>,
+    },
+    /// Show a volume (JSON).
+    Get {
+        /// Volume id or name.
+        id: String,
+    },
+    /// Delete a volume.
+    #[command(alias = "rm")]
+    Delete {
+        /// Volume id.
+        id: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ImageCommand {
+    /// List images.
+    #[command(alias = "ls")]
+    List {
+        /// Only display image names.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Ask the server to pull an image (see `pull` to wait for it).
+    Create {
+        /// Image reference.
+        name: String,
+    },
+    /// Show an image (JSON).
+    Get {
+        /// Image reference.
+        name: String,
+    },
+    /// Delete an image.
+    #[command(alias = "rm")]
+    Delete {
+        /// Image reference.
+        name: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum SnapshotCommand {
+    /// Snapshot an instance; prints the snapshot's id.
+    Create {
+        /// Instance id, name or id prefix.
+        instance: String,
+        /// Standby (memory and disk; Running or Standby instances) or Stopped (disk).
+        #[arg(long)]
+        kind: String,
+        /// Name.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Restore an instance to one of its snapshots.
+    Restore {
+        /// Instance id, name or id prefix.
+        instance: String,
+        /// Snapshot id.
+        snapshot: String,
+        /// Running, Standby or Stopped.
+        #[arg(long)]
+        target_state: Option<String>,
+    },
+    /// List snapshots.
+    #[command(alias = "ls")]
+    List {
+        /// Only display snapshot IDs.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Show a snapshot (JSON).
+    Get {
+        /// Snapshot id.
+        id: String,
+    },
+    /// Delete a snapshot.
+    #[command(alias = "rm")]
+    Delete {
+        /// Snapshot id.
+        id: String,
+    },
 }
 
 fn data_dir(cli: &Cli) -> anyhow::Result<PathBuf> {
@@ -486,7 +608,165 @@ async fn api_verb(cli: &Cli, dir: &std::path::Path) -> Option<Result<(), CliErro
             Command::Volume(VolumeCommand::Detach { volume, instance }) => {
                 verbs::volume_attachment(&api, format, volume, instance, None).await
             }
-            Command::Volume(VolumeCommand::Ls) => verbs::show(&api, "/volumes").await,
+            Command::Volume(VolumeCommand::List { quiet }) => {
+                verbs::list(
+                    &api,
+                    format,
+                    "/volumes",
+                    *quiet,
+                    "id",
+                    &[
+                        ("ID", &|v| verbs::cell(v, "/id")),
+                        ("NAME", &|v| verbs::cell(v, "/name")),
+                        ("SIZE", &|v| format!("{} GB", verbs::cell(v, "/size_gb"))),
+                        ("ATTACHMENTS", &|v| {
+                            v["attachments"].as_array().map_or(0, Vec::len).to_string()
+                        }),
+                        ("CREATED", &|v| verbs::ago(v, "/created_at")),
+                    ],
+                )
+                .await
+            }
+            Command::Volume(VolumeCommand::Create { name, size, id }) => {
+                let mut body = serde_json::json!({ "name": name, "size_gb": size });
+                if let Some(id) = id {
+                    body["id"] = serde_json::json!(id);
+                }
+                verbs::create(&api, format, "/volumes", &body, "id").await
+            }
+            Command::Volume(VolumeCommand::Get { id }) => {
+                verbs::show(
+                    &api,
+                    &format!("/volumes/{}", hypedeck_cli::client::segment(id)),
+                )
+                .await
+            }
+            Command::Volume(VolumeCommand::Delete { id }) => {
+                let path = format!("/volumes/{}", hypedeck_cli::client::segment(id));
+                verbs::delete(&api, &path, id).await
+            }
+            Command::Image(ImageCommand::List { quiet }) => {
+                verbs::list(
+                    &api,
+                    format,
+                    "/images",
+                    *quiet,
+                    "name",
+                    &[
+                        ("NAME", &|v| verbs::cell(v, "/name")),
+                        ("PLATFORM", &|v| verbs::cell(v, "/platform")),
+                        ("STATUS", &|v| verbs::cell(v, "/status")),
+                        ("DIGEST", &|v| {
+                            verbs::cell(v, "/digest").chars().take(19).collect()
+                        }),
+                        ("SIZE", &|v| {
+                            v["size_bytes"].as_f64().map_or_else(
+                                || "-".into(),
+                                |b| format!("{:.1} MB", b / 1_000_000.0),
+                            )
+                        }),
+                        ("CREATED", &|v| verbs::ago(v, "/created_at")),
+                    ],
+                )
+                .await
+            }
+            Command::Image(ImageCommand::Create { name }) => {
+                verbs::create(
+                    &api,
+                    format,
+                    "/images",
+                    &serde_json::json!({ "name": name }),
+                    "name",
+                )
+                .await
+            }
+            Command::Image(ImageCommand::Get { name }) => {
+                verbs::show(
+                    &api,
+                    &format!("/images/{}", hypedeck_cli::client::segment(name)),
+                )
+                .await
+            }
+            Command::Image(ImageCommand::Delete { name }) => {
+                let path = format!("/images/{}", hypedeck_cli::client::segment(name));
+                verbs::delete(&api, &path, name).await
+            }
+            Command::Snapshot(SnapshotCommand::Create {
+                instance,
+                kind,
+                name,
+            }) => {
+                let mut body = serde_json::json!({ "kind": kind });
+                if let Some(n) = name {
+                    body["name"] = serde_json::json!(n);
+                }
+                let path = format!(
+                    "/instances/{}/snapshots",
+                    hypedeck_cli::client::segment(instance)
+                );
+                verbs::create(&api, format, &path, &body, "id").await
+            }
+            Command::Snapshot(SnapshotCommand::Restore {
+                instance,
+                snapshot,
+                target_state,
+            }) => {
+                let mut body = serde_json::json!({});
+                if let Some(t) = target_state {
+                    body["target_state"] = serde_json::json!(t);
+                }
+                let path = format!(
+                    "/instances/{}/snapshots/{}/restore",
+                    hypedeck_cli::client::segment(instance),
+                    hypedeck_cli::client::segment(snapshot)
+                );
+                verbs::create(&api, format, &path, &body, "id").await
+            }
+            Command::Snapshot(SnapshotCommand::List { quiet }) => {
+                verbs::list(
+                    &api,
+                    format,
+                    "/snapshots",
+                    *quiet,
+                    "id",
+                    &[
+                        ("ID", &|v| verbs::cell(v, "/id")),
+                        ("NAME", &|v| verbs::cell(v, "/name")),
+                        ("KIND", &|v| verbs::cell(v, "/kind")),
+                        ("SOURCE", &|v| verbs::cell(v, "/source_instance_name")),
+                        ("CREATED", &|v| verbs::ago(v, "/created_at")),
+                    ],
+                )
+                .await
+            }
+            Command::Snapshot(SnapshotCommand::Get { id }) => {
+                verbs::show(
+                    &api,
+                    &format!("/snapshots/{}", hypedeck_cli::client::segment(id)),
+                )
+                .await
+            }
+            Command::Snapshot(SnapshotCommand::Delete { id }) => {
+                let path = format!("/snapshots/{}", hypedeck_cli::client::segment(id));
+                verbs::delete(&api, &path, id).await
+            }
+            Command::Fork {
+                source,
+                name,
+                from_running,
+                target_state,
+            } => {
+                verbs::fork(
+                    &api,
+                    format,
+                    source,
+                    name,
+                    *from_running,
+                    target_state.as_deref(),
+                )
+                .await
+            }
+            Command::Stats { instance } => verbs::stats(&api, format, instance).await,
             Command::Exec {
                 instance,
                 command,
@@ -536,6 +816,10 @@ async fn api_verb(cli: &Cli, dir: &std::path::Path) -> Option<Result<(), CliErro
         | Command::Pull { .. }
         | Command::Update(_)
         | Command::Volume(_)
+        | Command::Image(_)
+        | Command::Snapshot(_)
+        | Command::Fork { .. }
+        | Command::Stats { .. }
         | Command::Exec { .. }
         | Command::Credentials { .. }
         | Command::Health

@@ -625,6 +625,140 @@ pub async fn credentials(api: &Api, format: Format, instance: &str) -> Result<()
     Ok(())
 }
 
+/// A list from `path` as a table of `columns` (`(header, cell of one item)`), or its ids
+/// (`-q`, the `id_key` of each item), or the JSON.
+pub async fn list(
+    api: &Api,
+    format: Format,
+    path: &str,
+    quiet: bool,
+    id_key: &str,
+    columns: &[(&str, &dyn Fn(&Value) -> String)],
+) -> Result<(), CliError> {
+    let items = api.get(path).await?;
+    if format == Format::Json {
+        return print_json(&items);
+    }
+    let items: Vec<&Value> = items.as_array().into_iter().flatten().collect();
+    if quiet {
+        for item in items {
+            println!("{}", text(item, id_key));
+        }
+        return Ok(());
+    }
+    if items.is_empty() {
+        return Ok(());
+    }
+    let header: Vec<&str> = columns.iter().map(|(h, _)| *h).collect();
+    let rows: Vec<Vec<String>> = items
+        .iter()
+        .map(|item| columns.iter().map(|(_, cell)| cell(item)).collect())
+        .collect();
+    println!("{}", table(&header, &rows));
+    Ok(())
+}
+
+/// A cell: the string at `pointer` (`-` when absent).
+pub fn cell(item: &Value, pointer: &str) -> String {
+    match item.pointer(pointer) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Null) | None => "-".into(),
+        Some(other) => other.to_string(),
+    }
+}
+
+/// A cell: how long ago the time at `pointer` was.
+pub fn ago(item: &Value, pointer: &str) -> String {
+    item.pointer(pointer).and_then(Value::as_str).map_or_else(
+        || "-".into(),
+        |t| time_ago(t, time::OffsetDateTime::now_utc()),
+    )
+}
+
+/// A call whose answer is one resource: its `id_key` printed (the JSON with --format json).
+pub async fn create(
+    api: &Api,
+    format: Format,
+    path: &str,
+    body: &Value,
+    id_key: &str,
+) -> Result<(), CliError> {
+    let answer = api.call(Method::POST, path, Some(body)).await?;
+    if format == Format::Json {
+        return print_json(&answer);
+    }
+    println!("{}", text(&answer, id_key));
+    Ok(())
+}
+
+/// `DELETE path`, then `name` printed.
+pub async fn delete(api: &Api, path: &str, name: &str) -> Result<(), CliError> {
+    api.call(Method::DELETE, path, None).await?;
+    println!("{name}");
+    Ok(())
+}
+
+/// `fork <source> <name>`: the fork's id.
+pub async fn fork(
+    api: &Api,
+    format: Format,
+    source: &str,
+    name: &str,
+    from_running: bool,
+    target_state: Option<&str>,
+) -> Result<(), CliError> {
+    let mut body = json!({ "name": name });
+    if from_running {
+        body["from_running"] = json!(true);
+    }
+    if let Some(t) = target_state {
+        body["target_state"] = json!(t);
+    }
+    eprintln!("Forking {source} as {name}...");
+    create(
+        api,
+        format,
+        &format!("{}/fork", instance_path(source)),
+        &body,
+        "id",
+    )
+    .await
+}
+
+/// `stats <instance>`: CPU, memory and network of its VMM, as the API reports them.
+pub async fn stats(api: &Api, format: Format, instance: &str) -> Result<(), CliError> {
+    let s = api
+        .get(&format!("{}/stats", instance_path(instance)))
+        .await?;
+    if format == Format::Json {
+        return print_json(&s);
+    }
+    let n = |k: &str| s.get(k).and_then(Value::as_f64).unwrap_or(0.0);
+    let mib = |b: f64| format!("{:.1} MiB", b / 1048576.0);
+    println!(
+        "{}",
+        table(
+            &[
+                "CPU SECONDS",
+                "MEMORY (RSS)",
+                "ALLOCATED",
+                "NET RX",
+                "NET TX",
+                "VCPUS"
+            ],
+            &[vec![
+                format!("{:.2}", n("cpu_seconds")),
+                mib(n("memory_rss_bytes")),
+                mib(n("allocated_memory_bytes")),
+                mib(n("network_rx_bytes")),
+                mib(n("network_tx_bytes")),
+                format!("{}", n("allocated_vcpus")),
+            ]]
+        )
+    );
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

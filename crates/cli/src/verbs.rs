@@ -625,6 +625,9 @@ pub async fn credentials(api: &Api, format: Format, instance: &str) -> Result<()
     Ok(())
 }
 
+/// A table column: its header and how to print one item's cell.
+pub type Column<'a> = (&'a str, &'a dyn Fn(&Value) -> String);
+
 /// A list from `path` as a table of `columns` (`(header, cell of one item)`), or its ids
 /// (`-q`, the `id_key` of each item), or the JSON.
 pub async fn list(
@@ -633,7 +636,7 @@ pub async fn list(
     path: &str,
     quiet: bool,
     id_key: &str,
-    columns: &[(&str, &dyn Fn(&Value) -> String)],
+    columns: &[Column<'_>],
 ) -> Result<(), CliError> {
     let items = api.get(path).await?;
     if format == Format::Json {

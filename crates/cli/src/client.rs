@@ -196,6 +196,11 @@ pub fn segment(s: &str) -> String {
     out
 }
 
+/// `/<collection>/<id>` with the id percent-encoded.
+pub fn path(collection: &str, id: &str) -> String {
+    format!("/{collection}/{}", segment(id))
+}
+
 /// A client for one [`Target`].
 #[derive(Debug, Clone)]
 pub struct Api {
@@ -271,6 +276,16 @@ impl Api {
         }
         serde_json::from_slice(&bytes)
             .map_err(|e| CliError::Other(format!("the server's answer is not JSON: {e}")))
+    }
+
+    /// `GET path?query`, checked ([`Api::send`]): the response, for its body or stream.
+    pub async fn get_query<Q: serde::Serialize + ?Sized>(
+        &self,
+        path: &str,
+        query: &Q,
+    ) -> Result<reqwest::Response, CliError> {
+        self.send(self.request(reqwest::Method::GET, path).query(query))
+            .await
     }
 
     /// `GET path`.

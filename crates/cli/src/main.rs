@@ -635,14 +635,10 @@ async fn api_verb(cli: &Cli, dir: &std::path::Path) -> Option<Result<(), CliErro
                 verbs::create(&api, format, "/volumes", &body, "id").await
             }
             Command::Volume(VolumeCommand::Get { id }) => {
-                verbs::show(
-                    &api,
-                    &format!("/volumes/{}", hypedeck_cli::client::segment(id)),
-                )
-                .await
+                verbs::show(&api, &hypedeck_cli::client::path("volumes", id)).await
             }
             Command::Volume(VolumeCommand::Delete { id }) => {
-                let path = format!("/volumes/{}", hypedeck_cli::client::segment(id));
+                let path = hypedeck_cli::client::path("volumes", id);
                 verbs::delete(&api, &path, id).await
             }
             Command::Image(ImageCommand::List { quiet }) => {
@@ -681,14 +677,10 @@ async fn api_verb(cli: &Cli, dir: &std::path::Path) -> Option<Result<(), CliErro
                 .await
             }
             Command::Image(ImageCommand::Get { name }) => {
-                verbs::show(
-                    &api,
-                    &format!("/images/{}", hypedeck_cli::client::segment(name)),
-                )
-                .await
+                verbs::show(&api, &hypedeck_cli::client::path("images", name)).await
             }
             Command::Image(ImageCommand::Delete { name }) => {
-                let path = format!("/images/{}", hypedeck_cli::client::segment(name));
+                let path = hypedeck_cli::client::path("images", name);
                 verbs::delete(&api, &path, name).await
             }
             Command::Snapshot(SnapshotCommand::Create {
@@ -740,14 +732,10 @@ async fn api_verb(cli: &Cli, dir: &std::path::Path) -> Option<Result<(), CliErro
                 .await
             }
             Command::Snapshot(SnapshotCommand::Get { id }) => {
-                verbs::show(
-                    &api,
-                    &format!("/snapshots/{}", hypedeck_cli::client::segment(id)),
-                )
-                .await
+                verbs::show(&api, &hypedeck_cli::client::path("snapshots", id)).await
             }
             Command::Snapshot(SnapshotCommand::Delete { id }) => {
-                let path = format!("/snapshots/{}", hypedeck_cli::client::segment(id));
+                let path = hypedeck_cli::client::path("snapshots", id);
                 verbs::delete(&api, &path, id).await
             }
             Command::Fork {

@@ -106,9 +106,7 @@ pub async fn ps(
         }
     }
     let server_filtered = !query.is_empty();
-    let response = api
-        .send(api.request(Method::GET, "/instances").query(&query))
-        .await?;
+    let response = api.get_query("/instances", &query).await?;
     let list: Value = response
         .json()
         .await
@@ -306,9 +304,7 @@ pub async fn wait(
         query.push(("timeout", t.to_string()));
     }
     let path = format!("{}/wait", instance_path(instance));
-    let response = api
-        .send(api.request(Method::GET, &path).query(&query))
-        .await?;
+    let response = api.get_query(&path, &query).await?;
     let answer: Value = response
         .json()
         .await
@@ -352,9 +348,7 @@ pub async fn logs(
         query.push(("source", s.to_string()));
     }
     let path = format!("{}/logs", instance_path(instance));
-    let response = api
-        .send(api.request(Method::GET, &path).query(&query))
-        .await?;
+    let response = api.get_query(&path, &query).await?;
     let mut stream = response.bytes_stream();
     let mut pending = Vec::new();
     let stdout = std::io::stdout();

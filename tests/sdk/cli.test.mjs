@@ -5,7 +5,8 @@
 // one line with the documented exit codes (3 not found, 4 conflict, 5 unreachable).
 import { test, describe, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
+import { readFileSync } from "node:fs";
 import path from "node:path";
 
 import { binary, startServer } from "./harness.mjs";
@@ -115,6 +116,17 @@ describe("the hypeman CLI verbs", () => {
     const shown = cli(["credentials", "agent"]);
     assert.equal(shown.code, 0, shown.err);
     assert.match(shown.out.trimEnd(), new RegExp(`^ENV\\s+FINGERPRINT\\s+HOSTS\\s+ROTATED\\s+LAST USED\\nOUTBOUND_KEY\\s+${after[0].fingerprint}\\s+api\\.example\\.com\\s+\\d+ seconds ago\\s+never$`));
+    // `hypedeck rotate` takes the value on stdin: it is in no process's argv, and in no output.
+    const child = spawn(CLI, ["--data-dir", server.dataDir, "rotate", "agent", "OUTBOUND_KEY"], { env: process.env });
+    let printed = "";
+    child.stdout.on("data", (d) => (printed += d));
+    child.stderr.on("data", (d) => (printed += d));
+    const argv = readFileSync(`/proc/${child.pid}/cmdline`, "utf8").split("\0");
+    assert.ok(argv.includes("rotate") && !argv.some((a) => a.includes("sk-stdin-789")), argv.join(" "));
+    child.stdin.end("sk-stdin-789\n");
+    assert.equal(await new Promise((r) => child.on("exit", r)), 0, printed);
+    assert.match(printed, /^rotated OUTBOUND_KEY of agent \(fingerprint [0-9a-f]+\)\n$/);
+    assert.doesNotMatch(printed, /sk-stdin-789/);
     const unbound = cli(["update", "egress-credentials", "agent", "-e", "PATH=/x"]);
     assert.equal(unbound.code, 1);
     assert.match(unbound.err, /^hypedeck: invalid_request: /);

@@ -325,6 +325,18 @@ impl Engine {
     }
 }
 
+/// What the guest is asked to mount for `mount`, whose disk has `serial`.
+fn mount_request(
+    serial: &str,
+    mount: &VolumeMount,
+) -> hypedeck_guest_init::agent_proto::MountRequest {
+    hypedeck_guest_init::agent_proto::MountRequest {
+        serial: serial.to_string(),
+        mount_path: mount.mount_path.clone(),
+        readonly: mount.readonly.unwrap_or(false),
+    }
+}
+
 /// Why a backend refused to attach or detach a disk, as the API's 409.
 fn disk_refused(what: &str, e: hypedeck_hypervisor::HypervisorError) -> EngineError {
     match e {
@@ -354,17 +366,17 @@ impl Engine {
         }
     }
 
-    /// Whether a verb on the volumes of an instance in `state` runs on the live VM (Running),
-    /// only changes what its next boot mounts (Stopped), or cannot run (409).
-    fn volume_change_is_live(
+    /// The VM a verb on the volumes of an instance in `state` changes live (Running), `None`
+    /// when it only changes what the next boot mounts (Stopped), or a 409 when it cannot run.
+    fn live_vm_for_volumes(
         &self,
         record: &InstanceRecord,
         state: hypedeck_model::InstanceState,
         verb: &str,
-    ) -> Result<bool, EngineError> {
+    ) -> Result<Option<std::sync::Arc<dyn hypedeck_hypervisor::Vm>>, EngineError> {
         use hypedeck_model::InstanceState;
         match state {
-            InstanceState::Stopped => Ok(false),
+            InstanceState::Stopped => Ok(None),
             InstanceState::Running => {
                 let backend = self.backend(record.hypervisor)?;
                 if !backend.capabilities().hotplug_disks {
@@ -376,7 +388,10 @@ impl Engine {
                         ),
                     ));
                 }
-                Ok(true)
+                self.runtime
+                    .vm(&record.id)
+                    .map(Some)
+                    .ok_or_else(|| EngineError::InvalidState("the instance's VM is gone".into()))
             }
             other => Err(rejected(
                 ErrorCode::InvalidState,
@@ -417,16 +432,12 @@ impl Engine {
         }
         hypedeck_model::validate::volumes::check_attachment(&record.volumes, &mount)
             .map_err(EngineError::Rejected)?;
-        let live = self.volume_change_is_live(&record, observed.state, "attach a volume to")?;
+        let live = self.live_vm_for_volumes(&record, observed.state, "attach a volume to")?;
         // Held from the sharing check until the record claims the volume, as at create.
         let _claim = self.create_lock.lock().await;
         self.check_volume_attachments(std::slice::from_ref(&mount))?;
         let serial = disk_serial(&found.id, false);
-        let vm = if live {
-            let vm = self
-                .runtime
-                .vm(&record.id)
-                .ok_or_else(|| EngineError::InvalidState("the instance's VM is gone".into()))?;
+        let vm = if let Some(vm) = live {
             let disk = hypedeck_hypervisor::DiskSpec {
                 path: self.volume_disk(&found.id)?,
                 readonly: mount.readonly.unwrap_or(false),
@@ -440,15 +451,11 @@ impl Engine {
                 let link = self
                     .agent_link(&record.id, std::time::Duration::from_secs(10))
                     .await?;
-                link.mount(&hypedeck_guest_init::agent_proto::MountRequest {
-                    serial: serial.clone(),
-                    mount_path: mount.mount_path.clone(),
-                    readonly: mount.readonly.unwrap_or(false),
-                })
-                .await
-                .map_err(|e| {
-                    EngineError::Agent(format!("the guest could not mount the volume: {e}"))
-                })
+                link.mount(&mount_request(&serial, &mount))
+                    .await
+                    .map_err(|e| {
+                        EngineError::Agent(format!("the guest could not mount the volume: {e}"))
+                    })
             }
             .await;
             if let Err(e) = mounted {
@@ -482,7 +489,7 @@ impl Engine {
                 } else {
                     ""
                 },
-                if live {
+                if vm.is_some() {
                     ""
                 } else {
                     " (mounted at the next start)"
@@ -516,8 +523,8 @@ impl Engine {
             ));
         };
         let mount = record.volumes[pos].clone();
-        let live = self.volume_change_is_live(&record, observed.state, "detach a volume from")?;
-        if live {
+        let live = self.live_vm_for_volumes(&record, observed.state, "detach a volume from")?;
+        if let Some(vm) = live {
             if mount.overlay == Some(true) {
                 return Err(rejected(
                     ErrorCode::InvalidState,
@@ -526,10 +533,6 @@ impl Engine {
                     ),
                 ));
             }
-            let vm = self
-                .runtime
-                .vm(&record.id)
-                .ok_or_else(|| EngineError::InvalidState("the instance's VM is gone".into()))?;
             let link = self
                 .agent_link(&record.id, std::time::Duration::from_secs(10))
                 .await?;
@@ -542,13 +545,7 @@ impl Engine {
             let serial = disk_serial(&volume_id, false);
             if let Err(e) = vm.detach_disk(&serial).await {
                 // Mounted again, so the guest and the record agree.
-                let _ = link
-                    .mount(&hypedeck_guest_init::agent_proto::MountRequest {
-                        serial,
-                        mount_path: mount.mount_path.clone(),
-                        readonly: mount.readonly.unwrap_or(false),
-                    })
-                    .await;
+                let _ = link.mount(&mount_request(&serial, &mount)).await;
                 return Err(disk_refused("detach the volume", e));
             }
         }

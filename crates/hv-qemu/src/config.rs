@@ -259,6 +259,17 @@ pub fn disk_device_id(serial: &str) -> String {
     format!("vd-{serial}")
 }
 
+/// The block node of the disk with `serial` attached while the VM runs (`blockdev-add`; a disk
+/// attached at boot is a `-drive` that goes with its device).
+pub fn disk_node_id(serial: &str) -> String {
+    format!("vn-{serial}")
+}
+
+/// The burst a disk's I/O limit allows: 4× the sustained rate, like upstream.
+pub fn io_burst(io_bps: u64) -> u64 {
+    io_bps.saturating_mul(4)
+}
+
 /// What a VM gets beyond `spec`: the choices a saved VM must be restored with.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Boot<'a> {
@@ -417,11 +428,10 @@ pub fn argv_with(
             drive.push_str(",readonly=on");
         }
         if disk.io_bps > 0 {
-            // Sustained limit with a 4x burst, like upstream.
             drive.push_str(&format!(
                 ",throttling.bps-total={},throttling.bps-total-max={}",
                 disk.io_bps,
-                disk.io_bps.saturating_mul(4)
+                io_burst(disk.io_bps)
             ));
         }
         push(&["-drive", &drive]);

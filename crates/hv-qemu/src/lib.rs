@@ -814,6 +814,18 @@ impl QemuVm {
         &self.dir
     }
 
+    /// Deletes the block node of a disk attached while the VM ran, if it has one (a disk
+    /// attached at boot went with its device).
+    async fn delete_block_node(&self, serial: &str) {
+        let _ = qmp::execute(
+            &self.files.qmp,
+            "blockdev-del",
+            Some(serde_json::json!({ "node-name": config::disk_node_id(serial) })),
+            QMP_TIMEOUT,
+        )
+        .await;
+    }
+
     /// Asks the guest to eject device `id` and waits until QEMU removed it.
     async fn remove_disk_device(&self, id: &str) -> Result<(), String> {
         match qmp::execute(
@@ -993,7 +1005,7 @@ impl Vm for QemuVm {
                 layout.ports
             ))
         })?;
-        let node = format!("vn-{serial}");
+        let node = config::disk_node_id(serial);
         qmp::execute(
             &self.files.qmp,
             "blockdev-add",
@@ -1018,12 +1030,12 @@ impl Vm for QemuVm {
             )
             .await?;
             if disk.io_bps > 0 {
-                // Sustained limit with a 4x burst, like the disks attached at boot.
+                // The same limit and burst as a disk attached at boot.
                 qmp::execute(
                     &self.files.qmp,
                     "block_set_io_throttle",
                     Some(serde_json::json!({
-                        "id": id, "bps": disk.io_bps, "bps_max": disk.io_bps.saturating_mul(4),
+                        "id": id, "bps": disk.io_bps, "bps_max": config::io_burst(disk.io_bps),
                         "bps_rd": 0, "bps_wr": 0, "iops": 0, "iops_rd": 0, "iops_wr": 0
                     })),
                     QMP_TIMEOUT,
@@ -1035,13 +1047,7 @@ impl Vm for QemuVm {
         .await;
         if let Err(detail) = added {
             let _ = self.remove_disk_device(&id).await;
-            let _ = qmp::execute(
-                &self.files.qmp,
-                "blockdev-del",
-                Some(serde_json::json!({ "node-name": node })),
-                QMP_TIMEOUT,
-            )
-            .await;
+            self.delete_block_node(serial).await;
             return Err(fail(detail));
         }
         layout.take(port, serial);
@@ -1062,15 +1068,7 @@ impl Vm for QemuVm {
         self.remove_disk_device(&config::disk_device_id(serial))
             .await
             .map_err(fail)?;
-        // A disk attached while the VM ran has a block node of its own; one attached at boot
-        // went with its device.
-        let _ = qmp::execute(
-            &self.files.qmp,
-            "blockdev-del",
-            Some(serde_json::json!({ "node-name": format!("vn-{serial}") })),
-            QMP_TIMEOUT,
-        )
-        .await;
+        self.delete_block_node(serial).await;
         layout.release(serial);
         write_layout(&self.dir, Some(&layout)).map_err(|e| fail(e.to_string()))
     }

@@ -1,18 +1,28 @@
 // Real VMs through the `hypedeck` CLI (upstream's `hypeman` verbs): `run` pulls an image from a
 // registry on 127.0.0.1 and boots it, `wait`, `ps`, `logs` (with `-f` following a guest that
-// prints as it runs), `stop` and `rm`, each against `hypedeck serve` with a real QEMU guest.
-import { test, describe } from "node:test";
+// prints as it runs), `stop` and `rm`, `exec` (also in a real terminal), `cp` both ways (also as
+// tar streams), and rotations from the CLI that reach a real HTTPS upstream through the egress
+// proxy with no restart, each against `hypedeck serve` with a real QEMU guest.
+import { test, describe, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { randomBytes } from "node:crypto";
+import { lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 
+import { startRecordingUpstream, waitFor } from "./harness.mjs";
 import { vmSuite } from "./suite.mjs";
 
 const CLI = path.resolve(process.env.HYPEDECK_BIN ?? "target/debug/hypedeck");
+// An HTTPS upstream on 127.0.0.1 that records each request's Authorization, and a server whose
+// egress proxy trusts its CA and may reach loopback (the guest's `https://localhost:<port>`).
+const upstream = await startRecordingUpstream("hypedeck-cli-pki-");
+after(() => upstream.close());
 let s;
-vmSuite((fixtures) => (s = fixtures));
+vmSuite((fixtures) => (s = fixtures), {
+  env: { HYPEDECK_EGRESS_EXTRA_CA: upstream.pki.ca, HYPEDECK_EGRESS_ALLOW_LOOPBACK: "1" },
+});
 
 const env = () => ({ ...process.env, HOME: "/nonexistent", HYPEMAN_BASE_URL: s.server.url, HYPEMAN_API_KEY: s.client.apiKey });
 function cli(args, input) {
@@ -123,6 +133,127 @@ describe("the CLI on real guests", () => {
       tmux("kill-server");
       rmSync(dir, { recursive: true, force: true });
     }
+    await s.client.instances.delete(i.id);
+  });
+
+  test("cp in and out of a guest, as files, trees and tar streams; a guest's links stay links", { timeout: 600_000 }, async () => {
+    const i = await s.client.instances.create({
+      name: "files", image: `${s.registry.host}/vm/busybox:1`, vcpus: 1, size: "256MB",
+      entrypoint: ["/bin/sh", "-c"], cmd: ["while true; do sleep 1; done"],
+    }, { timeout: 240_000 });
+    await s.client.instances.wait(i.id, { state: "Running", timeout: "240s" }, { timeout: 250_000 });
+    const dir = mkdtempSync(path.join(tmpdir(), "hypedeck-cp-"));
+    try {
+      // A tree with a 3 MiB file (more than the guest's 2 MiB send window), a mode to keep,
+      // and a link, which is skipped without -L.
+      const tree = path.join(dir, "tree");
+      mkdirSync(path.join(tree, "sub"), { recursive: true });
+      const big = randomBytes(3 << 20);
+      writeFileSync(path.join(tree, "sub", "big.bin"), big);
+      writeFileSync(path.join(tree, "run.sh"), "#!/bin/sh\necho ran\n", { mode: 0o750 });
+      symlinkSync("run.sh", path.join(tree, "link"));
+      const into = cli(["cp", tree, "files:/tmp/"]);
+      assert.equal(into.code, 0, into.err);
+      assert.match(into.out, /^Copied \/tmp\/tree\/run\.sh$/m);
+      assert.match(into.err, /skipping symlink .*link -> run\.sh/);
+      const sum = (p) => cli(["exec", "files", "--", "/bin/sh", "-c", `md5sum ${p} | cut -d' ' -f1`]).out.trim();
+      const { createHash } = await import("node:crypto");
+      assert.equal(sum("/tmp/tree/sub/big.bin"), createHash("md5").update(big).digest("hex"));
+      assert.equal(cli(["exec", "files", "--", "/tmp/tree/run.sh"]).out, "ran\n");
+      assert.equal(cli(["exec", "files", "--", "/bin/sh", "-c", "stat -c %a /tmp/tree/run.sh"]).out.trim(), "750");
+
+      // Out again, into a new directory; and one file onto a local name.
+      const back = path.join(dir, "back");
+      const out = cli(["cp", "files:/tmp/tree", back]);
+      assert.equal(out.code, 0, out.err);
+      const bytes = (3 << 20) + readFileSync(path.join(tree, "run.sh")).length;
+      assert.equal(out.out, `Copied /tmp/tree -> ${back} (2 files, ${bytes} bytes)\n`);
+      assert.ok(readFileSync(path.join(back, "sub", "big.bin")).equals(big));
+      assert.equal(statSync(path.join(back, "run.sh")).mode & 0o777, 0o750);
+      cli(["exec", "files", "--", "/bin/sh", "-c", "echo made-in-$(hostname) > /tmp/made"]);
+      const one = cli(["cp", "files:/tmp/made", path.join(dir, "made.txt")]);
+      assert.equal(one.code, 0, one.err);
+      assert.equal(readFileSync(path.join(dir, "made.txt"), "utf8"), "made-in-files\n");
+
+      // A link the guest made comes out as a link (never followed on the host), pointing where
+      // the guest said; nothing lands where it points.
+      const outside = path.join(dir, "outside");
+      mkdirSync(outside);
+      cli(["exec", "files", "--", "/bin/sh", "-c", `mkdir -p /tmp/evil && ln -s ${outside} /tmp/evil/esc && echo x > /tmp/evil/plain`]);
+      const evil = cli(["cp", "files:/tmp/evil", path.join(dir, "evil")]);
+      assert.equal(evil.code, 0, evil.err);
+      assert.ok(lstatSync(path.join(dir, "evil", "esc")).isSymbolicLink());
+      assert.equal(readlinkSync(path.join(dir, "evil", "esc")), outside);
+      assert.deepEqual(readdirSync(outside), []);
+
+      // Tar streams: `-` as the source (into the guest) and as the destination.
+      writeFileSync(path.join(dir, "note.txt"), "from a tar stream\n");
+      const tarball = spawnSync("tar", ["-C", dir, "-cf", "-", "note.txt"]).stdout;
+      const fromTar = spawnSync(CLI, ["cp", "-", "files:/tmp/fromtar"], { env: env(), input: tarball, encoding: "utf8" });
+      assert.equal(fromTar.status, 0, fromTar.stderr);
+      assert.equal(cli(["exec", "files", "--", "/bin/cat", "/tmp/fromtar/note.txt"]).out, "from a tar stream\n");
+      const toTar = spawnSync(CLI, ["cp", "files:/tmp/tree", "-"], { env: env(), maxBuffer: 64 << 20 });
+      assert.equal(toTar.status, 0, String(toTar.stderr));
+      const listed = spawnSync("tar", ["-tvf", "-"], { input: toTar.stdout, encoding: "utf8" });
+      assert.equal(listed.status, 0, listed.stderr);
+      assert.match(listed.stdout, /^-rwxr-x--- .* tree\/run\.sh$/m);
+      assert.match(listed.stdout, new RegExp(`^-rw-r--r-- .* ${3 << 20} .* tree/sub/big\\.bin$`, "m"));
+
+      // Errors: a missing source, a relative guest path, a stopped instance (409: exit 4).
+      const missing = cli(["cp", "files:/nope", dir]);
+      assert.equal(missing.code, 1);
+      assert.equal(missing.err, "hypedeck: source path /nope does not exist in guest\n");
+      assert.equal(cli(["cp", "files:tmp", dir]).code, 2);
+      await s.client.instances.stop(i.id);
+      const stopped = cli(["cp", path.join(dir, "note.txt"), "files:/tmp/x"]);
+      assert.equal(stopped.code, 4, stopped.err);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+    await s.client.instances.delete(i.id);
+  });
+
+  test("a rotation from the CLI reaches the upstream through the proxy with no restart; the value is in no argv or output", { timeout: 600_000 }, async () => {
+    const port = upstream.port();
+    const i = await s.client.instances.create({
+      name: "agent", image: `${s.registry.host}/vm/curl:1`, vcpus: 1, size: "256MB",
+      env: { OPENAI_KEY: "sk-cli-first" },
+      network: { enabled: true, egress: { enabled: true } },
+      credentials: { OPENAI_KEY: { source: { env: "OPENAI_KEY" }, inject: [{ hosts: ["localhost"], as: { header: "Authorization", format: "Bearer ${value}" } }] } },
+      cmd: [`while true; do curl -sS -o /dev/null --max-time 20 -H "X-From: $(hostname)" https://localhost:${port}/; sleep 1; done`],
+    }, { timeout: 240_000 });
+    await s.client.instances.wait(i.id, { state: "Running", timeout: "240s" }, { timeout: 250_000 });
+    const running = await s.client.instances.get(i.id);
+    assert.ok(running.started_at);
+    const carried = (value) => waitFor(
+      () => upstream.requestsFrom("agent").some((r) => r.authorization === `Bearer ${value}`) || undefined,
+      `a request from the guest carrying the value set`, 120_000);
+    await carried("sk-cli-first");
+
+    // Upstream's verb (the value in argv, as upstream takes it), then ours (stdin, no echo).
+    const updated = cli(["update", "egress-credentials", "agent", "--env", "OPENAI_KEY=sk-cli-second"]);
+    assert.equal(updated.code, 0, updated.err);
+    await carried("sk-cli-second");
+    const child = spawn(CLI, ["--data-dir", s.dataDir, "rotate", "agent", "OPENAI_KEY"], { env: env() });
+    let printed = "";
+    child.stdout.on("data", (d) => (printed += d));
+    child.stderr.on("data", (d) => (printed += d));
+    const argv = readFileSync(`/proc/${child.pid}/cmdline`, "utf8").split("\0");
+    child.stdin.end("sk-cli-third\n");
+    const code = await new Promise((r) => child.on("close", r));
+    assert.equal(code, 0, printed);
+    assert.ok(!argv.some((a) => a.includes("sk-cli-third")), argv.join(" "));
+    assert.doesNotMatch(printed, /sk-cli-/);
+    await carried("sk-cli-third");
+    // The guest kept running (same start) and only ever saw the placeholder.
+    const after = await s.client.instances.get(i.id);
+    assert.equal(after.state, "Running");
+    assert.equal(after.started_at, running.started_at);
+    const seen = cli(["exec", "agent", "--", "/bin/sh", "-c", "echo OPENAI_KEY=$OPENAI_KEY"]);
+    assert.equal(seen.out.trim(), "OPENAI_KEY=mock-OPENAI_KEY");
+    const shown = cli(["credentials", "agent"]);
+    assert.equal(shown.code, 0, shown.err);
+    assert.doesNotMatch(shown.out + shown.err, /sk-cli-/);
     await s.client.instances.delete(i.id);
   });
 });

@@ -77,6 +77,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(routes::images::routes())
         .merge(routes::volumes::routes())
         .merge(routes::exec::routes())
+        .merge(routes::cp::routes())
         .merge(routes::hypervisors::routes())
         .merge(routes::system::routes())
         .merge(routes::credentials::routes())

@@ -25,6 +25,7 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(330);
 fn streaming(method: &Method, path: &str) -> bool {
     path.ends_with("/logs")
         || path.ends_with("/exec")
+        || path.ends_with("/cp")
         || path.ends_with("/wait")
         || (method == Method::POST && path == "/volumes/from-archive")
 }

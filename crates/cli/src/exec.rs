@@ -89,49 +89,7 @@ pub async fn exec(api: &Api, instance: &str, request: ExecRequest) -> Result<i32
         body["cols"] = json!(cols);
     }
 
-    let target = api.target();
-    let ws_url = match target.base_url.split_once("://") {
-        Some(("http", rest)) => format!("ws://{rest}"),
-        Some(("https", _)) => {
-            return Err(CliError::Other(
-                "exec over https is not supported by this build yet; use an http base URL (a local engine or an SSH tunnel)".into(),
-            ));
-        }
-        _ => return Err(CliError::Usage(format!("bad base URL {}", target.base_url))),
-    };
-    let url = format!("{ws_url}/instances/{}/exec", segment(instance));
-    let mut ws_request = url
-        .into_client_request()
-        .map_err(|e| CliError::Other(format!("exec request: {e}")))?;
-    if let Some(key) = api.api_key() {
-        let value = format!("Bearer {key}")
-            .parse()
-            .map_err(|_| CliError::Other("the API key is not a valid header value".into()))?;
-        ws_request.headers_mut().insert("authorization", value);
-    }
-    let (socket, _) = match tokio_tungstenite::connect_async(ws_request).await {
-        Ok(ok) => ok,
-        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
-            let status = response.status().as_u16();
-            let body: Value = response
-                .body()
-                .as_deref()
-                .and_then(|b| serde_json::from_slice(b).ok())
-                .unwrap_or(Value::Null);
-            let field = |k: &str| body.get(k).and_then(Value::as_str).map(str::to_string);
-            return Err(CliError::Api {
-                status,
-                code: field("code").unwrap_or_else(|| status.to_string()),
-                message: field("message").unwrap_or_else(|| "no message".into()),
-            });
-        }
-        Err(e) => {
-            return Err(CliError::Unreachable(format!(
-                "cannot reach {}: {e}",
-                target.base_url
-            )));
-        }
-    };
+    let socket = connect(api, instance, "exec").await?;
     let (mut sink, mut stream) = socket.split();
     sink.send(Message::text(body.to_string()))
         .await
@@ -219,4 +177,57 @@ pub async fn exec(api: &Api, instance: &str, request: ExecRequest) -> Result<i32
     }
     writer.abort();
     code.ok_or_else(|| CliError::Unreachable("the exec session ended without an exit code".into()))
+}
+
+/// A WebSocket to the API's `/instances/{instance}/{verb}` (exec, cp), authenticated like
+/// every request; a refused upgrade is the API's error.
+pub(crate) async fn connect(
+    api: &Api,
+    instance: &str,
+    verb: &str,
+) -> Result<
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    CliError,
+> {
+    let target = api.target();
+    let ws_url = match target.base_url.split_once("://") {
+        Some(("http", rest)) => format!("ws://{rest}"),
+        Some(("https", _)) => {
+            return Err(CliError::Other(format!(
+                "{verb} over https is not supported by this build yet; use an http base URL (a local engine or an SSH tunnel)"
+            )));
+        }
+        _ => return Err(CliError::Usage(format!("bad base URL {}", target.base_url))),
+    };
+    let url = format!("{ws_url}/instances/{}/{verb}", segment(instance));
+    let mut ws_request = url
+        .into_client_request()
+        .map_err(|e| CliError::Other(format!("{verb} request: {e}")))?;
+    if let Some(key) = api.api_key() {
+        let value = format!("Bearer {key}")
+            .parse()
+            .map_err(|_| CliError::Other("the API key is not a valid header value".into()))?;
+        ws_request.headers_mut().insert("authorization", value);
+    }
+    match tokio_tungstenite::connect_async(ws_request).await {
+        Ok((socket, _)) => Ok(socket),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            let status = response.status().as_u16();
+            let body: Value = response
+                .body()
+                .as_deref()
+                .and_then(|b| serde_json::from_slice(b).ok())
+                .unwrap_or(Value::Null);
+            let field = |k: &str| body.get(k).and_then(Value::as_str).map(str::to_string);
+            Err(CliError::Api {
+                status,
+                code: field("code").unwrap_or_else(|| status.to_string()),
+                message: field("message").unwrap_or_else(|| "no message".into()),
+            })
+        }
+        Err(e) => Err(CliError::Unreachable(format!(
+            "cannot reach {}: {e}",
+            target.base_url
+        ))),
+    }
 }

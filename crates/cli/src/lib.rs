@@ -3,6 +3,7 @@
 //! run an engine.
 
 pub mod client;
+pub mod cp;
 pub mod daemon;
 pub mod exec;
 #[cfg(unix)]

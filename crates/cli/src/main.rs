@@ -235,6 +235,24 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         timeout: u32,
     },
+    /// Copy files/folders between an instance and the local filesystem: `<instance>:/path` is
+    /// in the instance, anything else is local; `-` is a tar stream on stdin or stdout;
+    /// `src/.` copies a directory's contents.
+    Cp {
+        /// Source (`./local`, `instance:/path`, or `-`).
+        src: String,
+        /// Destination (`instance:/path`, `./local`, or `-`).
+        dst: String,
+        /// Archive mode (copy all uid/gid information).
+        #[arg(short, long)]
+        archive: bool,
+        /// Always follow symbolic links in source.
+        #[arg(short = 'L', long)]
+        follow_links: bool,
+        /// Suppress progress output during copy.
+        #[arg(short, long)]
+        quiet: bool,
+    },
     /// A Hypedeck addition: an instance's credentials with the fingerprint of each value in
     /// force, when it was rotated and last used (never the values).
     Credentials {
@@ -784,6 +802,20 @@ async fn api_verb(cli: &Cli, dir: &std::path::Path) -> Option<Result<(), CliErro
                 }
                 Ok(())
             }
+            Command::Cp {
+                src,
+                dst,
+                archive,
+                follow_links,
+                quiet,
+            } => {
+                let options = hypedeck_cli::cp::CpOptions {
+                    archive: *archive,
+                    follow_links: *follow_links,
+                    quiet: *quiet,
+                };
+                hypedeck_cli::cp::cp(&api, src, dst, options).await
+            }
             Command::Credentials { instance } => verbs::credentials(&api, format, instance).await,
             Command::Health => verbs::show(&api, "/health").await,
             Command::Resources => verbs::show(&api, "/resources").await,
@@ -809,6 +841,7 @@ async fn api_verb(cli: &Cli, dir: &std::path::Path) -> Option<Result<(), CliErro
         | Command::Fork { .. }
         | Command::Stats { .. }
         | Command::Exec { .. }
+        | Command::Cp { .. }
         | Command::Credentials { .. }
         | Command::Health
         | Command::Resources => Some(run.await),

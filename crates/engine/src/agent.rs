@@ -15,7 +15,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use hypedeck_guest_init::agent_proto::{
-    Kind, OpenRequest, PathInfo, StatRequest, body_len, encode, split_body,
+    CopyError, CopyHeader, GetRequest, Kind, OpenRequest, PathInfo, PutRequest, PutResult,
+    StatRequest, body_len, encode, split_body,
 };
 use hypedeck_hypervisor::AgentChannel;
 use hypedeck_model::{ErrorCode, InstanceState, Rejection};
@@ -35,7 +36,22 @@ pub enum AgentEvent {
     Exit(i32),
     /// The process could not start, or the link broke.
     Error(String),
+    /// A put is over (`cp` into the guest).
+    PutResult(PutResult),
+    /// A get's next entry begins (`cp` out of the guest).
+    CopyHeader(CopyHeader),
+    /// The entry's next bytes.
+    CopyData(Vec<u8>),
+    /// The entry is complete (`true`: it was the last).
+    CopyEnd(bool),
+    /// An entry could not be read; the get ends.
+    CopyError(CopyError),
+    /// The get is over.
+    CopyDone,
 }
+
+/// A get's bytes the host takes before it tells the guest (`GetAck`).
+const GET_ACK_EVERY: u64 = 512 << 10;
 
 /// The two halves of a stream to the agent.
 pub type AgentStream = (
@@ -342,6 +358,29 @@ impl AgentLink {
 
     /// Starts a process in the guest.
     pub async fn open(self: &Arc<Self>, request: &OpenRequest) -> Result<ExecSession, String> {
+        self.session(Kind::Open, request).await
+    }
+
+    /// Starts writing one file or directory into the guest: send its bytes with
+    /// [`ExecSession::put_data`], then [`ExecSession::put_end`]; the session ends with
+    /// [`AgentEvent::PutResult`].
+    pub async fn put(self: &Arc<Self>, request: &PutRequest) -> Result<ExecSession, String> {
+        self.session(Kind::PutOpen, request).await
+    }
+
+    /// Starts reading a path (a directory with everything under it) out of the guest: the
+    /// session hears `CopyHeader`/`CopyData`/`CopyEnd` per entry, maybe a `CopyError`, and ends
+    /// with [`AgentEvent::CopyDone`].
+    pub async fn get(self: &Arc<Self>, request: &GetRequest) -> Result<ExecSession, String> {
+        self.session(Kind::GetOpen, request).await
+    }
+
+    /// Opens a session with a `kind` frame carrying `request` as JSON.
+    async fn session(
+        self: &Arc<Self>,
+        kind: Kind,
+        request: &impl serde::Serialize,
+    ) -> Result<ExecSession, String> {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::unbounded_channel();
         let queued = Arc::new(AtomicUsize::new(0));
@@ -353,7 +392,7 @@ impl AgentLink {
             }),
         );
         let json = serde_json::to_vec(request).map_err(|e| e.to_string())?;
-        if let Err(e) = self.send(Kind::Open, id, &json).await {
+        if let Err(e) = self.send(kind, id, &json).await {
             self.waiters_lock().remove(&id);
             return Err(format!("send to the agent: {e}"));
         }
@@ -362,6 +401,8 @@ impl AgentLink {
             link: self.clone(),
             events: rx,
             queued,
+            taken: 0,
+            acked: 0,
             ended: false,
             activity: None,
         })
@@ -509,6 +550,52 @@ async fn read_loop(
                 };
                 let _ = s.tx.send(event);
             }
+            (Kind::GetData, Some(Waiter::Session(s))) => {
+                // The guest keeps within its window (`GET_WINDOW`), well below the limit; a
+                // guest that does not is cut off like a stalled exec.
+                let queued = s.queued.fetch_add(payload.len(), Ordering::AcqRel) + payload.len();
+                if queued > MAX_QUEUED_OUTPUT {
+                    if let Some(Waiter::Session(s)) = waiters.remove(&session) {
+                        let _ = s.tx.send(AgentEvent::Error(
+                            "the guest sent more than its window".into(),
+                        ));
+                    }
+                    drop(waiters);
+                    let link = link.clone();
+                    tokio::spawn(async move {
+                        let _ = link.send(Kind::Signal, session, &9i32.to_be_bytes()).await;
+                    });
+                    continue;
+                }
+                let _ = s.tx.send(AgentEvent::CopyData(payload.to_vec()));
+            }
+            (Kind::GetHeader | Kind::GetEnd | Kind::GetError, Some(Waiter::Session(s))) => {
+                let event = match kind {
+                    Kind::GetHeader => serde_json::from_slice(payload)
+                        .map(AgentEvent::CopyHeader)
+                        .unwrap_or_else(|e| AgentEvent::Error(format!("bad entry header: {e}"))),
+                    Kind::GetEnd => AgentEvent::CopyEnd(payload.first() == Some(&1)),
+                    _ => AgentEvent::CopyError(serde_json::from_slice(payload).unwrap_or_else(
+                        |_| CopyError {
+                            message: String::from_utf8_lossy(payload).into_owned(),
+                            path: String::new(),
+                        },
+                    )),
+                };
+                let _ = s.tx.send(event);
+            }
+            (Kind::PutResult | Kind::GetDone, Some(Waiter::Session(_))) => {
+                if let Some(Waiter::Session(SessionTx { tx, .. })) = waiters.remove(&session) {
+                    let event = if kind == Kind::GetDone {
+                        AgentEvent::CopyDone
+                    } else {
+                        serde_json::from_slice(payload)
+                            .map(AgentEvent::PutResult)
+                            .unwrap_or_else(|e| AgentEvent::Error(format!("bad put result: {e}")))
+                    };
+                    let _ = tx.send(event);
+                }
+            }
             (Kind::Exit | Kind::Error, Some(Waiter::Session(_))) => {
                 if let Some(Waiter::Session(SessionTx { tx, .. })) = waiters.remove(&session) {
                     let event = if kind == Kind::Exit && payload.len() == 4 {
@@ -534,7 +621,8 @@ async fn read_loop(
     }
 }
 
-/// One process in the guest. Dropping it before the process ends kills the process.
+/// One process in the guest, or one copy in or out of it. Dropping it before it ends kills
+/// the process (or cancels the copy).
 #[derive(Debug)]
 pub struct ExecSession {
     id: u32,
@@ -542,6 +630,9 @@ pub struct ExecSession {
     /// Output and the end, in order (bounded by [`MAX_QUEUED_OUTPUT`] of output).
     events: mpsc::UnboundedReceiver<AgentEvent>,
     queued: Arc<AtomicUsize>,
+    /// A get's bytes taken by the client, and how many of them the guest was told of.
+    taken: u64,
+    acked: u64,
     ended: bool,
     /// Keeps the instance awake for auto-standby while the session lives.
     pub(crate) activity: Option<crate::autostandby::ExecGuard>,
@@ -551,16 +642,46 @@ impl ExecSession {
     /// Next event; `None` only if the link dropped the session without a word.
     pub async fn next(&mut self) -> Option<AgentEvent> {
         let event = self.events.recv().await;
-        if let Some(AgentEvent::Stdout(b) | AgentEvent::Stderr(b)) = &event {
+        if let Some(AgentEvent::Stdout(b) | AgentEvent::Stderr(b) | AgentEvent::CopyData(b)) =
+            &event
+        {
             self.queued.fetch_sub(b.len(), Ordering::AcqRel);
+        }
+        if let Some(AgentEvent::CopyData(b)) = &event {
+            self.taken += b.len() as u64;
+            if self.taken - self.acked >= GET_ACK_EVERY {
+                self.acked = self.taken;
+                let _ = self
+                    .link
+                    .send(Kind::GetAck, self.id, &self.taken.to_be_bytes())
+                    .await;
+            }
         }
         if matches!(
             event,
-            Some(AgentEvent::Exit(_) | AgentEvent::Error(_)) | None
+            Some(
+                AgentEvent::Exit(_)
+                    | AgentEvent::Error(_)
+                    | AgentEvent::PutResult(_)
+                    | AgentEvent::CopyDone
+            ) | None
         ) {
             self.ended = true;
         }
         event
+    }
+
+    /// The next bytes of the file being put.
+    pub async fn put_data(&self, bytes: &[u8]) -> std::io::Result<()> {
+        for chunk in bytes.chunks(64 * 1024) {
+            self.link.send(Kind::PutData, self.id, chunk).await?;
+        }
+        Ok(())
+    }
+
+    /// The file being put is complete: the guest answers with [`AgentEvent::PutResult`].
+    pub async fn put_end(&self) -> std::io::Result<()> {
+        self.link.send(Kind::PutEnd, self.id, b"").await
     }
 
     /// Bytes for the process's stdin.
@@ -692,6 +813,34 @@ impl Engine {
         without_agent_refused(&record, "exec")?;
         let link = self.agent_link(&record.id, wait_for_agent).await?;
         let mut session = link.open(request).await.map_err(EngineError::Agent)?;
+        session.activity = Some(self.exec_activity(&record.id));
+        Ok(session)
+    }
+
+    /// Starts writing one file or directory into a running instance (`cp` to the guest).
+    pub async fn copy_into(
+        &self,
+        id_or_name: &str,
+        request: &PutRequest,
+    ) -> Result<ExecSession, EngineError> {
+        let record = self.running(id_or_name).await?;
+        without_agent_refused(&record, "cp")?;
+        let link = self.agent_link(&record.id, Duration::from_secs(10)).await?;
+        let mut session = link.put(request).await.map_err(EngineError::Agent)?;
+        session.activity = Some(self.exec_activity(&record.id));
+        Ok(session)
+    }
+
+    /// Starts reading a path out of a running instance (`cp` from the guest).
+    pub async fn copy_out_of(
+        &self,
+        id_or_name: &str,
+        request: &GetRequest,
+    ) -> Result<ExecSession, EngineError> {
+        let record = self.running(id_or_name).await?;
+        without_agent_refused(&record, "cp")?;
+        let link = self.agent_link(&record.id, Duration::from_secs(10)).await?;
+        let mut session = link.get(request).await.map_err(EngineError::Agent)?;
         session.activity = Some(self.exec_activity(&record.id));
         Ok(session)
     }

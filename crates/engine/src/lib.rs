@@ -66,7 +66,9 @@ pub use agent::{AgentEvent, ExecSession};
 pub use command::{LaunchCommand, Origin as CommandOrigin, Part as CommandPart};
 pub use console::DEFAULT_CONSOLE_LOG_MAX;
 pub use credentials::Caller;
-pub use hypedeck_guest_init::agent_proto::{OpenRequest, PathInfo};
+pub use hypedeck_guest_init::agent_proto::{
+    CopyError, CopyHeader, GetRequest, OpenRequest, PathInfo, PutRequest, PutResult,
+};
 pub use images::{HELLO_IMAGE, PullCredentials};
 pub use lifecycle::{MAX_WAIT, STOP_TIMEOUT, StartOverrides, WaitOutcome};
 pub use network::{FLOW_LOG_ENTRIES, NetworkPolicy};

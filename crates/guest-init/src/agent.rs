@@ -19,6 +19,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::copy::Copies;
 use hypedeck_guest_init::agent_proto::{
     Identity, Kind, MountRequest, OpenRequest, PathInfo, StatRequest, UnmountRequest, body_len,
     encode, split_body,
@@ -26,12 +27,12 @@ use hypedeck_guest_init::agent_proto::{
 
 /// How the agent writes to the host: whole frames, one at a time.
 #[derive(Clone)]
-struct Link {
+pub(crate) struct Link {
     port: Arc<Mutex<File>>,
 }
 
 impl Link {
-    fn send(&self, kind: Kind, session: u32, payload: &[u8]) {
+    pub(crate) fn send(&self, kind: Kind, session: u32, payload: &[u8]) {
         let frame = encode(kind, session, payload);
         let Ok(mut port) = self.port.lock() else {
             return;
@@ -165,10 +166,12 @@ fn serve_link(port: &File, base_env: &[(String, String)], persistent: bool, key:
         port: Arc::new(Mutex::new(writer)),
     };
     let sessions: Sessions = Arc::new(Mutex::new(HashMap::new()));
+    let copies = Arc::new(Copies::default());
     let mut buf: Vec<u8> = Vec::new();
     let mut chunk = vec![0u8; 64 * 1024];
     let host_left = |sessions: &Sessions, buf: &mut Vec<u8>| {
         drop_all(sessions);
+        copies.cancel_all();
         buf.clear();
         std::thread::sleep(Duration::from_millis(100));
     };
@@ -185,6 +188,7 @@ fn serve_link(port: &File, base_env: &[(String, String)], persistent: bool, key:
             if p.revents & libc::POLLHUP != 0 {
                 if !persistent {
                     drop_all(&sessions);
+                    copies.cancel_all();
                     return;
                 }
                 host_left(&sessions, &mut buf);
@@ -195,6 +199,7 @@ fn serve_link(port: &File, base_env: &[(String, String)], persistent: bool, key:
             Ok(0) => {
                 if !persistent {
                     drop_all(&sessions);
+                    copies.cancel_all();
                     return;
                 }
                 host_left(&sessions, &mut buf);
@@ -206,6 +211,7 @@ fn serve_link(port: &File, base_env: &[(String, String)], persistent: bool, key:
             Err(_) => {
                 if !persistent {
                     drop_all(&sessions);
+                    copies.cancel_all();
                     return;
                 }
                 std::thread::sleep(Duration::from_millis(100));
@@ -240,7 +246,10 @@ fn serve_link(port: &File, base_env: &[(String, String)], persistent: bool, key:
                 drop_all(&sessions);
                 return;
             }
-            if kind != Kind::Hello {
+            if kind != Kind::Hello && !copies.handle(kind, session, payload, &link) {
+                if kind == Kind::Signal {
+                    copies.cancel(session);
+                }
                 handle(kind, session, payload, &link, &sessions, base_env);
             }
         }

@@ -76,7 +76,37 @@ pub enum Kind {
     Mounted = 27,
     /// guest → host: the answer to `Unmount`: empty when unmounted, else why not.
     Unmounted = 28,
+    /// host → guest: start writing one file or directory into the guest (JSON
+    /// [`PutRequest`]); its bytes follow as `PutData`, then `PutEnd`, answered by `PutResult`.
+    PutOpen = 30,
+    /// host → guest: the next bytes of the file being put.
+    PutData = 31,
+    /// host → guest: the file being put is complete.
+    PutEnd = 32,
+    /// host → guest: stream a path (and, for a directory, everything under it) to the host
+    /// (JSON [`GetRequest`]); answered by `GetHeader`/`GetData`/`GetEnd`/`GetError` frames and
+    /// exactly one `GetDone`.
+    GetOpen = 33,
+    /// host → guest: `u64 BE`, how many `GetData` bytes of this session the host has passed
+    /// on. The guest keeps at most [`GET_WINDOW`] bytes beyond that in flight.
+    GetAck = 34,
+    /// guest → host: the answer to `PutEnd` (JSON [`PutResult`]).
+    PutResult = 40,
+    /// guest → host: an entry of a get begins (JSON [`CopyHeader`]).
+    GetHeader = 41,
+    /// guest → host: the next bytes of the entry.
+    GetData = 42,
+    /// guest → host: the entry is complete; one byte, 1 when it was the last entry.
+    GetEnd = 43,
+    /// guest → host: an entry could not be read (JSON [`CopyError`]); a single path's error
+    /// ends the get, a directory's walk goes on.
+    GetError = 44,
+    /// guest → host: the get is over (nothing follows for this session).
+    GetDone = 45,
 }
+
+/// Bytes of a get the guest sends beyond the host's last `GetAck`.
+pub const GET_WINDOW: u64 = 2 << 20;
 
 impl Kind {
     /// The kind for a byte, if known.
@@ -104,6 +134,17 @@ impl Kind {
             26 => Kind::Reidentified,
             27 => Kind::Mounted,
             28 => Kind::Unmounted,
+            30 => Kind::PutOpen,
+            31 => Kind::PutData,
+            32 => Kind::PutEnd,
+            33 => Kind::GetOpen,
+            34 => Kind::GetAck,
+            40 => Kind::PutResult,
+            41 => Kind::GetHeader,
+            42 => Kind::GetData,
+            43 => Kind::GetEnd,
+            44 => Kind::GetError,
+            45 => Kind::GetDone,
             _ => return None,
         })
     }
@@ -277,6 +318,91 @@ pub struct MountRequest {
 pub struct UnmountRequest {
     /// Where it is mounted.
     pub mount_path: String,
+}
+
+/// One file or directory to write into the guest (the `PutOpen` payload; upstream's
+/// `CopyToGuestStart`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PutRequest {
+    /// Absolute path in the guest; missing parents are made (0755).
+    pub path: String,
+    /// Permission bits (0 = 0644 for a file, 0755 for a directory).
+    #[serde(default)]
+    pub mode: u32,
+    /// Make a directory (no bytes follow).
+    #[serde(default)]
+    pub is_dir: bool,
+    /// Owner, applied only when both `uid` and `gid` are non-zero (archive mode).
+    #[serde(default)]
+    pub uid: u32,
+    /// Group (see `uid`).
+    #[serde(default)]
+    pub gid: u32,
+    /// Modification time, seconds since the epoch (0 = now).
+    #[serde(default)]
+    pub mtime: i64,
+}
+
+/// The answer to a put (upstream's `CopyToGuestResponse`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PutResult {
+    /// Whether the file or directory was written.
+    pub success: bool,
+    /// Why not.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub error: String,
+    /// Bytes written.
+    #[serde(default)]
+    pub bytes_written: u64,
+}
+
+/// A path to read out of the guest (the `GetOpen` payload; upstream's
+/// `CopyFromGuestRequest`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GetRequest {
+    /// Absolute path in the guest.
+    pub path: String,
+    /// Follow symbolic links (else they are sent as links).
+    #[serde(default)]
+    pub follow_links: bool,
+}
+
+/// An entry of a get (upstream's `CopyFromGuestHeader`). `path` is relative: the base name of
+/// the requested path, then the entry's path below it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CopyHeader {
+    /// Relative path (`dir`, `dir/sub/file`).
+    pub path: String,
+    /// Permission bits.
+    pub mode: u32,
+    /// A directory (no bytes follow).
+    pub is_dir: bool,
+    /// A symbolic link (no bytes follow; see `link_target`).
+    #[serde(default)]
+    pub is_symlink: bool,
+    /// The link's target.
+    #[serde(default)]
+    pub link_target: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time, seconds since the epoch.
+    pub mtime: i64,
+    /// Owner.
+    #[serde(default)]
+    pub uid: u32,
+    /// Group.
+    #[serde(default)]
+    pub gid: u32,
+}
+
+/// An entry a get could not read (upstream's `CopyFromGuestError`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CopyError {
+    /// What went wrong.
+    pub message: String,
+    /// The guest path it concerns.
+    #[serde(default)]
+    pub path: String,
 }
 
 /// Seconds and nanoseconds from a `SetClock` payload, if it is one.

@@ -5,6 +5,8 @@
 #[cfg(target_os = "linux")]
 mod agent;
 #[cfg(target_os = "linux")]
+mod copy;
+#[cfg(target_os = "linux")]
 mod hello;
 #[cfg(target_os = "linux")]
 mod pid1;

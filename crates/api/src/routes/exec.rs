@@ -165,6 +165,8 @@ async fn run(state: ApiState, id: String, socket: WebSocket) {
                     fail(&mut tx, message).await;
                     return;
                 }
+                // A process session hears no copy events.
+                Some(_) => {}
                 None => break,
             },
             () = timer => {

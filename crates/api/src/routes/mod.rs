@@ -1,6 +1,7 @@
 //! One module per resource.
 
 pub mod autostandby;
+pub mod cp;
 pub mod credentials;
 pub mod exec;
 pub mod hypervisors;

@@ -6,10 +6,16 @@
 //! file. Without a configured server, the engine running for the data dir (its advertised
 //! loopback URL) with the token from the OS keychain. Nothing configured and nothing running is
 //! a message saying how to get either.
+//!
+//! Over `https://` (and exec's `wss://`) the server's certificate is checked against the OS's
+//! roots, or only the PEM bundle in `SSL_CERT_FILE` when that is set (so a private CA can be
+//! trusted): one rustls configuration, [`tls_config`], serves both.
 
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
+
+use crate::output::Doc;
 
 /// Exit codes (documented in `hypedeck help` and the README).
 pub mod exit {
@@ -201,20 +207,75 @@ pub fn path(collection: &str, id: &str) -> String {
     format!("/{collection}/{}", segment(id))
 }
 
+/// The TLS client configuration for `https://` and `wss://`: the OS's root certificates, or
+/// those in `SSL_CERT_FILE` when set (rustls-native-certs reads it), with the aws-lc-rs
+/// provider.
+pub fn tls_config() -> Result<std::sync::Arc<rustls::ClientConfig>, CliError> {
+    let found = rustls_native_certs::load_native_certs();
+    let mut roots = rustls::RootCertStore::empty();
+    let (_added, _ignored) = roots.add_parsable_certificates(found.certs);
+    if roots.is_empty() {
+        let why = found
+            .errors
+            .first()
+            .map_or_else(|| "none found".to_string(), ToString::to_string);
+        return Err(CliError::Other(format!(
+            "no trusted root certificates for https ({why}); set SSL_CERT_FILE to a PEM bundle"
+        )));
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| CliError::Other(format!("TLS configuration: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(std::sync::Arc::new(config))
+}
+
+/// An error and its causes on one line (`a: b: c`), each said once: a certificate that is not
+/// trusted reads as such, not as "error sending request".
+pub fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = cause.source();
+    }
+    out
+}
+
 /// A client for one [`Target`].
 #[derive(Debug, Clone)]
 pub struct Api {
     http: reqwest::Client,
     target: Target,
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl Api {
-    /// A client for `target`.
+    /// A client for `target` (with [`tls_config`] when its URL is `https://`).
     pub fn new(target: Target) -> Result<Api, CliError> {
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        let tls = if target.base_url.starts_with("https://") {
+            let config = tls_config()?;
+            builder = builder.tls_backend_preconfigured(rustls::ClientConfig::clone(&config));
+            Some(config)
+        } else {
+            None
+        };
+        let http = builder
             .build()
             .map_err(|e| CliError::Other(format!("HTTP client: {e}")))?;
-        Ok(Api { http, target })
+        Ok(Api { http, target, tls })
+    }
+
+    /// The TLS configuration the HTTP client uses (`https://` targets), for exec's `wss://`.
+    pub fn tls(&self) -> Option<std::sync::Arc<rustls::ClientConfig>> {
+        self.tls.clone()
     }
 
     /// The target.
@@ -265,17 +326,33 @@ impl Api {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Value, CliError> {
+        Ok(self.call_doc(method, path, body).await?.value)
+    }
+
+    /// [`Api::call`], keeping the answer's bytes too (for `--format raw`).
+    pub async fn call_doc(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Doc, CliError> {
         let mut builder = self.request(method, path);
         if let Some(body) = body {
             builder = builder.json(body);
         }
         let response = self.send(builder).await?;
+        self.doc(response).await
+    }
+
+    /// A checked response's body as a [`Doc`].
+    pub async fn doc(&self, response: reqwest::Response) -> Result<Doc, CliError> {
         let bytes = response.bytes().await.map_err(|e| self.transport(e))?;
-        if bytes.is_empty() {
-            return Ok(Value::Null);
-        }
-        serde_json::from_slice(&bytes)
-            .map_err(|e| CliError::Other(format!("the server's answer is not JSON: {e}")))
+        Doc::parse(bytes.to_vec())
+    }
+
+    /// `GET path`, keeping the bytes.
+    pub async fn get_doc(&self, path: &str) -> Result<Doc, CliError> {
+        self.call_doc(reqwest::Method::GET, path, None).await
     }
 
     /// `GET path?query`, checked ([`Api::send`]): the response, for its body or stream.
@@ -294,10 +371,11 @@ impl Api {
     }
 
     fn transport(&self, e: reqwest::Error) -> CliError {
+        let why = with_causes(&e);
         if e.is_connect() || e.is_timeout() {
-            CliError::Unreachable(format!("cannot reach {}: {e}", self.target.base_url))
+            CliError::Unreachable(format!("cannot reach {}: {why}", self.target.base_url))
         } else {
-            CliError::Other(format!("request to {} failed: {e}", self.target.base_url))
+            CliError::Other(format!("request to {} failed: {why}", self.target.base_url))
         }
     }
 }

@@ -2,7 +2,9 @@
 //! protocol: a JSON request first, stdin as binary frames, `{"resize":…}` text frames in a
 //! terminal, output as binary frames, and `{"exitCode":N}` last). With a terminal (`-it`, or
 //! when stdin and stdout are terminals) the local terminal is raw while it runs and its size
-//! follows the window. The process exits with the command's exit code.
+//! follows the window. The process exits with the command's exit code. An `https://` server is
+//! reached over `wss://` with the same TLS trust as the HTTP client
+//! ([`crate::client::tls_config`]: the OS's roots, or `SSL_CERT_FILE`).
 
 use futures_util::{SinkExt as _, StreamExt as _};
 use serde_json::{Value, json};
@@ -190,12 +192,17 @@ pub(crate) async fn connect(
     CliError,
 > {
     let target = api.target();
-    let ws_url = match target.base_url.split_once("://") {
-        Some(("http", rest)) => format!("ws://{rest}"),
-        Some(("https", _)) => {
-            return Err(CliError::Other(format!(
-                "{verb} over https is not supported by this build yet; use an http base URL (a local engine or an SSH tunnel)"
-            )));
+    let (ws_url, connector) = match target.base_url.split_once("://") {
+        Some(("http", rest)) => (format!("ws://{rest}"), None),
+        Some(("https", rest)) => {
+            let tls = match api.tls() {
+                Some(tls) => tls,
+                None => crate::client::tls_config()?,
+            };
+            (
+                format!("wss://{rest}"),
+                Some(tokio_tungstenite::Connector::Rustls(tls)),
+            )
         }
         _ => return Err(CliError::Usage(format!("bad base URL {}", target.base_url))),
     };
@@ -209,7 +216,9 @@ pub(crate) async fn connect(
             .map_err(|_| CliError::Other("the API key is not a valid header value".into()))?;
         ws_request.headers_mut().insert("authorization", value);
     }
-    match tokio_tungstenite::connect_async(ws_request).await {
+    let connecting =
+        tokio_tungstenite::connect_async_tls_with_config(ws_request, None, false, connector);
+    match connecting.await {
         Ok((socket, _)) => Ok(socket),
         Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
             let status = response.status().as_u16();
@@ -226,8 +235,9 @@ pub(crate) async fn connect(
             })
         }
         Err(e) => Err(CliError::Unreachable(format!(
-            "cannot reach {}: {e}",
-            target.base_url
+            "cannot reach {}: {}",
+            target.base_url,
+            crate::client::with_causes(&e)
         ))),
     }
 }

@@ -6,8 +6,11 @@ pub mod client;
 pub mod cp;
 pub mod daemon;
 pub mod exec;
+pub mod gjson;
 #[cfg(unix)]
 pub mod local;
+pub mod output;
+pub mod progress;
 pub mod settings;
 pub mod verbs;
 

@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use hypedeck_cli::client::{Api, CliError};
 use hypedeck_cli::daemon::{self, DaemonOptions, Endpoint, HypervisorChoice};
-use hypedeck_cli::verbs::{self, Format};
+use hypedeck_cli::verbs::{self, Format, Output};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -24,9 +24,25 @@ struct Cli {
     /// ~/.config/hypeman/cli.yaml, then the engine running for the data dir).
     #[arg(long, global = true, value_name = "URL")]
     base_url: Option<String>,
-    /// Output of the API verbs: tables and lines (auto) or the API's JSON (json).
+    /// Output of the API verbs: tables and lines (auto), or the API's answer as indented JSON
+    /// (json), one line of JSON (jsonl), the bytes received (raw), YAML (yaml) or key: value
+    /// lines (pretty; explore, upstream's interactive viewer, prints as pretty here). Verbs
+    /// that only print a document print JSON for auto. JSON is coloured on a terminal
+    /// (FORCE_COLOR=1 forces colour, FORCE_COLOR=0 or NO_COLOR turns it off).
     #[arg(long, global = true, value_enum, default_value = "auto")]
     format: Format,
+    /// Also print an API error's {code, message} document on stdout in this format (auto:
+    /// only the one-line error on stderr).
+    #[arg(long, global = true, value_enum, default_value = "auto")]
+    format_error: Format,
+    /// A GJSON path picking the part of the answer to print (dotted keys, array indexes, `#`
+    /// for a length, `#.key` over an array, `\.` for a dot in a key); the whole answer when it
+    /// matches nothing; ignored by --format raw.
+    #[arg(long, global = true, value_name = "PATH")]
+    transform: Option<String>,
+    /// A GJSON path applied to an error's document (--format-error).
+    #[arg(long, global = true, value_name = "PATH")]
+    transform_error: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -404,6 +420,24 @@ impl RunArgs {
 
 #[derive(Subcommand, Debug)]
 enum UpdateCommand {
+    /// Update the auto-standby policy for an instance (prints its id).
+    AutoStandby {
+        /// Instance id, name or id prefix.
+        instance: String,
+        /// Enable automatic standby based on inbound TCP activity (`--enabled=false` turns it
+        /// off; default true when any flag is given).
+        #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "BOOL")]
+        enabled: Option<bool>,
+        /// How long the instance must be idle before entering standby (e.g. "10m").
+        #[arg(long)]
+        idle_timeout: Option<String>,
+        /// TCP destination port that should not keep the instance awake (can be repeated).
+        #[arg(long, value_name = "PORT")]
+        ignore_destination_port: Vec<String>,
+        /// Client CIDR that should not keep the instance awake (can be repeated).
+        #[arg(long, value_name = "CIDR")]
+        ignore_source_cidr: Vec<String>,
+    },
     /// Rotate the values of credentials bound to the instance's egress (KEY=VALUE puts the
     /// secret in argv and shell history: prefer `hypedeck rotate`, which reads it from stdin).
     EgressCredentials {
@@ -499,7 +533,45 @@ enum ImageCommand {
 }
 
 #[derive(Subcommand, Debug)]
+enum ScheduleCommand {
+    /// Create or update the snapshot schedule of an instance.
+    Set {
+        /// Instance id, name or id prefix.
+        instance: String,
+        /// Snapshot interval (Go duration format, minimum "1m").
+        #[arg(long)]
+        interval: String,
+        /// Delete scheduled snapshots older than this duration (e.g. "24h").
+        #[arg(long)]
+        max_age: Option<String>,
+        /// Keep at most this many scheduled snapshots (0 disables count-based cleanup).
+        #[arg(long)]
+        max_count: Option<u32>,
+        /// Prefix for generated scheduled snapshot names.
+        #[arg(long)]
+        name_prefix: Option<String>,
+        /// Schedule metadata (KEY=VALUE, can be repeated).
+        #[arg(long, value_name = "KEY=VALUE")]
+        metadata: Vec<String>,
+    },
+    /// Show the snapshot schedule of an instance.
+    Get {
+        /// Instance id, name or id prefix.
+        instance: String,
+    },
+    /// Delete the snapshot schedule of an instance.
+    #[command(alias = "rm")]
+    Delete {
+        /// Instance id, name or id prefix.
+        instance: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 enum SnapshotCommand {
+    /// Manage scheduled snapshots of an instance.
+    #[command(subcommand)]
+    Schedule(ScheduleCommand),
     /// Snapshot an instance; prints the snapshot's id.
     Create {
         /// Instance id, name or id prefix.
@@ -552,7 +624,8 @@ fn data_dir(cli: &Cli) -> anyhow::Result<PathBuf> {
 /// The Hypeman CLI verbs; `None` for hypedeck's own commands.
 async fn api_verb(cli: &Cli, dir: &std::path::Path) -> Option<Result<(), CliError>> {
     let api = || hypedeck_cli::client::resolve(cli.base_url.as_deref(), dir).and_then(Api::new);
-    let format = cli.format;
+    let out = Output::stdout(cli.format, cli.transform.clone());
+    let out = &out;
     let run = async {
         let api = api()?;
         match &cli.command {
@@ -561,24 +634,22 @@ async fn api_verb(cli: &Cli, dir: &std::path::Path) -> Option<Result<(), CliErro
                 quiet,
                 state,
                 tags,
-            } => verbs::ps(&api, format, *all, *quiet, state.as_deref(), tags).await,
-            Command::Inspect { instance } => verbs::inspect(&api, instance).await,
-            Command::Stop { instance } => {
-                verbs::lifecycle(&api, format, "stop", instance, None).await
-            }
+            } => verbs::ps(&api, out, *all, *quiet, state.as_deref(), tags).await,
+            Command::Inspect { instance } => verbs::inspect(&api, out, instance).await,
+            Command::Stop { instance } => verbs::lifecycle(&api, out, "stop", instance, None).await,
             Command::Start {
                 instance,
                 entrypoint,
                 cmd,
             } => {
                 let body = verbs::start_body(entrypoint, cmd);
-                verbs::lifecycle(&api, format, "start", instance, Some(body)).await
+                verbs::lifecycle(&api, out, "start", instance, Some(body)).await
             }
             Command::Standby { instance } => {
-                verbs::lifecycle(&api, format, "standby", instance, None).await
+                verbs::lifecycle(&api, out, "standby", instance, None).await
             }
             Command::Restore { instance } => {
-                verbs::lifecycle(&api, format, "restore", instance, None).await
+                verbs::lifecycle(&api, out, "restore", instance, None).await
             }
             Command::Rm {
                 instances,
@@ -589,24 +660,40 @@ async fn api_verb(cli: &Cli, dir: &std::path::Path) -> Option<Result<(), CliErro
                 instance,
                 state,
                 timeout,
-            } => verbs::wait(&api, format, instance, state, timeout.as_deref()).await,
+            } => verbs::wait(&api, out, instance, state, timeout.as_deref()).await,
             Command::Logs {
                 instance,
                 follow,
                 tail,
                 source,
             } => verbs::logs(&api, instance, *follow, *tail, source.as_deref()).await,
-            Command::Run(args) => verbs::run(&api, format, &args.image, args.body()?).await,
-            Command::Pull { image } => verbs::pull(&api, format, image).await.map(|img| {
-                if format == Format::Json {
-                    println!("{}", serde_json::to_string_pretty(&img).unwrap_or_default());
-                } else {
-                    println!("{}", img["name"].as_str().unwrap_or(image));
+            Command::Run(args) => verbs::run(&api, out, &args.image, args.body()?).await,
+            Command::Pull { image } => {
+                let img = verbs::pull(&api, out, image).await?;
+                if out.machine() {
+                    return out.show("image pull", &img);
                 }
-            }),
+                println!("{}", img["name"].as_str().unwrap_or(image));
+                Ok(())
+            }
+            Command::Update(UpdateCommand::AutoStandby {
+                instance,
+                enabled,
+                idle_timeout,
+                ignore_destination_port,
+                ignore_source_cidr,
+            }) => {
+                let policy = verbs::auto_standby_policy(
+                    *enabled,
+                    idle_timeout.as_deref(),
+                    ignore_destination_port,
+                    ignore_source_cidr,
+                )?;
+                verbs::update_auto_standby(&api, out, instance, policy).await
+            }
             Command::Update(UpdateCommand::EgressCredentials { instance, env }) => {
                 let env = verbs::key_values(env, "env var");
-                verbs::update_credentials(&api, format, instance, env).await
+                verbs::update_credentials(&api, out, instance, env).await
             }
             Command::Volume(VolumeCommand::Attach {
                 volume,
@@ -614,22 +701,16 @@ async fn api_verb(cli: &Cli, dir: &std::path::Path) -> Option<Result<(), CliErro
                 mount_path,
                 readonly,
             }) => {
-                verbs::volume_attachment(
-                    &api,
-                    format,
-                    volume,
-                    instance,
-                    Some((mount_path, *readonly)),
-                )
-                .await
+                verbs::volume_attachment(&api, out, volume, instance, Some((mount_path, *readonly)))
+                    .await
             }
             Command::Volume(VolumeCommand::Detach { volume, instance }) => {
-                verbs::volume_attachment(&api, format, volume, instance, None).await
+                verbs::volume_attachment(&api, out, volume, instance, None).await
             }
             Command::Volume(VolumeCommand::List { quiet }) => {
                 verbs::list(
                     &api,
-                    format,
+                    out,
                     "/volumes",
                     *quiet,
                     "id",
@@ -650,10 +731,11 @@ async fn api_verb(cli: &Cli, dir: &std::path::Path) -> Option<Result<(), CliErro
                 if let Some(id) = id {
                     body["id"] = serde_json::json!(id);
                 }
-                verbs::create(&api, format, "/volumes", &body, "id").await
+                verbs::create(&api, out, "/volumes", &body, "id").await
             }
             Command::Volume(VolumeCommand::Get { id }) => {
-                verbs::show(&api, &hypedeck_cli::client::path("volumes", id)).await
+                let path = hypedeck_cli::client::path("volumes", id);
+                verbs::show(&api, out, "volume get", &path).await
             }
             Command::Volume(VolumeCommand::Delete { id }) => {
                 let path = hypedeck_cli::client::path("volumes", id);
@@ -662,7 +744,7 @@ async fn api_verb(cli: &Cli, dir: &std::path::Path) -> Option<Result<(), CliErro
             Command::Image(ImageCommand::List { quiet }) => {
                 verbs::list(
                     &api,
-                    format,
+                    out,
                     "/images",
                     *quiet,
                     "name",
@@ -687,7 +769,7 @@ async fn api_verb(cli: &Cli, dir: &std::path::Path) -> Option<Result<(), CliErro
             Command::Image(ImageCommand::Create { name }) => {
                 verbs::create(
                     &api,
-                    format,
+                    out,
                     "/images",
                     &serde_json::json!({ "name": name }),
                     "name",
@@ -695,7 +777,8 @@ async fn api_verb(cli: &Cli, dir: &std::path::Path) -> Option<Result<(), CliErro
                 .await
             }
             Command::Image(ImageCommand::Get { name }) => {
-                verbs::show(&api, &hypedeck_cli::client::path("images", name)).await
+                let path = hypedeck_cli::client::path("images", name);
+                verbs::show(&api, out, "image get", &path).await
             }
             Command::Image(ImageCommand::Delete { name }) => {
                 let path = hypedeck_cli::client::path("images", name);
@@ -714,7 +797,7 @@ async fn api_verb(cli: &Cli, dir: &std::path::Path) -> Option<Result<(), CliErro
                     "/instances/{}/snapshots",
                     hypedeck_cli::client::segment(instance)
                 );
-                verbs::create(&api, format, &path, &body, "id").await
+                verbs::create(&api, out, &path, &body, "id").await
             }
             Command::Snapshot(SnapshotCommand::Restore {
                 instance,
@@ -730,12 +813,12 @@ async fn api_verb(cli: &Cli, dir: &std::path::Path) -> Option<Result<(), CliErro
                     hypedeck_cli::client::segment(instance),
                     hypedeck_cli::client::segment(snapshot)
                 );
-                verbs::create(&api, format, &path, &body, "id").await
+                verbs::create(&api, out, &path, &body, "id").await
             }
             Command::Snapshot(SnapshotCommand::List { quiet }) => {
                 verbs::list(
                     &api,
-                    format,
+                    out,
                     "/snapshots",
                     *quiet,
                     "id",
@@ -750,7 +833,31 @@ async fn api_verb(cli: &Cli, dir: &std::path::Path) -> Option<Result<(), CliErro
                 .await
             }
             Command::Snapshot(SnapshotCommand::Get { id }) => {
-                verbs::show(&api, &hypedeck_cli::client::path("snapshots", id)).await
+                let path = hypedeck_cli::client::path("snapshots", id);
+                verbs::show(&api, out, "snapshot get", &path).await
+            }
+            Command::Snapshot(SnapshotCommand::Schedule(ScheduleCommand::Set {
+                instance,
+                interval,
+                max_age,
+                max_count,
+                name_prefix,
+                metadata,
+            })) => {
+                let body = verbs::schedule_request(
+                    interval,
+                    max_age.as_deref(),
+                    *max_count,
+                    name_prefix.as_deref(),
+                    metadata,
+                )?;
+                verbs::snapshot_schedule(&api, out, instance, Some(body)).await
+            }
+            Command::Snapshot(SnapshotCommand::Schedule(ScheduleCommand::Get { instance })) => {
+                verbs::snapshot_schedule(&api, out, instance, None).await
+            }
+            Command::Snapshot(SnapshotCommand::Schedule(ScheduleCommand::Delete { instance })) => {
+                verbs::snapshot_schedule_delete(&api, instance).await
             }
             Command::Snapshot(SnapshotCommand::Delete { id }) => {
                 let path = hypedeck_cli::client::path("snapshots", id);
@@ -764,7 +871,7 @@ async fn api_verb(cli: &Cli, dir: &std::path::Path) -> Option<Result<(), CliErro
             } => {
                 verbs::fork(
                     &api,
-                    format,
+                    out,
                     source,
                     name,
                     *from_running,
@@ -772,7 +879,7 @@ async fn api_verb(cli: &Cli, dir: &std::path::Path) -> Option<Result<(), CliErro
                 )
                 .await
             }
-            Command::Stats { instance } => verbs::stats(&api, format, instance).await,
+            Command::Stats { instance } => verbs::stats(&api, out, instance).await,
             Command::Exec {
                 instance,
                 command,
@@ -816,9 +923,9 @@ async fn api_verb(cli: &Cli, dir: &std::path::Path) -> Option<Result<(), CliErro
                 };
                 hypedeck_cli::cp::cp(&api, src, dst, options).await
             }
-            Command::Credentials { instance } => verbs::credentials(&api, format, instance).await,
-            Command::Health => verbs::show(&api, "/health").await,
-            Command::Resources => verbs::show(&api, "/resources").await,
+            Command::Credentials { instance } => verbs::credentials(&api, out, instance).await,
+            Command::Health => verbs::show(&api, out, "health", "/health").await,
+            Command::Resources => verbs::show(&api, out, "resources", "/resources").await,
             _ => unreachable!("not an API verb"),
         }
     };
@@ -1129,6 +1236,13 @@ fn main() -> ExitCode {
             }
             Err(e) => {
                 eprintln!("hypedeck: {e}");
+                if let CliError::Api { code, message, .. } = &e
+                    && cli.format_error != Format::Auto
+                {
+                    let doc = serde_json::json!({ "code": code, "message": message });
+                    let _ = Output::stdout(cli.format_error, cli.transform_error.clone())
+                        .show("Error", &verbs::Doc::from_value(doc));
+                }
                 ExitCode::from(e.exit_code())
             }
         };

@@ -1,7 +1,7 @@
 //! The verbs of upstream's `hypeman` CLI that `hypedeck` speaks, with its names, flags and
-//! output shapes: a table or a line for people (`--format auto`, the default), the API's JSON
-//! for scripts (`--format json`, one document per answer, never reshaped). Progress goes to
-//! stderr, results to stdout.
+//! output shapes: a table or a line for people (`--format auto`, the default), the API's
+//! answer for scripts (`--format json|jsonl|raw|yaml|pretty`, one document per answer, never
+//! reshaped; [`crate::output`]). Progress goes to stderr, results to stdout.
 
 use std::io::Write as _;
 
@@ -10,22 +10,8 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::client::{Api, CliError, segment};
-
-/// `--format`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
-    /// Tables and lines for people.
-    Auto,
-    /// The API's JSON.
-    Json,
-}
-
-fn print_json(value: &Value) -> Result<(), CliError> {
-    let text = serde_json::to_string_pretty(value)
-        .map_err(|e| CliError::Other(format!("print JSON: {e}")))?;
-    println!("{text}");
-    Ok(())
-}
+pub use crate::output::{Doc, Format, Output};
+use crate::progress::Progress;
 
 fn instance_path(instance: &str) -> String {
     format!("/instances/{}", segment(instance))
@@ -60,28 +46,44 @@ pub fn time_ago(rfc3339: &str, now: time::OffsetDateTime) -> String {
 
 /// Columns padded to their widest cell, separated by three spaces (upstream's table).
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    table_painted(header, rows, &|_, cell| cell.to_string())
+}
+
+/// [`table`] with each body cell passed through `paint(column, cell)` after its width is
+/// measured (colour codes take no room on screen).
+pub fn table_painted(
+    header: &[&str],
+    rows: &[Vec<String>],
+    paint: &dyn Fn(usize, &str) -> String,
+) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (i, cell) in row.iter().enumerate() {
             widths[i] = widths[i].max(cell.chars().count());
         }
     }
-    let line = |cells: Vec<String>| {
+    let line = |cells: &[String], painted: bool| {
         let last = cells.len().saturating_sub(1);
         let mut out = String::new();
-        for (i, cell) in cells.into_iter().enumerate() {
-            if i == last {
-                out.push_str(&cell);
+        for (i, cell) in cells.iter().enumerate() {
+            let shown = if painted {
+                paint(i, cell)
             } else {
-                out.push_str(&format!("{cell:<w$}   ", w = widths[i]));
+                cell.clone()
+            };
+            out.push_str(&shown);
+            if i != last {
+                let pad = widths[i] - cell.chars().count() + 3;
+                out.push_str(&" ".repeat(pad));
             }
         }
         out.trim_end().to_string()
     };
-    let mut out = line(header.iter().map(|h| h.to_string()).collect());
+    let header: Vec<String> = header.iter().map(|h| h.to_string()).collect();
+    let mut out = line(&header, false);
     for row in rows {
         out.push('\n');
-        out.push_str(&line(row.clone()));
+        out.push_str(&line(row, true));
     }
     out
 }
@@ -89,7 +91,7 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 /// `ps`: running instances (all with `-a`), or only their ids (`-q`).
 pub async fn ps(
     api: &Api,
-    format: Format,
+    out: &Output,
     all: bool,
     quiet: bool,
     state: Option<&str>,
@@ -107,18 +109,19 @@ pub async fn ps(
     }
     let server_filtered = !query.is_empty();
     let response = api.get_query("/instances", &query).await?;
-    let list: Value = response
-        .json()
-        .await
-        .map_err(|e| CliError::Other(format!("the instance list is not JSON: {e}")))?;
+    let list = api.doc(response).await?;
     let shown: Vec<&Value> = list
         .as_array()
         .into_iter()
         .flatten()
         .filter(|i| all || server_filtered || text(i, "state") == "Running")
         .collect();
-    if format == Format::Json {
-        return print_json(&Value::Array(shown.into_iter().cloned().collect()));
+    if out.machine() {
+        if list.as_array().map(Vec::len) == Some(shown.len()) {
+            return out.show("instance list", &list);
+        }
+        let kept = Value::Array(shown.into_iter().cloned().collect());
+        return out.show("instance list", &Doc::from_value(kept));
     }
     if quiet {
         for i in &shown {
@@ -155,33 +158,39 @@ pub async fn ps(
             ]
         })
         .collect();
-    println!(
-        "{}",
-        table(
-            &[
-                "INSTANCE ID",
-                "NAME",
-                "IMAGE",
-                "STATE",
-                "GPU",
-                "HV",
-                "CREATED"
-            ],
-            &rows
-        )
-    );
+    let header = [
+        "INSTANCE ID",
+        "NAME",
+        "IMAGE",
+        "STATE",
+        "GPU",
+        "HV",
+        "CREATED",
+    ];
+    let color = out.color;
+    let paint = move |column: usize, cell: &str| {
+        if column == 3 {
+            crate::output::state(cell, color)
+        } else {
+            cell.to_string()
+        }
+    };
+    println!("{}", table_painted(&header, &rows, &paint));
     Ok(())
 }
 
-/// `inspect`: the instance's JSON.
-pub async fn inspect(api: &Api, instance: &str) -> Result<(), CliError> {
-    print_json(&api.get(&instance_path(instance)).await?)
+/// `inspect`: the instance's JSON (in `--format`; `auto` is `json`).
+pub async fn inspect(api: &Api, out: &Output, instance: &str) -> Result<(), CliError> {
+    out.show(
+        "instance inspect",
+        &api.get_doc(&instance_path(instance)).await?,
+    )
 }
 
 /// `stop`, `start`, `standby`, `restore`: the verb, then a line (or the instance's JSON).
 pub async fn lifecycle(
     api: &Api,
-    format: Format,
+    out: &Output,
     verb: &str,
     instance: &str,
     body: Option<Value>,
@@ -198,22 +207,15 @@ pub async fn lifecycle(
         eprintln!("{doing} {instance}...");
     }
     let path = format!("{}/{verb}", instance_path(instance));
-    let answer = api.call(Method::POST, &path, body.as_ref()).await?;
-    if format == Format::Json {
-        return print_json(&answer);
+    let answer = api.call_doc(Method::POST, &path, body.as_ref()).await?;
+    if out.machine() {
+        return out.show(&format!("instance {verb}"), &answer);
     }
+    let state = crate::output::state(&text(&answer, "state"), crate::output::colors_for(true));
     if verb == "standby" {
-        eprintln!(
-            "{} is in standby (state: {})",
-            text(&answer, "name"),
-            text(&answer, "state")
-        );
+        eprintln!("{} is in standby (state: {state})", text(&answer, "name"));
     } else {
-        eprintln!(
-            "{done} {} (state: {})",
-            text(&answer, "name"),
-            text(&answer, "state")
-        );
+        eprintln!("{done} {} (state: {state})", text(&answer, "name"));
     }
     Ok(())
 }
@@ -294,7 +296,7 @@ pub async fn rm(api: &Api, instances: &[String], force: bool, all: bool) -> Resu
 /// `wait`: the state it reached (a time-out is an error, exit 1).
 pub async fn wait(
     api: &Api,
-    format: Format,
+    out: &Output,
     instance: &str,
     state: &str,
     timeout: Option<&str>,
@@ -304,15 +306,15 @@ pub async fn wait(
         query.push(("timeout", t.to_string()));
     }
     let path = format!("{}/wait", instance_path(instance));
-    let response = api.get_query(&path, &query).await?;
-    let answer: Value = response
-        .json()
-        .await
-        .map_err(|e| CliError::Other(format!("the wait answer is not JSON: {e}")))?;
-    if format == Format::Json {
-        return print_json(&answer);
+    let progress = Progress::spinner(&format!("Waiting for {instance} to reach {state}..."));
+    let response = api.get_query(&path, &query).await;
+    progress.finish();
+    let answer = api.doc(response?).await?;
+    if out.machine() {
+        return out.show("instance wait", &answer);
     }
     let reached = text(&answer, "state");
+    let painted = crate::output::state(&reached, out.color);
     if answer.get("timed_out").and_then(Value::as_bool) == Some(true) {
         eprintln!("Timed out waiting (last state: {reached})");
         return Err(CliError::Other(format!(
@@ -321,10 +323,10 @@ pub async fn wait(
     }
     match answer.get("state_error").and_then(Value::as_str) {
         Some(err) if !err.is_empty() => {
-            println!("{:<14} {reached}", "STATE");
+            println!("{:<14} {painted}", "STATE");
             println!("{:<14} {err}", "STATE ERROR");
         }
-        _ => println!("{reached}"),
+        _ => println!("{painted}"),
     }
     Ok(())
 }
@@ -377,9 +379,10 @@ pub fn sse_data(line: &[u8]) -> Option<String> {
     serde_json::from_str::<String>(data).ok()
 }
 
-/// `health`, `resources`, `image ls` and the like: a GET whose JSON is the answer.
-pub async fn show(api: &Api, path: &str) -> Result<(), CliError> {
-    print_json(&api.get(path).await?)
+/// `health`, `resources`, `volume get` and the like: a GET whose JSON is the answer (in
+/// `--format`; `auto` is `json`), `title` heading `pretty`.
+pub async fn show(api: &Api, out: &Output, title: &str, path: &str) -> Result<(), CliError> {
+    out.show(title, &api.get_doc(path).await?)
 }
 
 /// `volume-id:/mount/path[:ro[:overlay=SIZE]]` (upstream's `--volume`) as a `VolumeMount`.
@@ -449,14 +452,31 @@ fn getrandom_fill(buf: &mut [u8]) -> std::io::Result<()> {
     std::fs::File::open("/dev/urandom")?.read_exact(buf)
 }
 
-/// `pull`: asks the server for the image and waits until it is ready (or failed).
-pub async fn pull(api: &Api, format: Format, image: &str) -> Result<Value, CliError> {
+/// What a pull's spinner says for the image's state: `Pulling <image> (queue position 2)`.
+pub fn pull_status(image: &str, answer: &Value) -> String {
+    let status = text(answer, "status");
+    let mut line = format!("{} {image}", capitalized(&status));
+    if let Some(n) = answer.get("queue_position").and_then(Value::as_u64) {
+        line.push_str(&format!(" (queue position {n})"));
+    }
+    line
+}
+
+/// `pull`: asks the server for the image and waits until it is ready (or failed). On a
+/// terminal a spinner shows the status and the time so far; elsewhere a line per status
+/// (with `--format auto`).
+pub async fn pull(api: &Api, out: &Output, image: &str) -> Result<Doc, CliError> {
     let path = format!("/images/{}", segment(image));
-    let mut current = match api.get(&path).await {
+    let terminal = crate::progress::stderr_is_terminal();
+    let spinner = Progress::spinner(&format!("Looking up {image}"));
+    let mut current = match api.get_doc(&path).await {
         Ok(found) => found,
         Err(CliError::Api { status: 404, .. }) => {
-            eprintln!("Pulling {image}...");
-            api.call(Method::POST, "/images", Some(&json!({ "name": image })))
+            if !terminal {
+                eprintln!("Pulling {image}...");
+            }
+            spinner.set(&format!("Pulling {image}"));
+            api.call_doc(Method::POST, "/images", Some(&json!({ "name": image })))
                 .await?
         }
         Err(e) => return Err(e),
@@ -465,13 +485,17 @@ pub async fn pull(api: &Api, format: Format, image: &str) -> Result<Value, CliEr
     loop {
         let status = text(&current, "status");
         if status != last {
-            if format == Format::Auto && status != "ready" {
+            if !terminal && out.format == Format::Auto && status != "ready" {
                 eprintln!("{}...", capitalized(&status));
             }
             last = status.clone();
         }
+        spinner.set(&pull_status(image, &current));
         match status.as_str() {
-            "ready" => return Ok(current),
+            "ready" => {
+                spinner.finish();
+                return Ok(current);
+            }
             "failed" => {
                 return Err(CliError::Other(format!(
                     "image {image} failed: {}",
@@ -484,7 +508,7 @@ pub async fn pull(api: &Api, format: Format, image: &str) -> Result<Value, CliEr
             _ => {}
         }
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-        current = api.get(&path).await?;
+        current = api.get_doc(&path).await?;
     }
 }
 
@@ -496,16 +520,18 @@ fn capitalized(s: &str) -> String {
 }
 
 /// `run`: pulls the image when the server lacks it, creates the instance and prints its id.
-pub async fn run(api: &Api, format: Format, image: &str, mut body: Value) -> Result<(), CliError> {
-    pull(api, format, image).await?;
+pub async fn run(api: &Api, out: &Output, image: &str, mut body: Value) -> Result<(), CliError> {
+    pull(api, out, image).await?;
     body["image"] = json!(image);
     if body.get("name").is_none_or(Value::is_null) {
         body["name"] = json!(generated_name(image));
     }
     eprintln!("Creating instance {}...", text(&body, "name"));
-    let created = api.call(Method::POST, "/instances", Some(&body)).await?;
-    if format == Format::Json {
-        return print_json(&created);
+    let created = api
+        .call_doc(Method::POST, "/instances", Some(&body))
+        .await?;
+    if out.machine() {
+        return out.show("instance run", &created);
     }
     println!("{}", text(&created, "id"));
     Ok(())
@@ -515,7 +541,7 @@ pub async fn run(api: &Api, format: Format, image: &str, mut body: Value) -> Res
 /// never sees); prints the instance's name and state.
 pub async fn update_credentials(
     api: &Api,
-    format: Format,
+    out: &Output,
     instance: &str,
     env: serde_json::Map<String, Value>,
 ) -> Result<(), CliError> {
@@ -527,23 +553,207 @@ pub async fn update_credentials(
     }
     let keys: Vec<String> = env.keys().cloned().collect();
     let answer = api
-        .call(
+        .call_doc(
             Method::PATCH,
             &instance_path(instance),
             Some(&json!({ "env": env })),
         )
         .await?;
-    if format == Format::Json {
-        return print_json(&answer);
+    if out.machine() {
+        return out.show("instance update egress-credentials", &answer);
     }
     eprintln!("Updated {} on {}", keys.join(", "), text(&answer, "name"));
+    Ok(())
+}
+
+/// `update auto-standby`'s `AutoStandbyPolicy` from its flags (upstream's): `enabled` is true
+/// unless `--enabled=false`; `None` when no flag was given. Ports must be 1-65535; empty
+/// values are skipped.
+pub fn auto_standby_policy(
+    enabled: Option<bool>,
+    idle_timeout: Option<&str>,
+    ports: &[String],
+    cidrs: &[String],
+) -> Result<Option<Value>, CliError> {
+    let mut parsed = Vec::new();
+    for raw in ports {
+        let value = raw.trim();
+        if value.is_empty() {
+            continue;
+        }
+        let port: i64 = value.parse().map_err(|e| {
+            CliError::Usage(format!(
+                "invalid --ignore-destination-port value {raw:?}: {e}"
+            ))
+        })?;
+        if !(1..=65535).contains(&port) {
+            return Err(CliError::Usage(format!(
+                "--ignore-destination-port must be between 1 and 65535: {raw:?}"
+            )));
+        }
+        parsed.push(port);
+    }
+    let cidrs: Vec<&str> = cidrs
+        .iter()
+        .map(|c| c.trim())
+        .filter(|c| !c.is_empty())
+        .collect();
+    let idle_timeout = idle_timeout.filter(|t| !t.is_empty());
+    if enabled.is_none() && idle_timeout.is_none() && parsed.is_empty() && cidrs.is_empty() {
+        return Ok(None);
+    }
+    let mut policy = json!({ "enabled": enabled.unwrap_or(true) });
+    if let Some(t) = idle_timeout {
+        policy["idle_timeout"] = json!(t);
+    }
+    if !parsed.is_empty() {
+        policy["ignore_destination_ports"] = json!(parsed);
+    }
+    if !cidrs.is_empty() {
+        policy["ignore_source_cidrs"] = json!(cidrs);
+    }
+    Ok(Some(policy))
+}
+
+/// `update auto-standby`: PATCHes the instance's `auto_standby` policy; prints its id (the
+/// instance with `--format`).
+pub async fn update_auto_standby(
+    api: &Api,
+    out: &Output,
+    instance: &str,
+    policy: Option<Value>,
+) -> Result<(), CliError> {
+    let Some(policy) = policy else {
+        return Err(CliError::Usage(
+            "at least one auto-standby flag is required\nUsage: hypedeck update auto-standby <instance> [--enabled[=BOOL]] [--idle-timeout D] [--ignore-destination-port P] [--ignore-source-cidr CIDR]".into(),
+        ));
+    };
+    if !out.machine() {
+        eprintln!("Updating auto-standby for {instance}...");
+    }
+    let answer = api
+        .call_doc(
+            Method::PATCH,
+            &instance_path(instance),
+            Some(&json!({ "auto_standby": policy })),
+        )
+        .await?;
+    if out.machine() {
+        return out.show("update auto-standby", &answer);
+    }
+    println!("{}", text(&answer, "id"));
+    Ok(())
+}
+
+/// `snapshot schedule set`'s `SetSnapshotScheduleRequest` (upstream's flags): `--max-age` or
+/// `--max-count` is required.
+pub fn schedule_request(
+    interval: &str,
+    max_age: Option<&str>,
+    max_count: Option<u32>,
+    name_prefix: Option<&str>,
+    metadata: &[String],
+) -> Result<Value, CliError> {
+    if max_age.is_none() && max_count.is_none() {
+        return Err(CliError::Usage(
+            "at least one of --max-age or --max-count is required".into(),
+        ));
+    }
+    let mut retention = json!({});
+    if let Some(age) = max_age.filter(|a| !a.is_empty()) {
+        retention["max_age"] = json!(age);
+    }
+    if let Some(count) = max_count {
+        retention["max_count"] = json!(count);
+    }
+    let mut body = json!({ "interval": interval, "retention": retention });
+    if let Some(prefix) = name_prefix.filter(|p| !p.is_empty()) {
+        body["name_prefix"] = json!(prefix);
+    }
+    let metadata = key_values(metadata, "metadata entry");
+    if !metadata.is_empty() {
+        body["metadata"] = Value::Object(metadata);
+    }
+    Ok(body)
+}
+
+/// Upstream's summary of a `SnapshotSchedule`: `LABEL          value` lines.
+pub fn schedule_summary(schedule: &Value) -> String {
+    let field = |pointer: &str| {
+        schedule
+            .pointer(pointer)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .unwrap_or("-")
+            .to_string()
+    };
+    let max_count = schedule
+        .pointer("/retention/max_count")
+        .and_then(Value::as_i64)
+        .filter(|n| *n > 0)
+        .map_or_else(|| "-".to_string(), |n| n.to_string());
+    let created = schedule
+        .get("created_at")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let mut out = String::new();
+    for (label, value) in [
+        ("INSTANCE", text(schedule, "instance_id")),
+        ("INTERVAL", text(schedule, "interval")),
+        ("MAX AGE", field("/retention/max_age")),
+        ("MAX COUNT", max_count),
+        ("PREFIX", field("/name_prefix")),
+        ("NEXT RUN", field("/next_run_at")),
+        ("CREATED", created),
+    ] {
+        out.push_str(&format!("{label:<14} {value}\n"));
+    }
+    if let Some(metadata) = schedule.get("metadata").and_then(Value::as_object) {
+        if metadata.is_empty() {
+            out.push_str(&format!("{:<14} -\n", "METADATA"));
+        }
+        for (i, (k, v)) in metadata.iter().enumerate() {
+            let label = if i == 0 { "METADATA" } else { "" };
+            let v = v.as_str().map_or_else(|| v.to_string(), str::to_string);
+            out.push_str(&format!("{label:<14} {k}={v}\n"));
+        }
+    }
+    out
+}
+
+/// `snapshot schedule set|get`: the schedule (PUT with `body`, else GET), as upstream's
+/// summary or in `--format`.
+pub async fn snapshot_schedule(
+    api: &Api,
+    out: &Output,
+    instance: &str,
+    body: Option<Value>,
+) -> Result<(), CliError> {
+    let path = format!("{}/snapshot-schedule", instance_path(instance));
+    let (verb, answer) = match &body {
+        Some(body) => ("set", api.call_doc(Method::PUT, &path, Some(body)).await?),
+        None => ("get", api.get_doc(&path).await?),
+    };
+    if out.machine() {
+        return out.show(&format!("snapshot schedule {verb}"), &answer);
+    }
+    print!("{}", schedule_summary(&answer));
+    Ok(())
+}
+
+/// `snapshot schedule delete`.
+pub async fn snapshot_schedule_delete(api: &Api, instance: &str) -> Result<(), CliError> {
+    let path = format!("{}/snapshot-schedule", instance_path(instance));
+    api.call(Method::DELETE, &path, None).await?;
+    eprintln!("Deleted snapshot schedule for {instance}");
     Ok(())
 }
 
 /// `volume attach` / `volume detach`.
 pub async fn volume_attachment(
     api: &Api,
-    format: Format,
+    out: &Output,
     volume: &str,
     instance: &str,
     mount: Option<(&str, bool)>,
@@ -552,12 +762,13 @@ pub async fn volume_attachment(
     let answer = match mount {
         Some((mount_path, readonly)) => {
             let body = json!({ "mount_path": mount_path, "readonly": readonly });
-            api.call(Method::POST, &path, Some(&body)).await?
+            api.call_doc(Method::POST, &path, Some(&body)).await?
         }
-        None => api.call(Method::DELETE, &path, None).await?,
+        None => api.call_doc(Method::DELETE, &path, None).await?,
     };
-    if format == Format::Json {
-        return print_json(&answer);
+    if out.machine() {
+        let verb = if mount.is_some() { "attach" } else { "detach" };
+        return out.show(&format!("volume {verb}"), &answer);
     }
     match mount {
         Some((p, _)) => eprintln!("Attached {volume} to {} at {p}", text(&answer, "name")),
@@ -568,12 +779,12 @@ pub async fn volume_attachment(
 
 /// `credentials`: each credential's env var, the fingerprint of the value in force, when it
 /// was rotated and last used (never a value: the API has none to give).
-pub async fn credentials(api: &Api, format: Format, instance: &str) -> Result<(), CliError> {
+pub async fn credentials(api: &Api, out: &Output, instance: &str) -> Result<(), CliError> {
     let list = api
-        .get(&format!("{}/credentials", instance_path(instance)))
+        .get_doc(&format!("{}/credentials", instance_path(instance)))
         .await?;
-    if format == Format::Json {
-        return print_json(&list);
+    if out.machine() {
+        return out.show("credentials", &list);
     }
     let now = time::OffsetDateTime::now_utc();
     let when = |v: Option<&Value>| {
@@ -626,15 +837,16 @@ pub type Column<'a> = (&'a str, &'a dyn Fn(&Value) -> String);
 /// (`-q`, the `id_key` of each item), or the JSON.
 pub async fn list(
     api: &Api,
-    format: Format,
+    out: &Output,
     path: &str,
     quiet: bool,
     id_key: &str,
     columns: &[Column<'_>],
 ) -> Result<(), CliError> {
-    let items = api.get(path).await?;
-    if format == Format::Json {
-        return print_json(&items);
+    let items = api.get_doc(path).await?;
+    if out.machine() {
+        let noun = path.trim_start_matches('/').trim_end_matches('s');
+        return out.show(&format!("{noun} list"), &items);
     }
     let items: Vec<&Value> = items.as_array().into_iter().flatten().collect();
     if quiet {
@@ -675,14 +887,14 @@ pub fn ago(item: &Value, pointer: &str) -> String {
 /// A call whose answer is one resource: its `id_key` printed (the JSON with --format json).
 pub async fn create(
     api: &Api,
-    format: Format,
+    out: &Output,
     path: &str,
     body: &Value,
     id_key: &str,
 ) -> Result<(), CliError> {
-    let answer = api.call(Method::POST, path, Some(body)).await?;
-    if format == Format::Json {
-        return print_json(&answer);
+    let answer = api.call_doc(Method::POST, path, Some(body)).await?;
+    if out.machine() {
+        return out.show("created", &answer);
     }
     println!("{}", text(&answer, id_key));
     Ok(())
@@ -698,7 +910,7 @@ pub async fn delete(api: &Api, path: &str, name: &str) -> Result<(), CliError> {
 /// `fork <source> <name>`: the fork's id.
 pub async fn fork(
     api: &Api,
-    format: Format,
+    out: &Output,
     source: &str,
     name: &str,
     from_running: bool,
@@ -714,7 +926,7 @@ pub async fn fork(
     eprintln!("Forking {source} as {name}...");
     create(
         api,
-        format,
+        out,
         &format!("{}/fork", instance_path(source)),
         &body,
         "id",
@@ -723,12 +935,12 @@ pub async fn fork(
 }
 
 /// `stats <instance>`: CPU, memory and network of its VMM, as the API reports them.
-pub async fn stats(api: &Api, format: Format, instance: &str) -> Result<(), CliError> {
+pub async fn stats(api: &Api, out: &Output, instance: &str) -> Result<(), CliError> {
     let s = api
-        .get(&format!("{}/stats", instance_path(instance)))
+        .get_doc(&format!("{}/stats", instance_path(instance)))
         .await?;
-    if format == Format::Json {
-        return print_json(&s);
+    if out.machine() {
+        return out.show("instance stats", &s);
     }
     let n = |k: &str| s.get(k).and_then(Value::as_f64).unwrap_or(0.0);
     let mib = |b: f64| format!("{:.1} MiB", b / 1048576.0);
@@ -816,6 +1028,83 @@ mod tests {
             "{n}"
         );
         assert!(generated_name("alpine@sha256:abc").starts_with("alpine-"));
+    }
+
+    #[test]
+    fn painted_tables_pad_by_the_visible_text() {
+        let t = table_painted(
+            &["A", "STATE", "Z"],
+            &[vec!["x".into(), "Running".into(), "1".into()]],
+            &|c, cell| {
+                if c == 1 {
+                    crate::output::state(cell, true)
+                } else {
+                    cell.to_string()
+                }
+            },
+        );
+        assert_eq!(t, "A   STATE     Z\nx   \x1b[32mRunning\x1b[0m   1");
+    }
+
+    #[test]
+    fn auto_standby_flags_make_upstreams_policy() {
+        assert_eq!(auto_standby_policy(None, None, &[], &[]).unwrap(), None);
+        assert_eq!(
+            auto_standby_policy(None, Some("10m"), &[], &[]).unwrap(),
+            Some(json!({"enabled": true, "idle_timeout": "10m"}))
+        );
+        assert_eq!(
+            auto_standby_policy(
+                Some(false),
+                None,
+                &["22".into(), " ".into()],
+                &[" 10.0.0.0/8 ".into()]
+            )
+            .unwrap(),
+            Some(
+                json!({"enabled": false, "ignore_destination_ports": [22], "ignore_source_cidrs": ["10.0.0.0/8"]})
+            )
+        );
+        for bad in ["0", "65536", "ssh"] {
+            assert!(matches!(
+                auto_standby_policy(None, None, &[bad.into()], &[]),
+                Err(CliError::Usage(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn schedules_need_a_retention_and_print_like_upstream() {
+        assert!(matches!(
+            schedule_request("1h", None, None, None, &[]),
+            Err(CliError::Usage(_))
+        ));
+        assert_eq!(
+            schedule_request("1h", Some("24h"), Some(3), Some("nightly"), &["k=v".into()]).unwrap(),
+            json!({"interval": "1h", "name_prefix": "nightly", "metadata": {"k": "v"},
+                   "retention": {"max_age": "24h", "max_count": 3}})
+        );
+        let summary = schedule_summary(&json!({
+            "instance_id": "abc", "interval": "1h", "retention": {"max_count": 3},
+            "next_run_at": "2026-12-07T13:00:00Z", "created_at": "2026-12-07T12:00:00Z",
+            "metadata": {"a": "1", "b": "2"}
+        }));
+        assert_eq!(
+            summary,
+            "INSTANCE       abc\nINTERVAL       1h\nMAX AGE        -\nMAX COUNT      3\nPREFIX         -\nNEXT RUN       2026-12-07T13:00:00Z\nCREATED        2026-12-07T12:00:00Z\nMETADATA       a=1\n               b=2\n"
+        );
+    }
+
+    #[test]
+    fn pull_status_names_the_queue_position() {
+        assert_eq!(
+            pull_status("alpine", &json!({"status": "pending", "queue_position": 2})),
+            "Pending alpine (queue position 2)"
+        );
+        assert_eq!(
+            pull_status("alpine", &json!({"status": "pulling"})),
+            "Pulling alpine"
+        );
     }
 
     #[test]

@@ -5,9 +5,10 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := run
 CARGO ?= cargo
 
-.PHONY: ci-free-disk run test deps deps-test deps-bench ui guest-init lint unit bins sdk-test vm-test netns-test desktop-test dist serve bench bench-net bench-ui clean check-macos
+.PHONY: ci-free-disk run test deps deps-test deps-bench ui guest-init lint unit bins kernel-bundle sdk-test vm-test netns-test desktop-test dist serve bench bench-net bench-ui clean check-macos
 
 MUSL_TARGET := $(shell uname -m)-unknown-linux-musl
+KERNEL_ARCH := $(shell dpkg --print-architecture 2>/dev/null || echo amd64)
 
 deps:
 	@scripts/install-deps.sh run
@@ -29,11 +30,17 @@ check-macos:
 	rustup target list --installed | grep -qx aarch64-apple-darwin || rustup target add aarch64-apple-darwin
 	$(CARGO) check --locked --target aarch64-apple-darwin -p hypedeck-hv-vz --all-targets
 
-run: deps ui guest-init
+# The guest kernel that ships with the app (pinned in packaging/guest-kernel.pin), unpacked for
+# a cargo build into target/guest-kernel/<arch>, where target/*/hypedeck* find it.
+kernel-bundle:
+	$(CARGO) build --locked -p hypedeck-cli
+	scripts/kernel-bundle.sh target/debug/hypedeck target/guest-kernel/$(KERNEL_ARCH)
+
+run: deps ui guest-init kernel-bundle
 	$(CARGO) run -p hypedeck-desktop
 
 # Headless daemon for scripts and the official SDKs/CLI.
-serve: deps guest-init
+serve: deps guest-init kernel-bundle
 	$(CARGO) run -p hypedeck-cli -- serve
 
 lint: ui check-macos
@@ -51,6 +58,7 @@ bins: ui guest-init
 	$(CARGO) build --locked -p hypedeck-cli --features fake-hypervisor
 	cp target/debug/hypedeck target/debug/hypedeck-fake
 	$(CARGO) build --locked -p hypedeck-cli -p hypedeck-desktop
+	scripts/kernel-bundle.sh target/debug/hypedeck target/guest-kernel/$(KERNEL_ARCH)
 
 sdk-test: bins
 	scripts/test-session.sh bash -c '$(CARGO) test --locked -p hypedeck-secrets -- --include-ignored && \
@@ -67,13 +75,15 @@ vm-test: bins
 # What a sandbox on the default network can and cannot reach, proved from inside real guests
 # (root: network namespaces). scripts/netns.sh makes a "host" namespace (engine, registry,
 # keyring, guests) and a fake internet on TEST-NET addresses; nothing leaves the machine. There
-# is no package mirror inside, so the guest kernel's .deb is fetched first and handed over.
+# is no package mirror inside, so the guest kernel's .deb is fetched first and handed over (the
+# bundled kernel is switched off here: this suite keeps the .deb path booting real guests;
+# `dist` proves the bundle offline).
 # HYPEDECK_BIN=<other build> in the environment runs the suite against that build instead.
 netns-test: bins
 	deb=$$(scripts/kernel-deb.sh .ci/cache/kernel) && trap 'scripts/netns.sh down' EXIT && \
 	  scripts/netns.sh up && \
 	  ip netns exec hdh scripts/test-session.sh env HYPEDECK_BIN="$${HYPEDECK_BIN:-target/debug/hypedeck}" HYPEDECK_KERNEL_DEB="$$deb" \
-	  node --test --test-concurrency=1 tests/netns/
+	  HYPEDECK_KERNEL_BUNDLE=off node --test --test-concurrency=1 tests/netns/
 
 desktop-test: bins
 	mkdir -p test-results
@@ -90,13 +100,19 @@ desktop-test: bins
 BUNDLE_NAME := Hypedeck_$(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)_$(shell dpkg --print-architecture 2>/dev/null || echo amd64)
 DEB := target/release/bundle/deb/$(BUNDLE_NAME).deb
 APPIMAGE := target/release/bundle/appimage/$(BUNDLE_NAME).AppImage
+# Both carry the guest kernel (target/guest-kernel/<arch>) and are proved to boot sandboxes on it
+# with no network (scripts/check-offline.sh). KERNEL_PIN=strict fails when the archive no longer
+# has the pinned kernel instead of bundling its newest one.
 dist: deps-test guest-init
 	$(CARGO) build --locked --release -p hypedeck-cli
+	scripts/kernel-bundle.sh target/release/hypedeck target/guest-kernel/$(KERNEL_ARCH)
 	$(CARGO) build --locked --release --target $(MUSL_TARGET) -p hypedeck-appimage-runtime
 	npx tauri build --ci --bundles deb -- --locked
 	scripts/check-deb.sh $(DEB)
 	scripts/appimage.sh $(DEB) target/$(MUSL_TARGET)/release/hypedeck-appimage-runtime $(APPIMAGE)
 	scripts/check-appimage.sh $(APPIMAGE)
+	scripts/check-offline.sh deb $(DEB)
+	scripts/check-offline.sh appimage $(APPIMAGE)
 
 test: deps-test lint unit sdk-test vm-test netns-test desktop-test ci-free-disk dist
 	@echo "all suites passed"

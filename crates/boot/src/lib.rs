@@ -8,7 +8,10 @@
 //! Both are cached: the kernel by version, the initramfs by the hash of its inputs, so a new
 //! guest-init build makes a new initramfs and running VMs keep theirs.
 
+pub mod bundle;
 pub mod cpio;
+
+pub use bundle::{Bundle, Manifest, build_bundle, find_bundle};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -245,6 +248,13 @@ async fn apt_kernel_package(cwd: &Path) -> Result<String, BootError> {
 /// Where the guest kernel will come from, as found without downloading anything.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KernelSource {
+    /// The kernel that ships with the app, checked against its manifest.
+    Bundled {
+        /// Its directory.
+        dir: PathBuf,
+        /// Its manifest.
+        manifest: Box<Manifest>,
+    },
     /// apt's kernel, already unpacked under `system/kernel/<version>/`.
     Cached {
         /// Kernel release.
@@ -268,6 +278,13 @@ pub enum KernelSource {
 /// `HYPEDECK_KERNEL_DEB`) must be a linux-image package; otherwise apt must know the cloud
 /// kernel. The error says what is missing.
 pub async fn probe_kernel(system: &Path, deb: Option<&Path>) -> Result<KernelSource, BootError> {
+    if let Some(dir) = find_bundle() {
+        let bundle = Bundle::load(&dir)?;
+        return Ok(KernelSource::Bundled {
+            dir: bundle.dir,
+            manifest: Box::new(bundle.manifest),
+        });
+    }
     let cwd = std::env::temp_dir();
     if let Some(deb) = deb {
         if !deb.is_file() {
@@ -311,23 +328,36 @@ pub async fn probe_kernel(system: &Path, deb: Option<&Path>) -> Result<KernelSou
     }
 }
 
-/// Makes sure the kernel is unpacked under `system/kernel/<version>/` and returns its dir.
+/// Makes sure the kernel is unpacked under `system/kernel/<version>/` and returns its dir and
+/// release. The kernel comes from the app's bundle ([`find_bundle`]) when it has one, else from
+/// the .deb of the settings or `HYPEDECK_KERNEL_DEB` ([`kernel_deb`]), else from apt.
 pub async fn ensure_kernel(system: &Path) -> Result<(PathBuf, String), BootError> {
     let kernels = system.join("kernel");
     std::fs::create_dir_all(&kernels).map_err(io("create the kernel dir"))?;
+    if let Some(dir) = find_bundle() {
+        let bundle = Bundle::load(&dir)?;
+        return bundle.install(&kernels);
+    }
     let work = tempdir_in(&kernels)?;
+    let result = ensure_kernel_from_package(&kernels, &work).await;
+    let _ = std::fs::remove_dir_all(&work);
+    result
+}
+
+async fn ensure_kernel_from_package(
+    kernels: &Path,
+    work: &Path,
+) -> Result<(PathBuf, String), BootError> {
     let deb = match kernel_deb() {
         Some(p) => p,
         None => {
-            let package = apt_kernel_package(&work).await?;
+            let package = apt_kernel_package(work).await?;
             let version = package.trim_start_matches("linux-image-").to_string();
             if unpacked(&kernels.join(&version)) {
-                let _ = std::fs::remove_dir_all(&work);
                 return Ok((kernels.join(&version), version));
             }
-            run("apt-get", &["download", "-qq", &package], &work).await?;
-
-            std::fs::read_dir(&work)
+            run("apt-get", &["download", "-qq", &package], work).await?;
+            std::fs::read_dir(work)
                 .map_err(io("list the download"))?
                 .flatten()
                 .map(|e| e.path())
@@ -335,12 +365,34 @@ pub async fn ensure_kernel(system: &Path) -> Result<(PathBuf, String), BootError
                 .ok_or_else(|| BootError::Kernel("apt-get download produced no .deb".into()))?
         }
     };
-    let extracted = work.join("x");
+    let package = unpack_deb(&deb, work).await?;
+    let target = kernels.join(&package.release);
+    if !unpacked(&target) {
+        let staging = work.join("out");
+        stage_kernel(&package, &staging)?;
+        let _ = std::fs::remove_dir_all(&target);
+        std::fs::rename(&staging, &target).map_err(io("install the kernel"))?;
+    }
+    Ok((target, package.release))
+}
+
+/// A kernel package unpacked into a work dir.
+struct Unpacked {
+    /// Where `dpkg-deb -x` put it.
+    root: PathBuf,
+    /// Its `/boot/vmlinuz-<release>`.
+    vmlinuz: PathBuf,
+    /// The kernel release (`uname -r`).
+    release: String,
+}
+
+/// Unpacks a kernel .deb under `work/x` (`dpkg-deb -x`, no root).
+async fn unpack_deb(deb: &Path, work: &Path) -> Result<Unpacked, BootError> {
+    let root = work.join("x");
     let deb_text = deb.display().to_string();
-    let extracted_text = extracted.display().to_string();
-    run("dpkg-deb", &["-x", &deb_text, &extracted_text], &work).await?;
-    let boot = extracted.join("boot");
-    let vmlinuz = std::fs::read_dir(&boot)
+    let root_text = root.display().to_string();
+    run("dpkg-deb", &["-x", &deb_text, &root_text], work).await?;
+    let vmlinuz = std::fs::read_dir(root.join("boot"))
         .map_err(io("read the kernel package"))?
         .flatten()
         .map(|e| e.path())
@@ -349,7 +401,7 @@ pub async fn ensure_kernel(system: &Path) -> Result<(PathBuf, String), BootError
                 .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
         })
         .ok_or_else(|| BootError::Kernel("no /boot/vmlinuz-* in the package".into()))?;
-    let version = vmlinuz
+    let release = vmlinuz
         .file_name()
         .map(|n| {
             n.to_string_lossy()
@@ -357,28 +409,41 @@ pub async fn ensure_kernel(system: &Path) -> Result<(PathBuf, String), BootError
                 .to_string()
         })
         .unwrap_or_default();
-    let target = kernels.join(&version);
-    if !unpacked(&target) {
-        let staging = work.join("out");
-        std::fs::create_dir_all(staging.join("modules")).map_err(io("stage the kernel"))?;
-        std::fs::copy(&vmlinuz, staging.join("vmlinuz")).map_err(io("copy the kernel"))?;
-        let modules_root = extracted.join("lib/modules").join(&version).join("kernel");
-        let mut all = BTreeMap::new();
-        collect_modules(&modules_root, &mut all)?;
-        for name in module_order(&all, GUEST_MODULES)? {
-            std::fs::copy(
-                &all[&name],
-                staging.join("modules").join(format!("{name}.ko")),
-            )
+    Ok(Unpacked {
+        root,
+        vmlinuz,
+        release,
+    })
+}
+
+/// Writes the boot layout of an unpacked kernel to `out`: `vmlinuz` (an arm64 kernel
+/// decompressed to the raw `Image` Virtualization.framework needs), `modules/<name>.ko` (the
+/// guest's modules and their dependencies) and the module list.
+fn stage_kernel(package: &Unpacked, out: &Path) -> Result<(), BootError> {
+    std::fs::create_dir_all(out.join("modules")).map_err(io("stage the kernel"))?;
+    let image = std::fs::read(&package.vmlinuz).map_err(io("read the kernel"))?;
+    let image = if image.starts_with(&[0x1f, 0x8b]) {
+        let mut raw = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&image[..]), &mut raw)
+            .map_err(io("decompress the kernel"))?;
+        raw
+    } else {
+        image
+    };
+    std::fs::write(out.join("vmlinuz"), image).map_err(io("copy the kernel"))?;
+    let modules_root = package
+        .root
+        .join("lib/modules")
+        .join(&package.release)
+        .join("kernel");
+    let mut all = BTreeMap::new();
+    collect_modules(&modules_root, &mut all)?;
+    for name in module_order(&all, GUEST_MODULES)? {
+        std::fs::copy(&all[&name], out.join("modules").join(format!("{name}.ko")))
             .map_err(io("copy a module"))?;
-        }
-        std::fs::write(staging.join(MODULES_LIST), GUEST_MODULES.join("\n"))
-            .map_err(io("list the modules"))?;
-        let _ = std::fs::remove_dir_all(&target);
-        std::fs::rename(&staging, &target).map_err(io("install the kernel"))?;
     }
-    let _ = std::fs::remove_dir_all(&work);
-    Ok((target, version))
+    std::fs::write(out.join(MODULES_LIST), GUEST_MODULES.join("\n"))
+        .map_err(io("list the modules"))
 }
 
 fn tempdir_in(dir: &Path) -> Result<PathBuf, BootError> {
@@ -492,7 +557,14 @@ async fn find_or_build(system: &Path) -> Result<BootAssets, BootError> {
     let order = order_from_dir(&modules_dir)?;
     let mut hash = Sha256::new();
     hash.update(&init);
-    hash.update(version.as_bytes());
+    // The kernel's dir, not only its release: two builds of one release sit in two dirs.
+    hash.update(
+        kernel_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or(version.clone())
+            .as_bytes(),
+    );
     hash.update(order.join("\n").as_bytes());
     let key = hex::encode(&hash.finalize()[..8]);
     let initrd = system.join("initrd").join(&key).join("initrd.img");
@@ -535,6 +607,28 @@ async fn find_or_build(system: &Path) -> Result<BootAssets, BootError> {
     })
 }
 
+/// Removes cached kernels (`system/kernel/<dir>/`) and initramfs (`system/initrd/<key>/`)
+/// whose dirs are not in `keep`; work dirs (named `.…`) are left alone. Returns what it removed.
+pub fn prune(system: &Path, keep: &BTreeSet<PathBuf>) -> Vec<PathBuf> {
+    let mut removed = Vec::new();
+    for sub in ["kernel", "initrd"] {
+        let Ok(entries) = std::fs::read_dir(system.join(sub)) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let work = entry.file_name().to_string_lossy().starts_with('.');
+            if work || !path.is_dir() || keep.contains(&path) {
+                continue;
+            }
+            if std::fs::remove_dir_all(&path).is_ok() {
+                removed.push(path);
+            }
+        }
+    }
+    removed
+}
+
 /// Module load order for the modules present in `dir`.
 fn order_from_dir(dir: &Path) -> Result<Vec<String>, BootError> {
     let mut all = BTreeMap::new();
@@ -566,6 +660,24 @@ mod tests {
             .success();
         assert!(ok, "dpkg-deb --build");
         deb
+    }
+
+    #[test]
+    fn prune_keeps_what_is_in_use_and_work_dirs() {
+        let dir = tempfile::tempdir().unwrap();
+        let system = dir.path();
+        for d in ["kernel/6.1-old", "kernel/6.1-new", "kernel/.work-1-2", "initrd/aaaa", "initrd/bbbb"] {
+            std::fs::create_dir_all(system.join(d)).unwrap();
+        }
+        let keep: BTreeSet<PathBuf> = [system.join("kernel/6.1-new"), system.join("initrd/bbbb")]
+            .into_iter()
+            .collect();
+        let mut removed = prune(system, &keep);
+        removed.sort();
+        assert_eq!(removed, [system.join("initrd/aaaa"), system.join("kernel/6.1-old")]);
+        assert!(system.join("kernel/.work-1-2").is_dir());
+        assert!(system.join("kernel/6.1-new").is_dir());
+        assert!(prune(&system.join("nothing-here"), &keep).is_empty());
     }
 
     #[tokio::test]

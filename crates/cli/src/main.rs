@@ -97,6 +97,20 @@ enum Command {
     /// Check what running a sandbox needs from this machine (hypervisor, KVM, guest kernel,
     /// guest init, keychain) and print how to fix what is missing. Exits 1 if anything is.
     Doctor,
+    /// Build time: unpack a kernel .deb into the guest-kernel bundle the packages carry (boot
+    /// files, license, and a manifest pinning it by version and checksum).
+    #[command(hide = true)]
+    KernelBundle {
+        /// The kernel package (linux-image-…-cloud-<arch>).
+        #[arg(long)]
+        deb: PathBuf,
+        /// Where the bundle goes (made or replaced).
+        #[arg(long)]
+        out: PathBuf,
+        /// `package=version` the .deb must be.
+        #[arg(long)]
+        pin: Option<String>,
+    },
     /// List instances (running ones; all with -a).
     Ps {
         /// Show all instances (default: running only).
@@ -1012,6 +1026,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     println!("{}", fresh.expose());
                 }
             }
+            Ok(())
+        }
+        Command::KernelBundle { deb, out, pin } => {
+            let manifest = hypedeck_boot::build_bundle(&deb, &out, pin.as_deref()).await?;
+            println!(
+                "{} {} ({}, release {}) in {}",
+                manifest.package,
+                manifest.version,
+                manifest.arch,
+                manifest.release,
+                out.display()
+            );
             Ok(())
         }
         Command::Doctor => {

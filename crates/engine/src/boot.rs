@@ -72,7 +72,24 @@ impl Engine {
         hypervisor: Arc<dyn hypedeck_hypervisor::Hypervisor>,
         snapshot: Option<&std::path::Path>,
     ) -> Result<(), EngineError> {
-        let spec = self.provision(record, Self::guest_env(record)).await?;
+        let mut spec = self.provision(record, Self::guest_env(record)).await?;
+        if self.guest.is_some() {
+            // A restore continues the saved run on the kernel it booted (an app update that
+            // brought a new kernel changes it at the next cold start).
+            if snapshot.is_some()
+                && let Some(saved) = record
+                    .boot
+                    .as_ref()
+                    .filter(|b| b.kernel.is_file() && b.initrd.is_file())
+            {
+                spec.kernel = saved.kernel.clone();
+                spec.initrd = saved.initrd.clone();
+            }
+            record.boot = Some(hypedeck_store::BootRecord {
+                kernel: spec.kernel.clone(),
+                initrd: spec.initrd.clone(),
+            });
+        }
         if snapshot.is_none() {
             // This run's console output starts where the previous runs' ends.
             record.log_offset = std::fs::metadata(&spec.serial_log).map_or(0, |m| m.len());
@@ -85,7 +102,47 @@ impl Engine {
         });
         // Registered at once: from here the stage's release kills it.
         self.runtime.started(&record.id, vm.clone());
-        self.attach_network(record, vm.as_ref()).await
+        self.attach_network(record, vm.as_ref()).await?;
+        if snapshot.is_none() {
+            self.prune_boot_cache(&spec);
+        }
+        Ok(())
+    }
+
+    /// Once per process, after the first cold boot: removes cached kernels and initramfs that
+    /// nothing uses any more (an app update brought a new kernel, a new guest init made a new
+    /// initramfs). Kept: what `current` booted, and what every running or saved instance booted.
+    fn prune_boot_cache(&self, current: &hypedeck_hypervisor::VmSpec) {
+        use std::sync::atomic::Ordering;
+        let Some(guest) = &self.guest else { return };
+        if self.boot_cache_pruned.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let mut keep = std::collections::BTreeSet::new();
+        let mut add = |file: &std::path::Path| {
+            if let Some(dir) = file.parent() {
+                keep.insert(dir.to_path_buf());
+            }
+        };
+        add(&current.kernel);
+        add(&current.initrd);
+        for entry in self.records.entries().unwrap_or_default() {
+            let r = &entry.record;
+            let live = self.runtime.vm(&r.id).is_some()
+                || crate::derive::dir_has_entries(
+                    &self.paths.instances().join(&r.id).join("snapshots/latest"),
+                );
+            if live && let Some(boot) = &r.boot {
+                add(&boot.kernel);
+                add(&boot.initrd);
+            }
+        }
+        let system = guest.system_dir.clone();
+        tokio::task::spawn_blocking(move || {
+            for removed in hypedeck_boot::prune(&system, &keep) {
+                tracing::info!(path = %removed.display(), "removed an unused boot asset");
+            }
+        });
     }
 
     /// Starts `spec`'s VM: from its template when there is one (`templates.rs`), else cold,

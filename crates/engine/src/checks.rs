@@ -144,7 +144,7 @@ pub async fn kernel(system: &Path, deb: Option<&Path>) -> Check {
     let check = Check::new(
         "kernel",
         "Guest kernel",
-        "Sandboxes boot a Linux kernel from Debian's cloud kernel package, fetched once and cached.",
+        "Sandboxes boot a Linux kernel: Debian's cloud kernel, shipped with the app (else fetched once with apt) and cached.",
     );
     let arch = if cfg!(target_arch = "aarch64") {
         "arm64"
@@ -152,6 +152,20 @@ pub async fn kernel(system: &Path, deb: Option<&Path>) -> Check {
         "amd64"
     };
     match hypedeck_boot::probe_kernel(system, deb).await {
+        Ok(hypedeck_boot::KernelSource::Bundled { dir, manifest }) => check.ok(format!(
+            "Linux {} ({} {}) ships with the app, in {}; it needs no network.",
+            manifest.release,
+            manifest.package,
+            manifest.version,
+            dir.display()
+        )),
+        Err(e @ hypedeck_boot::BootError::Kernel(_)) if hypedeck_boot::find_bundle().is_some() => {
+            check.problem(
+                CheckStatus::Missing,
+                e.to_string(),
+                "Reinstall Hypedeck, or set HYPEDECK_KERNEL_BUNDLE=off to use a kernel .deb or apt.",
+            )
+        }
         Ok(hypedeck_boot::KernelSource::Cached { version }) => {
             check.ok(format!("Linux {version} is cached in {}.", system.join("kernel").display()))
         }

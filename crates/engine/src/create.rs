@@ -194,5 +194,6 @@ fn build_record(
         log_offset: 0,
         forked_from: None,
         template_id: None,
+        boot: None,
     }
 }

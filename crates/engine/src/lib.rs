@@ -269,6 +269,8 @@ pub struct Engine {
     auto_standby: autostandby::AutoStandby,
     /// The memory reclaim hold and the balloons the engine moved (`reclaim.rs`).
     reclaim: reclaim::Reclaim,
+    /// Whether this process pruned the boot cache yet (`boot.rs`).
+    boot_cache_pruned: std::sync::atomic::AtomicBool,
 }
 
 impl Engine {
@@ -294,6 +296,7 @@ impl Engine {
             templates,
             samples: stats::Samples::default(),
             auto_standby: autostandby::AutoStandby::default(),
+            boot_cache_pruned: std::sync::atomic::AtomicBool::new(false),
             reclaim: reclaim::Reclaim::default(),
         }
     }

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 pub use lock::{EngineLock, LockHolder};
 pub use paths::{DATA_DIR_ENV, Paths, default_data_dir};
 pub use record::{
-    EgressRecord, InstanceRecord, NetworkRecord, PinnedAddress, RecordCache, SCHEMA_VERSION,
+    BootRecord, EgressRecord, InstanceRecord, NetworkRecord, PinnedAddress, RecordCache, SCHEMA_VERSION,
     SecretRef,
 };
 

@@ -4,7 +4,7 @@
 //! credential-backed env var is a [`SecretRef`] naming a keychain account.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use hypedeck_model::{CredentialPolicy, HypervisorKind, VolumeMount};
 use serde::{Deserialize, Serialize};
@@ -161,6 +161,11 @@ pub struct InstanceRecord {
     /// The template the current run started from (`None`: a cold boot, or a restore).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template_id: Option<String>,
+    /// The kernel and initramfs the current (or saved) run booted from. A restore boots from
+    /// them again, so an instance keeps its kernel until it restarts when the app brings a new
+    /// one, and the boot cache keeps them while the instance runs or is saved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot: Option<BootRecord>,
     /// Creation time.
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
@@ -180,6 +185,28 @@ pub struct InstanceRecord {
     /// this run's boot markers and exit sentinel are after it.
     #[serde(default)]
     pub log_offset: u64,
+}
+
+/// Boot files of a run (see [`InstanceRecord::boot`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BootRecord {
+    /// The kernel image (`system/kernel/<release>/vmlinuz`).
+    pub kernel: PathBuf,
+    /// The initramfs (`system/initrd/<key>/initrd.img`).
+    pub initrd: PathBuf,
+}
+
+impl BootRecord {
+    /// The kernel's release, from its cache dir's name (`6.1.0-57-cloud-amd64`).
+    pub fn kernel_release(&self) -> String {
+        let dir = self
+            .kernel
+            .parent()
+            .and_then(Path::file_name)
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        dir.split('+').next().unwrap_or_default().to_string()
+    }
 }
 
 impl InstanceRecord {
@@ -379,6 +406,7 @@ mod tests {
             log_offset: 0,
             forked_from: None,
             template_id: None,
+            boot: None,
         }
     }
 

@@ -5,7 +5,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := run
 CARGO ?= cargo
 
-.PHONY: ci-free-disk run test deps deps-test deps-bench ui guest-init lint unit bins kernel-bundle sdk-test vm-test netns-test desktop-test dist serve bench bench-net bench-ui clean check-macos
+.PHONY: ci-free-disk run test deps deps-test deps-bench ui guest-init lint unit bins kernel-bundle kernel-bundle-arm64 sdk-test vm-test netns-test desktop-test dist serve bench bench-net bench-ui clean check-macos
 
 MUSL_TARGET := $(shell uname -m)-unknown-linux-musl
 KERNEL_ARCH := $(shell dpkg --print-architecture 2>/dev/null || echo amd64)
@@ -113,6 +113,13 @@ dist: deps-test guest-init
 	scripts/check-appimage.sh $(APPIMAGE)
 	scripts/check-offline.sh deb $(DEB)
 	scripts/check-offline.sh appimage $(APPIMAGE)
+	$(MAKE) kernel-bundle-arm64
+
+# The macOS bundle's kernel (tauri.conf.json: Contents/Resources/kernel), made here as the
+# packages' is: Debian's arm64 cloud kernel as the raw Image Virtualization.framework boots.
+kernel-bundle-arm64:
+	scripts/kernel-bundle.sh target/release/hypedeck target/guest-kernel/arm64 arm64
+	test "$$(od -An -c -j 56 -N 4 target/guest-kernel/arm64/vmlinuz | tr -d ' ')" = ARMd
 
 test: deps-test lint unit sdk-test vm-test netns-test desktop-test ci-free-disk dist
 	@echo "all suites passed"

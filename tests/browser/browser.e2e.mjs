@@ -310,7 +310,8 @@ describe("web UI in a browser", () => {
     const dir = mkdtempSync(path.join(tmpdir(), "hypedeck-kernel-"));
     t.after(() => rmSync(dir, { recursive: true, force: true }));
     const deb = path.join(dir, "linux-image-test.deb");
-    const fresh = await startFakeEngine("browser-setup", { HYPEDECK_KERNEL_DEB: deb });
+    // A build without a kernel of its own (the bundle off), as on a machine that must fetch one.
+    const fresh = await startFakeEngine("browser-setup", { HYPEDECK_KERNEL_DEB: deb, HYPEDECK_KERNEL_BUNDLE: "off" });
     t.after(() => fresh.stop());
     const { page } = await openPage(t, { api: fresh.url, token: fresh.token });
 

@@ -158,6 +158,9 @@ describe("the instance list, images, connecting and accessibility", () => {
 
       await page.click("#setup-tab");
       await page.locator("#check-kernel").waitFor();
+      // The Setup tab says which kernel sandboxes boot and where it comes from (this build's
+      // bundle: target/guest-kernel, made by `make bins`).
+      assert.match(await page.locator("#check-kernel .check-detail").textContent(), /^Linux \S+ \(linux-image-\S+ \S+\) ships with the app, in .+guest-kernel.+; it needs no network\.$/);
       await assertAccessible(page, `setup (${scheme})`);
     });
   }

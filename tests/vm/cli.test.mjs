@@ -1,8 +1,9 @@
 // Real VMs through the `hypedeck` CLI (upstream's `hypeman` verbs): `run` pulls an image from a
 // registry on 127.0.0.1 and boots it, `wait`, `ps`, `logs` (with `-f` following a guest that
 // prints as it runs), `stop` and `rm`, `exec` (also in a real terminal), `cp` both ways (also as
-// tar streams), and rotations from the CLI that reach a real HTTPS upstream through the egress
-// proxy with no restart, each against `hypedeck serve` with a real QEMU guest.
+// tar streams), rotations from the CLI that reach a real HTTPS upstream through the egress proxy
+// with no restart, and the lifecycle, volume, snapshot, fork, stats, auto-standby, health and
+// resources verbs, each against `hypedeck serve` with a real QEMU guest.
 import { test, describe, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
@@ -255,5 +256,70 @@ describe("the CLI on real guests", () => {
     assert.equal(shown.code, 0, shown.err);
     assert.doesNotMatch(shown.out + shown.err, /sk-cli-/);
     await s.client.instances.delete(i.id);
+  });
+
+  test("the lifecycle, volume, snapshot, fork, stats, auto-standby and server verbs on a real guest", { timeout: 900_000 }, async () => {
+    const image = `${s.registry.host}/vm/busybox:1`;
+    const run = cli(["run", image, "--name", "life", "--cpus", "1", "--memory", "256MB",
+      "--entrypoint", "/bin/sh", "--entrypoint", "-c", "--cmd", "while true; do sleep 1; done"]);
+    assert.equal(run.code, 0, run.err);
+    const id = run.out.trim();
+    assert.equal(cli(["wait", "life", "--state", "Running", "--timeout", "240s"]).out, "Running\n");
+    const inspected = JSON.parse(cli(["inspect", "life"]).out);
+    assert.deepEqual([inspected.id, inspected.state, inspected.vcpus], [id, "Running", 1]);
+
+    // Health and resources, as the server reports them.
+    assert.equal(JSON.parse(cli(["health"]).out).status, "ok");
+    assert.ok(JSON.parse(cli(["resources"]).out).cpu);
+
+    // Stats of a real VM: CPU time and memory are measured.
+    const stats = JSON.parse(cli(["stats", "life", "--format", "json"]).out);
+    assert.ok(stats.memory_rss_bytes > 0 && stats.allocated_vcpus === 1, JSON.stringify(stats));
+
+    // A volume attached while it runs, written in the guest, detached.
+    assert.equal(cli(["volume", "create", "--name", "notes", "--size", "1", "--id", "notes"]).code, 0);
+    const attach = cli(["volume", "attach", "notes", "-i", "life", "-m", "/mnt/notes"]);
+    assert.equal(attach.code, 0, attach.err);
+    assert.equal(cli(["exec", "life", "--", "/bin/sh", "-c", "echo kept > /mnt/notes/n && cat /mnt/notes/n"]).out, "kept\n");
+    assert.equal(cli(["volume", "detach", "notes", "-i", "life"]).code, 0);
+    assert.equal(cli(["exec", "life", "--", "/bin/sh", "-c", "test -e /mnt/notes/n || echo gone"]).out, "gone\n");
+
+    // Standby and restore keep the guest's memory: a file in tmpfs survives.
+    cli(["exec", "life", "--", "/bin/sh", "-c", "echo alive > /tmp/mark"]);
+    const standby = cli(["standby", "life"]);
+    assert.equal(standby.code, 0, standby.err);
+    assert.equal(JSON.parse(cli(["inspect", "life"]).out).state, "Standby");
+    const restore = cli(["restore", "life"]);
+    assert.equal(restore.code, 0, restore.err);
+    assert.equal(cli(["exec", "life", "--", "/bin/cat", "/tmp/mark"]).out, "alive\n");
+
+    // Auto-standby set through the CLI is what the API reports.
+    assert.equal(cli(["update", "auto-standby", "life", "--idle-timeout", "10m"]).code, 0);
+    assert.equal((await s.client.instances.get(id)).auto_standby?.enabled, true);
+
+    // A Standby snapshot, a fork of the running guest (its own hostname), and a restore.
+    const snap = cli(["snapshot", "create", "life", "--kind", "Standby", "--name", "life-1"]);
+    assert.equal(snap.code, 0, snap.err);
+    const snapId = snap.out.trim();
+    assert.match(cli(["snapshot", "ls"]).out, new RegExp(`^${snapId}\\s+life-1\\s+Standby\\s+life\\s`, "m"));
+    const fork = cli(["fork", "life", "life-copy", "--from-running"]);
+    assert.equal(fork.code, 0, fork.err);
+    assert.equal(cli(["exec", "life-copy", "--", "/bin/hostname"]).out, "life-copy\n");
+    assert.equal(cli(["exec", "life-copy", "--", "/bin/cat", "/tmp/mark"]).out, "alive\n", "the fork continues the memory");
+    assert.equal(cli(["rm", "-f", "life-copy"]).code, 0);
+    assert.equal(cli(["stop", "life"]).code, 0);
+    const restored = cli(["snapshot", "restore", "life", snapId]);
+    assert.equal(restored.code, 0, restored.err);
+    assert.equal(cli(["exec", "life", "--", "/bin/cat", "/tmp/mark"]).out, "alive\n");
+    assert.equal(cli(["snapshot", "rm", snapId]).code, 0);
+
+    // Stop, then a cold start: tmpfs is new.
+    assert.equal(cli(["stop", "life"]).code, 0);
+    const start = cli(["start", "life"]);
+    assert.equal(start.code, 0, start.err);
+    assert.equal(cli(["wait", "life", "--state", "Running", "--timeout", "240s"]).out, "Running\n");
+    assert.equal(cli(["exec", "life", "--", "/bin/sh", "-c", "cat /tmp/mark 2>/dev/null || echo fresh"]).out, "fresh\n");
+    assert.equal(cli(["rm", "-f", "life"]).code, 0);
+    assert.equal(cli(["volume", "rm", "notes"]).code, 0);
   });
 });

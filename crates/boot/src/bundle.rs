@@ -111,6 +111,30 @@ impl Bundle {
     /// and there is no other, it is for this machine's architecture, and it carries the modules
     /// this build's guests load. The error says what is wrong and how to get past it.
     pub fn load(dir: &Path) -> Result<Bundle, BootError> {
+        // Checked once per process while its files stay as they were (the Setup checks ask
+        // again and again; hashing the kernel each time would cost a debug build ~0.3 s).
+        static CHECKED: std::sync::Mutex<Option<(PathBuf, Vec<std::time::SystemTime>, Manifest)>> =
+            std::sync::Mutex::new(None);
+        let stamps: Vec<_> = [MANIFEST, "vmlinuz"]
+            .iter()
+            .filter_map(|f| std::fs::metadata(dir.join(f)).and_then(|m| m.modified()).ok())
+            .collect();
+        let mut checked = CHECKED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((d, s, manifest)) = checked.as_ref()
+            && d == dir
+            && *s == stamps
+        {
+            return Ok(Bundle {
+                dir: dir.to_path_buf(),
+                manifest: manifest.clone(),
+            });
+        }
+        let bundle = Bundle::verify(dir)?;
+        *checked = Some((dir.to_path_buf(), stamps, bundle.manifest.clone()));
+        Ok(bundle)
+    }
+
+    fn verify(dir: &Path) -> Result<Bundle, BootError> {
         let damaged = |why: String| {
             BootError::Kernel(format!(
                 "the bundled kernel in {} {why}; reinstall Hypedeck (or set HYPEDECK_KERNEL_BUNDLE=off to use the kernel .deb setting or apt)",

@@ -153,11 +153,16 @@ pub async fn kernel(system: &Path, deb: Option<&Path>) -> Check {
     };
     match hypedeck_boot::probe_kernel(system, deb).await {
         Ok(hypedeck_boot::KernelSource::Bundled { dir, manifest }) => check.ok(format!(
-            "Linux {} ({} {}) ships with the app, in {}; it needs no network.",
+            "Linux {} ({} {}) ships with the app, in {}; it needs no network.{}",
             manifest.release,
             manifest.package,
             manifest.version,
-            dir.display()
+            dir.display(),
+            if deb.is_some() {
+                " The kernel package setting is not used while the app carries a kernel."
+            } else {
+                ""
+            }
         )),
         Err(e @ hypedeck_boot::BootError::Kernel(_)) if hypedeck_boot::find_bundle().is_some() => {
             check.problem(

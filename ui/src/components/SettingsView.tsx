@@ -158,7 +158,7 @@ export function SettingsView({
             <Field label="Data folder" field="data_dir" errors={errors} hint={`Instances, images and the guest kernel. In use now: ${view?.data_dir ?? "the default"}.`}>
               <input {...text("data_dir")} placeholder="the platform default" />
             </Field>
-            <Field label="Guest kernel package" field="kernel_deb" errors={errors} hint="Empty: Debian's cloud kernel through apt. Otherwise the absolute path of a linux-image .deb.">
+            <Field label="Guest kernel package" field="kernel_deb" errors={errors} hint="Used only when the app carries no kernel of its own. Empty: Debian's cloud kernel through apt. Otherwise the absolute path of a linux-image .deb.">
               <input {...text("kernel_deb")} placeholder="apt (linux-image-cloud)" />
             </Field>
             <Field label="API address" field="listen" errors={errors} hint="Where this computer's engine serves the Hypeman API. Empty: 127.0.0.1:4973, or any free port.">

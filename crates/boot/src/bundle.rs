@@ -117,9 +117,15 @@ impl Bundle {
             std::sync::Mutex::new(None);
         let stamps: Vec<_> = [MANIFEST, "vmlinuz"]
             .iter()
-            .filter_map(|f| std::fs::metadata(dir.join(f)).and_then(|m| m.modified()).ok())
+            .filter_map(|f| {
+                std::fs::metadata(dir.join(f))
+                    .and_then(|m| m.modified())
+                    .ok()
+            })
             .collect();
-        let mut checked = CHECKED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut checked = CHECKED
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some((d, s, manifest)) = checked.as_ref()
             && d == dir
             && *s == stamps
@@ -163,7 +169,9 @@ impl Bundle {
         }
         for (name, want) in &manifest.files {
             if &sha256_file(&dir.join(name))? != want {
-                return Err(damaged(format!("has a {name} that does not match its checksum")));
+                return Err(damaged(format!(
+                    "has a {name} that does not match its checksum"
+                )));
             }
         }
         let list = std::fs::read_to_string(dir.join(MODULES_LIST)).unwrap_or_default();
@@ -184,7 +192,12 @@ impl Bundle {
     /// that dir and the release.
     pub fn install(&self, kernels: &Path) -> Result<(PathBuf, String), BootError> {
         let release = &self.manifest.release;
-        let vmlinuz = self.manifest.files.get("vmlinuz").cloned().unwrap_or_default();
+        let vmlinuz = self
+            .manifest
+            .files
+            .get("vmlinuz")
+            .cloned()
+            .unwrap_or_default();
         let plain = kernels.join(release);
         let target = if !plain.exists() || self.same_kernel(&plain, &vmlinuz) {
             plain
@@ -221,7 +234,11 @@ impl Bundle {
 /// Builds a bundle in `out` (made or emptied) from a kernel .deb: its boot layout, the
 /// distribution's copyright file, and the manifest. At build time, with `dpkg-deb`. `pin`,
 /// when given, is the `package=version` the .deb must be (and the build fails otherwise).
-pub async fn build_bundle(deb: &Path, out: &Path, pin: Option<&str>) -> Result<Manifest, BootError> {
+pub async fn build_bundle(
+    deb: &Path,
+    out: &Path,
+    pin: Option<&str>,
+) -> Result<Manifest, BootError> {
     // The tools run in the work dir: relative paths are the caller's.
     let deb = &std::path::absolute(deb).map_err(io("resolve the .deb's path"))?;
     let out = &std::path::absolute(out).map_err(io("resolve the bundle's path"))?;
@@ -233,11 +250,23 @@ pub async fn build_bundle(deb: &Path, out: &Path, pin: Option<&str>) -> Result<M
     result
 }
 
-async fn build_in(deb: &Path, out: &Path, pin: Option<&str>, work: &Path) -> Result<Manifest, BootError> {
+async fn build_in(
+    deb: &Path,
+    out: &Path,
+    pin: Option<&str>,
+    work: &Path,
+) -> Result<Manifest, BootError> {
     let deb_text = deb.display().to_string();
     let fields = run(
         "dpkg-deb",
-        &["--field", &deb_text, "Package", "Version", "Architecture", "Source"],
+        &[
+            "--field",
+            &deb_text,
+            "Package",
+            "Version",
+            "Architecture",
+            "Source",
+        ],
         work,
     )
     .await?;
@@ -270,8 +299,10 @@ async fn build_in(deb: &Path, out: &Path, pin: Option<&str>, work: &Path) -> Res
         .join("usr/share/doc")
         .join(&package)
         .join("copyright");
-    std::fs::copy(&copyright, out.join(COPYRIGHT))
-        .map_err(io(format!("copy the kernel's license ({})", copyright.display())))?;
+    std::fs::copy(&copyright, out.join(COPYRIGHT)).map_err(io(format!(
+        "copy the kernel's license ({})",
+        copyright.display()
+    )))?;
     let mut files_sha = BTreeMap::new();
     for name in files(out)? {
         files_sha.insert(name.clone(), sha256_file(&out.join(&name))?);
@@ -281,7 +312,11 @@ async fn build_in(deb: &Path, out: &Path, pin: Option<&str>, work: &Path) -> Res
         package,
         source: {
             let source = field("Source");
-            if source.is_empty() { "linux".into() } else { source }
+            if source.is_empty() {
+                "linux".into()
+            } else {
+                source
+            }
         },
         // Debian's kernels are built from the `linux` source package of the same version.
         source_url: format!("https://snapshot.debian.org/package/linux/{version}/"),
@@ -291,7 +326,8 @@ async fn build_in(deb: &Path, out: &Path, pin: Option<&str>, work: &Path) -> Res
         license: "GPL-2.0-only (see copyright)".into(),
         files: files_sha,
     };
-    let json = serde_json::to_string_pretty(&manifest).map_err(|e| BootError::Kernel(e.to_string()))?;
+    let json =
+        serde_json::to_string_pretty(&manifest).map_err(|e| BootError::Kernel(e.to_string()))?;
     std::fs::write(out.join(MANIFEST), json + "\n").map_err(io("write the manifest"))?;
     Ok(manifest)
 }
@@ -322,7 +358,11 @@ mod tests {
             license: "GPL-2.0-only".into(),
             files: files_sha,
         };
-        std::fs::write(dir.join(MANIFEST), serde_json::to_string(&manifest).unwrap()).unwrap();
+        std::fs::write(
+            dir.join(MANIFEST),
+            serde_json::to_string(&manifest).unwrap(),
+        )
+        .unwrap();
         manifest
     }
 
@@ -338,22 +378,42 @@ mod tests {
         let (installed, release) = bundle.install(&kernels).unwrap();
         assert_eq!(release, "9.9.9-test");
         assert_eq!(installed, kernels.join("9.9.9-test"));
-        assert_eq!(std::fs::read(installed.join("vmlinuz")).unwrap(), b"kernel bytes");
+        assert_eq!(
+            std::fs::read(installed.join("vmlinuz")).unwrap(),
+            b"kernel bytes"
+        );
         assert!(installed.join("modules/virtio_blk.ko").is_file());
         assert!(!installed.join(COPYRIGHT).exists());
         // Installed again: the same dir, untouched.
-        let stamp = std::fs::metadata(installed.join("vmlinuz")).unwrap().modified().unwrap();
+        let stamp = std::fs::metadata(installed.join("vmlinuz"))
+            .unwrap()
+            .modified()
+            .unwrap();
         assert_eq!(bundle.install(&kernels).unwrap().0, installed);
-        assert_eq!(std::fs::metadata(installed.join("vmlinuz")).unwrap().modified().unwrap(), stamp);
+        assert_eq!(
+            std::fs::metadata(installed.join("vmlinuz"))
+                .unwrap()
+                .modified()
+                .unwrap(),
+            stamp
+        );
         // Another build of the same release goes beside it, not over it.
         std::fs::write(dir.join("vmlinuz"), b"other kernel").unwrap();
         let mut other = manifest.clone();
-        other.files.insert("vmlinuz".into(), sha256_file(&dir.join("vmlinuz")).unwrap());
+        other
+            .files
+            .insert("vmlinuz".into(), sha256_file(&dir.join("vmlinuz")).unwrap());
         std::fs::write(dir.join(MANIFEST), serde_json::to_string(&other).unwrap()).unwrap();
         let beside = Bundle::load(&dir).unwrap().install(&kernels).unwrap().0;
         assert_ne!(beside, installed);
-        assert_eq!(std::fs::read(installed.join("vmlinuz")).unwrap(), b"kernel bytes");
-        assert_eq!(std::fs::read(beside.join("vmlinuz")).unwrap(), b"other kernel");
+        assert_eq!(
+            std::fs::read(installed.join("vmlinuz")).unwrap(),
+            b"kernel bytes"
+        );
+        assert_eq!(
+            std::fs::read(beside.join("vmlinuz")).unwrap(),
+            b"other kernel"
+        );
     }
 
     #[test]
@@ -363,7 +423,10 @@ mod tests {
         let manifest = fake_bundle(&dir);
         std::fs::write(dir.join("vmlinuz"), b"tampered").unwrap();
         let err = Bundle::load(&dir).unwrap_err().to_string();
-        assert!(err.contains("has a vmlinuz that does not match its checksum"), "{err}");
+        assert!(
+            err.contains("has a vmlinuz that does not match its checksum"),
+            "{err}"
+        );
         assert!(err.contains("HYPEDECK_KERNEL_BUNDLE=off"), "{err}");
         fake_bundle(&dir);
         std::fs::write(dir.join("extra"), b"x").unwrap();

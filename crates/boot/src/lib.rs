@@ -442,8 +442,7 @@ fn stage_kernel(package: &Unpacked, out: &Path) -> Result<(), BootError> {
         std::fs::copy(&all[&name], out.join("modules").join(format!("{name}.ko")))
             .map_err(io("copy a module"))?;
     }
-    std::fs::write(out.join(MODULES_LIST), GUEST_MODULES.join("\n"))
-        .map_err(io("list the modules"))
+    std::fs::write(out.join(MODULES_LIST), GUEST_MODULES.join("\n")).map_err(io("list the modules"))
 }
 
 fn tempdir_in(dir: &Path) -> Result<PathBuf, BootError> {
@@ -666,7 +665,13 @@ mod tests {
     fn prune_keeps_what_is_in_use_and_work_dirs() {
         let dir = tempfile::tempdir().unwrap();
         let system = dir.path();
-        for d in ["kernel/6.1-old", "kernel/6.1-new", "kernel/.work-1-2", "initrd/aaaa", "initrd/bbbb"] {
+        for d in [
+            "kernel/6.1-old",
+            "kernel/6.1-new",
+            "kernel/.work-1-2",
+            "initrd/aaaa",
+            "initrd/bbbb",
+        ] {
             std::fs::create_dir_all(system.join(d)).unwrap();
         }
         let keep: BTreeSet<PathBuf> = [system.join("kernel/6.1-new"), system.join("initrd/bbbb")]
@@ -674,7 +679,10 @@ mod tests {
             .collect();
         let mut removed = prune(system, &keep);
         removed.sort();
-        assert_eq!(removed, [system.join("initrd/aaaa"), system.join("kernel/6.1-old")]);
+        assert_eq!(
+            removed,
+            [system.join("initrd/aaaa"), system.join("kernel/6.1-old")]
+        );
         assert!(system.join("kernel/.work-1-2").is_dir());
         assert!(system.join("kernel/6.1-new").is_dir());
         assert!(prune(&system.join("nothing-here"), &keep).is_empty());

@@ -479,6 +479,25 @@ async fn frame(socket: &mut Socket) -> Result<Option<Frame>, CliError> {
     Ok(None)
 }
 
+/// Opens a get of `src` (upstream's `from` direction).
+async fn open_get(
+    api: &Api,
+    instance: &str,
+    src: &str,
+    options: CpOptions,
+) -> Result<Socket, CliError> {
+    let request =
+        json!({"direction": "from", "guest_path": src, "follow_links": options.follow_links});
+    open(api, instance, request).await
+}
+
+/// The next frame of a get: the stream ending before its last entry is an error.
+async fn next_frame(socket: &mut Socket) -> Result<Frame, CliError> {
+    frame(socket)
+        .await?
+        .ok_or_else(|| CliError::Unreachable("the copy ended before its last entry".into()))
+}
+
 /// `relative` as a path with normal components only (a guest's entry path is checked before
 /// anything is written: no absolute path, no `..`, nothing empty).
 fn below(relative: &str) -> Result<PathBuf, CliError> {
@@ -572,21 +591,11 @@ async fn copy_out(
     } else {
         Path::new(dst).join(&base)
     };
-    let mut socket = open(
-        api,
-        instance,
-        json!({"direction": "from", "guest_path": src, "follow_links": options.follow_links}),
-    )
-    .await?;
+    let mut socket = open_get(api, instance, src, options).await?;
     let (mut files, mut bytes) = (0u64, 0u64);
     let mut current: Option<Open> = None;
     loop {
-        let Some(frame) = frame(&mut socket).await? else {
-            return Err(CliError::Unreachable(
-                "the copy ended before its last entry".into(),
-            ));
-        };
-        match frame {
+        match next_frame(&mut socket).await? {
             Frame::Header(header) => {
                 if current.is_some() {
                     return Err(CliError::Other(
@@ -743,21 +752,11 @@ async fn copy_out_as_tar(
     src: &str,
     options: CpOptions,
 ) -> Result<(), CliError> {
-    let mut socket = open(
-        api,
-        instance,
-        json!({"direction": "from", "guest_path": src, "follow_links": options.follow_links}),
-    )
-    .await?;
+    let mut socket = open_get(api, instance, src, options).await?;
     let mut out = tar::Builder::new(std::io::stdout().lock());
     let mut current: Option<(Header, Vec<u8>)> = None;
     loop {
-        let Some(frame) = frame(&mut socket).await? else {
-            return Err(CliError::Unreachable(
-                "the copy ended before its last entry".into(),
-            ));
-        };
-        match frame {
+        match next_frame(&mut socket).await? {
             Frame::Header(header) => {
                 below(&header.path)?;
                 current = Some((header, Vec::new()));

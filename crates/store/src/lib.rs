@@ -21,8 +21,8 @@ use std::path::{Path, PathBuf};
 pub use lock::{EngineLock, LockHolder};
 pub use paths::{DATA_DIR_ENV, Paths, default_data_dir};
 pub use record::{
-    BootRecord, EgressRecord, InstanceRecord, NetworkRecord, PinnedAddress, RecordCache, SCHEMA_VERSION,
-    SecretRef,
+    BootRecord, EgressRecord, InstanceRecord, NetworkRecord, PinnedAddress, RecordCache,
+    SCHEMA_VERSION, SecretRef,
 };
 
 /// Errors of the store.

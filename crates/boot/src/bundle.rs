@@ -198,13 +198,15 @@ impl Bundle {
             .get("vmlinuz")
             .cloned()
             .unwrap_or_default();
-        let plain = kernels.join(release);
-        let target = if !plain.exists() || self.same_kernel(&plain, &vmlinuz) {
-            plain
-        } else {
-            kernels.join(format!("{release}+{}", &vmlinuz[..vmlinuz.len().min(12)]))
-        };
-        if crate::unpacked(&target) && self.same_kernel(&target, &vmlinuz) {
+        // The release's dir, unless another kernel of that release is there: each candidate's
+        // kernel is hashed once.
+        let mut target = kernels.join(release);
+        let mut same = self.same_kernel(&target, &vmlinuz);
+        if !same && target.exists() {
+            target = kernels.join(format!("{release}+{}", &vmlinuz[..vmlinuz.len().min(12)]));
+            same = self.same_kernel(&target, &vmlinuz);
+        }
+        if same && crate::unpacked(&target) {
             return Ok((target, release.clone()));
         }
         let staging = kernels.join(format!(".bundle-{}-{}", std::process::id(), crate::nanos()));

@@ -356,26 +356,8 @@ impl AgentLink {
         result
     }
 
-    /// Starts a process in the guest.
-    pub async fn open(self: &Arc<Self>, request: &OpenRequest) -> Result<ExecSession, String> {
-        self.session(Kind::Open, request).await
-    }
-
-    /// Starts writing one file or directory into the guest: send its bytes with
-    /// [`ExecSession::put_data`], then [`ExecSession::put_end`]; the session ends with
-    /// [`AgentEvent::PutResult`].
-    pub async fn put(self: &Arc<Self>, request: &PutRequest) -> Result<ExecSession, String> {
-        self.session(Kind::PutOpen, request).await
-    }
-
-    /// Starts reading a path (a directory with everything under it) out of the guest: the
-    /// session hears `CopyHeader`/`CopyData`/`CopyEnd` per entry, maybe a `CopyError`, and ends
-    /// with [`AgentEvent::CopyDone`].
-    pub async fn get(self: &Arc<Self>, request: &GetRequest) -> Result<ExecSession, String> {
-        self.session(Kind::GetOpen, request).await
-    }
-
-    /// Opens a session with a `kind` frame carrying `request` as JSON.
+    /// Opens a session with a `kind` frame carrying `request` as JSON: a process (`Open`), a
+    /// put (`PutOpen`) or a get (`GetOpen`).
     async fn session(
         self: &Arc<Self>,
         kind: Kind,
@@ -528,13 +510,19 @@ async fn read_loop(
                     let _ = tx.send(info);
                 }
             }
-            (Kind::Stdout | Kind::Stderr, Some(Waiter::Session(s))) => {
+            (Kind::Stdout | Kind::Stderr | Kind::GetData, Some(Waiter::Session(s))) => {
                 let queued = s.queued.fetch_add(payload.len(), Ordering::AcqRel) + payload.len();
                 if queued > MAX_QUEUED_OUTPUT {
-                    // The client stopped reading: end the session (and its process) rather
-                    // than hold the guest's output without bound.
+                    // The client stopped reading (or a get's guest ignored its window, which
+                    // keeps it far below this): end the session (and its process) rather than
+                    // hold the guest's output without bound.
+                    let why = if kind == Kind::GetData {
+                        "the guest sent more than its window"
+                    } else {
+                        OUTPUT_OVERRUN
+                    };
                     if let Some(Waiter::Session(s)) = waiters.remove(&session) {
-                        let _ = s.tx.send(AgentEvent::Error(OUTPUT_OVERRUN.into()));
+                        let _ = s.tx.send(AgentEvent::Error(why.into()));
                     }
                     drop(waiters);
                     let link = link.clone();
@@ -543,31 +531,13 @@ async fn read_loop(
                     });
                     continue;
                 }
-                let event = if kind == Kind::Stdout {
-                    AgentEvent::Stdout(payload.to_vec())
-                } else {
-                    AgentEvent::Stderr(payload.to_vec())
+                let bytes = payload.to_vec();
+                let event = match kind {
+                    Kind::Stdout => AgentEvent::Stdout(bytes),
+                    Kind::Stderr => AgentEvent::Stderr(bytes),
+                    _ => AgentEvent::CopyData(bytes),
                 };
                 let _ = s.tx.send(event);
-            }
-            (Kind::GetData, Some(Waiter::Session(s))) => {
-                // The guest keeps within its window (`GET_WINDOW`), well below the limit; a
-                // guest that does not is cut off like a stalled exec.
-                let queued = s.queued.fetch_add(payload.len(), Ordering::AcqRel) + payload.len();
-                if queued > MAX_QUEUED_OUTPUT {
-                    if let Some(Waiter::Session(s)) = waiters.remove(&session) {
-                        let _ = s.tx.send(AgentEvent::Error(
-                            "the guest sent more than its window".into(),
-                        ));
-                    }
-                    drop(waiters);
-                    let link = link.clone();
-                    tokio::spawn(async move {
-                        let _ = link.send(Kind::Signal, session, &9i32.to_be_bytes()).await;
-                    });
-                    continue;
-                }
-                let _ = s.tx.send(AgentEvent::CopyData(payload.to_vec()));
             }
             (Kind::GetHeader | Kind::GetEnd | Kind::GetError, Some(Waiter::Session(s))) => {
                 let event = match kind {
@@ -809,38 +779,53 @@ impl Engine {
         request: &OpenRequest,
         wait_for_agent: Duration,
     ) -> Result<ExecSession, EngineError> {
-        let record = self.running(id_or_name).await?;
-        without_agent_refused(&record, "exec")?;
-        let link = self.agent_link(&record.id, wait_for_agent).await?;
-        let mut session = link.open(request).await.map_err(EngineError::Agent)?;
-        session.activity = Some(self.exec_activity(&record.id));
-        Ok(session)
+        self.agent_session(id_or_name, "exec", wait_for_agent, Kind::Open, request)
+            .await
     }
 
-    /// Starts writing one file or directory into a running instance (`cp` to the guest).
+    /// Starts writing one file or directory into a running instance (`cp` to the guest): send
+    /// its bytes with [`ExecSession::put_data`], then [`ExecSession::put_end`]; the session ends
+    /// with [`AgentEvent::PutResult`].
     pub async fn copy_into(
         &self,
         id_or_name: &str,
         request: &PutRequest,
     ) -> Result<ExecSession, EngineError> {
-        let record = self.running(id_or_name).await?;
-        without_agent_refused(&record, "cp")?;
-        let link = self.agent_link(&record.id, Duration::from_secs(10)).await?;
-        let mut session = link.put(request).await.map_err(EngineError::Agent)?;
-        session.activity = Some(self.exec_activity(&record.id));
-        Ok(session)
+        let wait = Duration::from_secs(10);
+        self.agent_session(id_or_name, "cp", wait, Kind::PutOpen, request)
+            .await
     }
 
-    /// Starts reading a path out of a running instance (`cp` from the guest).
+    /// Starts reading a path (a directory with everything under it) out of a running instance
+    /// (`cp` from the guest): the session hears `CopyHeader`/`CopyData`/`CopyEnd` per entry,
+    /// maybe a `CopyError`, and ends with [`AgentEvent::CopyDone`].
     pub async fn copy_out_of(
         &self,
         id_or_name: &str,
         request: &GetRequest,
     ) -> Result<ExecSession, EngineError> {
+        let wait = Duration::from_secs(10);
+        self.agent_session(id_or_name, "cp", wait, Kind::GetOpen, request)
+            .await
+    }
+
+    /// Opens an agent session (`kind` with `request`) in a running instance that has an agent
+    /// (`what` names the verb in the refusal); the session keeps it awake for auto-standby.
+    async fn agent_session(
+        &self,
+        id_or_name: &str,
+        what: &str,
+        wait_for_agent: Duration,
+        kind: Kind,
+        request: &impl serde::Serialize,
+    ) -> Result<ExecSession, EngineError> {
         let record = self.running(id_or_name).await?;
-        without_agent_refused(&record, "cp")?;
-        let link = self.agent_link(&record.id, Duration::from_secs(10)).await?;
-        let mut session = link.get(request).await.map_err(EngineError::Agent)?;
+        without_agent_refused(&record, what)?;
+        let link = self.agent_link(&record.id, wait_for_agent).await?;
+        let mut session = link
+            .session(kind, request)
+            .await
+            .map_err(EngineError::Agent)?;
         session.activity = Some(self.exec_activity(&record.id));
         Ok(session)
     }
@@ -1064,14 +1049,17 @@ mod transport_tests {
             .await
             .expect("link");
         let mut session = link
-            .open(&OpenRequest {
-                command: vec!["yes".into()],
-                env: Vec::new(),
-                cwd: String::new(),
-                tty: false,
-                rows: 0,
-                cols: 0,
-            })
+            .session(
+                Kind::Open,
+                &OpenRequest {
+                    command: vec!["yes".into()],
+                    env: Vec::new(),
+                    cwd: String::new(),
+                    tty: false,
+                    rows: 0,
+                    cols: 0,
+                },
+            )
             .await
             .expect("open");
         // The client reads nothing while the guest writes.

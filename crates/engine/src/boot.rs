@@ -129,9 +129,7 @@ impl Engine {
         for entry in self.records.entries().unwrap_or_default() {
             let r = &entry.record;
             let live = self.runtime.vm(&r.id).is_some()
-                || crate::derive::dir_has_entries(
-                    &self.paths.instances().join(&r.id).join("snapshots/latest"),
-                );
+                || hypedeck_model::InstanceId::parse(&r.id).is_ok_and(|id| self.snapshot_flag(&id));
             if live && let Some(boot) = &r.boot {
                 add(&boot.kernel);
                 add(&boot.initrd);

@@ -98,7 +98,8 @@ impl Engine {
         Some(self.derived(record, &id, vmm, has_snapshot))
     }
 
-    fn snapshot_flag(&self, id: &InstanceId) -> bool {
+    /// Whether the instance has a saved VM (Standby), remembered by the runtime.
+    pub(crate) fn snapshot_flag(&self, id: &InstanceId) -> bool {
         self.runtime.has_snapshot(id.as_str(), || {
             dir_has_entries(&self.paths.instance_dir(id).join("snapshots/latest"))
         })

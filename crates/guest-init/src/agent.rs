@@ -579,12 +579,7 @@ pub(crate) fn reseed(hex: &str) -> Result<(), String> {
 
 fn stat(req: &StatRequest) -> PathInfo {
     use std::os::unix::fs::PermissionsExt;
-    let meta = if req.follow_links {
-        std::fs::metadata(&req.path)
-    } else {
-        std::fs::symlink_metadata(&req.path)
-    };
-    match meta {
+    match crate::copy::describe(std::path::Path::new(&req.path), req.follow_links) {
         Ok(m) => {
             let symlink = m.file_type().is_symlink();
             PathInfo {

@@ -285,7 +285,8 @@ struct Entry {
     meta: std::fs::Metadata,
 }
 
-fn describe(path: &Path, follow: bool) -> std::io::Result<std::fs::Metadata> {
+/// A path's metadata: its target's (`follow`) or the link's own.
+pub(crate) fn describe(path: &Path, follow: bool) -> std::io::Result<std::fs::Metadata> {
     if follow {
         std::fs::metadata(path)
     } else {

@@ -17,7 +17,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
@@ -26,7 +26,6 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::ApiState;
-use crate::error::ApiError;
 
 /// The cp route (needs auth).
 pub fn routes() -> Router<ApiState> {
@@ -57,12 +56,7 @@ async fn cp(
     Path(id): Path<String>,
     ws: WebSocketUpgrade,
 ) -> Response {
-    if let Err(e) = state.engine.exec_precheck(&id).await {
-        return ApiError::from_engine("copy in instance", e).into_response();
-    }
-    let protocol = format!("{}{}", crate::auth::WS_TOKEN_PROTOCOL, state.token.expose());
-    ws.protocols([protocol])
-        .on_upgrade(move |socket| run(state, id, socket))
+    super::exec::upgrade_running(state, id, ws, "copy in instance", run).await
 }
 
 async fn run(state: ApiState, id: String, socket: WebSocket) {

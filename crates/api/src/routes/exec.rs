@@ -68,13 +68,30 @@ async fn exec(
     Path(id): Path<String>,
     ws: WebSocketUpgrade,
 ) -> Response {
+    upgrade_running(state, id, ws, "exec in instance", run).await
+}
+
+/// Upgrades a request on an instance's WebSocket route (exec, cp) when the instance is Running
+/// (else the JSON 409, or 404, before the upgrade; `what` names the verb in it), and hands the
+/// socket to `session`.
+pub(crate) async fn upgrade_running<F, Fut>(
+    state: ApiState,
+    id: String,
+    ws: WebSocketUpgrade,
+    what: &'static str,
+    session: F,
+) -> Response
+where
+    F: FnOnce(ApiState, String, WebSocket) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     if let Err(e) = state.engine.exec_precheck(&id).await {
-        return ApiError::from_engine("exec in instance", e).into_response();
+        return ApiError::from_engine(what, e).into_response();
     }
     // A browser sends the token as a subprotocol; the handshake must name it back.
     let protocol = format!("{}{}", crate::auth::WS_TOKEN_PROTOCOL, state.token.expose());
     ws.protocols([protocol])
-        .on_upgrade(move |socket| run(state, id, socket))
+        .on_upgrade(move |socket| session(state, id, socket))
 }
 
 fn clamp16(v: Option<u32>) -> u16 {

@@ -207,6 +207,11 @@ pub fn path(collection: &str, id: &str) -> String {
     format!("/{collection}/{}", segment(id))
 }
 
+/// `/instances/<instance>` (an id, name or id prefix), percent-encoded.
+pub fn instance_path(instance: &str) -> String {
+    path("instances", instance)
+}
+
 /// The TLS client configuration for `https://` and `wss://`: the OS's root certificates, or
 /// those in `SSL_CERT_FILE` when set (rustls-native-certs reads it), with the aws-lc-rs
 /// provider.

@@ -18,7 +18,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::client::{Api, CliError, segment};
+use crate::client::{Api, CliError, instance_path};
 use crate::exec::connect;
 
 /// `cp`'s flags.
@@ -101,7 +101,7 @@ async fn stat(api: &Api, instance: &str, path: &str, follow: bool) -> Result<Pat
     let follow = if follow { "true" } else { "false" };
     let info: PathInfo = api
         .get_query(
-            &format!("/instances/{}/stat", segment(instance)),
+            &format!("{}/stat", instance_path(instance)),
             &[("path", path), ("follow_links", follow)],
         )
         .await?

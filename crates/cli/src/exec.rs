@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 
-use crate::client::{Api, CliError, segment};
+use crate::client::{Api, CliError, instance_path};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -206,7 +206,7 @@ pub(crate) async fn connect(
         }
         _ => return Err(CliError::Usage(format!("bad base URL {}", target.base_url))),
     };
-    let url = format!("{ws_url}/instances/{}/{verb}", segment(instance));
+    let url = format!("{ws_url}{}/{verb}", instance_path(instance));
     let mut ws_request = url
         .into_client_request()
         .map_err(|e| CliError::Other(format!("{verb} request: {e}")))?;

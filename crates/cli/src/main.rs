@@ -403,11 +403,14 @@ impl RunArgs {
             }
             body["network"]["egress"] = egress;
         }
-        if self.auto_standby_enabled || self.auto_standby_idle_timeout.is_some() {
-            let mut policy = json!({ "enabled": self.auto_standby_enabled });
-            if let Some(t) = &self.auto_standby_idle_timeout {
-                policy["idle_timeout"] = json!(t);
-            }
+        // Upstream's run builds the policy as `update auto-standby` does (an idle timeout alone
+        // enables it).
+        if let Some(policy) = verbs::auto_standby_policy(
+            self.auto_standby_enabled.then_some(true),
+            self.auto_standby_idle_timeout.as_deref(),
+            &[],
+            &[],
+        )? {
             body["auto_standby"] = policy;
         }
         if self.skip_guest_agent {
@@ -808,8 +811,8 @@ async fn api_verb(cli: &Cli, dir: &std::path::Path) -> Option<Result<(), CliErro
                     body["name"] = serde_json::json!(n);
                 }
                 let path = format!(
-                    "/instances/{}/snapshots",
-                    hypedeck_cli::client::segment(instance)
+                    "{}/snapshots",
+                    hypedeck_cli::client::instance_path(instance)
                 );
                 verbs::create(&api, out, &path, &body, "id").await
             }
@@ -823,8 +826,8 @@ async fn api_verb(cli: &Cli, dir: &std::path::Path) -> Option<Result<(), CliErro
                     body["target_state"] = serde_json::json!(t);
                 }
                 let path = format!(
-                    "/instances/{}/snapshots/{}/restore",
-                    hypedeck_cli::client::segment(instance),
+                    "{}/snapshots/{}/restore",
+                    hypedeck_cli::client::instance_path(instance),
                     hypedeck_cli::client::segment(snapshot)
                 );
                 verbs::create(&api, out, &path, &body, "id").await

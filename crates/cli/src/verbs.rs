@@ -9,13 +9,9 @@ use futures_util::StreamExt as _;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::client::{Api, CliError, segment};
+use crate::client::{Api, CliError, instance_path, segment};
 pub use crate::output::{Doc, Format, Output};
 use crate::progress::Progress;
-
-fn instance_path(instance: &str) -> String {
-    format!("/instances/{}", segment(instance))
-}
 
 fn text(v: &Value, key: &str) -> String {
     v.get(key).and_then(Value::as_str).unwrap_or("").to_string()
@@ -466,7 +462,7 @@ pub fn pull_status(image: &str, answer: &Value) -> String {
 /// terminal a spinner shows the status and the time so far; elsewhere a line per status
 /// (with `--format auto`).
 pub async fn pull(api: &Api, out: &Output, image: &str) -> Result<Doc, CliError> {
-    let path = format!("/images/{}", segment(image));
+    let path = crate::client::path("images", image);
     let terminal = crate::progress::stderr_is_terminal();
     let spinner = Progress::spinner(&format!("Looking up {image}"));
     let mut current = match api.get_doc(&path).await {

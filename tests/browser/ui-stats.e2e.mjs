@@ -281,6 +281,9 @@ describe("resource use", () => {
     const web = await runningInstance(ui.engine, "stats-upstream");
     cleanup(t, [web]);
     const { page, apiCalls } = await ui.openConnected(t, {}).then(async (opened) => {
+      // Connected first: the page takes the link off its address at once but remembers the
+      // connection only once it is using it; a reload in between would open the connect form.
+      await opened.page.locator("#conn-mode", { hasText: "browser" }).waitFor();
       // Answer like upstream Hypeman: 404 for Hypedeck's routes (with CORS, as the server would).
       await opened.page.route(/\/(stats|stats\/history)$/, (route) =>
         route.request().method() === "OPTIONS" || route.request().url().endsWith(`/instances/${web.id}/stats`)
